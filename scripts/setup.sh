@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Installs everything AEGIS needs on a Debian/Ubuntu host, idempotently:
+#   - Debian packages: bubblewrap (the sandbox), python3 (for python agents)   [as root; else prints the command]
+#   - the `aegis-sandbox` system user sandboxes run as                         [as root]
+#   - npm dependencies, including the pinned Node 24 (the `node` npm package)
+# Safe to run again: each step checks first and does nothing when already done.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+quiet=${1:-}
+say() { [ "$quiet" = "--quiet" ] || echo "setup: $*"; }
+
+need_pkgs=()
+command -v bwrap >/dev/null 2>&1 || need_pkgs+=(bubblewrap)
+[ -x /usr/bin/python3 ] || need_pkgs+=(python3)
+
+if [ "${#need_pkgs[@]}" -gt 0 ]; then
+  if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+    say "installing Debian packages: ${need_pkgs[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq >/dev/null
+    apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >/dev/null
+  else
+    echo "setup: missing packages: ${need_pkgs[*]}" >&2
+    echo "setup: install them with:  sudo apt-get install -y ${need_pkgs[*]}" >&2
+    exit 3
+  fi
+else
+  say "Debian packages present (bubblewrap, python3)"
+fi
+
+if [ "$(id -u)" -eq 0 ]; then
+  if ! getent passwd aegis-sandbox >/dev/null; then
+    say "creating system user aegis-sandbox (sandboxes run as this unprivileged uid)"
+    useradd --system --user-group --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin aegis-sandbox
+  fi
+else
+  say "not root: sandboxes will run as your own uid; resource limits need root or a delegated cgroup (see aegis doctor)"
+fi
+
+# npm dependencies (and Node 24 via the `node` package). Skip when the installed tree matches the lockfile.
+if [ ! -x node_modules/.bin/node ] || [ package-lock.json -nt node_modules/.package-lock.json ] \
+  || [ package.json -nt node_modules/.package-lock.json ]; then
+  say "installing npm dependencies (including Node 24)"
+  if [ -d node_modules ]; then npm install --no-audit --no-fund --loglevel=error; else npm ci --no-audit --no-fund --loglevel=error; fi
+else
+  say "npm dependencies up to date"
+fi
+
+version=$(node_modules/.bin/node --version)
+case "$version" in
+  v24.*) say "Node $version ready" ;;
+  *) echo "setup: expected Node 24 in node_modules/.bin/node, found $version" >&2; exit 1 ;;
+esac

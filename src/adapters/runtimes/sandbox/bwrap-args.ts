@@ -1,0 +1,99 @@
+/**
+ * The bubblewrap command line for one sandbox, as a pure function of a plan — so the hardening flags are
+ * reviewable in one place and unit-testable without spawning anything. The benchmark's "floor" uses the same
+ * builder, so the comparison is flag-for-flag.
+ */
+
+export interface BwrapMount {
+  readonly source: string;
+  readonly target: string;
+  readonly writable: boolean;
+}
+
+export interface BwrapPlan {
+  /** uid/gid the agent sees inside (mapped to the unprivileged host uid bwrap runs as). */
+  readonly innerUid: number;
+  readonly innerGid: number;
+  readonly hostname: string;
+  readonly env: Readonly<Record<string, string>>;
+  readonly mergedUsr: boolean;
+  /** Host /etc entries bound read-only at the same path. */
+  readonly etcFiles: readonly string[];
+  /** Synthesised /etc files: target → host file. */
+  readonly generatedEtc: Readonly<Record<string, string>>;
+  /** Host directory bound read-only at /agent (working directory). */
+  readonly agentDir: string;
+  /** Host file bound read-only at /run/aegis/input.json. */
+  readonly inputFile: string | undefined;
+  /** Host file bound read-write at /run/aegis/output.json. */
+  readonly outputFile: string | undefined;
+  /** Extra read-only binds of interpreter binaries: host path → path inside. */
+  readonly binaries: Readonly<Record<string, string>>;
+  readonly mounts: readonly BwrapMount[];
+  /** Size cap of /workspace and /tmp, bytes. */
+  readonly diskBytes: number;
+  readonly argv: readonly string[];
+  /** Child fd numbers for the control pipes; omit to leave the feature out. */
+  readonly fds: { readonly seccomp?: number; readonly info?: number; readonly block?: number };
+}
+
+export function buildBwrapArgs(plan: BwrapPlan): string[] {
+  const args: string[] = [
+    // Namespaces: user, ipc, pid, net (only `lo`), uts, cgroup. Nested user namespaces are disabled.
+    '--unshare-all',
+    '--unshare-user',
+    '--disable-userns',
+    '--uid',
+    String(plan.innerUid),
+    '--gid',
+    String(plan.innerGid),
+    '--hostname',
+    plan.hostname,
+    // Lifetime and terminal: the sandbox dies with the orchestrator and can't inject keystrokes into its tty.
+    '--die-with-parent',
+    '--new-session',
+    '--cap-drop',
+    'ALL',
+    // Clean environment: nothing of the host's.
+    '--clearenv',
+  ];
+  for (const [name, value] of Object.entries(plan.env)) args.push('--setenv', name, value);
+
+  // Read-only root made only of what interpreters need.
+  args.push('--ro-bind', '/usr', '/usr');
+  if (plan.mergedUsr) {
+    args.push('--symlink', 'usr/bin', '/bin', '--symlink', 'usr/sbin', '/sbin');
+    args.push('--symlink', 'usr/lib', '/lib', '--symlink', 'usr/lib64', '/lib64');
+  } else {
+    for (const dir of ['/bin', '/sbin', '/lib', '/lib64']) args.push('--ro-bind-try', dir, dir);
+  }
+  for (const file of plan.etcFiles) args.push('--ro-bind', file, file);
+  for (const [target, source] of Object.entries(plan.generatedEtc)) args.push('--ro-bind', source, target);
+  for (const [source, target] of Object.entries(plan.binaries)) args.push('--ro-bind', source, target);
+
+  // Kernel interfaces: a private /proc (only the sandbox's processes) and a minimal /dev.
+  args.push('--proc', '/proc', '--dev', '/dev');
+
+  // Writable scratch, capped.
+  args.push('--size', String(plan.diskBytes), '--perms', '1777', '--tmpfs', '/tmp');
+  args.push('--size', String(plan.diskBytes), '--perms', '0700', '--tmpfs', '/workspace');
+
+  // Agent code, read-only; the I/O files of the AEGIS contract.
+  args.push('--ro-bind', plan.agentDir, '/agent');
+  if (plan.inputFile) args.push('--ro-bind', plan.inputFile, '/run/aegis/input.json');
+  if (plan.outputFile) args.push('--bind', plan.outputFile, '/run/aegis/output.json');
+
+  // Host paths the manifest grants, at their targets.
+  for (const mount of plan.mounts) {
+    args.push(mount.writable ? '--bind' : '--ro-bind', mount.source, mount.target);
+  }
+
+  // Everything not mounted above stays on bwrap's root tmpfs, which becomes read-only.
+  args.push('--remount-ro', '/', '--chdir', '/agent');
+
+  if (plan.fds.seccomp !== undefined) args.push('--seccomp', String(plan.fds.seccomp));
+  if (plan.fds.info !== undefined) args.push('--info-fd', String(plan.fds.info));
+  if (plan.fds.block !== undefined) args.push('--block-fd', String(plan.fds.block));
+  args.push('--', ...plan.argv);
+  return args;
+}

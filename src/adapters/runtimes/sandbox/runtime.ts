@@ -1,0 +1,703 @@
+/**
+ * `sandbox` runtime: bubblewrap namespaces + seccomp + cgroups, run as an unprivileged uid.
+ *
+ * spawn():   resolves and checks every mount, creates the cgroup and scratch files, starts bwrap blocked on
+ *            --block-fd, reads the sandbox init's pid from --info-fd and moves it into the cgroup. The instance is
+ *            now Warm: namespaces and mounts exist, limits apply, the agent has not run one instruction.
+ * execute(): writes the input, releases the block fd, streams stdout/stderr line by line, enforces the wall-clock
+ *            timeout (SIGKILL to the sandbox's pid-namespace init kills the whole tree), classifies the outcome
+ *            from the exit status and cgroup counters, collects the output, destroys the instance.
+ */
+import { type ChildProcess, spawn } from 'node:child_process';
+import {
+  chmodSync,
+  chownSync,
+  cpSync,
+  existsSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  realpathSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
+import { join } from 'node:path';
+import type { Readable, Writable } from 'node:stream';
+import type {
+  InstanceId,
+  InstanceSpec,
+  InstanceState,
+  ProcessIdentity,
+  Runtime,
+  TaskInput,
+  TaskOutput,
+} from '../../../app/ports.ts';
+import { AegisError } from '../../../domain/errors.ts';
+import type { LimitName, TerminalStatus, Violation } from '../../../domain/execution.ts';
+import { checkMountSource } from '../../../domain/filesystem-policy.ts';
+import type { CompiledAgent } from '../../../domain/manifest/compiled.ts';
+import { formatBytes } from '../../../domain/units.ts';
+import { type BwrapMount, buildBwrapArgs } from './bwrap-args.ts';
+import {
+  CgroupDriver,
+  type CgroupLayout,
+  detectCgroupLayout,
+  removeCgroupPaths,
+  type SandboxCgroup,
+} from './cgroups.ts';
+import {
+  hostHasMergedUsr,
+  presentEtcFiles,
+  reachable,
+  resolveSandboxUser,
+  type SandboxUser,
+} from './host.ts';
+import { buildSeccompProgram, hostSeccompArch } from './seccomp.ts';
+
+/** Where the agent finds things inside. */
+export const INNER_UID = 1000;
+export const INNER_GID = 1000;
+const NODE_INSIDE = '/opt/aegis/bin/node';
+const INNER_PATH = '/opt/aegis/bin:/usr/local/bin:/usr/bin:/bin';
+const MAX_OUTPUT_BYTES = 16 * 1024 * 1024;
+const MAX_LINE_BYTES = 64 * 1024;
+const MAX_LOG_BYTES = 32 * 1024 * 1024;
+const SPAWN_DEADLINE_MS = 10_000;
+
+export interface SandboxRuntimeOptions {
+  /** Scratch root for per-execution files and the orchestrator's static /etc files. @default /run/aegis (root) */
+  readonly scratchRoot?: string;
+  /** Host paths never mountable in addition to the built-in list (the orchestrator's data dir). */
+  readonly protectedPaths?: readonly string[];
+  /** cgroup sub-path for sandbox groups. @default "aegis" */
+  readonly cgroupParent?: string;
+  readonly identity: ProcessIdentity;
+  /** Path to the bwrap binary. @default "bwrap" (PATH) */
+  readonly bwrapPath?: string;
+  /** Node binary agents with `language: node` run on. @default the orchestrator's own (process.execPath) */
+  readonly nodeBinary?: string;
+  readonly cgroupLayout?: CgroupLayout;
+}
+
+interface Instance {
+  readonly id: InstanceId;
+  readonly executionId: string;
+  readonly agent: CompiledAgent;
+  state: InstanceState;
+  readonly dir: string;
+  readonly proc: ChildProcess;
+  /** Write end of bwrap's --block-fd: one byte releases the agent. */
+  readonly release: Writable;
+  readonly childPid: number;
+  readonly cgroup: SandboxCgroup;
+  readonly inputFile: string;
+  readonly outputFile: string;
+  /** Lines bwrap printed before execute() attached (setup errors). */
+  readonly early: { stream: 'stdout' | 'stderr'; text: string }[];
+  readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  killedBy: 'timeout' | 'abort' | 'terminate' | undefined;
+}
+
+interface ScratchState {
+  readonly executionId: string;
+  readonly owner: { host: string; pid: number; startTicks: number };
+  readonly cgroupPaths: readonly string[];
+  readonly createdAt: string;
+}
+
+function defaultScratchRoot(): string {
+  if (process.getuid?.() === 0) return '/run/aegis';
+  const runtimeDir = process.env['XDG_RUNTIME_DIR'];
+  return runtimeDir ? join(runtimeDir, 'aegis') : `/tmp/aegis-${process.getuid?.() ?? 'user'}`;
+}
+
+function signalNameOf(code: number): string | undefined {
+  const names: Record<number, string> = {
+    6: 'SIGABRT',
+    9: 'SIGKILL',
+    11: 'SIGSEGV',
+    15: 'SIGTERM',
+    25: 'SIGXFSZ',
+  };
+  return names[code - 128];
+}
+
+export class SandboxRuntime implements Runtime {
+  readonly name = 'sandbox';
+  readonly scratchRoot: string;
+  readonly user: SandboxUser;
+  readonly cgroups: CgroupDriver;
+  private readonly options: SandboxRuntimeOptions;
+  private readonly instances = new Map<InstanceId, Instance>();
+  private readonly seccomp: Buffer;
+  private readonly mergedUsr = hostHasMergedUsr();
+  private readonly etcFiles = presentEtcFiles();
+  private staticEtc: Record<string, string> | undefined;
+
+  constructor(options: SandboxRuntimeOptions) {
+    this.options = options;
+    this.scratchRoot = options.scratchRoot ?? defaultScratchRoot();
+    this.user = resolveSandboxUser();
+    this.cgroups = new CgroupDriver(options.cgroupLayout ?? detectCgroupLayout(), {
+      parent: options.cgroupParent ?? 'aegis',
+    });
+    this.seccomp = buildSeccompProgram(hostSeccompArch());
+  }
+
+  status(id: InstanceId): InstanceState | undefined {
+    return this.instances.get(id)?.state;
+  }
+
+  /** Static /etc files shared by every sandbox (written once per orchestrator start). */
+  private ensureStaticEtc(): Record<string, string> {
+    if (this.staticEtc) return this.staticEtc;
+    const dir = join(this.scratchRoot, 'static');
+    mkdirSync(dir, { recursive: true, mode: 0o711 });
+    const files: Record<string, string> = {
+      '/etc/passwd': `root:x:0:0:root:/nonexistent:/usr/sbin/nologin\nagent:x:${INNER_UID}:${INNER_GID}:AEGIS agent:/workspace:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n`,
+      '/etc/group': `root:x:0:\nagent:x:${INNER_GID}:\nnogroup:x:65534:\n`,
+      '/etc/hosts': '127.0.0.1\tlocalhost aegis\n::1\tlocalhost ip6-localhost\n',
+      '/etc/nsswitch.conf': 'passwd: files\ngroup: files\nhosts: files\n',
+    };
+    const out: Record<string, string> = {};
+    for (const [target, content] of Object.entries(files)) {
+      const file = join(dir, target.replace(/^\/etc\//, ''));
+      writeFileSync(file, content, { mode: 0o644 });
+      out[target] = file;
+    }
+    this.staticEtc = out;
+    return out;
+  }
+
+  /** Makes the scratch root exist with safe modes (root-owned, searchable but not listable by sandboxes). */
+  private ensureScratchRoot(): void {
+    mkdirSync(join(this.scratchRoot, 'sandboxes'), { recursive: true, mode: 0o711 });
+    if (this.user.dedicated) {
+      chmodSync(this.scratchRoot, 0o711);
+      chmodSync(join(this.scratchRoot, 'sandboxes'), 0o711);
+    }
+  }
+
+  /** Interpreter argv for the agent, and interpreter binaries to bind. */
+  private commandFor(agent: CompiledAgent): { argv: string[]; binaries: Record<string, string> } {
+    const { language, entrypoint, command } = agent.runtime;
+    const binaries: Record<string, string> = {};
+    const nodeBinary = realpathSync(this.options.nodeBinary ?? process.execPath);
+    const needsNode = language === 'node' || (command !== undefined && command[0] === 'node');
+    if (needsNode) {
+      const reach = reachable(nodeBinary, this.user, 'read');
+      if (!reach.ok) {
+        throw new AegisError(
+          'RUNTIME_UNAVAILABLE',
+          `the sandbox user cannot read the Node binary: ${reach.reason}`,
+          {
+            hint: `install AEGIS in a directory readable by ${this.user.name}, or set AEGIS_NODE_BINARY`,
+          },
+        );
+      }
+      binaries[nodeBinary] = NODE_INSIDE;
+    }
+    if (command !== undefined) return { argv: [...command], binaries };
+    const interpreters: Record<string, string> = {
+      python: '/usr/bin/python3',
+      node: NODE_INSIDE,
+      bash: '/usr/bin/bash',
+    };
+    const interpreter = interpreters[language ?? 'bash']!;
+    if (language !== 'node' && !existsSync(interpreter)) {
+      throw new AegisError('RUNTIME_UNAVAILABLE', `${interpreter} is not installed on this host`, {
+        hint: `install it (Debian: apt-get install ${language === 'python' ? 'python3' : 'bash'})`,
+      });
+    }
+    if (entrypoint !== undefined && !existsSync(join(agent.agentDir, entrypoint))) {
+      throw new AegisError(
+        'MANIFEST_INVALID',
+        `entrypoint ${entrypoint} does not exist in ${agent.agentDir}`,
+        {
+          problems: [
+            { path: 'spec.runtime.entrypoint', message: `no file ${join(agent.agentDir, entrypoint)}` },
+          ],
+        },
+      );
+    }
+    return { argv: [interpreter, entrypoint!], binaries };
+  }
+
+  /** Realpaths every grant, refuses protected paths, checks the sandbox uid can reach them. */
+  private resolveMounts(agent: CompiledAgent): BwrapMount[] {
+    const mounts: BwrapMount[] = [];
+    const protectedPaths = [...(this.options.protectedPaths ?? []), this.scratchRoot];
+    for (const mount of agent.mounts) {
+      let real: string;
+      try {
+        real = realpathSync(mount.source);
+      } catch (error) {
+        throw new AegisError(
+          'MANIFEST_INVALID',
+          `${mount.manifestPath}: host path ${mount.source} does not exist`,
+          {
+            cause: error,
+            problems: [{ path: mount.manifestPath, message: `host path ${mount.source} does not exist` }],
+            hint: 'create it first, or remove the entry',
+          },
+        );
+      }
+      const verdict = checkMountSource(real, protectedPaths);
+      if (verdict.forbidden) {
+        const via = real === mount.source ? '' : ` (resolves to ${real})`;
+        throw new AegisError(
+          'POLICY_DENIED',
+          `${mount.manifestPath}: ${mount.source}${via} may never be mounted into a sandbox — it is or contains the protected path ${verdict.protectedPath}`,
+          {
+            problems: [{ path: mount.manifestPath, message: `protected host path ${verdict.protectedPath}` }],
+            hint: 'grant a dedicated directory that holds only what the agent needs',
+          },
+        );
+      }
+      const reach = reachable(real, this.user, mount.writable ? 'write' : 'read');
+      if (!reach.ok) {
+        throw new AegisError(
+          'RUNTIME_UNAVAILABLE',
+          `${mount.manifestPath}: the sandbox user ${this.user.name} (uid ${this.user.uid}) cannot ${mount.writable ? 'write' : 'read'} ${real}: ${reach.reason}`,
+          {
+            hint: mount.writable
+              ? `give it to the sandbox user: chown ${this.user.uid} ${real} (or chmod o+rwx)`
+              : `make it readable: chmod o+rx on ${reach.blockedAt}`,
+          },
+        );
+      }
+      mounts.push({ source: real, target: mount.target, writable: mount.writable });
+    }
+    return mounts;
+  }
+
+  /** The agent directory, bound directly when the sandbox uid can read it, else copied into scratch. */
+  private agentDirFor(agent: CompiledAgent, dir: string): string {
+    const real = realpathSync(agent.agentDir);
+    const verdict = checkMountSource(real, [...(this.options.protectedPaths ?? []), this.scratchRoot]);
+    const reach = reachable(real, this.user, 'read');
+    if (reach.ok && !verdict.forbidden) return real;
+    // Under /root or /home (unreachable or protected): hand the sandbox a private read-only copy instead.
+    const copy = join(dir, 'agent');
+    cpSync(real, copy, { recursive: true, verbatimSymlinks: true, filter: (src) => !src.includes('/.git/') });
+    chmodSync(copy, 0o755);
+    return copy;
+  }
+
+  async spawn(spec: InstanceSpec): Promise<InstanceId> {
+    const { agent, executionId } = spec;
+    if (agent.isolation !== 'sandbox') {
+      throw new AegisError('RUNTIME_UNAVAILABLE', `isolation "${agent.isolation}" is not available yet`, {
+        hint: 'use isolation: sandbox',
+      });
+    }
+    if (agent.network.allow.length > 0) {
+      // Egress allow-listing arrives with the egress proxy; running with no network would silently weaken the
+      // agent's expectations and running with open network would weaken the policy, so refuse.
+      throw new AegisError(
+        'RUNTIME_UNAVAILABLE',
+        'spec.security.network.allow is not enforceable yet: the egress proxy is not available in this build',
+        { hint: 'remove the allow entries (the sandbox then has no network at all)' },
+      );
+    }
+    this.cgroups.assertUsable();
+    const { argv, binaries } = this.commandFor(agent);
+    const mounts = this.resolveMounts(agent);
+    this.ensureScratchRoot();
+    const generatedEtc = this.ensureStaticEtc();
+
+    const id: InstanceId = `sbx_${executionId}`;
+    const dir = join(this.scratchRoot, 'sandboxes', executionId);
+    mkdirSync(dir, { mode: 0o711 });
+    const owner = this.options.identity.current();
+    const writeState = (cgroupPaths: readonly string[]) => {
+      const state: ScratchState = { executionId, owner, cgroupPaths, createdAt: new Date().toISOString() };
+      writeFileSync(join(dir, 'state.json'), JSON.stringify(state), { mode: 0o600 });
+    };
+    writeState([]);
+
+    let cgroup: SandboxCgroup | undefined;
+    let proc: ChildProcess | undefined;
+    try {
+      const inputFile = join(dir, 'input.json');
+      const outputFile = join(dir, 'output.json');
+      writeFileSync(inputFile, '', { mode: 0o644 });
+      writeFileSync(outputFile, '', { mode: 0o600 });
+      if (this.user.dedicated) chownSync(outputFile, this.user.uid, this.user.gid);
+      const agentDir = this.agentDirFor(agent, dir);
+
+      cgroup = this.cgroups.create(executionId, agent.limits);
+      writeState(cgroup.paths);
+
+      const env: Record<string, string> = {
+        PATH: INNER_PATH,
+        HOME: '/workspace',
+        TMPDIR: '/tmp',
+        LANG: 'C.UTF-8',
+        PYTHONUNBUFFERED: '1',
+        PYTHONDONTWRITEBYTECODE: '1',
+        ...agent.env,
+        AEGIS_EXECUTION_ID: executionId,
+        AEGIS_AGENT_NAME: agent.name,
+        AEGIS_AGENT_VERSION: agent.version,
+        AEGIS_INPUT: '/run/aegis/input.json',
+        AEGIS_OUTPUT: '/run/aegis/output.json',
+      };
+      const args = buildBwrapArgs({
+        innerUid: INNER_UID,
+        innerGid: INNER_GID,
+        hostname: 'aegis',
+        env,
+        mergedUsr: this.mergedUsr,
+        etcFiles: this.etcFiles,
+        generatedEtc,
+        agentDir,
+        inputFile,
+        outputFile,
+        binaries,
+        mounts,
+        diskBytes: agent.limits.diskBytes,
+        argv,
+        fds: { seccomp: 3, info: 4, block: 5 },
+      });
+      const child = spawn(this.options.bwrapPath ?? 'bwrap', args, {
+        stdio: ['pipe', 'pipe', 'pipe', 'pipe', 'pipe', 'pipe'],
+        env: {},
+        ...(this.user.dedicated && process.getuid?.() === 0
+          ? { uid: this.user.uid, gid: this.user.gid }
+          : {}),
+      });
+      proc = child;
+      const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
+        child.on('close', (code, signal) => resolve({ code, signal }));
+      });
+      const spawnError = new Promise<never>((_, reject) => {
+        child.once('error', (error) =>
+          reject(
+            new AegisError('RUNTIME_UNAVAILABLE', `cannot start bubblewrap: ${error.message}`, {
+              cause: error,
+              hint: 'install it (Debian: apt-get install bubblewrap); `aegis doctor` checks the host',
+            }),
+          ),
+        );
+      });
+      spawnError.catch(() => {});
+      const early: Instance['early'] = [];
+      const stderrBuffer: string[] = [];
+      child.stderr!.on('data', (chunk: Buffer) => stderrBuffer.push(chunk.toString('utf8')));
+      (child.stdio[3] as Writable).on('error', () => {});
+      (child.stdio[3] as Writable).end(this.seccomp);
+      const release = (child.stdio as unknown as (Readable | Writable)[])[5] as Writable;
+      release.on('error', () => {});
+
+      const childPid = await Promise.race([
+        readInfoPid(child.stdio[4] as Readable),
+        spawnError,
+        exited.then(() => {
+          throw new AegisError(
+            'RUNTIME_UNAVAILABLE',
+            `bubblewrap failed to set up the sandbox: ${stderrBuffer.join('').trim()}`,
+            {
+              hint: '`aegis doctor` checks user namespaces, bubblewrap and cgroups on this host',
+            },
+          );
+        }),
+        delay(SPAWN_DEADLINE_MS).then(() => {
+          throw new AegisError(
+            'RUNTIME_UNAVAILABLE',
+            `bubblewrap did not report its sandbox within ${SPAWN_DEADLINE_MS} ms`,
+          );
+        }),
+      ]);
+      // The agent has not run yet (bwrap waits on --block-fd): limits apply from its first instruction.
+      cgroup.join(childPid);
+      child.stderr!.removeAllListeners('data');
+      child.stderr!.pause(); // execute() resumes it; nothing is lost in between
+      for (const text of stderrBuffer.join('').split('\n').filter(Boolean))
+        early.push({ stream: 'stderr', text });
+
+      const instance: Instance = {
+        id,
+        executionId,
+        agent,
+        state: 'warm',
+        dir,
+        proc: child,
+        release,
+        childPid,
+        cgroup,
+        inputFile,
+        outputFile,
+        early,
+        exited,
+        killedBy: undefined,
+      };
+      this.instances.set(id, instance);
+      return id;
+    } catch (error) {
+      if (proc && proc.exitCode === null) proc.kill('SIGKILL');
+      await cgroup?.destroy().catch(() => {});
+      rmSync(dir, { recursive: true, force: true });
+      throw error;
+    }
+  }
+
+  async execute(id: InstanceId, task: TaskInput): Promise<TaskOutput> {
+    const instance = this.instances.get(id);
+    if (!instance) throw new AegisError('NOT_FOUND', `no instance ${id}`);
+    if (instance.state !== 'warm')
+      throw new AegisError('USAGE', `instance ${id} is ${instance.state}; instances serve one execution`);
+    instance.state = 'hot';
+    const { proc, agent } = instance;
+    let lastStdoutLine: string | undefined;
+    let loggedBytes = 0;
+    let truncated = false;
+    const log = (stream: 'stdout' | 'stderr', text: string) => {
+      if (stream === 'stdout' && text.trim() !== '') lastStdoutLine = text;
+      loggedBytes += text.length;
+      if (loggedBytes > MAX_LOG_BYTES) {
+        if (!truncated)
+          task.onLog(
+            'stderr',
+            `[aegis] log output exceeded ${formatBytes(MAX_LOG_BYTES)}; further lines dropped`,
+          );
+        truncated = true;
+        return;
+      }
+      task.onLog(stream, text);
+    };
+    for (const line of instance.early) log(line.stream, line.text);
+    const stdoutDone = splitLines(proc.stdout!, (text) => log('stdout', text));
+    const stderrDone = splitLines(proc.stderr!, (text) => log('stderr', text));
+
+    const inputJson = JSON.stringify(task.input ?? null);
+    writeFileSync(instance.inputFile, inputJson);
+    proc.stdin!.on('error', () => {}); // the agent may never read stdin
+    proc.stdin!.end(`${inputJson}\n`);
+
+    const kill = (why: Instance['killedBy']) => {
+      instance.killedBy ??= why;
+      this.killTree(instance);
+    };
+    const timer = setTimeout(() => kill('timeout'), agent.limits.timeoutMs);
+    const onAbort = () => kill('abort');
+    if (task.signal?.aborted) onAbort();
+    task.signal?.addEventListener('abort', onAbort, { once: true });
+
+    const releasedAtMs = performance.timeOrigin + performance.now();
+    instance.release.end('1');
+
+    const { code, signal } = await instance.exited;
+    clearTimeout(timer);
+    task.signal?.removeEventListener('abort', onAbort);
+    await Promise.all([stdoutDone, stderrDone]);
+    const finishedAtMs = performance.timeOrigin + performance.now();
+    const stats = instance.cgroup.stats();
+
+    const limitsHit: LimitName[] = [];
+    const violations: Violation[] = [];
+    if (stats.oomKills > 0) {
+      limitsHit.push('memory');
+      violations.push({
+        kind: 'limit',
+        rule: 'memory',
+        count: stats.oomKills,
+        message: `memory: ${stats.oomKills} process(es) killed for exceeding ${formatBytes(agent.limits.memoryBytes)} (spec.security.resources.memory)`,
+      });
+    }
+    if (stats.pidsLimitHits > 0) {
+      limitsHit.push('pids');
+      violations.push({
+        kind: 'limit',
+        rule: 'pids',
+        count: stats.pidsLimitHits,
+        message: `pids: ${stats.pidsLimitHits} process/thread creation(s) refused at the limit of ${agent.limits.pids} (spec.security.resources.pids)`,
+      });
+    }
+    if (stats.cpuThrottledPeriods > 0) limitsHit.push('cpu');
+    if (instance.killedBy === 'timeout') {
+      limitsHit.push('timeout');
+      violations.push({
+        kind: 'limit',
+        rule: 'timeout',
+        message: `timeout: still running after ${agent.limits.timeoutMs} ms (spec.security.resources.timeout); the whole process tree was killed`,
+      });
+    }
+
+    const exitCode = code;
+    let status: TerminalStatus;
+    let reason: string | null = null;
+    if (instance.killedBy === 'timeout') {
+      status = 'timeout';
+      reason = `wall-clock limit of ${agent.limits.timeoutMs} ms reached`;
+    } else if (instance.killedBy === 'abort' || instance.killedBy === 'terminate') {
+      status = 'killed';
+      reason = 'cancelled';
+    } else if (stats.oomKills > 0 && exitCode !== 0) {
+      status = 'oom';
+      reason = `out of memory (limit ${formatBytes(agent.limits.memoryBytes)})`;
+    } else if (exitCode === 0) {
+      status = 'succeeded';
+    } else {
+      status = 'failed';
+      if (signal) reason = `sandbox terminated by ${signal}`;
+      else if (exitCode !== null && exitCode > 128 && signalNameOf(exitCode)) {
+        reason = `exit code ${exitCode} (the agent was killed by ${signalNameOf(exitCode)})`;
+      } else reason = `exit code ${exitCode}`;
+    }
+
+    const output = this.collectOutput(instance, lastStdoutLine, task);
+    instance.state = status === 'succeeded' ? 'terminated' : 'failed';
+    await this.destroy(instance);
+    return { status, exitCode, reason, output, limitsHit, violations, releasedAtMs, finishedAtMs };
+  }
+
+  private collectOutput(instance: Instance, lastStdoutLine: string | undefined, task: TaskInput): unknown {
+    try {
+      const size = statSync(instance.outputFile).size;
+      if (size > MAX_OUTPUT_BYTES) {
+        task.onLog(
+          'system',
+          `output.json is ${formatBytes(size)}; outputs are capped at ${formatBytes(MAX_OUTPUT_BYTES)} — ignored`,
+        );
+        return null;
+      }
+      if (size > 0) {
+        const text = readFileSync(instance.outputFile, 'utf8');
+        try {
+          return JSON.parse(text) as unknown;
+        } catch (error) {
+          task.onLog(
+            'system',
+            `/run/aegis/output.json is not valid JSON (${(error as Error).message}); ignored`,
+          );
+          return null;
+        }
+      }
+    } catch {
+      // no output file: fall back to stdout
+    }
+    if (lastStdoutLine !== undefined) {
+      try {
+        return JSON.parse(lastStdoutLine) as unknown;
+      } catch {
+        return null;
+      }
+    }
+    return null;
+  }
+
+  private killTree(instance: Instance): void {
+    // SIGKILL to the pid-namespace init makes the kernel kill every process in the namespace; the cgroup kill
+    // covers anything that might have escaped it.
+    try {
+      process.kill(instance.childPid, 'SIGKILL');
+    } catch {
+      // already gone
+    }
+    instance.cgroup.kill();
+    if (instance.proc.exitCode === null) instance.proc.kill('SIGKILL');
+  }
+
+  private async destroy(instance: Instance): Promise<void> {
+    this.instances.delete(instance.id);
+    try {
+      await instance.cgroup.destroy();
+    } finally {
+      rmSync(instance.dir, { recursive: true, force: true });
+    }
+  }
+
+  async terminate(id: InstanceId): Promise<void> {
+    const instance = this.instances.get(id);
+    if (!instance) return;
+    instance.killedBy ??= 'terminate';
+    this.killTree(instance);
+    if (instance.state === 'warm') {
+      instance.state = 'terminated';
+      await instance.exited;
+      await this.destroy(instance);
+    }
+    // A hot instance is destroyed by the execute() call that is waiting on it.
+  }
+
+  /** Kills and removes every live instance (orchestrator shutdown). */
+  async terminateAll(): Promise<void> {
+    await Promise.all([...this.instances.keys()].map((id) => this.terminate(id)));
+  }
+
+  async reapOrphans(): Promise<readonly string[]> {
+    const root = join(this.scratchRoot, 'sandboxes');
+    if (!existsSync(root)) return [];
+    const reaped: string[] = [];
+    for (const name of readdirSync(root)) {
+      const dir = join(root, name);
+      let state: ScratchState | undefined;
+      try {
+        state = JSON.parse(readFileSync(join(dir, 'state.json'), 'utf8')) as ScratchState;
+      } catch {
+        state = undefined;
+      }
+      if (state && this.options.identity.isAlive(state.owner)) continue;
+      if (!state) {
+        // Half-written by a dying orchestrator; leave very fresh ones to their (maybe live) creator.
+        const ageMs = Date.now() - statSync(dir).mtimeMs;
+        if (ageMs < 60_000) continue;
+      }
+      if (state) await removeCgroupPaths(state.cgroupPaths).catch(() => {});
+      rmSync(dir, { recursive: true, force: true });
+      reaped.push(state?.executionId ?? name);
+    }
+    return reaped;
+  }
+}
+
+function delay(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms).unref());
+}
+
+/** bwrap writes `{"child-pid": N, …}` to --info-fd once the sandbox init exists. */
+function readInfoPid(stream: Readable): Promise<number> {
+  return new Promise((resolve, reject) => {
+    let text = '';
+    const onData = (chunk: Buffer) => {
+      text += chunk.toString('utf8');
+      const match = /"child-pid"\s*:\s*(\d+)/.exec(text);
+      if (match) {
+        stream.off('data', onData);
+        stream.resume();
+        resolve(Number(match[1]));
+      }
+    };
+    stream.on('data', onData);
+    stream.once('error', reject);
+  });
+}
+
+/** Calls `onLine` for each complete line (long lines are split at MAX_LINE_BYTES). */
+function splitLines(stream: Readable, onLine: (text: string) => void): Promise<void> {
+  return new Promise((resolve) => {
+    let pending = '';
+    stream.setEncoding('utf8');
+    queueMicrotask(() => stream.resume());
+    stream.on('data', (chunk: string) => {
+      pending += chunk;
+      let index = pending.indexOf('\n');
+      while (index !== -1) {
+        onLine(pending.slice(0, index).replace(/\r$/, ''));
+        pending = pending.slice(index + 1);
+        index = pending.indexOf('\n');
+      }
+      while (pending.length > MAX_LINE_BYTES) {
+        onLine(pending.slice(0, MAX_LINE_BYTES));
+        pending = pending.slice(MAX_LINE_BYTES);
+      }
+    });
+    stream.on('end', () => {
+      if (pending !== '') onLine(pending);
+      resolve();
+    });
+    stream.on('error', () => resolve());
+  });
+}

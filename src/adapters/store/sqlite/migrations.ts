@@ -1,0 +1,86 @@
+/**
+ * Schema of the embedded store, as an ordered list of migrations. Append new migrations at the end with the next
+ * id; never edit or reorder one that has shipped — databases in the field have already applied it.
+ */
+import type { DatabaseSync } from 'node:sqlite';
+
+export interface Migration {
+  /** Strictly increasing, starting at 1. */
+  readonly id: number;
+  /** Short description, for humans reading this file. */
+  readonly name: string;
+  /** One or more statements, run with `exec` inside the migration transaction. */
+  readonly sql: string;
+}
+
+export const MIGRATIONS: readonly Migration[] = [
+  {
+    id: 1,
+    name: 'executions and their logs',
+    sql: `
+      CREATE TABLE executions (
+        id              TEXT PRIMARY KEY NOT NULL,
+        agent_name      TEXT NOT NULL,
+        agent_version   TEXT NOT NULL,
+        runtime         TEXT NOT NULL,
+        status          TEXT NOT NULL,
+        exit_code       INTEGER,
+        reason          TEXT,
+        input_json      TEXT,
+        output_json     TEXT,
+        violations_json TEXT NOT NULL DEFAULT '[]',
+        created_at      TEXT NOT NULL,
+        started_at      TEXT,
+        finished_at     TEXT,
+        duration_ms     REAL,
+        owner_json      TEXT
+      );
+      CREATE INDEX executions_by_created_at ON executions (created_at);
+      CREATE INDEX executions_by_agent_created_at ON executions (agent_name, created_at);
+      -- (status, created_at) rather than (status) alone: same lookups, and a status-filtered list needs no sort.
+      CREATE INDEX executions_by_status ON executions (status, created_at);
+
+      CREATE TABLE execution_logs (
+        execution_id TEXT NOT NULL,
+        seq          INTEGER NOT NULL,
+        ts           TEXT NOT NULL,
+        stream       TEXT NOT NULL,
+        text         TEXT NOT NULL,
+        PRIMARY KEY (execution_id, seq)
+      ) WITHOUT ROWID;
+    `,
+  },
+];
+
+/**
+ * Applies the migrations `db` has not seen yet, in order, in one IMMEDIATE transaction (so two processes opening
+ * the same file at once don't both migrate), and records each in `schema_migrations`. Idempotent.
+ * Returns the ids it applied (empty when the schema was already current).
+ */
+export function migrate(db: DatabaseSync, migrations: readonly Migration[] = MIGRATIONS): number[] {
+  const applied: number[] = [];
+  db.exec('BEGIN IMMEDIATE');
+  try {
+    db.exec(
+      'CREATE TABLE IF NOT EXISTS schema_migrations (id INTEGER PRIMARY KEY NOT NULL, applied_at TEXT NOT NULL)',
+    );
+    const done = new Set(
+      db
+        .prepare('SELECT id FROM schema_migrations')
+        .all()
+        .map((row) => Number(row['id'])),
+    );
+    const record = db.prepare('INSERT INTO schema_migrations (id, applied_at) VALUES (?, ?)');
+    for (const migration of migrations) {
+      if (done.has(migration.id)) continue;
+      db.exec(migration.sql);
+      record.run(migration.id, new Date().toISOString());
+      applied.push(migration.id);
+    }
+    db.exec('COMMIT');
+  } catch (error) {
+    if (db.isTransaction) db.exec('ROLLBACK');
+    throw error;
+  }
+  return applied;
+}

@@ -1,0 +1,125 @@
+/**
+ * Ports: what the use-cases need from the outside world. Adapters implement them; every port also has an
+ * in-memory fake under app/fakes for use-case tests.
+ */
+
+import type {
+  ExecutionRecord,
+  ExecutionStatus,
+  LimitName,
+  LogLine,
+  LogStream,
+  TerminalStatus,
+  Violation,
+} from '../domain/execution.ts';
+import type { CompiledAgent } from '../domain/manifest/compiled.ts';
+
+// ---------------------------------------------------------------------------------------------------------------
+// Runtime: the contract every isolation backend (sandbox, gvisor, docker, firecracker) fills.
+
+export type InstanceId = string;
+export type InstanceState = 'warm' | 'hot' | 'terminated' | 'failed';
+
+export interface InstanceSpec {
+  readonly executionId: string;
+  readonly agent: CompiledAgent;
+}
+
+export interface TaskInput {
+  /** JSON value handed to the agent on stdin and at /run/aegis/input.json. */
+  readonly input: unknown;
+  /** Receives each complete stdout/stderr line as it is produced. */
+  readonly onLog: (stream: LogStream, text: string) => void;
+  /** Aborting kills the instance; the outcome is `killed`. */
+  readonly signal?: AbortSignal;
+}
+
+export interface TaskOutput {
+  readonly status: TerminalStatus;
+  readonly exitCode: number | null;
+  readonly reason: string | null;
+  /** Parsed /run/aegis/output.json, else the last stdout line if it is JSON, else null. */
+  readonly output: unknown;
+  readonly limitsHit: readonly LimitName[];
+  readonly violations: readonly Violation[];
+  /** When the agent's process was released to run (wall clock, ms since epoch, fractional). */
+  readonly releasedAtMs: number;
+  readonly finishedAtMs: number;
+}
+
+export interface Runtime {
+  /** Stable name: `sandbox`, `gvisor`, … */
+  readonly name: string;
+  /**
+   * Prepares an instance up to (not including) the agent's first instruction: namespaces, mounts, cgroups joined.
+   * Throws RUNTIME_UNAVAILABLE / LIMIT_UNENFORCEABLE when the host can't enforce what the agent asks for.
+   */
+  spawn(spec: InstanceSpec): Promise<InstanceId>;
+  /** Runs the task in a spawned instance and resolves when it ends; the instance is destroyed afterwards. */
+  execute(id: InstanceId, task: TaskInput): Promise<TaskOutput>;
+  /** Kills the instance and releases everything it holds. Idempotent. */
+  terminate(id: InstanceId): Promise<void>;
+  status(id: InstanceId): InstanceState | undefined;
+  /** Releases what dead orchestrators left behind (processes, cgroups, scratch dirs); returns their execution ids. */
+  reapOrphans(): Promise<readonly string[]>;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Store: executions and their logs.
+
+export interface ExecutionPatch {
+  readonly status?: ExecutionStatus;
+  readonly exitCode?: number | null;
+  readonly reason?: string | null;
+  readonly output?: unknown;
+  readonly violations?: readonly Violation[];
+  readonly startedAt?: string | null;
+  readonly finishedAt?: string | null;
+  readonly durationMs?: number | null;
+}
+
+export interface ListExecutionsQuery {
+  readonly limit?: number;
+  readonly agent?: string;
+  readonly status?: ExecutionStatus;
+}
+
+export interface NewLogLine {
+  readonly stream: LogStream;
+  readonly text: string;
+  readonly ts: string;
+}
+
+export interface ExecutionStore {
+  createExecution(record: ExecutionRecord): Promise<void>;
+  /** Applies the patch and returns the updated record; NOT_FOUND if the id is unknown. */
+  updateExecution(id: string, patch: ExecutionPatch): Promise<ExecutionRecord>;
+  getExecution(id: string): Promise<ExecutionRecord | undefined>;
+  /** Newest first. */
+  listExecutions(query?: ListExecutionsQuery): Promise<readonly ExecutionRecord[]>;
+  /** Executions in a non-terminal state (for reconciliation after a crash). */
+  listUnfinished(): Promise<readonly ExecutionRecord[]>;
+  /** Appends lines in order; sequence numbers continue from the last stored line of that execution. */
+  appendLogs(executionId: string, lines: readonly NewLogLine[]): Promise<void>;
+  /** Lines with seq > afterSeq, in order. */
+  readLogs(executionId: string, options?: { afterSeq?: number; limit?: number }): Promise<readonly LogLine[]>;
+  close(): Promise<void>;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Small ports.
+
+export interface Clock {
+  /** Wall clock, ms since epoch (fractional allowed). */
+  now(): number;
+}
+
+export interface Ids {
+  executionId(): string;
+}
+
+/** Identity of the running orchestrator process; `isAlive` tells whether another owner still runs. */
+export interface ProcessIdentity {
+  current(): { host: string; pid: number; startTicks: number };
+  isAlive(owner: { host: string; pid: number; startTicks: number }): boolean;
+}

@@ -1,0 +1,143 @@
+/**
+ * Use-case: run one execution of an agent to completion. Records the execution before anything starts,
+ * persists log lines as they stream, and always ends with a terminal status — even when the runtime refuses.
+ */
+import { AegisError, isAegisError } from '../domain/errors.ts';
+import type { ExecutionRecord, LogStream } from '../domain/execution.ts';
+import type { CompiledAgent } from '../domain/manifest/compiled.ts';
+import type { Clock, ExecutionStore, Ids, NewLogLine, ProcessIdentity, Runtime } from './ports.ts';
+
+export interface RunAgentDeps {
+  readonly runtime: Runtime;
+  readonly store: ExecutionStore;
+  readonly clock: Clock;
+  readonly ids: Ids;
+  readonly identity: ProcessIdentity;
+}
+
+export interface RunAgentRequest {
+  readonly agent: CompiledAgent;
+  readonly input?: unknown;
+  /** Live view of log lines (the CLI prints them); persisted regardless. */
+  readonly onLog?: (stream: LogStream, text: string) => void;
+  /** Called once the execution is recorded, with its id (before the sandbox starts). */
+  readonly onCreated?: (id: string) => void;
+  /** Called when the sandbox is ready and about to run the agent. */
+  readonly onStarted?: (id: string) => void;
+  readonly signal?: AbortSignal;
+}
+
+/** How many log lines are written per store transaction while an agent streams. */
+const LOG_BATCH = 64;
+
+export async function runAgent(deps: RunAgentDeps, request: RunAgentRequest): Promise<ExecutionRecord> {
+  const { runtime, store, clock, ids, identity } = deps;
+  const { agent } = request;
+  const iso = (ms: number) => new Date(ms).toISOString();
+  const id = ids.executionId();
+  const createdAt = clock.now();
+  await store.createExecution({
+    id,
+    agent: { name: agent.name, version: agent.version },
+    runtime: runtime.name,
+    status: 'created',
+    exitCode: null,
+    reason: null,
+    input: request.input ?? null,
+    output: null,
+    violations: [],
+    createdAt: iso(createdAt),
+    startedAt: null,
+    finishedAt: null,
+    durationMs: null,
+    owner: identity.current(),
+  });
+  request.onCreated?.(id);
+
+  let pending: NewLogLine[] = [];
+  let flushing: Promise<void> = Promise.resolve();
+  const flush = () => {
+    if (pending.length === 0) return flushing;
+    const batch = pending;
+    pending = [];
+    flushing = flushing.then(() => store.appendLogs(id, batch));
+    return flushing;
+  };
+  const onLog = (stream: LogStream, text: string) => {
+    pending.push({ stream, text, ts: iso(clock.now()) });
+    request.onLog?.(stream, text);
+    if (pending.length >= LOG_BATCH) void flush();
+  };
+  // Lines are flushed at least every 100 ms so `aegis logs` of a running execution is current.
+  const ticker = setInterval(() => void flush(), 100);
+
+  try {
+    let instanceId: string;
+    try {
+      instanceId = await runtime.spawn({ executionId: id, agent });
+    } catch (error) {
+      // Refused before the agent ran: nothing executed, the record says why.
+      const message = isAegisError(error) ? error.message : String(error);
+      await store.updateExecution(id, {
+        status: 'failed',
+        reason: `not started: ${message}`,
+        finishedAt: iso(clock.now()),
+      });
+      throw error;
+    }
+    const startedAt = clock.now();
+    await store.updateExecution(id, { status: 'running', startedAt: iso(startedAt) });
+    request.onStarted?.(id);
+    const result = await runtime.execute(instanceId, {
+      input: request.input ?? null,
+      onLog,
+      ...(request.signal ? { signal: request.signal } : {}),
+    });
+    clearInterval(ticker);
+    await flush();
+    return await store.updateExecution(id, {
+      status: result.status,
+      exitCode: result.exitCode,
+      reason: result.reason,
+      output: result.output,
+      violations: result.violations,
+      finishedAt: iso(result.finishedAtMs),
+      durationMs: Math.round(result.finishedAtMs - result.releasedAtMs),
+    });
+  } catch (error) {
+    clearInterval(ticker);
+    await flush().catch(() => {});
+    const current = await store.getExecution(id);
+    if (current && (current.status === 'created' || current.status === 'running')) {
+      await store.updateExecution(id, {
+        status: 'failed',
+        reason: `internal error: ${error instanceof Error ? error.message : String(error)}`,
+        finishedAt: iso(clock.now()),
+      });
+    }
+    if (isAegisError(error)) throw error;
+    throw new AegisError('INTERNAL', `execution ${id} failed inside AEGIS`, { cause: error });
+  } finally {
+    clearInterval(ticker);
+  }
+}
+
+/**
+ * Use-case: on start, settle executions whose owner process died (CLI killed with -9, crash): release what
+ * their sandboxes left behind and mark them `killed` with the reason.
+ */
+export async function reconcileOrphans(deps: Pick<RunAgentDeps, 'runtime' | 'store' | 'clock' | 'identity'>) {
+  const reapedIds = new Set(await deps.runtime.reapOrphans());
+  const settled: string[] = [];
+  for (const record of await deps.store.listUnfinished()) {
+    if (record.owner && deps.identity.isAlive(record.owner)) continue;
+    await deps.store.updateExecution(record.id, {
+      status: 'killed',
+      reason: 'orchestrator-exited: the process running this execution died; its sandbox was reaped',
+      finishedAt: new Date(deps.clock.now()).toISOString(),
+    });
+    settled.push(record.id);
+    reapedIds.delete(record.id);
+  }
+  return { settled, reapedWithoutRecord: [...reapedIds] };
+}

@@ -1,0 +1,283 @@
+/**
+ * `aegis` command line. Exit codes (README): 0 succeeded · 1 agent failed/timeout/oom/killed · 2 usage or invalid
+ * manifest · 3 this host can't sandbox what was asked · 70 internal error.
+ */
+import { readFileSync } from 'node:fs';
+import { Command, CommanderError, Option } from 'commander';
+import { runDoctor } from '../adapters/host/doctor.ts';
+import { loadManifestFile } from '../adapters/manifest/yaml-loader.ts';
+import { reconcileOrphans, runAgent } from '../app/run-agent.ts';
+import { AegisError, formatError, isAegisError } from '../domain/errors.ts';
+import { type ExecutionRecord, isTerminal, type LogStream, toRunResult } from '../domain/execution.ts';
+import { agentManifestJsonSchema } from '../domain/manifest/schema.ts';
+import { openLocalContext, openStoreContext } from '../main.ts';
+import { createProgress } from './progress.ts';
+
+export const EXIT = { ok: 0, agentFailed: 1, usage: 2, hostUnable: 3, internal: 70 } as const;
+
+type OutputFormat = 'text' | 'json';
+
+const outputOption = () =>
+  new Option('-o, --output <format>', 'output format').choices(['text', 'json']).default('text');
+
+function parseInput(options: { input?: string; inputFile?: string }): unknown {
+  if (options.input !== undefined && options.inputFile !== undefined) {
+    throw new AegisError('USAGE', '--input and --input-file are mutually exclusive', {
+      hint: 'pass the JSON inline with --input, or put it in a file and use --input-file',
+    });
+  }
+  let text: string | undefined = options.input;
+  let where = '--input';
+  if (options.inputFile !== undefined) {
+    where = `--input-file ${options.inputFile}`;
+    try {
+      text = options.inputFile === '-' ? readFileSync(0, 'utf8') : readFileSync(options.inputFile, 'utf8');
+    } catch (error) {
+      throw new AegisError('USAGE', `cannot read ${options.inputFile}: ${(error as Error).message}`, {
+        cause: error,
+      });
+    }
+  }
+  if (text === undefined) return null;
+  try {
+    return JSON.parse(text) as unknown;
+  } catch (error) {
+    throw new AegisError('USAGE', `${where} is not valid JSON: ${(error as Error).message}`, {
+      hint: `quote it for the shell, e.g. --input '{"name": "Ada"}'`,
+    });
+  }
+}
+
+function statusExitCode(record: ExecutionRecord): number {
+  return record.status === 'succeeded' ? EXIT.ok : EXIT.agentFailed;
+}
+
+function describeOutcome(record: ExecutionRecord): string {
+  const mark = record.status === 'succeeded' ? '✓' : '✗';
+  const duration = record.durationMs === null ? '' : ` in ${record.durationMs} ms`;
+  const reason = record.reason ? ` — ${record.reason}` : '';
+  return `${mark} ${record.agent.name}@${record.agent.version} ${record.status}${duration}${reason} (${record.id})`;
+}
+
+async function commandRun(
+  manifestPath: string,
+  options: { input?: string; inputFile?: string; output: OutputFormat },
+) {
+  const json = options.output === 'json';
+  const progress = createProgress(process.stderr, !json);
+  progress.step(`validating ${manifestPath}`);
+  const { agent } = await loadManifestFile(manifestPath);
+  const input = parseInput(options);
+  const ctx = openLocalContext();
+  const controller = new AbortController();
+  const onSignal = () => controller.abort();
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+  try {
+    await reconcileOrphans(ctx);
+    progress.step(`starting sandbox for ${agent.name}`);
+    let firstLine = true;
+    const record = await runAgent(ctx, {
+      agent,
+      input,
+      signal: controller.signal,
+      onStarted: () => progress.step(`running ${agent.name}`),
+      onLog: (stream: LogStream, text: string) => {
+        if (firstLine) {
+          progress.stop();
+          firstLine = false;
+        }
+        // With --output json, stdout carries exactly one JSON object: all logs go to stderr.
+        const target = json || stream !== 'stdout' ? process.stderr : process.stdout;
+        target.write(stream === 'system' ? `[aegis] ${text}\n` : `${text}\n`);
+      },
+    });
+    progress.stop();
+    if (json) {
+      process.stdout.write(`${JSON.stringify(toRunResult(record))}\n`);
+    } else {
+      for (const violation of record.violations) process.stderr.write(`  ! ${violation.message}\n`);
+      if (record.output !== null && record.output !== undefined) {
+        process.stdout.write(`${JSON.stringify(record.output, null, 2)}\n`);
+      }
+      process.stderr.write(`${describeOutcome(record)}\n`);
+    }
+    return statusExitCode(record);
+  } finally {
+    progress.stop();
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+    await ctx.store.close();
+  }
+}
+
+async function commandValidate(manifestPath: string, options: { output: OutputFormat }) {
+  const { agent, file } = await loadManifestFile(manifestPath);
+  if (options.output === 'json') {
+    process.stdout.write(`${JSON.stringify({ valid: true, file, agent })}\n`);
+  } else {
+    const l = agent.limits;
+    process.stdout.write(
+      `✓ ${manifestPath} is valid: ${agent.name}@${agent.version}, ${agent.isolation}, ` +
+        `cpu ${l.cpuMillis}m, memory ${l.memoryBytes} B, pids ${l.pids}, disk ${l.diskBytes} B, timeout ${l.timeoutMs} ms\n`,
+    );
+  }
+  return EXIT.ok;
+}
+
+async function commandLogs(id: string, options: { output: OutputFormat }) {
+  const ctx = openStoreContext();
+  try {
+    const record = await ctx.store.getExecution(id);
+    if (!record) {
+      throw new AegisError('NOT_FOUND', `no execution ${id}`, { hint: '`aegis ps` lists executions' });
+    }
+    let afterSeq = 0;
+    for (;;) {
+      const lines = await ctx.store.readLogs(id, { afterSeq, limit: 1000 });
+      for (const line of lines) {
+        if (options.output === 'json') process.stdout.write(`${JSON.stringify(line)}\n`);
+        else {
+          const target = line.stream === 'stdout' ? process.stdout : process.stderr;
+          target.write(line.stream === 'system' ? `[aegis] ${line.text}\n` : `${line.text}\n`);
+        }
+      }
+      if (lines.length < 1000) break;
+      afterSeq = lines[lines.length - 1]!.seq;
+    }
+    if (options.output !== 'json') process.stderr.write(`${describeOutcome(record)}\n`);
+    return EXIT.ok;
+  } finally {
+    await ctx.store.close();
+  }
+}
+
+function pad(text: string, width: number): string {
+  return text.length >= width ? `${text.slice(0, width - 1)}…` : text.padEnd(width);
+}
+
+async function commandPs(options: { output: OutputFormat; limit: string; all?: boolean }) {
+  const limit = Number(options.limit);
+  if (!Number.isInteger(limit) || limit < 1 || limit > 1000) {
+    throw new AegisError('USAGE', `--limit must be a whole number from 1 to 1000, got "${options.limit}"`);
+  }
+  const ctx = openStoreContext();
+  try {
+    const records = await ctx.store.listExecutions({ limit });
+    if (options.output === 'json') {
+      process.stdout.write(`${JSON.stringify(records.map(toRunResult))}\n`);
+      return EXIT.ok;
+    }
+    if (records.length === 0) {
+      process.stdout.write('no executions yet — try `aegis run examples/hello-python/agent.yaml`\n');
+      return EXIT.ok;
+    }
+    process.stdout.write(
+      `${pad('ID', 32)}${pad('AGENT', 28)}${pad('STATUS', 11)}${pad('DURATION', 10)}CREATED\n`,
+    );
+    for (const r of records) {
+      const duration = r.durationMs === null ? (isTerminal(r.status) ? '-' : 'running') : `${r.durationMs}ms`;
+      process.stdout.write(
+        `${pad(r.id, 32)}${pad(`${r.agent.name}@${r.agent.version}`, 28)}${pad(r.status, 11)}${pad(duration, 10)}${r.createdAt}\n`,
+      );
+    }
+    return EXIT.ok;
+  } finally {
+    await ctx.store.close();
+  }
+}
+
+async function commandDoctor(options: { output: OutputFormat }) {
+  const report = runDoctor();
+  if (options.output === 'json') {
+    process.stdout.write(`${JSON.stringify(report)}\n`);
+  } else {
+    const icon = { ok: '✓', warn: '!', missing: '✗' } as const;
+    for (const check of report.checks) {
+      process.stdout.write(`${icon[check.status]} ${pad(check.name, 26)}${check.detail}\n`);
+      if (check.fix && check.status !== 'ok') process.stdout.write(`  ${''.padEnd(26)}fix: ${check.fix}\n`);
+    }
+    const runtimes = Object.entries(report.runtimes)
+      .map(([name, ok]) => `${name} ${ok ? 'yes' : 'no'}`)
+      .join(', ');
+    process.stdout.write(`runtimes available: ${runtimes}\n`);
+  }
+  return report.runtimes['sandbox'] ? EXIT.ok : EXIT.hostUnable;
+}
+
+export function buildProgram(setExit: (code: number) => void): Command {
+  const program = new Command();
+  program
+    .name('aegis')
+    .description('Run untrusted AI agents in a sandbox they cannot get out of, and see everything they did.')
+    .version('0.1.0')
+    .showHelpAfterError('(run `aegis --help` for usage)')
+    .exitOverride();
+  const wrap =
+    <A extends unknown[]>(action: (...args: A) => Promise<number>) =>
+    async (...args: A) => {
+      setExit(await action(...args));
+    };
+
+  program
+    .command('run')
+    .description('run an agent once in a sandbox and print its result')
+    .argument('<manifest>', 'path to agent.yaml')
+    .option('-i, --input <json>', 'input JSON passed to the agent (stdin and /run/aegis/input.json)')
+    .option('-f, --input-file <file>', 'read the input JSON from a file (- for stdin)')
+    .addOption(outputOption())
+    .action(wrap(commandRun));
+  program
+    .command('validate')
+    .description('check an agent.yaml; exits 0 when valid, 2 with located errors otherwise')
+    .argument('<manifest>', 'path to agent.yaml')
+    .addOption(outputOption())
+    .action(wrap(commandValidate));
+  program
+    .command('schema')
+    .description('print the JSON Schema of agent.yaml')
+    .action(
+      wrap(async () => {
+        process.stdout.write(`${JSON.stringify(agentManifestJsonSchema(), null, 2)}\n`);
+        return EXIT.ok;
+      }),
+    );
+  program
+    .command('logs')
+    .description("replay an execution's stdout/stderr")
+    .argument('<execution-id>', 'id printed by `aegis run` or listed by `aegis ps`')
+    .addOption(outputOption())
+    .action(wrap(commandLogs));
+  program
+    .command('ps')
+    .description('list executions, newest first')
+    .option('-n, --limit <count>', 'how many to show', '20')
+    .addOption(outputOption())
+    .action(wrap(commandPs));
+  program
+    .command('doctor')
+    .description('show which isolation features this host has')
+    .addOption(outputOption())
+    .action(wrap(commandDoctor));
+  return program;
+}
+
+/** Runs the CLI and returns the exit code (never calls process.exit itself, so tests can drive it). */
+export async function main(argv: readonly string[]): Promise<number> {
+  let exitCode = EXIT.ok as number;
+  const program = buildProgram((code) => {
+    exitCode = code;
+  });
+  try {
+    await program.parseAsync([...argv], { from: 'user' });
+    return exitCode;
+  } catch (error) {
+    if (error instanceof CommanderError) {
+      // --help and --version end here too, with exit code 0.
+      return error.exitCode === 0 ? EXIT.ok : EXIT.usage;
+    }
+    process.stderr.write(`${formatError(error)}\n`);
+    if (isAegisError(error)) return error.exitCode;
+    return EXIT.internal;
+  }
+}

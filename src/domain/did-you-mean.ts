@@ -1,0 +1,30 @@
+/** Suggests the closest known name for a misspelt one (Damerau-free Levenshtein, small inputs only). */
+
+export function editDistance(a: string, b: string): number {
+  const previous = Array.from({ length: b.length + 1 }, (_, i) => i);
+  for (let i = 1; i <= a.length; i++) {
+    let diagonal = previous[0]!;
+    previous[0] = i;
+    for (let j = 1; j <= b.length; j++) {
+      const above = previous[j]!;
+      const cost = a[i - 1]?.toLowerCase() === b[j - 1]?.toLowerCase() ? 0 : 1;
+      previous[j] = Math.min(above + 1, previous[j - 1]! + 1, diagonal + cost);
+      diagonal = above;
+    }
+  }
+  return previous[b.length]!;
+}
+
+export function didYouMean(input: string, candidates: readonly string[]): string | undefined {
+  let best: string | undefined;
+  let bestDistance = Number.POSITIVE_INFINITY;
+  for (const candidate of candidates) {
+    const distance = editDistance(input, candidate);
+    if (distance < bestDistance) {
+      best = candidate;
+      bestDistance = distance;
+    }
+  }
+  const tolerance = Math.max(2, Math.floor(input.length / 3));
+  return bestDistance <= tolerance ? best : undefined;
+}

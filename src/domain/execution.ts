@@ -1,0 +1,97 @@
+/** One run of an agent: its record, its outcome, its log lines. */
+
+/** Terminal outcomes, named precisely. */
+export type TerminalStatus = 'succeeded' | 'failed' | 'timeout' | 'oom' | 'killed';
+export type ExecutionStatus = 'created' | 'running' | TerminalStatus;
+
+export const TERMINAL_STATUSES: readonly TerminalStatus[] = [
+  'succeeded',
+  'failed',
+  'timeout',
+  'oom',
+  'killed',
+];
+
+export function isTerminal(status: ExecutionStatus): status is TerminalStatus {
+  return (TERMINAL_STATUSES as readonly string[]).includes(status);
+}
+
+/** Kernel limits a run can hit, reported by name. */
+export type LimitName = 'memory' | 'pids' | 'timeout' | 'cpu' | 'disk';
+
+/** A denied or contained attempt, phrased so a human or an LLM can act on it. */
+export interface Violation {
+  readonly kind: 'limit' | 'network' | 'filesystem';
+  readonly rule: string;
+  readonly message: string;
+  readonly count?: number;
+}
+
+export interface AgentRef {
+  readonly name: string;
+  readonly version: string;
+}
+
+export interface ExecutionRecord {
+  readonly id: string;
+  readonly agent: AgentRef;
+  readonly runtime: string;
+  readonly status: ExecutionStatus;
+  readonly exitCode: number | null;
+  /** Why a run ended the way it did, when the status alone doesn't say (`signal SIGSEGV`, `orchestrator-exited`). */
+  readonly reason: string | null;
+  readonly input: unknown;
+  readonly output: unknown;
+  readonly violations: readonly Violation[];
+  readonly createdAt: string;
+  readonly startedAt: string | null;
+  readonly finishedAt: string | null;
+  readonly durationMs: number | null;
+  /** Process that owns the run; lets the next start tell a dead owner's runs from live ones. */
+  readonly owner: OwnerRef | null;
+}
+
+export interface OwnerRef {
+  readonly host: string;
+  readonly pid: number;
+  /** Kernel start time of the owner process (clock ticks since boot) — guards against pid reuse. */
+  readonly startTicks: number;
+}
+
+export type LogStream = 'stdout' | 'stderr' | 'system';
+
+export interface LogLine {
+  readonly seq: number;
+  readonly ts: string;
+  readonly stream: LogStream;
+  readonly text: string;
+}
+
+/** The JSON shape `aegis run --output json` prints. */
+export interface RunResult {
+  readonly id: string;
+  readonly agent: string;
+  readonly status: ExecutionStatus;
+  readonly exitCode: number | null;
+  readonly output: unknown;
+  readonly durationMs: number | null;
+  readonly startedAt: string | null;
+  readonly finishedAt: string | null;
+  readonly violations: readonly Violation[];
+  readonly reason?: string;
+}
+
+export function toRunResult(record: ExecutionRecord): RunResult {
+  return {
+    id: record.id,
+    agent: `${record.agent.name}@${record.agent.version}`,
+    status: record.status,
+    exitCode: record.exitCode,
+    output: record.output,
+    durationMs: record.durationMs,
+    startedAt: record.startedAt,
+    finishedAt: record.finishedAt,
+    violations: record.violations,
+    ...(record.reason ? { reason: record.reason } : {}),
+  };
+}

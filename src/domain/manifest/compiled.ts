@@ -1,0 +1,196 @@
+/**
+ * The compiled form of a manifest: defaults applied, units normalised, paths absolute. Runtimes and use-cases only
+ * ever see this; raw YAML never travels past the loader.
+ */
+import { AegisError, type Problem } from '../errors.ts';
+import { isAbsolute, normalize, resolve } from '../paths.ts';
+import { parseCpu, parseDuration, parseSize } from '../units.ts';
+import type { AgentManifest, Isolation, Language, MountEntry } from './schema.ts';
+
+export interface Limits {
+  /** CPU quota in millicores (1000 = one full core). @default 1000 */
+  readonly cpuMillis: number;
+  /** Memory + swap cap in bytes; /workspace (tmpfs) counts against it. @default 256Mi */
+  readonly memoryBytes: number;
+  /** Max tasks (processes and threads). @default 64 */
+  readonly pids: number;
+  /** Size cap of /workspace in bytes. @default 64Mi */
+  readonly diskBytes: number;
+  /** Wall-clock limit of one execution. @default 30s */
+  readonly timeoutMs: number;
+}
+
+export const DEFAULT_LIMITS: Limits = {
+  cpuMillis: 1000,
+  memoryBytes: 256 * 1024 ** 2,
+  pids: 64,
+  diskBytes: 64 * 1024 ** 2,
+  timeoutMs: 30_000,
+};
+
+export interface MountSpec {
+  /** Absolute host path, as written (symlinks are resolved by the runtime before mounting). */
+  readonly source: string;
+  /** Absolute path inside the sandbox. */
+  readonly target: string;
+  readonly writable: boolean;
+  /** JSON path of the manifest entry, for error messages. */
+  readonly manifestPath: string;
+}
+
+export interface AgentRuntimeSpec {
+  readonly language: Language | undefined;
+  /** Relative to the agent directory (mounted at /agent). */
+  readonly entrypoint: string | undefined;
+  readonly command: readonly string[] | undefined;
+}
+
+export interface CompiledAgent {
+  readonly name: string;
+  readonly version: string;
+  readonly description: string | undefined;
+  readonly labels: Readonly<Record<string, string>>;
+  readonly isolation: Isolation;
+  readonly runtime: AgentRuntimeSpec;
+  /** Absolute host directory holding the agent's code; appears read-only at /agent. */
+  readonly agentDir: string;
+  readonly network: { readonly allow: readonly string[]; readonly deny: readonly string[] };
+  readonly mounts: readonly MountSpec[];
+  readonly limits: Limits;
+  readonly env: Readonly<Record<string, string>>;
+}
+
+/** Paths inside the sandbox that AEGIS owns; a mount may not land on or under them. */
+export const RESERVED_TARGETS = [
+  '/agent',
+  '/workspace',
+  '/run/aegis',
+  '/proc',
+  '/dev',
+  '/sys',
+  '/usr',
+  '/etc',
+];
+const RESERVED_EXACT = ['/', '/tmp', '/run', '/bin', '/lib', '/lib64', '/sbin'];
+
+/** Variables AEGIS sets itself; `spec.env` may not override them. */
+export const RESERVED_ENV = /^(AEGIS_.*|PATH|HOME|LD_PRELOAD|LD_LIBRARY_PATH|LD_AUDIT)$/;
+
+function unwrap(result: { ok: true; value: number } | { ok: false; error: string }): number {
+  if (!result.ok) throw new Error(result.error); // unreachable: the schema already validated the value
+  return result.value;
+}
+
+/**
+ * Applies defaults and normalises units. `manifestDir` is the absolute directory holding agent.yaml: the agent
+ * directory and relative mount sources are resolved against it. Throws MANIFEST_INVALID with JSON paths for rules
+ * the schema cannot express.
+ */
+export function compileManifest(manifest: AgentManifest, manifestDir: string): CompiledAgent {
+  const problems: Problem[] = [];
+  const { spec } = manifest;
+  const resources = spec.security.resources;
+  const limits: Limits = {
+    cpuMillis: resources.cpu === undefined ? DEFAULT_LIMITS.cpuMillis : unwrap(parseCpu(resources.cpu)),
+    memoryBytes:
+      resources.memory === undefined ? DEFAULT_LIMITS.memoryBytes : unwrap(parseSize(resources.memory)),
+    pids: resources.pids ?? DEFAULT_LIMITS.pids,
+    diskBytes: resources.disk === undefined ? DEFAULT_LIMITS.diskBytes : unwrap(parseSize(resources.disk)),
+    timeoutMs:
+      resources.timeout === undefined ? DEFAULT_LIMITS.timeoutMs : unwrap(parseDuration(resources.timeout)),
+  };
+  if (limits.memoryBytes < 8 * 1024 ** 2) {
+    problems.push({
+      path: 'spec.security.resources.memory',
+      message: 'memory below 8Mi cannot start an interpreter',
+      hint: 'use at least 32Mi',
+    });
+  }
+  if (limits.diskBytes < 1024 ** 2) {
+    problems.push({ path: 'spec.security.resources.disk', message: 'disk must be at least 1Mi' });
+  }
+
+  const mounts: MountSpec[] = [];
+  const seenTargets = new Map<string, string>();
+  const addMounts = (entries: readonly MountEntry[], writable: boolean, key: 'read' | 'write') => {
+    entries.forEach((entry, index) => {
+      const path = `spec.security.filesystem.${key}[${index}]`;
+      let source: string;
+      let target: string;
+      if (typeof entry === 'string') {
+        if (!isAbsolute(entry)) {
+          problems.push({
+            path,
+            message: `"${entry}" is not an absolute path`,
+            hint: `write an absolute host path, or {source: ${entry}, target: /mnt/${entry.replace(/^\.\/?/, '')}} to mount a path relative to agent.yaml`,
+          });
+          return;
+        }
+        source = normalize(entry);
+        target = source;
+      } else {
+        source = resolve(manifestDir, entry.source);
+        if (!isAbsolute(entry.target)) {
+          problems.push({
+            path: `${path}.target`,
+            message: `target "${entry.target}" must be an absolute path`,
+          });
+          return;
+        }
+        target = normalize(entry.target);
+      }
+      const reserved = RESERVED_TARGETS.find((r) => target === r || target.startsWith(`${r}/`));
+      if (reserved !== undefined || RESERVED_EXACT.includes(target)) {
+        problems.push({
+          path,
+          message: `cannot mount over ${target}: ${reserved ?? target} is managed by AEGIS`,
+          hint: 'choose a target such as /mnt/<name> or /data/<name>',
+        });
+        return;
+      }
+      const previous = seenTargets.get(target);
+      if (previous !== undefined) {
+        problems.push({ path, message: `target ${target} is already mounted by ${previous}` });
+        return;
+      }
+      seenTargets.set(target, path);
+      mounts.push({ source, target, writable, manifestPath: path });
+    });
+  };
+  addMounts(spec.security.filesystem.read, false, 'read');
+  addMounts(spec.security.filesystem.write, true, 'write');
+
+  for (const name of Object.keys(spec.env)) {
+    if (RESERVED_ENV.test(name)) {
+      problems.push({
+        path: `spec.env.${name}`,
+        message: `${name} is set by AEGIS and cannot be overridden`,
+        hint: 'rename the variable',
+      });
+    }
+  }
+
+  if (problems.length > 0) {
+    throw new AegisError('MANIFEST_INVALID', `agent manifest has ${problems.length} problem(s)`, {
+      problems,
+    });
+  }
+
+  return {
+    name: manifest.metadata.name,
+    version: manifest.metadata.version,
+    description: manifest.metadata.description,
+    labels: manifest.metadata.labels,
+    isolation: spec.isolation,
+    runtime: {
+      language: spec.runtime.language,
+      entrypoint: spec.runtime.entrypoint,
+      command: spec.runtime.command,
+    },
+    agentDir: normalize(manifestDir),
+    network: { allow: spec.security.network.allow, deny: spec.security.network.deny },
+    mounts,
+    limits,
+    env: spec.env,
+  };
+}

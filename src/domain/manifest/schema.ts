@@ -1,0 +1,169 @@
+/**
+ * agent.yaml, version 1. The zod schema is the single source of truth: validation, the TypeScript type and the
+ * exported JSON Schema (`aegis schema`, schema/agent.schema.json) all come from it. Objects are strict, so an
+ * unknown field is an error (the loader adds a did-you-mean).
+ */
+import { z } from 'zod';
+import { parseCpu, parseDuration, parseSize } from '../units.ts';
+
+const DNS_LABEL = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
+
+function unitString(parse: (value: string | number) => { ok: boolean; error?: string }, example: string) {
+  return z
+    .union([z.string(), z.number()])
+    .superRefine((value, ctx) => {
+      const result = parse(value);
+      if (!result.ok) ctx.addIssue({ code: 'custom', message: (result as { error: string }).error });
+    })
+    .meta({ description: `e.g. ${example}` });
+}
+
+export const Size = unitString(parseSize, '256Mi');
+export const Duration = unitString(parseDuration, '30s');
+export const Cpu = unitString(parseCpu, '500m');
+
+export const Language = z.enum(['python', 'node', 'bash']);
+export type Language = z.infer<typeof Language>;
+
+export const Runtime = z
+  .strictObject({
+    language: Language.optional().meta({ description: 'Interpreter the entrypoint runs under.' }),
+    entrypoint: z
+      .string()
+      .min(1)
+      .optional()
+      .meta({ description: "Path of the agent's main file, relative to the directory holding agent.yaml." }),
+    command: z
+      .array(z.string().min(1))
+      .min(1)
+      .optional()
+      .meta({
+        description: 'Explicit argv, run with /agent as the working directory. Alternative to entrypoint.',
+      }),
+  })
+  .superRefine((runtime, ctx) => {
+    if (runtime.command === undefined && runtime.entrypoint === undefined) {
+      ctx.addIssue({
+        code: 'custom',
+        message: 'spec.runtime needs an entrypoint (with a language) or a command',
+        path: ['entrypoint'],
+      });
+    }
+    if (runtime.entrypoint !== undefined && runtime.language === undefined && runtime.command === undefined) {
+      ctx.addIssue({
+        code: 'custom',
+        message: 'an entrypoint needs a language (python, node or bash) to know which interpreter runs it',
+        path: ['language'],
+      });
+    }
+    if (runtime.entrypoint !== undefined && runtime.command !== undefined) {
+      ctx.addIssue({
+        code: 'custom',
+        message: 'give either entrypoint or command, not both',
+        path: ['command'],
+      });
+    }
+    if (runtime.entrypoint !== undefined) {
+      const entry = runtime.entrypoint;
+      if (entry.startsWith('/') || entry.split('/').includes('..')) {
+        ctx.addIssue({
+          code: 'custom',
+          message: `entrypoint "${entry}" must be a path inside the agent directory (relative, no "..")`,
+          path: ['entrypoint'],
+        });
+      }
+    }
+  });
+
+export const Isolation = z.enum(['sandbox', 'gvisor', 'docker', 'firecracker']);
+export type Isolation = z.infer<typeof Isolation>;
+
+export const NetworkRule = z.string().min(1);
+
+export const Network = z.strictObject({
+  allow: z
+    .array(NetworkRule)
+    .default([])
+    .meta({ description: 'Destinations the agent may reach (default: none).' }),
+  deny: z.array(NetworkRule).default([]).meta({ description: 'Destinations refused even if allowed.' }),
+});
+
+export const MountEntry = z.union([
+  z.string().min(1).meta({ description: 'Absolute host path, mounted at the same path inside.' }),
+  z.strictObject({
+    source: z.string().min(1).meta({ description: 'Host path; relative paths are relative to agent.yaml.' }),
+    target: z.string().min(1).meta({ description: 'Absolute path inside the sandbox.' }),
+  }),
+]);
+export type MountEntry = z.infer<typeof MountEntry>;
+
+export const Filesystem = z.strictObject({
+  read: z.array(MountEntry).default([]).meta({ description: 'Host paths mounted read-only.' }),
+  write: z.array(MountEntry).default([]).meta({ description: 'Host paths mounted read-write.' }),
+});
+
+export const Resources = z.strictObject({
+  cpu: Cpu.optional().meta({ description: 'CPU quota, e.g. 500m = half a core. @default 1' }),
+  memory: Size.optional().meta({ description: 'Memory cap incl. swap and /workspace. @default 256Mi' }),
+  pids: z
+    .number()
+    .int()
+    .min(4)
+    .max(65536)
+    .optional()
+    .meta({ description: 'Max processes+threads. @default 64' }),
+  disk: Size.optional().meta({ description: 'Size of the writable /workspace. @default 64Mi' }),
+  timeout: Duration.optional().meta({ description: 'Wall-clock limit for one execution. @default 30s' }),
+});
+
+export const Security = z.strictObject({
+  network: Network.default({ allow: [], deny: [] }),
+  filesystem: Filesystem.default({ read: [], write: [] }),
+  resources: Resources.default({}),
+});
+
+const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
+
+export const Spec = z.strictObject({
+  runtime: Runtime,
+  isolation: Isolation.default('sandbox'),
+  security: Security.default({
+    network: { allow: [], deny: [] },
+    filesystem: { read: [], write: [] },
+    resources: {},
+  }),
+  env: z
+    .record(z.string().regex(ENV_NAME, 'environment variable names are letters, digits and _'), z.string())
+    .default({})
+    .meta({ description: 'Environment of the agent. Nothing of the host environment is passed.' }),
+});
+
+export const Metadata = z.strictObject({
+  name: z
+    .string()
+    .regex(DNS_LABEL, 'names are lowercase letters, digits and "-", 1-63 characters, e.g. email-summarizer'),
+  version: z.string().min(1).default('0.0.0'),
+  description: z.string().optional(),
+  labels: z.record(z.string(), z.string()).default({}),
+});
+
+export const AgentManifest = z.strictObject({
+  apiVersion: z.literal('aegis.dev/v1'),
+  kind: z.literal('Agent'),
+  metadata: Metadata,
+  spec: Spec,
+});
+export type AgentManifest = z.infer<typeof AgentManifest>;
+
+/** JSON Schema (draft 2020-12) of agent.yaml, as served by `aegis schema`. */
+export function agentManifestJsonSchema(): Record<string, unknown> {
+  const schema = z.toJSONSchema(AgentManifest, { io: 'input', unrepresentable: 'any' }) as Record<
+    string,
+    unknown
+  >;
+  return {
+    $id: 'https://aegis.dev/schemas/agent.v1.json',
+    title: 'AEGIS agent manifest (agent.yaml)',
+    ...schema,
+  };
+}
