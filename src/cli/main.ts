@@ -161,8 +161,10 @@ async function commandPs(options: { output: OutputFormat; limit: string; all?: b
   if (!Number.isInteger(limit) || limit < 1 || limit > 1000) {
     throw new AegisError('USAGE', `--limit must be a whole number from 1 to 1000, got "${options.limit}"`);
   }
-  const ctx = openStoreContext();
+  // Any start of the CLI settles runs a killed orchestrator left behind, so `ps` never shows ghosts as running.
+  const ctx = openLocalContext();
   try {
+    await reconcileOrphans(ctx);
     const records = await ctx.store.listExecutions({ limit });
     if (options.output === 'json') {
       process.stdout.write(`${JSON.stringify(records.map(toRunResult))}\n`);

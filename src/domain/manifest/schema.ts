@@ -33,13 +33,9 @@ export const Runtime = z
       .min(1)
       .optional()
       .meta({ description: "Path of the agent's main file, relative to the directory holding agent.yaml." }),
-    command: z
-      .array(z.string().min(1))
-      .min(1)
-      .optional()
-      .meta({
-        description: 'Explicit argv, run with /agent as the working directory. Alternative to entrypoint.',
-      }),
+    command: z.array(z.string().min(1)).min(1).optional().meta({
+      description: 'Explicit argv, run with /agent as the working directory. Alternative to entrypoint.',
+    }),
   })
   .superRefine((runtime, ctx) => {
     if (runtime.command === undefined && runtime.entrypoint === undefined) {

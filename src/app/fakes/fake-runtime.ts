@@ -1,0 +1,79 @@
+/** In-memory Runtime for use-case tests: scripted outcomes, no processes. */
+import { AegisError } from '../../domain/errors.ts';
+import type { InstanceId, InstanceSpec, InstanceState, Runtime, TaskInput, TaskOutput } from '../ports.ts';
+
+export interface FakeScript {
+  /** Lines the "agent" prints, in order. */
+  readonly logs?: readonly { stream: 'stdout' | 'stderr'; text: string }[];
+  readonly outcome?: Partial<TaskOutput>;
+  /** Make spawn() refuse with this error. */
+  readonly refuse?: AegisError;
+  /** Wait for abort instead of finishing (to test cancellation). */
+  readonly hang?: boolean;
+}
+
+export class FakeRuntime implements Runtime {
+  readonly name = 'fake';
+  readonly spawned: InstanceSpec[] = [];
+  readonly states = new Map<InstanceId, InstanceState>();
+  orphans: string[] = [];
+  script: FakeScript = {};
+
+  async spawn(spec: InstanceSpec): Promise<InstanceId> {
+    if (this.script.refuse) throw this.script.refuse;
+    this.spawned.push(spec);
+    const id = `fake_${spec.executionId}`;
+    this.states.set(id, 'warm');
+    return id;
+  }
+
+  async execute(id: InstanceId, task: TaskInput): Promise<TaskOutput> {
+    if (this.states.get(id) !== 'warm') throw new AegisError('USAGE', `instance ${id} is not warm`);
+    this.states.set(id, 'hot');
+    const releasedAtMs = Date.now();
+    for (const line of this.script.logs ?? []) task.onLog(line.stream, line.text);
+    if (this.script.hang) {
+      await new Promise<void>((resolve) => {
+        if (task.signal?.aborted) resolve();
+        task.signal?.addEventListener('abort', () => resolve(), { once: true });
+      });
+      this.states.set(id, 'failed');
+      return {
+        status: 'killed',
+        exitCode: null,
+        reason: 'cancelled',
+        output: null,
+        limitsHit: [],
+        violations: [],
+        releasedAtMs,
+        finishedAtMs: Date.now(),
+      };
+    }
+    this.states.set(id, 'terminated');
+    return {
+      status: 'succeeded',
+      exitCode: 0,
+      reason: null,
+      output: { echo: task.input },
+      limitsHit: [],
+      violations: [],
+      releasedAtMs,
+      finishedAtMs: releasedAtMs + 5,
+      ...this.script.outcome,
+    };
+  }
+
+  async terminate(id: InstanceId): Promise<void> {
+    this.states.set(id, 'terminated');
+  }
+
+  status(id: InstanceId): InstanceState | undefined {
+    return this.states.get(id);
+  }
+
+  async reapOrphans(): Promise<readonly string[]> {
+    const reaped = this.orphans;
+    this.orphans = [];
+    return reaped;
+  }
+}

@@ -1,0 +1,145 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { AegisError } from '../domain/errors.ts';
+import { compileManifest } from '../domain/manifest/compiled.ts';
+import { AgentManifest } from '../domain/manifest/schema.ts';
+import { FakeRuntime } from './fakes/fake-runtime.ts';
+import { MemoryExecutionStore } from './fakes/memory-store.ts';
+import type { ProcessIdentity } from './ports.ts';
+import { reconcileOrphans, runAgent } from './run-agent.ts';
+
+const agent = compileManifest(
+  AgentManifest.parse({
+    apiVersion: 'aegis.dev/v1',
+    kind: 'Agent',
+    metadata: { name: 'demo', version: '1.2.3' },
+    spec: { runtime: { language: 'python', entrypoint: 'main.py' } },
+  }),
+  '/srv/agents/demo',
+);
+
+function setup(alive = true) {
+  const runtime = new FakeRuntime();
+  const store = new MemoryExecutionStore();
+  let n = 0;
+  const identity: ProcessIdentity = {
+    current: () => ({ host: 'test', pid: 1, startTicks: 1 }),
+    isAlive: () => alive,
+  };
+  const deps = {
+    runtime,
+    store,
+    clock: { now: () => 1_700_000_000_000 },
+    ids: { executionId: () => `ex_${++n}` },
+    identity,
+  };
+  return { runtime, store, deps };
+}
+
+describe('runAgent', () => {
+  it('records the execution, streams and persists logs, and stores the terminal result', async () => {
+    const { runtime, store, deps } = setup();
+    runtime.script = {
+      logs: [
+        { stream: 'stdout', text: 'hello' },
+        { stream: 'stderr', text: 'progress' },
+      ],
+    };
+    const seen: string[] = [];
+    const record = await runAgent(deps, { agent, input: { a: 1 }, onLog: (_s, text) => seen.push(text) });
+    assert.equal(record.status, 'succeeded');
+    assert.deepEqual(record.output, { echo: { a: 1 } });
+    assert.equal(record.agent.version, '1.2.3');
+    assert.deepEqual(seen, ['hello', 'progress']);
+    const logs = await store.readLogs(record.id);
+    assert.deepEqual(
+      logs.map((l) => [l.seq, l.stream, l.text]),
+      [
+        [1, 'stdout', 'hello'],
+        [2, 'stderr', 'progress'],
+      ],
+    );
+    assert.equal(runtime.spawned[0]?.executionId, record.id);
+  });
+
+  it('marks a refused spawn as failed with the reason and rethrows the same error', async () => {
+    const { runtime, store, deps } = setup();
+    runtime.script = { refuse: new AegisError('LIMIT_UNENFORCEABLE', 'no cgroups here') };
+    await assert.rejects(runAgent(deps, { agent }), (error: unknown) => {
+      assert.ok(error instanceof AegisError);
+      assert.equal(error.code, 'LIMIT_UNENFORCEABLE');
+      return true;
+    });
+    const [record] = await store.listExecutions();
+    assert.equal(record?.status, 'failed');
+    assert.match(record?.reason ?? '', /not started: no cgroups here/);
+  });
+
+  it('passes cancellation through: an aborted run ends as killed', async () => {
+    const { runtime, deps } = setup();
+    runtime.script = { hang: true };
+    const controller = new AbortController();
+    const running = runAgent(deps, { agent, signal: controller.signal });
+    controller.abort();
+    const record = await running;
+    assert.equal(record.status, 'killed');
+  });
+
+  it('stores limit violations and non-success outcomes as the runtime names them', async () => {
+    const { runtime, deps } = setup();
+    runtime.script = {
+      outcome: {
+        status: 'oom',
+        exitCode: 137,
+        reason: 'out of memory',
+        violations: [{ kind: 'limit', rule: 'memory', message: 'memory: 1 process killed' }],
+      },
+    };
+    const record = await runAgent(deps, { agent });
+    assert.equal(record.status, 'oom');
+    assert.equal(record.exitCode, 137);
+    assert.equal(record.violations[0]?.rule, 'memory');
+  });
+});
+
+describe('reconcileOrphans', () => {
+  it('marks unfinished executions of dead owners as killed and reports runtime leftovers', async () => {
+    const { runtime, store, deps } = setup(false);
+    runtime.script = { hang: true };
+    const controller = new AbortController();
+    const pending = runAgent(deps, { agent, signal: controller.signal });
+    await new Promise((resolve) => setTimeout(resolve, 5));
+    runtime.orphans = ['ex_1', 'ex_ghost'];
+    const result = await reconcileOrphans(deps);
+    assert.deepEqual(result.settled, ['ex_1']);
+    assert.deepEqual(result.reapedWithoutRecord, ['ex_ghost']);
+    const record = await store.getExecution('ex_1');
+    assert.equal(record?.status, 'killed');
+    assert.match(record?.reason ?? '', /orchestrator-exited/);
+    controller.abort();
+    await pending;
+  });
+
+  it('leaves executions of live owners alone', async () => {
+    const { store, deps } = setup(true);
+    await store.createExecution({
+      id: 'ex_live',
+      agent: { name: 'demo', version: '1' },
+      runtime: 'fake',
+      status: 'running',
+      exitCode: null,
+      reason: null,
+      input: null,
+      output: null,
+      violations: [],
+      createdAt: new Date().toISOString(),
+      startedAt: null,
+      finishedAt: null,
+      durationMs: null,
+      owner: { host: 'test', pid: 2, startTicks: 2 },
+    });
+    const result = await reconcileOrphans(deps);
+    assert.deepEqual(result.settled, []);
+    assert.equal((await store.getExecution('ex_live'))?.status, 'running');
+  });
+});

@@ -1,0 +1,108 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { AegisError } from '../errors.ts';
+import { compileManifest, DEFAULT_LIMITS } from './compiled.ts';
+import { AgentManifest } from './schema.ts';
+
+function manifest(spec: Record<string, unknown>) {
+  return AgentManifest.parse({
+    apiVersion: 'aegis.dev/v1',
+    kind: 'Agent',
+    metadata: { name: 'demo' },
+    spec: { runtime: { language: 'python', entrypoint: 'main.py' }, ...spec },
+  });
+}
+
+function problemsOf(fn: () => unknown): string[] {
+  try {
+    fn();
+  } catch (error) {
+    assert.ok(error instanceof AegisError);
+    assert.equal(error.code, 'MANIFEST_INVALID');
+    return error.problems.map((p) => `${p.path}: ${p.message}`);
+  }
+  assert.fail('expected MANIFEST_INVALID');
+}
+
+describe('compileManifest', () => {
+  it('applies defaults and normalises units', () => {
+    const agent = compileManifest(manifest({}), '/srv/demo');
+    assert.deepEqual(agent.limits, DEFAULT_LIMITS);
+    assert.equal(agent.isolation, 'sandbox');
+    assert.equal(agent.version, '0.0.0');
+    assert.equal(agent.agentDir, '/srv/demo');
+    assert.deepEqual(agent.network, { allow: [], deny: [] });
+  });
+
+  it('converts resources to numbers with units in their names', () => {
+    const agent = compileManifest(
+      manifest({
+        security: { resources: { cpu: '250m', memory: '64Mi', pids: 16, disk: '8Mi', timeout: '1500ms' } },
+      }),
+      '/srv/demo',
+    );
+    assert.deepEqual(agent.limits, {
+      cpuMillis: 250,
+      memoryBytes: 64 * 1024 ** 2,
+      pids: 16,
+      diskBytes: 8 * 1024 ** 2,
+      timeoutMs: 1500,
+    });
+  });
+
+  it('resolves relative mount sources against the manifest directory', () => {
+    const agent = compileManifest(
+      manifest({
+        security: {
+          filesystem: {
+            read: ['/srv/data', { source: '../shared/mail', target: '/data/mail' }],
+            write: ['/srv/out'],
+          },
+        },
+      }),
+      '/srv/agents/demo',
+    );
+    assert.deepEqual(
+      agent.mounts.map((m) => [m.source, m.target, m.writable]),
+      [
+        ['/srv/data', '/srv/data', false],
+        ['/srv/agents/shared/mail', '/data/mail', false],
+        ['/srv/out', '/srv/out', true],
+      ],
+    );
+  });
+
+  it('refuses relative string entries, reserved targets and duplicate targets with JSON paths', () => {
+    const problems = problemsOf(() =>
+      compileManifest(
+        manifest({
+          security: {
+            filesystem: {
+              read: ['data', { source: '/a', target: '/agent/x' }, { source: '/b', target: '/' }],
+              write: [
+                { source: '/c', target: '/mnt/c' },
+                { source: '/d', target: '/mnt/c' },
+              ],
+            },
+          },
+        }),
+        '/srv/demo',
+      ),
+    );
+    assert.equal(problems.length, 4);
+    assert.match(problems[0]!, /^spec\.security\.filesystem\.read\[0\]: "data" is not an absolute path/);
+    assert.match(problems[1]!, /^spec\.security\.filesystem\.read\[1\]: cannot mount over \/agent\/x/);
+    assert.match(problems[2]!, /^spec\.security\.filesystem\.read\[2\]: cannot mount over \/:/);
+    assert.match(problems[3]!, /^spec\.security\.filesystem\.write\[1\]: target \/mnt\/c is already mounted/);
+  });
+
+  it('refuses env names AEGIS sets itself', () => {
+    const problems = problemsOf(() =>
+      compileManifest(manifest({ env: { PATH: '/x', AEGIS_INPUT: 'y', OK: '1' } }), '/'),
+    );
+    assert.deepEqual(
+      problems.map((p) => p.split(':')[0]),
+      ['spec.env.PATH', 'spec.env.AEGIS_INPUT'],
+    );
+  });
+});
