@@ -42,7 +42,9 @@ fi
 if [ ! -x node_modules/.bin/node ] || [ package-lock.json -nt node_modules/.package-lock.json ] \
   || [ package.json -nt node_modules/.package-lock.json ]; then
   say "installing npm dependencies (including Node 24)"
-  if [ -d node_modules ]; then npm install --no-audit --no-fund --loglevel=error; else npm ci --no-audit --no-fund --loglevel=error; fi
+  # `npm install` (not `npm ci`): with the lockfile present it installs exactly the locked versions, and unlike
+  # `npm ci` it tolerates the optional per-platform packages (Biome, Node) npm leaves out of the lock.
+  npm install --no-audit --no-fund --loglevel=error
 else
   say "npm dependencies up to date"
 fi
