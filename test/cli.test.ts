@@ -3,7 +3,7 @@
  */
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chownSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { after, describe, it } from 'node:test';
@@ -211,6 +211,28 @@ describe('aegis CLI', { concurrency: true }, () => {
     const doctor = await aegis(['doctor', '--output', 'json'], home);
     assert.equal(doctor.code, 0, doctor.stdout);
     assert.equal(JSON.parse(doctor.stdout).runtimes.sandbox, true);
+  });
+
+  it('as an ordinary user without cgroup access, run refuses with exit 3 and names what is missing', async (t) => {
+    if (process.getuid?.() !== 0) return t.skip('needs root to start the CLI as another user');
+    const home = tempDir('aegis-cli-home-');
+    chownSync(home, 65534, 65534);
+    const result = await new Promise<Result>((resolveDone) => {
+      const child = spawn(process.execPath, [BIN, 'run', 'examples/hello-python/agent.yaml'], {
+        cwd: ROOT,
+        env: { PATH: process.env['PATH'] ?? '/usr/bin:/bin', AEGIS_HOME: home, HOME: home },
+        uid: 65534,
+        gid: 65534,
+      });
+      let stdout = '';
+      let stderr = '';
+      child.stdout.on('data', (d) => (stdout += d));
+      child.stderr.on('data', (d) => (stderr += d));
+      child.on('close', (code) => resolveDone({ code, stdout, stderr }));
+    });
+    assert.equal(result.code, 3, result.stderr);
+    assert.match(result.stderr, /LIMIT_UNENFORCEABLE.*limits cannot be enforced/);
+    assert.match(result.stderr, /AEGIS_CGROUP_PARENT/);
   });
 
   it('SIGTERM to the CLI kills the sandbox and records the run as killed (exit 1)', async () => {

@@ -175,7 +175,8 @@ function makeDir(dir: string): void {
   try {
     mkdirSync(dir, { recursive: true });
   } catch (error) {
-    throw new AegisError('LIMIT_UNENFORCEABLE', `cannot create cgroup ${dir}: ${(error as Error).message}`, {
+    const why = (error as Error).message;
+    throw new AegisError('LIMIT_UNENFORCEABLE', `memory, pids and CPU limits cannot be enforced: cannot create cgroup ${dir}: ${why}`, {
       cause: error,
       hint: 'run the orchestrator as root (like dockerd), or delegate a cgroup subtree and set AEGIS_CGROUP_PARENT',
     });
