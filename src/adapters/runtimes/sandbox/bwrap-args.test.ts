@@ -59,12 +59,16 @@ describe('buildBwrapArgs', () => {
     assert.ok(remount > lastMount, 'remount-ro must follow every mount');
   });
 
-  it('mounts the agent read-only, grants at their targets, and caps /workspace and /tmp', () => {
+  it('mounts the agent read-only, grants at their targets, and caps /workspace, /tmp and /dev/shm', () => {
     assert.notEqual(indexOfPair(args, '--ro-bind', '/srv/agent', '/agent'), -1);
     assert.notEqual(indexOfPair(args, '--ro-bind', '/srv/data', '/data'), -1);
     assert.notEqual(indexOfPair(args, '--bind', '/srv/out', '/out'), -1);
     assert.notEqual(indexOfPair(args, '--size', '1048576', '--perms', '0700', '--tmpfs', '/workspace'), -1);
     assert.notEqual(indexOfPair(args, '--size', '1048576', '--perms', '1777', '--tmpfs', '/tmp'), -1);
+    // bwrap's /dev is an uncapped tmpfs: /dev/shm gets the disk cap, the rest of /dev is read-only.
+    const shm = indexOfPair(args, '--size', '1048576', '--perms', '1777', '--tmpfs', '/dev/shm');
+    assert.ok(shm > indexOfPair(args, '--dev', '/dev'), '/dev/shm must be mounted over bwrap /dev');
+    assert.ok(indexOfPair(args, '--remount-ro', '/dev') > shm);
     assert.notEqual(indexOfPair(args, '--ro-bind', plan.inputFile!, '/run/aegis/input.json'), -1);
     assert.notEqual(indexOfPair(args, '--bind', plan.outputFile!, '/run/aegis/output.json'), -1);
   });

@@ -30,7 +30,7 @@ export interface BwrapPlan {
   /** Extra read-only binds of interpreter binaries: host path → path inside. */
   readonly binaries: Readonly<Record<string, string>>;
   readonly mounts: readonly BwrapMount[];
-  /** Size cap of /workspace and /tmp, bytes. */
+  /** Size cap of each writable tmpfs (/workspace, /tmp, /dev/shm), bytes. */
   readonly diskBytes: number;
   readonly argv: readonly string[];
   /** Child fd numbers for the control pipes; omit to leave the feature out. */
@@ -71,8 +71,10 @@ export function buildBwrapArgs(plan: BwrapPlan): string[] {
   for (const [target, source] of Object.entries(plan.generatedEtc)) args.push('--ro-bind', source, target);
   for (const [source, target] of Object.entries(plan.binaries)) args.push('--ro-bind', source, target);
 
-  // Kernel interfaces: a private /proc (only the sandbox's processes) and a minimal /dev.
+  // Kernel interfaces: a private /proc (only the sandbox's processes) and a minimal /dev. bwrap's /dev is a
+  // writable, uncapped tmpfs of its own: POSIX shared memory gets a capped tmpfs, and /dev is made read-only below.
   args.push('--proc', '/proc', '--dev', '/dev');
+  args.push('--size', String(plan.diskBytes), '--perms', '1777', '--tmpfs', '/dev/shm');
 
   // Writable scratch, capped.
   args.push('--size', String(plan.diskBytes), '--perms', '1777', '--tmpfs', '/tmp');
@@ -88,8 +90,8 @@ export function buildBwrapArgs(plan: BwrapPlan): string[] {
     args.push(mount.writable ? '--bind' : '--ro-bind', mount.source, mount.target);
   }
 
-  // Everything not mounted above stays on bwrap's root tmpfs, which becomes read-only.
-  args.push('--remount-ro', '/', '--chdir', '/agent');
+  // Everything not mounted above stays on bwrap's root tmpfs, which becomes read-only; so does /dev's.
+  args.push('--remount-ro', '/dev', '--remount-ro', '/', '--chdir', '/agent');
 
   if (plan.fds.seccomp !== undefined) args.push('--seccomp', String(plan.fds.seccomp));
   if (plan.fds.info !== undefined) args.push('--info-fd', String(plan.fds.info));

@@ -176,10 +176,14 @@ function makeDir(dir: string): void {
     mkdirSync(dir, { recursive: true });
   } catch (error) {
     const why = (error as Error).message;
-    throw new AegisError('LIMIT_UNENFORCEABLE', `memory, pids and CPU limits cannot be enforced: cannot create cgroup ${dir}: ${why}`, {
-      cause: error,
-      hint: 'run the orchestrator as root (like dockerd), or delegate a cgroup subtree and set AEGIS_CGROUP_PARENT',
-    });
+    throw new AegisError(
+      'LIMIT_UNENFORCEABLE',
+      `memory, pids and CPU limits cannot be enforced: cannot create cgroup ${dir}: ${why}`,
+      {
+        cause: error,
+        hint: 'run the orchestrator as root (like dockerd), or delegate a cgroup subtree and set AEGIS_CGROUP_PARENT',
+      },
+    );
   }
 }
 

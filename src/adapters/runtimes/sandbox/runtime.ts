@@ -15,10 +15,12 @@ import {
   cpSync,
   existsSync,
   mkdirSync,
+  mkdtempSync,
   readdirSync,
   readFileSync,
   realpathSync,
   rmSync,
+  statfsSync,
   statSync,
   writeFileSync,
 } from 'node:fs';
@@ -64,6 +66,10 @@ const MAX_OUTPUT_BYTES = 16 * 1024 * 1024;
 const MAX_LINE_BYTES = 64 * 1024;
 const MAX_LOG_BYTES = 32 * 1024 * 1024;
 const SPAWN_DEADLINE_MS = 10_000;
+/** statfs f_type of tmpfs (linux/magic.h). */
+const TMPFS_MAGIC = 0x01021994;
+/** Where output files go when the scratch root is not tmpfs. */
+const SHM_ROOT = '/dev/shm';
 
 export interface SandboxRuntimeOptions {
   /** Scratch root for per-execution files and the orchestrator's static /etc files. @default /run/aegis (root) */
@@ -93,6 +99,8 @@ interface Instance {
   readonly cgroup: SandboxCgroup;
   readonly inputFile: string;
   readonly outputFile: string;
+  /** Directory holding outputFile when it is not the scratch dir (see outputDirFor). */
+  readonly outputDir: string | undefined;
   /** Lines bwrap printed before execute() attached (setup errors). */
   readonly early: { stream: 'stdout' | 'stderr'; text: string }[];
   readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
@@ -103,6 +111,8 @@ interface ScratchState {
   readonly executionId: string;
   readonly owner: { host: string; pid: number; startTicks: number };
   readonly cgroupPaths: readonly string[];
+  /** Output dir outside the scratch dir, if any (removed with it). */
+  readonly outputDir?: string;
   readonly createdAt: string;
 }
 
@@ -110,6 +120,34 @@ function defaultScratchRoot(): string {
   if (process.getuid?.() === 0) return '/run/aegis';
   const runtimeDir = process.env['XDG_RUNTIME_DIR'];
   return runtimeDir ? join(runtimeDir, 'aegis') : `/tmp/aegis-${process.getuid?.() ?? 'user'}`;
+}
+
+function onTmpfs(path: string): boolean {
+  try {
+    return statfsSync(path).type === TMPFS_MAGIC;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * output.json is the one host file the agent writes (bound read-write). On tmpfs its pages are shmem charged to the
+ * sandbox's memory cgroup, so the memory limit bounds it; on a disk-backed scratch root (here /run is ext4) the
+ * pages are written back and reclaimed, and an agent could fill the host's disk through it. So it always lives on
+ * tmpfs: in the scratch dir when that is tmpfs, else in a fresh private dir under /dev/shm. Returns that extra dir.
+ */
+function outputDirFor(scratchDir: string): string | undefined {
+  if (onTmpfs(scratchDir)) return undefined;
+  if (!onTmpfs(SHM_ROOT)) {
+    throw new AegisError(
+      'LIMIT_UNENFORCEABLE',
+      `neither the scratch dir ${scratchDir} nor ${SHM_ROOT} is a tmpfs: the size of the agent's output file could not be bounded`,
+      { hint: 'point AEGIS_SCRATCH_DIR at a tmpfs (e.g. a directory under /run or /dev/shm)' },
+    );
+  }
+  const dir = mkdtempSync(join(SHM_ROOT, 'aegis-output-'));
+  chmodSync(dir, 0o711);
+  return dir;
 }
 
 function signalNameOf(code: number): string | undefined {
@@ -311,8 +349,15 @@ export class SandboxRuntime implements Runtime {
     const dir = join(this.scratchRoot, 'sandboxes', executionId);
     mkdirSync(dir, { mode: 0o711 });
     const owner = this.options.identity.current();
+    let outputDir: string | undefined;
     const writeState = (cgroupPaths: readonly string[]) => {
-      const state: ScratchState = { executionId, owner, cgroupPaths, createdAt: new Date().toISOString() };
+      const state: ScratchState = {
+        executionId,
+        owner,
+        cgroupPaths,
+        ...(outputDir ? { outputDir } : {}),
+        createdAt: new Date().toISOString(),
+      };
       writeFileSync(join(dir, 'state.json'), JSON.stringify(state), { mode: 0o600 });
     };
     writeState([]);
@@ -320,8 +365,10 @@ export class SandboxRuntime implements Runtime {
     let cgroup: SandboxCgroup | undefined;
     let proc: ChildProcess | undefined;
     try {
+      outputDir = outputDirFor(dir);
+      writeState([]);
       const inputFile = join(dir, 'input.json');
-      const outputFile = join(dir, 'output.json');
+      const outputFile = join(outputDir ?? dir, 'output.json');
       writeFileSync(inputFile, '', { mode: 0o644 });
       writeFileSync(outputFile, '', { mode: 0o600 });
       if (this.user.dedicated) chownSync(outputFile, this.user.uid, this.user.gid);
@@ -361,8 +408,13 @@ export class SandboxRuntime implements Runtime {
         argv,
         fds: { seccomp: 3, info: 4, block: 5 },
       });
-      const child = spawn(this.options.bwrapPath ?? 'bwrap', args, {
-        stdio: ['pipe', 'pipe', 'pipe', 'pipe', 'pipe', 'pipe'],
+      // The arguments travel over a pipe (--args), not argv: argv is world-readable in /proc/<pid>/cmdline, and
+      // it carries spec.env values and host paths.
+      // bwrap reads only options from --args; the command stays on argv (the interpreter and entrypoint).
+      const separator = args.indexOf('--');
+      const options = args.slice(0, separator);
+      const child = spawn(this.options.bwrapPath ?? 'bwrap', ['--args', '6', ...args.slice(separator)], {
+        stdio: ['pipe', 'pipe', 'pipe', 'pipe', 'pipe', 'pipe', 'pipe'],
         env: {},
         ...(this.user.dedicated && process.getuid?.() === 0
           ? { uid: this.user.uid, gid: this.user.gid }
@@ -388,6 +440,9 @@ export class SandboxRuntime implements Runtime {
       child.stderr!.on('data', (chunk: Buffer) => stderrBuffer.push(chunk.toString('utf8')));
       (child.stdio[3] as Writable).on('error', () => {});
       (child.stdio[3] as Writable).end(this.seccomp);
+      const argsPipe = (child.stdio as unknown as (Readable | Writable)[])[6] as Writable;
+      argsPipe.on('error', () => {});
+      argsPipe.end(Buffer.from(options.map((arg) => `${arg}\0`).join(''), 'utf8'));
       const release = (child.stdio as unknown as (Readable | Writable)[])[5] as Writable;
       release.on('error', () => {});
 
@@ -429,6 +484,7 @@ export class SandboxRuntime implements Runtime {
         cgroup,
         inputFile,
         outputFile,
+        outputDir,
         early,
         exited,
         killedBy: undefined,
@@ -438,6 +494,7 @@ export class SandboxRuntime implements Runtime {
     } catch (error) {
       if (proc && proc.exitCode === null) proc.kill('SIGKILL');
       await cgroup?.destroy().catch(() => {});
+      if (outputDir) rmSync(outputDir, { recursive: true, force: true });
       rmSync(dir, { recursive: true, force: true });
       throw error;
     }
@@ -605,6 +662,7 @@ export class SandboxRuntime implements Runtime {
     try {
       await instance.cgroup.destroy();
     } finally {
+      if (instance.outputDir) rmSync(instance.outputDir, { recursive: true, force: true });
       rmSync(instance.dir, { recursive: true, force: true });
     }
   }
@@ -646,6 +704,9 @@ export class SandboxRuntime implements Runtime {
         if (ageMs < 60_000) continue;
       }
       if (state) await removeCgroupPaths(state.cgroupPaths).catch(() => {});
+      if (state?.outputDir?.startsWith(`${SHM_ROOT}/aegis-output-`)) {
+        rmSync(state.outputDir, { recursive: true, force: true });
+      }
       rmSync(dir, { recursive: true, force: true });
       reaped.push(state?.executionId ?? name);
     }
