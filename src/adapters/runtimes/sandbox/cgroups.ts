@@ -78,7 +78,7 @@ export function detectCgroupLayout(procRoot = '/proc'): CgroupLayout {
   const v1OwnPaths: Record<string, string> = {};
   for (const line of readFileSync(join(procRoot, 'self/cgroup'), 'utf8').split('\n')) {
     const match = /^\d+:([^:]*):(.*)$/.exec(line);
-    if (!match || !match[1]) continue;
+    if (!match?.[1]) continue;
     for (const controller of match[1].split(',')) v1OwnPaths[controller] = match[2] ?? '/';
   }
   let v2Controllers: string[] = [];
