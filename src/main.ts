@@ -4,19 +4,40 @@
  */
 import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
+import { Ed25519NodeKey, nodeHasher } from './adapters/audit/node-key.ts';
+import { SqliteAuditLedger } from './adapters/audit/sqlite-ledger.ts';
 import { ProcIdentity } from './adapters/host/process-identity.ts';
 import { SortableIds } from './adapters/ids/ids.ts';
 import { SandboxRuntime } from './adapters/runtimes/sandbox/runtime.ts';
 import { SqliteExecutionStore } from './adapters/store/sqlite/store.ts';
-import type { Clock, ExecutionStore, Ids, ProcessIdentity } from './app/ports.ts';
+import type { AuditLog, Clock, ExecutionStore, Ids, ProcessIdentity, Signer } from './app/ports.ts';
+import { AegisError } from './domain/errors.ts';
 
 export interface AegisConfig {
-  /** Data directory (store, keys). @default $AEGIS_HOME or ~/.aegis */
+  /** Data directory (store, audit ledger, keys). @default $AEGIS_HOME or ~/.aegis */
   readonly home: string;
+  /** Sign the audit ledger's head every this many entries (and when the process closes it). @default 1000 */
+  readonly auditHeadEvery?: number;
 }
 
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): AegisConfig {
-  return { home: resolve(env['AEGIS_HOME'] || join(homedir(), '.aegis')) };
+  const headEvery = env['AEGIS_AUDIT_HEAD_EVERY'];
+  let auditHeadEvery: number | undefined;
+  if (headEvery !== undefined && headEvery !== '') {
+    auditHeadEvery = Number(headEvery);
+    if (!Number.isSafeInteger(auditHeadEvery) || auditHeadEvery < 1) {
+      throw new AegisError('USAGE', `AEGIS_AUDIT_HEAD_EVERY must be a whole number ≥ 1, got "${headEvery}"`);
+    }
+  }
+  return {
+    home: resolve(env['AEGIS_HOME'] || join(homedir(), '.aegis')),
+    ...(auditHeadEvery === undefined ? {} : { auditHeadEvery }),
+  };
+}
+
+/** Where the ledger and the node key live under a home. */
+export function auditPaths(config: AegisConfig): { ledger: string; nodeKey: string } {
+  return { ledger: join(config.home, 'audit.db'), nodeKey: join(config.home, 'keys', 'node-ed25519.pem') };
 }
 
 export interface StoreContext {
@@ -26,9 +47,18 @@ export interface StoreContext {
   readonly identity: ProcessIdentity;
 }
 
+export interface AuditContext {
+  readonly config: AegisConfig;
+  readonly audit: AuditLog;
+  readonly nodeKey: Signer;
+}
+
 export interface LocalContext extends StoreContext {
   readonly runtime: SandboxRuntime;
   readonly ids: Ids;
+  readonly audit: AuditLog;
+  /** Closes the audit ledger (writing what is buffered and signing its head), then the store. */
+  close(): Promise<void>;
 }
 
 const systemClock: Clock = { now: () => performance.timeOrigin + performance.now() };
@@ -38,8 +68,29 @@ export function openStoreContext(config: AegisConfig = loadConfig()): StoreConte
   return { config, store, clock: systemClock, identity: new ProcIdentity() };
 }
 
+/** The audit ledger (`$AEGIS_HOME/audit.db`) and the node key that signs its heads. Close `audit` when done. */
+export function openAuditContext(config: AegisConfig = loadConfig()): AuditContext {
+  const paths = auditPaths(config);
+  const nodeKey = new Ed25519NodeKey(paths.nodeKey);
+  const audit = SqliteAuditLedger.open({
+    file: paths.ledger,
+    signer: nodeKey,
+    hasher: nodeHasher,
+    clock: systemClock,
+    ...(config.auditHeadEvery === undefined ? {} : { headEvery: config.auditHeadEvery }),
+  });
+  return { config, audit, nodeKey };
+}
+
 export function openLocalContext(config: AegisConfig = loadConfig()): LocalContext {
   const base = openStoreContext(config);
+  let audit: AuditLog;
+  try {
+    audit = openAuditContext(config).audit;
+  } catch (error) {
+    void base.store.close();
+    throw error;
+  }
   const runtime = new SandboxRuntime({
     identity: base.identity,
     protectedPaths: [config.home],
@@ -47,5 +98,12 @@ export function openLocalContext(config: AegisConfig = loadConfig()): LocalConte
     ...(process.env['AEGIS_CGROUP_PARENT'] ? { cgroupParent: process.env['AEGIS_CGROUP_PARENT'] } : {}),
     ...(process.env['AEGIS_NODE_BINARY'] ? { nodeBinary: process.env['AEGIS_NODE_BINARY'] } : {}),
   });
-  return { ...base, runtime, ids: new SortableIds() };
+  const close = async () => {
+    try {
+      await audit.close();
+    } finally {
+      await base.store.close();
+    }
+  };
+  return { ...base, runtime, ids: new SortableIds(), audit, close };
 }

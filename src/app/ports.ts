@@ -3,6 +3,9 @@
  * in-memory fake under app/fakes for use-case tests.
  */
 
+import type { AuditDataByKind, AuditEntry, AuditKind } from '../domain/audit/entry.ts';
+import type { AuditExportRecord } from '../domain/audit/export-format.ts';
+import type { AuditVerification } from '../domain/audit/verify.ts';
 import type {
   ExecutionRecord,
   ExecutionStatus,
@@ -104,6 +107,46 @@ export interface ExecutionStore {
   /** Lines with seq > afterSeq, in order. */
   readLogs(executionId: string, options?: { afterSeq?: number; limit?: number }): Promise<readonly LogLine[]>;
   close(): Promise<void>;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Audit: the tamper-evident ledger (domain/audit). Data never holds secret values.
+
+export interface AuditLog {
+  /**
+   * Appends an entry and returns it at once, chained and hashed. It is written within a few milliseconds (group
+   * commit); `flush()` waits for it. If another process appended to the same ledger in between, the entry is
+   * re-chained onto theirs when written — `list`/`export` return the stored form.
+   * Throws when the ledger has been failing to write (fail closed) or `data` is not representable as JSON.
+   */
+  append<K extends AuditKind>(kind: K, execution: string | null, data: AuditDataByKind[K]): AuditEntry;
+  /** Resolves once every entry appended so far is stored; rejects when the ledger can't be written. */
+  flush(): Promise<void>;
+  /** The entries about one execution, by seq. */
+  list(executionId: string): Promise<readonly AuditEntry[]>;
+  /** Walks the whole chain and checks the signed heads. */
+  verify(): Promise<AuditVerification>;
+  /** Header, signed heads, entries — the JSONL export, one record per line. */
+  export(): AsyncIterable<AuditExportRecord>;
+  /** Flushes, signs the head, releases the ledger. Idempotent. */
+  close(): Promise<void>;
+}
+
+/** The node's signing key (Ed25519). Created on first use. */
+export interface Signer {
+  /** First 16 hex digits of SHA-256 over the public key (SPKI DER). */
+  keyId(): string;
+  /** SPKI PEM. */
+  publicKeyPem(): string;
+  /** Base64 signature of the UTF-8 bytes of `message`. */
+  sign(message: string): string;
+  /** True when `signature` is this node key's signature of `message` and `keyId` names this key. */
+  verify(message: string, signature: string, keyId: string): boolean;
+}
+
+export interface Hasher {
+  /** Lowercase hex SHA-256 of the UTF-8 bytes of `text`. */
+  sha256Hex(text: string): string;
 }
 
 // ---------------------------------------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ import { AegisError } from '../domain/errors.ts';
 import { compileManifest } from '../domain/manifest/compiled.ts';
 import { AgentManifest } from '../domain/manifest/schema.ts';
 import { FakeRuntime } from './fakes/fake-runtime.ts';
+import { MemoryAuditLog } from './fakes/memory-audit-log.ts';
 import { MemoryExecutionStore } from './fakes/memory-store.ts';
 import type { ProcessIdentity } from './ports.ts';
 import { reconcileOrphans, runAgent } from './run-agent.ts';
@@ -18,9 +19,13 @@ const agent = compileManifest(
   '/srv/agents/demo',
 );
 
+const kinds = (audit: MemoryAuditLog, id: string) =>
+  audit.entries.filter((e) => e.execution === id).map((e) => e.kind);
+
 function setup(alive = true) {
   const runtime = new FakeRuntime();
   const store = new MemoryExecutionStore();
+  const audit = new MemoryAuditLog();
   let n = 0;
   const identity: ProcessIdentity = {
     current: () => ({ host: 'test', pid: 1, startTicks: 1 }),
@@ -32,8 +37,9 @@ function setup(alive = true) {
     clock: { now: () => 1_700_000_000_000 },
     ids: { executionId: () => `ex_${++n}` },
     identity,
+    audit,
   };
-  return { runtime, store, deps };
+  return { runtime, store, audit, deps };
 }
 
 describe('runAgent', () => {
@@ -62,6 +68,70 @@ describe('runAgent', () => {
     assert.equal(runtime.spawned[0]?.executionId, record.id);
   });
 
+  it('audits created → started → finished, and the ledger verifies', async () => {
+    const { audit, deps } = setup();
+    const record = await runAgent(deps, { agent });
+    assert.deepEqual(kinds(audit, record.id), [
+      'execution.created',
+      'execution.started',
+      'execution.finished',
+    ]);
+    const [created, , finished] = audit.entries;
+    assert.equal(created?.data['agent'], 'demo');
+    assert.equal(created?.data['runtime'], 'fake');
+    assert.deepEqual(finished?.data, { status: 'succeeded', exitCode: 0, reason: null, durationMs: 5 });
+    assert.equal((await audit.verify()).ok, true);
+  });
+
+  it('audits each granted mount (source, target, mode) before the agent starts', async () => {
+    const { audit, deps } = setup();
+    const withMounts = compileManifest(
+      AgentManifest.parse({
+        apiVersion: 'aegis.dev/v1',
+        kind: 'Agent',
+        metadata: { name: 'mounts', version: '1.0.0' },
+        spec: {
+          runtime: { language: 'python', entrypoint: 'main.py' },
+          security: { filesystem: { read: ['/srv/data'], write: [{ source: 'out', target: '/mnt/out' }] } },
+        },
+      }),
+      '/srv/agents/mounts',
+    );
+    const record = await runAgent(deps, { agent: withMounts });
+    const entries = await audit.list(record.id);
+    assert.deepEqual(
+      entries.map((e) => e.kind),
+      ['execution.created', 'policy.mount', 'policy.mount', 'execution.started', 'execution.finished'],
+    );
+    assert.deepEqual(
+      entries.filter((e) => e.kind === 'policy.mount').map((e) => e.data),
+      [
+        { source: '/srv/data', target: '/srv/data', mode: 'ro' },
+        { source: '/srv/agents/mounts/out', target: '/mnt/out', mode: 'rw' },
+      ],
+    );
+  });
+
+  it('does not run the agent when the ledger cannot be written (fail closed), and releases the instance', async () => {
+    const { runtime, store, deps } = setup();
+    class BrokenLedger extends MemoryAuditLog {
+      override async flush(): Promise<void> {
+        throw new AegisError('INTERNAL', 'the audit ledger cannot be written: disk full');
+      }
+    }
+    let started = false;
+    await assert.rejects(
+      runAgent({ ...deps, audit: new BrokenLedger() }, { agent, onStarted: () => (started = true) }),
+      /disk full/,
+    );
+    assert.equal(started, false);
+    const instance = `fake_${runtime.spawned[0]?.executionId}`;
+    assert.equal(runtime.status(instance), 'terminated');
+    const [record] = await store.listExecutions();
+    assert.equal(record?.status, 'failed');
+    assert.match(record?.reason ?? '', /disk full/);
+  });
+
   it('marks a refused spawn as failed with the reason and rethrows the same error', async () => {
     const { runtime, store, deps } = setup();
     runtime.script = { refuse: new AegisError('LIMIT_UNENFORCEABLE', 'no cgroups here') };
@@ -73,6 +143,15 @@ describe('runAgent', () => {
     const [record] = await store.listExecutions();
     assert.equal(record?.status, 'failed');
     assert.match(record?.reason ?? '', /not started: no cgroups here/);
+  });
+
+  it('audits a refused spawn as created → finished (failed, not started)', async () => {
+    const { runtime, audit, deps } = setup();
+    runtime.script = { refuse: new AegisError('LIMIT_UNENFORCEABLE', 'no cgroups here') };
+    await assert.rejects(runAgent(deps, { agent }));
+    assert.deepEqual(kinds(audit, 'ex_1'), ['execution.created', 'execution.finished']);
+    assert.equal(audit.entries[1]?.data['status'], 'failed');
+    assert.match(String(audit.entries[1]?.data['reason']), /not started: no cgroups here/);
   });
 
   it('passes cancellation through: an aborted run ends as killed', async () => {
@@ -92,13 +171,23 @@ describe('runAgent', () => {
         status: 'oom',
         exitCode: 137,
         reason: 'out of memory',
-        violations: [{ kind: 'limit', rule: 'memory', message: 'memory: 1 process killed' }],
+        violations: [
+          { kind: 'limit', rule: 'memory', message: 'memory: 1 process killed', count: 1 },
+          { kind: 'limit', rule: 'pids', message: 'pids: 3 forks refused' },
+        ],
       },
     };
-    const record = await runAgent(deps, { agent });
+    const { audit } = setup();
+    const record = await runAgent({ ...deps, audit }, { agent });
     assert.equal(record.status, 'oom');
     assert.equal(record.exitCode, 137);
     assert.equal(record.violations[0]?.rule, 'memory');
+    const hits = (await audit.list(record.id)).filter((e) => e.kind === 'limit.hit').map((e) => e.data);
+    assert.deepEqual(hits, [
+      { rule: 'memory', count: 1 },
+      { rule: 'pids', count: null },
+    ]);
+    assert.equal(audit.entries.at(-1)?.data['status'], 'oom');
   });
 });
 
@@ -116,6 +205,9 @@ describe('reconcileOrphans', () => {
     const record = await store.getExecution('ex_1');
     assert.equal(record?.status, 'killed');
     assert.match(record?.reason ?? '', /orchestrator-exited/);
+    const finished = (await deps.audit.list('ex_1')).find((e) => e.kind === 'execution.finished');
+    assert.equal(finished?.data['status'], 'killed');
+    assert.match(String(finished?.data['reason']), /orchestrator-exited/);
     controller.abort();
     await pending;
   });

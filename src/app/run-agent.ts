@@ -1,11 +1,17 @@
 /**
  * Use-case: run one execution of an agent to completion. Records the execution before anything starts,
  * persists log lines as they stream, and always ends with a terminal status — even when the runtime refuses.
+ *
+ * Audit trail of one execution: `execution.created` → (`policy.mount` per granted host path, `execution.started`
+ * — written before the agent's first instruction; if the ledger can't be written the agent does not run) →
+ * `limit.hit` per limit violation → `execution.finished`. Every path, refusals included, ends with
+ * `execution.finished`.
  */
+import { AUDIT_KINDS } from '../domain/audit/entry.ts';
 import { AegisError, isAegisError } from '../domain/errors.ts';
-import type { ExecutionRecord, LogStream } from '../domain/execution.ts';
+import type { ExecutionRecord, LogStream, TerminalStatus } from '../domain/execution.ts';
 import type { CompiledAgent } from '../domain/manifest/compiled.ts';
-import type { Clock, ExecutionStore, Ids, NewLogLine, ProcessIdentity, Runtime } from './ports.ts';
+import type { AuditLog, Clock, ExecutionStore, Ids, NewLogLine, ProcessIdentity, Runtime } from './ports.ts';
 
 export interface RunAgentDeps {
   readonly runtime: Runtime;
@@ -13,6 +19,7 @@ export interface RunAgentDeps {
   readonly clock: Clock;
   readonly ids: Ids;
   readonly identity: ProcessIdentity;
+  readonly audit: AuditLog;
 }
 
 export interface RunAgentRequest {
@@ -31,7 +38,7 @@ export interface RunAgentRequest {
 const LOG_BATCH = 64;
 
 export async function runAgent(deps: RunAgentDeps, request: RunAgentRequest): Promise<ExecutionRecord> {
-  const { runtime, store, clock, ids, identity } = deps;
+  const { runtime, store, clock, ids, identity, audit } = deps;
   const { agent } = request;
   const iso = (ms: number) => new Date(ms).toISOString();
   const id = ids.executionId();
@@ -52,6 +59,17 @@ export async function runAgent(deps: RunAgentDeps, request: RunAgentRequest): Pr
     durationMs: null,
     owner: identity.current(),
   });
+  let finishedAudited = false;
+  const auditFinished = (
+    status: TerminalStatus,
+    exitCode: number | null,
+    reason: string | null,
+    durationMs: number | null,
+  ) => {
+    if (finishedAudited) return;
+    finishedAudited = true;
+    audit.append(AUDIT_KINDS.executionFinished, id, { status, exitCode, reason, durationMs });
+  };
   request.onCreated?.(id);
 
   let pending: NewLogLine[] = [];
@@ -72,21 +90,40 @@ export async function runAgent(deps: RunAgentDeps, request: RunAgentRequest): Pr
   const ticker = setInterval(() => void flush(), 100);
 
   try {
+    audit.append(AUDIT_KINDS.executionCreated, id, {
+      agent: agent.name,
+      version: agent.version,
+      runtime: runtime.name,
+      isolation: agent.isolation,
+      limits: { ...agent.limits },
+    });
     let instanceId: string;
     try {
       instanceId = await runtime.spawn({ executionId: id, agent });
     } catch (error) {
       // Refused before the agent ran: nothing executed, the record says why.
       const message = isAegisError(error) ? error.message : String(error);
-      await store.updateExecution(id, {
-        status: 'failed',
-        reason: `not started: ${message}`,
-        finishedAt: iso(clock.now()),
-      });
+      const reason = `not started: ${message}`;
+      auditFinished('failed', null, reason, null);
+      await store.updateExecution(id, { status: 'failed', reason, finishedAt: iso(clock.now()) });
       throw error;
     }
-    const startedAt = clock.now();
-    await store.updateExecution(id, { status: 'running', startedAt: iso(startedAt) });
+    try {
+      for (const mount of agent.mounts) {
+        audit.append(AUDIT_KINDS.policyMount, id, {
+          source: mount.source,
+          target: mount.target,
+          mode: mount.writable ? 'rw' : 'ro',
+        });
+      }
+      audit.append(AUDIT_KINDS.executionStarted, id, { instance: instanceId });
+      // Fail closed: the agent runs only once the ledger holds what it was granted.
+      await audit.flush();
+      await store.updateExecution(id, { status: 'running', startedAt: iso(clock.now()) });
+    } catch (error) {
+      await runtime.terminate(instanceId).catch(() => {});
+      throw error;
+    }
     request.onStarted?.(id);
     const result = await runtime.execute(instanceId, {
       input: request.input ?? null,
@@ -95,6 +132,12 @@ export async function runAgent(deps: RunAgentDeps, request: RunAgentRequest): Pr
     });
     clearInterval(ticker);
     await flush();
+    for (const violation of result.violations) {
+      if (violation.kind !== 'limit') continue;
+      audit.append(AUDIT_KINDS.limitHit, id, { rule: violation.rule, count: violation.count ?? null });
+    }
+    const durationMs = Math.round(result.finishedAtMs - result.releasedAtMs);
+    auditFinished(result.status, result.exitCode, result.reason, durationMs);
     return await store.updateExecution(id, {
       status: result.status,
       exitCode: result.exitCode,
@@ -102,18 +145,20 @@ export async function runAgent(deps: RunAgentDeps, request: RunAgentRequest): Pr
       output: result.output,
       violations: result.violations,
       finishedAt: iso(result.finishedAtMs),
-      durationMs: Math.round(result.finishedAtMs - result.releasedAtMs),
+      durationMs,
     });
   } catch (error) {
     clearInterval(ticker);
     await flush().catch(() => {});
     const current = await store.getExecution(id);
     if (current && (current.status === 'created' || current.status === 'running')) {
-      await store.updateExecution(id, {
-        status: 'failed',
-        reason: `internal error: ${error instanceof Error ? error.message : String(error)}`,
-        finishedAt: iso(clock.now()),
-      });
+      const reason = `internal error: ${error instanceof Error ? error.message : String(error)}`;
+      try {
+        auditFinished('failed', null, reason, null);
+      } catch {
+        // The ledger itself may be what failed; the store still records the outcome.
+      }
+      await store.updateExecution(id, { status: 'failed', reason, finishedAt: iso(clock.now()) });
     }
     if (isAegisError(error)) throw error;
     throw new AegisError('INTERNAL', `execution ${id} failed inside AEGIS`, { cause: error });
@@ -126,14 +171,23 @@ export async function runAgent(deps: RunAgentDeps, request: RunAgentRequest): Pr
  * Use-case: on start, settle executions whose owner process died (CLI killed with -9, crash): release what
  * their sandboxes left behind and mark them `killed` with the reason.
  */
-export async function reconcileOrphans(deps: Pick<RunAgentDeps, 'runtime' | 'store' | 'clock' | 'identity'>) {
+export async function reconcileOrphans(
+  deps: Pick<RunAgentDeps, 'runtime' | 'store' | 'clock' | 'identity' | 'audit'>,
+) {
   const reapedIds = new Set(await deps.runtime.reapOrphans());
   const settled: string[] = [];
   for (const record of await deps.store.listUnfinished()) {
     if (record.owner && deps.identity.isAlive(record.owner)) continue;
+    const reason = 'orchestrator-exited: the process running this execution died; its sandbox was reaped';
+    deps.audit.append(AUDIT_KINDS.executionFinished, record.id, {
+      status: 'killed',
+      exitCode: null,
+      reason,
+      durationMs: null,
+    });
     await deps.store.updateExecution(record.id, {
       status: 'killed',
-      reason: 'orchestrator-exited: the process running this execution died; its sandbox was reaped',
+      reason,
       finishedAt: new Date(deps.clock.now()).toISOString(),
     });
     settled.push(record.id);

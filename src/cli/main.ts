@@ -1,19 +1,30 @@
 /**
  * `aegis` command line. Exit codes (README): 0 succeeded · 1 agent failed/timeout/oom/killed · 2 usage or invalid
- * manifest · 3 this host can't sandbox what was asked · 70 internal error.
+ * manifest · 3 this host can't sandbox what was asked · 4 the audit ledger was tampered with · 70 internal error.
  */
-import { readFileSync } from 'node:fs';
+import { once } from 'node:events';
+import { createWriteStream, readFileSync } from 'node:fs';
 import { Command, CommanderError, Option } from 'commander';
+import { verifyAuditExportFile } from '../adapters/audit/export-file.ts';
 import { runDoctor } from '../adapters/host/doctor.ts';
 import { loadManifestFile } from '../adapters/manifest/yaml-loader.ts';
 import { reconcileOrphans, runAgent } from '../app/run-agent.ts';
+import { type AuditExportRecord, formatExportLine } from '../domain/audit/export-format.ts';
+import type { AuditTampered, AuditVerification } from '../domain/audit/verify.ts';
 import { AegisError, formatError, isAegisError } from '../domain/errors.ts';
 import { type ExecutionRecord, isTerminal, type LogStream, toRunResult } from '../domain/execution.ts';
 import { agentManifestJsonSchema } from '../domain/manifest/schema.ts';
-import { openLocalContext, openStoreContext } from '../main.ts';
+import { openAuditContext, openLocalContext, openStoreContext } from '../main.ts';
 import { createProgress } from './progress.ts';
 
-export const EXIT = { ok: 0, agentFailed: 1, usage: 2, hostUnable: 3, internal: 70 } as const;
+export const EXIT = {
+  ok: 0,
+  agentFailed: 1,
+  usage: 2,
+  hostUnable: 3,
+  auditTampered: 4,
+  internal: 70,
+} as const;
 
 type OutputFormat = 'text' | 'json';
 
@@ -107,7 +118,7 @@ async function commandRun(
     progress.stop();
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
-    await ctx.store.close();
+    await ctx.close();
   }
 }
 
@@ -185,7 +196,7 @@ async function commandPs(options: { output: OutputFormat; limit: string; all?: b
     }
     return EXIT.ok;
   } finally {
-    await ctx.store.close();
+    await ctx.close();
   }
 }
 
@@ -205,6 +216,157 @@ async function commandDoctor(options: { output: OutputFormat }) {
     process.stdout.write(`runtimes available: ${runtimes}\n`);
   }
   return report.runtimes['sandbox'] ? EXIT.ok : EXIT.hostUnable;
+}
+
+async function commandAuditShow(id: string, options: { output: OutputFormat }) {
+  const { audit } = openAuditContext();
+  try {
+    const entries = await audit.list(id);
+    if (entries.length === 0) {
+      throw new AegisError('NOT_FOUND', `no audit entries for execution ${id}`, {
+        hint: '`aegis ps` lists executions',
+      });
+    }
+    if (options.output === 'json') {
+      process.stdout.write(`${JSON.stringify(entries)}\n`);
+      return EXIT.ok;
+    }
+    process.stdout.write(`${pad('SEQ', 9)}${pad('TIME', 26)}${pad('KIND', 20)}DATA\n`);
+    for (const e of entries) {
+      process.stdout.write(
+        `${pad(String(e.seq), 9)}${pad(e.ts, 26)}${pad(e.kind, 20)}${JSON.stringify(e.data)}\n`,
+      );
+    }
+    return EXIT.ok;
+  } finally {
+    await audit.close();
+  }
+}
+
+async function commandAuditExport(options: { out?: string }) {
+  const { audit } = openAuditContext();
+  const out =
+    options.out === undefined ? process.stdout : createWriteStream(options.out, { mode: 0o600, flags: 'w' });
+  const counts = { entry: 0, head: 0 };
+  try {
+    let chunk = '';
+    const write = async (text: string) => {
+      if (!out.write(text)) await once(out, 'drain');
+    };
+    for await (const record of audit.export() as AsyncIterable<AuditExportRecord>) {
+      if (record.type !== 'header') counts[record.type] += 1;
+      chunk += `${formatExportLine(record)}\n`;
+      if (chunk.length >= 1 << 16) {
+        await write(chunk);
+        chunk = '';
+      }
+    }
+    if (chunk !== '') await write(chunk);
+    if (out !== process.stdout) {
+      out.end();
+      await once(out, 'finish');
+    }
+  } catch (error) {
+    if (out !== process.stdout) out.destroy();
+    throw error;
+  } finally {
+    await audit.close();
+  }
+  process.stderr.write(
+    `exported ${counts.entry} entries and ${counts.head} signed heads${options.out ? ` to ${options.out}` : ''}\n`,
+  );
+  return EXIT.ok;
+}
+
+function tampered(result: AuditTampered, what: string): AegisError {
+  const found = result.entry
+    ? `; found there: ${result.entry.kind}${result.entry.execution ? ` of ${result.entry.execution}` : ''}`
+    : '';
+  return new AegisError(
+    'AUDIT_TAMPERED',
+    `${what} failed verification: ${result.message} (${result.problem}, first bad seq ${result.firstBadSeq}${found})`,
+    {
+      details: { problem: result.problem, firstBadSeq: result.firstBadSeq },
+      hint: `entries before seq ${result.firstBadSeq} verified (${result.entries}); restore the ledger from an export or backup to see what was changed`,
+    },
+  );
+}
+
+function readPublicKey(file: string): string {
+  try {
+    return readFileSync(file, 'utf8');
+  } catch (error) {
+    throw new AegisError('USAGE', `cannot read --public-key ${file}: ${(error as Error).message}`, {
+      cause: error,
+    });
+  }
+}
+
+async function commandAuditVerify(options: { file?: string; publicKey?: string; output: OutputFormat }) {
+  let result: AuditVerification;
+  let what: string;
+  let keyNote: string;
+  if (options.file !== undefined) {
+    const pinned = options.publicKey === undefined ? undefined : readPublicKey(options.publicKey);
+    const verified = await verifyAuditExportFile(
+      options.file,
+      pinned === undefined ? {} : { publicKeyPem: pinned },
+    );
+    const { header, ...rest } = verified;
+    result = rest;
+    what = `the export ${options.file}`;
+    keyNote = header
+      ? pinned === undefined
+        ? `key ${header.keyId} (from the export's header — pin the key you expect with --public-key)`
+        : `the pinned key ${header.keyId}`
+      : '';
+  } else {
+    if (options.publicKey !== undefined) {
+      throw new AegisError('USAGE', '--public-key applies to --file only', {
+        hint: 'the local ledger is checked against this node key ($AEGIS_HOME/keys/node-ed25519.pem)',
+      });
+    }
+    const { audit, nodeKey } = openAuditContext();
+    try {
+      result = await audit.verify();
+      keyNote = result.ok && result.heads > 0 ? `node key ${nodeKey.keyId()}` : '';
+    } finally {
+      await audit.close();
+    }
+    what = 'the audit ledger';
+  }
+  if (options.output === 'json') {
+    process.stdout.write(`${JSON.stringify(result)}\n`);
+    if (!result.ok) process.stderr.write(`${formatError(tampered(result, what))}\n`);
+    return result.ok ? EXIT.ok : EXIT.auditTampered;
+  }
+  if (!result.ok) throw tampered(result, what);
+  const range = result.entries === 0 ? 'no entries' : `${result.entries} entries (seq 1–${result.lastSeq})`;
+  const signed =
+    result.heads === 0
+      ? 'no signed heads yet'
+      : `${result.heads} signed head${result.heads === 1 ? '' : 's'}, newest at seq ${result.signedThroughSeq}`;
+  const unsigned = result.unsignedTail > 0 ? `; ${result.unsignedTail} newer entries not yet signed` : '';
+  const by = keyNote ? ` by ${keyNote}` : '';
+  process.stdout.write(`✓ ${what} is intact: ${range}, ${signed}${by}${unsigned}\n`);
+  return EXIT.ok;
+}
+
+async function commandAuditKey(options: { output: OutputFormat }) {
+  const { audit, nodeKey } = openAuditContext();
+  try {
+    if (options.output === 'json') {
+      process.stdout.write(
+        `${JSON.stringify({ keyId: nodeKey.keyId(), publicKey: nodeKey.publicKeyPem() })}\n`,
+      );
+    } else {
+      process.stdout.write(nodeKey.publicKeyPem());
+      process.stderr.write(`node key ${nodeKey.keyId()} (Ed25519; signs the audit ledger's heads)\n`);
+    }
+    return EXIT.ok;
+  } finally {
+    await audit.close();
+  }
 }
 
 export function buildProgram(setExit: (code: number) => void): Command {
@@ -256,6 +418,30 @@ export function buildProgram(setExit: (code: number) => void): Command {
     .option('-n, --limit <count>', 'how many to show', '20')
     .addOption(outputOption())
     .action(wrap(commandPs));
+  const audit = program.command('audit').description('the tamper-evident audit ledger: show, verify, export');
+  audit
+    .command('show')
+    .description("an execution's audit entries, in order")
+    .argument('<execution-id>', 'id printed by `aegis run` or listed by `aegis ps`')
+    .addOption(outputOption())
+    .action(wrap(commandAuditShow));
+  audit
+    .command('verify')
+    .description('check the hash chain and signed heads; exit 0 when intact, 4 naming the first bad seq')
+    .option('--file <export.jsonl>', 'verify an export (offline) instead of the local ledger')
+    .option('--public-key <file>', 'with --file: the PEM public key the export must be signed with')
+    .addOption(outputOption())
+    .action(wrap(commandAuditVerify));
+  audit
+    .command('export')
+    .description('write the ledger as JSON Lines: header (public key), signed heads, entries')
+    .option('--out <file>', 'write to a file instead of stdout')
+    .action(wrap(commandAuditExport));
+  audit
+    .command('key')
+    .description("print this node's public key (PEM), to pin with `audit verify --public-key`")
+    .addOption(outputOption())
+    .action(wrap(commandAuditKey));
   program
     .command('doctor')
     .description('show which isolation features this host has')

@@ -10,6 +10,7 @@ export type ErrorCode =
   | 'RUNTIME_UNAVAILABLE'
   | 'LIMIT_UNENFORCEABLE'
   | 'POLICY_DENIED'
+  | 'AUDIT_TAMPERED'
   | 'INTERNAL';
 
 export interface ErrorCodeInfo {
@@ -36,6 +37,11 @@ export const ERROR_CODES: Readonly<Record<ErrorCode, ErrorCodeInfo>> = {
     summary: 'this host cannot enforce a requested limit',
   },
   POLICY_DENIED: { exitCode: 2, httpStatus: 403, summary: 'the request breaks a security rule' },
+  AUDIT_TAMPERED: {
+    exitCode: 4,
+    httpStatus: 409,
+    summary: 'the audit ledger (or an export of it) failed verification: entries or heads were altered',
+  },
   INTERNAL: { exitCode: 70, httpStatus: 500, summary: 'a bug in AEGIS' },
 };
 

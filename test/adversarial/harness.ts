@@ -377,7 +377,7 @@ export class Harness {
   }
 
   async close(): Promise<void> {
-    await this.ctx.store.close();
+    await this.ctx.close(); // signs the audit head and closes the store
     for (const dir of this.temps) rmSync(dir, { recursive: true, force: true });
   }
 }

@@ -1,0 +1,213 @@
+/**
+ * The audit ledger's entries: what is recorded, how entries chain, and what a signed head covers.
+ *
+ * Every entry carries the hash of the one before it, and its own hash covers that link:
+ * `hash = SHA-256(prevHash ‖ canonical-JSON(entry without hash))` in lowercase hex, seq from 1, the first entry's
+ * prevHash 64 zeros. Changing, removing, adding or moving any entry therefore changes every later hash; a signed
+ * head (seq, hash, ts) pins the whole chain up to its seq.
+ *
+ * Data must never hold secret values: keep it small and structured (names, paths, counts), never payloads.
+ */
+import { canonicalJson, type JsonObject } from './canonical-json.ts';
+
+/** Kinds of entry. Readers must accept kinds they don't know (newer writers add kinds). */
+export const AUDIT_KINDS = {
+  executionCreated: 'execution.created',
+  executionStarted: 'execution.started',
+  executionFinished: 'execution.finished',
+  limitHit: 'limit.hit',
+  policyMount: 'policy.mount',
+  networkConnect: 'network.connect',
+  secretUse: 'secret.use',
+  toolCall: 'tool.call',
+} as const;
+
+export type AuditKind = (typeof AUDIT_KINDS)[keyof typeof AUDIT_KINDS];
+
+/** What each kind records. (Type aliases, not interfaces, so they stay assignable to JsonObject.) */
+export type AuditDataByKind = {
+  'execution.created': {
+    readonly agent: string;
+    readonly version: string;
+    readonly runtime: string;
+    readonly isolation: string;
+    readonly limits: {
+      readonly cpuMillis: number;
+      readonly memoryBytes: number;
+      readonly pids: number;
+      readonly diskBytes: number;
+      readonly timeoutMs: number;
+    };
+  };
+  'execution.started': { readonly instance: string };
+  'execution.finished': {
+    readonly status: string;
+    readonly exitCode: number | null;
+    readonly reason: string | null;
+    readonly durationMs: number | null;
+  };
+  'limit.hit': { readonly rule: string; readonly count: number | null };
+  /** One entry per host path granted to the sandbox. */
+  'policy.mount': { readonly source: string; readonly target: string; readonly mode: 'ro' | 'rw' };
+  'network.connect': JsonObject;
+  'secret.use': JsonObject;
+  'tool.call': JsonObject;
+};
+
+export interface AuditEntry {
+  /** Position in the ledger, from 1, without gaps. */
+  readonly seq: number;
+  /** ISO 8601 time of the append. */
+  readonly ts: string;
+  /** Execution id the entry is about; null for node-level events. */
+  readonly execution: string | null;
+  /** One of AUDIT_KINDS (any string when read back: a newer writer may know more kinds). */
+  readonly kind: string;
+  readonly data: JsonObject;
+  /** `hash` of the entry at seq - 1; GENESIS_HASH for seq 1. */
+  readonly prevHash: string;
+  /** Lowercase hex SHA-256 of prevHash ‖ canonical JSON of the other six fields. */
+  readonly hash: string;
+}
+
+/** An entry as stored: `data` as its canonical JSON text. What the verifier walks (no re-serialisation needed). */
+export interface ChainLink {
+  readonly seq: number;
+  readonly ts: string;
+  readonly execution: string | null;
+  readonly kind: string;
+  readonly dataJson: string;
+  readonly prevHash: string;
+  readonly hash: string;
+}
+
+/** prevHash of the first entry. */
+export const GENESIS_HASH = '0'.repeat(64);
+
+/** Lowercase hex SHA-256 of the UTF-8 bytes of `text`; injected (the domain does no crypto itself). */
+export type Sha256Hex = (text: string) => string;
+
+/**
+ * Canonical JSON of an entry without its hash, built from its parts. Keys in canonical (sorted) order:
+ * data, execution, kind, prevHash, seq, ts — identical to `canonicalJson({seq, ts, execution, kind, data, prevHash})`.
+ */
+export function entryPreimage(link: Omit<ChainLink, 'hash'>): string {
+  return (
+    `{"data":${link.dataJson},"execution":${link.execution === null ? 'null' : JSON.stringify(link.execution)},` +
+    `"kind":${JSON.stringify(link.kind)},"prevHash":${JSON.stringify(link.prevHash)},"seq":${link.seq},` +
+    `"ts":${JSON.stringify(link.ts)}}`
+  );
+}
+
+/** The hash an entry must carry, given its other fields. */
+export function linkHash(link: Omit<ChainLink, 'hash'>, sha256Hex: Sha256Hex): string {
+  return sha256Hex(link.prevHash + entryPreimage(link));
+}
+
+/** The last entry of a chain: what the next entry links to. */
+export interface ChainTip {
+  readonly seq: number;
+  readonly hash: string;
+}
+
+export const EMPTY_TIP: ChainTip = { seq: 0, hash: GENESIS_HASH };
+
+/**
+ * Builds the entry that follows `tip`. Throws CanonicalJsonError when `data` holds something JSON can't
+ * represent (undefined, NaN, a Date…). Returns the entry and its stored form.
+ */
+export function chainNext(
+  tip: ChainTip,
+  fields: {
+    readonly ts: string;
+    readonly execution: string | null;
+    readonly kind: string;
+    readonly data: JsonObject;
+  },
+  sha256Hex: Sha256Hex,
+): { entry: AuditEntry; link: ChainLink } {
+  const unhashed = {
+    seq: tip.seq + 1,
+    ts: fields.ts,
+    execution: fields.execution,
+    kind: fields.kind,
+    dataJson: canonicalJson(fields.data),
+    prevHash: tip.hash,
+  };
+  const link: ChainLink = { ...unhashed, hash: linkHash(unhashed, sha256Hex) };
+  const entry: AuditEntry = {
+    seq: link.seq,
+    ts: link.ts,
+    execution: link.execution,
+    kind: link.kind,
+    data: fields.data,
+    prevHash: link.prevHash,
+    hash: link.hash,
+  };
+  return { entry, link };
+}
+
+/** Stored form of an entry. */
+export function toLink(entry: AuditEntry): ChainLink {
+  return {
+    seq: entry.seq,
+    ts: entry.ts,
+    execution: entry.execution,
+    kind: entry.kind,
+    dataJson: canonicalJson(entry.data),
+    prevHash: entry.prevHash,
+    hash: entry.hash,
+  };
+}
+
+/**
+ * Entry of a stored link. Stored data that is not a JSON object (a tampered row) is kept as
+ * `{"$unparseable": text}` so it can still be shown and exported — and fails verification.
+ */
+export function fromLink(link: ChainLink): AuditEntry {
+  return {
+    seq: link.seq,
+    ts: link.ts,
+    execution: link.execution,
+    kind: link.kind,
+    data: parseData(link.dataJson),
+    prevHash: link.prevHash,
+    hash: link.hash,
+  };
+}
+
+function parseData(text: string): JsonObject {
+  try {
+    const value: unknown = JSON.parse(text);
+    if (typeof value === 'object' && value !== null && !Array.isArray(value)) return value as JsonObject;
+  } catch {
+    // fall through
+  }
+  return { $unparseable: String(text) };
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Signed heads.
+
+/** The head of the chain at some seq, signed with the node's Ed25519 key. */
+export interface SignedHead {
+  readonly seq: number;
+  readonly hash: string;
+  readonly ts: string;
+  /** Which key signed it: the first 16 hex digits of SHA-256 over the public key (SPKI DER). */
+  readonly keyId: string;
+  /** Base64 Ed25519 signature over `headMessage(head)`. */
+  readonly signature: string;
+}
+
+/** Prefix that keeps a head signature from being valid for anything else the node key may sign. */
+export const HEAD_SIGNATURE_CONTEXT = 'aegis.audit.head/v1\n';
+
+/** The exact bytes (as UTF-8 text) a head signature covers. */
+export function headMessage(head: {
+  readonly seq: number;
+  readonly hash: string;
+  readonly ts: string;
+}): string {
+  return HEAD_SIGNATURE_CONTEXT + canonicalJson({ seq: head.seq, hash: head.hash, ts: head.ts });
+}
