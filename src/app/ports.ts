@@ -16,6 +16,7 @@ import type {
   Violation,
 } from '../domain/execution.ts';
 import type { CompiledAgent } from '../domain/manifest/compiled.ts';
+import type { NetworkPolicy, Verdict } from '../domain/policy/network-rules.ts';
 
 // ---------------------------------------------------------------------------------------------------------------
 // Runtime: the contract every isolation backend (sandbox, gvisor, docker, firecracker) fills.
@@ -26,6 +27,36 @@ export type InstanceState = 'warm' | 'hot' | 'terminated' | 'failed';
 export interface InstanceSpec {
   readonly executionId: string;
   readonly agent: CompiledAgent;
+  /**
+   * Receives every egress decision of the instance (each connection attempt through the egress proxy): denied ones
+   * at once, allowed ones when the connection closes. All of them are delivered before `execute` resolves.
+   */
+  readonly onNetworkDecision?: (event: NetworkDecisionEvent) => void;
+}
+
+/** One connection attempt leaving (or trying to leave) a sandbox, and what became of it. */
+export interface NetworkDecisionEvent {
+  /** `host:port` as the agent asked (raw request target when it could not be parsed). */
+  readonly requested: string;
+  /** The name asked for (normalised) or the IP literal; null when the request could not be parsed. */
+  readonly host: string | null;
+  /** Every address the name resolved to, or the literal itself. */
+  readonly resolved: readonly string[];
+  /** The one address dialled; null when denied. */
+  readonly address: string | null;
+  readonly port: number;
+  /** `http`, `connect` (HTTP CONNECT tunnel) or `socks5`. */
+  readonly protocol: string;
+  /** The rule text, or a pseudo-rule (`default-deny`, `special-address:<class>`, `unresolvable`, `malformed`, …). */
+  readonly rule: string;
+  readonly verdict: Verdict;
+  readonly reason: string;
+  /** `network: denied connect to 10.0.0.5:22 — not in allow-list`. */
+  readonly message: string;
+  /** Allowed, but the upstream connection failed or was cut. */
+  readonly error?: string;
+  readonly bytesUp: number;
+  readonly bytesDown: number;
 }
 
 export interface TaskInput {
@@ -65,6 +96,12 @@ export interface Runtime {
   status(id: InstanceId): InstanceState | undefined;
   /** Releases what dead orchestrators left behind (processes, cgroups, scratch dirs); returns their execution ids. */
   reapOrphans(): Promise<readonly string[]>;
+  /**
+   * Replaces the egress rules of a live execution's instance for connections that start from now on (open ones
+   * keep their decision). Returns false when the runtime has no live instance for that execution or it runs
+   * without an egress proxy (no allow rules at spawn: its namespace has no way out to open).
+   */
+  setNetworkPolicy?(executionId: string, policy: NetworkPolicy): Promise<boolean>;
 }
 
 // ---------------------------------------------------------------------------------------------------------------

@@ -3,11 +3,12 @@ import { describe, it } from 'node:test';
 import { AegisError } from '../domain/errors.ts';
 import { compileManifest } from '../domain/manifest/compiled.ts';
 import { AgentManifest } from '../domain/manifest/schema.ts';
+import { compileNetworkPolicy } from '../domain/policy/network-rules.ts';
 import { FakeRuntime } from './fakes/fake-runtime.ts';
 import { MemoryAuditLog } from './fakes/memory-audit-log.ts';
 import { MemoryExecutionStore } from './fakes/memory-store.ts';
-import type { ProcessIdentity } from './ports.ts';
-import { reconcileOrphans, runAgent } from './run-agent.ts';
+import type { NetworkDecisionEvent, ProcessIdentity } from './ports.ts';
+import { reconcileOrphans, runAgent, updateNetworkPolicy } from './run-agent.ts';
 
 const agent = compileManifest(
   AgentManifest.parse({
@@ -188,6 +189,113 @@ describe('runAgent', () => {
       { rule: 'pids', count: null },
     ]);
     assert.equal(audit.entries.at(-1)?.data['status'], 'oom');
+  });
+});
+
+describe('runAgent: egress', () => {
+  const withNetwork = compileManifest(
+    AgentManifest.parse({
+      apiVersion: 'aegis.dev/v1',
+      kind: 'Agent',
+      metadata: { name: 'net', version: '1.0.0' },
+      spec: {
+        runtime: { language: 'python', entrypoint: 'main.py' },
+        security: { network: { allow: ['api.example.com:443'] } },
+      },
+    }),
+    '/srv/agents/net',
+  );
+  const event = (over: Partial<NetworkDecisionEvent>): NetworkDecisionEvent => ({
+    requested: 'api.example.com:443',
+    host: 'api.example.com',
+    resolved: ['93.184.215.14'],
+    address: '93.184.215.14',
+    port: 443,
+    protocol: 'connect',
+    rule: 'api.example.com:443',
+    verdict: 'allow',
+    reason: 'matches allow rule api.example.com:443',
+    message: 'network: allowed connect to api.example.com:443 — matches allow rule api.example.com:443',
+    bytesUp: 10,
+    bytesDown: 20,
+    ...over,
+  });
+  const denied = (requested: string) =>
+    event({
+      requested,
+      host: requested.split(':')[0]!,
+      resolved: [],
+      address: null,
+      port: Number(requested.split(':')[1]),
+      protocol: 'http',
+      rule: 'default-deny',
+      verdict: 'deny',
+      reason: 'not in allow-list',
+      message: `network: denied connect to ${requested} — not in allow-list`,
+      bytesUp: 0,
+      bytesDown: 0,
+    });
+
+  it('records the rules before the start, every decision in the ledger, and denials as counted violations', async () => {
+    const { runtime, audit, deps } = setup();
+    runtime.script = {
+      network: [event({}), denied('10.0.0.5:22'), denied('10.0.0.5:22'), denied('evil.example:80')],
+    };
+    const record = await runAgent(deps, { agent: withNetwork });
+    assert.deepEqual(kinds(audit, record.id), [
+      'execution.created',
+      'policy.network',
+      'execution.started',
+      'network.connect',
+      'network.connect',
+      'network.connect',
+      'network.connect',
+      'execution.finished',
+    ]);
+    const entries = await audit.list(record.id);
+    assert.deepEqual(entries[1]!.data, { allow: ['api.example.com:443'], deny: [] });
+    assert.deepEqual(entries[3]!.data, {
+      requested: 'api.example.com:443',
+      host: 'api.example.com',
+      resolved: ['93.184.215.14'],
+      address: '93.184.215.14',
+      port: 443,
+      protocol: 'connect',
+      rule: 'api.example.com:443',
+      verdict: 'allow',
+      reason: 'matches allow rule api.example.com:443',
+      error: null,
+      bytesUp: 10,
+      bytesDown: 20,
+    });
+    assert.deepEqual(record.violations, [
+      {
+        kind: 'network',
+        rule: 'default-deny',
+        message: 'network: denied connect to 10.0.0.5:22 — not in allow-list',
+        count: 2,
+      },
+      {
+        kind: 'network',
+        rule: 'default-deny',
+        message: 'network: denied connect to evil.example:80 — not in allow-list',
+        count: 1,
+      },
+    ]);
+  });
+
+  it('updateNetworkPolicy applies new rules to a live instance and records them; refuses for unknown executions', async () => {
+    const { runtime, audit, deps } = setup();
+    await runtime.spawn({ executionId: 'ex_live', agent: withNetwork });
+    const compiled = compileNetworkPolicy({ allow: ['api.example.com:443', '*.example.org'] });
+    assert.ok(compiled.ok);
+    await updateNetworkPolicy(deps, 'ex_live', compiled.policy);
+    assert.equal(runtime.policies.get('ex_live'), compiled.policy);
+    assert.deepEqual(audit.entries.at(-1)?.data, {
+      allow: ['api.example.com:443', '*.example.org'],
+      deny: [],
+    });
+    await assert.rejects(updateNetworkPolicy(deps, 'ex_gone', compiled.policy), { code: 'NOT_FOUND' });
   });
 });
 

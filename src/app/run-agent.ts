@@ -5,13 +5,25 @@
  * Audit trail of one execution: `execution.created` → (`policy.mount` per granted host path, `execution.started`
  * — written before the agent's first instruction; if the ledger can't be written the agent does not run) →
  * `limit.hit` per limit violation → `execution.finished`. Every path, refusals included, ends with
- * `execution.finished`.
+ * `execution.finished`. With egress granted, `policy.network` (the rules) is written before the agent runs, and
+ * every connection attempt through the egress proxy becomes a `network.connect` entry as it is decided; denied ones
+ * also become `network` violations on the record, one per (destination, rule) with a count.
  */
-import { AUDIT_KINDS } from '../domain/audit/entry.ts';
+import { AUDIT_KINDS, type NetworkConnectData } from '../domain/audit/entry.ts';
 import { AegisError, isAegisError } from '../domain/errors.ts';
-import type { ExecutionRecord, LogStream, TerminalStatus } from '../domain/execution.ts';
+import type { ExecutionRecord, LogStream, TerminalStatus, Violation } from '../domain/execution.ts';
 import type { CompiledAgent } from '../domain/manifest/compiled.ts';
-import type { AuditLog, Clock, ExecutionStore, Ids, NewLogLine, ProcessIdentity, Runtime } from './ports.ts';
+import type { NetworkPolicy } from '../domain/policy/network-rules.ts';
+import type {
+  AuditLog,
+  Clock,
+  ExecutionStore,
+  Ids,
+  NetworkDecisionEvent,
+  NewLogLine,
+  ProcessIdentity,
+  Runtime,
+} from './ports.ts';
 
 export interface RunAgentDeps {
   readonly runtime: Runtime;
@@ -89,6 +101,41 @@ export async function runAgent(deps: RunAgentDeps, request: RunAgentRequest): Pr
   // Lines are flushed at least every 100 ms so `aegis logs` of a running execution is current.
   const ticker = setInterval(() => void flush(), 100);
 
+  // Egress decisions: each one into the ledger; denied ones aggregated per (destination, rule) so an agent that
+  // retries in a loop yields one violation with a count, not thousands.
+  const networkDenials = new Map<string, { rule: string; message: string; count: number }>();
+  let instanceForAudit: string | undefined;
+  let networkAuditError: unknown;
+  const onNetworkDecision = (event: NetworkDecisionEvent) => {
+    if (event.verdict === 'deny') {
+      const key = `${event.requested}\0${event.rule}`;
+      const seen = networkDenials.get(key);
+      if (seen) seen.count++;
+      else networkDenials.set(key, { rule: event.rule, message: event.message, count: 1 });
+    }
+    try {
+      const data: NetworkConnectData = {
+        requested: event.requested,
+        host: event.host,
+        resolved: [...event.resolved],
+        address: event.address,
+        port: event.port,
+        protocol: event.protocol,
+        rule: event.rule,
+        verdict: event.verdict,
+        reason: event.reason,
+        error: event.error ?? null,
+        bytesUp: event.bytesUp,
+        bytesDown: event.bytesDown,
+      };
+      audit.append(AUDIT_KINDS.networkConnect, id, data);
+    } catch (error) {
+      // Fail closed: network use that can't be recorded stops the agent.
+      networkAuditError ??= error;
+      if (instanceForAudit !== undefined) void runtime.terminate(instanceForAudit).catch(() => {});
+    }
+  };
+
   try {
     audit.append(AUDIT_KINDS.executionCreated, id, {
       agent: agent.name,
@@ -99,7 +146,8 @@ export async function runAgent(deps: RunAgentDeps, request: RunAgentRequest): Pr
     });
     let instanceId: string;
     try {
-      instanceId = await runtime.spawn({ executionId: id, agent });
+      instanceId = await runtime.spawn({ executionId: id, agent, onNetworkDecision });
+      instanceForAudit = instanceId;
     } catch (error) {
       // Refused before the agent ran: nothing executed, the record says why.
       const message = isAegisError(error) ? error.message : String(error);
@@ -114,6 +162,12 @@ export async function runAgent(deps: RunAgentDeps, request: RunAgentRequest): Pr
           source: mount.source,
           target: mount.target,
           mode: mount.writable ? 'rw' : 'ro',
+        });
+      }
+      if (agent.network.allow.length > 0) {
+        audit.append(AUDIT_KINDS.policyNetwork, id, {
+          allow: [...agent.network.allow],
+          deny: [...agent.network.deny],
         });
       }
       audit.append(AUDIT_KINDS.executionStarted, id, { instance: instanceId });
@@ -132,6 +186,13 @@ export async function runAgent(deps: RunAgentDeps, request: RunAgentRequest): Pr
     });
     clearInterval(ticker);
     await flush();
+    if (networkAuditError !== undefined) throw networkAuditError;
+    const violations: Violation[] = [
+      ...result.violations,
+      ...[...networkDenials.values()].map(
+        ({ rule, message, count }): Violation => ({ kind: 'network', rule, message, count }),
+      ),
+    ];
     for (const violation of result.violations) {
       if (violation.kind !== 'limit') continue;
       audit.append(AUDIT_KINDS.limitHit, id, { rule: violation.rule, count: violation.count ?? null });
@@ -143,7 +204,7 @@ export async function runAgent(deps: RunAgentDeps, request: RunAgentRequest): Pr
       exitCode: result.exitCode,
       reason: result.reason,
       output: result.output,
-      violations: result.violations,
+      violations,
       finishedAt: iso(result.finishedAtMs),
       durationMs,
     });
@@ -165,6 +226,40 @@ export async function runAgent(deps: RunAgentDeps, request: RunAgentRequest): Pr
   } finally {
     clearInterval(ticker);
   }
+}
+
+/**
+ * Use-case: change the egress rules of a running execution (connections that start from now on; open ones keep
+ * their decision). The new rules are recorded in the ledger (`policy.network`).
+ */
+export async function updateNetworkPolicy(
+  deps: Pick<RunAgentDeps, 'runtime' | 'audit'>,
+  executionId: string,
+  policy: NetworkPolicy,
+): Promise<void> {
+  const { runtime, audit } = deps;
+  if (!runtime.setNetworkPolicy) {
+    throw new AegisError(
+      'RUNTIME_UNAVAILABLE',
+      `the ${runtime.name} runtime cannot change network rules while an agent runs`,
+    );
+  }
+  if (!(await runtime.setNetworkPolicy(executionId, policy))) {
+    throw new AegisError(
+      'NOT_FOUND',
+      `execution ${executionId} is not running here with an egress proxy (it has ended, or started without network.allow rules)`,
+      {
+        hint: 'network rules can be changed only while the execution runs, and only when it started with egress granted',
+      },
+    );
+  }
+  // Recorded as soon as it applies. Should the ledger fail here, the next egress decision's append fails too, and
+  // runAgent then stops the agent (fail closed).
+  audit.append(AUDIT_KINDS.policyNetwork, executionId, {
+    allow: policy.allow.map((rule) => rule.text),
+    deny: policy.deny.map((rule) => rule.text),
+  });
+  await audit.flush();
 }
 
 /**

@@ -94,6 +94,8 @@ export interface AgentSpec {
   /** Extra files written into the agent dir. */
   readonly files?: Readonly<Record<string, string>>;
   readonly env?: Readonly<Record<string, string>>;
+  /** spec.security.network (default: no egress). */
+  readonly network?: { readonly allow?: readonly string[]; readonly deny?: readonly string[] };
   readonly read?: readonly (string | MountGrant)[];
   readonly write?: readonly (string | MountGrant)[];
   readonly resources?: {
@@ -264,7 +266,7 @@ export class Harness {
         runtime,
         isolation: 'sandbox',
         security: {
-          network: { allow: [] },
+          network: { allow: [...(spec.network?.allow ?? [])], deny: [...(spec.network?.deny ?? [])] },
           filesystem: { read: spec.read ?? [], write: spec.write ?? [] },
           resources: { timeout: '20s', ...spec.resources },
         },

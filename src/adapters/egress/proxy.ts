@@ -108,8 +108,11 @@ export type HttpRequestRewriter = (head: HttpRequestHead) => HttpRequestHead | P
 export interface EgressProxyOptions {
   /** The execution this proxy serves; stamped on every event. */
   readonly execution: string;
-  /** Unix socket to listen on. Its directory must exist (the caller creates and protects it). */
-  readonly socketPath: string;
+  /**
+   * Unix socket `listen()` listens on. Its directory must exist (the caller creates and protects it). Optional when
+   * the proxy only `serve()`s listeners created elsewhere (the sandbox runtime's in-netns socket).
+   */
+  readonly socketPath?: string;
   readonly policy: NetworkPolicy;
   readonly onDecision: (event: EgressDecisionEvent) => void;
   /** @default dns.lookup(host, {all: true}) — both families, the host's resolver configuration */
@@ -134,7 +137,7 @@ export interface EgressProxyOptions {
 
 interface CompiledProxyOptions {
   readonly execution: string;
-  readonly socketPath: string;
+  readonly socketPath: string | undefined;
   readonly onDecision: (event: EgressDecisionEvent) => void;
   readonly resolve: Resolver;
   readonly rewriteHttpRequest: HttpRequestRewriter;
@@ -162,7 +165,7 @@ export function withDefaults(options: EgressProxyOptions): CompiledProxyOptions 
     }
     return result;
   };
-  if (Buffer.byteLength(options.socketPath) > MAX_SOCKET_PATH_BYTES) {
+  if (options.socketPath !== undefined && Buffer.byteLength(options.socketPath) > MAX_SOCKET_PATH_BYTES) {
     throw new AegisError(
       'INTERNAL',
       `egress proxy socket path is longer than ${MAX_SOCKET_PATH_BYTES} bytes: ${options.socketPath}`,
@@ -392,7 +395,7 @@ export class EgressProxy {
     this.#http.on('clientError', (error, socket) => this.#onClientError(error, socket as net.Socket));
   }
 
-  get socketPath(): string {
+  get socketPath(): string | undefined {
     return this.#options.socketPath;
   }
 
@@ -405,26 +408,25 @@ export class EgressProxy {
   async listen(): Promise<void> {
     if (this.#listening || this.#closing)
       throw new AegisError('INTERNAL', 'egress proxy: listen() called twice');
+    const socketPath = this.#options.socketPath;
+    if (socketPath === undefined)
+      throw new AegisError('INTERNAL', 'egress proxy: listen() without socketPath');
     await new Promise<void>((resolve, reject) => {
       const onError = (error: Error) =>
         reject(
-          new AegisError(
-            'INTERNAL',
-            `egress proxy cannot listen on ${this.#options.socketPath}: ${errorCode(error)}`,
-            {
-              cause: error,
-              hint: 'the caller creates a fresh, empty per-execution directory for the socket',
-            },
-          ),
+          new AegisError('INTERNAL', `egress proxy cannot listen on ${socketPath}: ${errorCode(error)}`, {
+            cause: error,
+            hint: 'the caller creates a fresh, empty per-execution directory for the socket',
+          }),
         );
       this.#server.once('error', onError);
-      this.#server.listen(this.#options.socketPath, () => {
+      this.#server.listen(socketPath, () => {
         this.#server.off('error', onError);
         resolve();
       });
     });
     this.#listening = true;
-    await chmod(this.#options.socketPath, 0o666);
+    await chmod(socketPath, 0o666);
   }
 
   /**
@@ -463,7 +465,8 @@ export class EgressProxy {
     await Promise.all([closed, ...served]);
     if (this.#attempts.size > 0) await new Promise<void>((resolve) => (this.#onDrained = resolve));
     // Only a socket this proxy created: a failed listen() must not remove another proxy's socket.
-    if (this.#listening) await rm(this.#options.socketPath, { force: true });
+    if (this.#listening && this.#options.socketPath !== undefined)
+      await rm(this.#options.socketPath, { force: true });
   }
 
   // -------------------------------------------------------------------------------------------------------------

@@ -1,6 +1,15 @@
 /** In-memory Runtime for use-case tests: scripted outcomes, no processes. */
 import { AegisError } from '../../domain/errors.ts';
-import type { InstanceId, InstanceSpec, InstanceState, Runtime, TaskInput, TaskOutput } from '../ports.ts';
+import type { NetworkPolicy } from '../../domain/policy/network-rules.ts';
+import type {
+  InstanceId,
+  InstanceSpec,
+  InstanceState,
+  NetworkDecisionEvent,
+  Runtime,
+  TaskInput,
+  TaskOutput,
+} from '../ports.ts';
 
 export interface FakeScript {
   /** Lines the "agent" prints, in order. */
@@ -10,6 +19,8 @@ export interface FakeScript {
   readonly refuse?: AegisError;
   /** Wait for abort instead of finishing (to test cancellation). */
   readonly hang?: boolean;
+  /** Egress decisions the "agent" causes, delivered through the spec's onNetworkDecision during execute. */
+  readonly network?: readonly NetworkDecisionEvent[];
 }
 
 export class FakeRuntime implements Runtime {
@@ -17,6 +28,8 @@ export class FakeRuntime implements Runtime {
   readonly spawned: InstanceSpec[] = [];
   readonly states = new Map<InstanceId, InstanceState>();
   orphans: string[] = [];
+  /** Policies set on live instances, by execution id. */
+  readonly policies = new Map<string, NetworkPolicy>();
   script: FakeScript = {};
 
   async spawn(spec: InstanceSpec): Promise<InstanceId> {
@@ -32,6 +45,8 @@ export class FakeRuntime implements Runtime {
     this.states.set(id, 'hot');
     const releasedAtMs = Date.now();
     for (const line of this.script.logs ?? []) task.onLog(line.stream, line.text);
+    const spec = this.spawned.find((s) => `fake_${s.executionId}` === id);
+    for (const event of this.script.network ?? []) spec?.onNetworkDecision?.(event);
     if (this.script.hang) {
       await new Promise<void>((resolve) => {
         if (task.signal?.aborted) resolve();
@@ -69,6 +84,13 @@ export class FakeRuntime implements Runtime {
 
   status(id: InstanceId): InstanceState | undefined {
     return this.states.get(id);
+  }
+
+  async setNetworkPolicy(executionId: string, policy: NetworkPolicy): Promise<boolean> {
+    const state = this.states.get(`fake_${executionId}`);
+    if (state !== 'warm' && state !== 'hot') return false;
+    this.policies.set(executionId, policy);
+    return true;
   }
 
   async reapOrphans(): Promise<readonly string[]> {

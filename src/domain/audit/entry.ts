@@ -17,6 +17,7 @@ export const AUDIT_KINDS = {
   executionFinished: 'execution.finished',
   limitHit: 'limit.hit',
   policyMount: 'policy.mount',
+  policyNetwork: 'policy.network',
   networkConnect: 'network.connect',
   secretUse: 'secret.use',
   toolCall: 'tool.call',
@@ -49,9 +50,32 @@ export type AuditDataByKind = {
   'limit.hit': { readonly rule: string; readonly count: number | null };
   /** One entry per host path granted to the sandbox. */
   'policy.mount': { readonly source: string; readonly target: string; readonly mode: 'ro' | 'rw' };
+  /** The egress rules in force from now on (at start when any are granted; again on every live change). */
+  'policy.network': { readonly allow: readonly string[]; readonly deny: readonly string[] };
+  /**
+   * One connection attempt through the egress proxy (`NetworkConnectData`). Kept as JsonObject in this map so older
+   * writers (the ledger benchmark) still compile; runAgent writes exactly NetworkConnectData.
+   */
   'network.connect': JsonObject;
   'secret.use': JsonObject;
   'tool.call': JsonObject;
+};
+
+/** What runAgent records per egress decision (`network.connect`). */
+export type NetworkConnectData = {
+  readonly requested: string;
+  readonly host: string | null;
+  readonly resolved: readonly string[];
+  readonly address: string | null;
+  readonly port: number;
+  readonly protocol: string;
+  readonly rule: string;
+  readonly verdict: 'allow' | 'deny';
+  readonly reason: string;
+  /** Allowed, but the upstream connection failed or was cut (`ECONNREFUSED`, `proxy-closed`, …). */
+  readonly error: string | null;
+  readonly bytesUp: number;
+  readonly bytesDown: number;
 };
 
 export interface AuditEntry {

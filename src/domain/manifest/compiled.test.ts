@@ -31,7 +31,30 @@ describe('compileManifest', () => {
     assert.equal(agent.isolation, 'sandbox');
     assert.equal(agent.version, '0.0.0');
     assert.equal(agent.agentDir, '/srv/demo');
-    assert.deepEqual(agent.network, { allow: [], deny: [] });
+    assert.deepEqual(agent.network, { allow: [], deny: [], policy: { allow: [], deny: [] } });
+  });
+
+  it('compiles network rules and refuses proxy variables in spec.env', () => {
+    const agent = compileManifest(
+      manifest({
+        security: { network: { allow: ['api.example.com:443', '127.0.0.1:8080'], deny: ['10.0.0.0/8'] } },
+      }),
+      '/srv/demo',
+    );
+    assert.deepEqual(
+      agent.network.policy.allow.map((rule) => rule.kind),
+      ['host', 'cidr'],
+    );
+    assert.deepEqual(
+      agent.network.policy.deny.map((rule) => rule.text),
+      ['10.0.0.0/8'],
+    );
+    assert.deepEqual(
+      problemsOf(() =>
+        compileManifest(manifest({ env: { HTTPS_PROXY: 'http://evil:1', NO_PROXY: 'x' } }), '/srv'),
+      ),
+      ['spec.env.HTTPS_PROXY: HTTPS_PROXY is set by AEGIS and cannot be overridden'],
+    );
   });
 
   it('converts resources to numbers with units in their names', () => {

@@ -4,6 +4,7 @@
  */
 import { AegisError, type Problem } from '../errors.ts';
 import { isAbsolute, normalize, resolve } from '../paths.ts';
+import { compileNetworkPolicy, type NetworkPolicy } from '../policy/network-rules.ts';
 import { parseCpu, parseDuration, parseSize } from '../units.ts';
 import type { AgentManifest, Isolation, Language, MountEntry } from './schema.ts';
 
@@ -54,7 +55,15 @@ export interface CompiledAgent {
   readonly runtime: AgentRuntimeSpec;
   /** Absolute host directory holding the agent's code; appears read-only at /agent. */
   readonly agentDir: string;
-  readonly network: { readonly allow: readonly string[]; readonly deny: readonly string[] };
+  /**
+   * Egress: the rules as written, and compiled. An empty `allow` means no network at all (only the sandbox's own
+   * `lo`); otherwise the runtime routes every connection through the egress proxy, which enforces `policy`.
+   */
+  readonly network: {
+    readonly allow: readonly string[];
+    readonly deny: readonly string[];
+    readonly policy: NetworkPolicy;
+  };
   readonly mounts: readonly MountSpec[];
   readonly limits: Limits;
   readonly env: Readonly<Record<string, string>>;
@@ -73,8 +82,12 @@ export const RESERVED_TARGETS = [
 ];
 const RESERVED_EXACT = ['/', '/tmp', '/run', '/bin', '/lib', '/lib64', '/sbin'];
 
-/** Variables AEGIS sets itself; `spec.env` may not override them. */
-export const RESERVED_ENV = /^(AEGIS_.*|PATH|HOME|LD_PRELOAD|LD_LIBRARY_PATH|LD_AUDIT)$/;
+/**
+ * Variables AEGIS sets itself; `spec.env` may not override them. The proxy variables point clients at the egress
+ * proxy (NO_PROXY stays settable: an agent may exempt its own loopback services).
+ */
+export const RESERVED_ENV =
+  /^(AEGIS_.*|PATH|HOME|LD_PRELOAD|LD_LIBRARY_PATH|LD_AUDIT|HTTPS?_PROXY|https?_proxy|ALL_PROXY|all_proxy|NODE_USE_ENV_PROXY)$/;
 
 function unwrap(result: { ok: true; value: number } | { ok: false; error: string }): number {
   if (!result.ok) throw new Error(result.error); // unreachable: the schema already validated the value
@@ -170,6 +183,9 @@ export function compileManifest(manifest: AgentManifest, manifestDir: string): C
     }
   }
 
+  const network = compileNetworkPolicy(spec.security.network);
+  if (!network.ok) problems.push(...network.problems);
+
   if (problems.length > 0) {
     throw new AegisError('MANIFEST_INVALID', `agent manifest has ${problems.length} problem(s)`, {
       problems,
@@ -188,7 +204,12 @@ export function compileManifest(manifest: AgentManifest, manifestDir: string): C
       command: spec.runtime.command,
     },
     agentDir: normalize(manifestDir),
-    network: { allow: spec.security.network.allow, deny: spec.security.network.deny },
+    network: {
+      allow: spec.security.network.allow,
+      deny: spec.security.network.deny,
+      // Checked above (and already by the schema): only reached when every rule parsed.
+      policy: network.ok ? network.policy : { allow: [], deny: [] },
+    },
     mounts,
     limits,
     env: spec.env,

@@ -4,6 +4,7 @@
  * unknown field is an error (the loader adds a did-you-mean).
  */
 import { z } from 'zod';
+import { parseNetworkRule } from '../policy/network-rules.ts';
 import { parseCpu, parseDuration, parseSize } from '../units.ts';
 
 const DNS_LABEL = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
@@ -74,7 +75,14 @@ export const Runtime = z
 export const Isolation = z.enum(['sandbox', 'gvisor', 'docker', 'firecracker']);
 export type Isolation = z.infer<typeof Isolation>;
 
-export const NetworkRule = z.string().min(1);
+/** One egress rule (`domain/policy/network-rules.ts`): host, `*.suffix`, IP or CIDR, optional `:port` / `:low-high`. */
+export const NetworkRule = z
+  .string()
+  .superRefine((text, ctx) => {
+    const parsed = parseNetworkRule(text);
+    if (!parsed.ok) ctx.addIssue({ code: 'custom', message: parsed.error });
+  })
+  .meta({ description: 'e.g. api.example.com:443, *.example.com, 10.0.0.5:22, [2001:db8::/32]:443' });
 
 export const Network = z.strictObject({
   allow: z

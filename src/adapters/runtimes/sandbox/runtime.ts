@@ -4,6 +4,8 @@
  * spawn():   resolves and checks every mount, creates the cgroup and scratch files, starts bwrap blocked on
  *            --block-fd, reads the sandbox init's pid from --info-fd and moves it into the cgroup. The instance is
  *            now Warm: namespaces and mounts exist, limits apply, the agent has not run one instruction.
+ *            With `network.allow` rules it then opens the egress proxy's listener on 127.0.0.1:3128 *inside* the
+ *            sandbox's network namespace (netns-listener.ts) and serves it from this process, before the agent runs.
  * execute(): writes the input, releases the block fd, streams stdout/stderr line by line, enforces the wall-clock
  *            timeout (SIGKILL to the sandbox's pid-namespace init kills the whole tree), classifies the outcome
  *            from the exit status and cgroup counters, collects the output, destroys the instance.
@@ -39,7 +41,10 @@ import { AegisError } from '../../../domain/errors.ts';
 import type { LimitName, TerminalStatus, Violation } from '../../../domain/execution.ts';
 import { checkMountSource } from '../../../domain/filesystem-policy.ts';
 import type { CompiledAgent } from '../../../domain/manifest/compiled.ts';
+import type { NetworkPolicy } from '../../../domain/policy/network-rules.ts';
 import { formatBytes } from '../../../domain/units.ts';
+import { listenInNetns } from '../../egress/netns-listener.ts';
+import { EgressProxy } from '../../egress/proxy.ts';
 import { type BwrapMount, buildBwrapArgs } from './bwrap-args.ts';
 import {
   CgroupDriver,
@@ -66,6 +71,24 @@ const MAX_OUTPUT_BYTES = 16 * 1024 * 1024;
 const MAX_LINE_BYTES = 64 * 1024;
 const MAX_LOG_BYTES = 32 * 1024 * 1024;
 const SPAWN_DEADLINE_MS = 10_000;
+/** Where the egress proxy listens inside every sandbox that has egress (on the sandbox's own lo). */
+export const PROXY_PORT = 3128;
+const PROXY_URL = `http://127.0.0.1:${PROXY_PORT}`;
+/**
+ * Environment that points HTTP clients at the egress proxy (curl reads the lowercase names, most others the
+ * uppercase). NO_PROXY is empty: every destination — 127.0.0.1 included — is the proxy's to decide, because an
+ * allow rule such as `127.0.0.1:8080` names the *host's* loopback; the sandbox's own lo is not reachable from the
+ * host anyway. An agent that runs a server on its own lo and calls it may set NO_PROXY in spec.env.
+ */
+export const PROXY_ENV: Readonly<Record<string, string>> = {
+  HTTP_PROXY: PROXY_URL,
+  HTTPS_PROXY: PROXY_URL,
+  http_proxy: PROXY_URL,
+  https_proxy: PROXY_URL,
+  ALL_PROXY: `socks5h://127.0.0.1:${PROXY_PORT}`,
+  all_proxy: `socks5h://127.0.0.1:${PROXY_PORT}`,
+  NODE_USE_ENV_PROXY: '1',
+};
 /** statfs f_type of tmpfs (linux/magic.h). */
 const TMPFS_MAGIC = 0x01021994;
 /** Where output files go when the scratch root is not tmpfs. */
@@ -84,6 +107,8 @@ export interface SandboxRuntimeOptions {
   /** Node binary agents with `language: node` run on. @default the orchestrator's own (process.execPath) */
   readonly nodeBinary?: string;
   readonly cgroupLayout?: CgroupLayout;
+  /** Path to nsenter (util-linux), which opens the egress proxy's socket in the sandbox's netns. @default "nsenter" */
+  readonly nsenterPath?: string;
 }
 
 interface Instance {
@@ -104,6 +129,8 @@ interface Instance {
   /** Lines bwrap printed before execute() attached (setup errors). */
   readonly early: { stream: 'stdout' | 'stderr'; text: string }[];
   readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  /** The egress proxy serving the listener in the sandbox's netns; undefined when it has no egress at all. */
+  readonly proxy: EgressProxy | undefined;
   killedBy: 'timeout' | 'abort' | 'terminate' | undefined;
 }
 
@@ -330,15 +357,9 @@ export class SandboxRuntime implements Runtime {
         hint: 'use isolation: sandbox',
       });
     }
-    if (agent.network.allow.length > 0) {
-      // Egress allow-listing arrives with the egress proxy; running with no network would silently weaken the
-      // agent's expectations and running with open network would weaken the policy, so refuse.
-      throw new AegisError(
-        'RUNTIME_UNAVAILABLE',
-        'spec.security.network.allow is not enforceable yet: the egress proxy is not available in this build',
-        { hint: 'remove the allow entries (the sandbox then has no network at all)' },
-      );
-    }
+    // Egress only through the proxy, and the proxy only when something is allowed: without allow rules the
+    // namespace's lo is all there is (starting the proxy costs a Node start, ~0.1 s — see ADR 0007).
+    const egress = agent.network.allow.length > 0;
     this.cgroups.assertUsable();
     const { argv, binaries } = this.commandFor(agent);
     const mounts = this.resolveMounts(agent);
@@ -364,6 +385,7 @@ export class SandboxRuntime implements Runtime {
 
     let cgroup: SandboxCgroup | undefined;
     let proc: ChildProcess | undefined;
+    let proxy: EgressProxy | undefined;
     try {
       outputDir = outputDirFor(dir);
       writeState([]);
@@ -384,7 +406,9 @@ export class SandboxRuntime implements Runtime {
         LANG: 'C.UTF-8',
         PYTHONUNBUFFERED: '1',
         PYTHONDONTWRITEBYTECODE: '1',
+        ...(egress ? { NO_PROXY: '', no_proxy: '' } : {}),
         ...agent.env,
+        ...(egress ? PROXY_ENV : {}),
         AEGIS_EXECUTION_ID: executionId,
         AEGIS_AGENT_NAME: agent.name,
         AEGIS_AGENT_VERSION: agent.version,
@@ -472,6 +496,23 @@ export class SandboxRuntime implements Runtime {
       for (const text of stderrBuffer.join('').split('\n').filter(Boolean))
         early.push({ stream: 'stderr', text });
 
+      if (egress) {
+        // Before the release: the agent's first instruction can already connect (no start-up race).
+        const onNetworkDecision = spec.onNetworkDecision;
+        proxy = new EgressProxy({
+          execution: executionId,
+          policy: agent.network.policy,
+          onDecision: (event) => onNetworkDecision?.(event),
+        });
+        const servers = await listenInNetns({
+          pid: childPid,
+          port: PROXY_PORT,
+          ...(this.options.nsenterPath ? { nsenterPath: this.options.nsenterPath } : {}),
+          timeoutMs: SPAWN_DEADLINE_MS,
+        });
+        for (const server of servers) proxy.serve(server);
+      }
+
       const instance: Instance = {
         id,
         executionId,
@@ -487,12 +528,14 @@ export class SandboxRuntime implements Runtime {
         outputDir,
         early,
         exited,
+        proxy,
         killedBy: undefined,
       };
       this.instances.set(id, instance);
       return id;
     } catch (error) {
       if (proc && proc.exitCode === null) proc.kill('SIGKILL');
+      await proxy?.close().catch(() => {});
       await cgroup?.destroy().catch(() => {});
       if (outputDir) rmSync(outputDir, { recursive: true, force: true });
       rmSync(dir, { recursive: true, force: true });
@@ -660,6 +703,8 @@ export class SandboxRuntime implements Runtime {
   private async destroy(instance: Instance): Promise<void> {
     this.instances.delete(instance.id);
     try {
+      // First the way out: its listener lived in this process, so closing it leaves nothing behind to reap.
+      await instance.proxy?.close();
       await instance.cgroup.destroy();
     } finally {
       if (instance.outputDir) rmSync(instance.outputDir, { recursive: true, force: true });
@@ -678,6 +723,21 @@ export class SandboxRuntime implements Runtime {
       await this.destroy(instance);
     }
     // A hot instance is destroyed by the execute() call that is waiting on it.
+  }
+
+  async setNetworkPolicy(executionId: string, policy: NetworkPolicy): Promise<boolean> {
+    const proxy = this.egressProxyOf(executionId);
+    if (!proxy) return false;
+    proxy.setPolicy(policy);
+    return true;
+  }
+
+  /** The live egress proxy of an execution, if it has one (tests use it to cut the network mid-run). */
+  egressProxyOf(executionId: string): EgressProxy | undefined {
+    for (const instance of this.instances.values()) {
+      if (instance.executionId === executionId) return instance.proxy;
+    }
+    return undefined;
   }
 
   /** Kills and removes every live instance (orchestrator shutdown). */
