@@ -140,6 +140,18 @@ export function runDoctor(): DoctorReport {
     neededBy: ['sandbox'],
   });
 
+  // Egress: a one-shot helper enters each sandbox's network namespace with nsenter (ADR 0007).
+  const nsenter = which('nsenter');
+  checks.push({
+    name: 'nsenter (network egress)',
+    status: nsenter ? 'ok' : 'missing',
+    detail: nsenter
+      ? `${nsenter}: agents with network.allow rules can reach the egress proxy`
+      : 'nsenter not found: agents with network.allow rules are refused',
+    ...(nsenter ? {} : { fix: 'apt-get install util-linux' }),
+    neededBy: ['sandbox'],
+  });
+
   const runsc = which('runsc');
   checks.push({
     name: 'gVisor (runsc)',
