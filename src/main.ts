@@ -9,8 +9,18 @@ import { SqliteAuditLedger } from './adapters/audit/sqlite-ledger.ts';
 import { ProcIdentity } from './adapters/host/process-identity.ts';
 import { SortableIds } from './adapters/ids/ids.ts';
 import { SandboxRuntime } from './adapters/runtimes/sandbox/runtime.ts';
+import { FileSecretStore } from './adapters/secrets/file-secret-store.ts';
+import { cryptoSecretRandom } from './adapters/secrets/random.ts';
 import { SqliteExecutionStore } from './adapters/store/sqlite/store.ts';
-import type { AuditLog, Clock, ExecutionStore, Ids, ProcessIdentity, Signer } from './app/ports.ts';
+import type {
+  AuditLog,
+  Clock,
+  ExecutionStore,
+  Ids,
+  ProcessIdentity,
+  SecretRandom,
+  Signer,
+} from './app/ports.ts';
 import { AegisError } from './domain/errors.ts';
 
 export interface AegisConfig {
@@ -18,6 +28,8 @@ export interface AegisConfig {
   readonly home: string;
   /** Sign the audit ledger's head every this many entries (and when the process closes it). @default 1000 */
   readonly auditHeadEvery?: number;
+  /** Key that seals the secret store. @default $AEGIS_SECRETS_KEY_FILE, else the FileSecretStore default */
+  readonly secretsKeyFile?: string;
 }
 
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): AegisConfig {
@@ -32,6 +44,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AegisConfig {
   return {
     home: resolve(env['AEGIS_HOME'] || join(homedir(), '.aegis')),
     ...(auditHeadEvery === undefined ? {} : { auditHeadEvery }),
+    ...(env['AEGIS_SECRETS_KEY_FILE'] ? { secretsKeyFile: resolve(env['AEGIS_SECRETS_KEY_FILE']) } : {}),
   };
 }
 
@@ -57,6 +70,8 @@ export interface LocalContext extends StoreContext {
   readonly runtime: SandboxRuntime;
   readonly ids: Ids;
   readonly audit: AuditLog;
+  readonly secrets: FileSecretStore;
+  readonly random: SecretRandom;
   /** Closes the audit ledger (writing what is buffered and signing its head), then the store. */
   close(): Promise<void>;
 }
@@ -82,6 +97,17 @@ export function openAuditContext(config: AegisConfig = loadConfig()): AuditConte
   return { config, audit, nodeKey };
 }
 
+/**
+ * The secret store: `$AEGIS_HOME/secrets.json`, sealed under the key file (`AEGIS_SECRETS_KEY_FILE`, else
+ * /etc/aegis/secrets.key for root, `$XDG_CONFIG_HOME/aegis/secrets.key` otherwise).
+ */
+export function openSecretStore(config: AegisConfig = loadConfig()): FileSecretStore {
+  return new FileSecretStore({
+    home: config.home,
+    ...(config.secretsKeyFile === undefined ? {} : { keyFile: config.secretsKeyFile }),
+  });
+}
+
 export function openLocalContext(config: AegisConfig = loadConfig()): LocalContext {
   const base = openStoreContext(config);
   let audit: AuditLog;
@@ -105,5 +131,13 @@ export function openLocalContext(config: AegisConfig = loadConfig()): LocalConte
       await base.store.close();
     }
   };
-  return { ...base, runtime, ids: new SortableIds(), audit, close };
+  return {
+    ...base,
+    runtime,
+    ids: new SortableIds(),
+    audit,
+    secrets: openSecretStore(config),
+    random: cryptoSecretRandom,
+    close,
+  };
 }

@@ -17,6 +17,7 @@ import type {
 } from '../domain/execution.ts';
 import type { CompiledAgent } from '../domain/manifest/compiled.ts';
 import type { NetworkPolicy, Verdict } from '../domain/policy/network-rules.ts';
+import type { PlaceholderMap } from '../domain/secrets/placeholder.ts';
 
 // ---------------------------------------------------------------------------------------------------------------
 // Runtime: the contract every isolation backend (sandbox, gvisor, docker, firecracker) fills.
@@ -32,6 +33,28 @@ export interface InstanceSpec {
    * at once, allowed ones when the connection closes. All of them are delivered before `execute` resolves.
    */
   readonly onNetworkDecision?: (event: NetworkDecisionEvent) => void;
+  /**
+   * This execution's secrets (`agent.secrets` resolved by runAgent before spawn): `env` (variable → placeholder) is
+   * added to the sandbox's environment; the egress proxy maps `placeholders` back to values only in plain-HTTP
+   * requests toward each secret's bound hosts, and reports every placeholder it sees through `onSecretUse`.
+   */
+  readonly secrets?: InstanceSecrets;
+}
+
+export interface InstanceSecrets {
+  readonly env: Readonly<Record<string, string>>;
+  readonly placeholders: PlaceholderMap;
+  readonly onSecretUse: (use: SecretUseEvent) => void;
+}
+
+/** One secret seen in one request through the egress proxy. Never carries the value. */
+export interface SecretUseEvent {
+  readonly name: string;
+  readonly host: string;
+  readonly port: number;
+  readonly injected: boolean;
+  readonly where: 'header' | 'path' | 'body';
+  readonly reason?: string;
 }
 
 /** One connection attempt leaving (or trying to leave) a sandbox, and what became of it. */
@@ -184,6 +207,21 @@ export interface Signer {
 export interface Hasher {
   /** Lowercase hex SHA-256 of the UTF-8 bytes of `text`. */
   sha256Hex(text: string): string;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Secrets.
+
+/** Sealed secret values by name (`aegis secret set`). */
+export interface SecretStore {
+  /** The value; NOT_FOUND (hint `aegis secret set NAME`) when there is none. Errors never carry values. */
+  get(name: string): Promise<string>;
+}
+
+/** Randomness for placeholders. */
+export interface SecretRandom {
+  /** 32 fresh lowercase hex digits (16 bytes) from a CSPRNG per call. */
+  hex128(): string;
 }
 
 // ---------------------------------------------------------------------------------------------------------------

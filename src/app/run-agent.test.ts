@@ -6,6 +6,7 @@ import { AgentManifest } from '../domain/manifest/schema.ts';
 import { compileNetworkPolicy } from '../domain/policy/network-rules.ts';
 import { FakeRuntime } from './fakes/fake-runtime.ts';
 import { MemoryAuditLog } from './fakes/memory-audit-log.ts';
+import { MemorySecretStore, sequenceRandom } from './fakes/memory-secret-store.ts';
 import { MemoryExecutionStore } from './fakes/memory-store.ts';
 import type { NetworkDecisionEvent, ProcessIdentity } from './ports.ts';
 import { reconcileOrphans, runAgent, updateNetworkPolicy } from './run-agent.ts';
@@ -341,5 +342,78 @@ describe('reconcileOrphans', () => {
     const result = await reconcileOrphans(deps);
     assert.deepEqual(result.settled, []);
     assert.equal((await store.getExecution('ex_live'))?.status, 'running');
+  });
+});
+
+describe('runAgent with secrets', () => {
+  const secretAgent = compileManifest(
+    AgentManifest.parse({
+      apiVersion: 'aegis.dev/v1',
+      kind: 'Agent',
+      metadata: { name: 'demo', version: '1.2.3' },
+      spec: {
+        runtime: { language: 'python', entrypoint: 'main.py' },
+        secrets: [{ name: 'TOKEN', env: 'API_TOKEN', hosts: ['127.0.0.1:8080'] }],
+      },
+    }),
+    '/srv/agents/demo',
+  );
+  const VALUE = 'sk-very-secret-value';
+
+  it('passes placeholders to the runtime, redacts values everywhere, and records secret.use', async () => {
+    const { runtime, store, audit, deps } = setup();
+    runtime.script = {
+      logs: [{ stream: 'stdout', text: `leak ${VALUE}` }],
+      outcome: { output: { [VALUE]: [`x${VALUE}`] }, reason: `boom ${VALUE}` },
+    };
+    const seen: string[] = [];
+    const record = await runAgent(
+      { ...deps, secrets: new MemorySecretStore({ TOKEN: VALUE }), random: sequenceRandom() },
+      { agent: secretAgent, onLog: (_s, text) => seen.push(text) },
+    );
+    const spec = runtime.spawned[0]!;
+    const placeholder = `aegis-secret:TOKEN:${'1'.padStart(32, '0')}`;
+    assert.deepEqual(spec.secrets?.env, { API_TOKEN: placeholder });
+    assert.deepEqual(spec.secrets?.placeholders.get(placeholder), { name: 'TOKEN', value: VALUE });
+    spec.secrets?.onSecretUse({
+      name: 'TOKEN',
+      host: '127.0.0.1',
+      port: 8080,
+      injected: true,
+      where: 'header',
+    });
+    assert.deepEqual(seen, ['leak [REDACTED:TOKEN]']);
+    assert.deepEqual(record.output, { '[REDACTED:TOKEN]': ['x[REDACTED:TOKEN]'] });
+    assert.equal(record.reason, 'boom [REDACTED:TOKEN]');
+    const logs = await store.readLogs(record.id);
+    assert.ok(!JSON.stringify(logs).includes(VALUE));
+    assert.ok(!JSON.stringify(audit.entries).includes(VALUE));
+    const use = audit.entries.find((e) => e.kind === 'secret.use');
+    assert.deepEqual(use?.data, {
+      name: 'TOKEN',
+      host: '127.0.0.1',
+      port: 8080,
+      injected: true,
+      where: 'header',
+      reason: null,
+    });
+  });
+
+  it('fails before spawning when a secret is missing, naming `aegis secret set`', async () => {
+    const { runtime, store, deps } = setup();
+    await assert.rejects(
+      runAgent(
+        { ...deps, secrets: new MemorySecretStore(), random: sequenceRandom() },
+        { agent: secretAgent },
+      ),
+      (error: unknown) =>
+        error instanceof AegisError &&
+        error.code === 'NOT_FOUND' &&
+        /aegis secret set TOKEN/.test(error.message),
+    );
+    assert.equal(runtime.spawned.length, 0);
+    const [record] = await store.listExecutions();
+    assert.equal(record?.status, 'failed');
+    assert.match(record?.reason ?? '', /^not started: .*aegis secret set TOKEN/);
   });
 });

@@ -9,20 +9,26 @@
  * every connection attempt through the egress proxy becomes a `network.connect` entry as it is decided; denied ones
  * also become `network` violations on the record, one per (destination, rule) with a count.
  */
-import { AUDIT_KINDS, type NetworkConnectData } from '../domain/audit/entry.ts';
+import { AUDIT_KINDS, type NetworkConnectData, type SecretUseData } from '../domain/audit/entry.ts';
 import { AegisError, isAegisError } from '../domain/errors.ts';
 import type { ExecutionRecord, LogStream, TerminalStatus, Violation } from '../domain/execution.ts';
 import type { CompiledAgent } from '../domain/manifest/compiled.ts';
 import type { NetworkPolicy } from '../domain/policy/network-rules.ts';
+import { placeholderMap, planSecrets } from '../domain/secrets/placeholder.ts';
+import { Redactor } from '../domain/secrets/redactor.ts';
 import type {
   AuditLog,
   Clock,
   ExecutionStore,
   Ids,
+  InstanceSecrets,
   NetworkDecisionEvent,
   NewLogLine,
   ProcessIdentity,
   Runtime,
+  SecretRandom,
+  SecretStore,
+  SecretUseEvent,
 } from './ports.ts';
 
 export interface RunAgentDeps {
@@ -32,6 +38,10 @@ export interface RunAgentDeps {
   readonly ids: Ids;
   readonly identity: ProcessIdentity;
   readonly audit: AuditLog;
+  /** Where `agent.secrets` values come from; required only by agents that declare secrets. */
+  readonly secrets?: SecretStore;
+  /** Placeholder randomness; required only by agents that declare secrets. */
+  readonly random?: SecretRandom;
 }
 
 export interface RunAgentRequest {
@@ -48,6 +58,50 @@ export interface RunAgentRequest {
 
 /** How many log lines are written per store transaction while an agent streams. */
 const LOG_BATCH = 64;
+
+/** Every string (keys included) of a JSON value with secret values redacted. */
+function redactJson(value: unknown, redactor: Redactor): unknown {
+  if (typeof value === 'string') return redactor.redact(value);
+  if (Array.isArray(value)) return value.map((item) => redactJson(item, redactor));
+  if (value !== null && typeof value === 'object') {
+    return Object.fromEntries(
+      Object.entries(value).map(([key, item]) => [redactor.redact(key), redactJson(item, redactor)]),
+    );
+  }
+  return value;
+}
+
+/**
+ * Fetches every secret the agent declares (before anything starts: a missing one fails the execution) and plans this
+ * execution's placeholders. Errors name the secret and `aegis secret set`, never a value.
+ */
+async function resolveSecrets(
+  deps: RunAgentDeps,
+  agent: CompiledAgent,
+): Promise<{ plan: ReturnType<typeof planSecrets>; values: Map<string, string> } | undefined> {
+  if (agent.secrets.length === 0) return undefined;
+  const { secrets, random } = deps;
+  if (secrets === undefined || random === undefined) {
+    throw new AegisError('INTERNAL', 'this AEGIS build has no secret store configured');
+  }
+  const values = new Map<string, string>();
+  for (const binding of agent.secrets) {
+    if (values.has(binding.name)) continue;
+    try {
+      values.set(binding.name, await secrets.get(binding.name));
+    } catch (error) {
+      if (isAegisError(error) && error.code === 'NOT_FOUND') {
+        throw new AegisError(
+          'NOT_FOUND',
+          `secret ${binding.name} (spec.secrets, env ${binding.env}) is not set; run \`aegis secret set ${binding.name}\``,
+          { hint: `aegis secret set ${binding.name} < file-holding-the-value` },
+        );
+      }
+      throw error;
+    }
+  }
+  return { plan: planSecrets(agent.secrets, () => random.hex128()), values };
+}
 
 export async function runAgent(deps: RunAgentDeps, request: RunAgentRequest): Promise<ExecutionRecord> {
   const { runtime, store, clock, ids, identity, audit } = deps;
@@ -84,6 +138,11 @@ export async function runAgent(deps: RunAgentDeps, request: RunAgentRequest): Pr
   };
   request.onCreated?.(id);
 
+  // Values of this execution's secrets never reach the store, the ledger or errors: everything that could have seen
+  // one (lines, output, reasons, violations) passes through the redactor. Filled in once the values are fetched.
+  let redactor = new Redactor([]);
+  const clean = (text: string) => redactor.redact(text);
+
   let pending: NewLogLine[] = [];
   let flushing: Promise<void> = Promise.resolve();
   const flush = () => {
@@ -94,8 +153,9 @@ export async function runAgent(deps: RunAgentDeps, request: RunAgentRequest): Pr
     return flushing;
   };
   const onLog = (stream: LogStream, text: string) => {
-    pending.push({ stream, text, ts: iso(clock.now()) });
-    request.onLog?.(stream, text);
+    const safe = clean(text);
+    pending.push({ stream, text: safe, ts: iso(clock.now()) });
+    request.onLog?.(stream, safe);
     if (pending.length >= LOG_BATCH) void flush();
   };
   // Lines are flushed at least every 100 ms so `aegis logs` of a running execution is current.
@@ -111,20 +171,20 @@ export async function runAgent(deps: RunAgentDeps, request: RunAgentRequest): Pr
       const key = `${event.requested}\0${event.rule}`;
       const seen = networkDenials.get(key);
       if (seen) seen.count++;
-      else networkDenials.set(key, { rule: event.rule, message: event.message, count: 1 });
+      else networkDenials.set(key, { rule: event.rule, message: clean(event.message), count: 1 });
     }
     try {
       const data: NetworkConnectData = {
-        requested: event.requested,
-        host: event.host,
+        requested: clean(event.requested),
+        host: event.host === null ? null : clean(event.host),
         resolved: [...event.resolved],
         address: event.address,
         port: event.port,
         protocol: event.protocol,
         rule: event.rule,
         verdict: event.verdict,
-        reason: event.reason,
-        error: event.error ?? null,
+        reason: clean(event.reason),
+        error: event.error === undefined ? null : clean(event.error),
         bytesUp: event.bytesUp,
         bytesDown: event.bytesDown,
       };
@@ -133,6 +193,24 @@ export async function runAgent(deps: RunAgentDeps, request: RunAgentRequest): Pr
       // Fail closed: network use that can't be recorded stops the agent.
       networkAuditError ??= error;
       if (instanceForAudit !== undefined) void runtime.terminate(instanceForAudit).catch(() => {});
+    }
+  };
+
+  const onSecretUse = (use: SecretUseEvent) => {
+    try {
+      const data: SecretUseData = {
+        name: use.name,
+        host: clean(use.host),
+        port: use.port,
+        injected: use.injected,
+        where: use.where,
+        reason: use.reason ?? null,
+      };
+      audit.append(AUDIT_KINDS.secretUse, id, data);
+    } catch (error) {
+      networkAuditError ??= error;
+      if (instanceForAudit !== undefined) void runtime.terminate(instanceForAudit).catch(() => {});
+      throw error; // refuses the request
     }
   };
 
@@ -146,11 +224,26 @@ export async function runAgent(deps: RunAgentDeps, request: RunAgentRequest): Pr
     });
     let instanceId: string;
     try {
-      instanceId = await runtime.spawn({ executionId: id, agent, onNetworkDecision });
+      const resolved = await resolveSecrets(deps, agent);
+      let secrets: InstanceSecrets | undefined;
+      if (resolved !== undefined) {
+        redactor = new Redactor([...resolved.values].map(([name, value]) => ({ name, value })));
+        secrets = {
+          env: resolved.plan.env,
+          placeholders: placeholderMap(resolved.plan, resolved.values),
+          onSecretUse,
+        };
+      }
+      instanceId = await runtime.spawn({
+        executionId: id,
+        agent,
+        onNetworkDecision,
+        ...(secrets ? { secrets } : {}),
+      });
       instanceForAudit = instanceId;
     } catch (error) {
       // Refused before the agent ran: nothing executed, the record says why.
-      const message = isAegisError(error) ? error.message : String(error);
+      const message = clean(isAegisError(error) ? error.message : String(error));
       const reason = `not started: ${message}`;
       auditFinished('failed', null, reason, null);
       await store.updateExecution(id, { status: 'failed', reason, finishedAt: iso(clock.now()) });
@@ -188,7 +281,7 @@ export async function runAgent(deps: RunAgentDeps, request: RunAgentRequest): Pr
     await flush();
     if (networkAuditError !== undefined) throw networkAuditError;
     const violations: Violation[] = [
-      ...result.violations,
+      ...result.violations.map((violation) => ({ ...violation, message: clean(violation.message) })),
       ...[...networkDenials.values()].map(
         ({ rule, message, count }): Violation => ({ kind: 'network', rule, message, count }),
       ),
@@ -198,12 +291,13 @@ export async function runAgent(deps: RunAgentDeps, request: RunAgentRequest): Pr
       audit.append(AUDIT_KINDS.limitHit, id, { rule: violation.rule, count: violation.count ?? null });
     }
     const durationMs = Math.round(result.finishedAtMs - result.releasedAtMs);
-    auditFinished(result.status, result.exitCode, result.reason, durationMs);
+    const reason = result.reason === null ? null : clean(result.reason);
+    auditFinished(result.status, result.exitCode, reason, durationMs);
     return await store.updateExecution(id, {
       status: result.status,
       exitCode: result.exitCode,
-      reason: result.reason,
-      output: result.output,
+      reason,
+      output: redactJson(result.output, redactor),
       violations,
       finishedAt: iso(result.finishedAtMs),
       durationMs,
@@ -213,7 +307,7 @@ export async function runAgent(deps: RunAgentDeps, request: RunAgentRequest): Pr
     await flush().catch(() => {});
     const current = await store.getExecution(id);
     if (current && (current.status === 'created' || current.status === 'running')) {
-      const reason = `internal error: ${error instanceof Error ? error.message : String(error)}`;
+      const reason = clean(`internal error: ${error instanceof Error ? error.message : String(error)}`);
       try {
         auditFinished('failed', null, reason, null);
       } catch {

@@ -14,7 +14,8 @@ import type { AuditTampered, AuditVerification } from '../domain/audit/verify.ts
 import { AegisError, formatError, isAegisError } from '../domain/errors.ts';
 import { type ExecutionRecord, isTerminal, type LogStream, toRunResult } from '../domain/execution.ts';
 import { agentManifestJsonSchema } from '../domain/manifest/schema.ts';
-import { openAuditContext, openLocalContext, openStoreContext } from '../main.ts';
+import { secretBindingNotes } from '../domain/secrets/secret-ref.ts';
+import { openAuditContext, openLocalContext, openSecretStore, openStoreContext } from '../main.ts';
 import { createProgress } from './progress.ts';
 
 export const EXIT = {
@@ -78,6 +79,9 @@ async function commandRun(
   const progress = createProgress(process.stderr, !json);
   progress.step(`validating ${manifestPath}`);
   const { agent } = await loadManifestFile(manifestPath);
+  for (const note of secretBindingNotes(agent.secrets, agent.network.allow.length)) {
+    process.stderr.write(`warning: ${note}\n`);
+  }
   const input = parseInput(options);
   const ctx = openLocalContext();
   const controller = new AbortController();
@@ -124,6 +128,9 @@ async function commandRun(
 
 async function commandValidate(manifestPath: string, options: { output: OutputFormat }) {
   const { agent, file } = await loadManifestFile(manifestPath);
+  for (const note of secretBindingNotes(agent.secrets, agent.network.allow.length)) {
+    process.stderr.write(`warning: ${note}\n`);
+  }
   if (options.output === 'json') {
     process.stdout.write(`${JSON.stringify({ valid: true, file, agent })}\n`);
   } else {
@@ -369,6 +376,61 @@ async function commandAuditKey(options: { output: OutputFormat }) {
   }
 }
 
+async function readStdin(): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
+  return Buffer.concat(chunks);
+}
+
+/** `aegis secret set NAME`: the value comes from stdin only — never argv (shell history, /proc/<pid>/cmdline). */
+async function commandSecretSet(name: string, _options: unknown, command: Command) {
+  if (command.args.length > 1) {
+    throw new AegisError(
+      'USAGE',
+      'secret values are never taken from the command line (shell history and `ps` would keep them)',
+      {
+        hint: `pipe the value on stdin: aegis secret set ${name} < file  (or: printf %s "$VALUE" | aegis secret set ${name})`,
+      },
+    );
+  }
+  if (process.stdin.isTTY) {
+    throw new AegisError('USAGE', 'aegis secret set reads the value from stdin, which is a terminal here', {
+      hint: `pipe it: aegis secret set ${name} < file  (interactive entry is not supported yet)`,
+    });
+  }
+  let value = (await readStdin()).toString('utf8');
+  if (value.endsWith('\r\n')) value = value.slice(0, -2);
+  else if (value.endsWith('\n')) value = value.slice(0, -1);
+  if (value === '') throw new AegisError('USAGE', `no value on stdin for secret ${name}`);
+  const store = openSecretStore();
+  await store.set(name, value);
+  process.stderr.write(`secret ${name} set\n`);
+  return EXIT.ok;
+}
+
+async function commandSecretLs(options: { output: OutputFormat }) {
+  const secrets = await openSecretStore().list();
+  if (options.output === 'json') {
+    process.stdout.write(`${JSON.stringify(secrets)}\n`);
+    return EXIT.ok;
+  }
+  if (secrets.length === 0) {
+    process.stderr.write('no secrets (aegis secret set NAME < file)\n');
+    return EXIT.ok;
+  }
+  process.stdout.write(`${pad('NAME', 32)}${pad('CREATED', 26)}UPDATED\n`);
+  for (const secret of secrets) {
+    process.stdout.write(`${pad(secret.name, 32)}${pad(secret.createdAt, 26)}${secret.updatedAt}\n`);
+  }
+  return EXIT.ok;
+}
+
+async function commandSecretRm(name: string) {
+  await openSecretStore().remove(name);
+  process.stderr.write(`secret ${name} removed\n`);
+  return EXIT.ok;
+}
+
 export function buildProgram(setExit: (code: number) => void): Command {
   const program = new Command();
   program
@@ -442,6 +504,27 @@ export function buildProgram(setExit: (code: number) => void): Command {
     .description("print this node's public key (PEM), to pin with `audit verify --public-key`")
     .addOption(outputOption())
     .action(wrap(commandAuditKey));
+  const secret = program
+    .command('secret')
+    .description('sealed secrets agents use by name (spec.secrets); values never leave this host in clear');
+  secret
+    .command('set')
+    .description(
+      'store a secret; the value is read from stdin (one trailing newline stripped), never from argv',
+    )
+    .argument('<name>', 'secret name, e.g. OPENAI_KEY')
+    .allowExcessArguments(true)
+    .action(wrap(commandSecretSet));
+  secret
+    .command('ls')
+    .description('list secret names and dates (never values)')
+    .addOption(outputOption())
+    .action(wrap(commandSecretLs));
+  secret
+    .command('rm')
+    .description('delete a secret')
+    .argument('<name>', 'secret name')
+    .action(wrap(commandSecretRm));
   program
     .command('doctor')
     .description('show which isolation features this host has')

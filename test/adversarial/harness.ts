@@ -94,6 +94,12 @@ export interface AgentSpec {
   /** Extra files written into the agent dir. */
   readonly files?: Readonly<Record<string, string>>;
   readonly env?: Readonly<Record<string, string>>;
+  /** spec.secrets. */
+  readonly secrets?: readonly {
+    readonly name: string;
+    readonly env: string;
+    readonly hosts: readonly string[];
+  }[];
   /** spec.security.network (default: no egress). */
   readonly network?: { readonly allow?: readonly string[]; readonly deny?: readonly string[] };
   readonly read?: readonly (string | MountGrant)[];
@@ -226,12 +232,16 @@ export function isAlive(pid: number): boolean {
 export class Harness {
   readonly home: string;
   readonly ctx: LocalContext;
+  readonly keyDir: string;
   private readonly temps: string[] = [];
 
   constructor() {
     this.home = mkdtempSync(join(tmpdir(), 'aegis-adv-home-'));
     this.temps.push(this.home);
-    this.ctx = openLocalContext({ home: this.home });
+    // The secrets key lives in its own 0700 temp dir (never /etc/aegis or ~/.config).
+    this.keyDir = mkdtempSync(join(tmpdir(), 'aegis-adv-key-'));
+    this.temps.push(this.keyDir);
+    this.ctx = openLocalContext({ home: this.home, secretsKeyFile: join(this.keyDir, 'secrets.key') });
   }
 
   /** A temp dir removed by close(); mode 0755 so the sandbox uid can reach what is granted inside it. */
@@ -271,6 +281,7 @@ export class Harness {
           resources: { timeout: '20s', ...spec.resources },
         },
         env: spec.env ?? {},
+        ...(spec.secrets ? { secrets: spec.secrets } : {}),
       },
     };
     const file = join(dir, 'agent.yaml');

@@ -61,6 +61,19 @@ export type AuditDataByKind = {
   'tool.call': JsonObject;
 };
 
+/** What runAgent records per secret seen by the egress proxy (`secret.use`) — never the value. */
+export type SecretUseData = {
+  readonly name: string;
+  readonly host: string;
+  readonly port: number;
+  /** True: the value replaced the placeholder; false: the placeholder went out unchanged or the request was refused. */
+  readonly injected: boolean;
+  /** `header`, `path` or `body`. */
+  readonly where: string;
+  /** Why not injected: `unbound-host`, `cleartext`, `unsafe-header-value`, `body-not-rewritable`. */
+  readonly reason: string | null;
+};
+
 /** What runAgent records per egress decision (`network.connect`). */
 export type NetworkConnectData = {
   readonly requested: string;

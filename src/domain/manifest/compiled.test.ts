@@ -25,6 +25,33 @@ function problemsOf(fn: () => unknown): string[] {
 }
 
 describe('compileManifest', () => {
+  it('compiles spec.secrets and refuses env clashes with spec.env and reserved names', () => {
+    const agent = compileManifest(
+      manifest({ secrets: [{ name: 'OPENAI_KEY', env: 'OPENAI_API_KEY', hosts: ['api.openai.com:443'] }] }),
+      '/srv/demo',
+    );
+    assert.equal(agent.secrets.length, 1);
+    assert.equal(agent.secrets[0]!.env, 'OPENAI_API_KEY');
+    assert.equal(agent.secrets[0]!.hosts[0]!.kind, 'host');
+    assert.deepEqual(compileManifest(manifest({}), '/srv/demo').secrets, []);
+    assert.deepEqual(
+      problemsOf(() =>
+        compileManifest(
+          manifest({
+            env: { TOKEN: 'plain' },
+            secrets: [
+              { name: 'A', env: 'TOKEN', hosts: ['example.com'] },
+              { name: 'B', env: 'HTTP_PROXY', hosts: ['example.com'] },
+            ],
+          }),
+          '/srv/demo',
+        ),
+      ).map((p) => p.split(':')[0]),
+      ['spec.secrets[0].env', 'spec.secrets[1].env'],
+    );
+    assert.throws(() => manifest({ secrets: [{ name: 'A', env: 'X', hosts: ['10.0.0.0/8'] }] }));
+  });
+
   it('applies defaults and normalises units', () => {
     const agent = compileManifest(manifest({}), '/srv/demo');
     assert.deepEqual(agent.limits, DEFAULT_LIMITS);

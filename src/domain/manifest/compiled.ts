@@ -5,6 +5,7 @@
 import { AegisError, type Problem } from '../errors.ts';
 import { isAbsolute, normalize, resolve } from '../paths.ts';
 import { compileNetworkPolicy, type NetworkPolicy } from '../policy/network-rules.ts';
+import { compileSecretBindings, type SecretBinding } from '../secrets/secret-ref.ts';
 import { parseCpu, parseDuration, parseSize } from '../units.ts';
 import type { AgentManifest, Isolation, Language, MountEntry } from './schema.ts';
 
@@ -67,6 +68,8 @@ export interface CompiledAgent {
   readonly mounts: readonly MountSpec[];
   readonly limits: Limits;
   readonly env: Readonly<Record<string, string>>;
+  /** `spec.secrets`, hosts parsed: which env variable gets which secret's placeholder, and where it may go. */
+  readonly secrets: readonly SecretBinding[];
 }
 
 /** Paths inside the sandbox that AEGIS owns; a mount may not land on or under them. */
@@ -186,6 +189,25 @@ export function compileManifest(manifest: AgentManifest, manifestDir: string): C
   const network = compileNetworkPolicy(spec.security.network);
   if (!network.ok) problems.push(...network.problems);
 
+  spec.secrets.forEach((secret, index) => {
+    if (RESERVED_ENV.test(secret.env)) {
+      problems.push({
+        path: `spec.secrets[${index}].env`,
+        message: `${secret.env} is set by AEGIS and cannot hold a secret`,
+        hint: 'pick another variable name',
+      });
+    }
+    if (Object.hasOwn(spec.env, secret.env)) {
+      problems.push({
+        path: `spec.secrets[${index}].env`,
+        message: `${secret.env} is also set in spec.env; a variable holds either a plain value or a secret`,
+        hint: `remove ${secret.env} from spec.env`,
+      });
+    }
+  });
+  const secrets = compileSecretBindings(spec.secrets);
+  if (!secrets.ok) problems.push(...secrets.problems);
+
   if (problems.length > 0) {
     throw new AegisError('MANIFEST_INVALID', `agent manifest has ${problems.length} problem(s)`, {
       problems,
@@ -213,5 +235,6 @@ export function compileManifest(manifest: AgentManifest, manifestDir: string): C
     mounts,
     limits,
     env: spec.env,
+    secrets: secrets.ok ? secrets.bindings : [],
   };
 }

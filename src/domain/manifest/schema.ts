@@ -5,6 +5,7 @@
  */
 import { z } from 'zod';
 import { parseNetworkRule } from '../policy/network-rules.ts';
+import { SecretRefs } from '../secrets/secret-ref.ts';
 import { parseCpu, parseDuration, parseSize } from '../units.ts';
 
 const DNS_LABEL = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
@@ -140,6 +141,10 @@ export const Spec = z.strictObject({
     .record(z.string().regex(ENV_NAME, 'environment variable names are letters, digits and _'), z.string())
     .default({})
     .meta({ description: 'Environment of the agent. Nothing of the host environment is passed.' }),
+  secrets: SecretRefs.default([]).meta({
+    description:
+      'Secrets by name (`aegis secret set NAME`): the sandbox sees a per-execution placeholder in `env`; the egress proxy swaps it for the value only in plain-HTTP requests toward `hosts` (see docs/adr/0008-secrets.md).',
+  }),
 });
 
 export const Metadata = z.strictObject({

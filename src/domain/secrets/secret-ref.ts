@@ -16,6 +16,7 @@
  */
 import { z } from 'zod';
 import type { Problem } from '../errors.ts';
+import { specialRangeOf } from '../policy/ip.ts';
 import { type NetworkRule, parseHost, parseNetworkRule } from '../policy/network-rules.ts';
 
 /** `OPENAI_KEY`: what the store files the value under. Upper case so it reads as a constant in manifests and logs. */
@@ -146,4 +147,33 @@ export function secretsForHost(
     if (binding.hosts.some((rule) => ruleMatches(rule, host, port))) names.add(binding.name);
   }
   return names;
+}
+
+/**
+ * Warnings (not errors) about bindings that cannot work in this release: no egress at all (the placeholder can never
+ * be redeemed), or a host that is not a loopback/private IP literal (the proxy's cleartext guard refuses plain-HTTP
+ * injection there, and HTTPS tunnels are never rewritten — docs/adr/0008-secrets.md).
+ */
+export function secretBindingNotes(bindings: readonly SecretBinding[], networkAllowCount: number): string[] {
+  const notes: string[] = [];
+  for (const binding of bindings) {
+    if (networkAllowCount === 0) {
+      notes.push(
+        `secret ${binding.name}: spec.security.network.allow is empty, so the agent can never use it (it only sees a placeholder)`,
+      );
+      continue;
+    }
+    for (const rule of binding.hosts) {
+      const cls =
+        rule.kind === 'cidr'
+          ? specialRangeOf({ family: rule.cidr.family, value: rule.cidr.network })?.class
+          : undefined;
+      if (cls !== 'loopback' && cls !== 'private') {
+        notes.push(
+          `secret ${binding.name} → ${rule.text}: values are injected only into plain-HTTP requests to loopback/private IP addresses in this release; requests there will get the placeholder or be refused (see docs/adr/0008-secrets.md)`,
+        );
+      }
+    }
+  }
+  return notes;
 }

@@ -9,7 +9,13 @@ import {
   substitute,
 } from './placeholder.ts';
 import { createStreamRedactor, Redactor } from './redactor.ts';
-import { compileSecretBindings, type SecretBinding, SecretRefs, secretsForHost } from './secret-ref.ts';
+import {
+  compileSecretBindings,
+  type SecretBinding,
+  SecretRefs,
+  secretBindingNotes,
+  secretsForHost,
+} from './secret-ref.ts';
 
 const HEX = '0123456789abcdef0123456789abcdef';
 const HEX2 = 'fedcba9876543210fedcba9876543210';
@@ -220,5 +226,20 @@ describe('Redactor', () => {
     const stream = createStreamRedactor(r);
     assert.equal(stream.push('abc'), 'abc');
     assert.equal(stream.end(), '');
+  });
+});
+
+describe('secretBindingNotes', () => {
+  const compile = (hosts: string[]) => {
+    const result = compileSecretBindings([{ name: 'K', env: 'K', hosts }]);
+    assert.ok(result.ok);
+    return result.bindings;
+  };
+  it('says nothing for loopback/private literals with egress granted', () => {
+    assert.deepEqual(secretBindingNotes(compile(['127.0.0.1:8080', '10.0.0.7']), 1), []);
+  });
+  it('warns about names/public hosts and about bindings without egress', () => {
+    assert.equal(secretBindingNotes(compile(['api.openai.com', '127.0.0.1']), 1).length, 1);
+    assert.match(secretBindingNotes(compile(['127.0.0.1']), 0)[0]!, /network.allow is empty/);
   });
 });

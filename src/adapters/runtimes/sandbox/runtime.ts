@@ -45,6 +45,7 @@ import type { NetworkPolicy } from '../../../domain/policy/network-rules.ts';
 import { formatBytes } from '../../../domain/units.ts';
 import { listenInNetns } from '../../egress/netns-listener.ts';
 import { EgressProxy } from '../../egress/proxy.ts';
+import { HttpSecretRewriter } from '../../secrets/http-secret-rewriter.ts';
 import { type BwrapMount, buildBwrapArgs } from './bwrap-args.ts';
 import {
   CgroupDriver,
@@ -408,6 +409,8 @@ export class SandboxRuntime implements Runtime {
         PYTHONDONTWRITEBYTECODE: '1',
         ...(egress ? { NO_PROXY: '', no_proxy: '' } : {}),
         ...agent.env,
+        // Placeholders only: the values stay in this process and reach the wire through the proxy's rewriter.
+        ...(spec.secrets?.env ?? {}),
         ...(egress ? PROXY_ENV : {}),
         AEGIS_EXECUTION_ID: executionId,
         AEGIS_AGENT_NAME: agent.name,
@@ -499,10 +502,22 @@ export class SandboxRuntime implements Runtime {
       if (egress) {
         // Before the release: the agent's first instruction can already connect (no start-up race).
         const onNetworkDecision = spec.onNetworkDecision;
+        const secrets = spec.secrets;
         proxy = new EgressProxy({
           execution: executionId,
           policy: agent.network.policy,
           onDecision: (event) => onNetworkDecision?.(event),
+          // Plain-HTTP requests only (CONNECT/SOCKS streams are opaque): placeholders → values toward bound hosts,
+          // and by default only when that hop is a loopback/private IP literal (the rewriter's cleartext guard).
+          ...(secrets
+            ? {
+                rewriteHttpRequest: new HttpSecretRewriter({
+                  bindings: agent.secrets,
+                  placeholders: secrets.placeholders,
+                  onSecretUse: (use) => secrets.onSecretUse(use),
+                }).rewriteHead,
+              }
+            : {}),
         });
         const servers = await listenInNetns({
           pid: childPid,
