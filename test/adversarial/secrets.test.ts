@@ -1,7 +1,7 @@
 /**
  * Adversarial: secrets. The agent gets a per-execution placeholder in its env, never the value; the egress proxy
  * swaps the placeholder for the value only in plain-HTTP requests toward the secret's bound host. The host runs two
- * HTTP servers that echo the request headers back: one bound to the secret, one only allowed by the network
+ * HTTP servers that echo the request headers and body back: one bound to the secret, one only allowed by the network
  * policy. The bound server reflects the real value back into the sandbox (the reflection risk of ADR 0008), so the
  * agent prints it and returns it in its output — and the store, the ledger and the export must still never hold it.
  */
@@ -30,6 +30,18 @@ def call(port, path):
     except Exception as e:
         return {"status": None, "error": f"{type(e).__name__}: {e}"}
 
+def post(port, path):
+    data = json.dumps({"key": os.environ.get("API_TOKEN", "")}).encode()
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=data, method="POST",
+                                 headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=5) as r:
+            return {"status": r.status, "body": json.loads(r.read().decode())}
+    except urllib.error.HTTPError as e:
+        return {"status": e.code, "body": e.read().decode()}
+    except Exception as e:
+        return {"status": None, "error": f"{type(e).__name__}: {e}"}
+
 token = os.environ.get("API_TOKEN")
 environ = read_text("/proc/self/environ")
 files = {}
@@ -41,20 +53,30 @@ for path in ["/proc/self/environ", "/proc/1/environ", "/run/aegis/input.json"]:
 print("placeholder: " + str(token), flush=True)
 bound = call(INPUT["bound"], "/bound")
 unbound = call(INPUT["unbound"], "/unbound")
+bound_post = post(INPUT["bound"], "/bound-body")
+unbound_post = post(INPUT["unbound"], "/unbound-body")
 # The bound server reflected the header: print what came back (the value the agent was never given).
 reflected = (bound.get("body") or {}).get("authorization") if isinstance(bound.get("body"), dict) else None
 print("reflected: " + str(reflected), flush=True)
 print("stderr: " + str(reflected), file=sys.stderr, flush=True)
 write_text("/tmp/stash.txt", str(reflected))
 report({"token": token, "environ": environ, "files": files, "bound": bound, "unbound": unbound,
+        "bound_post": bound_post, "unbound_post": unbound_post,
         "reflected": reflected, "stash": read_text("/tmp/stash.txt")})
 `;
 
-function echoServer(seen: string[]): HttpServer {
+/** Echoes the request headers and body (as `body`); records GETs' Authorization in `seen`, POST bodies in `bodies`. */
+function echoServer(seen: string[], bodies: string[]): HttpServer {
   return createHttpServer((req, res) => {
-    seen.push(req.headers.authorization ?? '');
-    res.setHeader('content-type', 'application/json');
-    res.end(JSON.stringify(req.headers));
+    let body = '';
+    req.setEncoding('utf8');
+    req.on('data', (chunk) => (body += chunk));
+    req.on('end', () => {
+      if (req.method === 'POST') bodies.push(body);
+      else seen.push(req.headers.authorization ?? '');
+      res.setHeader('content-type', 'application/json');
+      res.end(JSON.stringify({ ...req.headers, body }));
+    });
   });
 }
 
@@ -64,14 +86,16 @@ describe('adversarial: secrets', { concurrency: false, skip }, () => {
   let unbound: HttpServer;
   const boundSeen: string[] = [];
   const unboundSeen: string[] = [];
+  const boundBodies: string[] = [];
+  const unboundBodies: string[] = [];
   let boundPort = 0;
   let unboundPort = 0;
 
   before(async () => {
     h = new Harness();
     await h.ctx.secrets.set('TOKEN', VALUE);
-    bound = echoServer(boundSeen);
-    unbound = echoServer(unboundSeen);
+    bound = echoServer(boundSeen, boundBodies);
+    unbound = echoServer(unboundSeen, unboundBodies);
     await new Promise<void>((resolve) => bound.listen(0, '127.0.0.1', resolve));
     await new Promise<void>((resolve) => unbound.listen(0, '127.0.0.1', resolve));
     boundPort = (bound.address() as { port: number }).port;
@@ -113,6 +137,25 @@ describe('adversarial: secrets', { concurrency: false, skip }, () => {
     assert.equal(report.unbound.status, 200, transcript);
     assert.equal(report.unbound.body.authorization, `Bearer ${placeholder}`);
 
+    // Bodies (Content-Length, plain HTTP): the bound server got the value in the JSON, the other the placeholder.
+    assert.equal(report.bound_post.status, 200, transcript);
+    assert.equal(report.unbound_post.status, 200, transcript);
+    assert.deepEqual(
+      boundBodies.map((body) => JSON.parse(body)),
+      [{ key: VALUE }],
+    );
+    assert.deepEqual(
+      unboundBodies.map((body) => JSON.parse(body)),
+      [{ key: placeholder }],
+    );
+    assert.equal(report.bound_post.body['content-length'], String(Buffer.byteLength(boundBodies[0]!)));
+    assert.equal(
+      report.bound_post.body.body,
+      '{"key": "[REDACTED:TOKEN]"}',
+      'the reflected body is redacted',
+    );
+    assert.equal(report.unbound_post.body.body, `{"key": "${placeholder}"}`);
+
     // The reflected value was redacted everywhere AEGIS recorded it.
     assert.equal(report.reflected, 'Bearer [REDACTED:TOKEN]');
     assert.equal(report.stash, 'Bearer [REDACTED:TOKEN]');
@@ -128,7 +171,7 @@ describe('adversarial: secrets', { concurrency: false, skip }, () => {
     assert.ok(stored.length > 0);
     assert.ok(!JSON.stringify(stored).includes(VALUE), 'value in the stored log lines');
 
-    // Ledger: one injection toward the bound host, one placeholder sent elsewhere — never the value.
+    // Ledger: per site, one injection toward the bound host, one placeholder sent elsewhere — never the value.
     const entries = await h.ctx.audit.list(result.executionId);
     const uses = entries.filter((e) => e.kind === 'secret.use').map((e) => e.data);
     assert.deepEqual(uses, [
@@ -139,6 +182,15 @@ describe('adversarial: secrets', { concurrency: false, skip }, () => {
         port: unboundPort,
         injected: false,
         where: 'header',
+        reason: 'unbound-host',
+      },
+      { name: 'TOKEN', host: '127.0.0.1', port: boundPort, injected: true, where: 'body', reason: null },
+      {
+        name: 'TOKEN',
+        host: '127.0.0.1',
+        port: unboundPort,
+        injected: false,
+        where: 'body',
         reason: 'unbound-host',
       },
     ]);

@@ -939,6 +939,81 @@ describe('EgressProxy: lifecycle, live policy, limits, hooks', () => {
     assert.deepEqual(heads, [`GET 127.0.0.1:${origin.port}/api`]);
     await harness.close();
   });
+
+  it('the body hook: Content-Length bodies are buffered and replaced (length recomputed); chunked ones stream', async () => {
+    const wanted: string[] = [];
+    let rewrites = 0;
+    let mode: 'rewrite' | 'decline' | 'throw' = 'rewrite';
+    const harness = await startProxy([`127.0.0.1:${origin.port}`], {
+      rewriteHttpRequest: (head) => ({ ...head, headers: [...head.headers, ['X-Head-Hook', 'ran']] }),
+      rewriteHttpBody: {
+        wants: (head) => {
+          wanted.push(head.headers.find(([name]) => name === 'X-Head-Hook')?.[1] ?? 'head hook missing');
+          return mode !== 'decline';
+        },
+        rewrite: async (head, body) => {
+          rewrites++;
+          if (mode === 'throw') throw new Error('body hook failed');
+          // Returns the head untouched (stale Content-Length): the proxy sets it from the body it sends.
+          return {
+            head,
+            body: Buffer.from(body.toString('latin1').replace('PLACEHOLDER', 'real-value-longer')),
+          };
+        },
+      },
+    });
+    const url = `http://127.0.0.1:${origin.port}/body`;
+    const post = (body: string) =>
+      proxyGet(harness.socketPath, url, { method: 'POST', headers: { 'Content-Type': 'text/plain' }, body });
+
+    const rewritten = JSON.parse((await post('key=PLACEHOLDER')).body) as Seen;
+    assert.equal(rewritten.body, 'key=real-value-longer');
+    assert.equal(rewritten.headers['content-length'], String('key=real-value-longer'.length));
+    assert.equal(rewritten.rawHeaders.filter((name) => name.toLowerCase() === 'content-length').length, 1);
+    assert.deepEqual(wanted, ['ran'], 'asked after the head hook, with its head');
+    assert.equal(rewrites, 1);
+
+    mode = 'decline';
+    const declined = JSON.parse((await post('key=PLACEHOLDER')).body) as Seen;
+    assert.equal(declined.body, 'key=PLACEHOLDER');
+    assert.equal(declined.headers['content-length'], '15');
+    assert.equal(rewrites, 1, 'a declined body is never handed over');
+
+    // Byte counts are what went on the wire: the same request, 6 bytes longer (same Content-Length digit count).
+    await waitFor(() => harness.events.length === 2 || undefined, 'two events');
+    assert.equal(harness.events[0]!.bytesUp - harness.events[1]!.bytesUp, 6);
+
+    mode = 'rewrite';
+    const chunked = await new Promise<Seen>((resolve, reject) => {
+      const req = http.request({ socketPath: harness.socketPath, path: url, method: 'PUT' });
+      req.on('response', (res) => {
+        let body = '';
+        res.setEncoding('utf8');
+        res.on('data', (chunk) => (body += chunk));
+        res.on('end', () => resolve(JSON.parse(body) as Seen));
+      });
+      req.on('error', reject);
+      req.write('key=PLACE');
+      setImmediate(() => req.end('HOLDER'));
+    });
+    assert.equal(chunked.headers['transfer-encoding'], 'chunked');
+    assert.equal(chunked.body, 'key=PLACEHOLDER', 'a chunked body streams unchanged');
+    assert.equal(wanted.length, 2, 'the hook is not even asked about a chunked body');
+    assert.equal(rewrites, 1);
+
+    const empty = JSON.parse((await proxyGet(harness.socketPath, url)).body) as Seen;
+    assert.equal(empty.body, '');
+    assert.equal(wanted.length, 2, 'nor about a request without a body');
+
+    mode = 'throw';
+    const refused = await post('key=PLACEHOLDER');
+    assert.equal(refused.status, 502);
+    assert.match(refused.body, /body hook failed/);
+    await waitFor(() => harness.events.length === 5 || undefined, 'five events');
+    assert.match(harness.events[4]!.error ?? '', /^rewrite-failed: body hook failed/);
+    assert.equal(origin.seen.filter((seen) => seen.url === '/body').length, 4, 'the refused body never left');
+    await harness.close();
+  });
 });
 
 describe('EgressProxy with curl', {

@@ -105,6 +105,25 @@ export interface HttpRequestHead {
  */
 export type HttpRequestRewriter = (head: HttpRequestHead) => HttpRequestHead | Promise<HttpRequestHead>;
 
+/**
+ * The body half of the SECRETS HOOK. For an allowed plain-HTTP request with a `Content-Length` body (no
+ * `Transfer-Encoding`), after `rewriteHttpRequest`: when `wants(head)` says yes the proxy buffers the whole body
+ * (never more than `MAX_BUFFERED_BODY_BYTES`; the hook's own cap is expressed through `wants`), passes it to
+ * `rewrite`, and sends the returned head and body upstream, with `Content-Length` set to the returned body's length.
+ * Otherwise — chunked or length-less bodies, bodies over the cap, `wants` false — the body streams upstream
+ * unchanged and the hook never sees it. Throwing (from either) refuses the request with 502.
+ */
+export interface HttpBodyRewriter {
+  wants(head: HttpRequestHead): boolean;
+  rewrite(
+    head: HttpRequestHead,
+    body: Buffer,
+  ): { head: HttpRequestHead; body: Buffer } | Promise<{ head: HttpRequestHead; body: Buffer }>;
+}
+
+/** The proxy never buffers a request body larger than this, whatever `HttpBodyRewriter.wants` says. */
+export const MAX_BUFFERED_BODY_BYTES = 16 * 1024 * 1024;
+
 export interface EgressProxyOptions {
   /** The execution this proxy serves; stamped on every event. */
   readonly execution: string;
@@ -119,6 +138,8 @@ export interface EgressProxyOptions {
   readonly resolve?: Resolver;
   /** Plain-HTTP request head rewriting (the secrets hook). @default identity */
   readonly rewriteHttpRequest?: HttpRequestRewriter;
+  /** Plain-HTTP Content-Length body rewriting (the secrets hook's body half). @default none: bodies stream */
+  readonly rewriteHttpBody?: HttpBodyRewriter;
   /** Concurrent client connections; more are answered with 503 / SOCKS failure. @default 256 */
   readonly maxConnections?: number;
   /** Largest HTTP request head (request line + headers) and SOCKS handshake. @default 65536 (64 KiB) */
@@ -141,6 +162,7 @@ interface CompiledProxyOptions {
   readonly onDecision: (event: EgressDecisionEvent) => void;
   readonly resolve: Resolver;
   readonly rewriteHttpRequest: HttpRequestRewriter;
+  readonly rewriteHttpBody: HttpBodyRewriter | undefined;
   readonly maxConnections: number;
   readonly maxHeaderBytes: number;
   readonly handshakeTimeoutMs: number;
@@ -178,6 +200,7 @@ export function withDefaults(options: EgressProxyOptions): CompiledProxyOptions 
     onDecision: options.onDecision,
     resolve: options.resolve ?? systemResolve,
     rewriteHttpRequest: options.rewriteHttpRequest ?? ((head) => head),
+    rewriteHttpBody: options.rewriteHttpBody,
     maxConnections: positive(options.maxConnections, 256, 'maxConnections'),
     maxHeaderBytes: positive(options.maxHeaderBytes, 64 * 1024, 'maxHeaderBytes'),
     handshakeTimeoutMs: positive(options.handshakeTimeoutMs, 10_000, 'handshakeTimeoutMs'),
@@ -944,6 +967,55 @@ export class EgressProxy {
       return;
     }
 
+    // ── SECRETS HOOK (body): see HttpBodyRewriter. Buffered before dialling; otherwise the body streams below. ──
+    let body: Buffer | undefined;
+    const bodyHook = this.#options.rewriteHttpBody;
+    const declared =
+      req.headers['transfer-encoding'] === undefined
+        ? Number(req.headers['content-length'] ?? 'NaN')
+        : Number.NaN;
+    if (bodyHook && Number.isSafeInteger(declared) && declared > 0 && declared <= MAX_BUFFERED_BODY_BYTES) {
+      let wanted: boolean;
+      try {
+        wanted = bodyHook.wants(requestHead);
+      } catch (error) {
+        attempt.error = `rewrite-failed: ${errorCode(error)}`;
+        respond(502, `network: request to ${attempt.requested} refused by the proxy: ${errorCode(error)}`);
+        this.#finish(attempt);
+        return;
+      }
+      if (wanted) {
+        let raw: Buffer;
+        try {
+          raw = await this.#readBody(req, declared);
+        } catch (error) {
+          attempt.error = this.#closing ? 'proxy-closed' : errorCode(error);
+          res.destroy();
+          this.#finish(attempt);
+          return;
+        }
+        try {
+          const rewritten = await bodyHook.rewrite(requestHead, raw);
+          body = rewritten.body;
+          // Whatever the hook returned, the length sent is the length of the body sent (no smuggling by mistake).
+          const headers = rewritten.head.headers.filter(([name]) => name.toLowerCase() !== 'content-length');
+          headers.push(['Content-Length', String(body.length)]);
+          requestHead = { ...rewritten.head, headers };
+        } catch (error) {
+          attempt.error = `rewrite-failed: ${errorCode(error)}`;
+          respond(502, `network: request to ${attempt.requested} refused by the proxy: ${errorCode(error)}`);
+          this.#finish(attempt);
+          return;
+        }
+        if (this.#closing) {
+          attempt.error = 'proxy-closed';
+          res.destroy();
+          this.#finish(attempt);
+          return;
+        }
+      }
+    }
+
     let upstream: net.Socket;
     try {
       upstream = await this.#dial(attempt);
@@ -998,7 +1070,44 @@ export class EgressProxy {
     });
     // The client went away, or the response is complete: this upstream connection is never reused.
     res.once('close', () => upstream.destroy());
-    req.pipe(upstreamRequest);
+    if (body) upstreamRequest.end(body);
+    else req.pipe(upstreamRequest);
+  }
+
+  /** A complete Content-Length request body; rejects if the client goes away or goes quiet for the idle timeout. */
+  #readBody(req: http.IncomingMessage, length: number): Promise<Buffer> {
+    return new Promise((resolve, reject) => {
+      const chunks: Buffer[] = [];
+      let size = 0;
+      let settled = false;
+      const fail = (error: Error) => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        reject(error);
+      };
+      const timer = setTimeout(
+        () => fail(Object.assign(new Error('idle-timeout'), { code: 'idle-timeout' })),
+        this.#options.idleTimeoutMs,
+      );
+      req.on('data', (chunk: Buffer) => {
+        size += chunk.length;
+        if (size > length) {
+          fail(Object.assign(new Error('body-too-long'), { code: 'body-too-long' }));
+          return;
+        }
+        chunks.push(chunk);
+        timer.refresh();
+      });
+      req.once('end', () => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        resolve(Buffer.concat(chunks, size));
+      });
+      req.once('error', (error) => fail(error));
+      req.once('close', () => fail(Object.assign(new Error('client-closed'), { code: 'client-closed' })));
+    });
   }
 
   #onUpgrade(req: http.IncomingMessage, socket: net.Socket): void {

@@ -224,4 +224,75 @@ describe('HttpSecretRewriter through a real EgressProxy', () => {
       ],
     );
   });
+
+  it('bodyHook: form bodies up to the cap reach the bound origin rewritten; chunked and oversized ones stream', async () => {
+    const seen: { length: string | undefined; body: string }[] = [];
+    const origin = http.createServer((req, res) => {
+      let body = '';
+      req.setEncoding('latin1');
+      req.on('data', (chunk) => (body += chunk));
+      req.on('end', () => {
+        seen.push({ length: req.headers['content-length'], body });
+        res.end('ok');
+      });
+    });
+    await new Promise<void>((resolve) => origin.listen(0, '127.0.0.1', resolve));
+    const port = (origin.address() as net.AddressInfo).port;
+    const compiledPolicy = compileNetworkPolicy({ allow: [`127.0.0.1:${port}`] });
+    if (!compiledPolicy.ok) assert.fail('policy');
+    const { rewriter, uses } = setup({ allowCleartext: true, maxBodyBytes: 200 });
+    const socketPath = join(root, 'proxy-body.sock');
+    const proxy = new EgressProxy({
+      execution: 'ex_secret_body',
+      socketPath,
+      policy: compiledPolicy.policy,
+      onDecision: () => {},
+      resolve: async () => ['127.0.0.1'],
+      rewriteHttpRequest: rewriter.rewriteHead,
+      rewriteHttpBody: rewriter.bodyHook,
+    });
+    await proxy.listen();
+    const post = (host: string, body: string, chunked = false) =>
+      new Promise<number>((resolve, reject) => {
+        const req = http.request({
+          socketPath,
+          method: 'POST',
+          path: `http://${host}:${port}/v1`,
+          headers: { 'Content-Type': 'application/x-www-form-urlencoded' },
+          agent: false,
+        });
+        req.on('response', (res) => {
+          res.resume();
+          res.on('end', () => resolve(res.statusCode!));
+        });
+        req.on('error', reject);
+        if (chunked) {
+          req.write(body.slice(0, 5));
+          setImmediate(() => req.end(body.slice(5)));
+        } else req.end(body);
+      });
+    const form = `a=1&key=${PLACEHOLDER}`;
+    const big = `${form}&pad=${'x'.repeat(300)}`;
+    try {
+      assert.equal(await post('bound.test', form), 200);
+      assert.equal(await post('evil.test', form), 200);
+      assert.equal(await post('bound.test', form, true), 200);
+      assert.equal(await post('bound.test', big), 200);
+    } finally {
+      await proxy.close();
+      await new Promise<void>((resolve) => origin.close(() => resolve()));
+    }
+    const injected = `a=1&key=${encodeURIComponent(VALUE)}`;
+    assert.deepEqual(seen, [
+      { length: String(Buffer.byteLength(injected)), body: injected },
+      { length: String(form.length), body: form },
+      { length: undefined, body: form },
+      { length: String(big.length), body: big },
+    ]);
+    // Chunked and oversized bodies are never seen by the rewriter, so nothing is reported for them.
+    assert.deepEqual(
+      uses.map((use) => `${use.name}@${use.host}:${use.where}:${use.injected}`),
+      ['OPENAI_KEY@bound.test:body:true', 'OPENAI_KEY@evil.test:body:false'],
+    );
+  });
 });

@@ -1,8 +1,9 @@
 /**
  * The egress proxy's secrets hook (`HttpRequestRewriter`, see SECRETS HOOK in adapters/egress/proxy.ts): swaps
  * this execution's placeholders for the real values in allowed plain-HTTP requests toward the hosts each secret is
- * bound to — header values, the request target's path/query (URL-encoded), and (through `rewriteBody`, once the
- * proxy hands bodies over) Content-Length bodies up to a cap, with `Content-Length` recomputed.
+ * bound to — header values, the request target's path/query (URL-encoded), and (through `bodyHook`, the proxy's
+ * `rewriteHttpBody`) Content-Length bodies up to a cap, with `Content-Length` recomputed. Chunked, length-less and
+ * oversized bodies stream past unseen.
  *
  * Toward any other host a placeholder is forwarded unchanged — it is worthless there — and reported through
  * `onSecretUse({injected: false})` so the ledger records the attempt. Every injection is reported too. Values never
@@ -17,7 +18,7 @@ import { specialRangeOf } from '../../domain/policy/ip.ts';
 import { parseHost } from '../../domain/policy/network-rules.ts';
 import { PLACEHOLDER_PREFIX, type PlaceholderMap, substitute } from '../../domain/secrets/placeholder.ts';
 import { type SecretBinding, secretsForHost } from '../../domain/secrets/secret-ref.ts';
-import type { HttpRequestHead, HttpRequestRewriter } from '../egress/proxy.ts';
+import type { HttpBodyRewriter, HttpRequestHead, HttpRequestRewriter } from '../egress/proxy.ts';
 
 export type SecretUseSite = 'header' | 'path' | 'body';
 
@@ -105,6 +106,12 @@ export class HttpSecretRewriter {
     const path = this.#substitute(head, head.path, allowed, 'path', encodeURIComponent, uses).text;
     for (const use of uses) this.#report(use);
     return { ...head, path, headers };
+  };
+
+  /** The `rewriteHttpBody` option of `EgressProxy`: `wantsBody` / `rewriteBody`. */
+  readonly bodyHook: HttpBodyRewriter = {
+    wants: (head) => this.wantsBody(head),
+    rewrite: (head, body) => this.rewriteBody(head, body),
   };
 
   /** Whether the proxy should buffer this request's body and pass it to `rewriteBody`. */

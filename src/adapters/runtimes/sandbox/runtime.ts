@@ -509,14 +509,16 @@ export class SandboxRuntime implements Runtime {
           onDecision: (event) => onNetworkDecision?.(event),
           // Plain-HTTP requests only (CONNECT/SOCKS streams are opaque): placeholders → values toward bound hosts,
           // and by default only when that hop is a loopback/private IP literal (the rewriter's cleartext guard).
+          // Content-Length bodies (up to the rewriter's cap) are buffered and rewritten too; other bodies stream.
           ...(secrets
-            ? {
-                rewriteHttpRequest: new HttpSecretRewriter({
+            ? (() => {
+                const rewriter = new HttpSecretRewriter({
                   bindings: agent.secrets,
                   placeholders: secrets.placeholders,
                   onSecretUse: (use) => secrets.onSecretUse(use),
-                }).rewriteHead,
-              }
+                });
+                return { rewriteHttpRequest: rewriter.rewriteHead, rewriteHttpBody: rewriter.bodyHook };
+              })()
             : {}),
         });
         const servers = await listenInNetns({
