@@ -5,13 +5,17 @@
  */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync, statSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import http from 'node:http';
+import https from 'node:https';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { compileNetworkPolicy, type NetworkPolicy } from '../../domain/policy/network-rules.ts';
+import { makePlaceholder, type PlaceholderEntry } from '../../domain/secrets/placeholder.ts';
+import { compileSecretBindings, SecretRefs } from '../../domain/secrets/secret-ref.ts';
+import { HttpSecretRewriter, type SecretUse } from '../secrets/http-secret-rewriter.ts';
 import { type EgressDecisionEvent, EgressProxy, type EgressProxyOptions, type Resolver } from './proxy.ts';
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -1012,6 +1016,210 @@ describe('EgressProxy: lifecycle, live policy, limits, hooks', () => {
     await waitFor(() => harness.events.length === 5 || undefined, 'five events');
     assert.match(harness.events[4]!.error ?? '', /^rewrite-failed: body hook failed/);
     assert.equal(origin.seen.filter((seen) => seen.url === '/body').length, 4, 'the refused body never left');
+    await harness.close();
+  });
+});
+
+// ---------------------------------------------------------------------------------------------------------------
+// TLS upgrade for bound hosts (the secrets hook's HTTPS path).
+
+const OPENSSL = ['/usr/bin/openssl', '/usr/local/bin/openssl', '/bin/openssl'].find((path) =>
+  existsSync(path),
+);
+
+/** A self-signed certificate for `name` made with the openssl CLI (also used as its own trust anchor). */
+async function selfSigned(dir: string, name: string): Promise<{ key: string; cert: string }> {
+  const keyPath = join(dir, `${name}.key`);
+  const certPath = join(dir, `${name}.crt`);
+  await new Promise<void>((resolve, reject) =>
+    execFile(
+      OPENSSL!,
+      [
+        'req',
+        '-x509',
+        '-newkey',
+        'ec',
+        '-pkeyopt',
+        'ec_paramgen_curve:prime256v1',
+        '-nodes',
+        '-keyout',
+        keyPath,
+        '-out',
+        certPath,
+        '-days',
+        '1',
+        '-subj',
+        `/CN=${name}`,
+        '-addext',
+        `subjectAltName=DNS:${name}`,
+      ],
+      (error) => (error ? reject(error) : resolve()),
+    ),
+  );
+  return { key: readFileSync(keyPath, 'utf8'), cert: readFileSync(certPath, 'utf8') };
+}
+
+/** An HTTPS origin on 127.0.0.1 that records the requests it receives. */
+async function startTlsOrigin(credentials: { key: string; cert: string }) {
+  const seen: Seen[] = [];
+  const server = https.createServer(credentials, (req, res) => {
+    let body = '';
+    req.setEncoding('utf8');
+    req.on('data', (chunk) => (body += chunk));
+    req.on('end', () => {
+      const record = {
+        method: req.method!,
+        url: req.url!,
+        headers: req.headers,
+        rawHeaders: req.rawHeaders,
+        body,
+      };
+      seen.push(record);
+      res.writeHead(200, { 'Content-Type': 'application/json', 'X-Over': 'tls' });
+      res.end(JSON.stringify(record));
+    });
+  });
+  server.on('tlsClientError', () => {});
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    port: (server.address() as net.AddressInfo).port,
+    seen,
+    close: () => {
+      server.closeAllConnections();
+      return new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
+}
+
+describe('EgressProxy: TLS upgrade for hosts bound to a secret', {
+  skip: OPENSSL ? false : 'no openssl CLI',
+}, () => {
+  const VALUE = 'sk-real-value-tls-0123456789';
+  const PLACEHOLDER = makePlaceholder('API_KEY', '0123456789abcdef0123456789abcdef');
+  const certDir = mkdtempSync(join(tmpdir(), 'aegis-tls-'));
+  let good: Awaited<ReturnType<typeof startTlsOrigin>>;
+  let wrongName: Awaited<ReturnType<typeof startTlsOrigin>>;
+  let plain: Awaited<ReturnType<typeof startOrigin>>;
+  let ca: string[];
+
+  before(async () => {
+    const api = await selfSigned(certDir, 'api.test');
+    const other = await selfSigned(certDir, 'other.test');
+    ca = [api.cert, other.cert]; // both trusted: the wrong-name server fails on the name alone
+    good = await startTlsOrigin(api);
+    wrongName = await startTlsOrigin(other);
+    plain = await startOrigin();
+  });
+  after(async () => {
+    await good?.close();
+    await wrongName?.close();
+    await plain?.close();
+    rmSync(certDir, { recursive: true, force: true });
+  });
+
+  function secretsProxy(extraAllow: string[] = []) {
+    const compiled = compileSecretBindings(
+      SecretRefs.parse([{ name: 'API_KEY', env: 'API_KEY', hosts: ['api.test', 'wrong.test'] }]),
+    );
+    if (!compiled.ok) assert.fail('bindings');
+    const uses: SecretUse[] = [];
+    const rewriter = new HttpSecretRewriter({
+      bindings: compiled.bindings,
+      placeholders: new Map<string, PlaceholderEntry>([[PLACEHOLDER, { name: 'API_KEY', value: VALUE }]]),
+      onSecretUse: (use) => uses.push(use),
+    });
+    return {
+      uses,
+      start: () =>
+        startProxy(
+          [
+            `127.0.0.1/32:${good.port}`,
+            `127.0.0.1/32:${wrongName.port}`,
+            `127.0.0.1/32:${plain.port}`,
+            ...extraAllow,
+          ],
+          {
+            names: { 'api.test': ['127.0.0.1'], 'wrong.test': ['127.0.0.1'], 'plain.test': ['127.0.0.1'] },
+            rewriteHttpRequest: rewriter.rewriteHead,
+            rewriteHttpBody: rewriter.bodyHook,
+            upgradeHttpToTls: rewriter.upgradesToTls,
+            tlsCa: ca,
+          },
+        ),
+    };
+  }
+
+  it('an http:// request to a bound name is injected and sent over verified TLS', async () => {
+    const { uses, start } = secretsProxy();
+    const harness = await start();
+    const body = JSON.stringify({ key: PLACEHOLDER });
+    const result = await proxyGet(harness.socketPath, `http://api.test:${good.port}/v1/x?k=${PLACEHOLDER}`, {
+      method: 'POST',
+      headers: { Authorization: `Bearer ${PLACEHOLDER}`, 'Content-Type': 'application/json' },
+      body,
+    });
+    assert.equal(result.status, 200, result.body);
+    assert.equal(result.headers['x-over'], 'tls');
+    assert.equal(good.seen.length, 1);
+    const seen = good.seen[0]!;
+    assert.equal(seen.headers.authorization, `Bearer ${VALUE}`);
+    assert.equal(seen.url, `/v1/x?k=${VALUE}`);
+    assert.deepEqual(JSON.parse(seen.body), { key: VALUE });
+    assert.equal(seen.headers.host, `api.test:${good.port}`);
+    assert.ok(uses.length > 0 && uses.every((use) => use.injected && use.port === good.port));
+    const event = await lastEvent(harness);
+    assert.equal(event.verdict, 'allow');
+    assert.equal(event.port, good.port);
+    assert.equal(event.error, undefined);
+    await harness.close();
+  });
+
+  it('a certificate that does not match the name: 502, error tls: …, and the server never sees a request', async () => {
+    const { start } = secretsProxy();
+    const harness = await start();
+    const result = await proxyGet(harness.socketPath, `http://wrong.test:${wrongName.port}/v1/x`, {
+      headers: { Authorization: `Bearer ${PLACEHOLDER}` },
+    });
+    assert.equal(result.status, 502);
+    assert.match(result.body, /TLS to wrong\.test:\d+ .*failed, nothing was sent/);
+    assert.ok(!result.body.includes(VALUE));
+    const event = await lastEvent(harness);
+    assert.match(event.error ?? '', /^tls: /);
+    assert.equal(wrongName.seen.length, 0);
+    await harness.close();
+  });
+
+  it('unbound plain-HTTP requests are not upgraded (and carry no value)', async () => {
+    const { uses, start } = secretsProxy();
+    const harness = await start();
+    const result = await proxyGet(harness.socketPath, `http://plain.test:${plain.port}/`, {
+      headers: { Authorization: `Bearer ${PLACEHOLDER}` },
+    });
+    assert.equal(result.status, 200, result.body);
+    assert.equal((JSON.parse(result.body) as Seen).headers.authorization, `Bearer ${PLACEHOLDER}`);
+    assert.deepEqual(
+      uses.map((use) => [use.injected, use.reason]),
+      [[false, 'unbound-host']],
+    );
+    assert.equal((await lastEvent(harness)).port, plain.port);
+    await harness.close();
+  });
+
+  it('the default port 80 is upgraded to 443, and the policy is evaluated against host:443', async () => {
+    const asked: string[] = [];
+    const harness = await startProxy([`127.0.0.1/32:80`], {
+      names: { 'api.test': ['127.0.0.1'] },
+      upgradeHttpToTls: ({ host, port }) => {
+        asked.push(`${host}:${port}`);
+        return true;
+      },
+    });
+    const result = await proxyGet(harness.socketPath, 'http://api.test/v1/x');
+    assert.equal(result.status, 403);
+    assert.deepEqual(asked, ['api.test:443']);
+    const event = await lastEvent(harness);
+    assert.equal(event.verdict, 'deny');
+    assert.equal(event.port, 443);
     await harness.close();
   });
 });

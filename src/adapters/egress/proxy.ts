@@ -18,6 +18,7 @@ import { lookup } from 'node:dns/promises';
 import { chmod, rm } from 'node:fs/promises';
 import http from 'node:http';
 import net from 'node:net';
+import tls from 'node:tls';
 import { AegisError } from '../../domain/errors.ts';
 import { formatIp, parseIp } from '../../domain/policy/ip.ts';
 import {
@@ -93,14 +94,31 @@ export interface HttpRequestHead {
   readonly path: string;
   /** In order, duplicates kept; hop-by-hop and `Proxy-*` headers already removed, `Host` set. */
   readonly headers: readonly (readonly [name: string, value: string])[];
+  /**
+   * True when the proxy sends this request upstream over TLS (the TLS upgrade, see `HttpTlsUpgrade`): the hop to
+   * `host:port` is encrypted and the server's certificate is verified for `host` before anything is sent.
+   */
+  readonly tls?: boolean;
 }
+
+/**
+ * ── TLS UPGRADE (for the secrets hook) ─────────────────────────────────────────────────────────────────────────
+ * Asked for every plain-HTTP request before the policy check, with the destination as it would be upgraded: the
+ * normalised host and the *upstream* port (443 when the agent's URL used the default port 80, otherwise the port
+ * as given). When it says yes, the proxy evaluates the network policy against that upstream `host:port`, connects
+ * to exactly the checked address, performs a TLS handshake verifying the certificate for `host` (SNI = host; system
+ * CAs unless `tlsCa`), and only then sends the (rewritten) request, with `head.tls` true. A handshake failure is a
+ * 502 and the request — with any injected value — is never sent. Default: never upgrade.
+ */
+export type HttpTlsUpgrade = (destination: { readonly host: string; readonly port: number }) => boolean;
 
 /**
  * ── SECRETS HOOK ────────────────────────────────────────────────────────────────────────────────────────────
  * Called for every *allowed plain-HTTP* request after the policy check and before its head goes upstream. The
  * secrets step will plug in here: when `head.host` is bound to a secret, replace the placeholder the agent sent
  * (e.g. in `Authorization`) with the real value, so the secret never enters the sandbox. CONNECT and SOCKS5
- * streams are opaque (usually TLS) and never pass through it. Throwing refuses the request with 502.
+ * streams are opaque (usually TLS) and never pass through it. Throwing refuses the request with 502. When the
+ * request is upgraded to TLS (see HttpTlsUpgrade), `head.port` is the upstream port and `head.tls` is true.
  * Default: the head unchanged.
  */
 export type HttpRequestRewriter = (head: HttpRequestHead) => HttpRequestHead | Promise<HttpRequestHead>;
@@ -140,6 +158,10 @@ export interface EgressProxyOptions {
   readonly rewriteHttpRequest?: HttpRequestRewriter;
   /** Plain-HTTP Content-Length body rewriting (the secrets hook's body half). @default none: bodies stream */
   readonly rewriteHttpBody?: HttpBodyRewriter;
+  /** Which plain-HTTP requests go upstream over TLS (see `HttpTlsUpgrade`). @default none */
+  readonly upgradeHttpToTls?: HttpTlsUpgrade;
+  /** Trusted CA certificates (PEM) for upgraded requests. @default the system's CAs (Node's default store) */
+  readonly tlsCa?: string | Buffer | readonly (string | Buffer)[];
   /** Concurrent client connections; more are answered with 503 / SOCKS failure. @default 256 */
   readonly maxConnections?: number;
   /** Largest HTTP request head (request line + headers) and SOCKS handshake. @default 65536 (64 KiB) */
@@ -163,6 +185,8 @@ interface CompiledProxyOptions {
   readonly resolve: Resolver;
   readonly rewriteHttpRequest: HttpRequestRewriter;
   readonly rewriteHttpBody: HttpBodyRewriter | undefined;
+  readonly upgradeHttpToTls: HttpTlsUpgrade | undefined;
+  readonly tlsCa: string | Buffer | readonly (string | Buffer)[] | undefined;
   readonly maxConnections: number;
   readonly maxHeaderBytes: number;
   readonly handshakeTimeoutMs: number;
@@ -201,6 +225,8 @@ export function withDefaults(options: EgressProxyOptions): CompiledProxyOptions 
     resolve: options.resolve ?? systemResolve,
     rewriteHttpRequest: options.rewriteHttpRequest ?? ((head) => head),
     rewriteHttpBody: options.rewriteHttpBody,
+    upgradeHttpToTls: options.upgradeHttpToTls,
+    tlsCa: options.tlsCa,
     maxConnections: positive(options.maxConnections, 256, 'maxConnections'),
     maxHeaderBytes: positive(options.maxHeaderBytes, 64 * 1024, 'maxHeaderBytes'),
     handshakeTimeoutMs: positive(options.handshakeTimeoutMs, 10_000, 'handshakeTimeoutMs'),
@@ -632,6 +658,48 @@ export class EgressProxy {
     });
   }
 
+  /**
+   * TLS over a connected upstream socket (the TLS upgrade): verifies the certificate for `host` (SNI unless `host`
+   * is an IP literal) and resolves only once the handshake is complete, so nothing is written before that.
+   */
+  #secure(attempt: Attempt, socket: net.Socket, host: string): Promise<net.Socket> {
+    return new Promise((resolve, reject) => {
+      const ca = this.#options.tlsCa;
+      const secure = tls.connect({
+        socket,
+        host,
+        ...(net.isIP(host) === 0 ? { servername: host } : {}),
+        ...(ca !== undefined ? { ca: ca as string | Buffer | (string | Buffer)[] } : {}),
+        rejectUnauthorized: true,
+        ALPNProtocols: ['http/1.1'],
+      });
+      attempt.upstream = secure;
+      this.#upstreams.add(secure);
+      secure.once('close', () => {
+        this.#upstreams.delete(secure);
+        socket.destroy();
+      });
+      const timer = setTimeout(
+        () => fail(Object.assign(new Error('TLS handshake timed out'), { code: 'ETIMEDOUT' })),
+        this.#options.connectTimeoutMs,
+      );
+      const fail = (error: Error) => {
+        clearTimeout(timer);
+        secure.off('secureConnect', onSecure);
+        secure.destroy();
+        socket.destroy();
+        reject(error);
+      };
+      const onSecure = () => {
+        clearTimeout(timer);
+        secure.off('error', fail);
+        resolve(secure);
+      };
+      secure.once('error', fail);
+      secure.once('secureConnect', onSecure);
+    });
+  }
+
   /** Pipes bytes both ways until either side closes, errors or idles out; then reports the attempt. */
   #tunnel(client: net.Socket, upstream: net.Socket, attempt: Attempt): void {
     const cut = () => {
@@ -928,7 +996,32 @@ export class EgressProxy {
       this.#finish(attempt);
       return;
     }
-    await this.#decide(attempt, target.host, target.port);
+    // ── TLS UPGRADE: see HttpTlsUpgrade. The policy is evaluated against the upstream host:port. ──
+    let upgrade = false;
+    let upstreamPort = target.port;
+    const upgradeHook = this.#options.upgradeHttpToTls;
+    const parsedHost = parseHost(target.host);
+    if (upgradeHook && parsedHost.ok) {
+      const normalised = parsedHost.kind === 'ip' ? formatIp(parsedHost.ip) : parsedHost.name;
+      const port = target.port === 80 ? 443 : target.port;
+      try {
+        upgrade = upgradeHook({ host: normalised, port }) === true;
+      } catch (error) {
+        attempt.requested = formatHostPort(target.host, target.port);
+        attempt.host = normalised;
+        attempt.port = target.port;
+        attempt.decision = pseudoDecision(
+          'tls-upgrade',
+          'the proxy failed deciding whether to upgrade to TLS',
+        );
+        attempt.error = `rewrite-failed: ${errorCode(error)}`;
+        respond(502, `network: request to ${attempt.requested} refused by the proxy: ${errorCode(error)}`);
+        this.#finish(attempt);
+        return;
+      }
+      if (upgrade) upstreamPort = port;
+    }
+    await this.#decide(attempt, target.host, upstreamPort);
     const decision = attempt.decision!;
     if (this.#closing || decision.verdict === 'deny') {
       if (this.#closing) attempt.error = 'proxy-closed';
@@ -936,7 +1029,7 @@ export class EgressProxy {
         const status = decision.basis === 'malformed' ? 400 : decision.basis === 'unresolvable' ? 502 : 403;
         respond(
           status,
-          violationMessage(decision, { host: attempt.host ?? target.host, port: target.port }),
+          violationMessage(decision, { host: attempt.host ?? target.host, port: upstreamPort }),
           {
             'X-Aegis-Rule': decision.rule,
           },
@@ -953,9 +1046,10 @@ export class EgressProxy {
     let requestHead: HttpRequestHead = {
       method: req.method ?? 'GET',
       host: attempt.host!,
-      port: target.port,
+      port: upstreamPort,
       path: target.path,
       headers,
+      ...(upgrade ? { tls: true } : {}),
     };
     try {
       // ── SECRETS HOOK: see HttpRequestRewriter. ──
@@ -1025,6 +1119,22 @@ export class EgressProxy {
       respond(failure.status, failure.message);
       this.#finish(attempt);
       return;
+    }
+    if (upgrade) {
+      const raw = upstream;
+      try {
+        upstream = await this.#secure(attempt, raw, attempt.host!);
+      } catch (error) {
+        const message = error instanceof Error ? error.message : String(error);
+        attempt.error = `tls: ${errorCode(error)}`;
+        respond(
+          502,
+          `network: TLS to ${attempt.requested} (${formatHostPort(attempt.address ?? '?', attempt.port)}) failed, nothing was sent: ${message}`,
+        );
+        if (raw.destroyed) this.#finish(attempt);
+        else raw.once('close', () => this.#finish(attempt));
+        return;
+      }
     }
     upstream.once('close', () => {
       if (this.#closing) attempt.error ??= 'proxy-closed';

@@ -101,6 +101,27 @@ describe('HttpSecretRewriter', () => {
     assert.equal(local.headers[1]![1], VALUE);
   });
 
+  it('upgrades bound names to TLS (not local literals or unbound hosts) and injects into upgraded heads', async () => {
+    const { rewriter, uses } = setup();
+    assert.equal(rewriter.upgradesToTls({ host: 'bound.test', port: 443 }), true);
+    assert.equal(rewriter.upgradesToTls({ host: '127.0.0.1', port: 443 }), false); // local: plain HTTP as before
+    assert.equal(rewriter.upgradesToTls({ host: 'unbound.test', port: 443 }), false);
+    assert.equal(
+      setup({ allowCleartext: true }).rewriter.upgradesToTls({ host: 'bound.test', port: 443 }),
+      false,
+    );
+    const upgraded = await rewriter.rewriteHead({
+      ...head('bound.test', [['Authorization', PLACEHOLDER]]),
+      port: 443,
+      tls: true,
+    });
+    assert.equal(upgraded.headers[1]![1], VALUE);
+    assert.deepEqual(
+      uses.map((use) => [use.name, use.injected, use.port]),
+      [['OPENAI_KEY', true, 443]],
+    );
+  });
+
   it('refuses a value with a line break in a header (no header injection), without quoting it', async () => {
     const { rewriter } = setup({ allowCleartext: true, value: 'abc\r\nX-Evil: 1' });
     await assert.rejects(

@@ -9,16 +9,27 @@
  * `onSecretUse({injected: false})` so the ledger records the attempt. Every injection is reported too. Values never
  * appear in errors or reports.
  *
- * Cleartext: the proxy dials plain TCP for plain-HTTP requests, so an injected value would cross the network
- * unencrypted. By default injection is refused (the request fails with 502) unless the destination is a loopback or
- * private IP literal; `allowCleartext` widens that (tests, a TLS-originating proxy). See docs/adr/0008-secrets.md.
+ * TLS upgrade: `upgradesToTls` (the proxy's `upgradeHttpToTls` option) says yes for every destination bound to a
+ * secret where cleartext is not allowed (by default: every name and every public IP literal), so the proxy sends plain-HTTP requests toward bound hosts upstream over TLS with certificate verification
+ * (port 443 for the default port 80) and marks their head `tls: true`. Bindings are matched against that upstream
+ * host:port.
+ *
+ * Cleartext: a request that is not upgraded goes upstream over plain TCP, so an injected value would cross the
+ * network unencrypted. Injection is allowed when the head is upgraded (`head.tls`); otherwise it is refused (the
+ * request fails with 502) unless the destination is a loopback or private IP literal; `allowCleartext` widens that
+ * (tests). See docs/adr/0008-secrets.md.
  */
 import { Buffer } from 'node:buffer';
 import { specialRangeOf } from '../../domain/policy/ip.ts';
 import { parseHost } from '../../domain/policy/network-rules.ts';
 import { PLACEHOLDER_PREFIX, type PlaceholderMap, substitute } from '../../domain/secrets/placeholder.ts';
 import { type SecretBinding, secretsForHost } from '../../domain/secrets/secret-ref.ts';
-import type { HttpBodyRewriter, HttpRequestHead, HttpRequestRewriter } from '../egress/proxy.ts';
+import type {
+  HttpBodyRewriter,
+  HttpRequestHead,
+  HttpRequestRewriter,
+  HttpTlsUpgrade,
+} from '../egress/proxy.ts';
 
 export type SecretUseSite = 'header' | 'path' | 'body';
 
@@ -42,7 +53,8 @@ export interface HttpSecretRewriterOptions {
   /** Largest body `rewriteBody` rewrites. @default 1048576 (1 MiB) */
   readonly maxBodyBytes?: number;
   /**
-   * May a value be injected into a request that travels to `head.host` unencrypted?
+   * May a value be injected into a request that travels to `head.host` unencrypted? Not asked for upgraded
+   * requests (`head.tls`), which are encrypted upstream.
    * @default only when the host is a loopback or private IP literal
    */
   readonly allowCleartext?: (head: HttpRequestHead) => boolean;
@@ -114,6 +126,24 @@ export class HttpSecretRewriter {
     rewrite: (head, body) => this.rewriteBody(head, body),
   };
 
+  /**
+   * The `upgradeHttpToTls` option of `EgressProxy`: a destination (host and upstream port) bound to at least one
+   * secret goes upstream over TLS.
+   */
+  readonly upgradesToTls: HttpTlsUpgrade = (destination) => {
+    if (secretsForHost(this.#options.bindings, destination.host, destination.port).size === 0) return false;
+    // Destinations where cleartext injection is already allowed (by default loopback/private IP literals: local
+    // services, which rarely speak TLS) stay plain HTTP, as before.
+    const probe: HttpRequestHead = {
+      method: 'GET',
+      host: destination.host,
+      port: destination.port,
+      path: '/',
+      headers: [],
+    };
+    return !this.#allowCleartext(probe);
+  };
+
   /** Whether the proxy should buffer this request's body and pass it to `rewriteBody`. */
   wantsBody(head: HttpRequestHead): boolean {
     const length = Number(header(head, 'content-length') ?? 'NaN');
@@ -164,7 +194,8 @@ export class HttpSecretRewriter {
 
   #allowed(head: HttpRequestHead): { names: ReadonlySet<string>; cleartextRefused: ReadonlySet<string> } {
     const bound = secretsForHost(this.#options.bindings, head.host, head.port);
-    if (bound.size === 0 || this.#allowCleartext(head)) return { names: bound, cleartextRefused: new Set() };
+    if (bound.size === 0 || head.tls === true || this.#allowCleartext(head))
+      return { names: bound, cleartextRefused: new Set() };
     return { names: new Set(), cleartextRefused: bound };
   }
 

@@ -170,7 +170,7 @@ export function secretBindingNotes(bindings: readonly SecretBinding[], networkAl
           : undefined;
       if (cls !== 'loopback' && cls !== 'private') {
         notes.push(
-          `secret ${binding.name} → ${rule.text}: values are injected only into plain-HTTP requests to loopback/private IP addresses in this release; requests there will get the placeholder or be refused (see docs/adr/0008-secrets.md)`,
+          `secret ${binding.name} → ${rule.text}: call it with an http:// URL through the proxy (e.g. base_url="http://${rule.text.replace(/^\*\./, 'api.').replace(/:.*$/, '')}/…"); AEGIS injects the value and sends the request over verified TLS, so network.allow must include the host on port 443. HTTPS requests made by the agent itself get no injection (docs/adr/0008-secrets.md)`,
         );
       }
     }

@@ -238,8 +238,11 @@ describe('secretBindingNotes', () => {
   it('says nothing for loopback/private literals with egress granted', () => {
     assert.deepEqual(secretBindingNotes(compile(['127.0.0.1:8080', '10.0.0.7']), 1), []);
   });
-  it('warns about names/public hosts and about bindings without egress', () => {
-    assert.equal(secretBindingNotes(compile(['api.openai.com', '127.0.0.1']), 1).length, 1);
+  it('explains the http:// + TLS-upgrade path for public hosts, and warns about bindings without egress', () => {
+    const notes = secretBindingNotes(compile(['api.openai.com', '127.0.0.1']), 1);
+    assert.equal(notes.length, 1);
+    assert.match(notes[0]!, /http:\/\/ URL through the proxy.*verified TLS.*port 443/);
+    assert.doesNotMatch(notes[0]!, /can never|refused/);
     assert.match(secretBindingNotes(compile(['127.0.0.1']), 0)[0]!, /network.allow is empty/);
   });
 });

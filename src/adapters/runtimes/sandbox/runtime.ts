@@ -507,8 +507,9 @@ export class SandboxRuntime implements Runtime {
           execution: executionId,
           policy: agent.network.policy,
           onDecision: (event) => onNetworkDecision?.(event),
-          // Plain-HTTP requests only (CONNECT/SOCKS streams are opaque): placeholders → values toward bound hosts,
-          // and by default only when that hop is a loopback/private IP literal (the rewriter's cleartext guard).
+          // Plain-HTTP requests only (CONNECT/SOCKS streams are opaque): placeholders → values toward bound hosts.
+          // Requests toward a bound host:port are upgraded to TLS upstream (port 80 → 443, certificate verified for
+          // the host); other hops get values only when they are loopback/private IP literals (the cleartext guard).
           // Content-Length bodies (up to the rewriter's cap) are buffered and rewritten too; other bodies stream.
           ...(secrets
             ? (() => {
@@ -517,7 +518,11 @@ export class SandboxRuntime implements Runtime {
                   placeholders: secrets.placeholders,
                   onSecretUse: (use) => secrets.onSecretUse(use),
                 });
-                return { rewriteHttpRequest: rewriter.rewriteHead, rewriteHttpBody: rewriter.bodyHook };
+                return {
+                  rewriteHttpRequest: rewriter.rewriteHead,
+                  rewriteHttpBody: rewriter.bodyHook,
+                  upgradeHttpToTls: rewriter.upgradesToTls,
+                };
               })()
             : {}),
         });
