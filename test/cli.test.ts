@@ -5,6 +5,7 @@ import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
 import {
   chownSync,
+  cpSync,
   existsSync,
   mkdtempSync,
   readdirSync,
@@ -241,6 +242,27 @@ describe('aegis CLI', { concurrency: true }, () => {
     assert.equal(result.code, 3, result.stderr);
     assert.match(result.stderr, /LIMIT_UNENFORCEABLE.*limits cannot be enforced/);
     assert.match(result.stderr, /AEGIS_CGROUP_PARENT/);
+  });
+
+  it('runs Node agents even when the Node binary sits in a directory the sandbox user cannot traverse', async () => {
+    const home = tempDir('aegis-cli-home-');
+    const hidden = tempDir('aegis-cli-node-'); // mkdtemp: mode 0700, like /root
+    const node = join(hidden, 'node');
+    // preserveTimestamps keeps the runtime's one-time copy keyed to the same binary across test runs.
+    cpSync(process.execPath, node, { preserveTimestamps: true });
+    const result = await new Promise<Result>((resolveDone) => {
+      const child = spawn(process.execPath, [BIN, 'run', 'examples/hello-node/agent.yaml', '-o', 'json'], {
+        cwd: ROOT,
+        env: { ...process.env, AEGIS_HOME: home, AEGIS_NODE_BINARY: node },
+      });
+      let stdout = '';
+      let stderr = '';
+      child.stdout.on('data', (d) => (stdout += d));
+      child.stderr.on('data', (d) => (stderr += d));
+      child.on('close', (code) => resolveDone({ code, stdout, stderr }));
+    });
+    assert.equal(result.code, 0, result.stderr);
+    assert.equal(JSON.parse(result.stdout).output.uid, 1000);
   });
 
   it('SIGTERM to the CLI kills the sandbox and records the run as killed (exit 1)', async () => {

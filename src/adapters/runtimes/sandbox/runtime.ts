@@ -21,6 +21,7 @@ import {
   readdirSync,
   readFileSync,
   realpathSync,
+  renameSync,
   rmSync,
   statfsSync,
   statSync,
@@ -245,14 +246,28 @@ export class SandboxRuntime implements Runtime {
     }
   }
 
-  /** Interpreter argv for the agent, and interpreter binaries to bind. */
-  private commandFor(agent: CompiledAgent): { argv: string[]; binaries: Record<string, string> } {
-    const { language, entrypoint, command } = agent.runtime;
-    const binaries: Record<string, string> = {};
-    const nodeBinary = realpathSync(this.options.nodeBinary ?? process.execPath);
-    const needsNode = language === 'node' || (command !== undefined && command[0] === 'node');
-    if (needsNode) {
-      const reach = reachable(nodeBinary, this.user, 'read');
+  private sandboxNode: { source: string; path: string } | undefined;
+
+  /**
+   * bubblewrap binds as the sandbox uid, so the Node binary must be reachable by it. When AEGIS is checked out
+   * somewhere it can't traverse (e.g. under /root, mode 700), copy the binary once into the root-owned static dir
+   * (searchable by the sandbox uid) instead of refusing every Node agent.
+   */
+  private nodeBinaryForSandbox(nodeBinary: string): string {
+    if (this.sandboxNode?.source === nodeBinary) return this.sandboxNode.path;
+    let path = nodeBinary;
+    if (!reachable(nodeBinary, this.user, 'read').ok) {
+      this.ensureScratchRoot();
+      this.ensureStaticEtc();
+      const st = statSync(nodeBinary);
+      path = join(this.scratchRoot, 'static', `node-${st.size}-${Math.trunc(st.mtimeMs)}`);
+      if (!existsSync(path)) {
+        const partial = `${path}.${process.pid}.tmp`;
+        cpSync(nodeBinary, partial);
+        chmodSync(partial, 0o755);
+        renameSync(partial, path);
+      }
+      const reach = reachable(path, this.user, 'read');
       if (!reach.ok) {
         throw new AegisError(
           'RUNTIME_UNAVAILABLE',
@@ -262,8 +277,18 @@ export class SandboxRuntime implements Runtime {
           },
         );
       }
-      binaries[nodeBinary] = NODE_INSIDE;
     }
+    this.sandboxNode = { source: nodeBinary, path };
+    return path;
+  }
+
+  /** Interpreter argv for the agent, and interpreter binaries to bind. */
+  private commandFor(agent: CompiledAgent): { argv: string[]; binaries: Record<string, string> } {
+    const { language, entrypoint, command } = agent.runtime;
+    const binaries: Record<string, string> = {};
+    const nodeBinary = realpathSync(this.options.nodeBinary ?? process.execPath);
+    const needsNode = language === 'node' || (command !== undefined && command[0] === 'node');
+    if (needsNode) binaries[this.nodeBinaryForSandbox(nodeBinary)] = NODE_INSIDE;
     if (command !== undefined) return { argv: [...command], binaries };
     const interpreters: Record<string, string> = {
       python: '/usr/bin/python3',
