@@ -34,7 +34,12 @@ import {
   resolveSandboxUser,
   type SandboxUser,
 } from '../../src/adapters/runtimes/sandbox/host.ts';
-import { INNER_GID, INNER_UID } from '../../src/adapters/runtimes/sandbox/runtime.ts';
+import {
+  GENERATED_ETC,
+  INNER_GID,
+  INNER_UID,
+  sandboxEnv,
+} from '../../src/adapters/runtimes/sandbox/runtime.ts';
 import { buildSeccompProgram, hostSeccompArch } from '../../src/adapters/runtimes/sandbox/seccomp.ts';
 import type { TaskOutput } from '../../src/app/ports.ts';
 import { runAgent } from '../../src/app/run-agent.ts';
@@ -207,42 +212,14 @@ function runBlocked(floor: Floor, launch: Launch, holdMs: number): Promise<Metri
 // ---------------------------------------------------------------------------------------------------------------
 // The floor: bwrap with the runtime's flags, minus info/block fds and cgroups
 
-const INNER_PATH = '/opt/aegis/bin:/usr/local/bin:/usr/bin:/bin';
 const NODE_INSIDE = '/opt/aegis/bin/node';
 const FLOOR_EXECUTION_ID = 'ex_benchfloor00000000000000';
-
-/**
- * The sandbox environment exactly as SandboxRuntime.spawn() builds it (same keys, same order). The flag-parity
- * check compares the floor's argv with one captured from a real aegis run, so a drift here fails loudly.
- */
-function sandboxEnv(agent: CompiledAgent, executionId: string): Record<string, string> {
-  return {
-    PATH: INNER_PATH,
-    HOME: '/workspace',
-    TMPDIR: '/tmp',
-    LANG: 'C.UTF-8',
-    PYTHONUNBUFFERED: '1',
-    PYTHONDONTWRITEBYTECODE: '1',
-    ...agent.env,
-    AEGIS_EXECUTION_ID: executionId,
-    AEGIS_AGENT_NAME: agent.name,
-    AEGIS_AGENT_VERSION: agent.version,
-    AEGIS_INPUT: '/run/aegis/input.json',
-    AEGIS_OUTPUT: '/run/aegis/output.json',
-  };
-}
 
 /** The orchestrator's synthesised /etc files (same content and order as SandboxRuntime). */
 function writeGeneratedEtc(dir: string): Record<string, string> {
   mkdirSync(dir, { mode: 0o755 });
-  const files: Record<string, string> = {
-    '/etc/passwd': `root:x:0:0:root:/nonexistent:/usr/sbin/nologin\nagent:x:${INNER_UID}:${INNER_GID}:AEGIS agent:/workspace:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n`,
-    '/etc/group': `root:x:0:\nagent:x:${INNER_GID}:\nnogroup:x:65534:\n`,
-    '/etc/hosts': '127.0.0.1\tlocalhost aegis\n::1\tlocalhost ip6-localhost\n',
-    '/etc/nsswitch.conf': 'passwd: files\ngroup: files\nhosts: files\n',
-  };
   const out: Record<string, string> = {};
-  for (const [target, content] of Object.entries(files)) {
+  for (const [target, content] of Object.entries(GENERATED_ETC)) {
     const file = join(dir, target.slice('/etc/'.length));
     writeFileSync(file, content, { mode: 0o644 });
     out[target] = file;

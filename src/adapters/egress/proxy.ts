@@ -14,11 +14,13 @@
  * Plain-HTTP requests each get their own upstream connection (`Connection: close`), so a keep-alive client
  * connection never carries a request to a host other than the one it was checked for.
  */
+
 import { lookup } from 'node:dns/promises';
 import { chmod, rm } from 'node:fs/promises';
 import http from 'node:http';
 import net from 'node:net';
 import tls from 'node:tls';
+import type { NetworkDecisionEvent } from '../../app/ports.ts';
 import { AegisError } from '../../domain/errors.ts';
 import { formatIp, parseIp } from '../../domain/policy/ip.ts';
 import {
@@ -29,7 +31,6 @@ import {
   type NetworkDecision,
   type NetworkPolicy,
   parseHost,
-  type Verdict,
   violationMessage,
 } from '../../domain/policy/network-rules.ts';
 import {
@@ -51,34 +52,13 @@ export type EgressProtocol = 'http' | 'connect' | 'socks5';
 /** Resolves a host name to addresses (any family). Must not connect anywhere. */
 export type Resolver = (host: string) => Promise<string[]>;
 
-/** One connection attempt and what became of it — destined for the audit ledger. */
-export interface EgressDecisionEvent {
+/**
+ * One connection attempt and what became of it — destined for the audit ledger. The fields the use-case layer
+ * sees are the port's `NetworkDecisionEvent`; the proxy adds who asked and when.
+ */
+export interface EgressDecisionEvent extends NetworkDecisionEvent {
   readonly execution: string;
-  /** `host:port` as the agent asked (raw request target when it could not be parsed). */
-  readonly requested: string;
-  /** The name asked for (normalised) or the IP literal; null when the request could not be parsed. */
-  readonly host: string | null;
-  /** Every address the name resolved to (normalised), or the literal itself. */
-  readonly resolved: readonly string[];
-  /** The one address dialled; null when denied. */
-  readonly address: string | null;
-  /** 0 when the request could not be parsed. */
-  readonly port: number;
   readonly protocol: EgressProtocol;
-  /**
-   * The rule text, or a pseudo-rule: `default-deny`, `special-address:<class>`, `unresolvable`, `malformed`,
-   * `unsupported` (a protocol feature the proxy refuses), `connection-limit`.
-   */
-  readonly rule: string;
-  readonly verdict: Verdict;
-  readonly reason: string;
-  /** `network: denied connect to 10.0.0.5:22 — not in allow-list`. */
-  readonly message: string;
-  /** Allowed, but the upstream connection failed or was cut: `ECONNREFUSED`, `ETIMEDOUT`, `proxy-closed`, … */
-  readonly error?: string;
-  /** Bytes sent to / received from the destination (on the wire, headers included). */
-  readonly bytesUp: number;
-  readonly bytesDown: number;
   /** ISO-8601. */
   readonly startedAt: string;
   readonly endedAt: string;

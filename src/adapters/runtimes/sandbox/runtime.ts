@@ -190,6 +190,47 @@ function signalNameOf(code: number): string | undefined {
   return names[code - 128];
 }
 
+/** The synthesised /etc files every sandbox sees (no host accounts leak in). Shared with the bench's floor. */
+export const GENERATED_ETC: Readonly<Record<string, string>> = {
+  '/etc/passwd': `root:x:0:0:root:/nonexistent:/usr/sbin/nologin\nagent:x:${INNER_UID}:${INNER_GID}:AEGIS agent:/workspace:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n`,
+  '/etc/group': `root:x:0:\nagent:x:${INNER_GID}:\nnogroup:x:65534:\n`,
+  '/etc/hosts': '127.0.0.1\tlocalhost aegis\n::1\tlocalhost ip6-localhost\n',
+  '/etc/nsswitch.conf': 'passwd: files\ngroup: files\nhosts: files\n',
+};
+
+/**
+ * The agent's whole environment: AEGIS's variables, spec.env, secret placeholders (never values) and, with egress,
+ * the proxy variables. Order matters to the bench's flag-parity check, which uses this same function.
+ */
+export function sandboxEnv(
+  agent: CompiledAgent,
+  executionId: string,
+  options: { readonly egress: boolean; readonly secretEnv: Readonly<Record<string, string>> } = {
+    egress: false,
+    secretEnv: {},
+  },
+): Record<string, string> {
+  const { egress, secretEnv } = options;
+  return {
+    PATH: INNER_PATH,
+    HOME: '/workspace',
+    TMPDIR: '/tmp',
+    LANG: 'C.UTF-8',
+    PYTHONUNBUFFERED: '1',
+    PYTHONDONTWRITEBYTECODE: '1',
+    ...(egress ? { NO_PROXY: '', no_proxy: '' } : {}),
+    ...agent.env,
+    // Placeholders only: the values stay in this process and reach the wire through the proxy's rewriter.
+    ...secretEnv,
+    ...(egress ? PROXY_ENV : {}),
+    AEGIS_EXECUTION_ID: executionId,
+    AEGIS_AGENT_NAME: agent.name,
+    AEGIS_AGENT_VERSION: agent.version,
+    AEGIS_INPUT: '/run/aegis/input.json',
+    AEGIS_OUTPUT: '/run/aegis/output.json',
+  };
+}
+
 export class SandboxRuntime implements Runtime {
   readonly name = 'sandbox';
   readonly scratchRoot: string;
@@ -221,14 +262,8 @@ export class SandboxRuntime implements Runtime {
     if (this.staticEtc) return this.staticEtc;
     const dir = join(this.scratchRoot, 'static');
     mkdirSync(dir, { recursive: true, mode: 0o711 });
-    const files: Record<string, string> = {
-      '/etc/passwd': `root:x:0:0:root:/nonexistent:/usr/sbin/nologin\nagent:x:${INNER_UID}:${INNER_GID}:AEGIS agent:/workspace:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n`,
-      '/etc/group': `root:x:0:\nagent:x:${INNER_GID}:\nnogroup:x:65534:\n`,
-      '/etc/hosts': '127.0.0.1\tlocalhost aegis\n::1\tlocalhost ip6-localhost\n',
-      '/etc/nsswitch.conf': 'passwd: files\ngroup: files\nhosts: files\n',
-    };
     const out: Record<string, string> = {};
-    for (const [target, content] of Object.entries(files)) {
+    for (const [target, content] of Object.entries(GENERATED_ETC)) {
       const file = join(dir, target.replace(/^\/etc\//, ''));
       writeFileSync(file, content, { mode: 0o644 });
       out[target] = file;
@@ -425,24 +460,7 @@ export class SandboxRuntime implements Runtime {
       cgroup = this.cgroups.create(executionId, agent.limits);
       writeState(cgroup.paths);
 
-      const env: Record<string, string> = {
-        PATH: INNER_PATH,
-        HOME: '/workspace',
-        TMPDIR: '/tmp',
-        LANG: 'C.UTF-8',
-        PYTHONUNBUFFERED: '1',
-        PYTHONDONTWRITEBYTECODE: '1',
-        ...(egress ? { NO_PROXY: '', no_proxy: '' } : {}),
-        ...agent.env,
-        // Placeholders only: the values stay in this process and reach the wire through the proxy's rewriter.
-        ...(spec.secrets?.env ?? {}),
-        ...(egress ? PROXY_ENV : {}),
-        AEGIS_EXECUTION_ID: executionId,
-        AEGIS_AGENT_NAME: agent.name,
-        AEGIS_AGENT_VERSION: agent.version,
-        AEGIS_INPUT: '/run/aegis/input.json',
-        AEGIS_OUTPUT: '/run/aegis/output.json',
-      };
+      const env = sandboxEnv(agent, executionId, { egress, secretEnv: spec.secrets?.env ?? {} });
       const args = buildBwrapArgs({
         innerUid: INNER_UID,
         innerGid: INNER_GID,
