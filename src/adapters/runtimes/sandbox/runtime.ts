@@ -273,11 +273,30 @@ export class SandboxRuntime implements Runtime {
   }
 
   /** Makes the scratch root exist with safe modes (root-owned, searchable but not listable by sandboxes). */
+  private scratchRootReady = false;
+
+  /** Once per runtime (spawn's hot path re-checks only if the root vanished — see makeInstanceDir). */
   private ensureScratchRoot(): void {
+    if (this.scratchRootReady) return;
     mkdirSync(join(this.scratchRoot, 'sandboxes'), { recursive: true, mode: 0o711 });
     if (this.user.dedicated) {
       chmodSync(this.scratchRoot, 0o711);
       chmodSync(join(this.scratchRoot, 'sandboxes'), 0o711);
+    }
+    this.scratchRootReady = true;
+  }
+
+  /** The per-execution dir; recreates the scratch root if something removed it while we were running. */
+  private makeInstanceDir(dir: string): void {
+    try {
+      mkdirSync(dir, { mode: 0o711 });
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
+      this.scratchRootReady = false;
+      this.staticEtc = undefined; // rewritten at the same paths, so callers' maps stay valid
+      this.ensureScratchRoot();
+      this.ensureStaticEtc();
+      mkdirSync(dir, { mode: 0o711 });
     }
   }
 
@@ -429,7 +448,7 @@ export class SandboxRuntime implements Runtime {
 
     const id: InstanceId = `sbx_${executionId}`;
     const dir = join(this.scratchRoot, 'sandboxes', executionId);
-    mkdirSync(dir, { mode: 0o711 });
+    this.makeInstanceDir(dir);
     const owner = this.options.identity.current();
     let outputDir: string | undefined;
     const writeState = (cgroupPaths: readonly string[]) => {
