@@ -506,7 +506,9 @@ export function buildProgram(setExit: (code: number) => void): Command {
     .action(wrap(commandAuditKey));
   const secret = program
     .command('secret')
-    .description('sealed secrets agents use by name (spec.secrets); values never leave this host in clear');
+    .description(
+      'sealed secrets agents use by name (spec.secrets); the sandbox only ever sees a placeholder',
+    );
   secret
     .command('set')
     .description(
