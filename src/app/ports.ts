@@ -6,6 +6,8 @@
 import type { AuditDataByKind, AuditEntry, AuditKind } from '../domain/audit/entry.ts';
 import type { AuditExportRecord } from '../domain/audit/export-format.ts';
 import type { AuditVerification } from '../domain/audit/verify.ts';
+import type { ApiKeyRecord } from '../domain/auth/api-key.ts';
+import type { AgentRevision, AgentSummary } from '../domain/deployment.ts';
 import type {
   ExecutionRecord,
   ExecutionStatus,
@@ -142,9 +144,15 @@ export interface ExecutionPatch {
 }
 
 export interface ListExecutionsQuery {
+  /** @default 50, at most 1000 */
   readonly limit?: number;
   readonly agent?: string;
   readonly status?: ExecutionStatus;
+  /**
+   * Cursor: only executions strictly after this one in the list order (created_at desc, id desc) — pass the
+   * `createdAt` and `id` of the last record of the previous page.
+   */
+  readonly after?: { readonly createdAt: string; readonly id: string };
 }
 
 export interface NewLogLine {
@@ -158,9 +166,9 @@ export interface ExecutionStore {
   /** Applies the patch and returns the updated record; NOT_FOUND if the id is unknown. */
   updateExecution(id: string, patch: ExecutionPatch): Promise<ExecutionRecord>;
   getExecution(id: string): Promise<ExecutionRecord | undefined>;
-  /** Newest first. */
+  /** Newest first (created_at desc, then id desc). */
   listExecutions(query?: ListExecutionsQuery): Promise<readonly ExecutionRecord[]>;
-  /** Executions in a non-terminal state (for reconciliation after a crash). */
+  /** Executions in a non-terminal state (created, queued, running), oldest first — for recovery after a crash. */
   listUnfinished(): Promise<readonly ExecutionRecord[]>;
   /** Appends lines in order; sequence numbers continue from the last stored line of that execution. */
   appendLogs(executionId: string, lines: readonly NewLogLine[]): Promise<void>;
@@ -168,6 +176,61 @@ export interface ExecutionStore {
   readLogs(executionId: string, options?: { afterSeq?: number; limit?: number }): Promise<readonly LogLine[]>;
   close(): Promise<void>;
 }
+
+// ---------------------------------------------------------------------------------------------------------------
+// Store: deployed agents (revisions + their bundles) and API keys. The server's `Store` is all three parts.
+
+export interface NewAgentRevision {
+  readonly agent: string;
+  readonly version: string;
+  readonly digest: string;
+  readonly sizeBytes: number;
+  readonly description: string | null;
+  readonly createdAt: string;
+  readonly deployedBy: string;
+}
+
+export interface DeployOutcome {
+  readonly revision: AgentRevision;
+  /** False when the agent's active revision already held this bundle (nothing changed). */
+  readonly created: boolean;
+}
+
+export interface AgentStore {
+  /**
+   * Makes `bundle` (whose SHA-256 is `input.digest`) the agent's new active revision, numbered one above the
+   * agent's highest; creates the agent on first deploy. When the active revision already has this digest, changes
+   * nothing and returns it with `created: false`. Bundle bytes are stored once per digest. Atomic: concurrent deploys
+   * of one agent get distinct revision numbers.
+   */
+  deployRevision(input: NewAgentRevision, bundle: Uint8Array): Promise<DeployOutcome>;
+  getAgent(name: string): Promise<AgentSummary | undefined>;
+  /** By name. */
+  listAgents(): Promise<readonly AgentSummary[]>;
+  /** Newest first; empty when the agent does not exist. */
+  listRevisions(name: string): Promise<readonly AgentRevision[]>;
+  /** Points the agent at one of its revisions; NOT_FOUND for an unknown agent or revision. */
+  setActiveRevision(name: string, revision: number, at: string): Promise<AgentSummary>;
+  /** Removes the agent, its revisions and bundles no other revision uses. False when there was no such agent. */
+  deleteAgent(name: string): Promise<boolean>;
+  /** The `.tar.gz` bytes with this digest, if any revision references it. */
+  readBundle(digest: string): Promise<Uint8Array | undefined>;
+}
+
+export interface ApiKeyStore {
+  /** CONFLICT when the id or hash exists already. */
+  createKey(record: ApiKeyRecord): Promise<void>;
+  findKeyByHash(hash: string): Promise<ApiKeyRecord | undefined>;
+  /** Oldest first, revoked ones included. */
+  listKeys(): Promise<readonly ApiKeyRecord[]>;
+  /** Marks the key revoked (idempotent: an already revoked key keeps its first revokedAt); NOT_FOUND if unknown. */
+  revokeKey(id: string, at: string): Promise<ApiKeyRecord>;
+  /** Records when a key was last used (best effort; callers throttle it). */
+  touchKey(id: string, at: string): Promise<void>;
+}
+
+/** Everything the server persists, behind one port: one adapter per engine (SQLite, PostgreSQL). */
+export interface Store extends ExecutionStore, AgentStore, ApiKeyStore {}
 
 // ---------------------------------------------------------------------------------------------------------------
 // Audit: the tamper-evident ledger (domain/audit). Data never holds secret values.
@@ -210,6 +273,34 @@ export interface Hasher {
 }
 
 // ---------------------------------------------------------------------------------------------------------------
+// Agent bundles: the `.tar.gz` a deploy uploads, unpacked where sandboxes can read it.
+
+export interface BundleLimits {
+  /** Compressed size cap. @default 64 MiB */
+  readonly maxBundleBytes: number;
+  /** Total size of all files once unpacked (guards against gzip bombs). @default 256 MiB */
+  readonly maxUnpackedBytes: number;
+  /** Largest single file. @default 64 MiB */
+  readonly maxFileBytes: number;
+  /** Files + directories. @default 10 000 */
+  readonly maxEntries: number;
+}
+
+export interface AgentBundles {
+  readonly limits: BundleLimits;
+  /** Lowercase hex SHA-256 of the bundle bytes: its content address. */
+  digest(bundle: Uint8Array): string;
+  /**
+   * Checks and unpacks a bundle (once per digest; later calls reuse the unpacked directory) and loads its
+   * `agent.yaml`. Errors: USAGE naming the entry (not gzip/tar, absolute or `..` paths, links, devices, duplicate
+   * or missing agent.yaml), PAYLOAD_TOO_LARGE (a cap), MANIFEST_INVALID (`agent.yaml:line:col`).
+   */
+  open(digest: string, bundle: Uint8Array): Promise<CompiledAgent>;
+  /** Removes the unpacked copy of a bundle no revision uses any more. Idempotent. */
+  forget(digest: string): Promise<void>;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
 // Secrets.
 
 /** Sealed secret values by name (`aegis secret set`). */
@@ -234,6 +325,8 @@ export interface Clock {
 
 export interface Ids {
   executionId(): string;
+  /** `key_` + a sortable id. */
+  keyId(): string;
 }
 
 /** Identity of the running orchestrator process; `isAlive` tells whether another owner still runs. */

@@ -35,7 +35,7 @@ export interface RunAgentDeps {
   readonly runtime: Runtime;
   readonly store: ExecutionStore;
   readonly clock: Clock;
-  readonly ids: Ids;
+  readonly ids: Pick<Ids, 'executionId'>;
   readonly identity: ProcessIdentity;
   readonly audit: AuditLog;
   /** Where `agent.secrets` values come from; required only by agents that declare secrets. */

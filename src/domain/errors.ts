@@ -1,6 +1,6 @@
 /**
  * One error family for all of AEGIS. Every failure a user can see is an AegisError with a stable `code`;
- * `ERROR_CODES` maps each code to the CLI exit code (and, later, HTTP status / gRPC code) in one place.
+ * `ERROR_CODES` is the one table that maps each code to the CLI exit code, the HTTP status and the gRPC code.
  */
 
 export type ErrorCode =
@@ -11,38 +11,149 @@ export type ErrorCode =
   | 'LIMIT_UNENFORCEABLE'
   | 'POLICY_DENIED'
   | 'AUDIT_TAMPERED'
+  | 'CONFLICT'
+  | 'PAYLOAD_TOO_LARGE'
+  | 'UNAUTHENTICATED'
+  | 'PERMISSION_DENIED'
+  | 'RATE_LIMITED'
+  | 'QUEUE_FULL'
+  | 'UNAVAILABLE'
   | 'INTERNAL';
+
+/** gRPC status codes (grpc/doc/statuscodes.md) by name; Connect uses the same numbers. */
+export const GRPC = {
+  invalidArgument: 3,
+  notFound: 5,
+  alreadyExists: 6,
+  permissionDenied: 7,
+  resourceExhausted: 8,
+  failedPrecondition: 9,
+  aborted: 10,
+  internal: 13,
+  unavailable: 14,
+  dataLoss: 15,
+  unauthenticated: 16,
+} as const;
 
 export interface ErrorCodeInfo {
   /** Process exit code of the CLI when this error ends a command. */
   readonly exitCode: number;
-  /** HTTP status for the API (used from the server issue on). */
+  /** HTTP status of the REST API's error response. */
   readonly httpStatus: number;
+  /** gRPC / Connect status code (see `GRPC`). */
+  readonly grpcCode: number;
+  /** True when the same request may succeed later unchanged (clients retry these, honouring Retry-After). */
+  readonly retryable: boolean;
   /** One-line description for docs. */
   readonly summary: string;
 }
 
 export const ERROR_CODES: Readonly<Record<ErrorCode, ErrorCodeInfo>> = {
-  MANIFEST_INVALID: { exitCode: 2, httpStatus: 400, summary: 'agent.yaml failed validation' },
-  USAGE: { exitCode: 2, httpStatus: 400, summary: 'bad command-line usage or request' },
-  NOT_FOUND: { exitCode: 2, httpStatus: 404, summary: 'no such execution, agent or file' },
+  MANIFEST_INVALID: {
+    exitCode: 2,
+    httpStatus: 400,
+    grpcCode: GRPC.invalidArgument,
+    retryable: false,
+    summary: 'agent.yaml failed validation',
+  },
+  USAGE: {
+    exitCode: 2,
+    httpStatus: 400,
+    grpcCode: GRPC.invalidArgument,
+    retryable: false,
+    summary: 'bad command-line usage or request',
+  },
+  NOT_FOUND: {
+    exitCode: 2,
+    httpStatus: 404,
+    grpcCode: GRPC.notFound,
+    retryable: false,
+    summary: 'no such execution, agent, key or file',
+  },
+  CONFLICT: {
+    exitCode: 2,
+    httpStatus: 409,
+    grpcCode: GRPC.failedPrecondition,
+    retryable: false,
+    summary: 'the request contradicts the current state (e.g. cancelling a finished execution)',
+  },
+  PAYLOAD_TOO_LARGE: {
+    exitCode: 2,
+    httpStatus: 413,
+    grpcCode: GRPC.resourceExhausted,
+    retryable: false,
+    summary: 'a request body, bundle or file in it is over its size cap',
+  },
   RUNTIME_UNAVAILABLE: {
     exitCode: 3,
     httpStatus: 503,
+    grpcCode: GRPC.failedPrecondition,
+    retryable: false,
     summary: 'this host cannot run the requested isolation',
   },
   LIMIT_UNENFORCEABLE: {
     exitCode: 3,
     httpStatus: 503,
+    grpcCode: GRPC.failedPrecondition,
+    retryable: false,
     summary: 'this host cannot enforce a requested limit',
   },
-  POLICY_DENIED: { exitCode: 2, httpStatus: 403, summary: 'the request breaks a security rule' },
+  POLICY_DENIED: {
+    exitCode: 2,
+    httpStatus: 403,
+    grpcCode: GRPC.permissionDenied,
+    retryable: false,
+    summary: 'the request breaks a security rule',
+  },
   AUDIT_TAMPERED: {
     exitCode: 4,
     httpStatus: 409,
+    grpcCode: GRPC.dataLoss,
+    retryable: false,
     summary: 'the audit ledger (or an export of it) failed verification: entries or heads were altered',
   },
-  INTERNAL: { exitCode: 70, httpStatus: 500, summary: 'a bug in AEGIS' },
+  UNAUTHENTICATED: {
+    exitCode: 77,
+    httpStatus: 401,
+    grpcCode: GRPC.unauthenticated,
+    retryable: false,
+    summary: 'no API key, or one that is unknown or revoked',
+  },
+  PERMISSION_DENIED: {
+    exitCode: 77,
+    httpStatus: 403,
+    grpcCode: GRPC.permissionDenied,
+    retryable: false,
+    summary: "the API key's scopes do not allow this operation",
+  },
+  RATE_LIMITED: {
+    exitCode: 75,
+    httpStatus: 429,
+    grpcCode: GRPC.resourceExhausted,
+    retryable: true,
+    summary: 'this API key is over its request rate; retry after the time given',
+  },
+  QUEUE_FULL: {
+    exitCode: 75,
+    httpStatus: 429,
+    grpcCode: GRPC.resourceExhausted,
+    retryable: true,
+    summary: 'the execution queue is full; nothing was created — retry later',
+  },
+  UNAVAILABLE: {
+    exitCode: 75,
+    httpStatus: 503,
+    grpcCode: GRPC.unavailable,
+    retryable: true,
+    summary: 'the server is starting, shutting down or unreachable',
+  },
+  INTERNAL: {
+    exitCode: 70,
+    httpStatus: 500,
+    grpcCode: GRPC.internal,
+    retryable: false,
+    summary: 'a bug in AEGIS',
+  },
 };
 
 /** A problem located in a user's input: a manifest file position and/or a JSON path. */

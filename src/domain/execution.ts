@@ -2,7 +2,11 @@
 
 /** Terminal outcomes, named precisely. */
 export type TerminalStatus = 'succeeded' | 'failed' | 'timeout' | 'oom' | 'killed';
-export type ExecutionStatus = 'created' | 'running' | TerminalStatus;
+/**
+ * created → queued → running → terminal. `aegis run` goes created → running directly (no queue); the server
+ * persists every accepted execution as `queued` before it answers, so a crash never loses one.
+ */
+export type ExecutionStatus = 'created' | 'queued' | 'running' | TerminalStatus;
 
 export const TERMINAL_STATUSES: readonly TerminalStatus[] = [
   'succeeded',
@@ -29,7 +33,10 @@ export interface Violation {
 
 export interface AgentRef {
   readonly name: string;
+  /** `metadata.version` of the manifest. */
   readonly version: string;
+  /** The deployed revision that ran (server executions only; `aegis run` of a local file has none). */
+  readonly revision?: number;
 }
 
 export interface ExecutionRecord {

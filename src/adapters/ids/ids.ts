@@ -1,4 +1,4 @@
-/** Time-sortable ids: `ex_` + 10 chars of millisecond time + 16 random chars (Crockford base32, like ULID). */
+/** Time-sortable ids: `ex_` (or `key_`) + 10 chars of millisecond time + 16 random chars (Crockford base32, like ULID). */
 import { randomBytes } from 'node:crypto';
 import type { Ids } from '../../app/ports.ts';
 
@@ -24,5 +24,9 @@ function encodeRandom(length: number): string {
 export class SortableIds implements Ids {
   executionId(): string {
     return `ex_${encodeTime(Date.now())}${encodeRandom(16)}`;
+  }
+
+  keyId(): string {
+    return `key_${encodeTime(Date.now())}${encodeRandom(10)}`;
   }
 }
