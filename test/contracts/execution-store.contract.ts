@@ -1,6 +1,7 @@
 /**
- * What every ExecutionStore must do. Each store's test file calls `executionStoreContract` with a factory that
- * opens a fresh, empty store; every case gets its own store and cleans it up afterwards.
+ * What every ExecutionStore must do. Each store's test file calls `executionStoreContract` (or `storeContract` in
+ * store.contract.ts, which runs this suite too) with a factory that opens a fresh, empty store; every case gets its
+ * own store and cleans it up afterwards.
  *
  * A durable store also returns `reopen`, which closes the current store and opens a new one over the same data;
  * the durability cases run only then (the in-memory fake has nothing to reopen).
@@ -11,17 +12,20 @@ import type { ExecutionStore, NewLogLine } from '../../src/app/ports.ts';
 import { isAegisError } from '../../src/domain/errors.ts';
 import type { ExecutionRecord, ExecutionStatus, LogStream } from '../../src/domain/execution.ts';
 
-export interface StoreUnderTest {
-  readonly store: ExecutionStore;
+export interface StoreUnderTest<S extends ExecutionStore = ExecutionStore> {
+  readonly store: S;
   /** Closes whatever store is open and removes its data. */
   readonly cleanup: () => Promise<void>;
   /** Durable stores: closes `store` (or the last reopened one) and returns a new store over the same data. */
-  readonly reopen?: () => Promise<ExecutionStore>;
+  readonly reopen?: () => Promise<S>;
 }
 
-export function executionStoreContract(name: string, open: () => Promise<StoreUnderTest>): void {
+export function executionStoreContract<S extends ExecutionStore>(
+  name: string,
+  open: () => Promise<StoreUnderTest<S>>,
+): void {
   describe(`ExecutionStore contract: ${name}`, () => {
-    let subject: StoreUnderTest;
+    let subject: StoreUnderTest<S>;
     let store: ExecutionStore;
 
     beforeEach(async () => {
@@ -81,6 +85,32 @@ export function executionStoreContract(name: string, open: () => Promise<StoreUn
           assert.deepEqual(got?.input, value, `input #${i}`);
           assert.deepEqual(got?.output, value, `output #${i}`);
         }
+      });
+
+      it('round-trips NUL and lone surrogates inside JSON strings, and key order aside, objects exactly', async () => {
+        const tricky = { 'nul\u0000key': 'a\u0000b', lone: '\ud800x', keys: { z: 1, a: 2, m: [3] } };
+        const violations = [{ kind: 'network' as const, rule: 'egress', message: 'denied "x\u0000y:1"' }];
+        await store.createExecution(record({ id: 'exec-nul', input: tricky, output: tricky, violations }));
+        const got = await store.getExecution('exec-nul');
+        assert.deepEqual(got?.input, tricky);
+        assert.deepEqual(got?.output, tricky);
+        assert.deepEqual(got?.violations, violations);
+        const updated = await store.updateExecution('exec-nul', { output: ['\u0000'], violations: [] });
+        assert.deepEqual(updated.output, ['\u0000']);
+      });
+
+      it('round-trips the deployed revision of the agent, and leaves it out when there is none', async () => {
+        const deployed = record({ id: 'exec-rev', agent: { name: 'mailer', version: '1.2.0', revision: 7 } });
+        await store.createExecution(deployed);
+        assert.deepEqual(await store.getExecution('exec-rev'), deployed);
+        assert.deepEqual((await store.listExecutions())[0], deployed);
+        const queued = await store.updateExecution('exec-rev', { status: 'queued' });
+        assert.deepEqual(queued.agent, { name: 'mailer', version: '1.2.0', revision: 7 });
+
+        await store.createExecution(record({ id: 'exec-local' }));
+        const got = await store.getExecution('exec-local');
+        assert.ok(got);
+        assert.equal('revision' in got.agent, false, 'no revision key on a local run');
       });
 
       it('stores undefined input and output as null', async () => {
@@ -176,6 +206,17 @@ export function executionStoreContract(name: string, open: () => Promise<StoreUn
         assert.equal(cleared.output, null);
       });
 
+      it('sets and clears the owner (a process taking over a queued execution)', async () => {
+        await store.createExecution(record({ id: 'exec-o', status: 'queued' }));
+        const owner = { host: 'node-b', pid: 77, startTicks: 123456 };
+        const taken = await store.updateExecution('exec-o', { status: 'running', owner });
+        assert.deepEqual(taken.owner, owner);
+        assert.deepEqual((await store.getExecution('exec-o'))?.owner, owner);
+        assert.deepEqual((await store.updateExecution('exec-o', { owner: undefined })).owner, owner);
+        assert.equal((await store.updateExecution('exec-o', { owner: null })).owner, null);
+        assert.equal((await store.getExecution('exec-o'))?.owner, null);
+      });
+
       it('returns the record unchanged for an empty patch', async () => {
         const created = record({ id: 'exec-e' });
         await store.createExecution(created);
@@ -232,6 +273,87 @@ export function executionStoreContract(name: string, open: () => Promise<StoreUn
         assert.equal((await store.listExecutions({ limit: 0 })).length, 0);
       });
 
+      it('pages with a cursor: strictly after (createdAt, id) in list order', async () => {
+        // p2, p3 and p4 share a createdAt; their order is id descending.
+        const rows: [string, number][] = [
+          ['p1', 1],
+          ['p3', 2],
+          ['p5', 3],
+          ['p2', 2],
+          ['p4', 2],
+        ];
+        for (const [id, s] of rows) await store.createExecution(record({ id, createdAt: at(s) }));
+        const all = ids(await store.listExecutions());
+        assert.deepEqual(all, ['p5', 'p4', 'p3', 'p2', 'p1']);
+
+        const pages: string[][] = [];
+        let after: { createdAt: string; id: string } | undefined;
+        for (;;) {
+          const page = await store.listExecutions({ limit: 2, ...(after === undefined ? {} : { after }) });
+          if (page.length === 0) break;
+          pages.push(ids(page));
+          const last = page[page.length - 1];
+          assert.ok(last);
+          after = { createdAt: last.createdAt, id: last.id };
+          assert.ok(pages.length <= 5, 'pagination does not end');
+        }
+        assert.deepEqual(pages, [['p5', 'p4'], ['p3', 'p2'], ['p1']]);
+
+        // The cursor need not name a stored record: it is a position.
+        assert.deepEqual(ids(await store.listExecutions({ after: { createdAt: at(2), id: 'p35' } })), [
+          'p3',
+          'p2',
+          'p1',
+        ]);
+        assert.deepEqual(ids(await store.listExecutions({ after: { createdAt: at(2), id: 'p' } })), ['p1']);
+        assert.deepEqual(ids(await store.listExecutions({ after: { createdAt: at(9), id: '' } })), all);
+        assert.deepEqual(ids(await store.listExecutions({ after: { createdAt: at(0), id: 'zzz' } })), []);
+      });
+
+      it('combines the cursor with the agent and status filters', async () => {
+        const rows: [string, string, ExecutionStatus, number][] = [
+          ['c1', 'alpha', 'succeeded', 1],
+          ['c2', 'alpha', 'failed', 2],
+          ['c3', 'beta', 'succeeded', 2],
+          ['c4', 'alpha', 'succeeded', 2],
+          ['c5', 'alpha', 'succeeded', 3],
+          ['c6', 'beta', 'succeeded', 4],
+          ['c7', 'alpha', 'queued', 4],
+        ];
+        for (const [id, agent, status, s] of rows) {
+          await store.createExecution(
+            record({ id, agent: { name: agent, version: '1' }, status, createdAt: at(s) }),
+          );
+        }
+        const after = (id: string, s: number) => ({ createdAt: at(s), id });
+        assert.deepEqual(ids(await store.listExecutions({ agent: 'alpha', after: after('c5', 3) })), [
+          'c4',
+          'c2',
+          'c1',
+        ]);
+        assert.deepEqual(ids(await store.listExecutions({ status: 'succeeded', after: after('c4', 2) })), [
+          'c3',
+          'c1',
+        ]);
+        assert.deepEqual(
+          ids(
+            await store.listExecutions({
+              agent: 'alpha',
+              status: 'succeeded',
+              after: after('c5', 3),
+              limit: 1,
+            }),
+          ),
+          ['c4'],
+        );
+        assert.deepEqual(
+          ids(await store.listExecutions({ agent: 'alpha', status: 'succeeded', after: after('c4', 2) })),
+          ['c1'],
+        );
+        assert.deepEqual(ids(await store.listExecutions({ status: 'queued', after: after('c7', 4) })), []);
+        assert.deepEqual(ids(await store.listExecutions({ status: 'queued' })), ['c7']);
+      });
+
       it('returns full records', async () => {
         const full = record({
           id: 'x',
@@ -244,9 +366,10 @@ export function executionStoreContract(name: string, open: () => Promise<StoreUn
     });
 
     describe('listUnfinished', () => {
-      it('returns the created and running executions only', async () => {
+      it('returns the created, queued and running executions only', async () => {
         const statuses: ExecutionStatus[] = [
           'created',
+          'queued',
           'running',
           'succeeded',
           'failed',
@@ -257,9 +380,24 @@ export function executionStoreContract(name: string, open: () => Promise<StoreUn
         for (const [i, status] of statuses.entries()) {
           await store.createExecution(record({ id: `e-${status}`, status, createdAt: at(i) }));
         }
-        assert.deepEqual(ids(await store.listUnfinished()).sort(), ['e-created', 'e-running']);
+        assert.deepEqual(ids(await store.listUnfinished()), ['e-created', 'e-queued', 'e-running']);
         await store.updateExecution('e-running', { status: 'killed' });
-        assert.deepEqual(ids(await store.listUnfinished()), ['e-created']);
+        await store.updateExecution('e-queued', { status: 'running' });
+        assert.deepEqual(ids(await store.listUnfinished()), ['e-created', 'e-queued']);
+      });
+
+      it('lists oldest first (created_at, then id), whatever the insertion order', async () => {
+        const rows: [string, ExecutionStatus, number][] = [
+          ['u-b', 'queued', 5],
+          ['u-z', 'running', 1],
+          ['u-a', 'queued', 5],
+          ['u-done', 'succeeded', 0],
+          ['u-m', 'created', 3],
+          ['u-q', 'queued', 2],
+        ];
+        for (const [id, status, s] of rows)
+          await store.createExecution(record({ id, status, createdAt: at(s) }));
+        assert.deepEqual(ids(await store.listUnfinished()), ['u-z', 'u-q', 'u-m', 'u-a', 'u-b']);
       });
     });
 
@@ -407,9 +545,12 @@ export function record(overrides: Partial<ExecutionRecord> = {}): ExecutionRecor
   };
 }
 
-/** A log line whose `ts` is derived from its text, so tests can check ts survives. */
+/**
+ * A log line whose `ts` is derived from its text, so tests can check ts survives. `ts` is a timestamp in real use:
+ * only `text` has to carry any string (NUL included), so control characters are left out of `ts`.
+ */
 export function line(text: string, stream: LogStream = 'stdout'): NewLogLine {
-  return { stream, text, ts: `ts-${text}` };
+  return { stream, text, ts: `ts-${text.replace(/[\u0000-\u001f]/g, '')}` };
 }
 
 /** An ISO timestamp `seconds` after a fixed epoch; increasing with `seconds`. */

@@ -1,7 +1,7 @@
-import { executionStoreContract } from '../../../test/contracts/execution-store.contract.ts';
-import { MemoryExecutionStore } from './memory-store.ts';
+import { storeContract } from '../../../test/contracts/store.contract.ts';
+import { MemoryStore } from './memory-store.ts';
 
-executionStoreContract('MemoryExecutionStore', async () => {
-  const store = new MemoryExecutionStore();
+storeContract('MemoryStore', async () => {
+  const store = new MemoryStore();
   return { store, cleanup: () => store.close() };
 });

@@ -1,11 +1,20 @@
 /**
- * In-memory ExecutionStore for use-case tests. Behaves like the real stores as far as the shared contract
- * (test/contracts/execution-store.contract.ts) can tell: values go in and come out as JSON would (so `undefined`
- * input/output reads back as null), and every record handed in or out is a copy.
+ * In-memory Store for use-case tests. Behaves like the real stores as far as the shared contract
+ * (test/contracts/store.contract.ts) can tell: values go in and come out as JSON would (so `undefined`
+ * input/output reads back as null), and every record or bundle handed in or out is a copy.
  */
+import type { ApiKeyRecord } from '../../domain/auth/api-key.ts';
+import type { AgentRevision, AgentSummary } from '../../domain/deployment.ts';
 import { AegisError } from '../../domain/errors.ts';
 import { type ExecutionRecord, isTerminal, type LogLine } from '../../domain/execution.ts';
-import type { ExecutionPatch, ExecutionStore, ListExecutionsQuery, NewLogLine } from '../ports.ts';
+import type {
+  DeployOutcome,
+  ExecutionPatch,
+  ListExecutionsQuery,
+  NewAgentRevision,
+  NewLogLine,
+  Store,
+} from '../ports.ts';
 
 const DEFAULT_LIST_LIMIT = 50;
 const MAX_LIST_LIMIT = 1000;
@@ -19,11 +28,24 @@ const PATCHABLE = Object.keys({
   startedAt: true,
   finishedAt: true,
   durationMs: true,
+  owner: true,
 } satisfies Record<keyof ExecutionPatch, true>) as (keyof ExecutionPatch)[];
 
-export class MemoryExecutionStore implements ExecutionStore {
+interface StoredAgent {
+  activeRevision: number;
+  readonly createdAt: string;
+  updatedAt: string;
+  /** Oldest first. */
+  readonly revisions: AgentRevision[];
+}
+
+export class MemoryStore implements Store {
   readonly #executions = new Map<string, ExecutionRecord>();
   readonly #logs = new Map<string, LogLine[]>();
+  readonly #agents = new Map<string, StoredAgent>();
+  readonly #bundles = new Map<string, Uint8Array>();
+  /** By id, in insertion order. */
+  readonly #keys = new Map<string, ApiKeyRecord>();
 
   async createExecution(record: ExecutionRecord): Promise<void> {
     if (this.#executions.has(record.id)) {
@@ -50,10 +72,15 @@ export class MemoryExecutionStore implements ExecutionStore {
   }
 
   async listExecutions(query: ListExecutionsQuery = {}): Promise<readonly ExecutionRecord[]> {
+    const { after } = query;
     const matching = [...this.#executions.values()].filter(
       (r) =>
         (query.agent === undefined || r.agent.name === query.agent) &&
-        (query.status === undefined || r.status === query.status),
+        (query.status === undefined || r.status === query.status) &&
+        // Strictly after the cursor in list order (created_at desc, id desc).
+        (after === undefined ||
+          compare(r.createdAt, after.createdAt) < 0 ||
+          (r.createdAt === after.createdAt && compare(r.id, after.id) < 0)),
     );
     return matching
       .sort((a, b) => compare(b.createdAt, a.createdAt) || compare(b.id, a.id))
@@ -92,7 +119,132 @@ export class MemoryExecutionStore implements ExecutionStore {
     return limited.map((line) => ({ ...line }));
   }
 
+  async deployRevision(input: NewAgentRevision, bundle: Uint8Array): Promise<DeployOutcome> {
+    const agent = this.#agents.get(input.agent);
+    const active = agent?.revisions.find((r) => r.revision === agent.activeRevision);
+    if (active !== undefined && active.digest === input.digest)
+      return { revision: { ...active }, created: false };
+    const number = agent === undefined ? 1 : Math.max(0, ...agent.revisions.map((r) => r.revision)) + 1;
+    const revision: AgentRevision = {
+      agent: input.agent,
+      revision: number,
+      version: input.version,
+      digest: input.digest,
+      sizeBytes: input.sizeBytes,
+      description: input.description,
+      createdAt: input.createdAt,
+      deployedBy: input.deployedBy,
+    };
+    if (!this.#bundles.has(input.digest)) this.#bundles.set(input.digest, bundle.slice());
+    if (agent === undefined) {
+      this.#agents.set(input.agent, {
+        activeRevision: number,
+        createdAt: input.createdAt,
+        updatedAt: input.createdAt,
+        revisions: [revision],
+      });
+    } else {
+      agent.revisions.push(revision);
+      agent.activeRevision = number;
+      agent.updatedAt = input.createdAt;
+    }
+    return { revision: { ...revision }, created: true };
+  }
+
+  async getAgent(name: string): Promise<AgentSummary | undefined> {
+    const agent = this.#agents.get(name);
+    return agent === undefined ? undefined : summary(name, agent);
+  }
+
+  async listAgents(): Promise<readonly AgentSummary[]> {
+    return [...this.#agents.entries()]
+      .sort(([a], [b]) => compare(a, b))
+      .map(([name, agent]) => summary(name, agent));
+  }
+
+  async listRevisions(name: string): Promise<readonly AgentRevision[]> {
+    const revisions = this.#agents.get(name)?.revisions ?? [];
+    return revisions.map((r) => ({ ...r })).sort((a, b) => b.revision - a.revision);
+  }
+
+  async setActiveRevision(name: string, revision: number, at: string): Promise<AgentSummary> {
+    const agent = this.#agents.get(name);
+    if (agent === undefined)
+      throw new AegisError('NOT_FOUND', `no agent named ${name}`, { details: { name } });
+    if (!agent.revisions.some((r) => r.revision === revision)) {
+      throw new AegisError('NOT_FOUND', `agent ${name} has no revision ${revision}`, {
+        details: { name, revision },
+      });
+    }
+    agent.activeRevision = revision;
+    agent.updatedAt = at;
+    return summary(name, agent);
+  }
+
+  async deleteAgent(name: string): Promise<boolean> {
+    const agent = this.#agents.get(name);
+    if (agent === undefined) return false;
+    this.#agents.delete(name);
+    const used = new Set([...this.#agents.values()].flatMap((a) => a.revisions.map((r) => r.digest)));
+    for (const r of agent.revisions) if (!used.has(r.digest)) this.#bundles.delete(r.digest);
+    return true;
+  }
+
+  async readBundle(digest: string): Promise<Uint8Array | undefined> {
+    const bytes = this.#bundles.get(digest);
+    return bytes === undefined ? undefined : bytes.slice();
+  }
+
+  async createKey(record: ApiKeyRecord): Promise<void> {
+    if (this.#keys.has(record.id)) throw new AegisError('CONFLICT', `an API key with id ${record.id} exists`);
+    if ([...this.#keys.values()].some((k) => k.hash === record.hash)) {
+      throw new AegisError('CONFLICT', `an API key with that hash exists (id ${record.id})`);
+    }
+    this.#keys.set(record.id, structuredClone(record));
+  }
+
+  async findKeyByHash(hash: string): Promise<ApiKeyRecord | undefined> {
+    const found = [...this.#keys.values()].find((k) => k.hash === hash);
+    return found === undefined ? undefined : structuredClone(found);
+  }
+
+  async listKeys(): Promise<readonly ApiKeyRecord[]> {
+    return [...this.#keys.values()]
+      .sort((a, b) => compare(a.createdAt, b.createdAt) || compare(a.id, b.id))
+      .map((k) => structuredClone(k));
+  }
+
+  async revokeKey(id: string, at: string): Promise<ApiKeyRecord> {
+    const current = this.#keys.get(id);
+    if (current === undefined)
+      throw new AegisError('NOT_FOUND', `no API key with id ${id}`, { details: { id } });
+    const next = current.revokedAt === null ? { ...current, revokedAt: at } : current;
+    this.#keys.set(id, next);
+    return structuredClone(next);
+  }
+
+  async touchKey(id: string, at: string): Promise<void> {
+    const current = this.#keys.get(id);
+    if (current !== undefined) this.#keys.set(id, { ...current, lastUsedAt: at });
+  }
+
   async close(): Promise<void> {}
+}
+
+/** The name use-case tests know it by. */
+export { MemoryStore as MemoryExecutionStore };
+
+function summary(name: string, agent: StoredAgent): AgentSummary {
+  const active = agent.revisions.find((r) => r.revision === agent.activeRevision);
+  if (active === undefined) throw new Error(`memory store: agent ${name} lost its active revision`);
+  return {
+    name,
+    activeRevision: agent.activeRevision,
+    active: { ...active },
+    revisions: agent.revisions.length,
+    createdAt: agent.createdAt,
+    updatedAt: agent.updatedAt,
+  };
 }
 
 /** A private copy that holds exactly what a JSON column would: `undefined` input/output become null. */

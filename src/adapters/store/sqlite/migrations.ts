@@ -50,6 +50,64 @@ export const MIGRATIONS: readonly Migration[] = [
       ) WITHOUT ROWID;
     `,
   },
+  {
+    id: 2,
+    name: 'deployed agents, their revisions and bundles; API keys; cursor pagination',
+    sql: `
+      -- The deployed revision an execution ran (NULL when aegis run ran a local file).
+      ALTER TABLE executions ADD COLUMN agent_revision INTEGER;
+
+      -- List order is (created_at desc, id desc); with id in the index a page is an index range, with no sort.
+      DROP INDEX executions_by_created_at;
+      DROP INDEX executions_by_agent_created_at;
+      DROP INDEX executions_by_status;
+      CREATE INDEX executions_by_created_at_id ON executions (created_at, id);
+      CREATE INDEX executions_by_agent_created_at_id ON executions (agent_name, created_at, id);
+      CREATE INDEX executions_by_status_created_at_id ON executions (status, created_at, id);
+
+      -- One row per .tar.gz, by content address; shared by every revision (of any agent) with that digest.
+      CREATE TABLE bundles (
+        digest     TEXT PRIMARY KEY NOT NULL,
+        bytes      BLOB NOT NULL,
+        size_bytes INTEGER NOT NULL,
+        created_at TEXT NOT NULL
+      );
+
+      CREATE TABLE agents (
+        name            TEXT PRIMARY KEY NOT NULL,
+        active_revision INTEGER NOT NULL,
+        created_at      TEXT NOT NULL,
+        updated_at      TEXT NOT NULL
+      );
+
+      CREATE TABLE agent_revisions (
+        agent       TEXT NOT NULL REFERENCES agents (name),
+        revision    INTEGER NOT NULL,
+        version     TEXT NOT NULL,
+        digest      TEXT NOT NULL REFERENCES bundles (digest),
+        size_bytes  INTEGER NOT NULL,
+        description TEXT,
+        created_at  TEXT NOT NULL,
+        deployed_by TEXT NOT NULL,
+        PRIMARY KEY (agent, revision)
+      ) WITHOUT ROWID;
+      -- Is a bundle still used? (deleteAgent)
+      CREATE INDEX agent_revisions_by_digest ON agent_revisions (digest);
+
+      CREATE TABLE api_keys (
+        id           TEXT PRIMARY KEY NOT NULL,
+        name         TEXT NOT NULL,
+        hash         TEXT NOT NULL UNIQUE,
+        prefix       TEXT NOT NULL,
+        scopes_json  TEXT NOT NULL,
+        rate_json    TEXT,
+        created_at   TEXT NOT NULL,
+        revoked_at   TEXT,
+        last_used_at TEXT
+      );
+      CREATE INDEX api_keys_by_created_at ON api_keys (created_at, id);
+    `,
+  },
 ];
 
 /**

@@ -1,13 +1,14 @@
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, rmSync, statSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
 import { afterEach, beforeEach, describe, it } from 'node:test';
-import { executionStoreContract, line, record } from '../../../../test/contracts/execution-store.contract.ts';
-import type { ExecutionStore } from '../../../app/ports.ts';
+import { line, record } from '../../../../test/contracts/execution-store.contract.ts';
+import { storeContract } from '../../../../test/contracts/store.contract.ts';
+import type { Store } from '../../../app/ports.ts';
 import { MIGRATIONS, migrate } from './migrations.ts';
-import { SqliteExecutionStore } from './store.ts';
+import { SqliteStore } from './store.ts';
 
 /** A fresh temp dir per test; the database sits in a subdirectory the store has to create. */
 function tempDatabase(): { dir: string; file: string } {
@@ -15,14 +16,14 @@ function tempDatabase(): { dir: string; file: string } {
   return { dir, file: join(dir, 'state', 'aegis.db') };
 }
 
-executionStoreContract('SqliteExecutionStore', async () => {
+storeContract('SqliteStore', async () => {
   const { dir, file } = tempDatabase();
-  let current: ExecutionStore = SqliteExecutionStore.open(file);
+  let current: Store = SqliteStore.open(file);
   return {
     store: current,
     reopen: async () => {
       await current.close();
-      current = SqliteExecutionStore.open(file);
+      current = SqliteStore.open(file);
       return current;
     },
     cleanup: async () => {
@@ -32,7 +33,7 @@ executionStoreContract('SqliteExecutionStore', async () => {
   };
 });
 
-describe('SqliteExecutionStore (SQLite specifics)', () => {
+describe('SqliteStore (SQLite specifics)', () => {
   let dir: string;
   let file: string;
   beforeEach(() => {
@@ -52,7 +53,7 @@ describe('SqliteExecutionStore (SQLite specifics)', () => {
   }
 
   it('creates the parent directory 0700 and the database file 0600', async () => {
-    const store = SqliteExecutionStore.open(file);
+    const store = SqliteStore.open(file);
     try {
       await store.createExecution(record({ id: 'perm' }));
       await store.appendLogs('perm', [line('x')]);
@@ -68,7 +69,7 @@ describe('SqliteExecutionStore (SQLite specifics)', () => {
   });
 
   it('runs in WAL mode', async () => {
-    const store = SqliteExecutionStore.open(file);
+    const store = SqliteStore.open(file);
     await store.close();
     assert.equal(
       inspect((db) => db.prepare('PRAGMA journal_mode').get()?.['journal_mode']),
@@ -77,10 +78,10 @@ describe('SqliteExecutionStore (SQLite specifics)', () => {
   });
 
   it('applies migrations once; reopening applies none and keeps the data', async () => {
-    const first = SqliteExecutionStore.open(file);
+    const first = SqliteStore.open(file);
     await first.createExecution(record({ id: 'kept' }));
     await first.close();
-    const second = SqliteExecutionStore.open(file);
+    const second = SqliteStore.open(file);
     try {
       assert.equal((await second.getExecution('kept'))?.id, 'kept');
     } finally {
@@ -101,6 +102,36 @@ describe('SqliteExecutionStore (SQLite specifics)', () => {
       assert.deepEqual(migrate(db), []);
     } finally {
       db.close();
+    }
+  });
+
+  it('migrates a database of schema 1 in place: its executions read back without a revision', async () => {
+    mkdirSync(dirname(file), { recursive: true });
+    const old = new DatabaseSync(file);
+    try {
+      migrate(old, MIGRATIONS.slice(0, 1));
+      old
+        .prepare(
+          'INSERT INTO executions (id, agent_name, agent_version, runtime, status, input_json, created_at) ' +
+            "VALUES ('v1', 'hello', '1.0.0', 'sandbox', 'running', '{\"name\":\"world\"}', '2025-01-01T00:00:00.000Z')",
+        )
+        .run();
+    } finally {
+      old.close();
+    }
+    const store = SqliteStore.open(file);
+    try {
+      assert.deepEqual(await store.getExecution('v1'), record({ id: 'v1', status: 'running' }));
+      assert.deepEqual(
+        (await store.listUnfinished()).map((r) => r.id),
+        ['v1'],
+      );
+      await store.createExecution(
+        record({ id: 'v2', agent: { name: 'hello', version: '1.0.0', revision: 2 } }),
+      );
+      assert.equal((await store.getExecution('v2'))?.agent.revision, 2);
+    } finally {
+      await store.close();
     }
   });
 
@@ -128,12 +159,12 @@ describe('SqliteExecutionStore (SQLite specifics)', () => {
   });
 
   it('continues log numbering after reopen, also for an execution whose counter was dropped', async () => {
-    const first = SqliteExecutionStore.open(file);
+    const first = SqliteStore.open(file);
     await first.createExecution(record({ id: 'seq', status: 'running' }));
     await first.appendLogs('seq', [line('1'), line('2'), line('3')]);
     await first.close();
 
-    const second = SqliteExecutionStore.open(file);
+    const second = SqliteStore.open(file);
     try {
       await second.appendLogs('seq', [line('4')]);
       await second.updateExecution('seq', { status: 'succeeded' }); // drops the in-memory counter
@@ -148,7 +179,7 @@ describe('SqliteExecutionStore (SQLite specifics)', () => {
   });
 
   it('appends 10k log lines, in one call and in many', async (t) => {
-    const store = SqliteExecutionStore.open(file);
+    const store = SqliteStore.open(file);
     try {
       const lines = Array.from({ length: 10_000 }, (_, i) => line(`bulk line ${i + 1}`));
       let started = performance.now();
@@ -174,7 +205,7 @@ describe('SqliteExecutionStore (SQLite specifics)', () => {
   });
 
   it('leaves no partial batch behind when an append fails', async () => {
-    const store = SqliteExecutionStore.open(file);
+    const store = SqliteStore.open(file);
     try {
       await store.appendLogs('atomic', [line('kept')]);
       const bad = [line('dropped'), { stream: 'stdout' as const, ts: 'ts', text: null as unknown as string }];
@@ -193,7 +224,7 @@ describe('SqliteExecutionStore (SQLite specifics)', () => {
   });
 
   it('close is idempotent', async () => {
-    const store = SqliteExecutionStore.open(file);
+    const store = SqliteStore.open(file);
     await store.close();
     await store.close();
   });

@@ -1,8 +1,11 @@
 /**
- * The embedded execution store: one SQLite file (WAL) through Node's built-in `node:sqlite`.
+ * The embedded store: one SQLite file (WAL) through Node's built-in `node:sqlite` — executions and their logs,
+ * deployed agents (revisions and bundles) and API keys.
  *
  * node:sqlite is synchronous; the methods are async only because the port is. Each call is a few prepared-statement
- * steps, so they stay cheap enough to run on the event loop.
+ * steps, so they stay cheap enough to run on the event loop — and since a call never yields, the calls of one
+ * process never interleave. Writes that read first run in `BEGIN IMMEDIATE`, which also serialises them against
+ * other processes sharing the file.
  *
  * One process writes the logs of a given execution (its owner): log sequence numbers are counted in memory,
  * initialised from the database the first time an execution is seen.
@@ -10,7 +13,16 @@
 import { closeSync, mkdirSync, openSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { DatabaseSync, type SQLInputValue, type StatementSync } from 'node:sqlite';
-import type { ExecutionPatch, ExecutionStore, ListExecutionsQuery, NewLogLine } from '../../../app/ports.ts';
+import type {
+  DeployOutcome,
+  ExecutionPatch,
+  ListExecutionsQuery,
+  NewAgentRevision,
+  NewLogLine,
+  Store,
+} from '../../../app/ports.ts';
+import type { ApiKeyRecord, RateLimit, Scope } from '../../../domain/auth/api-key.ts';
+import type { AgentRevision, AgentSummary } from '../../../domain/deployment.ts';
 import { AegisError } from '../../../domain/errors.ts';
 import {
   type ExecutionRecord,
@@ -25,16 +37,28 @@ import { migrate } from './migrations.ts';
 
 const DEFAULT_LIST_LIMIT = 50;
 const MAX_LIST_LIMIT = 1000;
-const UNFINISHED_STATUSES: readonly ExecutionStatus[] = ['created', 'running'];
+const UNFINISHED_STATUSES: readonly ExecutionStatus[] = ['created', 'queued', 'running'];
 
 const COLUMNS =
-  'id, agent_name, agent_version, runtime, status, exit_code, reason, input_json, output_json, violations_json, ' +
-  'created_at, started_at, finished_at, duration_ms, owner_json';
+  'id, agent_name, agent_version, agent_revision, runtime, status, exit_code, reason, input_json, output_json, ' +
+  'violations_json, created_at, started_at, finished_at, duration_ms, owner_json';
+
+const REVISION_COLUMNS = 'agent, revision, version, digest, size_bytes, description, created_at, deployed_by';
+
+/** An agent joined with its active revision and its revision count. */
+const SUMMARY_SELECT =
+  'SELECT a.name, a.active_revision, a.created_at AS agent_created_at, a.updated_at AS agent_updated_at, ' +
+  '(SELECT COUNT(*) FROM agent_revisions c WHERE c.agent = a.name) AS revision_count, ' +
+  'r.agent, r.revision, r.version, r.digest, r.size_bytes, r.description, r.created_at, r.deployed_by ' +
+  'FROM agents a JOIN agent_revisions r ON r.agent = a.name AND r.revision = a.active_revision';
+
+const KEY_COLUMNS = 'id, name, hash, prefix, scopes_json, rate_json, created_at, revoked_at, last_used_at';
 
 interface ExecutionRow {
   readonly id: string;
   readonly agent_name: string;
   readonly agent_version: string;
+  readonly agent_revision: number | null;
   readonly runtime: string;
   readonly status: string;
   readonly exit_code: number | null;
@@ -56,18 +80,67 @@ interface LogRow {
   readonly text: string;
 }
 
-type ListVariant = 'all' | 'agent' | 'status' | 'agent+status';
+interface RevisionRow {
+  readonly agent: string;
+  readonly revision: number;
+  readonly version: string;
+  readonly digest: string;
+  readonly size_bytes: number;
+  readonly description: string | null;
+  readonly created_at: string;
+  readonly deployed_by: string;
+}
 
-export class SqliteExecutionStore implements ExecutionStore {
+interface SummaryRow extends RevisionRow {
+  readonly name: string;
+  readonly active_revision: number;
+  readonly agent_created_at: string;
+  readonly agent_updated_at: string;
+  readonly revision_count: number;
+}
+
+interface KeyRow {
+  readonly id: string;
+  readonly name: string;
+  readonly hash: string;
+  readonly prefix: string;
+  readonly scopes_json: string;
+  readonly rate_json: string | null;
+  readonly created_at: string;
+  readonly revoked_at: string | null;
+  readonly last_used_at: string | null;
+}
+
+export class SqliteStore implements Store {
   readonly #db: DatabaseSync;
   readonly #insertExecution: StatementSync;
   readonly #updateExecution: StatementSync;
   readonly #getExecution: StatementSync;
-  readonly #list: Readonly<Record<ListVariant, StatementSync>>;
+  /** List statements by shape (which of agent / status / cursor are given), prepared on first use. */
+  readonly #list = new Map<string, StatementSync>();
   readonly #listUnfinished: StatementSync;
   readonly #insertLog: StatementSync;
   readonly #maxSeq: StatementSync;
   readonly #readLogs: StatementSync;
+  readonly #agentRow: StatementSync;
+  readonly #revision: StatementSync;
+  readonly #maxRevision: StatementSync;
+  readonly #insertBundle: StatementSync;
+  readonly #insertAgent: StatementSync;
+  readonly #activate: StatementSync;
+  readonly #insertRevision: StatementSync;
+  readonly #summary: StatementSync;
+  readonly #summaries: StatementSync;
+  readonly #revisions: StatementSync;
+  readonly #deleteRevisions: StatementSync;
+  readonly #deleteAgent: StatementSync;
+  readonly #deleteOrphanBundles: StatementSync;
+  readonly #readBundle: StatementSync;
+  readonly #insertKey: StatementSync;
+  readonly #keyByHash: StatementSync;
+  readonly #keys: StatementSync;
+  readonly #revokeKey: StatementSync;
+  readonly #touchKey: StatementSync;
   /** Last stored seq per execution; an entry is dropped when it may be stale and re-read from the db. */
   readonly #lastSeq = new Map<string, number>();
 
@@ -76,7 +149,7 @@ export class SqliteExecutionStore implements ExecutionStore {
    * is created with mode 0700 and a new database file with mode 0600; existing ones are left as they are.
    * `:memory:` opens a private in-memory database.
    */
-  static open(file: string): SqliteExecutionStore {
+  static open(file: string): SqliteStore {
     if (file !== ':memory:') {
       mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
       createPrivateFile(file);
@@ -90,7 +163,7 @@ export class SqliteExecutionStore implements ExecutionStore {
       db.exec('PRAGMA busy_timeout = 5000');
       db.exec('PRAGMA foreign_keys = ON');
       migrate(db);
-      return new SqliteExecutionStore(db);
+      return new SqliteStore(db);
     } catch (error) {
       db.close();
       throw error;
@@ -100,8 +173,8 @@ export class SqliteExecutionStore implements ExecutionStore {
   private constructor(db: DatabaseSync) {
     this.#db = db;
     this.#insertExecution = db.prepare(
-      `INSERT INTO executions (${COLUMNS}) VALUES (:id, :agent_name, :agent_version, :runtime, :status, ` +
-        ':exit_code, :reason, :input_json, :output_json, :violations_json, :created_at, :started_at, ' +
+      `INSERT INTO executions (${COLUMNS}) VALUES (:id, :agent_name, :agent_version, :agent_revision, :runtime, ` +
+        ':status, :exit_code, :reason, :input_json, :output_json, :violations_json, :created_at, :started_at, ' +
         ':finished_at, :duration_ms, :owner_json)',
     );
     // One statement for every patch shape: each column changes only when its `set_*` flag is 1.
@@ -114,20 +187,13 @@ export class SqliteExecutionStore implements ExecutionStore {
       'started_at',
       'finished_at',
       'duration_ms',
+      'owner_json',
     ];
     this.#updateExecution = db.prepare(
       `UPDATE executions SET ${patchable.map((c) => `${c} = CASE WHEN :set_${c} THEN :${c} ELSE ${c} END`).join(', ')} ` +
         `WHERE id = :id RETURNING ${COLUMNS}`,
     );
     this.#getExecution = db.prepare(`SELECT ${COLUMNS} FROM executions WHERE id = ?`);
-    const list = (where: string) =>
-      db.prepare(`SELECT ${COLUMNS} FROM executions ${where} ORDER BY created_at DESC, id DESC LIMIT :limit`);
-    this.#list = {
-      all: list(''),
-      agent: list('WHERE agent_name = :agent'),
-      status: list('WHERE status = :status'),
-      'agent+status': list('WHERE agent_name = :agent AND status = :status'),
-    };
     this.#listUnfinished = db.prepare(
       `SELECT ${COLUMNS} FROM executions WHERE status IN (${UNFINISHED_STATUSES.map(() => '?').join(', ')}) ` +
         'ORDER BY created_at, id',
@@ -139,7 +205,45 @@ export class SqliteExecutionStore implements ExecutionStore {
     this.#readLogs = db.prepare(
       'SELECT seq, ts, stream, text FROM execution_logs WHERE execution_id = ? AND seq > ? ORDER BY seq LIMIT ?',
     );
+
+    this.#agentRow = db.prepare('SELECT name, active_revision FROM agents WHERE name = ?');
+    this.#revision = db.prepare(
+      `SELECT ${REVISION_COLUMNS} FROM agent_revisions WHERE agent = ? AND revision = ?`,
+    );
+    this.#maxRevision = db.prepare('SELECT MAX(revision) AS revision FROM agent_revisions WHERE agent = ?');
+    this.#insertBundle = db.prepare(
+      'INSERT INTO bundles (digest, bytes, size_bytes, created_at) VALUES (?, ?, ?, ?) ON CONFLICT (digest) DO NOTHING',
+    );
+    this.#insertAgent = db.prepare(
+      'INSERT INTO agents (name, active_revision, created_at, updated_at) VALUES (?, ?, ?, ?)',
+    );
+    this.#activate = db.prepare('UPDATE agents SET active_revision = ?, updated_at = ? WHERE name = ?');
+    this.#insertRevision = db.prepare(
+      `INSERT INTO agent_revisions (${REVISION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+    );
+    this.#summary = db.prepare(`${SUMMARY_SELECT} WHERE a.name = ?`);
+    this.#summaries = db.prepare(`${SUMMARY_SELECT} ORDER BY a.name`);
+    this.#revisions = db.prepare(
+      `SELECT ${REVISION_COLUMNS} FROM agent_revisions WHERE agent = ? ORDER BY revision DESC`,
+    );
+    this.#deleteRevisions = db.prepare('DELETE FROM agent_revisions WHERE agent = ?');
+    this.#deleteAgent = db.prepare('DELETE FROM agents WHERE name = ?');
+    this.#deleteOrphanBundles = db.prepare(
+      'DELETE FROM bundles WHERE NOT EXISTS (SELECT 1 FROM agent_revisions r WHERE r.digest = bundles.digest)',
+    );
+    this.#readBundle = db.prepare('SELECT bytes FROM bundles WHERE digest = ?');
+
+    this.#insertKey = db.prepare(`INSERT INTO api_keys (${KEY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`);
+    this.#keyByHash = db.prepare(`SELECT ${KEY_COLUMNS} FROM api_keys WHERE hash = ?`);
+    this.#keys = db.prepare(`SELECT ${KEY_COLUMNS} FROM api_keys ORDER BY created_at, id`);
+    this.#revokeKey = db.prepare(
+      `UPDATE api_keys SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ? RETURNING ${KEY_COLUMNS}`,
+    );
+    this.#touchKey = db.prepare('UPDATE api_keys SET last_used_at = ? WHERE id = ?');
   }
+
+  // -------------------------------------------------------------------------------------------------------------
+  // Executions and logs.
 
   async createExecution(record: ExecutionRecord): Promise<void> {
     try {
@@ -147,6 +251,7 @@ export class SqliteExecutionStore implements ExecutionStore {
         id: record.id,
         agent_name: record.agent.name,
         agent_version: record.agent.version,
+        agent_revision: record.agent.revision ?? null,
         runtime: record.runtime,
         status: record.status,
         exit_code: record.exitCode,
@@ -161,7 +266,7 @@ export class SqliteExecutionStore implements ExecutionStore {
         owner_json: record.owner === null ? null : JSON.stringify(record.owner),
       });
     } catch (error) {
-      if (isPrimaryKeyClash(error)) {
+      if (isUniqueClash(error)) {
         throw new AegisError('INTERNAL', `execution ${record.id} already exists`, { cause: error });
       }
       throw error;
@@ -182,6 +287,10 @@ export class SqliteExecutionStore implements ExecutionStore {
     set('started_at', patch.startedAt);
     set('finished_at', patch.finishedAt);
     set('duration_ms', patch.durationMs);
+    set(
+      'owner_json',
+      patch.owner === undefined ? undefined : patch.owner === null ? null : JSON.stringify(patch.owner),
+    );
     const row = this.#updateExecution.get(params);
     if (row === undefined)
       throw new AegisError('NOT_FOUND', `no execution with id ${id}`, { details: { id } });
@@ -196,18 +305,31 @@ export class SqliteExecutionStore implements ExecutionStore {
   }
 
   async listExecutions(query: ListExecutionsQuery = {}): Promise<readonly ExecutionRecord[]> {
-    const variant: ListVariant =
-      query.agent !== undefined
-        ? query.status !== undefined
-          ? 'agent+status'
-          : 'agent'
-        : query.status !== undefined
-          ? 'status'
-          : 'all';
     const params: Record<string, SQLInputValue> = { limit: listLimit(query.limit) };
-    if (query.agent !== undefined) params['agent'] = query.agent;
-    if (query.status !== undefined) params['status'] = query.status;
-    return this.#list[variant].all(params).map((row) => toRecord(row as unknown as ExecutionRow));
+    const where: string[] = [];
+    if (query.agent !== undefined) {
+      where.push('agent_name = :agent');
+      params['agent'] = query.agent;
+    }
+    if (query.status !== undefined) {
+      where.push('status = :status');
+      params['status'] = query.status;
+    }
+    if (query.after !== undefined) {
+      // Strictly after the cursor in list order (created_at desc, id desc): a row-value comparison.
+      where.push('(created_at, id) < (:after_created_at, :after_id)');
+      params['after_created_at'] = query.after.createdAt;
+      params['after_id'] = query.after.id;
+    }
+    const sql =
+      `SELECT ${COLUMNS} FROM executions ${where.length === 0 ? '' : `WHERE ${where.join(' AND ')}`} ` +
+      'ORDER BY created_at DESC, id DESC LIMIT :limit';
+    let statement = this.#list.get(sql);
+    if (statement === undefined) {
+      statement = this.#db.prepare(sql);
+      this.#list.set(sql, statement);
+    }
+    return statement.all(params).map((row) => toRecord(row as unknown as ExecutionRow));
   }
 
   /** Oldest first. */
@@ -249,10 +371,151 @@ export class SqliteExecutionStore implements ExecutionStore {
     });
   }
 
+  // -------------------------------------------------------------------------------------------------------------
+  // Deployed agents.
+
+  async deployRevision(input: NewAgentRevision, bundle: Uint8Array): Promise<DeployOutcome> {
+    return this.#transaction(() => {
+      const agent = this.#agentRow.get(input.agent) as { active_revision: number } | undefined;
+      if (agent !== undefined) {
+        const active = this.#revision.get(input.agent, agent.active_revision) as RevisionRow | undefined;
+        if (active !== undefined && active.digest === input.digest) {
+          return { revision: toRevision(active), created: false };
+        }
+      }
+      const highest = this.#maxRevision.get(input.agent)?.['revision'];
+      const revision: AgentRevision = {
+        agent: input.agent,
+        revision: Number(highest ?? 0) + 1,
+        version: input.version,
+        digest: input.digest,
+        sizeBytes: input.sizeBytes,
+        description: input.description,
+        createdAt: input.createdAt,
+        deployedBy: input.deployedBy,
+      };
+      this.#insertBundle.run(input.digest, bundle, bundle.byteLength, input.createdAt);
+      if (agent === undefined) {
+        this.#insertAgent.run(input.agent, revision.revision, input.createdAt, input.createdAt);
+      } else {
+        this.#activate.run(revision.revision, input.createdAt, input.agent);
+      }
+      this.#insertRevision.run(
+        revision.agent,
+        revision.revision,
+        revision.version,
+        revision.digest,
+        revision.sizeBytes,
+        revision.description,
+        revision.createdAt,
+        revision.deployedBy,
+      );
+      return { revision, created: true };
+    });
+  }
+
+  async getAgent(name: string): Promise<AgentSummary | undefined> {
+    const row = this.#summary.get(name);
+    return row === undefined ? undefined : toSummary(row as unknown as SummaryRow);
+  }
+
+  async listAgents(): Promise<readonly AgentSummary[]> {
+    return this.#summaries.all().map((row) => toSummary(row as unknown as SummaryRow));
+  }
+
+  async listRevisions(name: string): Promise<readonly AgentRevision[]> {
+    return this.#revisions.all(name).map((row) => toRevision(row as unknown as RevisionRow));
+  }
+
+  async setActiveRevision(name: string, revision: number, at: string): Promise<AgentSummary> {
+    return this.#transaction(() => {
+      if (this.#agentRow.get(name) === undefined) throw noSuchAgent(name);
+      if (this.#revision.get(name, revision) === undefined) throw noSuchRevision(name, revision);
+      this.#activate.run(revision, at, name);
+      const row = this.#summary.get(name);
+      if (row === undefined) throw new AegisError('INTERNAL', `agent ${name} vanished while activating`);
+      return toSummary(row as unknown as SummaryRow);
+    });
+  }
+
+  async deleteAgent(name: string): Promise<boolean> {
+    return this.#transaction(() => {
+      this.#deleteRevisions.run(name);
+      const deleted = Number(this.#deleteAgent.run(name).changes) > 0;
+      if (deleted) this.#deleteOrphanBundles.run();
+      return deleted;
+    });
+  }
+
+  async readBundle(digest: string): Promise<Uint8Array | undefined> {
+    const row = this.#readBundle.get(digest);
+    return row === undefined ? undefined : (row['bytes'] as Uint8Array);
+  }
+
+  // -------------------------------------------------------------------------------------------------------------
+  // API keys.
+
+  async createKey(record: ApiKeyRecord): Promise<void> {
+    try {
+      this.#insertKey.run(
+        record.id,
+        record.name,
+        record.hash,
+        record.prefix,
+        JSON.stringify(record.scopes),
+        record.rateLimit === null ? null : JSON.stringify(record.rateLimit),
+        record.createdAt,
+        record.revokedAt,
+        record.lastUsedAt,
+      );
+    } catch (error) {
+      if (isUniqueClash(error)) {
+        throw new AegisError('CONFLICT', `an API key with id ${record.id} or the same hash exists already`, {
+          cause: error,
+          details: { id: record.id },
+        });
+      }
+      throw error;
+    }
+  }
+
+  async findKeyByHash(hash: string): Promise<ApiKeyRecord | undefined> {
+    const row = this.#keyByHash.get(hash);
+    return row === undefined ? undefined : toKey(row as unknown as KeyRow);
+  }
+
+  async listKeys(): Promise<readonly ApiKeyRecord[]> {
+    return this.#keys.all().map((row) => toKey(row as unknown as KeyRow));
+  }
+
+  async revokeKey(id: string, at: string): Promise<ApiKeyRecord> {
+    const row = this.#revokeKey.get(at, id);
+    if (row === undefined) throw new AegisError('NOT_FOUND', `no API key with id ${id}`, { details: { id } });
+    return toKey(row as unknown as KeyRow);
+  }
+
+  async touchKey(id: string, at: string): Promise<void> {
+    this.#touchKey.run(at, id);
+  }
+
   /** Closes the database. Idempotent. */
   async close(): Promise<void> {
     this.#lastSeq.clear();
+    this.#list.clear();
     if (this.#db.isOpen) this.#db.close();
+  }
+
+  /** Runs `body` in a BEGIN IMMEDIATE transaction: committed when it returns, rolled back when it throws. */
+  #transaction<T>(body: () => T): T {
+    this.#db.exec('BEGIN IMMEDIATE');
+    try {
+      const result = body();
+      this.#db.exec('COMMIT');
+      return result;
+    } catch (error) {
+      if (this.#db.isTransaction) this.#db.exec('ROLLBACK');
+      throw error;
+    }
   }
 }
 
@@ -280,15 +543,30 @@ function listLimit(limit: number | undefined): number {
 }
 
 const SQLITE_CONSTRAINT_PRIMARYKEY = 1555;
+const SQLITE_CONSTRAINT_UNIQUE = 2067;
 
-function isPrimaryKeyClash(error: unknown): boolean {
-  return error instanceof Error && (error as { errcode?: unknown }).errcode === SQLITE_CONSTRAINT_PRIMARYKEY;
+function isUniqueClash(error: unknown): boolean {
+  const code = error instanceof Error ? (error as { errcode?: unknown }).errcode : undefined;
+  return code === SQLITE_CONSTRAINT_PRIMARYKEY || code === SQLITE_CONSTRAINT_UNIQUE;
+}
+
+function noSuchAgent(name: string): AegisError {
+  return new AegisError('NOT_FOUND', `no agent named ${name}`, { details: { name } });
+}
+
+function noSuchRevision(name: string, revision: number): AegisError {
+  return new AegisError('NOT_FOUND', `agent ${name} has no revision ${revision}`, {
+    details: { name, revision },
+  });
 }
 
 function toRecord(row: ExecutionRow): ExecutionRecord {
   return {
     id: row.id,
-    agent: { name: row.agent_name, version: row.agent_version },
+    agent:
+      row.agent_revision === null
+        ? { name: row.agent_name, version: row.agent_version }
+        : { name: row.agent_name, version: row.agent_version, revision: row.agent_revision },
     runtime: row.runtime,
     status: row.status as ExecutionStatus,
     exitCode: row.exit_code,
@@ -301,5 +579,43 @@ function toRecord(row: ExecutionRow): ExecutionRecord {
     finishedAt: row.finished_at,
     durationMs: row.duration_ms,
     owner: row.owner_json === null ? null : (JSON.parse(row.owner_json) as OwnerRef),
+  };
+}
+
+function toRevision(row: RevisionRow): AgentRevision {
+  return {
+    agent: row.agent,
+    revision: row.revision,
+    version: row.version,
+    digest: row.digest,
+    sizeBytes: row.size_bytes,
+    description: row.description,
+    createdAt: row.created_at,
+    deployedBy: row.deployed_by,
+  };
+}
+
+function toSummary(row: SummaryRow): AgentSummary {
+  return {
+    name: row.name,
+    activeRevision: row.active_revision,
+    active: toRevision(row),
+    revisions: row.revision_count,
+    createdAt: row.agent_created_at,
+    updatedAt: row.agent_updated_at,
+  };
+}
+
+function toKey(row: KeyRow): ApiKeyRecord {
+  return {
+    id: row.id,
+    name: row.name,
+    hash: row.hash,
+    prefix: row.prefix,
+    scopes: JSON.parse(row.scopes_json) as Scope[],
+    rateLimit: row.rate_json === null ? null : (JSON.parse(row.rate_json) as RateLimit),
+    createdAt: row.created_at,
+    revokedAt: row.revoked_at,
+    lastUsedAt: row.last_used_at,
   };
 }

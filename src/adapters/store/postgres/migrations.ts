@@ -1,0 +1,168 @@
+/**
+ * Schema of the PostgreSQL store, as an ordered list of migrations (same rules as sqlite/migrations.ts: append with
+ * the next id, never edit one that has shipped).
+ *
+ * Column choices (docs/adr/0009-postgres-store.md):
+ * - Timestamps are TEXT holding the ISO strings the app hands in, so they read back exactly as given (a
+ *   `timestamptz` would normalise precision and offset). Sorting them as text is chronological for the UTC `Z`
+ *   strings the app writes.
+ * - Every text column that is sorted or compared is `COLLATE "C"`: byte order, the order SQLite and the in-memory
+ *   store use, whatever the database's locale.
+ * - Agent-supplied JSON (input, output, violations) is `json`: verbatim text, so key order survives and strings may
+ *   hold `\u0000`, which `jsonb` refuses. Our own small structures (owner, scopes, rate limit) are `jsonb`.
+ * - Log text is `bytea` (UTF-8): PostgreSQL text cannot hold NUL, and agents print anything.
+ */
+import type { PoolClient } from 'pg';
+
+export interface Migration {
+  /** Strictly increasing, starting at 1. */
+  readonly id: number;
+  /** Short description, for humans reading this file. */
+  readonly name: string;
+  /** One or more statements (no parameters), run inside the migration transaction. */
+  readonly sql: string;
+}
+
+export const MIGRATIONS: readonly Migration[] = [
+  {
+    id: 1,
+    name: 'executions and logs, deployed agents (revisions, bundles), API keys',
+    sql: `
+      CREATE TABLE executions (
+        id              TEXT COLLATE "C" PRIMARY KEY,
+        agent_name      TEXT COLLATE "C" NOT NULL,
+        agent_version   TEXT NOT NULL,
+        agent_revision  INTEGER,
+        runtime         TEXT NOT NULL,
+        status          TEXT COLLATE "C" NOT NULL,
+        exit_code       INTEGER,
+        reason          TEXT,
+        input_json      JSON,
+        output_json     JSON,
+        violations_json JSON NOT NULL DEFAULT '[]',
+        created_at      TEXT COLLATE "C" NOT NULL,
+        started_at      TEXT,
+        finished_at     TEXT,
+        duration_ms     DOUBLE PRECISION,
+        owner_json      JSONB
+      );
+      -- List order is (created_at desc, id desc): a page, filtered or not, is one index range.
+      CREATE INDEX executions_by_created_at_id ON executions (created_at, id);
+      CREATE INDEX executions_by_agent_created_at_id ON executions (agent_name, created_at, id);
+      CREATE INDEX executions_by_status_created_at_id ON executions (status, created_at, id);
+
+      CREATE TABLE execution_logs (
+        execution_id TEXT COLLATE "C" NOT NULL,
+        seq          INTEGER NOT NULL,
+        ts           TEXT NOT NULL,
+        stream       TEXT NOT NULL,
+        text         BYTEA NOT NULL,
+        PRIMARY KEY (execution_id, seq)
+      );
+
+      -- One row per .tar.gz, by content address; shared by every revision (of any agent) with that digest.
+      CREATE TABLE bundles (
+        digest     TEXT COLLATE "C" PRIMARY KEY,
+        bytes      BYTEA NOT NULL,
+        size_bytes BIGINT NOT NULL,
+        created_at TEXT NOT NULL
+      );
+      -- Bundles are large and written once: keep them out of the compression attempt, stored out of line.
+      ALTER TABLE bundles ALTER COLUMN bytes SET STORAGE EXTERNAL;
+
+      CREATE TABLE agents (
+        name            TEXT COLLATE "C" PRIMARY KEY,
+        -- 0 only inside the transaction of an agent's first deploy, before its revision 1 exists.
+        active_revision INTEGER NOT NULL,
+        created_at      TEXT NOT NULL,
+        updated_at      TEXT NOT NULL
+      );
+
+      CREATE TABLE agent_revisions (
+        agent       TEXT COLLATE "C" NOT NULL REFERENCES agents (name),
+        revision    INTEGER NOT NULL,
+        version     TEXT NOT NULL,
+        digest      TEXT COLLATE "C" NOT NULL REFERENCES bundles (digest),
+        size_bytes  BIGINT NOT NULL,
+        description TEXT,
+        created_at  TEXT NOT NULL,
+        deployed_by TEXT NOT NULL,
+        PRIMARY KEY (agent, revision)
+      );
+      -- Is a bundle still used? (deleteAgent)
+      CREATE INDEX agent_revisions_by_digest ON agent_revisions (digest);
+
+      CREATE TABLE api_keys (
+        id           TEXT COLLATE "C" PRIMARY KEY,
+        name         TEXT NOT NULL,
+        hash         TEXT COLLATE "C" NOT NULL UNIQUE,
+        prefix       TEXT NOT NULL,
+        scopes_json  JSONB NOT NULL,
+        rate_json    JSONB,
+        created_at   TEXT COLLATE "C" NOT NULL,
+        revoked_at   TEXT,
+        last_used_at TEXT
+      );
+      CREATE INDEX api_keys_by_created_at ON api_keys (created_at, id);
+    `,
+  },
+];
+
+/** Advisory-lock key (one bigint) for a name: every lock this store takes goes through here. */
+export const LOCK_KEY_SQL = 'hashtextextended($1, 0)';
+
+/**
+ * Creates `schema` if needed and applies the migrations it has not seen yet, in order, in one transaction on
+ * `client`, recording each in `<schema>.schema_migrations`. Concurrent migrators of the same schema (several servers
+ * starting at once) queue on a transaction-scoped advisory lock, so exactly one applies each migration; the
+ * others then find nothing to do. A failing migration rolls everything back, the schema's creation included.
+ * Returns the ids it applied (empty when the schema was already current).
+ */
+export async function migrate(
+  client: PoolClient,
+  schema: string,
+  migrations: readonly Migration[] = MIGRATIONS,
+): Promise<number[]> {
+  const applied: number[] = [];
+  const quoted = quoteIdentifier(schema);
+  await client.query('BEGIN');
+  try {
+    await client.query(`SELECT pg_advisory_xact_lock(${LOCK_KEY_SQL})`, [`aegis.migrate:${schema}`]);
+    // Only CREATE when missing: CREATE SCHEMA IF NOT EXISTS needs the CREATE privilege even when it exists.
+    const exists = await client.query('SELECT 1 FROM pg_namespace WHERE nspname = $1', [schema]);
+    if (exists.rowCount === 0) await client.query(`CREATE SCHEMA ${quoted}`);
+    await client.query(`SET LOCAL search_path TO ${quoted}`);
+    await client.query(
+      'CREATE TABLE IF NOT EXISTS schema_migrations (id INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)',
+    );
+    const done = new Set(
+      (await client.query<{ id: number }>('SELECT id FROM schema_migrations')).rows.map((row) => row.id),
+    );
+    for (const migration of migrations) {
+      if (done.has(migration.id)) continue;
+      await client.query(migration.sql);
+      await client.query('INSERT INTO schema_migrations (id, name, applied_at) VALUES ($1, $2, $3)', [
+        migration.id,
+        migration.name,
+        new Date().toISOString(),
+      ]);
+      applied.push(migration.id);
+    }
+    await client.query('COMMIT');
+  } catch (error) {
+    await client.query('ROLLBACK').catch(() => {});
+    throw error;
+  }
+  return applied;
+}
+
+const IDENTIFIER = /^[a-z_][a-z0-9_]{0,62}$/;
+
+/** True for the schema names this store accepts: lowercase letters, digits and `_`, not starting with a digit. */
+export function isSchemaName(name: string): boolean {
+  return IDENTIFIER.test(name);
+}
+
+function quoteIdentifier(name: string): string {
+  return `"${name.replaceAll('"', '""')}"`;
+}

@@ -1,0 +1,732 @@
+/**
+ * The server store on PostgreSQL (`pg`, a connection pool): executions and their logs, deployed agents (revisions
+ * and bundles) and API keys — the same `Store` the SQLite store is, checked by the same contract suite
+ * (test/contracts/store.contract.ts). See docs/adr/0009-postgres-store.md.
+ *
+ * Several processes may share one database: every read-then-write runs in a transaction that locks what it reads
+ * (the agent's row for deploys; a transaction-scoped advisory lock per execution for log numbering), so revision
+ * and sequence numbers stay distinct whoever writes.
+ */
+import pg from 'pg';
+import type {
+  DeployOutcome,
+  ExecutionPatch,
+  ListExecutionsQuery,
+  NewAgentRevision,
+  NewLogLine,
+  Store,
+} from '../../../app/ports.ts';
+import type { ApiKeyRecord, RateLimit, Scope } from '../../../domain/auth/api-key.ts';
+import type { AgentRevision, AgentSummary } from '../../../domain/deployment.ts';
+import { AegisError } from '../../../domain/errors.ts';
+import type {
+  ExecutionRecord,
+  ExecutionStatus,
+  LogLine,
+  LogStream,
+  OwnerRef,
+  Violation,
+} from '../../../domain/execution.ts';
+import { isSchemaName, LOCK_KEY_SQL, migrate } from './migrations.ts';
+
+export interface PostgresStoreOptions {
+  /** Schema that holds the tables; created on open when missing. Lowercase letters, digits, `_`. @default 'public' */
+  readonly schema?: string;
+  /** Most connections the pool opens. @default 10 */
+  readonly poolSize?: number;
+  /** Give up connecting after this long. @default 10000 */
+  readonly connectTimeoutMs?: number;
+}
+
+const DEFAULT_LIST_LIMIT = 50;
+const MAX_LIST_LIMIT = 1000;
+const UNFINISHED_STATUSES: readonly ExecutionStatus[] = ['created', 'queued', 'running'];
+
+const COLUMNS =
+  'id, agent_name, agent_version, agent_revision, runtime, status, exit_code, reason, input_json, output_json, ' +
+  'violations_json, created_at, started_at, finished_at, duration_ms, owner_json';
+
+const REVISION_COLUMNS = 'agent, revision, version, digest, size_bytes, description, created_at, deployed_by';
+
+/** An agent joined with its active revision and its revision count. */
+const SUMMARY_SELECT =
+  'SELECT a.name, a.active_revision, a.created_at AS agent_created_at, a.updated_at AS agent_updated_at, ' +
+  '(SELECT COUNT(*) FROM agent_revisions c WHERE c.agent = a.name) AS revision_count, ' +
+  'r.agent, r.revision, r.version, r.digest, r.size_bytes, r.description, r.created_at, r.deployed_by ' +
+  'FROM agents a JOIN agent_revisions r ON r.agent = a.name AND r.revision = a.active_revision';
+
+const KEY_COLUMNS = 'id, name, hash, prefix, scopes_json, rate_json, created_at, revoked_at, last_used_at';
+
+/** PostgreSQL error codes (SQLSTATE) this store tells apart. */
+const UNIQUE_VIOLATION = '23505';
+
+interface ExecutionRow {
+  readonly id: string;
+  readonly agent_name: string;
+  readonly agent_version: string;
+  readonly agent_revision: number | null;
+  readonly runtime: string;
+  readonly status: string;
+  readonly exit_code: number | null;
+  readonly reason: string | null;
+  /** `json` columns arrive parsed. */
+  readonly input_json: unknown;
+  readonly output_json: unknown;
+  readonly violations_json: Violation[];
+  readonly created_at: string;
+  readonly started_at: string | null;
+  readonly finished_at: string | null;
+  readonly duration_ms: number | null;
+  readonly owner_json: OwnerRef | null;
+}
+
+interface LogRow {
+  readonly seq: number;
+  readonly ts: string;
+  readonly stream: string;
+  readonly text: Buffer;
+}
+
+interface RevisionRow {
+  readonly agent: string;
+  readonly revision: number;
+  readonly version: string;
+  readonly digest: string;
+  /** BIGINT arrives as a string. */
+  readonly size_bytes: string;
+  readonly description: string | null;
+  readonly created_at: string;
+  readonly deployed_by: string;
+}
+
+interface SummaryRow extends RevisionRow {
+  readonly name: string;
+  readonly active_revision: number;
+  readonly agent_created_at: string;
+  readonly agent_updated_at: string;
+  readonly revision_count: string;
+}
+
+interface KeyRow {
+  readonly id: string;
+  readonly name: string;
+  readonly hash: string;
+  readonly prefix: string;
+  readonly scopes_json: Scope[];
+  readonly rate_json: RateLimit | null;
+  readonly created_at: string;
+  readonly revoked_at: string | null;
+  readonly last_used_at: string | null;
+}
+
+type Queryable = Pick<pg.PoolClient, 'query'>;
+
+export class PostgresStore implements Store {
+  readonly #pool: pg.Pool;
+  readonly #schema: string;
+  /** The URL without its password: the only form that appears in messages. */
+  readonly #where: string;
+  #closed = false;
+
+  /**
+   * Connects to the database at `url` (`postgres://user:password@host:port/database`), creates `schema` if needed
+   * and brings it up to date. UNAVAILABLE when the server can't be reached or refuses us (the message names the URL
+   * without its password); USAGE for a malformed URL or option.
+   */
+  static async open(url: string, options: PostgresStoreOptions = {}): Promise<PostgresStore> {
+    const schema = options.schema ?? 'public';
+    if (!isSchemaName(schema)) {
+      throw new AegisError('USAGE', `"${schema}" is not a schema name this store accepts`, {
+        hint: 'use lowercase letters, digits and "_", not starting with a digit (at most 63 characters)',
+      });
+    }
+    const poolSize = options.poolSize ?? 10;
+    if (!Number.isSafeInteger(poolSize) || poolSize < 1) {
+      throw new AegisError('USAGE', `poolSize must be a whole number ≥ 1, got ${poolSize}`);
+    }
+    const { connectionString, where, startupOptions } = parseUrl(url);
+    const pool = new pg.Pool({
+      connectionString,
+      max: poolSize,
+      connectionTimeoutMillis: options.connectTimeoutMs ?? 10_000,
+      application_name: 'aegis',
+      // Every connection resolves unqualified names in our schema. The name was checked above: no quoting needed.
+      options: `${startupOptions} -c search_path=${schema}`.trim(),
+    });
+    // A pooled idle connection that dies (server restart) emits 'error' on the pool; without a listener that would
+    // crash the process. The next query opens a new connection, or reports UNAVAILABLE.
+    pool.on('error', () => {});
+    try {
+      const client = await pool.connect();
+      try {
+        await migrate(client, schema);
+      } finally {
+        client.release();
+      }
+    } catch (error) {
+      await pool.end().catch(() => {});
+      throw mapError(error, where);
+    }
+    return new PostgresStore(pool, schema, where);
+  }
+
+  private constructor(pool: pg.Pool, schema: string, where: string) {
+    this.#pool = pool;
+    this.#schema = schema;
+    this.#where = where;
+  }
+
+  // -------------------------------------------------------------------------------------------------------------
+  // Executions and logs.
+
+  async createExecution(record: ExecutionRecord): Promise<void> {
+    try {
+      await this.#query(
+        `INSERT INTO executions (${COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)`,
+        [
+          record.id,
+          record.agent.name,
+          record.agent.version,
+          record.agent.revision ?? null,
+          record.runtime,
+          record.status,
+          record.exitCode,
+          record.reason,
+          toJson(record.input),
+          toJson(record.output),
+          JSON.stringify(record.violations),
+          record.createdAt,
+          record.startedAt,
+          record.finishedAt,
+          record.durationMs,
+          record.owner === null ? null : JSON.stringify(record.owner),
+        ],
+      );
+    } catch (error) {
+      if (sqlState(error) === UNIQUE_VIOLATION) {
+        throw new AegisError('INTERNAL', `execution ${record.id} already exists`, { cause: error });
+      }
+      throw error;
+    }
+  }
+
+  async updateExecution(id: string, patch: ExecutionPatch): Promise<ExecutionRecord> {
+    const params: unknown[] = [id];
+    const sets: string[] = [];
+    const set = (column: string, value: unknown) => {
+      if (value === undefined) return;
+      params.push(value);
+      sets.push(`${column} = $${params.length}`);
+    };
+    set('status', patch.status);
+    set('exit_code', patch.exitCode);
+    set('reason', patch.reason);
+    if (patch.output !== undefined) set('output_json', toJson(patch.output));
+    if (patch.violations !== undefined) set('violations_json', JSON.stringify(patch.violations));
+    set('started_at', patch.startedAt);
+    set('finished_at', patch.finishedAt);
+    set('duration_ms', patch.durationMs);
+    if (patch.owner !== undefined)
+      set('owner_json', patch.owner === null ? null : JSON.stringify(patch.owner));
+    const sql =
+      sets.length === 0
+        ? `SELECT ${COLUMNS} FROM executions WHERE id = $1`
+        : `UPDATE executions SET ${sets.join(', ')} WHERE id = $1 RETURNING ${COLUMNS}`;
+    const { rows } = await this.#query<ExecutionRow>(sql, params);
+    const row = rows[0];
+    if (row === undefined)
+      throw new AegisError('NOT_FOUND', `no execution with id ${id}`, { details: { id } });
+    return toRecord(row);
+  }
+
+  async getExecution(id: string): Promise<ExecutionRecord | undefined> {
+    const { rows } = await this.#query<ExecutionRow>(`SELECT ${COLUMNS} FROM executions WHERE id = $1`, [id]);
+    return rows[0] === undefined ? undefined : toRecord(rows[0]);
+  }
+
+  async listExecutions(query: ListExecutionsQuery = {}): Promise<readonly ExecutionRecord[]> {
+    const params: unknown[] = [];
+    const where: string[] = [];
+    if (query.agent !== undefined) {
+      params.push(query.agent);
+      where.push(`agent_name = $${params.length}`);
+    }
+    if (query.status !== undefined) {
+      params.push(query.status);
+      where.push(`status = $${params.length}`);
+    }
+    if (query.after !== undefined) {
+      // Strictly after the cursor in list order (created_at desc, id desc): a row comparison, one index range.
+      params.push(query.after.createdAt, query.after.id);
+      where.push(`(created_at, id) < ($${params.length - 1}, $${params.length})`);
+    }
+    params.push(listLimit(query.limit));
+    const { rows } = await this.#query<ExecutionRow>(
+      `SELECT ${COLUMNS} FROM executions ${where.length === 0 ? '' : `WHERE ${where.join(' AND ')}`} ` +
+        `ORDER BY created_at DESC, id DESC LIMIT $${params.length}`,
+      params,
+    );
+    return rows.map(toRecord);
+  }
+
+  /** Oldest first. */
+  async listUnfinished(): Promise<readonly ExecutionRecord[]> {
+    const { rows } = await this.#query<ExecutionRow>(
+      `SELECT ${COLUMNS} FROM executions WHERE status = ANY($1::text[]) ORDER BY created_at, id`,
+      [UNFINISHED_STATUSES],
+    );
+    return rows.map(toRecord);
+  }
+
+  /**
+   * Numbers the lines after the highest stored seq of the execution, in one transaction that first takes an
+   * advisory lock on the execution: appends from any number of connections or processes queue there, and each
+   * sees the lines committed before it.
+   */
+  async appendLogs(executionId: string, lines: readonly NewLogLine[]): Promise<void> {
+    if (lines.length === 0) return;
+    await this.#transaction(async (client) => {
+      await client.query(`SELECT pg_advisory_xact_lock(${LOCK_KEY_SQL})`, [
+        `aegis.logs:${this.#schema}:${executionId}`,
+      ]);
+      await client.query(
+        'INSERT INTO execution_logs (execution_id, seq, ts, stream, text) ' +
+          'SELECT $1, base.seq + l.n, l.ts, l.stream, l.text ' +
+          'FROM (SELECT COALESCE(MAX(seq), 0) AS seq FROM execution_logs WHERE execution_id = $1) AS base, ' +
+          'unnest($2::text[], $3::text[], $4::bytea[]) WITH ORDINALITY AS l (ts, stream, text, n)',
+        [
+          executionId,
+          lines.map((line) => line.ts),
+          lines.map((line) => line.stream),
+          lines.map((line) => Buffer.from(line.text, 'utf8')),
+        ],
+      );
+    });
+  }
+
+  /** Without `limit`, every line after `afterSeq` (default 0: all of them). */
+  async readLogs(
+    executionId: string,
+    options: { afterSeq?: number; limit?: number } = {},
+  ): Promise<readonly LogLine[]> {
+    const limit = options.limit === undefined ? null : Math.max(0, Math.trunc(options.limit));
+    const { rows } = await this.#query<LogRow>(
+      'SELECT seq, ts, stream, text FROM execution_logs WHERE execution_id = $1 AND seq > $2 ORDER BY seq LIMIT $3',
+      [executionId, options.afterSeq ?? 0, limit],
+    );
+    return rows.map((r) => ({
+      seq: r.seq,
+      ts: r.ts,
+      stream: r.stream as LogStream,
+      text: r.text.toString('utf8'),
+    }));
+  }
+
+  // -------------------------------------------------------------------------------------------------------------
+  // Deployed agents.
+
+  async deployRevision(input: NewAgentRevision, bundle: Uint8Array): Promise<DeployOutcome> {
+    return this.#transaction(async (client) => {
+      // Shared: deploys run side by side; deleteAgent takes it exclusively before it removes unused bundles, so it
+      // never removes one a deploy in flight is about to reference.
+      await client.query(`SELECT pg_advisory_xact_lock_shared(${LOCK_KEY_SQL})`, [
+        `aegis.bundles:${this.#schema}`,
+      ]);
+      // Lock the agent's row, creating it first on a first deploy (active_revision 0 until revision 1 exists, never
+      // visible outside this transaction). Concurrent deploys of one agent queue here. If a concurrent deleteAgent
+      // removes the row while we wait, the SELECT finds nothing: create it again.
+      let agent: { active_revision: number } | undefined;
+      for (let attempt = 0; agent === undefined; attempt++) {
+        if (attempt === 3)
+          throw new AegisError('INTERNAL', `agent ${input.agent} keeps vanishing during deploy`);
+        await client.query(
+          'INSERT INTO agents (name, active_revision, created_at, updated_at) VALUES ($1, 0, $2, $2) ' +
+            'ON CONFLICT (name) DO NOTHING',
+          [input.agent, input.createdAt],
+        );
+        const locked = await client.query<{ active_revision: number }>(
+          'SELECT active_revision FROM agents WHERE name = $1 FOR UPDATE',
+          [input.agent],
+        );
+        agent = locked.rows[0];
+      }
+      if (agent.active_revision !== 0) {
+        const active = await client.query<RevisionRow>(
+          `SELECT ${REVISION_COLUMNS} FROM agent_revisions WHERE agent = $1 AND revision = $2`,
+          [input.agent, agent.active_revision],
+        );
+        const row = active.rows[0];
+        if (row !== undefined && row.digest === input.digest)
+          return { revision: toRevision(row), created: false };
+      }
+      const highest = await client.query<{ revision: number }>(
+        'SELECT COALESCE(MAX(revision), 0) + 1 AS revision FROM agent_revisions WHERE agent = $1',
+        [input.agent],
+      );
+      const revision: AgentRevision = {
+        agent: input.agent,
+        revision: highest.rows[0]?.revision ?? 1,
+        version: input.version,
+        digest: input.digest,
+        sizeBytes: input.sizeBytes,
+        description: input.description,
+        createdAt: input.createdAt,
+        deployedBy: input.deployedBy,
+      };
+      // Send the bytes only when the digest is new (a bundle may be tens of MiB).
+      const known = await client.query('SELECT 1 FROM bundles WHERE digest = $1', [input.digest]);
+      if (known.rowCount === 0) {
+        await client.query(
+          'INSERT INTO bundles (digest, bytes, size_bytes, created_at) VALUES ($1, $2, $3, $4) ' +
+            'ON CONFLICT (digest) DO NOTHING',
+          [input.digest, bundle, bundle.byteLength, input.createdAt],
+        );
+      }
+      await client.query(
+        `INSERT INTO agent_revisions (${REVISION_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
+        [
+          revision.agent,
+          revision.revision,
+          revision.version,
+          revision.digest,
+          revision.sizeBytes,
+          revision.description,
+          revision.createdAt,
+          revision.deployedBy,
+        ],
+      );
+      await client.query('UPDATE agents SET active_revision = $2, updated_at = $3 WHERE name = $1', [
+        input.agent,
+        revision.revision,
+        input.createdAt,
+      ]);
+      return { revision, created: true };
+    });
+  }
+
+  async getAgent(name: string): Promise<AgentSummary | undefined> {
+    const { rows } = await this.#query<SummaryRow>(`${SUMMARY_SELECT} WHERE a.name = $1`, [name]);
+    return rows[0] === undefined ? undefined : toSummary(rows[0]);
+  }
+
+  async listAgents(): Promise<readonly AgentSummary[]> {
+    const { rows } = await this.#query<SummaryRow>(`${SUMMARY_SELECT} ORDER BY a.name`);
+    return rows.map(toSummary);
+  }
+
+  async listRevisions(name: string): Promise<readonly AgentRevision[]> {
+    const { rows } = await this.#query<RevisionRow>(
+      `SELECT ${REVISION_COLUMNS} FROM agent_revisions WHERE agent = $1 ORDER BY revision DESC`,
+      [name],
+    );
+    return rows.map(toRevision);
+  }
+
+  async setActiveRevision(name: string, revision: number, at: string): Promise<AgentSummary> {
+    return this.#transaction(async (client) => {
+      const agent = await client.query('SELECT 1 FROM agents WHERE name = $1 FOR UPDATE', [name]);
+      if (agent.rowCount === 0) {
+        throw new AegisError('NOT_FOUND', `no agent named ${name}`, { details: { name } });
+      }
+      const exists = await client.query('SELECT 1 FROM agent_revisions WHERE agent = $1 AND revision = $2', [
+        name,
+        revision,
+      ]);
+      if (exists.rowCount === 0) {
+        throw new AegisError('NOT_FOUND', `agent ${name} has no revision ${revision}`, {
+          details: { name, revision },
+        });
+      }
+      await client.query('UPDATE agents SET active_revision = $2, updated_at = $3 WHERE name = $1', [
+        name,
+        revision,
+        at,
+      ]);
+      const { rows } = await client.query<SummaryRow>(`${SUMMARY_SELECT} WHERE a.name = $1`, [name]);
+      if (rows[0] === undefined) throw new AegisError('INTERNAL', `agent ${name} vanished while activating`);
+      return toSummary(rows[0]);
+    });
+  }
+
+  async deleteAgent(name: string): Promise<boolean> {
+    return this.#transaction(async (client) => {
+      await client.query(`SELECT pg_advisory_xact_lock(${LOCK_KEY_SQL})`, [`aegis.bundles:${this.#schema}`]);
+      const agent = await client.query('SELECT 1 FROM agents WHERE name = $1 FOR UPDATE', [name]);
+      if (agent.rowCount === 0) return false;
+      const { rows } = await client.query<{ digest: string }>(
+        'DELETE FROM agent_revisions WHERE agent = $1 RETURNING digest',
+        [name],
+      );
+      await client.query('DELETE FROM agents WHERE name = $1', [name]);
+      await client.query(
+        'DELETE FROM bundles b WHERE b.digest = ANY($1::text[]) ' +
+          'AND NOT EXISTS (SELECT 1 FROM agent_revisions r WHERE r.digest = b.digest)',
+        [[...new Set(rows.map((row) => row.digest))]],
+      );
+      return true;
+    });
+  }
+
+  async readBundle(digest: string): Promise<Uint8Array | undefined> {
+    const { rows } = await this.#query<{ bytes: Buffer }>('SELECT bytes FROM bundles WHERE digest = $1', [
+      digest,
+    ]);
+    return rows[0]?.bytes;
+  }
+
+  // -------------------------------------------------------------------------------------------------------------
+  // API keys.
+
+  async createKey(record: ApiKeyRecord): Promise<void> {
+    try {
+      await this.#query(`INSERT INTO api_keys (${KEY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`, [
+        record.id,
+        record.name,
+        record.hash,
+        record.prefix,
+        JSON.stringify(record.scopes),
+        record.rateLimit === null ? null : JSON.stringify(record.rateLimit),
+        record.createdAt,
+        record.revokedAt,
+        record.lastUsedAt,
+      ]);
+    } catch (error) {
+      if (sqlState(error) === UNIQUE_VIOLATION) {
+        throw new AegisError('CONFLICT', `an API key with id ${record.id} or the same hash exists already`, {
+          cause: error,
+          details: { id: record.id },
+        });
+      }
+      throw error;
+    }
+  }
+
+  async findKeyByHash(hash: string): Promise<ApiKeyRecord | undefined> {
+    const { rows } = await this.#query<KeyRow>(`SELECT ${KEY_COLUMNS} FROM api_keys WHERE hash = $1`, [hash]);
+    return rows[0] === undefined ? undefined : toKey(rows[0]);
+  }
+
+  async listKeys(): Promise<readonly ApiKeyRecord[]> {
+    const { rows } = await this.#query<KeyRow>(`SELECT ${KEY_COLUMNS} FROM api_keys ORDER BY created_at, id`);
+    return rows.map(toKey);
+  }
+
+  async revokeKey(id: string, at: string): Promise<ApiKeyRecord> {
+    const { rows } = await this.#query<KeyRow>(
+      `UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $2) WHERE id = $1 RETURNING ${KEY_COLUMNS}`,
+      [id, at],
+    );
+    if (rows[0] === undefined)
+      throw new AegisError('NOT_FOUND', `no API key with id ${id}`, { details: { id } });
+    return toKey(rows[0]);
+  }
+
+  async touchKey(id: string, at: string): Promise<void> {
+    await this.#query('UPDATE api_keys SET last_used_at = $2 WHERE id = $1', [id, at]);
+  }
+
+  /** Closes the pool (waiting for queries in flight). Idempotent. */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    await this.#pool.end();
+  }
+
+  // -------------------------------------------------------------------------------------------------------------
+
+  async #query<R extends pg.QueryResultRow>(sql: string, params: unknown[] = []): Promise<pg.QueryResult<R>> {
+    try {
+      return await this.#pool.query<R>(sql, params);
+    } catch (error) {
+      throw mapError(error, this.#where);
+    }
+  }
+
+  /** Runs `body` on one connection inside BEGIN … COMMIT; rolls back when it throws. */
+  async #transaction<T>(body: (client: Queryable) => Promise<T>): Promise<T> {
+    let client: pg.PoolClient;
+    try {
+      client = await this.#pool.connect();
+    } catch (error) {
+      throw mapError(error, this.#where);
+    }
+    let broken: Error | undefined;
+    try {
+      await client.query('BEGIN');
+      const result = await body(client);
+      await client.query('COMMIT');
+      return result;
+    } catch (error) {
+      try {
+        await client.query('ROLLBACK');
+      } catch (rollbackError) {
+        // The connection is gone or unusable: drop it from the pool rather than hand it out again.
+        broken = rollbackError instanceof Error ? rollbackError : new Error(String(rollbackError));
+      }
+      throw mapError(error, this.#where);
+    } finally {
+      client.release(broken);
+    }
+  }
+}
+
+/**
+ * Splits what we hand to `pg` from what we show: the URL for messages has no password (neither in the userinfo nor
+ * as a `password` parameter); a `?options=` parameter is taken out so that our search_path can be added to it.
+ */
+function parseUrl(url: string): { connectionString: string; where: string; startupOptions: string } {
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch {
+    // Never echo the text: it may hold a password.
+    throw new AegisError('USAGE', 'the PostgreSQL URL is not a URL', {
+      hint: 'write it as postgres://USER:PASSWORD@HOST:PORT/DATABASE',
+    });
+  }
+  if (parsed.protocol !== 'postgres:' && parsed.protocol !== 'postgresql:') {
+    throw new AegisError(
+      'USAGE',
+      `the PostgreSQL URL must start with postgres://, not ${parsed.protocol}//`,
+      {
+        hint: 'write it as postgres://USER:PASSWORD@HOST:PORT/DATABASE',
+      },
+    );
+  }
+  const startupOptions = parsed.searchParams.get('options') ?? '';
+  parsed.searchParams.delete('options');
+  const connectionString = parsed.toString();
+  parsed.password = '';
+  parsed.searchParams.delete('password');
+  return { connectionString, where: parsed.toString(), startupOptions };
+}
+
+/** Connection-level failures (no server, refused login, server going away): UNAVAILABLE. Everything else as is. */
+function mapError(error: unknown, where: string): unknown {
+  if (error instanceof AegisError || !(error instanceof Error)) return error;
+  if (!isConnectionError(error)) return error;
+  const code = sqlState(error) ?? (error as NodeJS.ErrnoException).code;
+  // Node reports a refused dual-stack connect as an AggregateError with an empty message.
+  const reason = error.message || code || error.name;
+  return new AegisError('UNAVAILABLE', `cannot reach PostgreSQL at ${where}: ${reason}`, {
+    cause: error,
+    details: code === undefined ? {} : { code },
+    hint: hintFor(code),
+  });
+}
+
+const NETWORK_ERRORS = new Set([
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'ENOTFOUND',
+  'EAI_AGAIN',
+  'ETIMEDOUT',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'EPIPE',
+  'ENOENT', // unix socket path missing
+]);
+
+function isConnectionError(error: Error): boolean {
+  const state = sqlState(error);
+  if (state !== undefined) {
+    // 08: connection exception; 28: invalid authorization; 3D000: no such database; 53300: too many connections;
+    // 57P01-57P03: the server is shutting down, crashed or still starting.
+    return (
+      state.startsWith('08') ||
+      state.startsWith('28') ||
+      state === '3D000' ||
+      state === '53300' ||
+      state === '57P01' ||
+      state === '57P02' ||
+      state === '57P03'
+    );
+  }
+  const code = (error as NodeJS.ErrnoException).code;
+  if (code !== undefined && NETWORK_ERRORS.has(code)) return true;
+  if (error instanceof AggregateError)
+    return error.errors.some((e) => e instanceof Error && isConnectionError(e));
+  return /Connection terminated|timeout exceeded when trying to connect|connect ECONN/i.test(error.message);
+}
+
+function hintFor(code: string | undefined): string {
+  if (code?.startsWith('28'))
+    return 'check the user and password in the PostgreSQL URL, and pg_hba.conf on the server';
+  if (code === '3D000') return 'create the database (createdb NAME) or fix its name in the URL';
+  return 'check that PostgreSQL runs and accepts TCP connections at that host and port (pg_isready -h HOST -p PORT)';
+}
+
+/** The SQLSTATE of a PostgreSQL error, if `error` is one. */
+function sqlState(error: unknown): string | undefined {
+  return error instanceof pg.DatabaseError ? error.code : undefined;
+}
+
+/** `undefined` (and anything else JSON can't represent at top level) is stored as SQL NULL. */
+function toJson(value: unknown): string | null {
+  return value === undefined ? null : (JSON.stringify(value) ?? null);
+}
+
+function listLimit(limit: number | undefined): number {
+  if (limit === undefined || Number.isNaN(limit)) return DEFAULT_LIST_LIMIT;
+  return Math.min(MAX_LIST_LIMIT, Math.max(0, Math.trunc(limit)));
+}
+
+function toRecord(row: ExecutionRow): ExecutionRecord {
+  return {
+    id: row.id,
+    agent:
+      row.agent_revision === null
+        ? { name: row.agent_name, version: row.agent_version }
+        : { name: row.agent_name, version: row.agent_version, revision: row.agent_revision },
+    runtime: row.runtime,
+    status: row.status as ExecutionStatus,
+    exitCode: row.exit_code,
+    reason: row.reason,
+    input: row.input_json ?? null,
+    output: row.output_json ?? null,
+    violations: row.violations_json,
+    createdAt: row.created_at,
+    startedAt: row.started_at,
+    finishedAt: row.finished_at,
+    durationMs: row.duration_ms,
+    owner: row.owner_json,
+  };
+}
+
+function toRevision(row: RevisionRow): AgentRevision {
+  return {
+    agent: row.agent,
+    revision: row.revision,
+    version: row.version,
+    digest: row.digest,
+    sizeBytes: Number(row.size_bytes),
+    description: row.description,
+    createdAt: row.created_at,
+    deployedBy: row.deployed_by,
+  };
+}
+
+function toSummary(row: SummaryRow): AgentSummary {
+  return {
+    name: row.name,
+    activeRevision: row.active_revision,
+    active: toRevision(row),
+    revisions: Number(row.revision_count),
+    createdAt: row.agent_created_at,
+    updatedAt: row.agent_updated_at,
+  };
+}
+
+function toKey(row: KeyRow): ApiKeyRecord {
+  return {
+    id: row.id,
+    name: row.name,
+    hash: row.hash,
+    prefix: row.prefix,
+    scopes: row.scopes_json,
+    rateLimit: row.rate_json,
+    createdAt: row.created_at,
+    revokedAt: row.revoked_at,
+    lastUsedAt: row.last_used_at,
+  };
+}
