@@ -11,7 +11,7 @@ Input (every key optional):
   {"mailbox": "/data/mailbox", "max_items": 10, "since": "2025-03-12"}
 
 To try it outside a sandbox, point the contract paths somewhere else:
-  AEGIS_INPUT=/tmp/in.json AEGIS_OUTPUT=/tmp/out.json MAILBOX_DIR=../data/mailbox python3 main.py
+  AEGIS_INPUT=/tmp/in.json AEGIS_OUTPUT=/tmp/out.json MAILBOX_DIR=mailbox python3 main.py
 """
 
 from __future__ import annotations
@@ -545,7 +545,7 @@ def main() -> int:
         write_output({
             "error": message,
             "hint": "grant it in agent.yaml under spec.security.filesystem.read, e.g. "
-            "{source: ../data/mailbox, target: /data/mailbox}",
+            "{source: mailbox, target: /data/mailbox}",
         })
         return 1
 
