@@ -14,6 +14,7 @@ import type {
   LimitName,
   LogLine,
   LogStream,
+  OwnerRef,
   TerminalStatus,
   Violation,
 } from '../domain/execution.ts';
@@ -141,6 +142,8 @@ export interface ExecutionPatch {
   readonly startedAt?: string | null;
   readonly finishedAt?: string | null;
   readonly durationMs?: number | null;
+  /** Set when a process takes over a queued execution (server restart). */
+  readonly owner?: OwnerRef | null;
 }
 
 export interface ListExecutionsQuery {
@@ -321,6 +324,16 @@ export interface SecretRandom {
 export interface Clock {
   /** Wall clock, ms since epoch (fractional allowed). */
   now(): number;
+}
+
+/** Counters and histograms the server exports (Prometheus). Use-cases call these; the adapter keeps the numbers. */
+export interface ExecutionMetrics {
+  /** An execution reached a terminal status. */
+  executionFinished(status: TerminalStatus): void;
+  /** Time from leaving the queue to the agent running (sandbox start), in ms. */
+  sandboxStarted(startMs: number): void;
+  /** Time an execution waited in the queue, in ms. */
+  dequeued(waitMs: number): void;
 }
 
 export interface Ids {

@@ -11,7 +11,13 @@
  */
 import { AUDIT_KINDS, type NetworkConnectData, type SecretUseData } from '../domain/audit/entry.ts';
 import { AegisError, isAegisError } from '../domain/errors.ts';
-import type { ExecutionRecord, LogStream, TerminalStatus, Violation } from '../domain/execution.ts';
+import {
+  type ExecutionRecord,
+  isTerminal,
+  type LogStream,
+  type TerminalStatus,
+  type Violation,
+} from '../domain/execution.ts';
 import type { CompiledAgent } from '../domain/manifest/compiled.ts';
 import type { NetworkPolicy } from '../domain/policy/network-rules.ts';
 import { placeholderMap, planSecrets } from '../domain/secrets/placeholder.ts';
@@ -53,7 +59,31 @@ export interface RunAgentRequest {
   readonly onCreated?: (id: string) => void;
   /** Called when the sandbox is ready and about to run the agent. */
   readonly onStarted?: (id: string) => void;
+  /** Aborting kills the agent (status `killed`); a string `signal.reason` becomes the record's reason. */
   readonly signal?: AbortSignal;
+  /** Called after each batch of log lines is stored (followers re-read the store then). */
+  readonly onLogsStored?: () => void;
+  /**
+   * Run this already-recorded execution (the server's queue) instead of creating one: its record is `queued` and
+   * its `execution.created` entry is in the ledger. `input` is taken from the record.
+   */
+  readonly queued?: ExecutionRecord;
+}
+
+/** The `execution.created` ledger data for an agent about to run on `runtime`. */
+export function createdAuditData(
+  agent: CompiledAgent,
+  runtime: string,
+  extra: { revision?: number; requestedBy?: string } = {},
+) {
+  return {
+    agent: agent.name,
+    version: agent.version,
+    runtime,
+    isolation: agent.isolation,
+    limits: { ...agent.limits },
+    ...extra,
+  };
 }
 
 /** How many log lines are written per store transaction while an agent streams. */
@@ -107,24 +137,25 @@ export async function runAgent(deps: RunAgentDeps, request: RunAgentRequest): Pr
   const { runtime, store, clock, ids, identity, audit } = deps;
   const { agent } = request;
   const iso = (ms: number) => new Date(ms).toISOString();
-  const id = ids.executionId();
-  const createdAt = clock.now();
-  await store.createExecution({
-    id,
-    agent: { name: agent.name, version: agent.version },
-    runtime: runtime.name,
-    status: 'created',
-    exitCode: null,
-    reason: null,
-    input: request.input ?? null,
-    output: null,
-    violations: [],
-    createdAt: iso(createdAt),
-    startedAt: null,
-    finishedAt: null,
-    durationMs: null,
-    owner: identity.current(),
-  });
+  const id = request.queued?.id ?? ids.executionId();
+  if (request.queued === undefined) {
+    await store.createExecution({
+      id,
+      agent: { name: agent.name, version: agent.version },
+      runtime: runtime.name,
+      status: 'created',
+      exitCode: null,
+      reason: null,
+      input: request.input ?? null,
+      output: null,
+      violations: [],
+      createdAt: iso(clock.now()),
+      startedAt: null,
+      finishedAt: null,
+      durationMs: null,
+      owner: identity.current(),
+    });
+  }
   let finishedAudited = false;
   const auditFinished = (
     status: TerminalStatus,
@@ -149,7 +180,7 @@ export async function runAgent(deps: RunAgentDeps, request: RunAgentRequest): Pr
     if (pending.length === 0) return flushing;
     const batch = pending;
     pending = [];
-    flushing = flushing.then(() => store.appendLogs(id, batch));
+    flushing = flushing.then(() => store.appendLogs(id, batch)).then(() => request.onLogsStored?.());
     return flushing;
   };
   const onLog = (stream: LogStream, text: string) => {
@@ -215,13 +246,9 @@ export async function runAgent(deps: RunAgentDeps, request: RunAgentRequest): Pr
   };
 
   try {
-    audit.append(AUDIT_KINDS.executionCreated, id, {
-      agent: agent.name,
-      version: agent.version,
-      runtime: runtime.name,
-      isolation: agent.isolation,
-      limits: { ...agent.limits },
-    });
+    // A queued execution's `execution.created` was written when it was accepted (with who asked for it).
+    if (request.queued === undefined)
+      audit.append(AUDIT_KINDS.executionCreated, id, createdAuditData(agent, runtime.name));
     let instanceId: string;
     try {
       const resolved = await resolveSecrets(deps, agent);
@@ -273,7 +300,7 @@ export async function runAgent(deps: RunAgentDeps, request: RunAgentRequest): Pr
     }
     request.onStarted?.(id);
     const result = await runtime.execute(instanceId, {
-      input: request.input ?? null,
+      input: (request.queued ? request.queued.input : request.input) ?? null,
       onLog,
       ...(request.signal ? { signal: request.signal } : {}),
     });
@@ -291,7 +318,11 @@ export async function runAgent(deps: RunAgentDeps, request: RunAgentRequest): Pr
       audit.append(AUDIT_KINDS.limitHit, id, { rule: violation.rule, count: violation.count ?? null });
     }
     const durationMs = Math.round(result.finishedAtMs - result.releasedAtMs);
-    const reason = result.reason === null ? null : clean(result.reason);
+    // A cancellation says who cancelled (the abort reason) rather than the runtime's generic "cancelled".
+    const abortReason = request.signal?.aborted ? request.signal.reason : undefined;
+    const rawReason =
+      result.status === 'killed' && typeof abortReason === 'string' ? abortReason : result.reason;
+    const reason = rawReason === null ? null : clean(rawReason);
     auditFinished(result.status, result.exitCode, reason, durationMs);
     return await store.updateExecution(id, {
       status: result.status,
@@ -306,7 +337,7 @@ export async function runAgent(deps: RunAgentDeps, request: RunAgentRequest): Pr
     clearInterval(ticker);
     await flush().catch(() => {});
     const current = await store.getExecution(id);
-    if (current && (current.status === 'created' || current.status === 'running')) {
+    if (current && !isTerminal(current.status)) {
       const reason = clean(`internal error: ${error instanceof Error ? error.message : String(error)}`);
       try {
         auditFinished('failed', null, reason, null);
@@ -366,6 +397,8 @@ export async function reconcileOrphans(
   const reapedIds = new Set(await deps.runtime.reapOrphans());
   const settled: string[] = [];
   for (const record of await deps.store.listUnfinished()) {
+    // Queued executions belong to the server's durable queue; its next start runs them.
+    if (record.status === 'queued') continue;
     if (record.owner && deps.identity.isAlive(record.owner)) continue;
     const reason = 'orchestrator-exited: the process running this execution died; its sandbox was reaped';
     deps.audit.append(AUDIT_KINDS.executionFinished, record.id, {

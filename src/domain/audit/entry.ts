@@ -21,6 +21,12 @@ export const AUDIT_KINDS = {
   networkConnect: 'network.connect',
   secretUse: 'secret.use',
   toolCall: 'tool.call',
+  agentDeployed: 'agent.deployed',
+  agentActivated: 'agent.activated',
+  agentDeleted: 'agent.deleted',
+  executionCancelled: 'execution.cancelled',
+  apiKeyCreated: 'apikey.created',
+  apiKeyRevoked: 'apikey.revoked',
 } as const;
 
 export type AuditKind = (typeof AUDIT_KINDS)[keyof typeof AUDIT_KINDS];
@@ -39,6 +45,9 @@ export type AuditDataByKind = {
       readonly diskBytes: number;
       readonly timeoutMs: number;
     };
+    /** Server executions: the deployed revision and who asked (API key id or `local`). */
+    readonly revision?: number;
+    readonly requestedBy?: string;
   };
   'execution.started': { readonly instance: string };
   'execution.finished': {
@@ -59,6 +68,31 @@ export type AuditDataByKind = {
   'network.connect': JsonObject;
   'secret.use': JsonObject;
   'tool.call': JsonObject;
+  /** A deploy that created a revision (re-deploying the active bundle records nothing). */
+  'agent.deployed': {
+    readonly agent: string;
+    readonly revision: number;
+    readonly version: string;
+    readonly digest: string;
+    readonly sizeBytes: number;
+    readonly by: string;
+  };
+  /** The active revision changed by a rollback (deploys activate implicitly). */
+  'agent.activated': {
+    readonly agent: string;
+    readonly revision: number;
+    readonly from: number;
+    readonly by: string;
+  };
+  'agent.deleted': { readonly agent: string; readonly revisions: number; readonly by: string };
+  'execution.cancelled': { readonly by: string; readonly status: string };
+  'apikey.created': {
+    readonly id: string;
+    readonly name: string;
+    readonly scopes: readonly string[];
+    readonly by: string;
+  };
+  'apikey.revoked': { readonly id: string; readonly by: string };
 };
 
 /** What runAgent records per secret seen by the egress proxy (`secret.use`) — never the value. */

@@ -1,5 +1,5 @@
 /**
- * API keys and what they may do. A key is `aegis_` + 43 base64url characters (256 random bits); only its SHA-256
+ * API keys and what they may do. A key is `aegis_` + 64 hex digits (256 random bits); only its SHA-256
  * is stored — a plain hash is right for secrets with this much entropy (no dictionary to slow down). The key text
  * is shown once, when it is created.
  */
@@ -24,7 +24,7 @@ export function hasScope(granted: readonly Scope[], required: Scope): boolean {
 }
 
 export const KEY_PREFIX = 'aegis_';
-const KEY_BODY = /^[A-Za-z0-9_-]{43,}$/;
+const KEY_BODY = /^[A-Za-z0-9_-]{32,}$/;
 
 export function looksLikeApiKey(text: string): boolean {
   return text.startsWith(KEY_PREFIX) && KEY_BODY.test(text.slice(KEY_PREFIX.length));

@@ -111,6 +111,11 @@ export function issuesToProblems(issues: readonly z.core.$ZodIssue[], input: unk
       } else {
         message = `expected ${issue.expected}, got ${describeReceived(value)}`;
       }
+    } else if (issue.code === 'invalid_value' && value === undefined) {
+      const field = segments[segments.length - 1];
+      const options = issue.values.map((v) => JSON.stringify(v));
+      message = `missing required field "${String(field)}"`;
+      hint = `add ${String(field)}: ${options.length === 1 ? options[0] : `one of ${options.join(', ')}`}`;
     } else if (issue.code === 'invalid_value') {
       const options = issue.values.map((v) => JSON.stringify(v));
       const suggestion =

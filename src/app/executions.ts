@@ -1,0 +1,395 @@
+/**
+ * Use-cases for executions on a server: accept (durably, as `queued`, before answering), run with a concurrency
+ * limit, cancel, wait, list — and recover after a crash.
+ *
+ * Backpressure, never drops: the queue is bounded; a request over the bound is refused with QUEUE_FULL before
+ * anything is stored. Everything accepted is in the store, so a restarted server finds it: queued executions run,
+ * the ones that were running are settled as `failed` (`orchestrator-restarted`) after their sandboxes are reaped.
+ */
+import { AUDIT_KINDS } from '../domain/audit/entry.ts';
+import { type Principal, requireScope } from '../domain/auth/api-key.ts';
+import { parseAgentSelector } from '../domain/deployment.ts';
+import { AegisError } from '../domain/errors.ts';
+import { type ExecutionRecord, type ExecutionStatus, isTerminal } from '../domain/execution.ts';
+import { loadRevision, resolveAgent } from './agents.ts';
+import type { ExecutionEvents } from './execution-events.ts';
+import type {
+  AgentBundles,
+  AuditLog,
+  Clock,
+  ExecutionMetrics,
+  Ids,
+  ListExecutionsQuery,
+  ProcessIdentity,
+  Runtime,
+  SecretRandom,
+  SecretStore,
+  Store,
+} from './ports.ts';
+import { createdAuditData, runAgent } from './run-agent.ts';
+
+export interface ExecutionsDeps {
+  readonly runtime: Runtime;
+  readonly store: Store;
+  readonly bundles: AgentBundles;
+  readonly audit: AuditLog;
+  readonly clock: Clock;
+  readonly ids: Pick<Ids, 'executionId'>;
+  readonly identity: ProcessIdentity;
+  readonly events: ExecutionEvents;
+  readonly metrics: ExecutionMetrics;
+  readonly secrets?: SecretStore;
+  readonly random?: SecretRandom;
+}
+
+export interface ExecutionsOptions {
+  /** Executions running at once on this node. */
+  readonly maxConcurrent: number;
+  /** Executions waiting for a slot; beyond it, QUEUE_FULL. */
+  readonly maxQueued: number;
+}
+
+export interface SubmitRequest {
+  /** `name`, `name@revision` or `name@version`. */
+  readonly agent: string;
+  readonly input?: unknown;
+}
+
+export interface ExecutionStats {
+  readonly running: number;
+  readonly queued: number;
+  readonly maxConcurrent: number;
+  readonly maxQueued: number;
+  readonly accepting: boolean;
+}
+
+interface Job {
+  record: ExecutionRecord;
+  readonly controller: AbortController;
+  readonly done: Promise<void>;
+}
+
+const RESTARTED =
+  'orchestrator-restarted: the server stopped while this execution ran; its sandbox was reaped on restart';
+
+export class Executions {
+  readonly #deps: ExecutionsDeps;
+  readonly #options: ExecutionsOptions;
+  readonly #pending: ExecutionRecord[] = [];
+  readonly #running = new Map<string, Job>();
+  /** Submissions between the capacity check and the enqueue (async store writes in between). */
+  #reserved = 0;
+  #accepting = true;
+
+  constructor(deps: ExecutionsDeps, options: ExecutionsOptions) {
+    this.#deps = deps;
+    this.#options = options;
+  }
+
+  stats(): ExecutionStats {
+    return {
+      running: this.#running.size,
+      queued: this.#pending.length,
+      maxConcurrent: this.#options.maxConcurrent,
+      maxQueued: this.#options.maxQueued,
+      accepting: this.#accepting,
+    };
+  }
+
+  async submit(principal: Principal, request: SubmitRequest): Promise<ExecutionRecord> {
+    requireScope(principal, 'execute', 'starting an execution');
+    if (!this.#accepting) {
+      throw new AegisError('UNAVAILABLE', 'the server is shutting down and accepts no new executions', {
+        hint: 'retry against another node or after the restart',
+      });
+    }
+    if (this.#pending.length + this.#reserved >= this.#options.maxQueued) {
+      throw new AegisError(
+        'QUEUE_FULL',
+        `the execution queue is full (${this.#options.maxQueued} waiting, ${this.#running.size} running); nothing was created`,
+        {
+          hint: 'retry later; operators can raise --max-queued or --max-concurrent',
+          details: { queued: this.#pending.length, running: this.#running.size, retryAfterMs: 1000 },
+        },
+      );
+    }
+    this.#reserved++;
+    try {
+      const { store, clock, identity, audit, runtime } = this.#deps;
+      const selector = parseAgentSelector(request.agent, 'agent');
+      const { revision, agent } = await resolveAgent(this.#deps, selector);
+      const record: ExecutionRecord = {
+        id: this.#deps.ids.executionId(),
+        agent: { name: agent.name, version: agent.version, revision: revision.revision },
+        runtime: runtime.name,
+        status: 'queued',
+        exitCode: null,
+        reason: null,
+        input: request.input ?? null,
+        output: null,
+        violations: [],
+        createdAt: new Date(clock.now()).toISOString(),
+        startedAt: null,
+        finishedAt: null,
+        durationMs: null,
+        owner: identity.current(),
+      };
+      await store.createExecution(record);
+      audit.append(
+        AUDIT_KINDS.executionCreated,
+        record.id,
+        createdAuditData(agent, runtime.name, { revision: revision.revision, requestedBy: principal.id }),
+      );
+      this.#pending.push(record);
+      this.#pump();
+      return record;
+    } finally {
+      this.#reserved--;
+    }
+  }
+
+  async get(principal: Principal, id: string): Promise<ExecutionRecord> {
+    requireScope(principal, 'read', 'reading an execution');
+    const record = await this.#deps.store.getExecution(id);
+    if (record === undefined) {
+      throw new AegisError('NOT_FOUND', `no execution ${id}`, {
+        hint: 'list executions with `aegis ps` or GET /v1/executions',
+      });
+    }
+    return record;
+  }
+
+  async list(principal: Principal, query: ListExecutionsQuery): Promise<readonly ExecutionRecord[]> {
+    requireScope(principal, 'read', 'listing executions');
+    return this.#deps.store.listExecutions(query);
+  }
+
+  /**
+   * Waits until the execution is terminal or `timeoutMs` passes; returns the record as it is then (check
+   * `isTerminal(record.status)`).
+   */
+  async wait(
+    principal: Principal,
+    id: string,
+    timeoutMs: number,
+    signal?: AbortSignal,
+  ): Promise<ExecutionRecord> {
+    const { events, clock } = this.#deps;
+    // Subscribed before the first read: a status change between the read and the wait still wakes us.
+    let changed = false;
+    let wake: (() => void) | undefined;
+    const unsubscribe = events.subscribe(id, (event) => {
+      if (event !== 'status') return;
+      changed = true;
+      wake?.();
+    });
+    try {
+      const deadline = clock.now() + timeoutMs;
+      for (;;) {
+        changed = false;
+        const record = await this.get(principal, id);
+        const left = deadline - clock.now();
+        if (isTerminal(record.status) || left <= 0 || signal?.aborted) return record;
+        if (changed) continue;
+        await new Promise<void>((resolve) => {
+          const timer = setTimeout(done, Math.min(left, 500));
+          function done() {
+            clearTimeout(timer);
+            signal?.removeEventListener('abort', done);
+            wake = undefined;
+            resolve();
+          }
+          wake = done;
+          signal?.addEventListener('abort', done, { once: true });
+        });
+      }
+    } finally {
+      unsubscribe();
+    }
+  }
+
+  /** Cancels a queued or running execution; CONFLICT when it has already ended. Resolves with the final record. */
+  async cancel(principal: Principal, id: string): Promise<ExecutionRecord> {
+    requireScope(principal, 'execute', 'cancelling an execution');
+    const record = await this.get(principal, id);
+    if (isTerminal(record.status)) {
+      throw new AegisError('CONFLICT', `execution ${id} has already ended (${record.status})`, {
+        details: { status: record.status },
+      });
+    }
+    const reason = `cancelled by ${principal.id}`;
+    const { audit, store, clock, events } = this.#deps;
+    const index = this.#pending.findIndex((queued) => queued.id === id);
+    if (index !== -1) {
+      this.#pending.splice(index, 1);
+      audit.append(AUDIT_KINDS.executionCancelled, id, { by: principal.id, status: 'queued' });
+      audit.append(AUDIT_KINDS.executionFinished, id, {
+        status: 'killed',
+        exitCode: null,
+        reason: `${reason} before it started`,
+        durationMs: null,
+      });
+      await audit.flush();
+      const final = await store.updateExecution(id, {
+        status: 'killed',
+        reason: `${reason} before it started`,
+        finishedAt: new Date(clock.now()).toISOString(),
+      });
+      this.#deps.metrics.executionFinished('killed');
+      events.emit(id, 'status');
+      return final;
+    }
+    const job = this.#running.get(id);
+    if (job === undefined) {
+      throw new AegisError('UNAVAILABLE', `execution ${id} (${record.status}) is run by another process`, {
+        hint: 'cancel it through the server that runs it',
+        details: { owner: record.owner },
+      });
+    }
+    audit.append(AUDIT_KINDS.executionCancelled, id, { by: principal.id, status: record.status });
+    job.controller.abort(reason);
+    await job.done;
+    return this.get(principal, id);
+  }
+
+  /**
+   * On start: reap sandboxes dead processes left, settle executions that were running when their server died
+   * (`failed`, `orchestrator-restarted`) and queue again the ones that were waiting. Executions owned by a live
+   * process (a concurrent `aegis run`, another node) are left alone.
+   */
+  async recover(): Promise<{ requeued: string[]; failed: string[] }> {
+    const { runtime, store, identity, audit, clock } = this.#deps;
+    await runtime.reapOrphans();
+    const me = identity.current();
+    const requeued: string[] = [];
+    const failed: string[] = [];
+    for (const record of await store.listUnfinished()) {
+      const owner = record.owner;
+      const mine =
+        owner !== null &&
+        owner.host === me.host &&
+        owner.pid === me.pid &&
+        owner.startTicks === me.startTicks;
+      if (mine || (owner !== null && identity.isAlive(owner))) continue;
+      if (record.status === 'queued') {
+        const taken = await store.updateExecution(record.id, { owner: me });
+        this.#pending.push(taken);
+        requeued.push(record.id);
+        continue;
+      }
+      audit.append(AUDIT_KINDS.executionFinished, record.id, {
+        status: 'failed',
+        exitCode: null,
+        reason: RESTARTED,
+        durationMs: null,
+      });
+      await store.updateExecution(record.id, {
+        status: 'failed',
+        reason: RESTARTED,
+        finishedAt: new Date(clock.now()).toISOString(),
+      });
+      this.#deps.metrics.executionFinished('failed');
+      failed.push(record.id);
+    }
+    await audit.flush();
+    this.#pump();
+    return { requeued, failed };
+  }
+
+  /**
+   * Graceful stop: accept nothing new, let running executions finish until `deadlineMs`, then cancel the rest
+   * (`killed`, reason `orchestrator-shutdown`). Queued executions stay queued in the store for the next start.
+   */
+  async drain(deadlineMs: number): Promise<{ finished: number; cancelled: number; leftQueued: number }> {
+    this.#accepting = false;
+    const leftQueued = this.#pending.length;
+    this.#pending.length = 0; // they stay `queued` in the store; the next start runs them
+    const jobs = [...this.#running.values()];
+    const all = Promise.all(jobs.map((job) => job.done));
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const timedOut = await Promise.race([
+      all.then(() => false),
+      new Promise<boolean>((resolve) => {
+        timer = setTimeout(() => resolve(true), deadlineMs);
+      }),
+    ]);
+    clearTimeout(timer);
+    let cancelled = 0;
+    if (timedOut) {
+      for (const job of this.#running.values()) {
+        cancelled++;
+        job.controller.abort('orchestrator-shutdown: the server stopped before this execution finished');
+      }
+      await Promise.all([...this.#running.values()].map((job) => job.done));
+    }
+    return { finished: jobs.length - cancelled, cancelled, leftQueued };
+  }
+
+  #pump(): void {
+    while (this.#accepting && this.#running.size < this.#options.maxConcurrent && this.#pending.length > 0) {
+      const record = this.#pending.shift()!;
+      const controller = new AbortController();
+      const job: Job = { record, controller, done: Promise.resolve() };
+      this.#running.set(record.id, job);
+      (job as { done: Promise<void> }).done = this.#run(job).finally(() => {
+        this.#running.delete(record.id);
+        this.#deps.events.emit(record.id, 'status');
+        this.#pump();
+      });
+    }
+  }
+
+  async #run(job: Job): Promise<void> {
+    const { store, clock, metrics, events, audit } = this.#deps;
+    const record = job.record;
+    const dequeuedAt = clock.now();
+    metrics.dequeued(dequeuedAt - Date.parse(record.createdAt));
+    let status: ExecutionStatus = 'failed';
+    try {
+      const revision = (await store.listRevisions(record.agent.name)).find(
+        (candidate) => candidate.revision === record.agent.revision,
+      );
+      if (revision === undefined) {
+        throw new AegisError('NOT_FOUND', `${record.agent.name}@${record.agent.revision} no longer exists`);
+      }
+      const agent = await loadRevision(this.#deps, revision);
+      const final = await runAgent(this.#deps, {
+        agent,
+        queued: record,
+        signal: job.controller.signal,
+        onStarted: () => {
+          metrics.sandboxStarted(clock.now() - dequeuedAt);
+          events.emit(record.id, 'status');
+        },
+        onLogsStored: () => events.emit(record.id, 'logs'),
+      });
+      status = final.status;
+    } catch (error) {
+      // runAgent settles its own failures; this covers what happens before it (revision or bundle gone).
+      const current = await store.getExecution(record.id).catch(() => undefined);
+      if (current && !isTerminal(current.status)) {
+        const reason = `not started: ${error instanceof Error ? error.message : String(error)}`;
+        try {
+          audit.append(AUDIT_KINDS.executionFinished, record.id, {
+            status: 'failed',
+            exitCode: null,
+            reason,
+            durationMs: null,
+          });
+        } catch {
+          // The store still records the outcome.
+        }
+        await store
+          .updateExecution(record.id, {
+            status: 'failed',
+            reason,
+            finishedAt: new Date(clock.now()).toISOString(),
+          })
+          .catch(() => {});
+      } else if (current) {
+        status = current.status;
+      }
+    }
+    metrics.executionFinished(isTerminal(status) ? status : 'failed');
+  }
+}
