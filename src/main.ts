@@ -2,6 +2,7 @@
  * Composition root: the only place that picks and constructs adapters. The CLI (and later the server) ask it
  * for a context; nothing else calls adapter constructors.
  */
+import { readFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { Ed25519NodeKey, nodeHasher } from './adapters/audit/node-key.ts';
@@ -11,7 +12,7 @@ import { SortableIds } from './adapters/ids/ids.ts';
 import { SandboxRuntime } from './adapters/runtimes/sandbox/runtime.ts';
 import { FileSecretStore } from './adapters/secrets/file-secret-store.ts';
 import { cryptoSecretRandom } from './adapters/secrets/random.ts';
-import { SqliteExecutionStore } from './adapters/store/sqlite/store.ts';
+import { SqliteStore } from './adapters/store/sqlite/store.ts';
 import type {
   AuditLog,
   Clock,
@@ -76,10 +77,15 @@ export interface LocalContext extends StoreContext {
   close(): Promise<void>;
 }
 
-const systemClock: Clock = { now: () => performance.timeOrigin + performance.now() };
+/** package.json's version, read once. */
+export const AEGIS_VERSION: string = (
+  JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }
+).version;
+
+export const systemClock: Clock = { now: () => performance.timeOrigin + performance.now() };
 
 export function openStoreContext(config: AegisConfig = loadConfig()): StoreContext {
-  const store = SqliteExecutionStore.open(join(config.home, 'aegis.db'));
+  const store = SqliteStore.open(join(config.home, 'aegis.db'));
   return { config, store, clock: systemClock, identity: new ProcIdentity() };
 }
 

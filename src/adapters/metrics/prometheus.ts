@@ -1,0 +1,96 @@
+/**
+ * Prometheus metrics (prom-client) for the server: executions by terminal status, sandbox start and queue-wait
+ * histograms, running sandboxes and queue depth (read from the scheduler at scrape time), and HTTP requests.
+ * Each server gets its own registry, so tests can run several servers in one process.
+ */
+import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
+import type { ExecutionMetrics } from '../../app/ports.ts';
+import type { TerminalStatus } from '../../domain/execution.ts';
+
+export interface QueueGauges {
+  running(): number;
+  queued(): number;
+}
+
+const LATENCY_BUCKETS_S = [0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1, 2.5, 5, 10, 30];
+
+export class PrometheusMetrics implements ExecutionMetrics {
+  readonly registry = new Registry();
+  readonly #finished: Counter<'status'>;
+  readonly #start: Histogram;
+  readonly #queueWait: Histogram;
+  readonly #http: Counter<'method' | 'route' | 'status'>;
+
+  constructor(options: { defaultMetrics?: boolean } = {}) {
+    if (options.defaultMetrics ?? true)
+      collectDefaultMetrics({ register: this.registry, prefix: 'aegis_process_' });
+    this.#finished = new Counter({
+      name: 'aegis_executions_total',
+      help: 'Executions that reached a terminal status, by status',
+      labelNames: ['status'],
+      registers: [this.registry],
+    });
+    this.#start = new Histogram({
+      name: 'aegis_execution_start_seconds',
+      help: 'Time from leaving the queue to the agent running (sandbox start)',
+      buckets: LATENCY_BUCKETS_S,
+      registers: [this.registry],
+    });
+    this.#queueWait = new Histogram({
+      name: 'aegis_execution_queue_wait_seconds',
+      help: 'Time an execution waited in the queue before its sandbox started',
+      buckets: LATENCY_BUCKETS_S,
+      registers: [this.registry],
+    });
+    this.#http = new Counter({
+      name: 'aegis_http_requests_total',
+      help: 'HTTP requests by method, route pattern and status code',
+      labelNames: ['method', 'route', 'status'],
+      registers: [this.registry],
+    });
+  }
+
+  /** Gauges that read the scheduler when scraped. */
+  bindQueue(queue: QueueGauges): void {
+    new Gauge({
+      name: 'aegis_sandboxes_running',
+      help: 'Sandboxes running an execution on this node',
+      registers: [this.registry],
+      collect() {
+        this.set(queue.running());
+      },
+    });
+    new Gauge({
+      name: 'aegis_queue_depth',
+      help: 'Executions waiting for a slot on this node',
+      registers: [this.registry],
+      collect() {
+        this.set(queue.queued());
+      },
+    });
+  }
+
+  executionFinished(status: TerminalStatus): void {
+    this.#finished.inc({ status });
+  }
+
+  sandboxStarted(startMs: number): void {
+    this.#start.observe(startMs / 1000);
+  }
+
+  dequeued(waitMs: number): void {
+    this.#queueWait.observe(Math.max(0, waitMs) / 1000);
+  }
+
+  httpRequest(method: string, route: string, status: number): void {
+    this.#http.inc({ method, route, status: String(status) });
+  }
+
+  contentType(): string {
+    return this.registry.contentType;
+  }
+
+  text(): Promise<string> {
+    return this.registry.metrics();
+  }
+}

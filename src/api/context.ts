@@ -1,0 +1,84 @@
+/**
+ * What the API layers (REST, gRPC) need: the use-cases' dependencies, and one gate that turns a request's
+ * credentials into a Principal — authentication and the per-key rate limit in one place, so REST and gRPC can't
+ * drift apart.
+ */
+import type { AgentDeps } from '../app/agents.ts';
+import { type ApiKeyDeps, authenticate } from '../app/api-keys.ts';
+import type { ExecutionEvents } from '../app/execution-events.ts';
+import type { Executions } from '../app/executions.ts';
+import type { AuditLog, Clock, Store } from '../app/ports.ts';
+import { LOCAL_PRINCIPAL, type Principal, type RateLimit } from '../domain/auth/api-key.ts';
+import { TokenBuckets } from '../domain/auth/token-bucket.ts';
+import { AegisError } from '../domain/errors.ts';
+
+export interface ApiContext {
+  readonly store: Store;
+  readonly audit: AuditLog;
+  readonly clock: Clock;
+  readonly events: ExecutionEvents;
+  readonly executions: Executions;
+  readonly agentDeps: AgentDeps;
+  readonly keyDeps: ApiKeyDeps;
+  readonly gate: AuthGate;
+  /** True once startup recovery finished and until shutdown begins (readiness). */
+  ready(): boolean;
+}
+
+/** How a request arrived: TCP carries a key; the unix socket (mode 0600, the server user's) is trusted. */
+export interface Credentials {
+  readonly transport: 'tcp' | 'unix';
+  /** The `Authorization` header as sent. */
+  readonly authorization: string | undefined;
+}
+
+export class AuthGate {
+  readonly #deps: Pick<ApiKeyDeps, 'store' | 'hasher' | 'clock'>;
+  readonly #defaultRate: RateLimit;
+  readonly #buckets = new TokenBuckets();
+  #sweptAt = 0;
+
+  constructor(deps: Pick<ApiKeyDeps, 'store' | 'hasher' | 'clock'>, defaultRate: RateLimit) {
+    this.#deps = deps;
+    this.#defaultRate = defaultRate;
+  }
+
+  /** Authenticates and charges one request to the key's rate; RATE_LIMITED carries `retryAfterMs` in details. */
+  async admit(credentials: Credentials): Promise<Principal> {
+    if (credentials.transport === 'unix') return LOCAL_PRINCIPAL;
+    const principal = await authenticate(this.#deps, bearerToken(credentials.authorization));
+    const now = this.#deps.clock.now();
+    const decision = this.#buckets.take(principal.id, principal.rateLimit ?? this.#defaultRate, now);
+    if (now - this.#sweptAt > 60_000) {
+      this.#sweptAt = now;
+      this.#buckets.sweep(now);
+    }
+    if (!decision.allowed) {
+      const limit = principal.rateLimit ?? this.#defaultRate;
+      throw new AegisError(
+        'RATE_LIMITED',
+        `key ${principal.id} is over its rate of ${formatRate(limit)}; retry in ${Math.ceil(decision.retryAfterMs / 1000)} s`,
+        {
+          details: { retryAfterMs: decision.retryAfterMs },
+          hint: 'slow down, or ask an admin for a higher --rate',
+        },
+      );
+    }
+    return principal;
+  }
+}
+
+function formatRate(limit: RateLimit): string {
+  return `${Number(limit.perSecond.toFixed(3))}/s (burst ${limit.burst})`;
+}
+
+function bearerToken(header: string | undefined): string | undefined {
+  if (header === undefined) return undefined;
+  const match = /^Bearer\s+(\S+)\s*$/i.exec(header);
+  if (!match) {
+    throw new AegisError('UNAUTHENTICATED', 'the Authorization header must be "Bearer <key>"', {
+      hint: 'send "Authorization: Bearer aegis_…"',
+    });
+  }
+  return match[1];
+}

@@ -1,0 +1,224 @@
+/**
+ * The REST API's shapes, as zod schemas: request bodies and queries are validated with them, responses are typed by
+ * them, and /openapi.json is generated from them (openapi.ts). The SDK imports the inferred types.
+ */
+import { z } from 'zod';
+import { SCOPES } from '../../domain/auth/api-key.ts';
+import { TERMINAL_STATUSES } from '../../domain/execution.ts';
+
+const STATUSES = ['created', 'queued', 'running', ...TERMINAL_STATUSES] as const;
+
+export const ErrorBody = z
+  .object({
+    error: z.object({
+      code: z.string().meta({ description: 'Stable error code (README: error codes)', example: 'NOT_FOUND' }),
+      message: z.string(),
+      details: z
+        .record(z.string(), z.unknown())
+        .meta({ description: 'hint, problems (each with a JSON path), retryAfterMs, …' }),
+    }),
+  })
+  .meta({ id: 'Error' });
+export type ErrorBody = z.infer<typeof ErrorBody>;
+
+export const Violation = z
+  .object({
+    kind: z.enum(['limit', 'network', 'filesystem']),
+    rule: z.string(),
+    message: z.string(),
+    count: z.number().int().optional(),
+  })
+  .meta({ id: 'Violation' });
+
+export const Execution = z
+  .object({
+    id: z.string().meta({ example: 'ex_01jd5v9k3m8q2r7t4w6y0zabcd' }),
+    agent: z.object({ name: z.string(), version: z.string(), revision: z.number().int().nullable() }),
+    runtime: z.string(),
+    status: z.enum(STATUSES),
+    exitCode: z.number().int().nullable(),
+    reason: z.string().nullable(),
+    input: z.unknown(),
+    output: z.unknown(),
+    violations: z.array(Violation),
+    createdAt: z.string(),
+    startedAt: z.string().nullable(),
+    finishedAt: z.string().nullable(),
+    durationMs: z.number().nullable(),
+  })
+  .meta({ id: 'Execution' });
+export type Execution = z.infer<typeof Execution>;
+
+export const ExecutionList = z
+  .object({
+    executions: z.array(Execution),
+    nextCursor: z
+      .string()
+      .nullable()
+      .meta({ description: 'Pass as ?cursor= for the next page; null at the end' }),
+  })
+  .meta({ id: 'ExecutionList' });
+export type ExecutionList = z.infer<typeof ExecutionList>;
+
+export const CreateExecutionBody = z
+  .strictObject({
+    agent: z.string().min(1).meta({
+      description: 'Agent name, optionally with @revision or @version',
+      example: 'email-summarizer@2',
+    }),
+    input: z
+      .unknown()
+      .optional()
+      .meta({ description: 'JSON handed to the agent on stdin and /run/aegis/input.json' }),
+  })
+  .meta({ id: 'CreateExecution' });
+export type CreateExecutionBody = z.infer<typeof CreateExecutionBody>;
+
+const Duration = z
+  .string()
+  .regex(/^\d+(ms|s|m)?$/, 'a duration like 30s, 1500ms or 2m')
+  .meta({ example: '30s' });
+
+export const WaitQuery = z.strictObject({
+  wait: Duration.optional().meta({
+    description: 'Hold the answer until the execution ends or this long passes (at most 5m)',
+  }),
+});
+
+export const ListExecutionsQuery = z.strictObject({
+  agent: z.string().optional(),
+  status: z.enum(STATUSES).optional(),
+  limit: z.coerce.number().int().min(1).max(1000).optional(),
+  cursor: z.string().optional(),
+});
+
+export const LogsQuery = z.strictObject({
+  after: z.coerce.number().int().min(0).optional().meta({ description: 'Only lines with seq > after' }),
+  limit: z.coerce.number().int().min(1).max(10_000).optional(),
+  follow: z.enum(['true', 'false', '1', '0']).optional().meta({
+    description:
+      'Stream as Server-Sent Events until the execution ends (also chosen by Accept: text/event-stream)',
+  }),
+});
+
+export const LogLine = z
+  .object({
+    seq: z.number().int(),
+    ts: z.string(),
+    stream: z.enum(['stdout', 'stderr', 'system']),
+    text: z.string(),
+  })
+  .meta({ id: 'LogLine' });
+export type LogLine = z.infer<typeof LogLine>;
+
+export const LogPage = z
+  .object({
+    lines: z.array(LogLine),
+    status: z.enum(STATUSES),
+    nextAfter: z.number().int().meta({ description: 'Pass as ?after= to continue' }),
+  })
+  .meta({ id: 'LogPage' });
+export type LogPage = z.infer<typeof LogPage>;
+
+export const AgentRevision = z
+  .object({
+    agent: z.string(),
+    revision: z.number().int(),
+    version: z.string(),
+    digest: z.string(),
+    sizeBytes: z.number().int(),
+    description: z.string().nullable(),
+    createdAt: z.string(),
+    deployedBy: z.string(),
+  })
+  .meta({ id: 'AgentRevision' });
+export type AgentRevision = z.infer<typeof AgentRevision>;
+
+export const AgentSummary = z
+  .object({
+    name: z.string(),
+    activeRevision: z.number().int(),
+    active: AgentRevision,
+    revisions: z.number().int(),
+    createdAt: z.string(),
+    updatedAt: z.string(),
+  })
+  .meta({ id: 'Agent' });
+export type AgentSummary = z.infer<typeof AgentSummary>;
+
+export const AgentList = z.object({ agents: z.array(AgentSummary) }).meta({ id: 'AgentList' });
+export const AgentDetail = z
+  .object({ agent: AgentSummary, revisions: z.array(AgentRevision) })
+  .meta({ id: 'AgentDetail' });
+export type AgentDetail = z.infer<typeof AgentDetail>;
+export const RevisionList = z.object({ revisions: z.array(AgentRevision) }).meta({ id: 'RevisionList' });
+
+export const DeployResult = z
+  .object({ agent: AgentSummary, revision: AgentRevision, created: z.boolean() })
+  .meta({ id: 'DeployResult' });
+export type DeployResult = z.infer<typeof DeployResult>;
+
+export const RollbackBody = z
+  .strictObject({
+    revision: z
+      .number()
+      .int()
+      .min(1)
+      .optional()
+      .meta({ description: 'Default: the one before the active revision' }),
+  })
+  .meta({ id: 'Rollback' });
+export const RollbackResult = z
+  .object({ agent: AgentSummary, from: z.number().int() })
+  .meta({ id: 'RollbackResult' });
+export type RollbackResult = z.infer<typeof RollbackResult>;
+
+export const AgentName = z.strictObject({ name: z.string().min(1).max(63) });
+export const ExecutionId = z.strictObject({ id: z.string().min(1).max(100) });
+
+export const ApiKey = z
+  .object({
+    id: z.string(),
+    name: z.string(),
+    prefix: z.string(),
+    scopes: z.array(z.enum(SCOPES)),
+    rateLimit: z.object({ perSecond: z.number(), burst: z.number().int() }).nullable(),
+    createdAt: z.string(),
+    revokedAt: z.string().nullable(),
+    lastUsedAt: z.string().nullable(),
+  })
+  .meta({ id: 'ApiKey' });
+export type ApiKey = z.infer<typeof ApiKey>;
+
+export const CreateKeyBody = z
+  .strictObject({
+    name: z.string().min(1).max(100),
+    scopes: z.array(z.enum(SCOPES)).min(1),
+    rate: z
+      .string()
+      .optional()
+      .meta({ description: 'Per-key rate, e.g. 20/s or 600/m,burst=50', example: '20/s' }),
+  })
+  .meta({ id: 'CreateKey' });
+export type CreateKeyBody = z.infer<typeof CreateKeyBody>;
+
+export const CreatedKey = z
+  .object({ key: z.string().meta({ description: 'Shown once; only its hash is stored' }), record: ApiKey })
+  .meta({ id: 'CreatedKey' });
+export type CreatedKey = z.infer<typeof CreatedKey>;
+export const KeyList = z.object({ keys: z.array(ApiKey) }).meta({ id: 'KeyList' });
+
+export const AuditEntry = z
+  .object({
+    seq: z.number().int(),
+    ts: z.string(),
+    execution: z.string().nullable(),
+    kind: z.string(),
+    data: z.record(z.string(), z.unknown()),
+    prevHash: z.string(),
+    hash: z.string(),
+  })
+  .meta({ id: 'AuditEntry' });
+export const AuditList = z.object({ entries: z.array(AuditEntry) }).meta({ id: 'AuditList' });
+
+export const Health = z.object({ status: z.enum(['ok', 'starting', 'draining']) }).meta({ id: 'Health' });

@@ -1,0 +1,98 @@
+/**
+ * `aegis server` (also installed as `aegis-orchestrator`): runs the orchestrator until SIGTERM/SIGINT, then stops
+ * gracefully — no new executions, running ones get `--drain-timeout` to finish, queued ones stay queued for the next
+ * start.
+ */
+import type { Command } from 'commander';
+import { parseRateLimit } from '../domain/auth/api-key.ts';
+import { AegisError } from '../domain/errors.ts';
+import { parseDuration } from '../domain/units.ts';
+
+interface ServerFlags {
+  listen: string;
+  socket?: string | false;
+  maxConcurrent?: string;
+  maxQueued: string;
+  rate: string;
+  drainTimeout: string;
+}
+
+function parseListen(text: string): { host: string; port: number } {
+  const match = /^(?:\[([^\]]+)\]|([^:]+)):(\d{1,5})$/.exec(text);
+  const port = match ? Number(match[3]) : Number.NaN;
+  if (!match || port > 65_535) {
+    throw new AegisError('USAGE', `--listen: "${text}" is not host:port`, {
+      hint: 'e.g. --listen 127.0.0.1:8088, or 0.0.0.0:8088 to serve other machines (keys required there)',
+    });
+  }
+  return { host: (match[1] ?? match[2])!, port };
+}
+
+function positiveInt(text: string, flag: string): number {
+  const value = Number(text);
+  if (!Number.isSafeInteger(value) || value < 1) {
+    throw new AegisError('USAGE', `${flag}: expected a whole number ≥ 1, got "${text}"`);
+  }
+  return value;
+}
+
+async function commandServer(flags: ServerFlags): Promise<number> {
+  const listen = parseListen(flags.listen);
+  const drain = parseDuration(flags.drainTimeout);
+  if (!drain.ok) throw new AegisError('USAGE', `--drain-timeout: ${drain.error}`);
+  const { startServer } = await import('../main-server.ts');
+  const server = await startServer({
+    ...listen,
+    socketPath: flags.socket === false ? null : (flags.socket ?? undefined),
+    ...(flags.maxConcurrent === undefined
+      ? {}
+      : { maxConcurrent: positiveInt(flags.maxConcurrent, '--max-concurrent') }),
+    maxQueued: positiveInt(flags.maxQueued, '--max-queued'),
+    rate: parseRateLimit(flags.rate, '--rate'),
+  });
+  const { requeued, failed } = server.recovered;
+  if (requeued.length + failed.length > 0) {
+    process.stderr.write(
+      `recovered after a restart: ${requeued.length} queued execution(s) queued again, ${failed.length} running one(s) marked failed (orchestrator-restarted)\n`,
+    );
+  }
+  const where = [server.url, ...(server.socketPath ? [`unix:${server.socketPath}`] : [])].join(' and ');
+  process.stderr.write(`aegis server listening on ${where}\n`);
+  if (server.createdAdminKey !== undefined) {
+    process.stderr.write(
+      'First start: created an admin API key. It is shown only this once (also saved with mode 0600 at ' +
+        `${server.adminKeyFile}):\n  ${server.createdAdminKey}\n` +
+        'Create narrower keys with `aegis keys create --scope execute`.\n',
+    );
+  }
+  const signal = await new Promise<NodeJS.Signals>((resolve) => {
+    process.once('SIGTERM', () => resolve('SIGTERM'));
+    process.once('SIGINT', () => resolve('SIGINT'));
+  });
+  process.stderr.write(`${signal}: draining (up to ${flags.drainTimeout})…\n`);
+  const result = await server.stop(drain.value);
+  process.stderr.write(
+    `stopped: ${result.finished} finished, ${result.cancelled} cancelled at the deadline, ${result.leftQueued} left queued for the next start\n`,
+  );
+  return 0;
+}
+
+export function registerServerCommand(
+  program: Command,
+  run: (action: () => Promise<number>) => Promise<void>,
+): void {
+  program
+    .command('server')
+    .description('run the orchestrator: REST + gRPC API on --listen and a unix socket for the local user')
+    .option('--listen <host:port>', 'TCP address', '127.0.0.1:8088')
+    .option(
+      '--socket <path>',
+      'unix socket (trusted as the local user) (default: $AEGIS_HOME/run/aegis.sock)',
+    )
+    .option('--no-socket', 'no unix socket')
+    .option('--max-concurrent <n>', 'executions running at once (default: CPU count)')
+    .option('--max-queued <n>', 'executions waiting before new ones get 429 QUEUE_FULL', '256')
+    .option('--rate <rate>', 'default per-key request rate, e.g. 50/s or 600/m,burst=50', '50/s,burst=100')
+    .option('--drain-timeout <duration>', 'on SIGTERM, how long running executions may finish', '30s')
+    .action((flags: ServerFlags) => run(() => commandServer(flags)));
+}

@@ -1,0 +1,196 @@
+/**
+ * Composition root of the server (`aegis server`): picks the store (SQLite, or PostgreSQL when AEGIS_DATABASE_URL
+ * is set), the runtime, bundles, metrics, and wires the use-cases behind the HTTP/gRPC API. Kept apart from main.ts
+ * so CLI commands that don't serve never load Fastify, Connect or pg (CLI start time).
+ */
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { availableParallelism, homedir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { nodeHasher } from './adapters/audit/node-key.ts';
+import { DirAgentBundles } from './adapters/bundle/agent-bundles.ts';
+import { ProcIdentity } from './adapters/host/process-identity.ts';
+import { SortableIds } from './adapters/ids/ids.ts';
+import { PrometheusMetrics } from './adapters/metrics/prometheus.ts';
+import { SandboxRuntime } from './adapters/runtimes/sandbox/runtime.ts';
+import { cryptoSecretRandom } from './adapters/secrets/random.ts';
+import { SqliteStore } from './adapters/store/sqlite/store.ts';
+import { type ApiContext, AuthGate } from './api/context.ts';
+import { listenHttpApi, type RunningApi } from './api/http/server.ts';
+import { ensureFirstAdminKey } from './app/api-keys.ts';
+import { ExecutionEvents } from './app/execution-events.ts';
+import { Executions } from './app/executions.ts';
+import type { AuditLog, Store } from './app/ports.ts';
+import type { RateLimit } from './domain/auth/api-key.ts';
+import {
+  AEGIS_VERSION,
+  type AegisConfig,
+  loadConfig,
+  openAuditContext,
+  openSecretStore,
+  systemClock,
+} from './main.ts';
+
+// ---------------------------------------------------------------------------------------------------------------
+// The server (`aegis server`).
+
+export interface ServerOptions {
+  /** @default 127.0.0.1 */
+  readonly host?: string;
+  /** @default 8088; 0 picks a free port */
+  readonly port?: number;
+  /** Unix socket for the local user. @default $AEGIS_HOME/run/aegis.sock; null: none */
+  readonly socketPath?: string | null;
+  /** Executions running at once. @default the number of CPUs */
+  readonly maxConcurrent?: number;
+  /** Executions waiting for a slot before QUEUE_FULL. @default 256 */
+  readonly maxQueued?: number;
+  /** Default per-key request rate. @default 50/s, burst 100 */
+  readonly rate?: RateLimit;
+  /** Where the first admin key is written (0600). @default $AEGIS_HOME/admin.key */
+  readonly adminKeyFile?: string;
+  /** One JSON object per log event. @default JSON lines on stderr */
+  readonly log?: (entry: Record<string, unknown>) => void;
+}
+
+export interface RunningServer {
+  readonly url: string;
+  readonly port: number;
+  readonly socketPath: string | undefined;
+  /** Text of the admin key when this start created it (first start), else undefined. */
+  readonly createdAdminKey: string | undefined;
+  readonly adminKeyFile: string;
+  readonly recovered: { readonly requeued: readonly string[]; readonly failed: readonly string[] };
+  /**
+   * Graceful stop: stop intake, let running executions finish until `deadlineMs` (then cancel them), keep queued
+   * ones queued for the next start, close the listeners and stores.
+   */
+  stop(deadlineMs?: number): Promise<{ finished: number; cancelled: number; leftQueued: number }>;
+}
+
+/** `$AEGIS_BUNDLE_DIR`, else /var/lib/aegis/bundles (root) or ~/.cache/aegis/bundles — outside $AEGIS_HOME (ADR 0010). */
+export function bundleDir(env: NodeJS.ProcessEnv = process.env): string {
+  if (env['AEGIS_BUNDLE_DIR']) return resolve(env['AEGIS_BUNDLE_DIR']);
+  if (process.getuid?.() === 0) return '/var/lib/aegis/bundles';
+  return join(env['XDG_CACHE_HOME'] || join(homedir(), '.cache'), 'aegis', 'bundles');
+}
+
+async function openServerStore(config: AegisConfig, env: NodeJS.ProcessEnv): Promise<Store> {
+  const url = env['AEGIS_DATABASE_URL'];
+  if (url) {
+    const { PostgresStore } = await import('./adapters/store/postgres/store.ts');
+    return PostgresStore.open(url);
+  }
+  return SqliteStore.open(join(config.home, 'aegis.db'));
+}
+
+export async function startServer(
+  options: ServerOptions = {},
+  config: AegisConfig = loadConfig(),
+  env: NodeJS.ProcessEnv = process.env,
+): Promise<RunningServer> {
+  const log =
+    options.log ??
+    ((entry) => process.stderr.write(`${JSON.stringify({ ts: new Date().toISOString(), ...entry })}\n`));
+  mkdirSync(config.home, { recursive: true, mode: 0o700 });
+  const store = await openServerStore(config, env);
+  let audit: AuditLog;
+  try {
+    audit = openAuditContext(config).audit;
+  } catch (error) {
+    await store.close();
+    throw error;
+  }
+  const identity = new ProcIdentity();
+  const ids = new SortableIds();
+  const runtime = new SandboxRuntime({
+    identity,
+    protectedPaths: [config.home],
+    ...(env['AEGIS_SCRATCH_DIR'] ? { scratchRoot: env['AEGIS_SCRATCH_DIR'] } : {}),
+    ...(env['AEGIS_CGROUP_PARENT'] ? { cgroupParent: env['AEGIS_CGROUP_PARENT'] } : {}),
+    ...(env['AEGIS_NODE_BINARY'] ? { nodeBinary: env['AEGIS_NODE_BINARY'] } : {}),
+  });
+  const bundles = new DirAgentBundles({ dir: bundleDir(env) });
+  const metrics = new PrometheusMetrics();
+  const events = new ExecutionEvents();
+  const executions = new Executions(
+    {
+      runtime,
+      store,
+      bundles,
+      audit,
+      clock: systemClock,
+      ids,
+      identity,
+      events,
+      metrics,
+      secrets: openSecretStore(config),
+      random: cryptoSecretRandom,
+    },
+    { maxConcurrent: options.maxConcurrent ?? availableParallelism(), maxQueued: options.maxQueued ?? 256 },
+  );
+  metrics.bindQueue({ running: () => executions.stats().running, queued: () => executions.stats().queued });
+  const keyDeps = { store, hasher: nodeHasher, clock: systemClock, ids, random: cryptoSecretRandom, audit };
+  let ready = false;
+  const ctx: ApiContext = {
+    store,
+    audit,
+    clock: systemClock,
+    events,
+    executions,
+    agentDeps: { store, bundles, audit, clock: systemClock },
+    keyDeps,
+    gate: new AuthGate(keyDeps, options.rate ?? { perSecond: 50, burst: 100 }),
+    ready: () => ready && executions.stats().accepting,
+  };
+  const adminKeyFile = options.adminKeyFile ?? join(config.home, 'admin.key');
+  let api: RunningApi | undefined;
+  try {
+    const first = await ensureFirstAdminKey(keyDeps);
+    if (first !== undefined) writeFileSync(adminKeyFile, `${first.key}\n`, { mode: 0o600, flag: 'w' });
+    const recovered = await executions.recover();
+    api = await listenHttpApi(
+      ctx,
+      { bundleLimitBytes: bundles.limits.maxBundleBytes, metrics, version: AEGIS_VERSION, log },
+      {
+        host: options.host ?? '127.0.0.1',
+        port: options.port ?? 8088,
+        ...(options.socketPath === null
+          ? {}
+          : { socketPath: options.socketPath ?? join(config.home, 'run', 'aegis.sock') }),
+      },
+    );
+    ready = true;
+    const running = api;
+    let stopping: Promise<{ finished: number; cancelled: number; leftQueued: number }> | undefined;
+    return {
+      url: running.url,
+      port: running.port,
+      socketPath: running.socketPath,
+      createdAdminKey: first?.key,
+      adminKeyFile,
+      recovered,
+      stop(deadlineMs = 30_000) {
+        stopping ??= (async () => {
+          ready = false;
+          const drained = await executions.drain(deadlineMs);
+          try {
+            await running.close();
+          } finally {
+            try {
+              await audit.close();
+            } finally {
+              await store.close();
+            }
+          }
+          return drained;
+        })();
+        return stopping;
+      },
+    };
+  } catch (error) {
+    await api?.close().catch(() => {});
+    await audit.close().catch(() => {});
+    await store.close().catch(() => {});
+    throw error;
+  }
+}
