@@ -17,6 +17,15 @@ import { agentManifestJsonSchema } from '../domain/manifest/schema.ts';
 import { secretBindingNotes } from '../domain/secrets/secret-ref.ts';
 import { openAuditContext, openLocalContext, openSecretStore, openStoreContext } from '../main.ts';
 import { createProgress } from './progress.ts';
+import {
+  addServerOptions,
+  needsServer,
+  registerRemoteCommands,
+  remoteLogs,
+  remotePs,
+  serverFrom,
+} from './remote.ts';
+import { registerServerCommand } from './server.ts';
 
 export const EXIT = {
   ok: 0,
@@ -143,7 +152,12 @@ async function commandValidate(manifestPath: string, options: { output: OutputFo
   return EXIT.ok;
 }
 
-async function commandLogs(id: string, options: { output: OutputFormat }) {
+async function commandLogs(
+  id: string,
+  options: { output: OutputFormat; server?: string; apiKeyFile?: string; follow?: boolean },
+) {
+  if (serverFrom(options.server) !== undefined) return remoteLogs(id, options);
+  if (options.follow) throw needsServer('--follow');
   const ctx = openStoreContext();
   try {
     const record = await ctx.store.getExecution(id);
@@ -174,7 +188,19 @@ function pad(text: string, width: number): string {
   return text.length >= width ? `${text.slice(0, width - 1)}…` : text.padEnd(width);
 }
 
-async function commandPs(options: { output: OutputFormat; limit: string; all?: boolean }) {
+async function commandPs(options: {
+  output: OutputFormat;
+  limit: string;
+  all?: boolean;
+  server?: string;
+  apiKeyFile?: string;
+  agent?: string;
+  status?: string;
+  cursor?: string;
+}) {
+  if (serverFrom(options.server) !== undefined) return remotePs(options);
+  for (const flag of ['agent', 'status', 'cursor'] as const)
+    if (options[flag] !== undefined) throw needsServer(`--${flag}`);
   const limit = Number(options.limit);
   if (!Number.isInteger(limit) || limit < 1 || limit > 1000) {
     throw new AegisError('USAGE', `--limit must be a whole number from 1 to 1000, got "${options.limit}"`);
@@ -468,16 +494,18 @@ export function buildProgram(setExit: (code: number) => void): Command {
         return EXIT.ok;
       }),
     );
-  program
-    .command('logs')
-    .description("replay an execution's stdout/stderr")
+  addServerOptions(program.command('logs'))
+    .description("replay an execution's stdout/stderr (from the server with --server or AEGIS_SERVER)")
     .argument('<execution-id>', 'id printed by `aegis run` or listed by `aegis ps`')
+    .option('-f, --follow', 'with a server: stream new lines until the execution ends')
     .addOption(outputOption())
     .action(wrap(commandLogs));
-  program
-    .command('ps')
-    .description('list executions, newest first')
+  addServerOptions(program.command('ps'))
+    .description('list executions, newest first (from the server with --server or AEGIS_SERVER)')
     .option('-n, --limit <count>', 'how many to show', '20')
+    .option('--agent <name>', 'with a server: only this agent')
+    .option('--status <status>', 'with a server: only this status (queued, running, succeeded, failed, …)')
+    .option('--cursor <cursor>', 'with a server: the page after this one (printed by the previous page)')
     .addOption(outputOption())
     .action(wrap(commandPs));
   const audit = program.command('audit').description('the tamper-evident audit ledger: show, verify, export');
@@ -532,6 +560,8 @@ export function buildProgram(setExit: (code: number) => void): Command {
     .description('show which isolation features this host has')
     .addOption(outputOption())
     .action(wrap(commandDoctor));
+  registerServerCommand(program, (action) => wrap(action)());
+  registerRemoteCommands(program, setExit);
   return program;
 }
 
