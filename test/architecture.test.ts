@@ -99,12 +99,19 @@ describe('architecture: dependency rule', () => {
     ]);
   });
 
-  it('only main.ts constructs adapters (no adapter is imported by the CLI except through main or pure helpers)', () => {
-    // The CLI may import adapter *functions* for host inspection (doctor, manifest loading) but never builds the
-    // runtime or store itself: it gets them from main.ts.
-    const cli = sourceFiles(join(SRC, 'cli'))
-      .map((file) => readFileSync(file, 'utf8'))
-      .join('\n');
-    assert.doesNotMatch(cli, /new\s+(SandboxRuntime|SqliteExecutionStore)\b/);
+  it('only main.ts / main-server.ts construct adapters (never the CLI or the API layer)', () => {
+    // The CLI may import adapter *functions* for host inspection (doctor, manifest loading, bundling) but never builds
+    // the runtime, a store or the server's adapters itself: it gets them from the composition roots.
+    for (const layer of ['cli', 'api']) {
+      const code = sourceFiles(join(SRC, layer))
+        .filter((file) => !file.endsWith('.test.ts'))
+        .map((file) => readFileSync(file, 'utf8'))
+        .join('\n');
+      assert.doesNotMatch(
+        code,
+        /new\s+(SandboxRuntime|SqliteStore|PostgresStore|DirAgentBundles|PrometheusMetrics|SqliteAuditLedger)\b/,
+        layer,
+      );
+    }
   });
 });

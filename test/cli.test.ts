@@ -3,19 +3,11 @@
  */
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
-import {
-  chownSync,
-  cpSync,
-  existsSync,
-  mkdtempSync,
-  readdirSync,
-  readFileSync,
-  rmSync,
-  writeFileSync,
-} from 'node:fs';
+import { chownSync, cpSync, existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { after, describe, it } from 'node:test';
+import { findCgroupDirs, processWithMarker } from './support/host-state.ts';
 
 const ROOT = resolve(import.meta.dirname, '..');
 const BIN = join(ROOT, 'bin/aegis.mjs');
@@ -308,45 +300,3 @@ describe('aegis CLI', { concurrency: true }, () => {
     assert.deepEqual(findCgroupDirs(id), [], 'cgroup dirs reaped');
   });
 });
-
-function processWithMarker(marker: string): boolean {
-  for (const pid of readdirSync('/proc').filter((p) => /^\d+$/.test(p))) {
-    try {
-      const cmdline = readFileSafe(`/proc/${pid}/cmdline`);
-      if (cmdline.includes(marker)) return true;
-    } catch {
-      // raced with exit
-    }
-  }
-  return false;
-}
-
-function readFileSafe(path: string): string {
-  try {
-    return readFileSync(path, 'utf8');
-  } catch {
-    return '';
-  }
-}
-
-function findCgroupDirs(name: string): string[] {
-  const found: string[] = [];
-  const walk = (dir: string, depth: number) => {
-    if (depth > 6) return;
-    let entries: import('node:fs').Dirent[];
-    try {
-      entries = readdirSync(dir, { withFileTypes: true });
-    } catch {
-      return;
-    }
-    for (const entry of entries) {
-      if (!entry.isDirectory()) continue;
-      const path = join(dir, entry.name);
-      if (entry.name === name) found.push(path);
-      else walk(path, depth + 1);
-    }
-  };
-  for (const controller of ['memory', 'pids', 'cpu', 'unified']) walk(join('/sys/fs/cgroup', controller), 0);
-  if (found.length === 0) walk('/sys/fs/cgroup', 0);
-  return found;
-}
