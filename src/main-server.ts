@@ -16,7 +16,9 @@ import { cryptoSecretRandom } from './adapters/secrets/random.ts';
 import { SqliteStore } from './adapters/store/sqlite/store.ts';
 import { type ApiContext, AuthGate } from './api/context.ts';
 import { listenHttpApi, type RunningApi } from './api/http/server.ts';
+import { loadRevision } from './app/agents.ts';
 import { ensureFirstAdminKey } from './app/api-keys.ts';
+import { WarmPools } from './app/warm-pools.ts';
 import { ExecutionEvents } from './app/execution-events.ts';
 import { Executions } from './app/executions.ts';
 import type { AuditLog, Store } from './app/ports.ts';
@@ -44,6 +46,12 @@ export interface ServerOptions {
   readonly maxConcurrent?: number;
   /** Executions waiting for a slot before QUEUE_FULL. @default 256 */
   readonly maxQueued?: number;
+  /** Sandboxes on this node, warm pools included. @default maxConcurrent + 16 */
+  readonly maxSandboxes?: number;
+  /** Overrides every agent's `spec.scaling.warm`. */
+  readonly warm?: number;
+  /** Overrides every agent's `spec.scaling.idleTimeout`, in ms. */
+  readonly poolIdleTimeoutMs?: number;
   /** Default per-key request rate. @default 50/s, burst 100 */
   readonly rate?: RateLimit;
   /** Where the first admin key is written (0600). @default $AEGIS_HOME/admin.key */
@@ -112,6 +120,26 @@ export async function startServer(
   const bundles = new DirAgentBundles({ dir: bundleDir(env) });
   const metrics = new PrometheusMetrics();
   const events = new ExecutionEvents();
+  const maxConcurrent = options.maxConcurrent ?? availableParallelism();
+  let busy = () => 0;
+  const pools = new WarmPools(
+    {
+      runtime,
+      audit,
+      clock: systemClock,
+      newId: () => `wp_${ids.executionId().slice(3)}`,
+      metrics,
+      busy: () => busy(),
+      log,
+    },
+    {
+      maxSandboxes: options.maxSandboxes ?? maxConcurrent + 16,
+      ...(options.warm === undefined ? {} : { warmOverride: options.warm }),
+      ...(options.poolIdleTimeoutMs === undefined
+        ? {}
+        : { idleTimeoutMsOverride: options.poolIdleTimeoutMs }),
+    },
+  );
   const executions = new Executions(
     {
       runtime,
@@ -125,10 +153,28 @@ export async function startServer(
       metrics,
       secrets: openSecretStore(config),
       random: cryptoSecretRandom,
+      pools,
     },
-    { maxConcurrent: options.maxConcurrent ?? availableParallelism(), maxQueued: options.maxQueued ?? 256 },
+    { maxConcurrent, maxQueued: options.maxQueued ?? 256 },
   );
-  metrics.bindQueue({ running: () => executions.stats().running, queued: () => executions.stats().queued });
+  busy = () => executions.stats().running;
+  metrics.bindQueue({
+    running: () => executions.stats().running,
+    queued: () => executions.stats().queued,
+    warm: () => pools.warmCount(),
+  });
+  // Pools follow the active revision: a deploy or rollback retires the other revisions' instances.
+  const syncPools = async (name: string, change: 'activated' | 'deleted') => {
+    try {
+      if (change === 'deleted') return await pools.drainAgent(name, 'drained');
+      const summary = await store.getAgent(name);
+      if (summary === undefined) return await pools.drainAgent(name, 'drained');
+      await pools.drainAgent(name, 'redeployed', summary.activeRevision);
+      pools.ensure(await loadRevision({ store, bundles }, summary.active), summary.activeRevision);
+    } catch (error) {
+      log({ level: 'warn', msg: 'warm pool update failed', agent: name, error: String(error) });
+    }
+  };
   const keyDeps = { store, hasher: nodeHasher, clock: systemClock, ids, random: cryptoSecretRandom, audit };
   let ready = false;
   const ctx: ApiContext = {
@@ -137,7 +183,14 @@ export async function startServer(
     clock: systemClock,
     events,
     executions,
-    agentDeps: { store, bundles, audit, clock: systemClock },
+    agentDeps: {
+      store,
+      bundles,
+      audit,
+      clock: systemClock,
+      onAgentChanged: (name, change) => void syncPools(name, change),
+    },
+    pools,
     keyDeps,
     gate: new AuthGate(keyDeps, options.rate ?? { perSecond: 50, burst: 100 }),
     ready: () => ready && executions.stats().accepting,
@@ -148,6 +201,7 @@ export async function startServer(
     const first = await ensureFirstAdminKey(keyDeps);
     if (first !== undefined) writeFileSync(adminKeyFile, `${first.key}\n`, { mode: 0o600, flag: 'w' });
     const recovered = await executions.recover();
+    for (const agent of await store.listAgents()) await syncPools(agent.name, 'activated');
     api = await listenHttpApi(
       ctx,
       { bundleLimitBytes: bundles.limits.maxBundleBytes, metrics, version: AEGIS_VERSION, log },
@@ -173,6 +227,7 @@ export async function startServer(
         stopping ??= (async () => {
           ready = false;
           const drained = await executions.drain(deadlineMs);
+          await pools.close();
           try {
             await running.close();
           } finally {

@@ -7,6 +7,7 @@ import type { AgentDeps } from '../app/agents.ts';
 import { type ApiKeyDeps, authenticate } from '../app/api-keys.ts';
 import type { ExecutionEvents } from '../app/execution-events.ts';
 import type { Executions } from '../app/executions.ts';
+import type { WarmPools } from '../app/warm-pools.ts';
 import type { AuditLog, Clock, Store } from '../app/ports.ts';
 import { LOCAL_PRINCIPAL, type Principal, type RateLimit } from '../domain/auth/api-key.ts';
 import { TokenBuckets } from '../domain/auth/token-bucket.ts';
@@ -21,6 +22,8 @@ export interface ApiContext {
   readonly agentDeps: AgentDeps;
   readonly keyDeps: ApiKeyDeps;
   readonly gate: AuthGate;
+  /** Warm pools, when the server keeps any (their state is shown with each agent). */
+  readonly pools?: WarmPools;
   /** True once startup recovery finished and until shutdown begins (readiness). */
   ready(): boolean;
 }

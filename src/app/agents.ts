@@ -27,6 +27,8 @@ export interface AgentDeps {
   readonly bundles: AgentBundles;
   readonly audit: AuditLog;
   readonly clock: Clock;
+  /** Told after an agent's active revision changed (deploy, rollback) or it was deleted — warm pools follow. */
+  readonly onAgentChanged?: (name: string, change: 'activated' | 'deleted') => void;
 }
 
 export interface DeployResult {
@@ -38,7 +40,7 @@ export interface DeployResult {
 
 const iso = (clock: Clock) => new Date(clock.now()).toISOString();
 
-function notFound(name: string): AegisError {
+export function notFoundAgent(name: string): AegisError {
   return new AegisError('NOT_FOUND', `no agent named ${name}`, {
     hint: 'deploy it first (`aegis deploy path/to/agent.yaml`) or list agents with `aegis agents ls`',
   });
@@ -121,6 +123,7 @@ export async function deployAgent(
       by: principal.id,
     });
     await audit.flush();
+    deps.onAgentChanged?.(agent.name, 'activated');
   }
   const summary = await store.getAgent(agent.name);
   if (summary === undefined)
@@ -140,7 +143,7 @@ export async function getAgent(
 ): Promise<{ agent: AgentSummary; revisions: readonly AgentRevision[] }> {
   requireScope(principal, 'read', 'reading an agent');
   const agent = await deps.store.getAgent(name);
-  if (agent === undefined) throw notFound(name);
+  if (agent === undefined) throw notFoundAgent(name);
   return { agent, revisions: await deps.store.listRevisions(name) };
 }
 
@@ -150,7 +153,7 @@ export async function resolveAgent(
   selector: AgentSelector,
 ): Promise<{ revision: AgentRevision; agent: CompiledAgent }> {
   const summary = await deps.store.getAgent(selector.name);
-  if (summary === undefined) throw notFound(selector.name);
+  if (summary === undefined) throw notFoundAgent(selector.name);
   const revisions = await deps.store.listRevisions(selector.name);
   const revision = resolveRevision(summary, revisions, selector);
   if (revision === undefined) {
@@ -194,7 +197,7 @@ export async function rollbackAgent(
   requireScope(principal, 'deploy', 'rolling back an agent');
   const { store, audit, clock } = deps;
   const summary = await store.getAgent(name);
-  if (summary === undefined) throw notFound(name);
+  if (summary === undefined) throw notFoundAgent(name);
   const revisions = await store.listRevisions(name);
   const to =
     target === undefined
@@ -231,7 +234,7 @@ export async function deleteAgent(deps: AgentDeps, principal: Principal, name: s
   requireScope(principal, 'deploy', 'deleting an agent');
   const { store, bundles, audit } = deps;
   const revisions = await store.listRevisions(name);
-  if (revisions.length === 0) throw notFound(name);
+  if (revisions.length === 0) throw notFoundAgent(name);
   for (const status of ['queued', 'running', 'created'] as const) {
     const busy = await store.listExecutions({ agent: name, status, limit: 1 });
     if (busy.length > 0) {

@@ -8,10 +8,16 @@
  */
 import { AUDIT_KINDS } from '../domain/audit/entry.ts';
 import { type Principal, requireScope } from '../domain/auth/api-key.ts';
-import { parseAgentSelector } from '../domain/deployment.ts';
+import {
+  type AgentRevision,
+  formatAgentSelector,
+  parseAgentSelector,
+  resolveRevision,
+} from '../domain/deployment.ts';
+import type { CompiledAgent } from '../domain/manifest/compiled.ts';
 import { AegisError } from '../domain/errors.ts';
 import { type ExecutionRecord, type ExecutionStatus, isTerminal } from '../domain/execution.ts';
-import { loadRevision, resolveAgent } from './agents.ts';
+import { loadRevision, notFoundAgent } from './agents.ts';
 import type { ExecutionEvents } from './execution-events.ts';
 import type {
   AgentBundles,
@@ -27,6 +33,7 @@ import type {
   Store,
 } from './ports.ts';
 import { createdAuditData, runAgent } from './run-agent.ts';
+import type { WarmPools } from './warm-pools.ts';
 
 export interface ExecutionsDeps {
   readonly runtime: Runtime;
@@ -40,6 +47,8 @@ export interface ExecutionsDeps {
   readonly metrics: ExecutionMetrics;
   readonly secrets?: SecretStore;
   readonly random?: SecretRandom;
+  /** Warm pools; without them every execution starts cold. */
+  readonly pools?: WarmPools;
 }
 
 export interface ExecutionsOptions {
@@ -76,6 +85,10 @@ export class Executions {
   readonly #deps: ExecutionsDeps;
   readonly #options: ExecutionsOptions;
   readonly #pending: ExecutionRecord[] = [];
+  /** Compiled manifests by bundle digest (revisions are immutable); bounded. */
+  readonly #compiled = new Map<string, CompiledAgent>();
+  /** `spec.scaling.maxConcurrent` per agent name, as of the revision last submitted or run. */
+  readonly #agentLimits = new Map<string, number | null>();
   readonly #running = new Map<string, Job>();
   /** Submissions between the capacity check and the enqueue (async store writes in between). */
   #reserved = 0;
@@ -117,7 +130,23 @@ export class Executions {
     try {
       const { store, clock, identity, audit, runtime } = this.#deps;
       const selector = parseAgentSelector(request.agent, 'agent');
-      const { revision, agent } = await resolveAgent(this.#deps, selector);
+      const summary = await store.getAgent(selector.name);
+      if (summary === undefined) throw notFoundAgent(selector.name);
+      const revisions = await store.listRevisions(selector.name);
+      const revision = resolveRevision(summary, revisions, selector);
+      if (revision === undefined) {
+        throw new AegisError(
+          'NOT_FOUND',
+          `agent ${selector.name} has no revision ${formatAgentSelector(selector)}`,
+          {
+            hint: `revisions: ${revisions
+              .slice(0, 10)
+              .map((r) => `${r.revision} (${r.version})`)
+              .join(', ')}`,
+          },
+        );
+      }
+      const agent = await this.#compiledFor(revision);
       const record: ExecutionRecord = {
         id: this.#deps.ids.executionId(),
         agent: { name: agent.name, version: agent.version, revision: revision.revision },
@@ -325,9 +354,37 @@ export class Executions {
     return { finished: jobs.length - cancelled, cancelled, leftQueued };
   }
 
+  async #compiledFor(revision: AgentRevision): Promise<CompiledAgent> {
+    let agent = this.#compiled.get(revision.digest);
+    if (agent === undefined) {
+      agent = await loadRevision(this.#deps, revision);
+      if (this.#compiled.size >= 256) this.#compiled.clear();
+      this.#compiled.set(revision.digest, agent);
+    }
+    this.#agentLimits.set(agent.name, agent.scaling.maxConcurrent);
+    return agent;
+  }
+
+  /** The oldest queued execution whose agent is under its own `maxConcurrent`, taken out of the queue. */
+  #nextRunnable(): ExecutionRecord | undefined {
+    for (let i = 0; i < this.#pending.length; i++) {
+      const record = this.#pending[i]!;
+      const limit = this.#agentLimits.get(record.agent.name) ?? null;
+      if (limit !== null) {
+        let running = 0;
+        for (const job of this.#running.values()) if (job.record.agent.name === record.agent.name) running++;
+        if (running >= limit) continue;
+      }
+      this.#pending.splice(i, 1);
+      return record;
+    }
+    return undefined;
+  }
+
   #pump(): void {
     while (this.#accepting && this.#running.size < this.#options.maxConcurrent && this.#pending.length > 0) {
-      const record = this.#pending.shift()!;
+      const record = this.#nextRunnable();
+      if (record === undefined) return;
       const controller = new AbortController();
       const job: Job = { record, controller, done: Promise.resolve() };
       this.#running.set(record.id, job);
@@ -352,13 +409,16 @@ export class Executions {
       if (revision === undefined) {
         throw new AegisError('NOT_FOUND', `${record.agent.name}@${record.agent.revision} no longer exists`);
       }
-      const agent = await loadRevision(this.#deps, revision);
+      const agent = await this.#compiledFor(revision);
+      const pools = this.#deps.pools;
+      await pools?.makeRoom();
       const final = await runAgent(this.#deps, {
         agent,
         queued: record,
         signal: job.controller.signal,
-        onStarted: () => {
-          metrics.sandboxStarted(clock.now() - dequeuedAt);
+        ...(pools ? { warm: (binding) => pools.take(agent, revision.revision, binding) } : {}),
+        onStarted: (_id, start) => {
+          metrics.sandboxStarted(clock.now() - dequeuedAt, start.warm ? 'warm' : 'cold');
           events.emit(record.id, 'status');
         },
         onLogsStored: () => events.emit(record.id, 'logs'),

@@ -42,6 +42,18 @@ export interface InstanceSpec {
    * requests toward each secret's bound hosts, and reports every placeholder it sees through `onSecretUse`.
    */
   readonly secrets?: InstanceSecrets;
+  /**
+   * Warm-pool instance: also start the agent's language runtime (Python/Node interpreter loaded, waiting) so that
+   * `execute` only hands over the task. Runtimes that can't prewarm a language ignore it (the instance is still
+   * Warm: namespaces, mounts, cgroups, seccomp, egress ready). Never combined with `secrets` (per-execution values).
+   */
+  readonly prewarm?: boolean;
+}
+
+/** What a pooled instance learns when an execution claims it (it was spawned under a pool id). */
+export interface InstanceBinding {
+  readonly executionId: string;
+  readonly onNetworkDecision?: (event: NetworkDecisionEvent) => void;
 }
 
 export interface InstanceSecrets {
@@ -119,7 +131,13 @@ export interface Runtime {
   execute(id: InstanceId, task: TaskInput): Promise<TaskOutput>;
   /** Kills the instance and releases everything it holds. Idempotent. */
   terminate(id: InstanceId): Promise<void>;
+  /** `failed` also when a Warm instance died before it was used (a pool replaces it). */
   status(id: InstanceId): InstanceState | undefined;
+  /**
+   * Claims a Warm instance spawned for a pool for one execution: egress decisions go to the binding's callback and
+   * `setNetworkPolicy(binding.executionId)` reaches it from now on. Throws USAGE when the instance is not Warm.
+   */
+  bind?(id: InstanceId, binding: InstanceBinding): void;
   /** Releases what dead orchestrators left behind (processes, cgroups, scratch dirs); returns their execution ids. */
   reapOrphans(): Promise<readonly string[]>;
   /**
@@ -330,8 +348,8 @@ export interface Clock {
 export interface ExecutionMetrics {
   /** An execution reached a terminal status. */
   executionFinished(status: TerminalStatus): void;
-  /** Time from leaving the queue to the agent running (sandbox start), in ms. */
-  sandboxStarted(startMs: number): void;
+  /** Time from leaving the queue to the agent running (sandbox start, from a warm pool or cold), in ms. */
+  sandboxStarted(startMs: number, start: 'warm' | 'cold'): void;
   /** Time an execution waited in the queue, in ms. */
   dequeued(waitMs: number): void;
 }

@@ -27,6 +27,8 @@ import type {
   Clock,
   ExecutionStore,
   Ids,
+  InstanceBinding,
+  InstanceId,
   InstanceSecrets,
   NetworkDecisionEvent,
   NewLogLine,
@@ -57,8 +59,13 @@ export interface RunAgentRequest {
   readonly onLog?: (stream: LogStream, text: string) => void;
   /** Called once the execution is recorded, with its id (before the sandbox starts). */
   readonly onCreated?: (id: string) => void;
-  /** Called when the sandbox is ready and about to run the agent. */
-  readonly onStarted?: (id: string) => void;
+  /** Called when the sandbox is ready and about to run the agent; `warm` when it came from a warm pool. */
+  readonly onStarted?: (id: string, start: { readonly warm: boolean }) => void;
+  /**
+   * A Warm instance for this execution, if a pool has one (bound to it by the pool); otherwise undefined and the
+   * runtime spawns one. Never asked for agents with secrets (their placeholders are per execution).
+   */
+  readonly warm?: (binding: InstanceBinding) => InstanceId | undefined;
   /** Aborting kills the agent (status `killed`); a string `signal.reason` becomes the record's reason. */
   readonly signal?: AbortSignal;
   /** Called after each batch of log lines is stored (followers re-read the store then). */
@@ -250,6 +257,7 @@ export async function runAgent(deps: RunAgentDeps, request: RunAgentRequest): Pr
     if (request.queued === undefined)
       audit.append(AUDIT_KINDS.executionCreated, id, createdAuditData(agent, runtime.name));
     let instanceId: string;
+    let warm = false;
     try {
       const resolved = await resolveSecrets(deps, agent);
       let secrets: InstanceSecrets | undefined;
@@ -261,12 +269,19 @@ export async function runAgent(deps: RunAgentDeps, request: RunAgentRequest): Pr
           onSecretUse,
         };
       }
-      instanceId = await runtime.spawn({
-        executionId: id,
-        agent,
-        onNetworkDecision,
-        ...(secrets ? { secrets } : {}),
-      });
+      const pooled =
+        secrets === undefined ? request.warm?.({ executionId: id, onNetworkDecision }) : undefined;
+      if (pooled !== undefined) {
+        instanceId = pooled;
+        warm = true;
+      } else {
+        instanceId = await runtime.spawn({
+          executionId: id,
+          agent,
+          onNetworkDecision,
+          ...(secrets ? { secrets } : {}),
+        });
+      }
       instanceForAudit = instanceId;
     } catch (error) {
       // Refused before the agent ran: nothing executed, the record says why.
@@ -290,7 +305,7 @@ export async function runAgent(deps: RunAgentDeps, request: RunAgentRequest): Pr
           deny: [...agent.network.deny],
         });
       }
-      audit.append(AUDIT_KINDS.executionStarted, id, { instance: instanceId });
+      audit.append(AUDIT_KINDS.executionStarted, id, { instance: instanceId, ...(warm ? { warm } : {}) });
       // Fail closed: the agent runs only once the ledger holds what it was granted.
       await audit.flush();
       await store.updateExecution(id, { status: 'running', startedAt: iso(clock.now()) });
@@ -298,7 +313,7 @@ export async function runAgent(deps: RunAgentDeps, request: RunAgentRequest): Pr
       await runtime.terminate(instanceId).catch(() => {});
       throw error;
     }
-    request.onStarted?.(id);
+    request.onStarted?.(id, { warm });
     const result = await runtime.execute(instanceId, {
       input: (request.queued ? request.queued.input : request.input) ?? null,
       onLog,

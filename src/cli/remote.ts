@@ -550,6 +550,12 @@ async function commandAgentsShow(name: string, flags: ServerFlags): Promise<numb
         `  revisions:   ${agent.revisions}`,
         `  created:     ${agent.createdAt}`,
         `  updated:     ${agent.updatedAt}`,
+        ...detail.pools.map(
+          (pool) =>
+            `  warm pool:   revision ${pool.revision}: ${pool.state} — ${pool.warm}/${pool.target} warm` +
+            `${pool.spawning > 0 ? `, ${pool.spawning} starting` : ''}, idle timeout ${Math.round(pool.idleTimeoutMs / 1000)} s`,
+        ),
+        ...(detail.pools.length === 0 ? ['  warm pool:   none (cold starts; spec.scaling.warm is 0)'] : []),
         '',
       ].join('\n'),
     );

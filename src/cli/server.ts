@@ -15,6 +15,9 @@ interface ServerFlags {
   maxQueued: string;
   rate: string;
   drainTimeout: string;
+  maxSandboxes?: string;
+  warm?: string;
+  poolIdleTimeout?: string;
 }
 
 function parseListen(text: string): { host: string; port: number } {
@@ -36,6 +39,20 @@ function positiveInt(text: string, flag: string): number {
   return value;
 }
 
+function nonNegativeInt(text: string, flag: string): number {
+  const value = Number(text);
+  if (!Number.isSafeInteger(value) || value < 0) {
+    throw new AegisError('USAGE', `${flag}: expected a whole number ≥ 0, got "${text}"`);
+  }
+  return value;
+}
+
+function durationMs(text: string, flag: string): number {
+  const parsed = parseDuration(text);
+  if (!parsed.ok) throw new AegisError('USAGE', `${flag}: ${parsed.error}`);
+  return parsed.value;
+}
+
 async function commandServer(flags: ServerFlags): Promise<number> {
   const listen = parseListen(flags.listen);
   const drain = parseDuration(flags.drainTimeout);
@@ -49,6 +66,13 @@ async function commandServer(flags: ServerFlags): Promise<number> {
       : { maxConcurrent: positiveInt(flags.maxConcurrent, '--max-concurrent') }),
     maxQueued: positiveInt(flags.maxQueued, '--max-queued'),
     rate: parseRateLimit(flags.rate, '--rate'),
+    ...(flags.maxSandboxes === undefined
+      ? {}
+      : { maxSandboxes: positiveInt(flags.maxSandboxes, '--max-sandboxes') }),
+    ...(flags.warm === undefined ? {} : { warm: nonNegativeInt(flags.warm, '--warm') }),
+    ...(flags.poolIdleTimeout === undefined
+      ? {}
+      : { poolIdleTimeoutMs: durationMs(flags.poolIdleTimeout, '--pool-idle-timeout') }),
   });
   const { requeued, failed } = server.recovered;
   if (requeued.length + failed.length > 0) {
@@ -93,6 +117,15 @@ export function registerServerCommand(
     .option('--max-concurrent <n>', 'executions running at once (default: CPU count)')
     .option('--max-queued <n>', 'executions waiting before new ones get 429 QUEUE_FULL', '256')
     .option('--rate <rate>', 'default per-key request rate, e.g. 50/s or 600/m,burst=50', '50/s,burst=100')
+    .option(
+      '--max-sandboxes <n>',
+      'sandboxes on this node, warm pools included (default: max-concurrent + 16)',
+    )
+    .option('--warm <n>', "warm sandboxes per agent revision, overriding every agent's spec.scaling.warm")
+    .option(
+      '--pool-idle-timeout <duration>',
+      "scale warm pools to zero after this idle time (overrides agents')",
+    )
     .option('--drain-timeout <duration>', 'on SIGTERM, how long running executions may finish', '30s')
     .action((flags: ServerFlags) => run(() => commandServer(flags)));
 }

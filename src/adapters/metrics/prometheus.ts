@@ -10,6 +10,8 @@ import type { TerminalStatus } from '../../domain/execution.ts';
 export interface QueueGauges {
   running(): number;
   queued(): number;
+  /** Warm pool instances ready on this node. */
+  warm(): number;
 }
 
 const LATENCY_BUCKETS_S = [0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1, 2.5, 5, 10, 30];
@@ -17,7 +19,8 @@ const LATENCY_BUCKETS_S = [0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5
 export class PrometheusMetrics implements ExecutionMetrics {
   readonly registry = new Registry();
   readonly #finished: Counter<'status'>;
-  readonly #start: Histogram;
+  readonly #start: Histogram<'start'>;
+  readonly #pool: Counter<'to' | 'reason'>;
   readonly #queueWait: Histogram;
   readonly #http: Counter<'method' | 'route' | 'status'>;
 
@@ -32,7 +35,8 @@ export class PrometheusMetrics implements ExecutionMetrics {
     });
     this.#start = new Histogram({
       name: 'aegis_execution_start_seconds',
-      help: 'Time from leaving the queue to the agent running (sandbox start)',
+      help: 'Time from leaving the queue to the agent running (sandbox start), by warm (pool) or cold start',
+      labelNames: ['start'],
       buckets: LATENCY_BUCKETS_S,
       registers: [this.registry],
     });
@@ -40,6 +44,12 @@ export class PrometheusMetrics implements ExecutionMetrics {
       name: 'aegis_execution_queue_wait_seconds',
       help: 'Time an execution waited in the queue before its sandbox started',
       buckets: LATENCY_BUCKETS_S,
+      registers: [this.registry],
+    });
+    this.#pool = new Counter({
+      name: 'aegis_pool_instance_transitions_total',
+      help: 'Warm-pool instances entering Warm, or retired unused (by reason: idle, drained, redeployed, died, …)',
+      labelNames: ['to', 'reason'],
       registers: [this.registry],
     });
     this.#http = new Counter({
@@ -61,6 +71,16 @@ export class PrometheusMetrics implements ExecutionMetrics {
       },
     });
     new Gauge({
+      name: 'aegis_instances',
+      help: 'Sandbox instances on this node by lifecycle state (warm: pooled and ready; hot: executing)',
+      labelNames: ['state'],
+      registers: [this.registry],
+      collect() {
+        this.set({ state: 'warm' }, queue.warm());
+        this.set({ state: 'hot' }, queue.running());
+      },
+    });
+    new Gauge({
       name: 'aegis_queue_depth',
       help: 'Executions waiting for a slot on this node',
       registers: [this.registry],
@@ -74,8 +94,12 @@ export class PrometheusMetrics implements ExecutionMetrics {
     this.#finished.inc({ status });
   }
 
-  sandboxStarted(startMs: number): void {
-    this.#start.observe(startMs / 1000);
+  sandboxStarted(startMs: number, start: 'warm' | 'cold'): void {
+    this.#start.observe({ start }, startMs / 1000);
+  }
+
+  poolTransition(to: 'warm' | 'retired', reason?: string): void {
+    this.#pool.inc({ to, reason: reason ?? '' });
   }
 
   dequeued(waitMs: number): void {

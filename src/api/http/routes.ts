@@ -166,7 +166,14 @@ export const ROUTES: readonly Route[] = [
     responses: { 200: { description: 'The agent', schema: S.AgentDetail }, ...errors(401, 403, 404, 429) },
     async handler(ctx, req) {
       const { agent, revisions } = await getAgent(ctx.agentDeps, req.principal, req.params['name']!);
-      return { status: 200, body: { agent: agentView(agent), revisions: revisions.map(revisionView) } };
+      return {
+        status: 200,
+        body: {
+          agent: agentView(agent),
+          revisions: revisions.map(revisionView),
+          pools: ctx.pools?.view(agent.name) ?? [],
+        },
+      };
     },
   },
   {

@@ -147,8 +147,30 @@ export const AgentSummary = z
 export type AgentSummary = z.infer<typeof AgentSummary>;
 
 export const AgentList = z.object({ agents: z.array(AgentSummary) }).meta({ id: 'AgentList' });
+export const PoolView = z
+  .object({
+    agent: z.string(),
+    revision: z.number().int(),
+    target: z.number().int().meta({ description: 'spec.scaling.warm (or the server override)' }),
+    warm: z.number().int().meta({ description: 'Instances Warm and ready now' }),
+    spawning: z.number().int(),
+    state: z
+      .enum(['warm', 'cold'])
+      .meta({ description: 'cold: no instance ready (scaled to zero or filling)' }),
+    idleTimeoutMs: z.number().int(),
+    lastUsedAt: z.string(),
+  })
+  .meta({ id: 'WarmPool' });
+export type PoolView = z.infer<typeof PoolView>;
+
 export const AgentDetail = z
-  .object({ agent: AgentSummary, revisions: z.array(AgentRevision) })
+  .object({
+    agent: AgentSummary,
+    revisions: z.array(AgentRevision),
+    pools: z
+      .array(PoolView)
+      .meta({ description: "This node's warm pools of the agent (one per revision kept warm)" }),
+  })
   .meta({ id: 'AgentDetail' });
 export type AgentDetail = z.infer<typeof AgentDetail>;
 export const RevisionList = z.object({ revisions: z.array(AgentRevision) }).meta({ id: 'RevisionList' });

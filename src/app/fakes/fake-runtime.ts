@@ -2,6 +2,7 @@
 import { AegisError } from '../../domain/errors.ts';
 import type { NetworkPolicy } from '../../domain/policy/network-rules.ts';
 import type {
+  InstanceBinding,
   InstanceId,
   InstanceSpec,
   InstanceState,
@@ -31,6 +32,10 @@ export class FakeRuntime implements Runtime {
   /** Policies set on live instances, by execution id. */
   readonly policies = new Map<string, NetworkPolicy>();
   script: FakeScript = {};
+  /** Pool instances claimed by executions (`bind`), by instance id. */
+  readonly bindings = new Map<InstanceId, InstanceBinding>();
+  /** Instances that were executed, in order (an instance must never appear twice). */
+  readonly executed: InstanceId[] = [];
 
   async spawn(spec: InstanceSpec): Promise<InstanceId> {
     if (this.script.refuse) throw this.script.refuse;
@@ -43,10 +48,12 @@ export class FakeRuntime implements Runtime {
   async execute(id: InstanceId, task: TaskInput): Promise<TaskOutput> {
     if (this.states.get(id) !== 'warm') throw new AegisError('USAGE', `instance ${id} is not warm`);
     this.states.set(id, 'hot');
+    this.executed.push(id);
     const releasedAtMs = Date.now();
     for (const line of this.script.logs ?? []) task.onLog(line.stream, line.text);
     const spec = this.spawned.find((s) => `fake_${s.executionId}` === id);
-    for (const event of this.script.network ?? []) spec?.onNetworkDecision?.(event);
+    const onDecision = this.bindings.get(id)?.onNetworkDecision ?? spec?.onNetworkDecision;
+    for (const event of this.script.network ?? []) onDecision?.(event);
     if (this.script.hang) {
       await new Promise<void>((resolve) => {
         if (task.signal?.aborted) resolve();
@@ -76,6 +83,16 @@ export class FakeRuntime implements Runtime {
       finishedAtMs: releasedAtMs + 5,
       ...this.script.outcome,
     };
+  }
+
+  bind(id: InstanceId, binding: InstanceBinding): void {
+    if (this.states.get(id) !== 'warm') throw new AegisError('USAGE', `instance ${id} is not warm`);
+    this.bindings.set(id, binding);
+  }
+
+  /** Test hook: a Warm instance dies on its own (its sandbox was killed). */
+  die(id: InstanceId): void {
+    this.states.set(id, 'failed');
   }
 
   async terminate(id: InstanceId): Promise<void> {

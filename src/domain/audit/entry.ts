@@ -27,6 +27,8 @@ export const AUDIT_KINDS = {
   executionCancelled: 'execution.cancelled',
   apiKeyCreated: 'apikey.created',
   apiKeyRevoked: 'apikey.revoked',
+  instanceWarm: 'instance.warm',
+  instanceRetired: 'instance.retired',
 } as const;
 
 export type AuditKind = (typeof AUDIT_KINDS)[keyof typeof AUDIT_KINDS];
@@ -49,7 +51,8 @@ export type AuditDataByKind = {
     readonly revision?: number;
     readonly requestedBy?: string;
   };
-  'execution.started': { readonly instance: string };
+  /** `warm`: the instance came from a warm pool (spawned before the execution existed). */
+  'execution.started': { readonly instance: string; readonly warm?: boolean };
   'execution.finished': {
     readonly status: string;
     readonly exitCode: number | null;
@@ -93,6 +96,15 @@ export type AuditDataByKind = {
     readonly by: string;
   };
   'apikey.revoked': { readonly id: string; readonly by: string };
+  /** A pool instance became Warm (spawned ahead of any execution). */
+  'instance.warm': { readonly instance: string; readonly agent: string; readonly revision: number };
+  /** A pool instance ended without serving an execution (idle, drained, died, …). */
+  'instance.retired': {
+    readonly instance: string;
+    readonly agent: string;
+    readonly revision: number;
+    readonly reason: string;
+  };
 };
 
 /** What runAgent records per secret seen by the egress proxy (`secret.use`) — never the value. */

@@ -70,7 +70,20 @@ export interface CompiledAgent {
   readonly env: Readonly<Record<string, string>>;
   /** `spec.secrets`, hosts parsed: which env variable gets which secret's placeholder, and where it may go. */
   readonly secrets: readonly SecretBinding[];
+  /** `spec.scaling`: how a server keeps the agent ready. */
+  readonly scaling: ScalingSpec;
 }
+
+export interface ScalingSpec {
+  /** Warm sandboxes to keep per deployed revision. @default 0 */
+  readonly warm: number;
+  /** Executions of this agent at once on a server; null: only the server's limit. */
+  readonly maxConcurrent: number | null;
+  /** Pool scales to zero after this long without an execution. @default 5 minutes */
+  readonly idleTimeoutMs: number;
+}
+
+export const DEFAULT_IDLE_TIMEOUT_MS = 5 * 60_000;
 
 /** Paths inside the sandbox that AEGIS owns; a mount may not land on or under them. */
 export const RESERVED_TARGETS = [
@@ -236,5 +249,13 @@ export function compileManifest(manifest: AgentManifest, manifestDir: string): C
     limits,
     env: spec.env,
     secrets: secrets.ok ? secrets.bindings : [],
+    scaling: {
+      warm: spec.scaling.warm,
+      maxConcurrent: spec.scaling.maxConcurrent ?? null,
+      idleTimeoutMs:
+        spec.scaling.idleTimeout === undefined
+          ? DEFAULT_IDLE_TIMEOUT_MS
+          : unwrap(parseDuration(spec.scaling.idleTimeout)),
+    },
   };
 }

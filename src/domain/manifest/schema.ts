@@ -129,6 +129,26 @@ export const Security = z.strictObject({
 
 const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
 
+export const Scaling = z
+  .strictObject({
+    warm: z.number().int().min(0).max(64).default(0).meta({
+      description:
+        'Sandboxes kept Warm (prepared, interpreter started) per deployed revision on `aegis server`, so an execution starts without waiting for one. 0: none.',
+    }),
+    maxConcurrent: z
+      .number()
+      .int()
+      .min(1)
+      .max(10_000)
+      .optional()
+      .meta({ description: 'Executions of this agent running at once on a server; more wait in the queue.' }),
+    idleTimeout: Duration.optional().meta({
+      description: 'Scale the warm pool to zero after this long without an execution (default 5m).',
+    }),
+  })
+  .meta({ description: 'How a server keeps this agent ready (ignored by `aegis run`).' });
+export type Scaling = z.infer<typeof Scaling>;
+
 export const Spec = z.strictObject({
   runtime: Runtime,
   isolation: Isolation.default('sandbox'),
@@ -145,6 +165,7 @@ export const Spec = z.strictObject({
     description:
       'Secrets by name (`aegis secret set NAME`): the sandbox sees a per-execution placeholder in `env`; the egress proxy swaps it for the value only in plain-HTTP requests toward `hosts` (see docs/adr/0008-secrets.md).',
   }),
+  scaling: Scaling.default({ warm: 0 }),
 });
 
 export const Metadata = z.strictObject({
