@@ -18,10 +18,10 @@ import { type ApiContext, AuthGate } from './api/context.ts';
 import { listenHttpApi, type RunningApi } from './api/http/server.ts';
 import { loadRevision } from './app/agents.ts';
 import { ensureFirstAdminKey } from './app/api-keys.ts';
-import { WarmPools } from './app/warm-pools.ts';
 import { ExecutionEvents } from './app/execution-events.ts';
 import { Executions } from './app/executions.ts';
 import type { AuditLog, Store } from './app/ports.ts';
+import { WarmPools } from './app/warm-pools.ts';
 import type { RateLimit } from './domain/auth/api-key.ts';
 import {
   AEGIS_VERSION,

@@ -14,9 +14,9 @@ import {
   parseAgentSelector,
   resolveRevision,
 } from '../domain/deployment.ts';
-import type { CompiledAgent } from '../domain/manifest/compiled.ts';
 import { AegisError } from '../domain/errors.ts';
 import { type ExecutionRecord, type ExecutionStatus, isTerminal } from '../domain/execution.ts';
+import type { CompiledAgent } from '../domain/manifest/compiled.ts';
 import { loadRevision, notFoundAgent } from './agents.ts';
 import type { ExecutionEvents } from './execution-events.ts';
 import type {
