@@ -14,11 +14,12 @@ import { machineInfo, machineTable } from './lib/machine.ts';
 import { replaceSection, writeFileAtomic, writeResults } from './lib/publish.ts';
 import type { BenchOptions, Scenario, ScenarioReport } from './lib/scenario.ts';
 import { renderMarkdown } from './lib/table.ts';
+import { api } from './scenarios/api.ts';
 import { egress } from './scenarios/egress.ts';
 import { ledger } from './scenarios/ledger.ts';
 import { startLatency } from './scenarios/start-latency.ts';
 
-const SCENARIOS: readonly Scenario[] = [startLatency, ledger, egress];
+const SCENARIOS: readonly Scenario[] = [startLatency, ledger, egress, api];
 
 const ROOT = resolve(import.meta.dirname, '..');
 const DOC = join(ROOT, 'docs/PERFORMANCE.md');

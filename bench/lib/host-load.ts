@@ -5,7 +5,7 @@
  * covering children it reaped) except this process, its ancestors and descendants, kernel threads and stray sandbox
  * inits. The difference between two snapshots is other programs' CPU time in between: processes that lived through
  * the window by their delta, those born in it in full, short-lived ones through the parent that reaped them (except
- * pid 1, see readStat). Host-wide /proc/stat can't tell: every sandbox leaves some namespace teardown to kernel
+ * pid 1, see cpuSnapshot). Host-wide /proc/stat can't tell: every sandbox leaves some namespace teardown to kernel
  * threads, and much of its CPU time is charged to pid 1, so an idle host would read as busy.
  */
 import { execFileSync } from 'node:child_process';
@@ -34,7 +34,10 @@ interface ProcStat {
   readonly command: string;
   readonly ppid: number;
   readonly startTime: number;
-  readonly ticks: number;
+  /** utime + stime: the process's own CPU time, in clock ticks. */
+  readonly ownTicks: number;
+  /** cutime + cstime: CPU time of children it waited for, in clock ticks. */
+  readonly childTicks: number;
 }
 
 function readStat(pid: number): ProcStat | undefined {
@@ -45,15 +48,25 @@ function readStat(pid: number): ProcStat | undefined {
       .slice(stat.lastIndexOf(')') + 2)
       .split(' ')
       .map(Number);
-    // Children's time (cutime, cstime) is left out for pid 1: bwrap's monitor exits as soon as the sandbox's init
-    // reports the agent's exit status, so that init is reaped by the host's pid 1, which is charged our sandboxes.
-    const children = pid === 1 ? 0 : (fields[13] ?? 0) + (fields[14] ?? 0);
-    const ticks = (fields[11] ?? 0) + (fields[12] ?? 0) + children;
     const command = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'));
-    return { command, ppid: fields[1] ?? 0, startTime: fields[19] ?? 0, ticks };
+    return {
+      command,
+      ppid: fields[1] ?? 0,
+      startTime: fields[19] ?? 0,
+      ownTicks: (fields[11] ?? 0) + (fields[12] ?? 0),
+      childTicks: (fields[13] ?? 0) + (fields[14] ?? 0),
+    };
   } catch {
     return undefined; // exited while we looked
   }
+}
+
+/** CPU time a live process has used, ms: its own (user + system) and that of the children it reaped. */
+export function processCpuMs(pid: number): { own: number; children: number } {
+  const stat = readStat(pid);
+  if (stat === undefined) throw new Error(`no process ${pid}`);
+  const msPerTick = 1000 / clockTicks();
+  return { own: stat.ownTicks * msPerTick, children: stat.childTicks * msPerTick };
 }
 
 export function cpuSnapshot(): CpuSnapshot {
@@ -80,9 +93,12 @@ export function cpuSnapshot(): CpuSnapshot {
   const processes = new Map<number, readonly [number, number, string]>();
   for (const [pid, stat] of stats) {
     const kernelThread = pid === 2 || stat.ppid === 2;
+    // Children's time is left out for pid 1: bwrap's monitor exits as soon as the sandbox's init reports the
+    // agent's exit status, so that init is reaped by the host's pid 1, which is charged our sandboxes.
+    const ticks = stat.ownTicks + (pid === 1 ? 0 : stat.childTicks);
     // A sandbox init outliving its bwrap monitor (see above) is ours too.
     if (!kernelThread && !ours(pid) && !ancestors.has(pid) && stat.command !== 'bwrap')
-      processes.set(pid, [stat.startTime, stat.ticks, stat.command]);
+      processes.set(pid, [stat.startTime, ticks, stat.command]);
   }
   return { atMs: performance.now(), processes };
 }
@@ -111,4 +127,15 @@ export function otherWork(from: CpuSnapshot, to: CpuSnapshot): OtherWork {
     .slice(0, 5)
     .map(([command, used]) => ({ command, cpuSeconds: Math.round((used / clockTicks()) * 100) / 100 }));
   return { cpus: seconds > 0 ? ticks / clockTicks() / seconds : 0, top };
+}
+
+/** Host-wide CPU time from /proc/stat, in clock ticks summed over all CPUs: busy (not idle or iowait) and total. */
+export function hostCpuTicks(): { busy: number; total: number } {
+  const fields = (readFileSync('/proc/stat', 'utf8').split('\n')[0] ?? '')
+    .trim()
+    .split(/\s+/)
+    .slice(1, 9)
+    .map(Number);
+  const total = fields.reduce((sum, value) => sum + value, 0);
+  return { busy: total - (fields[3] ?? 0) - (fields[4] ?? 0), total };
 }

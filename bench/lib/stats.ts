@@ -11,6 +11,7 @@ export interface Summary {
   readonly max: number;
   readonly p50: number;
   readonly p95: number;
+  readonly p99: number;
   readonly stdev: number;
 }
 
@@ -37,6 +38,7 @@ export function summarize(samples: readonly number[]): Summary {
     max: sorted[sorted.length - 1]!,
     p50: percentile(sorted, 50),
     p95: percentile(sorted, 95),
+    p99: percentile(sorted, 99),
     stdev: Math.sqrt(variance),
   };
 }
@@ -59,6 +61,7 @@ export function roundSummary(summary: Summary): Summary {
     max: r(summary.max),
     p50: r(summary.p50),
     p95: r(summary.p95),
+    p99: r(summary.p99),
     stdev: r(summary.stdev),
   };
 }

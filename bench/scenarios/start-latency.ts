@@ -54,7 +54,7 @@ import { renderMarkdown, renderText, type Table } from '../lib/table.ts';
 import { type CapturedSpawn, captureSpawn, Tracer } from '../lib/trace.ts';
 
 const ROOT = resolve(import.meta.dirname, '../..');
-const FIXTURES = join(ROOT, 'bench/fixtures/start-latency');
+export const FIXTURES = join(ROOT, 'bench/fixtures/start-latency');
 const CLI = join(ROOT, 'bin/aegis.mjs');
 const CLI_AGENT = 'examples/hello-python/agent.yaml';
 const TARGET_RATIO = 1.3;
@@ -63,13 +63,13 @@ const SETTLE_MS = 30;
 /** Average CPUs kept busy by other programs above which a run's numbers are flagged as inflated. */
 const BUSY_CPUS = 0.1;
 
-type Language = 'python' | 'node';
+export type Language = 'python' | 'node';
 const LANGUAGES: readonly Language[] = ['python', 'node'];
 
 /** Named durations of one run, in ms. */
-type Metrics = Record<string, number>;
+export type Metrics = Record<string, number>;
 
-interface Variant {
+export interface Variant {
   readonly id: string;
   run(): Promise<Metrics>;
 }
@@ -77,7 +77,7 @@ interface Variant {
 // ---------------------------------------------------------------------------------------------------------------
 // Child processes
 
-interface ChildRun {
+export interface ChildRun {
   readonly startedAt: number;
   readonly spawnReturnedAt: number;
   readonly exitedAt: number;
@@ -87,7 +87,7 @@ interface ChildRun {
 }
 
 /** How to start bwrap: its argv, and the bytes to write into extra child fds (seccomp program, `--args` data). */
-interface Launch {
+export interface Launch {
   readonly argv: readonly string[];
   readonly writes: Readonly<Record<number, Buffer>>;
 }
@@ -108,7 +108,7 @@ function writeAll(child: ChildProcess, writes: Readonly<Record<number, Buffer>>)
 }
 
 /** Spawns, writes `writes` to the child's extra fds, closes stdin, waits for close. */
-function runChild(
+export function runChild(
   file: string,
   args: readonly string[],
   options: SpawnOptions,
@@ -135,7 +135,7 @@ function runChild(
 }
 
 /** The first-line timestamp an agent printed as its (last) stdout line. */
-function firstLineOf(output: unknown, context: string): number {
+export function firstLineOf(output: unknown, context: string): number {
   const value = (output as { firstLineMs?: unknown } | null)?.firstLineMs;
   if (typeof value !== 'number' || !Number.isFinite(value)) {
     throw new Error(`${context}: no firstLineMs in the agent's output (${JSON.stringify(output)})`);
@@ -143,7 +143,7 @@ function firstLineOf(output: unknown, context: string): number {
   return value;
 }
 
-function parseLastLine(stdout: string): unknown {
+export function parseLastLine(stdout: string): unknown {
   const lines = stdout.split('\n').filter((line) => line.trim() !== '');
   try {
     return JSON.parse(lines[lines.length - 1] ?? 'null') as unknown;
@@ -152,7 +152,7 @@ function parseLastLine(stdout: string): unknown {
   }
 }
 
-function checkExit(run: ChildRun, what: string): void {
+export function checkExit(run: ChildRun, what: string): void {
   if (run.code !== 0) {
     throw new Error(`${what} exited with ${run.code}: ${(run.stderr || run.stdout).trim().slice(0, 2000)}`);
   }
@@ -227,7 +227,7 @@ function writeGeneratedEtc(dir: string): Record<string, string> {
   return out;
 }
 
-interface Floor {
+export interface Floor {
   /** bwrap options + `--` + command, from buildBwrapArgs on the floor's plan. */
   readonly argsFor: (
     agent: CompiledAgent,
@@ -248,7 +248,7 @@ const SECCOMP_FD = 3;
 const INFO_FD = 4;
 const BLOCK_FD = 5;
 
-function makeFloor(workDir: string, user: SandboxUser): Floor {
+export function makeFloor(workDir: string, user: SandboxUser): Floor {
   const generatedEtc = writeGeneratedEtc(join(workDir, 'static'));
   const inputFile = join(workDir, 'input.json');
   const outputFile = join(workDir, 'output.json');
@@ -298,7 +298,7 @@ function makeFloor(workDir: string, user: SandboxUser): Floor {
 }
 
 /** Interpreter argv inside the sandbox and binaries to bind, as SandboxRuntime.commandFor() resolves them. */
-function commandFor(language: Language, agent: CompiledAgent, nodeBinary: string) {
+export function commandFor(language: Language, agent: CompiledAgent, nodeBinary: string) {
   const entry = agent.runtime.entrypoint!;
   return language === 'node'
     ? { argv: [NODE_INSIDE, entry], binaries: { [nodeBinary]: NODE_INSIDE }, host: [nodeBinary, entry] }
@@ -364,6 +364,41 @@ function diffArgv(aegis: readonly string[], floor: readonly string[]): string | 
     }
   }
   return undefined;
+}
+
+/**
+ * Runs `agent` once through aegis, captures the bwrap command line and seccomp program the runtime really uses, and
+ * compares them with the floor's: the floor must be the runtime's options minus --info-fd/--block-fd, handed to
+ * bwrap the same way. Returns the `--args` fd the runtime uses (undefined: options on argv); throws on a mismatch.
+ */
+export async function checkFloorParity(
+  ctx: LocalContext,
+  floor: Floor,
+  agent: CompiledAgent,
+  language: Language,
+  nodeBinary: string,
+): Promise<{ argsFd: number | undefined; parity: string }> {
+  const { captured } = await captureSpawn('bwrap', () => aegisRun(ctx, agent));
+  if (!captured) throw new Error(`no bwrap process observed during an aegis run (${language})`);
+  const argsFd = argsTransportOf(captured.argv);
+  const command = commandFor(language, agent, nodeBinary);
+  const floorArgv = ['bwrap', ...floor.argsFor(agent, command.argv, command.binaries)];
+  const problems: string[] = [];
+  const difference = diffArgv(normaliseBwrapArgv(effectiveArgv(captured)), normaliseBwrapArgv(floorArgv));
+  if (difference) problems.push(difference);
+  if (!captured.pipes[SECCOMP_FD]?.equals(floor.seccomp)) {
+    problems.push(`the seccomp program on fd ${SECCOMP_FD} differs from buildSeccompProgram()`);
+  }
+  if (argsFd === INFO_FD || argsFd === BLOCK_FD) {
+    problems.push(`the runtime passes --args on fd ${argsFd}, which the breakdown's floor uses`);
+  }
+  if (problems.length > 0) {
+    throw new Error(`the floor no longer matches the runtime (${language}): ${problems.join('; ')}`);
+  }
+  const parity =
+    'identical apart from --info-fd/--block-fd and per-execution paths; same seccomp program; ' +
+    (argsFd === undefined ? 'options on argv' : `options over --args ${argsFd}`);
+  return { argsFd, parity };
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -469,7 +504,7 @@ function shuffled<T>(items: readonly T[], seed: number): T[] {
 }
 
 /** Runs every variant once per round, in a shuffled order; returns each variant's measured runs, in round order. */
-async function runRounds(
+export async function runRounds(
   variants: readonly Variant[],
   warmup: number,
   rounds: number,
@@ -493,7 +528,7 @@ async function runRounds(
 }
 
 /** `<variant>:<metric>` → samples, for every metric of every variant. */
-function seriesOf(runs: ReadonlyMap<string, readonly Metrics[]>): Map<string, number[]> {
+export function seriesOf(runs: ReadonlyMap<string, readonly Metrics[]>): Map<string, number[]> {
   const series = new Map<string, number[]>();
   for (const [variant, list] of runs) {
     for (const metrics of list) {
@@ -720,28 +755,9 @@ async function run(options: BenchOptions): Promise<ScenarioReport> {
     const parity: Record<string, string> = {};
     let argsFd: number | undefined;
     for (const language of LANGUAGES) {
-      const agent = agents[language];
-      const { captured } = await captureSpawn('bwrap', () => aegisRun(ctx, agent));
-      if (!captured) throw new Error(`no bwrap process observed during an aegis run (${language})`);
-      const transport = argsTransportOf(captured.argv);
-      argsFd = transport;
-      const command = commandFor(language, agent, nodeBinary);
-      const floorArgv = ['bwrap', ...floor.argsFor(agent, command.argv, command.binaries)];
-      const problems: string[] = [];
-      const difference = diffArgv(normaliseBwrapArgv(effectiveArgv(captured)), normaliseBwrapArgv(floorArgv));
-      if (difference) problems.push(difference);
-      if (!captured.pipes[SECCOMP_FD]?.equals(floor.seccomp)) {
-        problems.push(`the seccomp program on fd ${SECCOMP_FD} differs from buildSeccompProgram()`);
-      }
-      if (transport === INFO_FD || transport === BLOCK_FD) {
-        problems.push(`the runtime passes --args on fd ${transport}, which the breakdown's floor uses`);
-      }
-      if (problems.length > 0) {
-        throw new Error(`the floor no longer matches the runtime (${language}): ${problems.join('; ')}`);
-      }
-      parity[language] =
-        'identical apart from --info-fd/--block-fd and per-execution paths; same seccomp program; ' +
-        (transport === undefined ? 'options on argv' : `options over --args ${transport}`);
+      const checked = await checkFloorParity(ctx, floor, agents[language], language, nodeBinary);
+      argsFd = checked.argsFd;
+      parity[language] = checked.parity;
     }
     log(
       `  flag parity: floor = runtime's bwrap options minus --info-fd/--block-fd, ${argsFd === undefined ? 'on argv' : `over --args ${argsFd}`}, same seccomp (${LANGUAGES.join(', ')})`,
