@@ -87,6 +87,8 @@ export class Executions {
   readonly #pending: ExecutionRecord[] = [];
   /** Compiled manifests by bundle digest (revisions are immutable); bounded. */
   readonly #compiled = new Map<string, CompiledAgent>();
+  /** Revisions by `name@revision`, as resolved at submit; bounded. */
+  readonly #revisions = new Map<string, AgentRevision>();
   /** `spec.scaling.maxConcurrent` per agent name, as of the revision last submitted or run. */
   readonly #agentLimits = new Map<string, number | null>();
   readonly #running = new Map<string, Job>();
@@ -355,6 +357,9 @@ export class Executions {
   }
 
   async #compiledFor(revision: AgentRevision): Promise<CompiledAgent> {
+    // Revisions are immutable: remember the one just resolved so running it needs no second lookup.
+    if (this.#revisions.size >= 1024) this.#revisions.clear();
+    this.#revisions.set(`${revision.agent}@${revision.revision}`, revision);
     let agent = this.#compiled.get(revision.digest);
     if (agent === undefined) {
       agent = await loadRevision(this.#deps, revision);
@@ -403,9 +408,11 @@ export class Executions {
     metrics.dequeued(dequeuedAt - Date.parse(record.createdAt));
     let status: ExecutionStatus = 'failed';
     try {
-      const revision = (await store.listRevisions(record.agent.name)).find(
-        (candidate) => candidate.revision === record.agent.revision,
-      );
+      const revision =
+        this.#revisions.get(`${record.agent.name}@${record.agent.revision}`) ??
+        (await store.listRevisions(record.agent.name)).find(
+          (candidate) => candidate.revision === record.agent.revision,
+        );
       if (revision === undefined) {
         throw new AegisError('NOT_FOUND', `${record.agent.name}@${record.agent.revision} no longer exists`);
       }
