@@ -9,6 +9,10 @@
  * execute(): writes the input, releases the block fd, streams stdout/stderr line by line, enforces the wall-clock
  *            timeout (SIGKILL to the sandbox's pid-namespace init kills the whole tree), classifies the outcome
  *            from the exit status and cgroup counters, collects the output, destroys the instance.
+ * prewarm:   (`InstanceSpec.prewarm`, prewarm.ts, docs/adr/0012-warm-instances.md) spawn releases the block fd
+ *            itself: the sandbox's command is a shim that starts the interpreter and waits on a "go" socket; spawn
+ *            returns once it is ready. execute() writes the input, then go (the execution id), and the shim runs
+ *            the entrypoint in the already started interpreter.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import {
@@ -28,11 +32,13 @@ import {
   writeFileSync,
 } from 'node:fs';
 import { join } from 'node:path';
-import type { Readable, Writable } from 'node:stream';
+import type { Duplex, Readable, Writable } from 'node:stream';
 import type {
+  InstanceBinding,
   InstanceId,
   InstanceSpec,
   InstanceState,
+  NetworkDecisionEvent,
   ProcessIdentity,
   Runtime,
   TaskInput,
@@ -62,6 +68,7 @@ import {
   resolveSandboxUser,
   type SandboxUser,
 } from './host.ts';
+import { goMessage, planPrewarm, SHIM_DIR_INSIDE, shimSources } from './prewarm.ts';
 import { buildSeccompProgram, hostSeccompArch } from './seccomp.ts';
 
 /** Where the agent finds things inside. */
@@ -115,13 +122,22 @@ export interface SandboxRuntimeOptions {
 
 interface Instance {
   readonly id: InstanceId;
-  readonly executionId: string;
+  /** The execution served and where its egress decisions go: the spawn's, or the binding's (pooled instances). */
+  readonly route: Route;
+  /** Set by `bind` (once). */
+  bound: boolean;
   readonly agent: CompiledAgent;
   state: InstanceState;
+  /** execute() took it (it destroys the instance when the run ends). */
+  executed: boolean;
   readonly dir: string;
   readonly proc: ChildProcess;
-  /** Write end of bwrap's --block-fd: one byte releases the agent. */
+  /** Write end of bwrap's --block-fd: one byte releases the agent. Already released when prewarmed. */
   readonly release: Writable;
+  /** Prewarmed: the orchestrator's end of the go socket; writing the go message starts the agent. */
+  readonly go: Duplex | undefined;
+  /** What state.json says (bind rewrites its executionId). */
+  readonly scratchState: ScratchState;
   readonly childPid: number;
   readonly cgroup: SandboxCgroup;
   readonly inputFile: string;
@@ -136,8 +152,16 @@ interface Instance {
   killedBy: 'timeout' | 'abort' | 'terminate' | undefined;
 }
 
+interface Route {
+  executionId: string;
+  onNetworkDecision: InstanceSpec['onNetworkDecision'];
+}
+
 interface ScratchState {
+  /** The execution served (a pool id such as `wp_…` until a pooled instance is bound). */
   readonly executionId: string;
+  /** The id the instance was spawned under (names the scratch dir and cgroups), when bound since. */
+  readonly spawnedAs?: string;
   readonly owner: { host: string; pid: number; startTicks: number };
   readonly cgroupPaths: readonly string[];
   /** Output dir outside the scratch dir, if any (removed with it). */
@@ -253,8 +277,11 @@ export class SandboxRuntime implements Runtime {
     this.seccomp = buildSeccompProgram(hostSeccompArch());
   }
 
+  /** `failed` also for a Warm instance whose bwrap exited or was killed before `execute` (a pool replaces it). */
   status(id: InstanceId): InstanceState | undefined {
-    return this.instances.get(id)?.state;
+    const instance = this.instances.get(id);
+    if (instance?.state === 'warm' && exitedAlready(instance.proc)) instance.state = 'failed';
+    return instance?.state;
   }
 
   /** Static /etc files shared by every sandbox (written once per orchestrator start). */
@@ -269,6 +296,36 @@ export class SandboxRuntime implements Runtime {
       out[target] = file;
     }
     this.staticEtc = out;
+    return out;
+  }
+
+  private shimFiles: Record<string, string> | undefined;
+
+  /**
+   * The prewarm shims in the static dir (bound read-only inside): shim name → host file. Checked once per runtime;
+   * replaced by rename, never rewritten in place: another orchestrator's sandboxes may be reading the current one.
+   */
+  private ensureShims(): Record<string, string> {
+    if (this.shimFiles) return this.shimFiles;
+    const dir = join(this.scratchRoot, 'static');
+    mkdirSync(dir, { recursive: true, mode: 0o711 });
+    const out: Record<string, string> = {};
+    for (const [name, content] of Object.entries(shimSources())) {
+      const file = join(dir, name);
+      let current: string | undefined;
+      try {
+        current = readFileSync(file, 'utf8');
+      } catch {
+        current = undefined;
+      }
+      if (current !== content) {
+        const partial = `${file}.${process.pid}.tmp`;
+        writeFileSync(partial, content, { mode: 0o644 });
+        renameSync(partial, file);
+      }
+      out[name] = file;
+    }
+    this.shimFiles = out;
     return out;
   }
 
@@ -294,8 +351,10 @@ export class SandboxRuntime implements Runtime {
       if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
       this.scratchRootReady = false;
       this.staticEtc = undefined; // rewritten at the same paths, so callers' maps stay valid
+      this.shimFiles = undefined;
       this.ensureScratchRoot();
       this.ensureStaticEtc();
+      this.ensureShims();
       mkdirSync(dir, { mode: 0o711 });
     }
   }
@@ -441,7 +500,18 @@ export class SandboxRuntime implements Runtime {
     // namespace's lo is all there is (starting the proxy costs a Node start, ~0.1 s — see ADR 0007).
     const egress = agent.network.allow.length > 0;
     this.cgroups.assertUsable();
-    const { argv, binaries } = this.commandFor(agent);
+    const cold = this.commandFor(agent);
+    const binaries = { ...cold.binaries };
+    let argv = cold.argv;
+    // Prewarmed: the shim (Python/Node) or the exec wrapper (anything else) is the sandbox's command.
+    const prewarm = spec.prewarm ? planPrewarm(agent.runtime, cold.argv) : undefined;
+    if (prewarm) {
+      argv = [...prewarm.argv];
+      if (prewarm.shim) {
+        this.ensureScratchRoot();
+        binaries[this.ensureShims()[prewarm.shim]!] = `${SHIM_DIR_INSIDE}/${prewarm.shim}`;
+      }
+    }
     const mounts = this.resolveMounts(agent);
     this.ensureScratchRoot();
     const generatedEtc = this.ensureStaticEtc();
@@ -451,15 +521,16 @@ export class SandboxRuntime implements Runtime {
     this.makeInstanceDir(dir);
     const owner = this.options.identity.current();
     let outputDir: string | undefined;
+    let scratchState: ScratchState | undefined;
     const writeState = (cgroupPaths: readonly string[]) => {
-      const state: ScratchState = {
+      scratchState = {
         executionId,
         owner,
         cgroupPaths,
         ...(outputDir ? { outputDir } : {}),
         createdAt: new Date().toISOString(),
       };
-      writeFileSync(join(dir, 'state.json'), JSON.stringify(state), { mode: 0o600 });
+      writeScratchState(dir, scratchState);
     };
     writeState([]);
 
@@ -502,8 +573,15 @@ export class SandboxRuntime implements Runtime {
       // bwrap reads only options from --args; the command stays on argv (the interpreter and entrypoint).
       const separator = args.indexOf('--');
       const options = args.slice(0, separator);
+      // 0-2 stdio, 3 seccomp, 4 info, 5 block, 6 args; prewarmed: the go socket at prewarm.goFd (bwrap passes it
+      // on to the sandbox's command; the shim closes it before the agent's code runs).
+      const stdio: ('pipe' | 'ignore')[] = ['pipe', 'pipe', 'pipe', 'pipe', 'pipe', 'pipe', 'pipe'];
+      if (prewarm) {
+        while (stdio.length < prewarm.goFd) stdio.push('ignore');
+        stdio.push('pipe');
+      }
       const child = spawn(this.options.bwrapPath ?? 'bwrap', ['--args', '6', ...args.slice(separator)], {
-        stdio: ['pipe', 'pipe', 'pipe', 'pipe', 'pipe', 'pipe', 'pipe'],
+        stdio,
         env: {},
         ...(this.user.dedicated && process.getuid?.() === 0
           ? { uid: this.user.uid, gid: this.user.gid }
@@ -512,6 +590,12 @@ export class SandboxRuntime implements Runtime {
       proc = child;
       const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
         child.on('close', (code, signal) => resolve({ code, signal }));
+      });
+      // A Warm instance whose bwrap exits (killed, OOM while idle, …) is failed: status() reports it, execute()
+      // refuses it. (Hot instances are classified by execute().)
+      child.on('exit', () => {
+        const instance = this.instances.get(id);
+        if (instance?.state === 'warm') instance.state = 'failed';
       });
       const spawnError = new Promise<never>((_, reject) => {
         child.once('error', (error) =>
@@ -534,19 +618,23 @@ export class SandboxRuntime implements Runtime {
       argsPipe.end(Buffer.from(options.map((arg) => `${arg}\0`).join(''), 'utf8'));
       const release = (child.stdio as unknown as (Readable | Writable)[])[5] as Writable;
       release.on('error', () => {});
-
-      const childPid = await Promise.race([
-        readInfoPid(child.stdio[4] as Readable),
-        spawnError,
+      const go = prewarm ? ((child.stdio as unknown[])[prewarm.goFd] as Duplex) : undefined;
+      go?.on('error', () => {});
+      const setupFailed = (what = 'bubblewrap failed to set up the sandbox') =>
         exited.then(() => {
           throw new AegisError(
             'RUNTIME_UNAVAILABLE',
-            `bubblewrap failed to set up the sandbox: ${stderrBuffer.join('').trim()}`,
+            `${what}: ${stderrBuffer.join('').trim() || '(nothing on stderr)'}`,
             {
               hint: '`aegis doctor` checks user namespaces, bubblewrap and cgroups on this host',
             },
           );
-        }),
+        });
+
+      const childPid = await Promise.race([
+        readInfoPid(child.stdio[4] as Readable),
+        spawnError,
+        setupFailed(),
         delay(SPAWN_DEADLINE_MS).then(() => {
           throw new AegisError(
             'RUNTIME_UNAVAILABLE',
@@ -556,19 +644,27 @@ export class SandboxRuntime implements Runtime {
       ]);
       // The agent has not run yet (bwrap waits on --block-fd): limits apply from its first instruction.
       cgroup.join(childPid);
-      child.stderr!.removeAllListeners('data');
-      child.stderr!.pause(); // execute() resumes it; nothing is lost in between
-      for (const text of stderrBuffer.join('').split('\n').filter(Boolean))
-        early.push({ stream: 'stderr', text });
+      if (!prewarm) this.holdStderr(child, stderrBuffer, early);
 
+      const route: Route = {
+        executionId,
+        onNetworkDecision: spec.onNetworkDecision,
+      };
       if (egress) {
         // Before the release: the agent's first instruction can already connect (no start-up race).
-        const onNetworkDecision = spec.onNetworkDecision;
         const secrets = spec.secrets;
         proxy = new EgressProxy({
           execution: executionId,
           policy: agent.network.policy,
-          onDecision: (event) => onNetworkDecision?.(event),
+          // Through `route`: bind() re-points a pooled instance at its execution (the event's own `execution`
+          // stamp is restamped with it too).
+          onDecision: (event) => {
+            const restamped: NetworkDecisionEvent & { execution: string } = {
+              ...event,
+              execution: route.executionId,
+            };
+            route.onNetworkDecision?.(restamped);
+          },
           // Plain-HTTP requests only (CONNECT/SOCKS streams are opaque): placeholders → values toward bound hosts.
           // Requests toward a bound host:port are upgraded to TLS upstream (port 80 → 443, certificate verified for
           // the host); other hops get values only when they are loopback/private IP literals (the cleartext guard).
@@ -597,14 +693,35 @@ export class SandboxRuntime implements Runtime {
         for (const server of servers) proxy.serve(server);
       }
 
+      if (prewarm && go) {
+        // Limits and egress are in place: let the shim start the interpreter now, and wait until it waits for go.
+        release.end('1');
+        await Promise.race([
+          readReady(go),
+          setupFailed(`the prewarmed ${prewarm.kind} instance exited before it was ready`),
+          delay(SPAWN_DEADLINE_MS).then(() => {
+            throw new AegisError(
+              'RUNTIME_UNAVAILABLE',
+              `the prewarmed ${prewarm.kind} instance did not become ready within ${SPAWN_DEADLINE_MS} ms`,
+            );
+          }),
+        ]);
+        go.resume(); // nothing more is expected from the sandbox on this socket
+        this.holdStderr(child, stderrBuffer, early);
+      }
+
       const instance: Instance = {
         id,
-        executionId,
+        route,
+        bound: false,
         agent,
         state: 'warm',
+        executed: false,
         dir,
         proc: child,
         release,
+        go,
+        scratchState: scratchState!,
         childPid,
         cgroup,
         inputFile,
@@ -616,6 +733,7 @@ export class SandboxRuntime implements Runtime {
         killedBy: undefined,
       };
       this.instances.set(id, instance);
+      if (exitedAlready(child)) instance.state = 'failed';
       return id;
     } catch (error) {
       if (proc && proc.exitCode === null) proc.kill('SIGKILL');
@@ -627,12 +745,34 @@ export class SandboxRuntime implements Runtime {
     }
   }
 
+  /**
+   * Stops collecting bwrap's set-up stderr: what it printed becomes the instance's early lines, the rest waits in
+   * the pipe until execute() attaches.
+   */
+  private holdStderr(child: ChildProcess, stderrBuffer: readonly string[], early: Instance['early']): void {
+    child.stderr!.removeAllListeners('data');
+    child.stderr!.pause(); // execute() resumes it; nothing is lost in between
+    for (const text of stderrBuffer.join('').split('\n').filter(Boolean))
+      early.push({ stream: 'stderr', text });
+  }
+
   async execute(id: InstanceId, task: TaskInput): Promise<TaskOutput> {
     const instance = this.instances.get(id);
     if (!instance) throw new AegisError('NOT_FOUND', `no instance ${id}`);
+    if (this.status(id) === 'failed' && !instance.executed) {
+      // Died while Warm (killed, OOM while idle in a pool): fail fast and release what it held.
+      const exit = instance.proc.signalCode ?? `exit code ${instance.proc.exitCode}`;
+      await this.terminate(id);
+      throw new AegisError(
+        'RUNTIME_UNAVAILABLE',
+        `instance ${id} died before it was used (bubblewrap ended: ${exit}); nothing of the task ran`,
+        { hint: 'start another instance (a warm pool replaces dead instances on its own)' },
+      );
+    }
     if (instance.state !== 'warm')
       throw new AegisError('USAGE', `instance ${id} is ${instance.state}; instances serve one execution`);
     instance.state = 'hot';
+    instance.executed = true;
     const { proc, agent } = instance;
     let lastStdoutLine: string | undefined;
     let loggedBytes = 0;
@@ -670,7 +810,9 @@ export class SandboxRuntime implements Runtime {
     task.signal?.addEventListener('abort', onAbort, { once: true });
 
     const releasedAtMs = performance.timeOrigin + performance.now();
-    instance.release.end('1');
+    // Cold: bwrap execs the agent. Prewarmed: the shim reads the execution id, closes the socket, runs the agent.
+    if (instance.go) instance.go.end(goMessage(instance.route.executionId));
+    else instance.release.end('1');
 
     const { code, signal } = await instance.exited;
     clearTimeout(timer);
@@ -801,12 +943,42 @@ export class SandboxRuntime implements Runtime {
     if (!instance) return;
     instance.killedBy ??= 'terminate';
     this.killTree(instance);
-    if (instance.state === 'warm') {
+    if (!instance.executed && (instance.state === 'warm' || instance.state === 'failed')) {
       instance.state = 'terminated';
+      instance.executed = true; // a second terminate() or execute() finds nothing to do
       await instance.exited;
       await this.destroy(instance);
     }
     // A hot instance is destroyed by the execute() call that is waiting on it.
+  }
+
+  /**
+   * Claims a Warm instance (spawned for a pool under a pool id) for one execution: egress decisions go to the
+   * binding's callback, `setNetworkPolicy(binding.executionId)` reaches it, prewarmed agents see the execution id in
+   * AEGIS_EXECUTION_ID, and state.json names it (the reaper returns it). The scratch dir and cgroups keep the
+   * pool id's name.
+   */
+  bind(id: InstanceId, binding: InstanceBinding): void {
+    const instance = this.instances.get(id);
+    if (!instance) throw new AegisError('NOT_FOUND', `no instance ${id}`);
+    const state = this.status(id);
+    if (state !== 'warm')
+      throw new AegisError('USAGE', `instance ${id} is ${state}; only a Warm instance can be bound`);
+    if (instance.bound) {
+      throw new AegisError(
+        'USAGE',
+        `instance ${id} is already bound to execution ${instance.route.executionId}`,
+      );
+    }
+    goMessage(binding.executionId); // refuses ids the go message can't carry
+    instance.bound = true;
+    instance.route.executionId = binding.executionId;
+    instance.route.onNetworkDecision = binding.onNetworkDecision;
+    writeScratchState(instance.dir, {
+      ...instance.scratchState,
+      executionId: binding.executionId,
+      spawnedAs: instance.scratchState.executionId,
+    });
   }
 
   async setNetworkPolicy(executionId: string, policy: NetworkPolicy): Promise<boolean> {
@@ -819,7 +991,7 @@ export class SandboxRuntime implements Runtime {
   /** The live egress proxy of an execution, if it has one (tests use it to cut the network mid-run). */
   egressProxyOf(executionId: string): EgressProxy | undefined {
     for (const instance of this.instances.values()) {
-      if (instance.executionId === executionId) return instance.proxy;
+      if (instance.route.executionId === executionId) return instance.proxy;
     }
     return undefined;
   }
@@ -843,8 +1015,14 @@ export class SandboxRuntime implements Runtime {
       }
       if (state && this.options.identity.isAlive(state.owner)) continue;
       if (!state) {
-        // Half-written by a dying orchestrator; leave very fresh ones to their (maybe live) creator.
-        const ageMs = Date.now() - statSync(dir).mtimeMs;
+        // Half-written by a dying orchestrator; leave very fresh ones to their (maybe live) creator. A dir that is
+        // gone by now was destroyed by its (live) owner between the listing and here.
+        let ageMs: number;
+        try {
+          ageMs = Date.now() - statSync(dir).mtimeMs;
+        } catch {
+          continue;
+        }
         if (ageMs < 60_000) continue;
       }
       if (state) await removeCgroupPaths(state.cgroupPaths).catch(() => {});
@@ -856,6 +1034,35 @@ export class SandboxRuntime implements Runtime {
     }
     return reaped;
   }
+}
+
+/**
+ * Replaced by rename, never rewritten in place: another process's reaper treats an unparsable state.json older than a
+ * minute as abandoned, and bind() rewrites it on instances that may have idled in a pool for longer.
+ */
+function writeScratchState(dir: string, state: ScratchState): void {
+  const partial = join(dir, 'state.json.partial');
+  writeFileSync(partial, JSON.stringify(state), { mode: 0o600 });
+  renameSync(partial, join(dir, 'state.json'));
+}
+
+/** The process has exited (its 'exit' event may still be queued). */
+function exitedAlready(proc: ChildProcess): boolean {
+  return proc.exitCode !== null || proc.signalCode !== null;
+}
+
+/** Resolves when the prewarm shim reports it is ready (one `r` on the go socket). */
+function readReady(stream: Readable): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const onData = (chunk: Buffer) => {
+      if (!chunk.includes(0x72)) return;
+      stream.off('data', onData);
+      stream.off('error', reject);
+      resolve();
+    };
+    stream.on('data', onData);
+    stream.once('error', reject);
+  });
 }
 
 function delay(ms: number): Promise<void> {
