@@ -257,6 +257,33 @@ describe('aegis CLI', { concurrency: true }, () => {
     assert.equal(JSON.parse(result.stdout).output.uid, 1000);
   });
 
+  it('descriptors the CLI inherited (a parent shell pipe) never reach the sandbox', async () => {
+    const home = tempDir('aegis-cli-home-');
+    const manifest = agentDir(`${HEADER}spec:\n  runtime: { language: python, entrypoint: main.py }\n`, {
+      'main.py':
+        'import json, os\nprint(json.dumps(sorted(int(fd) for fd in os.listdir("/proc/self/fd"))))\n',
+    });
+    // fds 3 and 4 are inherited by the CLI without close-on-exec, like a shell's or CI runner's stray pipes.
+    const child = spawn(process.execPath, [BIN, 'run', manifest, '-o', 'json'], {
+      cwd: ROOT,
+      env: { ...process.env, AEGIS_HOME: home },
+      stdio: ['ignore', 'pipe', 'pipe', 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout!.on('data', (d) => (stdout += d));
+    child.stderr!.on('data', (d) => (stderr += d));
+    const code = await new Promise((resolveCode) => child.on('close', resolveCode));
+    assert.equal(code, 0, stderr);
+    const fds = JSON.parse(stdout).output as number[];
+    // 0-2 and the descriptor listing /proc/self/fd itself: nothing of the orchestrator's parent.
+    assert.ok(!fds.includes(4), `the agent saw inherited descriptors: ${fds}`);
+    assert.ok(
+      fds.every((fd) => fd <= 3),
+      `unexpected descriptors in the sandbox: ${fds}`,
+    );
+  });
+
   it('SIGTERM to the CLI kills the sandbox and records the run as killed (exit 1)', async () => {
     const home = tempDir('aegis-cli-home-');
     const manifest = agentDir(`${HEADER}spec:\n  runtime: { language: python, entrypoint: main.py }\n`, {

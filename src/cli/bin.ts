@@ -5,5 +5,9 @@ process.on('warning', (warning) => {
   process.stderr.write(`${warning.name}: ${warning.message}\n`);
 });
 
+// Before anything else opens a file: descriptors inherited from our parent must not reach sandboxes.
+const { closeInheritedDescriptors } = await import('../adapters/host/inherited-fds.ts');
+closeInheritedDescriptors();
+
 const { main } = await import('./main.ts');
 process.exitCode = await main(process.argv.slice(2));
