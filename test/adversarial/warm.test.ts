@@ -13,6 +13,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { stringify } from 'yaml';
 import { loadManifestFile } from '../../src/adapters/manifest/yaml-loader.ts';
+import { ProcIdentity } from '../../src/adapters/host/process-identity.ts';
 import { SandboxRuntime } from '../../src/adapters/runtimes/sandbox/runtime.ts';
 import type { NetworkDecisionEvent, ProcessIdentity } from '../../src/app/ports.ts';
 import { isAegisError } from '../../src/domain/errors.ts';
@@ -112,9 +113,9 @@ describe('warm instances: prewarm, bind, failure, timeout', { concurrency: true,
   }
 
   /** Nothing of the instance is left on the host: scratch dir, cgroups. */
-  function assertGone(spawnedAs: string): void {
+  function assertGone(spawnedAs: string, scratchRoot = rt.scratchRoot): void {
     assert.equal(
-      existsSync(join(rt.scratchRoot, 'sandboxes', spawnedAs)),
+      existsSync(join(scratchRoot, 'sandboxes', spawnedAs)),
       false,
       `scratch dir of ${spawnedAs}`,
     );
@@ -506,10 +507,19 @@ print(json.dumps({"a": get(ports["a"]), "b": get(ports["b"]), "id": os.environ["
       current: () => ({ host: hostname(), pid: 2 ** 22 + 1, startTicks: 1 }),
       isAlive: () => false,
     };
+    // A scratch root of this test's own: the shared one is scanned by every other test process's reaper (servers and
+    // CLI runs reap at start), which would take these orphans first.
+    const scratchRoot = h.tempDir('reaper-scratch');
+    const cgroupParent = process.env['AEGIS_CGROUP_PARENT'];
     const orphaning = new SandboxRuntime({
       identity: deadOwner,
-      scratchRoot: rt.scratchRoot,
-      ...(process.env['AEGIS_CGROUP_PARENT'] ? { cgroupParent: process.env['AEGIS_CGROUP_PARENT'] } : {}),
+      scratchRoot,
+      ...(cgroupParent ? { cgroupParent } : {}),
+    });
+    const reaper = new SandboxRuntime({
+      identity: new ProcIdentity(),
+      scratchRoot,
+      ...(cgroupParent ? { cgroupParent } : {}),
     });
     const [unbound, boundPool] = [poolId(), poolId()];
     const idA = await orphaning.spawn({ executionId: unbound, agent, prewarm: true });
@@ -519,12 +529,12 @@ print(json.dumps({"a": get(ports["a"]), "b": get(ports["b"]), "id": os.environ["
     const inside = [...processesIn(unbound), ...processesIn(boundPool)];
     assert.ok(inside.length >= 4, JSON.stringify(inside));
 
-    // The harness runtime (a live owner) reaps what the "dead" orchestrator left.
-    const reaped = await rt.reapOrphans();
+    // A runtime with a live owner reaps what the "dead" orchestrator left.
+    const reaped = await reaper.reapOrphans();
     assert.ok(reaped.includes(unbound), `${reaped}`);
     assert.ok(reaped.includes(bound), `${reaped}`);
-    assertGone(unbound);
-    assertGone(boundPool);
+    assertGone(unbound, scratchRoot);
+    assertGone(boundPool, scratchRoot);
     await pollUntil('the orphans to die', () => inside.every((p) => !isAlive(p.pid)));
     await orphaning.terminate(idA);
     await orphaning.terminate(idB);
