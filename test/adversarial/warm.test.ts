@@ -12,8 +12,8 @@ import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { stringify } from 'yaml';
-import { loadManifestFile } from '../../src/adapters/manifest/yaml-loader.ts';
 import { ProcIdentity } from '../../src/adapters/host/process-identity.ts';
+import { loadManifestFile } from '../../src/adapters/manifest/yaml-loader.ts';
 import { SandboxRuntime } from '../../src/adapters/runtimes/sandbox/runtime.ts';
 import type { NetworkDecisionEvent, ProcessIdentity } from '../../src/app/ports.ts';
 import { isAegisError } from '../../src/domain/errors.ts';
@@ -114,11 +114,7 @@ describe('warm instances: prewarm, bind, failure, timeout', { concurrency: true,
 
   /** Nothing of the instance is left on the host: scratch dir, cgroups. */
   function assertGone(spawnedAs: string, scratchRoot = rt.scratchRoot): void {
-    assert.equal(
-      existsSync(join(scratchRoot, 'sandboxes', spawnedAs)),
-      false,
-      `scratch dir of ${spawnedAs}`,
-    );
+    assert.equal(existsSync(join(scratchRoot, 'sandboxes', spawnedAs)), false, `scratch dir of ${spawnedAs}`);
     assert.deepEqual(cgroupDirsOf(spawnedAs), [], `cgroups of ${spawnedAs}`);
   }
 
