@@ -13,16 +13,20 @@ import { parseArgs } from 'node:util';
 import { machineInfo, machineTable } from './lib/machine.ts';
 import { replaceSection, writeFileAtomic, writeResults } from './lib/publish.ts';
 import type { BenchOptions, Scenario, ScenarioReport } from './lib/scenario.ts';
-import { renderMarkdown } from './lib/table.ts';
+import { renderMarkdown, renderText } from './lib/table.ts';
+import { startLatencyChart, targetsOf, targetsTable } from './lib/targets.ts';
 import { api } from './scenarios/api.ts';
+import { density } from './scenarios/density.ts';
 import { egress } from './scenarios/egress.ts';
 import { ledger } from './scenarios/ledger.ts';
+import { peers } from './scenarios/peers.ts';
 import { startLatency } from './scenarios/start-latency.ts';
 
-const SCENARIOS: readonly Scenario[] = [startLatency, ledger, egress, api];
+const SCENARIOS: readonly Scenario[] = [startLatency, density, ledger, egress, api, peers];
 
 const ROOT = resolve(import.meta.dirname, '..');
 const DOC = join(ROOT, 'docs/PERFORMANCE.md');
+const CHART = join(ROOT, 'docs/perf/start-latency.svg');
 const RESULTS = join(ROOT, 'bench/results');
 
 const USAGE = `usage: npm run bench -- [options] [scenario …]
@@ -31,11 +35,11 @@ scenarios (default: all):
 ${SCENARIOS.map((s) => `  ${s.name.padEnd(16)} ${s.description}`).join('\n')}
 
 options:
-  --quick          20 runs, 3 warm-up, 10 CLI runs: a smoke check (< 1 min); writes
+  --quick          20 runs, 3 warm-up, 5 CLI runs: a smoke check (< 2 min); writes
                    bench/results/<date>-<host>-quick.json and leaves docs/PERFORMANCE.md alone
   --runs N         measured runs per variant (default 100; quick 20)
   --warmup N       warm-up runs per variant (default 5; quick 3)
-  --cli-runs N     measured CLI process starts (default 20; quick 10)
+  --cli-runs N     measured CLI process starts (default 20; quick 5)
   --breakdown      also time every step of the aegis path (extra instrumented runs) and of the CLI start
   --no-write       print only: no results file, no doc update
   -h, --help       this text`;
@@ -92,7 +96,7 @@ function parseOptions(argv: string[]): { options: BenchOptions; scenarios: Scena
       quick,
       runs: positiveInt('runs', values.runs, quick ? 20 : 100),
       warmup: positiveInt('warmup', values.warmup, quick ? 3 : 5, 0),
-      cliRuns: positiveInt('cli-runs', values['cli-runs'], quick ? 10 : 20),
+      cliRuns: positiveInt('cli-runs', values['cli-runs'], quick ? 5 : 20),
       breakdown: values.breakdown,
       log: (line) => process.stderr.write(`${line}\n`),
     },
@@ -111,6 +115,7 @@ function formatWithBiome(file: string): void {
 async function main(): Promise<void> {
   const { options, scenarios, write } = parseOptions(process.argv.slice(2));
   const reports = new Map<string, ScenarioReport>();
+  const runStarted = performance.now();
   for (const scenario of scenarios) {
     options.log(`== ${scenario.name}: ${scenario.description}`);
     const started = performance.now();
@@ -119,6 +124,11 @@ async function main(): Promise<void> {
     process.stdout.write(`\n${report.text}\n`);
     reports.set(scenario.name, report);
   }
+  const targets = targetsOf(reports.values());
+  if (targets.length > 0) {
+    process.stdout.write(`\ntargets — this run\n\n${renderText(targetsTable(targets, false))}\n`);
+  }
+  options.log(`== all done in ${((performance.now() - runStarted) / 1000).toFixed(1)} s`);
   if (!write) return;
 
   const day = new Date().toISOString().slice(0, 10);
@@ -142,13 +152,32 @@ async function main(): Promise<void> {
     return;
   }
   let document = readFileSync(DOC, 'utf8');
+  const machine = machineInfo();
   const sections = [
     {
       marker: 'machine',
-      markdown: renderMarkdown({ ...machineTable(machineInfo()), align: ['left', 'left'] }),
+      markdown: renderMarkdown({ ...machineTable(machine), align: ['left', 'left'] }),
     },
     ...[...reports.values()].flatMap((report) => report.docs),
   ];
+  // The targets table and the chart compare scenarios with each other: written only by a run of all of them.
+  if (reports.size === SCENARIOS.length) {
+    sections.push({
+      marker: 'targets',
+      markdown: [
+        `_Measured by one \`npm run bench\` on ${day}, host ${machine.hostname} (see [Machine](#machine)); every row links to its numbers._`,
+        '',
+        renderMarkdown(targetsTable(targets, true)),
+      ].join('\n'),
+    });
+    const chart = startLatencyChart(reports.values(), machine, day);
+    if (chart !== undefined) {
+      writeFileAtomic(CHART, chart);
+      process.stdout.write(`chart: ${CHART}\n`);
+    }
+  } else {
+    process.stdout.write('targets table and chart not written: they need a run of every scenario\n');
+  }
   for (const section of sections) {
     const next = replaceSection(document, section.marker, section.markdown);
     if (next === undefined) {

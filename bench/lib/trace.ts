@@ -162,3 +162,22 @@ export async function captureSpawn<T>(
     diagnostics.unsubscribe('child_process', onChild);
   }
 }
+
+/**
+ * Calls `onSpawn` with every child process started with file `file` from now on, once it has a pid (e.g. to find
+ * a runtime's bwrap processes without reaching into it). Returns an unsubscribe function.
+ */
+export function watchSpawns(file: string, onSpawn: (child: ChildProcess) => void): () => void {
+  const onChild = (message: unknown) => {
+    const child = (message as { process: ChildProcess }).process;
+    const internal = child as unknown as { spawn: (options: unknown) => unknown };
+    const original = internal.spawn;
+    internal.spawn = function (this: ChildProcess, options: unknown) {
+      const result = original.call(this, options);
+      if (this.spawnfile === file && this.pid !== undefined) onSpawn(this);
+      return result;
+    };
+  };
+  diagnostics.subscribe('child_process', onChild);
+  return () => diagnostics.unsubscribe('child_process', onChild);
+}

@@ -48,10 +48,11 @@ import { type LocalContext, openLocalContext } from '../../src/main.ts';
 import { realtimeOffsetMs, wallNowMs } from '../lib/clock.ts';
 import { cpuSnapshot, otherWork as otherWorkBetween } from '../lib/host-load.ts';
 import { describeMachine, loadAverage1m, machineInfo } from '../lib/machine.ts';
-import type { BenchOptions, Scenario, ScenarioReport } from '../lib/scenario.ts';
+import { commandOf, processTree } from '../lib/procs.ts';
+import type { BenchOptions, Scenario, ScenarioReport, StartPoint, TargetCheck } from '../lib/scenario.ts';
 import { formatMs, roundSummary, type Summary, summarize } from '../lib/stats.ts';
 import { renderMarkdown, renderText, type Table } from '../lib/table.ts';
-import { type CapturedSpawn, captureSpawn, Tracer } from '../lib/trace.ts';
+import { type CapturedSpawn, captureSpawn, Tracer, watchSpawns } from '../lib/trace.ts';
 
 const ROOT = resolve(import.meta.dirname, '../..');
 export const FIXTURES = join(ROOT, 'bench/fixtures/start-latency');
@@ -93,13 +94,13 @@ export interface Launch {
 }
 
 /** stdio for a child: pipes for 0–2, for each fd in `pipes`, and 'ignore' in between. */
-function stdioFor(pipes: readonly number[]): ('pipe' | 'ignore')[] {
+export function stdioFor(pipes: readonly number[]): ('pipe' | 'ignore')[] {
   const stdio: ('pipe' | 'ignore')[] = ['pipe', 'pipe', 'pipe'];
   for (let fd = 3; fd <= Math.max(2, ...pipes); fd++) stdio.push(pipes.includes(fd) ? 'pipe' : 'ignore');
   return stdio;
 }
 
-function writeAll(child: ChildProcess, writes: Readonly<Record<number, Buffer>>): void {
+export function writeAll(child: ChildProcess, writes: Readonly<Record<number, Buffer>>): void {
   for (const [fd, data] of Object.entries(writes)) {
     const pipe = (child.stdio as unknown as (Readable | Writable | null)[])[Number(fd)] as Writable;
     pipe.on('error', () => {});
@@ -212,7 +213,7 @@ function runBlocked(floor: Floor, launch: Launch, holdMs: number): Promise<Metri
 // ---------------------------------------------------------------------------------------------------------------
 // The floor: bwrap with the runtime's flags, minus info/block fds and cgroups
 
-const NODE_INSIDE = '/opt/aegis/bin/node';
+export const NODE_INSIDE = '/opt/aegis/bin/node';
 const FLOOR_EXECUTION_ID = 'ex_benchfloor00000000000000';
 
 /** The orchestrator's synthesised /etc files (same content and order as SandboxRuntime). */
@@ -404,7 +405,7 @@ export async function checkFloorParity(
 // ---------------------------------------------------------------------------------------------------------------
 // The aegis library path, plain and instrumented
 
-async function aegisRun(ctx: LocalContext, agent: CompiledAgent, tracer?: Tracer): Promise<Metrics> {
+export async function aegisRun(ctx: LocalContext, agent: CompiledAgent, tracer?: Tracer): Promise<Metrics> {
   tracer?.begin();
   const call = wallNowMs();
   tracer?.mark('call', call);
@@ -430,6 +431,98 @@ async function aegisRun(ctx: LocalContext, agent: CompiledAgent, tracer?: Tracer
     for (const [name, at] of Object.entries(tracer.end())) metrics[`@${name}`] = at - call;
   }
   return metrics;
+}
+
+/** The bwrap processes the bench process saw started, newest last (see `watchSpawns`). */
+export interface BwrapWatch {
+  readonly pids: number[];
+  readonly stop: () => void;
+}
+
+export function watchBwrap(): BwrapWatch {
+  const pids: number[] = [];
+  const stop = watchSpawns('bwrap', (child) => {
+    pids.push(child.pid!);
+    if (pids.length > 1000) pids.splice(0, pids.length - 1000);
+  });
+  return { pids, stop };
+}
+
+/** Whether an interpreter (anything but bwrap itself) already runs in the sandbox whose bwrap monitor is `pid`. */
+export function interpreterStarted(pid: number | undefined): boolean {
+  return pid !== undefined && processTree(pid).some((p) => commandOf(p) !== 'bwrap');
+}
+
+/**
+ * A warm start, as a warm pool does it: `runtime.spawn({ prewarm: true })` ahead of time (not timed: after the
+ * previous run, so it never overlaps another variant), then timed from the claim — `bind` + `execute()` (`mode`
+ * `execute`), or `runAgent` with the pooled instance (`mode` `runAgent`: the store and ledger work of an execution
+ * too) — to the agent's first line and to the result. `prewarmed` is 1 when an interpreter was already running in
+ * the sandbox before the claim (0: the runtime ignored `prewarm`; the instance was Warm, bwrap blocked).
+ */
+export function warmVariant(
+  ctx: LocalContext,
+  agent: CompiledAgent,
+  id: string,
+  mode: 'execute' | 'runAgent',
+  bwrap: BwrapWatch,
+): Variant & { readonly close: () => Promise<void> } {
+  const runtime = ctx.runtime;
+  let ready: { instance: string; prewarmed: boolean } | undefined;
+  const prepare = async () => {
+    const instance = await runtime.spawn({
+      executionId: `wp_${ctx.ids.executionId().slice(3)}`,
+      agent,
+      prewarm: true,
+    });
+    ready = { instance, prewarmed: interpreterStarted(bwrap.pids[bwrap.pids.length - 1]) };
+  };
+  return {
+    id,
+    run: async () => {
+      if (ready === undefined) await prepare();
+      const { instance, prewarmed } = ready!;
+      ready = undefined;
+      let metrics: Metrics;
+      if (mode === 'execute') {
+        const call = wallNowMs();
+        runtime.bind!(instance, { executionId: ctx.ids.executionId() });
+        const output = await runtime.execute(instance, { input: null, onLog: () => {} });
+        const done = wallNowMs();
+        if (output.status !== 'succeeded') {
+          throw new Error(`warm ${agent.name} ${output.status}: ${output.reason ?? ''}`);
+        }
+        const firstLine = firstLineOf(output.output, `warm ${agent.name}`);
+        metrics = {
+          firstLine: firstLine - call,
+          result: done - call,
+          release: output.releasedAtMs - call,
+          releaseToFirstLine: firstLine - output.releasedAtMs,
+        };
+      } else {
+        const call = wallNowMs();
+        const record = await runAgent(ctx, {
+          agent,
+          warm: (binding) => {
+            runtime.bind!(instance, binding);
+            return instance;
+          },
+        });
+        const done = wallNowMs();
+        if (record.status !== 'succeeded') {
+          throw new Error(`warm runAgent ${agent.name} ${record.status}: ${record.reason ?? ''}`);
+        }
+        metrics = { firstLine: firstLineOf(record.output, `warm ${agent.name}`) - call, result: done - call };
+      }
+      metrics['prewarmed'] = prewarmed ? 1 : 0;
+      await prepare(); // the next run's instance, outside the timed part
+      return metrics;
+    },
+    close: async () => {
+      if (ready !== undefined) await runtime.terminate(ready.instance);
+      ready = undefined;
+    },
+  };
 }
 
 /** Wraps the adapters of `ctx` so a traced run records every step (see SEGMENTS). */
@@ -566,6 +659,26 @@ function rowsFor(language: Language): Row[] {
     },
     { label: `${language} · floor (raw bwrap)`, span: 'spawn → exit', key: `floor-${language}:exit` },
     { label: `${language} · plain spawn`, span: 'spawn → first line', key: `plain-${language}:firstLine` },
+    {
+      label: `${language} · aegis warm: bind + execute()`,
+      span: 'claim → first line',
+      key: `warm-${language}:firstLine`,
+    },
+    {
+      label: `${language} · aegis warm: bind + execute()`,
+      span: 'claim → result',
+      key: `warm-${language}:result`,
+    },
+    {
+      label: `${language} · aegis warm: runAgent() + pooled instance`,
+      span: 'call → first line',
+      key: `warm-run-${language}:firstLine`,
+    },
+    {
+      label: `${language} · aegis warm: runAgent() + pooled instance`,
+      span: 'call → result',
+      key: `warm-run-${language}:result`,
+    },
   ];
 }
 
@@ -582,7 +695,7 @@ const CLI_BREAKDOWN_ROWS: readonly Row[] = [
 
 function summaryTable(rows: readonly Row[], summaries: ReadonlyMap<string, Summary>): Table {
   return {
-    headers: ['variant', 'measured', 'n', 'p50 ms', 'p95 ms', 'mean ms', 'min ms', 'max ms'],
+    headers: ['variant', 'measured', 'n', 'p50 ms', 'p95 ms', 'p99 ms', 'mean ms', 'min ms', 'max ms'],
     align: ['left', 'left'],
     rows: rows
       .filter((row) => summaries.has(row.key))
@@ -594,6 +707,7 @@ function summaryTable(rows: readonly Row[], summaries: ReadonlyMap<string, Summa
           String(s.n),
           formatMs(s.p50),
           formatMs(s.p95),
+          formatMs(s.p99),
           formatMs(s.mean),
           formatMs(s.min),
           formatMs(s.max),
@@ -635,6 +749,54 @@ function ratioTable(ratios: readonly Ratio[]): Table {
       `${r.ratio.toFixed(2)}×`,
       `${r.ratioP95.toFixed(2)}×`,
       r.meetsTarget ? 'met' : 'NOT met',
+    ]),
+  };
+}
+
+const WARM_TARGET_MS = 5;
+
+interface WarmCheck {
+  readonly language: Language;
+  readonly warm: Summary;
+  readonly viaRunAgent: Summary;
+  readonly releaseToFirstLine: Summary;
+  readonly release: Summary;
+  readonly coldP50: number;
+  readonly floorP50: number;
+  /** Runs whose instance had its interpreter started before the claim. */
+  readonly prewarmed: number;
+  readonly meetsTarget: boolean;
+}
+
+function warmTable(checks: readonly WarmCheck[]): Table {
+  return {
+    headers: [
+      'language',
+      'warm p50',
+      'warm p95',
+      'warm p99',
+      `target ≤ ${WARM_TARGET_MS} ms`,
+      'of which claim → release',
+      'release → first line',
+      'runAgent + pooled p50',
+      'cold p50',
+      'floor p50',
+      'warm / floor',
+      'prewarmed runs',
+    ],
+    rows: checks.map((c) => [
+      c.language,
+      formatMs(c.warm.p50),
+      formatMs(c.warm.p95),
+      formatMs(c.warm.p99),
+      c.meetsTarget ? 'met' : 'NOT met',
+      formatMs(c.release.p50),
+      formatMs(c.releaseToFirstLine.p50),
+      formatMs(c.viaRunAgent.p50),
+      formatMs(c.coldP50),
+      formatMs(c.floorP50),
+      `${(c.warm.p50 / c.floorP50).toFixed(2)}×`,
+      `${c.prewarmed}/${c.warm.n}`,
     ]),
   };
 }
@@ -736,6 +898,8 @@ async function run(options: BenchOptions): Promise<ScenarioReport> {
   const offsetAtStart = realtimeOffsetMs();
   const loadAtStart = loadAverage1m();
   const contexts: LocalContext[] = [];
+  const bwrap = watchBwrap();
+  const warmVariants: { close: () => Promise<void> }[] = [];
   try {
     const open = (name: string) => {
       const ctx = openLocalContext({ home: join(workDir, name) });
@@ -798,6 +962,13 @@ async function run(options: BenchOptions): Promise<ScenarioReport> {
           },
         },
       );
+    }
+    // Warm starts: an instance prewarmed ahead of time per variant, claimed in the round.
+    for (const language of LANGUAGES) {
+      const execute = warmVariant(ctx, agents[language], `warm-${language}`, 'execute', bwrap);
+      const viaRunAgent = warmVariant(ctx, agents[language], `warm-run-${language}`, 'runAgent', bwrap);
+      warmVariants.push(execute, viaRunAgent);
+      variants.push(execute, viaRunAgent);
     }
     const trueLaunch = floor.launch(floor.argsFor(agents.python, ['/bin/true'], {}), argsFd);
     variants.push({
@@ -897,6 +1068,21 @@ async function run(options: BenchOptions): Promise<ScenarioReport> {
         meetsTarget: ratio <= TARGET_RATIO,
       };
     });
+    const warmChecks: WarmCheck[] = LANGUAGES.map((language) => {
+      const warm = summaries.get(`warm-${language}:firstLine`)!;
+      const prewarmed = (runs.get(`warm-${language}`) ?? []).filter((m) => m['prewarmed'] === 1).length;
+      return {
+        language,
+        warm,
+        viaRunAgent: summaries.get(`warm-run-${language}:firstLine`)!,
+        release: summaries.get(`warm-${language}:release`)!,
+        releaseToFirstLine: summaries.get(`warm-${language}:releaseToFirstLine`)!,
+        coldP50: summaries.get(`aegis-${language}:firstLine`)!.p50,
+        floorP50: summaries.get(`floor-${language}:firstLine`)!.p50,
+        prewarmed,
+        meetsTarget: warm.p50 <= WARM_TARGET_MS,
+      };
+    });
     const sandboxTable = summaryTable(
       [
         ...LANGUAGES.flatMap(rowsFor),
@@ -913,6 +1099,13 @@ async function run(options: BenchOptions): Promise<ScenarioReport> {
       `Other work on the host: ${otherWork.sandboxes.toFixed(2)} CPUs on average during the sandbox rounds, ` +
       `${otherWork.cli.toFixed(2)} during the CLI rounds.`;
     const warnings: string[] = [];
+    for (const check of warmChecks) {
+      if (check.prewarmed < check.warm.n) {
+        warnings.push(
+          `WARNING: ${check.warm.n - check.prewarmed} of ${check.warm.n} warm ${check.language} runs found no interpreter running before the claim: the runtime ignored \`prewarm\` (the instance was Warm, bwrap blocked), so those are not prewarmed starts.`,
+        );
+      }
+    }
     if (Math.abs(driftMs) > 0.5) {
       warnings.push(
         `WARNING: the realtime clock drifted ${driftMs.toFixed(2)} ms against the harness clock during the run; first-line numbers carry that error.`,
@@ -937,6 +1130,8 @@ async function run(options: BenchOptions): Promise<ScenarioReport> {
       '',
       renderText(ratioTable(ratios)),
       '',
+      renderText(warmTable(warmChecks)),
+      '',
       renderText(cliTable),
     ];
     const markdownParts = [
@@ -945,6 +1140,8 @@ async function run(options: BenchOptions): Promise<ScenarioReport> {
       renderMarkdown(sandboxTable),
       '',
       renderMarkdown(ratioTable(ratios)),
+      '',
+      renderMarkdown(warmTable(warmChecks)),
       '',
       renderMarkdown(cliTable),
     ];
@@ -1022,8 +1219,40 @@ async function run(options: BenchOptions): Promise<ScenarioReport> {
       ),
       breakdown,
     };
-    return { text: textParts.join('\n'), docs, raw };
+    const targets: TargetCheck[] = [
+      ...ratios.map((r) => ({
+        promise: `Cold start p50 (runAgent → first line), ${r.language}`,
+        goal: `≤ ${TARGET_RATIO}× raw bwrap`,
+        measured: `${r.ratio.toFixed(2)}× (${formatMs(r.aegisP50)} vs ${formatMs(r.floorP50)} ms)`,
+        met: r.meetsTarget,
+        section: '#start-latency',
+      })),
+      ...warmChecks.map((c) => ({
+        promise: `Warm start p50 (claim → first line), ${c.language}`,
+        goal: `≤ ${WARM_TARGET_MS} ms`,
+        measured: `${formatMs(c.warm.p50)} ms (p99 ${formatMs(c.warm.p99)})${c.prewarmed < c.warm.n ? `; prewarmed ${c.prewarmed}/${c.warm.n}` : ''}`,
+        met: c.meetsTarget,
+        section: '#start-latency',
+      })),
+    ];
+    const point = (system: string, language: Language, key: string, span: string): StartPoint => {
+      const s = summaries.get(key)!;
+      return { system, program: language, span, n: s.n, p50: s.p50, p99: s.p99 };
+    };
+    const starts: StartPoint[] = LANGUAGES.flatMap((language) => [
+      point('floor (raw bwrap)', language, `floor-${language}:firstLine`, 'spawn → first line'),
+      point('aegis cold', language, `aegis-${language}:firstLine`, 'runAgent → first line'),
+      point('aegis warm', language, `warm-${language}:firstLine`, 'claim → first line'),
+    ]);
+    return {
+      text: textParts.join('\n'),
+      docs,
+      raw: { ...raw, warm: warmChecks },
+      findings: { targets, starts },
+    };
   } finally {
+    for (const variant of warmVariants) await variant.close().catch(() => {});
+    bwrap.stop();
     for (const ctx of contexts) await ctx.store.close();
     rmSync(workDir, { recursive: true, force: true });
   }
