@@ -236,6 +236,17 @@ export class CgroupDriver {
     return { v1, v2 };
   }
 
+  /**
+   * Every directory `create(name)` may make, in its order (a superset of the created group's `paths`: the hybrid
+   * kill group is listed even where making it fails). Lets the runtime record them before anything exists.
+   */
+  plannedPaths(name: string): string[] {
+    if (this.layout.mode === 'none') return [];
+    const { v1, v2 } = this.dirsFor(name);
+    if (this.layout.mode === 'v2') return [v2!];
+    return [...Object.values(v1), ...(v2 ? [v2] : [])];
+  }
+
   create(name: string, limits: CgroupLimits): SandboxCgroup {
     this.assertUsable();
     const { v1, v2 } = this.dirsFor(name);

@@ -26,9 +26,11 @@ import {
   readFileSync,
   realpathSync,
   renameSync,
+  rmdirSync,
   rmSync,
   statfsSync,
   statSync,
+  unlinkSync,
   writeFileSync,
 } from 'node:fs';
 import { join } from 'node:path';
@@ -519,27 +521,23 @@ export class SandboxRuntime implements Runtime {
     const id: InstanceId = `sbx_${executionId}`;
     const dir = join(this.scratchRoot, 'sandboxes', executionId);
     this.makeInstanceDir(dir);
-    const owner = this.options.identity.current();
     let outputDir: string | undefined;
     let scratchState: ScratchState | undefined;
-    const writeState = (cgroupPaths: readonly string[]) => {
-      scratchState = {
-        executionId,
-        owner,
-        cgroupPaths,
-        ...(outputDir ? { outputDir } : {}),
-        createdAt: new Date().toISOString(),
-      };
-      writeScratchState(dir, scratchState);
-    };
-    writeState([]);
-
     let cgroup: SandboxCgroup | undefined;
     let proc: ChildProcess | undefined;
     let proxy: EgressProxy | undefined;
     try {
       outputDir = outputDirFor(dir);
-      writeState([]);
+      // Written once, before anything it names exists: the output dir (just made) and every cgroup dir create() may
+      // make. A crash from here on leaves a state.json from which the reaper removes all of it.
+      scratchState = {
+        executionId,
+        owner: this.options.identity.current(),
+        cgroupPaths: this.cgroups.plannedPaths(executionId),
+        ...(outputDir ? { outputDir } : {}),
+        createdAt: new Date().toISOString(),
+      };
+      writeScratchState(dir, scratchState);
       const inputFile = join(dir, 'input.json');
       const outputFile = join(outputDir ?? dir, 'output.json');
       writeFileSync(inputFile, '', { mode: 0o644 });
@@ -548,7 +546,6 @@ export class SandboxRuntime implements Runtime {
       const agentDir = this.agentDirFor(agent, dir);
 
       cgroup = this.cgroups.create(executionId, agent.limits);
-      writeState(cgroup.paths);
 
       const env = sandboxEnv(agent, executionId, { egress, secretEnv: spec.secrets?.env ?? {} });
       const args = buildBwrapArgs({
@@ -933,8 +930,8 @@ export class SandboxRuntime implements Runtime {
       await instance.proxy?.close();
       await instance.cgroup.destroy();
     } finally {
-      if (instance.outputDir) rmSync(instance.outputDir, { recursive: true, force: true });
-      rmSync(instance.dir, { recursive: true, force: true });
+      if (instance.outputDir) removeDir(instance.outputDir, ['output.json']);
+      removeDir(instance.dir, SCRATCH_FILES);
     }
   }
 
@@ -1044,6 +1041,30 @@ function writeScratchState(dir: string, state: ScratchState): void {
   const partial = join(dir, 'state.json.partial');
   writeFileSync(partial, JSON.stringify(state), { mode: 0o600 });
   renameSync(partial, join(dir, 'state.json'));
+}
+
+/** What spawn() puts in a scratch dir (an agent copy, if any, is left to the recursive fallback). */
+const SCRATCH_FILES = ['state.json', 'input.json', 'output.json'];
+
+/**
+ * Removes a dir this runtime made by unlinking the files it knows of and rmdir — a few syscalls instead of a
+ * recursive walk on every execution; anything else in it (an agent copy, a partial state.json) falls back to rm -rf.
+ * The dirs are root-owned and not writable by the sandbox, so nothing in them was swapped for a symlink.
+ */
+function removeDir(dir: string, files: readonly string[]): void {
+  try {
+    for (const name of files) {
+      try {
+        unlinkSync(join(dir, name));
+      } catch (error) {
+        if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
+      }
+    }
+    rmdirSync(dir);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return;
+    rmSync(dir, { recursive: true, force: true });
+  }
 }
 
 /** The process has exited (its 'exit' event may still be queued). */
