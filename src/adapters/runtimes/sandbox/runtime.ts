@@ -15,13 +15,16 @@
  *            the entrypoint in the already started interpreter.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import {
   chmodSync,
   chownSync,
+  closeSync,
   cpSync,
   existsSync,
   mkdirSync,
   mkdtempSync,
+  openSync,
   readdirSync,
   readFileSync,
   realpathSync,
@@ -302,6 +305,31 @@ export class SandboxRuntime implements Runtime {
   }
 
   private shimFiles: Record<string, string> | undefined;
+  private seccompFile: string | undefined;
+
+  /**
+   * The seccomp program as a file in the static dir (root-only), named by its digest so orchestrators of other
+   * versions sharing the scratch root never replace each other's. Each spawn opens it and hands bwrap the
+   * descriptor (its own file offset), which costs less than a pipe per sandbox that this process writes.
+   */
+  private ensureSeccompFile(): string {
+    if (this.seccompFile) return this.seccompFile;
+    const digest = createHash('sha256').update(this.seccomp).digest('hex').slice(0, 32);
+    const file = join(this.scratchRoot, 'static', `seccomp-${digest}.bpf`);
+    let current: Buffer | undefined;
+    try {
+      current = readFileSync(file);
+    } catch {
+      current = undefined;
+    }
+    if (current === undefined || !current.equals(this.seccomp)) {
+      const partial = `${file}.${process.pid}.tmp`;
+      writeFileSync(partial, this.seccomp, { mode: 0o600 });
+      renameSync(partial, file);
+    }
+    this.seccompFile = file;
+    return file;
+  }
 
   /**
    * The prewarm shims in the static dir (bound read-only inside): shim name → host file. Checked once per runtime;
@@ -354,6 +382,7 @@ export class SandboxRuntime implements Runtime {
       this.scratchRootReady = false;
       this.staticEtc = undefined; // rewritten at the same paths, so callers' maps stay valid
       this.shimFiles = undefined;
+      this.seccompFile = undefined;
       this.ensureScratchRoot();
       this.ensureStaticEtc();
       this.ensureShims();
@@ -572,18 +601,33 @@ export class SandboxRuntime implements Runtime {
       const options = args.slice(0, separator);
       // 0-2 stdio, 3 seccomp, 4 info, 5 block, 6 args; prewarmed: the go socket at prewarm.goFd (bwrap passes it
       // on to the sandbox's command; the shim closes it before the agent's code runs).
-      const stdio: ('pipe' | 'ignore')[] = ['pipe', 'pipe', 'pipe', 'pipe', 'pipe', 'pipe', 'pipe'];
+      // The seccomp program comes from the static file (a descriptor of its own; closed here once bwrap has it).
+      const seccompFd = openSync(this.ensureSeccompFile(), 'r');
+      const stdio: ('pipe' | 'ignore' | number)[] = [
+        'pipe',
+        'pipe',
+        'pipe',
+        seccompFd,
+        'pipe',
+        'pipe',
+        'pipe',
+      ];
       if (prewarm) {
         while (stdio.length < prewarm.goFd) stdio.push('ignore');
         stdio.push('pipe');
       }
-      const child = spawn(this.options.bwrapPath ?? 'bwrap', ['--args', '6', ...args.slice(separator)], {
-        stdio,
-        env: {},
-        ...(this.user.dedicated && process.getuid?.() === 0
-          ? { uid: this.user.uid, gid: this.user.gid }
-          : {}),
-      });
+      let child: ChildProcess;
+      try {
+        child = spawn(this.options.bwrapPath ?? 'bwrap', ['--args', '6', ...args.slice(separator)], {
+          stdio,
+          env: {},
+          ...(this.user.dedicated && process.getuid?.() === 0
+            ? { uid: this.user.uid, gid: this.user.gid }
+            : {}),
+        });
+      } finally {
+        closeSync(seccompFd);
+      }
       proc = child;
       const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
         child.on('close', (code, signal) => resolve({ code, signal }));
@@ -608,8 +652,6 @@ export class SandboxRuntime implements Runtime {
       const early: Instance['early'] = [];
       const stderrBuffer: string[] = [];
       child.stderr!.on('data', (chunk: Buffer) => stderrBuffer.push(chunk.toString('utf8')));
-      (child.stdio[3] as Writable).on('error', () => {});
-      (child.stdio[3] as Writable).end(this.seccomp);
       const argsPipe = (child.stdio as unknown as (Readable | Writable)[])[6] as Writable;
       argsPipe.on('error', () => {});
       argsPipe.end(Buffer.from(options.map((arg) => `${arg}\0`).join(''), 'utf8'));
