@@ -6,6 +6,7 @@
  */
 import type { ChildProcess } from 'node:child_process';
 import diagnostics from 'node:diagnostics_channel';
+import { readFileSync } from 'node:fs';
 import type { Readable, Writable } from 'node:stream';
 import { wallNowMs } from './clock.ts';
 
@@ -129,9 +130,17 @@ export async function captureSpawn<T>(
     const internal = child as unknown as { spawn: (options: unknown) => unknown };
     const original = internal.spawn;
     internal.spawn = function (this: ChildProcess, options: unknown) {
+      // Extra fds handed over as open files (the runtime's seccomp program) are read before the caller closes them.
+      const given: Record<number, Buffer> = {};
+      const { file: spawned, stdio } = options as { file?: string; stdio?: unknown[] };
+      if (spawned === file && captured === undefined) {
+        (stdio ?? []).forEach((entry, fd) => {
+          if (fd >= 3 && typeof entry === 'number') given[fd] = readFileSync(`/proc/self/fd/${entry}`);
+        });
+      }
       const result = original.call(this, options);
       if (this.spawnfile !== file || captured !== undefined) return result;
-      const pipes: Record<number, Buffer> = {};
+      const pipes: Record<number, Buffer> = { ...given };
       captured = { argv: [...this.spawnargs], pipes };
       this.stdio.forEach((stream, fd) => {
         if (fd < 3 || !stream || typeof (stream as Writable).write !== 'function') return;
