@@ -143,6 +143,8 @@ interface Instance {
   readonly go: Duplex | undefined;
   /** What state.json says (bind rewrites its executionId). */
   readonly scratchState: ScratchState;
+  /** Set by `bind`: the state.json naming the bound execution, written by execute() once the go message is out. */
+  boundState: ScratchState | undefined;
   readonly childPid: number;
   readonly cgroup: SandboxCgroup;
   readonly inputFile: string;
@@ -761,6 +763,7 @@ export class SandboxRuntime implements Runtime {
         release,
         go,
         scratchState: scratchState!,
+        boundState: undefined,
         childPid,
         cgroup,
         inputFile,
@@ -830,10 +833,6 @@ export class SandboxRuntime implements Runtime {
       }
       task.onLog(stream, text);
     };
-    for (const line of instance.early) log(line.stream, line.text);
-    const stdoutDone = splitLines(proc.stdout!, (text) => log('stdout', text));
-    const stderrDone = splitLines(proc.stderr!, (text) => log('stderr', text));
-
     const inputJson = JSON.stringify(task.input ?? null);
     writeFileSync(instance.inputFile, inputJson);
     proc.stdin!.on('error', () => {}); // the agent may never read stdin
@@ -852,6 +851,18 @@ export class SandboxRuntime implements Runtime {
     // Cold: bwrap execs the agent. Prewarmed: the shim reads the execution id, closes the socket, runs the agent.
     if (instance.go) instance.go.end(goMessage(instance.route.executionId));
     else instance.release.end('1');
+    // The rest needs not delay the agent's start. Still in the same tick as the release: no output is read before
+    // these listeners are attached.
+    for (const line of instance.early) log(line.stream, line.text);
+    const stdoutDone = splitLines(proc.stdout!, (text) => log('stdout', text));
+    const stderrDone = splitLines(proc.stderr!, (text) => log('stderr', text));
+    if (instance.boundState) {
+      try {
+        writeScratchState(instance.dir, instance.boundState);
+      } catch {
+        // The agent runs already: a failed rewrite only leaves the reaper the pool id to report.
+      }
+    }
 
     const { code, signal } = await instance.exited;
     clearTimeout(timer);
@@ -994,8 +1005,8 @@ export class SandboxRuntime implements Runtime {
   /**
    * Claims a Warm instance (spawned for a pool under a pool id) for one execution: egress decisions go to the
    * binding's callback, `setNetworkPolicy(binding.executionId)` reaches it, prewarmed agents see the execution id in
-   * AEGIS_EXECUTION_ID, and state.json names it (the reaper returns it). The scratch dir and cgroups keep the
-   * pool id's name.
+   * AEGIS_EXECUTION_ID, and state.json names it from execute() on (the reaper returns it). The scratch dir and
+   * cgroups keep the pool id's name.
    */
   bind(id: InstanceId, binding: InstanceBinding): void {
     const instance = this.instances.get(id);
@@ -1013,11 +1024,13 @@ export class SandboxRuntime implements Runtime {
     instance.bound = true;
     instance.route.executionId = binding.executionId;
     instance.route.onNetworkDecision = binding.onNetworkDecision;
-    writeScratchState(instance.dir, {
+    // Written by execute() right after the go message, off the warm-start path (a write + rename, ≈ 1 ms on ext4).
+    // Until then nothing of the execution runs in the instance; the reaper only reports the id it names.
+    instance.boundState = {
       ...instance.scratchState,
       executionId: binding.executionId,
       spawnedAs: instance.scratchState.executionId,
-    });
+    };
   }
 
   async setNetworkPolicy(executionId: string, policy: NetworkPolicy): Promise<boolean> {
