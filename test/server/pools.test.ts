@@ -9,6 +9,9 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
+import { createClient } from '@connectrpc/connect';
+import { createConnectTransport } from '@connectrpc/connect-node';
+import { AgentService } from '../../src/api/grpc/gen/aegis/v1/agents_pb.ts';
 import { findCgroupDirs } from '../support/host-state.ts';
 import { BIN, cli, killServers, pollUntil, ROOT, serverDirs, startServerProcess } from './harness.ts';
 
@@ -72,6 +75,25 @@ describe('warm pools on aegis server', () => {
       );
       const prebuilt = warmInstances();
       assert.equal(prebuilt.length, 1);
+      // The same view over gRPC (Connect protocol here).
+      const agents = createClient(
+        AgentService,
+        createConnectTransport({
+          baseUrl: server.url,
+          httpVersion: '1.1',
+          interceptors: [
+            (next) => async (request) => {
+              request.header.set('authorization', `Bearer ${key}`);
+              return await next(request);
+            },
+          ],
+        }),
+      );
+      const viaGrpc = await agents.getAgent({ name: 'pooled' });
+      assert.equal(viaGrpc.pools.length, 1);
+      assert.equal(viaGrpc.pools[0]!.warm, 1);
+      assert.equal(viaGrpc.pools[0]!.state, 'warm');
+      assert.equal(viaGrpc.pools[0]!.target, 1);
 
       // A pooled execution runs in the instance that was Warm before it was created.
       const run = await call('POST', '/v1/executions?wait=60s', { agent: 'pooled' });

@@ -90,7 +90,14 @@ export function registerGrpcServices(
     })),
     getAgent: unary(async (request, principal) => {
       const detail = await getAgent(ctx.agentDeps, principal, required(request.name, 'name'));
-      return { agent: toAgent(detail.agent), revisions: detail.revisions.map(toRevision) };
+      return {
+        agent: toAgent(detail.agent),
+        revisions: detail.revisions.map(toRevision),
+        pools: (ctx.pools?.view(detail.agent.name) ?? []).map((pool) => ({
+          ...pool,
+          idleTimeoutMs: BigInt(pool.idleTimeoutMs),
+        })),
+      };
     }),
     listRevisions: unary(async (request, principal) => {
       const detail = await getAgent(ctx.agentDeps, principal, required(request.name, 'name'));

@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file aegis/v1/agents.proto.
  */
 export const file_aegis_v1_agents: GenFile = /*@__PURE__*/
-  fileDesc("ChVhZWdpcy92MS9hZ2VudHMucHJvdG8SCGFlZ2lzLnYxIrgBCg1BZ2VudFJldmlzaW9uEg0KBWFnZW50GAEgASgJEhAKCHJldmlzaW9uGAIgASgFEg8KB3ZlcnNpb24YAyABKAkSDgoGZGlnZXN0GAQgASgJEhIKCnNpemVfYnl0ZXMYBSABKAMSGAoLZGVzY3JpcHRpb24YBiABKAlIAIgBARISCgpjcmVhdGVkX2F0GAcgASgJEhMKC2RlcGxveWVkX2J5GAggASgJQg4KDF9kZXNjcmlwdGlvbiKSAQoFQWdlbnQSDAoEbmFtZRgBIAEoCRIXCg9hY3RpdmVfcmV2aXNpb24YAiABKAUSJwoGYWN0aXZlGAMgASgLMhcuYWVnaXMudjEuQWdlbnRSZXZpc2lvbhIRCglyZXZpc2lvbnMYBCABKAUSEgoKY3JlYXRlZF9hdBgFIAEoCRISCgp1cGRhdGVkX2F0GAYgASgJIhMKEUxpc3RBZ2VudHNSZXF1ZXN0IiwKCUFnZW50TGlzdBIfCgZhZ2VudHMYASADKAsyDy5hZWdpcy52MS5BZ2VudCIfCg9HZXRBZ2VudFJlcXVlc3QSDAoEbmFtZRgBIAEoCSJZCgtBZ2VudERldGFpbBIeCgVhZ2VudBgBIAEoCzIPLmFlZ2lzLnYxLkFnZW50EioKCXJldmlzaW9ucxgCIAMoCzIXLmFlZ2lzLnYxLkFnZW50UmV2aXNpb24iJAoUTGlzdFJldmlzaW9uc1JlcXVlc3QSDAoEbmFtZRgBIAEoCSI6CgxSZXZpc2lvbkxpc3QSKgoJcmV2aXNpb25zGAEgAygLMhcuYWVnaXMudjEuQWdlbnRSZXZpc2lvbiIfCg1EZXBsb3lSZXF1ZXN0Eg4KBmJ1bmRsZRgBIAEoDCJqCgxEZXBsb3lSZXN1bHQSHgoFYWdlbnQYASABKAsyDy5hZWdpcy52MS5BZ2VudBIpCghyZXZpc2lvbhgCIAEoCzIXLmFlZ2lzLnYxLkFnZW50UmV2aXNpb24SDwoHY3JlYXRlZBgDIAEoCCJDCg9Sb2xsYmFja1JlcXVlc3QSDAoEbmFtZRgBIAEoCRIVCghyZXZpc2lvbhgCIAEoBUgAiAEBQgsKCV9yZXZpc2lvbiI+Cg5Sb2xsYmFja1Jlc3VsdBIeCgVhZ2VudBgBIAEoCzIPLmFlZ2lzLnYxLkFnZW50EgwKBGZyb20YAiABKAUiIgoSRGVsZXRlQWdlbnRSZXF1ZXN0EgwKBG5hbWUYASABKAkiFQoTRGVsZXRlQWdlbnRSZXNwb25zZTKdAwoMQWdlbnRTZXJ2aWNlEj4KCkxpc3RBZ2VudHMSGy5hZWdpcy52MS5MaXN0QWdlbnRzUmVxdWVzdBoTLmFlZ2lzLnYxLkFnZW50TGlzdBI8CghHZXRBZ2VudBIZLmFlZ2lzLnYxLkdldEFnZW50UmVxdWVzdBoVLmFlZ2lzLnYxLkFnZW50RGV0YWlsEkcKDUxpc3RSZXZpc2lvbnMSHi5hZWdpcy52MS5MaXN0UmV2aXNpb25zUmVxdWVzdBoWLmFlZ2lzLnYxLlJldmlzaW9uTGlzdBI5CgZEZXBsb3kSFy5hZWdpcy52MS5EZXBsb3lSZXF1ZXN0GhYuYWVnaXMudjEuRGVwbG95UmVzdWx0Ej8KCFJvbGxiYWNrEhkuYWVnaXMudjEuUm9sbGJhY2tSZXF1ZXN0GhguYWVnaXMudjEuUm9sbGJhY2tSZXN1bHQSSgoLRGVsZXRlQWdlbnQSHC5hZWdpcy52MS5EZWxldGVBZ2VudFJlcXVlc3QaHS5hZWdpcy52MS5EZWxldGVBZ2VudFJlc3BvbnNlYgZwcm90bzM");
+  fileDesc("ChVhZWdpcy92MS9hZ2VudHMucHJvdG8SCGFlZ2lzLnYxIrgBCg1BZ2VudFJldmlzaW9uEg0KBWFnZW50GAEgASgJEhAKCHJldmlzaW9uGAIgASgFEg8KB3ZlcnNpb24YAyABKAkSDgoGZGlnZXN0GAQgASgJEhIKCnNpemVfYnl0ZXMYBSABKAMSGAoLZGVzY3JpcHRpb24YBiABKAlIAIgBARISCgpjcmVhdGVkX2F0GAcgASgJEhMKC2RlcGxveWVkX2J5GAggASgJQg4KDF9kZXNjcmlwdGlvbiKSAQoFQWdlbnQSDAoEbmFtZRgBIAEoCRIXCg9hY3RpdmVfcmV2aXNpb24YAiABKAUSJwoGYWN0aXZlGAMgASgLMhcuYWVnaXMudjEuQWdlbnRSZXZpc2lvbhIRCglyZXZpc2lvbnMYBCABKAUSEgoKY3JlYXRlZF9hdBgFIAEoCRISCgp1cGRhdGVkX2F0GAYgASgJIhMKEUxpc3RBZ2VudHNSZXF1ZXN0IiwKCUFnZW50TGlzdBIfCgZhZ2VudHMYASADKAsyDy5hZWdpcy52MS5BZ2VudCIfCg9HZXRBZ2VudFJlcXVlc3QSDAoEbmFtZRgBIAEoCSJ8CgtBZ2VudERldGFpbBIeCgVhZ2VudBgBIAEoCzIPLmFlZ2lzLnYxLkFnZW50EioKCXJldmlzaW9ucxgCIAMoCzIXLmFlZ2lzLnYxLkFnZW50UmV2aXNpb24SIQoFcG9vbHMYAyADKAsyEi5hZWdpcy52MS5XYXJtUG9vbCKZAQoIV2FybVBvb2wSDQoFYWdlbnQYASABKAkSEAoIcmV2aXNpb24YAiABKAUSDgoGdGFyZ2V0GAMgASgFEgwKBHdhcm0YBCABKAUSEAoIc3Bhd25pbmcYBSABKAUSDQoFc3RhdGUYBiABKAkSFwoPaWRsZV90aW1lb3V0X21zGAcgASgDEhQKDGxhc3RfdXNlZF9hdBgIIAEoCSIkChRMaXN0UmV2aXNpb25zUmVxdWVzdBIMCgRuYW1lGAEgASgJIjoKDFJldmlzaW9uTGlzdBIqCglyZXZpc2lvbnMYASADKAsyFy5hZWdpcy52MS5BZ2VudFJldmlzaW9uIh8KDURlcGxveVJlcXVlc3QSDgoGYnVuZGxlGAEgASgMImoKDERlcGxveVJlc3VsdBIeCgVhZ2VudBgBIAEoCzIPLmFlZ2lzLnYxLkFnZW50EikKCHJldmlzaW9uGAIgASgLMhcuYWVnaXMudjEuQWdlbnRSZXZpc2lvbhIPCgdjcmVhdGVkGAMgASgIIkMKD1JvbGxiYWNrUmVxdWVzdBIMCgRuYW1lGAEgASgJEhUKCHJldmlzaW9uGAIgASgFSACIAQFCCwoJX3JldmlzaW9uIj4KDlJvbGxiYWNrUmVzdWx0Eh4KBWFnZW50GAEgASgLMg8uYWVnaXMudjEuQWdlbnQSDAoEZnJvbRgCIAEoBSIiChJEZWxldGVBZ2VudFJlcXVlc3QSDAoEbmFtZRgBIAEoCSIVChNEZWxldGVBZ2VudFJlc3BvbnNlMp0DCgxBZ2VudFNlcnZpY2USPgoKTGlzdEFnZW50cxIbLmFlZ2lzLnYxLkxpc3RBZ2VudHNSZXF1ZXN0GhMuYWVnaXMudjEuQWdlbnRMaXN0EjwKCEdldEFnZW50EhkuYWVnaXMudjEuR2V0QWdlbnRSZXF1ZXN0GhUuYWVnaXMudjEuQWdlbnREZXRhaWwSRwoNTGlzdFJldmlzaW9ucxIeLmFlZ2lzLnYxLkxpc3RSZXZpc2lvbnNSZXF1ZXN0GhYuYWVnaXMudjEuUmV2aXNpb25MaXN0EjkKBkRlcGxveRIXLmFlZ2lzLnYxLkRlcGxveVJlcXVlc3QaFi5hZWdpcy52MS5EZXBsb3lSZXN1bHQSPwoIUm9sbGJhY2sSGS5hZWdpcy52MS5Sb2xsYmFja1JlcXVlc3QaGC5hZWdpcy52MS5Sb2xsYmFja1Jlc3VsdBJKCgtEZWxldGVBZ2VudBIcLmFlZ2lzLnYxLkRlbGV0ZUFnZW50UmVxdWVzdBodLmFlZ2lzLnYxLkRlbGV0ZUFnZW50UmVzcG9uc2ViBnByb3RvMw");
 
 /**
  * @generated from message aegis.v1.AgentRevision
@@ -182,6 +182,13 @@ export type AgentDetail = Message<"aegis.v1.AgentDetail"> & {
    * @generated from field: repeated aegis.v1.AgentRevision revisions = 2;
    */
   revisions: AgentRevision[];
+
+  /**
+   * This node's warm pools of the agent (one per revision kept warm).
+   *
+   * @generated from field: repeated aegis.v1.WarmPool pools = 3;
+   */
+  pools: WarmPool[];
 };
 
 /**
@@ -190,6 +197,68 @@ export type AgentDetail = Message<"aegis.v1.AgentDetail"> & {
  */
 export const AgentDetailSchema: GenMessage<AgentDetail> = /*@__PURE__*/
   messageDesc(file_aegis_v1_agents, 5);
+
+/**
+ * A warm pool's state (instances are Cold → Warm → Hot → Terminated/Failed; see docs/ARCHITECTURE.md).
+ *
+ * @generated from message aegis.v1.WarmPool
+ */
+export type WarmPool = Message<"aegis.v1.WarmPool"> & {
+  /**
+   * @generated from field: string agent = 1;
+   */
+  agent: string;
+
+  /**
+   * @generated from field: int32 revision = 2;
+   */
+  revision: number;
+
+  /**
+   * spec.scaling.warm (or the server override).
+   *
+   * @generated from field: int32 target = 3;
+   */
+  target: number;
+
+  /**
+   * Instances Warm and ready now.
+   *
+   * @generated from field: int32 warm = 4;
+   */
+  warm: number;
+
+  /**
+   * @generated from field: int32 spawning = 5;
+   */
+  spawning: number;
+
+  /**
+   * "warm", or "cold": no instance ready (scaled to zero or filling).
+   *
+   * @generated from field: string state = 6;
+   */
+  state: string;
+
+  /**
+   * @generated from field: int64 idle_timeout_ms = 7;
+   */
+  idleTimeoutMs: bigint;
+
+  /**
+   * RFC 3339.
+   *
+   * @generated from field: string last_used_at = 8;
+   */
+  lastUsedAt: string;
+};
+
+/**
+ * Describes the message aegis.v1.WarmPool.
+ * Use `create(WarmPoolSchema)` to create a new message.
+ */
+export const WarmPoolSchema: GenMessage<WarmPool> = /*@__PURE__*/
+  messageDesc(file_aegis_v1_agents, 6);
 
 /**
  * @generated from message aegis.v1.ListRevisionsRequest
@@ -206,7 +275,7 @@ export type ListRevisionsRequest = Message<"aegis.v1.ListRevisionsRequest"> & {
  * Use `create(ListRevisionsRequestSchema)` to create a new message.
  */
 export const ListRevisionsRequestSchema: GenMessage<ListRevisionsRequest> = /*@__PURE__*/
-  messageDesc(file_aegis_v1_agents, 6);
+  messageDesc(file_aegis_v1_agents, 7);
 
 /**
  * @generated from message aegis.v1.RevisionList
@@ -223,7 +292,7 @@ export type RevisionList = Message<"aegis.v1.RevisionList"> & {
  * Use `create(RevisionListSchema)` to create a new message.
  */
 export const RevisionListSchema: GenMessage<RevisionList> = /*@__PURE__*/
-  messageDesc(file_aegis_v1_agents, 7);
+  messageDesc(file_aegis_v1_agents, 8);
 
 /**
  * @generated from message aegis.v1.DeployRequest
@@ -242,7 +311,7 @@ export type DeployRequest = Message<"aegis.v1.DeployRequest"> & {
  * Use `create(DeployRequestSchema)` to create a new message.
  */
 export const DeployRequestSchema: GenMessage<DeployRequest> = /*@__PURE__*/
-  messageDesc(file_aegis_v1_agents, 8);
+  messageDesc(file_aegis_v1_agents, 9);
 
 /**
  * @generated from message aegis.v1.DeployResult
@@ -271,7 +340,7 @@ export type DeployResult = Message<"aegis.v1.DeployResult"> & {
  * Use `create(DeployResultSchema)` to create a new message.
  */
 export const DeployResultSchema: GenMessage<DeployResult> = /*@__PURE__*/
-  messageDesc(file_aegis_v1_agents, 9);
+  messageDesc(file_aegis_v1_agents, 10);
 
 /**
  * @generated from message aegis.v1.RollbackRequest
@@ -295,7 +364,7 @@ export type RollbackRequest = Message<"aegis.v1.RollbackRequest"> & {
  * Use `create(RollbackRequestSchema)` to create a new message.
  */
 export const RollbackRequestSchema: GenMessage<RollbackRequest> = /*@__PURE__*/
-  messageDesc(file_aegis_v1_agents, 10);
+  messageDesc(file_aegis_v1_agents, 11);
 
 /**
  * @generated from message aegis.v1.RollbackResult
@@ -319,7 +388,7 @@ export type RollbackResult = Message<"aegis.v1.RollbackResult"> & {
  * Use `create(RollbackResultSchema)` to create a new message.
  */
 export const RollbackResultSchema: GenMessage<RollbackResult> = /*@__PURE__*/
-  messageDesc(file_aegis_v1_agents, 11);
+  messageDesc(file_aegis_v1_agents, 12);
 
 /**
  * @generated from message aegis.v1.DeleteAgentRequest
@@ -336,7 +405,7 @@ export type DeleteAgentRequest = Message<"aegis.v1.DeleteAgentRequest"> & {
  * Use `create(DeleteAgentRequestSchema)` to create a new message.
  */
 export const DeleteAgentRequestSchema: GenMessage<DeleteAgentRequest> = /*@__PURE__*/
-  messageDesc(file_aegis_v1_agents, 12);
+  messageDesc(file_aegis_v1_agents, 13);
 
 /**
  * @generated from message aegis.v1.DeleteAgentResponse
@@ -349,7 +418,7 @@ export type DeleteAgentResponse = Message<"aegis.v1.DeleteAgentResponse"> & {
  * Use `create(DeleteAgentResponseSchema)` to create a new message.
  */
 export const DeleteAgentResponseSchema: GenMessage<DeleteAgentResponse> = /*@__PURE__*/
-  messageDesc(file_aegis_v1_agents, 13);
+  messageDesc(file_aegis_v1_agents, 14);
 
 /**
  * @generated from service aegis.v1.AgentService
