@@ -330,10 +330,23 @@ function parseWaitFlag(wait: string | true | undefined): number | undefined {
 
 const waitParam = (ms: number) => `${Math.max(1, Math.min(MAX_WAIT_MS, Math.ceil(ms)))}ms`;
 
-async function commandExec(agentArg: string, flags: ExecFlags): Promise<number> {
+async function commandExec(agentOrUndefined: string | undefined, flags: ExecFlags): Promise<number> {
+  let agentArg = agentOrUndefined;
+  let wait = flags.wait;
+  // `aegis exec --wait NAME`: --wait takes an optional value, so the parser hands it NAME. A value that is not a
+  // duration, with no agent given, is the agent.
+  if (agentArg === undefined && typeof wait === 'string' && !parseDuration(wait).ok) {
+    agentArg = wait;
+    wait = true;
+  }
+  if (agentArg === undefined) {
+    throw new AegisError('USAGE', "missing required argument 'agent'", {
+      hint: 'aegis exec NAME[@REVISION|@VERSION] [--input JSON] [--wait [DURATION]]',
+    });
+  }
   parseAgentSelector(agentArg, 'agent');
   const input = parseInput(flags);
-  const waitMs = parseWaitFlag(flags.wait);
+  const waitMs = parseWaitFlag(wait);
   const json = flags.output === 'json';
   return withServer(flags, async ({ client }) => {
     const body = input === undefined ? { agent: agentArg } : { agent: agentArg, input };
@@ -389,7 +402,7 @@ async function commandExec(agentArg: string, flags: ExecFlags): Promise<number> 
     if (!isTerminal(execution.status)) {
       if (json) printJson(execution);
       process.stderr.write(
-        `${execution.id} is still ${execution.status} after ${flags.wait === true ? '5m' : flags.wait}; ` +
+        `${execution.id} is still ${execution.status} after ${wait === true ? '5m' : wait}; ` +
           `\`aegis logs -f ${execution.id}\` to follow it, \`aegis cancel ${execution.id}\` to stop it\n`,
       );
       return EXIT_TEMPFAIL;
@@ -724,7 +737,7 @@ export function registerRemoteCommands(program: Command, setExit: (code: number)
 
   serverCommand(program, 'exec', 'run a deployed agent on the server')
     .helpGroup(HELP_GROUP)
-    .argument('<agent>', 'agent name, name@REVISION or name@VERSION')
+    .argument('[agent]', 'agent name, name@REVISION or name@VERSION (required)')
     .option('-i, --input <json>', 'input JSON for the agent')
     .option('--input-file <file>', 'read the input JSON from a file (- for stdin)')
     .option(

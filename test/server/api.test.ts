@@ -279,6 +279,13 @@ for (const backend of ['sqlite', 'postgres'] as Backend[]) {
       assert.equal(viaCli.code, 0, viaCli.stderr);
       const printed = JSON.parse(viaCli.stdout);
       assert.equal(printed.status ?? printed.execution?.status, 'succeeded');
+      // `--wait` before the agent: its optional value is the agent's name, not a duration.
+      const waitFirst = await cli(['exec', '--wait', 'email-summarizer', '-o', 'json'], {
+        ...cliEnv,
+        AEGIS_API_KEY: keys.execute,
+      });
+      assert.equal(waitFirst.code, 0, waitFirst.stderr);
+      assert.equal(JSON.parse(waitFirst.stdout).status, 'succeeded');
 
       // The audit trail of a server execution names who asked for it.
       const audit = await api(server, 'GET', `/v1/executions/${rest.json.id}/audit`, { key: keys.read });
