@@ -16,6 +16,7 @@ import { type ExecutionRecord, isTerminal, type LogStream, toRunResult } from '.
 import { agentManifestJsonSchema } from '../domain/manifest/schema.ts';
 import { secretBindingNotes } from '../domain/secrets/secret-ref.ts';
 import { openAuditContext, openLocalContext, openSecretStore, openStoreContext } from '../main.ts';
+import { parseInputFlags } from './input.ts';
 import { createProgress } from './progress.ts';
 import {
   addServerOptions,
@@ -41,34 +42,6 @@ type OutputFormat = 'text' | 'json';
 const outputOption = () =>
   new Option('-o, --output <format>', 'output format').choices(['text', 'json']).default('text');
 
-function parseInput(options: { input?: string; inputFile?: string }): unknown {
-  if (options.input !== undefined && options.inputFile !== undefined) {
-    throw new AegisError('USAGE', '--input and --input-file are mutually exclusive', {
-      hint: 'pass the JSON inline with --input, or put it in a file and use --input-file',
-    });
-  }
-  let text: string | undefined = options.input;
-  let where = '--input';
-  if (options.inputFile !== undefined) {
-    where = `--input-file ${options.inputFile}`;
-    try {
-      text = options.inputFile === '-' ? readFileSync(0, 'utf8') : readFileSync(options.inputFile, 'utf8');
-    } catch (error) {
-      throw new AegisError('USAGE', `cannot read ${options.inputFile}: ${(error as Error).message}`, {
-        cause: error,
-      });
-    }
-  }
-  if (text === undefined) return null;
-  try {
-    return JSON.parse(text) as unknown;
-  } catch (error) {
-    throw new AegisError('USAGE', `${where} is not valid JSON: ${(error as Error).message}`, {
-      hint: `quote it for the shell, e.g. --input '{"name": "Ada"}'`,
-    });
-  }
-}
-
 function statusExitCode(record: ExecutionRecord): number {
   return record.status === 'succeeded' ? EXIT.ok : EXIT.agentFailed;
 }
@@ -91,7 +64,7 @@ async function commandRun(
   for (const note of secretBindingNotes(agent.secrets, agent.network.allow.length)) {
     process.stderr.write(`warning: ${note}\n`);
   }
-  const input = parseInput(options);
+  const input = parseInputFlags(options) ?? null;
   const ctx = openLocalContext();
   const controller = new AbortController();
   const onSignal = () => controller.abort();

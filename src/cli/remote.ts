@@ -29,6 +29,7 @@ import { AegisError, ERROR_CODES, type ErrorCodeInfo, formatProblem } from '../d
 import { isTerminal } from '../domain/execution.ts';
 import { secretBindingNotes } from '../domain/secrets/secret-ref.ts';
 import { parseDuration } from '../domain/units.ts';
+import { parseInputFlags } from './input.ts';
 
 const VERSION = '0.1.0';
 const EXIT_OK = 0;
@@ -288,34 +289,6 @@ interface ExecFlags extends ServerFlags {
   readonly follow?: boolean;
 }
 
-function parseInput(options: { input?: string; inputFile?: string }): unknown {
-  if (options.input !== undefined && options.inputFile !== undefined) {
-    throw new AegisError('USAGE', '--input and --input-file are mutually exclusive', {
-      hint: 'pass the JSON inline with --input, or put it in a file and use --input-file',
-    });
-  }
-  let text: string | undefined = options.input;
-  let where = '--input';
-  if (options.inputFile !== undefined) {
-    where = `--input-file ${options.inputFile}`;
-    try {
-      text = options.inputFile === '-' ? readFileSync(0, 'utf8') : readFileSync(options.inputFile, 'utf8');
-    } catch (error) {
-      throw new AegisError('USAGE', `cannot read ${options.inputFile}: ${(error as Error).message}`, {
-        cause: error,
-      });
-    }
-  }
-  if (text === undefined) return undefined;
-  try {
-    return JSON.parse(text) as unknown;
-  } catch (error) {
-    throw new AegisError('USAGE', `${where} is not valid JSON: ${(error as Error).message}`, {
-      hint: `quote it for the shell, e.g. --input '{"name": "Ada"}'`,
-    });
-  }
-}
-
 function parseWaitFlag(wait: string | true | undefined): number | undefined {
   if (wait === undefined) return undefined;
   if (wait === true) return MAX_WAIT_MS;
@@ -345,7 +318,7 @@ async function commandExec(agentOrUndefined: string | undefined, flags: ExecFlag
     });
   }
   parseAgentSelector(agentArg, 'agent');
-  const input = parseInput(flags);
+  const input = parseInputFlags(flags);
   const waitMs = parseWaitFlag(wait);
   const json = flags.output === 'json';
   return withServer(flags, async ({ client }) => {
