@@ -27,6 +27,15 @@ import type {
   OwnerRef,
   Violation,
 } from '../../../domain/execution.ts';
+import {
+  COLUMNS,
+  KEY_COLUMNS,
+  listLimit,
+  REVISION_COLUMNS,
+  SUMMARY_SELECT,
+  toJson,
+  UNFINISHED_STATUSES,
+} from '../sql-common.ts';
 import { isSchemaName, LOCK_KEY_SQL, migrate } from './migrations.ts';
 
 export interface PostgresStoreOptions {
@@ -37,25 +46,6 @@ export interface PostgresStoreOptions {
   /** Give up connecting after this long. @default 10000 */
   readonly connectTimeoutMs?: number;
 }
-
-const DEFAULT_LIST_LIMIT = 50;
-const MAX_LIST_LIMIT = 1000;
-const UNFINISHED_STATUSES: readonly ExecutionStatus[] = ['created', 'queued', 'running'];
-
-const COLUMNS =
-  'id, agent_name, agent_version, agent_revision, runtime, status, exit_code, reason, input_json, output_json, ' +
-  'violations_json, created_at, started_at, finished_at, duration_ms, owner_json';
-
-const REVISION_COLUMNS = 'agent, revision, version, digest, size_bytes, description, created_at, deployed_by';
-
-/** An agent joined with its active revision and its revision count. */
-const SUMMARY_SELECT =
-  'SELECT a.name, a.active_revision, a.created_at AS agent_created_at, a.updated_at AS agent_updated_at, ' +
-  '(SELECT COUNT(*) FROM agent_revisions c WHERE c.agent = a.name) AS revision_count, ' +
-  'r.agent, r.revision, r.version, r.digest, r.size_bytes, r.description, r.created_at, r.deployed_by ' +
-  'FROM agents a JOIN agent_revisions r ON r.agent = a.name AND r.revision = a.active_revision';
-
-const KEY_COLUMNS = 'id, name, hash, prefix, scopes_json, rate_json, created_at, revoked_at, last_used_at';
 
 /** PostgreSQL error codes (SQLSTATE) this store tells apart. */
 const UNIQUE_VIOLATION = '23505';
@@ -659,16 +649,6 @@ function hintFor(code: string | undefined): string {
 /** The SQLSTATE of a PostgreSQL error, if `error` is one. */
 function sqlState(error: unknown): string | undefined {
   return error instanceof pg.DatabaseError ? error.code : undefined;
-}
-
-/** `undefined` (and anything else JSON can't represent at top level) is stored as SQL NULL. */
-function toJson(value: unknown): string | null {
-  return value === undefined ? null : (JSON.stringify(value) ?? null);
-}
-
-function listLimit(limit: number | undefined): number {
-  if (limit === undefined || Number.isNaN(limit)) return DEFAULT_LIST_LIMIT;
-  return Math.min(MAX_LIST_LIMIT, Math.max(0, Math.trunc(limit)));
 }
 
 function toRecord(row: ExecutionRow): ExecutionRecord {
