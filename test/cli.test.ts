@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { findCgroupDirs, processWithMarker } from './support/host-state.ts';
+import { pollUntil as poll } from './support/poll.ts';
 
 const ROOT = resolve(import.meta.dirname, '..');
 const BIN = join(ROOT, 'bin/aegis.mjs');
@@ -49,19 +50,8 @@ function aegis(args: string[], home: string, stdin?: string): Promise<Result> {
   return start(args, home, stdin).done;
 }
 
-async function pollUntil<T>(
-  what: string,
-  fn: () => Promise<T | undefined> | T | undefined,
-  deadlineMs = 20_000,
-): Promise<T> {
-  const deadline = Date.now() + deadlineMs;
-  for (;;) {
-    const value = await fn();
-    if (value !== undefined) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
+const pollUntil = <T>(what: string, fn: () => Promise<T | undefined> | T | undefined): Promise<T> =>
+  poll(what, fn, 20_000);
 
 const HEADER = 'apiVersion: aegis.dev/v1\nkind: Agent\nmetadata:\n  name: cli-test\n';
 

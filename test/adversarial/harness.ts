@@ -26,6 +26,7 @@ import { runAgent } from '../../src/app/run-agent.ts';
 import { type AegisError, isAegisError } from '../../src/domain/errors.ts';
 import type { ExecutionRecord, LogStream } from '../../src/domain/execution.ts';
 import { type LocalContext, openLocalContext } from '../../src/main.ts';
+import { pollUntil as poll } from '../support/poll.ts';
 
 export const SANDBOX_USER = resolveSandboxUser();
 export const PYTHON = '/usr/bin/python3';
@@ -206,19 +207,12 @@ export function processesOfExecution(executionId: string, marker?: string): Host
   );
 }
 
-export async function pollUntil<T>(
+/** Sandbox state settles fast: poll every 20 ms, give up after 10 s. */
+export const pollUntil = <T>(
   what: string,
   fn: () => T | undefined | false,
   deadlineMs = 10_000,
-): Promise<T> {
-  const deadline = Date.now() + deadlineMs;
-  for (;;) {
-    const value = fn();
-    if (value !== undefined && value !== false) return value;
-    if (Date.now() > deadline) throw new Error(`timed out after ${deadlineMs} ms waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
-}
+): Promise<T> => poll(what, fn, deadlineMs, 20);
 
 export function isAlive(pid: number): boolean {
   try {

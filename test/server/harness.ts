@@ -166,16 +166,4 @@ export function cli(args: readonly string[], env: NodeJS.ProcessEnv): Promise<Cl
   return new Promise((r) => child.on('close', (code) => r({ code, stdout, stderr })));
 }
 
-export async function pollUntil<T>(
-  what: string,
-  fn: () => Promise<T | undefined> | T | undefined,
-  deadlineMs = 30_000,
-): Promise<T> {
-  const deadline = Date.now() + deadlineMs;
-  for (;;) {
-    const value = await fn();
-    if (value !== undefined) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
+export { pollUntil } from '../support/poll.ts';
