@@ -7,7 +7,8 @@
 #   bash scripts/test-postgres.sh stop     # stops it (pg_ctl stop -m fast); the data directory stays
 #   bash scripts/test-postgres.sh destroy  # stops it and removes $DIR
 #
-# DIR is $AEGIS_TEST_PG_DIR (default /tmp/aegis-test-pg): data/ (the cluster), the unix socket, postgres.log, port,
+# DIR is $AEGIS_TEST_PG_DIR (default /tmp/aegis-test-pg-<12 hex of this checkout's path>, so two checkouts on one
+# machine never share, stop or reuse each other's cluster): data/ (the cluster), the unix socket, postgres.log, port,
 # url. The server listens on 127.0.0.1 only, on the first free port from 55432 up, with fsync off (test data is
 # disposable). Role `aegis` (not a superuser) owns database `aegis_test` and logs in without a password over
 # loopback and the socket: never point this at anything but tests.
@@ -18,7 +19,8 @@
 # `aegis-pg` made for the purpose; as anyone else it runs as the current user.
 set -euo pipefail
 
-DIR="${AEGIS_TEST_PG_DIR:-/tmp/aegis-test-pg}"
+CHECKOUT="$(cd "$(dirname "$0")/.." && pwd -P)"
+DIR="${AEGIS_TEST_PG_DIR:-/tmp/aegis-test-pg-$(printf '%s' "$CHECKOUT" | sha256sum | cut -c1-12)}"
 DATA="$DIR/data"
 FIRST_PORT=55432
 ROLE=aegis

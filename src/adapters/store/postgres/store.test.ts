@@ -17,7 +17,7 @@ const URL_VARIABLE = 'AEGIS_TEST_DATABASE_URL';
 const databaseUrl = process.env[URL_VARIABLE];
 const HOW =
   'run `bash scripts/test-postgres.sh start` and export ' +
-  `${URL_VARIABLE}="$(cat /tmp/aegis-test-pg/url)" (npm test does both)`;
+  `${URL_VARIABLE}="$(bash scripts/test-postgres.sh url)" (npm test does both)`;
 
 if (databaseUrl === undefined || databaseUrl === '') {
   describe('PostgresStore', () => {
