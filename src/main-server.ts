@@ -119,7 +119,7 @@ export async function startServer(
   });
   const bundles = new DirAgentBundles({ dir: bundleDir(env) });
   const metrics = new PrometheusMetrics();
-  const events = new ExecutionEvents();
+  const events = new ExecutionEvents(systemClock);
   const maxConcurrent = options.maxConcurrent ?? availableParallelism();
   let busy = () => 0;
   const pools = new WarmPools(

@@ -7,6 +7,7 @@ import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { Ed25519NodeKey, nodeHasher } from './adapters/audit/node-key.ts';
 import { SqliteAuditLedger } from './adapters/audit/sqlite-ledger.ts';
+import { systemClock } from './adapters/clock/system-clock.ts';
 import { ProcIdentity } from './adapters/host/process-identity.ts';
 import { SortableIds } from './adapters/ids/ids.ts';
 import { SandboxRuntime } from './adapters/runtimes/sandbox/runtime.ts';
@@ -82,7 +83,7 @@ export const AEGIS_VERSION: string = (
   JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }
 ).version;
 
-export const systemClock: Clock = { now: () => performance.timeOrigin + performance.now() };
+export { systemClock };
 
 export function openStoreContext(config: AegisConfig = loadConfig()): StoreContext {
   const store = SqliteStore.open(join(config.home, 'aegis.db'));

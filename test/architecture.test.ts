@@ -73,6 +73,39 @@ function violations(layer: 'domain' | 'app'): string[] {
   return found;
 }
 
+/** Ambient time: reading the wall clock or starting a timer without the `Clock` port (src/app/ports.ts). */
+const AMBIENT_TIME: readonly { readonly pattern: RegExp; readonly what: string }[] = [
+  { pattern: /\bDate\.now\s*\(/, what: 'Date.now()' },
+  { pattern: /\bnew\s+Date\s*\(\s*\)/, what: 'new Date()' },
+  { pattern: /\bperformance\.now\s*\(/, what: 'performance.now()' },
+  {
+    pattern: /(?<![.\w#])(?:globalThis\.)?(setTimeout|setInterval|clearTimeout|clearInterval)\s*\(/,
+    what: 'a global timer',
+  },
+];
+
+/** Source without comments and string/template contents, so a mention in a doc comment is not a use. */
+export function codeOnly(source: string): string {
+  return source
+    .replace(/\/\*[\s\S]*?\*\//g, (comment) => comment.replace(/[^\n]/g, ' '))
+    .replace(/(^|[^:])\/\/.*$/gm, '$1')
+    .replace(/'(?:\\.|[^'\\\n])*'|"(?:\\.|[^"\\\n])*"|`(?:\\.|[^`\\])*`/g, "''");
+}
+
+export function ambientTimeUses(source: string): string[] {
+  const found: string[] = [];
+  codeOnly(source)
+    .split('\n')
+    .forEach((line, index) => {
+      // A method named like a timer (the Clock port and its implementations) is a declaration, not a use.
+      if (/^\s*(setTimeout|setInterval)\s*\(.*\)\s*:\s*[\w<>|, ]+\s*[;{]\s*$/.test(line)) return;
+      for (const { pattern, what } of AMBIENT_TIME) {
+        if (pattern.test(line)) found.push(`line ${index + 1}: ${what}`);
+      }
+    });
+  return found;
+}
+
 describe('architecture: dependency rule', () => {
   it('domain/ imports nothing but domain/ and pure libraries', () => {
     assert.deepEqual(violations('domain'), []);
@@ -80,6 +113,45 @@ describe('architecture: dependency rule', () => {
 
   it('app/ imports nothing but domain/, app/ and pure libraries', () => {
     assert.deepEqual(violations('app'), []);
+  });
+
+  it('domain/ and app/ read time and start timers only through the Clock port', () => {
+    const found: string[] = [];
+    for (const layer of ['domain', 'app']) {
+      for (const file of sourceFiles(join(SRC, layer))) {
+        for (const use of ambientTimeUses(readFileSync(file, 'utf8'))) {
+          found.push(
+            `${relative(ROOT, file)} ${use} — use the Clock port (deps.clock), or ManualClock in tests`,
+          );
+        }
+      }
+    }
+    assert.deepEqual(found, []);
+  });
+
+  it('the ambient-time scanner catches the forms it must catch, and not mentions or the port', () => {
+    const caught = [
+      'const t = Date.now();',
+      'const d = new Date();',
+      'setTimeout(done, 5);',
+      'const i = setInterval(() => tick(), 100);',
+      'clearTimeout(timer);',
+      'globalThis.setTimeout(f, 1);',
+      'const p = performance.now();',
+    ];
+    for (const line of caught) assert.equal(ambientTimeUses(line).length, 1, line);
+    const allowed = [
+      'const t = clock.now();',
+      'const timer = deps.clock.setTimeout(done, 5);',
+      'this.#clock.setInterval(tick, 10);',
+      'const iso = new Date(clock.now()).toISOString();',
+      '// Date.now() is not used here',
+      "const hint = 'avoid setTimeout(…) in app/';",
+      '/** @default Date.now */',
+      '  setTimeout(fn: () => void, ms: number, options?: TimerOptions): Timer;',
+      '  setInterval(fn: () => void, ms: number): Timer {',
+    ];
+    for (const line of allowed) assert.deepEqual(ambientTimeUses(line), [], line);
   });
 
   it('the import scanner catches the forms it must catch (so the rule cannot pass vacuously)', () => {

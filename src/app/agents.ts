@@ -26,7 +26,7 @@ export interface AgentDeps {
   readonly store: Store;
   readonly bundles: AgentBundles;
   readonly audit: AuditLog;
-  readonly clock: Clock;
+  readonly clock: Pick<Clock, 'now'>;
   /** Told after an agent's active revision changed (deploy, rollback) or it was deleted — warm pools follow. */
   readonly onAgentChanged?: (name: string, change: 'activated' | 'deleted') => void;
 }
@@ -38,7 +38,7 @@ export interface DeployResult {
   readonly created: boolean;
 }
 
-const iso = (clock: Clock) => new Date(clock.now()).toISOString();
+const iso = (clock: Pick<Clock, 'now'>) => new Date(clock.now()).toISOString();
 
 export function notFoundAgent(name: string): AegisError {
   return new AegisError('NOT_FOUND', `no agent named ${name}`, {

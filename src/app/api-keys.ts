@@ -18,7 +18,7 @@ import type { ApiKeyStore, AuditLog, Clock, Hasher, Ids, SecretRandom } from './
 export interface ApiKeyDeps {
   readonly store: ApiKeyStore;
   readonly hasher: Hasher;
-  readonly clock: Clock;
+  readonly clock: Pick<Clock, 'now'>;
   readonly ids: Pick<Ids, 'keyId'>;
   readonly random: SecretRandom;
   readonly audit: AuditLog;

@@ -3,11 +3,18 @@
  * gRPC streams, `wait`) re-read the store when woken, so a missed or coalesced notification costs latency, never a
  * line; they also poll on a timer for executions another process runs.
  */
+import type { Clock } from './ports.ts';
+
 export type ExecutionEvent = 'logs' | 'status';
 type Listener = (event: ExecutionEvent) => void;
 
 export class ExecutionEvents {
   readonly #listeners = new Map<string, Set<Listener>>();
+  readonly #clock: Pick<Clock, 'setTimeout'>;
+
+  constructor(clock: Pick<Clock, 'setTimeout'>) {
+    this.#clock = clock;
+  }
 
   /** Returns the unsubscribe function. */
   subscribe(executionId: string, listener: Listener): () => void {
@@ -40,13 +47,13 @@ export class ExecutionEvents {
     return new Promise((resolve) => {
       let unsubscribe = () => {};
       const done = (value: ExecutionEvent | 'timeout') => {
-        clearTimeout(timer);
+        timer.cancel();
         unsubscribe();
         signal?.removeEventListener('abort', onAbort);
         resolve(value);
       };
       const onAbort = () => done('timeout');
-      const timer = setTimeout(() => done('timeout'), timeoutMs);
+      const timer = this.#clock.setTimeout(() => done('timeout'), timeoutMs);
       unsubscribe = this.subscribe(executionId, done);
       if (signal?.aborted) done('timeout');
       else signal?.addEventListener('abort', onAbort, { once: true });

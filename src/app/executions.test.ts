@@ -14,6 +14,7 @@ import { ExecutionEvents } from './execution-events.ts';
 import { Executions } from './executions.ts';
 import { FakeBundles } from './fakes/fake-bundles.ts';
 import { FakeRuntime } from './fakes/fake-runtime.ts';
+import { ManualClock } from './fakes/manual-clock.ts';
 import { MemoryAuditLog } from './fakes/memory-audit-log.ts';
 import { MemoryStore } from './fakes/memory-store.ts';
 import { followLogs } from './follow-logs.ts';
@@ -45,11 +46,12 @@ async function until(check: () => boolean | Promise<boolean>, what: string) {
 }
 
 function setup(options: { maxConcurrent?: number; maxQueued?: number; identity?: ProcessIdentity } = {}) {
-  const runtime = new FakeRuntime();
+  const clock = new ManualClock();
+  const runtime = new FakeRuntime(clock);
   const store = new MemoryStore();
-  const audit = new MemoryAuditLog();
+  const audit = new MemoryAuditLog({ clock });
   const bundles = new FakeBundles();
-  const events = new ExecutionEvents();
+  const events = new ExecutionEvents(clock);
   const finished: string[] = [];
   const metrics: ExecutionMetrics = {
     executionFinished: (status) => finished.push(status),
@@ -61,7 +63,6 @@ function setup(options: { maxConcurrent?: number; maxQueued?: number; identity?:
     current: () => ({ host: 'test', pid: 1, startTicks: 1 }),
     isAlive: () => true,
   };
-  const clock = { now: () => Date.now() };
   const deps = {
     runtime,
     store,
@@ -78,7 +79,7 @@ function setup(options: { maxConcurrent?: number; maxQueued?: number; identity?:
     maxQueued: options.maxQueued ?? 10,
   });
   const agentDeps = { store, bundles, audit, clock };
-  return { runtime, store, audit, bundles, events, executions, agentDeps, finished, deps };
+  return { runtime, store, audit, bundles, events, clock, executions, agentDeps, finished, deps };
 }
 
 async function deployed(s: ReturnType<typeof setup>, name = 'demo', version = '1.0.0') {
@@ -254,7 +255,11 @@ describe('executions', () => {
     const running = await s.executions.submit(runner, { agent: 'demo' });
     const queued = await s.executions.submit(runner, { agent: 'demo' });
     await until(() => s.executions.stats().running === 1, 'running');
-    const drained = await s.executions.drain(50);
+    const draining = s.executions.drain(50);
+    await s.clock.advance(49);
+    assert.equal(s.executions.stats().running, 1, 'running ones get the whole deadline');
+    await s.clock.advance(1);
+    const drained = await draining;
     assert.deepEqual(drained, { finished: 0, cancelled: 1, leftQueued: 1 });
     assert.match((await s.store.getExecution(running.id))?.reason ?? '', /^orchestrator-shutdown/);
     assert.equal((await s.store.getExecution(queued.id))?.status, 'queued');

@@ -31,6 +31,7 @@ import type {
   SecretRandom,
   SecretStore,
   Store,
+  Timer,
 } from './ports.ts';
 import { createdAuditData, runAgent } from './run-agent.ts';
 import type { WarmPools } from './warm-pools.ts';
@@ -223,9 +224,9 @@ export class Executions {
         if (isTerminal(record.status) || left <= 0 || signal?.aborted) return record;
         if (changed) continue;
         await new Promise<void>((resolve) => {
-          const timer = setTimeout(done, Math.min(left, 500));
+          const timer = clock.setTimeout(done, Math.min(left, 500));
           function done() {
-            clearTimeout(timer);
+            timer.cancel();
             signal?.removeEventListener('abort', done);
             wake = undefined;
             resolve();
@@ -337,14 +338,14 @@ export class Executions {
     this.#pending.length = 0; // they stay `queued` in the store; the next start runs them
     const jobs = [...this.#running.values()];
     const all = Promise.all(jobs.map((job) => job.done));
-    let timer: ReturnType<typeof setTimeout> | undefined;
+    let timer: Timer | undefined;
     const timedOut = await Promise.race([
       all.then(() => false),
       new Promise<boolean>((resolve) => {
-        timer = setTimeout(() => resolve(true), deadlineMs);
+        timer = this.#deps.clock.setTimeout(() => resolve(true), deadlineMs);
       }),
     ]);
-    clearTimeout(timer);
+    timer?.cancel();
     let cancelled = 0;
     if (timedOut) {
       for (const job of this.#running.values()) {

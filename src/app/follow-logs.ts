@@ -6,7 +6,7 @@
 import { AegisError } from '../domain/errors.ts';
 import { type ExecutionRecord, isTerminal, type LogLine } from '../domain/execution.ts';
 import type { ExecutionEvents } from './execution-events.ts';
-import type { ExecutionStore } from './ports.ts';
+import type { Clock, ExecutionStore } from './ports.ts';
 
 export type LogStreamItem =
   | { readonly type: 'line'; readonly line: LogLine }
@@ -24,11 +24,15 @@ export interface FollowLogsOptions {
 const PAGE = 500;
 
 export async function* followLogs(
-  deps: { readonly store: ExecutionStore; readonly events: ExecutionEvents },
+  deps: {
+    readonly store: ExecutionStore;
+    readonly events: ExecutionEvents;
+    readonly clock: Pick<Clock, 'setTimeout'>;
+  },
   executionId: string,
   options: FollowLogsOptions,
 ): AsyncGenerator<LogStreamItem> {
-  const { store, events } = deps;
+  const { store, events, clock } = deps;
   let afterSeq = options.afterSeq ?? 0;
   const first = await store.getExecution(executionId);
   if (first === undefined) {
@@ -64,9 +68,9 @@ export async function* followLogs(
       if (options.signal?.aborted) return;
       if (!woken) {
         await new Promise<void>((resolve) => {
-          const timer = setTimeout(done, options.pollMs ?? 500);
+          const timer = clock.setTimeout(done, options.pollMs ?? 500);
           function done() {
-            clearTimeout(timer);
+            timer.cancel();
             options.signal?.removeEventListener('abort', done);
             wake = undefined;
             resolve();

@@ -339,9 +339,29 @@ export interface SecretRandom {
 // ---------------------------------------------------------------------------------------------------------------
 // Small ports.
 
+/** A pending timer from `Clock.setTimeout` / `Clock.setInterval`. */
+export interface Timer {
+  /** Stops it; harmless when it already fired or was cancelled. */
+  cancel(): void;
+}
+
+export interface TimerOptions {
+  /** When true, the timer alone does not keep the process alive (Node's `unref`). @default false */
+  readonly background?: boolean;
+}
+
+/**
+ * Time, for use-cases: `domain/` and `app/` never read the ambient clock or start ambient timers
+ * (`test/architecture.test.ts` checks), so tests can drive time with `app/fakes/manual-clock.ts`. The adapter is
+ * `adapters/clock/system-clock.ts`.
+ */
 export interface Clock {
   /** Wall clock, ms since epoch (fractional allowed). */
   now(): number;
+  /** Calls `fn` once, `ms` from now. */
+  setTimeout(fn: () => void, ms: number, options?: TimerOptions): Timer;
+  /** Calls `fn` every `ms` until cancelled. */
+  setInterval(fn: () => void, ms: number, options?: TimerOptions): Timer;
 }
 
 /** Counters and histograms the server exports (Prometheus). Use-cases call these; the adapter keeps the numbers. */

@@ -5,6 +5,7 @@ import { compileManifest } from '../domain/manifest/compiled.ts';
 import { AgentManifest } from '../domain/manifest/schema.ts';
 import { compileNetworkPolicy } from '../domain/policy/network-rules.ts';
 import { FakeRuntime } from './fakes/fake-runtime.ts';
+import { ManualClock } from './fakes/manual-clock.ts';
 import { MemoryAuditLog } from './fakes/memory-audit-log.ts';
 import { MemorySecretStore, sequenceRandom } from './fakes/memory-secret-store.ts';
 import { MemoryExecutionStore } from './fakes/memory-store.ts';
@@ -36,7 +37,7 @@ function setup(alive = true) {
   const deps = {
     runtime,
     store,
-    clock: { now: () => 1_700_000_000_000 },
+    clock: new ManualClock(1_700_000_000_000),
     ids: { executionId: () => `ex_${++n}` },
     identity,
     audit,

@@ -197,7 +197,7 @@ export async function runAgent(deps: RunAgentDeps, request: RunAgentRequest): Pr
     if (pending.length >= LOG_BATCH) void flush();
   };
   // Lines are flushed at least every 100 ms so `aegis logs` of a running execution is current.
-  const ticker = setInterval(() => void flush(), 100);
+  const ticker = clock.setInterval(() => void flush(), 100);
 
   // Egress decisions: each one into the ledger; denied ones aggregated per (destination, rule) so an agent that
   // retries in a loop yields one violation with a count, not thousands.
@@ -319,7 +319,7 @@ export async function runAgent(deps: RunAgentDeps, request: RunAgentRequest): Pr
       onLog,
       ...(request.signal ? { signal: request.signal } : {}),
     });
-    clearInterval(ticker);
+    ticker.cancel();
     await flush();
     if (networkAuditError !== undefined) throw networkAuditError;
     const violations: Violation[] = [
@@ -349,7 +349,7 @@ export async function runAgent(deps: RunAgentDeps, request: RunAgentRequest): Pr
       durationMs,
     });
   } catch (error) {
-    clearInterval(ticker);
+    ticker.cancel();
     await flush().catch(() => {});
     const current = await store.getExecution(id);
     if (current && !isTerminal(current.status)) {
@@ -364,7 +364,7 @@ export async function runAgent(deps: RunAgentDeps, request: RunAgentRequest): Pr
     if (isAegisError(error)) throw error;
     throw new AegisError('INTERNAL', `execution ${id} failed inside AEGIS`, { cause: error });
   } finally {
-    clearInterval(ticker);
+    ticker.cancel();
   }
 }
 

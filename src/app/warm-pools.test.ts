@@ -1,6 +1,8 @@
 /**
  * Warm pools over fakes: executions take pre-spawned instances (never the same one twice), pools refill, scale to
  * zero when idle, drain on redeploy, replace instances that die, and stay within the node's sandbox capacity.
+ * Time is a ManualClock: the idle timeout and the maintenance tick happen when the test advances it, never by
+ * waiting.
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
@@ -12,6 +14,7 @@ import { ExecutionEvents } from './execution-events.ts';
 import { Executions } from './executions.ts';
 import { FakeBundles } from './fakes/fake-bundles.ts';
 import { FakeRuntime } from './fakes/fake-runtime.ts';
+import { ManualClock, settle } from './fakes/manual-clock.ts';
 import { MemoryAuditLog } from './fakes/memory-audit-log.ts';
 import { MemoryStore } from './fakes/memory-store.ts';
 import type { ExecutionMetrics } from './ports.ts';
@@ -35,21 +38,19 @@ function agent(
   );
 }
 
-async function until(check: () => boolean, what: string) {
-  const deadline = Date.now() + 5000;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 5));
-  }
+/** Lets the background work already started (spawns, retirements) finish, then checks — no time passes. */
+async function settled(check: () => boolean, what: string) {
+  await settle(10);
+  assert.ok(check(), what);
 }
 
 function setup(options: { maxSandboxes?: number; idleMs?: number; maxConcurrent?: number } = {}) {
-  const runtime = new FakeRuntime();
+  const clock = new ManualClock();
+  const runtime = new FakeRuntime(clock);
   const store = new MemoryStore();
-  const audit = new MemoryAuditLog();
+  const audit = new MemoryAuditLog({ clock });
   const bundles = new FakeBundles();
-  const events = new ExecutionEvents();
-  const clock = { now: () => Date.now() };
+  const events = new ExecutionEvents(clock);
   let n = 0;
   let executions: Executions | undefined;
   const pools = new WarmPools(
@@ -102,7 +103,7 @@ function setup(options: { maxSandboxes?: number; idleMs?: number; maxConcurrent?
       })();
     },
   };
-  return { runtime, store, audit, pools, executions, agentDeps };
+  return { clock, runtime, store, audit, pools, executions, agentDeps };
 }
 
 const warmIds = (runtime: FakeRuntime) =>
@@ -113,7 +114,7 @@ describe('warm pools', () => {
   it('fill on deploy; executions run in pre-spawned instances, each used once; the pool refills', async () => {
     const s = setup();
     await deployAgent(s.agentDeps, admin, FakeBundles.encode(agent('1.0.0')));
-    await until(() => warmIds(s.runtime).length === 2, 'two warm instances');
+    await settled(() => warmIds(s.runtime).length === 2, 'two warm instances');
     assert.ok(s.runtime.spawned.every((spec) => spec.prewarm === true && spec.executionId.startsWith('wp_')));
     const before = new Set(warmIds(s.runtime));
     const ids: string[] = [];
@@ -121,7 +122,7 @@ describe('warm pools', () => {
       const record = await s.executions.submit(admin, { agent: 'pooled' });
       ids.push(record.id);
       assert.equal((await s.executions.wait(admin, record.id, 5000)).status, 'succeeded');
-      await until(() => warmIds(s.runtime).length === 2, 'refilled');
+      await settled(() => warmIds(s.runtime).length === 2, 'refilled');
     }
     assert.equal(new Set(s.runtime.executed).size, s.runtime.executed.length, 'no instance is ever reused');
     assert.ok(
@@ -142,8 +143,11 @@ describe('warm pools', () => {
   it('scales to zero after the idle timeout and wakes on the next execution (which starts cold)', async () => {
     const s = setup({ idleMs: 60 });
     await deployAgent(s.agentDeps, admin, FakeBundles.encode(agent('1.0.0')));
-    await until(() => warmIds(s.runtime).length === 2, 'warm');
-    await until(() => warmIds(s.runtime).length === 0, 'scaled to zero');
+    await settled(() => warmIds(s.runtime).length === 2, 'warm');
+    await s.clock.advance(50);
+    assert.equal(warmIds(s.runtime).length, 2, 'still warm before the idle timeout');
+    await s.clock.advance(10);
+    assert.equal(warmIds(s.runtime).length, 0, 'scaled to zero at the idle timeout');
     assert.deepEqual(
       kinds(s.audit, 'instance.retired').map((entry) => entry.data['reason']),
       ['idle', 'idle'],
@@ -155,18 +159,18 @@ describe('warm pools', () => {
       (entry) => entry.kind === 'execution.started' && entry.execution === record.id,
     );
     assert.equal(started?.data['warm'], undefined, 'cold start');
-    await until(() => warmIds(s.runtime).length === 2, 'woken and refilled');
+    await settled(() => warmIds(s.runtime).length === 2, 'woken and refilled');
     await s.pools.close();
   });
 
   it('drains the old revision on redeploy and on shutdown', async () => {
     const s = setup();
     await deployAgent(s.agentDeps, admin, FakeBundles.encode(agent('1.0.0')));
-    await until(() => warmIds(s.runtime).length === 2, 'rev 1 warm');
+    await settled(() => warmIds(s.runtime).length === 2, 'rev 1 warm');
     const rev1 = warmIds(s.runtime);
     await deployAgent(s.agentDeps, admin, FakeBundles.encode(agent('1.1.0')));
-    await until(() => rev1.every((id) => s.runtime.status(id) === 'terminated'), 'rev 1 drained');
-    await until(() => warmIds(s.runtime).length === 2, 'rev 2 warm');
+    await settled(() => rev1.every((id) => s.runtime.status(id) === 'terminated'), 'rev 1 drained');
+    await settled(() => warmIds(s.runtime).length === 2, 'rev 2 warm');
     assert.deepEqual(
       s.pools.view('pooled').map((pool) => pool.revision),
       [2],
@@ -183,17 +187,18 @@ describe('warm pools', () => {
   it('replaces a warm instance that dies, and audits it', async () => {
     const s = setup();
     await deployAgent(s.agentDeps, admin, FakeBundles.encode(agent('1.0.0')));
-    await until(() => warmIds(s.runtime).length === 2, 'warm');
+    await settled(() => warmIds(s.runtime).length === 2, 'warm');
     const victim = warmIds(s.runtime)[0]!;
     s.runtime.die(victim);
-    await until(
+    await s.clock.advance(10); // one maintenance tick
+    await settled(
       () =>
         kinds(s.audit, 'instance.retired').some(
           (e) => e.data['instance'] === victim && e.data['reason'] === 'died',
         ),
       'death noticed',
     );
-    await until(() => warmIds(s.runtime).length === 2, 'replaced');
+    await settled(() => warmIds(s.runtime).length === 2, 'replaced');
     assert.ok(!warmIds(s.runtime).includes(victim));
     await s.pools.close();
   });
@@ -201,8 +206,8 @@ describe('warm pools', () => {
   it('stays within the node capacity and makes room for a cold start', async () => {
     const s = setup({ maxSandboxes: 2 });
     await deployAgent(s.agentDeps, admin, FakeBundles.encode(agent('1.0.0', { warm: 5 })));
-    await until(() => warmIds(s.runtime).length === 2, 'capacity reached');
-    await new Promise((resolve) => setTimeout(resolve, 50));
+    await settled(() => warmIds(s.runtime).length === 2, 'capacity reached');
+    await s.clock.advance(50); // five maintenance ticks, each trying to refill
     assert.equal(warmIds(s.runtime).length, 2, 'never more than maxSandboxes');
     await s.pools.makeRoom();
     assert.equal(warmIds(s.runtime).length, 1);
@@ -226,12 +231,12 @@ describe('warm pools', () => {
     s.runtime.script = { hang: true };
     const first = await s.executions.submit(admin, { agent: 'pooled' });
     const second = await s.executions.submit(admin, { agent: 'pooled' });
-    await until(() => s.executions.stats().running === 1, 'one running');
-    await new Promise((resolve) => setTimeout(resolve, 30));
+    await settled(() => s.executions.stats().running === 1, 'one running');
+    await s.clock.advance(30);
     assert.equal(s.executions.stats().running, 1, 'the second waits for the agent limit');
     assert.equal(s.executions.stats().queued, 1);
     await s.executions.cancel(admin, first.id);
-    await until(
+    await settled(
       () => s.executions.stats().running === 1 && s.executions.stats().queued === 0,
       'second started',
     );

@@ -15,7 +15,7 @@
 import { AUDIT_KINDS } from '../domain/audit/entry.ts';
 import type { RetireReason } from '../domain/instance.ts';
 import type { CompiledAgent } from '../domain/manifest/compiled.ts';
-import type { AuditLog, Clock, InstanceBinding, InstanceId, Runtime } from './ports.ts';
+import type { AuditLog, Clock, InstanceBinding, InstanceId, Runtime, Timer } from './ports.ts';
 
 export interface PoolMetrics {
   /** An instance entered a state (`warm` when spawned into a pool, `retired` when it left unused). */
@@ -82,14 +82,15 @@ export class WarmPools {
   readonly #deps: WarmPoolsDeps;
   readonly #options: WarmPoolsOptions;
   readonly #pools = new Map<string, Pool>();
-  readonly #timer: ReturnType<typeof setInterval>;
+  readonly #timer: Timer;
   #closed = false;
 
   constructor(deps: WarmPoolsDeps, options: WarmPoolsOptions) {
     this.#deps = deps;
     this.#options = options;
-    this.#timer = setInterval(() => void this.#maintain(), options.maintenanceMs ?? 1000);
-    this.#timer.unref?.();
+    this.#timer = deps.clock.setInterval(() => void this.#maintain(), options.maintenanceMs ?? 1000, {
+      background: true,
+    });
   }
 
   /** Pool size for an agent after server overrides; 0 for agents that can't be pooled. */
@@ -181,7 +182,7 @@ export class WarmPools {
   /** Shutdown: no more refills; every warm instance retired. */
   async close(): Promise<void> {
     this.#closed = true;
-    clearInterval(this.#timer);
+    this.#timer.cancel();
     const work: Promise<void>[] = [];
     for (const pool of this.#pools.values()) {
       for (const id of pool.warm.splice(0)) work.push(this.#retire(pool, id, 'shutdown'));

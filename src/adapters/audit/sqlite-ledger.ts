@@ -76,7 +76,7 @@ export interface SqliteAuditLedgerOptions {
   readonly file: string;
   readonly signer: Signer;
   readonly hasher: Hasher;
-  readonly clock: Clock;
+  readonly clock: Pick<Clock, 'now'>;
   /** Sign the head at every this-many-th entry after the last signed head (and at close). @default 1000 */
   readonly headEvery?: number;
   /** Longest an appended entry waits in memory before it is written. @default 5 */
@@ -134,7 +134,7 @@ export class SqliteAuditLedger implements AuditLog {
   readonly #db: DatabaseSync;
   readonly #signer: Signer;
   readonly #hasher: Hasher;
-  readonly #clock: Clock;
+  readonly #clock: Pick<Clock, 'now'>;
   readonly #options: CompiledOptions;
   readonly #insertEntry: StatementSync;
   readonly #insertHead: StatementSync;

@@ -18,6 +18,7 @@ import {
   Http2SessionManager,
 } from '@connectrpc/connect-node';
 import fastify, { type FastifyInstance } from 'fastify';
+import { systemClock } from '../../adapters/clock/system-clock.ts';
 import { ExecutionEvents } from '../../app/execution-events.ts';
 import { Executions } from '../../app/executions.ts';
 import { FakeBundles } from '../../app/fakes/fake-bundles.ts';
@@ -61,8 +62,8 @@ function setup() {
   const audit = new MemoryAuditLog();
   const runtime = new FakeRuntime();
   const bundles = new FakeBundles();
-  const clock = { now: () => Date.now() };
-  const events = new ExecutionEvents();
+  const clock = systemClock;
+  const events = new ExecutionEvents(clock);
   let n = 0;
   const executions = new Executions(
     {

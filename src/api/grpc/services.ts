@@ -176,7 +176,7 @@ export function registerGrpcServices(
         const principal = await admit(ctx, call);
         requireScope(principal, 'read', "reading an execution's logs");
         const stream = followLogs(
-          { store: ctx.store, events: ctx.events },
+          { store: ctx.store, events: ctx.events, clock: ctx.clock },
           required(request.executionId, 'execution_id'),
           { afterSeq: Number(request.afterSeq), follow: request.follow, signal: call.signal },
         );

@@ -2,6 +2,7 @@
 import { AegisError } from '../../domain/errors.ts';
 import type { NetworkPolicy } from '../../domain/policy/network-rules.ts';
 import type {
+  Clock,
   InstanceBinding,
   InstanceId,
   InstanceSpec,
@@ -11,6 +12,7 @@ import type {
   TaskInput,
   TaskOutput,
 } from '../ports.ts';
+import { ManualClock } from './manual-clock.ts';
 
 export interface FakeScript {
   /** Lines the "agent" prints, in order. */
@@ -26,6 +28,8 @@ export interface FakeScript {
 
 export class FakeRuntime implements Runtime {
   readonly name = 'fake';
+  /** Times reported in `releasedAtMs` / `finishedAtMs`. */
+  readonly clock: Pick<Clock, 'now'>;
   readonly spawned: InstanceSpec[] = [];
   readonly states = new Map<InstanceId, InstanceState>();
   orphans: string[] = [];
@@ -36,6 +40,10 @@ export class FakeRuntime implements Runtime {
   readonly bindings = new Map<InstanceId, InstanceBinding>();
   /** Instances that were executed, in order (an instance must never appear twice). */
   readonly executed: InstanceId[] = [];
+
+  constructor(clock: Pick<Clock, 'now'> = new ManualClock()) {
+    this.clock = clock;
+  }
 
   async spawn(spec: InstanceSpec): Promise<InstanceId> {
     if (this.script.refuse) throw this.script.refuse;
@@ -49,7 +57,7 @@ export class FakeRuntime implements Runtime {
     if (this.states.get(id) !== 'warm') throw new AegisError('USAGE', `instance ${id} is not warm`);
     this.states.set(id, 'hot');
     this.executed.push(id);
-    const releasedAtMs = Date.now();
+    const releasedAtMs = this.clock.now();
     for (const line of this.script.logs ?? []) task.onLog(line.stream, line.text);
     const spec = this.spawned.find((s) => `fake_${s.executionId}` === id);
     const onDecision = this.bindings.get(id)?.onNetworkDecision ?? spec?.onNetworkDecision;
@@ -68,7 +76,7 @@ export class FakeRuntime implements Runtime {
         limitsHit: [],
         violations: [],
         releasedAtMs,
-        finishedAtMs: Date.now(),
+        finishedAtMs: this.clock.now(),
       };
     }
     this.states.set(id, 'terminated');

@@ -25,6 +25,7 @@ import {
 import { type AuditVerification, verifyChain } from '../../domain/audit/verify.ts';
 import { AegisError } from '../../domain/errors.ts';
 import type { AuditLog, Clock, Hasher, Signer } from '../ports.ts';
+import { ManualClock } from './manual-clock.ts';
 
 /** 256 bits from eight FNV-1a lanes: stable and well spread, NOT collision resistant — for fakes only. */
 export const toyHasher: Hasher = {
@@ -54,8 +55,8 @@ export function toySigner(keyId = 'fa4e0000fa4e0000'): Signer {
 }
 
 export interface MemoryAuditLogOptions {
-  /** @default Date.now */
-  readonly clock?: Clock;
+  /** @default a `ManualClock` (time stands still unless a test moves it) */
+  readonly clock?: Pick<Clock, 'now'>;
   /** @default toyHasher */
   readonly hasher?: Hasher;
   /** @default toySigner() */
@@ -68,7 +69,7 @@ export class MemoryAuditLog implements AuditLog {
   /** Stored form of every entry, by seq. */
   readonly links: ChainLink[] = [];
   readonly heads: SignedHead[] = [];
-  readonly #clock: Clock;
+  readonly #clock: Pick<Clock, 'now'>;
   readonly #hasher: Hasher;
   readonly #signer: Signer;
   readonly #headEvery: number;
@@ -76,7 +77,7 @@ export class MemoryAuditLog implements AuditLog {
   #closed = false;
 
   constructor(options: MemoryAuditLogOptions = {}) {
-    this.#clock = options.clock ?? { now: () => Date.now() };
+    this.#clock = options.clock ?? new ManualClock();
     this.#hasher = options.hasher ?? toyHasher;
     this.#signer = options.signer ?? toySigner();
     this.#headEvery = options.headEvery ?? 1000;
