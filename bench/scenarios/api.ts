@@ -25,27 +25,24 @@ import { packAgentDir } from '../../src/adapters/bundle/pack.ts';
 import { loadManifestFile } from '../../src/adapters/manifest/yaml-loader.ts';
 import { resolveSandboxUser } from '../../src/adapters/runtimes/sandbox/host.ts';
 import { openLocalContext } from '../../src/main.ts';
-import { wallNowMs } from '../lib/clock.ts';
-import { cpuSnapshot, hostCpuTicks, otherWork, processCpuMs } from '../lib/host-load.ts';
-import { describeMachine, machineInfo } from '../lib/machine.ts';
-import { type Absent, isAbsent, openSandboxRuntime, type SandboxRuntimePeer } from '../lib/peers.ts';
-import type { BenchOptions, Scenario, ScenarioReport, TargetCheck } from '../lib/scenario.ts';
-import { formatMs, roundSummary, type Summary, summarize } from '../lib/stats.ts';
-import { renderMarkdown, renderText, type Table } from '../lib/table.ts';
 import {
   checkExit,
-  checkFloorParity,
-  commandFor,
   FIXTURES,
   firstLineOf,
   type Metrics,
-  makeFloor,
   parseLastLine,
   runChild,
-  runRounds,
-  seriesOf,
   type Variant,
-} from './start-latency.ts';
+} from '../lib/child.ts';
+import { wallNowMs } from '../lib/clock.ts';
+import { checkFloorParity, commandFor, makeFloor } from '../lib/floor.ts';
+import { cpuSnapshot, hostCpuTicks, otherWork, processCpuMs } from '../lib/host-load.ts';
+import { describeMachine, machineInfo } from '../lib/machine.ts';
+import { type Absent, isAbsent, openSandboxRuntime, type SandboxRuntimePeer } from '../lib/peers.ts';
+import { runRounds, seriesOf } from '../lib/rounds.ts';
+import type { BenchOptions, Scenario, ScenarioReport, TargetCheck } from '../lib/scenario.ts';
+import { formatMs, roundSummary, type Summary, summarize } from '../lib/stats.ts';
+import { renderMarkdown, renderText, type Table } from '../lib/table.ts';
 
 const ROOT = resolve(import.meta.dirname, '../..');
 const CLI_ENTRY = join(ROOT, 'src/cli/bin.ts');

@@ -24,6 +24,9 @@ import { loadManifestFile } from '../../src/adapters/manifest/yaml-loader.ts';
 import { resolveSandboxUser } from '../../src/adapters/runtimes/sandbox/host.ts';
 import type { CompiledAgent } from '../../src/domain/manifest/compiled.ts';
 import { openLocalContext } from '../../src/main.ts';
+import { watchBwrap } from '../lib/aegis-run.ts';
+import { FIXTURES, type Language, stdioFor, writeAll } from '../lib/child.ts';
+import { checkFloorParity, type Floor, makeFloor, NODE_INSIDE } from '../lib/floor.ts';
 import { describeMachine, machineInfo } from '../lib/machine.ts';
 import {
   type CgroupMemory,
@@ -37,17 +40,6 @@ import {
 } from '../lib/procs.ts';
 import type { BenchOptions, Scenario, ScenarioReport, TargetCheck } from '../lib/scenario.ts';
 import { renderMarkdown, renderText, type Table } from '../lib/table.ts';
-import {
-  checkFloorParity,
-  FIXTURES,
-  type Floor,
-  type Language,
-  makeFloor,
-  NODE_INSIDE,
-  stdioFor,
-  watchBwrap,
-  writeAll,
-} from './start-latency.ts';
 
 const LANGUAGES: readonly Language[] = ['python', 'node'];
 const TARGET_BYTES = 4 * 1024 * 1024;

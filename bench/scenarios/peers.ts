@@ -20,6 +20,17 @@ import { join } from 'node:path';
 import { loadManifestFile } from '../../src/adapters/manifest/yaml-loader.ts';
 import { resolveSandboxUser } from '../../src/adapters/runtimes/sandbox/host.ts';
 import { openLocalContext } from '../../src/main.ts';
+import { aegisRun, warmVariant, watchBwrap } from '../lib/aegis-run.ts';
+import {
+  checkExit,
+  FIXTURES,
+  firstLineOf,
+  type Metrics,
+  parseLastLine,
+  runChild,
+  type Variant,
+} from '../lib/child.ts';
+import { checkFloorParity, commandFor, makeFloor } from '../lib/floor.ts';
 import { describeMachine, machineInfo } from '../lib/machine.ts';
 import {
   type Absent,
@@ -29,27 +40,11 @@ import {
   openSandboxRuntime,
   type SandboxRuntimePeer,
 } from '../lib/peers.ts';
+import { runRounds, seriesOf } from '../lib/rounds.ts';
 import type { BenchOptions, Scenario, ScenarioReport, StartPoint } from '../lib/scenario.ts';
 import { formatMs, roundSummary, type Summary, summarize } from '../lib/stats.ts';
 import { renderMarkdown, renderText, type Table } from '../lib/table.ts';
 import { closedLoop, type Execute } from './api.ts';
-import {
-  aegisRun,
-  checkExit,
-  checkFloorParity,
-  commandFor,
-  FIXTURES,
-  firstLineOf,
-  type Metrics,
-  makeFloor,
-  parseLastLine,
-  runChild,
-  runRounds,
-  seriesOf,
-  type Variant,
-  warmVariant,
-  watchBwrap,
-} from './start-latency.ts';
 
 const AGENT_DIR = join(FIXTURES, 'python');
 /** Rounds of the latency comparison (each runs every system once): full, quick. */

@@ -20,42 +20,51 @@
  * of bwrap's setup is still running when it reports the pid; and extra CLI rows separate Node's own start and
  * TypeScript stripping from AEGIS's.
  */
-import { type ChildProcess, type SpawnOptions, spawn } from 'node:child_process';
-import { chmodSync, chownSync, mkdirSync, mkdtempSync, realpathSync, rmSync, writeFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { chmodSync, mkdtempSync, realpathSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import type { Readable, Writable } from 'node:stream';
 import { loadManifestFile } from '../../src/adapters/manifest/yaml-loader.ts';
-import { buildBwrapArgs } from '../../src/adapters/runtimes/sandbox/bwrap-args.ts';
 import type { CgroupStats, SandboxCgroup } from '../../src/adapters/runtimes/sandbox/cgroups.ts';
-import {
-  hostHasMergedUsr,
-  presentEtcFiles,
-  resolveSandboxUser,
-  type SandboxUser,
-} from '../../src/adapters/runtimes/sandbox/host.ts';
-import {
-  GENERATED_ETC,
-  INNER_GID,
-  INNER_UID,
-  sandboxEnv,
-} from '../../src/adapters/runtimes/sandbox/runtime.ts';
-import { buildSeccompProgram, hostSeccompArch } from '../../src/adapters/runtimes/sandbox/seccomp.ts';
+import { resolveSandboxUser } from '../../src/adapters/runtimes/sandbox/host.ts';
+import { sandboxEnv } from '../../src/adapters/runtimes/sandbox/runtime.ts';
 import type { TaskOutput } from '../../src/app/ports.ts';
-import { runAgent } from '../../src/app/run-agent.ts';
 import type { CompiledAgent } from '../../src/domain/manifest/compiled.ts';
 import { type LocalContext, openLocalContext } from '../../src/main.ts';
+import { aegisRun, warmVariant, watchBwrap } from '../lib/aegis-run.ts';
+import {
+  checkExit,
+  FIXTURES,
+  firstLineOf,
+  type Language,
+  type Launch,
+  type Metrics,
+  parseLastLine,
+  runChild,
+  stdioFor,
+  type Variant,
+  writeAll,
+} from '../lib/child.ts';
 import { realtimeOffsetMs, wallNowMs } from '../lib/clock.ts';
+import {
+  BLOCK_FD,
+  checkFloorParity,
+  commandFor,
+  FLOOR_EXECUTION_ID,
+  type Floor,
+  INFO_FD,
+  makeFloor,
+} from '../lib/floor.ts';
 import { cpuSnapshot, otherWork as otherWorkBetween } from '../lib/host-load.ts';
 import { describeMachine, loadAverage1m, machineInfo } from '../lib/machine.ts';
-import { commandOf, processTree } from '../lib/procs.ts';
+import { runRounds, seriesOf } from '../lib/rounds.ts';
 import type { BenchOptions, Scenario, ScenarioReport, StartPoint, TargetCheck } from '../lib/scenario.ts';
 import { formatMs, roundSummary, type Summary, summarize } from '../lib/stats.ts';
 import { renderMarkdown, renderText, type Table } from '../lib/table.ts';
-import { type CapturedSpawn, captureSpawn, Tracer, watchSpawns } from '../lib/trace.ts';
+import { Tracer } from '../lib/trace.ts';
 
 const ROOT = resolve(import.meta.dirname, '../..');
-export const FIXTURES = join(ROOT, 'bench/fixtures/start-latency');
 const CLI = join(ROOT, 'bin/aegis.mjs');
 const CLI_AGENT = 'examples/hello-python/agent.yaml';
 const TARGET_RATIO = 1.3;
@@ -64,100 +73,7 @@ const SETTLE_MS = 30;
 /** Average CPUs kept busy by other programs above which a run's numbers are flagged as inflated. */
 const BUSY_CPUS = 0.1;
 
-export type Language = 'python' | 'node';
 const LANGUAGES: readonly Language[] = ['python', 'node'];
-
-/** Named durations of one run, in ms. */
-export type Metrics = Record<string, number>;
-
-export interface Variant {
-  readonly id: string;
-  run(): Promise<Metrics>;
-}
-
-// ---------------------------------------------------------------------------------------------------------------
-// Child processes
-
-export interface ChildRun {
-  readonly startedAt: number;
-  readonly spawnReturnedAt: number;
-  readonly exitedAt: number;
-  readonly code: number | null;
-  readonly stdout: string;
-  readonly stderr: string;
-}
-
-/** How to start bwrap: its argv, and the bytes to write into extra child fds (seccomp program, `--args` data). */
-export interface Launch {
-  readonly argv: readonly string[];
-  readonly writes: Readonly<Record<number, Buffer>>;
-}
-
-/** stdio for a child: pipes for 0–2, for each fd in `pipes`, and 'ignore' in between. */
-export function stdioFor(pipes: readonly number[]): ('pipe' | 'ignore')[] {
-  const stdio: ('pipe' | 'ignore')[] = ['pipe', 'pipe', 'pipe'];
-  for (let fd = 3; fd <= Math.max(2, ...pipes); fd++) stdio.push(pipes.includes(fd) ? 'pipe' : 'ignore');
-  return stdio;
-}
-
-export function writeAll(child: ChildProcess, writes: Readonly<Record<number, Buffer>>): void {
-  for (const [fd, data] of Object.entries(writes)) {
-    const pipe = (child.stdio as unknown as (Readable | Writable | null)[])[Number(fd)] as Writable;
-    pipe.on('error', () => {});
-    pipe.end(data);
-  }
-}
-
-/** Spawns, writes `writes` to the child's extra fds, closes stdin, waits for close. */
-export function runChild(
-  file: string,
-  args: readonly string[],
-  options: SpawnOptions,
-  writes: Readonly<Record<number, Buffer>> = {},
-): Promise<ChildRun> {
-  return new Promise((resolveRun, reject) => {
-    const startedAt = wallNowMs();
-    const child = spawn(file, args, { ...options, stdio: stdioFor(Object.keys(writes).map(Number)) });
-    const spawnReturnedAt = wallNowMs();
-    let exitedAt = Number.NaN;
-    let stdout = '';
-    let stderr = '';
-    child.once('error', reject);
-    child.once('exit', () => {
-      exitedAt = wallNowMs();
-    });
-    writeAll(child, writes);
-    child.stdin!.on('error', () => {});
-    child.stdin!.end();
-    child.stdout!.setEncoding('utf8').on('data', (chunk: string) => (stdout += chunk));
-    child.stderr!.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
-    child.once('close', (code) => resolveRun({ startedAt, spawnReturnedAt, exitedAt, code, stdout, stderr }));
-  });
-}
-
-/** The first-line timestamp an agent printed as its (last) stdout line. */
-export function firstLineOf(output: unknown, context: string): number {
-  const value = (output as { firstLineMs?: unknown } | null)?.firstLineMs;
-  if (typeof value !== 'number' || !Number.isFinite(value)) {
-    throw new Error(`${context}: no firstLineMs in the agent's output (${JSON.stringify(output)})`);
-  }
-  return value;
-}
-
-export function parseLastLine(stdout: string): unknown {
-  const lines = stdout.split('\n').filter((line) => line.trim() !== '');
-  try {
-    return JSON.parse(lines[lines.length - 1] ?? 'null') as unknown;
-  } catch {
-    return null;
-  }
-}
-
-export function checkExit(run: ChildRun, what: string): void {
-  if (run.code !== 0) {
-    throw new Error(`${what} exited with ${run.code}: ${(run.stderr || run.stdout).trim().slice(0, 2000)}`);
-  }
-}
 
 /**
  * The floor plus the runtime's --info-fd/--block-fd handshake (breakdown only): bwrap reports the sandbox init's
@@ -210,321 +126,6 @@ function runBlocked(floor: Floor, launch: Launch, holdMs: number): Promise<Metri
   });
 }
 
-// ---------------------------------------------------------------------------------------------------------------
-// The floor: bwrap with the runtime's flags, minus info/block fds and cgroups
-
-export const NODE_INSIDE = '/opt/aegis/bin/node';
-const FLOOR_EXECUTION_ID = 'ex_benchfloor00000000000000';
-
-/** The orchestrator's synthesised /etc files (same content and order as SandboxRuntime). */
-function writeGeneratedEtc(dir: string): Record<string, string> {
-  mkdirSync(dir, { mode: 0o755 });
-  const out: Record<string, string> = {};
-  for (const [target, content] of Object.entries(GENERATED_ETC)) {
-    const file = join(dir, target.slice('/etc/'.length));
-    writeFileSync(file, content, { mode: 0o644 });
-    out[target] = file;
-  }
-  return out;
-}
-
-export interface Floor {
-  /** bwrap options + `--` + command, from buildBwrapArgs on the floor's plan. */
-  readonly argsFor: (
-    agent: CompiledAgent,
-    argv: readonly string[],
-    binaries: Record<string, string>,
-    fds?: { info: number; block: number },
-  ) => string[];
-  /**
-   * How to hand `args` to bwrap: the way the runtime does (captured from a real run): on argv, or the options over
-   * a pipe with `--args <fd>` and only `--` + command on argv. The seccomp program goes to fd 3 either way.
-   */
-  readonly launch: (args: readonly string[], argsFd: number | undefined) => Launch;
-  readonly spawnOptions: SpawnOptions;
-  readonly seccomp: Buffer;
-}
-
-const SECCOMP_FD = 3;
-const INFO_FD = 4;
-const BLOCK_FD = 5;
-
-export function makeFloor(workDir: string, user: SandboxUser): Floor {
-  const generatedEtc = writeGeneratedEtc(join(workDir, 'static'));
-  const inputFile = join(workDir, 'input.json');
-  const outputFile = join(workDir, 'output.json');
-  writeFileSync(inputFile, 'null', { mode: 0o644 });
-  writeFileSync(outputFile, '', { mode: 0o600 });
-  if (user.dedicated) chownSync(outputFile, user.uid, user.gid);
-  const mergedUsr = hostHasMergedUsr();
-  const etcFiles = presentEtcFiles();
-  const seccomp = buildSeccompProgram(hostSeccompArch());
-  return {
-    seccomp,
-    launch: (args, argsFd) => {
-      if (argsFd === undefined) return { argv: args, writes: { [SECCOMP_FD]: seccomp } };
-      const separator = args.indexOf('--');
-      const options = args.slice(0, separator);
-      return {
-        argv: ['--args', String(argsFd), ...args.slice(separator)],
-        writes: {
-          [SECCOMP_FD]: seccomp,
-          [argsFd]: Buffer.from(options.map((arg) => `${arg}\0`).join(''), 'utf8'),
-        },
-      };
-    },
-    spawnOptions: {
-      env: {},
-      ...(user.dedicated && process.getuid?.() === 0 ? { uid: user.uid, gid: user.gid } : {}),
-    },
-    argsFor: (agent, argv, binaries, fds) =>
-      buildBwrapArgs({
-        innerUid: INNER_UID,
-        innerGid: INNER_GID,
-        hostname: 'aegis',
-        env: sandboxEnv(agent, FLOOR_EXECUTION_ID),
-        mergedUsr,
-        etcFiles,
-        generatedEtc,
-        agentDir: realpathSync(agent.agentDir),
-        inputFile,
-        outputFile,
-        binaries,
-        mounts: [],
-        diskBytes: agent.limits.diskBytes,
-        argv,
-        fds: { seccomp: SECCOMP_FD, ...fds },
-      }),
-  };
-}
-
-/** Interpreter argv inside the sandbox and binaries to bind, as SandboxRuntime.commandFor() resolves them. */
-export function commandFor(language: Language, agent: CompiledAgent, nodeBinary: string) {
-  const entry = agent.runtime.entrypoint!;
-  return language === 'node'
-    ? { argv: [NODE_INSIDE, entry], binaries: { [nodeBinary]: NODE_INSIDE }, host: [nodeBinary, entry] }
-    : { argv: ['/usr/bin/python3', entry], binaries: {}, host: ['/usr/bin/python3', entry] };
-}
-
-/** The fd the runtime hands bwrap its options on (`--args <fd>`), or undefined when they are on argv. */
-function argsTransportOf(argv: readonly string[]): number | undefined {
-  const at = argv.indexOf('--args');
-  return at === -1 || at > argv.indexOf('--') ? undefined : Number(argv[at + 1]);
-}
-
-/** The argv bwrap effectively parses: `--args <fd>` replaced by the NUL-separated options written to that fd. */
-function effectiveArgv(captured: CapturedSpawn): string[] {
-  const fd = argsTransportOf(captured.argv);
-  if (fd === undefined) return [...captured.argv];
-  const at = captured.argv.indexOf('--args');
-  const options = (captured.pipes[fd]?.toString('utf8') ?? '')
-    .split('\0')
-    .filter((arg, i, all) => i < all.length - 1 || arg !== '');
-  return [...captured.argv.slice(0, at), ...options, ...captured.argv.slice(at + 2)];
-}
-
-/**
- * Normalises a bwrap argv for comparison: per-execution values (execution id, scratch files, the generated /etc
- * sources) become placeholders and the info/block fds (absent from the floor by definition) are dropped.
- */
-function normaliseBwrapArgv(argv: readonly string[]): string[] {
-  const scratchTargets = new Set([
-    '/run/aegis/input.json',
-    '/run/aegis/output.json',
-    '/etc/passwd',
-    '/etc/group',
-    '/etc/hosts',
-    '/etc/nsswitch.conf',
-  ]);
-  const out: string[] = [];
-  for (let i = 1; i < argv.length; i++) {
-    const arg = argv[i]!;
-    if (arg === '--') {
-      out.push(...argv.slice(i));
-      break;
-    }
-    if (arg === '--info-fd' || arg === '--block-fd') {
-      i += 1;
-    } else if (arg === '--setenv' && argv[i + 1] === 'AEGIS_EXECUTION_ID') {
-      out.push(arg, 'AEGIS_EXECUTION_ID', '<execution-id>');
-      i += 2;
-    } else if ((arg === '--bind' || arg === '--ro-bind') && scratchTargets.has(argv[i + 2] ?? '')) {
-      out.push(arg, '<scratch>', argv[i + 2]!);
-      i += 2;
-    } else {
-      out.push(arg);
-    }
-  }
-  return out;
-}
-
-function diffArgv(aegis: readonly string[], floor: readonly string[]): string | undefined {
-  for (let i = 0; i < Math.max(aegis.length, floor.length); i++) {
-    if (aegis[i] !== floor[i]) {
-      return `first difference at argument ${i}: aegis ${JSON.stringify(aegis.slice(i, i + 4))} vs floor ${JSON.stringify(floor.slice(i, i + 4))}`;
-    }
-  }
-  return undefined;
-}
-
-/**
- * Runs `agent` once through aegis, captures the bwrap command line and seccomp program the runtime really uses, and
- * compares them with the floor's: the floor must be the runtime's options minus --info-fd/--block-fd, handed to
- * bwrap the same way. Returns the `--args` fd the runtime uses (undefined: options on argv); throws on a mismatch.
- */
-export async function checkFloorParity(
-  ctx: LocalContext,
-  floor: Floor,
-  agent: CompiledAgent,
-  language: Language,
-  nodeBinary: string,
-): Promise<{ argsFd: number | undefined; parity: string }> {
-  const { captured } = await captureSpawn('bwrap', () => aegisRun(ctx, agent));
-  if (!captured) throw new Error(`no bwrap process observed during an aegis run (${language})`);
-  const argsFd = argsTransportOf(captured.argv);
-  const command = commandFor(language, agent, nodeBinary);
-  const floorArgv = ['bwrap', ...floor.argsFor(agent, command.argv, command.binaries)];
-  const problems: string[] = [];
-  const difference = diffArgv(normaliseBwrapArgv(effectiveArgv(captured)), normaliseBwrapArgv(floorArgv));
-  if (difference) problems.push(difference);
-  if (!captured.pipes[SECCOMP_FD]?.equals(floor.seccomp)) {
-    problems.push(`the seccomp program on fd ${SECCOMP_FD} differs from buildSeccompProgram()`);
-  }
-  if (argsFd === INFO_FD || argsFd === BLOCK_FD) {
-    problems.push(`the runtime passes --args on fd ${argsFd}, which the breakdown's floor uses`);
-  }
-  if (problems.length > 0) {
-    throw new Error(`the floor no longer matches the runtime (${language}): ${problems.join('; ')}`);
-  }
-  const parity =
-    'identical apart from --info-fd/--block-fd and per-execution paths; same seccomp program; ' +
-    (argsFd === undefined ? 'options on argv' : `options over --args ${argsFd}`);
-  return { argsFd, parity };
-}
-
-// ---------------------------------------------------------------------------------------------------------------
-// The aegis library path, plain and instrumented
-
-export async function aegisRun(ctx: LocalContext, agent: CompiledAgent, tracer?: Tracer): Promise<Metrics> {
-  tracer?.begin();
-  const call = wallNowMs();
-  tracer?.mark('call', call);
-  const record = await runAgent(ctx, {
-    agent,
-    ...(tracer
-      ? {
-          onLog: (stream) => {
-            if (stream === 'stdout') tracer.mark('line-seen');
-          },
-        }
-      : {}),
-  });
-  const done = wallNowMs();
-  tracer?.mark('result', done);
-  if (record.status !== 'succeeded') {
-    throw new Error(`aegis run of ${agent.name} ${record.status}: ${record.reason ?? ''} (${record.id})`);
-  }
-  const firstLine = firstLineOf(record.output, `aegis ${agent.name}`);
-  const metrics: Metrics = { firstLine: firstLine - call, result: done - call };
-  if (tracer) {
-    tracer.mark('first-line', firstLine);
-    for (const [name, at] of Object.entries(tracer.end())) metrics[`@${name}`] = at - call;
-  }
-  return metrics;
-}
-
-/** The bwrap processes the bench process saw started, newest last (see `watchSpawns`). */
-export interface BwrapWatch {
-  readonly pids: number[];
-  readonly stop: () => void;
-}
-
-export function watchBwrap(): BwrapWatch {
-  const pids: number[] = [];
-  const stop = watchSpawns('bwrap', (child) => {
-    pids.push(child.pid!);
-    if (pids.length > 1000) pids.splice(0, pids.length - 1000);
-  });
-  return { pids, stop };
-}
-
-/** Whether an interpreter (anything but bwrap itself) already runs in the sandbox whose bwrap monitor is `pid`. */
-export function interpreterStarted(pid: number | undefined): boolean {
-  return pid !== undefined && processTree(pid).some((p) => commandOf(p) !== 'bwrap');
-}
-
-/**
- * A warm start, as a warm pool does it: `runtime.spawn({ prewarm: true })` ahead of time (not timed: after the
- * previous run, so it never overlaps another variant), then timed from the claim — `bind` + `execute()` (`mode`
- * `execute`), or `runAgent` with the pooled instance (`mode` `runAgent`: the store and ledger work of an execution
- * too) — to the agent's first line and to the result. `prewarmed` is 1 when an interpreter was already running in
- * the sandbox before the claim (0: the runtime ignored `prewarm`; the instance was Warm, bwrap blocked).
- */
-export function warmVariant(
-  ctx: LocalContext,
-  agent: CompiledAgent,
-  id: string,
-  mode: 'execute' | 'runAgent',
-  bwrap: BwrapWatch,
-): Variant & { readonly close: () => Promise<void> } {
-  const runtime = ctx.runtime;
-  let ready: { instance: string; prewarmed: boolean } | undefined;
-  const prepare = async () => {
-    const instance = await runtime.spawn({
-      executionId: `wp_${ctx.ids.executionId().slice(3)}`,
-      agent,
-      prewarm: true,
-    });
-    ready = { instance, prewarmed: interpreterStarted(bwrap.pids[bwrap.pids.length - 1]) };
-  };
-  return {
-    id,
-    run: async () => {
-      if (ready === undefined) await prepare();
-      const { instance, prewarmed } = ready!;
-      ready = undefined;
-      let metrics: Metrics;
-      if (mode === 'execute') {
-        const call = wallNowMs();
-        runtime.bind!(instance, { executionId: ctx.ids.executionId() });
-        const output = await runtime.execute(instance, { input: null, onLog: () => {} });
-        const done = wallNowMs();
-        if (output.status !== 'succeeded') {
-          throw new Error(`warm ${agent.name} ${output.status}: ${output.reason ?? ''}`);
-        }
-        const firstLine = firstLineOf(output.output, `warm ${agent.name}`);
-        metrics = {
-          firstLine: firstLine - call,
-          result: done - call,
-          release: output.releasedAtMs - call,
-          releaseToFirstLine: firstLine - output.releasedAtMs,
-        };
-      } else {
-        const call = wallNowMs();
-        const record = await runAgent(ctx, {
-          agent,
-          warm: (binding) => {
-            runtime.bind!(instance, binding);
-            return instance;
-          },
-        });
-        const done = wallNowMs();
-        if (record.status !== 'succeeded') {
-          throw new Error(`warm runAgent ${agent.name} ${record.status}: ${record.reason ?? ''}`);
-        }
-        metrics = { firstLine: firstLineOf(record.output, `warm ${agent.name}`) - call, result: done - call };
-      }
-      metrics['prewarmed'] = prewarmed ? 1 : 0;
-      await prepare(); // the next run's instance, outside the timed part
-      return metrics;
-    },
-    close: async () => {
-      if (ready !== undefined) await runtime.terminate(ready.instance);
-      ready = undefined;
-    },
-  };
-}
-
 /** Wraps the adapters of `ctx` so a traced run records every step (see SEGMENTS). */
 function instrument(ctx: LocalContext, tracer: Tracer): { stats: { cpuThrottledPeriods: number[] } } {
   const stats = { cpuThrottledPeriods: [] as number[] };
@@ -574,66 +175,6 @@ const AFTER_SEGMENTS: readonly (readonly [string, string, string])[] = [
   ['finished', 'runtime.execute#1:end', 'cgroup stats + destroy, scratch dir removed'],
   ['runtime.execute#1:end', 'result', 'store: log flush + final update'],
 ];
-
-// ---------------------------------------------------------------------------------------------------------------
-// Rounds
-
-/** Deterministic shuffle (mulberry32), so a run's variant order is reproducible. */
-function shuffled<T>(items: readonly T[], seed: number): T[] {
-  let state = seed >>> 0;
-  const random = () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-  const out = [...items];
-  for (let i = out.length - 1; i > 0; i--) {
-    const j = Math.floor(random() * (i + 1));
-    [out[i], out[j]] = [out[j]!, out[i]!];
-  }
-  return out;
-}
-
-/** Runs every variant once per round, in a shuffled order; returns each variant's measured runs, in round order. */
-export async function runRounds(
-  variants: readonly Variant[],
-  warmup: number,
-  rounds: number,
-  log: (line: string) => void,
-  what: string,
-): Promise<Map<string, Metrics[]>> {
-  const runs = new Map<string, Metrics[]>(variants.map((variant) => [variant.id, []]));
-  const started = performance.now();
-  for (let round = 0; round < warmup + rounds; round++) {
-    for (const variant of shuffled(variants, round + 1)) {
-      const metrics = await variant.run();
-      if (round >= warmup) runs.get(variant.id)!.push(metrics);
-    }
-    const done = round + 1 - warmup;
-    if (round + 1 === warmup) log(`  ${what}: ${warmup} warm-up round(s) done`);
-    else if (done > 0 && (done % 10 === 0 || done === rounds)) {
-      log(`  ${what}: ${done}/${rounds} rounds (${((performance.now() - started) / 1000).toFixed(1)} s)`);
-    }
-  }
-  return runs;
-}
-
-/** `<variant>:<metric>` → samples, for every metric of every variant. */
-export function seriesOf(runs: ReadonlyMap<string, readonly Metrics[]>): Map<string, number[]> {
-  const series = new Map<string, number[]>();
-  for (const [variant, list] of runs) {
-    for (const metrics of list) {
-      for (const [metric, value] of Object.entries(metrics)) {
-        const key = `${variant}:${metric}`;
-        if (!series.has(key)) series.set(key, []);
-        series.get(key)!.push(value);
-      }
-    }
-  }
-  return series;
-}
 
 // ---------------------------------------------------------------------------------------------------------------
 // Reporting
