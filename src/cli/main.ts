@@ -6,7 +6,7 @@ import { once } from 'node:events';
 import { createWriteStream, readFileSync } from 'node:fs';
 import { Command, CommanderError, Option } from 'commander';
 import { verifyAuditExportFile } from '../adapters/audit/export-file.ts';
-import { runDoctor } from '../adapters/host/doctor.ts';
+import { formatDoctorReport, runDoctor } from '../adapters/host/doctor.ts';
 import { loadManifestFile } from '../adapters/manifest/yaml-loader.ts';
 import { reconcileOrphans, runAgent } from '../app/run-agent.ts';
 import { type AuditExportRecord, formatExportLine } from '../domain/audit/export-format.ts';
@@ -208,20 +208,10 @@ async function commandPs(options: {
 
 async function commandDoctor(options: { output: OutputFormat }) {
   const report = runDoctor();
-  if (options.output === 'json') {
-    process.stdout.write(`${JSON.stringify(report)}\n`);
-  } else {
-    const icon = { ok: '✓', warn: '!', missing: '✗' } as const;
-    for (const check of report.checks) {
-      process.stdout.write(`${icon[check.status]} ${pad(check.name, 26)}${check.detail}\n`);
-      if (check.fix && check.status !== 'ok') process.stdout.write(`  ${''.padEnd(26)}fix: ${check.fix}\n`);
-    }
-    const runtimes = Object.entries(report.runtimes)
-      .map(([name, ok]) => `${name} ${ok ? 'yes' : 'no'}`)
-      .join(', ');
-    process.stdout.write(`runtimes available: ${runtimes}\n`);
-  }
-  return report.runtimes['sandbox'] ? EXIT.ok : EXIT.hostUnable;
+  process.stdout.write(
+    options.output === 'json' ? `${JSON.stringify(report)}\n` : formatDoctorReport(report),
+  );
+  return report.ready ? EXIT.ok : EXIT.hostUnable;
 }
 
 async function commandAuditShow(id: string, options: { output: OutputFormat }) {
@@ -530,7 +520,7 @@ export function buildProgram(setExit: (code: number) => void): Command {
     .action(wrap(commandSecretRm));
   program
     .command('doctor')
-    .description('show which isolation features this host has')
+    .description('check what this host can run, for this user: required and optional checks, each with a fix')
     .addOption(outputOption())
     .action(wrap(commandDoctor));
   registerServerCommand(program, (action) => wrap(action)());
