@@ -103,7 +103,7 @@ export async function startServer(
   const store = await openServerStore(config, env);
   let audit: AuditLog;
   try {
-    audit = openAuditContext(config).audit;
+    audit = openAuditContext(config, { writer: true }).audit;
   } catch (error) {
     await store.close();
     throw error;

@@ -5,6 +5,7 @@
 
 import type { AuditDataByKind, AuditEntry, AuditKind } from '../domain/audit/entry.ts';
 import type { AuditExportRecord } from '../domain/audit/export-format.ts';
+import type { EndorsedKey } from '../domain/audit/keys.ts';
 import type { AuditVerification } from '../domain/audit/verify.ts';
 import type { ApiKeyRecord } from '../domain/auth/api-key.ts';
 import type { AgentRevision, AgentSummary } from '../domain/deployment.ts';
@@ -284,8 +285,13 @@ export interface Signer {
   publicKeyPem(): string;
   /** Base64 signature of the UTF-8 bytes of `message`. */
   sign(message: string): string;
-  /** True when `signature` is this node key's signature of `message` and `keyId` names this key. */
+  /**
+   * True when `signature` is this node key's signature of `message` and `keyId` names this key — or a retired key
+   * the current one endorsed (rotation).
+   */
   verify(message: string, signature: string, keyId: string): boolean;
+  /** Retired keys, each endorsed by its successor (exports carry them). */
+  retiredKeys?(): readonly EndorsedKey[];
 }
 
 export interface Hasher {
