@@ -134,7 +134,7 @@ const warnStderr = (message: string) => process.stderr.write(`aegis: warning: ${
 export function openAuditContext(
   config: AegisConfig = loadConfig(),
   options: { readonly writer?: boolean } = {},
-): AuditContext & { readonly witness: FileWitness } {
+): AuditContext & { readonly witness: FileWitness; readonly nodeKey: Ed25519NodeKey } {
   const paths = auditPaths(config);
   migrateLegacyNodeKey(paths.legacyNodeKey, paths.nodeKey, warnStderr);
   const nodeKey = new Ed25519NodeKey(paths.nodeKey);

@@ -6,6 +6,7 @@
 import type { AuditDataByKind, AuditEntry, AuditKind } from '../domain/audit/entry.ts';
 import type { AuditExportRecord } from '../domain/audit/export-format.ts';
 import type { EndorsedKey } from '../domain/audit/keys.ts';
+import type { LifecycleCoverage } from '../domain/audit/store-check.ts';
 import type { AuditVerification } from '../domain/audit/verify.ts';
 import type { ApiKeyRecord } from '../domain/auth/api-key.ts';
 import type { AgentRevision, AgentSummary } from '../domain/deployment.ts';
@@ -267,6 +268,16 @@ export interface AuditLog {
   append<K extends AuditKind>(kind: K, execution: string | null, data: AuditDataByKind[K]): AuditEntry;
   /** Resolves once every entry appended so far is stored; rejects when the ledger can't be written. */
   flush(): Promise<void>;
+  /**
+   * Like `flush`, but waits for the next group commit (a few ms) instead of forcing a write of its own: what a
+   * request handler awaits before acknowledging, so concurrent requests still share one transaction.
+   */
+  durable(): Promise<void>;
+  /**
+   * Which lifecycle entries (`execution.created`, `execution.finished`, `execution.recovered`) the ledger holds per
+   * execution — for recovery and `aegis audit verify --store`.
+   */
+  lifecycleCoverage(): Promise<ReadonlyMap<string, LifecycleCoverage>>;
   /** The entries about one execution, by seq. */
   list(executionId: string): Promise<readonly AuditEntry[]>;
   /** Walks the whole chain and checks the signed heads. */

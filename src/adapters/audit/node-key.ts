@@ -85,6 +85,12 @@ export const nodeHasher: Hasher = {
   sha256Hex: (text: string) => hash('sha256', text, 'hex'),
 };
 
+export interface PendingKey {
+  readonly privateKey: KeyObject;
+  readonly keyId: string;
+  readonly publicKeyPem: string;
+}
+
 interface KeyMaterial {
   readonly privateKey: KeyObject;
   readonly publicKey: KeyObject;
@@ -163,28 +169,36 @@ export class Ed25519NodeKey implements Signer {
     return checkEndorsements(current.keyId, current.publicKey, ring);
   }
 
-  /**
-   * Replaces the key with a new one that endorses the current one (appended to `retiredFile` first, so a crash in
-   * between leaves the old key in place and an endorsement nobody trusts). Returns both key ids.
-   */
-  rotate(now: string): { from: string; to: string } {
-    const old = this.#material();
+  /** A new key, not yet in use: record it (e.g. in the ledger, signed by the current key), then `rotateCommit`. */
+  rotatePrepare(): PendingKey {
     const { privateKey } = generateKeyPairSync('ed25519');
     const publicKey = createPublicKey(privateKey);
-    const to = publicKeyId(publicKey);
+    return {
+      privateKey,
+      keyId: publicKeyId(publicKey),
+      publicKeyPem: publicKey.export({ type: 'spki', format: 'pem' }).toString(),
+    };
+  }
+
+  /**
+   * Replaces the key with `next`, which endorses the current one (appended to `retiredFile` first, so a crash in
+   * between leaves the old key in place and an endorsement nobody trusts). The old private key is gone after this.
+   */
+  rotateCommit(next: PendingKey, now: string): { from: string; to: string } {
+    const old = this.#material();
     const retired: EndorsedKey = {
       keyId: old.keyId,
       publicKey: old.publicKeyPem,
       retiredAt: now,
-      endorsedBy: to,
+      endorsedBy: next.keyId,
       endorsement: sign(
         null,
         Buffer.from(endorsementMessage({ keyId: old.keyId, publicKey: old.publicKeyPem }), 'utf8'),
-        privateKey,
+        next.privateKey,
       ).toString('base64'),
     };
     const temp = `${this.file}.${process.pid}.${Date.now()}.tmp`;
-    writeFileSync(temp, privateKey.export({ type: 'pkcs8', format: 'pem' }).toString(), {
+    writeFileSync(temp, next.privateKey.export({ type: 'pkcs8', format: 'pem' }).toString(), {
       mode: 0o600,
       flag: 'wx',
     });
@@ -192,7 +206,7 @@ export class Ed25519NodeKey implements Signer {
     renameSync(temp, this.file);
     this.#key = undefined;
     this.#retired = undefined;
-    return { from: old.keyId, to };
+    return { from: old.keyId, to: next.keyId };
   }
 
   /** True when the key file exists (does not create it). */

@@ -41,6 +41,7 @@ import {
   type SignedHead,
 } from '../../domain/audit/entry.ts';
 import { AUDIT_EXPORT_FORMAT, type AuditExportRecord } from '../../domain/audit/export-format.ts';
+import { addCoverage, LIFECYCLE_KINDS, type LifecycleCoverage } from '../../domain/audit/store-check.ts';
 import { type AuditVerification, ChainVerifier } from '../../domain/audit/verify.ts';
 import { AegisError } from '../../domain/errors.ts';
 import { type Migration, migrate } from '../store/sqlite/migrations.ts';
@@ -184,6 +185,8 @@ export class SqliteAuditLedger implements AuditLog {
   /** This process appended something (only writers sign). */
   #appended = false;
   #signTimer: NodeJS.Timeout | undefined;
+  /** `durable()` callers waiting for the next group commit. */
+  #waiters: { resolve: () => void; reject: (error: unknown) => void }[] = [];
   /** Tip of the chain including buffered entries. */
   #head: ChainTip;
   /** Tip of what this process last saw stored. */
@@ -322,6 +325,37 @@ export class SqliteAuditLedger implements AuditLog {
     if (this.#writeError !== undefined) throw this.#unwritable();
   }
 
+  durable(): Promise<void> {
+    if (this.#buffer.length === 0) {
+      return this.#writeError === undefined ? Promise.resolve() : Promise.reject(this.#unwritable());
+    }
+    return new Promise((resolve, reject) => {
+      this.#waiters.push({ resolve, reject });
+      // The group-commit timer is armed (unref'd) by append; someone now waits for it, so it must keep the process
+      // alive — and be armed again if a failed write left entries waiting.
+      this.#timer ??= setTimeout(() => {
+        this.#timer = undefined;
+        this.#write();
+      }, this.#options.flushIntervalMs);
+      this.#timer.ref();
+    });
+  }
+
+  async lifecycleCoverage(): Promise<ReadonlyMap<string, LifecycleCoverage>> {
+    await this.flush();
+    const map = new Map<string, LifecycleCoverage>();
+    const rows = this.#db
+      .prepare(
+        `SELECT execution, kind, CASE WHEN kind = ? THEN json_extract(data, '$.status') END AS status
+           FROM audit_entries WHERE execution IS NOT NULL AND kind IN (${LIFECYCLE_KINDS.map(() => '?').join(', ')})`,
+      )
+      .iterate(AUDIT_KINDS.executionRecovered, ...LIFECYCLE_KINDS);
+    for (const row of rows as Iterable<{ execution: string; kind: string; status: unknown }>) {
+      addCoverage(map, row.execution, row.kind, row.status);
+    }
+    return map;
+  }
+
   async list(executionId: string): Promise<readonly AuditEntry[]> {
     await this.flush();
     return this.#byExecution
@@ -429,7 +463,10 @@ export class SqliteAuditLedger implements AuditLog {
       clearTimeout(this.#timer);
       this.#timer = undefined;
     }
-    if ((this.#buffer.length === 0 && !signTip) || !this.#db.isOpen) return;
+    if ((this.#buffer.length === 0 && !signTip) || !this.#db.isOpen) {
+      this.#settleWaiters();
+      return;
+    }
     const signed: SignedHead[] = [];
     try {
       this.#transaction(() => {
@@ -461,7 +498,21 @@ export class SqliteAuditLedger implements AuditLog {
     } catch (error) {
       this.#writeError = error;
     }
+    this.#settleWaiters();
     this.#armSignTimer();
+  }
+
+  #settleWaiters(): void {
+    if (this.#waiters.length === 0) return;
+    const waiters = this.#waiters;
+    if (this.#writeError === undefined && this.#buffer.length === 0) {
+      this.#waiters = [];
+      for (const w of waiters) w.resolve();
+    } else if (this.#writeError !== undefined) {
+      this.#waiters = [];
+      const error = this.#unwritable();
+      for (const w of waiters) w.reject(error);
+    }
   }
 
   /** A head within `signAfterMs` of an append it doesn't cover yet (not reset by later appends). */

@@ -17,7 +17,8 @@
  * - `heads-deleted`: a head the witness recorded (outside the database) is missing from the ledger or differs;
  * - `emptied`: the ledger has no entries, but the witness attests that it had some (tables emptied, file replaced);
  * - `unsigned-tail`: entries after the newest signed head that no live writer is about to sign (older than the
- *   grace period): nothing vouches for them, so they may have been appended by someone without the node key.
+ *   grace period): nothing vouches for them, so they may have been appended by someone without the node key;
+ * - `missing-entries`: (with the store cross-check) executions the store knows lack their lifecycle entries.
  *
  * The result names the first bad seq. Entries after the newest signed head are verified as a chain but are not
  * covered by a signature; the result counts them (`unsignedTail`).
@@ -42,7 +43,8 @@ export type AuditProblem =
   | 'malformed'
   | 'heads-deleted'
   | 'emptied'
-  | 'unsigned-tail';
+  | 'unsigned-tail'
+  | 'missing-entries';
 
 export interface AuditIntact {
   readonly ok: true;
