@@ -67,7 +67,11 @@ export interface RunningServer {
   /** Text of the admin key when this start created it (first start), else undefined. */
   readonly createdAdminKey: string | undefined;
   readonly adminKeyFile: string;
-  readonly recovered: { readonly requeued: readonly string[]; readonly failed: readonly string[] };
+  readonly recovered: {
+    readonly requeued: readonly string[];
+    readonly failed: readonly string[];
+    readonly reconciled?: readonly string[];
+  };
   /**
    * Graceful stop: stop intake, let running executions finish until `deadlineMs` (then cancel them), keep queued
    * ones queued for the next start, close the listeners and stores.
@@ -103,7 +107,7 @@ export async function startServer(
   const store = await openServerStore(config, env);
   let audit: AuditLog;
   try {
-    audit = openAuditContext(config).audit;
+    audit = openAuditContext(config, { writer: true }).audit;
   } catch (error) {
     await store.close();
     throw error;

@@ -5,8 +5,15 @@
 import { readFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { Ed25519NodeKey, nodeHasher } from './adapters/audit/node-key.ts';
+import {
+  defaultNodeKeyFile,
+  Ed25519NodeKey,
+  migrateLegacyNodeKey,
+  NODE_KEY_NAME,
+  nodeHasher,
+} from './adapters/audit/node-key.ts';
 import { SqliteAuditLedger } from './adapters/audit/sqlite-ledger.ts';
+import { defaultWitnessDir, FileWitness } from './adapters/audit/witness.ts';
 import { systemClock } from './adapters/clock/system-clock.ts';
 import { ProcIdentity } from './adapters/host/process-identity.ts';
 import { SortableIds } from './adapters/ids/ids.ts';
@@ -32,6 +39,20 @@ export interface AegisConfig {
   readonly auditHeadEvery?: number;
   /** Key that seals the secret store. @default $AEGIS_SECRETS_KEY_FILE, else the FileSecretStore default */
   readonly secretsKeyFile?: string;
+  /**
+   * The node key that signs the ledger's heads, outside the home. @default $AEGIS_NODE_KEY_FILE, else
+   * /etc/aegis/node-ed25519.pem (root), else beside the secrets key
+   */
+  readonly nodeKeyFile?: string;
+  /**
+   * Where every signed head is also recorded (`<dir>/<ledger-id>.jsonl`). @default $AEGIS_AUDIT_WITNESS_DIR, else
+   * /var/lib/aegis/witness (root), else $XDG_STATE_HOME/aegis/witness
+   */
+  readonly witnessDir?: string;
+  /** Also send signed heads to syslog/journald (`logger`). @default $AEGIS_AUDIT_WITNESS_SYSLOG === '1' */
+  readonly witnessSyslog?: boolean;
+  /** Also POST signed heads here. @default $AEGIS_AUDIT_WITNESS_URL */
+  readonly witnessUrl?: string;
 }
 
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): AegisConfig {
@@ -43,16 +64,31 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AegisConfig {
       throw new AegisError('USAGE', `AEGIS_AUDIT_HEAD_EVERY must be a whole number ≥ 1, got "${headEvery}"`);
     }
   }
+  const uid = process.getuid?.() ?? 1000;
   return {
     home: resolve(env['AEGIS_HOME'] || join(homedir(), '.aegis')),
     ...(auditHeadEvery === undefined ? {} : { auditHeadEvery }),
     ...(env['AEGIS_SECRETS_KEY_FILE'] ? { secretsKeyFile: resolve(env['AEGIS_SECRETS_KEY_FILE']) } : {}),
+    nodeKeyFile: resolve(defaultNodeKeyFile(env, uid)),
+    witnessDir: defaultWitnessDir(env, uid),
+    ...(env['AEGIS_AUDIT_WITNESS_SYSLOG'] === '1' ? { witnessSyslog: true } : {}),
+    ...(env['AEGIS_AUDIT_WITNESS_URL'] ? { witnessUrl: env['AEGIS_AUDIT_WITNESS_URL'] } : {}),
   };
 }
 
-/** Where the ledger and the node key live under a home. */
-export function auditPaths(config: AegisConfig): { ledger: string; nodeKey: string } {
-  return { ledger: join(config.home, 'audit.db'), nodeKey: join(config.home, 'keys', 'node-ed25519.pem') };
+/** Where the ledger, its witness and the node key live (the key and the witness outside the home). */
+export function auditPaths(config: AegisConfig): {
+  ledger: string;
+  nodeKey: string;
+  legacyNodeKey: string;
+  witnessDir: string;
+} {
+  return {
+    ledger: join(config.home, 'audit.db'),
+    nodeKey: config.nodeKeyFile ?? resolve(defaultNodeKeyFile(process.env, process.getuid?.() ?? 1000)),
+    legacyNodeKey: join(config.home, 'keys', NODE_KEY_NAME),
+    witnessDir: config.witnessDir ?? defaultWitnessDir(process.env, process.getuid?.() ?? 1000),
+  };
 }
 
 export interface StoreContext {
@@ -90,18 +126,37 @@ export function openStoreContext(config: AegisConfig = loadConfig()): StoreConte
   return { config, store, clock: systemClock, identity: new ProcIdentity() };
 }
 
-/** The audit ledger (`$AEGIS_HOME/audit.db`) and the node key that signs its heads. Close `audit` when done. */
-export function openAuditContext(config: AegisConfig = loadConfig()): AuditContext {
+const warnStderr = (message: string) => process.stderr.write(`aegis: warning: ${message}\n`);
+
+/**
+ * The audit ledger (`$AEGIS_HOME/audit.db`), its witness and the node key that signs its heads. `writer`: this
+ * process appends (a server, `aegis run`) — it adopts a tail a crashed writer left unsigned. Close `audit` when done.
+ */
+export function openAuditContext(
+  config: AegisConfig = loadConfig(),
+  options: { readonly writer?: boolean } = {},
+): AuditContext & { readonly witness: FileWitness; readonly nodeKey: Ed25519NodeKey } {
   const paths = auditPaths(config);
+  migrateLegacyNodeKey(paths.legacyNodeKey, paths.nodeKey, warnStderr);
   const nodeKey = new Ed25519NodeKey(paths.nodeKey);
+  const witness = new FileWitness({
+    dir: paths.witnessDir,
+    ledgerFile: paths.ledger,
+    ...(config.witnessSyslog ? { syslog: true } : {}),
+    ...(config.witnessUrl ? { url: config.witnessUrl } : {}),
+    warn: warnStderr,
+  });
   const audit = SqliteAuditLedger.open({
     file: paths.ledger,
     signer: nodeKey,
     hasher: nodeHasher,
     clock: systemClock,
+    witness,
+    writer: options.writer === true,
+    warn: warnStderr,
     ...(config.auditHeadEvery === undefined ? {} : { headEvery: config.auditHeadEvery }),
   });
-  return { config, audit, nodeKey };
+  return { config, audit, nodeKey, witness };
 }
 
 /**
@@ -119,7 +174,7 @@ export function openLocalContext(config: AegisConfig = loadConfig()): LocalConte
   const base = openStoreContext(config);
   let audit: AuditLog;
   try {
-    audit = openAuditContext(config).audit;
+    audit = openAuditContext(config, { writer: true }).audit;
   } catch (error) {
     void base.store.close();
     throw error;

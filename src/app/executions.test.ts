@@ -236,7 +236,17 @@ describe('executions', () => {
       owner: { host: 'test', pid: 7, startTicks: 7 },
     });
     const result = await s.executions.recover();
-    assert.deepEqual(result, { requeued: ['ex_queued'], failed: ['ex_running'] });
+    assert.deepEqual(result, { requeued: ['ex_queued'], failed: ['ex_running'], reconciled: ['ex_queued'] });
+    // Neither had ledger entries (stored directly, as a crash before the group commit leaves them): recovery
+    // records what it found, so the store and the ledger agree again.
+    assert.deepEqual(
+      (await s.audit.list('ex_running')).map((e) => [e.kind, e.data['status'], e.data['missing']]),
+      [['execution.recovered', 'failed', ['created', 'finished']]],
+    );
+    assert.deepEqual(
+      (await s.audit.list('ex_queued')).map((e) => [e.kind, e.data['missing']]),
+      [['execution.recovered', ['created']]],
+    );
     const failed = await s.store.getExecution('ex_running');
     assert.equal(failed?.status, 'failed');
     assert.match(failed?.reason ?? '', /^orchestrator-restarted/);

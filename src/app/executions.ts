@@ -7,6 +7,7 @@
  * the ones that were running are settled as `failed` (`orchestrator-restarted`) after their sandboxes are reaped.
  */
 import { AUDIT_KINDS } from '../domain/audit/entry.ts';
+import { missingEntries } from '../domain/audit/store-check.ts';
 import { type Principal, requireScope } from '../domain/auth/api-key.ts';
 import {
   type AgentRevision,
@@ -24,6 +25,7 @@ import type {
   AuditLog,
   Clock,
   ExecutionMetrics,
+  ExecutionStore,
   Ids,
   ListExecutionsQuery,
   ProcessIdentity,
@@ -172,6 +174,10 @@ export class Executions {
         record.id,
         createdAuditData(agent, runtime.name, { revision: revision.revision, requestedBy: principal.id }),
       );
+      // Not acknowledged before its `execution.created` entry is durable (the next group commit, shared with
+      // concurrent requests). A crash before this leaves a stored execution nobody was told about; recovery
+      // records it (`execution.recovered`).
+      await audit.durable();
       this.#pending.push(record);
       this.#pump();
       return record;
@@ -288,20 +294,22 @@ export class Executions {
    * On start: reap sandboxes dead processes left, settle executions that were running when their server died
    * (`failed`, `orchestrator-restarted`) and queue again the ones that were waiting. Executions owned by a live
    * process (a concurrent `aegis run`, another node) are left alone.
+   *
+   * Then the ledger is checked against the store: every execution the store knows whose `execution.created` or
+   * (ended) `execution.finished` entry was lost — a crash before the group commit — gets an `execution.recovered`
+   * entry saying what was missing and the status the store holds, so the two agree again.
    */
-  async recover(): Promise<{ requeued: string[]; failed: string[] }> {
+  async recover(): Promise<{ requeued: string[]; failed: string[]; reconciled: string[] }> {
     const { runtime, store, identity, audit, clock } = this.#deps;
     await runtime.reapOrphans();
     const me = identity.current();
     const requeued: string[] = [];
     const failed: string[] = [];
+    const coverage = await audit.lifecycleCoverage();
+    const recorded = new Set<string>();
     for (const record of await store.listUnfinished()) {
       const owner = record.owner;
-      const mine =
-        owner !== null &&
-        owner.host === me.host &&
-        owner.pid === me.pid &&
-        owner.startTicks === me.startTicks;
+      const mine = isSameProcess(owner, me);
       if (mine || (owner !== null && identity.isAlive(owner))) continue;
       if (record.status === 'queued') {
         const taken = await store.updateExecution(record.id, { owner: me });
@@ -309,12 +317,12 @@ export class Executions {
         requeued.push(record.id);
         continue;
       }
-      audit.append(AUDIT_KINDS.executionFinished, record.id, {
+      audit.append(AUDIT_KINDS.executionRecovered, record.id, {
         status: 'failed',
-        exitCode: null,
         reason: RESTARTED,
-        durationMs: null,
+        missing: missingEntries('failed', coverage.get(record.id)),
       });
+      recorded.add(record.id);
       await store.updateExecution(record.id, {
         status: 'failed',
         reason: RESTARTED,
@@ -323,9 +331,31 @@ export class Executions {
       this.#deps.metrics.executionFinished('failed');
       failed.push(record.id);
     }
+    const reconciled: string[] = [];
+    for await (const record of allExecutions(store)) {
+      if (recorded.has(record.id)) continue;
+      // Someone else's live execution writes its own entries.
+      const owner = record.owner;
+      if (
+        !isTerminal(record.status) &&
+        owner !== null &&
+        !isSameProcess(owner, me) &&
+        identity.isAlive(owner)
+      ) {
+        continue;
+      }
+      const missing = missingEntries(record.status, coverage.get(record.id));
+      if (missing.length === 0) continue;
+      audit.append(AUDIT_KINDS.executionRecovered, record.id, {
+        status: record.status,
+        reason: record.reason,
+        missing,
+      });
+      reconciled.push(record.id);
+    }
     await audit.flush();
     this.#pump();
-    return { requeued, failed };
+    return { requeued, failed, reconciled };
   }
 
   /**
@@ -460,4 +490,23 @@ export class Executions {
     }
     metrics.executionFinished(isTerminal(status) ? status : 'failed');
   }
+}
+
+/** Every execution in the store, newest first, a page at a time. */
+export async function* allExecutions(store: ExecutionStore): AsyncIterable<ExecutionRecord> {
+  let after: { createdAt: string; id: string } | undefined;
+  for (;;) {
+    const page = await store.listExecutions({ limit: 1000, ...(after ? { after } : {}) });
+    yield* page;
+    if (page.length < 1000) return;
+    const last = page[page.length - 1]!;
+    after = { createdAt: last.createdAt, id: last.id };
+  }
+}
+
+function isSameProcess(
+  a: ExecutionRecord['owner'],
+  b: { readonly host: string; readonly pid: number; readonly startTicks: number },
+): boolean {
+  return a !== null && a.host === b.host && a.pid === b.pid && a.startTicks === b.startTicks;
 }

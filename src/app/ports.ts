@@ -5,6 +5,8 @@
 
 import type { AuditDataByKind, AuditEntry, AuditKind } from '../domain/audit/entry.ts';
 import type { AuditExportRecord } from '../domain/audit/export-format.ts';
+import type { EndorsedKey } from '../domain/audit/keys.ts';
+import type { LifecycleCoverage } from '../domain/audit/store-check.ts';
 import type { AuditVerification } from '../domain/audit/verify.ts';
 import type { ApiKeyRecord } from '../domain/auth/api-key.ts';
 import type { AgentRevision, AgentSummary } from '../domain/deployment.ts';
@@ -266,6 +268,16 @@ export interface AuditLog {
   append<K extends AuditKind>(kind: K, execution: string | null, data: AuditDataByKind[K]): AuditEntry;
   /** Resolves once every entry appended so far is stored; rejects when the ledger can't be written. */
   flush(): Promise<void>;
+  /**
+   * Like `flush`, but waits for the next group commit (a few ms) instead of forcing a write of its own: what a
+   * request handler awaits before acknowledging, so concurrent requests still share one transaction.
+   */
+  durable(): Promise<void>;
+  /**
+   * Which lifecycle entries (`execution.created`, `execution.finished`, `execution.recovered`) the ledger holds per
+   * execution — for recovery and `aegis audit verify --store`.
+   */
+  lifecycleCoverage(): Promise<ReadonlyMap<string, LifecycleCoverage>>;
   /** The entries about one execution, by seq. */
   list(executionId: string): Promise<readonly AuditEntry[]>;
   /** Walks the whole chain and checks the signed heads. */
@@ -284,8 +296,13 @@ export interface Signer {
   publicKeyPem(): string;
   /** Base64 signature of the UTF-8 bytes of `message`. */
   sign(message: string): string;
-  /** True when `signature` is this node key's signature of `message` and `keyId` names this key. */
+  /**
+   * True when `signature` is this node key's signature of `message` and `keyId` names this key — or a retired key
+   * the current one endorsed (rotation).
+   */
   verify(message: string, signature: string, keyId: string): boolean;
+  /** Retired keys, each endorsed by its successor (exports carry them). */
+  retiredKeys?(): readonly EndorsedKey[];
 }
 
 export interface Hasher {

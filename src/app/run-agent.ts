@@ -174,6 +174,18 @@ export async function runAgent(deps: RunAgentDeps, request: RunAgentRequest): Pr
     finishedAudited = true;
     audit.append(AUDIT_KINDS.executionFinished, id, { status, exitCode, reason, durationMs });
   };
+  if (request.queued === undefined) {
+    // The id is not handed out before its `execution.created` entry is durable.
+    try {
+      audit.append(AUDIT_KINDS.executionCreated, id, createdAuditData(agent, runtime.name));
+      await audit.durable();
+    } catch (error) {
+      // Fail closed: nothing runs unrecorded.
+      const reason = `not started: the audit ledger cannot be written (${error instanceof Error ? error.message : String(error)})`;
+      await store.updateExecution(id, { status: 'failed', reason, finishedAt: iso(clock.now()) });
+      throw error;
+    }
+  }
   request.onCreated?.(id);
 
   // Values of this execution's secrets never reach the store, the ledger or errors: everything that could have seen
@@ -253,9 +265,7 @@ export async function runAgent(deps: RunAgentDeps, request: RunAgentRequest): Pr
   };
 
   try {
-    // A queued execution's `execution.created` was written when it was accepted (with who asked for it).
-    if (request.queued === undefined)
-      audit.append(AUDIT_KINDS.executionCreated, id, createdAuditData(agent, runtime.name));
+    // `execution.created` is written above (or, for a queued execution, when it was accepted, with who asked).
     let instanceId: string;
     let warm = false;
     try {
@@ -339,6 +349,8 @@ export async function runAgent(deps: RunAgentDeps, request: RunAgentRequest): Pr
       result.status === 'killed' && typeof abortReason === 'string' ? abortReason : result.reason;
     const reason = rawReason === null ? null : clean(rawReason);
     auditFinished(result.status, result.exitCode, reason, durationMs);
+    // The store says "ended" only once the ledger does (a crash in between is settled by recovery).
+    await audit.durable();
     return await store.updateExecution(id, {
       status: result.status,
       exitCode: result.exitCode,

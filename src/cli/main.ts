@@ -3,19 +3,30 @@
  * manifest · 3 this host can't sandbox what was asked · 4 the audit ledger was tampered with · 70 internal error.
  */
 import { once } from 'node:events';
-import { createWriteStream, readFileSync } from 'node:fs';
+import { createWriteStream, existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { Command, CommanderError, Option } from 'commander';
 import { verifyAuditExportFile } from '../adapters/audit/export-file.ts';
 import { formatDoctorReport, runDoctor } from '../adapters/host/doctor.ts';
 import { loadManifestFile } from '../adapters/manifest/yaml-loader.ts';
+import { allExecutions } from '../app/executions.ts';
+import type { AuditLog, ExecutionStore } from '../app/ports.ts';
 import { reconcileOrphans, runAgent } from '../app/run-agent.ts';
+import { AUDIT_KINDS } from '../domain/audit/entry.ts';
 import { type AuditExportRecord, formatExportLine } from '../domain/audit/export-format.ts';
+import { missingEntries } from '../domain/audit/store-check.ts';
 import type { AuditTampered, AuditVerification } from '../domain/audit/verify.ts';
 import { AegisError, formatError, isAegisError } from '../domain/errors.ts';
 import { type ExecutionRecord, isTerminal, type LogStream, toRunResult } from '../domain/execution.ts';
 import { agentManifestJsonSchema } from '../domain/manifest/schema.ts';
 import { secretBindingNotes } from '../domain/secrets/secret-ref.ts';
-import { openAuditContext, openLocalContext, openSecretStore, openStoreContext } from '../main.ts';
+import {
+  loadConfig,
+  openAuditContext,
+  openLocalContext,
+  openSecretStore,
+  openStoreContext,
+} from '../main.ts';
 import { parseInputFlags } from './input.ts';
 import { createProgress } from './progress.ts';
 import {
@@ -298,7 +309,97 @@ function readPublicKey(file: string): string {
   }
 }
 
-async function commandAuditVerify(options: { file?: string; publicKey?: string; output: OutputFormat }) {
+/**
+ * Every execution the store knows has its lifecycle entries (`execution.created`; once ended `execution.finished`;
+ * or `execution.recovered`). Undefined when there is no store and it was not asked for.
+ */
+async function crossCheckStore(
+  audit: AuditLog,
+  required: boolean,
+): Promise<AuditVerification | { ok: true } | undefined> {
+  const config = loadConfig();
+  const postgres = process.env['AEGIS_DATABASE_URL'];
+  if (!postgres && !existsSync(join(config.home, 'aegis.db'))) {
+    if (!required) return undefined;
+    throw new AegisError(
+      'NOT_FOUND',
+      `no execution store at ${join(config.home, 'aegis.db')} to cross-check`,
+      {
+        hint: 'set AEGIS_HOME (or AEGIS_DATABASE_URL) to the node whose ledger this is, or drop --store',
+      },
+    );
+  }
+  const ctx = openStoreContext(config);
+  let store: ExecutionStore = ctx.store;
+  if (postgres) {
+    const { PostgresStore } = await import('../adapters/store/postgres/store.ts');
+    store = await PostgresStore.open(postgres);
+  }
+  try {
+    // The store first: a finished entry is durable before the store says "ended", so nothing read later is lost.
+    const missing: { id: string; missing: string[] }[] = [];
+    const records: ExecutionRecord[] = [];
+    for await (const record of allExecutions(store)) records.push(record);
+    const coverage = await audit.lifecycleCoverage();
+    for (const record of records) {
+      // A live writer's execution may not have its entry yet (stored a few ms before it is appended).
+      if (!isTerminal(record.status) && record.owner !== null && ctx.identity.isAlive(record.owner)) continue;
+      const lacks = missingEntries(record.status, coverage.get(record.id));
+      if (lacks.length > 0) missing.push({ id: record.id, missing: lacks });
+    }
+    if (missing.length === 0) return { ok: true };
+    const named = missing
+      .slice(0, 20)
+      .map((m) => `${m.id} (no ${m.missing.map((k) => `execution.${k}`).join(', no ')})`)
+      .join(', ');
+    return {
+      ok: false,
+      problem: 'missing-entries',
+      firstBadSeq: 0,
+      message:
+        `${missing.length} of the ${records.length} executions in the store lack their ledger entries: ${named}` +
+        (missing.length > 20 ? ', …' : '') +
+        ' — entries were deleted, or a crash lost them and no AEGIS server has started since to record it',
+      entries: 0,
+    };
+  } finally {
+    if (store !== ctx.store) await store.close();
+    await ctx.store.close();
+  }
+}
+
+async function commandAuditRotateKey() {
+  const { audit, nodeKey, witness } = openAuditContext(loadConfig(), { writer: true });
+  let rotated: { from: string; to: string };
+  try {
+    const verified = await audit.verify();
+    if (!verified.ok) throw tampered(verified, 'the audit ledger');
+    // The old key signs one last head, over an entry that names the new key.
+    const next = nodeKey.rotatePrepare();
+    audit.append(AUDIT_KINDS.auditKeyRotated, null, {
+      from: nodeKey.keyId(),
+      to: next.keyId,
+      publicKey: next.publicKeyPem,
+    });
+    await audit.close();
+    rotated = nodeKey.rotateCommit(next, new Date().toISOString());
+  } finally {
+    await audit.close();
+  }
+  process.stdout.write(
+    `rotated the node key ${rotated.from} → ${rotated.to} (${nodeKey.file}); the old public key stays trusted ` +
+      `for the heads it signed (${nodeKey.retiredFile}); witness ${witness.location}\n`,
+  );
+  process.stderr.write('pin the new key for offline checks: aegis audit key > node.pub\n');
+  return EXIT.ok;
+}
+
+async function commandAuditVerify(options: {
+  file?: string;
+  publicKey?: string;
+  store?: boolean;
+  output: OutputFormat;
+}) {
   let result: AuditVerification;
   let what: string;
   let keyNote: string;
@@ -319,13 +420,20 @@ async function commandAuditVerify(options: { file?: string; publicKey?: string; 
   } else {
     if (options.publicKey !== undefined) {
       throw new AegisError('USAGE', '--public-key applies to --file only', {
-        hint: 'the local ledger is checked against this node key ($AEGIS_HOME/keys/node-ed25519.pem)',
+        hint: 'the local ledger is checked against this node key (`aegis audit key` prints it)',
       });
     }
-    const { audit, nodeKey } = openAuditContext();
+    const { audit, nodeKey, witness } = openAuditContext();
     try {
       result = await audit.verify();
-      keyNote = result.ok && result.heads > 0 ? `node key ${nodeKey.keyId()}` : '';
+      const witnessed = witness.read().length;
+      keyNote =
+        (result.ok && result.heads > 0 ? `node key ${nodeKey.keyId()}` : '') +
+        `; witness ${witness.location} (${witnessed} head${witnessed === 1 ? '' : 's'})`;
+      if (result.ok && options.store !== false) {
+        const crossChecked = await crossCheckStore(audit, options.store === true);
+        if (crossChecked !== undefined) result = crossChecked.ok ? result : crossChecked;
+      }
     } finally {
       await audit.close();
     }
@@ -343,7 +451,7 @@ async function commandAuditVerify(options: { file?: string; publicKey?: string; 
       ? 'no signed heads yet'
       : `${result.heads} signed head${result.heads === 1 ? '' : 's'}, newest at seq ${result.signedThroughSeq}`;
   const unsigned = result.unsignedTail > 0 ? `; ${result.unsignedTail} newer entries not yet signed` : '';
-  const by = keyNote ? ` by ${keyNote}` : '';
+  const by = keyNote ? ` by ${keyNote.replace(/^; /, '')}` : '';
   process.stdout.write(`✓ ${what} is intact: ${range}, ${signed}${by}${unsigned}\n`);
   return EXIT.ok;
 }
@@ -483,8 +591,17 @@ export function buildProgram(setExit: (code: number) => void): Command {
     .description('check the hash chain and signed heads; exit 0 when intact, 4 naming the first bad seq')
     .option('--file <export.jsonl>', 'verify an export (offline) instead of the local ledger')
     .option('--public-key <file>', 'with --file: the PEM public key the export must be signed with')
+    .option(
+      '--store',
+      'also check every execution in the store has its ledger entries (default when $AEGIS_HOME/aegis.db exists)',
+    )
+    .option('--no-store', 'skip the store cross-check')
     .addOption(outputOption())
     .action(wrap(commandAuditVerify));
+  audit
+    .command('rotate-key')
+    .description('replace the node key; the new key endorses the old, so heads it signed keep verifying')
+    .action(wrap(commandAuditRotateKey));
   audit
     .command('export')
     .description('write the ledger as JSON Lines: header (public key), signed heads, entries')

@@ -80,6 +80,12 @@ async function commandServer(flags: ServerFlags): Promise<number> {
       `recovered after a restart: ${requeued.length} queued execution(s) queued again, ${failed.length} running one(s) marked failed (orchestrator-restarted)\n`,
     );
   }
+  const reconciled = server.recovered.reconciled ?? [];
+  if (reconciled.length > 0) {
+    process.stderr.write(
+      `audit: ${reconciled.length} execution(s) had lost ledger entries in the crash; recorded as execution.recovered: ${reconciled.slice(0, 10).join(', ')}\n`,
+    );
+  }
   const where = [server.url, ...(server.socketPath ? [`unix:${server.socketPath}`] : [])].join(' and ');
   process.stderr.write(`aegis server listening on ${where}\n`);
   if (server.createdAdminKey !== undefined) {

@@ -7,6 +7,7 @@ import assert from 'node:assert/strict';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { DatabaseSync } from 'node:sqlite';
 import { after, describe, it } from 'node:test';
 import { findCgroupDirs, processWithMarker } from '../support/host-state.ts';
 import {
@@ -111,7 +112,7 @@ for (const backend of ['sqlite', 'postgres'] as const) {
         assert.equal(existsSync(`/run/aegis/sandboxes/${runningId}`), false, 'scratch dir reaped');
         const audit = await call(server.url, key, 'GET', `/v1/executions/${runningId}/audit`);
         const kinds = (audit.json['entries'] as { kind: string }[]).map((e) => e.kind);
-        assert.equal(kinds.at(-1), 'execution.finished');
+        assert.equal(kinds.at(-1), 'execution.recovered');
         assert.equal(await server.stop(), 0);
       } finally {
         await killServers();
@@ -121,3 +122,92 @@ for (const backend of ['sqlite', 'postgres'] as const) {
     });
   });
 }
+
+describe('ledger durability under kill -9', () => {
+  it('three kill -9s of a loaded server: every acknowledged execution has its entries; a deleted one is named', async () => {
+    const dirs = serverDirs();
+    try {
+      const agent = mkdtempSync(join(tmpdir(), 'aegis-crash-ledger-'));
+      temps.push(agent);
+      writeFileSync(
+        join(agent, 'agent.yaml'),
+        'apiVersion: aegis.dev/v1\nkind: Agent\nmetadata: { name: quick }\nspec:\n  runtime: { language: bash, entrypoint: main.sh }\n',
+      );
+      writeFileSync(join(agent, 'main.sh'), 'read -r input\necho "$input"\n');
+      const options = { dirs, args: ['--max-concurrent', '2', '--max-queued', '1000'] };
+      let server = await startServerProcess(options);
+      const key = server.adminKey;
+      const env = { ...server.env, AEGIS_SERVER: server.url, AEGIS_API_KEY: key };
+      assert.equal((await cli(['deploy', join(agent, 'agent.yaml')], env)).code, 0);
+      const acknowledged: string[] = [];
+      for (let round = 0; round < 3; round++) {
+        // Load: a stream of submissions in flight, and the kill lands in the middle of it.
+        let stop = false;
+        const submitters = Array.from({ length: 4 }, async () => {
+          while (!stop) {
+            try {
+              const r = await call(server.url, key, 'POST', '/v1/executions', {
+                agent: 'quick',
+                input: round,
+              });
+              if (r.status === 202 || r.status === 200) acknowledged.push(r.json['id'] as string);
+            } catch {
+              return; // the server died under us
+            }
+          }
+        });
+        await pollUntil('a few acknowledged executions this round', () =>
+          acknowledged.length >= (round + 1) * 15 ? true : undefined,
+        );
+        await server.kill9();
+        stop = true;
+        await Promise.all(submitters);
+        server = await startServerProcess(options);
+      }
+      // Let the requeued ones finish, then stop cleanly.
+      await pollUntil('the queue to drain', async () => {
+        const list = await call(server.url, key, 'GET', '/v1/executions?limit=1000');
+        const open = (list.json['executions'] as { status: string }[]).filter(
+          (e) => e.status === 'queued' || e.status === 'running',
+        );
+        return open.length === 0 ? true : undefined;
+      });
+      assert.equal(await server.stop(), 0);
+
+      const verify = await cli(['audit', 'verify', '--store', '-o', 'json'], server.env);
+      assert.equal(verify.code, 0, `${verify.stdout}\n${verify.stderr}`);
+      const show = async (id: string) => {
+        const r = await cli(['audit', 'show', id, '-o', 'json'], server.env);
+        return r.code === 0 ? (JSON.parse(r.stdout) as { kind: string; seq: number }[]) : [];
+      };
+      for (const id of acknowledged) {
+        const kinds = (await show(id)).map((e) => e.kind);
+        assert.ok(
+          kinds.includes('execution.created') || kinds.includes('execution.recovered'),
+          `${id} acknowledged but has no execution.created: ${kinds.join(', ')}`,
+        );
+        assert.ok(
+          kinds.includes('execution.finished') || kinds.includes('execution.recovered'),
+          `${id} ended but has no execution.finished: ${kinds.join(', ')}`,
+        );
+      }
+
+      // A deliberately deleted entry is reported, naming the execution.
+      const victim = acknowledged[0]!;
+      const created = (await show(victim)).find((e) => e.kind === 'execution.created')!;
+      const db = new DatabaseSync(join(server.home, 'audit.db'));
+      try {
+        db.exec('DROP TRIGGER audit_entries_append_only_delete');
+        db.exec(`DELETE FROM audit_entries WHERE seq = ${created.seq}`);
+      } finally {
+        db.close();
+      }
+      const broken = await cli(['audit', 'verify', '--store'], server.env);
+      assert.equal(broken.code, 4, broken.stdout);
+      assert.match(broken.stderr, new RegExp(`entry seq ${created.seq} is missing`));
+    } finally {
+      await killServers();
+      dirs.cleanup();
+    }
+  });
+});

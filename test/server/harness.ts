@@ -99,6 +99,9 @@ export async function startServerProcess(options: {
     ...process.env,
     AEGIS_HOME: home,
     AEGIS_BUNDLE_DIR: bundles,
+    // The ledger's witness and node key live outside the home: private to this server's temp dir.
+    AEGIS_AUDIT_WITNESS_DIR: join(home, '..', 'witness'),
+    AEGIS_NODE_KEY_FILE: join(home, '..', 'keys', 'node-ed25519.pem'),
     ...(options.databaseUrl ? { AEGIS_DATABASE_URL: options.databaseUrl } : { AEGIS_DATABASE_URL: '' }),
   };
   // Started directly on this Node (not through bin/aegis.mjs's re-exec) so signals reach the server itself.

@@ -7,7 +7,13 @@ import { createReadStream } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { type ExportVerification, ExportVerifier } from '../../domain/audit/export-format.ts';
 import { AegisError } from '../../domain/errors.ts';
-import { nodeHasher, parseEd25519PublicKey, publicKeyId, verifyEd25519 } from './node-key.ts';
+import {
+  checkEndorsements,
+  nodeHasher,
+  parseEd25519PublicKey,
+  publicKeyId,
+  verifyEd25519,
+} from './node-key.ts';
 
 export interface VerifyExportOptions {
   /** SPKI PEM of the key the heads must be signed with; without it the header's key is trusted. */
@@ -28,10 +34,17 @@ export async function verifyAuditExportFile(
     if (pinned !== undefined && publicKeyId(pinned) !== keyId) {
       throw new Error(`the export is signed by key ${keyId}, not by the pinned key ${publicKeyId(pinned)}`);
     }
+    // Keys retired by rotation count only when endorsed, in a chain, by the (pinned) current key.
+    const trusted = new Map([[keyId, key]]);
+    for (const retired of checkEndorsements(keyId, key, header.keys ?? [])) {
+      trusted.set(retired.keyId, parseEd25519PublicKey(retired.publicKey));
+    }
     return {
       sha256Hex: nodeHasher.sha256Hex,
-      verifySignature: (message, signature, headKeyId) =>
-        headKeyId === keyId && verifyEd25519(key, message, signature),
+      verifySignature: (message, signature, headKeyId) => {
+        const signer = trusted.get(headKeyId);
+        return signer !== undefined && verifyEd25519(signer, message, signature);
+      },
     };
   });
   const stream = createReadStream(file, { encoding: 'utf8' });

@@ -8,13 +8,15 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
 import { after, describe, it } from 'node:test';
-import { linkHash } from '../../domain/audit/entry.ts';
+import { pollUntil } from '../../../test/support/poll.ts';
+import { entryPreimage, linkHash } from '../../domain/audit/entry.ts';
 import { formatExportLine } from '../../domain/audit/export-format.ts';
 import type { AuditTampered, AuditVerification } from '../../domain/audit/verify.ts';
 import { AegisError } from '../../domain/errors.ts';
 import { verifyAuditExportFile } from './export-file.ts';
 import { Ed25519NodeKey, nodeHasher } from './node-key.ts';
 import { SqliteAuditLedger, type SqliteAuditLedgerOptions } from './sqlite-ledger.ts';
+import { FileWitness } from './witness.ts';
 
 const temps: string[] = [];
 after(() => {
@@ -350,5 +352,80 @@ describe('SqliteAuditLedger', () => {
       writeFileSync(file, `${lines.join('\n')}\n`);
       expectProblem(await verifyAuditExportFile(file), 'edited', 8);
     });
+  });
+});
+
+describe('SqliteAuditLedger with a witness', () => {
+  const witnessFor = (paths: { dir: string; db: string }) =>
+    new FileWitness({ dir: join(paths.dir, 'witness'), ledgerFile: paths.db });
+
+  it('signs a head within signAfterMs of an append while idle, and records it in the witness', async () => {
+    const paths = home();
+    const witness = witnessFor(paths);
+    const ledger = open(paths, { witness, signAfterMs: 20 });
+    try {
+      ledger.append('execution.started', 'ex_1', { instance: 'i' });
+      await pollUntil('a head by the timer', () => (witness.read().length === 1 ? true : undefined));
+      assert.equal(witness.read()[0]!.seq, 1);
+    } finally {
+      await ledger.close();
+    }
+  });
+
+  it('a reader never signs; a writer refuses to sign a chain rewritten after the witnessed head', async () => {
+    const paths = home();
+    const witness = witnessFor(paths);
+    const first = open(paths, { witness });
+    first.append('execution.started', 'ex_1', { instance: 'a' });
+    first.append('execution.started', 'ex_2', { instance: 'b' });
+    await first.close();
+    assert.equal(witness.read().length, 1);
+    // Rewrite entry 1 and re-chain entry 2 (no key needed), delete the heads.
+    const db = new DatabaseSync(paths.db);
+    db.exec('DROP TRIGGER audit_entries_append_only_update; DROP TRIGGER audit_heads_append_only_delete');
+    const rows = db.prepare('SELECT * FROM audit_entries ORDER BY seq').all() as unknown as {
+      seq: number;
+      ts: string;
+      execution: string | null;
+      kind: string;
+      data: string;
+    }[];
+    let prev = '0'.repeat(64);
+    for (const row of rows) {
+      const link = {
+        seq: row.seq,
+        ts: row.ts,
+        execution: row.execution,
+        kind: row.kind,
+        dataJson: row.seq === 1 ? '{"instance":"forged"}' : row.data,
+        prevHash: prev,
+      };
+      const hash = nodeHasher.sha256Hex(prev + entryPreimage(link));
+      db.prepare('UPDATE audit_entries SET data = ?, prev_hash = ?, hash = ? WHERE seq = ?').run(
+        link.dataJson,
+        prev,
+        hash,
+        link.seq,
+      );
+      prev = hash;
+    }
+    db.exec('DELETE FROM audit_heads');
+    db.close();
+
+    const reader = open(paths, { witness });
+    const verdict = await reader.verify();
+    await reader.close();
+    assert.equal(verdict.ok, false);
+    assert.equal(witness.read().length, 1, 'a reader signed');
+
+    const warnings: string[] = [];
+    const writer = open(paths, { witness, writer: true, warn: (m) => warnings.push(m) });
+    writer.append('execution.started', 'ex_3', { instance: 'c' });
+    await writer.close();
+    assert.equal(witness.read().length, 1, 'a writer signed over a forged chain');
+    assert.match(warnings.join('\n'), /no longer has the hash of the head this node trusts/);
+    const db2 = new DatabaseSync(paths.db);
+    assert.equal((db2.prepare('SELECT COUNT(*) AS n FROM audit_heads').get() as { n: number }).n, 0);
+    db2.close();
   });
 });

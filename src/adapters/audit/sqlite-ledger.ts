@@ -5,8 +5,15 @@
  * Appends are group-committed: `append` chains and hashes the entry in memory and returns it at once; buffered
  * entries are written in one transaction when `batchSize` of them are waiting (synchronously, inside that
  * `append` — the back-pressure) or `flushIntervalMs` after the first of them, and on `flush`/`close`.
- * A head is signed (in the same transaction) at every `headEvery`-th entry since the last signed head, and `close`
- * signs the final head, so a ledger closed cleanly is signed to its last entry.
+ * A head is signed (in the same transaction) at every `headEvery`-th entry since the last signed head, at most
+ * `signAfterMs` after an append (so the unsigned tail is short in time too) and on `close` — by a process that
+ * appended something: reading, verifying or exporting never signs. Each head is then recorded by the witness
+ * (witness.ts), outside the database.
+ *
+ * Never launder: a head is signed only over a chain this process verified link by link from the last head it trusts
+ * (the newest head in the witness, or a stored head whose signature verifies). Entries this process appended are
+ * chained by itself; anything another process wrote is re-read and checked before it is signed over. A chain that
+ * doesn't check out is never signed; `warn` says why and `verify` reports it.
  *
  * Several processes may append to one ledger (two `aegis run`s): each write takes SQLite's write lock and checks
  * the stored tip; if another process appended meanwhile, the buffered entries are re-chained onto its entries.
@@ -20,6 +27,7 @@ import { DatabaseSync, type StatementSync } from 'node:sqlite';
 import type { AuditLog, Clock, Hasher, Signer } from '../../app/ports.ts';
 import { CanonicalJsonError } from '../../domain/audit/canonical-json.ts';
 import {
+  AUDIT_KINDS,
   type AuditDataByKind,
   type AuditEntry,
   type AuditKind,
@@ -33,9 +41,11 @@ import {
   type SignedHead,
 } from '../../domain/audit/entry.ts';
 import { AUDIT_EXPORT_FORMAT, type AuditExportRecord } from '../../domain/audit/export-format.ts';
+import { addCoverage, LIFECYCLE_KINDS, type LifecycleCoverage } from '../../domain/audit/store-check.ts';
 import { type AuditVerification, ChainVerifier } from '../../domain/audit/verify.ts';
 import { AegisError } from '../../domain/errors.ts';
 import { type Migration, migrate } from '../store/sqlite/migrations.ts';
+import type { AuditWitness } from './witness.ts';
 
 export const AUDIT_MIGRATIONS: readonly Migration[] = [
   {
@@ -83,12 +93,27 @@ export interface SqliteAuditLedgerOptions {
   readonly flushIntervalMs?: number;
   /** Write as soon as this many entries are waiting. @default 1000 */
   readonly batchSize?: number;
+  /** Sign a head at most this long after an append that no head covers yet. @default 1000 */
+  readonly signAfterMs?: number;
+  /** Records every signed head outside the database; verify checks the ledger against it. @default none */
+  readonly witness?: AuditWitness;
+  /**
+   * This process will write (a server, `aegis run`): entries left unsigned by a writer that crashed are recorded
+   * (`audit.tail-adopted`) and then signed. Readers (`aegis audit …`) leave them alone. @default false
+   */
+  readonly writer?: boolean;
+  /** An unsigned tail older than this has no live writer: `verify` reports it, a writer adopts it. @default 10000 */
+  readonly tailGraceMs?: number;
+  /** Where warnings go (a refused signature, a moved key). @default stderr */
+  readonly warn?: (message: string) => void;
 }
 
 interface CompiledOptions {
   readonly headEvery: number;
   readonly flushIntervalMs: number;
   readonly batchSize: number;
+  readonly signAfterMs: number;
+  readonly tailGraceMs: number;
 }
 
 function withDefaults(options: SqliteAuditLedgerOptions): CompiledOptions {
@@ -103,6 +128,8 @@ function withDefaults(options: SqliteAuditLedgerOptions): CompiledOptions {
     headEvery: positive('headEvery', options.headEvery, 1000),
     flushIntervalMs: positive('flushIntervalMs', options.flushIntervalMs, 5),
     batchSize: positive('batchSize', options.batchSize, 1000),
+    signAfterMs: positive('signAfterMs', options.signAfterMs, 1000),
+    tailGraceMs: positive('tailGraceMs', options.tailGraceMs, 10_000),
   };
 }
 
@@ -144,6 +171,22 @@ export class SqliteAuditLedger implements AuditLog {
   readonly #allEntries: StatementSync;
   readonly #entryPage: StatementSync;
   readonly #allHeads: StatementSync;
+  readonly #range: StatementSync;
+  readonly #witness: AuditWitness | undefined;
+  readonly #warn: (message: string) => void;
+  /** The newest head this process trusts: witnessed, or stored with a signature that verifies. */
+  #trusted: ChainTip;
+  /** The stored chain up to here was checked link by link from `#trusted` (or chained by this process). */
+  #verifiedTip: ChainTip;
+  /** Why this process refuses to sign (the stored chain does not follow from the trusted head). */
+  #refusal: string | undefined;
+  /** Seq of the newest stored head, as of the last write. */
+  #lastHeadSeq = 0;
+  /** This process appended something (only writers sign). */
+  #appended = false;
+  #signTimer: NodeJS.Timeout | undefined;
+  /** `durable()` callers waiting for the next group commit. */
+  #waiters: { resolve: () => void; reject: (error: unknown) => void }[] = [];
   /** Tip of the chain including buffered entries. */
   #head: ChainTip;
   /** Tip of what this process last saw stored. */
@@ -201,8 +244,52 @@ export class SqliteAuditLedger implements AuditLog {
       `SELECT ${ENTRY_COLUMNS} FROM audit_entries WHERE seq > ? ORDER BY seq LIMIT ${EXPORT_PAGE}`,
     );
     this.#allHeads = db.prepare('SELECT seq, hash, ts, key_id, signature FROM audit_heads ORDER BY seq');
+    this.#range = db.prepare(
+      `SELECT ${ENTRY_COLUMNS} FROM audit_entries WHERE seq >= ? AND seq <= ? ORDER BY seq`,
+    );
+    this.#range.setReturnArrays(true);
+    this.#witness = options.witness;
+    this.#warn = options.warn ?? ((message) => process.stderr.write(`aegis: warning: ${message}\n`));
     this.#stored = this.#readTip();
     this.#head = this.#stored;
+    this.#trusted = this.#trustedHead();
+    this.#verifiedTip = this.#trusted;
+    this.#lastHeadSeq = this.#readLastHeadSeq();
+    if (options.writer === true) this.#adoptStaleTail();
+  }
+
+  /** The witness's newest head, or a newer stored head whose signature verifies with the node key. */
+  #trustedHead(): ChainTip {
+    let trusted: ChainTip = EMPTY_TIP;
+    for (const head of this.#witness?.read() ?? []) {
+      if (head.seq > trusted.seq && this.#signer.verify(headMessage(head), head.signature, head.keyId)) {
+        trusted = { seq: head.seq, hash: head.hash };
+      }
+    }
+    const stored = this.#allHeads.all().map((row) => toHead(row as unknown as HeadRow));
+    for (let i = stored.length - 1; i >= 0; i--) {
+      const head = stored[i]!;
+      if (head.seq <= trusted.seq) break;
+      if (this.#signer.verify(headMessage(head), head.signature, head.keyId)) {
+        return { seq: head.seq, hash: head.hash };
+      }
+    }
+    return trusted;
+  }
+
+  /** Entries after the trusted head that no live writer will sign (a crash): recorded, then signed like any. */
+  #adoptStaleTail(): void {
+    if (this.#stored.seq <= this.#trusted.seq) return;
+    const last = this.#range.get(this.#stored.seq, this.#stored.seq) as unknown as EntryArray | undefined;
+    if (last === undefined) return;
+    const ageMs = this.#clock.now() - Date.parse(last[1]);
+    if (!(ageMs > this.#options.tailGraceMs)) return;
+    this.append(AUDIT_KINDS.auditTailAdopted, null, {
+      fromSeq: this.#trusted.seq + 1,
+      toSeq: this.#stored.seq,
+      newestTs: last[1],
+      reason: 'found after the newest signed head when the ledger was opened for writing (a writer crashed?)',
+    });
   }
 
   append<K extends AuditKind>(kind: K, execution: string | null, data: AuditDataByKind[K]): AuditEntry {
@@ -219,6 +306,7 @@ export class SqliteAuditLedger implements AuditLog {
     }
     this.#buffer.push(next.link);
     this.#head = next.link;
+    this.#appended = true;
     if (this.#buffer.length >= this.#options.batchSize) {
       this.#write();
       // Fail closed: a caller that keeps appending while nothing can be stored must find out.
@@ -237,6 +325,37 @@ export class SqliteAuditLedger implements AuditLog {
     if (this.#writeError !== undefined) throw this.#unwritable();
   }
 
+  durable(): Promise<void> {
+    if (this.#buffer.length === 0) {
+      return this.#writeError === undefined ? Promise.resolve() : Promise.reject(this.#unwritable());
+    }
+    return new Promise((resolve, reject) => {
+      this.#waiters.push({ resolve, reject });
+      // The group-commit timer is armed (unref'd) by append; someone now waits for it, so it must keep the process
+      // alive — and be armed again if a failed write left entries waiting.
+      this.#timer ??= setTimeout(() => {
+        this.#timer = undefined;
+        this.#write();
+      }, this.#options.flushIntervalMs);
+      this.#timer.ref();
+    });
+  }
+
+  async lifecycleCoverage(): Promise<ReadonlyMap<string, LifecycleCoverage>> {
+    await this.flush();
+    const map = new Map<string, LifecycleCoverage>();
+    const rows = this.#db
+      .prepare(
+        `SELECT execution, kind, CASE WHEN kind = ? THEN json_extract(data, '$.status') END AS status
+           FROM audit_entries WHERE execution IS NOT NULL AND kind IN (${LIFECYCLE_KINDS.map(() => '?').join(', ')})`,
+      )
+      .iterate(AUDIT_KINDS.executionRecovered, ...LIFECYCLE_KINDS);
+    for (const row of rows as Iterable<{ execution: string; kind: string; status: unknown }>) {
+      addCoverage(map, row.execution, row.kind, row.status);
+    }
+    return map;
+  }
+
   async list(executionId: string): Promise<readonly AuditEntry[]> {
     await this.flush();
     return this.#byExecution
@@ -246,6 +365,8 @@ export class SqliteAuditLedger implements AuditLog {
 
   async verify(): Promise<AuditVerification> {
     await this.flush();
+    // The witness first: it is written after the database, so everything it holds is already in the snapshot.
+    const witnessed = this.#witness?.read() ?? [];
     // One read transaction: heads and entries from the same snapshot, whatever other writers do meanwhile.
     this.#db.exec('BEGIN');
     try {
@@ -256,6 +377,11 @@ export class SqliteAuditLedger implements AuditLog {
           verifySignature: (message, signature, keyId) => this.#signer.verify(message, signature, keyId),
         },
         heads,
+        {
+          witnessed: witnessed.map(asSignedHead),
+          nowMs: this.#clock.now(),
+          tailGraceMs: this.#options.tailGraceMs,
+        },
       );
       for (const row of this.#allEntries.iterate() as Iterable<unknown> as Iterable<EntryArray>) {
         const link: ChainLink = {
@@ -277,6 +403,13 @@ export class SqliteAuditLedger implements AuditLog {
 
   async *export(): AsyncIterable<AuditExportRecord> {
     await this.flush();
+    // The witness's newest head goes into the header: the export must reach it (see export-format.ts).
+    const witnessed = this.#witness?.read() ?? [];
+    const newest = witnessed.reduce<WitnessedHead | undefined>(
+      (a, b) => (a === undefined || b.seq > a.seq ? b : a),
+      undefined,
+    );
+    const retired = this.#signer.retiredKeys?.() ?? [];
     yield {
       type: 'header',
       format: AUDIT_EXPORT_FORMAT,
@@ -285,15 +418,21 @@ export class SqliteAuditLedger implements AuditLog {
       hash: 'sha256',
       canonicalization: 'rfc8785',
       exportedAt: new Date(this.#clock.now()).toISOString(),
+      ...(newest === undefined ? {} : { witnessed: asSignedHead(newest) }),
+      ...(retired.length === 0 ? {} : { keys: retired }),
     };
-    // Heads first (see export-format.ts), then entries page by page; entries appended meanwhile are included
-    // as an unsigned tail.
+    // Heads first (see export-format.ts), then the entries that a head covers, page by page: entries not signed
+    // yet stay out (nothing would vouch for them offline).
     const heads = this.#allHeads.all().map((row) => toHead(row as unknown as HeadRow));
     for (const head of heads) yield { type: 'head', ...head };
+    const through = Math.max(newest?.seq ?? 0, ...heads.map((h) => h.seq));
     let after = 0;
-    for (;;) {
+    while (after < through) {
       const rows = this.#entryPage.all(after) as unknown as EntryRow[];
-      for (const row of rows) yield { type: 'entry', ...fromLink(toLinkFromRow(row)) };
+      for (const row of rows) {
+        if (row.seq > through) return;
+        yield { type: 'entry', ...fromLink(toLinkFromRow(row)) };
+      }
       if (rows.length < EXPORT_PAGE) break;
       after = rows[rows.length - 1]!.seq;
     }
@@ -305,47 +444,149 @@ export class SqliteAuditLedger implements AuditLog {
     this.#closed = true;
     if (this.#timer !== undefined) clearTimeout(this.#timer);
     this.#timer = undefined;
+    if (this.#signTimer !== undefined) clearTimeout(this.#signTimer);
+    this.#signTimer = undefined;
     try {
-      this.#write();
+      this.#write(this.#appended);
       if (this.#writeError !== undefined) throw this.#unwritable();
-      this.#transaction(() => {
-        const tip = this.#readTip();
-        if (tip.seq > this.#readLastHeadSeq()) this.#signHead(tip);
-      });
     } finally {
       if (this.#db.isOpen) this.#db.close();
     }
   }
 
-  /** Writes the buffer in one transaction; records (does not throw) a failure, keeping the buffer for a retry. */
-  #write(): void {
+  /**
+   * Writes the buffer in one transaction (and, with `signTip`, signs the tip even if no `headEvery` boundary was
+   * crossed); records (does not throw) a failure, keeping the buffer for a retry.
+   */
+  #write(signTip = false): void {
     if (this.#timer !== undefined) {
       clearTimeout(this.#timer);
       this.#timer = undefined;
     }
-    if (this.#buffer.length === 0 || !this.#db.isOpen) return;
+    if ((this.#buffer.length === 0 && !signTip) || !this.#db.isOpen) {
+      this.#settleWaiters();
+      return;
+    }
+    const signed: SignedHead[] = [];
     try {
       this.#transaction(() => {
         const tip = this.#readTip();
+        if (tip.seq !== this.#verifiedTip.seq || tip.hash !== this.#verifiedTip.hash) this.#checkStored(tip);
         const links =
           tip.seq === this.#stored.seq && tip.hash === this.#stored.hash ? this.#buffer : this.#rechain(tip);
         let lastHead = this.#readLastHeadSeq();
         for (const l of links) {
           this.#insertEntry.run(l.seq, l.ts, l.execution, l.kind, l.dataJson, l.prevHash, l.hash);
-          if (l.seq - lastHead >= this.#options.headEvery) {
-            this.#signHead(l);
+          if (this.#refusal === undefined) this.#verifiedTip = l;
+          if (l.seq - lastHead >= this.#options.headEvery && this.#refusal === undefined) {
+            signed.push(this.#signHead(l));
             lastHead = l.seq;
           }
         }
-        const last = links[links.length - 1]!;
+        const last = links.at(-1) ?? tip;
+        if (signTip && last.seq > lastHead && this.#refusal === undefined) {
+          signed.push(this.#signHead(last));
+          lastHead = last.seq;
+        }
         this.#stored = last;
         this.#head = last;
+        this.#lastHeadSeq = lastHead;
       });
       this.#buffer = [];
+      for (const head of signed) this.#witnessHead(head);
       this.#writeError = undefined;
     } catch (error) {
       this.#writeError = error;
     }
+    this.#settleWaiters();
+    this.#armSignTimer();
+  }
+
+  #settleWaiters(): void {
+    if (this.#waiters.length === 0) return;
+    const waiters = this.#waiters;
+    if (this.#writeError === undefined && this.#buffer.length === 0) {
+      this.#waiters = [];
+      for (const w of waiters) w.resolve();
+    } else if (this.#writeError !== undefined) {
+      this.#waiters = [];
+      const error = this.#unwritable();
+      for (const w of waiters) w.reject(error);
+    }
+  }
+
+  /** A head within `signAfterMs` of an append it doesn't cover yet (not reset by later appends). */
+  #armSignTimer(): void {
+    if (this.#signTimer !== undefined || this.#closed || !this.#appended || this.#refusal !== undefined)
+      return;
+    if (this.#head.seq <= this.#lastHeadSeq) return;
+    this.#signTimer = setTimeout(() => {
+      this.#signTimer = undefined;
+      this.#write(true);
+    }, this.#options.signAfterMs).unref();
+  }
+
+  /**
+   * Checks, link by link, the stored entries from the last verified point (at first: the trusted head) to `tip`
+   * — entries written by another process, or by someone with write access to the file. A chain that doesn't follow
+   * is never signed over.
+   */
+  #checkStored(tip: ChainTip): void {
+    if (this.#refusal !== undefined) return;
+    const from = this.#verifiedTip;
+    let refusal: string | undefined;
+    if (tip.seq < from.seq) {
+      refusal = `the ledger ends at seq ${tip.seq}, before the head this node trusts (seq ${from.seq})`;
+    } else {
+      let prev: ChainTip | undefined = from.seq === 0 ? EMPTY_TIP : undefined;
+      for (const row of this.#range.iterate(
+        Math.max(1, from.seq),
+        tip.seq,
+      ) as Iterable<unknown> as Iterable<EntryArray>) {
+        const link: ChainLink = {
+          seq: row[0],
+          ts: row[1],
+          execution: row[2],
+          kind: row[3],
+          dataJson: row[4],
+          prevHash: row[5],
+          hash: row[6],
+        };
+        if (prev === undefined) {
+          // The first row is the trusted head's own entry.
+          if (link.seq !== from.seq || link.hash !== from.hash) {
+            refusal = `the entry at seq ${from.seq} no longer has the hash of the head this node trusts`;
+            break;
+          }
+          prev = link;
+          continue;
+        }
+        if (
+          link.seq !== prev.seq + 1 ||
+          link.prevHash !== prev.hash ||
+          linkHash(link, this.#hasher.sha256Hex) !== link.hash
+        ) {
+          refusal = `the stored entry at seq ${prev.seq + 1} does not follow from the chain before it`;
+          break;
+        }
+        prev = link;
+      }
+      if (refusal === undefined && (prev === undefined || prev.seq !== tip.seq || prev.hash !== tip.hash)) {
+        refusal = `the stored chain does not lead from seq ${from.seq} to its tip at seq ${tip.seq}`;
+      }
+    }
+    if (refusal === undefined) {
+      this.#verifiedTip = tip;
+      return;
+    }
+    this.#refusal = refusal;
+    this.#warn(
+      `the audit ledger was altered (${refusal}): no head will be signed over it — run \`aegis audit verify\``,
+    );
+  }
+
+  #witnessHead(head: SignedHead): void {
+    this.#witness?.record(head, this.#signer.publicKeyPem());
   }
 
   /** The buffered entries moved onto `tip` (another process appended since this one last wrote). */
@@ -359,15 +600,16 @@ export class SqliteAuditLedger implements AuditLog {
     });
   }
 
-  #signHead(tip: ChainTip): void {
+  #signHead(tip: ChainTip): SignedHead {
     const head = { seq: tip.seq, hash: tip.hash, ts: new Date(this.#clock.now()).toISOString() };
-    this.#insertHead.run(
-      head.seq,
-      head.hash,
-      head.ts,
-      this.#signer.keyId(),
-      this.#signer.sign(headMessage(head)),
-    );
+    const signed: SignedHead = {
+      ...head,
+      keyId: this.#signer.keyId(),
+      signature: this.#signer.sign(headMessage(head)),
+    };
+    this.#insertHead.run(signed.seq, signed.hash, signed.ts, signed.keyId, signed.signature);
+    this.#trusted = tip;
+    return signed;
   }
 
   #readTip(): ChainTip {
@@ -412,6 +654,12 @@ function toLinkFromRow(row: EntryRow): ChainLink {
     prevHash: row.prev_hash,
     hash: row.hash,
   };
+}
+
+type WitnessedHead = ReturnType<AuditWitness['read']>[number];
+
+function asSignedHead(head: SignedHead): SignedHead {
+  return { seq: head.seq, hash: head.hash, ts: head.ts, keyId: head.keyId, signature: head.signature };
 }
 
 function toHead(row: HeadRow): SignedHead {

@@ -22,6 +22,7 @@ import {
   type AuditExportRecord,
   exportRecords,
 } from '../../domain/audit/export-format.ts';
+import { addCoverage, LIFECYCLE_KINDS, type LifecycleCoverage } from '../../domain/audit/store-check.ts';
 import { type AuditVerification, verifyChain } from '../../domain/audit/verify.ts';
 import { AegisError } from '../../domain/errors.ts';
 import type { AuditLog, Clock, Hasher, Signer } from '../ports.ts';
@@ -100,6 +101,17 @@ export class MemoryAuditLog implements AuditLog {
   }
 
   async flush(): Promise<void> {}
+
+  async durable(): Promise<void> {}
+
+  async lifecycleCoverage(): Promise<ReadonlyMap<string, LifecycleCoverage>> {
+    const map = new Map<string, LifecycleCoverage>();
+    for (const link of this.links) {
+      if (link.execution === null || !LIFECYCLE_KINDS.includes(link.kind)) continue;
+      addCoverage(map, link.execution, link.kind, (JSON.parse(link.dataJson) as { status?: unknown }).status);
+    }
+    return map;
+  }
 
   async list(executionId: string): Promise<readonly AuditEntry[]> {
     return this.links.filter((l) => l.execution === executionId).map(fromLink);

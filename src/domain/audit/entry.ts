@@ -29,6 +29,12 @@ export const AUDIT_KINDS = {
   apiKeyRevoked: 'apikey.revoked',
   instanceWarm: 'instance.warm',
   instanceRetired: 'instance.retired',
+  /** After a crash: what recovery found for an execution the store knows (its final status). */
+  executionRecovered: 'execution.recovered',
+  /** Entries found after the newest signed head when a writer opened the ledger (a crash before signing). */
+  auditTailAdopted: 'audit.tail-adopted',
+  /** The node key was rotated; the head covering this entry is the last one the old key signs. */
+  auditKeyRotated: 'audit.key-rotated',
 } as const;
 
 export type AuditKind = (typeof AUDIT_KINDS)[keyof typeof AUDIT_KINDS];
@@ -96,6 +102,22 @@ export type AuditDataByKind = {
     readonly by: string;
   };
   'apikey.revoked': { readonly id: string; readonly by: string };
+  /**
+   * `missing`: which entries the ledger lacked for it (`created`, `finished`) — lost in a crash before they were
+   * durable; `status`: the final status recovery settled (or found) in the store.
+   */
+  'execution.recovered': {
+    readonly status: string;
+    readonly reason: string | null;
+    readonly missing: readonly string[];
+  };
+  'audit.tail-adopted': {
+    readonly fromSeq: number;
+    readonly toSeq: number;
+    readonly newestTs: string;
+    readonly reason: string;
+  };
+  'audit.key-rotated': { readonly from: string; readonly to: string; readonly publicKey: string };
   /** A pool instance became Warm (spawned ahead of any execution). */
   'instance.warm': { readonly instance: string; readonly agent: string; readonly revision: number };
   /** A pool instance ended without serving an execution (idle, drained, died, …). */

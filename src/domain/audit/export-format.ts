@@ -9,6 +9,7 @@
  * first entry is refused (otherwise moving a head line to the end would skip its check).
  */
 import { type AuditEntry, type SignedHead, toLink } from './entry.ts';
+import type { EndorsedKey } from './keys.ts';
 import { type AuditVerification, type ChainCrypto, ChainVerifier } from './verify.ts';
 
 export const AUDIT_EXPORT_FORMAT = 'aegis.audit.export/v1';
@@ -22,6 +23,13 @@ export interface AuditExportHeader {
   readonly hash: 'sha256';
   readonly canonicalization: 'rfc8785';
   readonly exportedAt: string;
+  /**
+   * The newest head the witness (outside the ledger's database) had recorded when the export was made: the export
+   * must reach it, so an export of an emptied or truncated ledger fails even offline.
+   */
+  readonly witnessed?: SignedHead;
+  /** Retired node keys, each endorsed by its successor (see keys.ts): heads signed before a rotation verify. */
+  readonly keys?: readonly EndorsedKey[];
 }
 
 export type AuditExportRecord =
@@ -151,7 +159,19 @@ export class ExportVerifier {
     if (this.#failure !== undefined) return { ...this.#failure, header: this.#header };
     const chain = this.#chainVerifier();
     if (chain === undefined) return { ...this.#failure!, header: this.#header };
-    return { ...chain.finish(), header: this.#header };
+    const result = chain.finish();
+    if (result.ok && result.heads === 0) {
+      // Nothing in it is signed: anyone could have written it (an empty export "verified" before).
+      return {
+        ok: false,
+        problem: 'emptied',
+        firstBadSeq: 1,
+        message: `the export holds no signed head (${result.entries} entries): nothing in it is attested by a node key`,
+        entries: result.entries,
+        header: this.#header,
+      };
+    }
+    return { ...result, header: this.#header };
   }
 
   #chainVerifier(): ChainVerifier | undefined {
@@ -169,7 +189,8 @@ export class ExportVerifier {
       };
       return undefined;
     }
-    this.#chain = new ChainVerifier(crypto, this.#heads);
+    const witnessed = this.#header?.witnessed;
+    this.#chain = new ChainVerifier(crypto, this.#heads, witnessed ? { witnessed: [witnessed] } : {});
     return this.#chain;
   }
 

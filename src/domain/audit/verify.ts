@@ -13,7 +13,12 @@
  *   recomputed);
  * - `truncated`: the ledger ends before the newest signed head's seq;
  * - `bad-signature`: a head's signature doesn't verify with the node key (forged or altered head);
- * - `malformed`: (export files) a line that is not a ledger record at all.
+ * - `malformed`: (export files) a line that is not a ledger record at all;
+ * - `heads-deleted`: a head the witness recorded (outside the database) is missing from the ledger or differs;
+ * - `emptied`: the ledger has no entries, but the witness attests that it had some (tables emptied, file replaced);
+ * - `unsigned-tail`: entries after the newest signed head that no live writer is about to sign (older than the
+ *   grace period): nothing vouches for them, so they may have been appended by someone without the node key;
+ * - `missing-entries`: (with the store cross-check) executions the store knows lack their lifecycle entries.
  *
  * The result names the first bad seq. Entries after the newest signed head are verified as a chain but are not
  * covered by a signature; the result counts them (`unsignedTail`).
@@ -35,7 +40,11 @@ export type AuditProblem =
   | 'rewritten'
   | 'truncated'
   | 'bad-signature'
-  | 'malformed';
+  | 'malformed'
+  | 'heads-deleted'
+  | 'emptied'
+  | 'unsigned-tail'
+  | 'missing-entries';
 
 export interface AuditIntact {
   readonly ok: true;
@@ -72,6 +81,22 @@ export interface ChainCrypto {
   verifySignature(message: string, signature: string, keyId: string): boolean;
 }
 
+/** What the verifier checks beyond the chain and the heads stored with it. */
+export interface ChainVerifierOptions {
+  /**
+   * Heads recorded by the witness, outside the ledger's database. Each must also be in the ledger (else
+   * `heads-deleted`), the chain must reach the newest (else `truncated`/`emptied`) and match each (else `rewritten`).
+   */
+  readonly witnessed?: readonly SignedHead[];
+  /**
+   * Current time (ms since the epoch). With it, an unsigned tail whose newest entry is older than `tailGraceMs`
+   * (or further than that in the future) is `unsigned-tail`; without it the tail is only counted.
+   */
+  readonly nowMs?: number;
+  /** @default 10_000 — writers sign within ~1 s of an append, so a tail older than this has no live signer. */
+  readonly tailGraceMs?: number;
+}
+
 /** How many entries past the first anomaly are read to tell its kind. */
 const LOOKAHEAD = 64;
 
@@ -86,6 +111,12 @@ export class ChainVerifier {
   readonly #maxHeadSeq: number;
   /** The lowest head whose signature failed. */
   readonly #badHead: Failure | undefined;
+  /** The lowest witnessed head that the ledger lost or altered. */
+  readonly #lostHead: Failure | undefined;
+  readonly #witnessedSeq: number;
+  readonly #witnessedCount: number;
+  readonly #nowMs: number | undefined;
+  readonly #tailGraceMs: number;
   #verified = 0;
   /** The last entry that verified. */
   #prev: ChainLink | undefined;
@@ -96,10 +127,11 @@ export class ChainVerifier {
   readonly #window: ChainLink[] = [];
   #failure: Failure | undefined;
 
-  constructor(crypto: ChainCrypto, heads: readonly SignedHead[]) {
+  constructor(crypto: ChainCrypto, heads: readonly SignedHead[], options: ChainVerifierOptions = {}) {
     this.#crypto = crypto;
     let badHead: Failure | undefined;
     let maxHeadSeq = 0;
+    const stored = new Map<number, SignedHead>();
     for (const head of [...heads].sort((a, b) => a.seq - b.seq)) {
       const problem = headProblem(head, crypto);
       if (problem !== undefined) {
@@ -110,11 +142,47 @@ export class ChainVerifier {
         };
         continue;
       }
+      stored.set(head.seq, head);
+      this.#heads.set(head.seq, head);
+      maxHeadSeq = Math.max(maxHeadSeq, head.seq);
+    }
+    // Witnessed heads win over stored ones: the witness is outside the reach of whoever can edit the database.
+    let lostHead: Failure | undefined;
+    let witnessedSeq = 0;
+    let witnessedCount = 0;
+    for (const head of [...(options.witnessed ?? [])].sort((a, b) => a.seq - b.seq)) {
+      const problem = headProblem(head, crypto);
+      if (problem !== undefined) {
+        badHead ??= {
+          problem: 'bad-signature',
+          firstBadSeq: Number.isSafeInteger(head.seq) ? head.seq : 0,
+          message: `the witnessed head at seq ${head.seq} ${problem}: the witness or the key was replaced`,
+        };
+        continue;
+      }
+      witnessedCount += 1;
+      witnessedSeq = Math.max(witnessedSeq, head.seq);
+      const own = stored.get(head.seq);
+      if (own === undefined || own.hash !== head.hash) {
+        lostHead ??= {
+          problem: 'heads-deleted',
+          firstBadSeq: head.seq,
+          message:
+            own === undefined
+              ? `the head signed at seq ${head.seq} (${head.ts}) is recorded by the witness but missing from the ledger: signed heads were deleted`
+              : `the head stored at seq ${head.seq} differs from the one the witness recorded (${head.ts}): signed heads were replaced`,
+        };
+      }
       this.#heads.set(head.seq, head);
       maxHeadSeq = Math.max(maxHeadSeq, head.seq);
     }
     this.#badHead = badHead;
+    this.#lostHead = lostHead;
     this.#maxHeadSeq = maxHeadSeq;
+    this.#witnessedSeq = witnessedSeq;
+    this.#witnessedCount = witnessedCount;
+    this.#nowMs = options.nowMs;
+    this.#tailGraceMs = options.tailGraceMs ?? 10_000;
   }
 
   /** Entries verified so far. */
@@ -153,6 +221,15 @@ export class ChainVerifier {
     if (this.#failure === undefined && this.#suspect !== undefined) this.#failure = this.#diagnose();
     let failure = this.#failure;
     const lastSeq = this.#prev?.seq ?? 0;
+    if (failure === undefined && this.#prev === undefined && this.#witnessedSeq > 0) {
+      failure = {
+        problem: 'emptied',
+        firstBadSeq: 1,
+        message:
+          `the ledger has no entries, but the witness recorded ${this.#witnessedCount} signed head(s) up to ` +
+          `seq ${this.#witnessedSeq}: its tables were emptied or its file replaced`,
+      };
+    }
     if (failure === undefined && this.#maxHeadSeq > lastSeq) {
       failure = {
         problem: 'truncated',
@@ -163,10 +240,29 @@ export class ChainVerifier {
       };
     }
     if (
-      this.#badHead !== undefined &&
-      (failure === undefined || this.#badHead.firstBadSeq < failure.firstBadSeq)
+      failure === undefined &&
+      this.#nowMs !== undefined &&
+      this.#prev !== undefined &&
+      lastSeq > this.#maxHeadSeq
     ) {
-      failure = this.#badHead;
+      const lastMs = Date.parse(this.#prev.ts);
+      const ageMs = this.#nowMs - lastMs;
+      if (!Number.isFinite(lastMs) || ageMs > this.#tailGraceMs || ageMs < -this.#tailGraceMs) {
+        const from = this.#maxHeadSeq + 1;
+        failure = {
+          problem: 'unsigned-tail',
+          firstBadSeq: from,
+          message:
+            `entries ${from}–${lastSeq} follow the newest signed head (seq ${this.#maxHeadSeq}) and no signature ` +
+            `covers them (the newest is from ${this.#prev.ts}): they may have been appended without the node key ` +
+            '(after a crash, the next AEGIS start records and adopts such a tail)',
+        };
+      }
+    }
+    for (const other of [this.#lostHead, this.#badHead]) {
+      if (other !== undefined && (failure === undefined || other.firstBadSeq < failure.firstBadSeq)) {
+        failure = other;
+      }
     }
     if (failure !== undefined) return { ok: false, ...failure, entries: this.#verified };
     return {
@@ -299,8 +395,9 @@ export function verifyChain(
   links: Iterable<ChainLink>,
   heads: readonly SignedHead[],
   crypto: ChainCrypto,
+  options: ChainVerifierOptions = {},
 ): AuditVerification {
-  const verifier = new ChainVerifier(crypto, heads);
+  const verifier = new ChainVerifier(crypto, heads, options);
   for (const link of links) if (!verifier.push(link)) break;
   return verifier.finish();
 }
