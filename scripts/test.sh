@@ -24,7 +24,8 @@ elif [ "${AEGIS_SKIP_POSTGRES:-}" = 1 ]; then
 else
   # Stopped on exit only when this run started it: a cluster that was already up (a developer's) stays up.
   if ! bash scripts/test-postgres.sh status >/dev/null 2>&1; then
-    trap 'bash scripts/test-postgres.sh stop' EXIT
+    stop_pg='bash scripts/test-postgres.sh stop'
+    trap "$stop_pg" EXIT
   fi
   AEGIS_TEST_DATABASE_URL="$(bash scripts/test-postgres.sh start)"
   export AEGIS_TEST_DATABASE_URL
@@ -32,4 +33,11 @@ else
 fi
 
 echo "== tests (node:test)"
+# The tests' ledgers are witnessed and signed with a key of this run's own, never the host's
+# (/var/lib/aegis/witness, /etc/aegis/node-ed25519.pem): nothing is left behind, and two runs never share.
+test_state="$(mktemp -d /tmp/aegis-test-state.XXXXXX)"
+cleanup_state() { rm -rf "$test_state"; }
+trap 'cleanup_state; ${stop_pg:-true}' EXIT
+export AEGIS_AUDIT_WITNESS_DIR="${AEGIS_AUDIT_WITNESS_DIR:-$test_state/witness}"
+export AEGIS_NODE_KEY_FILE="${AEGIS_NODE_KEY_FILE:-$test_state/keys/node-ed25519.pem}"
 node --test --test-concurrency=2 --test-timeout=120000 'src/**/*.test.ts' 'test/**/*.test.ts' 'sdk/**/*.test.ts'
