@@ -6,6 +6,8 @@
  * build. The runtime half compares the SDK's enum lists with the OpenAPI document the server serves.
  */
 import assert from 'node:assert/strict';
+import { readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import type { z } from 'zod';
 import * as sdk from '../sdk/index.ts';
@@ -49,6 +51,23 @@ type Json = any;
 describe('SDK wire types ≡ the server REST shapes', () => {
   const openapi: Json = buildOpenApi({ version: 'test' });
   const schemas: Json = openapi.components.schemas;
+
+  it('the SDK sources import only node: modules, tar-stream and each other — nothing from src/', () => {
+    const dir = join(import.meta.dirname, '../sdk');
+    const sources = readdirSync(dir).filter((name) => name.endsWith('.ts') && !name.endsWith('.test.ts'));
+    assert.ok(sources.includes('client.ts') && sources.includes('pack.ts'));
+    for (const name of sources) {
+      const text = readFileSync(join(dir, name), 'utf8');
+      for (const [, specifier] of text.matchAll(/^\s*(?:import|export)\b[^'"]*?from\s+'([^']+)'/gm)) {
+        const ok =
+          /^node:/.test(specifier!) || specifier === 'tar-stream' || /^\.\/[\w-]+\.ts$/.test(specifier!);
+        assert.ok(
+          ok,
+          `sdk/${name} imports '${specifier}': the package must stand alone (see sdk/package.json)`,
+        );
+      }
+    }
+  });
 
   it('execution statuses are the OpenAPI Execution.status enum, in order', () => {
     assert.deepEqual(schemas.Execution.properties.status.enum, [...sdk.EXECUTION_STATUSES]);
