@@ -354,7 +354,8 @@ def _seconds(duration: Optional[str]) -> float:
 
 
 def _sse_events(response: http.client.HTTPResponse) -> Iterator[Tuple[str, str, Optional[int]]]:
-    """(event type, data, retry ms) per dispatched Server-Sent Event (WHATWG rules; `:` lines are comments)."""
+    """(event type, data, retry ms) per dispatched Server-Sent Event: fields per the WHATWG rules, `:` comments
+    (the server's heartbeats) skipped; lines end in LF or CRLF (the server never sends a lone CR)."""
     event, data, retry = "", [], None  # type: str, List[str], Optional[int]
     first = True
     while True:
