@@ -5,28 +5,8 @@
  */
 import type { IncomingMessage } from 'node:http';
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { z } from 'zod';
-import type {
-  AgentDetail,
-  AgentList,
-  AgentRevision,
-  AgentSummary,
-  ApiKey,
-  AuditList,
-  CreatedKey,
-  CreateKeyBody,
-  DeployResult,
-  ErrorBody,
-  Execution,
-  ExecutionList,
-  Health,
-  KeyList,
-  LogLine,
-  LogPage,
-  RevisionList,
-  RollbackResult,
-} from '../src/api/http/schemas.ts';
 import { AegisApiError, codeForStatus } from './errors.ts';
+import { type PackAgentOptions, packAgent } from './pack.ts';
 import { SseParser } from './sse.ts';
 import {
   type Endpoint,
@@ -37,29 +17,63 @@ import {
   readBody,
   send,
 } from './transport.ts';
+import type {
+  AgentDetail,
+  AgentList,
+  AgentRevision,
+  AgentSummary,
+  ApiKey,
+  AuditEntry,
+  AuditList,
+  CreatedKey,
+  CreateKeyBody,
+  DeployResult,
+  ErrorBody,
+  Execution,
+  ExecutionList,
+  ExecutionStatus,
+  HealthStatus,
+  KeyList,
+  LogLine,
+  LogPage,
+  RevisionList,
+  RollbackResult,
+  Scope,
+} from './wire.ts';
 
 export type {
   AgentDetail,
   AgentRevision,
   AgentSummary,
   ApiKey,
+  AuditEntry,
   CreatedKey,
   DeployResult,
   Execution,
   ExecutionList,
+  ExecutionStatus,
+  HealthStatus,
   LogLine,
   LogPage,
   RollbackResult,
+  Scope,
 };
-export type AuditEntry = z.infer<typeof AuditList>['entries'][number];
-export type HealthStatus = z.infer<typeof Health>;
-export type ExecutionStatus = Execution['status'];
-export type Scope = ApiKey['scopes'][number];
 
 /** One item of `followLogs`: a log line, then — last — the finished execution. */
 export type LogStreamItem =
   | { readonly type: 'line'; readonly line: LogLine }
   | { readonly type: 'end'; readonly execution: Execution };
+
+/** What `deployAgent` answers: the server's DeployResult and what was uploaded. */
+export interface DeployAgentResult extends DeployResult {
+  readonly bundle: {
+    /** Regular files in the bundle. */
+    readonly files: number;
+    /** Lowercase hex SHA-256 of the `.tar.gz`. */
+    readonly digest: string;
+    readonly sizeBytes: number;
+  };
+}
 
 export interface RetryOptions {
   /** Tries per call, the first included; 1 turns retries off. @default 3 */
@@ -179,7 +193,7 @@ export class AegisClient {
 
   // ── agents ──────────────────────────────────────────────────────────────────────────────────────────────────
 
-  /** Uploads a bundle (the `.tar.gz` of an agent directory; see packAgentDir). `created` false: nothing changed. */
+  /** Uploads a bundle (the `.tar.gz` of an agent directory; see packAgent). `created` false: nothing changed. */
   deploy(bundle: Uint8Array): Promise<DeployResult> {
     return this.#json('write', {
       method: 'POST',
@@ -189,8 +203,21 @@ export class AegisClient {
     });
   }
 
+  /**
+   * Packs the agent directory `dir` (the one holding agent.yaml, honouring its `.aegisignore`; see packAgent) and
+   * deploys it. The answer also tells what was uploaded.
+   */
+  async deployAgent(dir: string, options: PackAgentOptions = {}): Promise<DeployAgentResult> {
+    const bundle = await packAgent(dir, options);
+    const result = await this.deploy(bundle.bytes);
+    return {
+      ...result,
+      bundle: { files: bundle.files, digest: bundle.digest, sizeBytes: bundle.bytes.byteLength },
+    };
+  }
+
   async listAgents(): Promise<AgentSummary[]> {
-    const body = await this.#json<z.infer<typeof AgentList>>('read', { method: 'GET', path: '/v1/agents' });
+    const body = await this.#json<AgentList>('read', { method: 'GET', path: '/v1/agents' });
     return body.agents;
   }
 
@@ -200,7 +227,7 @@ export class AegisClient {
   }
 
   async listRevisions(name: string): Promise<AgentRevision[]> {
-    const body = await this.#json<z.infer<typeof RevisionList>>('read', {
+    const body = await this.#json<RevisionList>('read', {
       method: 'GET',
       path: `/v1/agents/${enc(name)}/revisions`,
     });
@@ -383,7 +410,7 @@ export class AegisClient {
 
   /** The execution's audit ledger entries, by seq. */
   async audit(id: string): Promise<AuditEntry[]> {
-    const body = await this.#json<z.infer<typeof AuditList>>('read', {
+    const body = await this.#json<AuditList>('read', {
       method: 'GET',
       path: `/v1/executions/${enc(id)}/audit`,
     });
@@ -403,7 +430,7 @@ export class AegisClient {
   }
 
   async listKeys(): Promise<ApiKey[]> {
-    const body = await this.#json<z.infer<typeof KeyList>>('read', { method: 'GET', path: '/v1/keys' });
+    const body = await this.#json<KeyList>('read', { method: 'GET', path: '/v1/keys' });
     return body.keys;
   }
 

@@ -1,38 +1,59 @@
 /**
- * The AEGIS TypeScript SDK: a client for the REST API of `aegis server`.
+ * The AEGIS TypeScript SDK: a client for the REST API of `aegis server`, and the bundle packer deploys use.
  *
- *   import { AegisClient } from 'aegis/sdk';
+ *   import { AegisClient } from '@aegis/sdk';
  *   const aegis = new AegisClient({ server: 'http://127.0.0.1:8088', apiKey: process.env.AEGIS_API_KEY });
- *   const execution = await aegis.createExecution({ agent: 'email-summarizer', input: { text } }, { wait: '30s' });
+ *   await aegis.deployAgent('./my-agent');
+ *   const execution = await aegis.createExecution({ agent: 'my-agent', input: { text } }, { wait: '30s' });
  *
- * See sdk/README.md.
+ * Self-contained (Node ≥ 20, one dependency: tar-stream); nothing here imports the server's source. See sdk/README.md.
  */
 export {
   AegisClient,
   type AegisClientOptions,
+  type CreateKeyOptions,
+  type DeployAgentResult,
+  type FollowLogsOptions,
+  type ListExecutionsOptions,
+  type LogStreamItem,
+  type LogsOptions,
+  parseRetryAfter,
+  type RetryOptions,
+  type WaitOptions,
+} from './client.ts';
+export { AegisApiError, type AegisApiErrorInit, type ApiProblem, isAegisApiError } from './errors.ts';
+export {
+  type BundleLimits,
+  DEFAULT_BUNDLE_LIMITS,
+  entryPathProblem,
+  type PackAgentOptions,
+  type PackedAgent,
+  packAgent,
+} from './pack.ts';
+export { type SseEvent, SseParser } from './sse.ts';
+export {
   type AgentDetail,
   type AgentRevision,
   type AgentSummary,
   type ApiKey,
   type AuditEntry,
   type CreatedKey,
-  type CreateKeyOptions,
+  type CreateExecutionBody,
+  type CreateKeyBody,
   type DeployResult,
+  type ErrorBody,
+  EXECUTION_STATUSES,
   type Execution,
   type ExecutionList,
   type ExecutionStatus,
-  type FollowLogsOptions,
   type HealthStatus,
-  type ListExecutionsOptions,
+  isTerminalStatus,
   type LogLine,
   type LogPage,
-  type LogStreamItem,
-  type LogsOptions,
-  parseRetryAfter,
-  type RetryOptions,
+  type PoolView,
   type RollbackResult,
+  SCOPES,
   type Scope,
-  type WaitOptions,
-} from './client.ts';
-export { AegisApiError, type AegisApiErrorInit, type ApiProblem, isAegisApiError } from './errors.ts';
-export { type SseEvent, SseParser } from './sse.ts';
+  TERMINAL_STATUSES,
+  type Violation,
+} from './wire.ts';

@@ -1,0 +1,209 @@
+/**
+ * The REST API's shapes, as the SDK sees them: plain types written here, so the package stands alone (nothing is
+ * imported from the server's source). test/sdk-wire.test.ts holds them equal to the server's zod schemas
+ * (src/api/http/schemas.ts, the source of /openapi.json), so they cannot drift apart.
+ */
+
+/** Every status an execution goes through; the last five are terminal. */
+export const EXECUTION_STATUSES = [
+  'created',
+  'queued',
+  'running',
+  'succeeded',
+  'failed',
+  'timeout',
+  'oom',
+  'killed',
+] as const;
+export type ExecutionStatus = (typeof EXECUTION_STATUSES)[number];
+
+/** The statuses an execution ends in. */
+export const TERMINAL_STATUSES: readonly ExecutionStatus[] = [
+  'succeeded',
+  'failed',
+  'timeout',
+  'oom',
+  'killed',
+];
+
+/** True when `status` is one an execution ends in (nothing changes after it). */
+export function isTerminalStatus(status: string): boolean {
+  return (TERMINAL_STATUSES as readonly string[]).includes(status);
+}
+
+/** What an API key may do. */
+export const SCOPES = ['admin', 'deploy', 'execute', 'read'] as const;
+export type Scope = (typeof SCOPES)[number];
+
+/** The REST error body: `{"error": {code, message, details}}`. */
+export interface ErrorBody {
+  error: {
+    /** Stable error code (`NOT_FOUND`, `MANIFEST_INVALID`, `QUEUE_FULL`, …). */
+    code: string;
+    message: string;
+    /** `hint`, `problems` (each with a JSON path), `retryAfterMs`, … */
+    details: Record<string, unknown>;
+  };
+}
+
+export interface Violation {
+  kind: 'limit' | 'network' | 'filesystem';
+  rule: string;
+  message: string;
+  count?: number | undefined;
+}
+
+export interface Execution {
+  /** `ex_…` */
+  id: string;
+  agent: { name: string; version: string; revision: number | null };
+  runtime: string;
+  status: ExecutionStatus;
+  exitCode: number | null;
+  /** Why it ended as it did (`timeout after 10s`, …); null while running or when it succeeded. */
+  reason: string | null;
+  input: unknown;
+  output: unknown;
+  violations: Violation[];
+  createdAt: string;
+  startedAt: string | null;
+  finishedAt: string | null;
+  durationMs: number | null;
+}
+
+export interface ExecutionList {
+  executions: Execution[];
+  /** Pass as `cursor` for the next page; null at the end. */
+  nextCursor: string | null;
+}
+
+export interface LogLine {
+  seq: number;
+  ts: string;
+  stream: 'stdout' | 'stderr' | 'system';
+  text: string;
+}
+
+export interface LogPage {
+  lines: LogLine[];
+  status: ExecutionStatus;
+  /** Pass as `after` to continue. */
+  nextAfter: number;
+}
+
+export interface AgentRevision {
+  agent: string;
+  revision: number;
+  version: string;
+  digest: string;
+  sizeBytes: number;
+  description: string | null;
+  createdAt: string;
+  deployedBy: string;
+}
+
+export interface AgentSummary {
+  name: string;
+  activeRevision: number;
+  active: AgentRevision;
+  revisions: number;
+  createdAt: string;
+  updatedAt: string;
+}
+
+/** One warm pool of an agent revision on the server's node. */
+export interface PoolView {
+  agent: string;
+  revision: number;
+  /** spec.scaling.warm (or the server override). */
+  target: number;
+  /** Instances warm and ready now. */
+  warm: number;
+  spawning: number;
+  /** cold: no instance ready (scaled to zero or filling). */
+  state: 'warm' | 'cold';
+  idleTimeoutMs: number;
+  lastUsedAt: string;
+}
+
+export interface AgentDetail {
+  agent: AgentSummary;
+  /** Newest first. */
+  revisions: AgentRevision[];
+  pools: PoolView[];
+}
+
+export interface AgentList {
+  agents: AgentSummary[];
+}
+
+export interface RevisionList {
+  revisions: AgentRevision[];
+}
+
+export interface DeployResult {
+  agent: AgentSummary;
+  revision: AgentRevision;
+  /** false: the same bundle was already the active revision; nothing changed. */
+  created: boolean;
+}
+
+export interface RollbackResult {
+  agent: AgentSummary;
+  /** The revision that was active before. */
+  from: number;
+}
+
+export interface ApiKey {
+  id: string;
+  name: string;
+  /** The first characters of the key, to recognise it. */
+  prefix: string;
+  scopes: Scope[];
+  rateLimit: { perSecond: number; burst: number } | null;
+  createdAt: string;
+  revokedAt: string | null;
+  lastUsedAt: string | null;
+}
+
+export interface KeyList {
+  keys: ApiKey[];
+}
+
+export interface CreateKeyBody {
+  name: string;
+  scopes: Scope[];
+  /** `20/s`, `600/m,burst=50`. */
+  rate?: string | undefined;
+}
+
+export interface CreatedKey {
+  /** Shown once; only its hash is stored. */
+  key: string;
+  record: ApiKey;
+}
+
+export interface CreateExecutionBody {
+  /** Agent name, optionally with `@revision` or `@version`. */
+  agent: string;
+  /** JSON handed to the agent on stdin and /run/aegis/input.json. */
+  input?: unknown;
+}
+
+export interface AuditEntry {
+  seq: number;
+  ts: string;
+  execution: string | null;
+  kind: string;
+  data: Record<string, unknown>;
+  prevHash: string;
+  hash: string;
+}
+
+export interface AuditList {
+  entries: AuditEntry[];
+}
+
+export interface HealthStatus {
+  status: 'ok' | 'starting' | 'draining';
+}
