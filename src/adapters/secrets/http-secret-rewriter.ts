@@ -1,5 +1,5 @@
 /**
- * The egress proxy's secrets hook (`HttpRequestRewriter`, see SECRETS HOOK in adapters/egress/proxy.ts): swaps
+ * The egress proxy's secrets hook (`HttpRequestRewriter`, see SECRETS HOOK in adapters/egress/options.ts): swaps
  * this execution's placeholders for the real values in allowed plain-HTTP requests toward the hosts each secret is
  * bound to — header values, the request target's path/query (URL-encoded), and (through `bodyHook`, the proxy's
  * `rewriteHttpBody`) Content-Length bodies up to a cap, with `Content-Length` recomputed. Chunked, length-less and
