@@ -10,7 +10,8 @@ import type net from 'node:net';
 import { formatIp } from '../../domain/policy/ip.ts';
 import { formatHostPort, parseHost, violationMessage } from '../../domain/policy/network-rules.ts';
 import { type Attempt, errorCode, malformed, type ProxyCore, pseudoDecision } from './core.ts';
-import { type HttpRequestHead, MAX_BUFFERED_BODY_BYTES } from './options.ts';
+import { type HttpRequestHead, MAX_BUFFERED_BODY_BYTES, type ResponseScrub } from './options.ts';
+import { forwardScrubbed } from './response-scrub.ts';
 import { parseHttpTarget } from './target.ts';
 
 /** Headers that describe one hop, not the request (RFC 9110 §7.6.1), plus the proxy's own. */
@@ -98,8 +99,14 @@ export async function handleHttpRequest(
     return;
   }
 
-  const headers = endToEndHeaders(req.rawHeaders).filter(([name]) => name.toLowerCase() !== 'host');
+  const scrubber = core.options.scrubHttpResponse;
+  const headers = endToEndHeaders(req.rawHeaders).filter(
+    ([name]) =>
+      name.toLowerCase() !== 'host' && !(scrubber !== undefined && name.toLowerCase() === 'accept-encoding'),
+  );
   headers.unshift(['Host', target.authority]);
+  // ── RESPONSE SCRUBBING: see HttpResponseScrubber. A body the proxy need not decode is the cheapest to scrub. ──
+  if (scrubber !== undefined) headers.push(['Accept-Encoding', 'identity']);
   if (req.headers['transfer-encoding'] !== undefined) headers.push(['Transfer-Encoding', 'chunked']);
   headers.push(['Connection', 'close']);
   let requestHead: HttpRequestHead = {
@@ -218,6 +225,28 @@ export async function handleHttpRequest(
     createConnection: () => upstream,
   });
   upstreamRequest.on('response', (upstreamResponse) => {
+    if (scrubber !== undefined) {
+      let scrub: ResponseScrub;
+      try {
+        scrub = scrubber.begin(requestHead);
+      } catch (error) {
+        attempt.error = `scrub-failed: ${errorCode(error)}`;
+        upstream.destroy();
+        respond(502, `network: the response from ${attempt.requested} cannot be checked for secrets`);
+        return;
+      }
+      forwardScrubbed({
+        attempt,
+        scrub,
+        request: requestHead,
+        upstreamResponse,
+        headers: endToEndHeaders(upstreamResponse.rawHeaders),
+        res,
+        upstream,
+        respond,
+      });
+      return;
+    }
     try {
       res.writeHead(
         upstreamResponse.statusCode ?? 502,

@@ -80,6 +80,33 @@ export interface HttpBodyRewriter {
   ): { head: HttpRequestHead; body: Buffer } | Promise<{ head: HttpRequestHead; body: Buffer }>;
 }
 
+/** One plain-HTTP response being scrubbed (see `HttpResponseScrubber`). */
+export interface ResponseScrub {
+  /** A header name or value, or the status message, as Node's parser decodes them (latin1: one char per byte). */
+  text(text: string): string;
+  /** The next body bytes (decoded if they had a `Content-Encoding`); returns what may go to the client now. */
+  push(chunk: Buffer): Buffer;
+  /** The rest of the body, once the upstream's body has ended. */
+  end(): Buffer;
+}
+
+/**
+ * ── RESPONSE SCRUBBING (the secrets hook's response half) ─────────────────────────────────────────────────────
+ * When set, every plain-HTTP response — from any host, not only bound ones — passes through a `ResponseScrub`
+ * before anything of it reaches the client: the status message, every header name and value (a header whose name
+ * changes is dropped), and the body as a stream. Requests go upstream with `Accept-Encoding: identity`; a body that
+ * still comes back with a `Content-Encoding` is decoded (gzip, x-gzip, deflate, br; zstd where node:zlib has it)
+ * and forwarded decoded, without `Content-Encoding`; any other coding is refused with 502 (the decision event
+ * carries `error: "unscrubbable-encoding: <coding>"`). A scrubbed body is sent chunked (`Content-Length` dropped,
+ * and digests such as `Content-MD5` with it, since the bytes may change). Responses without a body (HEAD, 1xx,
+ * 204, 304) keep their framing headers. Throwing (e.g. the ledger is unavailable) cuts the response.
+ * CONNECT and SOCKS5 streams are opaque and never scrubbed. Default: none (responses are piped unchanged).
+ */
+export interface HttpResponseScrubber {
+  /** Called once per response, with the request head as it was sent upstream. */
+  begin(head: HttpRequestHead): ResponseScrub;
+}
+
 /** The proxy never buffers a request body larger than this, whatever `HttpBodyRewriter.wants` says. */
 export const MAX_BUFFERED_BODY_BYTES = 16 * 1024 * 1024;
 
@@ -99,6 +126,8 @@ export interface EgressProxyOptions {
   readonly rewriteHttpRequest?: HttpRequestRewriter;
   /** Plain-HTTP Content-Length body rewriting (the secrets hook's body half). @default none: bodies stream */
   readonly rewriteHttpBody?: HttpBodyRewriter;
+  /** Plain-HTTP response scrubbing (see `HttpResponseScrubber`). @default none: responses are piped unchanged */
+  readonly scrubHttpResponse?: HttpResponseScrubber;
   /** Which plain-HTTP requests go upstream over TLS (see `HttpTlsUpgrade`). @default none */
   readonly upgradeHttpToTls?: HttpTlsUpgrade;
   /** Trusted CA certificates (PEM) for upgraded requests. @default the system's CAs (Node's default store) */
@@ -126,6 +155,7 @@ export interface CompiledProxyOptions {
   readonly resolve: Resolver;
   readonly rewriteHttpRequest: HttpRequestRewriter;
   readonly rewriteHttpBody: HttpBodyRewriter | undefined;
+  readonly scrubHttpResponse: HttpResponseScrubber | undefined;
   readonly upgradeHttpToTls: HttpTlsUpgrade | undefined;
   readonly tlsCa: string | Buffer | readonly (string | Buffer)[] | undefined;
   readonly maxConnections: number;
@@ -166,6 +196,7 @@ export function withDefaults(options: EgressProxyOptions): CompiledProxyOptions 
     resolve: options.resolve ?? systemResolve,
     rewriteHttpRequest: options.rewriteHttpRequest ?? ((head) => head),
     rewriteHttpBody: options.rewriteHttpBody,
+    scrubHttpResponse: options.scrubHttpResponse,
     upgradeHttpToTls: options.upgradeHttpToTls,
     tlsCa: options.tlsCa,
     maxConnections: positive(options.maxConnections, 256, 'maxConnections'),

@@ -38,9 +38,11 @@ export {
   type HttpBodyRewriter,
   type HttpRequestHead,
   type HttpRequestRewriter,
+  type HttpResponseScrubber,
   type HttpTlsUpgrade,
   MAX_BUFFERED_BODY_BYTES,
   type Resolver,
+  type ResponseScrub,
   systemResolve,
   withDefaults,
 } from './options.ts';
