@@ -202,10 +202,15 @@ export async function handleHttpRequest(
       return;
     }
   }
-  upstream.once('close', () => {
+  // The attempt is reported once the upstream connection closed — and, for a scrubbed response, once its body
+  // pipeline settled too, so a decoding or scrubbing error is in the event.
+  let unsettled = 1;
+  const settle = () => {
+    if (--unsettled > 0) return;
     if (core.closing) attempt.error ??= 'proxy-closed';
     core.finish(attempt);
-  });
+  };
+  upstream.once('close', settle);
   if (res.closed || !res.socket || res.socket.destroyed) {
     upstream.destroy();
     return;
@@ -235,7 +240,9 @@ export async function handleHttpRequest(
         respond(502, `network: the response from ${attempt.requested} cannot be checked for secrets`);
         return;
       }
+      unsettled++;
       forwardScrubbed({
+        onSettled: settle,
         attempt,
         scrub,
         request: requestHead,

@@ -55,6 +55,8 @@ export interface ScrubbedResponse {
   readonly upstream: net.Socket;
   /** Answers the client with a proxy error (only while nothing of the response was sent). */
   readonly respond: (status: number, body: string) => void;
+  /** Called once, when the response was refused or its body pipeline has settled (ended or failed). */
+  readonly onSettled: () => void;
 }
 
 /**
@@ -75,6 +77,7 @@ export function forwardScrubbed(r: ScrubbedResponse): void {
       502,
       `network: ${attempt.requested} sent a body in Content-Encoding "${unknown.slice(0, 64)}", which the proxy cannot decode to remove secrets from it; ask for "identity" (or gzip, deflate, br)`,
     );
+    r.onSettled();
     return;
   }
   let headers: [string, string][];
@@ -93,11 +96,13 @@ export function forwardScrubbed(r: ScrubbedResponse): void {
     attempt.error = `bad-response: ${errorCode(error)}`;
     upstream.destroy();
     r.respond(502, `network: ${attempt.requested} sent a response the proxy cannot forward`);
+    r.onSettled();
     return;
   }
   if (!body) {
     upstreamResponse.resume();
     res.end();
+    r.onSettled();
     return;
   }
   const decoders = codings.reverse().map((coding) => {
@@ -128,8 +133,10 @@ export function forwardScrubbed(r: ScrubbedResponse): void {
     },
   });
   pipeline([upstreamResponse, ...decoders, scrubber, res], (error) => {
-    if (!error) return;
-    upstream.destroy();
-    res.destroy();
+    if (error) {
+      upstream.destroy();
+      res.destroy();
+    }
+    r.onSettled();
   });
 }
