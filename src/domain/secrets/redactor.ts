@@ -43,6 +43,9 @@ export interface RedactedSpan {
   readonly names: readonly string[];
 }
 
+/** Largest dense transition table a `Redactor` builds (cells of 4 bytes: 16 MiB); larger ones use maps. */
+const MAX_DFA_CELLS = 4 * 1024 * 1024;
+
 /** Shortest base64 fragment matched inside longer base64 text (shorter ones would match by chance). */
 const MIN_BASE64_CORE = 6;
 
@@ -123,6 +126,14 @@ export class Redactor {
   readonly #outName: string[] = [''];
   /** Length of the pattern prefix each state stands for. */
   readonly #depth: number[] = [0];
+  /**
+   * The same automaton compiled to a dense DFA (failure links resolved) over the alphabet the patterns use:
+   * `#delta[state * #classes + #classOf[code]]`; class 0 is "in no pattern" and always leads back to the root.
+   * Built while small enough (`MAX_DFA_CELLS`); otherwise matching walks the maps and failure links.
+   */
+  #delta: Int32Array | undefined;
+  #classOf: Uint16Array | undefined;
+  #classes = 0;
 
   constructor(secrets: readonly SecretValue[], options: RedactorOptions = {}) {
     this.#replacement = options.replacement ?? defaultReplacement;
@@ -173,6 +184,36 @@ export class Redactor {
         queue.push(to);
       }
     }
+    this.#compile(queue);
+  }
+
+  #compile(order: readonly number[]): void {
+    const codes: number[] = [0];
+    const classOf = new Uint16Array(65536);
+    for (const transitions of this.#next) {
+      for (const code of transitions.keys()) {
+        if (classOf[code] === 0) {
+          classOf[code] = codes.length;
+          codes.push(code);
+        }
+      }
+    }
+    const classes = codes.length;
+    if (this.#next.length * classes > MAX_DFA_CELLS || classes >= 65536) return;
+    const delta = new Int32Array(this.#next.length * classes);
+    // Breadth-first, so a state's failure state (shallower) is complete before the state itself.
+    for (const state of [0, ...order]) {
+      const transitions = this.#next[state]!;
+      const base = state * classes;
+      const fallback = this.#fail[state]! * classes;
+      for (let cls = 1; cls < classes; cls++) {
+        const to = transitions.get(codes[cls]!);
+        delta[base + cls] = to !== undefined ? to : state === 0 ? 0 : delta[fallback + cls]!;
+      }
+    }
+    this.#delta = delta;
+    this.#classOf = classOf;
+    this.#classes = classes;
   }
 
   /** The spans to redact, sorted, non-overlapping (overlapping occurrences merged). */
@@ -188,17 +229,25 @@ export class Redactor {
     const spans: { start: number; end: number; names: Set<string> }[] = [];
     if (this.maxLength === 0) return { spans: [], tail: 0 };
     let state = 0;
+    const delta = this.#delta;
+    const classOf = this.#classOf!;
+    const classes = this.#classes;
+    const outLength = this.#outLength;
     for (let i = 0; i < text.length; i++) {
       const code = text.charCodeAt(i);
-      for (;;) {
-        const to = this.#next[state]!.get(code);
-        if (to !== undefined) {
-          state = to;
-          break;
+      if (delta !== undefined) {
+        state = delta[state * classes + classOf[code]!]!;
+        if (outLength[state] === 0) continue;
+      } else
+        for (;;) {
+          const to = this.#next[state]!.get(code);
+          if (to !== undefined) {
+            state = to;
+            break;
+          }
+          if (state === 0) break;
+          state = this.#fail[state]!;
         }
-        if (state === 0) break;
-        state = this.#fail[state]!;
-      }
       const length = this.#outLength[state]!;
       if (length === 0) continue;
       let start = i + 1 - length;
