@@ -7,6 +7,8 @@
  *   listener on 127.0.0.1 (`proxy.serve()`, as the sandbox reaches it); the clients use the TCP listener.
  * - Clients: Node's `http` client, a new connection per request (as agents behind an HTTP proxy do), in the main
  *   thread with the proxy (which shares the orchestrator's event loop the same way).
+ * - Response scrubbing (ADR 0018): a second proxy, identical but for one secret (so every plain-HTTP response is
+ *   scanned for its value in all its encodings and re-framed chunked), measured beside the first in the same run.
  *
  * Standalone: `node bench/scenarios/egress.ts [--quick]`.
  */
@@ -17,6 +19,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { type EgressDecisionEvent, EgressProxy } from '../../src/adapters/egress/proxy.ts';
+import { HttpSecretScrubber } from '../../src/adapters/secrets/http-response-scrubber.ts';
 import { compileNetworkPolicy } from '../../src/domain/policy/network-rules.ts';
 import type { BenchOptions, Scenario, ScenarioReport } from '../lib/scenario.ts';
 import { formatMs, percentile } from '../lib/stats.ts';
@@ -141,6 +144,7 @@ export async function runEgressBench(opts: {
   const dir = mkdtempSync(join(tmpdir(), 'aegis-bench-egress-'));
   const decisions: EgressDecisionEvent[] = [];
   let proxy: EgressProxy | undefined;
+  let scrubbing: EgressProxy | undefined;
   try {
     const port = await new Promise<number>((resolve, reject) => {
       origin.once('message', (value: number) => resolve(value));
@@ -156,12 +160,30 @@ export async function runEgressBench(opts: {
       onDecision: (event) => decisions.push(event),
     });
     await proxy.listen();
-    const tcp = net.createServer({ allowHalfOpen: true });
-    proxy.serve(tcp);
-    const proxyPort = await new Promise<number>((resolve, reject) => {
-      tcp.once('error', reject);
-      tcp.listen(0, '127.0.0.1', () => resolve((tcp.address() as net.AddressInfo).port));
+    const serveTcp = async (served: EgressProxy) => {
+      const tcp = net.createServer({ allowHalfOpen: true });
+      served.serve(tcp);
+      return await new Promise<number>((resolve, reject) => {
+        tcp.once('error', reject);
+        tcp.listen(0, '127.0.0.1', () => resolve((tcp.address() as net.AddressInfo).port));
+      });
+    };
+    const proxyPort = await serveTcp(proxy);
+    // The same proxy with one secret in the execution: every plain-HTTP response is scrubbed.
+    scrubbing = new EgressProxy({
+      execution: 'ex_bench_egress_scrub',
+      policy: compiled.policy,
+      onDecision: (event) => decisions.push(event),
+      scrubHttpResponse: new HttpSecretScrubber({
+        placeholders: new Map([
+          [
+            `aegis-secret:BENCH_KEY:${'0'.repeat(32)}`,
+            { name: 'BENCH_KEY', value: 'sk-bench-0123456789abcdef0123456789abcdef' },
+          ],
+        ]),
+      }),
     });
+    const scrubPort = await serveTcp(scrubbing);
     const socketPath = proxy.socketPath!;
 
     let proxied = 0;
@@ -173,6 +195,16 @@ export async function runEgressBench(opts: {
       return get({
         host: '127.0.0.1',
         port: proxyPort,
+        path: `http://${target}${path}`,
+        headers: { Host: target },
+        agent: false,
+      });
+    };
+    const forwardScrubbed = (path: string) => {
+      proxied++;
+      return get({
+        host: '127.0.0.1',
+        port: scrubPort,
         path: `http://${target}${path}`,
         headers: { Host: target },
         agent: false,
@@ -209,6 +241,7 @@ export async function runEgressBench(opts: {
       ['direct, new connection', direct],
       ['proxy HTTP forward (TCP listener)', forward],
       ['proxy HTTP forward (unix socket)', forwardUnix],
+      ['proxy HTTP forward + response scrubbing (TCP)', forwardScrubbed],
     ];
     const samples = new Map<string, number[]>(simple.map(([name]) => [name, []]));
     const tunnelSetup: number[] = [];
@@ -260,6 +293,7 @@ export async function runEgressBench(opts: {
       ['direct, keep-alive (context)', () => directKeepAlive('/small')],
       ['direct, new connection', () => direct('/small')],
       ['proxy HTTP forward', () => forward('/small')],
+      ['proxy HTTP forward + response scrubbing', () => forwardScrubbed('/small')],
       ['proxy CONNECT (tunnel + request)', () => tunnelled('/small')],
     ] as const) {
       await new Promise((resolve) => setTimeout(resolve, 200)); // let the previous variant's sockets close
@@ -270,6 +304,8 @@ export async function runEgressBench(opts: {
     log(`egress: bandwidth, ${downloads} downloads of 1 MiB per variant`);
     const bigDirect: number[] = [];
     const bigTunnel: number[] = [];
+    const bigForward: number[] = [];
+    const bigScrubbed: number[] = [];
     for (let i = 0; i < downloads + 3; i++) {
       let started = performance.now();
       if ((await direct('/big')) !== BIG_BYTES) throw new Error('direct /big: short body');
@@ -278,6 +314,12 @@ export async function runEgressBench(opts: {
       const [, , bytes] = await tunnelled('/big');
       if (bytes !== BIG_BYTES) throw new Error('CONNECT /big: short body');
       if (i >= 3) bigTunnel.push(performance.now() - started);
+      started = performance.now();
+      if ((await forward('/big')) !== BIG_BYTES) throw new Error('forward /big: short body');
+      if (i >= 3) bigForward.push(performance.now() - started);
+      started = performance.now();
+      if ((await forwardScrubbed('/big')) !== BIG_BYTES) throw new Error('scrubbed /big: short body');
+      if (i >= 3) bigScrubbed.push(performance.now() - started);
     }
     const bandwidthRow = (variant: string, times: number[]) => {
       const total = times.reduce((sum, value) => sum + value, 0);
@@ -297,6 +339,8 @@ export async function runEgressBench(opts: {
     const bandwidth = [
       bandwidthRow('direct, new connection', bigDirect),
       bandwidthRow('proxy CONNECT tunnel (setup included)', bigTunnel),
+      bandwidthRow('proxy HTTP forward', bigForward),
+      bandwidthRow('proxy HTTP forward + response scrubbing', bigScrubbed),
     ];
     keepAlive.destroy();
 
@@ -304,8 +348,9 @@ export async function runEgressBench(opts: {
     const waitUntil = Date.now() + 5_000;
     while (decisions.length < proxied && Date.now() < waitUntil)
       await new Promise((resolve) => setTimeout(resolve, 10));
-    await proxy.close();
+    await Promise.all([proxy.close(), scrubbing.close()]);
     proxy = undefined;
+    scrubbing = undefined;
     const allowed = decisions.filter((event) => event.verdict === 'allow').length;
     const errors = decisions.filter((event) => event.error !== undefined).length;
     if (decisions.length !== proxied || allowed !== proxied) {
@@ -328,6 +373,7 @@ export async function runEgressBench(opts: {
     };
   } finally {
     if (proxy) await proxy.close();
+    if (scrubbing) await scrubbing.close();
     await origin.terminate();
     rmSync(dir, { recursive: true, force: true });
   }

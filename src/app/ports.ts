@@ -70,7 +70,8 @@ export interface SecretUseEvent {
   readonly host: string;
   readonly port: number;
   readonly injected: boolean;
-  readonly where: 'header' | 'path' | 'body';
+  /** `response`: the value came back from upstream and was replaced by the placeholder (`reason: reflected`). */
+  readonly where: 'header' | 'path' | 'body' | 'response';
   readonly reason?: string;
 }
 

@@ -1,5 +1,5 @@
 /**
- * The egress proxy's secrets hook (`HttpRequestRewriter`, see SECRETS HOOK in adapters/egress/proxy.ts): swaps
+ * The egress proxy's secrets hook (`HttpRequestRewriter`, see SECRETS HOOK in adapters/egress/options.ts): swaps
  * this execution's placeholders for the real values in allowed plain-HTTP requests toward the hosts each secret is
  * bound to — header values, the request target's path/query (URL-encoded), and (through `bodyHook`, the proxy's
  * `rewriteHttpBody`) Content-Length bodies up to a cap, with `Content-Length` recomputed. Chunked, length-less and
@@ -31,7 +31,8 @@ import type {
   HttpTlsUpgrade,
 } from '../egress/proxy.ts';
 
-export type SecretUseSite = 'header' | 'path' | 'body';
+/** Where a placeholder was seen (`response`: a value came back from upstream and was scrubbed). */
+export type SecretUseSite = 'header' | 'path' | 'body' | 'response';
 
 /** One secret seen in one request: injected toward a bound host, or a placeholder sent elsewhere (not injected). */
 export interface SecretUse {
@@ -40,7 +41,10 @@ export interface SecretUse {
   readonly port: number;
   readonly injected: boolean;
   readonly where: SecretUseSite;
-  /** Why it was not injected: `unbound-host`, `cleartext`, `unsafe-header-value`, `body-not-rewritable`. */
+  /**
+   * Why it was not injected: `unbound-host`, `cleartext`, `unsafe-header-value`, `body-not-rewritable`;
+   * `reflected` for `where: 'response'` (the value came back in a response and was replaced by the placeholder).
+   */
   readonly reason?: string;
 }
 

@@ -136,9 +136,9 @@ export type SecretUseData = {
   readonly port: number;
   /** True: the value replaced the placeholder; false: the placeholder went out unchanged or the request was refused. */
   readonly injected: boolean;
-  /** `header`, `path` or `body`. */
+  /** `header`, `path`, `body`, or `response` (a value reflected by upstream, scrubbed before the sandbox). */
   readonly where: string;
-  /** Why not injected: `unbound-host`, `cleartext`, `unsafe-header-value`, `body-not-rewritable`. */
+  /** Why not injected: `unbound-host`, `cleartext`, `unsafe-header-value`, `body-not-rewritable`, `reflected`. */
   readonly reason: string | null;
 };
 

@@ -8,7 +8,7 @@ import {
   planSecrets,
   substitute,
 } from './placeholder.ts';
-import { createStreamRedactor, Redactor } from './redactor.ts';
+import { createByteStreamRedactor, createStreamRedactor, Redactor, secretEncodings } from './redactor.ts';
 import {
   compileSecretBindings,
   type SecretBinding,
@@ -216,10 +216,80 @@ describe('Redactor', () => {
     }
     const stream = createStreamRedactor(redactor);
     const long = 'a'.repeat(1000);
-    assert.equal(stream.push(long).length, 1000 - (redactor.maxLength - 1));
-    assert.equal(stream.end().length, redactor.maxLength - 1);
+    // Only a tail that could begin a value is held back, never more than the longest pattern minus one.
+    const first = stream.push(long);
+    assert.ok(first.length >= 1000 - (redactor.maxLength - 1), `held back ${1000 - first.length}`);
+    assert.equal(first + stream.end(), long);
+    const plain = createStreamRedactor(redactor);
+    assert.equal(plain.push('nothing to hold back ~'), 'nothing to hold back ~');
   });
 
+  it('redacts hex (both cases), \\u-escaped JSON, strictly percent-encoded and URL-encoded base64 forms', () => {
+    const value = "key(é)/x'y!z*";
+    const r = new Redactor([{ name: 'K', value }]);
+    const bytes = Buffer.from(value);
+    const forms = [
+      bytes.toString('hex'),
+      bytes.toString('hex').toUpperCase(),
+      JSON.stringify(value).slice(1, -1).replace('é', '\\u00e9'), // Python json.dumps
+      JSON.stringify(value).slice(1, -1).replace('/', '\\/'), // PHP json_encode
+      encodeURIComponent(value).replace(/[!'()*]/g, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`),
+      encodeURIComponent(bytes.toString('base64')),
+    ];
+    for (const form of forms) assert.equal(r.redact(`<${form}>`), '<[REDACTED:K]>', form);
+  });
+});
+
+describe('createByteStreamRedactor (the egress proxy response scanner)', () => {
+  const value = 'sk-live-Ünïcode/+=?&"\\ z-0123456789';
+  const placeholder = `aegis-secret:K:${'ab'.repeat(16)}`;
+  const redactor = new Redactor([{ name: 'K', value }], { bytes: true, replacement: () => placeholder });
+  const forms = secretEncodings(value);
+
+  it('matches the UTF-8 bytes of every form, whatever the rest of the body is', () => {
+    for (const form of forms) {
+      const body = Buffer.concat([Buffer.from([0xff, 0x00, 0xc3]), Buffer.from(form), Buffer.from(' end')]);
+      const stream = createByteStreamRedactor(redactor);
+      const out = Buffer.concat([stream.push(body), stream.end()]);
+      assert.deepEqual(
+        out,
+        Buffer.concat([Buffer.from([0xff, 0x00, 0xc3]), Buffer.from(placeholder), Buffer.from(' end')]),
+        form,
+      );
+    }
+  });
+
+  it('catches every form split across two chunks at every byte position', () => {
+    for (const form of forms) {
+      const body = Buffer.from(`HTTP body before ${form} and after`);
+      const expected = Buffer.from(`HTTP body before ${placeholder} and after`);
+      for (let split = 0; split <= body.length; split++) {
+        const names: string[] = [];
+        const stream = createByteStreamRedactor(redactor, (span) => names.push(...span.names));
+        const first = stream.push(body.subarray(0, split));
+        const second = stream.push(body.subarray(split));
+        const last = stream.end();
+        assert.deepEqual(Buffer.concat([first, second, last]), expected, `${form} split at ${split}`);
+        assert.deepEqual(names, ['K']);
+        // No emitted piece holds a prefix of the form long enough to matter: the match was held back whole.
+        assert.ok(!first.toString('latin1').includes(Buffer.from(form).toString('latin1')));
+      }
+    }
+  });
+
+  it('catches a form fed one byte at a time, and holds back only a tail that could begin a value', () => {
+    const body = Buffer.from(`x${Buffer.from(value).toString('hex')}y`);
+    const stream = createByteStreamRedactor(redactor);
+    const pieces: Buffer[] = [];
+    for (const byte of body) pieces.push(stream.push(Buffer.from([byte])));
+    pieces.push(stream.end());
+    assert.equal(Buffer.concat(pieces).toString(), `x${placeholder}y`);
+    const idle = createByteStreamRedactor(redactor);
+    assert.equal(idle.push(Buffer.from('data: {"token": 1}\n\n')).toString(), 'data: {"token": 1}\n\n');
+  });
+});
+
+describe('Redactor, empty', () => {
   it('an empty redactor passes text through', () => {
     const r = new Redactor([]);
     assert.equal(r.redact('abc'), 'abc');

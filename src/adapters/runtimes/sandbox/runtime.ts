@@ -57,6 +57,7 @@ import type { NetworkPolicy } from '../../../domain/policy/network-rules.ts';
 import { formatBytes } from '../../../domain/units.ts';
 import { listenInNetns } from '../../egress/netns-listener.ts';
 import { EgressProxy } from '../../egress/proxy.ts';
+import { HttpSecretScrubber } from '../../secrets/http-response-scrubber.ts';
 import { HttpSecretRewriter } from '../../secrets/http-secret-rewriter.ts';
 import { type BwrapMount, buildBwrapArgs } from './bwrap-args.ts';
 import {
@@ -721,6 +722,12 @@ export class SandboxRuntime implements Runtime {
                   rewriteHttpRequest: rewriter.rewriteHead,
                   rewriteHttpBody: rewriter.bodyHook,
                   upgradeHttpToTls: rewriter.upgradesToTls,
+                  // Every plain-HTTP response, from any host: a value reflected by upstream comes back as its
+                  // placeholder (ADR 0018).
+                  scrubHttpResponse: new HttpSecretScrubber({
+                    placeholders: secrets.placeholders,
+                    onSecretUse: (use) => secrets.onSecretUse(use),
+                  }),
                 };
               })()
             : {}),
