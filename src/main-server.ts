@@ -117,7 +117,8 @@ export async function startServer(
     ...(env['AEGIS_CGROUP_PARENT'] ? { cgroupParent: env['AEGIS_CGROUP_PARENT'] } : {}),
     ...(env['AEGIS_NODE_BINARY'] ? { nodeBinary: env['AEGIS_NODE_BINARY'] } : {}),
   });
-  const bundles = new DirAgentBundles({ dir: bundleDir(env) });
+  const bundlesDir = bundleDir(env);
+  const bundles = new DirAgentBundles({ dir: bundlesDir });
   const metrics = new PrometheusMetrics();
   const events = new ExecutionEvents();
   const maxConcurrent = options.maxConcurrent ?? availableParallelism();
@@ -193,6 +194,11 @@ export async function startServer(
     pools,
     keyDeps,
     gate: new AuthGate(keyDeps, options.rate ?? { perSecond: 50, burst: 100 }),
+    serverPaths: [
+      { path: config.home, shownAs: '$AEGIS_HOME' },
+      { path: bundlesDir, shownAs: '<bundle-dir>' },
+      { path: runtime.scratchRoot, shownAs: '<scratch-dir>' },
+    ],
     ready: () => ready && executions.stats().accepting,
   };
   const adminKeyFile = options.adminKeyFile ?? join(config.home, 'admin.key');

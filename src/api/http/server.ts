@@ -26,6 +26,7 @@ import {
   httpStatusOf,
   requestValidationError,
   retryAfterSeconds,
+  type ServerPath,
   toAegisError,
 } from '../errors.ts';
 import { kTransport, registerGrpcServices } from '../grpc/services.ts';
@@ -162,10 +163,10 @@ function discardBody(raw: FastifyRequest['raw'], maxBytes: number): Promise<void
   });
 }
 
-function sendError(reply: FastifyReply, error: AegisError): FastifyReply {
+function sendError(reply: FastifyReply, error: AegisError, serverPaths: readonly ServerPath[]): FastifyReply {
   const retry = retryAfterSeconds(error);
   if (retry !== undefined) void reply.header('retry-after', String(retry));
-  return reply.code(httpStatusOf(error)).type('application/json').send(errorBody(error));
+  return reply.code(httpStatusOf(error)).type('application/json').send(errorBody(error, serverPaths));
 }
 
 /** Maps Fastify's own errors (body parsing, limits, media types) onto AegisErrors. */
@@ -185,6 +186,14 @@ function fastifyErrorToAegis(error: unknown): AegisError {
       return new AegisError('USAGE', 'the JSON body is empty', { hint: 'send a JSON object, e.g. {}' });
     case 'FST_ERR_CTP_INVALID_CONTENT_LENGTH':
       return new AegisError('USAGE', 'Content-Length does not match the body');
+    case 'FST_ERR_MAX_PARAM_LENGTH':
+      return new AegisError('USAGE', 'a path parameter of the URL is longer than 100 characters', {
+        hint: 'names and ids are at most 100 characters; GET /openapi.json lists the API',
+      });
+    case 'FST_ERR_BAD_URL':
+      return new AegisError('USAGE', 'the URL is malformed (bad percent-encoding?)', {
+        hint: 'percent-encode path parameters as UTF-8',
+      });
     default:
       break;
   }
@@ -209,11 +218,17 @@ export async function buildHttpApi(
   options: HttpApiOptions,
 ): Promise<{ app: FastifyInstance; listeners: Listeners }> {
   const log = options.log ?? ((entry) => process.stderr.write(`${JSON.stringify(entry)}\n`));
+  const serverPaths = ctx.serverPaths ?? [];
   let listeners: Listeners | undefined;
   const app = Fastify({
     logger: false,
     bodyLimit: options.jsonBodyLimitBytes ?? 1024 * 1024,
     return503OnClosing: true,
+    // The router's own refusals (a path parameter over maxParamLength, a malformed URL) answer in our error format,
+    // bounded like every other error, instead of Fastify's default that echoes the whole URL.
+    frameworkErrors: (error, _request, reply) => {
+      void sendError(reply, fastifyErrorToAegis(error), serverPaths);
+    },
     serverFactory: (handler) => {
       listeners = sniffingListeners(handler);
       return listeners.tcp as unknown as http.Server;
@@ -244,7 +259,7 @@ export async function buildHttpApi(
         error: String((error as Error).stack ?? error),
       });
     }
-    return sendError(reply, aegis);
+    return sendError(reply, aegis, serverPaths);
   });
   app.setNotFoundHandler((request, reply) =>
     sendError(
@@ -252,6 +267,7 @@ export async function buildHttpApi(
       new AegisError('NOT_FOUND', `no route ${request.method} ${request.url.split('?')[0]}`, {
         hint: 'GET /openapi.json lists the API',
       }),
+      serverPaths,
     ),
   );
   app.addHook('onResponse', async (request, reply) => {
@@ -364,7 +380,7 @@ export async function buildHttpApi(
       }
     } catch (error) {
       const aegis = toAegisError(error);
-      await write(`event: error\ndata: ${JSON.stringify(errorBody(aegis))}\n\n`).catch(() => {});
+      await write(`event: error\ndata: ${JSON.stringify(errorBody(aegis, serverPaths))}\n\n`).catch(() => {});
     } finally {
       clearInterval(heartbeat);
       streams.delete(controller);
