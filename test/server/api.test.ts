@@ -415,7 +415,7 @@ for (const backend of ['sqlite', 'postgres'] as Backend[]) {
         [id],
       );
 
-      const metrics = await api(server, 'GET', '/metrics');
+      const metrics = await api(server, 'GET', '/metrics', { key: keys.read });
       assert.equal(metrics.status, 200);
       assert.match(metrics.text, /aegis_executions_total\{status="succeeded"\} [1-9]/);
       assert.match(metrics.text, /aegis_executions_total\{status="killed"\} 1/);

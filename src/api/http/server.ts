@@ -1,5 +1,6 @@
 /**
- * The orchestrator's network face: one Fastify app serving REST (/v1, /openapi.json, /healthz, /readyz, /metrics)
+ * The orchestrator's network face: one Fastify app serving REST (/v1, /openapi.json, /healthz, /readyz, /metrics
+ * — the last with the `read` scope)
  * and gRPC / gRPC-Web / Connect (aegis.v1.*) on the same TCP port, and the same app on a unix socket for the local
  * user.
  *
@@ -19,6 +20,7 @@ import { fastifyConnectPlugin } from '@connectrpc/connect-fastify';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import type { PrometheusMetrics } from '../../adapters/metrics/prometheus.ts';
 import { followLogs } from '../../app/follow-logs.ts';
+import { requireScope } from '../../domain/auth/api-key.ts';
 import { AegisError } from '../../domain/errors.ts';
 import type { ApiContext } from '../context.ts';
 import {
@@ -398,9 +400,12 @@ export async function buildHttpApi(
     }
     return reply.send({ status: 'ok' });
   });
-  app.get('/metrics', async (_request, reply) =>
-    reply.type(options.metrics.contentType()).send(await options.metrics.text()),
-  );
+  // Metrics describe the node's load and every agent's traffic: they need the `read` scope like the rest of the
+  // API (Prometheus sends a key with `authorization: {credentials_file: …}`); only /healthz and /readyz are open.
+  app.get('/metrics', async (request, reply) => {
+    requireScope(await principalOf(request), 'read', 'reading metrics');
+    return reply.type(options.metrics.contentType()).send(await options.metrics.text());
+  });
 
   await app.register(fastifyConnectPlugin, {
     routes: (router) => registerGrpcServices(router, ctx),
