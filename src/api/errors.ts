@@ -82,16 +82,18 @@ export function publicError(error: AegisError, serverPaths: readonly ServerPath[
   if (error.code === 'INTERNAL') return new AegisError('INTERNAL', INTERNAL_MESSAGE);
   const paths = [...serverPaths].sort((a, b) => b.path.length - a.path.length);
   const text = (value: string, max: number) => boundText(redact(value, paths), max);
-  const problems = error.problems.slice(0, MAX_PROBLEMS).map((problem) => {
-    const { message, path, file, hint, ...rest } = problem;
-    return {
-      ...rest,
-      message: text(message, MAX_ERROR_FIELD_CHARS),
-      path: text(path, MAX_ERROR_FIELD_CHARS),
-      ...(file === undefined ? {} : { file: text(file, MAX_ERROR_FIELD_CHARS) }),
-      ...(hint === undefined ? {} : { hint: text(hint, MAX_ERROR_FIELD_CHARS) }),
-    };
-  });
+  // Field by field in their original order (clients and tests read them as written).
+  const problems = error.problems
+    .slice(0, MAX_PROBLEMS)
+    .map(
+      (problem) =>
+        Object.fromEntries(
+          Object.entries(problem).map(([key, value]) => [
+            key,
+            typeof value === 'string' ? text(value, MAX_ERROR_FIELD_CHARS) : value,
+          ]),
+        ) as unknown as Problem,
+    );
   return new AegisError(error.code, text(error.message, MAX_ERROR_MESSAGE_CHARS), {
     problems,
     details: safeValue(error.details, paths, 0) as Record<string, unknown>,
