@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything AEGIS needs on a Debian/Ubuntu host, idempotently:
 #   - Debian packages: bubblewrap (the sandbox), python3 (for python agents), util-linux (nsenter, for egress),
-#     curl and openssl (used by the tests)                                       [as root; else prints the command]
+#     curl and openssl (used by the tests), prometheus (promtool and a real scrape in test/server/metrics.test.ts)
+#                                                                                [as root; else prints the command]
 #   - the `aegis-sandbox` system user sandboxes run as                         [as root]
 #   - npm dependencies, including the pinned Node 24 (the `node` npm package)
 # Safe to run again: each step checks first and does nothing when already done.
@@ -17,6 +18,7 @@ command -v bwrap >/dev/null 2>&1 || need_pkgs+=(bubblewrap)
 command -v nsenter >/dev/null 2>&1 || need_pkgs+=(util-linux)   # egress: enters each sandbox's network namespace
 command -v curl >/dev/null 2>&1 || need_pkgs+=(curl)            # egress tests drive curl through the proxy
 command -v openssl >/dev/null 2>&1 || need_pkgs+=(openssl)      # TLS tests make throwaway certificates
+command -v promtool >/dev/null 2>&1 || need_pkgs+=(prometheus)  # /metrics tests: promtool check metrics, a scrape
 
 if [ "${#need_pkgs[@]}" -gt 0 ]; then
   if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
@@ -30,7 +32,7 @@ if [ "${#need_pkgs[@]}" -gt 0 ]; then
     exit 3
   fi
 else
-  say "Debian packages present (bubblewrap, python3, util-linux, curl, openssl)"
+  say "Debian packages present (bubblewrap, python3, util-linux, curl, openssl, prometheus)"
 fi
 
 if [ "$(id -u)" -eq 0 ]; then

@@ -4,7 +4,7 @@
  * so CLI commands that don't serve never load Fastify, Connect or pg (CLI start time).
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
-import { availableParallelism, homedir } from 'node:os';
+import { availableParallelism, homedir, totalmem } from 'node:os';
 import { join, resolve } from 'node:path';
 import { nodeHasher } from './adapters/audit/node-key.ts';
 import { DirAgentBundles } from './adapters/bundle/agent-bundles.ts';
@@ -23,6 +23,7 @@ import { Executions } from './app/executions.ts';
 import type { AuditLog, Store } from './app/ports.ts';
 import { WarmPools } from './app/warm-pools.ts';
 import type { RateLimit } from './domain/auth/api-key.ts';
+import { type DeployCeilings, defaultDeployCeilings } from './domain/policy/deploy-ceilings.ts';
 import {
   AEGIS_VERSION,
   type AegisConfig,
@@ -54,6 +55,11 @@ export interface ServerOptions {
   readonly poolIdleTimeoutMs?: number;
   /** Default per-key request rate. @default 50/s, burst 100 */
   readonly rate?: RateLimit;
+  /**
+   * Ceilings on what a non-admin (`deploy`) key may deploy; each field unset takes its default from the host's
+   * capacity (`defaultDeployCeilings`: memory ≤ half the RAM, cpu ≤ cores, 4096 pids, disk ≤ 4 GiB, timeout ≤ 1h).
+   */
+  readonly deployCeilings?: Partial<DeployCeilings>;
   /** Where the first admin key is written (0600). @default $AEGIS_HOME/admin.key */
   readonly adminKeyFile?: string;
   /** One JSON object per log event. @default JSON lines on stderr */
@@ -121,7 +127,8 @@ export async function startServer(
     ...(env['AEGIS_CGROUP_PARENT'] ? { cgroupParent: env['AEGIS_CGROUP_PARENT'] } : {}),
     ...(env['AEGIS_NODE_BINARY'] ? { nodeBinary: env['AEGIS_NODE_BINARY'] } : {}),
   });
-  const bundles = new DirAgentBundles({ dir: bundleDir(env) });
+  const bundlesDir = bundleDir(env);
+  const bundles = new DirAgentBundles({ dir: bundlesDir });
   const metrics = new PrometheusMetrics();
   const events = new ExecutionEvents(systemClock);
   const maxConcurrent = options.maxConcurrent ?? availableParallelism();
@@ -192,11 +199,20 @@ export async function startServer(
       bundles,
       audit,
       clock: systemClock,
+      ceilings: {
+        ...defaultDeployCeilings({ cores: availableParallelism(), memoryBytes: totalmem() }),
+        ...options.deployCeilings,
+      },
       onAgentChanged: (name, change) => void syncPools(name, change),
     },
     pools,
     keyDeps,
     gate: new AuthGate(keyDeps, options.rate ?? { perSecond: 50, burst: 100 }),
+    serverPaths: [
+      { path: config.home, shownAs: '$AEGIS_HOME' },
+      { path: bundlesDir, shownAs: '<bundle-dir>' },
+      { path: runtime.scratchRoot, shownAs: '<scratch-dir>' },
+    ],
     ready: () => ready && executions.stats().accepting,
   };
   const adminKeyFile = options.adminKeyFile ?? join(config.home, 'admin.key');

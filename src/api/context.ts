@@ -12,6 +12,7 @@ import type { WarmPools } from '../app/warm-pools.ts';
 import { LOCAL_PRINCIPAL, type Principal, type RateLimit } from '../domain/auth/api-key.ts';
 import { TokenBuckets } from '../domain/auth/token-bucket.ts';
 import { AegisError } from '../domain/errors.ts';
+import type { ServerPath } from './errors.ts';
 
 export interface ApiContext {
   readonly store: Store;
@@ -24,6 +25,8 @@ export interface ApiContext {
   readonly gate: AuthGate;
   /** Warm pools, when the server keeps any (their state is shown with each agent). */
   readonly pools?: WarmPools;
+  /** Server directories (AEGIS_HOME, bundles, scratch) that error answers name instead of showing. */
+  readonly serverPaths?: readonly ServerPath[];
   /** True once startup recovery finished and until shutdown begins (readiness). */
   ready(): boolean;
 }

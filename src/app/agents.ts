@@ -5,7 +5,9 @@
  * Deploy policy for remote callers: a bundle is untrusted input from whoever holds a `deploy` key. Two manifest
  * features reach beyond the bundle and are reserved to `admin` keys: host paths outside the bundle
  * (`security.filesystem` / mounts) and server secrets (`spec.secrets`) — otherwise a deploy key could read the
- * server's files or send its secrets to a host of the deployer's choosing.
+ * server's files or send its secrets to a host of the deployer's choosing. And a non-admin deploy stays under the
+ * server's ceilings (domain/policy/deploy-ceilings.ts): limits, and no network rules reaching the node's own or
+ * private addresses.
  */
 import { AUDIT_KINDS } from '../domain/audit/entry.ts';
 import { hasScope, type Principal, requireScope } from '../domain/auth/api-key.ts';
@@ -20,6 +22,7 @@ import {
 import { AegisError } from '../domain/errors.ts';
 import type { CompiledAgent } from '../domain/manifest/compiled.ts';
 import { isWithin } from '../domain/paths.ts';
+import { checkDeployCeilings, type DeployCeilings } from '../domain/policy/deploy-ceilings.ts';
 import type { AgentBundles, AuditLog, Clock, Store } from './ports.ts';
 
 export interface AgentDeps {
@@ -27,6 +30,11 @@ export interface AgentDeps {
   readonly bundles: AgentBundles;
   readonly audit: AuditLog;
   readonly clock: Pick<Clock, 'now'>;
+  /**
+   * What a non-admin deploy may ask for (limits, and no network rules reaching loopback/private/link-local/metadata
+   * addresses). Undefined: no ceilings (local use; the server always sets them).
+   */
+  readonly ceilings?: DeployCeilings;
   /** Told after an agent's active revision changed (deploy, rollback) or it was deleted — warm pools follow. */
   readonly onAgentChanged?: (name: string, change: 'activated' | 'deleted') => void;
 }
@@ -47,7 +55,11 @@ export function notFoundAgent(name: string): AegisError {
 }
 
 /** Refuses manifest features reserved to admins (see the file header). */
-function checkDeployPolicy(principal: Principal, agent: CompiledAgent): void {
+function checkDeployPolicy(
+  principal: Principal,
+  agent: CompiledAgent,
+  ceilings: DeployCeilings | undefined,
+): void {
   const inside = (path: string) => isWithin(path, agent.agentDir);
   // A relative source that climbs out of the bundle (`../data`) lands among other bundles: never what was meant.
   const bundlesRoot = agent.agentDir.slice(0, agent.agentDir.lastIndexOf('/')) || '/';
@@ -76,6 +88,7 @@ function checkDeployPolicy(principal: Principal, agent: CompiledAgent): void {
       { hint: 'ask an admin to deploy this agent' },
     );
   }
+  if (ceilings !== undefined) checkDeployCeilings(agent, ceilings);
 }
 
 export async function deployAgent(
@@ -95,7 +108,7 @@ export async function deployAgent(
   const digest = bundles.digest(bundle);
   const agent = await bundles.open(digest, bundle);
   try {
-    checkDeployPolicy(principal, agent);
+    checkDeployPolicy(principal, agent, deps.ceilings);
   } catch (error) {
     // Nothing references a refused bundle: don't keep its unpacked copy.
     if ((await store.readBundle(digest)) === undefined) await bundles.forget(digest);

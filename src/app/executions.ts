@@ -17,6 +17,7 @@ import {
 } from '../domain/deployment.ts';
 import { AegisError } from '../domain/errors.ts';
 import { type ExecutionRecord, type ExecutionStatus, isTerminal } from '../domain/execution.ts';
+import { checkInputDepth } from '../domain/input-bounds.ts';
 import type { CompiledAgent } from '../domain/manifest/compiled.ts';
 import { loadRevision, notFoundAgent } from './agents.ts';
 import type { ExecutionEvents } from './execution-events.ts';
@@ -116,6 +117,7 @@ export class Executions {
 
   async submit(principal: Principal, request: SubmitRequest): Promise<ExecutionRecord> {
     requireScope(principal, 'execute', 'starting an execution');
+    checkInputDepth(request.input);
     if (!this.#accepting) {
       throw new AegisError('UNAVAILABLE', 'the server is shutting down and accepts no new executions', {
         hint: 'retry against another node or after the restart',

@@ -9,6 +9,7 @@
  * every connection attempt through the egress proxy becomes a `network.connect` entry as it is decided; denied ones
  * also become `network` violations on the record, one per (destination, rule) with a count.
  */
+
 import { AUDIT_KINDS, type NetworkConnectData, type SecretUseData } from '../domain/audit/entry.ts';
 import { AegisError, isAegisError } from '../domain/errors.ts';
 import {
@@ -18,6 +19,7 @@ import {
   type TerminalStatus,
   type Violation,
 } from '../domain/execution.ts';
+import { checkInputDepth } from '../domain/input-bounds.ts';
 import type { CompiledAgent } from '../domain/manifest/compiled.ts';
 import type { NetworkPolicy } from '../domain/policy/network-rules.ts';
 import { placeholderMap, planSecrets } from '../domain/secrets/placeholder.ts';
@@ -146,6 +148,7 @@ export async function runAgent(deps: RunAgentDeps, request: RunAgentRequest): Pr
   const iso = (ms: number) => new Date(ms).toISOString();
   const id = request.queued?.id ?? ids.executionId();
   if (request.queued === undefined) {
+    checkInputDepth(request.input);
     await store.createExecution({
       id,
       agent: { name: agent.name, version: agent.version },

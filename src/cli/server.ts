@@ -6,7 +6,8 @@
 import type { Command } from 'commander';
 import { parseRateLimit } from '../domain/auth/api-key.ts';
 import { AegisError } from '../domain/errors.ts';
-import { parseDuration } from '../domain/units.ts';
+import type { DeployCeilings } from '../domain/policy/deploy-ceilings.ts';
+import { type ParseResult, parseCpu, parseDuration, parseSize } from '../domain/units.ts';
 
 interface ServerFlags {
   listen: string;
@@ -18,6 +19,29 @@ interface ServerFlags {
   maxSandboxes?: string;
   warm?: string;
   poolIdleTimeout?: string;
+  maxAgentCpu?: string;
+  maxAgentMemory?: string;
+  maxAgentPids?: string;
+  maxAgentDisk?: string;
+  maxAgentTimeout?: string;
+}
+
+/** `--max-agent-*`: the ceilings of non-admin deploys; unset ones default from the host (see main-server.ts). */
+function deployCeilings(flags: ServerFlags): Partial<DeployCeilings> {
+  const parsed = (text: string | undefined, flag: string, parse: (t: string) => ParseResult) => {
+    if (text === undefined) return undefined;
+    const result = parse(text);
+    if (!result.ok) throw new AegisError('USAGE', `${flag}: ${result.error}`);
+    return result.value;
+  };
+  const ceilings: Partial<Record<keyof DeployCeilings, number | undefined>> = {
+    cpuMillis: parsed(flags.maxAgentCpu, '--max-agent-cpu', parseCpu),
+    memoryBytes: parsed(flags.maxAgentMemory, '--max-agent-memory', parseSize),
+    pids: flags.maxAgentPids === undefined ? undefined : positiveInt(flags.maxAgentPids, '--max-agent-pids'),
+    diskBytes: parsed(flags.maxAgentDisk, '--max-agent-disk', parseSize),
+    timeoutMs: parsed(flags.maxAgentTimeout, '--max-agent-timeout', parseDuration),
+  };
+  return Object.fromEntries(Object.entries(ceilings).filter(([, v]) => v !== undefined));
 }
 
 function parseListen(text: string): { host: string; port: number } {
@@ -73,6 +97,7 @@ async function commandServer(flags: ServerFlags): Promise<number> {
     ...(flags.poolIdleTimeout === undefined
       ? {}
       : { poolIdleTimeoutMs: durationMs(flags.poolIdleTimeout, '--pool-idle-timeout') }),
+    deployCeilings: deployCeilings(flags),
   });
   const { requeued, failed } = server.recovered;
   if (requeued.length + failed.length > 0) {
@@ -132,6 +157,14 @@ export function registerServerCommand(
       '--pool-idle-timeout <duration>',
       "scale warm pools to zero after this idle time (overrides agents')",
     )
+    .option(
+      '--max-agent-cpu <cpu>',
+      'most CPU a non-admin deploy may ask for, e.g. 2 or 500m (default: cores)',
+    )
+    .option('--max-agent-memory <size>', 'most memory a non-admin deploy may ask for (default: half the RAM)')
+    .option('--max-agent-pids <n>', 'most processes a non-admin deploy may ask for (default: 4096)')
+    .option('--max-agent-disk <size>', 'largest /workspace a non-admin deploy may ask for (default: 4Gi)')
+    .option('--max-agent-timeout <duration>', 'longest timeout a non-admin deploy may ask for (default: 1h)')
     .option('--drain-timeout <duration>', 'on SIGTERM, how long running executions may finish', '30s')
     .action((flags: ServerFlags) => run(() => commandServer(flags)));
 }

@@ -53,7 +53,9 @@ describe('warm pools on aegis server', () => {
       };
       const pool = async (name: string) => (await call('GET', `/v1/agents/${name}`))['pools'][0];
       const metric = async (pattern: RegExp) => {
-        const text = await (await fetch(`${server.url}/metrics`)).text();
+        const text = await (
+          await fetch(`${server.url}/metrics`, { headers: { authorization: `Bearer ${key}` } })
+        ).text();
         return Number(pattern.exec(text)?.[1] ?? 0);
       };
       const warmInstances = () => {

@@ -91,3 +91,17 @@ describe('manifest loader: located errors', () => {
     assert.equal(p?.line, 15);
   });
 });
+
+describe('hostile YAML', () => {
+  it('refuses an alias bomb with a located error instead of expanding it', () => {
+    let bomb = `${VALID}x0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n`;
+    for (let i = 1; i < 9; i++)
+      bomb += `x${i}: &a${i} [${Array(9)
+        .fill(`*a${i - 1}`)
+        .join(', ')}]\n`;
+    const [problem, ...rest] = problems(bomb);
+    assert.deepEqual(rest, []);
+    assert.match(problem!.message, /aliases expand too much/);
+    assert.deepEqual({ file: problem!.file, line: problem!.line }, { file: 'agent.yaml', line: 15 }); // x1, the first alias
+  });
+});

@@ -4,7 +4,7 @@
  */
 import { readFile, realpath } from 'node:fs/promises';
 import { dirname, relative, resolve } from 'node:path';
-import { isMap, isPair, isScalar, isSeq, LineCounter, type Node, parseDocument } from 'yaml';
+import { isMap, isPair, isScalar, isSeq, LineCounter, type Node, parseDocument, visit } from 'yaml';
 import { AegisError, type Problem } from '../../domain/errors.ts';
 import { type PathSegment, parsePath } from '../../domain/json-path.ts';
 import { type CompiledAgent, compileManifest } from '../../domain/manifest/compiled.ts';
@@ -19,6 +19,20 @@ export interface LoadedManifest {
 }
 
 const MAX_MANIFEST_BYTES = 1024 * 1024;
+/** The yaml package's guard against alias bombs: the most alias expansions one manifest may need. */
+const MAX_ALIAS_COUNT = 100;
+
+/** The first alias (`*name`) in document order, to point at when expansion is refused. */
+function firstAlias(root: Node | null): Node | undefined {
+  let found: Node | undefined;
+  visit(root as Node, {
+    Alias(_key, node) {
+      found = node;
+      return visit.BREAK;
+    },
+  });
+  return found;
+}
 
 function displayPath(file: string): string {
   const rel = relative(process.cwd(), file);
@@ -111,7 +125,25 @@ export function parseManifestText(
     throw manifestError(problems, shown);
   }
 
-  const value: unknown = doc.toJS({ maxAliasCount: 100 });
+  let value: unknown;
+  try {
+    value = doc.toJS({ maxAliasCount: MAX_ALIAS_COUNT });
+  } catch (error) {
+    // The yaml package refuses alias expansion past maxAliasCount ("billion laughs"): a user error, not a bug.
+    const alias = firstAlias(doc.contents as Node | null);
+    throw manifestError(
+      [
+        {
+          file: shown,
+          ...locate(alias?.range?.[0]),
+          path: '',
+          message: `YAML aliases expand too much (${(error as Error).message}); at most ${MAX_ALIAS_COUNT} alias expansions are allowed`,
+          hint: 'write the values out instead of nesting anchors and aliases (*name) inside each other',
+        },
+      ],
+      shown,
+    );
+  }
   const result = validateManifestValue(value);
   if (!result.ok) {
     const problems = result.problems.map((problem) => {

@@ -25,8 +25,14 @@ export class PrometheusMetrics implements ExecutionMetrics {
   readonly #http: Counter<'method' | 'route' | 'status'>;
 
   constructor(options: { defaultMetrics?: boolean } = {}) {
-    if (options.defaultMetrics ?? true)
+    if (options.defaultMetrics ?? true) {
       collectDefaultMetrics({ register: this.registry, prefix: 'aegis_process_' });
+      // prom-client names three gauges `…_total`, which `promtool check metrics` rejects (only counters end in
+      // _total). They are the sums of the per-type gauges kept beside them: sum(aegis_process_nodejs_active_handles).
+      for (const name of ['active_handles', 'active_requests', 'active_resources']) {
+        this.registry.removeSingleMetric(`aegis_process_nodejs_${name}_total`);
+      }
+    }
     this.#finished = new Counter({
       name: 'aegis_executions_total',
       help: 'Executions that reached a terminal status, by status',

@@ -29,6 +29,7 @@ import {
 } from '../../domain/execution.ts';
 import type { ApiContext } from '../context.ts';
 import { decodeCursor, encodeCursor } from '../cursor.ts';
+import { publicError, type ServerPath } from '../errors.ts';
 import {
   type Agent,
   type AgentRevision as AgentRevisionMessage,
@@ -67,7 +68,7 @@ export function registerGrpcServices(
   options: GrpcServicesOptions = {},
 ): void {
   const fail = (error: unknown, call: HandlerContext): ConnectError => {
-    const mapped = toConnectError(error);
+    const mapped = toConnectError(error, ctx.serverPaths);
     if (mapped.code === Code.Internal && !(error instanceof ConnectError)) {
       options.onInternalError?.(error, `${call.service.typeName}/${call.method.name}`);
     }
@@ -200,9 +201,10 @@ function admit(ctx: ApiContext, call: HandlerContext): Promise<Principal> {
 }
 
 /** AegisError → its gRPC code and message (details in `aegis-error-details`); anything else → a generic internal. */
-export function toConnectError(error: unknown): ConnectError {
-  if (error instanceof ConnectError) return error;
-  if (error instanceof AegisError) {
+export function toConnectError(unsafe: unknown, serverPaths: readonly ServerPath[] = []): ConnectError {
+  if (unsafe instanceof ConnectError) return unsafe;
+  if (unsafe instanceof AegisError) {
+    const error = publicError(unsafe, serverPaths);
     const info = ERROR_CODES[error.code];
     const body = {
       code: error.code,
@@ -212,14 +214,14 @@ export function toConnectError(error: unknown): ConnectError {
       ...(Object.keys(error.details).length > 0 && { details: error.details }),
     };
     const metadata = new Headers({ [ERROR_DETAILS_HEADER]: asciiJson(body) });
-    return new ConnectError(error.message, info.grpcCode as Code, metadata, undefined, error);
+    return new ConnectError(error.message, info.grpcCode as Code, metadata, undefined, unsafe);
   }
   return new ConnectError(
     'internal error: the server failed to handle this request',
     Code.Internal,
     undefined,
     undefined,
-    error,
+    unsafe,
   );
 }
 

@@ -125,7 +125,16 @@ export function buildOpenApi(info: { version: string }): Json {
   paths['/readyz'] = open('Readiness: recovered and accepting (503 while starting or draining)', {
     $ref: COMPONENT_REF('Health'),
   });
-  paths['/metrics'] = open('Prometheus metrics', { type: 'string' }, 'text/plain');
+  paths['/metrics'] = {
+    get: {
+      summary: 'Prometheus metrics (text exposition); needs the read scope',
+      responses: {
+        200: { description: 'OK', content: { 'text/plain': { schema: { type: 'string' } } } },
+        401: { description: 'no key, or an unknown or revoked one' },
+        403: { description: 'the key lacks the read scope' },
+      },
+    },
+  };
   paths['/openapi.json'] = open('This document', { type: 'object' });
   return {
     openapi: '3.1.0',

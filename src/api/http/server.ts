@@ -1,5 +1,6 @@
 /**
- * The orchestrator's network face: one Fastify app serving REST (/v1, /openapi.json, /healthz, /readyz, /metrics)
+ * The orchestrator's network face: one Fastify app serving REST (/v1, /openapi.json, /healthz, /readyz, /metrics
+ * — the last with the `read` scope)
  * and gRPC / gRPC-Web / Connect (aegis.v1.*) on the same TCP port, and the same app on a unix socket for the local
  * user.
  *
@@ -19,6 +20,7 @@ import { fastifyConnectPlugin } from '@connectrpc/connect-fastify';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import type { PrometheusMetrics } from '../../adapters/metrics/prometheus.ts';
 import { followLogs } from '../../app/follow-logs.ts';
+import { requireScope } from '../../domain/auth/api-key.ts';
 import { AegisError } from '../../domain/errors.ts';
 import type { ApiContext } from '../context.ts';
 import {
@@ -26,6 +28,7 @@ import {
   httpStatusOf,
   requestValidationError,
   retryAfterSeconds,
+  type ServerPath,
   toAegisError,
 } from '../errors.ts';
 import { kTransport, registerGrpcServices } from '../grpc/services.ts';
@@ -162,10 +165,10 @@ function discardBody(raw: FastifyRequest['raw'], maxBytes: number): Promise<void
   });
 }
 
-function sendError(reply: FastifyReply, error: AegisError): FastifyReply {
+function sendError(reply: FastifyReply, error: AegisError, serverPaths: readonly ServerPath[]): FastifyReply {
   const retry = retryAfterSeconds(error);
   if (retry !== undefined) void reply.header('retry-after', String(retry));
-  return reply.code(httpStatusOf(error)).type('application/json').send(errorBody(error));
+  return reply.code(httpStatusOf(error)).type('application/json').send(errorBody(error, serverPaths));
 }
 
 /** Maps Fastify's own errors (body parsing, limits, media types) onto AegisErrors. */
@@ -185,6 +188,14 @@ function fastifyErrorToAegis(error: unknown): AegisError {
       return new AegisError('USAGE', 'the JSON body is empty', { hint: 'send a JSON object, e.g. {}' });
     case 'FST_ERR_CTP_INVALID_CONTENT_LENGTH':
       return new AegisError('USAGE', 'Content-Length does not match the body');
+    case 'FST_ERR_MAX_PARAM_LENGTH':
+      return new AegisError('USAGE', 'a path parameter of the URL is longer than 100 characters', {
+        hint: 'names and ids are at most 100 characters; GET /openapi.json lists the API',
+      });
+    case 'FST_ERR_BAD_URL':
+      return new AegisError('USAGE', 'the URL is malformed (bad percent-encoding?)', {
+        hint: 'percent-encode path parameters as UTF-8',
+      });
     default:
       break;
   }
@@ -209,11 +220,17 @@ export async function buildHttpApi(
   options: HttpApiOptions,
 ): Promise<{ app: FastifyInstance; listeners: Listeners }> {
   const log = options.log ?? ((entry) => process.stderr.write(`${JSON.stringify(entry)}\n`));
+  const serverPaths = ctx.serverPaths ?? [];
   let listeners: Listeners | undefined;
   const app = Fastify({
     logger: false,
     bodyLimit: options.jsonBodyLimitBytes ?? 1024 * 1024,
     return503OnClosing: true,
+    // The router's own refusals (a path parameter over maxParamLength, a malformed URL) answer in our error format,
+    // bounded like every other error, instead of Fastify's default that echoes the whole URL.
+    frameworkErrors: (error, _request, reply) => {
+      void sendError(reply, fastifyErrorToAegis(error), serverPaths);
+    },
     serverFactory: (handler) => {
       listeners = sniffingListeners(handler);
       return listeners.tcp as unknown as http.Server;
@@ -244,7 +261,7 @@ export async function buildHttpApi(
         error: String((error as Error).stack ?? error),
       });
     }
-    return sendError(reply, aegis);
+    return sendError(reply, aegis, serverPaths);
   });
   app.setNotFoundHandler((request, reply) =>
     sendError(
@@ -252,6 +269,7 @@ export async function buildHttpApi(
       new AegisError('NOT_FOUND', `no route ${request.method} ${request.url.split('?')[0]}`, {
         hint: 'GET /openapi.json lists the API',
       }),
+      serverPaths,
     ),
   );
   app.addHook('onResponse', async (request, reply) => {
@@ -364,7 +382,7 @@ export async function buildHttpApi(
       }
     } catch (error) {
       const aegis = toAegisError(error);
-      await write(`event: error\ndata: ${JSON.stringify(errorBody(aegis))}\n\n`).catch(() => {});
+      await write(`event: error\ndata: ${JSON.stringify(errorBody(aegis, serverPaths))}\n\n`).catch(() => {});
     } finally {
       clearInterval(heartbeat);
       streams.delete(controller);
@@ -382,9 +400,12 @@ export async function buildHttpApi(
     }
     return reply.send({ status: 'ok' });
   });
-  app.get('/metrics', async (_request, reply) =>
-    reply.type(options.metrics.contentType()).send(await options.metrics.text()),
-  );
+  // Metrics describe the node's load and every agent's traffic: they need the `read` scope like the rest of the
+  // API (Prometheus sends a key with `authorization: {credentials_file: …}`); only /healthz and /readyz are open.
+  app.get('/metrics', async (request, reply) => {
+    requireScope(await principalOf(request), 'read', 'reading metrics');
+    return reply.type(options.metrics.contentType()).send(await options.metrics.text());
+  });
 
   await app.register(fastifyConnectPlugin, {
     routes: (router) => registerGrpcServices(router, ctx),

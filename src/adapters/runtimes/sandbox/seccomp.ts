@@ -4,11 +4,16 @@
  *
  * Policy: default-allow with a deny-list on top (the Docker / Flatpak model). Namespaces, cgroups and the
  * unprivileged uid do the containment; the filter removes kernel surface an agent has no business touching —
- * mounts, namespaces, tracing, keyrings, eBPF, io_uring, kernel modules, clocks, raw netlink/packet sockets.
+ * mounts, namespaces, tracing, keyrings, eBPF, io_uring, kernel modules, clocks. Socket families are the one
+ * allow-list inside it: socket()/socketpair() of anything but AF_UNIX/AF_INET/AF_INET6 fail with EAFNOSUPPORT.
+ * (io_uring's IORING_OP_SOCKET is no side door: io_uring_setup is denied; the 32-bit socketcall is killed by the
+ * arch check; accept() only returns the listener's family.) A refused call is an errno, not an audit event: the
+ * kernel answers it without telling the supervisor (that would need SECCOMP_RET_USER_NOTIF or RET_LOG).
  *
  * Program shape (every jump is short, so the u8 jump offsets never overflow however long the list grows):
  *
- *   A = seccomp_data.arch;  if A != AUDIT_ARCH_<arch> → KILL_PROCESS     (also stops i386 `int 0x80` / AArch32)
+ *   A = seccomp_data.arch;  if A != AUDIT_ARCH_<arch> → KILL_PROCESS     (also stops i386 `int 0x80` / AArch32,
+ *                                                                          and so socketcall(2), which has no rule)
  *   A = seccomp_data.nr;    x86-64 only: if A >= 0x40000000 → KILL_PROCESS (the x32 ABI aliases every syscall)
  *   for each denied syscall:  if A == nr → { [argument test] → RET action }   (one short block each)
  *   RET ALLOW
@@ -70,8 +75,18 @@ const CLONE_NEWNET = 0x40000000;
 const CLONE_NAMESPACE_FLAGS =
   CLONE_NEWNS | CLONE_NEWCGROUP | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNET;
 
-const AF_NETLINK = 16;
-const AF_PACKET = 17;
+/**
+ * The only socket families an agent may create. Network namespaces isolate these (abstract AF_UNIX names are per
+ * network namespace too); other families are not all isolated — AF_VSOCK is host-global (a channel to the
+ * hypervisor and to guests), AF_NETLINK configures the kernel, AF_PACKET/AF_XDP see raw frames, and most of the
+ * rest (AF_KEY, AF_ALG, AF_RDS, AF_TIPC, AF_CAN, AF_BLUETOOTH…) are kernel surface with CVE records and no use here.
+ */
+export const ALLOWED_SOCKET_FAMILIES: Readonly<Record<string, number>> = {
+  AF_UNIX: 1,
+  AF_INET: 2,
+  AF_INET6: 10,
+};
+const SOCKET_FAMILY_ALLOW_LIST = Object.values(ALLOWED_SOCKET_FAMILIES);
 const TIOCSTI = 0x5412;
 const TIOCLINUX = 0x541c;
 /** personality(2) values that change nothing: PER_LINUX, and 0xffffffff which only queries. */
@@ -190,14 +205,14 @@ export const DENIED_SYSCALLS: Readonly<Record<string, DeniedSyscall>> = {
   socket: {
     nr: { x86_64: 41, aarch64: 198 },
     errno: 'EAFNOSUPPORT',
-    when: { arg: 0, oneOf: [AF_NETLINK, AF_PACKET] },
-    why: 'only AF_NETLINK (kernel configuration interfaces) and AF_PACKET (raw frames); unix/inet/inet6 stay allowed',
+    when: { arg: 0, noneOf: SOCKET_FAMILY_ALLOW_LIST },
+    why: 'every family but AF_UNIX/AF_INET/AF_INET6: AF_VSOCK is host-global, AF_NETLINK/AF_PACKET/AF_XDP reach the kernel and raw frames',
   },
   socketpair: {
     nr: { x86_64: 53, aarch64: 199 },
     errno: 'EAFNOSUPPORT',
-    when: { arg: 0, oneOf: [AF_NETLINK, AF_PACKET] },
-    why: 'only AF_NETLINK and AF_PACKET, as for socket',
+    when: { arg: 0, noneOf: SOCKET_FAMILY_ALLOW_LIST },
+    why: 'every family but AF_UNIX/AF_INET/AF_INET6, as for socket',
   },
   ioctl: {
     nr: { x86_64: 16, aarch64: 29 },
