@@ -100,6 +100,18 @@ describe('buildBwrapArgs', () => {
     assert.ok(indexOfPair(byFd, '--remount-ro', '/') > indexOfPair(byFd, '--bind-fd', '11', '/out'));
   });
 
+  it('copies small files into the root with --file (no bind, so no host path in mountinfo)', () => {
+    const withFiles = buildBwrapArgs({
+      ...plan,
+      generatedEtc: {},
+      files: { '/etc/passwd': { fd: 12, mode: 0o644 } },
+    });
+    assert.notEqual(indexOfPair(withFiles, '--perms', '0644', '--file', '12', '/etc/passwd'), -1);
+    assert.ok(
+      indexOfPair(withFiles, '--remount-ro', '/') > indexOfPair(withFiles, '--file', '12', '/etc/passwd'),
+    );
+  });
+
   it('passes seccomp, info and block fds and ends with the argv after --', () => {
     assert.notEqual(indexOfPair(args, '--seccomp', '3'), -1);
     assert.notEqual(indexOfPair(args, '--info-fd', '4'), -1);

@@ -26,8 +26,13 @@ export interface BwrapPlan {
   readonly mergedUsr: boolean;
   /** Host /etc entries bound read-only at the same path. */
   readonly etcFiles: readonly string[];
-  /** Synthesised /etc files: target → host file. */
+  /** Synthesised /etc files: target → host file (bound). */
   readonly generatedEtc: Readonly<Record<string, string>>;
+  /**
+   * Small files copied into the sandbox's own root (bwrap `--file`): target → an open descriptor to read and the
+   * mode. Not a mount, so nothing of their host path shows in the agent's /proc/self/mountinfo (ADR 0015).
+   */
+  readonly files?: Readonly<Record<string, { readonly fd: number; readonly mode: number }>>;
   /** Host directory bound read-only at /agent (working directory). */
   readonly agentDir: HostSource;
   /** Host file bound read-only at /run/aegis/input.json. */
@@ -76,6 +81,9 @@ export function buildBwrapArgs(plan: BwrapPlan): string[] {
   }
   for (const file of plan.etcFiles) args.push('--ro-bind', file, file);
   for (const [target, source] of Object.entries(plan.generatedEtc)) args.push('--ro-bind', source, target);
+  for (const [target, file] of Object.entries(plan.files ?? {})) {
+    args.push('--perms', file.mode.toString(8).padStart(4, '0'), '--file', String(file.fd), target);
+  }
   for (const [source, target] of Object.entries(plan.binaries)) args.push('--ro-bind', source, target);
 
   // Kernel interfaces: a private /proc (only the sandbox's processes) and a minimal /dev. bwrap's /dev is a

@@ -20,6 +20,7 @@ import {
   chmodSync,
   chownSync,
   closeSync,
+  constants,
   cpSync,
   existsSync,
   lstatSync,
@@ -513,9 +514,9 @@ export class SandboxRuntime implements Runtime {
       if (insideOwnDir && ownCopy !== undefined && mount.writable) {
         throw new AegisError(
           'RUNTIME_UNAVAILABLE',
-          `${what}: ${real} lies in the agent directory, which the sandbox user ${this.user.name} (uid ${this.user.uid}) cannot reach (it gets a read-only copy), so it cannot be granted writable`,
+          `${what}: ${real} lies in the agent directory, which the sandbox gets as a read-only copy (the sandbox user ${this.user.name} cannot reach it, or it lies in a protected path), so it cannot be granted writable`,
           {
-            hint: `make the agent directory reachable (chmod o+x on its parents) or grant a directory outside it`,
+            hint: 'grant a dedicated directory outside the agent directory (and outside /root and /home) for what the agent writes',
           },
         );
       }
@@ -578,8 +579,11 @@ export class SandboxRuntime implements Runtime {
     held.push(opened.fd);
     if (!opened.stat.isDirectory()) throw changedWhileChecked(what, ownDir, 'it is no longer a directory');
     // bubblewrap resolves the descriptor to the object's current path and binds that as the sandbox uid (then
-    // verifies the result is the object): the uid must reach the path itself, not only read the directory.
-    if (reachable(ownDir, this.user, 'read').ok) return { fd: opened.fd };
+    // verifies the result is the object): the uid must reach the path itself, not only read the directory. An agent
+    // directory inside a protected path (a clone under /home/alice) is copied too, so that its host path — a user
+    // name, say — does not show in the agent's mountinfo (ADR 0015).
+    const insideProtected = checkMountSource(ownDir, this.protectedPaths()).forbidden;
+    if (!insideProtected && reachable(ownDir, this.user, 'read').ok) return { fd: opened.fd };
     const copy = join(dir, 'agent');
     // The trailing slash makes cp follow the magic link itself (and only it: symlinks inside stay symlinks).
     cpSync(`/proc/self/fd/${opened.fd}/`, copy, {
@@ -618,10 +622,7 @@ export class SandboxRuntime implements Runtime {
     const prewarm = spec.prewarm ? planPrewarm(agent.runtime, cold.argv) : undefined;
     if (prewarm) {
       argv = [...prewarm.argv];
-      if (prewarm.shim) {
-        this.ensureScratchRoot();
-        binaries[this.ensureShims()[prewarm.shim]!] = `${SHIM_DIR_INSIDE}/${prewarm.shim}`;
-      }
+      if (prewarm.shim) this.ensureScratchRoot();
     }
     // Descriptors of everything bound by fd; closed once bubblewrap has its copies (or the spawn failed).
     const held: number[] = [];
@@ -647,6 +648,16 @@ export class SandboxRuntime implements Runtime {
     const ownDir = this.ownDirOf(agent);
     this.ensureScratchRoot();
     const generatedEtc = this.ensureStaticEtc();
+    // The synthesised /etc files and the prewarm shim are copied into the sandbox's root (not bound): no host
+    // path of theirs appears in the agent's mountinfo. Host file → [target inside, mode].
+    const copied: [string, string, number][] = Object.entries(generatedEtc).map(([target, file]) => [
+      file,
+      target,
+      0o644,
+    ]);
+    if (prewarm?.shim) {
+      copied.push([this.ensureShims()[prewarm.shim]!, `${SHIM_DIR_INSIDE}/${prewarm.shim}`, 0o644]);
+    }
 
     const id: InstanceId = `sbx_${executionId}`;
     const dir = join(this.scratchRoot, 'sandboxes', executionId);
@@ -694,7 +705,14 @@ export class SandboxRuntime implements Runtime {
         env,
         mergedUsr: this.mergedUsr,
         etcFiles: this.etcFiles,
-        generatedEtc,
+        generatedEtc: {},
+        files: Object.fromEntries(
+          copied.map(([file, target, mode]) => {
+            const fd = openSync(file, constants.O_RDONLY | constants.O_NOFOLLOW);
+            held.push(fd);
+            return [target, { ...slot({ fd }), mode }];
+          }),
+        ),
         agentDir: slot(agentDir),
         inputFile: slot(this.scratchFile(inputFile, held)),
         outputFile: slot(this.scratchFile(outputFile, held)),
