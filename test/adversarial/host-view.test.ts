@@ -23,6 +23,7 @@ report({
     "roots": {l.split(" ")[4]: l.split(" ")[3] for l in lines},
     "passwd": read_text("/etc/passwd"),
     "etc": sorted(os.listdir("/etc")),
+    "fds": {fd: attempt(os.readlink, "/proc/self/fd/" + fd) for fd in os.listdir("/proc/self/fd")},
 })
 `;
 
@@ -54,6 +55,15 @@ describe('adversarial: what the mount table shows of the host', { skip, concurre
     checkNoScratchPaths(roots);
     assert.match(passwd, /^agent:x:1000:1000:/m);
     for (const file of ['passwd', 'group', 'hosts', 'nsswitch.conf']) assert.ok(etc.includes(file), file);
+    // The descriptors bwrap bound (agent dir, I/O files) and copied (/etc files) were closed before the agent ran:
+    // none leads back into the host's filesystem.
+    for (const [fd, link] of Object.entries(result.report['fds'] as Record<string, { value?: string }>)) {
+      const target = link.value ?? '';
+      assert.ok(
+        !target.startsWith('/') || target === '/dev/null' || target.startsWith('/proc/'),
+        `fd ${fd} -> ${target}`,
+      );
+    }
   });
 
   it('an agent directory under /home/<user> shows no /home path; its own read grant works from the copy', async () => {
