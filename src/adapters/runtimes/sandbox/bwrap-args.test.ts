@@ -69,8 +69,8 @@ describe('buildBwrapArgs', () => {
     const shm = indexOfPair(args, '--size', '1048576', '--perms', '1777', '--tmpfs', '/dev/shm');
     assert.ok(shm > indexOfPair(args, '--dev', '/dev'), '/dev/shm must be mounted over bwrap /dev');
     assert.ok(indexOfPair(args, '--remount-ro', '/dev') > shm);
-    assert.notEqual(indexOfPair(args, '--ro-bind', plan.inputFile!, '/run/aegis/input.json'), -1);
-    assert.notEqual(indexOfPair(args, '--bind', plan.outputFile!, '/run/aegis/output.json'), -1);
+    assert.notEqual(indexOfPair(args, '--ro-bind', plan.inputFile as string, '/run/aegis/input.json'), -1);
+    assert.notEqual(indexOfPair(args, '--bind', plan.outputFile as string, '/run/aegis/output.json'), -1);
   });
 
   it('never binds host /etc, /home, /root or /proc wholesale', () => {
@@ -79,6 +79,37 @@ describe('buildBwrapArgs', () => {
       assert.equal(indexOfPair(args, '--ro-bind', forbidden, forbidden), -1, forbidden);
     }
     assert.notEqual(indexOfPair(args, '--proc', '/proc'), -1, 'a fresh procfs for the pid namespace');
+  });
+
+  it('binds opened objects by descriptor: --ro-bind-fd / --bind-fd with the child fd number', () => {
+    const byFd = buildBwrapArgs({
+      ...plan,
+      agentDir: { fd: 7 },
+      inputFile: { fd: 8 },
+      outputFile: { fd: 9 },
+      mounts: [
+        { source: { fd: 10 }, target: '/data', writable: false },
+        { source: { fd: 11 }, target: '/out', writable: true },
+      ],
+    });
+    assert.notEqual(indexOfPair(byFd, '--ro-bind-fd', '7', '/agent'), -1);
+    assert.notEqual(indexOfPair(byFd, '--ro-bind-fd', '8', '/run/aegis/input.json'), -1);
+    assert.notEqual(indexOfPair(byFd, '--bind-fd', '9', '/run/aegis/output.json'), -1);
+    assert.notEqual(indexOfPair(byFd, '--ro-bind-fd', '10', '/data'), -1);
+    assert.notEqual(indexOfPair(byFd, '--bind-fd', '11', '/out'), -1);
+    assert.ok(indexOfPair(byFd, '--remount-ro', '/') > indexOfPair(byFd, '--bind-fd', '11', '/out'));
+  });
+
+  it('copies small files into the root with --file (no bind, so no host path in mountinfo)', () => {
+    const withFiles = buildBwrapArgs({
+      ...plan,
+      generatedEtc: {},
+      files: { '/etc/passwd': { fd: 12, mode: 0o644 } },
+    });
+    assert.notEqual(indexOfPair(withFiles, '--perms', '0644', '--file', '12', '/etc/passwd'), -1);
+    assert.ok(
+      indexOfPair(withFiles, '--remount-ro', '/') > indexOfPair(withFiles, '--file', '12', '/etc/passwd'),
+    );
   });
 
   it('passes seccomp, info and block fds and ends with the argv after --', () => {

@@ -4,8 +4,15 @@
  * builder, so the comparison is flag-for-flag.
  */
 
+/**
+ * A host object to bind: a path bubblewrap resolves itself (system paths only: /usr, /etc files, the runtime's own
+ * root-owned static files), or the descriptor of an object already opened and checked (everything an agent or a
+ * tenant can influence — see mount-source.ts): bubblewrap binds exactly that object (`--bind-fd`).
+ */
+export type HostSource = string | { readonly fd: number };
+
 export interface BwrapMount {
-  readonly source: string;
+  readonly source: HostSource;
   readonly target: string;
   readonly writable: boolean;
 }
@@ -19,14 +26,19 @@ export interface BwrapPlan {
   readonly mergedUsr: boolean;
   /** Host /etc entries bound read-only at the same path. */
   readonly etcFiles: readonly string[];
-  /** Synthesised /etc files: target → host file. */
+  /** Synthesised /etc files: target → host file (bound). */
   readonly generatedEtc: Readonly<Record<string, string>>;
+  /**
+   * Small files copied into the sandbox's own root (bwrap `--file`): target → an open descriptor to read and the
+   * mode. Not a mount, so nothing of their host path shows in the agent's /proc/self/mountinfo (ADR 0015).
+   */
+  readonly files?: Readonly<Record<string, { readonly fd: number; readonly mode: number }>>;
   /** Host directory bound read-only at /agent (working directory). */
-  readonly agentDir: string;
+  readonly agentDir: HostSource;
   /** Host file bound read-only at /run/aegis/input.json. */
-  readonly inputFile: string | undefined;
+  readonly inputFile: HostSource | undefined;
   /** Host file bound read-write at /run/aegis/output.json. */
-  readonly outputFile: string | undefined;
+  readonly outputFile: HostSource | undefined;
   /** Extra read-only binds of interpreter binaries: host path → path inside. */
   readonly binaries: Readonly<Record<string, string>>;
   readonly mounts: readonly BwrapMount[];
@@ -69,6 +81,9 @@ export function buildBwrapArgs(plan: BwrapPlan): string[] {
   }
   for (const file of plan.etcFiles) args.push('--ro-bind', file, file);
   for (const [target, source] of Object.entries(plan.generatedEtc)) args.push('--ro-bind', source, target);
+  for (const [target, file] of Object.entries(plan.files ?? {})) {
+    args.push('--perms', file.mode.toString(8).padStart(4, '0'), '--file', String(file.fd), target);
+  }
   for (const [source, target] of Object.entries(plan.binaries)) args.push('--ro-bind', source, target);
 
   // Kernel interfaces: a private /proc (only the sandbox's processes) and a minimal /dev. bwrap's /dev is a
@@ -81,14 +96,12 @@ export function buildBwrapArgs(plan: BwrapPlan): string[] {
   args.push('--size', String(plan.diskBytes), '--perms', '0700', '--tmpfs', '/workspace');
 
   // Agent code, read-only; the I/O files of the AEGIS contract.
-  args.push('--ro-bind', plan.agentDir, '/agent');
-  if (plan.inputFile) args.push('--ro-bind', plan.inputFile, '/run/aegis/input.json');
-  if (plan.outputFile) args.push('--bind', plan.outputFile, '/run/aegis/output.json');
+  args.push(...bind(plan.agentDir, '/agent', false));
+  if (plan.inputFile) args.push(...bind(plan.inputFile, '/run/aegis/input.json', false));
+  if (plan.outputFile) args.push(...bind(plan.outputFile, '/run/aegis/output.json', true));
 
   // Host paths the manifest grants, at their targets.
-  for (const mount of plan.mounts) {
-    args.push(mount.writable ? '--bind' : '--ro-bind', mount.source, mount.target);
-  }
+  for (const mount of plan.mounts) args.push(...bind(mount.source, mount.target, mount.writable));
 
   // Everything not mounted above stays on bwrap's root tmpfs, which becomes read-only; so does /dev's.
   args.push('--remount-ro', '/dev', '--remount-ro', '/', '--chdir', '/agent');
@@ -98,4 +111,9 @@ export function buildBwrapArgs(plan: BwrapPlan): string[] {
   if (plan.fds.block !== undefined) args.push('--block-fd', String(plan.fds.block));
   args.push('--', ...plan.argv);
   return args;
+}
+
+function bind(source: HostSource, target: string, writable: boolean): string[] {
+  if (typeof source === 'string') return [writable ? '--bind' : '--ro-bind', source, target];
+  return [writable ? '--bind-fd' : '--ro-bind-fd', String(source.fd), target];
 }

@@ -52,7 +52,14 @@ export interface Reachability {
   readonly reason?: string;
 }
 
-function permits(mode: number, ownerUid: number, ownerGid: number, user: SandboxUser, bits: number): boolean {
+/** Whether `user` has all of `bits` (0o4 read, 0o2 write, 0o1 search) on an object, by its mode bits alone. */
+export function permits(
+  mode: number,
+  ownerUid: number,
+  ownerGid: number,
+  user: SandboxUser,
+  bits: number,
+): boolean {
   if (user.uid === 0) return true;
   if (ownerUid === user.uid) return ((mode >> 6) & bits) === bits;
   if (ownerGid === user.gid) return ((mode >> 3) & bits) === bits;

@@ -20,8 +20,10 @@ import {
   chmodSync,
   chownSync,
   closeSync,
+  constants,
   cpSync,
   existsSync,
+  lstatSync,
   mkdirSync,
   mkdtempSync,
   openSync,
@@ -53,6 +55,7 @@ import { AegisError } from '../../../domain/errors.ts';
 import type { LimitName, TerminalStatus, Violation } from '../../../domain/execution.ts';
 import { checkMountSource } from '../../../domain/filesystem-policy.ts';
 import type { CompiledAgent } from '../../../domain/manifest/compiled.ts';
+import { isWithin } from '../../../domain/paths.ts';
 import type { NetworkPolicy } from '../../../domain/policy/network-rules.ts';
 import { formatBytes } from '../../../domain/units.ts';
 import { listenInNetns } from '../../egress/netns-listener.ts';
@@ -74,6 +77,7 @@ import {
   resolveSandboxUser,
   type SandboxUser,
 } from './host.ts';
+import { changedWhileChecked, openMountSource, userMay } from './mount-source.ts';
 import { goMessage, planPrewarm, SHIM_DIR_INSIDE, shimSources } from './prewarm.ts';
 import { buildSeccompProgram, hostSeccompArch } from './seccomp.ts';
 
@@ -462,69 +466,147 @@ export class SandboxRuntime implements Runtime {
     return { argv: [interpreter, entrypoint!], binaries };
   }
 
-  /** Realpaths every grant, refuses protected paths, checks the sandbox uid can reach them. */
-  private resolveMounts(agent: CompiledAgent): BwrapMount[] {
+  /** Paths never mountable on this runtime besides ALWAYS_FORBIDDEN: the configured ones and the scratch root. */
+  private protectedPaths(): string[] {
+    return [...(this.options.protectedPaths ?? []), this.scratchRoot];
+  }
+
+  /**
+   * Opens every grant race-free (mount-source.ts) and checks the *opened* object: not a protected path (grants
+   * inside the agent's own directory `ownDir` are exempt from protected paths that merely contain that directory),
+   * not on a kernel filesystem, reachable, readable (and writable) by the sandbox uid. Descriptors go to `held`;
+   * the caller closes them once bubblewrap has them. When the agent directory was copied (`ownCopy`: the sandbox
+   * uid cannot reach it), a read grant inside it is bound from the copy; a write grant inside it is refused.
+   */
+  private resolveMounts(
+    agent: CompiledAgent,
+    ownDir: string,
+    ownCopy: string | undefined,
+    held: number[],
+  ): BwrapMount[] {
     const mounts: BwrapMount[] = [];
-    const protectedPaths = [...(this.options.protectedPaths ?? []), this.scratchRoot];
+    const protectedPaths = this.protectedPaths();
     for (const mount of agent.mounts) {
-      let real: string;
-      try {
-        real = realpathSync(mount.source);
-      } catch (error) {
-        throw new AegisError(
-          'MANIFEST_INVALID',
-          `${mount.manifestPath}: host path ${mount.source} does not exist`,
-          {
-            cause: error,
-            problems: [{ path: mount.manifestPath, message: `host path ${mount.source} does not exist` }],
+      const what = mount.manifestPath;
+      const real = realpathOrRefuse(
+        mount.source,
+        what,
+        () =>
+          new AegisError('MANIFEST_INVALID', `${what}: host path ${mount.source} does not exist`, {
+            problems: [{ path: what, message: `host path ${mount.source} does not exist` }],
             hint: 'create it first, or remove the entry',
-          },
-        );
-      }
-      const verdict = checkMountSource(real, protectedPaths);
-      if (verdict.forbidden) {
-        const via = real === mount.source ? '' : ` (resolves to ${real})`;
+          }),
+      );
+      const insideOwnDir = isWithin(real, ownDir);
+      const refuseProtected = (path: string) => {
+        const verdict = checkMountSource(path, protectedPaths, ownDir);
+        if (!verdict.forbidden) return;
+        const via = path === mount.source ? '' : ` (resolves to ${path})`;
         throw new AegisError(
           'POLICY_DENIED',
-          `${mount.manifestPath}: ${mount.source}${via} may never be mounted into a sandbox — it is or contains the protected path ${verdict.protectedPath}`,
+          `${what}: ${mount.source}${via} may never be mounted into a sandbox — it is or contains the protected path ${verdict.protectedPath}`,
           {
-            problems: [{ path: mount.manifestPath, message: `protected host path ${verdict.protectedPath}` }],
-            hint: 'grant a dedicated directory that holds only what the agent needs',
+            problems: [{ path: what, message: `protected host path ${verdict.protectedPath}` }],
+            hint: "grant a dedicated directory that holds only what the agent needs (or put the data inside the agent's own directory)",
+          },
+        );
+      };
+      refuseProtected(real);
+      if (insideOwnDir && ownCopy !== undefined && mount.writable) {
+        throw new AegisError(
+          'RUNTIME_UNAVAILABLE',
+          `${what}: ${real} lies in the agent directory, which the sandbox gets as a read-only copy (the sandbox user ${this.user.name} cannot reach it, or it lies in a protected path), so it cannot be granted writable`,
+          {
+            hint: 'grant a dedicated directory outside the agent directory (and outside /root and /home) for what the agent writes',
           },
         );
       }
-      const reach = reachable(real, this.user, mount.writable ? 'write' : 'read');
-      if (!reach.ok) {
+      const source = insideOwnDir && ownCopy !== undefined ? join(ownCopy, real.slice(ownDir.length)) : real;
+      const opened = openMountSource(source, {
+        user: this.user,
+        what,
+        ...(insideOwnDir && ownCopy === undefined ? { searchFrom: ownDir } : {}),
+      });
+      held.push(opened.fd);
+      // The descriptor resolves to the walked path (checked by the walk), so this is the opened object's own path.
+      if (opened.path === real) refuseProtected(opened.path);
+      const access = mount.writable ? 'write' : 'read';
+      if (!userMay(opened.stat, this.user, access)) {
         throw new AegisError(
           'RUNTIME_UNAVAILABLE',
-          `${mount.manifestPath}: the sandbox user ${this.user.name} (uid ${this.user.uid}) cannot ${mount.writable ? 'write' : 'read'} ${real}: ${reach.reason}`,
+          `${what}: the sandbox user ${this.user.name} (uid ${this.user.uid}) cannot ${access} ${real}: it is mode ${(opened.stat.mode & 0o777).toString(8)}, owner uid ${opened.stat.uid}`,
           {
             hint: mount.writable
               ? `give it to the sandbox user: chown ${this.user.uid} ${real} (or chmod o+rwx)`
-              : `make it readable: chmod o+rx on ${reach.blockedAt}`,
+              : `make it readable: chmod o+r${opened.stat.isDirectory() ? 'x' : ''} ${real}`,
           },
         );
       }
-      mounts.push({ source: real, target: mount.target, writable: mount.writable });
+      mounts.push({ source: { fd: opened.fd }, target: mount.target, writable: mount.writable });
     }
     return mounts;
   }
 
-  /** The agent directory, bound directly when the sandbox uid can read it, else copied into scratch. */
-  private agentDirFor(agent: CompiledAgent, dir: string): string {
-    const real = realpathSync(agent.agentDir);
-    const verdict = checkMountSource(real, [...(this.options.protectedPaths ?? []), this.scratchRoot]);
-    const reach = reachable(real, this.user, 'read');
-    if (reach.ok && !verdict.forbidden) return real;
-    // Under /root or /home (unreachable or protected): hand the sandbox a private read-only copy instead.
+  /** The agent directory's real path: its own directory, never a protected path to itself (checkMountSource). */
+  private ownDirOf(agent: CompiledAgent): string {
+    const what = 'the agent directory';
+    const real = realpathOrRefuse(
+      agent.agentDir,
+      what,
+      () =>
+        new AegisError('MANIFEST_INVALID', `${what} ${agent.agentDir} does not exist`, {
+          hint: 'run the agent from its agent.yaml again',
+        }),
+    );
+    const verdict = checkMountSource(real, this.protectedPaths(), real);
+    if (verdict.forbidden) {
+      throw new AegisError(
+        'POLICY_DENIED',
+        `${what} ${real} is or contains the protected path ${verdict.protectedPath}; it would be visible at /agent`,
+        { hint: 'keep each agent in a directory of its own that holds only the agent' },
+      );
+    }
+    return real;
+  }
+
+  /**
+   * The agent directory, opened race-free and bound by descriptor. When the sandbox uid cannot read it (mode
+   * 0700, say), a private read-only copy in the scratch dir is bound instead — copied from the opened descriptor,
+   * so it is a copy of the directory that was checked.
+   */
+  private agentDirFor(ownDir: string, dir: string, held: number[]): { fd: number; copy?: string } {
+    const what = 'the agent directory';
+    const opened = openMountSource(ownDir, { user: this.user, what, searchFrom: ownDir });
+    held.push(opened.fd);
+    if (!opened.stat.isDirectory()) throw changedWhileChecked(what, ownDir, 'it is no longer a directory');
+    // bubblewrap resolves the descriptor to the object's current path and binds that as the sandbox uid (then
+    // verifies the result is the object): the uid must reach the path itself, not only read the directory. An agent
+    // directory inside a protected path (a clone under /home/alice) is copied too, so that its host path — a user
+    // name, say — does not show in the agent's mountinfo (ADR 0015).
+    const insideProtected = checkMountSource(ownDir, this.protectedPaths()).forbidden;
+    if (!insideProtected && reachable(ownDir, this.user, 'read').ok) return { fd: opened.fd };
     const copy = join(dir, 'agent');
-    cpSync(real, copy, { recursive: true, verbatimSymlinks: true, filter: (src) => !src.includes('/.git/') });
+    // The trailing slash makes cp follow the magic link itself (and only it: symlinks inside stay symlinks).
+    cpSync(`/proc/self/fd/${opened.fd}/`, copy, {
+      recursive: true,
+      verbatimSymlinks: true,
+      filter: (src) => !src.includes('/.git/'),
+    });
     chmodSync(copy, 0o755);
-    return copy;
+    const copied = openMountSource(copy, { user: this.user, what });
+    held.push(copied.fd);
+    return { fd: copied.fd, copy };
+  }
+
+  /** A file this runtime just made in its own root-owned scratch (input/output), opened for bubblewrap. */
+  private scratchFile(path: string, held: number[]): { fd: number } {
+    const opened = openMountSource(path, { user: this.user, what: 'the scratch dir' });
+    held.push(opened.fd);
+    return { fd: opened.fd };
   }
 
   async spawn(spec: InstanceSpec): Promise<InstanceId> {
-    const { agent, executionId } = spec;
+    const { agent } = spec;
     if (agent.isolation !== 'sandbox') {
       throw new AegisError('RUNTIME_UNAVAILABLE', `isolation "${agent.isolation}" is not available yet`, {
         hint: 'use isolation: sandbox',
@@ -541,14 +623,42 @@ export class SandboxRuntime implements Runtime {
     const prewarm = spec.prewarm ? planPrewarm(agent.runtime, cold.argv) : undefined;
     if (prewarm) {
       argv = [...prewarm.argv];
-      if (prewarm.shim) {
-        this.ensureScratchRoot();
-        binaries[this.ensureShims()[prewarm.shim]!] = `${SHIM_DIR_INSIDE}/${prewarm.shim}`;
-      }
+      if (prewarm.shim) this.ensureScratchRoot();
     }
-    const mounts = this.resolveMounts(agent);
+    // Descriptors of everything bound by fd; closed once bubblewrap has its copies (or the spawn failed).
+    const held: number[] = [];
+    try {
+      return await this.spawnHolding(spec, { egress, binaries, argv, prewarm }, held);
+    } finally {
+      for (const fd of held) closeSync(fd);
+    }
+  }
+
+  private async spawnHolding(
+    spec: InstanceSpec,
+    plan: {
+      egress: boolean;
+      binaries: Record<string, string>;
+      argv: string[];
+      prewarm: ReturnType<typeof planPrewarm> | undefined;
+    },
+    held: number[],
+  ): Promise<InstanceId> {
+    const { agent, executionId } = spec;
+    const { egress, binaries, argv, prewarm } = plan;
+    const ownDir = this.ownDirOf(agent);
     this.ensureScratchRoot();
     const generatedEtc = this.ensureStaticEtc();
+    // The synthesised /etc files and the prewarm shim are copied into the sandbox's root (not bound): no host
+    // path of theirs appears in the agent's mountinfo. Host file → [target inside, mode].
+    const copied: [string, string, number][] = Object.entries(generatedEtc).map(([target, file]) => [
+      file,
+      target,
+      0o644,
+    ]);
+    if (prewarm?.shim) {
+      copied.push([this.ensureShims()[prewarm.shim]!, `${SHIM_DIR_INSIDE}/${prewarm.shim}`, 0o644]);
+    }
 
     const id: InstanceId = `sbx_${executionId}`;
     const dir = join(this.scratchRoot, 'sandboxes', executionId);
@@ -575,10 +685,19 @@ export class SandboxRuntime implements Runtime {
       writeFileSync(inputFile, '', { mode: 0o644 });
       writeFileSync(outputFile, '', { mode: 0o600 });
       if (this.user.dedicated) chownSync(outputFile, this.user.uid, this.user.gid);
-      const agentDir = this.agentDirFor(agent, dir);
+      const agentDir = this.agentDirFor(ownDir, dir, held);
+      const mounts = this.resolveMounts(agent, ownDir, agentDir.copy, held);
 
       cgroup = this.cgroups.create(executionId, agent.limits);
 
+      // Child fd numbers of the descriptors bound by fd: after stdio, the control pipes and the go socket.
+      const fdSlots = new Map<number, number>();
+      const firstSlot = prewarm ? prewarm.goFd + 1 : 7;
+      const slot = (source: { fd: number }): { fd: number } => {
+        const childFd = firstSlot + fdSlots.size;
+        fdSlots.set(childFd, source.fd);
+        return { fd: childFd };
+      };
       const env = sandboxEnv(agent, executionId, { egress, secretEnv: spec.secrets?.env ?? {} });
       const args = buildBwrapArgs({
         innerUid: INNER_UID,
@@ -587,12 +706,21 @@ export class SandboxRuntime implements Runtime {
         env,
         mergedUsr: this.mergedUsr,
         etcFiles: this.etcFiles,
-        generatedEtc,
-        agentDir,
-        inputFile,
-        outputFile,
+        generatedEtc: {},
+        files: Object.fromEntries(
+          copied.map(([file, target, mode]) => {
+            const fd = openSync(file, constants.O_RDONLY | constants.O_NOFOLLOW);
+            held.push(fd);
+            return [target, { ...slot({ fd }), mode }];
+          }),
+        ),
+        agentDir: slot(agentDir),
+        inputFile: slot(this.scratchFile(inputFile, held)),
+        outputFile: slot(this.scratchFile(outputFile, held)),
         binaries,
-        mounts,
+        mounts: mounts.map((mount) =>
+          typeof mount.source === 'string' ? mount : { ...mount, source: slot(mount.source) },
+        ),
         diskBytes: agent.limits.diskBytes,
         argv,
         fds: { seccomp: 3, info: 4, block: 5 },
@@ -618,6 +746,12 @@ export class SandboxRuntime implements Runtime {
       if (prewarm) {
         while (stdio.length < prewarm.goFd) stdio.push('ignore');
         stdio.push('pipe');
+      }
+      // The descriptors of what is bound by fd, at the child fd numbers the arguments name (bwrap closes each
+      // once it is mounted: none reaches the agent).
+      for (const [childFd, fd] of fdSlots) {
+        while (stdio.length < childFd) stdio.push('ignore');
+        stdio[childFd] = fd;
       }
       let child: ChildProcess;
       try {
@@ -664,6 +798,8 @@ export class SandboxRuntime implements Runtime {
       go?.on('error', () => {});
       const setupFailed = (what = 'bubblewrap failed to set up the sandbox') =>
         exited.then(() => {
+          const said = stderrBuffer.join('').trim();
+          if (BWRAP_MOUNT_RACE.test(said)) throw mountRaceDetected(said);
           throw new AegisError(
             'RUNTIME_UNAVAILABLE',
             `${what}: ${stderrBuffer.join('').trim() || '(nothing on stderr)'}`,
@@ -685,7 +821,14 @@ export class SandboxRuntime implements Runtime {
         }),
       ]);
       // The agent has not run yet (bwrap waits on --block-fd): limits apply from its first instruction.
-      cgroup.join(childPid);
+      try {
+        cgroup.join(childPid);
+      } catch (error) {
+        // The sandbox's init is gone already: bubblewrap failed while setting it up — say why, from its stderr.
+        if (!/ESRCH/.test(String((error as Error).message))) throw error;
+        await Promise.race([setupFailed(), delay(SPAWN_DEADLINE_MS)]);
+        throw error;
+      }
       if (!prewarm) this.holdStderr(child, stderrBuffer, early);
 
       const route: Route = {
@@ -824,10 +967,14 @@ export class SandboxRuntime implements Runtime {
     instance.executed = true;
     const { proc, agent } = instance;
     let lastStdoutLine: string | undefined;
+    // bubblewrap's own report of a mount source replaced during set-up (the agent never ran). An agent printing
+    // the same line only changes the reason on its own failed record.
+    let mountRace: string | undefined;
     let loggedBytes = 0;
     let truncated = false;
     const log = (stream: 'stdout' | 'stderr', text: string) => {
       if (stream === 'stdout' && text.trim() !== '') lastStdoutLine = text;
+      if (stream === 'stderr' && mountRace === undefined && BWRAP_MOUNT_RACE.test(text)) mountRace = text;
       loggedBytes += text.length;
       if (loggedBytes > MAX_LOG_BYTES) {
         if (!truncated)
@@ -924,7 +1071,9 @@ export class SandboxRuntime implements Runtime {
       status = 'succeeded';
     } else {
       status = 'failed';
-      if (signal) reason = `sandbox terminated by ${signal}`;
+      if (mountRace !== undefined && exitCode === 1) {
+        reason = `not started: a mount source was moved or replaced while the sandbox was being set up (${mountRace.trim()}); bubblewrap refused it`;
+      } else if (signal) reason = `sandbox terminated by ${signal}`;
       else if (exitCode !== null && exitCode > 128 && signalNameOf(exitCode)) {
         reason = `exit code ${exitCode} (the agent was killed by ${signalNameOf(exitCode)})`;
       } else reason = `exit code ${exitCode}`;
@@ -1092,6 +1241,51 @@ export class SandboxRuntime implements Runtime {
       reaped.push(state?.executionId ?? name);
     }
     return reaped;
+  }
+}
+
+/**
+ * What bubblewrap says when an object bound by descriptor was moved or replaced while it mounted it: it resolves
+ * the descriptor to the object's current path, binds that, and dies if the result is not the object ("Race
+ * condition binding dirfd"), or fails to find the moved path. Either way nothing ran in the sandbox.
+ */
+export const BWRAP_MOUNT_RACE =
+  /bwrap: (Race condition binding dirfd|Can't find source path \/proc\/self\/fd\/|Can't get type of source |Can't bind mount \/oldroot\/)/;
+
+function mountRaceDetected(said: string): AegisError {
+  const line = said.split('\n').find((l) => BWRAP_MOUNT_RACE.test(l)) ?? said;
+  return new AegisError(
+    'POLICY_DENIED',
+    `a mount source was moved or replaced while the sandbox was being set up (${line.trim()}); bubblewrap refused it and nothing ran`,
+    {
+      hint: 'something renamed a granted path (or a parent of it) during the start — if another agent can write to a parent directory of a grant, grant a directory it cannot rename instead; otherwise retry',
+    },
+  );
+}
+
+/**
+ * realpath, telling a path that is missing (`missing()`) from one that was being replaced while it was resolved
+ * (it exists again a moment later: POLICY_DENIED "changed while being checked").
+ */
+function realpathOrRefuse(path: string, what: string, missing: () => AegisError): string {
+  try {
+    return realpathSync(path);
+  } catch (error) {
+    let exists = false;
+    try {
+      lstatSync(path);
+      exists = true;
+    } catch {
+      // really missing
+    }
+    if (exists) {
+      const refusal = changedWhileChecked(what, path, `resolving it failed: ${(error as Error).message}`);
+      refusal.cause = error;
+      throw refusal;
+    }
+    const refusal = missing();
+    refusal.cause = error;
+    throw refusal;
   }
 }
 
