@@ -38,6 +38,8 @@ interface FakeHost {
   cgroupWritable?: boolean;
   usernsWorks?: boolean;
   env?: Record<string, string>;
+  /** false: an old bwrap without --bind-fd/--ro-bind-fd. */
+  bwrapBindFd?: boolean;
 }
 
 function probe(host: FakeHost = {}): HostProbe & { cgroupParents: string[] } {
@@ -56,10 +58,14 @@ function probe(host: FakeHost = {}): HostProbe & { cgroupParents: string[] } {
     gid: () => uid,
     env: (name) => host.env?.[name],
     which: (binary) => (binaries.includes(binary) ? `/usr/bin/${binary}` : undefined),
-    run: (command) =>
-      command.endsWith('bwrap') && host.usernsWorks === false
+    run: (command, args) => {
+      if (command.endsWith('bwrap') && args[0] === '--help') {
+        return { ok: true, out: host.bwrapBindFd === false ? '--ro-bind SRC DEST' : '--ro-bind-fd FD DEST' };
+      }
+      return command.endsWith('bwrap') && host.usernsWorks === false
         ? { ok: false, out: 'bwrap: No permissions to create new namespace' }
-        : { ok: true, out: `${command.split('/').pop()} 1.0` },
+        : { ok: true, out: `${command.split('/').pop()} 1.0` };
+    },
     readFile: (path) => files[path],
     exists: (path) => path in files,
     sandboxUser: () =>
@@ -173,6 +179,14 @@ describe('aegis doctor', () => {
     const noSeccomp = runDoctor(probe({ files: { '/proc/sys/kernel/seccomp/actions_avail': '' } }));
     assert.equal(check(noSeccomp, 'seccomp filters').status, 'missing');
     assert.equal(noSeccomp.ready, false);
+  });
+
+  it('a bwrap without --bind-fd is a missing required check: grants are bound by descriptor', () => {
+    const old = runDoctor(probe({ bwrapBindFd: false }));
+    assert.equal(check(old, 'bubblewrap --bind-fd').status, 'missing');
+    assert.equal(old.ready, false);
+    assert.equal(old.runtimes.sandbox, false);
+    assert.equal(check(runDoctor(probe()), 'bubblewrap --bind-fd').status, 'ok');
   });
 
   it('on this host, for real: the cgroup verdict matches an actual attempt to create a limited group', async () => {

@@ -175,6 +175,25 @@ export function runDoctor(probe: HostProbe = hostProbe()): DoctorReport {
     neededBy: ['sandbox'],
   });
 
+  // Grants are bound by descriptor (ADR 0014): a bwrap without --ro-bind-fd (upstream < 0.10; Debian 12 backports it)
+  // cannot start a sandbox at all.
+  let bindFd = false;
+  if (bwrap) {
+    bindFd = probe.run(bwrap, ['--help']).out.includes('--ro-bind-fd');
+    checks.push({
+      name: 'bubblewrap --bind-fd',
+      group: 'required',
+      status: bindFd ? 'ok' : 'missing',
+      detail: bindFd
+        ? 'bwrap binds host paths by descriptor (a path swapped during start-up is refused, never mounted)'
+        : 'this bwrap lacks --bind-fd/--ro-bind-fd, which AEGIS needs to mount exactly the object it checked',
+      ...(bindFd
+        ? {}
+        : { fix: 'install bubblewrap ≥ 0.10 (Debian 12: 0.8.0-2+deb12u1 or later has it backported)' }),
+      neededBy: ['sandbox'],
+    });
+  }
+
   let userns = false;
   if (bwrap) {
     const result = probe.run(
@@ -332,7 +351,7 @@ export function runDoctor(probe: HostProbe = hostProbe()): DoctorReport {
     neededBy: [],
   });
 
-  const sandbox = Boolean(bwrap) && userns && seccomp && cgroup.status === 'ok';
+  const sandbox = Boolean(bwrap) && bindFd && userns && seccomp && cgroup.status === 'ok';
   return {
     user: { uid, root },
     ready: !checks.some((check) => check.group === 'required' && check.status === 'missing'),
