@@ -25,7 +25,7 @@ import {
   remoteLogs,
   remotePs,
   serverFrom,
-} from './remote.ts';
+} from './remote/index.ts';
 import { registerServerCommand } from './server.ts';
 
 export const EXIT = {
