@@ -3,8 +3,8 @@ import { createInterface } from 'node:readline/promises';
 import type { AgentRevision } from '../../../sdk/index.ts';
 import { formatBytes } from '../../adapters/bundle/rules.ts';
 import { AegisError } from '../../domain/errors.ts';
-import { EXIT_OK, type ServerFlags, withServer } from './connect.ts';
-import { printJson, printTable, shortDigest } from './output.ts';
+import { EXIT, printJson, printTable, shortDigest } from '../output.ts';
+import { type ServerFlags, withServer } from './connect.ts';
 
 function revisionRows(revisions: readonly AgentRevision[], active: number): string[][] {
   return revisions.map((r) => [
@@ -23,11 +23,11 @@ export async function commandAgentsLs(flags: ServerFlags): Promise<number> {
     const agents = await client.listAgents();
     if (flags.output === 'json') {
       printJson({ agents });
-      return EXIT_OK;
+      return EXIT.ok;
     }
     if (agents.length === 0) {
       process.stdout.write('no agents deployed — try `aegis deploy examples/hello-python/agent.yaml`\n');
-      return EXIT_OK;
+      return EXIT.ok;
     }
     printTable(
       ['NAME', 'ACTIVE', 'VERSION', 'REVISIONS', 'UPDATED', 'DESCRIPTION'],
@@ -40,7 +40,7 @@ export async function commandAgentsLs(flags: ServerFlags): Promise<number> {
         a.active.description ?? '',
       ]),
     );
-    return EXIT_OK;
+    return EXIT.ok;
   });
 }
 
@@ -49,7 +49,7 @@ export async function commandAgentsShow(name: string, flags: ServerFlags): Promi
     const detail = await client.getAgent(name);
     if (flags.output === 'json') {
       printJson(detail);
-      return EXIT_OK;
+      return EXIT.ok;
     }
     const { agent } = detail;
     process.stdout.write(
@@ -70,7 +70,7 @@ export async function commandAgentsShow(name: string, flags: ServerFlags): Promi
       ].join('\n'),
     );
     printTable(REVISION_HEADER, revisionRows(detail.revisions, agent.activeRevision));
-    return EXIT_OK;
+    return EXIT.ok;
   });
 }
 
@@ -78,12 +78,12 @@ export async function commandAgentsVersions(name: string, flags: ServerFlags): P
   return withServer(flags, async ({ client }) => {
     if (flags.output === 'json') {
       printJson({ revisions: await client.listRevisions(name) });
-      return EXIT_OK;
+      return EXIT.ok;
     }
     const detail = await client.getAgent(name);
     printTable(REVISION_HEADER, revisionRows(detail.revisions, detail.agent.activeRevision));
     process.stderr.write('* active\n');
-    return EXIT_OK;
+    return EXIT.ok;
   });
 }
 
@@ -104,13 +104,13 @@ export async function commandAgentsRollback(
     const result = await client.rollback(name, revision);
     if (flags.output === 'json') {
       printJson(result);
-      return EXIT_OK;
+      return EXIT.ok;
     }
     const { agent } = result;
     process.stdout.write(
       `rolled back ${agent.name}: revision ${result.from} → ${agent.activeRevision} (${agent.active.version}) is active\n`,
     );
-    return EXIT_OK;
+    return EXIT.ok;
   });
 }
 
@@ -135,12 +135,12 @@ export async function commandAgentsRm(name: string, flags: ServerFlags & { yes?:
       const n = agent.revisions;
       if (!(await confirm(`delete agent ${name} and its ${n} revision${n === 1 ? '' : 's'}? [y/N] `))) {
         process.stderr.write('not deleted\n');
-        return EXIT_OK;
+        return EXIT.ok;
       }
     }
     await client.deleteAgent(name);
     if (flags.output === 'json') printJson({ deleted: name });
     else process.stdout.write(`deleted agent ${name} (its past executions stay)\n`);
-    return EXIT_OK;
+    return EXIT.ok;
   });
 }

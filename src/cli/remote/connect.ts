@@ -8,20 +8,17 @@ import { readFileSync } from 'node:fs';
 import type { Command } from 'commander';
 import { AegisApiError, AegisClient } from '../../../sdk/index.ts';
 import { looksLikeApiKey } from '../../domain/auth/api-key.ts';
-import { AegisError, ERROR_CODES, type ErrorCodeInfo, formatProblem } from '../../domain/errors.ts';
+import { AegisError, formatProblem } from '../../domain/errors.ts';
+import { AEGIS_VERSION } from '../../main.ts';
+import { type OutputFormat, reportError, warn } from '../output.ts';
 
-const VERSION = '0.1.0';
-export const EXIT_OK = 0;
-const EXIT_INTERNAL = 70;
 export const HELP_GROUP = 'Server commands (--server URL or AEGIS_SERVER):';
-
-type Output = 'text' | 'table' | 'json';
 
 /** Options every server command takes. */
 export interface ServerFlags {
   readonly server?: string;
   readonly apiKeyFile?: string;
-  readonly output: Output;
+  readonly output: OutputFormat;
 }
 
 /** `--server`, else AEGIS_SERVER; undefined when neither is set (an empty AEGIS_SERVER counts as unset). */
@@ -76,7 +73,7 @@ function connect(flags: { server?: string; apiKeyFile?: string }): Connection {
   try {
     client = new AegisClient({
       server,
-      userAgent: `aegis-cli/${VERSION} node/${process.versions.node}`,
+      userAgent: `aegis-cli/${AEGIS_VERSION} node/${process.versions.node}`,
       ...(apiKey ? { apiKey } : {}),
     });
   } catch (error) {
@@ -89,12 +86,12 @@ function connect(flags: { server?: string; apiKeyFile?: string }): Connection {
   }
   if (apiKey !== undefined && !client.isUnixSocket) {
     if (!looksLikeApiKey(apiKey)) {
-      process.stderr.write('warning: the API key does not look like an AEGIS key (aegis_…)\n');
+      warn('the API key does not look like an AEGIS key (aegis_…)');
     }
     const url = new URL(server);
     if (url.protocol === 'http:' && !isLoopback(url.hostname)) {
-      process.stderr.write(
-        `warning: sending the API key unencrypted to ${url.host}; use https:// (or a unix socket) off this machine\n`,
+      warn(
+        `sending the API key unencrypted to ${url.host}; use https:// (or a unix socket) off this machine`,
       );
     }
   }
@@ -116,14 +113,8 @@ export async function withServer(
     return await action(connection);
   } catch (error) {
     if (!(error instanceof AegisApiError)) throw error;
-    process.stderr.write(`${formatApiError(error, connection)}\n`);
-    return exitCodeOf(error.code);
+    return reportError(error, formatApiError(error, connection));
   }
-}
-
-export function exitCodeOf(code: string): number {
-  const info = (ERROR_CODES as Readonly<Record<string, ErrorCodeInfo | undefined>>)[code];
-  return info?.exitCode ?? EXIT_INTERNAL;
 }
 
 function formatApiError(error: AegisApiError, connection: Connection): string {

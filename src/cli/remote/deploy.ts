@@ -6,8 +6,8 @@ import { formatBytes } from '../../adapters/bundle/rules.ts';
 import { loadManifestFile } from '../../adapters/manifest/yaml-loader.ts';
 import { AegisError } from '../../domain/errors.ts';
 import { secretBindingNotes } from '../../domain/secrets/secret-ref.ts';
-import { EXIT_OK, type ServerFlags, withServer } from './connect.ts';
-import { printJson, shortDigest } from './output.ts';
+import { EXIT, printJson, shortDigest } from '../output.ts';
+import { type ServerFlags, withServer } from './connect.ts';
 
 export async function commandDeploy(manifest: string, flags: ServerFlags): Promise<number> {
   return withServer(flags, async ({ client }) => {
@@ -39,7 +39,7 @@ export async function commandDeploy(manifest: string, flags: ServerFlags): Promi
     }
     if (flags.output === 'json') {
       printJson(result);
-      return EXIT_OK;
+      return EXIT.ok;
     }
     const { revision } = result;
     const what = `${revision.agent}@${revision.revision}`;
@@ -52,6 +52,6 @@ export async function commandDeploy(manifest: string, flags: ServerFlags): Promi
         `unchanged: ${what} (${revision.version}, ${shortDigest(revision.digest)}) already active\n`,
       );
     }
-    return EXIT_OK;
+    return EXIT.ok;
   });
 }

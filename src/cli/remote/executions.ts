@@ -5,13 +5,17 @@ import { AegisError } from '../../domain/errors.ts';
 import { isTerminal } from '../../domain/execution.ts';
 import { parseDuration } from '../../domain/units.ts';
 import { parseInputFlags } from '../input.ts';
-import { EXIT_OK, type ServerFlags, withServer } from './connect.ts';
-import { agentLabel, describeExecution, printJson, printLogLine, printResult, printTable } from './output.ts';
+import {
+  agentLabel,
+  describeExecution,
+  EXIT,
+  printJson,
+  printLogLine,
+  printResult,
+  printTable,
+} from '../output.ts';
+import { type ServerFlags, withServer } from './connect.ts';
 
-/** sysexits EX_TEMPFAIL: try again later (also RATE_LIMITED, QUEUE_FULL, UNAVAILABLE). */
-const EXIT_TEMPFAIL = 75;
-/** 128 + SIGINT. */
-const EXIT_INTERRUPTED = 130;
 /** The longest `?wait=` the server holds one request. */
 const MAX_WAIT_MS = 5 * 60_000;
 
@@ -65,7 +69,7 @@ export async function commandExec(agentOrUndefined: string | undefined, flags: E
           `${execution.status}: ${agentLabel(execution)} — follow it with \`aegis logs -f ${execution.id}\`\n`,
         );
       }
-      return EXIT_OK;
+      return EXIT.ok;
     }
     const deadline = waitMs === undefined ? Number.POSITIVE_INFINITY : Date.now() + waitMs;
     // Created without waiting, so the id is known before anything can interrupt the wait.
@@ -99,7 +103,7 @@ export async function commandExec(agentOrUndefined: string | undefined, flags: E
         process.stderr.write(
           `\ninterrupted; ${execution.id} goes on on the server — \`aegis logs -f ${execution.id}\` to follow it, \`aegis cancel ${execution.id}\` to stop it\n`,
         );
-        return EXIT_INTERRUPTED;
+        return EXIT.interrupted;
       }
       execution = await client.getExecution(execution.id);
     } finally {
@@ -111,7 +115,7 @@ export async function commandExec(agentOrUndefined: string | undefined, flags: E
         `${execution.id} is still ${execution.status} after ${wait === true ? '5m' : wait}; ` +
           `\`aegis logs -f ${execution.id}\` to follow it, \`aegis cancel ${execution.id}\` to stop it\n`,
       );
-      return EXIT_TEMPFAIL;
+      return EXIT.tempFail;
     }
     return printResult(execution, json);
   });
@@ -122,7 +126,7 @@ export async function commandCancel(id: string, flags: ServerFlags): Promise<num
     const execution = await client.cancelExecution(id);
     if (flags.output === 'json') printJson(execution);
     else process.stdout.write(`${describeExecution(execution)}\n`);
-    return EXIT_OK;
+    return EXIT.ok;
   });
 }
 
@@ -155,7 +159,7 @@ export async function remoteLogs(id: string, flags: ServerFlags & { follow?: boo
       if (!json) execution = await client.getExecution(id);
     }
     if (!json && execution) process.stderr.write(`${describeExecution(execution)}\n`);
-    return EXIT_OK;
+    return EXIT.ok;
   });
 }
 
@@ -181,13 +185,13 @@ export async function remotePs(flags: RemotePsFlags): Promise<number> {
     });
     if (flags.output === 'json') {
       printJson(page);
-      return EXIT_OK;
+      return EXIT.ok;
     }
     if (page.executions.length === 0) {
       process.stdout.write(
         flags.cursor ? 'no more executions\n' : 'no executions yet — try `aegis exec AGENT --wait`\n',
       );
-      return EXIT_OK;
+      return EXIT.ok;
     }
     printTable(
       ['ID', 'AGENT', 'STATUS', 'DURATION', 'CREATED'],
@@ -202,6 +206,6 @@ export async function remotePs(flags: RemotePsFlags): Promise<number> {
       ]),
     );
     if (page.nextCursor) process.stderr.write(`more: aegis ps --cursor ${page.nextCursor}\n`);
-    return EXIT_OK;
+    return EXIT.ok;
   });
 }

@@ -4,6 +4,7 @@
  * One file per command group; connecting and printing are shared (connect.ts, output.ts).
  */
 import type { Command } from 'commander';
+import { outputOption } from '../output.ts';
 import {
   commandAgentsLs,
   commandAgentsRm,
@@ -15,9 +16,8 @@ import { addServerOptions, HELP_GROUP } from './connect.ts';
 import { commandDeploy } from './deploy.ts';
 import { commandCancel, commandExec } from './executions.ts';
 import { commandKeysCreate, commandKeysLs, commandKeysRevoke } from './keys.ts';
-import { outputOption } from './output.ts';
 
-export { addServerOptions, exitCodeOf, needsServer, type ServerFlags, serverFrom } from './connect.ts';
+export { addServerOptions, needsServer, type ServerFlags, serverFrom } from './connect.ts';
 export { type RemotePsFlags, remoteLogs, remotePs } from './executions.ts';
 
 /** Registers deploy, exec, cancel, agents and keys; each action's exit code goes to `setExit`. */
@@ -44,7 +44,7 @@ export function registerRemoteCommands(program: Command, setExit: (code: number)
       '-w, --wait [duration]',
       'wait for the result (default 5m) and print it like `aegis run`; exit 1 if it failed',
     )
-    .option('--follow', 'stream the logs live, then print the result')
+    .option('-f, --follow', 'stream the logs live, then print the result')
     .addHelpText(
       'after',
       '\nWithout --wait or --follow it prints the execution id and returns at once.\n' +

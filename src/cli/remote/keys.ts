@@ -1,8 +1,8 @@
 /** `aegis keys create | ls | revoke`: API keys (admin). */
 import type { ApiKey } from '../../../sdk/index.ts';
 import { parseRateLimit, parseScopes } from '../../domain/auth/api-key.ts';
-import { EXIT_OK, type ServerFlags, withServer } from './connect.ts';
-import { printJson, printTable } from './output.ts';
+import { EXIT, printJson, printTable } from '../output.ts';
+import { type ServerFlags, withServer } from './connect.ts';
 
 function formatScopesAndRate(key: ApiKey): [string, string] {
   const rate = key.rateLimit
@@ -35,7 +35,7 @@ export async function commandKeysCreate(
       `created ${created.record.id} "${created.record.name}" (scopes ${scopeText}; rate ${rate})\n` +
         'warning: this is the only time the key is shown — store it now (e.g. in a secret manager); it cannot be recovered, only revoked\n',
     );
-    return EXIT_OK;
+    return EXIT.ok;
   });
 }
 
@@ -44,11 +44,11 @@ export async function commandKeysLs(flags: ServerFlags): Promise<number> {
     const keys = await client.listKeys();
     if (flags.output === 'json') {
       printJson({ keys });
-      return EXIT_OK;
+      return EXIT.ok;
     }
     if (keys.length === 0) {
       process.stdout.write('no API keys — create one with `aegis keys create --name NAME --scope read`\n');
-      return EXIT_OK;
+      return EXIT.ok;
     }
     printTable(
       ['ID', 'NAME', 'PREFIX', 'SCOPES', 'RATE', 'CREATED', 'LAST USED', 'REVOKED'],
@@ -62,7 +62,7 @@ export async function commandKeysLs(flags: ServerFlags): Promise<number> {
         k.revokedAt ?? '-',
       ]),
     );
-    return EXIT_OK;
+    return EXIT.ok;
   });
 }
 
@@ -71,6 +71,6 @@ export async function commandKeysRevoke(id: string, flags: ServerFlags): Promise
     const key = await client.revokeKey(id);
     if (flags.output === 'json') printJson(key);
     else process.stdout.write(`revoked ${key.id} "${key.name}" at ${key.revokedAt ?? 'now'}\n`);
-    return EXIT_OK;
+    return EXIT.ok;
   });
 }
