@@ -86,7 +86,7 @@ async function commandServer(flags: ServerFlags): Promise<number> {
     process.stderr.write(
       'First start: created an admin API key. It is shown only this once (also saved with mode 0600 at ' +
         `${server.adminKeyFile}):\n  ${server.createdAdminKey}\n` +
-        'Create narrower keys with `aegis keys create --scope execute`.\n',
+        'Create narrower keys with `aegis keys create --name NAME --scope execute`.\n',
     );
   }
   const signal = await new Promise<NodeJS.Signals>((resolve) => {

@@ -1,8 +1,8 @@
 /** `aegis agents ls | show | versions | rollback | rm`: deployed agents and their revisions. */
 import { createInterface } from 'node:readline/promises';
 import type { AgentRevision } from '../../../sdk/index.ts';
-import { formatBytes } from '../../adapters/bundle/rules.ts';
 import { AegisError } from '../../domain/errors.ts';
+import { formatBytes } from '../../domain/units.ts';
 import { EXIT, printJson, printTable, shortDigest } from '../output.ts';
 import { type ServerFlags, withServer } from './connect.ts';
 

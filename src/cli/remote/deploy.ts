@@ -2,11 +2,12 @@
 import { statSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import { packAgentDir } from '../../adapters/bundle/pack.ts';
-import { formatBytes } from '../../adapters/bundle/rules.ts';
 import { loadManifestFile } from '../../adapters/manifest/yaml-loader.ts';
 import { AegisError } from '../../domain/errors.ts';
 import { secretBindingNotes } from '../../domain/secrets/secret-ref.ts';
-import { EXIT, printJson, shortDigest } from '../output.ts';
+import { formatBytes } from '../../domain/units.ts';
+import { EXIT, isQuiet, printJson, shortDigest } from '../output.ts';
+import { createProgress } from '../progress.ts';
 import { type ServerFlags, withServer } from './connect.ts';
 
 export async function commandDeploy(manifest: string, flags: ServerFlags): Promise<number> {
@@ -30,8 +31,18 @@ export async function commandDeploy(manifest: string, flags: ServerFlags): Promi
     for (const note of secretBindingNotes(agent.secrets, agent.network.allow.length)) {
       process.stderr.write(`warning: ${note}\n`);
     }
-    const bundle = await packAgentDir(dir);
-    const result = await client.deploy(bundle.bytes);
+    // Progress on a terminal only (stderr), never with -q or -o json.
+    const progress = createProgress(process.stderr, flags.output !== 'json' && !isQuiet());
+    let bundle: Awaited<ReturnType<typeof packAgentDir>>;
+    let result: Awaited<ReturnType<typeof client.deploy>>;
+    try {
+      progress.step(`packing ${dir}`);
+      bundle = await packAgentDir(dir);
+      progress.step(`uploading ${bundle.files} files (${formatBytes(bundle.bytes.byteLength)})`);
+      result = await client.deploy(bundle.bytes);
+    } finally {
+      progress.stop();
+    }
     if (result.revision.digest !== bundle.digest) {
       process.stderr.write(
         `warning: the server recorded digest ${shortDigest(result.revision.digest)} for a bundle packed as ${shortDigest(bundle.digest)}\n`,

@@ -9,11 +9,13 @@ import {
   agentLabel,
   describeExecution,
   EXIT,
+  isQuiet,
   printJson,
   printLogLine,
   printResult,
   printTable,
 } from '../output.ts';
+import { createProgress } from '../progress.ts';
 import { type ServerFlags, withServer } from './connect.ts';
 
 /** The longest `?wait=` the server holds one request. */
@@ -88,11 +90,18 @@ export async function commandExec(agentOrUndefined: string | undefined, flags: E
             else execution = item.execution;
           }
         } else {
-          while (!isTerminal(execution.status) && Date.now() < deadline) {
-            execution = await client.getExecution(execution.id, {
-              wait: waitParam(deadline - Date.now()),
-              signal,
-            });
+          // A spinner while waiting (stderr, on a terminal only; not with -q or -o json).
+          const progress = createProgress(process.stderr, !json && !isQuiet());
+          try {
+            while (!isTerminal(execution.status) && Date.now() < deadline) {
+              progress.step(`waiting for ${execution.id} (${execution.status})`);
+              execution = await client.getExecution(execution.id, {
+                wait: waitParam(deadline - Date.now()),
+                signal,
+              });
+            }
+          } finally {
+            progress.stop();
           }
         }
       }
