@@ -37,6 +37,7 @@ import { registerCompletionCommand } from './completion.ts';
 import { parseInputFlags } from './input.ts';
 import {
   configureOutput,
+  debug,
   describeExecution,
   EXIT,
   green,
@@ -71,6 +72,7 @@ export { EXIT } from './output.ts';
  */
 async function hostFacts(thorough: boolean): Promise<HostFacts> {
   const config = loadConfig();
+  debug(`AEGIS_HOME ${config.home}`);
   let runtimes: Readonly<Record<string, boolean>> | undefined;
   let secretNames: Set<string> | undefined;
   try {

@@ -10,7 +10,7 @@ import { AegisApiError, AegisClient } from '../../../sdk/index.ts';
 import { looksLikeApiKey } from '../../domain/auth/api-key.ts';
 import { AegisError, formatProblem } from '../../domain/errors.ts';
 import { AEGIS_VERSION } from '../../main.ts';
-import { type OutputFormat, reportError, warn } from '../output.ts';
+import { debug, type OutputFormat, reportError, warn } from '../output.ts';
 
 export const HELP_GROUP = 'Server commands (--server URL or AEGIS_SERVER):';
 
@@ -69,6 +69,7 @@ function connect(flags: { server?: string; apiKeyFile?: string }): Connection {
     });
   }
   const apiKey = readApiKey(flags.apiKeyFile);
+  debug(`server ${server}${apiKey === undefined ? ' (no API key)' : ' with an API key'}`);
   let client: AegisClient;
   try {
     client = new AegisClient({
