@@ -60,3 +60,42 @@ case "$version" in
   v24.*) say "Node $version ready" ;;
   *) echo "setup: expected Node 24 in node_modules/.bin/node, found $version" >&2; exit 1 ;;
 esac
+
+# `aegis` and `aegis-orchestrator` as commands, pointing at THIS checkout: /usr/local/bin as root, else
+# ~/.local/bin (AEGIS_BIN_DIR overrides, e.g. for tests). Each is a two-line wrapper that runs bin/aegis.mjs on the
+# pinned Node 24 directly (no re-exec, no npx). A wrapper another checkout installed is replaced, with a notice: the
+# last checkout set up is the `aegis` on PATH. A file that is not an AEGIS wrapper is left alone.
+checkout=$(pwd -P)
+if [ -n "${AEGIS_BIN_DIR:-}" ]; then bin_dir=$AEGIS_BIN_DIR
+elif [ "$(id -u)" -eq 0 ]; then bin_dir=/usr/local/bin
+else bin_dir="$HOME/.local/bin"
+fi
+mkdir -p "$bin_dir"
+install_command() { # name, entry script under bin/
+  local name=$1 entry=$2 target="$bin_dir/$1" marker="# aegis-checkout: $checkout" wrapper
+  wrapper=$(printf '#!/bin/sh\n%s\n# Installed by scripts/setup.sh (npm run setup); runs the AEGIS in that checkout.\nexec "%s/node_modules/.bin/node" "%s/bin/%s" "$@"\n' \
+    "$marker" "$checkout" "$checkout" "$entry")
+  if [ -f "$target" ] && [ "$(cat "$target")" = "$wrapper" ]; then
+    say "$name: $target is up to date"
+    return
+  fi
+  if [ -e "$target" ] || [ -L "$target" ]; then
+    local owner
+    owner=$(sed -n 's/^# aegis-checkout: //p' "$target" 2>/dev/null | head -n 1)
+    if [ -z "$owner" ]; then
+      echo "setup: $target exists and is not an AEGIS wrapper; left alone (run bin/$entry directly, or remove it and run setup again)" >&2
+      return
+    fi
+    [ "$owner" = "$checkout" ] || echo "setup: notice: $target pointed at the AEGIS in $owner; it now runs the one in $checkout" >&2
+  fi
+  printf '%s\n' "$wrapper" > "$target.tmp.$$"
+  chmod 755 "$target.tmp.$$"
+  mv -f "$target.tmp.$$" "$target"
+  say "$name: installed $target → $checkout/bin/$entry"
+}
+install_command aegis aegis.mjs
+install_command aegis-orchestrator aegis-orchestrator.mjs
+case ":$PATH:" in
+  *":$bin_dir:"*) ;;
+  *) echo "setup: $bin_dir is not on your PATH; add it (e.g. in ~/.profile: export PATH=\"$bin_dir:\$PATH\") to type \`aegis\`" >&2 ;;
+esac

@@ -2,7 +2,7 @@
  * Composition root: the only place that picks and constructs adapters. The CLI (and later the server) ask it
  * for a context; nothing else calls adapter constructors.
  */
-import { readFileSync } from 'node:fs';
+import { accessSync, constants as fsConstants, mkdirSync, readFileSync, statSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
 import {
@@ -121,7 +121,34 @@ export const AEGIS_VERSION: string = (
 
 export { systemClock };
 
+/**
+ * Makes sure the data directory is usable before a store opens in it: a bad AEGIS_HOME (a file, unwritable, under a
+ * read-only mount) is the user's configuration — USAGE (exit 2) with a hint — never an internal error.
+ */
+export function ensureHome(config: AegisConfig): void {
+  const home = config.home;
+  const bad = (why: string, cause?: unknown) =>
+    new AegisError('USAGE', `AEGIS_HOME ${home} cannot be used: ${why}`, {
+      ...(cause === undefined ? {} : { cause }),
+      hint: 'point AEGIS_HOME at a directory you can write (it is created if missing), or unset it for ~/.aegis',
+    });
+  try {
+    mkdirSync(home, { recursive: true, mode: 0o700 });
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code === 'EEXIST' || code === 'ENOTDIR') throw bad('it is not a directory', error);
+    throw bad((error as Error).message, error);
+  }
+  if (!statSync(home).isDirectory()) throw bad('it is not a directory');
+  try {
+    accessSync(home, fsConstants.W_OK | fsConstants.X_OK);
+  } catch (error) {
+    throw bad('it is not writable by this user', error);
+  }
+}
+
 export function openStoreContext(config: AegisConfig = loadConfig()): StoreContext {
+  ensureHome(config);
   const store = SqliteStore.open(join(config.home, 'aegis.db'));
   return { config, store, clock: systemClock, identity: new ProcIdentity() };
 }
@@ -136,6 +163,7 @@ export function openAuditContext(
   config: AegisConfig = loadConfig(),
   options: { readonly writer?: boolean } = {},
 ): AuditContext & { readonly witness: FileWitness; readonly nodeKey: Ed25519NodeKey } {
+  ensureHome(config);
   const paths = auditPaths(config);
   migrateLegacyNodeKey(paths.legacyNodeKey, paths.nodeKey, warnStderr);
   const nodeKey = new Ed25519NodeKey(paths.nodeKey);
@@ -164,6 +192,7 @@ export function openAuditContext(
  * /etc/aegis/secrets.key for root, `$XDG_CONFIG_HOME/aegis/secrets.key` otherwise).
  */
 export function openSecretStore(config: AegisConfig = loadConfig()): FileSecretStore {
+  ensureHome(config);
   return new FileSecretStore({
     home: config.home,
     ...(config.secretsKeyFile === undefined ? {} : { keyFile: config.secretsKeyFile }),

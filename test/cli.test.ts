@@ -103,7 +103,11 @@ describe('aegis CLI', { concurrency: true }, () => {
     }
     const ps = await aegis(['ps', '--output', 'json'], home);
     assert.equal(ps.code, 0, ps.stderr);
-    assert.deepEqual(JSON.parse(ps.stdout), [], 'invalid manifests must not be recorded as executions');
+    assert.deepEqual(
+      JSON.parse(ps.stdout),
+      { executions: [], nextCursor: null },
+      'invalid manifests must not be recorded as executions',
+    );
   });
 
   it('run --output json prints exactly one JSON object on stdout; logs go to stderr; logs and ps replay it', async () => {
@@ -120,16 +124,22 @@ describe('aegis CLI', { concurrency: true }, () => {
       Object.keys(json).sort(),
       [
         'agent',
+        'createdAt',
         'durationMs',
         'exitCode',
         'finishedAt',
         'id',
+        'input',
         'output',
+        'reason',
+        'runtime',
         'startedAt',
         'status',
         'violations',
       ].sort(),
+      'the REST Execution shape (GET /v1/executions/{id})',
     );
+    assert.deepEqual(json.agent, { name: 'hello-python', version: '1.0.0', revision: null });
     assert.equal(json.status, 'succeeded');
     assert.equal(json.exitCode, 0);
     assert.equal(json.output.greeting, 'Hello, Ada!');
@@ -300,8 +310,8 @@ describe('aegis CLI', { concurrency: true }, () => {
     child.stderr!.on('data', (d) => (seen += d));
     await pollUntil('agent start', () => (seen.includes('started') ? true : undefined));
     const running = await aegis(['ps', '--output', 'json'], home);
-    const id = JSON.parse(running.stdout)[0].id as string;
-    assert.equal(JSON.parse(running.stdout)[0].status, 'running');
+    const id = JSON.parse(running.stdout).executions[0].id as string;
+    assert.equal(JSON.parse(running.stdout).executions[0].status, 'running');
     assert.ok(existsSync(`/run/aegis/sandboxes/${id}`), 'scratch dir exists while running');
 
     child.kill('SIGKILL');
@@ -310,7 +320,7 @@ describe('aegis CLI', { concurrency: true }, () => {
     await pollUntil('sandbox processes to die', () => (processWithMarker(marker) ? undefined : true));
 
     const ps = await aegis(['ps', '--output', 'json'], home);
-    const record = JSON.parse(ps.stdout).find((r: { id: string }) => r.id === id);
+    const record = JSON.parse(ps.stdout).executions.find((r: { id: string }) => r.id === id);
     assert.equal(record.status, 'killed');
     assert.match(record.reason, /orchestrator-exited/);
     assert.equal(existsSync(`/run/aegis/sandboxes/${id}`), false, 'scratch dir reaped');

@@ -56,6 +56,9 @@ describe('quickstart from a clone anywhere', { skip, concurrency: true }, () => 
       const clone = temp(parent, 'aegis-quickstart-');
       cpSync(EXAMPLE, join(clone, 'examples/email-summarizer'), { recursive: true });
       const home = temp(tmpdir(), 'aegis-quickstart-home-');
+      // validate makes run's checks: it must agree that the agent's own directory is not protected from itself.
+      const validate = await aegis(['validate', 'examples/email-summarizer/agent.yaml'], clone, home);
+      assert.equal(validate.code, 0, validate.out);
       const run = await aegis(['run', 'examples/email-summarizer/agent.yaml', '-o', 'json'], clone, home);
       assert.equal(run.code, 0, run.out);
       const record = JSON.parse(run.stdout) as { status: string; output: { summary?: string } };

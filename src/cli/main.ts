@@ -1,14 +1,23 @@
 /**
- * `aegis` command line. Exit codes (README): 0 succeeded · 1 agent failed/timeout/oom/killed · 2 usage or invalid
- * manifest · 3 this host can't sandbox what was asked · 4 the audit ledger was tampered with · 70 internal error.
+ * `aegis` command line. Exit codes (README; output.ts derives them from ERROR_CODES): 0 succeeded · 1 agent
+ * failed/timeout/oom/killed · 2 usage, invalid manifest or a refusal before anything ran · 3 this host can't sandbox
+ * what was asked · 4 the audit ledger was tampered with · 75 try again later · 77 key missing or lacking scope ·
+ * 70 internal error. With `-o json` every command prints the REST shapes of /openapi.json, errors included.
  */
 import { once } from 'node:events';
 import { createWriteStream, existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { Command, CommanderError, Option } from 'commander';
+import { Command, CommanderError } from 'commander';
 import { verifyAuditExportFile } from '../adapters/audit/export-file.ts';
 import { formatDoctorReport, runDoctor } from '../adapters/host/doctor.ts';
+import { type HostFacts, hostChecks } from '../adapters/manifest/host-checks.ts';
 import { loadManifestFile } from '../adapters/manifest/yaml-loader.ts';
+import { decodeCursor, encodeCursor } from '../api/cursor.ts';
+import {
+  ExecutionStatus as ExecutionStatusSchema,
+  executionView,
+  type Validation,
+} from '../api/http/schemas.ts';
 import { allExecutions } from '../app/executions.ts';
 import type { AuditLog, ExecutionStore } from '../app/ports.ts';
 import { reconcileOrphans, runAgent } from '../app/run-agent.ts';
@@ -16,18 +25,38 @@ import { AUDIT_KINDS } from '../domain/audit/entry.ts';
 import { type AuditExportRecord, formatExportLine } from '../domain/audit/export-format.ts';
 import { missingEntries } from '../domain/audit/store-check.ts';
 import type { AuditTampered, AuditVerification } from '../domain/audit/verify.ts';
-import { AegisError, formatError, isAegisError } from '../domain/errors.ts';
-import { type ExecutionRecord, isTerminal, type LogStream, toRunResult } from '../domain/execution.ts';
+import { AegisError, formatError } from '../domain/errors.ts';
+import { type ExecutionRecord, isTerminal, type LogStream } from '../domain/execution.ts';
 import { agentManifestJsonSchema } from '../domain/manifest/schema.ts';
 import { secretBindingNotes } from '../domain/secrets/secret-ref.ts';
+import { formatBytes } from '../domain/units.ts';
 import {
+  AEGIS_VERSION,
   loadConfig,
   openAuditContext,
   openLocalContext,
   openSecretStore,
   openStoreContext,
 } from '../main.ts';
+import { registerCompletionCommand } from './completion.ts';
 import { parseInputFlags } from './input.ts';
+import {
+  configureOutput,
+  debug,
+  describeExecution,
+  EXIT,
+  green,
+  note,
+  type OutputFormat,
+  outputOption,
+  printJson,
+  printLogLine,
+  printResult,
+  printTable,
+  reportError,
+  wantsJson,
+  warn,
+} from './output.ts';
 import { createProgress } from './progress.ts';
 import {
   addServerOptions,
@@ -36,32 +65,35 @@ import {
   remoteLogs,
   remotePs,
   serverFrom,
-} from './remote.ts';
+} from './remote/index.ts';
 import { registerServerCommand } from './server.ts';
 
-export const EXIT = {
-  ok: 0,
-  agentFailed: 1,
-  usage: 2,
-  hostUnable: 3,
-  auditTampered: 4,
-  internal: 70,
-} as const;
+export { EXIT } from './output.ts';
 
-type OutputFormat = 'text' | 'json';
-
-const outputOption = () =>
-  new Option('-o, --output <format>', 'output format').choices(['text', 'json']).default('text');
-
-function statusExitCode(record: ExecutionRecord): number {
-  return record.status === 'succeeded' ? EXIT.ok : EXIT.agentFailed;
-}
-
-function describeOutcome(record: ExecutionRecord): string {
-  const mark = record.status === 'succeeded' ? '✓' : '✗';
-  const duration = record.durationMs === null ? '' : ` in ${record.durationMs} ms`;
-  const reason = record.reason ? ` — ${record.reason}` : '';
-  return `${mark} ${record.agent.name}@${record.agent.version} ${record.status}${duration}${reason} (${record.id})`;
+/**
+ * What `run` and `validate` check on this host before anything is recorded (host-checks.ts). `thorough` (validate)
+ * also asks the doctor whether the default isolation works; `run` leaves that to the runtime, which says exactly
+ * what is missing.
+ */
+async function hostFacts(thorough: boolean): Promise<HostFacts> {
+  const config = loadConfig();
+  debug(`AEGIS_HOME ${config.home}`);
+  let runtimes: Readonly<Record<string, boolean>> | undefined;
+  let secretNames: Set<string> | undefined;
+  try {
+    secretNames = new Set((await openSecretStore(config).list()).map((secret) => secret.name));
+  } catch {
+    secretNames = undefined; // an unreadable secret store is reported by the run that needs it
+  }
+  return {
+    protectedPaths: [config.home],
+    isolationAvailable: (isolation) => {
+      if (isolation === 'sandbox' && !thorough) return true;
+      runtimes ??= runDoctor().runtimes;
+      return runtimes[isolation] === true;
+    },
+    ...(secretNames === undefined ? {} : { secretNames }),
+  };
 }
 
 async function commandRun(
@@ -71,10 +103,10 @@ async function commandRun(
   const json = options.output === 'json';
   const progress = createProgress(process.stderr, !json);
   progress.step(`validating ${manifestPath}`);
-  const { agent } = await loadManifestFile(manifestPath);
-  for (const note of secretBindingNotes(agent.secrets, agent.network.allow.length)) {
-    process.stderr.write(`warning: ${note}\n`);
-  }
+  // The same checks as `aegis validate`, before anything is recorded: a refusal here leaves no execution behind.
+  const facts = await hostFacts(false);
+  const { agent } = await loadManifestFile(manifestPath, { check: (dir) => hostChecks(dir, facts) });
+  for (const text of secretBindingNotes(agent.secrets, agent.network.allow.length)) warn(text);
   const input = parseInputFlags(options) ?? null;
   const ctx = openLocalContext();
   const controller = new AbortController();
@@ -96,21 +128,11 @@ async function commandRun(
           firstLine = false;
         }
         // With --output json, stdout carries exactly one JSON object: all logs go to stderr.
-        const target = json || stream !== 'stdout' ? process.stderr : process.stdout;
-        target.write(stream === 'system' ? `[aegis] ${text}\n` : `${text}\n`);
+        printLogLine({ stream, text }, json);
       },
     });
     progress.stop();
-    if (json) {
-      process.stdout.write(`${JSON.stringify(toRunResult(record))}\n`);
-    } else {
-      for (const violation of record.violations) process.stderr.write(`  ! ${violation.message}\n`);
-      if (record.output !== null && record.output !== undefined) {
-        process.stdout.write(`${JSON.stringify(record.output, null, 2)}\n`);
-      }
-      process.stderr.write(`${describeOutcome(record)}\n`);
-    }
-    return statusExitCode(record);
+    return printResult(executionView(record), json);
   } finally {
     progress.stop();
     process.off('SIGINT', onSignal);
@@ -119,18 +141,25 @@ async function commandRun(
   }
 }
 
+/** `aegis validate`: exactly the checks `aegis run` makes before it starts anything, all problems at once. */
 async function commandValidate(manifestPath: string, options: { output: OutputFormat }) {
-  const { agent, file } = await loadManifestFile(manifestPath);
-  for (const note of secretBindingNotes(agent.secrets, agent.network.allow.length)) {
-    process.stderr.write(`warning: ${note}\n`);
-  }
+  const facts = await hostFacts(true);
+  const { agent, file } = await loadManifestFile(manifestPath, { check: (dir) => hostChecks(dir, facts) });
+  const warnings = secretBindingNotes(agent.secrets, agent.network.allow.length);
+  for (const text of warnings) warn(text);
+  const l = agent.limits;
   if (options.output === 'json') {
-    process.stdout.write(`${JSON.stringify({ valid: true, file, agent })}\n`);
+    const result: Validation = {
+      valid: true,
+      file,
+      agent: { name: agent.name, version: agent.version, isolation: agent.isolation, limits: { ...l } },
+      warnings: [...warnings],
+    };
+    printJson(result);
   } else {
-    const l = agent.limits;
     process.stdout.write(
-      `✓ ${manifestPath} is valid: ${agent.name}@${agent.version}, ${agent.isolation}, ` +
-        `cpu ${l.cpuMillis}m, memory ${l.memoryBytes} B, pids ${l.pids}, disk ${l.diskBytes} B, timeout ${l.timeoutMs} ms\n`,
+      `${green('✓', process.stdout)} ${manifestPath} is valid: ${agent.name}@${agent.version}, ${agent.isolation}, ` +
+        `cpu ${l.cpuMillis}m, memory ${formatBytes(l.memoryBytes)}, pids ${l.pids}, disk ${formatBytes(l.diskBytes)}, timeout ${l.timeoutMs} ms\n`,
     );
   }
   return EXIT.ok;
@@ -152,24 +181,19 @@ async function commandLogs(
     for (;;) {
       const lines = await ctx.store.readLogs(id, { afterSeq, limit: 1000 });
       for (const line of lines) {
-        if (options.output === 'json') process.stdout.write(`${JSON.stringify(line)}\n`);
-        else {
-          const target = line.stream === 'stdout' ? process.stdout : process.stderr;
-          target.write(line.stream === 'system' ? `[aegis] ${line.text}\n` : `${line.text}\n`);
-        }
+        // JSON Lines of the REST LogLine (the data of each SSE event), as against a server.
+        if (options.output === 'json')
+          printJson({ seq: line.seq, ts: line.ts, stream: line.stream, text: line.text });
+        else printLogLine(line, false);
       }
       if (lines.length < 1000) break;
       afterSeq = lines[lines.length - 1]!.seq;
     }
-    if (options.output !== 'json') process.stderr.write(`${describeOutcome(record)}\n`);
+    if (options.output !== 'json') note(describeExecution(executionView(record)));
     return EXIT.ok;
   } finally {
     await ctx.store.close();
   }
-}
-
-function pad(text: string, width: number): string {
-  return text.length >= width ? `${text.slice(0, width - 1)}…` : text.padEnd(width);
 }
 
 async function commandPs(options: {
@@ -183,34 +207,53 @@ async function commandPs(options: {
   cursor?: string;
 }) {
   if (serverFrom(options.server) !== undefined) return remotePs(options);
-  for (const flag of ['agent', 'status', 'cursor'] as const)
-    if (options[flag] !== undefined) throw needsServer(`--${flag}`);
   const limit = Number(options.limit);
   if (!Number.isInteger(limit) || limit < 1 || limit > 1000) {
     throw new AegisError('USAGE', `--limit must be a whole number from 1 to 1000, got "${options.limit}"`);
+  }
+  const status = options.status === undefined ? undefined : ExecutionStatusSchema.safeParse(options.status);
+  if (status !== undefined && !status.success) {
+    throw new AegisError('USAGE', `--status: "${options.status}" is not an execution status`, {
+      hint: `one of ${ExecutionStatusSchema.options.join(', ')}`,
+    });
   }
   // Any start of the CLI settles runs a killed orchestrator left behind, so `ps` never shows ghosts as running.
   const ctx = openLocalContext();
   try {
     await reconcileOrphans(ctx);
-    const records = await ctx.store.listExecutions({ limit });
+    // One more than a page tells whether there is a next one — the same paging as GET /v1/executions.
+    const records = await ctx.store.listExecutions({
+      limit: limit + 1,
+      ...(options.agent ? { agent: options.agent } : {}),
+      ...(status?.success ? { status: status.data } : {}),
+      ...(options.cursor ? { after: decodeCursor(options.cursor, '--cursor') } : {}),
+    });
+    const page = records.slice(0, limit);
+    const last = page.at(-1);
+    const nextCursor = records.length > limit && last ? encodeCursor(last) : null;
     if (options.output === 'json') {
-      process.stdout.write(`${JSON.stringify(records.map(toRunResult))}\n`);
+      printJson({ executions: page.map(executionView), nextCursor });
       return EXIT.ok;
     }
-    if (records.length === 0) {
-      process.stdout.write('no executions yet — try `aegis run examples/hello-python/agent.yaml`\n');
-      return EXIT.ok;
-    }
-    process.stdout.write(
-      `${pad('ID', 32)}${pad('AGENT', 28)}${pad('STATUS', 11)}${pad('DURATION', 10)}CREATED\n`,
-    );
-    for (const r of records) {
-      const duration = r.durationMs === null ? (isTerminal(r.status) ? '-' : 'running') : `${r.durationMs}ms`;
+    if (page.length === 0) {
       process.stdout.write(
-        `${pad(r.id, 32)}${pad(`${r.agent.name}@${r.agent.version}`, 28)}${pad(r.status, 11)}${pad(duration, 10)}${r.createdAt}\n`,
+        options.cursor
+          ? 'no more executions\n'
+          : 'no executions yet — try `aegis run examples/hello-python/agent.yaml`\n',
       );
+      return EXIT.ok;
     }
+    printTable(
+      ['ID', 'AGENT', 'STATUS', 'DURATION', 'CREATED'],
+      page.map((r) => [
+        r.id,
+        `${r.agent.name}@${r.agent.version}`,
+        r.status,
+        r.durationMs === null ? (isTerminal(r.status) ? '-' : 'running') : `${r.durationMs}ms`,
+        r.createdAt,
+      ]),
+    );
+    if (nextCursor) note(`more: aegis ps --cursor ${nextCursor}`);
     return EXIT.ok;
   } finally {
     await ctx.close();
@@ -238,12 +281,10 @@ async function commandAuditShow(id: string, options: { output: OutputFormat }) {
       process.stdout.write(`${JSON.stringify(entries)}\n`);
       return EXIT.ok;
     }
-    process.stdout.write(`${pad('SEQ', 9)}${pad('TIME', 26)}${pad('KIND', 20)}DATA\n`);
-    for (const e of entries) {
-      process.stdout.write(
-        `${pad(String(e.seq), 9)}${pad(e.ts, 26)}${pad(e.kind, 20)}${JSON.stringify(e.data)}\n`,
-      );
-    }
+    printTable(
+      ['SEQ', 'TIME', 'KIND', 'DATA'],
+      entries.map((e) => [String(e.seq), e.ts, e.kind, JSON.stringify(e.data)]),
+    );
     return EXIT.ok;
   } finally {
     await audit.close();
@@ -515,10 +556,10 @@ async function commandSecretLs(options: { output: OutputFormat }) {
     process.stderr.write('no secrets (aegis secret set NAME < file)\n');
     return EXIT.ok;
   }
-  process.stdout.write(`${pad('NAME', 32)}${pad('CREATED', 26)}UPDATED\n`);
-  for (const secret of secrets) {
-    process.stdout.write(`${pad(secret.name, 32)}${pad(secret.createdAt, 26)}${secret.updatedAt}\n`);
-  }
+  printTable(
+    ['NAME', 'CREATED', 'UPDATED'],
+    secrets.map((secret) => [secret.name, secret.createdAt, secret.updatedAt]),
+  );
   return EXIT.ok;
 }
 
@@ -533,9 +574,20 @@ export function buildProgram(setExit: (code: number) => void): Command {
   program
     .name('aegis')
     .description('Run untrusted AI agents in a sandbox they cannot get out of, and see everything they did.')
-    .version('0.1.0')
+    .version(AEGIS_VERSION)
+    .option('-q, --quiet', 'print only results and errors (no progress, notes or outcome lines)')
+    .option('-v, --verbose', 'say more about what is happening (on stderr)')
+    .option('--no-color', 'no colours (also: NO_COLOR=1; colours are only ever used on a terminal)')
     .showHelpAfterError('(run `aegis --help` for usage)')
-    .exitOverride();
+    .exitOverride()
+    .hook('preAction', (_program, action) => {
+      const flags = action.optsWithGlobals<{ quiet?: boolean; verbose?: boolean; color?: boolean }>();
+      configureOutput({
+        quiet: flags.quiet === true,
+        verbose: flags.verbose === true && flags.quiet !== true,
+        color: flags.color !== false,
+      });
+    });
   const wrap =
     <A extends unknown[]>(action: (...args: A) => Promise<number>) =>
     async (...args: A) => {
@@ -547,12 +599,14 @@ export function buildProgram(setExit: (code: number) => void): Command {
     .description('run an agent once in a sandbox and print its result')
     .argument('<manifest>', 'path to agent.yaml')
     .option('-i, --input <json>', 'input JSON passed to the agent (stdin and /run/aegis/input.json)')
-    .option('-f, --input-file <file>', 'read the input JSON from a file (- for stdin)')
+    .option('--input-file <file>', 'read the input JSON from a file (- for stdin)')
     .addOption(outputOption())
     .action(wrap(commandRun));
   program
     .command('validate')
-    .description('check an agent.yaml; exits 0 when valid, 2 with located errors otherwise')
+    .description(
+      "check an agent.yaml as `aegis run` would on this host (entrypoint, isolation, host paths, secrets); exit 0 when it would start, else every problem located and run's exit code",
+    )
     .argument('<manifest>', 'path to agent.yaml')
     .addOption(outputOption())
     .action(wrap(commandValidate));
@@ -642,12 +696,15 @@ export function buildProgram(setExit: (code: number) => void): Command {
     .action(wrap(commandDoctor));
   registerServerCommand(program, (action) => wrap(action)());
   registerRemoteCommands(program, setExit);
+  registerCompletionCommand(program, (action) => wrap(action)());
   return program;
 }
 
 /** Runs the CLI and returns the exit code (never calls process.exit itself, so tests can drive it). */
 export async function main(argv: readonly string[]): Promise<number> {
   let exitCode = EXIT.ok as number;
+  // Known before parsing, so a usage error of a `-o json` command is JSON too.
+  configureOutput({ json: wantsJson(argv) });
   const program = buildProgram((code) => {
     exitCode = code;
   });
@@ -656,11 +713,18 @@ export async function main(argv: readonly string[]): Promise<number> {
     return exitCode;
   } catch (error) {
     if (error instanceof CommanderError) {
-      // --help and --version end here too, with exit code 0.
-      return error.exitCode === 0 ? EXIT.ok : EXIT.usage;
+      // --help and --version end here too, with exit code 0. Commander has printed the message already.
+      if (error.exitCode === 0) return EXIT.ok;
+      if (wantsJson(argv))
+        printJson({
+          error: {
+            code: 'USAGE',
+            message: error.message.replace(/^error: /, ''),
+            details: { hint: 'run `aegis --help` for usage' },
+          },
+        });
+      return EXIT.usage;
     }
-    process.stderr.write(`${formatError(error)}\n`);
-    if (isAegisError(error)) return error.exitCode;
-    return EXIT.internal;
+    return reportError(error);
   }
 }

@@ -3,23 +3,40 @@
  * numbers with the unit in the name (`memoryBytes`, `timeoutMs`).
  */
 
+/** Kubernetes quantity suffixes, exactly: decimal `k M G T P E` (powers of 1000), binary `Ki … Ei` (of 1024). */
 const SIZE_UNITS: Readonly<Record<string, number>> = {
   '': 1,
-  B: 1,
-  K: 1000,
-  KB: 1000,
+  k: 1000,
   M: 1000 ** 2,
-  MB: 1000 ** 2,
   G: 1000 ** 3,
-  GB: 1000 ** 3,
+  T: 1000 ** 4,
+  P: 1000 ** 5,
+  E: 1000 ** 6,
   Ki: 1024,
-  KiB: 1024,
   Mi: 1024 ** 2,
-  MiB: 1024 ** 2,
   Gi: 1024 ** 3,
-  GiB: 1024 ** 3,
   Ti: 1024 ** 4,
-  TiB: 1024 ** 4,
+  Pi: 1024 ** 5,
+  Ei: 1024 ** 6,
+};
+
+/** Spellings people bring from elsewhere, and what Kubernetes (and so AEGIS) writes instead. */
+const SIZE_DID_YOU_MEAN: Readonly<Record<string, string>> = {
+  K: '"k" (1000) or "Ki" (1024)',
+  KB: '"k" (1000) or "Ki" (1024)',
+  kB: '"k" (1000) or "Ki" (1024)',
+  MB: '"M" (10^6) or "Mi" (2^20)',
+  GB: '"G" (10^9) or "Gi" (2^30)',
+  TB: '"T" (10^12) or "Ti" (2^40)',
+  KiB: '"Ki"',
+  MiB: '"Mi"',
+  GiB: '"Gi"',
+  TiB: '"Ti"',
+  B: 'a bare number of bytes (no unit)',
+  m: '"M" or "Mi" ("m" is a thousandth)',
+  mi: '"Mi"',
+  gi: '"Gi"',
+  g: '"G" or "Gi"',
 };
 
 const DURATION_UNITS: Readonly<Record<string, number>> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
@@ -28,24 +45,30 @@ export type ParseResult =
   | { readonly ok: true; readonly value: number }
   | { readonly ok: false; readonly error: string };
 
-/** `256Mi` → 268435456. Integers only in bytes; decimals allowed with a unit (`1.5Gi`). */
+/**
+ * A Kubernetes quantity in bytes: `256Mi` → 268435456, `512M` → 512000000, `1.5Gi`, `1e9`. Fractions round up to a
+ * whole byte, as Kubernetes does. `MB`, `GB`, `KiB`, `K` … are refused with what to write instead.
+ */
 export function parseSize(input: string | number): ParseResult {
   if (typeof input === 'number') {
     return Number.isSafeInteger(input) && input >= 0
       ? { ok: true, value: input }
       : { ok: false, error: `expected a whole, non-negative number of bytes, got ${input}` };
   }
-  const match = /^\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*$/.exec(input);
+  const match = /^\s*(\d+(?:\.\d+)?|\.\d+)(?:[eE]([+-]?\d+)|([A-Za-z]*))\s*$/.exec(input);
   if (!match) return { ok: false, error: `"${input}" is not a size; write e.g. 256Mi, 1Gi or 512M` };
-  const unit = match[2] ?? '';
-  const factor = SIZE_UNITS[unit];
+  const unit = match[3] ?? '';
+  const factor = match[2] !== undefined ? 10 ** Number(match[2]) : SIZE_UNITS[unit];
   if (factor === undefined) {
+    const instead = SIZE_DID_YOU_MEAN[unit];
     return {
       ok: false,
-      error: `unknown size unit "${unit}" in "${input}"; use one of Ki, Mi, Gi, Ti (powers of 1024) or K, M, G (powers of 1000)`,
+      error: instead
+        ? `"${unit}" is not a size unit (in "${input}") — did you mean ${instead}?`
+        : `unknown size unit "${unit}" in "${input}"; use Ki, Mi, Gi, Ti (powers of 1024) or k, M, G, T (powers of 1000), as in Kubernetes`,
     };
   }
-  const value = Math.round(Number(match[1]) * factor);
+  const value = Math.ceil(Number(match[1]) * factor);
   return Number.isSafeInteger(value) ? { ok: true, value } : { ok: false, error: `"${input}" is too large` };
 }
 
@@ -81,13 +104,16 @@ export function parseCpu(input: string | number): ParseResult {
   return { ok: true, value };
 }
 
+/** The one byte formatter: `12 bytes`, `1.5 KiB`, `256 MiB` (binary units, as the limits are written). */
 export function formatBytes(bytes: number): string {
-  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  const units = ['bytes', 'KiB', 'MiB', 'GiB', 'TiB'];
   let value = bytes;
   let index = 0;
   while (value >= 1024 && index < units.length - 1) {
     value /= 1024;
     index++;
   }
-  return `${Number.isInteger(value) ? value : value.toFixed(1)}${units[index]}`;
+  return index === 0
+    ? `${bytes} bytes`
+    : `${Number.isInteger(value) ? value : value.toFixed(1)} ${units[index]}`;
 }

@@ -59,7 +59,7 @@ report({"heldMiB": 512})
 `,
     });
     assert.equal(result.record.status, 'oom', Harness.transcript(result));
-    assert.match(result.record.reason ?? '', /out of memory \(limit 64MiB\)/);
+    assert.match(result.record.reason ?? '', /out of memory \(limit 64 MiB\)/);
     const violation = result.record.violations.find((v) => v.rule === 'memory');
     assert.ok(violation, JSON.stringify(result.record.violations));
     assert.equal(violation.kind, 'limit');

@@ -42,18 +42,7 @@ export function sha256Hex(bytes: Uint8Array): string {
 }
 
 /** `64 MiB`, `1.5 KiB`, `12 bytes` — for messages. */
-export function formatBytes(bytes: number): string {
-  const units = ['bytes', 'KiB', 'MiB', 'GiB'];
-  let value = bytes;
-  let unit = 0;
-  while (value >= 1024 && unit < units.length - 1) {
-    value /= 1024;
-    unit++;
-  }
-  return unit === 0
-    ? `${bytes} bytes`
-    : `${Number.isInteger(value) ? value : value.toFixed(1)} ${units[unit]}`;
-}
+export { formatBytes } from '../../domain/units.ts';
 
 /** An entry name as shown in messages: quoted, control characters escaped, very long names cut. */
 export function showEntry(name: string): string {

@@ -10,6 +10,7 @@ import { type PathSegment, parsePath } from '../../domain/json-path.ts';
 import { type CompiledAgent, compileManifest } from '../../domain/manifest/compiled.ts';
 import type { AgentManifest } from '../../domain/manifest/schema.ts';
 import { manifestError, validateManifestValue } from '../../domain/manifest/validate.ts';
+import type { ManifestCheck } from './host-checks.ts';
 
 export interface LoadedManifest {
   /** Absolute path of agent.yaml. */
@@ -65,7 +66,12 @@ function nodeAt(root: Node | null, segments: readonly PathSegment[], pointAtKey:
   return current;
 }
 
-export async function loadManifestFile(path: string): Promise<LoadedManifest> {
+export interface LoadOptions {
+  /** Checks beyond the manifest itself (host-checks.ts: what `aegis run` would refuse on this host). */
+  readonly check?: (manifestDir: string) => ManifestCheck;
+}
+
+export async function loadManifestFile(path: string, options: LoadOptions = {}): Promise<LoadedManifest> {
   const file = resolve(path);
   const shown = displayPath(file);
   let text: string;
@@ -94,7 +100,7 @@ export async function loadManifestFile(path: string): Promise<LoadedManifest> {
   }
   // Resolve symlinks so the agent directory is where the file really lives.
   const manifestDir = dirname(await realpath(file));
-  return parseManifestText(text, shown, manifestDir, file);
+  return parseManifestText(text, shown, manifestDir, file, options);
 }
 
 /** Parses and validates manifest text; `shown` is the file name used in messages. */
@@ -103,6 +109,7 @@ export function parseManifestText(
   shown: string,
   manifestDir: string,
   file = shown,
+  options: LoadOptions = {},
 ): LoadedManifest {
   const lineCounter = new LineCounter();
   const doc = parseDocument(text, { lineCounter, prettyErrors: false, uniqueKeys: true, strict: true });
@@ -144,27 +151,47 @@ export function parseManifestText(
       shown,
     );
   }
+  const at = (path: string, pointAtKey = false) =>
+    locate(nodeAt(doc.contents as Node | null, parsePath(path), pointAtKey)?.range?.[0]);
+  // Every problem in one pass: schema, then (when the schema holds) compile rules, then the host's checks.
+  const problems: Problem[] = [];
+  let agent: CompiledAgent | undefined;
+  let manifest: AgentManifest | undefined;
   const result = validateManifestValue(value);
   if (!result.ok) {
-    const problems = result.problems.map((problem) => {
+    for (const problem of result.problems) {
       const node = nodeAt(doc.contents as Node | null, problem.segments, problem.unknownKey !== undefined);
       const { segments: _segments, unknownKey: _unknownKey, ...rest } = problem;
-      return { ...rest, file: shown, ...locate(node?.range?.[0]) };
-    });
+      problems.push({ ...rest, file: shown, ...locate(node?.range?.[0]) });
+    }
+  } else {
+    manifest = result.manifest;
+    try {
+      agent = compileManifest(result.manifest, manifestDir);
+    } catch (error) {
+      if (!(error instanceof AegisError && error.code === 'MANIFEST_INVALID')) throw error;
+      for (const problem of error.problems) problems.push({ ...problem, file: shown, ...at(problem.path) });
+    }
+  }
+  const hostProblems = (options.check?.(manifestDir)(value, agent) ?? []).map(({ code, ...problem }) => ({
+    code,
+    problem: { ...problem, file: shown, ...at(problem.path) },
+  }));
+  problems.push(...hostProblems.map((p) => p.problem));
+  if (problems.length > 0) {
     problems.sort((a, b) => (a.line ?? 0) - (b.line ?? 0) || (a.column ?? 0) - (b.column ?? 0));
+    // Problems that are all of one kind other than an invalid manifest keep their code (and exit code): a policy
+    // refusal, an isolation this host lacks (exit 3), a secret that is not set.
+    const codes = new Set(hostProblems.map((p) => p.code));
+    const only = codes.size === 1 && hostProblems.length === problems.length ? [...codes][0] : undefined;
+    if (only !== undefined && only !== 'MANIFEST_INVALID') {
+      const first = problems[0]!;
+      throw new AegisError(only, `${shown}: ${first.message}`, {
+        problems,
+        ...(first.hint ? { hint: first.hint } : {}),
+      });
+    }
     throw manifestError(problems, shown);
   }
-
-  try {
-    return { file, manifest: result.manifest, agent: compileManifest(result.manifest, manifestDir) };
-  } catch (error) {
-    if (error instanceof AegisError && error.code === 'MANIFEST_INVALID') {
-      const problems = error.problems.map((problem) => {
-        const node = nodeAt(doc.contents as Node | null, parsePath(problem.path), false);
-        return { ...problem, file: shown, ...locate(node?.range?.[0]) };
-      });
-      throw manifestError(problems, shown);
-    }
-    throw error;
-  }
+  return { file, manifest: manifest!, agent: agent! };
 }

@@ -12,7 +12,7 @@ import type {
   AgentSummary as AgentSummaryRecord,
 } from '../../domain/deployment.ts';
 import { AegisError } from '../../domain/errors.ts';
-import { type ExecutionRecord, isTerminal } from '../../domain/execution.ts';
+import { isTerminal } from '../../domain/execution.ts';
 import { parseDuration } from '../../domain/units.ts';
 import type { ApiContext } from '../context.ts';
 import { decodeCursor, encodeCursor } from '../cursor.ts';
@@ -70,27 +70,8 @@ export function parseWait(value: unknown, where: string): number | undefined {
   return parsed.value;
 }
 
-export function executionView(record: ExecutionRecord): S.Execution {
-  return {
-    id: record.id,
-    agent: {
-      name: record.agent.name,
-      version: record.agent.version,
-      revision: record.agent.revision ?? null,
-    },
-    runtime: record.runtime,
-    status: record.status,
-    exitCode: record.exitCode,
-    reason: record.reason,
-    input: record.input,
-    output: record.output,
-    violations: record.violations.map((v) => ({ ...v })),
-    createdAt: record.createdAt,
-    startedAt: record.startedAt,
-    finishedAt: record.finishedAt,
-    durationMs: record.durationMs,
-  };
-}
+/** The REST shape of an execution record (moved to schemas.ts so the CLI prints it without the route table). */
+export const executionView = S.executionView;
 
 const revisionView = (r: AgentRevisionRecord): S.AgentRevision => ({ ...r });
 const agentView = (a: AgentSummaryRecord): S.AgentSummary => ({ ...a, active: revisionView(a.active) });

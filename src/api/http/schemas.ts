@@ -4,9 +4,10 @@
  */
 import { z } from 'zod';
 import { SCOPES } from '../../domain/auth/api-key.ts';
-import { TERMINAL_STATUSES } from '../../domain/execution.ts';
+import { type ExecutionRecord, TERMINAL_STATUSES } from '../../domain/execution.ts';
 
 const STATUSES = ['created', 'queued', 'running', ...TERMINAL_STATUSES] as const;
+export const ExecutionStatus = z.enum(STATUSES);
 
 export const ErrorBody = z
   .object({
@@ -48,6 +49,29 @@ export const Execution = z
   })
   .meta({ id: 'Execution' });
 export type Execution = z.infer<typeof Execution>;
+
+/** The REST shape of an execution record (the CLI prints the same, locally and against a server). */
+export function executionView(record: ExecutionRecord): Execution {
+  return {
+    id: record.id,
+    agent: {
+      name: record.agent.name,
+      version: record.agent.version,
+      revision: record.agent.revision ?? null,
+    },
+    runtime: record.runtime,
+    status: record.status,
+    exitCode: record.exitCode,
+    reason: record.reason,
+    input: record.input,
+    output: record.output,
+    violations: record.violations.map((v) => ({ ...v })),
+    createdAt: record.createdAt,
+    startedAt: record.startedAt,
+    finishedAt: record.finishedAt,
+    durationMs: record.durationMs,
+  };
+}
 
 export const ExecutionList = z
   .object({
@@ -244,3 +268,25 @@ export const AuditEntry = z
 export const AuditList = z.object({ entries: z.array(AuditEntry) }).meta({ id: 'AuditList' });
 
 export const Health = z.object({ status: z.enum(['ok', 'starting', 'draining']) }).meta({ id: 'Health' });
+
+/** What `aegis validate -o json` prints for a manifest `aegis run` would accept (errors are the Error body). */
+export const Validation = z
+  .object({
+    valid: z.literal(true),
+    file: z.string(),
+    agent: z.object({
+      name: z.string(),
+      version: z.string(),
+      isolation: z.string(),
+      limits: z.object({
+        cpuMillis: z.number().int(),
+        memoryBytes: z.number().int(),
+        pids: z.number().int(),
+        diskBytes: z.number().int(),
+        timeoutMs: z.number().int(),
+      }),
+    }),
+    warnings: z.array(z.string()),
+  })
+  .meta({ id: 'Validation' });
+export type Validation = z.infer<typeof Validation>;

@@ -158,10 +158,17 @@ export function validateManifestValue(value: unknown): ValidationResult {
   return { ok: false, problems: issuesToProblems(result.error.issues, value) };
 }
 
+/** At most this many problems are listed (in position order); the message still counts them all. */
+export const MAX_LISTED_PROBLEMS = 20;
+
 export function manifestError(problems: readonly Problem[], file?: string): AegisError {
   const where = file ? ` in ${file}` : '';
+  const listed = problems.slice(0, MAX_LISTED_PROBLEMS);
+  const more = problems.length - listed.length;
   return new AegisError('MANIFEST_INVALID', `invalid agent manifest${where}: ${problems.length} problem(s)`, {
-    problems,
-    hint: 'fix the fields above; `aegis schema` prints the full format',
+    problems: listed,
+    hint:
+      (more > 0 ? `${more} more problem(s) not listed; fix these first. ` : '') +
+      'fix the fields above; `aegis schema` prints the full format',
   });
 }

@@ -1,0 +1,102 @@
+/**
+ * CLI commands that drive an AEGIS server through the SDK (sdk/): deploy, exec, cancel, agents, keys — and the
+ * server side of `logs` and `ps`, which main.ts hands over here when `--server` or AEGIS_SERVER is set.
+ * One file per command group; connecting and printing are shared (connect.ts, output.ts).
+ */
+import type { Command } from 'commander';
+import { outputOption } from '../output.ts';
+import {
+  commandAgentsLs,
+  commandAgentsRm,
+  commandAgentsRollback,
+  commandAgentsShow,
+  commandAgentsVersions,
+} from './agents.ts';
+import { addServerOptions, HELP_GROUP } from './connect.ts';
+import { commandDeploy } from './deploy.ts';
+import { commandCancel, commandExec } from './executions.ts';
+import { commandKeysCreate, commandKeysLs, commandKeysRevoke } from './keys.ts';
+
+export { addServerOptions, needsServer, type ServerFlags, serverFrom } from './connect.ts';
+export { type RemotePsFlags, remoteLogs, remotePs } from './executions.ts';
+
+/** Registers deploy, exec, cancel, agents and keys; each action's exit code goes to `setExit`. */
+export function registerRemoteCommands(program: Command, setExit: (code: number) => void): void {
+  const wrap =
+    <A extends unknown[]>(action: (...args: A) => Promise<number>) =>
+    async (...args: A) => {
+      setExit(await action(...args));
+    };
+  const serverCommand = (parent: Command, name: string, description: string) =>
+    addServerOptions(parent.command(name).description(description)).addOption(outputOption());
+
+  serverCommand(program, 'deploy', 'pack the directory holding agent.yaml and deploy it as a new revision')
+    .helpGroup(HELP_GROUP)
+    .argument('<manifest>', 'path to agent.yaml (or its directory); .aegisignore lists what to leave out')
+    .action(wrap(commandDeploy));
+
+  serverCommand(program, 'exec', 'run a deployed agent on the server')
+    .helpGroup(HELP_GROUP)
+    .argument('[agent]', 'agent name, name@REVISION or name@VERSION (required)')
+    .option('-i, --input <json>', 'input JSON for the agent')
+    .option('--input-file <file>', 'read the input JSON from a file (- for stdin)')
+    .option(
+      '-w, --wait [duration]',
+      'wait for the result (default 5m) and print it like `aegis run`; exit 1 if it failed',
+    )
+    .option('-f, --follow', 'stream the logs live, then print the result')
+    .addHelpText(
+      'after',
+      '\nWithout --wait or --follow it prints the execution id and returns at once.\n' +
+        'Exit codes: 0 succeeded, 1 the agent failed (timeout, oom, killed, …), 75 still running when --wait ran out.',
+    )
+    .action(wrap(commandExec));
+
+  serverCommand(program, 'cancel', 'cancel a queued or running execution')
+    .helpGroup(HELP_GROUP)
+    .argument('<execution-id>', 'id printed by `aegis exec` or listed by `aegis ps`')
+    .action(wrap(commandCancel));
+
+  const agents = program
+    .command('agents')
+    .helpGroup(HELP_GROUP)
+    .description('deployed agents and their revisions');
+  serverCommand(agents, 'ls', 'list deployed agents').action(wrap(commandAgentsLs));
+  serverCommand(agents, 'show', 'an agent and its revisions')
+    .argument('<name>', 'agent name')
+    .action(wrap(commandAgentsShow));
+  serverCommand(agents, 'versions', "an agent's revisions, newest first (* marks the active one)")
+    .argument('<name>', 'agent name')
+    .action(wrap(commandAgentsVersions));
+  serverCommand(
+    agents,
+    'rollback',
+    'make an earlier revision active (default: the one before the active one)',
+  )
+    .argument('<name>', 'agent name')
+    .option('--to <revision>', 'the revision number to make active')
+    .action(wrap(commandAgentsRollback));
+  serverCommand(agents, 'rm', 'delete an agent and all its revisions (past executions stay)')
+    .argument('<name>', 'agent name')
+    .option('-y, --yes', 'do not ask for confirmation')
+    .action(wrap(commandAgentsRm));
+
+  const keys = program.command('keys').helpGroup(HELP_GROUP).description('API keys (admin)');
+  serverCommand(keys, 'create', 'create an API key; the key is printed once')
+    .requiredOption('--name <name>', 'who or what the key is for')
+    .option(
+      '--scope <scope>',
+      'admin, deploy, execute or read (repeat, or separate with commas)',
+      (value: string, previous: string[]) => [...previous, value],
+      [] as string[],
+    )
+    .option(
+      '--rate <rate>',
+      'requests per second/minute/hour, e.g. 20/s or 600/m,burst=50 (default: the server’s)',
+    )
+    .action(wrap(commandKeysCreate));
+  serverCommand(keys, 'ls', 'list API keys (never their text)').action(wrap(commandKeysLs));
+  serverCommand(keys, 'revoke', 'revoke an API key')
+    .argument('<id>', 'key id (key_…), from `aegis keys ls`')
+    .action(wrap(commandKeysRevoke));
+}
