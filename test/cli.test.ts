@@ -7,6 +7,7 @@ import { chownSync, cpSync, existsSync, mkdtempSync, rmSync, writeFileSync } fro
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { after, describe, it } from 'node:test';
+import { reachable } from '../src/adapters/runtimes/sandbox/host.ts';
 import { findCgroupDirs, processWithMarker } from './support/host-state.ts';
 import { pollUntil as poll } from './support/poll.ts';
 
@@ -216,6 +217,12 @@ describe('aegis CLI', { concurrency: true }, () => {
 
   it('as an ordinary user without cgroup access, run refuses with exit 3 and names what is missing', async (t) => {
     if (process.getuid?.() !== 0) return t.skip('needs root to start the CLI as another user');
+    const nobody = { name: 'nobody', uid: 65534, gid: 65534, dedicated: true };
+    if (!reachable(BIN, nobody, 'read').ok || !reachable(process.execPath, nobody, 'read').ok) {
+      return t.skip(
+        `uid 65534 cannot read this checkout (${ROOT}, e.g. under /root): no other user can run it`,
+      );
+    }
     const home = tempDir('aegis-cli-home-');
     chownSync(home, 65534, 65534);
     const result = await new Promise<Result>((resolveDone) => {

@@ -18,14 +18,17 @@ import { AegisError } from '../../domain/errors.ts';
 export const NETNS_LISTENER_SCRIPT = join(import.meta.dirname, 'netns-listener.mjs');
 
 /** The unprivileged identity the helper runs as after entering the namespace (the host's `nobody`). */
-const HELPER_ID = 65534;
+export const NETNS_HELPER_ID = 65534;
+const HELPER_ID = NETNS_HELPER_ID;
 
 export interface NetnsListenOptions {
   /** A process inside the target network namespace (the sandbox's pid-namespace init). */
   readonly pid: number;
   readonly port: number;
-  /** Node binary that runs the helper. @default process.execPath */
+  /** Node binary that runs the helper; uid 65534 must be able to reach it. @default process.execPath */
   readonly nodeBinary?: string;
+  /** The helper script; uid 65534 must be able to read it. @default NETNS_LISTENER_SCRIPT */
+  readonly script?: string;
   /** @default "nsenter" (PATH) */
   readonly nsenterPath?: string;
   /** @default 10000 */
@@ -59,7 +62,7 @@ export function listenInNetns(options: NetnsListenOptions): Promise<net.Server[]
         String(HELPER_ID),
         '--',
         options.nodeBinary ?? process.execPath,
-        NETNS_LISTENER_SCRIPT,
+        options.script ?? NETNS_LISTENER_SCRIPT,
         String(options.port),
       ],
       { stdio: ['ignore', 'ignore', 'pipe', 'ipc'], env: {} },

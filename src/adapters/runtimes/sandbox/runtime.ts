@@ -58,7 +58,7 @@ import type { CompiledAgent } from '../../../domain/manifest/compiled.ts';
 import { isWithin } from '../../../domain/paths.ts';
 import type { NetworkPolicy } from '../../../domain/policy/network-rules.ts';
 import { formatBytes } from '../../../domain/units.ts';
-import { listenInNetns } from '../../egress/netns-listener.ts';
+import { listenInNetns, NETNS_HELPER_ID, NETNS_LISTENER_SCRIPT } from '../../egress/netns-listener.ts';
 import { EgressProxy } from '../../egress/proxy.ts';
 import { HttpSecretScrubber } from '../../secrets/http-response-scrubber.ts';
 import { HttpSecretRewriter } from '../../secrets/http-secret-rewriter.ts';
@@ -397,40 +397,57 @@ export class SandboxRuntime implements Runtime {
     }
   }
 
-  private sandboxNode: { source: string; path: string } | undefined;
+  private readonly reachableCopies = new Map<string, string>();
 
   /**
-   * bubblewrap binds as the sandbox uid, so the Node binary must be reachable by it. When AEGIS is checked out
-   * somewhere it can't traverse (e.g. under /root, mode 700), copy the binary once into the root-owned static dir
-   * (searchable by the sandbox uid) instead of refusing every Node agent.
+   * `source` itself when `user` can reach it, else a copy in the root-owned static dir (mode 0711, searchable by
+   * everyone): bubblewrap binds as the sandbox uid and the egress helper runs as uid 65534, and neither can traverse
+   * a checkout under /root or /home (mode 700). Copied once per content version (size + mtime), atomically.
    */
-  private nodeBinaryForSandbox(nodeBinary: string): string {
-    if (this.sandboxNode?.source === nodeBinary) return this.sandboxNode.path;
-    let path = nodeBinary;
-    if (!reachable(nodeBinary, this.user, 'read').ok) {
+  private reachableCopy(source: string, label: string, user: SandboxUser): string {
+    const key = `${user.uid}:${source}`;
+    const known = this.reachableCopies.get(key);
+    if (known !== undefined) return known;
+    let path = source;
+    if (!reachable(source, user, 'read').ok) {
       this.ensureScratchRoot();
       this.ensureStaticEtc();
-      const st = statSync(nodeBinary);
-      path = join(this.scratchRoot, 'static', `node-${st.size}-${Math.trunc(st.mtimeMs)}`);
+      const st = statSync(source);
+      path = join(this.scratchRoot, 'static', `${label}-${st.size}-${Math.trunc(st.mtimeMs)}`);
       if (!existsSync(path)) {
         const partial = `${path}.${process.pid}.tmp`;
-        cpSync(nodeBinary, partial);
+        cpSync(source, partial);
         chmodSync(partial, 0o755);
         renameSync(partial, path);
       }
-      const reach = reachable(path, this.user, 'read');
+      const reach = reachable(path, user, 'read');
       if (!reach.ok) {
-        throw new AegisError(
-          'RUNTIME_UNAVAILABLE',
-          `the sandbox user cannot read the Node binary: ${reach.reason}`,
-          {
-            hint: `install AEGIS in a directory readable by ${this.user.name}, or set AEGIS_NODE_BINARY`,
-          },
-        );
+        throw new AegisError('RUNTIME_UNAVAILABLE', `${user.name} cannot read ${label}: ${reach.reason}`, {
+          hint: `install AEGIS in a directory readable by ${user.name}, or set AEGIS_NODE_BINARY`,
+        });
       }
     }
-    this.sandboxNode = { source: nodeBinary, path };
+    this.reachableCopies.set(key, path);
     return path;
+  }
+
+  /** The Node binary agents run on, as the sandbox uid can bind it. */
+  private nodeBinaryForSandbox(nodeBinary: string): string {
+    return this.reachableCopy(nodeBinary, 'node', this.user);
+  }
+
+  /** The Node binary and script of the egress helper, as uid 65534 can run them. */
+  private netnsHelper(): { nodeBinary: string; script: string } {
+    const nobody: SandboxUser = {
+      name: 'uid 65534',
+      uid: NETNS_HELPER_ID,
+      gid: NETNS_HELPER_ID,
+      dedicated: true,
+    };
+    return {
+      nodeBinary: this.reachableCopy(realpathSync(process.execPath), 'node', nobody),
+      script: this.reachableCopy(NETNS_LISTENER_SCRIPT, 'netns-listener.mjs', nobody),
+    };
   }
 
   /** Interpreter argv for the agent, and interpreter binaries to bind. */
@@ -878,6 +895,7 @@ export class SandboxRuntime implements Runtime {
         const servers = await listenInNetns({
           pid: childPid,
           port: PROXY_PORT,
+          ...this.netnsHelper(),
           ...(this.options.nsenterPath ? { nsenterPath: this.options.nsenterPath } : {}),
           timeoutMs: SPAWN_DEADLINE_MS,
         });

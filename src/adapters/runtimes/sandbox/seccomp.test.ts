@@ -1,9 +1,11 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { delimiter, join } from 'node:path';
 import type { Writable } from 'node:stream';
-import { describe, it } from 'node:test';
+import { after, describe, it } from 'node:test';
+import { reachable } from './host.ts';
 import { buildSeccompProgram, DENIED_SYSCALLS, hostSeccompArch, type SeccompArch } from './seccomp.ts';
 
 // Values restated from the kernel headers on purpose: the tests must not share a typo with the code under test.
@@ -603,7 +605,19 @@ describe('seccomp under bubblewrap (real kernel)', () => {
   it('runs Node (fs, child processes, TCP on lo) under the filter with io_uring forced on', {
     skip,
   }, async () => {
-    const node = process.execPath;
+    // bwrap binds as uid 65534, which cannot traverse a checkout under /root: bind a copy it can reach then.
+    let node = process.execPath;
+    if (
+      process.getuid?.() === 0 &&
+      !reachable(node, { name: 'nobody', uid: NOBODY, gid: NOBODY, dedicated: true }, 'read').ok
+    ) {
+      const dir = mkdtempSync(join(tmpdir(), 'aegis-seccomp-node-'));
+      chmodSync(dir, 0o755);
+      after(() => rmSync(dir, { recursive: true, force: true }));
+      node = join(dir, 'node');
+      copyFileSync(process.execPath, node);
+      chmodSync(node, 0o755);
+    }
     const result = await runInSandbox(
       program,
       [node, '-e', NODE_JS],
