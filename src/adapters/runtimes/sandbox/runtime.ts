@@ -38,7 +38,7 @@ import {
   unlinkSync,
   writeFileSync,
 } from 'node:fs';
-import { join } from 'node:path';
+import { extname, join } from 'node:path';
 import type { Duplex, Readable, Writable } from 'node:stream';
 import type {
   InstanceBinding,
@@ -413,7 +413,12 @@ export class SandboxRuntime implements Runtime {
       this.ensureScratchRoot();
       this.ensureStaticEtc();
       const st = statSync(source);
-      path = join(this.scratchRoot, 'static', `${label}-${st.size}-${Math.trunc(st.mtimeMs)}`);
+      // The extension stays last: Node decides a script's module type by it.
+      path = join(
+        this.scratchRoot,
+        'static',
+        `${label}-${st.size}-${Math.trunc(st.mtimeMs)}${extname(source)}`,
+      );
       if (!existsSync(path)) {
         const partial = `${path}.${process.pid}.tmp`;
         cpSync(source, partial);
@@ -446,7 +451,7 @@ export class SandboxRuntime implements Runtime {
     };
     return {
       nodeBinary: this.reachableCopy(realpathSync(process.execPath), 'node', nobody),
-      script: this.reachableCopy(NETNS_LISTENER_SCRIPT, 'netns-listener.mjs', nobody),
+      script: this.reachableCopy(NETNS_LISTENER_SCRIPT, 'netns-listener', nobody),
     };
   }
 
