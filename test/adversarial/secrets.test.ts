@@ -13,6 +13,7 @@ import { createServer as createHttpServer, type Server as HttpServer } from 'nod
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { formatExportLine } from '../../src/domain/audit/export-format.ts';
+import { pollUntil } from '../support/poll.ts';
 import { Harness, hostSkipReason } from './harness.ts';
 
 const skip = hostSkipReason();
@@ -210,9 +211,12 @@ describe('adversarial: secrets', { concurrency: false, skip }, () => {
 
     // The bytes on disk and the export.
     await h.ctx.audit.flush();
-    let exported = '';
-    for await (const record of h.ctx.audit.export()) exported += `${formatExportLine(record)}\n`;
-    assert.ok(exported.includes('secret.use'));
+    // An export holds what a signed head covers; the ledger signs one within ~1 s of the last append.
+    const exported = await pollUntil('a signed head covering the secret.use entries', async () => {
+      let text = '';
+      for await (const record of h.ctx.audit.export()) text += `${formatExportLine(record)}\n`;
+      return text.includes('secret.use') ? text : undefined;
+    });
     assert.ok(!exported.includes(VALUE), 'value in the audit export');
     for (const file of readdirSync(h.home)) {
       if (!/\.(db|db-wal|db-shm|json)$/.test(file)) continue;
