@@ -82,7 +82,10 @@ beforeEach(() => {
   upstream.requests.length = 0;
 });
 
-function grant(models = ['default', 'fast'], budget = { tokens: null, calls: null, usd: null }) {
+function grant(
+  models = ['default', 'fast'],
+  budget: { tokens: number | null; calls: number | null; usd: number | null } = { tokens: null, calls: null, usd: null },
+) {
   return gateway.issue({
     executionId: `ex_${randomBytes(4).toString('hex')}`,
     agent: 'demo',
