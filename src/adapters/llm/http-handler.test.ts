@@ -3,10 +3,15 @@
  * execution token) → handler → scripted upstreams (holding the real keys).
  */
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { mkdir, mkdtemp, readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
 import { after, before, beforeEach, describe, it } from 'node:test';
+import { promisify } from 'node:util';
 import Anthropic from '@anthropic-ai/sdk';
 import OpenAI from 'openai';
 import { type ScriptedLlm, startScriptedLlm } from '../../../test/support/scripted-llm.ts';
@@ -84,7 +89,11 @@ beforeEach(() => {
 
 function grant(
   models = ['default', 'fast'],
-  budget: { tokens: number | null; calls: number | null; usd: number | null } = { tokens: null, calls: null, usd: null },
+  budget: { tokens: number | null; calls: number | null; usd: number | null } = {
+    tokens: null,
+    calls: null,
+    usd: null,
+  },
 ) {
   return gateway.issue({
     executionId: `ex_${randomBytes(4).toString('hex')}`,
@@ -329,5 +338,83 @@ describe('LLM gateway through the official SDKs', () => {
     );
     assert.equal(upstream.requests.length, 3);
     assert.equal(calls[0]?.status, 'error');
+  });
+});
+
+const SDK = resolve(import.meta.dirname, '../../../sdk/in-sandbox');
+const run = promisify(execFile);
+
+describe('in-sandbox SDKs against the gateway', () => {
+  it('Python `import aegis`: input, llm.chat (plain and streamed), output, typed budget error', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'aegis-sdk-py-'));
+    try {
+      await writeFile(join(dir, 'in.json'), '{"q": "ping"}');
+      const script = [
+        'import aegis',
+        'q = aegis.input()["q"]',
+        'r = aegis.llm.chat([{"role": "user", "content": q}])',
+        'streamed = "".join(aegis.llm.chat([{"role": "user", "content": "s"}], stream=True))',
+        'try:',
+        '    aegis.llm.chat([{"role": "user", "content": "x"}])',
+        '    kind = None',
+        'except aegis.BudgetExceeded as e:',
+        '    kind = type(e).__name__',
+        'aegis.log("done")',
+        'aegis.output({"content": r["content"], "streamed": streamed, "error": kind})',
+      ].join('\n');
+      const token = grant(['default'], { tokens: null, calls: 2, usd: null });
+      const env = {
+        PATH: process.env.PATH ?? '',
+        PYTHONPATH: join(SDK, 'python'),
+        AEGIS_API_URL: url,
+        AEGIS_TOKEN: token,
+        AEGIS_INPUT_FILE: join(dir, 'in.json'),
+        AEGIS_OUTPUT_FILE: join(dir, 'out.json'),
+      };
+      const { stderr } = await run('python3', ['-c', script], { env });
+      assert.match(stderr, /done/);
+      assert.deepEqual(JSON.parse(await readFile(join(dir, 'out.json'), 'utf8')), {
+        content: 'echo: ping',
+        streamed: 'echo: s',
+        error: 'BudgetExceeded',
+      });
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("Node `import aegis from 'aegis'`: llm.chat with tools, streaming, typed 403", async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'aegis-sdk-node-'));
+    try {
+      await mkdir(join(dir, 'node_modules'));
+      await symlink(join(SDK, 'node/aegis'), join(dir, 'node_modules/aegis'));
+      await writeFile(
+        join(dir, 'agent.mjs'),
+        [
+          "import aegis, { PermissionDenied } from 'aegis';",
+          "const tools = [{ type: 'function', function: { name: 'get_weather', parameters: { type: 'object' } } }];",
+          "const r = await aegis.llm.chat([{ role: 'user', content: 'weather?' }], { tools });",
+          "let streamed = '';",
+          "for await (const t of await aegis.llm.chat([{ role: 'user', content: 'n' }], { stream: true })) streamed += t;",
+          'let denied = null;',
+          "try { await aegis.llm.chat([{ role: 'user', content: 'x' }], { model: 'smart' }); } catch (e) { denied = e instanceof PermissionDenied ? e.status : String(e); }",
+          'aegis.output({ tool: r.toolCalls[0].function.name, streamed, denied });',
+        ].join('\n'),
+      );
+      const env = {
+        PATH: process.env.PATH ?? '',
+        AEGIS_API_URL: url,
+        AEGIS_TOKEN: grant(['default']),
+        AEGIS_OUTPUT_FILE: join(dir, 'out.json'),
+      };
+      await run(process.execPath, [join(dir, 'agent.mjs')], { env, cwd: dir });
+      assert.deepEqual(JSON.parse(await readFile(join(dir, 'out.json'), 'utf8')), {
+        tool: 'get_weather',
+        streamed: 'echo: n',
+        denied: 403,
+      });
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 });
