@@ -100,10 +100,10 @@ export interface LlmGatewayOptions {
   readonly onCall?: (record: LlmCallRecord) => void;
   /** Called once per execution when a budget is used up (the execution should end with reason `budget`). */
   readonly onBudgetExhausted?: (executionId: string, budget: LlmBudgetName) => void;
-  /** Monotonic ms. @default performance.now */
-  readonly now?: () => number;
-  /** @default setTimeout-based, abortable */
-  readonly sleep?: (ms: number) => Promise<void>;
+  /** Monotonic ms (the Clock port's reading; latencies are differences). */
+  readonly now: () => number;
+  /** Waits between retries. */
+  readonly sleep: (ms: number) => Promise<void>;
 }
 
 interface GrantState {
@@ -113,10 +113,6 @@ interface GrantState {
   outputTokens: number;
   usd: number;
   exhausted: LlmBudgetName | null;
-}
-
-function defaultSleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
 export function llmError(
@@ -141,8 +137,8 @@ export class LlmGateway {
 
   constructor(options: LlmGatewayOptions) {
     this.#o = options;
-    this.#now = options.now ?? (() => performance.now());
-    this.#sleep = options.sleep ?? defaultSleep;
+    this.#now = options.now;
+    this.#sleep = options.sleep;
   }
 
   /** Issues the token an execution's agent uses as its API key. Revoke it when the execution ends. */

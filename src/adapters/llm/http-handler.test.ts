@@ -64,6 +64,7 @@ before(async () => {
     newToken: () => randomBytes(24).toString('base64url'),
     onCall: (record) => calls.push(record),
     onBudgetExhausted: (executionId, budget) => exhausted.push({ executionId, budget }),
+    now: () => performance.now(),
     sleep: async (ms) => {
       sleeps.push(ms);
     },
