@@ -25,7 +25,8 @@ export type LimitName = 'memory' | 'pids' | 'timeout' | 'cpu' | 'disk';
 
 /** A denied or contained attempt, phrased so a human or an LLM can act on it. */
 export interface Violation {
-  readonly kind: 'limit' | 'network' | 'filesystem';
+  /** `budget`: an `spec.llm.budget` limit was used up (the execution ends with reason `budget`). */
+  readonly kind: 'limit' | 'network' | 'filesystem' | 'budget';
   readonly rule: string;
   readonly message: string;
   readonly count?: number;

@@ -41,7 +41,11 @@ function displayPath(file: string): string {
 }
 
 /** Finds the YAML node at a JSON path; for unknown keys returns the key node itself. */
-function nodeAt(root: Node | null, segments: readonly PathSegment[], pointAtKey: boolean): Node | null {
+export function nodeAt(
+  root: Node | null,
+  segments: readonly PathSegment[],
+  pointAtKey: boolean,
+): Node | null {
   let current: Node | null = root;
   let lastFound: Node | null = root;
   for (let i = 0; i < segments.length; i++) {

@@ -21,6 +21,8 @@ export const AUDIT_KINDS = {
   networkConnect: 'network.connect',
   secretUse: 'secret.use',
   toolCall: 'tool.call',
+  /** One model call through the LLM gateway (`LlmCallRecord`: alias, tokens, latency, status, budget left). */
+  llmCall: 'llm.call',
   agentDeployed: 'agent.deployed',
   agentActivated: 'agent.activated',
   agentDeleted: 'agent.deleted',
@@ -77,6 +79,7 @@ export type AuditDataByKind = {
   'network.connect': JsonObject;
   'secret.use': JsonObject;
   'tool.call': JsonObject;
+  'llm.call': JsonObject;
   /** A deploy that created a revision (re-deploying the active bundle records nothing). */
   'agent.deployed': {
     readonly agent: string;

@@ -72,6 +72,20 @@ export interface CompiledAgent {
   readonly secrets: readonly SecretBinding[];
   /** `spec.scaling`: how a server keeps the agent ready. */
   readonly scaling: ScalingSpec;
+  /** `spec.llm`: model aliases and budget through the LLM gateway; null when the agent may not call models. */
+  readonly llm: LlmGrantSpec | null;
+}
+
+export interface LlmBudgetSpec {
+  /** Input + output tokens; null: unlimited. */
+  readonly tokens: number | null;
+  readonly calls: number | null;
+  readonly usd: number | null;
+}
+
+export interface LlmGrantSpec {
+  readonly models: readonly string[];
+  readonly budget: LlmBudgetSpec;
 }
 
 export interface ScalingSpec {
@@ -257,5 +271,16 @@ export function compileManifest(manifest: AgentManifest, manifestDir: string): C
           ? DEFAULT_IDLE_TIMEOUT_MS
           : unwrap(parseDuration(spec.scaling.idleTimeout)),
     },
+    llm:
+      spec.llm === undefined
+        ? null
+        : {
+            models: [...new Set(spec.llm.models)],
+            budget: {
+              tokens: spec.llm.budget.tokens ?? null,
+              calls: spec.llm.budget.calls ?? null,
+              usd: spec.llm.budget.usd ?? null,
+            },
+          },
   };
 }

@@ -149,6 +149,40 @@ export const Scaling = z
   .meta({ description: 'How a server keeps this agent ready (ignored by `aegis run`).' });
 export type Scaling = z.infer<typeof Scaling>;
 
+const MODEL_ALIAS = /^[a-z][a-z0-9-]{0,31}$/;
+
+export const LlmBudget = z.strictObject({
+  tokens: z
+    .number()
+    .int()
+    .min(1)
+    .optional()
+    .meta({ description: 'Input + output tokens for one execution.' }),
+  calls: z.number().int().min(1).optional().meta({ description: 'Model calls for one execution.' }),
+  usd: z
+    .number()
+    .positive()
+    .optional()
+    .meta({ description: 'Cost in USD (price table in the server config).' }),
+});
+
+export const Llm = z
+  .strictObject({
+    models: z
+      .array(z.string().regex(MODEL_ALIAS, 'a model alias from the server config, e.g. default, fast, smart'))
+      .min(1)
+      .default(['default'])
+      .meta({ description: 'Model aliases the agent may call. @default [default]' }),
+    budget: LlmBudget.default({}).meta({
+      description: 'Exhausting any limit ends the execution (reason budget).',
+    }),
+  })
+  .meta({
+    description:
+      'Model access through the AEGIS LLM gateway: the agent gets OPENAI_BASE_URL / ANTHROPIC_BASE_URL and a per-execution token, never a provider key.',
+  });
+export type Llm = z.infer<typeof Llm>;
+
 export const Spec = z.strictObject({
   runtime: Runtime,
   isolation: Isolation.default('sandbox'),
@@ -166,6 +200,7 @@ export const Spec = z.strictObject({
       'Secrets by name (`aegis secret set NAME`): the sandbox sees a per-execution placeholder in `env`; the egress proxy swaps it for the value only in plain-HTTP requests toward `hosts` (see docs/adr/0008-secrets.md).',
   }),
   scaling: Scaling.default({ warm: 0 }),
+  llm: Llm.optional(),
 });
 
 export const Metadata = z.strictObject({

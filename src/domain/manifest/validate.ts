@@ -79,12 +79,16 @@ function valueAt(root: unknown, segments: readonly PathSegment[]): unknown {
   return current;
 }
 
-export function issuesToProblems(issues: readonly z.core.$ZodIssue[], input: unknown): PathProblem[] {
+export function issuesToProblems(
+  issues: readonly z.core.$ZodIssue[],
+  input: unknown,
+  root: AnySchema = AgentManifest,
+): PathProblem[] {
   const problems: PathProblem[] = [];
   for (const issue of issues) {
     const segments = issue.path.filter((s): s is PathSegment => typeof s !== 'symbol');
     if (issue.code === 'unrecognized_keys') {
-      const known = knownKeysAt(segments);
+      const known = knownKeysAt(segments, root);
       for (const key of issue.keys) {
         const suggestion = didYouMean(key, known);
         problems.push({

@@ -1,0 +1,109 @@
+// AEGIS in-sandbox SDK for Node (ESM, no dependencies). Mounted read-only by the runtime: `import aegis from 'aegis'`.
+// aegis.input() / aegis.output(v) / aegis.log(...) / aegis.llm.chat(messages, { model, tools, stream })
+// Reads AEGIS_API_URL (default http://127.0.0.1:3129) and AEGIS_TOKEN. aegis.tools / memory / swarm slot in beside llm.
+import { readFileSync, writeFileSync } from 'node:fs';
+
+export class AegisError extends Error {
+  constructor(message, status = null, code = null) {
+    super(message);
+    this.name = new.target.name;
+    this.status = status;
+    this.code = code;
+  }
+}
+export class AuthenticationError extends AegisError {}
+export class PermissionDenied extends AegisError {}
+export class BudgetExceeded extends AegisError {}
+export class RateLimited extends AegisError {}
+export class UpstreamError extends AegisError {}
+
+function errorFor(status, body) {
+  const message = body?.error?.message ?? `HTTP ${status}`;
+  const code = body?.error?.code ?? null;
+  if (status === 401) return new AuthenticationError(message, status, code);
+  if (status === 403) return new PermissionDenied(message, status, code);
+  if (status === 429 && code === 'budget_exhausted') return new BudgetExceeded(message, status, code);
+  if (status === 429) return new RateLimited(message, status, code);
+  if (status >= 500) return new UpstreamError(message, status, code);
+  return new AegisError(message, status, code);
+}
+
+const baseUrl = () => (process.env.AEGIS_API_URL ?? 'http://127.0.0.1:3129').replace(/\/+$/, '');
+
+async function post(path, body) {
+  let res;
+  try {
+    res = await fetch(baseUrl() + path, {
+      method: 'POST',
+      headers: {
+        'content-type': 'application/json',
+        authorization: `Bearer ${process.env.AEGIS_TOKEN ?? ''}`,
+      },
+      body: JSON.stringify(body),
+    });
+  } catch (error) {
+    throw new AegisError(`AEGIS API unreachable at ${baseUrl()}: ${error.cause?.code ?? error.message}`);
+  }
+  if (!res.ok) throw errorFor(res.status, await res.json().catch(() => null));
+  return res;
+}
+
+async function* deltas(res) {
+  const decoder = new TextDecoder();
+  let buffer = '';
+  for await (const chunk of res.body) {
+    buffer += decoder.decode(chunk, { stream: true });
+    let newline = buffer.indexOf('\n');
+    while (newline !== -1) {
+      const line = buffer.slice(0, newline).trim();
+      buffer = buffer.slice(newline + 1);
+      newline = buffer.indexOf('\n');
+      if (!line.startsWith('data:')) continue;
+      const data = line.slice(5).trim();
+      if (data === '[DONE]') return;
+      const event = JSON.parse(data);
+      if (event.error) throw errorFor(500, event);
+      const text = event.choices?.[0]?.delta?.content;
+      if (text) yield text;
+    }
+  }
+}
+
+const llm = {
+  /** Chat Completions through the gateway: {content, toolCalls, finishReason, usage}, or with stream an async iterator of text. */
+  async chat(messages, { model = 'default', tools, stream = false, ...params } = {}) {
+    const body = { model, messages, stream, ...params, ...(tools ? { tools } : {}) };
+    const res = await post('/v1/chat/completions', body);
+    if (stream) return deltas(res);
+    const reply = await res.json();
+    const choice = reply.choices[0];
+    return {
+      content: choice.message.content,
+      toolCalls: choice.message.tool_calls ?? [],
+      finishReason: choice.finish_reason,
+      usage: reply.usage,
+    };
+  },
+};
+
+function input() {
+  try {
+    return JSON.parse(readFileSync(process.env.AEGIS_INPUT_FILE ?? '/run/aegis/input.json', 'utf8'));
+  } catch (error) {
+    if (error.code === 'ENOENT') return null;
+    throw error;
+  }
+}
+
+function output(value) {
+  writeFileSync(process.env.AEGIS_OUTPUT_FILE ?? '/run/aegis/output.json', JSON.stringify(value));
+}
+
+function log(...args) {
+  console.error(...args);
+}
+
+const aegis = { input, output, log, llm };
+
+export { input, llm, log, output };
+export default aegis;

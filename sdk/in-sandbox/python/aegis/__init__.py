@@ -1,0 +1,129 @@
+"""AEGIS in-sandbox SDK (stdlib only). Mounted read-only by the runtime; `import aegis`.
+
+aegis.input() / aegis.output(v) / aegis.log(...) / aegis.llm.chat(messages, model="default", tools=None, stream=False)
+Reads AEGIS_API_URL (default http://127.0.0.1:3129) and AEGIS_TOKEN from the environment. Namespaces such as
+aegis.tools, aegis.memory and aegis.swarm slot in beside `llm` as further `_Api` subclasses over the same transport.
+"""
+import json
+import os
+import sys
+import urllib.error
+import urllib.request
+
+__all__ = ["input", "output", "log", "llm", "AegisError", "AuthenticationError", "PermissionDenied",
+           "BudgetExceeded", "RateLimited", "UpstreamError"]
+
+
+class AegisError(Exception):
+    """Base of every error the SDK raises; `status` is the HTTP status, `code` the gateway's code."""
+
+    def __init__(self, message, status=None, code=None):
+        super().__init__(message)
+        self.status = status
+        self.code = code
+
+
+class AuthenticationError(AegisError): pass
+class PermissionDenied(AegisError): pass
+class BudgetExceeded(AegisError): pass
+class RateLimited(AegisError): pass
+class UpstreamError(AegisError): pass
+
+
+def _raise_for(status, body):
+    err = (body or {}).get("error") if isinstance(body, dict) else None
+    message = err.get("message") if isinstance(err, dict) else f"HTTP {status}"
+    code = err.get("code") if isinstance(err, dict) else None
+    if status == 401: raise AuthenticationError(message, status, code)
+    if status == 403: raise PermissionDenied(message, status, code)
+    if status == 429 and code == "budget_exhausted": raise BudgetExceeded(message, status, code)
+    if status == 429: raise RateLimited(message, status, code)
+    if status >= 500: raise UpstreamError(message, status, code)
+    raise AegisError(message, status, code)
+
+
+class _Transport:
+    def __init__(self):
+        self.url = os.environ.get("AEGIS_API_URL", "http://127.0.0.1:3129").rstrip("/")
+        self.token = os.environ.get("AEGIS_TOKEN", "")
+
+    def post(self, path, body, stream=False):
+        req = urllib.request.Request(self.url + path, data=json.dumps(body).encode(), method="POST",
+                                     headers={"content-type": "application/json",
+                                              "authorization": "Bearer " + self.token})
+        try:
+            res = urllib.request.urlopen(req, timeout=300)
+        except urllib.error.HTTPError as e:
+            try:
+                parsed = json.loads(e.read().decode() or "{}")
+            except ValueError:
+                parsed = None
+            _raise_for(e.code, parsed)
+        except urllib.error.URLError as e:
+            raise AegisError(f"AEGIS API unreachable at {self.url}: {e.reason}") from None
+        if not stream:
+            with res:
+                return json.loads(res.read().decode())
+        return self._events(res)
+
+    @staticmethod
+    def _events(res):
+        with res:
+            for raw in res:
+                line = raw.decode().rstrip("\r\n")
+                if not line.startswith("data:"):
+                    continue
+                data = line[5:].strip()
+                if data == "[DONE]":
+                    return
+                event = json.loads(data)
+                if "error" in event:
+                    _raise_for(500, event)
+                yield event
+
+
+class _Api:
+    def __init__(self, transport):
+        self._t = transport
+
+
+class _Llm(_Api):
+    def chat(self, messages, model="default", tools=None, stream=False, **params):
+        """Chat Completions through the AEGIS gateway. Returns {content, tool_calls, finish_reason, usage}, or with
+        stream=True an iterator of text deltas."""
+        body = {"model": model, "messages": messages, "stream": bool(stream), **params}
+        if tools:
+            body["tools"] = tools
+        if not stream:
+            reply = self._t.post("/v1/chat/completions", body)
+            choice = reply["choices"][0]
+            return {"content": choice["message"].get("content"), "tool_calls": choice["message"].get("tool_calls", []),
+                    "finish_reason": choice.get("finish_reason"), "usage": reply.get("usage")}
+        return (c["choices"][0]["delta"].get("content") or "" for c in self._t.post("/v1/chat/completions", body, True)
+                if c.get("choices"))
+
+
+_transport = _Transport()
+llm = _Llm(_transport)
+
+
+def input():  # noqa: A001 - the agent contract's name
+    """The execution's input (JSON), from /run/aegis/input.json (AEGIS_INPUT_FILE overrides)."""
+    path = os.environ.get("AEGIS_INPUT_FILE", "/run/aegis/input.json")
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except FileNotFoundError:
+        return None
+
+
+def output(value):
+    """Sets the execution's output (JSON) at /run/aegis/output.json (AEGIS_OUTPUT_FILE overrides)."""
+    path = os.environ.get("AEGIS_OUTPUT_FILE", "/run/aegis/output.json")
+    with open(path, "w") as f:
+        json.dump(value, f)
+
+
+def log(*args):
+    """A log line on stderr (it becomes a log line of the execution)."""
+    print(*args, file=sys.stderr, flush=True)

@@ -1,0 +1,84 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { AegisError } from '../../domain/errors.ts';
+import { parseConfigText } from './config-file.ts';
+
+const GOOD = `llm:
+  providers:
+    openai: { kind: openai, baseUrl: "https://api.openai.com/v1", apiKeySecret: OPENAI_API_KEY }
+    claude: { kind: anthropic, baseUrl: "https://api.anthropic.com/v1", apiKeySecret: ANTHROPIC_API_KEY }
+  models:
+    default: { provider: openai, model: gpt-4o-mini }
+    smart: { provider: claude, model: claude-sonnet-4-5, maxTokens: 4096 }
+  prices:
+    default: { input: 0.15, output: 0.6 }
+  timeout: 20s
+`;
+
+function problemsOf(fn: () => unknown): AegisError {
+  try {
+    fn();
+  } catch (error) {
+    assert.ok(error instanceof AegisError);
+    return error;
+  }
+  assert.fail('expected an error');
+}
+
+describe('config file', () => {
+  it('compiles providers, aliases, prices and units', () => {
+    const { llm } = parseConfigText(GOOD, 'config.yaml');
+    assert.equal(llm.timeoutMs, 20_000);
+    assert.equal(llm.retries, 2);
+    assert.deepEqual(llm.models.default, {
+      alias: 'default',
+      provider: 'openai',
+      kind: 'openai',
+      baseUrl: 'https://api.openai.com/v1',
+      apiKeySecret: 'OPENAI_API_KEY',
+      model: 'gpt-4o-mini',
+      maxTokens: 1024,
+      price: { input: 0.15, output: 0.6 },
+    });
+    assert.equal(llm.models.smart?.kind, 'anthropic');
+    assert.equal(llm.models.smart?.price, null);
+  });
+
+  it('locates an unknown field with a did-you-mean', () => {
+    const error = problemsOf(() =>
+      parseConfigText(GOOD.replace('apiKeySecret: OPENAI', 'apiKey: OPENAI'), 'c.yaml'),
+    );
+    assert.equal(error.code, 'USAGE');
+    const problem = error.problems[0]!;
+    assert.equal(problem.path, 'llm.providers.openai.apiKey');
+    assert.equal(problem.line, 3);
+    assert.match(problem.hint ?? '', /apiKeySecret/);
+  });
+
+  it('refuses an alias that names no provider, pointing at it', () => {
+    const error = problemsOf(() =>
+      parseConfigText(GOOD.replace('provider: claude', 'provider: claud'), 'c.yaml'),
+    );
+    assert.equal(error.problems[0]!.path, 'llm.models.smart.provider');
+    assert.equal(error.problems[0]!.line, 7);
+    assert.match(error.problems[0]!.hint ?? '', /openai, claude/);
+  });
+
+  it('refuses a key written into the file as a secret name', () => {
+    const error = problemsOf(() =>
+      parseConfigText(GOOD.replace('apiKeySecret: OPENAI_API_KEY', 'apiKeySecret: sk-live-123'), 'c.yaml'),
+    );
+    assert.equal(error.problems[0]!.path, 'llm.providers.openai.apiKeySecret');
+  });
+
+  it('applies env overrides, validated like the file', () => {
+    const { llm } = parseConfigText(GOOD, 'c.yaml', {
+      AEGIS_LLM_BASE_URL_OPENAI: 'http://127.0.0.1:9/v1',
+      AEGIS_LLM_RETRIES: '0',
+    });
+    assert.equal(llm.models.default?.baseUrl, 'http://127.0.0.1:9/v1');
+    assert.equal(llm.retries, 0);
+    const error = problemsOf(() => parseConfigText(GOOD, 'c.yaml', { AEGIS_LLM_TIMEOUT: 'soon' }));
+    assert.equal(error.problems[0]!.path, 'llm.timeout');
+  });
+});
