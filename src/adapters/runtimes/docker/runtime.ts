@@ -1,6 +1,6 @@
 /**
  * `docker` runtime: one container per execution through the Docker Engine API (engine.ts), hardened by default —
- * read-only root, CapDrop ALL, no-new-privileges, Docker's default seccomp profile, the sandbox uid (never root),
+ * read-only root, CapDrop ALL, no-new-privileges, AEGIS's seccomp policy (seccomp-profile.ts), the sandbox uid (never root),
  * PidsLimit, memory = memory+swap, CPU quota, tmpfs /workspace and /tmp sized by `disk`, NetworkMode none, no log
  * driver (nothing the agent prints lands on the host's disk), and no host mounts but the policy's grants, the agent
  * directory, the I/O files and (default rootfs only) the read-only host /usr view.
@@ -50,9 +50,11 @@ import { formatBytes } from '../../../domain/units.ts';
 import type { EgressProxy } from '../../egress/proxy.ts';
 import { hostHasMergedUsr, presentEtcFiles, resolveSandboxUser, type SandboxUser } from '../sandbox/host.ts';
 import { openMountSource, userMay } from '../sandbox/mount-source.ts';
+import { hostSeccompArch } from '../sandbox/seccomp.ts';
 import { openEgress, PROXY_ENV, type Route } from './egress.ts';
 import { DockerEngine, demux } from './engine.ts';
 import { ensureBaseImage, imageId } from './images.ts';
+import { dockerSeccompProfile } from './seccomp-profile.ts';
 
 const NODE_INSIDE = '/opt/aegis/bin/node';
 const INNER_PATH = '/opt/aegis/bin:/usr/local/bin:/usr/bin:/bin';
@@ -209,6 +211,8 @@ export class DockerRuntime implements Runtime {
   private readonly instances = new Map<InstanceId, Instance>();
   private readonly mergedUsr = hostHasMergedUsr();
   private baseImage: Promise<string> | undefined;
+  /** AEGIS's seccomp policy as Docker's JSON (seccomp-profile.ts), sent with every container. */
+  private readonly seccomp = JSON.stringify(dockerSeccompProfile(hostSeccompArch()));
 
   constructor(options: DockerRuntimeOptions) {
     this.options = options;
@@ -464,7 +468,7 @@ export class DockerRuntime implements Runtime {
           NetworkMode: 'none',
           ReadonlyRootfs: true,
           CapDrop: ['ALL'],
-          SecurityOpt: ['no-new-privileges'],
+          SecurityOpt: ['no-new-privileges', `seccomp=${this.seccomp}`],
           Privileged: false,
           PidsLimit: limits.pids,
           Memory: limits.memoryBytes,
