@@ -5,11 +5,22 @@
 #                                                                                [as root; else prints the command]
 #   - the `aegis-sandbox` system user sandboxes run as                         [as root]
 #   - npm dependencies, including the pinned Node 24 (the `node` npm package)
+#   - optional runtimes, only when asked (`--runtimes docker` or AEGIS_RUNTIMES=docker): docker.io (dockerd), and
+#     busybox-static (the docker runtime tests build their image from it)                     [as root]
 # Safe to run again: each step checks first and does nothing when already done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-quiet=${1:-}
+quiet=""
+runtimes="${AEGIS_RUNTIMES:-}"
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --quiet) quiet=--quiet ;;
+    --runtimes) runtimes="$runtimes,${2:-}"; shift ;;
+    --runtimes=*) runtimes="$runtimes,${1#--runtimes=}" ;;
+  esac
+  shift
+done
 say() { [ "$quiet" = "--quiet" ] || echo "setup: $*"; }
 
 need_pkgs=()
@@ -19,6 +30,12 @@ command -v nsenter >/dev/null 2>&1 || need_pkgs+=(util-linux)   # egress: enters
 command -v curl >/dev/null 2>&1 || need_pkgs+=(curl)            # egress tests drive curl through the proxy
 command -v openssl >/dev/null 2>&1 || need_pkgs+=(openssl)      # TLS tests make throwaway certificates
 command -v promtool >/dev/null 2>&1 || need_pkgs+=(prometheus)  # /metrics tests: promtool check metrics, a scrape
+case ",$runtimes," in
+  *,docker,*)
+    command -v dockerd >/dev/null 2>&1 || need_pkgs+=(docker.io)      # the docker runtime's engine
+    dpkg -s busybox-static >/dev/null 2>&1 || need_pkgs+=(busybox-static) # the docker runtime tests build their image from it
+    ;;
+esac
 
 if [ "${#need_pkgs[@]}" -gt 0 ]; then
   if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then

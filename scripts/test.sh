@@ -2,7 +2,7 @@
 # The whole test suite (`npm test`): setup (idempotent), type check, lint, schema freshness, all tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh --quiet
+AEGIS_RUNTIMES="${AEGIS_RUNTIMES:-docker}" bash scripts/setup.sh --quiet
 export PATH="$PWD/node_modules/.bin:$PATH"
 hash -r
 
@@ -32,12 +32,28 @@ else
   echo "$AEGIS_TEST_DATABASE_URL"
 fi
 
+echo "== test dockerd (scripts/test-dockerd.sh)"
+if [ -n "${AEGIS_TEST_DOCKER_HOST:-}" ]; then
+  echo "using the daemon in AEGIS_TEST_DOCKER_HOST"
+elif [ "${AEGIS_SKIP_DOCKER:-}" = 1 ]; then
+  echo "AEGIS_SKIP_DOCKER=1: the docker runtime tests are skipped"
+else
+  # Same rule as PostgreSQL: stopped on exit only when this run started it.
+  if ! bash scripts/test-dockerd.sh status >/dev/null 2>&1; then
+    stop_dockerd='bash scripts/test-dockerd.sh stop'
+  fi
+  AEGIS_TEST_DOCKER_HOST="$(bash scripts/test-dockerd.sh start)"
+  export AEGIS_TEST_DOCKER_HOST
+  echo "$AEGIS_TEST_DOCKER_HOST"
+fi
+trap '${stop_pg:-true}; ${stop_dockerd:-true}' EXIT
+
 echo "== tests (node:test)"
 # The tests' ledgers are witnessed and signed with a key of this run's own, never the host's
 # (/var/lib/aegis/witness, /etc/aegis/node-ed25519.pem): nothing is left behind, and two runs never share.
 test_state="$(mktemp -d /tmp/aegis-test-state.XXXXXX)"
 cleanup_state() { rm -rf "$test_state"; }
-trap 'cleanup_state; ${stop_pg:-true}' EXIT
+trap 'cleanup_state; ${stop_pg:-true}; ${stop_dockerd:-true}' EXIT
 export AEGIS_AUDIT_WITNESS_DIR="${AEGIS_AUDIT_WITNESS_DIR:-$test_state/witness}"
 export AEGIS_NODE_KEY_FILE="${AEGIS_NODE_KEY_FILE:-$test_state/keys/node-ed25519.pem}"
 node --test --test-concurrency=2 --test-timeout=120000 'src/**/*.test.ts' 'test/**/*.test.ts' 'sdk/**/*.test.ts'

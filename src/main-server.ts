@@ -11,6 +11,9 @@ import { DirAgentBundles } from './adapters/bundle/agent-bundles.ts';
 import { ProcIdentity } from './adapters/host/process-identity.ts';
 import { SortableIds } from './adapters/ids/ids.ts';
 import { PrometheusMetrics } from './adapters/metrics/prometheus.ts';
+import { DockerEngine } from './adapters/runtimes/docker/engine.ts';
+import { DockerRuntime } from './adapters/runtimes/docker/runtime.ts';
+import { RuntimeRegistry } from './adapters/runtimes/registry.ts';
 import { SandboxRuntime } from './adapters/runtimes/sandbox/runtime.ts';
 import { cryptoSecretRandom } from './adapters/secrets/random.ts';
 import { SqliteStore } from './adapters/store/sqlite/store.ts';
@@ -120,12 +123,23 @@ export async function startServer(
   }
   const identity = new ProcIdentity();
   const ids = new SortableIds();
-  const runtime = new SandboxRuntime({
+  const sandboxRuntime = new SandboxRuntime({
     identity,
     protectedPaths: [config.home],
     ...(env['AEGIS_SCRATCH_DIR'] ? { scratchRoot: env['AEGIS_SCRATCH_DIR'] } : {}),
     ...(env['AEGIS_CGROUP_PARENT'] ? { cgroupParent: env['AEGIS_CGROUP_PARENT'] } : {}),
     ...(env['AEGIS_NODE_BINARY'] ? { nodeBinary: env['AEGIS_NODE_BINARY'] } : {}),
+  });
+  // One runtime per isolation; use-cases see the registry, which dispatches on agent.isolation.
+  const runtime = new RuntimeRegistry({
+    sandbox: sandboxRuntime,
+    docker: new DockerRuntime({
+      identity,
+      protectedPaths: [config.home],
+      ...(env['AEGIS_DOCKER_HOST']?.startsWith('unix://')
+        ? { engine: new DockerEngine({ socketPath: env['AEGIS_DOCKER_HOST'].slice('unix://'.length) }) }
+        : {}),
+    }),
   });
   const bundlesDir = bundleDir(env);
   const bundles = new DirAgentBundles({ dir: bundlesDir });
@@ -211,7 +225,7 @@ export async function startServer(
     serverPaths: [
       { path: config.home, shownAs: '$AEGIS_HOME' },
       { path: bundlesDir, shownAs: '<bundle-dir>' },
-      { path: runtime.scratchRoot, shownAs: '<scratch-dir>' },
+      { path: sandboxRuntime.scratchRoot, shownAs: '<scratch-dir>' },
     ],
     ready: () => ready && executions.stats().accepting,
   };

@@ -17,6 +17,8 @@ import { defaultWitnessDir, FileWitness } from './adapters/audit/witness.ts';
 import { systemClock } from './adapters/clock/system-clock.ts';
 import { ProcIdentity } from './adapters/host/process-identity.ts';
 import { SortableIds } from './adapters/ids/ids.ts';
+import { DockerRuntime } from './adapters/runtimes/docker/runtime.ts';
+import { RuntimeRegistry } from './adapters/runtimes/registry.ts';
 import { SandboxRuntime } from './adapters/runtimes/sandbox/runtime.ts';
 import { FileSecretStore } from './adapters/secrets/file-secret-store.ts';
 import { cryptoSecretRandom } from './adapters/secrets/random.ts';
@@ -106,6 +108,8 @@ export interface AuditContext {
 
 export interface LocalContext extends StoreContext {
   readonly runtime: SandboxRuntime;
+  /** Every runtime of this host, keyed by `agent.isolation` (the sandbox one is `runtime`). */
+  readonly runtimes: RuntimeRegistry;
   readonly ids: Ids;
   readonly audit: AuditLog;
   readonly secrets: FileSecretStore;
@@ -215,6 +219,10 @@ export function openLocalContext(config: AegisConfig = loadConfig()): LocalConte
     ...(process.env['AEGIS_CGROUP_PARENT'] ? { cgroupParent: process.env['AEGIS_CGROUP_PARENT'] } : {}),
     ...(process.env['AEGIS_NODE_BINARY'] ? { nodeBinary: process.env['AEGIS_NODE_BINARY'] } : {}),
   });
+  const runtimes = new RuntimeRegistry({
+    sandbox: runtime,
+    docker: new DockerRuntime({ identity: base.identity, protectedPaths: [config.home] }),
+  });
   const close = async () => {
     try {
       await audit.close();
@@ -225,6 +233,7 @@ export function openLocalContext(config: AegisConfig = loadConfig()): LocalConte
   return {
     ...base,
     runtime,
+    runtimes,
     ids: new SortableIds(),
     audit,
     secrets: openSecretStore(config),

@@ -125,6 +125,8 @@ export interface TaskOutput {
 export interface Runtime {
   /** Stable name: `sandbox`, `gvisor`, … */
   readonly name: string;
+  /** A runtime that dispatches on `agent.isolation` (the composition roots' registry): the runtime that runs it. */
+  nameFor?(agent: CompiledAgent): string;
   /**
    * Prepares an instance up to (not including) the agent's first instruction: namespaces, mounts, cgroups joined.
    * Throws RUNTIME_UNAVAILABLE / LIMIT_UNENFORCEABLE when the host can't enforce what the agent asks for.

@@ -152,7 +152,7 @@ export async function runAgent(deps: RunAgentDeps, request: RunAgentRequest): Pr
     await store.createExecution({
       id,
       agent: { name: agent.name, version: agent.version },
-      runtime: runtime.name,
+      runtime: runtime.nameFor?.(agent) ?? runtime.name,
       status: 'created',
       exitCode: null,
       reason: null,
@@ -180,7 +180,11 @@ export async function runAgent(deps: RunAgentDeps, request: RunAgentRequest): Pr
   if (request.queued === undefined) {
     // The id is not handed out before its `execution.created` entry is durable.
     try {
-      audit.append(AUDIT_KINDS.executionCreated, id, createdAuditData(agent, runtime.name));
+      audit.append(
+        AUDIT_KINDS.executionCreated,
+        id,
+        createdAuditData(agent, runtime.nameFor?.(agent) ?? runtime.name),
+      );
       await audit.durable();
     } catch (error) {
       // Fail closed: nothing runs unrecorded.

@@ -12,6 +12,8 @@ import { verifyAuditExportFile } from '../adapters/audit/export-file.ts';
 import { formatDoctorReport, runDoctor } from '../adapters/host/doctor.ts';
 import { type HostFacts, hostChecks } from '../adapters/manifest/host-checks.ts';
 import { loadManifestFile } from '../adapters/manifest/yaml-loader.ts';
+import { DockerEngine } from '../adapters/runtimes/docker/engine.ts';
+import { importRootfs } from '../adapters/runtimes/docker/images.ts';
 import { decodeCursor, encodeCursor } from '../api/cursor.ts';
 import {
   ExecutionStatus as ExecutionStatusSchema,
@@ -27,7 +29,8 @@ import { missingEntries } from '../domain/audit/store-check.ts';
 import type { AuditTampered, AuditVerification } from '../domain/audit/verify.ts';
 import { AegisError, formatError } from '../domain/errors.ts';
 import { type ExecutionRecord, isTerminal, type LogStream } from '../domain/execution.ts';
-import { agentManifestJsonSchema } from '../domain/manifest/schema.ts';
+import type { CompiledAgent } from '../domain/manifest/compiled.ts';
+import { agentManifestJsonSchema, Isolation } from '../domain/manifest/schema.ts';
 import { secretBindingNotes } from '../domain/secrets/secret-ref.ts';
 import { formatBytes } from '../domain/units.ts';
 import {
@@ -98,14 +101,16 @@ async function hostFacts(thorough: boolean): Promise<HostFacts> {
 
 async function commandRun(
   manifestPath: string,
-  options: { input?: string; inputFile?: string; output: OutputFormat },
+  options: { input?: string; inputFile?: string; output: OutputFormat; isolation?: string },
 ) {
   const json = options.output === 'json';
   const progress = createProgress(process.stderr, !json);
   progress.step(`validating ${manifestPath}`);
   // The same checks as `aegis validate`, before anything is recorded: a refusal here leaves no execution behind.
   const facts = await hostFacts(false);
-  const { agent } = await loadManifestFile(manifestPath, { check: (dir) => hostChecks(dir, facts) });
+  const loaded = await loadManifestFile(manifestPath, { check: (dir) => hostChecks(dir, facts) });
+  const agent =
+    options.isolation === undefined ? loaded.agent : withIsolation(loaded.agent, options.isolation);
   for (const text of secretBindingNotes(agent.secrets, agent.network.allow.length)) warn(text);
   const input = parseInputFlags(options) ?? null;
   const ctx = openLocalContext();
@@ -114,23 +119,26 @@ async function commandRun(
   process.once('SIGINT', onSignal);
   process.once('SIGTERM', onSignal);
   try {
-    await reconcileOrphans(ctx);
-    progress.step(`starting sandbox for ${agent.name}`);
+    await reconcileOrphans({ ...ctx, runtime: ctx.runtimes });
+    progress.step(`starting ${agent.isolation} for ${agent.name}`);
     let firstLine = true;
-    const record = await runAgent(ctx, {
-      agent,
-      input,
-      signal: controller.signal,
-      onStarted: () => progress.step(`running ${agent.name}`),
-      onLog: (stream: LogStream, text: string) => {
-        if (firstLine) {
-          progress.stop();
-          firstLine = false;
-        }
-        // With --output json, stdout carries exactly one JSON object: all logs go to stderr.
-        printLogLine({ stream, text }, json);
+    const record = await runAgent(
+      { ...ctx, runtime: ctx.runtimes },
+      {
+        agent,
+        input,
+        signal: controller.signal,
+        onStarted: () => progress.step(`running ${agent.name}`),
+        onLog: (stream: LogStream, text: string) => {
+          if (firstLine) {
+            progress.stop();
+            firstLine = false;
+          }
+          // With --output json, stdout carries exactly one JSON object: all logs go to stderr.
+          printLogLine({ stream, text }, json);
+        },
       },
-    });
+    );
     progress.stop();
     return printResult(executionView(record), json);
   } finally {
@@ -139,6 +147,32 @@ async function commandRun(
     process.off('SIGTERM', onSignal);
     await ctx.close();
   }
+}
+
+/** `aegis run --isolation <name>`: the manifest's agent under another isolation (same rules, other runtime). */
+function withIsolation(agent: CompiledAgent, isolation: string): CompiledAgent {
+  const parsed = Isolation.safeParse(isolation);
+  if (!parsed.success) {
+    throw new AegisError(
+      'USAGE',
+      `--isolation must be one of ${Isolation.options.join(', ')}, got "${isolation}"`,
+    );
+  }
+  return { ...agent, isolation: parsed.data };
+}
+
+/** `aegis image build <dir> --tag name[:tag]`: a root filesystem directory → an image in the local Docker Engine. */
+async function commandImageBuild(dir: string, options: { tag: string; output: OutputFormat }) {
+  const engine = new DockerEngine();
+  if (!(await engine.ping())) {
+    throw new AegisError('RUNTIME_UNAVAILABLE', `no Docker Engine answers on ${engine.socketPath}`, {
+      hint: 'start dockerd and point AEGIS_DOCKER_HOST=unix://<socket> at it (tests: bash scripts/test-dockerd.sh start)',
+    });
+  }
+  const id = await importRootfs(engine, dir, options.tag);
+  if (options.output === 'json') process.stdout.write(`${JSON.stringify({ image: options.tag, id })}\n`);
+  else process.stdout.write(`✓ built ${options.tag} (${id}) from ${dir}\n`);
+  return EXIT.ok;
 }
 
 /** `aegis validate`: exactly the checks `aegis run` makes before it starts anything, all problems at once. */
@@ -600,8 +634,20 @@ export function buildProgram(setExit: (code: number) => void): Command {
     .argument('<manifest>', 'path to agent.yaml')
     .option('-i, --input <json>', 'input JSON passed to the agent (stdin and /run/aegis/input.json)')
     .option('--input-file <file>', 'read the input JSON from a file (- for stdin)')
+    .option('--isolation <runtime>', "run under this isolation instead of the manifest's (sandbox, docker)")
     .addOption(outputOption())
     .action(wrap(commandRun));
+  program
+    .command('image')
+    .description('images for the docker runtime (built locally; no registry)')
+    .command('build')
+    .description(
+      'make an image from a directory holding a root filesystem (no Dockerfile), in the local engine',
+    )
+    .argument('<dir>', 'the root filesystem')
+    .requiredOption('-t, --tag <name[:tag]>', 'the image name, used as spec.runtime.image')
+    .addOption(outputOption())
+    .action(wrap(commandImageBuild));
   program
     .command('validate')
     .description(

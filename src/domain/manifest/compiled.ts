@@ -45,6 +45,8 @@ export interface AgentRuntimeSpec {
   /** Relative to the agent directory (mounted at /agent). */
   readonly entrypoint: string | undefined;
   readonly command: readonly string[] | undefined;
+  /** `spec.runtime.image`: an image in the local engine (docker); undefined: the default rootfs. */
+  readonly image?: string | undefined;
 }
 
 export interface CompiledAgent {
@@ -251,6 +253,7 @@ export function compileManifest(manifest: AgentManifest, manifestDir: string): C
       language: spec.runtime.language,
       entrypoint: spec.runtime.entrypoint,
       command: spec.runtime.command,
+      ...(spec.runtime.image === undefined ? {} : { image: spec.runtime.image }),
     },
     agentDir: normalize(manifestDir),
     network: {

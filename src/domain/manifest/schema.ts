@@ -38,6 +38,10 @@ export const Runtime = z
     command: z.array(z.string().min(1)).min(1).optional().meta({
       description: 'Explicit argv, run with /agent as the working directory. Alternative to entrypoint.',
     }),
+    image: z.string().min(1).max(255).optional().meta({
+      description:
+        'isolation docker: an image already in the local engine (e.g. built by `aegis image build`); default: the host /usr view.',
+    }),
   })
   .superRefine((runtime, ctx) => {
     if (runtime.command === undefined && runtime.entrypoint === undefined) {

@@ -1,0 +1,836 @@
+/**
+ * `docker` runtime: one container per execution through the Docker Engine API (engine.ts), hardened by default —
+ * read-only root, CapDrop ALL, no-new-privileges, AEGIS's seccomp policy (seccomp-profile.ts), the sandbox uid (never root),
+ * PidsLimit, memory = memory+swap, CPU quota, tmpfs /workspace and /tmp sized by `disk`, NetworkMode none, no log
+ * driver (nothing the agent prints lands on the host's disk), and no host mounts but the policy's grants, the agent
+ * directory, the I/O files and (default rootfs only) the read-only host /usr view.
+ *
+ * spawn():   opens every grant race-free (mount-source.ts) and hands dockerd `/proc/<our pid>/fd/<n>` as the bind
+ *            source, so the daemon binds the object that was checked; creates the container, attaches to its
+ *            stdio, starts it. Its command is a gate (`sh -c 'read -r AEGIS_EXECUTION_ID; exec "$@"'`) that blocks
+ *            on stdin before the agent's first instruction. With `network.allow` it then opens the egress proxy's
+ *            listener inside the container's network namespace (its init pid from inspect). The instance is Warm.
+ * execute(): writes the input file, sends the execution id (the gate's go line) and the input JSON on stdin, closes
+ *            stdin; streams stdout/stderr line by line; the wall-clock timeout kills the container; the outcome
+ *            comes from the exit code and the daemon's OOMKilled; output from /run/aegis/output.json; the container
+ *            is removed.
+ */
+import {
+  chmodSync,
+  chownSync,
+  closeSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  realpathSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
+import type { Socket } from 'node:net';
+import { join } from 'node:path';
+import type {
+  InstanceBinding,
+  InstanceId,
+  InstanceSpec,
+  InstanceState,
+  ProcessIdentity,
+  Runtime,
+  TaskInput,
+  TaskOutput,
+} from '../../../app/ports.ts';
+import { AegisError } from '../../../domain/errors.ts';
+import type { LimitName, TerminalStatus, Violation } from '../../../domain/execution.ts';
+import { checkMountSource } from '../../../domain/filesystem-policy.ts';
+import type { CompiledAgent } from '../../../domain/manifest/compiled.ts';
+import { isWithin } from '../../../domain/paths.ts';
+import type { NetworkPolicy } from '../../../domain/policy/network-rules.ts';
+import { formatBytes } from '../../../domain/units.ts';
+import type { EgressProxy } from '../../egress/proxy.ts';
+import { hostHasMergedUsr, presentEtcFiles, resolveSandboxUser, type SandboxUser } from '../sandbox/host.ts';
+import { openMountSource, userMay } from '../sandbox/mount-source.ts';
+import { hostSeccompArch } from '../sandbox/seccomp.ts';
+import { openEgress, PROXY_ENV, type Route } from './egress.ts';
+import { DockerEngine, demux } from './engine.ts';
+import { ensureBaseImage, imageId } from './images.ts';
+import { dockerSeccompProfile } from './seccomp-profile.ts';
+
+const NODE_INSIDE = '/opt/aegis/bin/node';
+const INNER_PATH = '/opt/aegis/bin:/usr/local/bin:/usr/bin:/bin';
+const MAX_OUTPUT_BYTES = 16 * 1024 * 1024;
+const MAX_LINE_BYTES = 64 * 1024;
+const MAX_LOG_BYTES = 32 * 1024 * 1024;
+const SPAWN_DEADLINE_MS = 10_000;
+const LABEL_RUNTIME = 'aegis.runtime';
+const LABEL_EXECUTION = 'aegis.execution';
+const LABEL_OWNER = 'aegis.node';
+const LABEL_SCRATCH = 'aegis.scratch';
+/**
+ * The gate: the container's first process reads one line (the execution id) from stdin, then execs the agent,
+ * which reads the rest (the input JSON). sh's `read` takes stdin one byte at a time, so nothing of the input is
+ * lost. An id that is not a plain id (the daemon closed stdin early, say) ends the container before the agent runs.
+ */
+const GATE_SCRIPT =
+  'IFS= read -r AEGIS_EXECUTION_ID || exit 125; case "$AEGIS_EXECUTION_ID" in ""|*[!A-Za-z0-9_-]*) exit 125;; esac; export AEGIS_EXECUTION_ID; exec "$@"';
+const EXECUTION_ID = /^[A-Za-z0-9_-]{1,128}$/;
+
+export interface DockerRuntimeOptions {
+  readonly identity: ProcessIdentity;
+  /** @default a DockerEngine on AEGIS_DOCKER_HOST / DOCKER_HOST / /var/run/docker.sock */
+  readonly engine?: DockerEngine;
+  /** Per-execution input/output files. Must be a tmpfs (output.json's pages are charged to the container). @default /dev/shm/aegis-docker */
+  readonly scratchRoot?: string;
+  /** Host paths never mountable in addition to the built-in list (the orchestrator's data dir). */
+  readonly protectedPaths?: readonly string[];
+  /** Node binary agents with `language: node` run on (default rootfs). @default process.execPath */
+  readonly nodeBinary?: string;
+  /** @default "nsenter" */
+  readonly nsenterPath?: string;
+}
+
+interface Instance {
+  readonly id: InstanceId;
+  readonly containerId: string;
+  readonly route: Route;
+  bound: boolean;
+  readonly agent: CompiledAgent;
+  state: InstanceState;
+  executed: boolean;
+  readonly dir: string;
+  readonly inputFile: string;
+  readonly outputFile: string;
+  readonly stdio: Socket;
+  /** Resolves when the attach stream ends (the container's stdio closed: it exited or is exiting). */
+  readonly streamsEnded: Promise<void>;
+  /** Output before execute() attached its line splitters (the gate's own errors), then where output goes. */
+  readonly feed: Feed;
+  readonly proxy: EgressProxy | undefined;
+  killedBy: 'timeout' | 'abort' | 'terminate' | undefined;
+}
+
+/** /etc of the default rootfs: no host accounts; the agent is the sandbox uid. */
+export function generatedEtc(user: SandboxUser): Record<string, string> {
+  return {
+    '/etc/passwd': `root:x:0:0:root:/nonexistent:/usr/sbin/nologin\nagent:x:${user.uid}:${user.gid}:AEGIS agent:/workspace:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n`,
+    '/etc/group': `root:x:0:\nagent:x:${user.gid}:\nnogroup:x:65534:\n`,
+    '/etc/hosts': '127.0.0.1\tlocalhost aegis\n::1\tlocalhost ip6-localhost\n',
+    '/etc/nsswitch.conf': 'passwd: files\ngroup: files\nhosts: files\n',
+  };
+}
+
+/** The agent's environment: the same variables the sandbox sets (sandbox/runtime.ts sandboxEnv). */
+export function containerEnv(
+  agent: CompiledAgent,
+  executionId: string,
+  egress: boolean,
+  secretEnv: Readonly<Record<string, string>>,
+): string[] {
+  const env: Record<string, string> = {
+    PATH: INNER_PATH,
+    HOME: '/workspace',
+    TMPDIR: '/tmp',
+    LANG: 'C.UTF-8',
+    PYTHONUNBUFFERED: '1',
+    PYTHONDONTWRITEBYTECODE: '1',
+    ...(egress ? { NO_PROXY: '', no_proxy: '' } : {}),
+    ...agent.env,
+    ...secretEnv,
+    ...(egress ? PROXY_ENV : {}),
+    AEGIS_EXECUTION_ID: executionId,
+    AEGIS_AGENT_NAME: agent.name,
+    AEGIS_AGENT_VERSION: agent.version,
+    AEGIS_INPUT: '/run/aegis/input.json',
+    AEGIS_OUTPUT: '/run/aegis/output.json',
+  };
+  return Object.entries(env).map(([key, value]) => `${key}=${value}`);
+}
+
+/** What must be found mounted at `target` once the container exists: the object that was opened and checked. */
+interface MountCheck {
+  readonly target: string;
+  readonly what: string;
+  readonly path: string;
+  readonly dev: number;
+  readonly ino: number;
+}
+
+/**
+ * Refuses (POLICY_DENIED) a container in which some grant's target is not the object that was checked: its path
+ * was moved or replaced between the check and dockerd's mount. Runs while the gate holds the agent back.
+ */
+export function verifyMounts(pid: number, checks: readonly MountCheck[]): void {
+  for (const check of checks) {
+    let found: { dev: number; ino: number } | undefined;
+    try {
+      found = statSync(`/proc/${pid}/root${check.target}`);
+    } catch {
+      found = undefined;
+    }
+    if (found?.dev !== check.dev || found.ino !== check.ino) {
+      throw new AegisError(
+        'POLICY_DENIED',
+        `${check.what}: ${check.path} was moved or replaced while the container was being set up (what got mounted at ${check.target} is not the object that was checked); the container was removed and nothing ran`,
+        {
+          hint: 'something renamed a granted path (or a parent of it) during the start — grant a directory no one else can rename; otherwise retry',
+        },
+      );
+    }
+  }
+}
+
+interface Feed {
+  readonly early: { which: 'stdout' | 'stderr'; data: Buffer }[];
+  onChunk: ((which: 'stdout' | 'stderr', data: Buffer) => void) | undefined;
+}
+
+interface BindMount {
+  readonly Type: 'bind';
+  readonly Source: string;
+  readonly Target: string;
+  readonly ReadOnly: boolean;
+  readonly BindOptions: { readonly Propagation: 'rprivate' };
+}
+
+function bind(source: string, target: string, readOnly: boolean): BindMount {
+  return {
+    Type: 'bind',
+    Source: source,
+    Target: target,
+    ReadOnly: readOnly,
+    BindOptions: { Propagation: 'rprivate' },
+  };
+}
+
+export class DockerRuntime implements Runtime {
+  readonly name = 'docker';
+  readonly engine: DockerEngine;
+  readonly scratchRoot: string;
+  readonly user: SandboxUser;
+  private readonly options: DockerRuntimeOptions;
+  private readonly instances = new Map<InstanceId, Instance>();
+  private readonly mergedUsr = hostHasMergedUsr();
+  private baseImage: Promise<string> | undefined;
+  /** AEGIS's seccomp policy as Docker's JSON (seccomp-profile.ts), sent with every container. */
+  private readonly seccomp = JSON.stringify(dockerSeccompProfile(hostSeccompArch()));
+
+  constructor(options: DockerRuntimeOptions) {
+    this.options = options;
+    this.engine = options.engine ?? new DockerEngine();
+    this.scratchRoot = options.scratchRoot ?? '/dev/shm/aegis-docker';
+    this.user = resolveSandboxUser();
+  }
+
+  status(id: InstanceId): InstanceState | undefined {
+    const instance = this.instances.get(id);
+    if (instance?.state === 'warm' && (instance.stdio.destroyed || instance.stdio.readableEnded)) {
+      instance.state = 'failed';
+    }
+    return instance?.state;
+  }
+
+  private async requireEngine(): Promise<void> {
+    if (!(await this.engine.ping())) {
+      throw new AegisError(
+        'RUNTIME_UNAVAILABLE',
+        `isolation "docker": no Docker Engine answers on ${this.engine.socketPath}`,
+        {
+          hint: 'install docker.io and start dockerd (tests: bash scripts/test-dockerd.sh start), and point AEGIS_DOCKER_HOST=unix://<socket> at it; or use isolation: sandbox',
+        },
+      );
+    }
+  }
+
+  /** The image and the argv after the gate. */
+  private async imageAndCommand(
+    agent: CompiledAgent,
+  ): Promise<{ image: string; argv: string[]; custom: boolean }> {
+    const { language, entrypoint, command, image } = agent.runtime;
+    if (entrypoint !== undefined && !existsSync(join(agent.agentDir, entrypoint))) {
+      throw new AegisError(
+        'MANIFEST_INVALID',
+        `entrypoint ${entrypoint} does not exist in ${agent.agentDir}`,
+        {
+          problems: [
+            { path: 'spec.runtime.entrypoint', message: `no file ${join(agent.agentDir, entrypoint)}` },
+          ],
+        },
+      );
+    }
+    if (image !== undefined) {
+      if ((await imageId(this.engine, image)) === undefined) {
+        throw new AegisError(
+          'RUNTIME_UNAVAILABLE',
+          `spec.runtime.image: the local Docker Engine has no image "${image}"`,
+          {
+            problems: [{ path: 'spec.runtime.image', message: `no image ${image} in the local engine` }],
+            hint: `build it from a root filesystem directory: aegis image build <dir> --tag ${image} (no registry is pulled from)`,
+          },
+        );
+      }
+      const interpreters: Record<string, string> = { python: 'python3', node: 'node', bash: 'bash' };
+      const argv = command !== undefined ? [...command] : [interpreters[language ?? 'bash']!, entrypoint!];
+      return { image, argv, custom: true };
+    }
+    this.baseImage ??= ensureBaseImage(this.engine, generatedEtc(this.user), this.mergedUsr);
+    let base: string;
+    try {
+      base = await this.baseImage;
+    } catch (error) {
+      this.baseImage = undefined;
+      throw error;
+    }
+    if (command !== undefined) return { image: base, argv: [...command], custom: false };
+    const interpreters: Record<string, string> = {
+      python: '/usr/bin/python3',
+      node: NODE_INSIDE,
+      bash: '/usr/bin/bash',
+    };
+    const interpreter = interpreters[language ?? 'bash']!;
+    if (language !== 'node' && !existsSync(interpreter)) {
+      throw new AegisError('RUNTIME_UNAVAILABLE', `${interpreter} is not installed on this host`, {
+        hint: `install it (Debian: apt-get install ${language === 'python' ? 'python3' : 'bash'})`,
+      });
+    }
+    return { image: base, argv: [interpreter, entrypoint!], custom: false };
+  }
+
+  private protectedPaths(): string[] {
+    return [...(this.options.protectedPaths ?? []), this.scratchRoot];
+  }
+
+  /**
+   * The agent directory and the policy's grants, opened race-free (component-wise O_PATH walk, mount-source.ts)
+   * and checked on the opened object. dockerd can only be given a path (runc mounts in the container's own mount
+   * namespace, where another namespace's descriptor cannot be bound: EINVAL), so it gets the walked path, and
+   * `verifyMounts` checks after the start — before the agent's first instruction — that what is mounted at each
+   * target is the very object that was checked (device and inode). Descriptors go to `held`, closed after that.
+   */
+  private grantMounts(agent: CompiledAgent, held: number[], checks: MountCheck[]): BindMount[] {
+    const protectedPaths = this.protectedPaths();
+    let ownDir: string;
+    try {
+      ownDir = realpathSync(agent.agentDir);
+    } catch (error) {
+      throw new AegisError('MANIFEST_INVALID', `the agent directory ${agent.agentDir} does not exist`, {
+        cause: error,
+        hint: 'run the agent from its agent.yaml again',
+      });
+    }
+    const ownVerdict = checkMountSource(ownDir, protectedPaths, ownDir);
+    if (ownVerdict.forbidden) {
+      throw new AegisError(
+        'POLICY_DENIED',
+        `the agent directory ${ownDir} is or contains the protected path ${ownVerdict.protectedPath}; it would be visible at /agent`,
+        { hint: 'keep each agent in a directory of its own that holds only the agent' },
+      );
+    }
+    // Bound by root (runc), so only the directory itself must be readable by the agent's uid.
+    const own = openMountSource(ownDir, { user: this.user, what: 'the agent directory', searchFrom: ownDir });
+    held.push(own.fd);
+    checks.push({
+      target: '/agent',
+      what: 'the agent directory',
+      path: own.path,
+      dev: own.stat.dev,
+      ino: own.stat.ino,
+    });
+    const mounts = [bind(own.path, '/agent', true)];
+    for (const mount of agent.mounts) {
+      const what = mount.manifestPath;
+      let real: string;
+      try {
+        real = realpathSync(mount.source);
+      } catch (error) {
+        throw new AegisError('MANIFEST_INVALID', `${what}: host path ${mount.source} does not exist`, {
+          cause: error,
+          problems: [{ path: what, message: `host path ${mount.source} does not exist` }],
+          hint: 'create it first, or remove the entry',
+        });
+      }
+      const verdict = checkMountSource(real, protectedPaths, ownDir);
+      if (verdict.forbidden) {
+        throw new AegisError(
+          'POLICY_DENIED',
+          `${what}: ${mount.source} may never be mounted into a container — it is or contains the protected path ${verdict.protectedPath}`,
+          {
+            problems: [{ path: what, message: `protected host path ${verdict.protectedPath}` }],
+            hint: 'grant a dedicated directory that holds only what the agent needs',
+          },
+        );
+      }
+      const opened = openMountSource(real, {
+        user: this.user,
+        what,
+        searchFrom: isWithin(real, ownDir) ? ownDir : real,
+      });
+      held.push(opened.fd);
+      const access = mount.writable ? 'write' : 'read';
+      if (!userMay(opened.stat, this.user, access)) {
+        throw new AegisError(
+          'RUNTIME_UNAVAILABLE',
+          `${what}: the agent's uid ${this.user.uid} cannot ${access} ${real}: it is mode ${(opened.stat.mode & 0o777).toString(8)}, owner uid ${opened.stat.uid}`,
+          {
+            hint: mount.writable
+              ? `give it to the sandbox user: chown ${this.user.uid} ${real}`
+              : `make it readable: chmod o+r${opened.stat.isDirectory() ? 'x' : ''} ${real}`,
+          },
+        );
+      }
+      checks.push({
+        target: mount.target,
+        what,
+        path: opened.path,
+        dev: opened.stat.dev,
+        ino: opened.stat.ino,
+      });
+      mounts.push(bind(opened.path, mount.target, !mount.writable));
+    }
+    return mounts;
+  }
+
+  /** The read-only host view of the default rootfs: /usr, the /etc files interpreters need, Node. */
+  private hostViewMounts(agent: CompiledAgent): BindMount[] {
+    const mounts = [bind('/usr', '/usr', true)];
+    if (!this.mergedUsr) {
+      for (const dir of ['/bin', '/lib', '/lib64', '/sbin'])
+        if (existsSync(dir)) mounts.push(bind(dir, dir, true));
+    }
+    for (const file of presentEtcFiles()) mounts.push(bind(file, file, true));
+    const { language, command } = agent.runtime;
+    if (language === 'node' || command?.[0] === 'node' || command?.[0] === NODE_INSIDE) {
+      mounts.push(bind(realpathSync(this.options.nodeBinary ?? process.execPath), NODE_INSIDE, true));
+    }
+    return mounts;
+  }
+
+  private ensureScratchRoot(): void {
+    mkdirSync(this.scratchRoot, { recursive: true, mode: 0o711 });
+    chmodSync(this.scratchRoot, 0o711);
+  }
+
+  async spawn(spec: InstanceSpec): Promise<InstanceId> {
+    const { agent, executionId } = spec;
+    if (agent.isolation !== 'docker') {
+      throw new AegisError(
+        'RUNTIME_UNAVAILABLE',
+        `the docker runtime got an agent with isolation "${agent.isolation}"`,
+      );
+    }
+    if (!EXECUTION_ID.test(executionId))
+      throw new AegisError('USAGE', `execution id ${executionId} is not a plain id`);
+    await this.requireEngine();
+    const egress = agent.network.allow.length > 0;
+    const { image, argv, custom } = await this.imageAndCommand(agent);
+    this.ensureScratchRoot();
+    const dir = mkdtempSync(join(this.scratchRoot, `${executionId}-`));
+    const held: number[] = [];
+    const checks: MountCheck[] = [];
+    let containerId: string | undefined;
+    let proxy: EgressProxy | undefined;
+    let stdio: Socket | undefined;
+    try {
+      const inputFile = join(dir, 'input.json');
+      const outputFile = join(dir, 'output.json');
+      writeFileSync(inputFile, '', { mode: 0o644 });
+      writeFileSync(outputFile, '', { mode: 0o600 });
+      chownSync(outputFile, this.user.uid, this.user.gid);
+      const mounts = [
+        ...(custom ? [] : this.hostViewMounts(agent)),
+        ...this.grantMounts(agent, held, checks),
+        bind(inputFile, '/run/aegis/input.json', true),
+        bind(outputFile, '/run/aegis/output.json', false),
+      ];
+      const { limits } = agent;
+      const tmpfsSize = `size=${limits.diskBytes}`;
+      const body = {
+        Image: image,
+        Entrypoint: [custom ? '/bin/sh' : '/usr/bin/sh'],
+        Cmd: ['-c', GATE_SCRIPT, 'aegis-gate', ...argv],
+        Env: containerEnv(agent, executionId, egress, spec.secrets?.env ?? {}),
+        User: `${this.user.uid}:${this.user.gid}`,
+        WorkingDir: '/agent',
+        Hostname: 'aegis',
+        Labels: {
+          [LABEL_RUNTIME]: 'docker',
+          [LABEL_EXECUTION]: executionId,
+          [LABEL_OWNER]: JSON.stringify(this.options.identity.current()),
+          [LABEL_SCRATCH]: dir,
+        },
+        AttachStdin: true,
+        AttachStdout: true,
+        AttachStderr: true,
+        OpenStdin: true,
+        StdinOnce: true,
+        Tty: false,
+        NetworkDisabled: true,
+        HostConfig: {
+          NetworkMode: 'none',
+          ReadonlyRootfs: true,
+          CapDrop: ['ALL'],
+          SecurityOpt: ['no-new-privileges', `seccomp=${this.seccomp}`],
+          Privileged: false,
+          PidsLimit: limits.pids,
+          Memory: limits.memoryBytes,
+          MemorySwap: limits.memoryBytes,
+          NanoCpus: limits.cpuMillis * 1_000_000,
+          IpcMode: 'private',
+          ShmSize: Math.min(limits.diskBytes, 64 * 1024 * 1024),
+          Tmpfs: {
+            '/workspace': `rw,nosuid,nodev,${tmpfsSize},mode=0700,uid=${this.user.uid},gid=${this.user.gid}`,
+            '/tmp': `rw,nosuid,nodev,${tmpfsSize},mode=1777`,
+          },
+          Mounts: mounts,
+          LogConfig: { Type: 'none', Config: {} },
+          RestartPolicy: { Name: 'no' },
+          AutoRemove: false,
+        },
+      };
+      const created = await this.engine.call(
+        'POST',
+        `/containers/create?name=aegis-${encodeURIComponent(executionId)}`,
+        body,
+        { what: 'creating the container' },
+      );
+      containerId = (created.body as { Id: string }).Id;
+      stdio = await this.engine.attach(containerId);
+      const route: Route = { executionId, onNetworkDecision: spec.onNetworkDecision };
+      const feed: Feed = { early: [], onChunk: undefined };
+      const streamsEnded = demux(stdio, (which, data) => {
+        if (feed.onChunk) feed.onChunk(which, data);
+        else feed.early.push({ which, data });
+      });
+      await this.engine.call('POST', `/containers/${containerId}/start`, undefined, {
+        what: 'starting the container',
+      });
+      const inspected = await this.engine.call('GET', `/containers/${containerId}/json`);
+      const pid = (inspected.body as { State: { Pid: number } }).State.Pid;
+      // The gate holds the agent: check that every grant mounted is the object that was checked.
+      if (pid) verifyMounts(pid, checks);
+      for (const fd of held.splice(0)) closeSync(fd);
+      if (egress) {
+        if (!pid) {
+          throw new AegisError(
+            'RUNTIME_UNAVAILABLE',
+            'the container ended before its egress proxy could be opened',
+            {
+              hint: custom
+                ? 'the image needs /bin/sh (the gate that holds the agent until AEGIS is ready)'
+                : '',
+            },
+          );
+        }
+        proxy = await openEgress({
+          agent,
+          executionId,
+          secrets: spec.secrets,
+          route,
+          pid,
+          ...(this.options.nsenterPath ? { nsenterPath: this.options.nsenterPath } : {}),
+          timeoutMs: SPAWN_DEADLINE_MS,
+        });
+      }
+      const id: InstanceId = `dkr_${executionId}`;
+      const instance: Instance = {
+        id,
+        containerId,
+        route,
+        bound: false,
+        agent,
+        state: 'warm',
+        executed: false,
+        dir,
+        inputFile,
+        outputFile,
+        stdio,
+        streamsEnded,
+        feed,
+        proxy,
+        killedBy: undefined,
+      };
+      this.instances.set(id, instance);
+      return id;
+    } catch (error) {
+      for (const fd of held) closeSync(fd);
+      stdio?.destroy();
+      await proxy?.close().catch(() => {});
+      if (containerId) await this.removeContainer(containerId);
+      rmSync(dir, { recursive: true, force: true });
+      throw error;
+    }
+  }
+
+  private async removeContainer(containerId: string): Promise<void> {
+    await this.engine.request('DELETE', `/containers/${containerId}?force=1&v=1`).catch(() => undefined);
+  }
+
+  private kill(instance: Instance): void {
+    void this.engine
+      .request('POST', `/containers/${instance.containerId}/kill?signal=SIGKILL`)
+      .catch(() => {});
+  }
+
+  async execute(id: InstanceId, task: TaskInput): Promise<TaskOutput> {
+    const instance = this.instances.get(id);
+    if (!instance) throw new AegisError('NOT_FOUND', `no instance ${id}`);
+    if (this.status(id) === 'failed' && !instance.executed) {
+      await this.terminate(id);
+      throw new AegisError(
+        'RUNTIME_UNAVAILABLE',
+        `instance ${id} died before it was used; nothing of the task ran`,
+        {
+          hint: 'start another instance (a warm pool replaces dead instances on its own)',
+        },
+      );
+    }
+    if (instance.state !== 'warm') {
+      throw new AegisError('USAGE', `instance ${id} is ${instance.state}; instances serve one execution`);
+    }
+    instance.state = 'hot';
+    instance.executed = true;
+    const { agent } = instance;
+    let lastStdoutLine: string | undefined;
+    let loggedBytes = 0;
+    let truncated = false;
+    const log = (stream: 'stdout' | 'stderr', text: string) => {
+      if (stream === 'stdout' && text.trim() !== '') lastStdoutLine = text;
+      loggedBytes += text.length;
+      if (loggedBytes > MAX_LOG_BYTES) {
+        if (!truncated)
+          task.onLog(
+            'stderr',
+            `[aegis] log output exceeded ${formatBytes(MAX_LOG_BYTES)}; further lines dropped`,
+          );
+        truncated = true;
+        return;
+      }
+      task.onLog(stream, text);
+    };
+    const splitters = {
+      stdout: lineSplitter((text) => log('stdout', text)),
+      stderr: lineSplitter((text) => log('stderr', text)),
+    };
+    for (const chunk of instance.feed.early.splice(0)) splitters[chunk.which].push(chunk.data);
+    instance.feed.onChunk = (which, data) => splitters[which].push(data);
+
+    const inputJson = JSON.stringify(task.input ?? null);
+    writeFileSync(instance.inputFile, inputJson);
+    const timer = setTimeout(() => {
+      instance.killedBy ??= 'timeout';
+      this.kill(instance);
+    }, agent.limits.timeoutMs);
+    const onAbort = () => {
+      instance.killedBy ??= 'abort';
+      this.kill(instance);
+    };
+    if (task.signal?.aborted) onAbort();
+    task.signal?.addEventListener('abort', onAbort, { once: true });
+    const releasedAtMs = performance.timeOrigin + performance.now();
+    instance.stdio.on('error', () => {});
+    // The go line (the execution id, read by the gate), then the input; closing our side closes the agent's stdin.
+    instance.stdio.end(`${instance.route.executionId}\n${inputJson}\n`);
+
+    await instance.streamsEnded;
+    const waited = await this.engine
+      .request('POST', `/containers/${instance.containerId}/wait?condition=not-running`)
+      .catch(() => undefined);
+    clearTimeout(timer);
+    task.signal?.removeEventListener('abort', onAbort);
+    splitters.stdout.end();
+    splitters.stderr.end();
+    const finishedAtMs = performance.timeOrigin + performance.now();
+    const inspected = await this.engine
+      .request('GET', `/containers/${instance.containerId}/json`)
+      .catch(() => undefined);
+    const state = (inspected?.body as { State?: { ExitCode?: number; OOMKilled?: boolean } } | undefined)
+      ?.State;
+    const exitCode =
+      (waited?.body as { StatusCode?: number } | undefined)?.StatusCode ?? state?.ExitCode ?? null;
+    const oomKilled = state?.OOMKilled === true;
+
+    const limitsHit: LimitName[] = [];
+    const violations: Violation[] = [];
+    if (oomKilled) {
+      limitsHit.push('memory');
+      violations.push({
+        kind: 'limit',
+        rule: 'memory',
+        count: 1,
+        message: `memory: the container was killed for exceeding ${formatBytes(agent.limits.memoryBytes)} (spec.security.resources.memory)`,
+      });
+    }
+    if (instance.killedBy === 'timeout') {
+      limitsHit.push('timeout');
+      violations.push({
+        kind: 'limit',
+        rule: 'timeout',
+        message: `timeout: still running after ${agent.limits.timeoutMs} ms (spec.security.resources.timeout); the container was killed`,
+      });
+    }
+    let status: TerminalStatus;
+    let reason: string | null = null;
+    if (instance.killedBy === 'timeout') {
+      status = 'timeout';
+      reason = `wall-clock limit of ${agent.limits.timeoutMs} ms reached`;
+    } else if (instance.killedBy === 'abort' || instance.killedBy === 'terminate') {
+      status = 'killed';
+      reason = 'cancelled';
+    } else if (oomKilled && exitCode !== 0) {
+      status = 'oom';
+      reason = `out of memory (limit ${formatBytes(agent.limits.memoryBytes)})`;
+    } else if (exitCode === 0) {
+      status = 'succeeded';
+    } else {
+      status = 'failed';
+      reason = exitCode === 125 ? 'the container ended before the agent started' : `exit code ${exitCode}`;
+    }
+    const output = this.collectOutput(instance, lastStdoutLine, task);
+    instance.state = status === 'succeeded' ? 'terminated' : 'failed';
+    await this.destroy(instance);
+    return { status, exitCode, reason, output, limitsHit, violations, releasedAtMs, finishedAtMs };
+  }
+
+  private collectOutput(instance: Instance, lastStdoutLine: string | undefined, task: TaskInput): unknown {
+    try {
+      const size = statSync(instance.outputFile).size;
+      if (size > MAX_OUTPUT_BYTES) {
+        task.onLog(
+          'system',
+          `output.json is ${formatBytes(size)}; outputs are capped at ${formatBytes(MAX_OUTPUT_BYTES)} — ignored`,
+        );
+        return null;
+      }
+      if (size > 0) {
+        try {
+          return JSON.parse(readFileSync(instance.outputFile, 'utf8')) as unknown;
+        } catch (error) {
+          task.onLog(
+            'system',
+            `/run/aegis/output.json is not valid JSON (${(error as Error).message}); ignored`,
+          );
+          return null;
+        }
+      }
+    } catch {
+      // no output file: fall back to stdout
+    }
+    if (lastStdoutLine === undefined) return null;
+    try {
+      return JSON.parse(lastStdoutLine) as unknown;
+    } catch {
+      return null;
+    }
+  }
+
+  private async destroy(instance: Instance): Promise<void> {
+    this.instances.delete(instance.id);
+    try {
+      instance.stdio.destroy();
+      await instance.proxy?.close();
+      await this.removeContainer(instance.containerId);
+    } finally {
+      rmSync(instance.dir, { recursive: true, force: true });
+    }
+  }
+
+  async terminate(id: InstanceId): Promise<void> {
+    const instance = this.instances.get(id);
+    if (!instance) return;
+    instance.killedBy ??= 'terminate';
+    if (!instance.executed) {
+      instance.executed = true;
+      instance.state = 'terminated';
+      await this.destroy(instance);
+      return;
+    }
+    // Hot: the execute() waiting on it classifies the outcome and destroys it.
+    this.kill(instance);
+  }
+
+  bind(id: InstanceId, binding: InstanceBinding): void {
+    const instance = this.instances.get(id);
+    if (!instance) throw new AegisError('NOT_FOUND', `no instance ${id}`);
+    const state = this.status(id);
+    if (state !== 'warm')
+      throw new AegisError('USAGE', `instance ${id} is ${state}; only a Warm instance can be bound`);
+    if (instance.bound) {
+      throw new AegisError(
+        'USAGE',
+        `instance ${id} is already bound to execution ${instance.route.executionId}`,
+      );
+    }
+    if (!EXECUTION_ID.test(binding.executionId)) {
+      throw new AegisError('USAGE', `execution id ${binding.executionId} is not a plain id`);
+    }
+    instance.bound = true;
+    instance.route.executionId = binding.executionId;
+    instance.route.onNetworkDecision = binding.onNetworkDecision;
+  }
+
+  async setNetworkPolicy(executionId: string, policy: NetworkPolicy): Promise<boolean> {
+    for (const instance of this.instances.values()) {
+      if (instance.route.executionId === executionId && instance.proxy) {
+        instance.proxy.setPolicy(policy);
+        return true;
+      }
+    }
+    return false;
+  }
+
+  async terminateAll(): Promise<void> {
+    await Promise.all([...this.instances.keys()].map((id) => this.terminate(id)));
+  }
+
+  /**
+   * Removes containers (and their scratch dirs) whose orchestrator is gone: every container labelled by this
+   * runtime whose `aegis.node` owner is not alive. Returns their execution ids. No engine: nothing to reap.
+   */
+  async reapOrphans(): Promise<readonly string[]> {
+    if (!(await this.engine.ping())) return [];
+    const filters = encodeURIComponent(JSON.stringify({ label: [`${LABEL_RUNTIME}=docker`] }));
+    const listed = await this.engine.call('GET', `/containers/json?all=1&filters=${filters}`);
+    const reaped: string[] = [];
+    for (const container of listed.body as { Id: string; Labels: Record<string, string> }[]) {
+      let owner: { host: string; pid: number; startTicks: number } | undefined;
+      try {
+        owner = JSON.parse(container.Labels[LABEL_OWNER] ?? '') as typeof owner;
+      } catch {
+        owner = undefined;
+      }
+      if (owner && this.options.identity.isAlive(owner)) continue;
+      await this.removeContainer(container.Id);
+      const scratch = container.Labels[LABEL_SCRATCH];
+      if (scratch && isWithin(scratch, this.scratchRoot) && scratch !== this.scratchRoot) {
+        rmSync(scratch, { recursive: true, force: true });
+      }
+      reaped.push(container.Labels[LABEL_EXECUTION] ?? container.Id);
+    }
+    return reaped;
+  }
+}
+
+/** Feeds bytes, calls `onLine` per complete line (long lines split at MAX_LINE_BYTES); `end` flushes the rest. */
+function lineSplitter(onLine: (text: string) => void): { push(data: Buffer): void; end(): void } {
+  const decoder = new TextDecoder();
+  let pending = '';
+  return {
+    push(data) {
+      pending += decoder.decode(data, { stream: true });
+      let index = pending.indexOf('\n');
+      while (index !== -1) {
+        onLine(pending.slice(0, index).replace(/\r$/, ''));
+        pending = pending.slice(index + 1);
+        index = pending.indexOf('\n');
+      }
+      while (pending.length > MAX_LINE_BYTES) {
+        onLine(pending.slice(0, MAX_LINE_BYTES));
+        pending = pending.slice(MAX_LINE_BYTES);
+      }
+    },
+    end() {
+      pending += decoder.decode();
+      if (pending !== '') onLine(pending);
+      pending = '';
+    },
+  };
+}
