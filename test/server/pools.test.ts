@@ -75,7 +75,13 @@ describe('warm pools on aegis server', () => {
       await pollUntil('the pool to fill', async () =>
         (await pool('pooled'))?.warm === 1 ? true : undefined,
       );
-      const prebuilt = warmInstances();
+      // An export holds the signed prefix of the ledger; the server signs a head within ~1 s of an append.
+      const warmInstancesExported = (count: number) =>
+        pollUntil(`${count} instance.warm entries in a signed export`, () => {
+          const instances = warmInstances();
+          return instances.length >= count ? instances : undefined;
+        });
+      const prebuilt = await warmInstancesExported(1);
       assert.equal(prebuilt.length, 1);
       // The same view over gRPC (Connect protocol here).
       const agents = createClient(
@@ -117,12 +123,19 @@ describe('warm pools on aegis server', () => {
 
       // A pooled sandbox killed from outside is noticed, audited and replaced.
       await pollUntil('refill', async () => ((await pool('pooled'))?.warm === 1 ? true : undefined));
-      const victim = warmInstances().at(-1)!.replace(/^sbx_/, '');
+      // Three so far: the first, and one refill after each of the two executions.
+      const victim = (await warmInstancesExported(3)).at(-1)!.replace(/^sbx_/, '');
       const groups = findCgroupDirs(victim);
       assert.ok(groups.length > 0, `cgroups of ${victim}`);
       const pids = readFileSync(join(groups[0]!, 'cgroup.procs'), 'utf8').trim().split('\n').filter(Boolean);
       assert.ok(pids.length > 0);
-      for (const pid of pids) process.kill(Number(pid), 'SIGKILL');
+      for (const pid of pids) {
+        try {
+          process.kill(Number(pid), 'SIGKILL');
+        } catch (error) {
+          if ((error as NodeJS.ErrnoException).code !== 'ESRCH') throw error; // one already gone with its parent
+        }
+      }
       await pollUntil('the death to be noticed', async () =>
         (await metric(/aegis_pool_instance_transitions_total\{to="retired",reason="died"\} (\d+)/)) >= 1
           ? true
