@@ -17,6 +17,7 @@ import { defaultWitnessDir, FileWitness } from './adapters/audit/witness.ts';
 import { systemClock } from './adapters/clock/system-clock.ts';
 import { ProcIdentity } from './adapters/host/process-identity.ts';
 import { SortableIds } from './adapters/ids/ids.ts';
+import { RuntimeRouter } from './adapters/runtimes/registry.ts';
 import { SandboxRuntime } from './adapters/runtimes/sandbox/runtime.ts';
 import { FileSecretStore } from './adapters/secrets/file-secret-store.ts';
 import { cryptoSecretRandom } from './adapters/secrets/random.ts';
@@ -105,7 +106,10 @@ export interface AuditContext {
 }
 
 export interface LocalContext extends StoreContext {
-  readonly runtime: SandboxRuntime;
+  /** Routes each agent to the runtime its spec.isolation names (registry.ts). */
+  readonly runtime: RuntimeRouter;
+  /** The sandbox runtime behind the router (tests and the bench reach its scratch root and cgroups). */
+  readonly sandbox: SandboxRuntime;
   readonly ids: Ids;
   readonly audit: AuditLog;
   readonly secrets: FileSecretStore;
@@ -179,13 +183,16 @@ export function openLocalContext(config: AegisConfig = loadConfig()): LocalConte
     void base.store.close();
     throw error;
   }
-  const runtime = new SandboxRuntime({
+  const sandbox = new SandboxRuntime({
     identity: base.identity,
     protectedPaths: [config.home],
     ...(process.env['AEGIS_SCRATCH_DIR'] ? { scratchRoot: process.env['AEGIS_SCRATCH_DIR'] } : {}),
     ...(process.env['AEGIS_CGROUP_PARENT'] ? { cgroupParent: process.env['AEGIS_CGROUP_PARENT'] } : {}),
     ...(process.env['AEGIS_NODE_BINARY'] ? { nodeBinary: process.env['AEGIS_NODE_BINARY'] } : {}),
   });
+  const runtime = new RuntimeRouter({ identity: base.identity, protectedPaths: [config.home] }, undefined, [
+    sandbox,
+  ]);
   const close = async () => {
     try {
       await audit.close();
@@ -196,6 +203,7 @@ export function openLocalContext(config: AegisConfig = loadConfig()): LocalConte
   return {
     ...base,
     runtime,
+    sandbox,
     ids: new SortableIds(),
     audit,
     secrets: openSecretStore(config),

@@ -141,6 +141,12 @@ export interface Runtime {
    * `setNetworkPolicy(binding.executionId)` reaches it from now on. Throws USAGE when the instance is not Warm.
    */
   bind?(id: InstanceId, binding: InstanceBinding): void;
+  /**
+   * The runtime that runs `agent` (a router resolves `isolation: auto` to the strongest one available here); what
+   * the execution records as its runtime. Throws RUNTIME_UNAVAILABLE / LIMIT_UNENFORCEABLE when none can.
+   * @default `name`
+   */
+  nameFor?(agent: CompiledAgent): string;
   /** Releases what dead orchestrators left behind (processes, cgroups, scratch dirs); returns their execution ids. */
   reapOrphans(): Promise<readonly string[]>;
   /**

@@ -47,6 +47,7 @@ import type {
 import { AegisError } from '../../../domain/errors.ts';
 import type { CompiledAgent } from '../../../domain/manifest/compiled.ts';
 import type { NetworkPolicy } from '../../../domain/policy/network-rules.ts';
+import { assertEnforceable } from '../../../domain/runtime/capabilities.ts';
 import { classifyOutcome } from '../../../domain/runtime/outcome.ts';
 import { listenInNetns } from '../../egress/netns-listener.ts';
 import type { EgressProxy } from '../../egress/proxy.ts';
@@ -334,11 +335,17 @@ export class SandboxRuntime implements Runtime {
 
   async spawn(spec: InstanceSpec): Promise<InstanceId> {
     const { agent } = spec;
-    if (agent.isolation !== 'sandbox') {
-      throw new AegisError('RUNTIME_UNAVAILABLE', `isolation "${agent.isolation}" is not available yet`, {
-        hint: 'use isolation: sandbox',
-      });
+    // `auto` arrives here when the router picked this runtime for it (registry.ts).
+    if (agent.isolation !== 'sandbox' && agent.isolation !== 'auto') {
+      throw new AegisError(
+        'RUNTIME_UNAVAILABLE',
+        `the sandbox runtime was asked to run an agent with isolation: ${agent.isolation}`,
+        {
+          hint: 'run it through the runtime router (src/adapters/runtimes/registry.ts), or use isolation: sandbox',
+        },
+      );
     }
+    assertEnforceable('sandbox', agent);
     // Egress only through the proxy, and the proxy only when something is allowed: without allow rules the
     // namespace's lo is all there is (starting the proxy costs a Node start, ~0.1 s — see ADR 0007).
     const egress = agent.network.allow.length > 0;
