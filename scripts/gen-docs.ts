@@ -3,6 +3,8 @@
  *
  * - README.md, between `<!-- BEGIN GENERATED: error-codes -->` and its END marker: the error-code table, from
  *   `ERROR_CODES` (src/domain/errors.ts).
+ * - docs/RUNTIMES.md, region `runtime-parity`: the parity table, from `RUNTIME_CAPABILITIES`
+ *   (src/domain/runtime/capabilities.ts).
  * - docs/CLI.md (whole file): the CLI reference, from the commander tree `buildProgram()` builds (src/cli/).
  *
  * `npm run docs -- --check` writes nothing and exits 1 naming each stale file; `test/docs.test.ts` fails the same
@@ -13,6 +15,12 @@ import { join, resolve } from 'node:path';
 import type { Command, Help } from 'commander';
 import { buildProgram } from '../src/cli/main.ts';
 import { ERROR_CODES, type ErrorCode, GRPC } from '../src/domain/errors.ts';
+import {
+  RULE_MANIFEST_PATH,
+  RULES,
+  RUNTIME_CAPABILITIES,
+  RUNTIMES_BY_STRENGTH,
+} from '../src/domain/runtime/capabilities.ts';
 
 export const ROOT = resolve(import.meta.dirname, '..');
 
@@ -147,9 +155,29 @@ export function replaceRegion(text: string, name: string, body: string, file: st
 }
 
 /** Every generated file: its path and the content it should have now. */
+/** docs/RUNTIMES.md's parity table: RUNTIME_CAPABILITIES, one row per rule, one column per runtime. */
+export function runtimeParityTable(): string {
+  const header = `| rule | manifest | ${RUNTIMES_BY_STRENGTH.join(' | ')} |`;
+  const rows = RULES.map(
+    (rule) =>
+      `| \`${rule}\` | \`${RULE_MANIFEST_PATH[rule]}\` | ${RUNTIMES_BY_STRENGTH.map((name) => cell(RUNTIME_CAPABILITIES[name][rule] ?? '✗ refused (LIMIT_UNENFORCEABLE)')).join(' | ')} |`,
+  );
+  return [header, `|---|---|${RUNTIMES_BY_STRENGTH.map(() => '---').join('|')}|`, ...rows].join('\n');
+}
+
 export function generatedFiles(): { path: string; content: string }[] {
   const readme = join(ROOT, 'README.md');
+  const runtimesDoc = join(ROOT, 'docs/RUNTIMES.md');
   return [
+    {
+      path: runtimesDoc,
+      content: replaceRegion(
+        readFileSync(runtimesDoc, 'utf8'),
+        'runtime-parity',
+        runtimeParityTable(),
+        'docs/RUNTIMES.md',
+      ),
+    },
     {
       path: readme,
       content: replaceRegion(readFileSync(readme, 'utf8'), 'error-codes', errorCodeTable(), 'README.md'),

@@ -11,9 +11,7 @@ import { DirAgentBundles } from './adapters/bundle/agent-bundles.ts';
 import { ProcIdentity } from './adapters/host/process-identity.ts';
 import { SortableIds } from './adapters/ids/ids.ts';
 import { PrometheusMetrics } from './adapters/metrics/prometheus.ts';
-import { DockerEngine } from './adapters/runtimes/docker/engine.ts';
-import { DockerRuntime } from './adapters/runtimes/docker/runtime.ts';
-import { RuntimeRegistry } from './adapters/runtimes/registry.ts';
+import { RuntimeRouter } from './adapters/runtimes/registry.ts';
 import { SandboxRuntime } from './adapters/runtimes/sandbox/runtime.ts';
 import { cryptoSecretRandom } from './adapters/secrets/random.ts';
 import { SqliteStore } from './adapters/store/sqlite/store.ts';
@@ -123,24 +121,15 @@ export async function startServer(
   }
   const identity = new ProcIdentity();
   const ids = new SortableIds();
-  const sandboxRuntime = new SandboxRuntime({
+  const sandbox = new SandboxRuntime({
     identity,
     protectedPaths: [config.home],
     ...(env['AEGIS_SCRATCH_DIR'] ? { scratchRoot: env['AEGIS_SCRATCH_DIR'] } : {}),
     ...(env['AEGIS_CGROUP_PARENT'] ? { cgroupParent: env['AEGIS_CGROUP_PARENT'] } : {}),
     ...(env['AEGIS_NODE_BINARY'] ? { nodeBinary: env['AEGIS_NODE_BINARY'] } : {}),
   });
-  // One runtime per isolation; use-cases see the registry, which dispatches on agent.isolation.
-  const runtime = new RuntimeRegistry({
-    sandbox: sandboxRuntime,
-    docker: new DockerRuntime({
-      identity,
-      protectedPaths: [config.home],
-      ...(env['AEGIS_DOCKER_HOST']?.startsWith('unix://')
-        ? { engine: new DockerEngine({ socketPath: env['AEGIS_DOCKER_HOST'].slice('unix://'.length) }) }
-        : {}),
-    }),
-  });
+  // Agents go to the runtime their spec.isolation names (`auto`: the strongest available); registry.ts.
+  const runtime = new RuntimeRouter({ identity, protectedPaths: [config.home] }, undefined, [sandbox]);
   const bundlesDir = bundleDir(env);
   const bundles = new DirAgentBundles({ dir: bundlesDir });
   const metrics = new PrometheusMetrics();
@@ -225,7 +214,7 @@ export async function startServer(
     serverPaths: [
       { path: config.home, shownAs: '$AEGIS_HOME' },
       { path: bundlesDir, shownAs: '<bundle-dir>' },
-      { path: sandboxRuntime.scratchRoot, shownAs: '<scratch-dir>' },
+      { path: sandbox.scratchRoot, shownAs: '<scratch-dir>' },
     ],
     ready: () => ready && executions.stats().accepting,
   };

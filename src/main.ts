@@ -17,8 +17,7 @@ import { defaultWitnessDir, FileWitness } from './adapters/audit/witness.ts';
 import { systemClock } from './adapters/clock/system-clock.ts';
 import { ProcIdentity } from './adapters/host/process-identity.ts';
 import { SortableIds } from './adapters/ids/ids.ts';
-import { DockerRuntime } from './adapters/runtimes/docker/runtime.ts';
-import { RuntimeRegistry } from './adapters/runtimes/registry.ts';
+import { RuntimeRouter } from './adapters/runtimes/registry.ts';
 import { SandboxRuntime } from './adapters/runtimes/sandbox/runtime.ts';
 import { FileSecretStore } from './adapters/secrets/file-secret-store.ts';
 import { cryptoSecretRandom } from './adapters/secrets/random.ts';
@@ -107,9 +106,10 @@ export interface AuditContext {
 }
 
 export interface LocalContext extends StoreContext {
-  readonly runtime: SandboxRuntime;
-  /** Every runtime of this host, keyed by `agent.isolation` (the sandbox one is `runtime`). */
-  readonly runtimes: RuntimeRegistry;
+  /** Routes each agent to the runtime its spec.isolation names (registry.ts). */
+  readonly runtime: RuntimeRouter;
+  /** The sandbox runtime behind the router (tests and the bench reach its scratch root and cgroups). */
+  readonly sandbox: SandboxRuntime;
   readonly ids: Ids;
   readonly audit: AuditLog;
   readonly secrets: FileSecretStore;
@@ -212,17 +212,16 @@ export function openLocalContext(config: AegisConfig = loadConfig()): LocalConte
     void base.store.close();
     throw error;
   }
-  const runtime = new SandboxRuntime({
+  const sandbox = new SandboxRuntime({
     identity: base.identity,
     protectedPaths: [config.home],
     ...(process.env['AEGIS_SCRATCH_DIR'] ? { scratchRoot: process.env['AEGIS_SCRATCH_DIR'] } : {}),
     ...(process.env['AEGIS_CGROUP_PARENT'] ? { cgroupParent: process.env['AEGIS_CGROUP_PARENT'] } : {}),
     ...(process.env['AEGIS_NODE_BINARY'] ? { nodeBinary: process.env['AEGIS_NODE_BINARY'] } : {}),
   });
-  const runtimes = new RuntimeRegistry({
-    sandbox: runtime,
-    docker: new DockerRuntime({ identity: base.identity, protectedPaths: [config.home] }),
-  });
+  const runtime = new RuntimeRouter({ identity: base.identity, protectedPaths: [config.home] }, undefined, [
+    sandbox,
+  ]);
   const close = async () => {
     try {
       await audit.close();
@@ -233,7 +232,7 @@ export function openLocalContext(config: AegisConfig = loadConfig()): LocalConte
   return {
     ...base,
     runtime,
-    runtimes,
+    sandbox,
     ids: new SortableIds(),
     audit,
     secrets: openSecretStore(config),

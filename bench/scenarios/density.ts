@@ -264,7 +264,7 @@ async function run(options: BenchOptions): Promise<ScenarioReport> {
   const bwrap = watchBwrap();
   const live: string[] = [];
   const cgroupPaths: (readonly string[])[] = [];
-  const cgroups = ctx.runtime.cgroups;
+  const cgroups = ctx.sandbox.cgroups;
   const create = cgroups.create.bind(cgroups);
   cgroups.create = (name, limits) => {
     const group = create(name, limits);

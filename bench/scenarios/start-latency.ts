@@ -138,7 +138,7 @@ function instrument(ctx: LocalContext, tracer: Tracer): { stats: { cpuThrottledP
     tracer.mark('release', output.releasedAtMs);
     tracer.mark('finished', output.finishedAtMs);
   });
-  tracer.wrapMethod(ctx.runtime.cgroups, 'create', 'cgroups.create', (cgroup) => {
+  tracer.wrapMethod(ctx.sandbox.cgroups, 'create', 'cgroups.create', (cgroup) => {
     const group = cgroup as SandboxCgroup;
     tracer.wrapMethod(group, 'join', 'cgroup.join');
     tracer.wrapMethod(group, 'destroy', 'cgroup.destroy');

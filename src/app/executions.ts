@@ -154,10 +154,11 @@ export class Executions {
         );
       }
       const agent = await this.#compiledFor(revision);
+      const runtimeName = runtime.nameFor?.(agent) ?? runtime.name;
       const record: ExecutionRecord = {
         id: this.#deps.ids.executionId(),
         agent: { name: agent.name, version: agent.version, revision: revision.revision },
-        runtime: runtime.nameFor?.(agent) ?? runtime.name,
+        runtime: runtimeName,
         status: 'queued',
         exitCode: null,
         reason: null,
@@ -174,10 +175,7 @@ export class Executions {
       audit.append(
         AUDIT_KINDS.executionCreated,
         record.id,
-        createdAuditData(agent, runtime.nameFor?.(agent) ?? runtime.name, {
-          revision: revision.revision,
-          requestedBy: principal.id,
-        }),
+        createdAuditData(agent, runtimeName, { revision: revision.revision, requestedBy: principal.id }),
       );
       // Not acknowledged before its `execution.created` entry is durable (the next group commit, shared with
       // concurrent requests). A crash before this leaves a stored execution nobody was told about; recovery

@@ -125,8 +125,6 @@ export interface TaskOutput {
 export interface Runtime {
   /** Stable name: `sandbox`, `gvisor`, … */
   readonly name: string;
-  /** A runtime that dispatches on `agent.isolation` (the composition roots' registry): the runtime that runs it. */
-  nameFor?(agent: CompiledAgent): string;
   /**
    * Prepares an instance up to (not including) the agent's first instruction: namespaces, mounts, cgroups joined.
    * Throws RUNTIME_UNAVAILABLE / LIMIT_UNENFORCEABLE when the host can't enforce what the agent asks for.
@@ -143,6 +141,12 @@ export interface Runtime {
    * `setNetworkPolicy(binding.executionId)` reaches it from now on. Throws USAGE when the instance is not Warm.
    */
   bind?(id: InstanceId, binding: InstanceBinding): void;
+  /**
+   * The runtime that runs `agent` (a router resolves `isolation: auto` to the strongest one available here); what
+   * the execution records as its runtime. Throws RUNTIME_UNAVAILABLE / LIMIT_UNENFORCEABLE when none can.
+   * @default `name`
+   */
+  nameFor?(agent: CompiledAgent): string;
   /** Releases what dead orchestrators left behind (processes, cgroups, scratch dirs); returns their execution ids. */
   reapOrphans(): Promise<readonly string[]>;
   /**

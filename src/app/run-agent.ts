@@ -147,12 +147,16 @@ export async function runAgent(deps: RunAgentDeps, request: RunAgentRequest): Pr
   const { agent } = request;
   const iso = (ms: number) => new Date(ms).toISOString();
   const id = request.queued?.id ?? ids.executionId();
+  // What the record names as the runtime (a router resolves `isolation: auto` here, refusing before anything is
+  // stored when no runtime can run the agent).
+  const runtimeName =
+    request.queued === undefined ? (runtime.nameFor?.(agent) ?? runtime.name) : runtime.name;
   if (request.queued === undefined) {
     checkInputDepth(request.input);
     await store.createExecution({
       id,
       agent: { name: agent.name, version: agent.version },
-      runtime: runtime.nameFor?.(agent) ?? runtime.name,
+      runtime: runtimeName,
       status: 'created',
       exitCode: null,
       reason: null,
@@ -180,11 +184,7 @@ export async function runAgent(deps: RunAgentDeps, request: RunAgentRequest): Pr
   if (request.queued === undefined) {
     // The id is not handed out before its `execution.created` entry is durable.
     try {
-      audit.append(
-        AUDIT_KINDS.executionCreated,
-        id,
-        createdAuditData(agent, runtime.nameFor?.(agent) ?? runtime.name),
-      );
+      audit.append(AUDIT_KINDS.executionCreated, id, createdAuditData(agent, runtimeName));
       await audit.durable();
     } catch (error) {
       // Fail closed: nothing runs unrecorded.

@@ -93,6 +93,8 @@ async function hostFacts(thorough: boolean): Promise<HostFacts> {
     isolationAvailable: (isolation) => {
       if (isolation === 'sandbox' && !thorough) return true;
       runtimes ??= runDoctor().runtimes;
+      // auto: the router picks the strongest available runtime that enforces every rule (capabilities.ts).
+      if (isolation === 'auto') return Object.values(runtimes).some(Boolean);
       return runtimes[isolation] === true;
     },
     ...(secretNames === undefined ? {} : { secretNames }),
@@ -119,26 +121,23 @@ async function commandRun(
   process.once('SIGINT', onSignal);
   process.once('SIGTERM', onSignal);
   try {
-    await reconcileOrphans({ ...ctx, runtime: ctx.runtimes });
+    await reconcileOrphans(ctx);
     progress.step(`starting ${agent.isolation} for ${agent.name}`);
     let firstLine = true;
-    const record = await runAgent(
-      { ...ctx, runtime: ctx.runtimes },
-      {
-        agent,
-        input,
-        signal: controller.signal,
-        onStarted: () => progress.step(`running ${agent.name}`),
-        onLog: (stream: LogStream, text: string) => {
-          if (firstLine) {
-            progress.stop();
-            firstLine = false;
-          }
-          // With --output json, stdout carries exactly one JSON object: all logs go to stderr.
-          printLogLine({ stream, text }, json);
-        },
+    const record = await runAgent(ctx, {
+      agent,
+      input,
+      signal: controller.signal,
+      onStarted: () => progress.step(`running ${agent.name}`),
+      onLog: (stream: LogStream, text: string) => {
+        if (firstLine) {
+          progress.stop();
+          firstLine = false;
+        }
+        // With --output json, stdout carries exactly one JSON object: all logs go to stderr.
+        printLogLine({ stream, text }, json);
       },
-    );
+    });
     progress.stop();
     return printResult(executionView(record), json);
   } finally {

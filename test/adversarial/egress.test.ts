@@ -306,7 +306,7 @@ printf '{"a":"%s","b":"%s","c":"%s","d":"%s"}\\n' "$a" "$b" "$c" "$d"
         executionId = id;
       },
       onLog: (_stream, text) => {
-        if (text === 'phase1') cut = h.ctx.runtime.egressProxyOf(executionId)!.close();
+        if (text === 'phase1') cut = h.ctx.sandbox.egressProxyOf(executionId)!.close();
       },
       code: `${PY_NET}
 H = INPUT["httpPort"]

@@ -249,7 +249,7 @@ report({"wroteMiB": 256})
         },
       ],
       ['an ancestor of AEGIS_HOME', () => dirname(h.home)],
-      ['the scratch root', () => h.ctx.runtime.scratchRoot],
+      ['the scratch root', () => h.ctx.sandbox.scratchRoot],
       [
         'a symlink to /etc',
         () => {

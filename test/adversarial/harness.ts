@@ -297,7 +297,7 @@ export class Harness {
         executionId = id;
       },
       onStarted: (id) => {
-        const scratch = join(this.ctx.runtime.scratchRoot, 'sandboxes', id);
+        const scratch = join(this.ctx.sandbox.scratchRoot, 'sandboxes', id);
         if (existsSync(scratch)) presentWhileRunning.push(scratch);
         presentWhileRunning.push(...cgroupDirsOf(id));
         // What the runtime itself recorded for its reaper must be gone afterwards too.
@@ -319,13 +319,13 @@ export class Harness {
     });
     const leftovers = [
       ...presentWhileRunning,
-      join(this.ctx.runtime.scratchRoot, 'sandboxes', executionId),
+      join(this.ctx.sandbox.scratchRoot, 'sandboxes', executionId),
       ...cgroupDirsOf(executionId),
     ].filter((path, i, all) => all.indexOf(path) === i && existsSync(path));
     // Cleanup (issue item 13) is checked on every run: the scratch dir and a cgroup per hierarchy existed while
     // the agent ran (so the check below is not vacuous), and none of them outlives the run.
     assert.ok(
-      presentWhileRunning.some((p) => p.startsWith(this.ctx.runtime.scratchRoot)),
+      presentWhileRunning.some((p) => p.startsWith(this.ctx.sandbox.scratchRoot)),
       `scratch dir of ${executionId} not found while running`,
     );
     assert.ok(
@@ -371,7 +371,7 @@ export class Harness {
     assert.ok(isAegisError(caught), `expected an AegisError, got ${String(caught)}`);
     assert.equal(started, false, 'the sandbox must not start');
     assert.deepEqual(logs, []);
-    assert.equal(existsSync(join(this.ctx.runtime.scratchRoot, 'sandboxes', executionId)), false);
+    assert.equal(existsSync(join(this.ctx.sandbox.scratchRoot, 'sandboxes', executionId)), false);
     assert.deepEqual(cgroupDirsOf(executionId), []);
     const record = await this.ctx.store.getExecution(executionId);
     assert.ok(record, `execution ${executionId} was not recorded`);

@@ -39,7 +39,7 @@ describe('adversarial: what the mount table shows of the host', { skip, concurre
   });
 
   const checkNoScratchPaths = (roots: Record<string, string>) => {
-    const scratch = h.ctx.runtime.scratchRoot;
+    const scratch = h.ctx.sandbox.scratchRoot;
     for (const [target, root] of Object.entries(roots)) {
       assert.ok(!root.startsWith(`${scratch}/static`), `${target} is bound from ${root}`);
     }

@@ -52,7 +52,7 @@ describe('warm instances: prewarm, bind, failure, timeout', { concurrency: true,
 
   before(() => {
     h = new Harness();
-    rt = h.ctx.runtime;
+    rt = h.ctx.sandbox;
   });
   after(async () => {
     await rt.terminateAll();

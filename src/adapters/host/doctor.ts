@@ -17,6 +17,12 @@
 import { spawnSync } from 'node:child_process';
 import { accessSync, constants, existsSync, readFileSync, rmdirSync } from 'node:fs';
 import { dirname } from 'node:path';
+import {
+  RUNTIMES_BY_STRENGTH,
+  type RuntimeAvailability,
+  type RuntimeName,
+} from '../../domain/runtime/capabilities.ts';
+import { runtimeEntries } from '../runtimes/registry.ts';
 import { CgroupDriver, type CgroupLayout, detectCgroupLayout } from '../runtimes/sandbox/cgroups.ts';
 import { resolveSandboxUser, type SandboxUser } from '../runtimes/sandbox/host.ts';
 
@@ -40,8 +46,10 @@ export interface DoctorReport {
   /** True when no `required` check is `missing`: the default runtime can run agents. */
   readonly ready: boolean;
   readonly checks: readonly DoctorCheck[];
-  /** Runtimes this host can run right now (only `sandbox` exists; the others are named for the manifest's enum). */
+  /** Runtimes this host can run right now, by name (every `spec.isolation` value but `auto`). */
   readonly runtimes: Readonly<Record<string, boolean>>;
+  /** The same, strongest first, each with why (not): what `isolation: auto` chooses from. */
+  readonly runtimeAvailability: readonly RuntimeAvailability[];
 }
 
 export type CgroupProbe =
@@ -158,7 +166,11 @@ function cgroupCheck(probe: HostProbe, layout: CgroupLayout, root: boolean): Doc
   };
 }
 
-export function runDoctor(probe: HostProbe = hostProbe()): DoctorReport {
+export function runDoctor(
+  probe: HostProbe = hostProbe(),
+  /** The other runtimes' probes (tests pass a fake). @default each registry entry's own probe */
+  probeRuntime?: (name: RuntimeName) => RuntimeAvailability,
+): DoctorReport {
   const checks: DoctorCheck[] = [];
   const uid = probe.uid();
   const root = uid === 0;
@@ -352,11 +364,30 @@ export function runDoctor(probe: HostProbe = hostProbe()): DoctorReport {
   });
 
   const sandbox = Boolean(bwrap) && bindFd && userns && seccomp && cgroup.status === 'ok';
+  const missingForSandbox = checks
+    .filter((check) => check.group === 'required' && check.status === 'missing')
+    .map((check) => check.name);
+  const entries = new Map(runtimeEntries().map((entry) => [entry.name, entry]));
+  const runtimeAvailability = RUNTIMES_BY_STRENGTH.map((name): RuntimeAvailability => {
+    if (name === 'sandbox') {
+      return {
+        name,
+        available: sandbox,
+        reason: sandbox
+          ? 'bubblewrap, user namespaces, seccomp and cgroups checked above'
+          : `missing: ${missingForSandbox.join(', ') || 'see the required checks above'}`,
+      };
+    }
+    return probeRuntime
+      ? probeRuntime(name)
+      : (entries.get(name)?.probe() ?? { name, available: false, reason: 'not registered' });
+  });
   return {
     user: { uid, root },
     ready: !checks.some((check) => check.group === 'required' && check.status === 'missing'),
     checks,
-    runtimes: { sandbox, gvisor: false, docker: false, firecracker: false },
+    runtimes: Object.fromEntries(runtimeAvailability.map((r) => [r.name, r.available])),
+    runtimeAvailability,
   };
 }
 
@@ -377,6 +408,10 @@ export function formatDoctorReport(report: DoctorReport): string {
       lines.push(`  ${iconFor(check)} ${check.name.padEnd(28)}${check.detail}`);
       if (check.fix && check.status !== 'ok') lines.push(`    ${''.padEnd(28)}fix: ${check.fix}`);
     }
+  }
+  lines.push('Runtimes (strongest first; isolation: auto takes the first available):');
+  for (const runtime of report.runtimeAvailability) {
+    lines.push(`  ${runtime.available ? '✓' : '-'} ${runtime.name.padEnd(28)}${runtime.reason}`);
   }
   const who = report.user.root ? 'root' : `uid ${report.user.uid}`;
   lines.push(

@@ -1,8 +1,13 @@
 /**
- * The composition roots' runtime: one Runtime that hands each agent to the runtime named by its `isolation`
- * (`sandbox`, `docker`, …) and routes every later call on an instance to the runtime that spawned it. An isolation
- * with no runtime registered is refused at spawn with RUNTIME_UNAVAILABLE naming the ones that are.
+ * The runtime registry: every runtime AEGIS can run agents on, by name, with a cheap availability probe and a
+ * factory; and `RuntimeRouter`, the one `Runtime` the composition roots hand to the use-cases, which sends each
+ * agent to the runtime its `spec.isolation` names (`auto`: the strongest available that enforces every rule —
+ * domain/runtime/capabilities.ts). `aegis doctor` lists the same probes.
+ *
+ * Adding a runtime (docker, gvisor) is one entry in `runtimeEntries()`: name, probe, create.
  */
+import { spawnSync } from 'node:child_process';
+import { accessSync, constants, statSync } from 'node:fs';
 import type {
   InstanceBinding,
   InstanceId,
@@ -15,83 +20,204 @@ import type {
 import { AegisError } from '../../domain/errors.ts';
 import type { CompiledAgent } from '../../domain/manifest/compiled.ts';
 import type { NetworkPolicy } from '../../domain/policy/network-rules.ts';
+import {
+  type RuntimeAvailability,
+  type RuntimeName,
+  resolveIsolation,
+} from '../../domain/runtime/capabilities.ts';
+import { defaultDockerSocket } from './docker/engine.ts';
+import { DockerRuntime } from './docker/runtime.ts';
+import { detectCgroupLayout } from './sandbox/cgroups.ts';
+import { SandboxRuntime, type SandboxRuntimeOptions } from './sandbox/runtime.ts';
 
-export class RuntimeRegistry implements Runtime {
-  readonly name: string;
-  private readonly byIsolation: ReadonlyMap<string, Runtime>;
-  private readonly owners = new Map<InstanceId, Runtime>();
+/** What a runtime factory gets: the sandbox's options are the common ones (identity, protected paths, scratch). */
+export type RuntimeFactoryOptions = SandboxRuntimeOptions;
 
-  /** `runtimes`: isolation → runtime; the first one is the default name (what `name` reports). */
-  constructor(runtimes: Readonly<Record<string, Runtime>>) {
-    this.byIsolation = new Map(Object.entries(runtimes));
-    this.name = Object.keys(runtimes)[0] ?? 'none';
+export interface RuntimeEntry {
+  readonly name: RuntimeName;
+  /** Cheap (no process start beyond a `--version`), side-effect free: can this host run it, and if not why. */
+  probe(): RuntimeAvailability;
+  create(options: RuntimeFactoryOptions): Runtime;
+}
+
+function onPath(binary: string): string | undefined {
+  for (const dir of (process.env['PATH'] ?? '/usr/local/bin:/usr/bin:/bin').split(':')) {
+    try {
+      accessSync(`${dir}/${binary}`, constants.X_OK);
+      return `${dir}/${binary}`;
+    } catch {
+      // next
+    }
+  }
+  return undefined;
+}
+
+/** The sandbox runtime's quick probe (`aegis doctor` runs the thorough one: user namespaces, seccomp, --bind-fd). */
+export function probeSandbox(): RuntimeAvailability {
+  const name = 'sandbox';
+  if (process.platform !== 'linux')
+    return { name, available: false, reason: `needs Linux (this is ${process.platform})` };
+  const bwrap = onPath('bwrap');
+  if (!bwrap)
+    return { name, available: false, reason: 'bubblewrap (bwrap) not found — npm run setup installs it' };
+  if (spawnSync(bwrap, ['--version'], { stdio: 'ignore' }).status !== 0)
+    return { name, available: false, reason: `${bwrap} --version failed` };
+  if (detectCgroupLayout().mode === 'none')
+    return { name, available: false, reason: 'no usable cgroup memory/pids/cpu controllers' };
+  return { name, available: true, reason: `bubblewrap at ${bwrap}, cgroups usable` };
+}
+
+/** The docker runtime's quick probe: a unix socket where the Engine API should answer (spawn says if it does not). */
+export function probeDocker(): RuntimeAvailability {
+  const name = 'docker';
+  const socket = defaultDockerSocket();
+  try {
+    if (statSync(socket).isSocket())
+      return { name, available: true, reason: `Docker Engine socket at ${socket}` };
+    return { name, available: false, reason: `${socket} is not a socket` };
+  } catch {
+    return {
+      name,
+      available: false,
+      reason: `no Docker Engine socket at ${socket} — start dockerd (npm run setup -- --runtimes docker installs it) or set AEGIS_DOCKER_HOST`,
+    };
+  }
+}
+
+/** A runtime this build does not contain yet: always unavailable, saying so. */
+function notInThisBuild(name: RuntimeName, why: string): RuntimeEntry {
+  return {
+    name,
+    probe: () => ({ name, available: false, reason: why }),
+    create: () => {
+      throw new AegisError('RUNTIME_UNAVAILABLE', `isolation: ${name} — ${why}`, {
+        hint: 'run `aegis doctor` to see the runtimes this host offers',
+      });
+    },
+  };
+}
+
+/** Every runtime, strongest last-resort order irrelevant here (capabilities.ts orders them). */
+export function runtimeEntries(): RuntimeEntry[] {
+  return [
+    { name: 'sandbox', probe: probeSandbox, create: (options) => new SandboxRuntime(options) },
+    // Registered at merge time by the docker/gvisor runtimes (one line each: name, probe, create).
+    notInThisBuild('gvisor', 'no gVisor runtime in this build'),
+    {
+      name: 'docker',
+      probe: probeDocker,
+      create: (options) =>
+        new DockerRuntime({
+          identity: options.identity,
+          ...(options.protectedPaths ? { protectedPaths: options.protectedPaths } : {}),
+          ...(options.nodeBinary ? { nodeBinary: options.nodeBinary } : {}),
+          ...(options.nsenterPath ? { nsenterPath: options.nsenterPath } : {}),
+        }),
+    },
+    notInThisBuild('firecracker', 'no microVM runtime yet (docs/adr/0031-microvm-runtime-port.md)'),
+  ];
+}
+
+/**
+ * The `Runtime` the use-cases see: routes spawn by `agent.isolation` and every later call by the instance it made.
+ * Runtimes are created on first use (a host without dockerd never constructs the docker runtime).
+ */
+export class RuntimeRouter implements Runtime {
+  readonly name = 'router';
+  readonly #entries: ReadonlyMap<RuntimeName, RuntimeEntry>;
+  readonly #options: RuntimeFactoryOptions;
+  readonly #live = new Map<RuntimeName, Runtime>();
+  readonly #owner = new Map<InstanceId, Runtime>();
+  #availability: readonly RuntimeAvailability[] | undefined;
+
+  constructor(
+    options: RuntimeFactoryOptions,
+    entries: readonly RuntimeEntry[] = runtimeEntries(),
+    prebuilt: readonly Runtime[] = [],
+  ) {
+    this.#options = options;
+    this.#entries = new Map(entries.map((entry) => [entry.name, entry]));
+    for (const runtime of prebuilt) this.#live.set(runtime.name as RuntimeName, runtime);
   }
 
-  /** The runtime registered for `isolation`, if any. */
-  get(isolation: string): Runtime | undefined {
-    return this.byIsolation.get(isolation);
-  }
-
-  nameFor(agent: CompiledAgent): string {
-    return this.byIsolation.get(agent.isolation)?.name ?? agent.isolation;
-  }
-
-  private forAgent(agent: CompiledAgent): Runtime {
-    const runtime = this.byIsolation.get(agent.isolation);
-    if (runtime) return runtime;
-    throw new AegisError(
-      'RUNTIME_UNAVAILABLE',
-      `isolation "${agent.isolation}" is not available here (this orchestrator runs: ${[...this.byIsolation.keys()].join(', ')})`,
-      { hint: `use isolation: ${[...this.byIsolation.keys()].join(' or ')}` },
+  /** Each runtime's availability on this host (probed once per router; a prebuilt runtime is available). */
+  availability(): readonly RuntimeAvailability[] {
+    this.#availability ??= [...this.#entries.values()].map((entry) =>
+      this.#live.has(entry.name)
+        ? { name: entry.name, available: true, reason: 'configured' }
+        : entry.probe(),
     );
+    return this.#availability;
   }
 
-  private owner(id: InstanceId): Runtime {
-    const runtime = this.owners.get(id);
-    if (!runtime) throw new AegisError('NOT_FOUND', `no instance ${id}`);
+  /** The runtime `agent` runs on here; RUNTIME_UNAVAILABLE / LIMIT_UNENFORCEABLE when none fits. */
+  nameFor(agent: CompiledAgent): string {
+    return resolveIsolation(agent.isolation, agent, this.availability());
+  }
+
+  /** The runtime named `name`, created on first use. */
+  runtime(name: RuntimeName): Runtime {
+    let runtime = this.#live.get(name);
+    if (runtime === undefined) {
+      const entry = this.#entries.get(name);
+      if (entry === undefined) throw new AegisError('RUNTIME_UNAVAILABLE', `no runtime ${name} registered`);
+      runtime = entry.create(this.#options);
+      this.#live.set(name, runtime);
+    }
+    return runtime;
+  }
+
+  #of(id: InstanceId): Runtime {
+    const runtime = this.#owner.get(id);
+    if (runtime === undefined) throw new AegisError('NOT_FOUND', `no instance ${id}`);
     return runtime;
   }
 
   async spawn(spec: InstanceSpec): Promise<InstanceId> {
-    const runtime = this.forAgent(spec.agent);
+    const runtime = this.runtime(this.nameFor(spec.agent) as RuntimeName);
     const id = await runtime.spawn(spec);
-    this.owners.set(id, runtime);
+    this.#owner.set(id, runtime);
     return id;
   }
 
   async execute(id: InstanceId, task: TaskInput): Promise<TaskOutput> {
-    const runtime = this.owner(id);
     try {
-      return await runtime.execute(id, task);
+      return await this.#of(id).execute(id, task);
     } finally {
-      if (runtime.status(id) === undefined) this.owners.delete(id);
+      this.#owner.delete(id);
     }
   }
 
   async terminate(id: InstanceId): Promise<void> {
-    const runtime = this.owners.get(id);
-    if (!runtime) return;
+    const runtime = this.#owner.get(id);
+    if (runtime === undefined) return;
     await runtime.terminate(id);
-    if (runtime.status(id) === undefined) this.owners.delete(id);
+    if (runtime.status(id) === undefined) this.#owner.delete(id);
   }
 
   status(id: InstanceId): InstanceState | undefined {
-    return this.owners.get(id)?.status(id);
+    return this.#owner.get(id)?.status(id);
   }
 
   bind(id: InstanceId, binding: InstanceBinding): void {
-    const runtime = this.owner(id);
-    if (!runtime.bind) throw new AegisError('USAGE', `the ${runtime.name} runtime has no warm pools`);
+    const runtime = this.#of(id);
+    if (!runtime.bind)
+      throw new AegisError('USAGE', `the ${runtime.name} runtime has no warm instances to bind`);
     runtime.bind(id, binding);
   }
 
+  /** Reaps for every runtime available here (a crashed orchestrator may have used any of them). */
   async reapOrphans(): Promise<readonly string[]> {
-    const all = await Promise.all([...this.byIsolation.values()].map((runtime) => runtime.reapOrphans()));
-    return all.flat();
+    const reaped: string[] = [];
+    for (const { name, available } of this.availability()) {
+      if (!available) continue;
+      reaped.push(...(await this.runtime(name).reapOrphans()));
+    }
+    return reaped;
   }
 
   async setNetworkPolicy(executionId: string, policy: NetworkPolicy): Promise<boolean> {
-    for (const runtime of this.byIsolation.values()) {
+    for (const runtime of this.#live.values()) {
       if (await runtime.setNetworkPolicy?.(executionId, policy)) return true;
     }
     return false;

@@ -77,7 +77,11 @@ export const Runtime = z
     }
   });
 
-export const Isolation = z.enum(['sandbox', 'gvisor', 'docker', 'firecracker']);
+/**
+ * `auto`: the strongest runtime this host offers that enforces every rule of the agent (docs/adr/0030). Unset means
+ * `sandbox` (the decision and why are in that ADR).
+ */
+export const Isolation = z.enum(['auto', 'sandbox', 'gvisor', 'docker', 'firecracker']);
 export type Isolation = z.infer<typeof Isolation>;
 
 /** One egress rule (`domain/policy/network-rules.ts`): host, `*.suffix`, IP or CIDR, optional `:port` / `:low-high`. */

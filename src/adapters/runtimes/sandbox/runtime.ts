@@ -23,19 +23,14 @@ import {
   constants,
   cpSync,
   existsSync,
-  lstatSync,
   mkdirSync,
-  mkdtempSync,
   openSync,
   readdirSync,
   readFileSync,
   realpathSync,
   renameSync,
-  rmdirSync,
   rmSync,
-  statfsSync,
   statSync,
-  unlinkSync,
   writeFileSync,
 } from 'node:fs';
 import { extname, join } from 'node:path';
@@ -45,31 +40,30 @@ import type {
   InstanceId,
   InstanceSpec,
   InstanceState,
-  NetworkDecisionEvent,
-  ProcessIdentity,
   Runtime,
   TaskInput,
   TaskOutput,
 } from '../../../app/ports.ts';
 import { AegisError } from '../../../domain/errors.ts';
-import type { LimitName, TerminalStatus, Violation } from '../../../domain/execution.ts';
-import { checkMountSource } from '../../../domain/filesystem-policy.ts';
 import type { CompiledAgent } from '../../../domain/manifest/compiled.ts';
-import { isWithin } from '../../../domain/paths.ts';
 import type { NetworkPolicy } from '../../../domain/policy/network-rules.ts';
-import { formatBytes } from '../../../domain/units.ts';
+import { assertEnforceable } from '../../../domain/runtime/capabilities.ts';
+import { classifyOutcome } from '../../../domain/runtime/outcome.ts';
 import { listenInNetns, NETNS_HELPER_ID, NETNS_LISTENER_SCRIPT } from '../../egress/netns-listener.ts';
-import { EgressProxy } from '../../egress/proxy.ts';
-import { HttpSecretScrubber } from '../../secrets/http-response-scrubber.ts';
-import { HttpSecretRewriter } from '../../secrets/http-secret-rewriter.ts';
-import { type BwrapMount, buildBwrapArgs } from './bwrap-args.ts';
+import type { EgressProxy } from '../../egress/proxy.ts';
+import { buildBwrapArgs } from './bwrap-args.ts';
+import { CgroupDriver, removeCgroupPaths, type SandboxCgroup } from './cgroups.ts';
+import { createEgressProxy, type Route } from './egress.ts';
 import {
-  CgroupDriver,
-  type CgroupLayout,
-  detectCgroupLayout,
-  removeCgroupPaths,
-  type SandboxCgroup,
-} from './cgroups.ts';
+  GENERATED_ETC,
+  INNER_GID,
+  INNER_UID,
+  NODE_INSIDE,
+  PROXY_ENV,
+  PROXY_PORT,
+  sandboxEnv,
+} from './environment.ts';
+import { agentDirFor, type GrantContext, ownDirOf, resolveMounts, scratchFile } from './grants.ts';
 import {
   hostHasMergedUsr,
   presentEtcFiles,
@@ -77,59 +71,32 @@ import {
   resolveSandboxUser,
   type SandboxUser,
 } from './host.ts';
-import { changedWhileChecked, openMountSource, userMay } from './mount-source.ts';
+import { type CompiledSandboxOptions, compileSandboxOptions, type SandboxRuntimeOptions } from './options.ts';
 import { goMessage, planPrewarm, SHIM_DIR_INSIDE, shimSources } from './prewarm.ts';
+import {
+  outputDirFor,
+  removeDir,
+  SCRATCH_FILES,
+  type ScratchState,
+  SHM_ROOT,
+  writeScratchState,
+} from './scratch.ts';
 import { buildSeccompProgram, hostSeccompArch } from './seccomp.ts';
+import {
+  collectOutput,
+  createLogSink,
+  delay,
+  exitedAlready,
+  readInfoPid,
+  readReady,
+  splitLines,
+} from './supervise.ts';
 
-/** Where the agent finds things inside. */
-export const INNER_UID = 1000;
-export const INNER_GID = 1000;
-const NODE_INSIDE = '/opt/aegis/bin/node';
-const INNER_PATH = '/opt/aegis/bin:/usr/local/bin:/usr/bin:/bin';
-const MAX_OUTPUT_BYTES = 16 * 1024 * 1024;
-const MAX_LINE_BYTES = 64 * 1024;
-const MAX_LOG_BYTES = 32 * 1024 * 1024;
+export type { SandboxRuntimeOptions };
+// Re-exported: the bench and tests import these from the runtime (its public face).
+export { GENERATED_ETC, INNER_GID, INNER_UID, PROXY_ENV, PROXY_PORT, sandboxEnv };
+
 const SPAWN_DEADLINE_MS = 10_000;
-/** Where the egress proxy listens inside every sandbox that has egress (on the sandbox's own lo). */
-export const PROXY_PORT = 3128;
-const PROXY_URL = `http://127.0.0.1:${PROXY_PORT}`;
-/**
- * Environment that points HTTP clients at the egress proxy (curl reads the lowercase names, most others the
- * uppercase). NO_PROXY is empty: every destination — 127.0.0.1 included — is the proxy's to decide, because an
- * allow rule such as `127.0.0.1:8080` names the *host's* loopback; the sandbox's own lo is not reachable from the
- * host anyway. An agent that runs a server on its own lo and calls it may set NO_PROXY in spec.env.
- */
-export const PROXY_ENV: Readonly<Record<string, string>> = {
-  HTTP_PROXY: PROXY_URL,
-  HTTPS_PROXY: PROXY_URL,
-  http_proxy: PROXY_URL,
-  https_proxy: PROXY_URL,
-  ALL_PROXY: `socks5h://127.0.0.1:${PROXY_PORT}`,
-  all_proxy: `socks5h://127.0.0.1:${PROXY_PORT}`,
-  NODE_USE_ENV_PROXY: '1',
-};
-/** statfs f_type of tmpfs (linux/magic.h). */
-const TMPFS_MAGIC = 0x01021994;
-/** Where output files go when the scratch root is not tmpfs. */
-const SHM_ROOT = '/dev/shm';
-
-export interface SandboxRuntimeOptions {
-  /** Scratch root for per-execution files and the orchestrator's static /etc files. @default /run/aegis (root) */
-  readonly scratchRoot?: string;
-  /** Host paths never mountable in addition to the built-in list (the orchestrator's data dir). */
-  readonly protectedPaths?: readonly string[];
-  /** cgroup sub-path for sandbox groups. @default "aegis" */
-  readonly cgroupParent?: string;
-  readonly identity: ProcessIdentity;
-  /** Path to the bwrap binary. @default "bwrap" (PATH) */
-  readonly bwrapPath?: string;
-  /** Node binary agents with `language: node` run on. @default the orchestrator's own (process.execPath) */
-  readonly nodeBinary?: string;
-  readonly cgroupLayout?: CgroupLayout;
-  /** Path to nsenter (util-linux), which opens the egress proxy's socket in the sandbox's netns. @default "nsenter" */
-  readonly nsenterPath?: string;
-}
-
 interface Instance {
   readonly id: InstanceId;
   /** The execution served and where its egress decisions go: the spawn's, or the binding's (pooled instances). */
@@ -164,115 +131,12 @@ interface Instance {
   killedBy: 'timeout' | 'abort' | 'terminate' | undefined;
 }
 
-interface Route {
-  executionId: string;
-  onNetworkDecision: InstanceSpec['onNetworkDecision'];
-}
-
-interface ScratchState {
-  /** The execution served (a pool id such as `wp_…` until a pooled instance is bound). */
-  readonly executionId: string;
-  /** The id the instance was spawned under (names the scratch dir and cgroups), when bound since. */
-  readonly spawnedAs?: string;
-  readonly owner: { host: string; pid: number; startTicks: number };
-  readonly cgroupPaths: readonly string[];
-  /** Output dir outside the scratch dir, if any (removed with it). */
-  readonly outputDir?: string;
-  readonly createdAt: string;
-}
-
-function defaultScratchRoot(): string {
-  if (process.getuid?.() === 0) return '/run/aegis';
-  const runtimeDir = process.env['XDG_RUNTIME_DIR'];
-  return runtimeDir ? join(runtimeDir, 'aegis') : `/tmp/aegis-${process.getuid?.() ?? 'user'}`;
-}
-
-function onTmpfs(path: string): boolean {
-  try {
-    return statfsSync(path).type === TMPFS_MAGIC;
-  } catch {
-    return false;
-  }
-}
-
-/**
- * output.json is the one host file the agent writes (bound read-write). On tmpfs its pages are shmem charged to the
- * sandbox's memory cgroup, so the memory limit bounds it; on a disk-backed scratch root (here /run is ext4) the
- * pages are written back and reclaimed, and an agent could fill the host's disk through it. So it always lives on
- * tmpfs: in the scratch dir when that is tmpfs, else in a fresh private dir under /dev/shm. Returns that extra dir.
- */
-function outputDirFor(scratchDir: string): string | undefined {
-  if (onTmpfs(scratchDir)) return undefined;
-  if (!onTmpfs(SHM_ROOT)) {
-    throw new AegisError(
-      'LIMIT_UNENFORCEABLE',
-      `neither the scratch dir ${scratchDir} nor ${SHM_ROOT} is a tmpfs: the size of the agent's output file could not be bounded`,
-      { hint: 'point AEGIS_SCRATCH_DIR at a tmpfs (e.g. a directory under /run or /dev/shm)' },
-    );
-  }
-  const dir = mkdtempSync(join(SHM_ROOT, 'aegis-output-'));
-  chmodSync(dir, 0o711);
-  return dir;
-}
-
-function signalNameOf(code: number): string | undefined {
-  const names: Record<number, string> = {
-    6: 'SIGABRT',
-    9: 'SIGKILL',
-    11: 'SIGSEGV',
-    15: 'SIGTERM',
-    25: 'SIGXFSZ',
-  };
-  return names[code - 128];
-}
-
-/** The synthesised /etc files every sandbox sees (no host accounts leak in). Shared with the bench's floor. */
-export const GENERATED_ETC: Readonly<Record<string, string>> = {
-  '/etc/passwd': `root:x:0:0:root:/nonexistent:/usr/sbin/nologin\nagent:x:${INNER_UID}:${INNER_GID}:AEGIS agent:/workspace:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n`,
-  '/etc/group': `root:x:0:\nagent:x:${INNER_GID}:\nnogroup:x:65534:\n`,
-  '/etc/hosts': '127.0.0.1\tlocalhost aegis\n::1\tlocalhost ip6-localhost\n',
-  '/etc/nsswitch.conf': 'passwd: files\ngroup: files\nhosts: files\n',
-};
-
-/**
- * The agent's whole environment: AEGIS's variables, spec.env, secret placeholders (never values) and, with egress,
- * the proxy variables. Order matters to the bench's flag-parity check, which uses this same function.
- */
-export function sandboxEnv(
-  agent: CompiledAgent,
-  executionId: string,
-  options: { readonly egress: boolean; readonly secretEnv: Readonly<Record<string, string>> } = {
-    egress: false,
-    secretEnv: {},
-  },
-): Record<string, string> {
-  const { egress, secretEnv } = options;
-  return {
-    PATH: INNER_PATH,
-    HOME: '/workspace',
-    TMPDIR: '/tmp',
-    LANG: 'C.UTF-8',
-    PYTHONUNBUFFERED: '1',
-    PYTHONDONTWRITEBYTECODE: '1',
-    ...(egress ? { NO_PROXY: '', no_proxy: '' } : {}),
-    ...agent.env,
-    // Placeholders only: the values stay in this process and reach the wire through the proxy's rewriter.
-    ...secretEnv,
-    ...(egress ? PROXY_ENV : {}),
-    AEGIS_EXECUTION_ID: executionId,
-    AEGIS_AGENT_NAME: agent.name,
-    AEGIS_AGENT_VERSION: agent.version,
-    AEGIS_INPUT: '/run/aegis/input.json',
-    AEGIS_OUTPUT: '/run/aegis/output.json',
-  };
-}
-
 export class SandboxRuntime implements Runtime {
   readonly name = 'sandbox';
   readonly scratchRoot: string;
   readonly user: SandboxUser;
   readonly cgroups: CgroupDriver;
-  private readonly options: SandboxRuntimeOptions;
+  private readonly options: CompiledSandboxOptions;
   private readonly instances = new Map<InstanceId, Instance>();
   private readonly seccomp: Buffer;
   private readonly mergedUsr = hostHasMergedUsr();
@@ -280,13 +144,16 @@ export class SandboxRuntime implements Runtime {
   private staticEtc: Record<string, string> | undefined;
 
   constructor(options: SandboxRuntimeOptions) {
-    this.options = options;
-    this.scratchRoot = options.scratchRoot ?? defaultScratchRoot();
+    this.options = compileSandboxOptions(options);
+    this.scratchRoot = this.options.scratchRoot;
     this.user = resolveSandboxUser();
-    this.cgroups = new CgroupDriver(options.cgroupLayout ?? detectCgroupLayout(), {
-      parent: options.cgroupParent ?? 'aegis',
-    });
+    this.cgroups = new CgroupDriver(this.options.cgroupLayout, { parent: this.options.cgroupParent });
     this.seccomp = buildSeccompProgram(hostSeccompArch());
+  }
+
+  /** Who grants are checked for and what may never be granted: the configured paths and the scratch root. */
+  private grants(): GrantContext {
+    return { user: this.user, protectedPaths: [...this.options.protectedPaths, this.scratchRoot] };
   }
 
   /** `failed` also for a Warm instance whose bwrap exited or was killed before `execute` (a pool replaces it). */
@@ -459,7 +326,7 @@ export class SandboxRuntime implements Runtime {
   private commandFor(agent: CompiledAgent): { argv: string[]; binaries: Record<string, string> } {
     const { language, entrypoint, command } = agent.runtime;
     const binaries: Record<string, string> = {};
-    const nodeBinary = realpathSync(this.options.nodeBinary ?? process.execPath);
+    const nodeBinary = realpathSync(this.options.nodeBinary);
     const needsNode = language === 'node' || (command !== undefined && command[0] === 'node');
     if (needsNode) binaries[this.nodeBinaryForSandbox(nodeBinary)] = NODE_INSIDE;
     if (command !== undefined) return { argv: [...command], binaries };
@@ -488,152 +355,19 @@ export class SandboxRuntime implements Runtime {
     return { argv: [interpreter, entrypoint!], binaries };
   }
 
-  /** Paths never mountable on this runtime besides ALWAYS_FORBIDDEN: the configured ones and the scratch root. */
-  private protectedPaths(): string[] {
-    return [...(this.options.protectedPaths ?? []), this.scratchRoot];
-  }
-
-  /**
-   * Opens every grant race-free (mount-source.ts) and checks the *opened* object: not a protected path (grants
-   * inside the agent's own directory `ownDir` are exempt from protected paths that merely contain that directory),
-   * not on a kernel filesystem, reachable, readable (and writable) by the sandbox uid. Descriptors go to `held`;
-   * the caller closes them once bubblewrap has them. When the agent directory was copied (`ownCopy`: the sandbox
-   * uid cannot reach it), a read grant inside it is bound from the copy; a write grant inside it is refused.
-   */
-  private resolveMounts(
-    agent: CompiledAgent,
-    ownDir: string,
-    ownCopy: string | undefined,
-    held: number[],
-  ): BwrapMount[] {
-    const mounts: BwrapMount[] = [];
-    const protectedPaths = this.protectedPaths();
-    for (const mount of agent.mounts) {
-      const what = mount.manifestPath;
-      const real = realpathOrRefuse(
-        mount.source,
-        what,
-        () =>
-          new AegisError('MANIFEST_INVALID', `${what}: host path ${mount.source} does not exist`, {
-            problems: [{ path: what, message: `host path ${mount.source} does not exist` }],
-            hint: 'create it first, or remove the entry',
-          }),
-      );
-      const insideOwnDir = isWithin(real, ownDir);
-      const refuseProtected = (path: string) => {
-        const verdict = checkMountSource(path, protectedPaths, ownDir);
-        if (!verdict.forbidden) return;
-        const via = path === mount.source ? '' : ` (resolves to ${path})`;
-        throw new AegisError(
-          'POLICY_DENIED',
-          `${what}: ${mount.source}${via} may never be mounted into a sandbox — it is or contains the protected path ${verdict.protectedPath}`,
-          {
-            problems: [{ path: what, message: `protected host path ${verdict.protectedPath}` }],
-            hint: "grant a dedicated directory that holds only what the agent needs (or put the data inside the agent's own directory)",
-          },
-        );
-      };
-      refuseProtected(real);
-      if (insideOwnDir && ownCopy !== undefined && mount.writable) {
-        throw new AegisError(
-          'RUNTIME_UNAVAILABLE',
-          `${what}: ${real} lies in the agent directory, which the sandbox gets as a read-only copy (the sandbox user ${this.user.name} cannot reach it, or it lies in a protected path), so it cannot be granted writable`,
-          {
-            hint: 'grant a dedicated directory outside the agent directory (and outside /root and /home) for what the agent writes',
-          },
-        );
-      }
-      const source = insideOwnDir && ownCopy !== undefined ? join(ownCopy, real.slice(ownDir.length)) : real;
-      const opened = openMountSource(source, {
-        user: this.user,
-        what,
-        ...(insideOwnDir && ownCopy === undefined ? { searchFrom: ownDir } : {}),
-      });
-      held.push(opened.fd);
-      // The descriptor resolves to the walked path (checked by the walk), so this is the opened object's own path.
-      if (opened.path === real) refuseProtected(opened.path);
-      const access = mount.writable ? 'write' : 'read';
-      if (!userMay(opened.stat, this.user, access)) {
-        throw new AegisError(
-          'RUNTIME_UNAVAILABLE',
-          `${what}: the sandbox user ${this.user.name} (uid ${this.user.uid}) cannot ${access} ${real}: it is mode ${(opened.stat.mode & 0o777).toString(8)}, owner uid ${opened.stat.uid}`,
-          {
-            hint: mount.writable
-              ? `give it to the sandbox user: chown ${this.user.uid} ${real} (or chmod o+rwx)`
-              : `make it readable: chmod o+r${opened.stat.isDirectory() ? 'x' : ''} ${real}`,
-          },
-        );
-      }
-      mounts.push({ source: { fd: opened.fd }, target: mount.target, writable: mount.writable });
-    }
-    return mounts;
-  }
-
-  /** The agent directory's real path: its own directory, never a protected path to itself (checkMountSource). */
-  private ownDirOf(agent: CompiledAgent): string {
-    const what = 'the agent directory';
-    const real = realpathOrRefuse(
-      agent.agentDir,
-      what,
-      () =>
-        new AegisError('MANIFEST_INVALID', `${what} ${agent.agentDir} does not exist`, {
-          hint: 'run the agent from its agent.yaml again',
-        }),
-    );
-    const verdict = checkMountSource(real, this.protectedPaths(), real);
-    if (verdict.forbidden) {
-      throw new AegisError(
-        'POLICY_DENIED',
-        `${what} ${real} is or contains the protected path ${verdict.protectedPath}; it would be visible at /agent`,
-        { hint: 'keep each agent in a directory of its own that holds only the agent' },
-      );
-    }
-    return real;
-  }
-
-  /**
-   * The agent directory, opened race-free and bound by descriptor. When the sandbox uid cannot read it (mode
-   * 0700, say), a private read-only copy in the scratch dir is bound instead — copied from the opened descriptor,
-   * so it is a copy of the directory that was checked.
-   */
-  private agentDirFor(ownDir: string, dir: string, held: number[]): { fd: number; copy?: string } {
-    const what = 'the agent directory';
-    const opened = openMountSource(ownDir, { user: this.user, what, searchFrom: ownDir });
-    held.push(opened.fd);
-    if (!opened.stat.isDirectory()) throw changedWhileChecked(what, ownDir, 'it is no longer a directory');
-    // bubblewrap resolves the descriptor to the object's current path and binds that as the sandbox uid (then
-    // verifies the result is the object): the uid must reach the path itself, not only read the directory. An agent
-    // directory inside a protected path (a clone under /home/alice) is copied too, so that its host path — a user
-    // name, say — does not show in the agent's mountinfo (ADR 0015).
-    const insideProtected = checkMountSource(ownDir, this.protectedPaths()).forbidden;
-    if (!insideProtected && reachable(ownDir, this.user, 'read').ok) return { fd: opened.fd };
-    const copy = join(dir, 'agent');
-    // The trailing slash makes cp follow the magic link itself (and only it: symlinks inside stay symlinks).
-    cpSync(`/proc/self/fd/${opened.fd}/`, copy, {
-      recursive: true,
-      verbatimSymlinks: true,
-      filter: (src) => !src.includes('/.git/'),
-    });
-    chmodSync(copy, 0o755);
-    const copied = openMountSource(copy, { user: this.user, what });
-    held.push(copied.fd);
-    return { fd: copied.fd, copy };
-  }
-
-  /** A file this runtime just made in its own root-owned scratch (input/output), opened for bubblewrap. */
-  private scratchFile(path: string, held: number[]): { fd: number } {
-    const opened = openMountSource(path, { user: this.user, what: 'the scratch dir' });
-    held.push(opened.fd);
-    return { fd: opened.fd };
-  }
-
   async spawn(spec: InstanceSpec): Promise<InstanceId> {
     const { agent } = spec;
-    if (agent.isolation !== 'sandbox') {
-      throw new AegisError('RUNTIME_UNAVAILABLE', `isolation "${agent.isolation}" is not available yet`, {
-        hint: 'use isolation: sandbox',
-      });
+    // `auto` arrives here when the router picked this runtime for it (registry.ts).
+    if (agent.isolation !== 'sandbox' && agent.isolation !== 'auto') {
+      throw new AegisError(
+        'RUNTIME_UNAVAILABLE',
+        `the sandbox runtime was asked to run an agent with isolation: ${agent.isolation}`,
+        {
+          hint: 'run it through the runtime router (src/adapters/runtimes/registry.ts), or use isolation: sandbox',
+        },
+      );
     }
+    assertEnforceable('sandbox', agent);
     // Egress only through the proxy, and the proxy only when something is allowed: without allow rules the
     // namespace's lo is all there is (starting the proxy costs a Node start, ~0.1 s — see ADR 0007).
     const egress = agent.network.allow.length > 0;
@@ -668,7 +402,7 @@ export class SandboxRuntime implements Runtime {
   ): Promise<InstanceId> {
     const { agent, executionId } = spec;
     const { egress, binaries, argv, prewarm } = plan;
-    const ownDir = this.ownDirOf(agent);
+    const ownDir = ownDirOf(this.grants(), agent);
     this.ensureScratchRoot();
     const generatedEtc = this.ensureStaticEtc();
     // The synthesised /etc files and the prewarm shim are copied into the sandbox's root (not bound): no host
@@ -707,8 +441,8 @@ export class SandboxRuntime implements Runtime {
       writeFileSync(inputFile, '', { mode: 0o644 });
       writeFileSync(outputFile, '', { mode: 0o600 });
       if (this.user.dedicated) chownSync(outputFile, this.user.uid, this.user.gid);
-      const agentDir = this.agentDirFor(ownDir, dir, held);
-      const mounts = this.resolveMounts(agent, ownDir, agentDir.copy, held);
+      const agentDir = agentDirFor(this.grants(), ownDir, dir, held);
+      const mounts = resolveMounts(this.grants(), agent, ownDir, agentDir.copy, held);
 
       cgroup = this.cgroups.create(executionId, agent.limits);
 
@@ -737,8 +471,8 @@ export class SandboxRuntime implements Runtime {
           }),
         ),
         agentDir: slot(agentDir),
-        inputFile: slot(this.scratchFile(inputFile, held)),
-        outputFile: slot(this.scratchFile(outputFile, held)),
+        inputFile: slot(scratchFile(this.grants(), inputFile, held)),
+        outputFile: slot(scratchFile(this.grants(), outputFile, held)),
         binaries,
         mounts: mounts.map((mount) =>
           typeof mount.source === 'string' ? mount : { ...mount, source: slot(mount.source) },
@@ -777,7 +511,7 @@ export class SandboxRuntime implements Runtime {
       }
       let child: ChildProcess;
       try {
-        child = spawn(this.options.bwrapPath ?? 'bwrap', ['--args', '6', ...args.slice(separator)], {
+        child = spawn(this.options.bwrapPath, ['--args', '6', ...args.slice(separator)], {
           stdio,
           env: {},
           ...(this.user.dedicated && process.getuid?.() === 0
@@ -859,44 +593,7 @@ export class SandboxRuntime implements Runtime {
       };
       if (egress) {
         // Before the release: the agent's first instruction can already connect (no start-up race).
-        const secrets = spec.secrets;
-        proxy = new EgressProxy({
-          execution: executionId,
-          policy: agent.network.policy,
-          // Through `route`: bind() re-points a pooled instance at its execution (the event's own `execution`
-          // stamp is restamped with it too).
-          onDecision: (event) => {
-            const restamped: NetworkDecisionEvent & { execution: string } = {
-              ...event,
-              execution: route.executionId,
-            };
-            route.onNetworkDecision?.(restamped);
-          },
-          // Plain-HTTP requests only (CONNECT/SOCKS streams are opaque): placeholders → values toward bound hosts.
-          // Requests toward a bound host:port are upgraded to TLS upstream (port 80 → 443, certificate verified for
-          // the host); other hops get values only when they are loopback/private IP literals (the cleartext guard).
-          // Content-Length bodies (up to the rewriter's cap) are buffered and rewritten too; other bodies stream.
-          ...(secrets
-            ? (() => {
-                const rewriter = new HttpSecretRewriter({
-                  bindings: agent.secrets,
-                  placeholders: secrets.placeholders,
-                  onSecretUse: (use) => secrets.onSecretUse(use),
-                });
-                return {
-                  rewriteHttpRequest: rewriter.rewriteHead,
-                  rewriteHttpBody: rewriter.bodyHook,
-                  upgradeHttpToTls: rewriter.upgradesToTls,
-                  // Every plain-HTTP response, from any host: a value reflected by upstream comes back as its
-                  // placeholder (ADR 0018).
-                  scrubHttpResponse: new HttpSecretScrubber({
-                    placeholders: secrets.placeholders,
-                    onSecretUse: (use) => secrets.onSecretUse(use),
-                  }),
-                };
-              })()
-            : {}),
-        });
+        proxy = createEgressProxy(agent, executionId, spec.secrets, route);
         const servers = await listenInNetns({
           pid: childPid,
           port: PROXY_PORT,
@@ -989,27 +686,13 @@ export class SandboxRuntime implements Runtime {
     instance.state = 'hot';
     instance.executed = true;
     const { proc, agent } = instance;
-    let lastStdoutLine: string | undefined;
     // bubblewrap's own report of a mount source replaced during set-up (the agent never ran). An agent printing
     // the same line only changes the reason on its own failed record.
     let mountRace: string | undefined;
-    let loggedBytes = 0;
-    let truncated = false;
-    const log = (stream: 'stdout' | 'stderr', text: string) => {
-      if (stream === 'stdout' && text.trim() !== '') lastStdoutLine = text;
+    const sink = createLogSink(task.onLog, (stream, text) => {
       if (stream === 'stderr' && mountRace === undefined && BWRAP_MOUNT_RACE.test(text)) mountRace = text;
-      loggedBytes += text.length;
-      if (loggedBytes > MAX_LOG_BYTES) {
-        if (!truncated)
-          task.onLog(
-            'stderr',
-            `[aegis] log output exceeded ${formatBytes(MAX_LOG_BYTES)}; further lines dropped`,
-          );
-        truncated = true;
-        return;
-      }
-      task.onLog(stream, text);
-    };
+    });
+    const log = sink.log;
     const inputJson = JSON.stringify(task.input ?? null);
     writeFileSync(instance.inputFile, inputJson);
     proc.stdin!.on('error', () => {}); // the agent may never read stdin
@@ -1048,99 +731,19 @@ export class SandboxRuntime implements Runtime {
     const finishedAtMs = performance.timeOrigin + performance.now();
     const stats = instance.cgroup.stats();
 
-    const limitsHit: LimitName[] = [];
-    const violations: Violation[] = [];
-    if (stats.oomKills > 0) {
-      limitsHit.push('memory');
-      violations.push({
-        kind: 'limit',
-        rule: 'memory',
-        count: stats.oomKills,
-        message: `memory: ${stats.oomKills} process(es) killed for exceeding ${formatBytes(agent.limits.memoryBytes)} (spec.security.resources.memory)`,
-      });
-    }
-    if (stats.pidsLimitHits > 0) {
-      limitsHit.push('pids');
-      violations.push({
-        kind: 'limit',
-        rule: 'pids',
-        count: stats.pidsLimitHits,
-        message: `pids: ${stats.pidsLimitHits} process/thread creation(s) refused at the limit of ${agent.limits.pids} (spec.security.resources.pids)`,
-      });
-    }
-    if (stats.cpuThrottledPeriods > 0) limitsHit.push('cpu');
-    if (instance.killedBy === 'timeout') {
-      limitsHit.push('timeout');
-      violations.push({
-        kind: 'limit',
-        rule: 'timeout',
-        message: `timeout: still running after ${agent.limits.timeoutMs} ms (spec.security.resources.timeout); the whole process tree was killed`,
-      });
-    }
+    const { status, exitCode, reason, limitsHit, violations } = classifyOutcome({
+      exitCode: code,
+      signal,
+      counters: stats,
+      killedBy: instance.killedBy,
+      limits: agent.limits,
+      mountRace,
+    });
 
-    const exitCode = code;
-    let status: TerminalStatus;
-    let reason: string | null = null;
-    if (instance.killedBy === 'timeout') {
-      status = 'timeout';
-      reason = `wall-clock limit of ${agent.limits.timeoutMs} ms reached`;
-    } else if (instance.killedBy === 'abort' || instance.killedBy === 'terminate') {
-      status = 'killed';
-      reason = 'cancelled';
-    } else if (stats.oomKills > 0 && exitCode !== 0) {
-      status = 'oom';
-      reason = `out of memory (limit ${formatBytes(agent.limits.memoryBytes)})`;
-    } else if (exitCode === 0) {
-      status = 'succeeded';
-    } else {
-      status = 'failed';
-      if (mountRace !== undefined && exitCode === 1) {
-        reason = `not started: a mount source was moved or replaced while the sandbox was being set up (${mountRace.trim()}); bubblewrap refused it`;
-      } else if (signal) reason = `sandbox terminated by ${signal}`;
-      else if (exitCode !== null && exitCode > 128 && signalNameOf(exitCode)) {
-        reason = `exit code ${exitCode} (the agent was killed by ${signalNameOf(exitCode)})`;
-      } else reason = `exit code ${exitCode}`;
-    }
-
-    const output = this.collectOutput(instance, lastStdoutLine, task);
+    const output = collectOutput(instance.outputFile, sink.lastStdoutLine(), task.onLog);
     instance.state = status === 'succeeded' ? 'terminated' : 'failed';
     await this.destroy(instance);
     return { status, exitCode, reason, output, limitsHit, violations, releasedAtMs, finishedAtMs };
-  }
-
-  private collectOutput(instance: Instance, lastStdoutLine: string | undefined, task: TaskInput): unknown {
-    try {
-      const size = statSync(instance.outputFile).size;
-      if (size > MAX_OUTPUT_BYTES) {
-        task.onLog(
-          'system',
-          `output.json is ${formatBytes(size)}; outputs are capped at ${formatBytes(MAX_OUTPUT_BYTES)} — ignored`,
-        );
-        return null;
-      }
-      if (size > 0) {
-        const text = readFileSync(instance.outputFile, 'utf8');
-        try {
-          return JSON.parse(text) as unknown;
-        } catch (error) {
-          task.onLog(
-            'system',
-            `/run/aegis/output.json is not valid JSON (${(error as Error).message}); ignored`,
-          );
-          return null;
-        }
-      }
-    } catch {
-      // no output file: fall back to stdout
-    }
-    if (lastStdoutLine !== undefined) {
-      try {
-        return JSON.parse(lastStdoutLine) as unknown;
-      } catch {
-        return null;
-      }
-    }
-    return null;
   }
 
   private killTree(instance: Instance): void {
@@ -1284,132 +887,4 @@ function mountRaceDetected(said: string): AegisError {
       hint: 'something renamed a granted path (or a parent of it) during the start — if another agent can write to a parent directory of a grant, grant a directory it cannot rename instead; otherwise retry',
     },
   );
-}
-
-/**
- * realpath, telling a path that is missing (`missing()`) from one that was being replaced while it was resolved
- * (it exists again a moment later: POLICY_DENIED "changed while being checked").
- */
-function realpathOrRefuse(path: string, what: string, missing: () => AegisError): string {
-  try {
-    return realpathSync(path);
-  } catch (error) {
-    let exists = false;
-    try {
-      lstatSync(path);
-      exists = true;
-    } catch {
-      // really missing
-    }
-    if (exists) {
-      const refusal = changedWhileChecked(what, path, `resolving it failed: ${(error as Error).message}`);
-      refusal.cause = error;
-      throw refusal;
-    }
-    const refusal = missing();
-    refusal.cause = error;
-    throw refusal;
-  }
-}
-
-/**
- * Replaced by rename, never rewritten in place: another process's reaper treats an unparsable state.json older than a
- * minute as abandoned, and bind() rewrites it on instances that may have idled in a pool for longer.
- */
-function writeScratchState(dir: string, state: ScratchState): void {
-  const partial = join(dir, 'state.json.partial');
-  writeFileSync(partial, JSON.stringify(state), { mode: 0o600 });
-  renameSync(partial, join(dir, 'state.json'));
-}
-
-/** What spawn() puts in a scratch dir (an agent copy, if any, is left to the recursive fallback). */
-const SCRATCH_FILES = ['state.json', 'input.json', 'output.json'];
-
-/**
- * Removes a dir this runtime made by unlinking the files it knows of and rmdir — a few syscalls instead of a
- * recursive walk on every execution; anything else in it (an agent copy, a partial state.json) falls back to rm -rf.
- * The dirs are root-owned and not writable by the sandbox, so nothing in them was swapped for a symlink.
- */
-function removeDir(dir: string, files: readonly string[]): void {
-  try {
-    for (const name of files) {
-      try {
-        unlinkSync(join(dir, name));
-      } catch (error) {
-        if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
-      }
-    }
-    rmdirSync(dir);
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return;
-    rmSync(dir, { recursive: true, force: true });
-  }
-}
-
-/** The process has exited (its 'exit' event may still be queued). */
-function exitedAlready(proc: ChildProcess): boolean {
-  return proc.exitCode !== null || proc.signalCode !== null;
-}
-
-/** Resolves when the prewarm shim reports it is ready (one `r` on the go socket). */
-function readReady(stream: Readable): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const onData = (chunk: Buffer) => {
-      if (!chunk.includes(0x72)) return;
-      stream.off('data', onData);
-      stream.off('error', reject);
-      resolve();
-    };
-    stream.on('data', onData);
-    stream.once('error', reject);
-  });
-}
-
-function delay(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms).unref());
-}
-
-/** bwrap writes `{"child-pid": N, …}` to --info-fd once the sandbox init exists. */
-function readInfoPid(stream: Readable): Promise<number> {
-  return new Promise((resolve, reject) => {
-    let text = '';
-    const onData = (chunk: Buffer) => {
-      text += chunk.toString('utf8');
-      const match = /"child-pid"\s*:\s*(\d+)/.exec(text);
-      if (match) {
-        stream.off('data', onData);
-        stream.resume();
-        resolve(Number(match[1]));
-      }
-    };
-    stream.on('data', onData);
-    stream.once('error', reject);
-  });
-}
-
-/** Calls `onLine` for each complete line (long lines are split at MAX_LINE_BYTES). */
-function splitLines(stream: Readable, onLine: (text: string) => void): Promise<void> {
-  return new Promise((resolve) => {
-    let pending = '';
-    stream.setEncoding('utf8');
-    queueMicrotask(() => stream.resume());
-    stream.on('data', (chunk: string) => {
-      pending += chunk;
-      let index = pending.indexOf('\n');
-      while (index !== -1) {
-        onLine(pending.slice(0, index).replace(/\r$/, ''));
-        pending = pending.slice(index + 1);
-        index = pending.indexOf('\n');
-      }
-      while (pending.length > MAX_LINE_BYTES) {
-        onLine(pending.slice(0, MAX_LINE_BYTES));
-        pending = pending.slice(MAX_LINE_BYTES);
-      }
-    });
-    stream.on('end', () => {
-      if (pending !== '') onLine(pending);
-      resolve();
-    });
-    stream.on('error', () => resolve());
-  });
 }

@@ -1,0 +1,61 @@
+/**
+ * The egress proxy of one instance, wired the same way for every runtime: decisions go to the instance's current
+ * route (bind() re-points a pooled instance), and with secrets the plain-HTTP rewriter and response scrubber are on.
+ * The runtime opens the proxy's listener where its agent can reach it (the sandbox: inside its network namespace).
+ */
+import type { InstanceSpec, NetworkDecisionEvent } from '../../../app/ports.ts';
+import type { CompiledAgent } from '../../../domain/manifest/compiled.ts';
+import { EgressProxy } from '../../egress/proxy.ts';
+import { HttpSecretScrubber } from '../../secrets/http-response-scrubber.ts';
+import { HttpSecretRewriter } from '../../secrets/http-secret-rewriter.ts';
+
+/** Where an instance's egress decisions go: the spawn's execution, or the binding's (pooled instances). */
+export interface Route {
+  executionId: string;
+  onNetworkDecision: InstanceSpec['onNetworkDecision'];
+}
+
+export function createEgressProxy(
+  agent: CompiledAgent,
+  executionId: string,
+  secrets: InstanceSpec['secrets'],
+  route: Route,
+): EgressProxy {
+  return new EgressProxy({
+    execution: executionId,
+    policy: agent.network.policy,
+    // Through `route`: bind() re-points a pooled instance at its execution (the event's own `execution`
+    // stamp is restamped with it too).
+    onDecision: (event) => {
+      const restamped: NetworkDecisionEvent & { execution: string } = {
+        ...event,
+        execution: route.executionId,
+      };
+      route.onNetworkDecision?.(restamped);
+    },
+    // Plain-HTTP requests only (CONNECT/SOCKS streams are opaque): placeholders → values toward bound hosts.
+    // Requests toward a bound host:port are upgraded to TLS upstream (port 80 → 443, certificate verified for
+    // the host); other hops get values only when they are loopback/private IP literals (the cleartext guard).
+    // Content-Length bodies (up to the rewriter's cap) are buffered and rewritten too; other bodies stream.
+    ...(secrets
+      ? (() => {
+          const rewriter = new HttpSecretRewriter({
+            bindings: agent.secrets,
+            placeholders: secrets.placeholders,
+            onSecretUse: (use) => secrets.onSecretUse(use),
+          });
+          return {
+            rewriteHttpRequest: rewriter.rewriteHead,
+            rewriteHttpBody: rewriter.bodyHook,
+            upgradeHttpToTls: rewriter.upgradesToTls,
+            // Every plain-HTTP response, from any host: a value reflected by upstream comes back as its
+            // placeholder (ADR 0018).
+            scrubHttpResponse: new HttpSecretScrubber({
+              placeholders: secrets.placeholders,
+              onSecretUse: (use) => secrets.onSecretUse(use),
+            }),
+          };
+        })()
+      : {}),
+  });
+}
