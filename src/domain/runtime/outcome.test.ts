@@ -47,7 +47,7 @@ describe('classifyOutcome', () => {
   it('the OOM killer with a failing exit is oom, with a memory violation naming the limit', () => {
     const out = classifyOutcome(facts({ exitCode: 137, counters: { ...NONE, oomKills: 2 } }));
     assert.equal(out.status, 'oom');
-    assert.equal(out.reason, 'out of memory (limit 256MiB)');
+    assert.equal(out.reason, 'out of memory (limit 256 MiB)');
     assert.deepEqual(out.limitsHit, ['memory']);
     assert.equal(out.violations[0]?.rule, 'memory');
     assert.equal(out.violations[0]?.count, 2);
