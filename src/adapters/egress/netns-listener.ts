@@ -10,24 +10,35 @@
  * out at all (fail closed): nothing else listens or routes.
  */
 import { spawn } from 'node:child_process';
+import { realpathSync } from 'node:fs';
 import type net from 'node:net';
 import { join } from 'node:path';
 import { AegisError } from '../../domain/errors.ts';
+import { NOBODY, reachableCopy } from '../host/reachable-copy.ts';
 
 /** The helper script: plain JS, imports only node:net, so Node's start-up is all it costs. */
 export const NETNS_LISTENER_SCRIPT = join(import.meta.dirname, 'netns-listener.mjs');
 
 /** The unprivileged identity the helper runs as after entering the namespace (the host's `nobody`). */
-export const NETNS_HELPER_ID = 65534;
-const HELPER_ID = NETNS_HELPER_ID;
+const HELPER_ID = NOBODY.uid;
+/**
+ * The helper's Node binary and script as uid 65534 can run them: themselves, or copies in `dir` when AEGIS sits
+ * where nobody can traverse (a clone under /root). `dir` must be root-owned and searchable (0711).
+ */
+export function netnsHelperFiles(dir = '/run/aegis/static'): { nodeBinary: string; script: string } {
+  return {
+    nodeBinary: reachableCopy(realpathSync(process.execPath), 'node', NOBODY, dir),
+    script: reachableCopy(NETNS_LISTENER_SCRIPT, 'netns-listener', NOBODY, dir),
+  };
+}
 
 export interface NetnsListenOptions {
   /** A process inside the target network namespace (the sandbox's pid-namespace init). */
   readonly pid: number;
   readonly port: number;
-  /** Node binary that runs the helper; uid 65534 must be able to reach it. @default process.execPath */
+  /** Node binary that runs the helper; uid 65534 must be able to reach it. @default netnsHelperFiles().nodeBinary */
   readonly nodeBinary?: string;
-  /** The helper script; uid 65534 must be able to read it. @default NETNS_LISTENER_SCRIPT */
+  /** The helper script; uid 65534 must be able to read it. @default netnsHelperFiles().script */
   readonly script?: string;
   /** @default "nsenter" (PATH) */
   readonly nsenterPath?: string;
@@ -61,8 +72,12 @@ export function listenInNetns(options: NetnsListenOptions): Promise<net.Server[]
         '-G',
         String(HELPER_ID),
         '--',
-        options.nodeBinary ?? process.execPath,
-        options.script ?? NETNS_LISTENER_SCRIPT,
+        ...(options.nodeBinary !== undefined && options.script !== undefined
+          ? [options.nodeBinary, options.script]
+          : (() => {
+              const files = netnsHelperFiles();
+              return [options.nodeBinary ?? files.nodeBinary, options.script ?? files.script];
+            })()),
         String(options.port),
       ],
       { stdio: ['ignore', 'ignore', 'pipe', 'ipc'], env: {} },

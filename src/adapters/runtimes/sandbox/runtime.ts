@@ -21,7 +21,6 @@ import {
   chownSync,
   closeSync,
   constants,
-  cpSync,
   existsSync,
   mkdirSync,
   openSync,
@@ -33,7 +32,7 @@ import {
   statSync,
   writeFileSync,
 } from 'node:fs';
-import { extname, join } from 'node:path';
+import { join } from 'node:path';
 import type { Duplex, Readable, Writable } from 'node:stream';
 import type {
   InstanceBinding,
@@ -49,8 +48,9 @@ import type { CompiledAgent } from '../../../domain/manifest/compiled.ts';
 import type { NetworkPolicy } from '../../../domain/policy/network-rules.ts';
 import { assertEnforceable } from '../../../domain/runtime/capabilities.ts';
 import { classifyOutcome } from '../../../domain/runtime/outcome.ts';
-import { listenInNetns, NETNS_HELPER_ID, NETNS_LISTENER_SCRIPT } from '../../egress/netns-listener.ts';
+import { listenInNetns, netnsHelperFiles } from '../../egress/netns-listener.ts';
 import type { EgressProxy } from '../../egress/proxy.ts';
+import { reachableCopy } from '../../host/reachable-copy.ts';
 import { buildBwrapArgs } from './bwrap-args.ts';
 import { CgroupDriver, removeCgroupPaths, type SandboxCgroup } from './cgroups.ts';
 import { createEgressProxy, type Route } from './egress.ts';
@@ -64,13 +64,7 @@ import {
   sandboxEnv,
 } from './environment.ts';
 import { agentDirFor, type GrantContext, ownDirOf, resolveMounts, scratchFile } from './grants.ts';
-import {
-  hostHasMergedUsr,
-  presentEtcFiles,
-  reachable,
-  resolveSandboxUser,
-  type SandboxUser,
-} from './host.ts';
+import { hostHasMergedUsr, presentEtcFiles, resolveSandboxUser, type SandboxUser } from './host.ts';
 import { type CompiledSandboxOptions, compileSandboxOptions, type SandboxRuntimeOptions } from './options.ts';
 import { goMessage, planPrewarm, SHIM_DIR_INSIDE, shimSources } from './prewarm.ts';
 import {
@@ -264,62 +258,18 @@ export class SandboxRuntime implements Runtime {
     }
   }
 
-  private readonly reachableCopies = new Map<string, string>();
-
-  /**
-   * `source` itself when `user` can reach it, else a copy in the root-owned static dir (mode 0711, searchable by
-   * everyone): bubblewrap binds as the sandbox uid and the egress helper runs as uid 65534, and neither can traverse
-   * a checkout under /root or /home (mode 700). Copied once per content version (size + mtime), atomically.
-   */
-  private reachableCopy(source: string, label: string, user: SandboxUser): string {
-    const key = `${user.uid}:${source}`;
-    const known = this.reachableCopies.get(key);
-    if (known !== undefined) return known;
-    let path = source;
-    if (!reachable(source, user, 'read').ok) {
-      this.ensureScratchRoot();
-      this.ensureStaticEtc();
-      const st = statSync(source);
-      // The extension stays last: Node decides a script's module type by it.
-      path = join(
-        this.scratchRoot,
-        'static',
-        `${label}-${st.size}-${Math.trunc(st.mtimeMs)}${extname(source)}`,
-      );
-      if (!existsSync(path)) {
-        const partial = `${path}.${process.pid}.tmp`;
-        cpSync(source, partial);
-        chmodSync(partial, 0o755);
-        renameSync(partial, path);
-      }
-      const reach = reachable(path, user, 'read');
-      if (!reach.ok) {
-        throw new AegisError('RUNTIME_UNAVAILABLE', `${user.name} cannot read ${label}: ${reach.reason}`, {
-          hint: `install AEGIS in a directory readable by ${user.name}, or set AEGIS_NODE_BINARY`,
-        });
-      }
-    }
-    this.reachableCopies.set(key, path);
-    return path;
-  }
-
   /** The Node binary agents run on, as the sandbox uid can bind it. */
   private nodeBinaryForSandbox(nodeBinary: string): string {
-    return this.reachableCopy(nodeBinary, 'node', this.user);
+    this.ensureScratchRoot();
+    this.ensureStaticEtc();
+    return reachableCopy(nodeBinary, 'node', this.user, join(this.scratchRoot, 'static'));
   }
 
   /** The Node binary and script of the egress helper, as uid 65534 can run them. */
   private netnsHelper(): { nodeBinary: string; script: string } {
-    const nobody: SandboxUser = {
-      name: 'uid 65534',
-      uid: NETNS_HELPER_ID,
-      gid: NETNS_HELPER_ID,
-      dedicated: true,
-    };
-    return {
-      nodeBinary: this.reachableCopy(realpathSync(process.execPath), 'node', nobody),
-      script: this.reachableCopy(NETNS_LISTENER_SCRIPT, 'netns-listener', nobody),
-    };
+    this.ensureScratchRoot();
+    this.ensureStaticEtc();
+    return netnsHelperFiles(join(this.scratchRoot, 'static'));
   }
 
   /** Interpreter argv for the agent, and interpreter binaries to bind. */
