@@ -11,6 +11,8 @@ import { DirAgentBundles } from './adapters/bundle/agent-bundles.ts';
 import { ProcIdentity } from './adapters/host/process-identity.ts';
 import { SortableIds } from './adapters/ids/ids.ts';
 import { PrometheusMetrics } from './adapters/metrics/prometheus.ts';
+import { GvisorRuntime } from './adapters/runtimes/gvisor/runtime.ts';
+import { RuntimeRegistry } from './adapters/runtimes/registry.ts';
 import { SandboxRuntime } from './adapters/runtimes/sandbox/runtime.ts';
 import { cryptoSecretRandom } from './adapters/secrets/random.ts';
 import { SqliteStore } from './adapters/store/sqlite/store.ts';
@@ -120,12 +122,21 @@ export async function startServer(
   }
   const identity = new ProcIdentity();
   const ids = new SortableIds();
-  const runtime = new SandboxRuntime({
+  const sandbox = new SandboxRuntime({
     identity,
     protectedPaths: [config.home],
     ...(env['AEGIS_SCRATCH_DIR'] ? { scratchRoot: env['AEGIS_SCRATCH_DIR'] } : {}),
     ...(env['AEGIS_CGROUP_PARENT'] ? { cgroupParent: env['AEGIS_CGROUP_PARENT'] } : {}),
     ...(env['AEGIS_NODE_BINARY'] ? { nodeBinary: env['AEGIS_NODE_BINARY'] } : {}),
+  });
+  const runtime = new RuntimeRegistry({
+    sandbox,
+    gvisor: new GvisorRuntime({
+      identity,
+      protectedPaths: [config.home],
+      scratchRoot: sandbox.scratchRoot,
+      ...(env['AEGIS_NODE_BINARY'] ? { nodeBinary: env['AEGIS_NODE_BINARY'] } : {}),
+    }),
   });
   const bundlesDir = bundleDir(env);
   const bundles = new DirAgentBundles({ dir: bundlesDir });
@@ -211,7 +222,7 @@ export async function startServer(
     serverPaths: [
       { path: config.home, shownAs: '$AEGIS_HOME' },
       { path: bundlesDir, shownAs: '<bundle-dir>' },
-      { path: runtime.scratchRoot, shownAs: '<scratch-dir>' },
+      { path: sandbox.scratchRoot, shownAs: '<scratch-dir>' },
     ],
     ready: () => ready && executions.stats().accepting,
   };

@@ -17,6 +17,8 @@ import { defaultWitnessDir, FileWitness } from './adapters/audit/witness.ts';
 import { systemClock } from './adapters/clock/system-clock.ts';
 import { ProcIdentity } from './adapters/host/process-identity.ts';
 import { SortableIds } from './adapters/ids/ids.ts';
+import { GvisorRuntime } from './adapters/runtimes/gvisor/runtime.ts';
+import { RuntimeRegistry } from './adapters/runtimes/registry.ts';
 import { SandboxRuntime } from './adapters/runtimes/sandbox/runtime.ts';
 import { FileSecretStore } from './adapters/secrets/file-secret-store.ts';
 import { cryptoSecretRandom } from './adapters/secrets/random.ts';
@@ -106,6 +108,8 @@ export interface AuditContext {
 
 export interface LocalContext extends StoreContext {
   readonly runtime: SandboxRuntime;
+  /** Every runtime this node offers, keyed by `agent.isolation` (the sandbox runtime is `runtime`). */
+  readonly runtimes: RuntimeRegistry;
   readonly ids: Ids;
   readonly audit: AuditLog;
   readonly secrets: FileSecretStore;
@@ -186,6 +190,15 @@ export function openLocalContext(config: AegisConfig = loadConfig()): LocalConte
     ...(process.env['AEGIS_CGROUP_PARENT'] ? { cgroupParent: process.env['AEGIS_CGROUP_PARENT'] } : {}),
     ...(process.env['AEGIS_NODE_BINARY'] ? { nodeBinary: process.env['AEGIS_NODE_BINARY'] } : {}),
   });
+  const runtimes = new RuntimeRegistry({
+    sandbox: runtime,
+    gvisor: new GvisorRuntime({
+      identity: base.identity,
+      protectedPaths: [config.home],
+      scratchRoot: runtime.scratchRoot,
+      ...(process.env['AEGIS_NODE_BINARY'] ? { nodeBinary: process.env['AEGIS_NODE_BINARY'] } : {}),
+    }),
+  });
   const close = async () => {
     try {
       await audit.close();
@@ -196,6 +209,7 @@ export function openLocalContext(config: AegisConfig = loadConfig()): LocalConte
   return {
     ...base,
     runtime,
+    runtimes,
     ids: new SortableIds(),
     audit,
     secrets: openSecretStore(config),

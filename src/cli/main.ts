@@ -18,7 +18,7 @@ import { missingEntries } from '../domain/audit/store-check.ts';
 import type { AuditTampered, AuditVerification } from '../domain/audit/verify.ts';
 import { AegisError, formatError, isAegisError } from '../domain/errors.ts';
 import { type ExecutionRecord, isTerminal, type LogStream, toRunResult } from '../domain/execution.ts';
-import { agentManifestJsonSchema } from '../domain/manifest/schema.ts';
+import { agentManifestJsonSchema, Isolation } from '../domain/manifest/schema.ts';
 import { secretBindingNotes } from '../domain/secrets/secret-ref.ts';
 import {
   loadConfig,
@@ -64,19 +64,35 @@ function describeOutcome(record: ExecutionRecord): string {
   return `${mark} ${record.agent.name}@${record.agent.version} ${record.status}${duration}${reason} (${record.id})`;
 }
 
+/** `--isolation`: one of the manifest's isolation values. */
+function isolationFlag(value: string): Isolation {
+  const parsed = Isolation.safeParse(value);
+  if (!parsed.success) {
+    throw new AegisError(
+      'USAGE',
+      `--isolation must be one of ${Isolation.options.join(', ')}, got "${value}"`,
+    );
+  }
+  return parsed.data;
+}
+
 async function commandRun(
   manifestPath: string,
-  options: { input?: string; inputFile?: string; output: OutputFormat },
+  options: { input?: string; inputFile?: string; isolation?: string; output: OutputFormat },
 ) {
   const json = options.output === 'json';
   const progress = createProgress(process.stderr, !json);
   progress.step(`validating ${manifestPath}`);
-  const { agent } = await loadManifestFile(manifestPath);
+  const loaded = (await loadManifestFile(manifestPath)).agent;
+  const agent =
+    options.isolation === undefined ? loaded : { ...loaded, isolation: isolationFlag(options.isolation) };
   for (const note of secretBindingNotes(agent.secrets, agent.network.allow.length)) {
     process.stderr.write(`warning: ${note}\n`);
   }
   const input = parseInputFlags(options) ?? null;
-  const ctx = openLocalContext();
+  const local = openLocalContext();
+  // Every runtime this node offers, picked by the agent's isolation.
+  const ctx = { ...local, runtime: local.runtimes };
   const controller = new AbortController();
   const onSignal = () => controller.abort();
   process.once('SIGINT', onSignal);
@@ -548,6 +564,10 @@ export function buildProgram(setExit: (code: number) => void): Command {
     .argument('<manifest>', 'path to agent.yaml')
     .option('-i, --input <json>', 'input JSON passed to the agent (stdin and /run/aegis/input.json)')
     .option('-f, --input-file <file>', 'read the input JSON from a file (- for stdin)')
+    .option(
+      '--isolation <runtime>',
+      `run on this runtime instead of spec.isolation (${Isolation.options.join(', ')})`,
+    )
     .addOption(outputOption())
     .action(wrap(commandRun));
   program
