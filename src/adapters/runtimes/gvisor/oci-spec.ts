@@ -101,11 +101,9 @@ export function buildOciSpec(plan: OciPlan): OciSpec {
   }
   for (const file of plan.etcFiles) mounts.push(ro(file, file));
   for (const [source, target] of Object.entries(plan.binaries)) mounts.push(ro(source, target));
-  // /workspace is the agent's home: owned by it, like the sandbox runtime's (0700, the agent's uid).
-  mounts.push(tmpfs('/tmp', '1777'), {
-    ...tmpfs('/workspace', '0700'),
-    options: [...tmpfs('/workspace', '0700').options!, `uid=${plan.uid}`, `gid=${plan.gid}`],
-  });
+  // /workspace is the agent's home. This gVisor build ignores tmpfs uid=/gid= (and size=), so it is 1777 rather
+  // than the sandbox runtime's 0700-owned-by-the-agent: the only other identity inside is the idle init (nobody).
+  mounts.push(tmpfs('/tmp', '1777'), tmpfs('/workspace', '1777'));
   mounts.push(ro(plan.agentDir, '/agent'));
   mounts.push(ro(plan.inputFile, '/run/aegis/input.json'));
   mounts.push({

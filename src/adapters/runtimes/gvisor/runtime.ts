@@ -146,7 +146,8 @@ interface Instance {
   executed: boolean;
   readonly dir: string;
   readonly containerId: string;
-  readonly runscArgs: readonly string[];
+  /** How to run runsc for this instance: [nsenter into its netns…], runsc, its global flags. */
+  readonly runscCommand: readonly string[];
   /** The launcher, which became `runsc create` (exited); its stdout ends when the sandbox is gone. */
   readonly launcher: ChildProcess;
   readonly sandboxGone: Promise<void>;
@@ -434,6 +435,8 @@ export class GvisorRuntime implements Runtime {
           'create',
           '--bundle',
           dir,
+          '--pid-file',
+          join(dir, 'sandbox.pid'),
           containerId,
         ],
         { stdio, env: { PATH: '/usr/sbin:/usr/bin:/sbin:/bin' } },
@@ -513,7 +516,17 @@ export class GvisorRuntime implements Runtime {
       control.end('g\n');
       const code = await Promise.race([exited, deadline('runsc create did not finish')]);
       if (code !== 0) throw failed(`runsc create failed (exit code ${code})`);
-      const started = await this.runsc(runscArgs, ['start', containerId]);
+      // With egress the sandbox lives in the launcher's network namespace, and runsc reaches its control socket
+      // (an abstract unix socket: per namespace) only from inside it: later runsc commands enter it first.
+      const enter = egress
+        ? [
+            this.options.nsenterPath ?? 'nsenter',
+            `--net=/proc/${readFileSync(join(dir, 'sandbox.pid'), 'utf8').trim()}/ns/net`,
+            '--',
+          ]
+        : [];
+      const runscCommand = [...enter, this.options.runscPath ?? 'runsc', ...runscArgs];
+      const started = await runsc(runscCommand, ['start', containerId]);
       if (started.code !== 0) {
         throw new AegisError('RUNTIME_UNAVAILABLE', `runsc start failed: ${started.stderr.trim()}`, {
           hint: '`aegis doctor` checks the host',
@@ -538,7 +551,7 @@ export class GvisorRuntime implements Runtime {
         executed: false,
         dir,
         containerId,
-        runscArgs,
+        runscCommand,
         launcher: child,
         sandboxGone,
         cgroup,
@@ -596,26 +609,6 @@ export class GvisorRuntime implements Runtime {
     });
   }
 
-  /** Runs one runsc command to completion. */
-  private runsc(
-    global: readonly string[],
-    args: readonly string[],
-  ): Promise<{ code: number | null; stderr: string }> {
-    return new Promise((resolve) => {
-      const child = spawn(this.options.runscPath ?? 'runsc', [...global, ...args], {
-        stdio: ['ignore', 'ignore', 'pipe'],
-        env: { PATH: '/usr/sbin:/usr/bin:/sbin:/bin' },
-      });
-      let stderr = '';
-      child.stderr!.setEncoding('utf8');
-      child.stderr!.on('data', (text: string) => {
-        stderr += text;
-      });
-      child.once('error', (error) => resolve({ code: null, stderr: error.message }));
-      child.once('close', (code) => resolve({ code, stderr }));
-    });
-  }
-
   async execute(id: InstanceId, task: TaskInput): Promise<TaskOutput> {
     const instance = this.instances.get(id);
     if (!instance) throw new AegisError('NOT_FOUND', `no instance ${id}`);
@@ -666,9 +659,10 @@ export class GvisorRuntime implements Runtime {
       });
     }
     const releasedAtMs = performance.timeOrigin + performance.now();
+    const [command, ...args] = instance.runscCommand;
     const agentProc = spawn(
-      this.options.runscPath ?? 'runsc',
-      [...instance.runscArgs, 'exec', '--process', join(instance.dir, 'process.json'), instance.containerId],
+      command!,
+      [...args, 'exec', '--process', join(instance.dir, 'process.json'), instance.containerId],
       { stdio: ['pipe', 'pipe', 'pipe'], env: { PATH: '/usr/sbin:/usr/bin:/sbin:/bin' } },
     );
     const agentExit = new Promise<number | null>((resolve) => {
@@ -855,6 +849,26 @@ export class GvisorRuntime implements Runtime {
 /** Host tasks a gVisor sandbox may use for an agent limited to `pids` tasks: the sentry's threads plus stubs. */
 export function hostPidsFor(pids: number): number {
   return 2 * pids + SENTRY_HOST_TASKS;
+}
+
+/** Runs one runsc command to completion: `command` is [nsenter…], runsc and its global flags. */
+function runsc(
+  command: readonly string[],
+  args: readonly string[],
+): Promise<{ code: number | null; stderr: string }> {
+  return new Promise((resolve) => {
+    const child = spawn(command[0]!, [...command.slice(1), ...args], {
+      stdio: ['ignore', 'ignore', 'pipe'],
+      env: { PATH: '/usr/sbin:/usr/bin:/sbin:/bin' },
+    });
+    let stderr = '';
+    child.stderr!.setEncoding('utf8');
+    child.stderr!.on('data', (text: string) => {
+      stderr += text;
+    });
+    child.once('error', (error) => resolve({ code: null, stderr: error.message }));
+    child.once('close', (code) => resolve({ code, stderr }));
+  });
 }
 
 function statIsDir(path: string): boolean {
