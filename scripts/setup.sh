@@ -9,7 +9,17 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-quiet=${1:-}
+# Flags: --quiet; --runtimes LIST (comma-separated, e.g. gvisor,docker; or AEGIS_RUNTIMES) also installs those runtimes.
+quiet=
+runtimes=${AEGIS_RUNTIMES:-}
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --quiet) quiet=--quiet ;;
+    --runtimes) runtimes=${2:-}; shift ;;
+    --runtimes=*) runtimes=${1#--runtimes=} ;;
+  esac
+  shift
+done
 say() { [ "$quiet" = "--quiet" ] || echo "setup: $*"; }
 
 need_pkgs=()
@@ -19,6 +29,11 @@ command -v nsenter >/dev/null 2>&1 || need_pkgs+=(util-linux)   # egress: enters
 command -v curl >/dev/null 2>&1 || need_pkgs+=(curl)            # egress tests drive curl through the proxy
 command -v openssl >/dev/null 2>&1 || need_pkgs+=(openssl)      # TLS tests make throwaway certificates
 command -v promtool >/dev/null 2>&1 || need_pkgs+=(prometheus)  # /metrics tests: promtool check metrics, a scrape
+case ",$runtimes," in
+  *,gvisor,*)
+    command -v runsc >/dev/null 2>&1 || need_pkgs+=(runsc)        # the gvisor runtime (gVisor's OCI runtime)
+    command -v ip >/dev/null 2>&1 || need_pkgs+=(iproute2) ;;     # gvisor egress: brings lo up in its netns
+esac
 
 if [ "${#need_pkgs[@]}" -gt 0 ]; then
   if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
