@@ -14,7 +14,9 @@ import {
   mkdirSync,
   mkdtempSync,
   readFileSync,
+  renameSync,
   rmSync,
+  symlinkSync,
   writeFileSync,
 } from 'node:fs';
 import { createServer, type Server } from 'node:http';
@@ -154,6 +156,7 @@ describe('gvisor runtime (runsc)', { concurrency: true, skip }, () => {
         language: 'python',
         entrypoint: 'main.py',
         env: { GREETING: 'hi' },
+        resources: { disk: '8Mi' },
         files: {
           'main.py': `
 import json, os, socket, sys
@@ -171,6 +174,12 @@ report["write_root"] = attempt(lambda: open("/evil", "w"))
 report["write_agent"] = attempt(lambda: open("/agent/evil", "w"))
 open("/workspace/scratch", "w").write("x")
 report["workspace"] = open("/workspace/scratch").read()
+def fill():
+    with open("/workspace/big", "wb") as f:
+        for _ in range(12):
+            f.write(b"x" * 1048576)
+report["disk"] = attempt(fill)
+report["mountinfo"] = open("/proc/self/mountinfo").read()
 report["host_port"] = attempt(lambda: socket.create_connection(("127.0.0.1", ${'${PORT}'}), timeout=2))
 report["internet"] = attempt(lambda: socket.create_connection(("1.1.1.1", 80), timeout=2))
 report["vsock"] = attempt(lambda: socket.socket(40, socket.SOCK_STREAM))
@@ -195,6 +204,8 @@ json.dump(report, open("/run/aegis/output.json", "w"))
     assert.equal(out['cwd'], '/agent');
     assert.equal(out['hostname'], 'aegis');
     assert.equal(out['workspace'], 'x');
+    assert.equal(out['disk'], 28, '/workspace is capped by spec.security.resources.disk (ENOSPC)');
+    assert.ok(!String(out['mountinfo']).includes(scratch), 'no host path of the scratch dir in mountinfo');
     assert.notEqual(out['write_root'], 'ok', 'the root is read-only');
     assert.notEqual(out['write_agent'], 'ok', '/agent is read-only');
     assert.notEqual(out['host_port'], 'ok', "the host's loopback is not reachable without egress");
@@ -366,6 +377,38 @@ print(json.dumps(out))
       (error) =>
         isAegisError(error) && error.code === 'RUNTIME_UNAVAILABLE' && /cannot read/.test(error.message),
     );
+  });
+
+  it('adversarial: a grant swapped for another directory after its check is refused, never mounted', async () => {
+    const granted = tempDir('swap');
+    writeFileSync(join(granted, 'harmless.txt'), 'harmless');
+    const target = tempDir('swap-target');
+    writeFileSync(join(target, 'secret.txt'), 'host secret');
+    const agent = await agentOf({
+      language: 'bash',
+      entrypoint: 'main.sh',
+      read: [{ source: granted, target: '/data' }],
+      files: { 'main.sh': 'cat /data/*\n' },
+    });
+    // The attacker's move lands exactly between the check (grant opened, descriptor held) and the mount.
+    const attacked = new GvisorRuntime({
+      identity: new ProcIdentity(),
+      scratchRoot: tempDir('swap-scratch'),
+    });
+    const internals = attacked as unknown as Record<string, (...args: unknown[]) => unknown>;
+    const makeRootfs = internals['makeRootfs']!.bind(attacked);
+    internals['makeRootfs'] = (...args: unknown[]) => {
+      renameSync(granted, `${granted}.moved`);
+      symlinkSync(target, granted);
+      return makeRootfs(...args);
+    };
+    await assert.rejects(
+      attacked.spawn({ executionId: execId(), agent }),
+      (error) =>
+        isAegisError(error) && error.code === 'POLICY_DENIED' && /moved or replaced/.test(error.message),
+    );
+    temps.push(`${granted}.moved`);
+    assert.deepEqual(await attacked.reapOrphans(), [], 'nothing left to reap: the failed spawn cleaned up');
   });
 
   it('warm pool: a Warm instance bound to an execution runs with its id', async () => {

@@ -101,6 +101,8 @@ const IDLE_UID = 65534;
  * only in that namespace: they vanish with its last process (the sandbox) — nothing to unmount, nothing for a
  * recursive delete of the instance dir to walk into.
  */
+/** The launcher's exit code when a bound object is not the one that was checked. */
+const MOUNT_SOURCE_CHANGED = 94;
 const LAUNCHER = [
   'net=$1; n=$2; shift 2',
   'if [ "$net" = host ]; then ip link set lo up || exit 96; fi',
@@ -460,6 +462,16 @@ export class GvisorRuntime implements Runtime {
         readByte(control),
         spawnError,
         exited.then((code) => {
+          if (code === MOUNT_SOURCE_CHANGED) {
+            const said = stderr.join('').trim();
+            throw new AegisError(
+              'POLICY_DENIED',
+              `a mount source was moved or replaced while the gVisor sandbox was being set up (${said}); it was not mounted and nothing ran`,
+              {
+                hint: 'something renamed a granted path (or a parent of it) during the start — if another agent can write to a parent directory of a grant, grant a directory it cannot rename instead; otherwise retry',
+              },
+            );
+          }
           throw failed(`the gVisor launcher exited with code ${code} before runsc ran`);
         }),
         deadline('the gVisor launcher did not get ready'),
