@@ -180,14 +180,14 @@ def fill():
             f.write(b"x" * 1048576)
 report["disk"] = attempt(fill)
 report["mountinfo"] = open("/proc/self/mountinfo").read()
-report["host_port"] = attempt(lambda: socket.create_connection(("127.0.0.1", ${'${PORT}'}), timeout=2))
+report["host_port"] = attempt(lambda: socket.create_connection(("127.0.0.1", ${port}), timeout=2))
 report["internet"] = attempt(lambda: socket.create_connection(("1.1.1.1", 80), timeout=2))
 report["vsock"] = attempt(lambda: socket.socket(40, socket.SOCK_STREAM))
 report["shadow"] = attempt(lambda: open("/etc/shadow"))
 print("working")
 print("to stderr", file=sys.stderr)
 json.dump(report, open("/run/aegis/output.json", "w"))
-`.replace('${PORT}', String(port)),
+`,
         },
       },
       { task: 'summarize' },
@@ -402,12 +402,16 @@ print(json.dumps(out))
       symlinkSync(target, granted);
       return makeRootfs(...args);
     };
-    await assert.rejects(
-      attacked.spawn({ executionId: execId(), agent }),
-      (error) =>
-        isAegisError(error) && error.code === 'POLICY_DENIED' && /moved or replaced/.test(error.message),
-    );
     temps.push(`${granted}.moved`);
+    try {
+      await assert.rejects(
+        attacked.spawn({ executionId: execId(), agent }),
+        (error) =>
+          isAegisError(error) && error.code === 'POLICY_DENIED' && /moved or replaced/.test(error.message),
+      );
+    } finally {
+      await attacked.terminateAll();
+    }
     assert.deepEqual(await attacked.reapOrphans(), [], 'nothing left to reap: the failed spawn cleaned up');
   });
 
