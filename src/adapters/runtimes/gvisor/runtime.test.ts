@@ -6,7 +6,7 @@
  * there; `npm test` installs runsc (scripts/setup.sh --runtimes gvisor), so CI always runs it.
  */
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
 import {
   chmodSync,
   chownSync,
@@ -23,7 +23,9 @@ import { createServer, type Server } from 'node:http';
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { promisify } from 'node:util';
 import { stringify } from 'yaml';
+import { pollUntil } from '../../../../test/support/poll.ts';
 import type { NetworkDecisionEvent, ProcessIdentity } from '../../../app/ports.ts';
 import { isAegisError } from '../../../domain/errors.ts';
 import type { CompiledAgent } from '../../../domain/manifest/compiled.ts';
@@ -427,6 +429,50 @@ print(json.dumps(out))
     const result = await rt.execute(id, { input: null, onLog: () => {} });
     assert.equal(result.status, 'succeeded');
     assert.deepEqual(result.output, { id: bound });
+  });
+
+  it('a Warm instance whose sandbox died is failed; execute refuses it and releases what it held', async () => {
+    const agent = await agentOf({ language: 'bash', entrypoint: 'main.sh', files: { 'main.sh': 'true\n' } });
+    const executionId = execId();
+    const id = await rt.spawn({ executionId, agent });
+    const cgroupPaths = rt.cgroups.plannedPaths(executionId);
+    for (const path of cgroupPaths) {
+      if (existsSync(join(path, 'cgroup.kill'))) writeFileSync(join(path, 'cgroup.kill'), '1');
+      else if (existsSync(join(path, 'cgroup.procs'))) {
+        for (const pid of readFileSync(join(path, 'cgroup.procs'), 'utf8').split('\n').filter(Boolean))
+          process.kill(Number(pid), 'SIGKILL');
+      }
+    }
+    await pollUntil('the instance to be failed', () => rt.status(id) === 'failed');
+    await assert.rejects(
+      rt.execute(id, { input: null, onLog: () => {} }),
+      (error) =>
+        isAegisError(error) &&
+        error.code === 'RUNTIME_UNAVAILABLE' &&
+        /died before it was used/.test(error.message),
+    );
+    assert.equal(existsSync(join(scratch, 'gvisor', executionId)), false);
+  });
+
+  it('aegis run --isolation gvisor runs the email-summarizer example', async () => {
+    const home = tempDir('home');
+    const repo = join(import.meta.dirname, '..', '..', '..', '..');
+    const { stdout } = await promisify(execFile)(
+      process.execPath,
+      [
+        join(repo, 'src/cli/bin.ts'),
+        'run',
+        '--isolation',
+        'gvisor',
+        '--output',
+        'json',
+        join(repo, 'examples/email-summarizer/agent.yaml'),
+      ],
+      { env: { ...process.env, AEGIS_HOME: home, AEGIS_SCRATCH_DIR: scratch }, encoding: 'utf8' },
+    );
+    const result = JSON.parse(stdout) as { status: string; output: { total?: number } };
+    assert.equal(result.status, 'succeeded', stdout);
+    assert.equal(typeof result.output.total, 'number');
   });
 
   it('reaper: the sandbox of a dead orchestrator is killed and removed', async () => {
