@@ -11,6 +11,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# Flags: --quiet; --runtimes LIST (comma-separated: docker,gvisor; or AEGIS_RUNTIMES) also installs those runtimes.
 quiet=""
 runtimes="${AEGIS_RUNTIMES:-}"
 while [ $# -gt 0 ]; do
@@ -34,6 +35,12 @@ case ",$runtimes," in
   *,docker,*)
     command -v dockerd >/dev/null 2>&1 || need_pkgs+=(docker.io)      # the docker runtime's engine
     dpkg -s busybox-static >/dev/null 2>&1 || need_pkgs+=(busybox-static) # the docker runtime tests build their image from it
+    ;;
+esac
+case ",$runtimes," in
+  *,gvisor,*)
+    command -v runsc >/dev/null 2>&1 || need_pkgs+=(runsc)        # the gvisor runtime (gVisor's OCI runtime)
+    command -v ip >/dev/null 2>&1 || need_pkgs+=(iproute2)       # gvisor egress: brings lo up in its netns
     ;;
 esac
 

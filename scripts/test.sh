@@ -2,7 +2,8 @@
 # The whole test suite (`npm test`): setup (idempotent), type check, lint, schema freshness, all tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-AEGIS_RUNTIMES="${AEGIS_RUNTIMES:-docker}" bash scripts/setup.sh --quiet
+# The suite runs every runtime for real: setup installs them too (idempotent).
+AEGIS_RUNTIMES="${AEGIS_RUNTIMES:-docker,gvisor}" bash scripts/setup.sh --quiet
 export PATH="$PWD/node_modules/.bin:$PATH"
 hash -r
 

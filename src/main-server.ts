@@ -129,7 +129,16 @@ export async function startServer(
     ...(env['AEGIS_NODE_BINARY'] ? { nodeBinary: env['AEGIS_NODE_BINARY'] } : {}),
   });
   // Agents go to the runtime their spec.isolation names (`auto`: the strongest available); registry.ts.
-  const runtime = new RuntimeRouter({ identity, protectedPaths: [config.home] }, undefined, [sandbox]);
+  const runtime = new RuntimeRouter(
+    {
+      identity,
+      protectedPaths: [config.home],
+      scratchRoot: sandbox.scratchRoot,
+      ...(env['AEGIS_NODE_BINARY'] ? { nodeBinary: env['AEGIS_NODE_BINARY'] } : {}),
+    },
+    undefined,
+    [sandbox],
+  );
   const bundlesDir = bundleDir(env);
   const bundles = new DirAgentBundles({ dir: bundlesDir });
   const metrics = new PrometheusMetrics();

@@ -219,9 +219,17 @@ export function openLocalContext(config: AegisConfig = loadConfig()): LocalConte
     ...(process.env['AEGIS_CGROUP_PARENT'] ? { cgroupParent: process.env['AEGIS_CGROUP_PARENT'] } : {}),
     ...(process.env['AEGIS_NODE_BINARY'] ? { nodeBinary: process.env['AEGIS_NODE_BINARY'] } : {}),
   });
-  const runtime = new RuntimeRouter({ identity: base.identity, protectedPaths: [config.home] }, undefined, [
-    sandbox,
-  ]);
+  // The other runtimes share the sandbox's scratch root and Node binary (created on first use: registry.ts).
+  const runtime = new RuntimeRouter(
+    {
+      identity: base.identity,
+      protectedPaths: [config.home],
+      scratchRoot: sandbox.scratchRoot,
+      ...(process.env['AEGIS_NODE_BINARY'] ? { nodeBinary: process.env['AEGIS_NODE_BINARY'] } : {}),
+    },
+    undefined,
+    [sandbox],
+  );
   const close = async () => {
     try {
       await audit.close();

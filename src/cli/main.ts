@@ -633,7 +633,10 @@ export function buildProgram(setExit: (code: number) => void): Command {
     .argument('<manifest>', 'path to agent.yaml')
     .option('-i, --input <json>', 'input JSON passed to the agent (stdin and /run/aegis/input.json)')
     .option('--input-file <file>', 'read the input JSON from a file (- for stdin)')
-    .option('--isolation <runtime>', "run under this isolation instead of the manifest's (sandbox, docker)")
+    .option(
+      '--isolation <runtime>',
+      "run under this isolation instead of the manifest's (sandbox, gvisor, docker, auto)",
+    )
     .addOption(outputOption())
     .action(wrap(commandRun));
   program

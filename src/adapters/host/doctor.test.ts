@@ -158,15 +158,18 @@ describe('aegis doctor', () => {
     assert.doesNotMatch(v2.fix ?? '', /sudo mkdir/);
   });
 
-  it('never offers a package install that enables nothing: runsc and Docker are bench peers, not runtimes', () => {
+  it('the other runtimes are optional, and their fix is the setup that installs them', () => {
     const report = runDoctor(probe({ binaries: ['bwrap', 'nsenter'] }));
-    for (const name of ['gVisor (runsc)', 'Docker engine', '/dev/kvm']) {
+    for (const [name, runtime] of [
+      ['gVisor (runsc)', 'gvisor'],
+      ['Docker engine', 'docker'],
+    ] as const) {
       const c = check(report, name);
       assert.equal(c.group, 'optional');
-      assert.equal(c.fix, undefined, `${name} has no fix: installing it enables no runtime`);
+      assert.equal(c.status, 'missing');
+      assert.equal(c.fix, `npm run setup -- --runtimes ${runtime}`);
     }
-    assert.match(check(report, 'gVisor (runsc)').detail, /no gVisor runtime yet.*npm run bench/);
-    assert.equal(report.runtimes['gvisor'], false);
+    assert.equal(check(report, '/dev/kvm').fix, undefined, 'no fix: no microVM runtime yet');
     assert.equal(report.ready, true, 'optional checks never make the host unready');
     assert.match(formatDoctorReport(report), /\n {2}- gVisor \(runsc\)/);
   });

@@ -126,9 +126,6 @@ function aptInstall(root: boolean, packages: string): string {
   return `${root ? '' : 'sudo '}apt-get install ${packages}`;
 }
 
-const BENCH_PEER =
-  'only `npm run bench` uses it, as a peer to compare with; run as root, `npm run bench` (the full run) installs it';
-
 function cgroupCheck(probe: HostProbe, layout: CgroupLayout, root: boolean): DoctorCheck {
   const parent = probe.env('AEGIS_CGROUP_PARENT') ?? 'aegis';
   const base = { name: 'cgroup limits (writable)', group: 'required' as const, neededBy: ['sandbox'] };
@@ -320,14 +317,19 @@ export function runDoctor(
     neededBy: ['sandbox: language python'],
   });
 
-  // ----- optional: other runtimes (not implemented) and the bench's peers -----
+  // ----- optional: the other runtimes (their availability is the Runtimes section below) and the bench's peers -----
+  const setupRuntime = (name: string) =>
+    root
+      ? `npm run setup -- --runtimes ${name}`
+      : `sudo npm run setup -- --runtimes ${name} (the runtime itself needs root)`;
   const runsc = probe.which('runsc');
   checks.push({
     name: 'gVisor (runsc)',
     group: 'optional',
     status: runsc ? 'ok' : 'missing',
-    detail: `${runsc ? `${probe.run(runsc, ['--version']).out.split('\n')[0]} at ${runsc}` : 'runsc not found'}; AEGIS has no gVisor runtime yet — ${BENCH_PEER}`,
-    neededBy: ['bench'],
+    detail: `${runsc ? `${probe.run(runsc, ['--version']).out.split('\n')[0]} at ${runsc}` : 'runsc not found'}: the gvisor runtime (isolation: gvisor) and a bench peer`,
+    ...(runsc ? {} : { fix: setupRuntime('gvisor') }),
+    neededBy: ['gvisor', 'bench'],
   });
 
   const dockerd = probe.which('dockerd');
@@ -336,8 +338,9 @@ export function runDoctor(
     name: 'Docker engine',
     group: 'optional',
     status: dockerd ? 'ok' : 'missing',
-    detail: `${dockerd ? `dockerd at ${dockerd}, socket ${socket ?? 'absent (not running; the bench starts a private one as root)'}` : 'dockerd not found'}; AEGIS has no Docker runtime — ${BENCH_PEER}`,
-    neededBy: ['bench'],
+    detail: `${dockerd ? `dockerd at ${dockerd}, socket ${socket ?? 'absent (not running: start dockerd, or point AEGIS_DOCKER_HOST=unix://… at one)'}` : 'dockerd not found'}: the docker runtime (isolation: docker) and a bench peer`,
+    ...(dockerd ? {} : { fix: setupRuntime('docker') }),
+    neededBy: ['docker', 'bench'],
   });
 
   const socat = probe.which('socat');

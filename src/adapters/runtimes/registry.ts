@@ -27,6 +27,7 @@ import {
 } from '../../domain/runtime/capabilities.ts';
 import { defaultDockerSocket } from './docker/engine.ts';
 import { DockerRuntime } from './docker/runtime.ts';
+import { GvisorRuntime } from './gvisor/runtime.ts';
 import { detectCgroupLayout } from './sandbox/cgroups.ts';
 import { SandboxRuntime, type SandboxRuntimeOptions } from './sandbox/runtime.ts';
 
@@ -84,6 +85,24 @@ export function probeDocker(): RuntimeAvailability {
   }
 }
 
+/** The gvisor runtime's quick probe: runsc on PATH, and root (runsc creates namespaces and cgroups itself). */
+export function probeGvisor(): RuntimeAvailability {
+  const name = 'gvisor';
+  const runsc = onPath('runsc');
+  if (!runsc) {
+    return {
+      name,
+      available: false,
+      reason: 'runsc not found — npm run setup -- --runtimes gvisor installs it (Debian package runsc)',
+    };
+  }
+  if (process.getuid?.() !== 0) return { name, available: false, reason: 'runsc needs root here' };
+  if (spawnSync(runsc, ['--version'], { stdio: 'ignore' }).status !== 0) {
+    return { name, available: false, reason: `${runsc} --version failed` };
+  }
+  return { name, available: true, reason: `runsc at ${runsc}` };
+}
+
 /** A runtime this build does not contain yet: always unavailable, saying so. */
 function notInThisBuild(name: RuntimeName, why: string): RuntimeEntry {
   return {
@@ -102,7 +121,18 @@ export function runtimeEntries(): RuntimeEntry[] {
   return [
     { name: 'sandbox', probe: probeSandbox, create: (options) => new SandboxRuntime(options) },
     // Registered at merge time by the docker/gvisor runtimes (one line each: name, probe, create).
-    notInThisBuild('gvisor', 'no gVisor runtime in this build'),
+    {
+      name: 'gvisor',
+      probe: probeGvisor,
+      create: (options) =>
+        new GvisorRuntime({
+          identity: options.identity,
+          ...(options.protectedPaths ? { protectedPaths: options.protectedPaths } : {}),
+          ...(options.scratchRoot ? { scratchRoot: options.scratchRoot } : {}),
+          ...(options.nodeBinary ? { nodeBinary: options.nodeBinary } : {}),
+          ...(options.nsenterPath ? { nsenterPath: options.nsenterPath } : {}),
+        }),
+    },
     {
       name: 'docker',
       probe: probeDocker,
