@@ -5,11 +5,10 @@
  * Checks come in two groups:
  * - `required`: what the default `sandbox` runtime needs. A `missing` one means no agent can run (exit 3); a `warn`
  *   means some agents are refused (e.g. `network.allow` agents without egress) or run with less separation.
- * - `optional`: other runtimes and the bench's peers. Nothing AEGIS runs depends on them today.
+ * - `optional`: the other runtimes (gvisor, docker — agents that ask for them need them) and the bench's peers.
  *
  * Every `fix` is a command or step that works for the current user: `sudo …` when not root, and never a package
- * install that enables nothing (AEGIS has no gVisor, Docker or Firecracker runtime yet; runsc and dockerd are only
- * the bench's peers, and `npm run bench` installs them itself when run as root).
+ * install that enables nothing (there is no microVM runtime yet, so /dev/kvm has no fix).
  *
  * The host is reached through `HostProbe`, so the logic is unit-tested for root and non-root, cgroup v1 and v2,
  * without changing the machine (`doctor.test.ts`).
