@@ -135,4 +135,25 @@ describe('REST API (in process)', () => {
     );
     assert.equal(seen.size, total);
   });
+
+  it('answers a body of the wrong Content-Type with 415 UNSUPPORTED_MEDIA_TYPE', async () => {
+    const cases = [
+      { url: '/v1/executions', type: 'text/plain', payload: '{"agent":"x"}' },
+      { url: '/v1/executions', type: 'application/xml', payload: '<agent/>' },
+      { url: '/v1/executions', type: 'application/gzip', payload: Buffer.from([0x1f, 0x8b]) },
+      { url: '/v1/keys', type: 'application/octet-stream', payload: Buffer.from('{}') },
+      { url: '/v1/agents', type: 'application/json', payload: '{}' },
+    ];
+    for (const { url, type, payload } of cases) {
+      const response = await app.inject({
+        method: 'POST',
+        url,
+        headers: { ...auth, 'content-type': type },
+        payload,
+      });
+      assert.equal(response.statusCode, 415, `POST ${url} as ${type}: ${response.body}`);
+      const body = response.json() as { error: { code: string; hint?: string } };
+      assert.equal(body.error.code, 'UNSUPPORTED_MEDIA_TYPE');
+    }
+  });
 });
