@@ -183,7 +183,7 @@ export const ROUTES: readonly Route[] = [
     body: S.RollbackBody,
     responses: {
       200: { description: 'Rolled back', schema: S.RollbackResult },
-      ...errors(400, 401, 403, 404, 409, 415, 429),
+      ...errors(400, 401, 403, 404, 409, 413, 415, 429),
     },
     async handler(ctx, req) {
       const body = (req.body ?? {}) as z.infer<typeof S.RollbackBody>;
@@ -217,7 +217,7 @@ export const ROUTES: readonly Route[] = [
     responses: {
       202: { description: 'Accepted and queued (or running)', schema: S.Execution },
       200: { description: 'Finished within ?wait', schema: S.Execution },
-      ...errors(400, 401, 403, 404, 415, 429, 503),
+      ...errors(400, 401, 403, 404, 413, 415, 429, 503),
     },
     async handler(ctx, req) {
       const wait = parseWait(req.query['wait'], 'query.wait');

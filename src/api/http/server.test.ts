@@ -17,6 +17,8 @@ import { MemoryStore } from '../../app/fakes/memory-store.ts';
 import type { Hasher } from '../../app/ports.ts';
 import { MAX_EXECUTIONS_PAGE } from '../../domain/execution.ts';
 import { type ApiContext, AuthGate } from '../context.ts';
+import { buildOpenApi } from './openapi.ts';
+import { ROUTES } from './routes.ts';
 import { buildHttpApi } from './server.ts';
 
 const sha256: Hasher = { sha256Hex: (text) => createHash('sha256').update(text).digest('hex') };
@@ -155,5 +157,21 @@ describe('REST API (in process)', () => {
       const body = response.json() as { error: { code: string; hint?: string } };
       assert.equal(body.error.code, 'UNSUPPORTED_MEDIA_TYPE');
     }
+  });
+
+  it('documents 413 and 415 for every route that takes a body', () => {
+    const paths = buildOpenApi({ version: '0.0.0-test' })['paths'] as Record<
+      string,
+      Record<string, { operationId: string; responses: Record<string, unknown> }>
+    >;
+    const missing: string[] = [];
+    for (const route of ROUTES) {
+      if (route.body === undefined) continue;
+      const operation = paths[route.path.replace(/:(\w+)/g, '{$1}')]?.[route.method.toLowerCase()];
+      for (const status of ['413', '415']) {
+        if (operation?.responses[status] === undefined) missing.push(`${route.operationId} ${status}`);
+      }
+    }
+    assert.deepEqual(missing, []);
   });
 });
