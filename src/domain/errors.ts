@@ -91,7 +91,8 @@ export const ERROR_CODES: Readonly<Record<ErrorCode, ErrorCodeInfo>> = {
     httpStatus: 415,
     grpcCode: GRPC.invalidArgument,
     retryable: false,
-    summary: 'a request body of a Content-Type the route does not take (JSON routes take application/json, deploys application/gzip)',
+    summary:
+      'a request body of a Content-Type the route does not take (JSON routes take application/json, deploys application/gzip)',
   },
   RUNTIME_UNAVAILABLE: {
     exitCode: 3,
