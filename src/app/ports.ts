@@ -174,7 +174,7 @@ export interface ExecutionPatch {
 }
 
 export interface ListExecutionsQuery {
-  /** @default 50, at most 1000 */
+  /** @default 50, at most MAX_EXECUTIONS_LIST (1001: a page of 1000 and the look-ahead record) */
   readonly limit?: number;
   readonly agent?: string;
   readonly status?: ExecutionStatus;

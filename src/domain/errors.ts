@@ -13,6 +13,7 @@ export type ErrorCode =
   | 'AUDIT_TAMPERED'
   | 'CONFLICT'
   | 'PAYLOAD_TOO_LARGE'
+  | 'UNSUPPORTED_MEDIA_TYPE'
   | 'UNAUTHENTICATED'
   | 'PERMISSION_DENIED'
   | 'RATE_LIMITED'
@@ -84,6 +85,14 @@ export const ERROR_CODES: Readonly<Record<ErrorCode, ErrorCodeInfo>> = {
     grpcCode: GRPC.resourceExhausted,
     retryable: false,
     summary: 'a JSON body over 1 MiB, or a bundle or a file in it over its cap',
+  },
+  UNSUPPORTED_MEDIA_TYPE: {
+    exitCode: 2,
+    httpStatus: 415,
+    grpcCode: GRPC.invalidArgument,
+    retryable: false,
+    summary:
+      'a request body of a Content-Type the route does not take (JSON routes take application/json, deploys application/gzip)',
   },
   RUNTIME_UNAVAILABLE: {
     exitCode: 3,

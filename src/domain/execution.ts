@@ -16,6 +16,14 @@ export const TERMINAL_STATUSES: readonly TerminalStatus[] = [
   'killed',
 ];
 
+/** The largest page of executions a client may ask for (REST `?limit=`, gRPC `limit`, `aegis ps --limit`). */
+export const MAX_EXECUTIONS_PAGE = 1000;
+/**
+ * The most a store's `listExecutions` returns: one full page plus the one record that, when it comes back, says a
+ * next page exists. A store capped at the page size itself would hide the next page of a full 1000-row page.
+ */
+export const MAX_EXECUTIONS_LIST = MAX_EXECUTIONS_PAGE + 1;
+
 export function isTerminal(status: ExecutionStatus): status is TerminalStatus {
   return (TERMINAL_STATUSES as readonly string[]).includes(status);
 }

@@ -265,11 +265,12 @@ export function executionStoreContract<S extends ExecutionStore>(
         assert.deepEqual(ids(await store.listExecutions({ status: 'oom' })), []);
       });
 
-      it('honours limit, defaults to 50 and caps at 1000', async () => {
-        for (let i = 0; i < 1001; i++) await store.createExecution(record({ id: `e${i}`, createdAt: at(i) }));
-        assert.deepEqual(ids(await store.listExecutions({ limit: 3 })), ['e1000', 'e999', 'e998']);
+      it('honours limit, defaults to 50 and caps at 1001 (a full page of 1000 plus the look-ahead)', async () => {
+        for (let i = 0; i < 1002; i++) await store.createExecution(record({ id: `e${i}`, createdAt: at(i) }));
+        assert.deepEqual(ids(await store.listExecutions({ limit: 3 })), ['e1001', 'e1000', 'e999']);
         assert.equal((await store.listExecutions()).length, 50);
-        assert.equal((await store.listExecutions({ limit: 5000 })).length, 1000);
+        assert.equal((await store.listExecutions({ limit: 1001 })).length, 1001);
+        assert.equal((await store.listExecutions({ limit: 5000 })).length, 1001);
         assert.equal((await store.listExecutions({ limit: 0 })).length, 0);
       });
 

@@ -56,7 +56,7 @@ class AegisError(Exception):
 
 
 class InvalidRequestError(AegisError):
-    """USAGE, MANIFEST_INVALID, PAYLOAD_TOO_LARGE: fix the request (see ``problems`` and ``hint``)."""
+    """USAGE, MANIFEST_INVALID, PAYLOAD_TOO_LARGE, UNSUPPORTED_MEDIA_TYPE: fix the request (see ``problems`` and ``hint``)."""
 
 
 class NotFoundError(AegisError):
@@ -95,6 +95,7 @@ _CLASSES = {
     "USAGE": InvalidRequestError,
     "MANIFEST_INVALID": InvalidRequestError,
     "PAYLOAD_TOO_LARGE": InvalidRequestError,
+    "UNSUPPORTED_MEDIA_TYPE": InvalidRequestError,
     "NOT_FOUND": NotFoundError,
     "CONFLICT": ConflictError,
     "UNAUTHENTICATED": AuthError,
@@ -140,6 +141,7 @@ def code_for_status(status: int) -> str:
         404: "NOT_FOUND",
         409: "CONFLICT",
         413: "PAYLOAD_TOO_LARGE",
+        415: "UNSUPPORTED_MEDIA_TYPE",
         429: "RATE_LIMITED",
         502: "UNAVAILABLE",
         503: "UNAVAILABLE",

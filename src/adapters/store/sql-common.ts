@@ -4,10 +4,9 @@
  * with each store: SQLite hands back JSON as text and integers as numbers, node-postgres parses json columns and
  * returns bigint counts as strings.
  */
-import type { ExecutionStatus } from '../../domain/execution.ts';
+import { type ExecutionStatus, MAX_EXECUTIONS_LIST } from '../../domain/execution.ts';
 
 export const DEFAULT_LIST_LIMIT = 50;
-export const MAX_LIST_LIMIT = 1000;
 export const UNFINISHED_STATUSES: readonly ExecutionStatus[] = ['created', 'queued', 'running'];
 
 export const COLUMNS =
@@ -32,8 +31,8 @@ export function toJson(value: unknown): string | null {
   return value === undefined ? null : (JSON.stringify(value) ?? null);
 }
 
-/** A caller's page size, clamped to [0, MAX_LIST_LIMIT]; the default when absent. */
+/** A caller's list size, clamped to [0, MAX_EXECUTIONS_LIST] (a page and its look-ahead); the default when absent. */
 export function listLimit(limit: number | undefined): number {
   if (limit === undefined || Number.isNaN(limit)) return DEFAULT_LIST_LIMIT;
-  return Math.min(MAX_LIST_LIMIT, Math.max(0, Math.trunc(limit)));
+  return Math.min(MAX_EXECUTIONS_LIST, Math.max(0, Math.trunc(limit)));
 }

@@ -28,6 +28,7 @@ import { MemoryStore } from '../../app/fakes/memory-store.ts';
 import type { Hasher } from '../../app/ports.ts';
 import type { Scope } from '../../domain/auth/api-key.ts';
 import { AegisError } from '../../domain/errors.ts';
+import { MAX_EXECUTIONS_PAGE } from '../../domain/execution.ts';
 import { compileManifest } from '../../domain/manifest/compiled.ts';
 import { AgentManifest } from '../../domain/manifest/schema.ts';
 import { type ApiContext, AuthGate } from '../context.ts';
@@ -445,5 +446,62 @@ describe('toConnectError', () => {
   it('passes ConnectErrors through unchanged', () => {
     const original = new ConnectError('already mapped', Code.Aborted);
     assert.equal(toConnectError(original), original);
+  });
+});
+
+describe('gRPC ListExecutions at the maximum page size', () => {
+  const { ctx, store } = setup();
+  let h1: Awaited<ReturnType<typeof serve>>;
+
+  before(async () => {
+    await store.createKey({
+      id: 'key_reader',
+      name: 'reader',
+      hash: sha256.sha256Hex(keyText('reader')),
+      prefix: keyText('reader').slice(0, 10),
+      scopes: ['read'],
+      rateLimit: null,
+      createdAt: new Date().toISOString(),
+      revokedAt: null,
+      lastUsedAt: null,
+    });
+    for (let i = 0; i < 2 * MAX_EXECUTIONS_PAGE; i++) {
+      await store.createExecution({
+        id: `ex_${String(i).padStart(5, '0')}`,
+        agent: { name: 'pager', version: '1.0.0' },
+        runtime: 'sandbox',
+        status: 'succeeded',
+        exitCode: 0,
+        reason: null,
+        input: null,
+        output: null,
+        violations: [],
+        createdAt: new Date(Date.UTC(2025, 0, 1) + i * 1000).toISOString(),
+        startedAt: null,
+        finishedAt: null,
+        durationMs: null,
+        owner: null,
+      });
+    }
+    h1 = await serve(ctx, false);
+  });
+  after(async () => {
+    await h1.app.close();
+  });
+
+  it('returns a cursor after a full page of the maximum size, and none after the last', async () => {
+    const client = clientsOver((interceptors) =>
+      createConnectTransport({ baseUrl: h1.baseUrl, httpVersion: '1.1', interceptors }),
+    )('reader').executions;
+    const first = await client.listExecutions({ limit: MAX_EXECUTIONS_PAGE });
+    assert.equal(first.executions.length, MAX_EXECUTIONS_PAGE);
+    assert.ok(first.nextCursor !== undefined, 'a full page of 1000 out of 2000 has a next page');
+    const second = await client.listExecutions({ limit: MAX_EXECUTIONS_PAGE, cursor: first.nextCursor });
+    assert.equal(second.executions.length, MAX_EXECUTIONS_PAGE);
+    assert.equal(second.nextCursor, undefined);
+    assert.equal(
+      new Set([...first.executions, ...second.executions].map((e) => e.id)).size,
+      2 * MAX_EXECUTIONS_PAGE,
+    );
   });
 });

@@ -25,6 +25,7 @@ import {
   type ExecutionRecord,
   type ExecutionStatus,
   type LogLine as LogLineRecord,
+  MAX_EXECUTIONS_PAGE,
   TERMINAL_STATUSES,
 } from '../../domain/execution.ts';
 import type { ApiContext } from '../context.ts';
@@ -54,7 +55,7 @@ export const ERROR_DETAILS_HEADER = 'aegis-error-details';
 /** Longest `wait_ms` honoured, as REST's `?wait=` (5 minutes). */
 const MAX_WAIT_MS = 300_000;
 const DEFAULT_LIST_LIMIT = 50;
-const MAX_LIST_LIMIT = 1000;
+const MAX_LIST_LIMIT = MAX_EXECUTIONS_PAGE;
 const STATUSES: readonly ExecutionStatus[] = ['created', 'queued', 'running', ...TERMINAL_STATUSES];
 
 export interface GrpcServicesOptions {

@@ -88,6 +88,7 @@ const ERROR_DESCRIPTIONS: Record<number, string> = {
   404: 'No such agent, revision, execution or key',
   409: 'Conflicts with the current state',
   413: 'Body or bundle over its size cap',
+  415: 'Body of a Content-Type the route does not take (application/json; deploys application/gzip)',
   429: 'Over the key rate or the queue is full (Retry-After)',
   503: 'Shutting down, or the host cannot run it',
 };
@@ -107,7 +108,7 @@ export const ROUTES: readonly Route[] = [
         description: 'The active revision already holds this bundle; nothing changed',
         schema: S.DeployResult,
       },
-      ...errors(400, 401, 403, 413, 429),
+      ...errors(400, 401, 403, 413, 415, 429),
     },
     async handler(ctx, req) {
       const result = await deployAgent(ctx.agentDeps, req.principal, req.body as Uint8Array);
@@ -182,7 +183,7 @@ export const ROUTES: readonly Route[] = [
     body: S.RollbackBody,
     responses: {
       200: { description: 'Rolled back', schema: S.RollbackResult },
-      ...errors(400, 401, 403, 404, 409, 429),
+      ...errors(400, 401, 403, 404, 409, 413, 415, 429),
     },
     async handler(ctx, req) {
       const body = (req.body ?? {}) as z.infer<typeof S.RollbackBody>;
@@ -216,7 +217,7 @@ export const ROUTES: readonly Route[] = [
     responses: {
       202: { description: 'Accepted and queued (or running)', schema: S.Execution },
       200: { description: 'Finished within ?wait', schema: S.Execution },
-      ...errors(400, 401, 403, 404, 429, 503),
+      ...errors(400, 401, 403, 404, 413, 415, 429, 503),
     },
     async handler(ctx, req) {
       const wait = parseWait(req.query['wait'], 'query.wait');
@@ -349,7 +350,10 @@ export const ROUTES: readonly Route[] = [
     tag: 'keys',
     scope: 'admin',
     body: S.CreateKeyBody,
-    responses: { 201: { description: 'Created', schema: S.CreatedKey }, ...errors(400, 401, 403, 429) },
+    responses: {
+      201: { description: 'Created', schema: S.CreatedKey },
+      ...errors(400, 401, 403, 413, 415, 429),
+    },
     async handler(ctx, req) {
       const body = req.body as S.CreateKeyBody;
       requireScope(req.principal, 'admin', 'creating API keys');

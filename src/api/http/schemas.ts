@@ -4,7 +4,7 @@
  */
 import { z } from 'zod';
 import { SCOPES } from '../../domain/auth/api-key.ts';
-import { type ExecutionRecord, TERMINAL_STATUSES } from '../../domain/execution.ts';
+import { type ExecutionRecord, MAX_EXECUTIONS_PAGE, TERMINAL_STATUSES } from '../../domain/execution.ts';
 
 const STATUSES = ['created', 'queued', 'running', ...TERMINAL_STATUSES] as const;
 export const ExecutionStatus = z.enum(STATUSES);
@@ -112,7 +112,7 @@ export const WaitQuery = z.strictObject({
 export const ListExecutionsQuery = z.strictObject({
   agent: z.string().optional(),
   status: z.enum(STATUSES).optional(),
-  limit: z.coerce.number().int().min(1).max(1000).optional(),
+  limit: z.coerce.number().int().min(1).max(MAX_EXECUTIONS_PAGE).optional(),
   cursor: z.string().optional(),
 });
 

@@ -181,7 +181,7 @@ function fastifyErrorToAegis(error: unknown): AegisError {
         hint: 'JSON bodies are capped at 1 MiB; bundles at the server bundle cap (see GET /openapi.json)',
       });
     case 'FST_ERR_CTP_INVALID_MEDIA_TYPE':
-      return new AegisError('USAGE', `unsupported Content-Type: ${message}`, {
+      return new AegisError('UNSUPPORTED_MEDIA_TYPE', `unsupported Content-Type: ${message}`, {
         hint: 'send JSON bodies as application/json and bundles as application/gzip',
       });
     case 'FST_ERR_CTP_EMPTY_JSON_BODY':
@@ -206,6 +206,11 @@ function fastifyErrorToAegis(error: unknown): AegisError {
     });
   }
   return toAegisError(error);
+}
+
+/** application/json, with or without parameters (charset); Fastify also parses text/plain, which JSON routes refuse. */
+function isJsonMediaType(contentType: string | undefined): boolean {
+  return contentType?.split(';')[0]?.trim().toLowerCase() === 'application/json';
 }
 
 function parsePart(part: 'params' | 'query' | 'body', schema: Route['params'], value: unknown): unknown {
@@ -303,14 +308,21 @@ export async function buildHttpApi(
         if (bundle) {
           if (!(body instanceof Uint8Array)) {
             throw new AegisError(
-              'USAGE',
-              'the body must be the bundle bytes with Content-Type: application/gzip',
+              'UNSUPPORTED_MEDIA_TYPE',
+              `the body must be the bundle bytes with Content-Type: application/gzip, got ${request.headers['content-type'] ?? 'none'}`,
               {
                 hint: 'the CLI does this for you: aegis deploy path/to/agent.yaml',
               },
             );
           }
         } else if (route.body !== undefined) {
+          if (body !== undefined && !isJsonMediaType(request.headers['content-type'])) {
+            throw new AegisError(
+              'UNSUPPORTED_MEDIA_TYPE',
+              `${route.method} ${route.path} takes a JSON body, got Content-Type: ${request.headers['content-type']}`,
+              { hint: 'send a JSON object with Content-Type: application/json' },
+            );
+          }
           body = parsePart('body', route.body, body ?? (route.method === 'POST' ? {} : undefined));
         }
         const controller = signalOf(request);

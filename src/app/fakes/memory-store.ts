@@ -6,7 +6,12 @@
 import type { ApiKeyRecord } from '../../domain/auth/api-key.ts';
 import type { AgentRevision, AgentSummary } from '../../domain/deployment.ts';
 import { AegisError } from '../../domain/errors.ts';
-import { type ExecutionRecord, isTerminal, type LogLine } from '../../domain/execution.ts';
+import {
+  type ExecutionRecord,
+  isTerminal,
+  type LogLine,
+  MAX_EXECUTIONS_LIST,
+} from '../../domain/execution.ts';
 import type {
   DeployOutcome,
   ExecutionPatch,
@@ -17,7 +22,6 @@ import type {
 } from '../ports.ts';
 
 const DEFAULT_LIST_LIMIT = 50;
-const MAX_LIST_LIMIT = 1000;
 /** Every ExecutionPatch field; the type check fails here when the port gains one. */
 const PATCHABLE = Object.keys({
   status: true,
@@ -259,5 +263,5 @@ function compare(a: string, b: string): number {
 
 function listLimit(limit: number | undefined): number {
   if (limit === undefined || Number.isNaN(limit)) return DEFAULT_LIST_LIMIT;
-  return Math.min(MAX_LIST_LIMIT, Math.max(0, Math.trunc(limit)));
+  return Math.min(MAX_EXECUTIONS_LIST, Math.max(0, Math.trunc(limit)));
 }

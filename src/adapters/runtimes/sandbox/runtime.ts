@@ -28,6 +28,7 @@ import {
   readFileSync,
   realpathSync,
   renameSync,
+  rmdirSync,
   rmSync,
   statSync,
   writeFileSync,
@@ -791,13 +792,15 @@ export class SandboxRuntime implements Runtime {
     const reaped: string[] = [];
     for (const name of readdirSync(root)) {
       const dir = join(root, name);
-      let state: ScratchState | undefined;
-      try {
-        state = JSON.parse(readFileSync(join(dir, 'state.json'), 'utf8')) as ScratchState;
-      } catch {
-        state = undefined;
-      }
+      // state.json, or the state.json.partial a dying orchestrator was writing: either names the owner.
+      const state = readStateOf(dir, 'state.json') ?? readStateOf(dir, 'state.json.partial');
       if (state && this.options.identity.isAlive(state.owner)) continue;
+      if (!state && removeIfEmpty(dir)) {
+        // Empty: a crash between mkdir and the first state write, or mid-removal. rmdir fails unless it is still
+        // empty, and a live owner tolerates the dir being gone (removeDir ignores ENOENT), so no wait is needed.
+        reaped.push(name);
+        continue;
+      }
       if (!state) {
         // Half-written by a dying orchestrator; leave very fresh ones to their (maybe live) creator. A dir that is
         // gone by now was destroyed by its (live) owner between the listing and here.
@@ -837,4 +840,22 @@ function mountRaceDetected(said: string): AegisError {
       hint: 'something renamed a granted path (or a parent of it) during the start — if another agent can write to a parent directory of a grant, grant a directory it cannot rename instead; otherwise retry',
     },
   );
+}
+
+function readStateOf(dir: string, file: string): ScratchState | undefined {
+  try {
+    return JSON.parse(readFileSync(join(dir, file), 'utf8')) as ScratchState;
+  } catch {
+    return undefined;
+  }
+}
+
+/** rmdir: true when the dir was empty and is now gone. */
+function removeIfEmpty(dir: string): boolean {
+  try {
+    rmdirSync(dir);
+    return true;
+  } catch {
+    return false;
+  }
 }

@@ -70,8 +70,11 @@ export function writeScratchState(dir: string, state: ScratchState): void {
   renameSync(partial, join(dir, 'state.json'));
 }
 
-/** What spawn() puts in a scratch dir (an agent copy, if any, is left to the recursive fallback). */
-export const SCRATCH_FILES = ['state.json', 'input.json', 'output.json'];
+/**
+ * What spawn() puts in a scratch dir (an agent copy, if any, is left to the recursive fallback). state.json last: a
+ * crash mid-removal leaves a dir that still names its owner (or an empty one), both reaped at once.
+ */
+export const SCRATCH_FILES = ['input.json', 'output.json', 'state.json'];
 
 /**
  * Removes a dir this runtime made by unlinking the files it knows of and rmdir — a few syscalls instead of a
