@@ -102,18 +102,23 @@ class LiveChannel implements LiveSession {
     while (this.#pending.length >= 8) {
       const rest = this.#pending.readUInt32BE(0);
       const headerLength = this.#pending.readUInt32BE(4);
-      if (rest > MAX_FRAME_BYTES || headerLength > rest - 4) return this.#protocolError();
+      if (rest > MAX_FRAME_BYTES || headerLength > rest - 4) {
+        this.#protocolError();
+        return;
+      }
       if (this.#pending.length < 4 + rest) return;
       let header: Header;
       try {
         header = JSON.parse(this.#pending.subarray(8, 8 + headerLength).toString('utf8')) as Header;
       } catch {
-        return this.#protocolError();
+        this.#protocolError();
+        return;
       }
       const body = this.#pending.subarray(8 + headerLength, 4 + rest);
       this.#pending = this.#pending.subarray(4 + rest);
       if (typeof header !== 'object' || header === null || typeof header.id !== 'number') {
-        return this.#protocolError();
+        this.#protocolError();
+        return;
       }
       this.#waiters.get(header.id)?.(header, body);
     }

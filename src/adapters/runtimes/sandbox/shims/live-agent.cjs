@@ -36,8 +36,8 @@ function send(header, body) {
 }
 
 function fail(id, error) {
-  const code = error && error.code ? String(error.code) : 'EIO';
-  send({ id, t: 'err', code, message: String((error && error.message) || error) });
+  const code = error?.code ? String(error.code) : 'EIO';
+  send({ id, t: 'err', code, message: String(error?.message || error) });
 }
 
 function under(p, roots) {
@@ -101,7 +101,7 @@ async function handle(header, body) {
         return exec(header);
       case 'stdin': {
         const proc = procs.get(header.target);
-        if (proc && proc.stdin && !proc.stdin.destroyed) {
+        if (proc?.stdin && !proc.stdin.destroyed) {
           if (body.length > 0) proc.stdin.write(body);
           if (header.eof) proc.stdin.end();
         }
