@@ -55,12 +55,19 @@ function resolveInside(p, roots, { followLast }) {
   if (typeof p !== 'string' || !p.startsWith('/') || p.includes('\0')) throw denied(`bad path ${p}`);
   const parent = path.dirname(p);
   const base = path.basename(p);
+  // The nearest existing ancestor, resolved here (inside the sandbox); what does not exist yet is appended.
   let realParent;
-  try {
-    realParent = fs.realpathSync(parent);
-  } catch (error) {
-    if (!under(path.normalize(parent), roots)) throw denied(`${p} is outside the allowed paths`);
-    throw error;
+  let missing = '';
+  let probe = parent;
+  for (;;) {
+    try {
+      realParent = path.join(fs.realpathSync(probe), missing);
+      break;
+    } catch (error) {
+      if (error.code !== 'ENOENT' || probe === '/') throw error;
+      missing = path.join(path.basename(probe), missing);
+      probe = path.dirname(probe);
+    }
   }
   let real = p === '/' ? '/' : path.join(realParent, base);
   if (followLast) {
@@ -141,7 +148,14 @@ async function handle(header, body) {
       case 'move': {
         const from = resolveInside(header.from, writable, { followLast: false });
         const to = resolveInside(header.to, writable, { followLast: false });
-        fs.renameSync(from, to);
+        try {
+          fs.renameSync(from, to);
+        } catch (error) {
+          if (error.code !== 'EXDEV') throw error;
+          // Across mounts (/workspace → /tmp): copy (symlinks stay symlinks), then remove the source.
+          fs.cpSync(from, to, { recursive: true, errorOnExist: true, force: false, verbatimSymlinks: true });
+          fs.rmSync(from, { recursive: true });
+        }
         return send({ id, t: 'ok', result: {} });
       }
       case 'remove': {
