@@ -9,6 +9,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { AegisClient } from '../../sdk/index.ts';
 import { findCgroupDirs } from '../support/host-state.ts';
 import {
   cli,
@@ -389,6 +390,26 @@ describe('live sandboxes over REST', { concurrency: true }, () => {
     const reader = read.json['key'] as string;
     assert.equal((await call(server.url, reader, 'POST', '/v1/sandboxes', { agent: 'live' })).status, 403);
     assert.equal((await call(server.url, key, 'DELETE', `/v1/sandboxes/${id}`)).json['status'], 'terminated');
+  });
+
+  it('the TS SDK drives a sandbox: commands with stdin, a background command, files', async () => {
+    const client = new AegisClient({ server: server.url, apiKey: key });
+    const sandbox = await client.createSandbox({ agent: 'live', timeout: '5m', metadata: { via: 'sdk' } });
+    assert.equal(sandbox.status, 'running');
+    assert.ok((await client.listSandboxes()).some((s) => s.id === sandbox.id));
+    const result = await client.runCommand(sandbox.id, { cmd: ['wc', '-c'], stdin: 'four' });
+    assert.equal(result.stdout.trim(), '4');
+    assert.equal(result.command.exitCode, 0);
+    const bg = await client.startCommand(sandbox.id, { cmd: 'sleep 300' });
+    assert.equal((await client.listCommands(sandbox.id)).find((c) => c.id === bg.id)?.status, 'running');
+    await client.killCommand(sandbox.id, bg.id);
+    await client.writeFile(sandbox.id, '/workspace/sdk.txt', new TextEncoder().encode('via sdk'));
+    assert.equal((await client.readFile(sandbox.id, '/workspace/sdk.txt')).toString('utf8'), 'via sdk');
+    assert.equal((await client.statFile(sandbox.id, '/workspace/sdk.txt')).size, 7);
+    assert.ok((await client.listFiles(sandbox.id, '/workspace')).some((e) => e.name === 'sdk.txt'));
+    await client.removeFile(sandbox.id, '/workspace/sdk.txt');
+    await assert.rejects(client.readFile(sandbox.id, '/workspace/../etc/passwd'), /POLICY_DENIED|climbs/);
+    assert.equal((await client.deleteSandbox(sandbox.id)).status, 'terminated');
   });
 
   it('idle timeout ends an unused sandbox and says why', async () => {
