@@ -3,10 +3,19 @@
  * and the unix socket; errors are AegisApiError; calls that can safely be repeated are retried, honouring
  * Retry-After; `followLogs` streams Server-Sent Events and resumes with Last-Event-ID after a dropped connection.
  */
+
 import type { IncomingMessage } from 'node:http';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { AegisApiError, codeForStatus } from './errors.ts';
 import { type PackAgentOptions, packAgent } from './pack.ts';
+import type {
+  CommandResult,
+  CreateSandboxOptions,
+  RunCommandOptions,
+  Sandbox,
+  SandboxCommand,
+  SandboxFileEntry,
+} from './sandbox-wire.ts';
 import { SseParser } from './sse.ts';
 import {
   type Endpoint,
@@ -415,6 +424,94 @@ export class AegisClient {
       path: `/v1/executions/${enc(id)}/audit`,
     });
     return body.entries;
+  }
+
+  // ── live sandboxes ──────────────────────────────────────────────────────────────────────────────────────────
+
+  /** Creates a live sandbox from a deployed agent revision (needs `execute`). */
+  createSandbox(options: CreateSandboxOptions): Promise<Sandbox> {
+    return this.#json('write', { method: 'POST', path: '/v1/sandboxes', json: options });
+  }
+
+  /** Your sandboxes (all of them with an admin key). */
+  async listSandboxes(): Promise<Sandbox[]> {
+    const body = await this.#json<{ sandboxes: Sandbox[] }>('read', { method: 'GET', path: '/v1/sandboxes' });
+    return body.sandboxes;
+  }
+
+  getSandbox(id: string): Promise<Sandbox> {
+    return this.#json('read', { method: 'GET', path: `/v1/sandboxes/${enc(id)}` });
+  }
+
+  /** Kills every process of the sandbox; its record stays readable for a while. */
+  deleteSandbox(id: string): Promise<Sandbox> {
+    return this.#json('write', { method: 'DELETE', path: `/v1/sandboxes/${enc(id)}` });
+  }
+
+  /** Runs a command to its end; output is collected (at most 4 MiB per stream). */
+  runCommand(id: string, options: RunCommandOptions): Promise<CommandResult> {
+    return this.#json('write', { method: 'POST', path: `/v1/sandboxes/${enc(id)}/commands`, json: options });
+  }
+
+  /** Starts a background command; follow it with `commandEvents`, end it with `killCommand`. */
+  startCommand(id: string, options: RunCommandOptions): Promise<SandboxCommand> {
+    return this.#json('write', {
+      method: 'POST',
+      path: `/v1/sandboxes/${enc(id)}/commands`,
+      json: { ...options, background: true },
+    });
+  }
+
+  async listCommands(id: string): Promise<SandboxCommand[]> {
+    const body = await this.#json<{ commands: SandboxCommand[] }>('read', {
+      method: 'GET',
+      path: `/v1/sandboxes/${enc(id)}/commands`,
+    });
+    return body.commands;
+  }
+
+  killCommand(id: string, command: string, signal = 'SIGKILL'): Promise<SandboxCommand> {
+    return this.#json('write', {
+      method: 'POST',
+      path: `/v1/sandboxes/${enc(id)}/commands/${enc(command)}/kill`,
+      json: { signal },
+    });
+  }
+
+  /** Uploads `bytes` to `path` inside the sandbox (raw body). */
+  writeFile(id: string, path: string, bytes: Uint8Array): Promise<{ path: string; bytes: number }> {
+    return this.#json('write', {
+      method: 'PUT',
+      path: `/v1/sandboxes/${enc(id)}/files`,
+      query: { path },
+      body: bytes,
+      contentType: 'application/octet-stream',
+    });
+  }
+
+  readFile(id: string, path: string): Promise<Buffer> {
+    return this.#read('read', { method: 'GET', path: `/v1/sandboxes/${enc(id)}/files`, query: { path } });
+  }
+
+  async listFiles(id: string, path: string): Promise<SandboxFileEntry[]> {
+    const body = await this.#json<{ entries: SandboxFileEntry[] }>('read', {
+      method: 'GET',
+      path: `/v1/sandboxes/${enc(id)}/files/list`,
+      query: { path },
+    });
+    return body.entries;
+  }
+
+  statFile(id: string, path: string): Promise<SandboxFileEntry> {
+    return this.#json('read', {
+      method: 'GET',
+      path: `/v1/sandboxes/${enc(id)}/files/stat`,
+      query: { path },
+    });
+  }
+
+  async removeFile(id: string, path: string): Promise<void> {
+    await this.#json('write', { method: 'DELETE', path: `/v1/sandboxes/${enc(id)}/files`, query: { path } });
   }
 
   // ── keys ────────────────────────────────────────────────────────────────────────────────────────────────────

@@ -30,6 +30,14 @@ export {
   type PackedAgent,
   packAgent,
 } from './pack.ts';
+export type {
+  CommandResult,
+  CreateSandboxOptions,
+  RunCommandOptions,
+  Sandbox,
+  SandboxCommand,
+  SandboxFileEntry,
+} from './sandbox-wire.ts';
 export { type SseEvent, SseParser } from './sse.ts';
 export {
   type AgentDetail,

@@ -55,7 +55,7 @@ function usage(message: string, hint: string): AegisApiError {
 }
 
 export interface RawRequest {
-  readonly method: 'GET' | 'POST' | 'DELETE';
+  readonly method: 'GET' | 'POST' | 'PUT' | 'DELETE';
   /** Absolute API path, e.g. `/v1/agents`, without query. */
   readonly path: string;
   readonly query?: Readonly<Record<string, string | number | undefined>>;

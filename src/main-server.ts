@@ -21,6 +21,7 @@ import { loadRevision } from './app/agents.ts';
 import { ensureFirstAdminKey } from './app/api-keys.ts';
 import { ExecutionEvents } from './app/execution-events.ts';
 import { Executions } from './app/executions.ts';
+import { LiveSandboxes } from './app/live-sandboxes.ts';
 import type { AuditLog, Store } from './app/ports.ts';
 import { WarmPools } from './app/warm-pools.ts';
 import type { RateLimit } from './domain/auth/api-key.ts';
@@ -199,6 +200,11 @@ export async function startServer(
     }
   };
   const keyDeps = { store, hasher: nodeHasher, clock: systemClock, ids, random: cryptoSecretRandom, audit };
+  // Live sandboxes run on the sandbox runtime (app/live-sandboxes.ts, docs/adr/0051-live-sandbox-exec-agent.md).
+  const sandboxes = new LiveSandboxes(
+    { runtime: sandbox, runtimeName: sandbox.name, store, bundles, audit, clock: systemClock, ids },
+    { maxSandboxes: options.maxSandboxes ?? maxConcurrent + 16 },
+  );
   let ready = false;
   const ctx: ApiContext = {
     store,
@@ -218,6 +224,7 @@ export async function startServer(
       onAgentChanged: (name, change) => void syncPools(name, change),
     },
     pools,
+    sandboxes,
     keyDeps,
     gate: new AuthGate(keyDeps, options.rate ?? { perSecond: 50, burst: 100 }),
     serverPaths: [
@@ -259,6 +266,7 @@ export async function startServer(
         stopping ??= (async () => {
           ready = false;
           const drained = await executions.drain(deadlineMs);
+          await sandboxes.closeAll();
           await pools.close();
           try {
             await running.close();

@@ -7,6 +7,7 @@ import type { AgentDeps } from '../app/agents.ts';
 import { type ApiKeyDeps, authenticate } from '../app/api-keys.ts';
 import type { ExecutionEvents } from '../app/execution-events.ts';
 import type { Executions } from '../app/executions.ts';
+import type { LiveSandboxes } from '../app/live-sandboxes.ts';
 import type { AuditLog, Clock, Store } from '../app/ports.ts';
 import type { WarmPools } from '../app/warm-pools.ts';
 import { LOCAL_PRINCIPAL, type Principal, type RateLimit } from '../domain/auth/api-key.ts';
@@ -25,6 +26,8 @@ export interface ApiContext {
   readonly gate: AuthGate;
   /** Warm pools, when the server keeps any (their state is shown with each agent). */
   readonly pools?: WarmPools;
+  /** Live sandboxes (POST /v1/sandboxes), when the server runs them. */
+  readonly sandboxes?: LiveSandboxes;
   /** Server directories (AEGIS_HOME, bundles, scratch) that error answers name instead of showing. */
   readonly serverPaths?: readonly ServerPath[];
   /** True once startup recovery finished and until shutdown begins (readiness). */

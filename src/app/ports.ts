@@ -50,6 +50,83 @@ export interface InstanceSpec {
    * Warm: namespaces, mounts, cgroups, seccomp, egress ready). Never combined with `secrets` (per-execution values).
    */
   readonly prewarm?: boolean;
+  /**
+   * Live sandbox (app/live-sandboxes.ts): the instance's command is the runtime's exec agent instead of the agent's
+   * entrypoint, and `LiveRuntime.attach` (not `execute`) starts it. Never combined with `prewarm`.
+   */
+  readonly live?: boolean;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Live sandboxes (app/live-sandboxes.ts): a long-lived instance driven from outside. The PTY/WebSocket, port
+// forwarding and the E2B layer sit on LiveSession too.
+
+/** Paths (inside the sandbox) its file API may touch; the runtime enforces them from inside the sandbox. */
+export interface LivePathPolicy {
+  readonly readable: readonly string[];
+  readonly writable: readonly string[];
+  /** Largest file uploaded or downloaded. */
+  readonly maxFileBytes: number;
+}
+
+export interface LiveCommandSpec {
+  readonly argv: readonly string[];
+  readonly cwd: string;
+  readonly env: Readonly<Record<string, string>>;
+  /** Keep stdin open for `writeStdin`; false: the command reads end-of-file at once. */
+  readonly stdin: boolean;
+}
+
+export interface LiveCommandEvents {
+  onOutput(stream: 'stdout' | 'stderr', chunk: Uint8Array): void;
+  /** Once: the exit status, or signal `ESHUTDOWN` when the sandbox ended under it. */
+  onExit(code: number | null, signal: string | null): void;
+}
+
+export interface LiveProcess {
+  /** Its pid inside the sandbox. */
+  readonly pid: number;
+  writeStdin(chunk: Uint8Array, eof: boolean): Promise<void>;
+  kill(signal: string): Promise<void>;
+}
+
+export interface LiveFileEntry {
+  readonly path: string;
+  readonly name: string;
+  readonly type: 'file' | 'dir' | 'symlink' | 'other';
+  readonly size: number;
+  readonly mode: number;
+  readonly modifiedAt: string;
+}
+
+export interface LiveUsage {
+  readonly cpuUsageNs: number | null;
+  readonly memoryPeakBytes: number | null;
+  readonly oomKills: number;
+}
+
+/** The control channel of one live instance. Everything it reports comes from inside the sandbox (untrusted). */
+export interface LiveSession {
+  exec(spec: LiveCommandSpec, events: LiveCommandEvents): Promise<LiveProcess>;
+  stat(path: string): Promise<LiveFileEntry>;
+  list(path: string): Promise<readonly LiveFileEntry[]>;
+  mkdir(path: string): Promise<void>;
+  move(from: string, to: string): Promise<void>;
+  remove(path: string): Promise<void>;
+  writeFile(path: string, chunks: AsyncIterable<Uint8Array>): Promise<{ bytes: number }>;
+  readFile(path: string): Promise<{ size: number; chunks: AsyncIterable<Uint8Array> }>;
+  usage(): LiveUsage;
+  /** Ends every process of the sandbox. */
+  kill(): void;
+  /** Settles when the sandbox has ended (killed, or its agent died). */
+  readonly closed: Promise<{ code: number | null; signal: string | null }>;
+}
+
+/** A runtime that can hold live instances: spawn with `live: true`, then `openLive`. */
+export interface LiveRuntime {
+  spawn(spec: InstanceSpec): Promise<InstanceId>;
+  openLive(id: InstanceId, policy: LivePathPolicy): Promise<LiveSession>;
+  terminate(id: InstanceId): Promise<void>;
 }
 
 /** What a pooled instance learns when an execution claims it (it was spawned under a pool id). */

@@ -34,6 +34,7 @@ import {
 import { kTransport, registerGrpcServices } from '../grpc/services.ts';
 import { buildOpenApi } from './openapi.ts';
 import { executionView, ROUTES, type Route } from './routes.ts';
+import { sandboxRoutes } from './sandbox-routes.ts';
 import * as S from './schemas.ts';
 import { transportOf, unixSockets } from './transport.ts';
 
@@ -402,6 +403,8 @@ export async function buildHttpApi(
     }
     return reply;
   });
+
+  await app.register(sandboxRoutes({ ctx, principalOf, serverPaths, streams }));
 
   const openapi = buildOpenApi({ version: options.version });
   app.get('/openapi.json', async (_request, reply) => reply.send(openapi));

@@ -37,6 +37,13 @@ export const AUDIT_KINDS = {
   auditTailAdopted: 'audit.tail-adopted',
   /** The node key was rotated; the head covering this entry is the last one the old key signs. */
   auditKeyRotated: 'audit.key-rotated',
+  /** Live sandboxes (app/live-sandboxes.ts); the entry's execution is the sandbox id. */
+  sandboxCreated: 'sandbox.created',
+  sandboxTerminated: 'sandbox.terminated',
+  /** One command in a live sandbox: argv, exit code, duration — never stdin or output. */
+  sandboxExec: 'sandbox.exec',
+  /** One file operation in a live sandbox: op, path, bytes — never contents. */
+  sandboxFile: 'sandbox.file',
 } as const;
 
 export type AuditKind = (typeof AUDIT_KINDS)[keyof typeof AUDIT_KINDS];
@@ -121,6 +128,31 @@ export type AuditDataByKind = {
     readonly reason: string;
   };
   'audit.key-rotated': { readonly from: string; readonly to: string; readonly publicKey: string };
+  'sandbox.created': {
+    readonly agent: string;
+    readonly revision: number;
+    readonly runtime: string;
+    readonly by: string;
+    readonly timeoutMs: number;
+    readonly idleTimeoutMs: number | null;
+  };
+  'sandbox.terminated': { readonly reason: string; readonly by: string | null };
+  'sandbox.exec': {
+    readonly command: string;
+    readonly argv: readonly string[];
+    readonly exitCode: number | null;
+    readonly signal: string | null;
+    readonly durationMs: number;
+    readonly by: string;
+  };
+  'sandbox.file': {
+    readonly op: string;
+    readonly path: string;
+    readonly to: string | null;
+    readonly bytes: number | null;
+    readonly ok: boolean;
+    readonly by: string;
+  };
   /** A pool instance became Warm (spawned ahead of any execution). */
   'instance.warm': { readonly instance: string; readonly agent: string; readonly revision: number };
   /** A pool instance ended without serving an execution (idle, drained, died, …). */

@@ -81,11 +81,13 @@ export function planPrewarm(
 }
 
 /** The shims' sources, by file name. */
-export function shimSources(): Record<'prewarm.py' | 'prewarm.cjs', string> {
+export function shimSources(): Record<'prewarm.py' | 'prewarm.cjs' | 'live-agent.cjs', string> {
   const dir = new URL('./shims/', import.meta.url);
   return {
     'prewarm.py': readFileSync(new URL('prewarm.py', dir), 'utf8'),
     'prewarm.cjs': readFileSync(new URL('prewarm.cjs', dir), 'utf8'),
+    // Live sandboxes' exec agent (live.ts, docs/adr/0051-live-sandbox-exec-agent.md).
+    'live-agent.cjs': readFileSync(new URL('live-agent.cjs', dir), 'utf8'),
   };
 }
 

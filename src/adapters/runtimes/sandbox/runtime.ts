@@ -40,6 +40,9 @@ import type {
   InstanceId,
   InstanceSpec,
   InstanceState,
+  LivePathPolicy,
+  LiveRuntime,
+  LiveSession,
   Runtime,
   TaskInput,
   TaskOutput,
@@ -66,6 +69,7 @@ import {
 } from './environment.ts';
 import { agentDirFor, type GrantContext, ownDirOf, resolveMounts, scratchFile } from './grants.ts';
 import { hostHasMergedUsr, presentEtcFiles, resolveSandboxUser, type SandboxUser } from './host.ts';
+import { LIVE_AGENT, LIVE_AGENT_INSIDE, type LiveAttachment, openLiveSession } from './live.ts';
 import { type CompiledSandboxOptions, compileSandboxOptions, type SandboxRuntimeOptions } from './options.ts';
 import { goMessage, planPrewarm, SHIM_DIR_INSIDE, shimSources } from './prewarm.ts';
 import {
@@ -126,7 +130,7 @@ interface Instance {
   killedBy: 'timeout' | 'abort' | 'terminate' | undefined;
 }
 
-export class SandboxRuntime implements Runtime {
+export class SandboxRuntime implements Runtime, LiveRuntime {
   readonly name = 'sandbox';
   readonly scratchRoot: string;
   readonly user: SandboxUser;
@@ -306,6 +310,56 @@ export class SandboxRuntime implements Runtime {
     return { argv: [interpreter, entrypoint!], binaries };
   }
 
+  /** A live sandbox's command: the exec agent on the bound Node (live.ts). */
+  private liveCommand(): { argv: string[]; binaries: Record<string, string> } {
+    const node = this.nodeBinaryForSandbox(realpathSync(this.options.nodeBinary));
+    return { argv: [NODE_INSIDE, LIVE_AGENT_INSIDE], binaries: { [node]: NODE_INSIDE } };
+  }
+
+  /**
+   * Starts a live instance's exec agent (spawned with `live: true`) and hands over its control channel. The
+   * instance is Hot until `terminate`; its cgroup counters stay readable through `stats`.
+   */
+  attach(id: InstanceId): LiveAttachment {
+    const instance = this.instances.get(id);
+    if (!instance) throw new AegisError('NOT_FOUND', `no instance ${id}`);
+    if (this.status(id) !== 'warm' || instance.executed) {
+      throw new AegisError(
+        'USAGE',
+        `instance ${id} is ${instance.state}; only a Warm live instance can be attached`,
+      );
+    }
+    instance.state = 'hot';
+    instance.executed = true;
+    const { proc } = instance;
+    proc.stdin!.on('error', () => {});
+    instance.release.end('1');
+    proc.stderr!.resume(); // the agent's own diagnostics: dropped (never a channel)
+    const destroy = async () => {
+      await instance.exited;
+      if (this.instances.has(id)) {
+        instance.state = 'terminated';
+        await this.destroy(instance);
+      }
+    };
+    void destroy().catch(() => {});
+    return {
+      input: proc.stdin!,
+      output: proc.stdout!,
+      exited: instance.exited,
+      stats: () => instance.cgroup.stats(),
+      kill: () => {
+        instance.killedBy ??= 'terminate';
+        this.killTree(instance);
+      },
+    };
+  }
+
+  /** LiveRuntime: attaches a live instance and opens its channel. */
+  async openLive(id: InstanceId, policy: LivePathPolicy): Promise<LiveSession> {
+    return openLiveSession(this.attach(id), policy);
+  }
+
   async spawn(spec: InstanceSpec): Promise<InstanceId> {
     const { agent } = spec;
     // `auto` arrives here when the router picked this runtime for it (registry.ts).
@@ -323,7 +377,7 @@ export class SandboxRuntime implements Runtime {
     // namespace's lo is all there is (starting the proxy costs a Node start, ~0.1 s — see ADR 0007).
     const egress = agent.network.allow.length > 0;
     this.cgroups.assertUsable();
-    const cold = this.commandFor(agent);
+    const cold = spec.live ? this.liveCommand() : this.commandFor(agent);
     const binaries = { ...cold.binaries };
     let argv = cold.argv;
     // Prewarmed: the shim (Python/Node) or the exec wrapper (anything else) is the sandbox's command.
@@ -366,6 +420,7 @@ export class SandboxRuntime implements Runtime {
     if (prewarm?.shim) {
       copied.push([this.ensureShims()[prewarm.shim]!, `${SHIM_DIR_INSIDE}/${prewarm.shim}`, 0o644]);
     }
+    if (spec.live) copied.push([this.ensureShims()[LIVE_AGENT]!, LIVE_AGENT_INSIDE, 0o644]);
 
     const id: InstanceId = `sbx_${executionId}`;
     const dir = join(this.scratchRoot, 'sandboxes', executionId);

@@ -1,0 +1,46 @@
+/**
+ * Live sandboxes, the pure part: which paths a sandbox's file API may touch (from its manifest), and how a path
+ * given to the API is checked before it goes anywhere. The runtime checks again from inside the sandbox (symlinks
+ * resolve there, never on the host).
+ */
+import { AegisError } from './errors.ts';
+import type { CompiledAgent } from './manifest/compiled.ts';
+
+/** Writable in every sandbox (capped tmpfs). */
+export const SANDBOX_WRITABLE_ROOTS = ['/workspace', '/tmp'] as const;
+
+export function sandboxPathRoots(agent: Pick<CompiledAgent, 'mounts'>): {
+  readable: string[];
+  writable: string[];
+} {
+  const writable: string[] = [...SANDBOX_WRITABLE_ROOTS];
+  const readable: string[] = ['/agent'];
+  for (const mount of agent.mounts) (mount.writable ? writable : readable).push(mount.target);
+  return { readable, writable };
+}
+
+/**
+ * A path from the API, made absolute (relative paths are under /workspace) and normalised. Refuses `..`
+ * components, NUL and empty paths rather than resolving them: a caller never means to climb out.
+ */
+export function sandboxPath(raw: unknown, where: string): string {
+  if (typeof raw !== 'string' || raw.length === 0) {
+    throw new AegisError('USAGE', `${where}: a path is required`, { hint: 'e.g. /workspace/notes.txt' });
+  }
+  if (raw.length > 4096 || raw.includes('\0')) {
+    throw new AegisError('USAGE', `${where}: the path is longer than 4096 bytes or holds a NUL`);
+  }
+  const parts = raw.split('/').filter((part) => part !== '' && part !== '.');
+  if (parts.includes('..')) {
+    throw new AegisError('POLICY_DENIED', `${where}: ${JSON.stringify(raw)} climbs with ".."`, {
+      hint: 'name the file by its absolute path inside the sandbox, e.g. /workspace/out.txt',
+    });
+  }
+  const absolute = raw.startsWith('/') ? `/${parts.join('/')}` : `/workspace/${parts.join('/')}`;
+  return absolute.length > 1 && absolute.endsWith('/') ? absolute.slice(0, -1) : absolute;
+}
+
+/** Is `path` one of `roots` or below one? */
+export function underRoots(path: string, roots: readonly string[]): boolean {
+  return roots.some((root) => path === root || path.startsWith(root.endsWith('/') ? root : `${root}/`));
+}

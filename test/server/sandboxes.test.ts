@@ -1,0 +1,424 @@
+/**
+ * Live sandboxes end to end on a real server (REST): exec with stdin and streaming, background commands with
+ * resumable events, files incl. a 100 MiB round trip, idle timeout, crash reaping — and, playing the attacker,
+ * exec escape/capabilities, file-API traversal and symlink swaps, and cross-key access.
+ */
+import assert from 'node:assert/strict';
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { AegisClient } from '../../sdk/index.ts';
+import { findCgroupDirs } from '../support/host-state.ts';
+import {
+  cli,
+  killServers,
+  pollUntil,
+  type ServerProcess,
+  serverDirs,
+  startServerProcess,
+} from './harness.ts';
+
+interface Reply {
+  status: number;
+  json: Record<string, unknown>;
+  text: string;
+}
+
+async function call(
+  url: string,
+  key: string,
+  method: string,
+  path: string,
+  body?: unknown,
+  headers: Record<string, string> = {},
+): Promise<Reply> {
+  const response = await fetch(`${url}${path}`, {
+    method,
+    headers: {
+      authorization: `Bearer ${key}`,
+      ...(body !== undefined && !(body instanceof Uint8Array) ? { 'content-type': 'application/json' } : {}),
+      ...(body instanceof Uint8Array ? { 'content-type': 'application/octet-stream' } : {}),
+      ...headers,
+    },
+    ...(body === undefined ? {} : { body: body instanceof Uint8Array ? body : JSON.stringify(body) }),
+  });
+  const text = await response.text();
+  let json: Record<string, unknown> = {};
+  try {
+    json = JSON.parse(text) as Record<string, unknown>;
+  } catch {
+    json = {};
+  }
+  return { status: response.status, json, text };
+}
+
+/** Parses an SSE body into events. */
+function sseEvents(text: string): { id: string | undefined; event: string; data: Record<string, unknown> }[] {
+  return text
+    .split('\n\n')
+    .filter((block) => block.includes('data: '))
+    .map((block) => {
+      const lines = block.split('\n');
+      const field = (name: string) => lines.find((l) => l.startsWith(`${name}: `))?.slice(name.length + 2);
+      return { id: field('id'), event: field('event') ?? 'message', data: JSON.parse(field('data')!) };
+    });
+}
+
+describe('live sandboxes over REST', { concurrency: true }, () => {
+  let server: ServerProcess;
+  let key: string;
+  const dirs = serverDirs();
+  const agentDir = mkdtempSync(join(tmpdir(), 'aegis-live-agent-'));
+  const secretFile = join(dirs.home, 'host-secret.txt');
+
+  before(async () => {
+    writeFileSync(
+      join(agentDir, 'agent.yaml'),
+      'apiVersion: aegis.dev/v1\nkind: Agent\nmetadata: { name: live }\nspec:\n  runtime: { language: bash, entrypoint: main.sh }\n  security:\n    resources: { disk: 256Mi, memory: 512Mi, timeout: 10m }\n',
+    );
+    writeFileSync(join(agentDir, 'main.sh'), 'echo unused\n');
+    writeFileSync(secretFile, 'HOST-SECRET-VALUE\n', { mode: 0o644 });
+    server = await startServerProcess({ dirs });
+    key = server.adminKey;
+    const deployed = await cli(['deploy', join(agentDir, 'agent.yaml')], {
+      ...server.env,
+      AEGIS_SERVER: server.url,
+      AEGIS_API_KEY: key,
+    });
+    assert.equal(deployed.code, 0, deployed.stderr);
+  });
+  after(async () => {
+    await killServers();
+    dirs.cleanup();
+    rmSync(agentDir, { recursive: true, force: true });
+  });
+
+  async function create(body: Record<string, unknown> = {}, as = key): Promise<string> {
+    const created = await call(server.url, as, 'POST', '/v1/sandboxes', { agent: 'live', ...body });
+    assert.equal(created.status, 201, created.text);
+    return created.json['id'] as string;
+  }
+
+  it('runs commands with stdin, streams output over SSE, keeps state between commands', async () => {
+    const id = await create({ metadata: { purpose: 'test' }, env: { GREETING: 'hello' } });
+    const got = await call(server.url, key, 'GET', `/v1/sandboxes/${id}`);
+    assert.equal(got.json['status'], 'running');
+    assert.deepEqual(got.json['metadata'], { purpose: 'test' });
+
+    const run = await call(server.url, key, 'POST', `/v1/sandboxes/${id}/commands`, {
+      cmd: 'echo "$GREETING"; tr a-z A-Z; echo err >&2; echo kept > state.txt; exit 3',
+      stdin: 'from stdin\n',
+    });
+    assert.equal(run.status, 200, run.text);
+    assert.equal(run.json['stdout'], 'hello\nFROM STDIN\n');
+    assert.equal(run.json['stderr'], 'err\n');
+    assert.equal((run.json['command'] as Record<string, unknown>)['exitCode'], 3);
+
+    const argv = await call(server.url, key, 'POST', `/v1/sandboxes/${id}/commands`, {
+      cmd: ['cat', 'state.txt'],
+      cwd: '/workspace',
+    });
+    assert.equal(argv.json['stdout'], 'kept\n');
+
+    const streamed = await call(
+      server.url,
+      key,
+      'POST',
+      `/v1/sandboxes/${id}/commands`,
+      { cmd: 'for i in 1 2 3; do echo line$i; done' },
+      { accept: 'text/event-stream' },
+    );
+    const events = sseEvents(streamed.text);
+    assert.equal(
+      events
+        .filter((e) => e.event === 'stdout')
+        .map((e) => e.data['data'])
+        .join(''),
+      'line1\nline2\nline3\n',
+    );
+    assert.equal(events.at(-1)?.event, 'exit');
+    assert.equal(events.at(-1)?.data['exitCode'], 0);
+
+    const audit = await call(server.url, key, 'GET', `/v1/sandboxes/${id}/audit`);
+    const entries = audit.json['entries'] as { kind: string; data: Record<string, unknown> }[];
+    assert.equal(entries[0]?.kind, 'sandbox.created');
+    const execs = entries.filter((e) => e.kind === 'sandbox.exec');
+    assert.ok(execs.length >= 3);
+    assert.ok(!JSON.stringify(execs).includes('from stdin'), 'stdin is never in the ledger');
+    assert.ok(!JSON.stringify(execs).includes('FROM STDIN'), 'output is never in the ledger');
+    assert.ok(execs.some((e) => e.data['exitCode'] === 3));
+
+    const deleted = await call(server.url, key, 'DELETE', `/v1/sandboxes/${id}`);
+    assert.equal(deleted.json['status'], 'terminated');
+    const late = await call(server.url, key, 'POST', `/v1/sandboxes/${id}/commands`, { cmd: 'true' });
+    assert.equal(late.status, 409);
+  });
+
+  it('background commands: list, resume events with Last-Event-ID, stdin later, kill, per-command timeout', async () => {
+    const id = await create();
+    const bg = await call(server.url, key, 'POST', `/v1/sandboxes/${id}/commands`, {
+      cmd: 'echo started; while read -r line; do echo "got $line"; done; echo done',
+      keepStdin: true,
+      background: true,
+    });
+    assert.equal(bg.status, 201, bg.text);
+    const cmd = bg.json['id'] as string;
+    const stdin = await fetch(`${server.url}/v1/sandboxes/${id}/commands/${cmd}/stdin?eof=true`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${key}`, 'content-type': 'application/octet-stream' },
+      body: 'a\nb\n',
+    });
+    assert.equal(stdin.status, 204);
+    const all = await call(server.url, key, 'GET', `/v1/sandboxes/${id}/commands/${cmd}/events`);
+    const events = sseEvents(all.text);
+    const out = events
+      .filter((e) => e.event === 'stdout')
+      .map((e) => e.data['data'])
+      .join('');
+    assert.equal(out, 'started\ngot a\ngot b\ndone\n');
+    // Resume after the first event: nothing before it again.
+    const firstId = events[0]!.id!;
+    const resumed = sseEvents(
+      (
+        await call(server.url, key, 'GET', `/v1/sandboxes/${id}/commands/${cmd}/events`, undefined, {
+          'last-event-id': firstId,
+        })
+      ).text,
+    );
+    assert.equal(resumed[0]!.id, String(Number(firstId) + 1));
+    assert.equal(resumed.at(-1)!.event, 'exit');
+
+    const sleeper = await call(server.url, key, 'POST', `/v1/sandboxes/${id}/commands`, {
+      cmd: ['sleep', '300'],
+      background: true,
+    });
+    const listed = await call(server.url, key, 'GET', `/v1/sandboxes/${id}/commands`);
+    assert.ok(
+      (listed.json['commands'] as { id: string; status: string }[]).some(
+        (c) => c.id === sleeper.json['id'] && c.status === 'running',
+      ),
+    );
+    await call(server.url, key, 'POST', `/v1/sandboxes/${id}/commands/${sleeper.json['id']}/kill`, {});
+    const killed = await pollUntil('the killed command to exit', async () => {
+      const c = await call(server.url, key, 'GET', `/v1/sandboxes/${id}/commands/${sleeper.json['id']}`);
+      return c.json['status'] === 'exited' ? c.json : undefined;
+    });
+    assert.equal(killed['signal'], 'SIGKILL');
+
+    const timed = await call(server.url, key, 'POST', `/v1/sandboxes/${id}/commands`, {
+      cmd: ['sleep', '300'],
+      timeout: '500ms',
+    });
+    assert.equal((timed.json['command'] as Record<string, unknown>)['timedOut'], true);
+    await call(server.url, key, 'DELETE', `/v1/sandboxes/${id}`);
+  });
+
+  it('files: upload, stat, list, mkdir, move, download, remove — and a 100 MiB round trip', async () => {
+    const id = await create();
+    const base = `/v1/sandboxes/${id}/files`;
+    assert.equal(
+      (await call(server.url, key, 'POST', `${base}/mkdir`, { path: '/workspace/d/e' })).status,
+      204,
+    );
+    const up = await call(
+      server.url,
+      key,
+      'PUT',
+      `${base}?path=/workspace/d/e/a.txt`,
+      new TextEncoder().encode('hello file'),
+    );
+    assert.equal(up.status, 201, up.text);
+    assert.equal(up.json['bytes'], 10);
+    const stat = await call(server.url, key, 'GET', `${base}/stat?path=/workspace/d/e/a.txt`);
+    assert.equal(stat.json['type'], 'file');
+    assert.equal(stat.json['size'], 10);
+    assert.equal(
+      (
+        await call(server.url, key, 'POST', `${base}/move`, {
+          from: '/workspace/d/e/a.txt',
+          to: '/tmp/b.txt',
+        })
+      ).status,
+      204,
+    );
+    const list = await call(server.url, key, 'GET', `${base}/list?path=/tmp`);
+    assert.ok((list.json['entries'] as { name: string }[]).some((e) => e.name === 'b.txt'));
+    assert.equal((await call(server.url, key, 'GET', `${base}?path=/tmp/b.txt`)).text, 'hello file');
+    assert.equal((await call(server.url, key, 'DELETE', `${base}?path=/tmp/b.txt`)).status, 204);
+    assert.equal((await call(server.url, key, 'GET', `${base}/stat?path=/tmp/b.txt`)).status, 404);
+
+    const big = randomBytes(100 * 1024 * 1024);
+    const digest = createHash('sha256').update(big).digest('hex');
+    const put = await call(server.url, key, 'PUT', `${base}?path=/workspace/big.bin`, big);
+    assert.equal(put.status, 201, put.text);
+    assert.equal(put.json['bytes'], big.length);
+    const inside = await call(server.url, key, 'POST', `/v1/sandboxes/${id}/commands`, {
+      cmd: 'sha256sum /workspace/big.bin',
+    });
+    assert.match(inside.json['stdout'] as string, new RegExp(`^${digest} `));
+    const response = await fetch(`${server.url}${base}?path=/workspace/big.bin`, {
+      headers: { authorization: `Bearer ${key}` },
+    });
+    const back = Buffer.from(await response.arrayBuffer());
+    assert.equal(back.length, big.length);
+    assert.equal(createHash('sha256').update(back).digest('hex'), digest);
+    const audit = await call(server.url, key, 'GET', `/v1/sandboxes/${id}/audit`);
+    const files = (audit.json['entries'] as { kind: string; data: Record<string, unknown> }[]).filter(
+      (e) => e.kind === 'sandbox.file',
+    );
+    assert.ok(files.some((e) => e.data['op'] === 'write' && e.data['bytes'] === big.length));
+    assert.ok(files.some((e) => e.data['op'] === 'move' && e.data['to'] === '/tmp/b.txt'));
+    await call(server.url, key, 'DELETE', `/v1/sandboxes/${id}`);
+  });
+
+  it('attack: exec cannot gain capabilities, change uid, or see host files', async () => {
+    const id = await create();
+    const probe = await call(server.url, key, 'POST', `/v1/sandboxes/${id}/commands`, {
+      cmd: `id -u; grep -E '^(CapEff|CapPrm|CapBnd|NoNewPrivs|Seccomp):' /proc/self/status; cat ${secretFile} 2>&1; ls ${dirs.home} 2>&1; unshare -U -r id 2>&1; echo end`,
+    });
+    const out = probe.json['stdout'] as string;
+    assert.match(out, /^1000\n/);
+    assert.match(out, /CapEff:\s+0000000000000000/);
+    assert.match(out, /CapPrm:\s+0000000000000000/);
+    assert.match(out, /CapBnd:\s+0000000000000000/);
+    assert.match(out, /NoNewPrivs:\s+1/);
+    assert.match(out, /Seccomp:\s+2/);
+    assert.ok(!out.includes('HOST-SECRET-VALUE'), 'a host file is not reachable from exec');
+    assert.doesNotMatch(out, /uid=0/, 'no new user namespace with root inside');
+    // The command's cgroup is the sandbox's (limits apply to exec too).
+    const cg = await call(server.url, key, 'POST', `/v1/sandboxes/${id}/commands`, {
+      cmd: 'cat /proc/self/cgroup',
+    });
+    assert.ok(findCgroupDirs(id).length > 0);
+    assert.match(cg.json['stdout'] as string, new RegExp(id));
+    await call(server.url, key, 'DELETE', `/v1/sandboxes/${id}`);
+  });
+
+  it('attack: file API refuses "..", paths outside the policy, symlinks out, and symlinks swapped mid-operation', async () => {
+    const id = await create();
+    const base = `/v1/sandboxes/${id}/files`;
+    for (const path of [
+      '/workspace/../etc/passwd',
+      '../../etc/passwd',
+      '/etc/passwd',
+      secretFile,
+      '/proc/self/environ',
+    ]) {
+      const got = await call(server.url, key, 'GET', `${base}?path=${encodeURIComponent(path)}`);
+      // 403 (outside the policy), or 404: a host path under /tmp names the sandbox's own, empty /tmp.
+      assert.ok([403, 404].includes(got.status), `${path}: ${got.status} ${got.text}`);
+      assert.ok(!got.text.includes('HOST-SECRET') && !got.text.includes('agent:x:1000'), path);
+    }
+    const writeOut = await call(
+      server.url,
+      key,
+      'PUT',
+      `${base}?path=/agent/main.sh`,
+      new TextEncoder().encode('pwned'),
+    );
+    assert.equal(writeOut.status, 403, writeOut.text);
+    await call(server.url, key, 'POST', `/v1/sandboxes/${id}/commands`, {
+      cmd: `ln -s /etc /workspace/etc-link; ln -s ${secretFile} /workspace/secret-link; ln -s /etc/passwd /workspace/passwd-link`,
+    });
+    for (const path of ['/workspace/etc-link/passwd', '/workspace/secret-link', '/workspace/passwd-link']) {
+      const got = await call(server.url, key, 'GET', `${base}?path=${encodeURIComponent(path)}`);
+      assert.equal(got.status, 403, `${path}: ${got.text}`);
+      const put = await call(
+        server.url,
+        key,
+        'PUT',
+        `${base}?path=${encodeURIComponent(path)}`,
+        new TextEncoder().encode('x'),
+      );
+      assert.equal(put.status, 403, `${path}: ${put.text}`);
+    }
+    // A process in the sandbox swaps /workspace/swap between a directory and a symlink to /etc while we read
+    // /workspace/swap/passwd: every answer is the directory's file or a refusal, never /etc/passwd.
+    await call(server.url, key, 'POST', `/v1/sandboxes/${id}/commands`, {
+      cmd: 'mkdir -p /workspace/real && echo safe > /workspace/real/passwd; while true; do ln -sfn /etc /workspace/swap.new && mv -T /workspace/swap.new /workspace/swap; ln -sfn /workspace/real /workspace/swap.new && mv -T /workspace/swap.new /workspace/swap; done',
+      background: true,
+    });
+    for (let i = 0; i < 60; i++) {
+      const got = await call(server.url, key, 'GET', `${base}?path=/workspace/swap/passwd`);
+      assert.ok(!got.text.includes('agent:x:1000'), `swap round ${i} leaked /etc/passwd`);
+      if (got.status === 200) {
+        assert.equal(got.text, 'safe\n');
+      } else assert.ok([403, 404].includes(got.status), got.text);
+      const put = await call(
+        server.url,
+        key,
+        'PUT',
+        `${base}?path=/workspace/swap/passwd`,
+        new TextEncoder().encode('safe\n'),
+      );
+      assert.ok([201, 403, 404].includes(put.status), put.text);
+    }
+    const audit = await call(server.url, key, 'GET', `/v1/sandboxes/${id}/audit`);
+    const refused = (audit.json['entries'] as { kind: string; data: Record<string, unknown> }[]).filter(
+      (e) => e.kind === 'sandbox.file' && e.data['ok'] === false,
+    );
+    assert.ok(refused.length >= 8, 'refusals are audited');
+    await call(server.url, key, 'DELETE', `/v1/sandboxes/${id}`);
+  });
+
+  it("attack: another key cannot see, exec in, read files of or delete a key's sandbox; admin can", async () => {
+    const makeKey = async (name: string) => {
+      const created = await call(server.url, key, 'POST', '/v1/keys', { name, scopes: ['execute'] });
+      assert.equal(created.status, 201, created.text);
+      return created.json['key'] as string;
+    };
+    const alice = await makeKey('alice');
+    const mallory = await makeKey('mallory');
+    const id = await create({}, alice);
+    const tries: [string, string, unknown?][] = [
+      ['GET', `/v1/sandboxes/${id}`],
+      ['POST', `/v1/sandboxes/${id}/commands`, { cmd: 'id' }],
+      ['GET', `/v1/sandboxes/${id}/files?path=/workspace`],
+      ['GET', `/v1/sandboxes/${id}/audit`],
+      ['DELETE', `/v1/sandboxes/${id}`],
+    ];
+    for (const [method, path, body] of tries) {
+      const got = await call(server.url, mallory, method, path, body);
+      assert.equal(got.status, 404, `${method} ${path}: ${got.text}`);
+    }
+    const listed = await call(server.url, mallory, 'GET', '/v1/sandboxes');
+    assert.ok(!(listed.json['sandboxes'] as { id: string }[]).some((s) => s.id === id));
+    assert.equal((await call(server.url, alice, 'GET', `/v1/sandboxes/${id}`)).json['status'], 'running');
+    const read = await call(server.url, key, 'POST', '/v1/keys', { name: 'reader', scopes: ['read'] });
+    const reader = read.json['key'] as string;
+    assert.equal((await call(server.url, reader, 'POST', '/v1/sandboxes', { agent: 'live' })).status, 403);
+    assert.equal((await call(server.url, key, 'DELETE', `/v1/sandboxes/${id}`)).json['status'], 'terminated');
+  });
+
+  it('the TS SDK drives a sandbox: commands with stdin, a background command, files', async () => {
+    const client = new AegisClient({ server: server.url, apiKey: key });
+    const sandbox = await client.createSandbox({ agent: 'live', timeout: '5m', metadata: { via: 'sdk' } });
+    assert.equal(sandbox.status, 'running');
+    assert.ok((await client.listSandboxes()).some((s) => s.id === sandbox.id));
+    const result = await client.runCommand(sandbox.id, { cmd: ['wc', '-c'], stdin: 'four' });
+    assert.equal(result.stdout.trim(), '4');
+    assert.equal(result.command.exitCode, 0);
+    const bg = await client.startCommand(sandbox.id, { cmd: 'sleep 300' });
+    assert.equal((await client.listCommands(sandbox.id)).find((c) => c.id === bg.id)?.status, 'running');
+    await client.killCommand(sandbox.id, bg.id);
+    await client.writeFile(sandbox.id, '/workspace/sdk.txt', new TextEncoder().encode('via sdk'));
+    assert.equal((await client.readFile(sandbox.id, '/workspace/sdk.txt')).toString('utf8'), 'via sdk');
+    assert.equal((await client.statFile(sandbox.id, '/workspace/sdk.txt')).size, 7);
+    assert.ok((await client.listFiles(sandbox.id, '/workspace')).some((e) => e.name === 'sdk.txt'));
+    await client.removeFile(sandbox.id, '/workspace/sdk.txt');
+    await assert.rejects(client.readFile(sandbox.id, '/workspace/../etc/passwd'), /POLICY_DENIED|climbs/);
+    assert.equal((await client.deleteSandbox(sandbox.id)).status, 'terminated');
+  });
+
+  it('idle timeout ends an unused sandbox and says why', async () => {
+    const id = await create({ idleTimeout: '1s' });
+    const ended = await pollUntil('the idle sandbox to end', async () => {
+      const got = await call(server.url, key, 'GET', `/v1/sandboxes/${id}`);
+      return got.json['status'] === 'terminated' ? got.json : undefined;
+    });
+    assert.equal(ended['reason'], 'idle-timeout');
+    await pollUntil('its cgroups to go', () => (findCgroupDirs(id).length === 0 ? true : undefined));
+  });
+});
