@@ -31,6 +31,7 @@ import {
   type AegisConfig,
   loadConfig,
   openAuditContext,
+  openLlmWiring,
   openSecretStore,
   systemClock,
 } from './main.ts';
@@ -143,6 +144,15 @@ export async function startServer(
   const bundlesDir = bundleDir(env);
   const bundles = new DirAgentBundles({ dir: bundlesDir });
   const metrics = new PrometheusMetrics();
+  const secrets = openSecretStore(config);
+  let llm: Awaited<ReturnType<typeof openLlmWiring>>;
+  try {
+    llm = await openLlmWiring(secrets, { env, observe: (record) => metrics.llmCall(record) });
+  } catch (error) {
+    await audit.close().catch(() => {});
+    await store.close().catch(() => {});
+    throw error;
+  }
   const events = new ExecutionEvents(systemClock);
   const maxConcurrent = options.maxConcurrent ?? availableParallelism();
   let busy = () => 0;
@@ -175,9 +185,10 @@ export async function startServer(
       identity,
       events,
       metrics,
-      secrets: openSecretStore(config),
+      secrets,
       random: cryptoSecretRandom,
       pools,
+      llm,
     },
     { maxConcurrent, maxQueued: options.maxQueued ?? 256 },
   );

@@ -15,13 +15,17 @@ import {
 import { SqliteAuditLedger } from './adapters/audit/sqlite-ledger.ts';
 import { defaultWitnessDir, FileWitness } from './adapters/audit/witness.ts';
 import { systemClock } from './adapters/clock/system-clock.ts';
+import { loadConfig as loadConfigFile } from './adapters/config/config-file.ts';
 import { ProcIdentity } from './adapters/host/process-identity.ts';
 import { SortableIds } from './adapters/ids/ids.ts';
+import { createLlmWiring } from './adapters/llm/wiring.ts';
 import { RuntimeRouter } from './adapters/runtimes/registry.ts';
 import { SandboxRuntime } from './adapters/runtimes/sandbox/runtime.ts';
 import { FileSecretStore } from './adapters/secrets/file-secret-store.ts';
 import { cryptoSecretRandom } from './adapters/secrets/random.ts';
 import { SqliteStore } from './adapters/store/sqlite/store.ts';
+import type { LlmCallRecord } from './app/llm-gateway.ts';
+import type { LlmWiring } from './app/llm-wiring.ts';
 import type {
   AuditLog,
   Clock,
@@ -200,6 +204,23 @@ export function openSecretStore(config: AegisConfig = loadConfig()): FileSecretS
   return new FileSecretStore({
     home: config.home,
     ...(config.secretsKeyFile === undefined ? {} : { keyFile: config.secretsKeyFile }),
+  });
+}
+
+/**
+ * The orchestrator's LLM gateway: providers and aliases from the config file (`$AEGIS_CONFIG`, else
+ * `$AEGIS_HOME/config.yaml`, else /etc/aegis/config.yaml; none: no models configured), provider keys from the sealed
+ * secret store. One per process; agents reach it through the in-sandbox API.
+ */
+export async function openLlmWiring(
+  secrets: { get(name: string): Promise<string> },
+  options: { readonly env?: NodeJS.ProcessEnv; readonly observe?: (record: LlmCallRecord) => void } = {},
+): Promise<LlmWiring> {
+  const loaded = await loadConfigFile(options.env ?? process.env);
+  return createLlmWiring({
+    settings: loaded.llm,
+    secrets,
+    ...(options.observe ? { observe: options.observe } : {}),
   });
 }
 

@@ -6,6 +6,7 @@
  * anything is stored. Everything accepted is in the store, so a restarted server finds it: queued executions run,
  * the ones that were running are settled as `failed` (`orchestrator-restarted`) after their sandboxes are reaped.
  */
+
 import { AUDIT_KINDS } from '../domain/audit/entry.ts';
 import { missingEntries } from '../domain/audit/store-check.ts';
 import { type Principal, requireScope } from '../domain/auth/api-key.ts';
@@ -21,6 +22,7 @@ import { checkInputDepth } from '../domain/input-bounds.ts';
 import type { CompiledAgent } from '../domain/manifest/compiled.ts';
 import { loadRevision, notFoundAgent } from './agents.ts';
 import type { ExecutionEvents } from './execution-events.ts';
+import type { LlmWiring } from './llm-wiring.ts';
 import type {
   AgentBundles,
   AuditLog,
@@ -40,6 +42,8 @@ import { createdAuditData, runAgent } from './run-agent.ts';
 import type { WarmPools } from './warm-pools.ts';
 
 export interface ExecutionsDeps {
+  /** The LLM gateway (agents with spec.llm). */
+  readonly llm?: LlmWiring;
   readonly runtime: Runtime;
   readonly store: Store;
   readonly bundles: AgentBundles;

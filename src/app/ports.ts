@@ -55,6 +55,22 @@ export interface InstanceSpec {
    * entrypoint, and `LiveRuntime.attach` (not `execute`) starts it. Never combined with `prewarm`.
    */
   readonly live?: boolean;
+  /**
+   * The in-sandbox API (issue 13): `handler` is served on 127.0.0.1:3129 *inside* the instance (its own loopback,
+   * reachable with or without `network.allow`), from spawn until the instance is destroyed; `env` (AEGIS_API_URL,
+   * AEGIS_TOKEN, OPENAI_BASE_URL, …) is added to the agent's environment. The runtime also mounts the in-sandbox
+   * SDKs read-only (Python and Node, importable as the module "aegis"). Never combined with `prewarm`
+   * (the token is per execution).
+   */
+  readonly inSandboxApi?: InSandboxApi;
+}
+
+/** A node:http-style request handler, opaque here (the app layer does no I/O). */
+export type InSandboxHandler = (request: never, response: never) => void;
+
+export interface InSandboxApi {
+  readonly handler: InSandboxHandler;
+  readonly env: Readonly<Record<string, string>>;
 }
 
 // ---------------------------------------------------------------------------------------------------------------

@@ -8,6 +8,11 @@
  * `execution.finished`. With egress granted, `policy.network` (the rules) is written before the agent runs, and
  * every connection attempt through the egress proxy becomes a `network.connect` entry as it is decided; denied ones
  * also become `network` violations on the record, one per (destination, rule) with a count.
+ *
+ * With `spec.llm` the execution gets a gateway token (issued before spawn, revoked when the run ends) and the
+ * in-sandbox API; every model call becomes an `llm.call` entry. A call refused because a `spec.llm.budget` limit is
+ * used up ends the execution (status `killed`, reason `budget: …`, a `budget` violation). Agents with `spec.llm`
+ * are never taken from a warm pool: the token is per execution.
  */
 
 import { AUDIT_KINDS, type NetworkConnectData, type SecretUseData } from '../domain/audit/entry.ts';
@@ -24,11 +29,14 @@ import type { CompiledAgent } from '../domain/manifest/compiled.ts';
 import type { NetworkPolicy } from '../domain/policy/network-rules.ts';
 import { placeholderMap, planSecrets } from '../domain/secrets/placeholder.ts';
 import { Redactor } from '../domain/secrets/redactor.ts';
+import type { LlmBudgetName, LlmCallRecord, LlmUsageTotals } from './llm-gateway.ts';
+import { type LlmWiring, llmEnv } from './llm-wiring.ts';
 import type {
   AuditLog,
   Clock,
   ExecutionStore,
   Ids,
+  InSandboxApi,
   InstanceBinding,
   InstanceId,
   InstanceSecrets,
@@ -52,6 +60,10 @@ export interface RunAgentDeps {
   readonly secrets?: SecretStore;
   /** Placeholder randomness; required only by agents that declare secrets. */
   readonly random?: SecretRandom;
+  /** The LLM gateway and its in-sandbox handler; required only by agents with `spec.llm`. */
+  readonly llm?: LlmWiring;
+  /** Told each execution's model usage when it ends (metrics; the record and ledger hold it too). */
+  readonly onLlmUsage?: (usage: LlmUsageTotals) => void;
 }
 
 export interface RunAgentRequest {
@@ -176,10 +188,17 @@ export async function runAgent(deps: RunAgentDeps, request: RunAgentRequest): Pr
     exitCode: number | null,
     reason: string | null,
     durationMs: number | null,
+    llm?: LlmUsageTotals,
   ) => {
     if (finishedAudited) return;
     finishedAudited = true;
-    audit.append(AUDIT_KINDS.executionFinished, id, { status, exitCode, reason, durationMs });
+    audit.append(AUDIT_KINDS.executionFinished, id, {
+      status,
+      exitCode,
+      reason,
+      durationMs,
+      ...(llm ? { llm: { ...llm } } : {}),
+    });
   };
   if (request.queued === undefined) {
     // The id is not handed out before its `execution.created` entry is durable.
@@ -271,6 +290,30 @@ export async function runAgent(deps: RunAgentDeps, request: RunAgentRequest): Pr
     }
   };
 
+  // Model calls: each one into the ledger; a call refused for a spent budget ends the execution.
+  let llmToken: string | undefined;
+  let unsubscribeLlm: (() => void) | undefined;
+  let budgetSpent: { budget: LlmBudgetName; refused: number } | undefined;
+  let budgetKilled = false;
+  const onLlmCall = (record: LlmCallRecord) => {
+    try {
+      const { executionId: _, ...data } = record;
+      audit.append(AUDIT_KINDS.llmCall, id, JSON.parse(JSON.stringify(data)));
+    } catch (error) {
+      networkAuditError ??= error;
+      if (instanceForAudit !== undefined) void runtime.terminate(instanceForAudit).catch(() => {});
+      return;
+    }
+    if (record.status === 'budget') {
+      budgetSpent ??= { budget: 'calls', refused: 0 };
+      budgetSpent.refused++;
+      budgetKilled = true;
+      if (instanceForAudit !== undefined) void runtime.terminate(instanceForAudit).catch(() => {});
+    }
+  };
+  const llmUsage = (): LlmUsageTotals | undefined =>
+    llmToken === undefined ? undefined : deps.llm?.gateway.usage(id);
+
   try {
     // `execution.created` is written above (or, for a queued execution, when it was accepted, with who asked).
     let instanceId: string;
@@ -286,8 +329,32 @@ export async function runAgent(deps: RunAgentDeps, request: RunAgentRequest): Pr
           onSecretUse,
         };
       }
+      let inSandboxApi: InSandboxApi | undefined;
+      if (agent.llm !== null) {
+        if (deps.llm === undefined) {
+          throw new AegisError('RUNTIME_UNAVAILABLE', 'this AEGIS build has no LLM gateway configured', {
+            hint: 'remove spec.llm, or run the agent through `aegis run` / `aegis server` (they build the gateway)',
+          });
+        }
+        const { gateway, handler, events } = deps.llm;
+        unsubscribeLlm = events.subscribe(id, {
+          onCall: onLlmCall,
+          onBudgetExhausted: (budget) => {
+            budgetSpent = { budget, refused: budgetSpent?.refused ?? 0 };
+          },
+        });
+        llmToken = gateway.issue({
+          executionId: id,
+          agent: agent.name,
+          models: agent.llm.models,
+          budget: agent.llm.budget,
+        });
+        inSandboxApi = { handler, env: llmEnv(llmToken) };
+      }
       const pooled =
-        secrets === undefined ? request.warm?.({ executionId: id, onNetworkDecision }) : undefined;
+        secrets === undefined && inSandboxApi === undefined
+          ? request.warm?.({ executionId: id, onNetworkDecision })
+          : undefined;
       if (pooled !== undefined) {
         instanceId = pooled;
         warm = true;
@@ -297,6 +364,7 @@ export async function runAgent(deps: RunAgentDeps, request: RunAgentRequest): Pr
           agent,
           onNetworkDecision,
           ...(secrets ? { secrets } : {}),
+          ...(inSandboxApi ? { inSandboxApi } : {}),
         });
       }
       instanceForAudit = instanceId;
@@ -344,6 +412,16 @@ export async function runAgent(deps: RunAgentDeps, request: RunAgentRequest): Pr
       ...[...networkDenials.values()].map(
         ({ rule, message, count }): Violation => ({ kind: 'network', rule, message, count }),
       ),
+      ...(budgetSpent === undefined
+        ? []
+        : [
+            {
+              kind: 'budget',
+              rule: `spec.llm.budget.${budgetSpent.budget}`,
+              message: `the LLM ${budgetSpent.budget} budget of this execution is used up${budgetSpent.refused > 0 ? `; ${budgetSpent.refused} call(s) refused and the execution ended` : ''} (raise spec.llm.budget.${budgetSpent.budget}, or make fewer/smaller calls)`,
+              count: Math.max(1, budgetSpent.refused),
+            } satisfies Violation,
+          ]),
     ];
     for (const violation of result.violations) {
       if (violation.kind !== 'limit') continue;
@@ -352,14 +430,20 @@ export async function runAgent(deps: RunAgentDeps, request: RunAgentRequest): Pr
     const durationMs = Math.round(result.finishedAtMs - result.releasedAtMs);
     // A cancellation says who cancelled (the abort reason) rather than the runtime's generic "cancelled".
     const abortReason = request.signal?.aborted ? request.signal.reason : undefined;
-    const rawReason =
-      result.status === 'killed' && typeof abortReason === 'string' ? abortReason : result.reason;
+    const rawReason = budgetKilled
+      ? `budget: the LLM ${budgetSpent?.budget ?? 'calls'} budget (spec.llm.budget) is used up`
+      : result.status === 'killed' && typeof abortReason === 'string'
+        ? abortReason
+        : result.reason;
+    const status: TerminalStatus = budgetKilled ? 'killed' : result.status;
     const reason = rawReason === null ? null : clean(rawReason);
-    auditFinished(result.status, result.exitCode, reason, durationMs);
+    const usage = llmUsage();
+    if (usage !== undefined) deps.onLlmUsage?.(usage);
+    auditFinished(status, result.exitCode, reason, durationMs, usage);
     // The store says "ended" only once the ledger does (a crash in between is settled by recovery).
     await audit.durable();
     return await store.updateExecution(id, {
-      status: result.status,
+      status,
       exitCode: result.exitCode,
       reason,
       output: redactJson(result.output, redactor),
@@ -384,6 +468,8 @@ export async function runAgent(deps: RunAgentDeps, request: RunAgentRequest): Pr
     throw new AegisError('INTERNAL', `execution ${id} failed inside AEGIS`, { cause: error });
   } finally {
     ticker.cancel();
+    unsubscribeLlm?.();
+    if (llmToken !== undefined) deps.llm?.gateway.revoke(llmToken);
   }
 }
 

@@ -96,6 +96,8 @@ export class WarmPools {
   /** Pool size for an agent after server overrides; 0 for agents that can't be pooled. */
   targetFor(agent: CompiledAgent): number {
     if (agent.secrets.length > 0) return 0;
+    // Nor agents with spec.llm: their gateway token is per execution (issued before spawn).
+    if (agent.llm !== null) return 0;
     return this.#options.warmOverride ?? agent.scaling.warm;
   }
 

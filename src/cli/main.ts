@@ -37,6 +37,7 @@ import {
   AEGIS_VERSION,
   loadConfig,
   openAuditContext,
+  openLlmWiring,
   openLocalContext,
   openSecretStore,
   openStoreContext,
@@ -124,20 +125,25 @@ async function commandRun(
     await reconcileOrphans(ctx);
     progress.step(`starting ${agent.isolation} for ${agent.name}`);
     let firstLine = true;
-    const record = await runAgent(ctx, {
-      agent,
-      input,
-      signal: controller.signal,
-      onStarted: () => progress.step(`running ${agent.name}`),
-      onLog: (stream: LogStream, text: string) => {
-        if (firstLine) {
-          progress.stop();
-          firstLine = false;
-        }
-        // With --output json, stdout carries exactly one JSON object: all logs go to stderr.
-        printLogLine({ stream, text }, json);
+    // The LLM gateway only for agents that may call models (a broken config.yaml fails only those runs).
+    const llm = agent.llm === null ? undefined : await openLlmWiring(ctx.secrets);
+    const record = await runAgent(
+      { ...ctx, ...(llm ? { llm } : {}) },
+      {
+        agent,
+        input,
+        signal: controller.signal,
+        onStarted: () => progress.step(`running ${agent.name}`),
+        onLog: (stream: LogStream, text: string) => {
+          if (firstLine) {
+            progress.stop();
+            firstLine = false;
+          }
+          // With --output json, stdout carries exactly one JSON object: all logs go to stderr.
+          printLogLine({ stream, text }, json);
+        },
       },
-    });
+    );
     progress.stop();
     return printResult(executionView(record), json);
   } finally {

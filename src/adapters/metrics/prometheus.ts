@@ -23,6 +23,8 @@ export class PrometheusMetrics implements ExecutionMetrics {
   readonly #pool: Counter<'to' | 'reason'>;
   readonly #queueWait: Histogram;
   readonly #http: Counter<'method' | 'route' | 'status'>;
+  readonly #llmCalls: Counter<'alias' | 'status'>;
+  readonly #llmTokens: Counter<'alias' | 'direction'>;
 
   constructor(options: { defaultMetrics?: boolean } = {}) {
     if (options.defaultMetrics ?? true) {
@@ -64,6 +66,32 @@ export class PrometheusMetrics implements ExecutionMetrics {
       labelNames: ['method', 'route', 'status'],
       registers: [this.registry],
     });
+    this.#llmCalls = new Counter({
+      name: 'aegis_llm_calls_total',
+      help: 'Model calls through the LLM gateway, by alias and status (ok, denied, budget, error)',
+      labelNames: ['alias', 'status'],
+      registers: [this.registry],
+    });
+    this.#llmTokens = new Counter({
+      name: 'aegis_llm_tokens_total',
+      help: 'Tokens through the LLM gateway, by alias and direction (input, output)',
+      labelNames: ['alias', 'direction'],
+      registers: [this.registry],
+    });
+  }
+
+  /** One model call (the gateway's `llm.call` record). */
+  llmCall(record: {
+    readonly alias: string;
+    readonly status: string;
+    readonly inputTokens: number;
+    readonly outputTokens: number;
+  }): void {
+    // The alias is agent-chosen text: only configured-looking names become label values.
+    const alias = /^[a-z][a-z0-9-]{0,31}$/.test(record.alias) ? record.alias : 'other';
+    this.#llmCalls.inc({ alias, status: record.status });
+    if (record.inputTokens > 0) this.#llmTokens.inc({ alias, direction: 'input' }, record.inputTokens);
+    if (record.outputTokens > 0) this.#llmTokens.inc({ alias, direction: 'output' }, record.outputTokens);
   }
 
   /** Gauges that read the scheduler when scraped. */

@@ -73,6 +73,8 @@ export type AuditDataByKind = {
     readonly exitCode: number | null;
     readonly reason: string | null;
     readonly durationMs: number | null;
+    /** Model usage of an execution with `spec.llm` (calls, input/output tokens, USD). */
+    readonly llm?: { calls: number; inputTokens: number; outputTokens: number; usd: number };
   };
   'limit.hit': { readonly rule: string; readonly count: number | null };
   /** One entry per host path granted to the sandbox. */

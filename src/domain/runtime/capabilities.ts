@@ -32,6 +32,7 @@ export const RULES = [
   'filesystem.write',
   'secrets.placeholders',
   'scaling.warm',
+  'llm.gateway',
 ] as const;
 export type Rule = (typeof RULES)[number];
 
@@ -48,6 +49,12 @@ export const RULE_MANIFEST_PATH: Readonly<Record<Rule, string>> = {
   'filesystem.write': 'spec.security.filesystem.write',
   'secrets.placeholders': 'spec.secrets',
   'scaling.warm': 'spec.scaling.warm',
+  'llm.gateway': 'spec.llm',
+};
+
+/** What the capability checks read of an agent. */
+export type RuleAgent = Pick<CompiledAgent, 'network' | 'mounts' | 'secrets' | 'scaling'> & {
+  readonly llm?: CompiledAgent['llm'];
 };
 
 /** How a runtime enforces a rule, or `null` when it cannot (then a manifest needing it is refused). */
@@ -70,6 +77,7 @@ export const RUNTIME_CAPABILITIES: Readonly<Record<RuntimeName, Readonly<Record<
     'filesystem.write': 'read-write bind of the descriptor opened by a race-free walk',
     'secrets.placeholders': 'placeholders in env; the egress proxy rewrites them toward bound hosts',
     'scaling.warm': 'bwrap blocked on --block-fd, or a prewarm shim waiting on a go socket',
+    'llm.gateway': 'in-sandbox API on 127.0.0.1:3129 inside the netns (per-execution token); SDKs mounted read-only',
   },
   gvisor: {
     'resources.memory': 'runsc with cgroups (OCI linux.resources.memory), swap off',
@@ -83,6 +91,7 @@ export const RUNTIME_CAPABILITIES: Readonly<Record<RuntimeName, Readonly<Record<
     'filesystem.write': 'OCI bind mount, rw (gofer-mediated)',
     'secrets.placeholders': 'same env placeholders and egress-proxy rewriting as sandbox',
     'scaling.warm': 'runsc create (started later with runsc start)',
+    'llm.gateway': null,
   },
   docker: {
     'resources.memory': 'HostConfig.Memory = MemorySwap',
@@ -96,13 +105,14 @@ export const RUNTIME_CAPABILITIES: Readonly<Record<RuntimeName, Readonly<Record<
     'filesystem.write': 'bind mount, rw',
     'secrets.placeholders': 'same env placeholders and egress-proxy rewriting as sandbox',
     'scaling.warm': 'a created, not yet started container',
+    'llm.gateway': null,
   },
   firecracker: Object.fromEntries(RULES.map((rule) => [rule, null])) as Record<Rule, Enforcement>,
 };
 
 /** The rules an agent needs enforced. Every agent has every limit and either no network or an allow-list. */
 export function rulesRequiredBy(
-  agent: Pick<CompiledAgent, 'network' | 'mounts' | 'secrets' | 'scaling'>,
+  agent: RuleAgent,
 ): Rule[] {
   const rules: Rule[] = [
     'resources.memory',
@@ -116,13 +126,14 @@ export function rulesRequiredBy(
   if (agent.mounts.some((m) => m.writable)) rules.push('filesystem.write');
   if (agent.secrets.length > 0) rules.push('secrets.placeholders');
   if (agent.scaling.warm > 0) rules.push('scaling.warm');
+  if (agent.llm) rules.push('llm.gateway');
   return rules;
 }
 
 /** The rules `runtime` cannot enforce for this agent (empty: it can run it as written). */
 export function unenforceableRules(
   runtime: RuntimeName,
-  agent: Pick<CompiledAgent, 'network' | 'mounts' | 'secrets' | 'scaling'>,
+  agent: RuleAgent,
 ): Rule[] {
   return rulesRequiredBy(agent).filter((rule) => RUNTIME_CAPABILITIES[runtime][rule] === null);
 }
@@ -140,7 +151,7 @@ export function runtimesEnforcing(rules: readonly Rule[]): RuntimeName[] {
  */
 export function assertEnforceable(
   runtime: RuntimeName,
-  agent: Pick<CompiledAgent, 'network' | 'mounts' | 'secrets' | 'scaling'>,
+  agent: RuleAgent,
 ): void {
   const missing = unenforceableRules(runtime, agent);
   if (missing.length === 0) return;
@@ -177,7 +188,7 @@ export interface RuntimeAvailability {
  */
 export function resolveIsolation(
   isolation: RuntimeName | 'auto',
-  agent: Pick<CompiledAgent, 'network' | 'mounts' | 'secrets' | 'scaling'>,
+  agent: RuleAgent,
   availability: readonly RuntimeAvailability[],
 ): RuntimeName {
   const available = RUNTIMES_BY_STRENGTH.filter((name) =>

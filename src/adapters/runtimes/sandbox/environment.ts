@@ -13,6 +13,17 @@ export const INNER_PATH = '/opt/aegis/bin:/usr/local/bin:/usr/bin:/bin';
 /** Where the egress proxy listens inside every sandbox that has egress (on the sandbox's own lo). */
 export const PROXY_PORT = 3128;
 const PROXY_URL = `http://127.0.0.1:${PROXY_PORT}`;
+/** Where the in-sandbox API (LLM gateway, later tools/memory) listens inside a sandbox that has one (its own lo). */
+export const API_PORT = 3129;
+/** The in-sandbox SDKs inside: Python on PYTHONPATH; Node at /node_modules/aegis, which every ESM/CJS file resolves. */
+export const PYTHON_SDK_INSIDE = '/opt/aegis/sdk/python';
+export const NODE_SDK_INSIDE = '/node_modules/aegis';
+/** What the SDK mounts add to the environment (CJS `require('aegis')` also finds /node_modules by walking up). */
+export const SDK_ENV: Readonly<Record<string, string>> = {
+  PYTHONPATH: PYTHON_SDK_INSIDE,
+  NODE_PATH: '/node_modules',
+};
+
 /**
  * Environment that points HTTP clients at the egress proxy (curl reads the lowercase names, most others the
  * uppercase). NO_PROXY is empty: every destination — 127.0.0.1 included — is the proxy's to decide, because an
@@ -44,12 +55,17 @@ export const GENERATED_ETC: Readonly<Record<string, string>> = {
 export function sandboxEnv(
   agent: CompiledAgent,
   executionId: string,
-  options: { readonly egress: boolean; readonly secretEnv: Readonly<Record<string, string>> } = {
+  options: {
+    readonly egress: boolean;
+    readonly secretEnv: Readonly<Record<string, string>>;
+    /** The in-sandbox API's variables (AEGIS_API_URL, AEGIS_TOKEN, OPENAI_BASE_URL, …); set by AEGIS, not spec.env. */
+    readonly apiEnv?: Readonly<Record<string, string>>;
+  } = {
     egress: false,
     secretEnv: {},
   },
 ): Record<string, string> {
-  const { egress, secretEnv } = options;
+  const { egress, secretEnv, apiEnv } = options;
   return {
     PATH: INNER_PATH,
     HOME: '/workspace',
@@ -62,6 +78,14 @@ export function sandboxEnv(
     // Placeholders only: the values stay in this process and reach the wire through the proxy's rewriter.
     ...secretEnv,
     ...(egress ? PROXY_ENV : {}),
+    // The API is on the sandbox's own lo: never through the egress proxy.
+    ...(apiEnv
+      ? {
+          ...SDK_ENV,
+          ...apiEnv,
+          ...(egress ? { NO_PROXY: '127.0.0.1:3129', no_proxy: '127.0.0.1:3129' } : {}),
+        }
+      : {}),
     AEGIS_EXECUTION_ID: executionId,
     AEGIS_AGENT_NAME: agent.name,
     AEGIS_AGENT_VERSION: agent.version,

@@ -33,6 +33,8 @@ import {
   statSync,
   writeFileSync,
 } from 'node:fs';
+import { createServer as createHttpServer, type Server as HttpServer } from 'node:http';
+import type net from 'node:net';
 import { join } from 'node:path';
 import type { Duplex, Readable, Writable } from 'node:stream';
 import type {
@@ -59,12 +61,15 @@ import { buildBwrapArgs } from './bwrap-args.ts';
 import { CgroupDriver, removeCgroupPaths, type SandboxCgroup } from './cgroups.ts';
 import { createEgressProxy, type Route } from './egress.ts';
 import {
+  API_PORT,
   GENERATED_ETC,
   INNER_GID,
   INNER_UID,
   NODE_INSIDE,
+  NODE_SDK_INSIDE,
   PROXY_ENV,
   PROXY_PORT,
+  PYTHON_SDK_INSIDE,
   sandboxEnv,
 } from './environment.ts';
 import { agentDirFor, type GrantContext, ownDirOf, resolveMounts, scratchFile } from './grants.ts';
@@ -96,6 +101,36 @@ export type { SandboxRuntimeOptions };
 export { GENERATED_ETC, INNER_GID, INNER_UID, PROXY_ENV, PROXY_PORT, sandboxEnv };
 
 const SPAWN_DEADLINE_MS = 10_000;
+
+/** The in-sandbox SDKs (sdk/in-sandbox): host file → target inside (copied read-only into the sandbox's root). */
+const SDK_ROOT = join(import.meta.dirname, '..', '..', '..', '..', 'sdk', 'in-sandbox');
+export const SDK_FILES: Readonly<Record<string, string>> = {
+  [join(SDK_ROOT, 'python', 'aegis', '__init__.py')]: `${PYTHON_SDK_INSIDE}/aegis/__init__.py`,
+  [join(SDK_ROOT, 'node', 'aegis', 'index.js')]: `${NODE_SDK_INSIDE}/index.js`,
+  [join(SDK_ROOT, 'node', 'aegis', 'package.json')]: `${NODE_SDK_INSIDE}/package.json`,
+};
+
+/**
+ * Serves `handler` on listening sockets opened inside a sandbox's netns: one HTTP server fed their connections.
+ * Closing it closes the sockets and every open connection (the agent's API dies with the instance).
+ */
+function serveInSandboxApi(
+  handler: NonNullable<InstanceSpec['inSandboxApi']>['handler'],
+  listeners: net.Server[],
+) {
+  const http: HttpServer = createHttpServer(
+    { requestTimeout: 0, headersTimeout: 30_000 },
+    handler as unknown as Parameters<typeof createHttpServer>[1],
+  );
+  for (const listener of listeners) listener.on('connection', (socket) => http.emit('connection', socket));
+  return {
+    close: async () => {
+      for (const listener of listeners) listener.close();
+      http.closeAllConnections();
+      await new Promise<void>((resolve) => http.close(() => resolve()));
+    },
+  };
+}
 interface Instance {
   readonly id: InstanceId;
   /** The execution served and where its egress decisions go: the spawn's, or the binding's (pooled instances). */
@@ -127,6 +162,8 @@ interface Instance {
   readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
   /** The egress proxy serving the listener in the sandbox's netns; undefined when it has no egress at all. */
   readonly proxy: EgressProxy | undefined;
+  /** The in-sandbox API's server (spec.inSandboxApi); undefined when the instance has none. */
+  readonly api: { close(): Promise<void> } | undefined;
   killedBy: 'timeout' | 'abort' | 'terminate' | undefined;
 }
 
@@ -421,6 +458,10 @@ export class SandboxRuntime implements Runtime, LiveRuntime {
       copied.push([this.ensureShims()[prewarm.shim]!, `${SHIM_DIR_INSIDE}/${prewarm.shim}`, 0o644]);
     }
     if (spec.live) copied.push([this.ensureShims()[LIVE_AGENT]!, LIVE_AGENT_INSIDE, 0o644]);
+    // With the in-sandbox API, its SDKs: importable without installation, read-only (the root is remounted ro).
+    if (spec.inSandboxApi) {
+      for (const [file, target] of Object.entries(SDK_FILES)) copied.push([file, target, 0o444]);
+    }
 
     const id: InstanceId = `sbx_${executionId}`;
     const dir = join(this.scratchRoot, 'sandboxes', executionId);
@@ -430,6 +471,7 @@ export class SandboxRuntime implements Runtime, LiveRuntime {
     let cgroup: SandboxCgroup | undefined;
     let proc: ChildProcess | undefined;
     let proxy: EgressProxy | undefined;
+    let api: { close(): Promise<void> } | undefined;
     try {
       outputDir = outputDirFor(dir);
       // Written once, before anything it names exists: the output dir (just made) and every cgroup dir create() may
@@ -460,7 +502,11 @@ export class SandboxRuntime implements Runtime, LiveRuntime {
         fdSlots.set(childFd, source.fd);
         return { fd: childFd };
       };
-      const env = sandboxEnv(agent, executionId, { egress, secretEnv: spec.secrets?.env ?? {} });
+      const env = sandboxEnv(agent, executionId, {
+        egress,
+        secretEnv: spec.secrets?.env ?? {},
+        ...(spec.inSandboxApi ? { apiEnv: spec.inSandboxApi.env } : {}),
+      });
       const args = buildBwrapArgs({
         innerUid: INNER_UID,
         innerGid: INNER_GID,
@@ -609,6 +655,18 @@ export class SandboxRuntime implements Runtime, LiveRuntime {
         });
         for (const server of servers) proxy.serve(server);
       }
+      if (spec.inSandboxApi) {
+        // Same way as the egress listener, whether or not the agent has egress: the agent's lo:3129 is served from
+        // this process, before its first instruction.
+        const servers = await listenInNetns({
+          pid: childPid,
+          port: API_PORT,
+          ...this.netnsHelper(),
+          ...(this.options.nsenterPath ? { nsenterPath: this.options.nsenterPath } : {}),
+          timeoutMs: SPAWN_DEADLINE_MS,
+        });
+        api = serveInSandboxApi(spec.inSandboxApi.handler, servers);
+      }
 
       if (prewarm && go) {
         // Limits and egress are in place: let the shim start the interpreter now, and wait until it waits for go.
@@ -648,6 +706,7 @@ export class SandboxRuntime implements Runtime, LiveRuntime {
         early,
         exited,
         proxy,
+        api,
         killedBy: undefined,
       };
       this.instances.set(id, instance);
@@ -656,6 +715,7 @@ export class SandboxRuntime implements Runtime, LiveRuntime {
     } catch (error) {
       if (proc && proc.exitCode === null) proc.kill('SIGKILL');
       await proxy?.close().catch(() => {});
+      await api?.close().catch(() => {});
       await cgroup?.destroy().catch(() => {});
       if (outputDir) rmSync(outputDir, { recursive: true, force: true });
       rmSync(dir, { recursive: true, force: true });
@@ -769,6 +829,7 @@ export class SandboxRuntime implements Runtime, LiveRuntime {
     try {
       // First the way out: its listener lived in this process, so closing it leaves nothing behind to reap.
       await instance.proxy?.close();
+      await instance.api?.close();
       await instance.cgroup.destroy();
     } finally {
       if (instance.outputDir) removeDir(instance.outputDir, ['output.json']);
