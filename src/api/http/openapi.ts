@@ -3,7 +3,9 @@
  * which OpenAPI 3.1 uses). Schemas with a `.meta({ id })` become components; the rest are inlined.
  */
 import { z } from 'zod';
-import { ROUTES, type Route } from './routes.ts';
+import { ROUTES } from './routes.ts';
+import * as SandboxSchemas from './sandbox-schemas.ts';
+import { type DocumentedRoute, SANDBOX_ROUTES } from './sandbox-schemas.ts';
 import * as S from './schemas.ts';
 
 type Json = Record<string, unknown>;
@@ -14,7 +16,7 @@ const COMPONENT_REF = (id: string) => `#/components/schemas/${id}`;
 function componentSchemas(): Record<string, Json> {
   const registry = z.registry<{ id: string }>();
   const seen = new Set<string>();
-  for (const value of Object.values(S)) {
+  for (const value of [...Object.values(S), ...Object.values(SandboxSchemas)]) {
     if (!(value instanceof z.ZodType)) continue;
     const id = (z.globalRegistry.get(value) as { id?: string } | undefined)?.id;
     if (id === undefined || seen.has(id)) continue;
@@ -36,7 +38,7 @@ function schemaRef(schema: z.ZodType, io: 'input' | 'output'): Json {
   return json;
 }
 
-function parameters(route: Route): Json[] {
+function parameters(route: DocumentedRoute): Json[] {
   const out: Json[] = [];
   const add = (schema: z.ZodType | undefined, where: 'path' | 'query') => {
     if (schema === undefined) return;
@@ -62,7 +64,7 @@ function parameters(route: Route): Json[] {
 
 export function buildOpenApi(info: { version: string }): Json {
   const paths: Record<string, Json> = {};
-  for (const route of ROUTES) {
+  for (const route of [...ROUTES, ...SANDBOX_ROUTES] as readonly DocumentedRoute[]) {
     const path = route.path.replace(/:(\w+)/g, '{$1}');
     const operation: Json = {
       operationId: route.operationId,
@@ -92,6 +94,11 @@ export function buildOpenApi(info: { version: string }): Json {
       operation['requestBody'] = {
         required: true,
         content: { 'application/gzip': { schema: { type: 'string', format: 'binary' } } },
+      };
+    } else if (route.body === 'octet-stream') {
+      operation['requestBody'] = {
+        required: true,
+        content: { 'application/octet-stream': { schema: { type: 'string', format: 'binary' } } },
       };
     } else if (route.body !== undefined) {
       operation['requestBody'] = {

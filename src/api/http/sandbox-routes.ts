@@ -5,50 +5,14 @@
  */
 import { once } from 'node:events';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import { z } from 'zod';
+import type { z } from 'zod';
 import type { CommandEvent, LiveSandboxes } from '../../app/live-sandboxes.ts';
 import type { Principal } from '../../domain/auth/api-key.ts';
 import { AegisError } from '../../domain/errors.ts';
 import { parseDuration } from '../../domain/units.ts';
 import type { ApiContext } from '../context.ts';
 import { errorBody, requestValidationError, type ServerPath, toAegisError } from '../errors.ts';
-
-const Duration = z.union([z.string().max(32), z.number().int().nonnegative()]);
-const StringMap = z.record(z.string().max(256), z.string().max(64 * 1024));
-
-export const CreateSandboxBody = z.strictObject({
-  agent: z.string().min(1).max(200),
-  timeout: Duration.optional(),
-  idleTimeout: Duration.nullable().optional(),
-  metadata: StringMap.optional(),
-  env: StringMap.optional(),
-});
-
-export const ExecBody = z.strictObject({
-  cmd: z.union([
-    z
-      .string()
-      .min(1)
-      .max(128 * 1024),
-    z
-      .array(z.string().max(128 * 1024))
-      .min(1)
-      .max(4096),
-  ]),
-  cwd: z.string().max(4096).optional(),
-  env: StringMap.optional(),
-  stdin: z
-    .string()
-    .max(1024 * 1024)
-    .optional(),
-  keepStdin: z.boolean().optional(),
-  background: z.boolean().optional(),
-  timeout: Duration.optional(),
-});
-
-const KillBody = z.strictObject({ signal: z.string().max(16).optional() });
-const PathBody = z.strictObject({ path: z.string().max(4096) });
-const MoveBody = z.strictObject({ from: z.string().max(4096), to: z.string().max(4096) });
+import { CreateSandboxBody, ExecBody, KillBody, MoveBody, PathBody } from './sandbox-schemas.ts';
 
 /** Output gathered for a non-streaming, foreground exec. */
 const MAX_COLLECTED_CHARS = 4 * 1024 * 1024;
