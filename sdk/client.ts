@@ -14,6 +14,7 @@ import type {
   RunCommandOptions,
   Sandbox,
   SandboxCommand,
+  SandboxCommandEvent,
   SandboxFileEntry,
 } from './sandbox-wire.ts';
 import { SseParser } from './sse.ts';
@@ -476,6 +477,69 @@ export class AegisClient {
       path: `/v1/sandboxes/${enc(id)}/commands/${enc(command)}/kill`,
       json: { signal },
     });
+  }
+
+  /**
+   * A command's output and exit as they happen, over Server-Sent Events; after the `exit` event the stream ends. A
+   * dropped connection is reopened with `Last-Event-ID`, so no event is lost or repeated. Stop early with `break`
+   * or the signal.
+   */
+  async *commandEvents(
+    id: string,
+    command: string,
+    options: { after?: number; signal?: AbortSignal } = {},
+  ): AsyncGenerator<SandboxCommandEvent, void, undefined> {
+    const { signal } = options;
+    let lastSeq = options.after ?? 0;
+    let drops = 0;
+    let retryMs: number | undefined;
+    for (;;) {
+      signal?.throwIfAborted();
+      const response = await this.#send('read', {
+        method: 'GET',
+        path: `/v1/sandboxes/${enc(id)}/commands/${enc(command)}/events`,
+        query: { after: lastSeq > 0 ? lastSeq : undefined },
+        headers: {
+          accept: 'text/event-stream',
+          ...(lastSeq > 0 ? { 'last-event-id': String(lastSeq) } : {}),
+        },
+        signal,
+      });
+      const parser = new SseParser();
+      const decoder = new TextDecoder();
+      let progressed = false;
+      try {
+        for await (const chunk of response) {
+          for (const event of parser.push(decoder.decode(chunk as Buffer, { stream: true }))) {
+            if (event.type === 'stdout' || event.type === 'stderr' || event.type === 'exit') {
+              const item = parseJson<SandboxCommandEvent>(event.data, 'a command event');
+              if (item.seq <= lastSeq) continue;
+              lastSeq = item.seq;
+              progressed = true;
+              yield item;
+              if (item.type === 'exit') return;
+            } else if (event.type === 'error') {
+              const body = parseJson<unknown>(event.data, 'an error event');
+              throw (
+                errorFromBody(body, 200, undefined) ??
+                new AegisApiError({
+                  code: 'INTERNAL',
+                  status: 200,
+                  message: `the command stream failed: ${event.data}`,
+                })
+              );
+            }
+          }
+          if (parser.retryMs !== undefined) retryMs = parser.retryMs;
+        }
+      } catch (error) {
+        signal?.throwIfAborted();
+        if (error instanceof AegisApiError) throw error;
+      } finally {
+        response.destroy();
+      }
+      drops = await this.#afterDrop(`${id}/${command}`, progressed ? 1 : drops + 1, retryMs, signal);
+    }
   }
 
   /** Uploads `bytes` to `path` inside the sandbox (raw body). */

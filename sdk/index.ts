@@ -36,6 +36,7 @@ export type {
   RunCommandOptions,
   Sandbox,
   SandboxCommand,
+  SandboxCommandEvent,
   SandboxFileEntry,
 } from './sandbox-wire.ts';
 export { type SseEvent, SseParser } from './sse.ts';

@@ -62,3 +62,14 @@ export interface SandboxFileEntry {
   readonly mode: number;
   readonly modifiedAt: string;
 }
+
+/** One event of a command's stream (`GET /v1/sandboxes/{id}/commands/{command}/events`), by `seq`. */
+export type SandboxCommandEvent =
+  | { readonly seq: number; readonly type: 'stdout' | 'stderr'; readonly data: string }
+  | {
+      readonly seq: number;
+      readonly type: 'exit';
+      readonly exitCode: number | null;
+      readonly signal: string | null;
+      readonly timedOut: boolean;
+    };

@@ -412,6 +412,77 @@ describe('live sandboxes over REST', { concurrency: true }, () => {
     assert.equal((await client.deleteSandbox(sandbox.id)).status, 'terminated');
   });
 
+  it('the CLI drives a sandbox: create, ls, exec (streamed, exit code kept), files put/get/ls/rm, rm — text and -o json', async () => {
+    const env = { ...server.env, AEGIS_SERVER: server.url, AEGIS_API_KEY: key };
+    const run = async (args: string[], code = 0) => {
+      const result = await cli(args, env);
+      assert.equal(result.code, code, `aegis ${args.join(' ')}: ${result.stderr}`);
+      return result;
+    };
+    const created = await run([
+      'sandbox',
+      'create',
+      'live',
+      '--timeout',
+      '5m',
+      '--env',
+      'WHO=cli',
+      '--metadata',
+      'via=cli',
+      '-o',
+      'json',
+    ]);
+    const sandbox = JSON.parse(created.stdout) as { id: string; metadata: Record<string, string> };
+    assert.deepEqual(sandbox.metadata, { via: 'cli' });
+    const id = sandbox.id;
+    assert.match((await run(['sandbox', 'ls'])).stdout, new RegExp(`${id}\\s+live@\\d+\\s+running`));
+    const listed = JSON.parse((await run(['sandbox', 'ls', '-o', 'json'])).stdout) as {
+      sandboxes: { id: string }[];
+    };
+    assert.ok(listed.sandboxes.some((s) => s.id === id));
+
+    const exec = await run(
+      ['sandbox', 'exec', id, '--', 'sh', '-c', 'echo "hi $WHO"; echo oops >&2; exit 7'],
+      7,
+    );
+    assert.equal(exec.stdout, 'hi cli\n');
+    assert.match(exec.stderr, /oops/);
+    const killed = await run(['sandbox', 'exec', id, '--', 'sh', '-c', 'kill -TERM $$'], 128 + 15);
+    assert.equal(killed.stdout, '');
+    const json = await run(['sandbox', 'exec', id, '-o', 'json', '--cwd', '/workspace', '--', 'pwd'], 0);
+    const result = JSON.parse(json.stdout) as {
+      stdout: string;
+      command: { exitCode: number; argv: string[] };
+    };
+    assert.equal(result.stdout, '/workspace\n');
+    assert.deepEqual(result.command.argv, ['pwd']);
+
+    const local = join(dirs.home, 'cli-upload.txt');
+    writeFileSync(local, 'from the cli\n');
+    await run(['sandbox', 'files', 'put', id, local, '/workspace/up.txt']);
+    assert.equal((await run(['sandbox', 'files', 'get', id, '/workspace/up.txt'])).stdout, 'from the cli\n');
+    assert.match((await run(['sandbox', 'files', 'ls', id, '/workspace'])).stdout, /\s13\s.*up\.txt/);
+    const entries = JSON.parse(
+      (await run(['sandbox', 'files', 'ls', id, '/workspace', '-o', 'json'])).stdout,
+    ) as {
+      entries: { name: string; size: number }[];
+    };
+    assert.equal(entries.entries.find((e) => e.name === 'up.txt')?.size, 13);
+    await run(['sandbox', 'files', 'rm', id, '/workspace/up.txt']);
+    const gone = await run(['sandbox', 'files', 'get', id, '/workspace/up.txt'], 2);
+    assert.match(gone.stderr, /NOT_FOUND/);
+    const denied = await cli(['sandbox', 'files', 'get', id, '/workspace/../etc/passwd'], env);
+    assert.notEqual(denied.code, 0);
+    assert.doesNotMatch(denied.stdout, /root:/);
+
+    const bad = await run(['sandbox', 'create', 'live', '--env', 'NOEQUALS'], 2);
+    assert.match(bad.stderr, /--env "NOEQUALS": expected KEY=VALUE/);
+    const removed = JSON.parse((await run(['sandbox', 'rm', id, '-o', 'json'])).stdout) as { status: string };
+    assert.equal(removed.status, 'terminated');
+    const after = await run(['sandbox', 'exec', id, '--', 'true'], 2);
+    assert.match(after.stderr, /error\[/);
+  });
+
   it('idle timeout ends an unused sandbox and says why', async () => {
     const id = await create({ idleTimeout: '1s' });
     const ended = await pollUntil('the idle sandbox to end', async () => {

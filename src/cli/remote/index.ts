@@ -16,6 +16,7 @@ import { addServerOptions, HELP_GROUP } from './connect.ts';
 import { commandDeploy } from './deploy.ts';
 import { commandCancel, commandExec } from './executions.ts';
 import { commandKeysCreate, commandKeysLs, commandKeysRevoke } from './keys.ts';
+import { registerSandboxCommands } from './sandboxes.ts';
 
 export { addServerOptions, needsServer, type ServerFlags, serverFrom } from './connect.ts';
 export { type RemotePsFlags, remoteLogs, remotePs } from './executions.ts';
@@ -99,4 +100,6 @@ export function registerRemoteCommands(program: Command, setExit: (code: number)
   serverCommand(keys, 'revoke', 'revoke an API key')
     .argument('<id>', 'key id (key_…), from `aegis keys ls`')
     .action(wrap(commandKeysRevoke));
+
+  registerSandboxCommands(program, serverCommand, wrap);
 }
