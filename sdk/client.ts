@@ -449,6 +449,16 @@ export class AegisClient {
     return this.#json('write', { method: 'DELETE', path: `/v1/sandboxes/${enc(id)}` });
   }
 
+  /** Freezes every process of the sandbox; no CPU, and its timeouts stop, until `resumeSandbox`. */
+  pauseSandbox(id: string): Promise<Sandbox> {
+    return this.#json('write', { method: 'POST', path: `/v1/sandboxes/${enc(id)}/pause` });
+  }
+
+  /** Lets a paused sandbox run again (its `expiresAt` moves forward by the time it was paused). */
+  resumeSandbox(id: string): Promise<Sandbox> {
+    return this.#json('write', { method: 'POST', path: `/v1/sandboxes/${enc(id)}/resume` });
+  }
+
   /** Runs a command to its end; output is collected (at most 4 MiB per stream). */
   runCommand(id: string, options: RunCommandOptions): Promise<CommandResult> {
     return this.#json('write', { method: 'POST', path: `/v1/sandboxes/${enc(id)}/commands`, json: options });

@@ -15,7 +15,7 @@ export interface Sandbox {
   readonly id: string;
   readonly agent: { readonly name: string; readonly revision: number; readonly version: string };
   readonly runtime: string;
-  readonly status: 'running' | 'terminated';
+  readonly status: 'running' | 'paused' | 'terminated';
   readonly reason: string | null;
   readonly createdAt: string;
   readonly expiresAt: string;

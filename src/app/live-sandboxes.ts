@@ -55,7 +55,7 @@ export interface CreateSandboxRequest {
   readonly env?: Readonly<Record<string, string>>;
 }
 
-export type SandboxStatus = 'running' | 'terminated';
+export type SandboxStatus = 'running' | 'paused' | 'terminated';
 
 export interface SandboxView {
   readonly id: string;
@@ -126,7 +126,8 @@ interface Sandbox {
   readonly revision: number;
   readonly owner: string;
   readonly createdAtMs: number;
-  readonly expiresAtMs: number;
+  /** Moves forward by the time spent paused (paused time never counts toward the timeout). */
+  expiresAtMs: number;
   readonly idleTimeoutMs: number | null;
   readonly metadata: Readonly<Record<string, string>>;
   readonly session: LiveSession;
@@ -134,6 +135,8 @@ interface Sandbox {
   status: SandboxStatus;
   reason: string | null;
   lastActivityMs: number;
+  /** When the current pause began (clock ms), else null. */
+  pausedAtMs: number | null;
   lifetime: Timer | undefined;
   idle: Timer | undefined;
   lastUsage: SandboxView['usage'];
@@ -163,7 +166,7 @@ export class LiveSandboxes {
   /** Live sandboxes now (what `--max-sandboxes` counts). */
   running(): number {
     let n = this.#starting;
-    for (const sandbox of this.#sandboxes.values()) if (sandbox.status === 'running') n++;
+    for (const sandbox of this.#sandboxes.values()) if (sandbox.status !== 'terminated') n++;
     return n;
   }
 
@@ -221,6 +224,7 @@ export class LiveSandboxes {
         status: 'running',
         reason: null,
         lastActivityMs: now,
+        pausedAtMs: null,
         lifetime: undefined,
         idle: undefined,
         lastUsage: null,
@@ -236,9 +240,7 @@ export class LiveSandboxes {
         timeoutMs,
         idleTimeoutMs: sandbox.idleTimeoutMs,
       });
-      sandbox.lifetime = clock.setTimeout(() => void this.#end(sandbox, 'timeout', null), timeoutMs, {
-        background: true,
-      });
+      this.#armLifetime(sandbox);
       this.#armIdle(sandbox);
       void session.closed.then(() => this.#end(sandbox, 'exited', null));
       await audit.durable();
@@ -265,6 +267,68 @@ export class LiveSandboxes {
     const sandbox = this.#find(principal, id);
     await this.#end(sandbox, 'deleted', principal.id);
     return this.#view(sandbox);
+  }
+
+  /**
+   * Freezes every process of the sandbox (cgroup freezer): it uses no CPU, commands and file operations are refused
+   * until `resume`, and neither its timeout nor its idle timeout runs meanwhile.
+   */
+  async pause(principal: Principal, id: string): Promise<SandboxView> {
+    requireScope(principal, 'execute', 'pausing a sandbox');
+    const sandbox = this.#running(principal, id);
+    sandbox.lifetime?.cancel();
+    sandbox.idle?.cancel();
+    sandbox.pausedAtMs = this.#deps.clock.now();
+    sandbox.status = 'paused';
+    try {
+      await sandbox.session.pause();
+    } catch (error) {
+      await sandbox.session.resume().catch(() => {});
+      this.#unpause(sandbox);
+      throw error;
+    }
+    this.#deps.audit.append(AUDIT_KINDS.sandboxPaused, sandbox.id, { by: principal.id });
+    return this.#view(sandbox);
+  }
+
+  /** Lets a paused sandbox run again; its deadline moves forward by the time it spent paused. */
+  async resume(principal: Principal, id: string): Promise<SandboxView> {
+    requireScope(principal, 'execute', 'resuming a sandbox');
+    const sandbox = this.#find(principal, id);
+    if (sandbox.status !== 'paused') {
+      throw new AegisError('CONFLICT', `sandbox ${id} is ${sandbox.status}, not paused`, {
+        hint: sandbox.status === 'running' ? 'nothing to do' : 'create a new one: POST /v1/sandboxes',
+      });
+    }
+    await sandbox.session.resume();
+    const pausedMs = this.#unpause(sandbox);
+    this.#deps.audit.append(AUDIT_KINDS.sandboxResumed, sandbox.id, {
+      by: principal.id,
+      pausedMs,
+      expiresAt: new Date(sandbox.expiresAtMs).toISOString(),
+    });
+    return this.#view(sandbox);
+  }
+
+  /** Back to running: the paused time is added to the deadline, the timers re-armed. */
+  #unpause(sandbox: Sandbox): number {
+    const now = this.#deps.clock.now();
+    const pausedMs = Math.max(0, now - (sandbox.pausedAtMs ?? now));
+    sandbox.expiresAtMs += pausedMs;
+    sandbox.lastActivityMs = now;
+    sandbox.pausedAtMs = null;
+    sandbox.status = 'running';
+    this.#armLifetime(sandbox);
+    this.#armIdle(sandbox);
+    return pausedMs;
+  }
+
+  #armLifetime(sandbox: Sandbox): void {
+    sandbox.lifetime?.cancel();
+    const dueIn = Math.max(0, sandbox.expiresAtMs - this.#deps.clock.now());
+    sandbox.lifetime = this.#deps.clock.setTimeout(() => void this.#end(sandbox, 'timeout', null), dueIn, {
+      background: true,
+    });
   }
 
   async exec(principal: Principal, id: string, request: ExecRequest): Promise<CommandView> {
@@ -547,6 +611,11 @@ export class LiveSandboxes {
 
   #running(principal: Principal, id: string): Sandbox {
     const sandbox = this.#find(principal, id);
+    if (sandbox.status === 'paused') {
+      throw new AegisError('CONFLICT', `sandbox ${id} is paused`, {
+        hint: `resume it first: POST /v1/sandboxes/${id}/resume`,
+      });
+    }
     if (sandbox.status !== 'running') {
       throw new AegisError('CONFLICT', `sandbox ${id} has ended (${sandbox.reason})`, {
         hint: 'create a new one: POST /v1/sandboxes',
@@ -618,7 +687,7 @@ export class LiveSandboxes {
   }
 
   async #end(sandbox: Sandbox, reason: string, by: string | null): Promise<void> {
-    if (sandbox.status !== 'running') return;
+    if (sandbox.status === 'terminated') return;
     try {
       sandbox.lastUsage = sandbox.session.usage();
     } catch {
@@ -635,14 +704,14 @@ export class LiveSandboxes {
   }
 
   #forgetOld(): void {
-    const ended = [...this.#sandboxes.values()].filter((sandbox) => sandbox.status !== 'running');
+    const ended = [...this.#sandboxes.values()].filter((sandbox) => sandbox.status === 'terminated');
     for (const sandbox of ended.slice(0, Math.max(0, ended.length - KEEP_ENDED)))
       this.#sandboxes.delete(sandbox.id);
   }
 
   #view(sandbox: Sandbox): SandboxView {
     let usage = sandbox.lastUsage;
-    if (sandbox.status === 'running') {
+    if (sandbox.status !== 'terminated') {
       try {
         usage = sandbox.session.usage();
       } catch {

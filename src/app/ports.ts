@@ -132,6 +132,10 @@ export interface LiveSession {
   writeFile(path: string, chunks: AsyncIterable<Uint8Array>): Promise<{ bytes: number }>;
   readFile(path: string): Promise<{ size: number; chunks: AsyncIterable<Uint8Array> }>;
   usage(): LiveUsage;
+  /** Freezes every process of the sandbox (cgroup freezer); resolves once they are all stopped. */
+  pause(): Promise<void>;
+  /** Lets a paused sandbox run again. */
+  resume(): Promise<void>;
   /** Ends every process of the sandbox. */
   kill(): void;
   /** Settles when the sandbox has ended (killed, or its agent died). */

@@ -483,6 +483,64 @@ describe('live sandboxes over REST', { concurrency: true }, () => {
     assert.match(after.stderr, /error\[/);
   });
 
+  it('pause freezes the sandbox: no CPU while paused, its timeout stops, commands refused; resume moves expiresAt', async () => {
+    const id = await create({ timeout: '4s' });
+    const created = (await call(server.url, key, 'GET', `/v1/sandboxes/${id}`)).json;
+    const busy = await call(server.url, key, 'POST', `/v1/sandboxes/${id}/commands`, {
+      cmd: 'while :; do :; done',
+      background: true,
+    });
+    assert.equal(busy.status, 201, busy.text);
+    const cpu = async () => {
+      const got = await call(server.url, key, 'GET', `/v1/sandboxes/${id}`);
+      return (got.json['usage'] as { cpuUsageNs: number | null }).cpuUsageNs;
+    };
+    const first = await cpu();
+    assert.notEqual(first, null, 'cpuacct usage must be readable to show the freeze');
+    await pollUntil('the busy loop to use CPU', async () => ((await cpu())! > first! ? true : undefined));
+
+    const paused = await call(server.url, key, 'POST', `/v1/sandboxes/${id}/pause`);
+    assert.equal(paused.status, 200, paused.text);
+    assert.equal(paused.json['status'], 'paused');
+    const frozenAt = await cpu();
+    // A measuring window, not synchronisation: past the 4 s lifetime, the busy loop must not have run at all.
+    await new Promise((resolve) => setTimeout(resolve, 5000));
+    assert.equal(await cpu(), frozenAt, 'a paused busy loop used CPU');
+    const still = await call(server.url, key, 'GET', `/v1/sandboxes/${id}`);
+    assert.equal(still.json['status'], 'paused', 'the timeout ran while paused');
+    const refused = await call(server.url, key, 'POST', `/v1/sandboxes/${id}/commands`, { cmd: 'true' });
+    assert.equal(refused.status, 409);
+    assert.match(refused.text, /paused/);
+    assert.equal((await call(server.url, key, 'POST', `/v1/sandboxes/${id}/pause`)).status, 409);
+
+    const resumed = await call(server.url, key, 'POST', `/v1/sandboxes/${id}/resume`);
+    assert.equal(resumed.status, 200, resumed.text);
+    assert.equal(resumed.json['status'], 'running');
+    const moved =
+      Date.parse(resumed.json['expiresAt'] as string) - Date.parse(created['expiresAt'] as string);
+    assert.ok(moved >= 5000, `expiresAt moved by ${moved} ms, expected at least the 5 s paused`);
+    await pollUntil('the busy loop to run again', async () =>
+      (await cpu())! > frozenAt! ? true : undefined,
+    );
+    assert.equal((await call(server.url, key, 'POST', `/v1/sandboxes/${id}/resume`)).status, 409);
+
+    const ended = await pollUntil('the resumed sandbox to reach its moved timeout', async () => {
+      const got = await call(server.url, key, 'GET', `/v1/sandboxes/${id}`);
+      return got.json['status'] === 'terminated' ? got.json : undefined;
+    });
+    assert.equal(ended['reason'], 'timeout');
+    const kinds = (
+      (await call(server.url, key, 'GET', `/v1/sandboxes/${id}/audit`)).json['entries'] as {
+        kind: string;
+      }[]
+    ).map((e) => e.kind);
+    assert.ok(kinds.includes('sandbox.paused') && kinds.includes('sandbox.resumed'), kinds.join(','));
+    assert.ok(kinds.indexOf('sandbox.paused') < kinds.indexOf('sandbox.resumed'));
+    await pollUntil('its cgroups (freezer too) to go', () =>
+      findCgroupDirs(id).length === 0 ? true : undefined,
+    );
+  });
+
   it('idle timeout ends an unused sandbox and says why', async () => {
     const id = await create({ idleTimeout: '1s' });
     const ended = await pollUntil('the idle sandbox to end', async () => {

@@ -124,6 +124,15 @@ export function sandboxRoutes(options: SandboxRouteOptions) {
       return reply.send(await live().kill(principal, idOf(request)));
     });
 
+    app.post('/v1/sandboxes/:id/pause', async (request, reply) => {
+      const principal = await principalOf(request);
+      return reply.send(await live().pause(principal, idOf(request)));
+    });
+    app.post('/v1/sandboxes/:id/resume', async (request, reply) => {
+      const principal = await principalOf(request);
+      return reply.send(await live().resume(principal, idOf(request)));
+    });
+
     app.get('/v1/sandboxes/:id/audit', async (request, reply) => {
       const principal = await principalOf(request);
       const view = live().get(principal, idOf(request)); // read scope, ownership, NOT_FOUND

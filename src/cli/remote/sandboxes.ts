@@ -99,6 +99,15 @@ export async function commandSandboxRm(id: string, flags: ServerFlags): Promise<
   });
 }
 
+export async function commandSandboxPause(id: string, resume: boolean, flags: ServerFlags): Promise<number> {
+  return withServer(flags, async ({ client }) => {
+    const sandbox = resume ? await client.resumeSandbox(id) : await client.pauseSandbox(id);
+    if (flags.output === 'json') printJson(sandbox);
+    else process.stdout.write(`${sandbox.id} ${sandbox.status}; expires ${sandbox.expiresAt}\n`);
+    return EXIT.ok;
+  });
+}
+
 /**
  * Runs argv in the sandbox. Text output streams stdout and stderr as they come (resuming a dropped stream); JSON
  * output waits and prints the SandboxCommandResult. Either way the exit code is the command's.
@@ -235,6 +244,16 @@ export function registerSandboxCommands(
   serverCommand(sandbox, 'rm', 'terminate a sandbox (kills every process in it)')
     .argument('<id>', 'sandbox id, from `aegis sandbox ls`')
     .action(wrap((id: string, flags) => commandSandboxRm(id, flags)));
+  serverCommand(
+    sandbox,
+    'pause',
+    'freeze every process of a sandbox (no CPU; its timeouts stop) until resumed',
+  )
+    .argument('<id>', 'sandbox id')
+    .action(wrap((id: string, flags) => commandSandboxPause(id, false, flags)));
+  serverCommand(sandbox, 'resume', 'let a paused sandbox run again (its expiry moves by the time paused)')
+    .argument('<id>', 'sandbox id')
+    .action(wrap((id: string, flags) => commandSandboxPause(id, true, flags)));
   serverCommand(
     sandbox,
     'exec',

@@ -40,6 +40,8 @@ export const AUDIT_KINDS = {
   /** Live sandboxes (app/live-sandboxes.ts); the entry's execution is the sandbox id. */
   sandboxCreated: 'sandbox.created',
   sandboxTerminated: 'sandbox.terminated',
+  sandboxPaused: 'sandbox.paused',
+  sandboxResumed: 'sandbox.resumed',
   /** One command in a live sandbox: argv, exit code, duration — never stdin or output. */
   sandboxExec: 'sandbox.exec',
   /** One file operation in a live sandbox: op, path, bytes — never contents. */
@@ -139,6 +141,9 @@ export type AuditDataByKind = {
     readonly idleTimeoutMs: number | null;
   };
   'sandbox.terminated': { readonly reason: string; readonly by: string | null };
+  'sandbox.paused': { readonly by: string };
+  /** `pausedMs`: how long it was frozen; the lifetime deadline moved by that much (`expiresAt`). */
+  'sandbox.resumed': { readonly by: string; readonly pausedMs: number; readonly expiresAt: string };
   'sandbox.exec': {
     readonly command: string;
     readonly argv: readonly string[];

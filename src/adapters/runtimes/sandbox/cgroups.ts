@@ -8,9 +8,11 @@
  * - v2:     <v2 root>/<parent>/<name>            memory.max, memory.swap.max, pids.max, cpu.max, cgroup.kill
  * - v1:     <ctrl mount>/<own path>/aegis/<name> for memory, pids, cpu (+ cpuacct for usage)
  * - hybrid: v1 as above, plus a membership-only group in the v2 tree so `cgroup.kill` kills the tree atomically
+ * - live sandboxes also get the v1 `freezer` group (v2: `cgroup.freeze` is always there) for pause/resume
  */
 import { existsSync, mkdirSync, readFileSync, rmdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { AegisError } from '../../../domain/errors.ts';
 
 export interface CgroupLimits {
@@ -37,8 +39,30 @@ export interface SandboxCgroup {
   stats(): CgroupStats;
   /** SIGKILLs every process in the group. */
   kill(): void;
+  /** Stops every process of the group (cgroup freezer) and resolves once the kernel reports it frozen. */
+  freeze(): Promise<void>;
+  /** Lets a frozen group run again. */
+  thaw(): Promise<void>;
   /** Kills what is left and removes the group directories, polling until the kernel lets go. */
   destroy(deadlineMs?: number): Promise<void>;
+}
+
+export interface CgroupCreateOptions {
+  /** Also make the v1 `freezer` group (pause/resume of live sandboxes). v2 always has `cgroup.freeze`. */
+  readonly freezer?: boolean;
+}
+
+/** How long the kernel gets to report a group frozen or thawed. */
+const FREEZE_DEADLINE_MS = 10_000;
+
+async function waitFor(what: string, done: () => boolean): Promise<void> {
+  const deadline = Date.now() + FREEZE_DEADLINE_MS;
+  while (!done()) {
+    if (Date.now() > deadline) {
+      throw new AegisError('RUNTIME_UNAVAILABLE', `the kernel did not report the group ${what} in time`);
+    }
+    await sleep(5);
+  }
 }
 
 export interface CgroupLayout {
@@ -220,11 +244,15 @@ export class CgroupDriver {
   }
 
   /** Directory of the sandbox's group in each hierarchy, keyed by role. */
-  private dirsFor(name: string): { v1: Record<string, string>; v2: string | undefined } {
+  private dirsFor(
+    name: string,
+    options: CgroupCreateOptions,
+  ): { v1: Record<string, string>; v2: string | undefined } {
     const { layout } = this;
     const v1: Record<string, string> = {};
     if (layout.mode === 'v1' || layout.mode === 'hybrid') {
-      for (const controller of [...NEEDED_CONTROLLERS, 'cpuacct'] as const) {
+      const controllers = [...NEEDED_CONTROLLERS, 'cpuacct', ...(options.freezer ? ['freezer'] : [])];
+      for (const controller of controllers) {
         const mount = layout.v1Mounts[controller];
         if (!mount) continue;
         // Nest under our own group so the host's budget for the orchestrator also bounds its sandboxes.
@@ -240,16 +268,16 @@ export class CgroupDriver {
    * Every directory `create(name)` may make, in its order (a superset of the created group's `paths`: the hybrid
    * kill group is listed even where making it fails). Lets the runtime record them before anything exists.
    */
-  plannedPaths(name: string): string[] {
+  plannedPaths(name: string, options: CgroupCreateOptions = {}): string[] {
     if (this.layout.mode === 'none') return [];
-    const { v1, v2 } = this.dirsFor(name);
+    const { v1, v2 } = this.dirsFor(name, options);
     if (this.layout.mode === 'v2') return [v2!];
     return [...Object.values(v1), ...(v2 ? [v2] : [])];
   }
 
-  create(name: string, limits: CgroupLimits): SandboxCgroup {
+  create(name: string, limits: CgroupLimits, options: CgroupCreateOptions = {}): SandboxCgroup {
     this.assertUsable();
-    const { v1, v2 } = this.dirsFor(name);
+    const { v1, v2 } = this.dirsFor(name, options);
     const created: string[] = [];
     try {
       if (this.layout.mode === 'v2') {
@@ -367,6 +395,16 @@ class V2Cgroup implements SandboxCgroup {
     }
   }
 
+  async freeze(): Promise<void> {
+    write(this.dir, 'cgroup.freeze', '1');
+    await waitFor('frozen', () => readKeyed(join(this.dir, 'cgroup.events'))['frozen'] === 1);
+  }
+
+  async thaw(): Promise<void> {
+    write(this.dir, 'cgroup.freeze', '0');
+    await waitFor('thawed', () => readKeyed(join(this.dir, 'cgroup.events'))['frozen'] !== 1);
+  }
+
   async destroy(deadlineMs?: number): Promise<void> {
     this.kill();
     await removeCgroupDir(this.dir, deadlineMs);
@@ -405,6 +443,19 @@ class V1Cgroup implements SandboxCgroup {
   }
 
   kill(): void {
+    this.#killOnly();
+    // A v1-frozen task acts on SIGKILL only once thawed.
+    const freezer = this.dirs['freezer'];
+    if (freezer) {
+      try {
+        writeFileSync(join(freezer, 'freezer.state'), 'THAWED');
+      } catch {
+        // gone already
+      }
+    }
+  }
+
+  #killOnly(): void {
     if (this.killDir) {
       try {
         writeFileSync(join(this.killDir, 'cgroup.kill'), '1');
@@ -415,6 +466,32 @@ class V1Cgroup implements SandboxCgroup {
     }
     const pids = this.dirs['pids'] ?? Object.values(this.dirs)[0];
     if (pids) killPids(pids);
+  }
+
+  #freezer(): string {
+    const dir = this.dirs['freezer'];
+    if (!dir) {
+      throw new AegisError(
+        'RUNTIME_UNAVAILABLE',
+        'this sandbox has no cgroup freezer, so it cannot be paused',
+        {
+          hint: 'mount the cgroup v1 freezer controller (or use cgroup v2); `aegis doctor` shows what is present',
+        },
+      );
+    }
+    return dir;
+  }
+
+  async freeze(): Promise<void> {
+    const dir = this.#freezer();
+    write(dir, 'freezer.state', 'FROZEN');
+    await waitFor('frozen', () => readFileSync(join(dir, 'freezer.state'), 'utf8').trim() === 'FROZEN');
+  }
+
+  async thaw(): Promise<void> {
+    const dir = this.#freezer();
+    write(dir, 'freezer.state', 'THAWED');
+    await waitFor('thawed', () => readFileSync(join(dir, 'freezer.state'), 'utf8').trim() === 'THAWED');
   }
 
   async destroy(deadlineMs?: number): Promise<void> {

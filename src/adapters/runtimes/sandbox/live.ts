@@ -31,6 +31,8 @@ export interface LiveAttachment {
   readonly output: Readable;
   readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
   stats(): CgroupStats;
+  freeze(): Promise<void>;
+  thaw(): Promise<void>;
   kill(): void;
 }
 
@@ -315,6 +317,14 @@ class LiveChannel implements LiveSession {
   usage(): LiveUsage {
     const stats = this.#attachment.stats();
     return { cpuUsageNs: stats.cpuUsageNs, memoryPeakBytes: stats.memoryPeakBytes, oomKills: stats.oomKills };
+  }
+
+  pause(): Promise<void> {
+    return this.#attachment.freeze();
+  }
+
+  resume(): Promise<void> {
+    return this.#attachment.thaw();
   }
 
   kill(): void {

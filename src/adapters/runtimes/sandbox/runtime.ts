@@ -385,6 +385,8 @@ export class SandboxRuntime implements Runtime, LiveRuntime {
       output: proc.stdout!,
       exited: instance.exited,
       stats: () => instance.cgroup.stats(),
+      freeze: () => instance.cgroup.freeze(),
+      thaw: () => instance.cgroup.thaw(),
       kill: () => {
         instance.killedBy ??= 'terminate';
         this.killTree(instance);
@@ -479,7 +481,7 @@ export class SandboxRuntime implements Runtime, LiveRuntime {
       scratchState = {
         executionId,
         owner: this.options.identity.current(),
-        cgroupPaths: this.cgroups.plannedPaths(executionId),
+        cgroupPaths: this.cgroups.plannedPaths(executionId, { freezer: spec.live === true }),
         ...(outputDir ? { outputDir } : {}),
         createdAt: new Date().toISOString(),
       };
@@ -492,7 +494,7 @@ export class SandboxRuntime implements Runtime, LiveRuntime {
       const agentDir = agentDirFor(this.grants(), ownDir, dir, held);
       const mounts = resolveMounts(this.grants(), agent, ownDir, agentDir.copy, held);
 
-      cgroup = this.cgroups.create(executionId, agent.limits);
+      cgroup = this.cgroups.create(executionId, agent.limits, { freezer: spec.live === true });
 
       // Child fd numbers of the descriptors bound by fd: after stdio, the control pipes and the go socket.
       const fdSlots = new Map<number, number>();
