@@ -213,7 +213,7 @@ export async function startServer(
   const keyDeps = { store, hasher: nodeHasher, clock: systemClock, ids, random: cryptoSecretRandom, audit };
   // Live sandboxes run on the sandbox runtime (app/live-sandboxes.ts, docs/adr/0051-live-sandbox-exec-agent.md).
   const sandboxes = new LiveSandboxes(
-    { runtime: sandbox, runtimeName: sandbox.name, store, bundles, audit, clock: systemClock, ids },
+    { runtime: sandbox, runtimeName: sandbox.name, store, bundles, audit, clock: systemClock, ids, identity },
     { maxSandboxes: options.maxSandboxes ?? maxConcurrent + 16 },
   );
   let ready = false;
@@ -251,6 +251,14 @@ export async function startServer(
     const first = await ensureFirstAdminKey(keyDeps);
     if (first !== undefined) writeFileSync(adminKeyFile, `${first.key}\n`, { mode: 0o600, flag: 'w' });
     const recovered = await executions.recover();
+    const sandboxesReaped = await sandboxes.recover();
+    if (sandboxesReaped.length > 0) {
+      log({
+        level: 'warn',
+        msg: 'live sandboxes of the previous process recorded terminated (orchestrator-restarted)',
+        sandboxes: sandboxesReaped,
+      });
+    }
     for (const agent of await store.listAgents()) await syncPools(agent.name, 'activated');
     api = await listenHttpApi(
       ctx,

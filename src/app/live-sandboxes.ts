@@ -9,7 +9,14 @@
 import { AUDIT_KINDS } from '../domain/audit/entry.ts';
 import { hasScope, type Principal, requireScope } from '../domain/auth/api-key.ts';
 import { AegisError } from '../domain/errors.ts';
-import { sandboxPath, sandboxPathRoots } from '../domain/live-sandbox.ts';
+import {
+  SANDBOX_RESTART_REASON,
+  type SandboxRecord,
+  type SandboxStatus,
+  type SandboxView,
+  sandboxPath,
+  sandboxPathRoots,
+} from '../domain/live-sandbox.ts';
 import type { CompiledAgent } from '../domain/manifest/compiled.ts';
 import { loadRevision, notFoundAgent } from './agents.ts';
 import type {
@@ -21,6 +28,7 @@ import type {
   LiveProcess,
   LiveRuntime,
   LiveSession,
+  ProcessIdentity,
   Store,
   Timer,
 } from './ports.ts';
@@ -33,6 +41,8 @@ export interface LiveSandboxesDeps {
   readonly audit: AuditLog;
   readonly clock: Clock;
   readonly ids: Pick<Ids, 'executionId'>;
+  /** This orchestrator process: recorded as each sandbox's holder, so a restart knows which ones it lost. */
+  readonly identity: ProcessIdentity;
 }
 
 export interface LiveSandboxesOptions {
@@ -55,21 +65,7 @@ export interface CreateSandboxRequest {
   readonly env?: Readonly<Record<string, string>>;
 }
 
-export type SandboxStatus = 'running' | 'paused' | 'terminated';
-
-export interface SandboxView {
-  readonly id: string;
-  readonly agent: { readonly name: string; readonly revision: number; readonly version: string };
-  readonly runtime: string;
-  readonly status: SandboxStatus;
-  readonly reason: string | null;
-  readonly createdAt: string;
-  readonly expiresAt: string;
-  readonly idleTimeoutMs: number | null;
-  readonly metadata: Readonly<Record<string, string>>;
-  readonly owner: string;
-  readonly usage: { cpuUsageNs: number | null; memoryPeakBytes: number | null; oomKills: number } | null;
-}
+export type { SandboxStatus, SandboxView } from '../domain/live-sandbox.ts';
 
 export interface ExecRequest {
   /** argv, or a string run by `/bin/sh -c`. */
@@ -240,6 +236,12 @@ export class LiveSandboxes {
         timeoutMs,
         idleTimeoutMs: sandbox.idleTimeoutMs,
       });
+      try {
+        await this.#persist(sandbox);
+      } catch (error) {
+        await this.#end(sandbox, 'store-failed', null);
+        throw error;
+      }
       this.#armLifetime(sandbox);
       this.#armIdle(sandbox);
       void session.closed.then(() => this.#end(sandbox, 'exited', null));
@@ -250,16 +252,56 @@ export class LiveSandboxes {
     }
   }
 
-  listSandboxes(principal: Principal): SandboxView[] {
+  /** Yours (all with admin): those this process holds, then the stored ones (ended, or held by another node). */
+  async listSandboxes(principal: Principal): Promise<SandboxView[]> {
     requireScope(principal, 'read', 'listing sandboxes');
-    return [...this.#sandboxes.values()]
+    const here = [...this.#sandboxes.values()]
       .filter((sandbox) => this.#mayTouch(principal, sandbox))
       .map((sandbox) => this.#view(sandbox));
+    const stored = (await this.#deps.store.listSandboxes({ limit: LIST_STORED }))
+      .filter((record) => !this.#sandboxes.has(record.id) && this.#mayTouch(principal, record))
+      .map(viewOf);
+    return [...here, ...stored];
   }
 
-  get(principal: Principal, id: string): SandboxView {
+  async get(principal: Principal, id: string): Promise<SandboxView> {
     requireScope(principal, 'read', 'reading a sandbox');
-    return this.#view(this.#find(principal, id));
+    if (this.#sandboxes.has(id)) return this.#view(this.#find(principal, id));
+    const record = await this.#deps.store.getSandbox(id);
+    if (record === undefined || !this.#mayTouch(principal, record)) throw notFoundSandbox(id);
+    return viewOf(record);
+  }
+
+  /**
+   * After a restart: every sandbox the store says is running or paused whose holder is no longer alive (this
+   * host's previous process, killed) is recorded `terminated` with reason `orchestrator-restarted`. Its processes
+   * and cgroups are the runtime's to reap (`reapOrphans`, run by Executions.recover before this).
+   */
+  async recover(): Promise<string[]> {
+    const { store, identity, audit, clock } = this.#deps;
+    const me = identity.current();
+    const reaped: string[] = [];
+    for (const record of await store.listSandboxes({ unfinished: true })) {
+      if (this.#sandboxes.has(record.id)) continue;
+      const holder = record.holder;
+      const mine =
+        holder !== null &&
+        holder.host === me.host &&
+        holder.pid === me.pid &&
+        holder.startTicks === me.startTicks;
+      if (mine || (holder !== null && identity.isAlive(holder))) continue;
+      audit.append(AUDIT_KINDS.sandboxTerminated, record.id, { reason: SANDBOX_RESTART_REASON, by: null });
+      await store.putSandbox({
+        ...record,
+        status: 'terminated',
+        reason: SANDBOX_RESTART_REASON,
+        holder: null,
+        expiresAt: record.status === 'running' ? record.expiresAt : new Date(clock.now()).toISOString(),
+      });
+      reaped.push(record.id);
+    }
+    if (reaped.length > 0) await audit.flush();
+    return reaped;
   }
 
   async kill(principal: Principal, id: string): Promise<SandboxView> {
@@ -288,6 +330,7 @@ export class LiveSandboxes {
       throw error;
     }
     this.#deps.audit.append(AUDIT_KINDS.sandboxPaused, sandbox.id, { by: principal.id });
+    await this.#persist(sandbox);
     return this.#view(sandbox);
   }
 
@@ -307,6 +350,7 @@ export class LiveSandboxes {
       pausedMs,
       expiresAt: new Date(sandbox.expiresAtMs).toISOString(),
     });
+    await this.#persist(sandbox);
     return this.#view(sandbox);
   }
 
@@ -596,16 +640,19 @@ export class LiveSandboxes {
     return { agent, revision };
   }
 
-  #mayTouch(principal: Principal, sandbox: Sandbox): boolean {
+  async #persist(sandbox: Sandbox): Promise<void> {
+    const holder = sandbox.status === 'terminated' ? null : this.#deps.identity.current();
+    await this.#deps.store.putSandbox({ ...this.#view(sandbox), holder });
+  }
+
+  #mayTouch(principal: Principal, sandbox: { readonly owner: string }): boolean {
     return sandbox.owner === principal.id || hasScope(principal.scopes, 'admin');
   }
 
   #find(principal: Principal, id: string): Sandbox {
     const sandbox = this.#sandboxes.get(id);
     // Another key's sandbox answers like a missing one: its existence is not disclosed.
-    if (!sandbox || !this.#mayTouch(principal, sandbox)) {
-      throw new AegisError('NOT_FOUND', `no sandbox ${id}`, { hint: 'list yours with GET /v1/sandboxes' });
-    }
+    if (!sandbox || !this.#mayTouch(principal, sandbox)) throw notFoundSandbox(id);
     return sandbox;
   }
 
@@ -701,6 +748,9 @@ export class LiveSandboxes {
     this.#deps.audit.append(AUDIT_KINDS.sandboxTerminated, sandbox.id, { reason, by });
     sandbox.session.kill();
     await this.#deps.runtime.terminate(sandbox.instance).catch(() => {});
+    // If this write fails the stored record still says running: the next restart records it terminated
+    // (orchestrator-restarted) — late, but never lost. The ledger entry above is the authoritative one.
+    await this.#persist(sandbox).catch(() => {});
   }
 
   #forgetOld(): void {
@@ -732,6 +782,18 @@ export class LiveSandboxes {
       usage,
     };
   }
+}
+
+/** Stored records listed beside the ones held here. */
+const LIST_STORED = 200;
+
+function notFoundSandbox(id: string): AegisError {
+  return new AegisError('NOT_FOUND', `no sandbox ${id}`, { hint: 'list yours with GET /v1/sandboxes' });
+}
+
+function viewOf(record: SandboxRecord): SandboxView {
+  const { holder: _holder, ...view } = record;
+  return view;
 }
 
 function commandView(command: Command): CommandView {

@@ -20,6 +20,7 @@ import type {
   TerminalStatus,
   Violation,
 } from '../domain/execution.ts';
+import type { SandboxRecord } from '../domain/live-sandbox.ts';
 import type { CompiledAgent } from '../domain/manifest/compiled.ts';
 import type { NetworkPolicy, Verdict } from '../domain/policy/network-rules.ts';
 import type { PlaceholderMap } from '../domain/secrets/placeholder.ts';
@@ -356,8 +357,20 @@ export interface ApiKeyStore {
   touchKey(id: string, at: string): Promise<void>;
 }
 
+/** Records of live sandboxes, so a restart after a crash can account for them. */
+export interface SandboxStore {
+  /** Inserts the record, or replaces the one with its id. */
+  putSandbox(record: SandboxRecord): Promise<void>;
+  getSandbox(id: string): Promise<SandboxRecord | undefined>;
+  /** Newest first (by createdAt, then id); `unfinished`: only those not `terminated`. */
+  listSandboxes(filter?: {
+    readonly unfinished?: boolean;
+    readonly limit?: number;
+  }): Promise<readonly SandboxRecord[]>;
+}
+
 /** Everything the server persists, behind one port: one adapter per engine (SQLite, PostgreSQL). */
-export interface Store extends ExecutionStore, AgentStore, ApiKeyStore {}
+export interface Store extends ExecutionStore, AgentStore, ApiKeyStore, SandboxStore {}
 
 // ---------------------------------------------------------------------------------------------------------------
 // Audit: the tamper-evident ledger (domain/audit). Data never holds secret values.

@@ -44,3 +44,35 @@ export function sandboxPath(raw: unknown, where: string): string {
 export function underRoots(path: string, roots: readonly string[]): boolean {
   return roots.some((root) => path === root || path.startsWith(root.endsWith('/') ? root : `${root}/`));
 }
+
+export type SandboxStatus = 'running' | 'paused' | 'terminated';
+
+export interface SandboxUsage {
+  readonly cpuUsageNs: number | null;
+  readonly memoryPeakBytes: number | null;
+  readonly oomKills: number;
+}
+
+/** The REST shape of a live sandbox. */
+export interface SandboxView {
+  readonly id: string;
+  readonly agent: { readonly name: string; readonly revision: number; readonly version: string };
+  readonly runtime: string;
+  readonly status: SandboxStatus;
+  readonly reason: string | null;
+  readonly createdAt: string;
+  readonly expiresAt: string;
+  readonly idleTimeoutMs: number | null;
+  readonly metadata: Readonly<Record<string, string>>;
+  /** Id of the API key that created it. */
+  readonly owner: string;
+  readonly usage: SandboxUsage | null;
+}
+
+/** What the store keeps: the view, and which orchestrator process holds the sandbox (null once terminated). */
+export interface SandboxRecord extends SandboxView {
+  readonly holder: { readonly host: string; readonly pid: number; readonly startTicks: number } | null;
+}
+
+/** The reason a restart records for a sandbox its crashed predecessor held. */
+export const SANDBOX_RESTART_REASON = 'orchestrator-restarted';

@@ -9,6 +9,7 @@ import type { NewAgentRevision, Store } from '../../src/app/ports.ts';
 import type { ApiKeyRecord } from '../../src/domain/auth/api-key.ts';
 import type { AgentRevision } from '../../src/domain/deployment.ts';
 import { isAegisError } from '../../src/domain/errors.ts';
+import type { SandboxRecord } from '../../src/domain/live-sandbox.ts';
 import { executionStoreContract, type StoreUnderTest } from './execution-store.contract.ts';
 
 export function storeContract(name: string, open: () => Promise<StoreUnderTest<Store>>): void {
@@ -297,6 +298,70 @@ export function storeContract(name: string, open: () => Promise<StoreUnderTest<S
         assert.ok(got);
         got.scopes.push('admin');
         assert.deepEqual((await store.findKeyByHash(hash('key_01')))?.scopes, ['read']);
+      });
+    });
+
+    describe('live sandboxes', () => {
+      const sandbox = (id: string, createdAt: string, over: Partial<SandboxRecord> = {}): SandboxRecord => ({
+        id,
+        agent: { name: 'live', revision: 2, version: '1.0.0' },
+        runtime: 'sandbox',
+        status: 'running',
+        reason: null,
+        createdAt,
+        expiresAt: at(9),
+        idleTimeoutMs: null,
+        metadata: { purpose: 'test', ünï: 'çødé' },
+        owner: 'key_01',
+        usage: null,
+        holder: { host: 'node-a', pid: 42, startTicks: 7 },
+        ...over,
+      });
+
+      it('puts, gets and replaces a record by id', async () => {
+        const one = sandbox('sb_1', at(1));
+        await store.putSandbox(one);
+        assert.deepEqual(await store.getSandbox('sb_1'), one);
+        assert.equal(await store.getSandbox('sb_nope'), undefined);
+        const ended = sandbox('sb_1', at(1), {
+          status: 'terminated',
+          reason: 'deleted',
+          holder: null,
+          usage: { cpuUsageNs: 1234, memoryPeakBytes: null, oomKills: 0 },
+        });
+        await store.putSandbox(ended);
+        assert.deepEqual(await store.getSandbox('sb_1'), ended);
+      });
+
+      it('lists newest first; unfinished leaves out terminated ones; limit caps', async () => {
+        await store.putSandbox(sandbox('sb_1', at(1)));
+        await store.putSandbox(sandbox('sb_2', at(2), { status: 'paused' }));
+        await store.putSandbox(
+          sandbox('sb_3', at(3), { status: 'terminated', reason: 'timeout', holder: null }),
+        );
+        assert.deepEqual(
+          (await store.listSandboxes()).map((r) => r.id),
+          ['sb_3', 'sb_2', 'sb_1'],
+        );
+        assert.deepEqual(
+          (await store.listSandboxes({ unfinished: true })).map((r) => r.id),
+          ['sb_2', 'sb_1'],
+        );
+        assert.deepEqual(
+          (await store.listSandboxes({ limit: 1 })).map((r) => r.id),
+          ['sb_3'],
+        );
+      });
+
+      it('keeps them across reopen', async (t) => {
+        if (subject.reopen === undefined) {
+          t.skip(`${name} keeps nothing across reopen (no reopen in its factory)`);
+          return;
+        }
+        const one = sandbox('sb_1', at(1));
+        await store.putSandbox(one);
+        store = await subject.reopen();
+        assert.deepEqual(await store.getSandbox('sb_1'), one);
       });
     });
 

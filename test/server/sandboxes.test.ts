@@ -10,11 +10,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { AegisClient } from '../../sdk/index.ts';
-import { findCgroupDirs } from '../support/host-state.ts';
+import { findCgroupDirs, processWithMarker } from '../support/host-state.ts';
 import {
   cli,
+  freshDatabase,
   killServers,
   pollUntil,
+  postgresMissing,
   type ServerProcess,
   serverDirs,
   startServerProcess,
@@ -551,3 +553,95 @@ describe('live sandboxes over REST', { concurrency: true }, () => {
     await pollUntil('its cgroups to go', () => (findCgroupDirs(id).length === 0 ? true : undefined));
   });
 });
+
+for (const backend of ['sqlite', 'postgres'] as const) {
+  const missing = backend === 'postgres' ? postgresMissing() : false;
+  describe(`live sandboxes survive a crash as records (${backend})`, {
+    skip: missing && process.env['AEGIS_SKIP_POSTGRES'] === '1' ? missing : false,
+  }, () => {
+    it('kill -9 of the server with a live and a paused sandbox; the restart reaps them and records orchestrator-restarted', async () => {
+      if (missing) throw new Error(missing);
+      const db = backend === 'postgres' ? await freshDatabase() : undefined;
+      const dirs = serverDirs();
+      const agentDir = mkdtempSync(join(tmpdir(), 'aegis-live-crash-'));
+      try {
+        writeFileSync(
+          join(agentDir, 'agent.yaml'),
+          'apiVersion: aegis.dev/v1\nkind: Agent\nmetadata: { name: live }\nspec:\n  runtime: { language: bash, entrypoint: main.sh }\n',
+        );
+        writeFileSync(join(agentDir, 'main.sh'), 'echo unused\n');
+        const options = { dirs, ...(db ? { databaseUrl: db.url } : {}) };
+        let server = await startServerProcess(options);
+        const key = server.adminKey;
+        const deployed = await cli(['deploy', join(agentDir, 'agent.yaml')], {
+          ...server.env,
+          AEGIS_SERVER: server.url,
+          AEGIS_API_KEY: key,
+        });
+        assert.equal(deployed.code, 0, deployed.stderr);
+        const ids: string[] = [];
+        for (let i = 0; i < 2; i++) {
+          const created = await call(server.url, key, 'POST', '/v1/sandboxes', {
+            agent: 'live',
+            metadata: { n: String(i) },
+          });
+          assert.equal(created.status, 201, created.text);
+          ids.push(created.json['id'] as string);
+        }
+        const [live, paused] = ids as [string, string];
+        const marker = `aegis-live-crash-${process.pid}-${Date.now()}`;
+        const bg = await call(server.url, key, 'POST', `/v1/sandboxes/${live}/commands`, {
+          cmd: ['bash', '-c', `exec -a ${marker} sleep 300`],
+          background: true,
+        });
+        assert.equal(bg.status, 201, bg.text);
+        await pollUntil('the background command to run', () =>
+          processWithMarker(marker) ? true : undefined,
+        );
+        assert.equal((await call(server.url, key, 'POST', `/v1/sandboxes/${paused}/pause`)).status, 200);
+        assert.ok(findCgroupDirs(live).length > 0, 'the live sandbox has cgroups');
+
+        await server.kill9();
+        await pollUntil('the sandbox processes to die', () => (processWithMarker(marker) ? undefined : true));
+
+        server = await startServerProcess(options);
+        for (const id of ids) {
+          const got = await call(server.url, key, 'GET', `/v1/sandboxes/${id}`);
+          assert.equal(got.status, 200, got.text);
+          assert.equal(got.json['status'], 'terminated');
+          assert.equal(got.json['reason'], 'orchestrator-restarted');
+          assert.equal('holder' in got.json, false, 'the holder stays internal');
+          const kinds = (
+            (await call(server.url, key, 'GET', `/v1/sandboxes/${id}/audit`)).json['entries'] as {
+              kind: string;
+            }[]
+          ).map((e) => e.kind);
+          assert.equal(kinds.at(-1), 'sandbox.terminated', kinds.join(','));
+          await pollUntil(`the cgroups of ${id} to be reaped`, () =>
+            findCgroupDirs(id).length === 0 ? true : undefined,
+          );
+        }
+        assert.deepEqual((await call(server.url, key, 'GET', `/v1/sandboxes/${paused}`)).json['metadata'], {
+          n: '1',
+        });
+        const listed = (await call(server.url, key, 'GET', '/v1/sandboxes')).json['sandboxes'] as {
+          id: string;
+        }[];
+        assert.ok(
+          ids.every((id) => listed.some((s) => s.id === id)),
+          'listed after the restart',
+        );
+        const refused = await call(server.url, key, 'POST', `/v1/sandboxes/${live}/commands`, {
+          cmd: 'true',
+        });
+        assert.equal(refused.status, 404, 'a reaped sandbox takes no commands');
+        assert.equal(await server.stop(), 0);
+      } finally {
+        await killServers();
+        await db?.drop();
+        dirs.cleanup();
+        rmSync(agentDir, { recursive: true, force: true });
+      }
+    });
+  });
+}

@@ -113,11 +113,11 @@ export function sandboxRoutes(options: SandboxRouteOptions) {
     });
     app.get('/v1/sandboxes', async (request, reply) => {
       const principal = await principalOf(request);
-      return reply.send({ sandboxes: live().listSandboxes(principal) });
+      return reply.send({ sandboxes: await live().listSandboxes(principal) });
     });
     app.get('/v1/sandboxes/:id', async (request, reply) => {
       const principal = await principalOf(request);
-      return reply.send(live().get(principal, idOf(request)));
+      return reply.send(await live().get(principal, idOf(request)));
     });
     app.delete('/v1/sandboxes/:id', async (request, reply) => {
       const principal = await principalOf(request);
@@ -135,7 +135,7 @@ export function sandboxRoutes(options: SandboxRouteOptions) {
 
     app.get('/v1/sandboxes/:id/audit', async (request, reply) => {
       const principal = await principalOf(request);
-      const view = live().get(principal, idOf(request)); // read scope, ownership, NOT_FOUND
+      const view = await live().get(principal, idOf(request)); // read scope, ownership, NOT_FOUND
       return reply.send({ entries: await ctx.audit.list(view.id) });
     });
 

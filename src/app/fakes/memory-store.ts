@@ -3,6 +3,7 @@
  * (test/contracts/store.contract.ts) can tell: values go in and come out as JSON would (so `undefined`
  * input/output reads back as null), and every record or bundle handed in or out is a copy.
  */
+
 import type { ApiKeyRecord } from '../../domain/auth/api-key.ts';
 import type { AgentRevision, AgentSummary } from '../../domain/deployment.ts';
 import { AegisError } from '../../domain/errors.ts';
@@ -12,6 +13,7 @@ import {
   type LogLine,
   MAX_EXECUTIONS_LIST,
 } from '../../domain/execution.ts';
+import type { SandboxRecord } from '../../domain/live-sandbox.ts';
 import type {
   DeployOutcome,
   ExecutionPatch,
@@ -48,6 +50,7 @@ export class MemoryStore implements Store {
   readonly #logs = new Map<string, LogLine[]>();
   readonly #agents = new Map<string, StoredAgent>();
   readonly #bundles = new Map<string, Uint8Array>();
+  readonly #sandboxes = new Map<string, SandboxRecord>();
   /** By id, in insertion order. */
   readonly #keys = new Map<string, ApiKeyRecord>();
 
@@ -230,6 +233,27 @@ export class MemoryStore implements Store {
   async touchKey(id: string, at: string): Promise<void> {
     const current = this.#keys.get(id);
     if (current !== undefined) this.#keys.set(id, { ...current, lastUsedAt: at });
+  }
+
+  async putSandbox(record: SandboxRecord): Promise<void> {
+    this.#sandboxes.set(record.id, structuredClone(record));
+  }
+
+  async getSandbox(id: string): Promise<SandboxRecord | undefined> {
+    const record = this.#sandboxes.get(id);
+    return record === undefined ? undefined : structuredClone(record);
+  }
+
+  async listSandboxes(
+    filter: { unfinished?: boolean; limit?: number } = {},
+  ): Promise<readonly SandboxRecord[]> {
+    return [...this.#sandboxes.values()]
+      .filter((r) => !filter.unfinished || r.status !== 'terminated')
+      .sort((a, b) =>
+        a.createdAt === b.createdAt ? (a.id < b.id ? 1 : -1) : a.createdAt < b.createdAt ? 1 : -1,
+      )
+      .slice(0, filter.limit ?? Number.POSITIVE_INFINITY)
+      .map((r) => structuredClone(r));
   }
 
   async close(): Promise<void> {}

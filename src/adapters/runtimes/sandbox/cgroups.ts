@@ -510,6 +510,16 @@ class V1Cgroup implements SandboxCgroup {
 
 /** Removes leftover group directories recorded by a dead orchestrator (deepest first). */
 export async function removeCgroupPaths(paths: readonly string[]): Promise<void> {
+  // A paused live sandbox: v1-frozen tasks act on SIGKILL only once thawed (v2 kills frozen groups itself), so
+  // thaw first — before waiting for any of its groups to empty.
+  for (const dir of paths) {
+    if (!existsSync(join(dir, 'freezer.state'))) continue;
+    try {
+      writeFileSync(join(dir, 'freezer.state'), 'THAWED');
+    } catch {
+      // emptied meanwhile
+    }
+  }
   for (const dir of [...paths].reverse()) {
     if (!existsSync(dir)) continue;
     try {

@@ -106,6 +106,19 @@ export const MIGRATIONS: readonly Migration[] = [
       CREATE INDEX api_keys_by_created_at ON api_keys (created_at, id);
     `,
   },
+  {
+    id: 2,
+    name: 'live sandboxes (so a restart can account for the ones a crash left behind)',
+    sql: `
+      CREATE TABLE sandboxes (
+        id          TEXT COLLATE "C" PRIMARY KEY,
+        status      TEXT COLLATE "C" NOT NULL,
+        created_at  TEXT COLLATE "C" NOT NULL,
+        record_json TEXT NOT NULL
+      );
+      CREATE INDEX sandboxes_by_created_at ON sandboxes (created_at, id);
+    `,
+  },
 ];
 
 /** Advisory-lock key (one bigint) for a name: every lock this store takes goes through here. */

@@ -27,6 +27,7 @@ import type {
   OwnerRef,
   Violation,
 } from '../../../domain/execution.ts';
+import type { SandboxRecord } from '../../../domain/live-sandbox.ts';
 import {
   COLUMNS,
   KEY_COLUMNS,
@@ -513,6 +514,36 @@ export class PostgresStore implements Store {
 
   async touchKey(id: string, at: string): Promise<void> {
     await this.#query('UPDATE api_keys SET last_used_at = $2 WHERE id = $1', [id, at]);
+  }
+
+  // -------------------------------------------------------------------------------------------------------------
+  // Live sandboxes.
+
+  async putSandbox(record: SandboxRecord): Promise<void> {
+    await this.#query(
+      `INSERT INTO sandboxes (id, status, created_at, record_json) VALUES ($1, $2, $3, $4)
+       ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status, record_json = EXCLUDED.record_json`,
+      [record.id, record.status, record.createdAt, JSON.stringify(record)],
+    );
+  }
+
+  async getSandbox(id: string): Promise<SandboxRecord | undefined> {
+    const { rows } = await this.#query<{ record_json: string }>(
+      'SELECT record_json FROM sandboxes WHERE id = $1',
+      [id],
+    );
+    return rows[0] === undefined ? undefined : (JSON.parse(rows[0].record_json) as SandboxRecord);
+  }
+
+  async listSandboxes(
+    filter: { unfinished?: boolean; limit?: number } = {},
+  ): Promise<readonly SandboxRecord[]> {
+    const where = filter.unfinished ? "WHERE status <> 'terminated'" : '';
+    const { rows } = await this.#query<{ record_json: string }>(
+      `SELECT record_json FROM sandboxes ${where} ORDER BY created_at DESC, id DESC LIMIT $1`,
+      [filter.limit ?? null],
+    );
+    return rows.map((row) => JSON.parse(row.record_json) as SandboxRecord);
   }
 
   /** Closes the pool (waiting for queries in flight). Idempotent. */

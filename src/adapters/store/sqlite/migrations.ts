@@ -108,6 +108,19 @@ export const MIGRATIONS: readonly Migration[] = [
       CREATE INDEX api_keys_by_created_at ON api_keys (created_at, id);
     `,
   },
+  {
+    id: 3,
+    name: 'live sandboxes (so a restart can account for the ones a crash left behind)',
+    sql: `
+      CREATE TABLE sandboxes (
+        id          TEXT PRIMARY KEY NOT NULL,
+        status      TEXT NOT NULL,
+        created_at  TEXT NOT NULL,
+        record_json TEXT NOT NULL
+      );
+      CREATE INDEX sandboxes_by_created_at ON sandboxes (created_at, id);
+    `,
+  },
 ];
 
 /**

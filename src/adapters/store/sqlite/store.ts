@@ -33,6 +33,7 @@ import {
   type OwnerRef,
   type Violation,
 } from '../../../domain/execution.ts';
+import type { SandboxRecord } from '../../../domain/live-sandbox.ts';
 import {
   COLUMNS,
   KEY_COLUMNS,
@@ -486,6 +487,33 @@ export class SqliteStore implements Store {
 
   async touchKey(id: string, at: string): Promise<void> {
     this.#touchKey.run(at, id);
+  }
+
+  // -------------------------------------------------------------------------------------------------------------
+  // Live sandboxes.
+
+  async putSandbox(record: SandboxRecord): Promise<void> {
+    this.#db
+      .prepare(
+        `INSERT INTO sandboxes (id, status, created_at, record_json) VALUES (?, ?, ?, ?)
+         ON CONFLICT (id) DO UPDATE SET status = excluded.status, record_json = excluded.record_json`,
+      )
+      .run(record.id, record.status, record.createdAt, JSON.stringify(record));
+  }
+
+  async getSandbox(id: string): Promise<SandboxRecord | undefined> {
+    const row = this.#db.prepare('SELECT record_json FROM sandboxes WHERE id = ?').get(id);
+    return row === undefined ? undefined : (JSON.parse(String(row['record_json'])) as SandboxRecord);
+  }
+
+  async listSandboxes(
+    filter: { unfinished?: boolean; limit?: number } = {},
+  ): Promise<readonly SandboxRecord[]> {
+    const where = filter.unfinished ? "WHERE status <> 'terminated'" : '';
+    const rows = this.#db
+      .prepare(`SELECT record_json FROM sandboxes ${where} ORDER BY created_at DESC, id DESC LIMIT ?`)
+      .all(filter.limit ?? -1);
+    return rows.map((row) => JSON.parse(String(row['record_json'])) as SandboxRecord);
   }
 
   /** Closes the database. Idempotent. */
