@@ -9,7 +9,10 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { createClient } from '@connectrpc/connect';
+import { createGrpcTransport, Http2SessionManager } from '@connectrpc/connect-node';
 import { AegisClient } from '../../sdk/index.ts';
+import { SandboxService } from '../../src/api/grpc/gen/aegis/v1/sandboxes_pb.ts';
 import { findCgroupDirs, processWithMarker } from '../support/host-state.ts';
 import {
   cli,
@@ -541,6 +544,99 @@ describe('live sandboxes over REST', { concurrency: true }, () => {
     await pollUntil('its cgroups (freezer too) to go', () =>
       findCgroupDirs(id).length === 0 ? true : undefined,
     );
+  });
+
+  it('gRPC SandboxService: create, get, list, a streamed Exec with stdin, resume by command id, delete; no key refused', async () => {
+    const sessions = new Http2SessionManager(server.url);
+    try {
+      const transport = createGrpcTransport({
+        baseUrl: server.url,
+        sessionManager: sessions,
+        interceptors: [
+          (next) => async (request) => {
+            request.header.set('authorization', `Bearer ${key}`);
+            return next(request);
+          },
+        ],
+      });
+      const grpc = createClient(SandboxService, transport);
+      const sandbox = await grpc.createSandbox({
+        agent: 'live',
+        metadata: { via: 'grpc' },
+        env: { WHO: 'grpc' },
+      });
+      assert.equal(sandbox.status, 'running');
+      assert.deepEqual(sandbox.metadata, { via: 'grpc' });
+      assert.equal((await grpc.getSandbox({ id: sandbox.id })).id, sandbox.id);
+      assert.ok((await grpc.listSandboxes({})).sandboxes.some((s) => s.id === sandbox.id));
+
+      const events = [];
+      for await (const event of grpc.exec({
+        sandboxId: sandbox.id,
+        shell: 'echo "hi $WHO"; tr a-z A-Z; echo err >&2; exit 5',
+        stdin: 'shout\n',
+      })) {
+        events.push(event);
+      }
+      assert.equal(events[0]?.event.case, 'started');
+      const started = events[0]!.event.value as { commandId: string };
+      const out = events
+        .filter((e) => e.event.case === 'output')
+        .map((e) => e.event.value as { stream: string; data: string });
+      assert.equal(
+        out
+          .filter((o) => o.stream === 'stdout')
+          .map((o) => o.data)
+          .join(''),
+        'hi grpc\nSHOUT\n',
+      );
+      assert.equal(
+        out
+          .filter((o) => o.stream === 'stderr')
+          .map((o) => o.data)
+          .join(''),
+        'err\n',
+      );
+      const last = events.at(-1)!;
+      assert.equal(last.event.case, 'exit');
+      assert.equal((last.event.value as { exitCode?: number }).exitCode, 5);
+
+      // Resume after "a drop" at the first output: the rest, nothing repeated, nothing run again.
+      const firstSeq = events[1]!.seq;
+      const resumed = [];
+      for await (const event of grpc.exec({
+        sandboxId: sandbox.id,
+        commandId: started.commandId,
+        afterSeq: firstSeq,
+      })) {
+        resumed.push(event);
+      }
+      assert.deepEqual(
+        resumed.map((e) => e.seq),
+        events.slice(2).map((e) => e.seq),
+      );
+      await assert.rejects(
+        grpc
+          .exec({ sandboxId: sandbox.id, argv: ['true'], shell: 'true' })
+          [Symbol.asyncIterator]()
+          .next(),
+        /exactly one/,
+      );
+
+      const anonymous = createClient(
+        SandboxService,
+        createGrpcTransport({ baseUrl: server.url, sessionManager: sessions }),
+      );
+      await assert.rejects(
+        anonymous.getSandbox({ id: sandbox.id }),
+        /unauthenticated|Unauthenticated|API key/i,
+      );
+      const ended = await grpc.deleteSandbox({ id: sandbox.id });
+      assert.equal(ended.status, 'terminated');
+      assert.equal(ended.reason, 'deleted');
+    } finally {
+      sessions.abort();
+    }
   });
 
   it('idle timeout ends an unused sandbox and says why', async () => {

@@ -1,5 +1,5 @@
 /**
- * The gRPC API (`aegis.v1.AgentService`, `aegis.v1.ExecutionService`, proto/aegis/v1) over the same use-cases as
+ * The gRPC API (`aegis.v1.AgentService`, `aegis.v1.ExecutionService`, `aegis.v1.SandboxService`, proto/aegis/v1) over the same use-cases as
  * REST. Served with Connect, so one route answers gRPC, gRPC-Web and the Connect protocol.
  *
  * Every call passes `ctx.gate.admit` first (the `authorization` header; the unix socket is trusted — the transport
@@ -45,6 +45,8 @@ import {
   type LogLine as LogLineMessage,
   LogLineSchema,
 } from './gen/aegis/v1/executions_pb.ts';
+import { SandboxService } from './gen/aegis/v1/sandboxes_pb.ts';
+import { sandboxServiceImpl } from './sandboxes.ts';
 
 /** How the request arrived; the server sets it per request (`contextValues`). Default: TCP, which needs a key. */
 export const kTransport = createContextKey<'tcp' | 'unix'>('tcp');
@@ -192,6 +194,11 @@ export function registerGrpcServices(
       }
     },
   });
+
+  router.service(
+    SandboxService,
+    sandboxServiceImpl(ctx, unary, (call) => admit(ctx, call), fail),
+  );
 }
 
 function admit(ctx: ApiContext, call: HandlerContext): Promise<Principal> {

@@ -149,7 +149,7 @@ export function buildOpenApi(info: { version: string }): Json {
       title: 'AEGIS orchestrator API',
       version: info.version,
       description:
-        'Deploy agents and run them in sandboxes. Errors are {error: {code, message, details}}; codes are listed in the README. gRPC/Connect services aegis.v1.AgentService and aegis.v1.ExecutionService are served on the same port (proto/).',
+        'Deploy agents and run them in sandboxes. Errors are {error: {code, message, details}}; codes are listed in the README. gRPC/Connect services aegis.v1.AgentService, aegis.v1.ExecutionService and aegis.v1.SandboxService are served on the same port (proto/).',
     },
     servers: [{ url: '/' }],
     security: [{ apiKey: [] }],

@@ -52,7 +52,7 @@ export const AgentRefSchema: GenMessage<AgentRef> = /*@__PURE__*/
  */
 export type Violation = Message<"aegis.v1.Violation"> & {
   /**
-   * limit | network | filesystem
+   * limit | network | filesystem | budget
    *
    * @generated from field: string kind = 1;
    */
