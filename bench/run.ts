@@ -21,9 +21,10 @@ import { egress } from './scenarios/egress.ts';
 import { gvisor } from './scenarios/gvisor.ts';
 import { ledger } from './scenarios/ledger.ts';
 import { peers } from './scenarios/peers.ts';
+import { sandboxes } from './scenarios/sandboxes.ts';
 import { startLatency } from './scenarios/start-latency.ts';
 
-const SCENARIOS: readonly Scenario[] = [startLatency, density, ledger, egress, api, peers, gvisor];
+const SCENARIOS: readonly Scenario[] = [startLatency, density, ledger, egress, api, peers, gvisor, sandboxes];
 
 const ROOT = resolve(import.meta.dirname, '..');
 const DOC = join(ROOT, 'docs/PERFORMANCE.md');
