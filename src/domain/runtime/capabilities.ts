@@ -77,7 +77,8 @@ export const RUNTIME_CAPABILITIES: Readonly<Record<RuntimeName, Readonly<Record<
     'filesystem.write': 'read-write bind of the descriptor opened by a race-free walk',
     'secrets.placeholders': 'placeholders in env; the egress proxy rewrites them toward bound hosts',
     'scaling.warm': 'bwrap blocked on --block-fd, or a prewarm shim waiting on a go socket',
-    'llm.gateway': 'in-sandbox API on 127.0.0.1:3129 inside the netns (per-execution token); SDKs mounted read-only',
+    'llm.gateway':
+      'in-sandbox API on 127.0.0.1:3129 inside the netns (per-execution token); SDKs mounted read-only',
   },
   gvisor: {
     'resources.memory': 'runsc with cgroups (OCI linux.resources.memory), swap off',
@@ -111,9 +112,7 @@ export const RUNTIME_CAPABILITIES: Readonly<Record<RuntimeName, Readonly<Record<
 };
 
 /** The rules an agent needs enforced. Every agent has every limit and either no network or an allow-list. */
-export function rulesRequiredBy(
-  agent: RuleAgent,
-): Rule[] {
+export function rulesRequiredBy(agent: RuleAgent): Rule[] {
   const rules: Rule[] = [
     'resources.memory',
     'resources.cpu',
@@ -131,10 +130,7 @@ export function rulesRequiredBy(
 }
 
 /** The rules `runtime` cannot enforce for this agent (empty: it can run it as written). */
-export function unenforceableRules(
-  runtime: RuntimeName,
-  agent: RuleAgent,
-): Rule[] {
+export function unenforceableRules(runtime: RuntimeName, agent: RuleAgent): Rule[] {
   return rulesRequiredBy(agent).filter((rule) => RUNTIME_CAPABILITIES[runtime][rule] === null);
 }
 
@@ -149,10 +145,7 @@ export function runtimesEnforcing(rules: readonly Rule[]): RuntimeName[] {
  * Throws LIMIT_UNENFORCEABLE when `runtime` cannot enforce a rule the agent asks for, naming the rules (with their
  * manifest paths) and the runtimes that can.
  */
-export function assertEnforceable(
-  runtime: RuntimeName,
-  agent: RuleAgent,
-): void {
+export function assertEnforceable(runtime: RuntimeName, agent: RuleAgent): void {
   const missing = unenforceableRules(runtime, agent);
   if (missing.length === 0) return;
   const can = runtimesEnforcing(missing);
