@@ -55,12 +55,10 @@ export const Execution = z
     startedAt: z.string().nullable(),
     finishedAt: z.string().nullable(),
     durationMs: z.number().nullable(),
-    usage: z
-      .object({ llm: LlmUsage.nullable() })
-      .meta({
-        description:
-          'what the run consumed through AEGIS; llm is null for agents without spec.llm (and until the run ends)',
-      }),
+    usage: z.object({ llm: LlmUsage.nullable() }).meta({
+      description:
+        'what the run consumed through AEGIS; llm is null for agents without spec.llm (and until the run ends)',
+    }),
   })
   .meta({ id: 'Execution' });
 export type Execution = z.infer<typeof Execution>;
