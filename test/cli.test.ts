@@ -136,6 +136,7 @@ describe('aegis CLI', { concurrency: true }, () => {
         'runtime',
         'startedAt',
         'status',
+        'usage',
         'violations',
       ].sort(),
       'the REST Execution shape (GET /v1/executions/{id})',

@@ -92,6 +92,8 @@ export async function startServerProcess(options: {
   dirs: ServerDirs;
   databaseUrl?: string;
   args?: readonly string[];
+  /** Extra environment for the server (e.g. AEGIS_SECRETS_KEY_FILE). */
+  env?: NodeJS.ProcessEnv;
 }): Promise<ServerProcess> {
   const { home, bundles } = options.dirs;
   const socketPath = join(home, 'run', 'aegis.sock');
@@ -103,6 +105,7 @@ export async function startServerProcess(options: {
     AEGIS_AUDIT_WITNESS_DIR: join(home, '..', 'witness'),
     AEGIS_NODE_KEY_FILE: join(home, '..', 'keys', 'node-ed25519.pem'),
     ...(options.databaseUrl ? { AEGIS_DATABASE_URL: options.databaseUrl } : { AEGIS_DATABASE_URL: '' }),
+    ...options.env,
   };
   // Started directly on this Node (not through bin/aegis.mjs's re-exec) so signals reach the server itself.
   const child = spawn(

@@ -106,6 +106,14 @@ export const MIGRATIONS: readonly Migration[] = [
       CREATE INDEX api_keys_by_created_at ON api_keys (created_at, id);
     `,
   },
+  {
+    id: 2,
+    name: 'usage of an execution (LLM calls, tokens, USD)',
+    sql: `
+      -- ExecutionUsage ({"llm": {"calls", "inputTokens", "outputTokens", "usd"}}), our own structure: jsonb.
+      ALTER TABLE executions ADD COLUMN usage_json JSONB;
+    `,
+  },
 ];
 
 /** Advisory-lock key (one bigint) for a name: every lock this store takes goes through here. */

@@ -108,6 +108,14 @@ export const MIGRATIONS: readonly Migration[] = [
       CREATE INDEX api_keys_by_created_at ON api_keys (created_at, id);
     `,
   },
+  {
+    id: 3,
+    name: 'usage of an execution (LLM calls, tokens, USD)',
+    sql: `
+      -- ExecutionUsage as JSON ({"llm": {"calls", "inputTokens", "outputTokens", "usd"}}); NULL = nothing metered.
+      ALTER TABLE executions ADD COLUMN usage_json TEXT;
+    `,
+  },
 ];
 
 /**
