@@ -52,7 +52,7 @@ function aegis(args: string[], home: string, stdin?: string): Promise<Result> {
 }
 
 const pollUntil = <T>(what: string, fn: () => Promise<T | undefined> | T | undefined): Promise<T> =>
-  poll(what, fn, 20_000);
+  poll(what, fn, 60_000);
 
 const HEADER = 'apiVersion: aegis.dev/v1\nkind: Agent\nmetadata:\n  name: cli-test\n';
 
