@@ -118,7 +118,7 @@ export async function startServerProcess(options: {
   let stderr = '';
   child.stdout!.on('data', (d) => (stderr += d));
   const url = await new Promise<string>((resolveUrl, reject) => {
-    const timer = setTimeout(() => reject(new Error(`server did not start in 60 s:\n${stderr}`)), 20_000);
+    const timer = setTimeout(() => reject(new Error(`server did not start in 60 s:\n${stderr}`)), 60_000);
     child.stderr!.on('data', (d) => {
       stderr += d;
       const match = /listening on (http:\/\/127\.0\.0\.1:\d+)/.exec(stderr);
