@@ -13,7 +13,7 @@
  *
  * No API key: reflection reveals only the API's schema, which is public anyway (GET /openapi.json, proto/); calling
  * an RPC found through it still needs a key (ADR 0055). Requests are capped at 64 KiB each (the server's gRPC cap
- * is sized for bundle uploads) and at 10,000 per stream, so an anonymous client can't make it a memory sink.
+ * is sized for bundle uploads) and at 1,000 per stream, so one anonymous stream can't be fed forever.
  */
 import {
   createRegistry,
@@ -31,7 +31,7 @@ import { ServerReflection as ServerReflectionV1alpha } from './gen/grpc/reflecti
 /** Largest reflection request accepted (a symbol or file name; real ones are < 200 bytes). */
 export const REFLECTION_MAX_REQUEST_BYTES = 64 * 1024;
 /** Requests answered on one stream; a client needs a few dozen at most. */
-export const REFLECTION_MAX_REQUESTS_PER_STREAM = 10_000;
+export const REFLECTION_MAX_REQUESTS_PER_STREAM = 1000;
 
 /** The request as both protocol versions shape it (their generated types differ only in their type names). */
 interface ReflectionRequest {
