@@ -41,16 +41,18 @@ import type {
   TaskOutput,
 } from '../../../app/ports.ts';
 import { AegisError } from '../../../domain/errors.ts';
-import type { LimitName, TerminalStatus, Violation } from '../../../domain/execution.ts';
 import { checkMountSource } from '../../../domain/filesystem-policy.ts';
 import type { CompiledAgent } from '../../../domain/manifest/compiled.ts';
 import { isWithin } from '../../../domain/paths.ts';
 import type { NetworkPolicy } from '../../../domain/policy/network-rules.ts';
+import { classifyOutcome } from '../../../domain/runtime/outcome.ts';
 import { formatBytes } from '../../../domain/units.ts';
 import type { EgressProxy } from '../../egress/proxy.ts';
+import { type CgroupLayout, detectCgroupLayout, type SandboxCgroup } from '../sandbox/cgroups.ts';
 import { hostHasMergedUsr, presentEtcFiles, resolveSandboxUser, type SandboxUser } from '../sandbox/host.ts';
 import { openMountSource, userMay } from '../sandbox/mount-source.ts';
 import { hostSeccompArch } from '../sandbox/seccomp.ts';
+import { DockerCgroups, removeContainerParents } from './cgroups.ts';
 import { openEgress, PROXY_ENV, type Route } from './egress.ts';
 import { DockerEngine, demux } from './engine.ts';
 import { ensureBaseImage, imageId } from './images.ts';
@@ -87,6 +89,8 @@ export interface DockerRuntimeOptions {
   readonly nodeBinary?: string;
   /** @default "nsenter" */
   readonly nsenterPath?: string;
+  /** @default detectCgroupLayout() */
+  readonly cgroupLayout?: CgroupLayout;
 }
 
 interface Instance {
@@ -106,6 +110,10 @@ interface Instance {
   /** Output before execute() attached its line splitters (the gate's own errors), then where output goes. */
   readonly feed: Feed;
   readonly proxy: EgressProxy | undefined;
+  /** The container's parent group (cgroups.ts): limits and the counters read after the run. None: systemd driver. */
+  readonly cgroup: SandboxCgroup | undefined;
+  /** The id the instance was spawned under (a pool's id before bind): names its container and parent group. */
+  readonly spawnedAs: string;
   killedBy: 'timeout' | 'abort' | 'terminate' | undefined;
 }
 
@@ -211,6 +219,10 @@ export class DockerRuntime implements Runtime {
   private readonly instances = new Map<InstanceId, Instance>();
   private readonly mergedUsr = hostHasMergedUsr();
   private baseImage: Promise<string> | undefined;
+  private readonly cgroupLayout: CgroupLayout;
+  private readonly cgroups: DockerCgroups;
+  /** Whether dockerd uses the cgroupfs driver (then containers nest in AEGIS's groups: cgroups.ts). */
+  private cgroupfs: Promise<boolean> | undefined;
   /** AEGIS's seccomp policy as Docker's JSON (seccomp-profile.ts), sent with every container. */
   private readonly seccomp = JSON.stringify(dockerSeccompProfile(hostSeccompArch()));
 
@@ -219,6 +231,16 @@ export class DockerRuntime implements Runtime {
     this.engine = options.engine ?? new DockerEngine();
     this.scratchRoot = options.scratchRoot ?? '/dev/shm/aegis-docker';
     this.user = resolveSandboxUser();
+    this.cgroupLayout = options.cgroupLayout ?? detectCgroupLayout();
+    this.cgroups = new DockerCgroups(this.cgroupLayout);
+  }
+
+  private engineUsesCgroupfs(): Promise<boolean> {
+    this.cgroupfs ??= this.engine
+      .call('GET', '/info')
+      .then((info) => (info.body as { CgroupDriver?: string }).CgroupDriver === 'cgroupfs')
+      .catch(() => false);
+    return this.cgroupfs;
   }
 
   status(id: InstanceId): InstanceState | undefined {
@@ -429,6 +451,7 @@ export class DockerRuntime implements Runtime {
     let containerId: string | undefined;
     let proxy: EgressProxy | undefined;
     let stdio: Socket | undefined;
+    let cgroup: SandboxCgroup | undefined;
     try {
       const inputFile = join(dir, 'input.json');
       const outputFile = join(dir, 'output.json');
@@ -442,6 +465,16 @@ export class DockerRuntime implements Runtime {
         bind(outputFile, '/run/aegis/output.json', false),
       ];
       const { limits } = agent;
+      // Limits on AEGIS's parent group (counted there, cgroups.ts), or Docker's own when it cannot nest them.
+      let limitConfig: Record<string, unknown> = {
+        PidsLimit: limits.pids,
+        NanoCpus: limits.cpuMillis * 1_000_000,
+      };
+      if (await this.engineUsesCgroupfs()) {
+        const parent = this.cgroups.create(executionId, limits);
+        cgroup = parent.cgroup;
+        limitConfig = { CgroupParent: parent.cgroupParent };
+      }
       const tmpfsSize = `size=${limits.diskBytes}`;
       const body = {
         Image: image,
@@ -470,10 +503,9 @@ export class DockerRuntime implements Runtime {
           CapDrop: ['ALL'],
           SecurityOpt: ['no-new-privileges', `seccomp=${this.seccomp}`],
           Privileged: false,
-          PidsLimit: limits.pids,
+          ...limitConfig,
           Memory: limits.memoryBytes,
           MemorySwap: limits.memoryBytes,
-          NanoCpus: limits.cpuMillis * 1_000_000,
           IpcMode: 'private',
           ShmSize: Math.min(limits.diskBytes, 64 * 1024 * 1024),
           Tmpfs: {
@@ -507,6 +539,9 @@ export class DockerRuntime implements Runtime {
       const pid = (inspected.body as { State: { Pid: number } }).State.Pid;
       // The gate holds the agent: check that every grant mounted is the object that was checked.
       if (pid) verifyMounts(pid, checks);
+      // …and move its one process into AEGIS's group: the kernel counts a refused fork (pids.events) in the group
+      // of the process that forked, so the agent must fork there, not in runc's group that vanishes at exit.
+      if (pid && cgroup) cgroup.join(pid);
       for (const fd of held.splice(0)) closeSync(fd);
       if (egress) {
         if (!pid) {
@@ -546,6 +581,8 @@ export class DockerRuntime implements Runtime {
         streamsEnded,
         feed,
         proxy,
+        cgroup,
+        spawnedAs: executionId,
         killedBy: undefined,
       };
       this.instances.set(id, instance);
@@ -555,6 +592,7 @@ export class DockerRuntime implements Runtime {
       stdio?.destroy();
       await proxy?.close().catch(() => {});
       if (containerId) await this.removeContainer(containerId);
+      if (cgroup) await this.cgroups.remove(executionId, cgroup);
       rmSync(dir, { recursive: true, force: true });
       throw error;
     }
@@ -646,48 +684,38 @@ export class DockerRuntime implements Runtime {
       ?.State;
     const exitCode =
       (waited?.body as { StatusCode?: number } | undefined)?.StatusCode ?? state?.ExitCode ?? null;
-    const oomKilled = state?.OOMKilled === true;
-
-    const limitsHit: LimitName[] = [];
-    const violations: Violation[] = [];
-    if (oomKilled) {
-      limitsHit.push('memory');
-      violations.push({
-        kind: 'limit',
-        rule: 'memory',
-        count: 1,
-        message: `memory: the container was killed for exceeding ${formatBytes(agent.limits.memoryBytes)} (spec.security.resources.memory)`,
-      });
-    }
-    if (instance.killedBy === 'timeout') {
-      limitsHit.push('timeout');
-      violations.push({
-        kind: 'limit',
-        rule: 'timeout',
-        message: `timeout: still running after ${agent.limits.timeoutMs} ms (spec.security.resources.timeout); the container was killed`,
-      });
-    }
-    let status: TerminalStatus;
-    let reason: string | null = null;
-    if (instance.killedBy === 'timeout') {
-      status = 'timeout';
-      reason = `wall-clock limit of ${agent.limits.timeoutMs} ms reached`;
-    } else if (instance.killedBy === 'abort' || instance.killedBy === 'terminate') {
-      status = 'killed';
-      reason = 'cancelled';
-    } else if (oomKilled && exitCode !== 0) {
-      status = 'oom';
-      reason = `out of memory (limit ${formatBytes(agent.limits.memoryBytes)})`;
-    } else if (exitCode === 0) {
-      status = 'succeeded';
-    } else {
-      status = 'failed';
-      reason = exitCode === 125 ? 'the container ended before the agent started' : `exit code ${exitCode}`;
-    }
+    // The parent group's counters, read before it is removed; the daemon's OOMKilled covers the container's own.
+    const stats = instance.cgroup?.stats();
+    const oomKills = Math.max(stats?.oomKills ?? 0, state?.OOMKilled === true ? 1 : 0);
+    const outcome = classifyOutcome({
+      exitCode,
+      signal: null,
+      counters: {
+        oomKills,
+        pidsLimitHits: stats?.pidsLimitHits ?? 0,
+        cpuThrottledPeriods: stats?.cpuThrottledPeriods ?? 0,
+      },
+      killedBy: instance.killedBy,
+      limits: agent.limits,
+    });
+    const { status, limitsHit, violations } = outcome;
+    const reason =
+      status === 'failed' && exitCode === 125
+        ? 'the container ended before the agent started'
+        : outcome.reason;
     const output = this.collectOutput(instance, lastStdoutLine, task);
     instance.state = status === 'succeeded' ? 'terminated' : 'failed';
     await this.destroy(instance);
-    return { status, exitCode, reason, output, limitsHit, violations, releasedAtMs, finishedAtMs };
+    return {
+      status,
+      exitCode,
+      reason,
+      output,
+      limitsHit,
+      violations,
+      releasedAtMs,
+      finishedAtMs,
+    };
   }
 
   private collectOutput(instance: Instance, lastStdoutLine: string | undefined, task: TaskInput): unknown {
@@ -728,6 +756,7 @@ export class DockerRuntime implements Runtime {
       instance.stdio.destroy();
       await instance.proxy?.close();
       await this.removeContainer(instance.containerId);
+      if (instance.cgroup) await this.cgroups.remove(instance.spawnedAs, instance.cgroup);
     } finally {
       rmSync(instance.dir, { recursive: true, force: true });
     }
@@ -783,7 +812,9 @@ export class DockerRuntime implements Runtime {
 
   /**
    * Removes containers (and their scratch dirs) whose orchestrator is gone: every container labelled by this
-   * runtime whose `aegis.node` owner is not alive. Returns their execution ids. No engine: nothing to reap.
+   * runtime, made with this runtime's scratch root, whose `aegis.node` owner is not alive. Returns their execution
+   * ids. No engine: nothing to reap. The scratch root scopes it: two AEGIS homes (or test suites) sharing one
+   * dockerd never reap each other's containers.
    */
   async reapOrphans(): Promise<readonly string[]> {
     if (!(await this.engine.ping())) return [];
@@ -797,12 +828,14 @@ export class DockerRuntime implements Runtime {
       } catch {
         owner = undefined;
       }
+      const scratch = container.Labels[LABEL_SCRATCH];
+      if (!scratch || !isWithin(scratch, this.scratchRoot) || scratch === this.scratchRoot) continue;
       if (owner && this.options.identity.isAlive(owner)) continue;
       await this.removeContainer(container.Id);
-      const scratch = container.Labels[LABEL_SCRATCH];
-      if (scratch && isWithin(scratch, this.scratchRoot) && scratch !== this.scratchRoot) {
-        rmSync(scratch, { recursive: true, force: true });
-      }
+      const execution = container.Labels[LABEL_EXECUTION];
+      if (execution && EXECUTION_ID.test(execution))
+        await removeContainerParents(this.cgroupLayout, execution);
+      rmSync(scratch, { recursive: true, force: true });
       reaped.push(container.Labels[LABEL_EXECUTION] ?? container.Id);
     }
     return reaped;
