@@ -22,7 +22,6 @@ import {
   existsSync,
   mkdirSync,
   mkdtempSync,
-  readFileSync,
   realpathSync,
   rmSync,
   statSync,
@@ -46,23 +45,19 @@ import type { CompiledAgent } from '../../../domain/manifest/compiled.ts';
 import { isWithin } from '../../../domain/paths.ts';
 import type { NetworkPolicy } from '../../../domain/policy/network-rules.ts';
 import { classifyOutcome } from '../../../domain/runtime/outcome.ts';
-import { formatBytes } from '../../../domain/units.ts';
 import type { EgressProxy } from '../../egress/proxy.ts';
 import { type CgroupLayout, detectCgroupLayout, type SandboxCgroup } from '../sandbox/cgroups.ts';
+import { openEgressInNetns, type Route } from '../sandbox/egress.ts';
+import { generatedEtc, HOST_INTERPRETERS, NODE_INSIDE, sandboxEnv } from '../sandbox/environment.ts';
 import { hostHasMergedUsr, presentEtcFiles, resolveSandboxUser, type SandboxUser } from '../sandbox/host.ts';
 import { openMountSource, userMay } from '../sandbox/mount-source.ts';
 import { hostSeccompArch } from '../sandbox/seccomp.ts';
+import { collectOutput, createLogSink, lineSplitter } from '../sandbox/supervise.ts';
 import { DockerCgroups, removeContainerParents } from './cgroups.ts';
-import { openEgress, PROXY_ENV, type Route } from './egress.ts';
 import { DockerEngine, demux } from './engine.ts';
 import { ensureBaseImage, imageId } from './images.ts';
 import { dockerSeccompProfile } from './seccomp-profile.ts';
 
-const NODE_INSIDE = '/opt/aegis/bin/node';
-const INNER_PATH = '/opt/aegis/bin:/usr/local/bin:/usr/bin:/bin';
-const MAX_OUTPUT_BYTES = 16 * 1024 * 1024;
-const MAX_LINE_BYTES = 64 * 1024;
-const MAX_LOG_BYTES = 32 * 1024 * 1024;
 const SPAWN_DEADLINE_MS = 10_000;
 const LABEL_RUNTIME = 'aegis.runtime';
 const LABEL_EXECUTION = 'aegis.execution';
@@ -115,43 +110,6 @@ interface Instance {
   /** The id the instance was spawned under (a pool's id before bind): names its container and parent group. */
   readonly spawnedAs: string;
   killedBy: 'timeout' | 'abort' | 'terminate' | undefined;
-}
-
-/** /etc of the default rootfs: no host accounts; the agent is the sandbox uid. */
-export function generatedEtc(user: SandboxUser): Record<string, string> {
-  return {
-    '/etc/passwd': `root:x:0:0:root:/nonexistent:/usr/sbin/nologin\nagent:x:${user.uid}:${user.gid}:AEGIS agent:/workspace:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n`,
-    '/etc/group': `root:x:0:\nagent:x:${user.gid}:\nnogroup:x:65534:\n`,
-    '/etc/hosts': '127.0.0.1\tlocalhost aegis\n::1\tlocalhost ip6-localhost\n',
-    '/etc/nsswitch.conf': 'passwd: files\ngroup: files\nhosts: files\n',
-  };
-}
-
-/** The agent's environment: the same variables the sandbox sets (sandbox/runtime.ts sandboxEnv). */
-export function containerEnv(
-  agent: CompiledAgent,
-  executionId: string,
-  egress: boolean,
-  secretEnv: Readonly<Record<string, string>>,
-): string[] {
-  const env: Record<string, string> = {
-    PATH: INNER_PATH,
-    HOME: '/workspace',
-    TMPDIR: '/tmp',
-    LANG: 'C.UTF-8',
-    PYTHONUNBUFFERED: '1',
-    PYTHONDONTWRITEBYTECODE: '1',
-    ...(egress ? { NO_PROXY: '', no_proxy: '' } : {}),
-    ...agent.env,
-    ...secretEnv,
-    ...(egress ? PROXY_ENV : {}),
-    AEGIS_EXECUTION_ID: executionId,
-    AEGIS_AGENT_NAME: agent.name,
-    AEGIS_AGENT_VERSION: agent.version,
-    AEGIS_INPUT: '/run/aegis/input.json',
-    AEGIS_OUTPUT: '/run/aegis/output.json',
-  };
-  return Object.entries(env).map(([key, value]) => `${key}=${value}`);
 }
 
 /** What must be found mounted at `target` once the container exists: the object that was opened and checked. */
@@ -294,7 +252,11 @@ export class DockerRuntime implements Runtime {
       const argv = command !== undefined ? [...command] : [interpreters[language ?? 'bash']!, entrypoint!];
       return { image, argv, custom: true };
     }
-    this.baseImage ??= ensureBaseImage(this.engine, generatedEtc(this.user), this.mergedUsr);
+    this.baseImage ??= ensureBaseImage(
+      this.engine,
+      generatedEtc(this.user.uid, this.user.gid),
+      this.mergedUsr,
+    );
     let base: string;
     try {
       base = await this.baseImage;
@@ -303,12 +265,7 @@ export class DockerRuntime implements Runtime {
       throw error;
     }
     if (command !== undefined) return { image: base, argv: [...command], custom: false };
-    const interpreters: Record<string, string> = {
-      python: '/usr/bin/python3',
-      node: NODE_INSIDE,
-      bash: '/usr/bin/bash',
-    };
-    const interpreter = interpreters[language ?? 'bash']!;
+    const interpreter = HOST_INTERPRETERS[language ?? 'bash'];
     if (language !== 'node' && !existsSync(interpreter)) {
       throw new AegisError('RUNTIME_UNAVAILABLE', `${interpreter} is not installed on this host`, {
         hint: `install it (Debian: apt-get install ${language === 'python' ? 'python3' : 'bash'})`,
@@ -480,7 +437,9 @@ export class DockerRuntime implements Runtime {
         Image: image,
         Entrypoint: [custom ? '/bin/sh' : '/usr/bin/sh'],
         Cmd: ['-c', GATE_SCRIPT, 'aegis-gate', ...argv],
-        Env: containerEnv(agent, executionId, egress, spec.secrets?.env ?? {}),
+        Env: Object.entries(
+          sandboxEnv(agent, executionId, { egress, secretEnv: spec.secrets?.env ?? {} }),
+        ).map(([key, value]) => `${key}=${value}`),
         User: `${this.user.uid}:${this.user.gid}`,
         WorkingDir: '/agent',
         Hostname: 'aegis',
@@ -555,11 +514,7 @@ export class DockerRuntime implements Runtime {
             },
           );
         }
-        proxy = await openEgress({
-          agent,
-          executionId,
-          secrets: spec.secrets,
-          route,
+        proxy = await openEgressInNetns(agent, executionId, spec.secrets, route, {
           pid,
           ...(this.options.nsenterPath ? { nsenterPath: this.options.nsenterPath } : {}),
           timeoutMs: SPAWN_DEADLINE_MS,
@@ -627,23 +582,7 @@ export class DockerRuntime implements Runtime {
     instance.state = 'hot';
     instance.executed = true;
     const { agent } = instance;
-    let lastStdoutLine: string | undefined;
-    let loggedBytes = 0;
-    let truncated = false;
-    const log = (stream: 'stdout' | 'stderr', text: string) => {
-      if (stream === 'stdout' && text.trim() !== '') lastStdoutLine = text;
-      loggedBytes += text.length;
-      if (loggedBytes > MAX_LOG_BYTES) {
-        if (!truncated)
-          task.onLog(
-            'stderr',
-            `[aegis] log output exceeded ${formatBytes(MAX_LOG_BYTES)}; further lines dropped`,
-          );
-        truncated = true;
-        return;
-      }
-      task.onLog(stream, text);
-    };
+    const { log, lastStdoutLine } = createLogSink(task.onLog);
     const splitters = {
       stdout: lineSplitter((text) => log('stdout', text)),
       stderr: lineSplitter((text) => log('stderr', text)),
@@ -703,7 +642,7 @@ export class DockerRuntime implements Runtime {
       status === 'failed' && exitCode === 125
         ? 'the container ended before the agent started'
         : outcome.reason;
-    const output = this.collectOutput(instance, lastStdoutLine, task);
+    const output = collectOutput(instance.outputFile, lastStdoutLine(), task.onLog);
     instance.state = status === 'succeeded' ? 'terminated' : 'failed';
     await this.destroy(instance);
     return {
@@ -716,38 +655,6 @@ export class DockerRuntime implements Runtime {
       releasedAtMs,
       finishedAtMs,
     };
-  }
-
-  private collectOutput(instance: Instance, lastStdoutLine: string | undefined, task: TaskInput): unknown {
-    try {
-      const size = statSync(instance.outputFile).size;
-      if (size > MAX_OUTPUT_BYTES) {
-        task.onLog(
-          'system',
-          `output.json is ${formatBytes(size)}; outputs are capped at ${formatBytes(MAX_OUTPUT_BYTES)} — ignored`,
-        );
-        return null;
-      }
-      if (size > 0) {
-        try {
-          return JSON.parse(readFileSync(instance.outputFile, 'utf8')) as unknown;
-        } catch (error) {
-          task.onLog(
-            'system',
-            `/run/aegis/output.json is not valid JSON (${(error as Error).message}); ignored`,
-          );
-          return null;
-        }
-      }
-    } catch {
-      // no output file: fall back to stdout
-    }
-    if (lastStdoutLine === undefined) return null;
-    try {
-      return JSON.parse(lastStdoutLine) as unknown;
-    } catch {
-      return null;
-    }
   }
 
   private async destroy(instance: Instance): Promise<void> {
@@ -840,30 +747,4 @@ export class DockerRuntime implements Runtime {
     }
     return reaped;
   }
-}
-
-/** Feeds bytes, calls `onLine` per complete line (long lines split at MAX_LINE_BYTES); `end` flushes the rest. */
-function lineSplitter(onLine: (text: string) => void): { push(data: Buffer): void; end(): void } {
-  const decoder = new TextDecoder();
-  let pending = '';
-  return {
-    push(data) {
-      pending += decoder.decode(data, { stream: true });
-      let index = pending.indexOf('\n');
-      while (index !== -1) {
-        onLine(pending.slice(0, index).replace(/\r$/, ''));
-        pending = pending.slice(index + 1);
-        index = pending.indexOf('\n');
-      }
-      while (pending.length > MAX_LINE_BYTES) {
-        onLine(pending.slice(0, MAX_LINE_BYTES));
-        pending = pending.slice(MAX_LINE_BYTES);
-      }
-    },
-    end() {
-      pending += decoder.decode();
-      if (pending !== '') onLine(pending);
-      pending = '';
-    },
-  };
 }
