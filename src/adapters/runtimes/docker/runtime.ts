@@ -413,11 +413,15 @@ export class DockerRuntime implements Runtime {
       const inputFile = join(dir, 'input.json');
       const outputFile = join(dir, 'output.json');
       writeFileSync(inputFile, '', { mode: 0o644 });
+      const hostsFile = join(dir, 'hosts');
+      writeFileSync(hostsFile, generatedEtc(this.user.uid, this.user.gid)['/etc/hosts']!, { mode: 0o644 });
       writeFileSync(outputFile, '', { mode: 0o600 });
       chownSync(outputFile, this.user.uid, this.user.gid);
       const mounts = [
         ...(custom ? [] : this.hostViewMounts(agent)),
         ...this.grantMounts(agent, held, checks),
+        // Docker would mount a hosts file of its own (without localhost under NetworkMode none): the shared one.
+        bind(hostsFile, '/etc/hosts', true),
         bind(inputFile, '/run/aegis/input.json', true),
         bind(outputFile, '/run/aegis/output.json', false),
       ];
