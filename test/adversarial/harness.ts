@@ -21,6 +21,7 @@ import {
 } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { it } from 'node:test';
 import { stringify } from 'yaml';
 import { loadManifestFile } from '../../src/adapters/manifest/yaml-loader.ts';
 import { detectCgroupLayout } from '../../src/adapters/runtimes/sandbox/cgroups.ts';
@@ -248,6 +249,19 @@ export function adversarialRuntimes(
     process.stderr.write(`# ${loud}\n`);
     return [name, loud];
   });
+}
+
+/**
+ * `it` on the sandbox, nothing elsewhere: for cases about bubblewrap's own mechanics, or kept to the sandbox to
+ * hold the suite's time (each file runs its core cases on every runtime, the rest on the sandbox).
+ */
+export function sandboxOnly(isolation: AdversarialRuntime): typeof it {
+  return itOn(isolation, 'sandbox');
+}
+
+/** `it` when `isolation` is one of `runtimes`, nothing otherwise (the file says why the others differ). */
+export function itOn(isolation: AdversarialRuntime, ...runtimes: AdversarialRuntime[]): typeof it {
+  return runtimes.includes(isolation) ? it : ((() => {}) as unknown as typeof it);
 }
 
 export class Harness {
