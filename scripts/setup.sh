@@ -70,7 +70,9 @@ fi
 
 # The docker runtime needs a running Engine. With systemd, Debian's docker.io service; without it (containers, WSL),
 # a private dockerd on a unix socket only (scripts/test-dockerd.sh; AEGIS finds its socket by itself — see README).
-case ",$runtimes," in
+# AEGIS_SETUP_START_ENGINE=0 skips this: `npm test` starts (and stops, by pid) an engine of its own.
+case ",${AEGIS_SETUP_START_ENGINE:-1},$runtimes," in
+  ,0,*) ;;
   *,docker,*)
     engine_answers() { curl -sf --max-time 2 --unix-socket "$1" http://docker/_ping >/dev/null 2>&1; }
     if [ -n "${AEGIS_DOCKER_HOST:-}" ] && engine_answers "${AEGIS_DOCKER_HOST#unix://}"; then
