@@ -33,6 +33,7 @@ export const RULES = [
   'secrets.placeholders',
   'scaling.warm',
   'llm.gateway',
+  'runtime.image',
 ] as const;
 export type Rule = (typeof RULES)[number];
 
@@ -50,11 +51,13 @@ export const RULE_MANIFEST_PATH: Readonly<Record<Rule, string>> = {
   'secrets.placeholders': 'spec.secrets',
   'scaling.warm': 'spec.scaling.warm',
   'llm.gateway': 'spec.llm',
+  'runtime.image': 'spec.runtime.image',
 };
 
 /** What the capability checks read of an agent. */
 export type RuleAgent = Pick<CompiledAgent, 'network' | 'mounts' | 'secrets' | 'scaling'> & {
   readonly llm?: CompiledAgent['llm'];
+  readonly runtime?: Pick<CompiledAgent['runtime'], 'image'>;
 };
 
 /** How a runtime enforces a rule, or `null` when it cannot (then a manifest needing it is refused). */
@@ -79,6 +82,7 @@ export const RUNTIME_CAPABILITIES: Readonly<Record<RuntimeName, Readonly<Record<
     'scaling.warm': 'bwrap blocked on --block-fd, or a prewarm shim waiting on a go socket',
     'llm.gateway':
       'in-sandbox API on 127.0.0.1:3129 inside the netns (per-execution token); SDKs mounted read-only',
+    'runtime.image': null,
   },
   gvisor: {
     'resources.memory':
@@ -97,6 +101,7 @@ export const RUNTIME_CAPABILITIES: Readonly<Record<RuntimeName, Readonly<Record<
     'scaling.warm':
       'a booted sandbox with an idle init (runsc create + start); the agent is runsc exec-ed on execute',
     'llm.gateway': null,
+    'runtime.image': null,
   },
   docker: {
     'resources.memory':
@@ -117,6 +122,8 @@ export const RUNTIME_CAPABILITIES: Readonly<Record<RuntimeName, Readonly<Record<
     'scaling.warm':
       'a started container whose gate (sh reading its go line on stdin) holds the agent back; prewarm is the same thing',
     'llm.gateway': null,
+    'runtime.image':
+      'an image already in the local Docker Engine (aegis image build makes one from a rootfs directory)',
   },
   firecracker: Object.fromEntries(RULES.map((rule) => [rule, null])) as Record<Rule, Enforcement>,
 };
@@ -136,6 +143,7 @@ export function rulesRequiredBy(agent: RuleAgent): Rule[] {
   if (agent.secrets.length > 0) rules.push('secrets.placeholders');
   if (agent.scaling.warm > 0) rules.push('scaling.warm');
   if (agent.llm) rules.push('llm.gateway');
+  if (agent.runtime?.image !== undefined) rules.push('runtime.image');
   return rules;
 }
 
