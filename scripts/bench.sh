@@ -7,9 +7,11 @@
 #     busybox-static (the Docker image's only binary); with --quick only those already installed are used, so a
 #     smoke run stays under two minutes and downloads nothing. docker.io is installed by the full run too.
 #     AEGIS_BENCH_NO_INSTALL=1 skips every install.
-#   - when no dockerd answers but one is installed (and we are root), starts a private one for this run: its own
-#     data root and socket under /tmp/aegis-bench-dockerd, no bridge, no iptables changes (containers run with
-#     --network none anyway), and stops it by its pid when the run ends. A dockerd that was already up is used as is.
+#   - when no dockerd answers but one is installed (and we are root), starts a private one for this run with
+#     scripts/test-dockerd.sh (its own data root and socket under /tmp/aegis-test-dockerd-<checkout hash>, no bridge,
+#     no iptables changes: containers run with --network none anyway), exports DOCKER_HOST/AEGIS_DOCKER_HOST for the
+#     raw peers and the docker runtime, and stops it by its pid when the run ends. A dockerd that was already up
+#     (the system's, or this checkout's test daemon) is used as is and left running.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh --quiet
@@ -42,34 +44,24 @@ fi
 
 docker_up() { docker ${1:+-H "$1"} version --format '{{.Server.Version}}' >/dev/null 2>&1; }
 
-DOCKERD_DIR=/tmp/aegis-bench-dockerd
-dockerd_pid=""
+# The private dockerd is scripts/test-dockerd.sh's (its directory is keyed by this checkout's path, so two checkouts
+# benchmarking at once never share or stop each other's daemon). Stopped at the end only if this run started it.
+started_dockerd=0
 stop_dockerd() {
-  if [ -n "$dockerd_pid" ] && kill -0 "$dockerd_pid" 2>/dev/null; then
-    kill "$dockerd_pid"
-    for _ in $(seq 1 100); do kill -0 "$dockerd_pid" 2>/dev/null || break; sleep 0.1; done
-    kill -0 "$dockerd_pid" 2>/dev/null && kill -9 "$dockerd_pid"
-    say "stopped the private dockerd (pid $dockerd_pid)"
-  fi
+  [ "$started_dockerd" = 1 ] && bash scripts/test-dockerd.sh stop || true
 }
 
 if command -v docker >/dev/null 2>&1 && docker_up ""; then
   say "using the running dockerd"
 elif [ "$(id -u)" -eq 0 ] && command -v dockerd >/dev/null 2>&1; then
-  mkdir -p "$DOCKERD_DIR"
-  sock="$DOCKERD_DIR/docker.sock"
-  dockerd --data-root "$DOCKERD_DIR/data" --exec-root "$DOCKERD_DIR/exec" --pidfile "$DOCKERD_DIR/dockerd.pid" \
-    -H "unix://$sock" --bridge=none --iptables=false --ip6tables=false >"$DOCKERD_DIR/dockerd.log" 2>&1 &
-  dockerd_pid=$!
+  bash scripts/test-dockerd.sh status >/dev/null 2>&1 || started_dockerd=1
   trap stop_dockerd EXIT
-  for _ in $(seq 1 100); do docker_up "unix://$sock" && break; sleep 0.2; done
-  if docker_up "unix://$sock"; then
-    export DOCKER_HOST="unix://$sock"
-    say "started a private dockerd (pid $dockerd_pid, $sock)"
+  if url="$(bash scripts/test-dockerd.sh start)"; then
+    export DOCKER_HOST="$url"
+    export AEGIS_DOCKER_HOST="$url"
+    say "$([ "$started_dockerd" = 1 ] && echo started || echo reusing) a private dockerd ($url)"
   else
-    say "the private dockerd did not come up (see $DOCKERD_DIR/dockerd.log); Docker is reported absent"
-    stop_dockerd
-    dockerd_pid=""
+    say "the private dockerd did not come up; Docker is reported absent"
   fi
 fi
 

@@ -68,6 +68,28 @@ else
   say "not root: sandboxes will run as your own uid; resource limits need root or a delegated cgroup (see aegis doctor)"
 fi
 
+# The docker runtime needs a running Engine. With systemd, Debian's docker.io service; without it (containers, WSL),
+# a private dockerd on a unix socket only (scripts/test-dockerd.sh; AEGIS finds its socket by itself — see README).
+# AEGIS_SETUP_START_ENGINE=0 skips this: `npm test` starts (and stops, by pid) an engine of its own.
+case ",${AEGIS_SETUP_START_ENGINE:-1},$runtimes," in
+  ,0,*) ;;
+  *,docker,*)
+    engine_answers() { curl -sf --max-time 2 --unix-socket "$1" http://docker/_ping >/dev/null 2>&1; }
+    if [ -n "${AEGIS_DOCKER_HOST:-}" ] && engine_answers "${AEGIS_DOCKER_HOST#unix://}"; then
+      say "Docker Engine answers on $AEGIS_DOCKER_HOST"
+    elif engine_answers /var/run/docker.sock; then
+      say "Docker Engine answers on /var/run/docker.sock"
+    elif [ "$(id -u)" -eq 0 ] && [ -d /run/systemd/system ] && systemctl start docker >/dev/null 2>&1 \
+      && engine_answers /var/run/docker.sock; then
+      say "started the docker service (systemd)"
+    elif [ "$(id -u)" -eq 0 ]; then
+      say "starting a private Docker Engine (no systemd here): $(bash scripts/test-dockerd.sh start)"
+    else
+      echo "setup: no Docker Engine answers; start dockerd as root or set AEGIS_DOCKER_HOST=unix://<socket>" >&2
+    fi
+    ;;
+esac
+
 # npm dependencies (and Node 24 via the `node` package). Skip when the installed tree matches the lockfile.
 if [ ! -x node_modules/.bin/node ] || [ package-lock.json -nt node_modules/.package-lock.json ] \
   || [ package.json -nt node_modules/.package-lock.json ]; then

@@ -3,7 +3,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # The suite runs every runtime for real: setup installs them too (idempotent).
-AEGIS_RUNTIMES="${AEGIS_RUNTIMES:-docker,gvisor}" bash scripts/setup.sh --quiet
+# It starts its own private dockerd below and stops it at the end, so setup must not start one it would leave behind.
+AEGIS_SETUP_START_ENGINE=0 AEGIS_RUNTIMES="${AEGIS_RUNTIMES:-docker,gvisor}" bash scripts/setup.sh --quiet
 export PATH="$PWD/node_modules/.bin:$PATH"
 hash -r
 

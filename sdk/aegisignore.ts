@@ -1,7 +1,7 @@
 /**
  * `.aegisignore`: which files of an agent directory stay out of its bundle — a subset of `.gitignore`, documented in
- * pack.ts. Pure: the packer feeds it paths relative to the agent directory (`/`-separated). The same rules as the
- * server-side packer's (src/adapters/bundle/aegisignore.ts); test/sdk-pack.test.ts checks both pack alike.
+ * pack.ts. Pure: the packer feeds it paths relative to the agent directory (`/`-separated). The CLI's packer
+ * (src/adapters/bundle/pack.ts) uses these same rules; test/sdk-pack.test.ts checks both pack alike.
  */
 
 interface Rule {

@@ -84,6 +84,7 @@ function execution(id: string, status: Execution['status'], output: unknown = nu
     startedAt: null,
     finishedAt: null,
     durationMs: null,
+    usage: { llm: null },
   };
 }
 

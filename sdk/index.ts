@@ -57,6 +57,7 @@ export {
   type ExecutionStatus,
   type HealthStatus,
   isTerminalStatus,
+  type LlmUsage,
   type LogLine,
   type LogPage,
   type PoolView,

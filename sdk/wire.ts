@@ -69,6 +69,18 @@ export interface Execution {
   startedAt: string | null;
   finishedAt: string | null;
   durationMs: number | null;
+  /** What the run consumed through AEGIS; `llm` is null for agents without `spec.llm` (and until the run ends). */
+  usage: { llm: LlmUsage | null };
+}
+
+/** Model calls an execution made through the LLM gateway (`spec.llm`). */
+export interface LlmUsage {
+  /** Calls that reached an upstream. */
+  calls: number;
+  inputTokens: number;
+  outputTokens: number;
+  /** At the server's price table (0 for models without a price). */
+  usd: number;
 }
 
 export interface ExecutionList {

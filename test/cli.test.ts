@@ -52,7 +52,7 @@ function aegis(args: string[], home: string, stdin?: string): Promise<Result> {
 }
 
 const pollUntil = <T>(what: string, fn: () => Promise<T | undefined> | T | undefined): Promise<T> =>
-  poll(what, fn, 20_000);
+  poll(what, fn, 60_000);
 
 const HEADER = 'apiVersion: aegis.dev/v1\nkind: Agent\nmetadata:\n  name: cli-test\n';
 
@@ -136,6 +136,7 @@ describe('aegis CLI', { concurrency: true }, () => {
         'runtime',
         'startedAt',
         'status',
+        'usage',
         'violations',
       ].sort(),
       'the REST Execution shape (GET /v1/executions/{id})',

@@ -22,6 +22,7 @@ type Check<T extends true> = T;
 export type WireTypesAgree = [
   Check<Same<wire.ErrorBody, z.infer<typeof server.ErrorBody>>>,
   Check<Same<wire.Violation, z.infer<typeof server.Violation>>>,
+  Check<Same<wire.LlmUsage, z.infer<typeof server.LlmUsage>>>,
   Check<Same<wire.Execution, z.infer<typeof server.Execution>>>,
   Check<Same<wire.ExecutionList, z.infer<typeof server.ExecutionList>>>,
   Check<Same<wire.CreateExecutionBody, z.infer<typeof server.CreateExecutionBody>>>,

@@ -3,7 +3,7 @@
  * fd 3) minus --info-fd/--block-fd and cgroups — and the parity check that it still matches what the runtime runs.
  */
 import type { SpawnOptions } from 'node:child_process';
-import { chownSync, mkdirSync, realpathSync, writeFileSync } from 'node:fs';
+import { chownSync, realpathSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { buildBwrapArgs } from '../../src/adapters/runtimes/sandbox/bwrap-args.ts';
 import {
@@ -27,17 +27,14 @@ import { type CapturedSpawn, captureSpawn } from './trace.ts';
 export const NODE_INSIDE = '/opt/aegis/bin/node';
 export const FLOOR_EXECUTION_ID = 'ex_benchfloor00000000000000';
 
-/** The orchestrator's synthesised /etc files (same content and order as SandboxRuntime). */
-function writeGeneratedEtc(dir: string): Record<string, string> {
-  mkdirSync(dir, { mode: 0o755 });
-  const out: Record<string, string> = {};
-  for (const [target, content] of Object.entries(GENERATED_ETC)) {
-    const file = join(dir, target.slice('/etc/'.length));
-    writeFileSync(file, content, { mode: 0o644 });
-    out[target] = file;
-  }
-  return out;
-}
+/**
+ * The orchestrator's synthesised /etc files, as SandboxRuntime hands them over: copied into the sandbox's root with
+ * bwrap `--file <fd> <target>` (not bind-mounted, ADR 0015), one fd each from GENERATED_FD_BASE on, in the same order.
+ */
+export const GENERATED_FD_BASE = 7;
+const GENERATED_FILES: readonly (readonly [string, Buffer, number])[] = Object.entries(GENERATED_ETC).map(
+  ([target, content], i) => [target, Buffer.from(content, 'utf8'), GENERATED_FD_BASE + i] as const,
+);
 
 export interface Floor {
   /** bwrap options + `--` + command, from buildBwrapArgs on the floor's plan. */
@@ -61,7 +58,6 @@ export const INFO_FD = 4;
 export const BLOCK_FD = 5;
 
 export function makeFloor(workDir: string, user: SandboxUser): Floor {
-  const generatedEtc = writeGeneratedEtc(join(workDir, 'static'));
   const inputFile = join(workDir, 'input.json');
   const outputFile = join(workDir, 'output.json');
   writeFileSync(inputFile, 'null', { mode: 0o644 });
@@ -73,13 +69,15 @@ export function makeFloor(workDir: string, user: SandboxUser): Floor {
   return {
     seccomp,
     launch: (args, argsFd) => {
-      if (argsFd === undefined) return { argv: args, writes: { [SECCOMP_FD]: seccomp } };
+      const files = Object.fromEntries(GENERATED_FILES.map(([, content, fd]) => [fd, content]));
+      if (argsFd === undefined) return { argv: args, writes: { [SECCOMP_FD]: seccomp, ...files } };
       const separator = args.indexOf('--');
       const options = args.slice(0, separator);
       return {
         argv: ['--args', String(argsFd), ...args.slice(separator)],
         writes: {
           [SECCOMP_FD]: seccomp,
+          ...files,
           [argsFd]: Buffer.from(options.map((arg) => `${arg}\0`).join(''), 'utf8'),
         },
       };
@@ -96,7 +94,8 @@ export function makeFloor(workDir: string, user: SandboxUser): Floor {
         env: sandboxEnv(agent, FLOOR_EXECUTION_ID),
         mergedUsr,
         etcFiles,
-        generatedEtc,
+        generatedEtc: {},
+        files: Object.fromEntries(GENERATED_FILES.map(([target, , fd]) => [target, { fd, mode: 0o644 }])),
         agentDir: realpathSync(agent.agentDir),
         inputFile,
         outputFile,
@@ -135,18 +134,12 @@ function effectiveArgv(captured: CapturedSpawn): string[] {
 }
 
 /**
- * Normalises a bwrap argv for comparison: per-execution values (execution id, scratch files, the generated /etc
- * sources) become placeholders and the info/block fds (absent from the floor by definition) are dropped.
+ * Normalises a bwrap argv for comparison: per-execution values (execution id, scratch files) and where a bind's
+ * source comes from (`--bind-fd <fd>`, the runtime's race-free way, vs the floor's `--bind <path>` of the same
+ * object) become placeholders, as do `--file` fd numbers; the info/block fds (absent from the floor) are dropped.
  */
 function normaliseBwrapArgv(argv: readonly string[]): string[] {
-  const scratchTargets = new Set([
-    '/run/aegis/input.json',
-    '/run/aegis/output.json',
-    '/etc/passwd',
-    '/etc/group',
-    '/etc/hosts',
-    '/etc/nsswitch.conf',
-  ]);
+  const scratchTargets = new Set(['/run/aegis/input.json', '/run/aegis/output.json']);
   const out: string[] = [];
   for (let i = 1; i < argv.length; i++) {
     const arg = argv[i]!;
@@ -160,7 +153,17 @@ function normaliseBwrapArgv(argv: readonly string[]): string[] {
       out.push(arg, 'AEGIS_EXECUTION_ID', '<execution-id>');
       i += 2;
     } else if ((arg === '--bind' || arg === '--ro-bind') && scratchTargets.has(argv[i + 2] ?? '')) {
-      out.push(arg, '<scratch>', argv[i + 2]!);
+      out.push(arg, '<source>', argv[i + 2]!);
+      i += 2;
+    } else if (arg === '--file') {
+      out.push(arg, '<fd>', argv[i + 2]!);
+      i += 2;
+    } else if (arg === '--bind-fd' || arg === '--ro-bind-fd') {
+      // The runtime binds what it opened and checked (race-free grants, issue 9); the floor binds the same path.
+      out.push(arg === '--bind-fd' ? '--bind' : '--ro-bind', '<source>', argv[i + 2]!);
+      i += 2;
+    } else if ((arg === '--bind' || arg === '--ro-bind') && argv[i + 2] === '/agent') {
+      out.push(arg, '<source>', '/agent');
       i += 2;
     } else {
       out.push(arg);
@@ -201,8 +204,16 @@ export async function checkFloorParity(
   if (!captured.pipes[SECCOMP_FD]?.equals(floor.seccomp)) {
     problems.push(`the seccomp program on fd ${SECCOMP_FD} differs from buildSeccompProgram()`);
   }
-  if (argsFd === INFO_FD || argsFd === BLOCK_FD) {
-    problems.push(`the runtime passes --args on fd ${argsFd}, which the breakdown's floor uses`);
+  if (argsFd === INFO_FD || argsFd === BLOCK_FD || (argsFd !== undefined && argsFd >= GENERATED_FD_BASE)) {
+    problems.push(`the runtime passes --args on fd ${argsFd}, which the floor uses for something else`);
+  }
+  // The fd numbers may differ from the floor's (normalised away above): compare what each --file carries.
+  const options = effectiveArgv(captured);
+  for (const [target, content] of GENERATED_FILES) {
+    const i = options.findIndex((arg, j) => arg === '--file' && options[j + 2] === target);
+    const given = i === -1 ? undefined : captured.pipes[Number(options[i + 1])];
+    if (!given?.equals(content))
+      problems.push(`${target}: the runtime's --file content differs from the floor's`);
   }
   if (problems.length > 0) {
     throw new Error(`the floor no longer matches the runtime (${language}): ${problems.join('; ')}`);

@@ -6,7 +6,7 @@
  */
 import type { ChildProcess } from 'node:child_process';
 import diagnostics from 'node:diagnostics_channel';
-import { readFileSync } from 'node:fs';
+import { readFileSync, readlinkSync, statSync } from 'node:fs';
 import type { Readable, Writable } from 'node:stream';
 import { wallNowMs } from './clock.ts';
 
@@ -135,7 +135,13 @@ export async function captureSpawn<T>(
       const { file: spawned, stdio } = options as { file?: string; stdio?: unknown[] };
       if (spawned === file && captured === undefined) {
         (stdio ?? []).forEach((entry, fd) => {
-          if (fd >= 3 && typeof entry === 'number') given[fd] = readFileSync(`/proc/self/fd/${entry}`);
+          // Only regular files and pipes: directories (--bind-fd sources) are recorded by their path instead.
+          if (fd >= 3 && typeof entry === 'number') {
+            const source = `/proc/self/fd/${entry}`;
+            given[fd] = statSync(source).isDirectory()
+              ? Buffer.from(`dir:${readlinkSync(source)}`)
+              : readFileSync(source);
+          }
         });
       }
       const result = original.call(this, options);

@@ -9,6 +9,9 @@
  * - sandbox cold:  SandboxRuntime spawn + execute of the same agent — call → result.
  * Runs are capped at 20 per variant (each costs ~0.5 s of a 2-core host); `--quick`: 5.
  * Skipped, saying why, when runsc or root is missing. Standalone: `node bench/scenarios/gvisor.ts [--quick]`.
+ * Not in `npm run bench`'s list: the `peers` scenario measures the gvisor and docker runtimes through AEGIS
+ * (runAgent, and bind + execute from Warm) beside runsc do, the Docker Engine API and the floor in the same rounds.
+ * This stays as the runtime-only probe (no store, no ledger, no RuntimeRouter).
  */
 import { execFileSync, spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';

@@ -6,6 +6,10 @@
  * Systems (each measured only when present; otherwise its row says why and how to install it):
  * - floor (raw bwrap), aegis cold (`runAgent`), aegis warm (`bind` + `execute()` on a prewarmed instance): the trivial
  *   Python agent of start-latency (bench/fixtures/start-latency/python/agent.py), → its first line and → exit.
+ * - aegis cold/warm on the gvisor and docker runtimes (the same agent with `isolation` switched; present when the
+ *   RuntimeRouter's probe says the runtime is available and a first run succeeds): `runAgent`, and `bind` +
+ *   `execute()` on an instance spawned Warm ahead of time. They also make the "Runtimes through AEGIS" table
+ *   (marker `runtimes`): each runtime's cold/warm p50s and cold executions/s beside its raw peer from the same rounds.
  * - @anthropic-ai/sandbox-runtime (library: `wrapWithSandbox` + `spawn(…, { shell: true })`, no network, no writes,
  *   run in the agent's directory): `/usr/bin/python3 agent.py`, the same program; the wrap is timed too.
  * - gVisor `runsc --network=none do /usr/bin/python3 agent.py` (in the agent's directory; the host's root file
@@ -18,7 +22,10 @@ import { chmodSync, mkdtempSync, realpathSync, rmSync } from 'node:fs';
 import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { loadManifestFile } from '../../src/adapters/manifest/yaml-loader.ts';
+import { probeDocker, probeGvisor } from '../../src/adapters/runtimes/registry.ts';
 import { resolveSandboxUser } from '../../src/adapters/runtimes/sandbox/host.ts';
+import type { CompiledAgent } from '../../src/domain/manifest/compiled.ts';
+import type { RuntimeAvailability } from '../../src/domain/runtime/capabilities.ts';
 import { openLocalContext } from '../../src/main.ts';
 import { aegisRun, warmVariant, watchBwrap } from '../lib/aegis-run.ts';
 import {
@@ -53,6 +60,24 @@ const QUICK_ROUNDS = 5;
 /** Starts per system in the rate loops: full, quick. */
 const RATE_STARTS = 40;
 const QUICK_RATE_STARTS = 8;
+/** …of the gvisor and docker runtimes through AEGIS, quick. */
+const QUICK_RUNTIME_RATE_STARTS = 4;
+
+/** The runtimes besides `sandbox` that AEGIS can run the same agent on (`spec.isolation`), when this host has them. */
+const OTHER_RUNTIMES = ['gvisor', 'docker'] as const;
+type OtherRuntime = (typeof OTHER_RUNTIMES)[number];
+const RUNTIME_LABEL: Readonly<Record<OtherRuntime, string>> = {
+  gvisor: 'gvisor runtime',
+  docker: 'docker runtime',
+};
+const RUNTIME_INSTALL: Readonly<Record<OtherRuntime, string>> = {
+  gvisor: 'npm run setup -- --runtimes gvisor (as root)',
+  docker: 'npm run setup -- --runtimes docker, and a dockerd (npm run bench starts a private one)',
+};
+
+function probeRuntime(name: OtherRuntime): RuntimeAvailability {
+  return name === 'gvisor' ? probeGvisor() : probeDocker();
+}
 
 interface System {
   readonly id: string;
@@ -68,6 +93,80 @@ interface System {
 
 function absentSystem(id: string, label: string, program: string, absent: Absent): System {
   return { id, label, program, version: '–', spans: [], absent };
+}
+
+/**
+ * "Runtimes through AEGIS": one row per runtime — cold (runAgent) and warm (bind + execute) p50s, the cold
+ * executions/s, and the raw peer of the same isolation measured in the same rounds (floor: raw bwrap; runsc do;
+ * the Docker Engine API running busybox echo, timed to the container's exit).
+ */
+function runtimesTable(
+  systems: readonly System[],
+  summaries: ReadonlyMap<string, Summary>,
+  rates: ReadonlyMap<string, { perSec: number }>,
+  clients: number,
+): Table {
+  const rows: [string, string, string, string, string, string][] = [
+    [
+      'sandbox (bubblewrap)',
+      'aegis-cold',
+      'aegis-warm',
+      'floor',
+      'firstLine',
+      'floor: raw bwrap, → first line',
+    ],
+    [
+      'gvisor (runsc, AEGIS bundle)',
+      'aegis-gvisor-cold',
+      'aegis-gvisor-warm',
+      'runsc',
+      'firstLine',
+      'runsc do, → first line',
+    ],
+    [
+      'docker (Engine API)',
+      'aegis-docker-cold',
+      'aegis-docker-warm',
+      'docker-api',
+      'exited',
+      'Engine API, busybox echo → exit',
+    ],
+  ];
+  const p50 = (id: string, key: string) => summaries.get(`${id}:${key}`);
+  const cell = (s: Summary | undefined) => (s ? `${formatMs(s.p50)} (${formatMs(s.p95)})` : '–');
+  const byId = new Map(systems.map((s) => [s.id, s]));
+  return {
+    headers: [
+      'runtime',
+      'cold: call → first line',
+      'cold: call → result',
+      'warm: claim → first line',
+      'warm: claim → result',
+      `executions/s, cold, ${clients} clients`,
+      'raw peer (same rounds)',
+      'raw p50 (p95)',
+      'cold first line vs raw p50',
+    ],
+    align: ['left', 'right', 'right', 'right', 'right', 'right', 'left', 'right', 'right'],
+    rows: rows.map(([runtime, cold, warm, raw, rawKey, rawLabel]) => {
+      const absent = byId.get(cold)?.absent;
+      if (absent) return [runtime, `absent: ${absent.absent}`, '–', '–', '–', '–', rawLabel, '–', '–'];
+      const coldFirst = p50(cold, 'firstLine');
+      const rawSummary = p50(raw, rawKey);
+      const rate = rates.get(cold);
+      return [
+        runtime,
+        cell(coldFirst),
+        cell(p50(cold, 'result')),
+        cell(p50(warm, 'firstLine')),
+        cell(p50(warm, 'result')),
+        rate ? rate.perSec.toFixed(1) : '–',
+        byId.get(raw)?.absent ? `${rawLabel} (absent)` : rawLabel,
+        cell(rawSummary),
+        coldFirst && rawSummary ? `${(coldFirst.p50 / rawSummary.p50).toFixed(2)}×` : '–',
+      ];
+    }),
+  };
 }
 
 async function run(options: BenchOptions): Promise<ScenarioReport> {
@@ -139,6 +238,62 @@ async function run(options: BenchOptions): Promise<ScenarioReport> {
         run: warm.run,
       },
     ];
+
+    // The other runtimes through AEGIS (the same agent, `isolation` switched): cold = runAgent, warm = bind + execute
+    // on an instance the RuntimeRouter spawned Warm ahead of time, as a warm pool does.
+    for (const name of OTHER_RUNTIMES) {
+      const availability = probeRuntime(name);
+      const label = RUNTIME_LABEL[name];
+      if (!availability.available) {
+        const absent = { absent: availability.reason, install: RUNTIME_INSTALL[name] };
+        systems.push(
+          absentSystem(`aegis-${name}-cold`, `aegis cold, ${label} (runAgent)`, 'python', absent),
+          absentSystem(`aegis-${name}-warm`, `aegis warm, ${label} (bind + execute)`, 'python', absent),
+        );
+        continue;
+      }
+      const onRuntime: CompiledAgent = { ...agent, isolation: name };
+      // One run first: a runtime that is installed but cannot run here (dockerd gone, runsc failing) is absent.
+      const smoke = await aegisRun(ctx, onRuntime).then(
+        () => undefined,
+        (error: Error) => error.message.split('\n')[0]!.slice(0, 200),
+      );
+      if (smoke !== undefined) {
+        log(`  ${name} runtime: a first run failed — ${smoke}`);
+        const absent = { absent: `a first run failed: ${smoke}`, install: RUNTIME_INSTALL[name] };
+        systems.push(
+          absentSystem(`aegis-${name}-cold`, `aegis cold, ${label} (runAgent)`, 'python', absent),
+          absentSystem(`aegis-${name}-warm`, `aegis warm, ${label} (bind + execute)`, 'python', absent),
+        );
+        continue;
+      }
+      const warmOn = warmVariant(ctx, onRuntime, `aegis-${name}-warm`, 'execute', bwrap);
+      closers.push(warmOn.close);
+      systems.push(
+        {
+          id: `aegis-${name}-cold`,
+          label: `aegis cold, ${label} (runAgent)`,
+          program: 'python',
+          version: 'this tree',
+          spans: [
+            ['firstLine', 'call → first line'],
+            ['result', 'call → result'],
+          ],
+          run: () => aegisRun(ctx, onRuntime),
+        },
+        {
+          id: `aegis-${name}-warm`,
+          label: `aegis warm, ${label} (bind + execute, prewarmed)`,
+          program: 'python',
+          version: 'this tree',
+          spans: [
+            ['firstLine', 'claim → first line'],
+            ['result', 'claim → result'],
+          ],
+          run: warmOn.run,
+        },
+      );
+    }
 
     srt = await openSandboxRuntime(agentDir);
     if (isAbsent(srt)) {
@@ -255,11 +410,14 @@ async function run(options: BenchOptions): Promise<ScenarioReport> {
     for (const s of present) {
       const execute: Execute = s.run!;
       // Prewarmed instances are prepared inside run(), one at a time: a rate for them would be the spawn rate.
-      if (s.id === 'aegis-warm') continue;
-      const loop = await closedLoop(clients, rateStarts, execute);
-      rates.set(s.id, { perSec: rateStarts / (loop.wallMs / 1000), starts: rateStarts });
+      if (s.id.endsWith('-warm')) continue;
+      // gvisor/docker start at ≈ 1/s on a loaded 2-core host: fewer starts in a smoke run.
+      const starts =
+        options.quick && /^aegis-(gvisor|docker)-/.test(s.id) ? QUICK_RUNTIME_RATE_STARTS : rateStarts;
+      const loop = await closedLoop(clients, starts, execute);
+      rates.set(s.id, { perSec: starts / (loop.wallMs / 1000), starts });
     }
-    log(`  rates: ${rateStarts} starts per system with ${clients} clients done`);
+    log(`  rates: up to ${rateStarts} starts per system with ${clients} clients done`);
 
     const headline = (s: System) => summaries.get(`${s.id}:${s.spans[0]?.[0]}`);
     const floorP50 = summaries.get('floor:firstLine')?.p50 ?? Number.NaN;
@@ -315,6 +473,7 @@ async function run(options: BenchOptions): Promise<ScenarioReport> {
         });
       }),
     };
+    const runtimes = runtimesTable(systems, summaries, rates, clients);
     const starts: StartPoint[] = present
       .filter((s) => !s.id.startsWith('aegis') && s.id !== 'floor')
       .map((s) => {
@@ -361,8 +520,19 @@ async function run(options: BenchOptions): Promise<ScenarioReport> {
       ),
     };
     return {
-      text: [`peers — ${heading}`, '', renderText(table)].join('\n'),
-      docs: [{ marker: 'peers', markdown: [`_${heading}_`, '', renderMarkdown(table)].join('\n') }],
+      text: [
+        `peers — ${heading}`,
+        '',
+        renderText(table),
+        '',
+        'runtimes through AEGIS, beside their raw peers (same rounds)',
+        '',
+        renderText(runtimes),
+      ].join('\n'),
+      docs: [
+        { marker: 'peers', markdown: [`_${heading}_`, '', renderMarkdown(table)].join('\n') },
+        { marker: 'runtimes', markdown: [`_${heading}_`, '', renderMarkdown(runtimes)].join('\n') },
+      ],
       raw,
       findings: { starts },
     };

@@ -1,4 +1,4 @@
-"""email-summarizer: reads a mailbox of .eml files and writes a short, deterministic digest.
+"""email-summarizer: reads a mailbox of .eml files and writes a short digest (deterministic rules; a model optional).
 
 Runs inside the AEGIS sandbox with the Python standard library only. What the agent can see:
 
@@ -498,32 +498,59 @@ def deterministic_digest(messages: list[dict], skipped: list[dict], max_items: i
 
 
 # --------------------------------------------------------------------------------------------------------------
-# LLM hook
+# LLM summary (optional)
+
+MAX_PROMPT_MESSAGES = 40  # the prompt lists at most this many messages, newest first
 
 
-def llm_summarize(endpoint: str, messages: list[dict], digest: dict) -> str | None:
-    """PLUG-IN POINT for an LLM summarizer.
+def llm_prompt(messages: list[dict], digest: dict) -> list[dict]:
+    """The chat messages for the model: the facts the rules found, one line per mail (no bodies)."""
+    lines = []
+    for m in sorted(messages, key=by_date_desc)[:MAX_PROMPT_MESSAGES]:
+        flags = (["URGENT: " + "; ".join(m["reasons"])] if m["urgency"] >= 2 else []) + (
+            ["newsletter"] if m["bulk"] else []
+        )
+        action = f" asks: {m['action']['task']}" if m["action"] else ""
+        lines.append(f"- {iso(m['date']) or 'undated'} from {short_name(m)}: {m['subject']}"
+                     + (f" [{', '.join(flags)}]" if flags else "") + action)
+    return [
+        {
+            "role": "system",
+            "content": "You summarise a mailbox for its owner in two or three plain sentences: what is urgent, "
+            "what they are asked to do, and what can wait. Use only the facts given.",
+        },
+        {"role": "user", "content": "Mailbox:\n" + "\n".join(lines) + "\n\nRule-based summary: " + digest["summary"]},
+    ]
 
-    Called only when AEGIS_LLM_ENDPOINT is set. It should return a few sentences summarising `messages`, or None
-    to keep the deterministic summary. It must reach the model only at `endpoint`: the sandbox has no network
-    unless agent.yaml allows that host under spec.security.network.allow, and AEGIS does not pass host
-    environment (API keys included) unless spec.env names it.
 
-    Not implemented yet: returns None, so the deterministic summary is used.
+def llm_summarize(messages: list[dict], digest: dict) -> str | None:
+    """A few sentences from the model, or None to keep the deterministic summary.
+
+    Used only when AEGIS runs this agent with a model granted (agent-llm.yaml, `spec.llm`): then AEGIS_API_URL
+    points at the in-sandbox gateway and the `aegis` SDK (mounted read-only, standard library only) is importable.
+    The provider's key never enters the sandbox. Any failure — no model configured, budget used up, upstream
+    down — is logged and the deterministic summary stands, so the digest is always produced.
     """
-    return None
+    if not os.environ.get("AEGIS_API_URL") or not messages:
+        return None
+    try:
+        import aegis  # the in-sandbox SDK; only present inside AEGIS
+
+        answer = aegis.llm.chat(llm_prompt(messages, digest), model="default", max_tokens=300)
+        text = (answer.get("content") or "").strip()
+        return text or None
+    except Exception as error:  # noqa: BLE001 - any failure means "use the rules"
+        log(f"the model did not answer ({type(error).__name__}: {error}); using the deterministic summary")
+        return None
 
 
 def summarize(messages: list[dict], skipped: list[dict], max_items: int) -> dict:
     digest = deterministic_digest(messages, skipped, max_items)
     digest["summarizer"] = "deterministic"
-    endpoint = os.environ.get("AEGIS_LLM_ENDPOINT")
-    if endpoint:
-        text = llm_summarize(endpoint, messages, digest)
-        if text:
-            digest["summary"], digest["summarizer"] = text, "llm"
-        else:
-            log("AEGIS_LLM_ENDPOINT is set, but the LLM summarizer is not implemented yet; using the deterministic one")
+    text = llm_summarize(messages, digest)
+    if text:
+        digest["rule_summary"] = digest["summary"]
+        digest["summary"], digest["summarizer"] = text, "llm"
     return digest
 
 

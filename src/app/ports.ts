@@ -13,6 +13,7 @@ import type { AgentRevision, AgentSummary } from '../domain/deployment.ts';
 import type {
   ExecutionRecord,
   ExecutionStatus,
+  ExecutionUsage,
   LimitName,
   LogLine,
   LogStream,
@@ -269,6 +270,8 @@ export interface ExecutionPatch {
   readonly durationMs?: number | null;
   /** Set when a process takes over a queued execution (server restart). */
   readonly owner?: OwnerRef | null;
+  /** Replaces the record's usage (set once, when the run ends). */
+  readonly usage?: ExecutionUsage;
 }
 
 export interface ListExecutionsQuery {

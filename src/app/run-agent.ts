@@ -450,6 +450,7 @@ export async function runAgent(deps: RunAgentDeps, request: RunAgentRequest): Pr
       violations,
       finishedAt: iso(result.finishedAtMs),
       durationMs,
+      ...(usage === undefined ? {} : { usage: { llm: usage } }),
     });
   } catch (error) {
     ticker.cancel();

@@ -50,6 +50,7 @@ import {
   describeExecution,
   EXIT,
   green,
+  llmUsageCell,
   note,
   type OutputFormat,
   outputOption,
@@ -283,12 +284,13 @@ async function commandPs(options: {
       return EXIT.ok;
     }
     printTable(
-      ['ID', 'AGENT', 'STATUS', 'DURATION', 'CREATED'],
+      ['ID', 'AGENT', 'STATUS', 'DURATION', 'LLM', 'CREATED'],
       page.map((r) => [
         r.id,
         `${r.agent.name}@${r.agent.version}`,
         r.status,
         r.durationMs === null ? (isTerminal(r.status) ? '-' : 'running') : `${r.durationMs}ms`,
+        llmUsageCell(executionView(r).usage),
         r.createdAt,
       ]),
     );

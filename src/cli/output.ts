@@ -109,6 +109,16 @@ export function printTable(header: readonly string[], rows: readonly (readonly s
   process.stdout.write(`${[line(header), ...rows.map(line)].join('\n')}\n`);
 }
 
+/** The `LLM` column of `aegis ps`: `3 calls 1.2k/345 tok $0.0043`, or `-` (no `spec.llm`, or not ended). */
+export function llmUsageCell(usage: Execution['usage']): string {
+  const llm = usage.llm;
+  if (llm === null) return '-';
+  const tokens = (n: number) =>
+    n >= 10_000 ? `${(n / 1000).toFixed(0)}k` : n >= 1000 ? `${(n / 1000).toFixed(1)}k` : `${n}`;
+  const usd = llm.usd > 0 ? ` $${llm.usd < 0.01 ? llm.usd.toPrecision(2) : llm.usd.toFixed(2)}` : '';
+  return `${llm.calls} call${llm.calls === 1 ? '' : 's'} ${tokens(llm.inputTokens)}/${tokens(llm.outputTokens)} tok${usd}`;
+}
+
 export function agentLabel(execution: Execution): string {
   const { name, version, revision } = execution.agent;
   return revision === null ? `${name}@${version}` : `${name}@${revision} (${version})`;

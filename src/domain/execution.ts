@@ -65,6 +65,21 @@ export interface ExecutionRecord {
   readonly durationMs: number | null;
   /** Process that owns the run; lets the next start tell a dead owner's runs from live ones. */
   readonly owner: OwnerRef | null;
+  /** What the run consumed through AEGIS (set when it ends; `llm` only for agents with `spec.llm`). */
+  readonly usage?: ExecutionUsage;
+}
+
+/** Model calls made through the LLM gateway by one execution (`spec.llm`): calls that reached an upstream, tokens, USD. */
+export interface LlmUsage {
+  readonly calls: number;
+  readonly inputTokens: number;
+  readonly outputTokens: number;
+  readonly usd: number;
+}
+
+/** Metered consumption of one execution, one key per metered service (tools, memory… slot in beside `llm`). */
+export interface ExecutionUsage {
+  readonly llm?: LlmUsage;
 }
 
 export interface OwnerRef {

@@ -1,8 +1,11 @@
 /**
  * Shared harness of the adversarial containment suite: writes an agent (code + agent.yaml) into a temp dir, loads it
- * through the real manifest loader, runs it through `runAgent` with the real SandboxRuntime and SQLite store in a
- * temp AEGIS_HOME (composed by src/main.ts, exactly as the CLI does), and returns the record, the log lines, and
- * what the run left behind on the host (scratch dir, cgroup dirs) — which every run asserts is nothing.
+ * through the real manifest loader, runs it through `runAgent` with the real runtimes and SQLite store in a temp
+ * AEGIS_HOME (composed by src/main.ts, exactly as the CLI does), and returns the record, the log lines, and what the
+ * run left behind on the host (scratch dir, cgroup dirs) — which every run asserts is nothing.
+ *
+ * `new Harness({ isolation })` runs the agents on `sandbox` (default), `docker` or `gvisor`; `ADVERSARIAL_RUNTIMES`
+ * lists the three with their skip reasons (those of test/conformance/runtimes.ts), for files that attack each.
  */
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
@@ -18,6 +21,7 @@ import {
 } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { it } from 'node:test';
 import { stringify } from 'yaml';
 import { loadManifestFile } from '../../src/adapters/manifest/yaml-loader.ts';
 import { detectCgroupLayout } from '../../src/adapters/runtimes/sandbox/cgroups.ts';
@@ -26,6 +30,7 @@ import { runAgent } from '../../src/app/run-agent.ts';
 import { type AegisError, isAegisError } from '../../src/domain/errors.ts';
 import type { ExecutionRecord, LogStream } from '../../src/domain/execution.ts';
 import { type LocalContext, openLocalContext } from '../../src/main.ts';
+import { CONFORMANCE_RUNTIMES, requiredRuntimes, testDockerSocket } from '../conformance/runtimes.ts';
 import { pollUntil as poll } from '../support/poll.ts';
 
 export const SANDBOX_USER = resolveSandboxUser();
@@ -34,6 +39,7 @@ export const REPO_ROOT = join(import.meta.dirname, '..', '..');
 
 /** Why this host cannot run the suite, or undefined when it can. Tests skip with this message. */
 export function hostSkipReason(): string | undefined {
+  // (the sandbox runtime's; adversarialRuntimes() gives every runtime's)
   if (process.platform !== 'linux') return `the sandbox runtime needs Linux (this is ${process.platform})`;
   if (process.getuid?.() !== 0) {
     return 'needs root: the containment suite runs sandboxes as the dedicated aegis-sandbox uid (run as root)';
@@ -223,13 +229,52 @@ export function isAlive(pid: number): boolean {
   }
 }
 
+/** The runtimes the containment files attack, each with why this host cannot run it (undefined: it can). */
+export type AdversarialRuntime = 'sandbox' | 'docker' | 'gvisor';
+
+/**
+ * `[isolation, skip]` per runtime, for `describe(..., { skip })`: the reason a runtime cannot run here, printed
+ * loudly, or false. Like the conformance suite, a runtime that is required (CI=true, AEGIS_REQUIRE_RUNTIMES) is
+ * never skipped: its cases run and fail.
+ */
+export function adversarialRuntimes(
+  only: readonly AdversarialRuntime[] = ['sandbox', 'docker', 'gvisor'],
+): [AdversarialRuntime, string | false][] {
+  const required = requiredRuntimes();
+  return only.map((name) => {
+    const entry = CONFORMANCE_RUNTIMES.find((r) => r.name === name)!;
+    const reason = entry.skipReason();
+    if (reason === undefined || required.has(name)) return [name, false];
+    const loud = `SKIPPED: the ${name} runtime cannot run on this host — ${reason}`;
+    process.stderr.write(`# ${loud}\n`);
+    return [name, loud];
+  });
+}
+
+/**
+ * `it` on the sandbox, nothing elsewhere: for cases about bubblewrap's own mechanics, or kept to the sandbox to
+ * hold the suite's time (each file runs its core cases on every runtime, the rest on the sandbox).
+ */
+export function sandboxOnly(isolation: AdversarialRuntime): typeof it {
+  return itOn(isolation, 'sandbox');
+}
+
+/** `it` when `isolation` is one of `runtimes`, nothing otherwise (the file says why the others differ). */
+export function itOn(isolation: AdversarialRuntime, ...runtimes: AdversarialRuntime[]): typeof it {
+  return runtimes.includes(isolation) ? it : ((() => {}) as unknown as typeof it);
+}
+
 export class Harness {
   readonly home: string;
+  readonly isolation: AdversarialRuntime;
   readonly ctx: LocalContext;
   readonly keyDir: string;
   private readonly temps: string[] = [];
 
-  constructor() {
+  constructor(options: { readonly isolation?: AdversarialRuntime } = {}) {
+    this.isolation = options.isolation ?? 'sandbox';
+    // The docker runtime talks to the Engine the tests use (scripts/test.sh starts a private one).
+    if (this.isolation === 'docker') process.env['AEGIS_DOCKER_HOST'] = `unix://${testDockerSocket()}`;
     this.home = mkdtempSync(join(tmpdir(), 'aegis-adv-home-'));
     this.temps.push(this.home);
     // The secrets key lives in its own 0700 temp dir (never /etc/aegis or ~/.config).
@@ -268,7 +313,7 @@ export class Harness {
       metadata: { name: spec.name, version: '1.0.0' },
       spec: {
         runtime,
-        isolation: 'sandbox',
+        isolation: this.isolation,
         security: {
           network: { allow: [...(spec.network?.allow ?? [])], deny: [...(spec.network?.deny ?? [])] },
           filesystem: { read: spec.read ?? [], write: spec.write ?? [] },
@@ -281,6 +326,26 @@ export class Harness {
     const file = join(dir, 'agent.yaml');
     writeFileSync(file, stringify(manifest));
     return file;
+  }
+
+  /** Where the runtime keeps its per-execution scratch dirs (as composed by src/main.ts). */
+  scratchParent(): string {
+    const root = this.ctx.sandbox.scratchRoot;
+    if (this.isolation === 'sandbox') return join(root, 'sandboxes');
+    if (this.isolation === 'gvisor') return join(root, 'gvisor');
+    return (this.ctx.runtime.runtime('docker') as unknown as { scratchRoot: string }).scratchRoot;
+  }
+
+  /** The execution's scratch dirs that exist now (sandbox, gvisor: `<id>`; docker: `<id>-XXXXXX`). */
+  scratchDirsOf(executionId: string): string[] {
+    const parent = this.scratchParent();
+    try {
+      return readdirSync(parent)
+        .filter((name) => name === executionId || name.startsWith(`${executionId}-`))
+        .map((name) => join(parent, name));
+    } catch {
+      return [];
+    }
   }
 
   /** Loads and runs the agent; asserts nothing of the execution is left on the host afterwards. */
@@ -297,7 +362,7 @@ export class Harness {
         executionId = id;
       },
       onStarted: (id) => {
-        const scratch = join(this.ctx.sandbox.scratchRoot, 'sandboxes', id);
+        const scratch = this.scratchDirsOf(id)[0] ?? join(this.scratchParent(), id);
         if (existsSync(scratch)) presentWhileRunning.push(scratch);
         presentWhileRunning.push(...cgroupDirsOf(id));
         // What the runtime itself recorded for its reaper must be gone afterwards too.
@@ -319,13 +384,13 @@ export class Harness {
     });
     const leftovers = [
       ...presentWhileRunning,
-      join(this.ctx.sandbox.scratchRoot, 'sandboxes', executionId),
+      ...this.scratchDirsOf(executionId),
       ...cgroupDirsOf(executionId),
     ].filter((path, i, all) => all.indexOf(path) === i && existsSync(path));
     // Cleanup (issue item 13) is checked on every run: the scratch dir and a cgroup per hierarchy existed while
     // the agent ran (so the check below is not vacuous), and none of them outlives the run.
     assert.ok(
-      presentWhileRunning.some((p) => p.startsWith(this.ctx.sandbox.scratchRoot)),
+      presentWhileRunning.some((p) => p.startsWith(this.scratchParent())),
       `scratch dir of ${executionId} not found while running`,
     );
     assert.ok(
@@ -371,7 +436,7 @@ export class Harness {
     assert.ok(isAegisError(caught), `expected an AegisError, got ${String(caught)}`);
     assert.equal(started, false, 'the sandbox must not start');
     assert.deepEqual(logs, []);
-    assert.equal(existsSync(join(this.ctx.sandbox.scratchRoot, 'sandboxes', executionId)), false);
+    assert.deepEqual(this.scratchDirsOf(executionId), []);
     assert.deepEqual(cgroupDirsOf(executionId), []);
     const record = await this.ctx.store.getExecution(executionId);
     assert.ok(record, `execution ${executionId} was not recorded`);

@@ -11,52 +11,64 @@ import { randomBytes } from 'node:crypto';
 import { createSocket, type Socket as UdpSocket } from 'node:dgram';
 import { createServer, type Server } from 'node:net';
 import { after, before, describe, it } from 'node:test';
-import { Harness, hostSkipReason, outcomes } from './harness.ts';
+import { adversarialRuntimes, Harness, outcomes } from './harness.ts';
 
-const skip = hostSkipReason();
 const UNROUTABLE = '192.0.2.1';
 
-describe('adversarial: network', { concurrency: true, skip }, () => {
-  let h: Harness;
-  let tcp: Server;
-  let udp: UdpSocket;
-  let unix: Server;
-  const abstractName = `aegis-adv-${randomBytes(6).toString('hex')}`;
-  const reached = { tcp: 0, udp: 0, unix: 0 };
-  let tcpPort = 0;
-  let udpPort = 0;
+/**
+ * Where the runtimes answer differently, without any of them reaching anything: gVisor's own network stack
+ * (netstack) says EHOSTUNREACH for a namespace with no route, serves netlink (so `ip link` lists its lo) and a
+ * /sys/class/net of its own; Docker mounts a read-only /sys (the container's lo) and an empty /etc/resolv.conf.
+ * Everything else — above all, that nothing of the host answers — is asserted the same on all three.
+ */
+const DIFFERENCES = {
+  sandbox: { unreachable: 'ENETUNREACH', sysClassNet: false, resolvConf: false, ownNetlink: false },
+  docker: { unreachable: 'ENETUNREACH', sysClassNet: true, resolvConf: true, ownNetlink: false },
+  gvisor: { unreachable: 'EHOSTUNREACH', sysClassNet: true, resolvConf: false, ownNetlink: true },
+} as const;
 
-  before(async () => {
-    h = new Harness();
-    tcp = createServer((socket) => {
-      reached.tcp++;
-      socket.destroy();
-    });
-    await new Promise<void>((resolve) => tcp.listen(0, '127.0.0.1', resolve));
-    tcpPort = (tcp.address() as { port: number }).port;
-    udp = createSocket('udp4', () => reached.udp++);
-    await new Promise<void>((resolve) => udp.bind(0, '127.0.0.1', resolve));
-    udpPort = udp.address().port;
-    unix = createServer((socket) => {
-      reached.unix++;
-      socket.destroy();
-    });
-    await new Promise<void>((resolve) => unix.listen(`\0${abstractName}`, resolve));
-  });
-  after(async () => {
-    await Promise.all([
-      new Promise((resolve) => tcp.close(resolve)),
-      new Promise((resolve) => unix.close(resolve)),
-      new Promise<void>((resolve) => udp.close(resolve)),
-    ]);
-    await h.close();
-  });
+for (const [isolation, skip] of adversarialRuntimes()) {
+  describe(`adversarial: network (${isolation})`, { concurrency: true, skip }, () => {
+    let h: Harness;
+    let tcp: Server;
+    let udp: UdpSocket;
+    let unix: Server;
+    const abstractName = `aegis-adv-${randomBytes(6).toString('hex')}`;
+    const reached = { tcp: 0, udp: 0, unix: 0 };
+    let tcpPort = 0;
+    let udpPort = 0;
 
-  it('python: only its own lo; host loopback, external addresses, DNS and netlink are unreachable', async () => {
-    const result = await h.run({
-      name: 'net-python',
-      input: { tcpPort, udpPort, abstractName, unroutable: UNROUTABLE },
-      code: `
+    before(async () => {
+      h = new Harness({ isolation });
+      tcp = createServer((socket) => {
+        reached.tcp++;
+        socket.destroy();
+      });
+      await new Promise<void>((resolve) => tcp.listen(0, '127.0.0.1', resolve));
+      tcpPort = (tcp.address() as { port: number }).port;
+      udp = createSocket('udp4', () => reached.udp++);
+      await new Promise<void>((resolve) => udp.bind(0, '127.0.0.1', resolve));
+      udpPort = udp.address().port;
+      unix = createServer((socket) => {
+        reached.unix++;
+        socket.destroy();
+      });
+      await new Promise<void>((resolve) => unix.listen(`\0${abstractName}`, resolve));
+    });
+    after(async () => {
+      await Promise.all([
+        new Promise((resolve) => tcp.close(resolve)),
+        new Promise((resolve) => unix.close(resolve)),
+        new Promise<void>((resolve) => udp.close(resolve)),
+      ]);
+      await h.close();
+    });
+
+    it('python: only its own lo; host loopback, external addresses, DNS and netlink are unreachable', async () => {
+      const result = await h.run({
+        name: 'net-python',
+        input: { tcpPort, udpPort, abstractName, unroutable: UNROUTABLE },
+        code: `
 import subprocess
 AF_NETLINK, AF_PACKET = 16, 17
 
@@ -108,45 +120,55 @@ report({
     "dns": attempt(socket.getaddrinfo, "example.com", 443),
     "localhost": attempt(socket.gethostbyname, "localhost"),
     "sockets": {
-        "netlink": attempt(socket.socket, AF_NETLINK, socket.SOCK_RAW, 0),
-        "packet": attempt(socket.socket, AF_PACKET, socket.SOCK_RAW, 0),
-        "raw": attempt(socket.socket, socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP),
+        "netlink": attempt(lambda *a: socket.socket(*a).close() or True, AF_NETLINK, socket.SOCK_RAW, 0),
+        "packet": attempt(lambda *a: socket.socket(*a).close() or True, AF_PACKET, socket.SOCK_RAW, 0),
+        "raw": attempt(lambda *a: socket.socket(*a).close() or True, socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP),
     },
     "ipLink": {"rc": ip.returncode, "out": ip.stdout + ip.stderr},
 })
 `,
+      });
+      assert.equal(result.record.status, 'succeeded', Harness.transcript(result));
+      const r = result.report;
+      const expected = DIFFERENCES[isolation];
+      assert.deepEqual(r['interfaces'], ['lo']);
+      assert.deepEqual(r['routes'], []);
+      if (expected.sysClassNet) assert.deepEqual(r['sysClassNet'], { ok: true, value: ['lo'] });
+      else assert.equal(r['sysClassNet'].errno, 'ENOENT');
+      if (expected.resolvConf) assert.deepEqual(r['resolvConf'], { ok: true, value: '' }, 'no nameserver');
+      else assert.equal(r['resolvConf'].errno, 'ENOENT');
+      assert.deepEqual(
+        { tcp: r['external'].tcp?.errno, udp: r['external'].udp?.errno },
+        { tcp: expected.unreachable, udp: expected.unreachable },
+      );
+      for (const [what, outcome] of outcomes(r['hostLoopback'])) {
+        assert.equal(outcome.errno, 'ECONNREFUSED', `${what}: ${JSON.stringify(outcome)}`);
+      }
+      // UDP to the host's port "works" — into the sandbox's own lo, where nobody listens — and never reaches the host.
+      assert.equal(r['udpToHostPort'].ok, true);
+      assert.deepEqual(r['bindHostPort'], { ok: true, value: true });
+      assert.equal(r['dns'].errno, 'EAI', `DNS resolved: ${JSON.stringify(r['dns'])}`);
+      assert.deepEqual(r['localhost'], { ok: true, value: '127.0.0.1' });
+      assert.equal(r['sockets'].raw.errno, 'EPERM');
+      if (expected.ownNetlink) {
+        // gVisor answers netlink from its own netstack: its lo, nothing of the host's.
+        assert.deepEqual(r['sockets'].netlink, { ok: true, value: true });
+        assert.equal(r['sockets'].packet.errno, 'EPERM');
+        assert.deepEqual(r['ipLink'].out.match(/^\d+: [^:]+/gm), ['1: lo'], r['ipLink'].out);
+      } else {
+        assert.equal(r['sockets'].netlink.errno, 'EAFNOSUPPORT');
+        assert.equal(r['sockets'].packet.errno, 'EAFNOSUPPORT');
+        assert.notEqual(r['ipLink'].rc, 0, r['ipLink'].out);
+      }
+      assert.deepEqual(reached, { tcp: 0, udp: 0, unix: 0 }, 'a host listener was reached from the sandbox');
     });
-    assert.equal(result.record.status, 'succeeded', Harness.transcript(result));
-    const r = result.report;
-    assert.deepEqual(r['interfaces'], ['lo']);
-    assert.deepEqual(r['routes'], []);
-    assert.equal(r['sysClassNet'].errno, 'ENOENT');
-    assert.equal(r['resolvConf'].errno, 'ENOENT');
-    assert.deepEqual(
-      { tcp: r['external'].tcp?.errno, udp: r['external'].udp?.errno },
-      { tcp: 'ENETUNREACH', udp: 'ENETUNREACH' },
-    );
-    for (const [what, outcome] of outcomes(r['hostLoopback'])) {
-      assert.equal(outcome.errno, 'ECONNREFUSED', `${what}: ${JSON.stringify(outcome)}`);
-    }
-    // UDP to the host's port "works" — into the sandbox's own lo, where nobody listens — and never reaches the host.
-    assert.equal(r['udpToHostPort'].ok, true);
-    assert.deepEqual(r['bindHostPort'], { ok: true, value: true });
-    assert.equal(r['dns'].errno, 'EAI', `DNS resolved: ${JSON.stringify(r['dns'])}`);
-    assert.deepEqual(r['localhost'], { ok: true, value: '127.0.0.1' });
-    assert.equal(r['sockets'].netlink.errno, 'EAFNOSUPPORT');
-    assert.equal(r['sockets'].packet.errno, 'EAFNOSUPPORT');
-    assert.equal(r['sockets'].raw.errno, 'EPERM');
-    assert.notEqual(r['ipLink'].rc, 0, r['ipLink'].out);
-    assert.deepEqual(reached, { tcp: 0, udp: 0, unix: 0 }, 'a host listener was reached from the sandbox');
-  });
 
-  it('node: net.connect, dgram, dns and fetch all fail the same way', async () => {
-    const result = await h.run({
-      name: 'net-node',
-      language: 'node',
-      input: { tcpPort, udpPort, unroutable: UNROUTABLE },
-      code: `
+    it('node: net.connect, dgram, dns and fetch all fail the same way', async () => {
+      const result = await h.run({
+        name: 'net-node',
+        language: 'node',
+        input: { tcpPort, udpPort, unroutable: UNROUTABLE },
+        code: `
 import { readFileSync } from 'node:fs';
 import net from 'node:net';
 import dgram from 'node:dgram';
@@ -185,16 +207,18 @@ const report = {
 };
 console.log(JSON.stringify(report));
 `,
+      });
+      assert.equal(result.record.status, 'succeeded', Harness.transcript(result));
+      const r = result.report;
+      assert.deepEqual(r['interfaces'], ['lo']);
+      assert.equal(r['hostTcp'].code, 'ECONNREFUSED', JSON.stringify(r['hostTcp']));
+      assert.equal(r['hostUdp'].ok, true, 'UDP to 127.0.0.1 goes to the sandbox lo');
+      assert.ok(['ENOTFOUND', 'EAI_AGAIN'].includes(r['dns'].code), `DNS: ${JSON.stringify(r['dns'])}`);
+      const unreachable = DIFFERENCES[isolation].unreachable;
+      assert.equal(r['external'].tcp?.code, unreachable, JSON.stringify(r['external']));
+      assert.equal(r['external'].udp?.code, unreachable, JSON.stringify(r['external']));
+      assert.equal(r['external'].fetch?.code, unreachable, JSON.stringify(r['external']));
+      assert.deepEqual(reached, { tcp: 0, udp: 0, unix: 0 }, 'a host listener was reached from the sandbox');
     });
-    assert.equal(result.record.status, 'succeeded', Harness.transcript(result));
-    const r = result.report;
-    assert.deepEqual(r['interfaces'], ['lo']);
-    assert.equal(r['hostTcp'].code, 'ECONNREFUSED', JSON.stringify(r['hostTcp']));
-    assert.equal(r['hostUdp'].ok, true, 'UDP to 127.0.0.1 goes to the sandbox lo');
-    assert.ok(['ENOTFOUND', 'EAI_AGAIN'].includes(r['dns'].code), `DNS: ${JSON.stringify(r['dns'])}`);
-    assert.equal(r['external'].tcp?.code, 'ENETUNREACH', JSON.stringify(r['external']));
-    assert.equal(r['external'].udp?.code, 'ENETUNREACH', JSON.stringify(r['external']));
-    assert.equal(r['external'].fetch?.code, 'ENETUNREACH', JSON.stringify(r['external']));
-    assert.deepEqual(reached, { tcp: 0, udp: 0, unix: 0 }, 'a host listener was reached from the sandbox');
   });
-});
+}

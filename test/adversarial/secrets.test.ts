@@ -14,9 +14,8 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { formatExportLine } from '../../src/domain/audit/export-format.ts';
 import { pollUntil } from '../support/poll.ts';
-import { Harness, hostSkipReason } from './harness.ts';
+import { adversarialRuntimes, Harness, sandboxOnly } from './harness.ts';
 
-const skip = hostSkipReason();
 const VALUE = `sk-test-${randomBytes(16).toString('hex')}`;
 
 const PY_SECRETS = `
@@ -82,171 +81,176 @@ function echoServer(seen: string[], bodies: string[]): HttpServer {
   });
 }
 
-describe('adversarial: secrets', { concurrency: false, skip }, () => {
-  let h: Harness;
-  let bound: HttpServer;
-  let unbound: HttpServer;
-  const boundSeen: string[] = [];
-  const unboundSeen: string[] = [];
-  const boundBodies: string[] = [];
-  const unboundBodies: string[] = [];
-  let boundPort = 0;
-  let unboundPort = 0;
+for (const [isolation, skip] of adversarialRuntimes()) {
+  describe(`adversarial: secrets (${isolation})`, { concurrency: false, skip }, () => {
+    let h: Harness;
+    let bound: HttpServer;
+    let unbound: HttpServer;
+    const boundSeen: string[] = [];
+    const unboundSeen: string[] = [];
+    const boundBodies: string[] = [];
+    const unboundBodies: string[] = [];
+    let boundPort = 0;
+    let unboundPort = 0;
 
-  before(async () => {
-    h = new Harness();
-    await h.ctx.secrets.set('TOKEN', VALUE);
-    bound = echoServer(boundSeen, boundBodies);
-    unbound = echoServer(unboundSeen, unboundBodies);
-    await new Promise<void>((resolve) => bound.listen(0, '127.0.0.1', resolve));
-    await new Promise<void>((resolve) => unbound.listen(0, '127.0.0.1', resolve));
-    boundPort = (bound.address() as { port: number }).port;
-    unboundPort = (unbound.address() as { port: number }).port;
-  });
-  after(async () => {
-    bound.closeAllConnections();
-    unbound.closeAllConnections();
-    await Promise.all([
-      new Promise((resolve) => bound.close(resolve)),
-      new Promise((resolve) => unbound.close(resolve)),
-    ]);
-    await h.close();
-  });
-
-  it('injects the value only toward the bound host; the sandbox, logs, output and ledger never hold it', async () => {
-    const result = await h.run({
-      name: 'secret-user',
-      code: PY_SECRETS,
-      secrets: [{ name: 'TOKEN', env: 'API_TOKEN', hosts: [`127.0.0.1:${boundPort}`] }],
-      network: { allow: [`127.0.0.1:${boundPort}`, `127.0.0.1:${unboundPort}`] },
-      input: { bound: boundPort, unbound: unboundPort },
+    before(async () => {
+      h = new Harness({ isolation });
+      await h.ctx.secrets.set('TOKEN', VALUE);
+      bound = echoServer(boundSeen, boundBodies);
+      unbound = echoServer(unboundSeen, unboundBodies);
+      await new Promise<void>((resolve) => bound.listen(0, '127.0.0.1', resolve));
+      await new Promise<void>((resolve) => unbound.listen(0, '127.0.0.1', resolve));
+      boundPort = (bound.address() as { port: number }).port;
+      unboundPort = (unbound.address() as { port: number }).port;
     });
-    const transcript = Harness.transcript(result);
-    assert.equal(result.record.status, 'succeeded', transcript);
-    const { report } = result;
+    after(async () => {
+      bound.closeAllConnections();
+      unbound.closeAllConnections();
+      await Promise.all([
+        new Promise((resolve) => bound.close(resolve)),
+        new Promise((resolve) => unbound.close(resolve)),
+      ]);
+      await h.close();
+    });
 
-    // Inside: a placeholder, nothing else.
-    assert.match(report.token, /^aegis-secret:TOKEN:[0-9a-f]{32}$/, transcript);
-    const placeholder = report.token as string;
-    assert.ok(report.environ.includes(`API_TOKEN=${placeholder}`), 'placeholder in /proc/self/environ');
-    // Had the value been anywhere the agent read before its requests, the redactor would have marked it there.
-    assert.ok(!JSON.stringify([report.environ, report.files, report.token]).includes('REDACTED'));
+    it('injects the value only toward the bound host; the sandbox, logs, output and ledger never hold it', async () => {
+      const result = await h.run({
+        name: 'secret-user',
+        code: PY_SECRETS,
+        secrets: [{ name: 'TOKEN', env: 'API_TOKEN', hosts: [`127.0.0.1:${boundPort}`] }],
+        network: { allow: [`127.0.0.1:${boundPort}`, `127.0.0.1:${unboundPort}`] },
+        input: { bound: boundPort, unbound: unboundPort },
+      });
+      const transcript = Harness.transcript(result);
+      assert.equal(result.record.status, 'succeeded', transcript);
+      const { report } = result;
 
-    // The bound server got the value; the other one only the placeholder.
-    assert.deepEqual(boundSeen, [`Bearer ${VALUE}`]);
-    assert.deepEqual(unboundSeen, [`Bearer ${placeholder}`]);
-    assert.equal(report.bound.status, 200, transcript);
-    assert.equal(report.unbound.status, 200, transcript);
-    assert.equal(report.unbound.body.authorization, `Bearer ${placeholder}`);
+      // Inside: a placeholder, nothing else.
+      assert.match(report.token, /^aegis-secret:TOKEN:[0-9a-f]{32}$/, transcript);
+      const placeholder = report.token as string;
+      assert.ok(report.environ.includes(`API_TOKEN=${placeholder}`), 'placeholder in /proc/self/environ');
+      // Had the value been anywhere the agent read before its requests, the redactor would have marked it there.
+      assert.ok(!JSON.stringify([report.environ, report.files, report.token]).includes('REDACTED'));
 
-    // Bodies (Content-Length, plain HTTP): the bound server got the value in the JSON, the other the placeholder.
-    assert.equal(report.bound_post.status, 200, transcript);
-    assert.equal(report.unbound_post.status, 200, transcript);
-    assert.deepEqual(
-      boundBodies.map((body) => JSON.parse(body)),
-      [{ key: VALUE }],
-    );
-    assert.deepEqual(
-      unboundBodies.map((body) => JSON.parse(body)),
-      [{ key: placeholder }],
-    );
-    assert.equal(report.bound_post.body['content-length'], String(Buffer.byteLength(boundBodies[0]!)));
-    assert.equal(
-      report.bound_post.body.body,
-      `{"key": "${placeholder}"}`,
-      'the reflected body comes back with the placeholder',
-    );
-    assert.equal(report.unbound_post.body.body, `{"key": "${placeholder}"}`);
+      // The bound server got the value; the other one only the placeholder.
+      assert.deepEqual(boundSeen, [`Bearer ${VALUE}`]);
+      assert.deepEqual(unboundSeen, [`Bearer ${placeholder}`]);
+      assert.equal(report.bound.status, 200, transcript);
+      assert.equal(report.unbound.status, 200, transcript);
+      assert.equal(report.unbound.body.authorization, `Bearer ${placeholder}`);
 
-    // The reflection reached the sandbox as the placeholder: that is all the agent could print or stash.
-    assert.equal(report.reflected, `Bearer ${placeholder}`);
-    assert.equal(report.stash, `Bearer ${placeholder}`);
-    assert.ok(
-      result.logs.some((l) => l.stream === 'stdout' && l.text === `reflected: Bearer ${placeholder}`),
-      transcript,
-    );
-    assert.ok(result.logs.some((l) => l.stream === 'stderr' && l.text === `stderr: Bearer ${placeholder}`));
-    assert.ok(result.logs.some((l) => l.text === `placeholder: ${placeholder}`));
-    assert.ok(!JSON.stringify(result.record).includes(VALUE), 'value in the execution record');
-    assert.ok(!transcript.includes(VALUE), 'value in the live log lines');
-    const stored = await h.ctx.store.readLogs(result.executionId);
-    assert.ok(stored.length > 0);
-    assert.ok(!JSON.stringify(stored).includes(VALUE), 'value in the stored log lines');
+      // Bodies (Content-Length, plain HTTP): the bound server got the value in the JSON, the other the placeholder.
+      assert.equal(report.bound_post.status, 200, transcript);
+      assert.equal(report.unbound_post.status, 200, transcript);
+      assert.deepEqual(
+        boundBodies.map((body) => JSON.parse(body)),
+        [{ key: VALUE }],
+      );
+      assert.deepEqual(
+        unboundBodies.map((body) => JSON.parse(body)),
+        [{ key: placeholder }],
+      );
+      assert.equal(report.bound_post.body['content-length'], String(Buffer.byteLength(boundBodies[0]!)));
+      assert.equal(
+        report.bound_post.body.body,
+        `{"key": "${placeholder}"}`,
+        'the reflected body comes back with the placeholder',
+      );
+      assert.equal(report.unbound_post.body.body, `{"key": "${placeholder}"}`);
 
-    // Ledger: per site, one injection toward the bound host, its reflection scrubbed from the response, one
-    // placeholder sent elsewhere — never the value.
-    const entries = await h.ctx.audit.list(result.executionId);
-    const uses = entries.filter((e) => e.kind === 'secret.use').map((e) => e.data);
-    const reflected = {
-      name: 'TOKEN',
-      host: '127.0.0.1',
-      port: boundPort,
-      injected: false,
-      where: 'response',
-      reason: 'reflected',
-    };
-    assert.deepEqual(uses, [
-      { name: 'TOKEN', host: '127.0.0.1', port: boundPort, injected: true, where: 'header', reason: null },
-      reflected,
-      {
+      // The reflection reached the sandbox as the placeholder: that is all the agent could print or stash.
+      assert.equal(report.reflected, `Bearer ${placeholder}`);
+      assert.equal(report.stash, `Bearer ${placeholder}`);
+      assert.ok(
+        result.logs.some((l) => l.stream === 'stdout' && l.text === `reflected: Bearer ${placeholder}`),
+        transcript,
+      );
+      assert.ok(result.logs.some((l) => l.stream === 'stderr' && l.text === `stderr: Bearer ${placeholder}`));
+      assert.ok(result.logs.some((l) => l.text === `placeholder: ${placeholder}`));
+      assert.ok(!JSON.stringify(result.record).includes(VALUE), 'value in the execution record');
+      assert.ok(!transcript.includes(VALUE), 'value in the live log lines');
+      const stored = await h.ctx.store.readLogs(result.executionId);
+      assert.ok(stored.length > 0);
+      assert.ok(!JSON.stringify(stored).includes(VALUE), 'value in the stored log lines');
+
+      // Ledger: per site, one injection toward the bound host, its reflection scrubbed from the response, one
+      // placeholder sent elsewhere — never the value.
+      const entries = await h.ctx.audit.list(result.executionId);
+      const uses = entries.filter((e) => e.kind === 'secret.use').map((e) => e.data);
+      const reflected = {
         name: 'TOKEN',
         host: '127.0.0.1',
-        port: unboundPort,
+        port: boundPort,
         injected: false,
-        where: 'header',
-        reason: 'unbound-host',
+        where: 'response',
+        reason: 'reflected',
+      };
+      assert.deepEqual(uses, [
+        { name: 'TOKEN', host: '127.0.0.1', port: boundPort, injected: true, where: 'header', reason: null },
+        reflected,
+        {
+          name: 'TOKEN',
+          host: '127.0.0.1',
+          port: unboundPort,
+          injected: false,
+          where: 'header',
+          reason: 'unbound-host',
+        },
+        { name: 'TOKEN', host: '127.0.0.1', port: boundPort, injected: true, where: 'body', reason: null },
+        reflected,
+        {
+          name: 'TOKEN',
+          host: '127.0.0.1',
+          port: unboundPort,
+          injected: false,
+          where: 'body',
+          reason: 'unbound-host',
+        },
+      ]);
+      assert.ok(!JSON.stringify(entries).includes(VALUE), 'value in the ledger');
+
+      // The bytes on disk and the export.
+      await h.ctx.audit.flush();
+      // An export holds what a signed head covers; the ledger signs one within ~1 s of the last append.
+      const exported = await pollUntil('a signed head covering the secret.use entries', async () => {
+        let text = '';
+        for await (const record of h.ctx.audit.export()) text += `${formatExportLine(record)}\n`;
+        return text.includes('secret.use') ? text : undefined;
+      });
+      assert.ok(!exported.includes(VALUE), 'value in the audit export');
+      for (const file of readdirSync(h.home)) {
+        if (!/\.(db|db-wal|db-shm|json)$/.test(file)) continue;
+        const bytes = readFileSync(join(h.home, file));
+        assert.equal(bytes.includes(VALUE), false, `value in ${file}`);
+        assert.equal(bytes.includes(Buffer.from(VALUE).toString('base64')), false, `base64 value in ${file}`);
+      }
+    });
+
+    sandboxOnly(isolation)(
+      'a missing secret fails the run before anything starts, naming `aegis secret set`',
+      async () => {
+        const { error, record } = await h.refuse({
+          name: 'secret-missing',
+          code: 'report({})',
+          secrets: [{ name: 'NOT_SET', env: 'NOT_SET_KEY', hosts: ['127.0.0.1'] }],
+          network: { allow: ['127.0.0.1'] },
+        });
+        assert.equal(error.code, 'NOT_FOUND');
+        assert.match(error.message, /aegis secret set NOT_SET/);
+        assert.equal(record.status, 'failed');
+        assert.match(record.reason ?? '', /not started: .*aegis secret set NOT_SET/);
       },
-      { name: 'TOKEN', host: '127.0.0.1', port: boundPort, injected: true, where: 'body', reason: null },
-      reflected,
-      {
-        name: 'TOKEN',
-        host: '127.0.0.1',
-        port: unboundPort,
-        injected: false,
-        where: 'body',
-        reason: 'unbound-host',
-      },
-    ]);
-    assert.ok(!JSON.stringify(entries).includes(VALUE), 'value in the ledger');
+    );
 
-    // The bytes on disk and the export.
-    await h.ctx.audit.flush();
-    // An export holds what a signed head covers; the ledger signs one within ~1 s of the last append.
-    const exported = await pollUntil('a signed head covering the secret.use entries', async () => {
-      let text = '';
-      for await (const record of h.ctx.audit.export()) text += `${formatExportLine(record)}\n`;
-      return text.includes('secret.use') ? text : undefined;
+    sandboxOnly(isolation)('an agent with secrets but no network still gets placeholders', async () => {
+      const result = await h.run({
+        name: 'secret-offline',
+        code: 'report({"token": os.environ.get("API_TOKEN"), "environ": read_text("/proc/self/environ")})',
+        secrets: [{ name: 'TOKEN', env: 'API_TOKEN', hosts: ['api.example.com'] }],
+      });
+      assert.equal(result.record.status, 'succeeded', Harness.transcript(result));
+      assert.match(result.report.token, /^aegis-secret:TOKEN:[0-9a-f]{32}$/);
+      assert.ok(!result.report.environ.includes(VALUE));
     });
-    assert.ok(!exported.includes(VALUE), 'value in the audit export');
-    for (const file of readdirSync(h.home)) {
-      if (!/\.(db|db-wal|db-shm|json)$/.test(file)) continue;
-      const bytes = readFileSync(join(h.home, file));
-      assert.equal(bytes.includes(VALUE), false, `value in ${file}`);
-      assert.equal(bytes.includes(Buffer.from(VALUE).toString('base64')), false, `base64 value in ${file}`);
-    }
   });
-
-  it('a missing secret fails the run before anything starts, naming `aegis secret set`', async () => {
-    const { error, record } = await h.refuse({
-      name: 'secret-missing',
-      code: 'report({})',
-      secrets: [{ name: 'NOT_SET', env: 'NOT_SET_KEY', hosts: ['127.0.0.1'] }],
-      network: { allow: ['127.0.0.1'] },
-    });
-    assert.equal(error.code, 'NOT_FOUND');
-    assert.match(error.message, /aegis secret set NOT_SET/);
-    assert.equal(record.status, 'failed');
-    assert.match(record.reason ?? '', /not started: .*aegis secret set NOT_SET/);
-  });
-
-  it('an agent with secrets but no network still gets placeholders', async () => {
-    const result = await h.run({
-      name: 'secret-offline',
-      code: 'report({"token": os.environ.get("API_TOKEN"), "environ": read_text("/proc/self/environ")})',
-      secrets: [{ name: 'TOKEN', env: 'API_TOKEN', hosts: ['api.example.com'] }],
-    });
-    assert.equal(result.record.status, 'succeeded', Harness.transcript(result));
-    assert.match(result.report.token, /^aegis-secret:TOKEN:[0-9a-f]{32}$/);
-    assert.ok(!result.report.environ.includes(VALUE));
-  });
-});
+}

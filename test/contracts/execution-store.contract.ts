@@ -57,6 +57,7 @@ export function executionStoreContract<S extends ExecutionStore>(
           finishedAt: '2025-03-01T10:00:05.400Z',
           durationMs: 5280.5,
           owner: { host: 'node-a', pid: 4242, startTicks: 987654321 },
+          usage: { llm: { calls: 3, inputTokens: 1200, outputTokens: 345, usd: 0.004_275 } },
         });
         await store.createExecution(full);
         assert.deepEqual(await store.getExecution('exec-full'), full);
@@ -215,6 +216,22 @@ export function executionStoreContract<S extends ExecutionStore>(
         assert.deepEqual((await store.updateExecution('exec-o', { owner: undefined })).owner, owner);
         assert.equal((await store.updateExecution('exec-o', { owner: null })).owner, null);
         assert.equal((await store.getExecution('exec-o'))?.owner, null);
+      });
+
+      it('records usage when the run ends; a record without usage has no usage key', async () => {
+        await store.createExecution(record({ id: 'exec-u', status: 'running' }));
+        assert.equal('usage' in ((await store.getExecution('exec-u')) ?? {}), false);
+        const usage = { llm: { calls: 2, inputTokens: 17, outputTokens: 5, usd: 0.000_123_4 } };
+        const ended = await store.updateExecution('exec-u', { status: 'succeeded', usage });
+        assert.deepEqual(ended.usage, usage);
+        assert.deepEqual((await store.getExecution('exec-u'))?.usage, usage);
+        assert.deepEqual((await store.updateExecution('exec-u', { reason: 'x' })).usage, usage);
+        const [listed] = await store.listExecutions({ agent: ended.agent.name });
+        assert.deepEqual(listed?.usage, usage);
+        if (subject.reopen !== undefined) {
+          store = await subject.reopen();
+          assert.deepEqual((await store.getExecution('exec-u'))?.usage, usage);
+        }
       });
 
       it('returns the record unchanged for an empty patch', async () => {

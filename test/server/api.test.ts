@@ -554,7 +554,8 @@ for (const backend of ['sqlite', 'postgres'] as Backend[]) {
         key: keys.deploy,
         body: { not: 'a bundle' },
       });
-      assert.equal(wrongType.status, 400);
+      assert.equal(wrongType.status, 415, wrongType.text);
+      assert.equal(wrongType.json.error.code, 'UNSUPPORTED_MEDIA_TYPE');
     });
 
     it('trusts the unix socket as the local user (no key), and only there', async () => {

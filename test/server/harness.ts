@@ -92,6 +92,8 @@ export async function startServerProcess(options: {
   dirs: ServerDirs;
   databaseUrl?: string;
   args?: readonly string[];
+  /** Extra environment for the server (e.g. AEGIS_SECRETS_KEY_FILE). */
+  env?: NodeJS.ProcessEnv;
 }): Promise<ServerProcess> {
   const { home, bundles } = options.dirs;
   const socketPath = join(home, 'run', 'aegis.sock');
@@ -103,6 +105,7 @@ export async function startServerProcess(options: {
     AEGIS_AUDIT_WITNESS_DIR: join(home, '..', 'witness'),
     AEGIS_NODE_KEY_FILE: join(home, '..', 'keys', 'node-ed25519.pem'),
     ...(options.databaseUrl ? { AEGIS_DATABASE_URL: options.databaseUrl } : { AEGIS_DATABASE_URL: '' }),
+    ...options.env,
   };
   // Started directly on this Node (not through bin/aegis.mjs's re-exec) so signals reach the server itself.
   const child = spawn(
@@ -115,7 +118,7 @@ export async function startServerProcess(options: {
   let stderr = '';
   child.stdout!.on('data', (d) => (stderr += d));
   const url = await new Promise<string>((resolveUrl, reject) => {
-    const timer = setTimeout(() => reject(new Error(`server did not start in 20 s:\n${stderr}`)), 20_000);
+    const timer = setTimeout(() => reject(new Error(`server did not start in 60 s:\n${stderr}`)), 60_000);
     child.stderr!.on('data', (d) => {
       stderr += d;
       const match = /listening on (http:\/\/127\.0\.0\.1:\d+)/.exec(stderr);

@@ -11,7 +11,7 @@ export const UNFINISHED_STATUSES: readonly ExecutionStatus[] = ['created', 'queu
 
 export const COLUMNS =
   'id, agent_name, agent_version, agent_revision, runtime, status, exit_code, reason, input_json, output_json, ' +
-  'violations_json, created_at, started_at, finished_at, duration_ms, owner_json';
+  'violations_json, created_at, started_at, finished_at, duration_ms, owner_json, usage_json';
 
 export const REVISION_COLUMNS =
   'agent, revision, version, digest, size_bytes, description, created_at, deployed_by';

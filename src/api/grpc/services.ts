@@ -320,6 +320,16 @@ export function toExecution(record: ExecutionRecord): Execution {
     ...(record.startedAt !== null && { startedAt: record.startedAt }),
     ...(record.finishedAt !== null && { finishedAt: record.finishedAt }),
     ...(record.durationMs !== null && { durationMs: record.durationMs }),
+    usage: {
+      ...(record.usage?.llm && {
+        llm: {
+          calls: BigInt(record.usage.llm.calls),
+          inputTokens: BigInt(record.usage.llm.inputTokens),
+          outputTokens: BigInt(record.usage.llm.outputTokens),
+          usd: record.usage.llm.usd,
+        },
+      }),
+    },
   });
 }
 

@@ -31,6 +31,15 @@ export const Violation = z
   })
   .meta({ id: 'Violation' });
 
+export const LlmUsage = z
+  .object({
+    calls: z.number().int().meta({ description: 'model calls that reached an upstream' }),
+    inputTokens: z.number().int(),
+    outputTokens: z.number().int(),
+    usd: z.number().meta({ description: 'at the configured price table (0 for models without a price)' }),
+  })
+  .meta({ id: 'LlmUsage' });
+
 export const Execution = z
   .object({
     id: z.string().meta({ example: 'ex_01jd5v9k3m8q2r7t4w6y0zabcd' }),
@@ -46,6 +55,10 @@ export const Execution = z
     startedAt: z.string().nullable(),
     finishedAt: z.string().nullable(),
     durationMs: z.number().nullable(),
+    usage: z.object({ llm: LlmUsage.nullable() }).meta({
+      description:
+        'what the run consumed through AEGIS; llm is null for agents without spec.llm (and until the run ends)',
+    }),
   })
   .meta({ id: 'Execution' });
 export type Execution = z.infer<typeof Execution>;
@@ -70,6 +83,7 @@ export function executionView(record: ExecutionRecord): Execution {
     startedAt: record.startedAt,
     finishedAt: record.finishedAt,
     durationMs: record.durationMs,
+    usage: { llm: record.usage?.llm ? { ...record.usage.llm } : null },
   };
 }
 

@@ -31,6 +31,7 @@ import {
   type ServerPath,
   toAegisError,
 } from '../errors.ts';
+import { registerReflection } from '../grpc/reflection.ts';
 import { kTransport, registerGrpcServices } from '../grpc/services.ts';
 import { buildOpenApi } from './openapi.ts';
 import { executionView, ROUTES, type Route } from './routes.ts';
@@ -423,7 +424,10 @@ export async function buildHttpApi(
   });
 
   await app.register(fastifyConnectPlugin, {
-    routes: (router) => registerGrpcServices(router, ctx),
+    routes: (router) => {
+      registerGrpcServices(router, ctx);
+      registerReflection(router);
+    },
     readMaxBytes: options.bundleLimitBytes + 64 * 1024,
     contextValues: (request: FastifyRequest) =>
       createContextValues().set(kTransport, requestTransport(request.raw)),

@@ -35,6 +35,7 @@ const PATCHABLE = Object.keys({
   finishedAt: true,
   durationMs: true,
   owner: true,
+  usage: true,
 } satisfies Record<keyof ExecutionPatch, true>) as (keyof ExecutionPatch)[];
 
 interface StoredAgent {

@@ -10,6 +10,7 @@ import {
   describeExecution,
   EXIT,
   isQuiet,
+  llmUsageCell,
   printJson,
   printLogLine,
   printResult,
@@ -203,7 +204,7 @@ export async function remotePs(flags: RemotePsFlags): Promise<number> {
       return EXIT.ok;
     }
     printTable(
-      ['ID', 'AGENT', 'STATUS', 'DURATION', 'CREATED'],
+      ['ID', 'AGENT', 'STATUS', 'DURATION', 'LLM', 'CREATED'],
       page.executions.map((e) => [
         e.id,
         e.agent.revision === null
@@ -211,6 +212,7 @@ export async function remotePs(flags: RemotePsFlags): Promise<number> {
           : `${e.agent.name}@${e.agent.revision}`,
         e.status,
         e.durationMs === null ? (isTerminal(e.status) ? '-' : e.status) : `${e.durationMs}ms`,
+        llmUsageCell(e.usage),
         e.createdAt,
       ]),
     );

@@ -74,6 +74,28 @@ describe('runtime capabilities', () => {
     assert.match(error.hint ?? '', /isolation: gvisor or sandbox or docker/);
     assert.ok(error.problems.some((p) => p.path === 'spec.security.filesystem.write'));
   });
+
+  it('an image or spec.llm is refused where it cannot be honoured, never ignored', () => {
+    const withImage = { ...agent(), runtime: { image: 'busybox:aegis' } } as Parameters<
+      typeof rulesRequiredBy
+    >[0];
+    assertEnforceable('docker', withImage);
+    for (const runtime of ['sandbox', 'gvisor'] as const) {
+      const error = aegisError(() => assertEnforceable(runtime, withImage));
+      assert.equal(error.code, 'LIMIT_UNENFORCEABLE');
+      assert.match(error.message, /runtime\.image \(spec\.runtime\.image\)/);
+      assert.match(error.hint ?? '', /isolation: docker/);
+    }
+    const withLlm = { ...agent(), llm: { models: ['default'] } } as unknown as Parameters<
+      typeof rulesRequiredBy
+    >[0];
+    assertEnforceable('sandbox', withLlm);
+    for (const runtime of ['gvisor', 'docker'] as const) {
+      const error = aegisError(() => assertEnforceable(runtime, withLlm));
+      assert.match(error.message, /llm\.gateway \(spec\.llm\)/);
+      assert.match(error.hint ?? '', /isolation: sandbox/);
+    }
+  });
 });
 
 describe('resolveIsolation', () => {

@@ -33,6 +33,7 @@ export const RULES = [
   'secrets.placeholders',
   'scaling.warm',
   'llm.gateway',
+  'runtime.image',
 ] as const;
 export type Rule = (typeof RULES)[number];
 
@@ -50,19 +51,21 @@ export const RULE_MANIFEST_PATH: Readonly<Record<Rule, string>> = {
   'secrets.placeholders': 'spec.secrets',
   'scaling.warm': 'spec.scaling.warm',
   'llm.gateway': 'spec.llm',
+  'runtime.image': 'spec.runtime.image',
 };
 
 /** What the capability checks read of an agent. */
 export type RuleAgent = Pick<CompiledAgent, 'network' | 'mounts' | 'secrets' | 'scaling'> & {
   readonly llm?: CompiledAgent['llm'];
+  readonly runtime?: Pick<CompiledAgent['runtime'], 'image'>;
 };
 
 /** How a runtime enforces a rule, or `null` when it cannot (then a manifest needing it is refused). */
 export type Enforcement = string | null;
 
 /**
- * The capability table. `sandbox` is what this code does; `docker`/`gvisor` are what their runtimes are built to do
- * (issue 11); `firecracker` is not built yet (docs/adr/0031-microvm-runtime-port.md) and enforces nothing.
+ * The capability table: what each runtime's code does, checked by the conformance suite (test/conformance/) on
+ * all three; `firecracker` is not built yet (docs/adr/0031-microvm-runtime-port.md) and enforces nothing.
  */
 export const RUNTIME_CAPABILITIES: Readonly<Record<RuntimeName, Readonly<Record<Rule, Enforcement>>>> = {
   sandbox: {
@@ -77,43 +80,56 @@ export const RUNTIME_CAPABILITIES: Readonly<Record<RuntimeName, Readonly<Record<
     'filesystem.write': 'read-write bind of the descriptor opened by a race-free walk',
     'secrets.placeholders': 'placeholders in env; the egress proxy rewrites them toward bound hosts',
     'scaling.warm': 'bwrap blocked on --block-fd, or a prewarm shim waiting on a go socket',
-    'llm.gateway': 'in-sandbox API on 127.0.0.1:3129 inside the netns (per-execution token); SDKs mounted read-only',
+    'llm.gateway':
+      'in-sandbox API on 127.0.0.1:3129 inside the netns (per-execution token); SDKs mounted read-only',
+    'runtime.image': null,
   },
   gvisor: {
-    'resources.memory': 'runsc with cgroups (OCI linux.resources.memory), swap off',
-    'resources.cpu': 'OCI linux.resources.cpu quota',
-    'resources.pids': 'OCI linux.resources.pids',
-    'resources.disk': 'size-capped tmpfs mounts in the OCI spec',
-    'resources.timeout': 'runsc kill --all SIGKILL',
-    'network.none': 'runsc --network=none (sentry netstack, lo only)',
-    'network.allow': 'egress proxy listener inside the sandbox netns',
-    'filesystem.read': 'OCI bind mount, ro (gofer-mediated)',
-    'filesystem.write': 'OCI bind mount, rw (gofer-mediated)',
+    'resources.memory':
+      'AEGIS cgroup around the whole sandbox (runsc --ignore-cgroups: sentry, gofer, stubs), swap off; OOM kills counted',
+    'resources.cpu': 'CPU quota on that cgroup; throttling counted',
+    'resources.pids':
+      'host task budget on that cgroup (2 × pids + 160: sentry threads, ptrace stubs); crossing it ends the whole sandbox, reported as a pids hit — runsc 20221219 applies neither RLIMIT_NPROC nor OCI pids inside, so no single fork is refused',
+    'resources.disk': 'size-capped tmpfs mounts in the OCI spec for /workspace and /tmp',
+    'resources.timeout': 'cgroup kill of sentry, gofer and stubs on the wall-clock timer',
+    'network.none': 'runsc --network=none (gVisor netstack, its own lo only)',
+    'network.allow':
+      'runsc --network=host inside an empty netns (unshare --net) holding only lo and the egress proxy listener; every connection decided and audited',
+    'filesystem.read': 'OCI bind (gofer-mediated), ro, of the descriptor opened by a race-free walk',
+    'filesystem.write': 'OCI bind (gofer-mediated), rw, of the descriptor opened by a race-free walk',
     'secrets.placeholders': 'same env placeholders and egress-proxy rewriting as sandbox',
-    'scaling.warm': 'runsc create (started later with runsc start)',
+    'scaling.warm':
+      'a booted sandbox with an idle init (runsc create + start); the agent is runsc exec-ed on execute',
     'llm.gateway': null,
+    'runtime.image': null,
   },
   docker: {
-    'resources.memory': 'HostConfig.Memory = MemorySwap',
-    'resources.cpu': 'HostConfig.NanoCpus / CpuQuota',
-    'resources.pids': 'HostConfig.PidsLimit',
+    'resources.memory':
+      'HostConfig.Memory = MemorySwap, and the same limit on the AEGIS parent cgroup; OOM kills from OOMKilled and that cgroup',
+    'resources.cpu':
+      'CPU quota on an AEGIS-owned parent cgroup (HostConfig.CgroupParent) the agent is moved into before it starts; throttling counted (NanoCpus, uncounted, on a systemd-driver daemon)',
+    'resources.pids':
+      'pids.max on that parent cgroup, where the agent forks; refusals counted (PidsLimit, uncounted, on a systemd-driver daemon)',
     'resources.disk': 'tmpfs /workspace and /tmp sized by disk; read-only root',
     'resources.timeout': 'container kill (SIGKILL) on the wall-clock timer',
-    'network.none': 'NetworkMode: none',
-    'network.allow': 'egress proxy listener inside the container netns',
-    'filesystem.read': 'bind mount, ro',
-    'filesystem.write': 'bind mount, rw',
+    'network.none': "NetworkMode: none (lo only; an empty resolv.conf, AEGIS's /etc/hosts)",
+    'network.allow': 'egress proxy listener inside the container netns; every connection decided and audited',
+    'filesystem.read':
+      'bind mount, ro, of the path opened by a race-free walk; the mounted object (dev, inode) checked before the agent starts',
+    'filesystem.write':
+      'bind mount, rw, of the path opened by a race-free walk; the mounted object (dev, inode) checked before the agent starts',
     'secrets.placeholders': 'same env placeholders and egress-proxy rewriting as sandbox',
-    'scaling.warm': 'a created, not yet started container',
+    'scaling.warm':
+      'a started container whose gate (sh reading its go line on stdin) holds the agent back; prewarm is the same thing',
     'llm.gateway': null,
+    'runtime.image':
+      'an image already in the local Docker Engine (aegis image build makes one from a rootfs directory)',
   },
   firecracker: Object.fromEntries(RULES.map((rule) => [rule, null])) as Record<Rule, Enforcement>,
 };
 
 /** The rules an agent needs enforced. Every agent has every limit and either no network or an allow-list. */
-export function rulesRequiredBy(
-  agent: RuleAgent,
-): Rule[] {
+export function rulesRequiredBy(agent: RuleAgent): Rule[] {
   const rules: Rule[] = [
     'resources.memory',
     'resources.cpu',
@@ -127,14 +143,12 @@ export function rulesRequiredBy(
   if (agent.secrets.length > 0) rules.push('secrets.placeholders');
   if (agent.scaling.warm > 0) rules.push('scaling.warm');
   if (agent.llm) rules.push('llm.gateway');
+  if (agent.runtime?.image !== undefined) rules.push('runtime.image');
   return rules;
 }
 
 /** The rules `runtime` cannot enforce for this agent (empty: it can run it as written). */
-export function unenforceableRules(
-  runtime: RuntimeName,
-  agent: RuleAgent,
-): Rule[] {
+export function unenforceableRules(runtime: RuntimeName, agent: RuleAgent): Rule[] {
   return rulesRequiredBy(agent).filter((rule) => RUNTIME_CAPABILITIES[runtime][rule] === null);
 }
 
@@ -149,10 +163,7 @@ export function runtimesEnforcing(rules: readonly Rule[]): RuntimeName[] {
  * Throws LIMIT_UNENFORCEABLE when `runtime` cannot enforce a rule the agent asks for, naming the rules (with their
  * manifest paths) and the runtimes that can.
  */
-export function assertEnforceable(
-  runtime: RuntimeName,
-  agent: RuleAgent,
-): void {
+export function assertEnforceable(runtime: RuntimeName, agent: RuleAgent): void {
   const missing = unenforceableRules(runtime, agent);
   if (missing.length === 0) return;
   const can = runtimesEnforcing(missing);

@@ -3,8 +3,11 @@
  * over-node-http.md): JSON requests, a streamed request body (image import), and the hijacked attach stream
  * (stdin in, multiplexed stdout/stderr out). Only what the `docker` runtime uses; nothing here knows about agents.
  */
+import { createHash } from 'node:crypto';
+import { existsSync, realpathSync } from 'node:fs';
 import http from 'node:http';
 import type { Socket } from 'node:net';
+import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { AegisError } from '../../../domain/errors.ts';
 
@@ -23,10 +26,30 @@ export interface DockerEngineOptions {
   readonly timeoutMs?: number;
 }
 
+/**
+ * The Engine's socket: AEGIS_DOCKER_HOST, else DOCKER_HOST (unix:// URLs), else the system daemon's
+ * /var/run/docker.sock when it exists, else the private engine `npm run setup -- --runtimes docker` starts on a
+ * host without systemd (scripts/test-dockerd.sh: /tmp/aegis-test-dockerd-<hash of this checkout>/docker.sock).
+ */
 export function defaultDockerSocket(env: NodeJS.ProcessEnv = process.env): string {
   const host = env['AEGIS_DOCKER_HOST'] ?? env['DOCKER_HOST'];
   if (host?.startsWith('unix://')) return host.slice('unix://'.length);
-  return '/var/run/docker.sock';
+  const system = '/var/run/docker.sock';
+  if (existsSync(system)) return system;
+  const privateSocket = join(checkoutEngineDir(), 'docker.sock');
+  return existsSync(privateSocket) ? privateSocket : system;
+}
+
+/** scripts/test-dockerd.sh's default DIR for this checkout (the same hash of the checkout's real path). */
+export function checkoutEngineDir(): string {
+  let checkout = join(import.meta.dirname, '..', '..', '..', '..');
+  try {
+    checkout = realpathSync(checkout);
+  } catch {
+    // keep the joined path
+  }
+  const hash = createHash('sha256').update(checkout).digest('hex').slice(0, 12);
+  return `/tmp/aegis-test-dockerd-${hash}`;
 }
 
 export class DockerEngine {

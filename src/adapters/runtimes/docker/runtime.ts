@@ -22,7 +22,6 @@ import {
   existsSync,
   mkdirSync,
   mkdtempSync,
-  readFileSync,
   realpathSync,
   rmSync,
   statSync,
@@ -41,26 +40,24 @@ import type {
   TaskOutput,
 } from '../../../app/ports.ts';
 import { AegisError } from '../../../domain/errors.ts';
-import type { LimitName, TerminalStatus, Violation } from '../../../domain/execution.ts';
 import { checkMountSource } from '../../../domain/filesystem-policy.ts';
 import type { CompiledAgent } from '../../../domain/manifest/compiled.ts';
 import { isWithin } from '../../../domain/paths.ts';
 import type { NetworkPolicy } from '../../../domain/policy/network-rules.ts';
-import { formatBytes } from '../../../domain/units.ts';
+import { classifyOutcome } from '../../../domain/runtime/outcome.ts';
 import type { EgressProxy } from '../../egress/proxy.ts';
+import { type CgroupLayout, detectCgroupLayout, type SandboxCgroup } from '../sandbox/cgroups.ts';
+import { openEgressInNetns, type Route } from '../sandbox/egress.ts';
+import { generatedEtc, HOST_INTERPRETERS, NODE_INSIDE, sandboxEnv } from '../sandbox/environment.ts';
 import { hostHasMergedUsr, presentEtcFiles, resolveSandboxUser, type SandboxUser } from '../sandbox/host.ts';
 import { openMountSource, userMay } from '../sandbox/mount-source.ts';
 import { hostSeccompArch } from '../sandbox/seccomp.ts';
-import { openEgress, PROXY_ENV, type Route } from './egress.ts';
+import { collectOutput, createLogSink, lineSplitter } from '../sandbox/supervise.ts';
+import { DockerCgroups, removeContainerParents } from './cgroups.ts';
 import { DockerEngine, demux } from './engine.ts';
 import { ensureBaseImage, imageId } from './images.ts';
 import { dockerSeccompProfile } from './seccomp-profile.ts';
 
-const NODE_INSIDE = '/opt/aegis/bin/node';
-const INNER_PATH = '/opt/aegis/bin:/usr/local/bin:/usr/bin:/bin';
-const MAX_OUTPUT_BYTES = 16 * 1024 * 1024;
-const MAX_LINE_BYTES = 64 * 1024;
-const MAX_LOG_BYTES = 32 * 1024 * 1024;
 const SPAWN_DEADLINE_MS = 10_000;
 const LABEL_RUNTIME = 'aegis.runtime';
 const LABEL_EXECUTION = 'aegis.execution';
@@ -87,6 +84,8 @@ export interface DockerRuntimeOptions {
   readonly nodeBinary?: string;
   /** @default "nsenter" */
   readonly nsenterPath?: string;
+  /** @default detectCgroupLayout() */
+  readonly cgroupLayout?: CgroupLayout;
 }
 
 interface Instance {
@@ -106,44 +105,11 @@ interface Instance {
   /** Output before execute() attached its line splitters (the gate's own errors), then where output goes. */
   readonly feed: Feed;
   readonly proxy: EgressProxy | undefined;
+  /** The container's parent group (cgroups.ts): limits and the counters read after the run. None: systemd driver. */
+  readonly cgroup: SandboxCgroup | undefined;
+  /** The id the instance was spawned under (a pool's id before bind): names its container and parent group. */
+  readonly spawnedAs: string;
   killedBy: 'timeout' | 'abort' | 'terminate' | undefined;
-}
-
-/** /etc of the default rootfs: no host accounts; the agent is the sandbox uid. */
-export function generatedEtc(user: SandboxUser): Record<string, string> {
-  return {
-    '/etc/passwd': `root:x:0:0:root:/nonexistent:/usr/sbin/nologin\nagent:x:${user.uid}:${user.gid}:AEGIS agent:/workspace:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n`,
-    '/etc/group': `root:x:0:\nagent:x:${user.gid}:\nnogroup:x:65534:\n`,
-    '/etc/hosts': '127.0.0.1\tlocalhost aegis\n::1\tlocalhost ip6-localhost\n',
-    '/etc/nsswitch.conf': 'passwd: files\ngroup: files\nhosts: files\n',
-  };
-}
-
-/** The agent's environment: the same variables the sandbox sets (sandbox/runtime.ts sandboxEnv). */
-export function containerEnv(
-  agent: CompiledAgent,
-  executionId: string,
-  egress: boolean,
-  secretEnv: Readonly<Record<string, string>>,
-): string[] {
-  const env: Record<string, string> = {
-    PATH: INNER_PATH,
-    HOME: '/workspace',
-    TMPDIR: '/tmp',
-    LANG: 'C.UTF-8',
-    PYTHONUNBUFFERED: '1',
-    PYTHONDONTWRITEBYTECODE: '1',
-    ...(egress ? { NO_PROXY: '', no_proxy: '' } : {}),
-    ...agent.env,
-    ...secretEnv,
-    ...(egress ? PROXY_ENV : {}),
-    AEGIS_EXECUTION_ID: executionId,
-    AEGIS_AGENT_NAME: agent.name,
-    AEGIS_AGENT_VERSION: agent.version,
-    AEGIS_INPUT: '/run/aegis/input.json',
-    AEGIS_OUTPUT: '/run/aegis/output.json',
-  };
-  return Object.entries(env).map(([key, value]) => `${key}=${value}`);
 }
 
 /** What must be found mounted at `target` once the container exists: the object that was opened and checked. */
@@ -211,6 +177,10 @@ export class DockerRuntime implements Runtime {
   private readonly instances = new Map<InstanceId, Instance>();
   private readonly mergedUsr = hostHasMergedUsr();
   private baseImage: Promise<string> | undefined;
+  private readonly cgroupLayout: CgroupLayout;
+  private readonly cgroups: DockerCgroups;
+  /** Whether dockerd uses the cgroupfs driver (then containers nest in AEGIS's groups: cgroups.ts). */
+  private cgroupfs: Promise<boolean> | undefined;
   /** AEGIS's seccomp policy as Docker's JSON (seccomp-profile.ts), sent with every container. */
   private readonly seccomp = JSON.stringify(dockerSeccompProfile(hostSeccompArch()));
 
@@ -219,6 +189,16 @@ export class DockerRuntime implements Runtime {
     this.engine = options.engine ?? new DockerEngine();
     this.scratchRoot = options.scratchRoot ?? '/dev/shm/aegis-docker';
     this.user = resolveSandboxUser();
+    this.cgroupLayout = options.cgroupLayout ?? detectCgroupLayout();
+    this.cgroups = new DockerCgroups(this.cgroupLayout);
+  }
+
+  private engineUsesCgroupfs(): Promise<boolean> {
+    this.cgroupfs ??= this.engine
+      .call('GET', '/info')
+      .then((info) => (info.body as { CgroupDriver?: string }).CgroupDriver === 'cgroupfs')
+      .catch(() => false);
+    return this.cgroupfs;
   }
 
   status(id: InstanceId): InstanceState | undefined {
@@ -272,7 +252,11 @@ export class DockerRuntime implements Runtime {
       const argv = command !== undefined ? [...command] : [interpreters[language ?? 'bash']!, entrypoint!];
       return { image, argv, custom: true };
     }
-    this.baseImage ??= ensureBaseImage(this.engine, generatedEtc(this.user), this.mergedUsr);
+    this.baseImage ??= ensureBaseImage(
+      this.engine,
+      generatedEtc(this.user.uid, this.user.gid),
+      this.mergedUsr,
+    );
     let base: string;
     try {
       base = await this.baseImage;
@@ -281,12 +265,7 @@ export class DockerRuntime implements Runtime {
       throw error;
     }
     if (command !== undefined) return { image: base, argv: [...command], custom: false };
-    const interpreters: Record<string, string> = {
-      python: '/usr/bin/python3',
-      node: NODE_INSIDE,
-      bash: '/usr/bin/bash',
-    };
-    const interpreter = interpreters[language ?? 'bash']!;
+    const interpreter = HOST_INTERPRETERS[language ?? 'bash'];
     if (language !== 'node' && !existsSync(interpreter)) {
       throw new AegisError('RUNTIME_UNAVAILABLE', `${interpreter} is not installed on this host`, {
         hint: `install it (Debian: apt-get install ${language === 'python' ? 'python3' : 'bash'})`,
@@ -429,25 +408,42 @@ export class DockerRuntime implements Runtime {
     let containerId: string | undefined;
     let proxy: EgressProxy | undefined;
     let stdio: Socket | undefined;
+    let cgroup: SandboxCgroup | undefined;
     try {
       const inputFile = join(dir, 'input.json');
       const outputFile = join(dir, 'output.json');
       writeFileSync(inputFile, '', { mode: 0o644 });
+      const hostsFile = join(dir, 'hosts');
+      writeFileSync(hostsFile, generatedEtc(this.user.uid, this.user.gid)['/etc/hosts']!, { mode: 0o644 });
       writeFileSync(outputFile, '', { mode: 0o600 });
       chownSync(outputFile, this.user.uid, this.user.gid);
       const mounts = [
         ...(custom ? [] : this.hostViewMounts(agent)),
         ...this.grantMounts(agent, held, checks),
+        // Docker would mount a hosts file of its own (without localhost under NetworkMode none): the shared one.
+        bind(hostsFile, '/etc/hosts', true),
         bind(inputFile, '/run/aegis/input.json', true),
         bind(outputFile, '/run/aegis/output.json', false),
       ];
       const { limits } = agent;
+      // Limits on AEGIS's parent group (counted there, cgroups.ts), or Docker's own when it cannot nest them.
+      let limitConfig: Record<string, unknown> = {
+        PidsLimit: limits.pids,
+        NanoCpus: limits.cpuMillis * 1_000_000,
+      };
+      if (await this.engineUsesCgroupfs()) {
+        const parent = this.cgroups.create(executionId, limits);
+        cgroup = parent.cgroup;
+        limitConfig = { CgroupParent: parent.cgroupParent };
+      }
       const tmpfsSize = `size=${limits.diskBytes}`;
       const body = {
         Image: image,
         Entrypoint: [custom ? '/bin/sh' : '/usr/bin/sh'],
         Cmd: ['-c', GATE_SCRIPT, 'aegis-gate', ...argv],
-        Env: containerEnv(agent, executionId, egress, spec.secrets?.env ?? {}),
+        Env: Object.entries(
+          sandboxEnv(agent, executionId, { egress, secretEnv: spec.secrets?.env ?? {} }),
+        ).map(([key, value]) => `${key}=${value}`),
         User: `${this.user.uid}:${this.user.gid}`,
         WorkingDir: '/agent',
         Hostname: 'aegis',
@@ -470,10 +466,9 @@ export class DockerRuntime implements Runtime {
           CapDrop: ['ALL'],
           SecurityOpt: ['no-new-privileges', `seccomp=${this.seccomp}`],
           Privileged: false,
-          PidsLimit: limits.pids,
+          ...limitConfig,
           Memory: limits.memoryBytes,
           MemorySwap: limits.memoryBytes,
-          NanoCpus: limits.cpuMillis * 1_000_000,
           IpcMode: 'private',
           ShmSize: Math.min(limits.diskBytes, 64 * 1024 * 1024),
           Tmpfs: {
@@ -507,6 +502,9 @@ export class DockerRuntime implements Runtime {
       const pid = (inspected.body as { State: { Pid: number } }).State.Pid;
       // The gate holds the agent: check that every grant mounted is the object that was checked.
       if (pid) verifyMounts(pid, checks);
+      // …and move its one process into AEGIS's group: the kernel counts a refused fork (pids.events) in the group
+      // of the process that forked, so the agent must fork there, not in runc's group that vanishes at exit.
+      if (pid && cgroup) cgroup.join(pid);
       for (const fd of held.splice(0)) closeSync(fd);
       if (egress) {
         if (!pid) {
@@ -520,11 +518,7 @@ export class DockerRuntime implements Runtime {
             },
           );
         }
-        proxy = await openEgress({
-          agent,
-          executionId,
-          secrets: spec.secrets,
-          route,
+        proxy = await openEgressInNetns(agent, executionId, spec.secrets, route, {
           pid,
           ...(this.options.nsenterPath ? { nsenterPath: this.options.nsenterPath } : {}),
           timeoutMs: SPAWN_DEADLINE_MS,
@@ -546,6 +540,8 @@ export class DockerRuntime implements Runtime {
         streamsEnded,
         feed,
         proxy,
+        cgroup,
+        spawnedAs: executionId,
         killedBy: undefined,
       };
       this.instances.set(id, instance);
@@ -555,6 +551,7 @@ export class DockerRuntime implements Runtime {
       stdio?.destroy();
       await proxy?.close().catch(() => {});
       if (containerId) await this.removeContainer(containerId);
+      if (cgroup) await this.cgroups.remove(executionId, cgroup);
       rmSync(dir, { recursive: true, force: true });
       throw error;
     }
@@ -589,23 +586,7 @@ export class DockerRuntime implements Runtime {
     instance.state = 'hot';
     instance.executed = true;
     const { agent } = instance;
-    let lastStdoutLine: string | undefined;
-    let loggedBytes = 0;
-    let truncated = false;
-    const log = (stream: 'stdout' | 'stderr', text: string) => {
-      if (stream === 'stdout' && text.trim() !== '') lastStdoutLine = text;
-      loggedBytes += text.length;
-      if (loggedBytes > MAX_LOG_BYTES) {
-        if (!truncated)
-          task.onLog(
-            'stderr',
-            `[aegis] log output exceeded ${formatBytes(MAX_LOG_BYTES)}; further lines dropped`,
-          );
-        truncated = true;
-        return;
-      }
-      task.onLog(stream, text);
-    };
+    const { log, lastStdoutLine } = createLogSink(task.onLog);
     const splitters = {
       stdout: lineSplitter((text) => log('stdout', text)),
       stderr: lineSplitter((text) => log('stderr', text)),
@@ -646,80 +627,38 @@ export class DockerRuntime implements Runtime {
       ?.State;
     const exitCode =
       (waited?.body as { StatusCode?: number } | undefined)?.StatusCode ?? state?.ExitCode ?? null;
-    const oomKilled = state?.OOMKilled === true;
-
-    const limitsHit: LimitName[] = [];
-    const violations: Violation[] = [];
-    if (oomKilled) {
-      limitsHit.push('memory');
-      violations.push({
-        kind: 'limit',
-        rule: 'memory',
-        count: 1,
-        message: `memory: the container was killed for exceeding ${formatBytes(agent.limits.memoryBytes)} (spec.security.resources.memory)`,
-      });
-    }
-    if (instance.killedBy === 'timeout') {
-      limitsHit.push('timeout');
-      violations.push({
-        kind: 'limit',
-        rule: 'timeout',
-        message: `timeout: still running after ${agent.limits.timeoutMs} ms (spec.security.resources.timeout); the container was killed`,
-      });
-    }
-    let status: TerminalStatus;
-    let reason: string | null = null;
-    if (instance.killedBy === 'timeout') {
-      status = 'timeout';
-      reason = `wall-clock limit of ${agent.limits.timeoutMs} ms reached`;
-    } else if (instance.killedBy === 'abort' || instance.killedBy === 'terminate') {
-      status = 'killed';
-      reason = 'cancelled';
-    } else if (oomKilled && exitCode !== 0) {
-      status = 'oom';
-      reason = `out of memory (limit ${formatBytes(agent.limits.memoryBytes)})`;
-    } else if (exitCode === 0) {
-      status = 'succeeded';
-    } else {
-      status = 'failed';
-      reason = exitCode === 125 ? 'the container ended before the agent started' : `exit code ${exitCode}`;
-    }
-    const output = this.collectOutput(instance, lastStdoutLine, task);
+    // The parent group's counters, read before it is removed; the daemon's OOMKilled covers the container's own.
+    const stats = instance.cgroup?.stats();
+    const oomKills = Math.max(stats?.oomKills ?? 0, state?.OOMKilled === true ? 1 : 0);
+    const outcome = classifyOutcome({
+      exitCode,
+      signal: null,
+      counters: {
+        oomKills,
+        pidsLimitHits: stats?.pidsLimitHits ?? 0,
+        cpuThrottledPeriods: stats?.cpuThrottledPeriods ?? 0,
+      },
+      killedBy: instance.killedBy,
+      limits: agent.limits,
+    });
+    const { status, limitsHit, violations } = outcome;
+    const reason =
+      status === 'failed' && exitCode === 125
+        ? 'the container ended before the agent started'
+        : outcome.reason;
+    const output = collectOutput(instance.outputFile, lastStdoutLine(), task.onLog);
     instance.state = status === 'succeeded' ? 'terminated' : 'failed';
     await this.destroy(instance);
-    return { status, exitCode, reason, output, limitsHit, violations, releasedAtMs, finishedAtMs };
-  }
-
-  private collectOutput(instance: Instance, lastStdoutLine: string | undefined, task: TaskInput): unknown {
-    try {
-      const size = statSync(instance.outputFile).size;
-      if (size > MAX_OUTPUT_BYTES) {
-        task.onLog(
-          'system',
-          `output.json is ${formatBytes(size)}; outputs are capped at ${formatBytes(MAX_OUTPUT_BYTES)} — ignored`,
-        );
-        return null;
-      }
-      if (size > 0) {
-        try {
-          return JSON.parse(readFileSync(instance.outputFile, 'utf8')) as unknown;
-        } catch (error) {
-          task.onLog(
-            'system',
-            `/run/aegis/output.json is not valid JSON (${(error as Error).message}); ignored`,
-          );
-          return null;
-        }
-      }
-    } catch {
-      // no output file: fall back to stdout
-    }
-    if (lastStdoutLine === undefined) return null;
-    try {
-      return JSON.parse(lastStdoutLine) as unknown;
-    } catch {
-      return null;
-    }
+    return {
+      status,
+      exitCode,
+      reason,
+      output,
+      limitsHit,
+      violations,
+      releasedAtMs,
+      finishedAtMs,
+    };
   }
 
   private async destroy(instance: Instance): Promise<void> {
@@ -728,6 +667,7 @@ export class DockerRuntime implements Runtime {
       instance.stdio.destroy();
       await instance.proxy?.close();
       await this.removeContainer(instance.containerId);
+      if (instance.cgroup) await this.cgroups.remove(instance.spawnedAs, instance.cgroup);
     } finally {
       rmSync(instance.dir, { recursive: true, force: true });
     }
@@ -783,7 +723,9 @@ export class DockerRuntime implements Runtime {
 
   /**
    * Removes containers (and their scratch dirs) whose orchestrator is gone: every container labelled by this
-   * runtime whose `aegis.node` owner is not alive. Returns their execution ids. No engine: nothing to reap.
+   * runtime, made with this runtime's scratch root, whose `aegis.node` owner is not alive. Returns their execution
+   * ids. No engine: nothing to reap. The scratch root scopes it: two AEGIS homes (or test suites) sharing one
+   * dockerd never reap each other's containers.
    */
   async reapOrphans(): Promise<readonly string[]> {
     if (!(await this.engine.ping())) return [];
@@ -797,40 +739,16 @@ export class DockerRuntime implements Runtime {
       } catch {
         owner = undefined;
       }
+      const scratch = container.Labels[LABEL_SCRATCH];
+      if (!scratch || !isWithin(scratch, this.scratchRoot) || scratch === this.scratchRoot) continue;
       if (owner && this.options.identity.isAlive(owner)) continue;
       await this.removeContainer(container.Id);
-      const scratch = container.Labels[LABEL_SCRATCH];
-      if (scratch && isWithin(scratch, this.scratchRoot) && scratch !== this.scratchRoot) {
-        rmSync(scratch, { recursive: true, force: true });
-      }
+      const execution = container.Labels[LABEL_EXECUTION];
+      if (execution && EXECUTION_ID.test(execution))
+        await removeContainerParents(this.cgroupLayout, execution);
+      rmSync(scratch, { recursive: true, force: true });
       reaped.push(container.Labels[LABEL_EXECUTION] ?? container.Id);
     }
     return reaped;
   }
-}
-
-/** Feeds bytes, calls `onLine` per complete line (long lines split at MAX_LINE_BYTES); `end` flushes the rest. */
-function lineSplitter(onLine: (text: string) => void): { push(data: Buffer): void; end(): void } {
-  const decoder = new TextDecoder();
-  let pending = '';
-  return {
-    push(data) {
-      pending += decoder.decode(data, { stream: true });
-      let index = pending.indexOf('\n');
-      while (index !== -1) {
-        onLine(pending.slice(0, index).replace(/\r$/, ''));
-        pending = pending.slice(index + 1);
-        index = pending.indexOf('\n');
-      }
-      while (pending.length > MAX_LINE_BYTES) {
-        onLine(pending.slice(0, MAX_LINE_BYTES));
-        pending = pending.slice(MAX_LINE_BYTES);
-      }
-    },
-    end() {
-      pending += decoder.decode();
-      if (pending !== '') onLine(pending);
-      pending = '';
-    },
-  };
 }

@@ -32,7 +32,6 @@ import {
   readdirSync,
   readFileSync,
   realpathSync,
-  renameSync,
   rmSync,
   statfsSync,
   statSync,
@@ -46,23 +45,18 @@ import type {
   InstanceId,
   InstanceSpec,
   InstanceState,
-  NetworkDecisionEvent,
   ProcessIdentity,
   Runtime,
   TaskInput,
   TaskOutput,
 } from '../../../app/ports.ts';
 import { AegisError } from '../../../domain/errors.ts';
-import type { LimitName, TerminalStatus, Violation } from '../../../domain/execution.ts';
 import { checkMountSource } from '../../../domain/filesystem-policy.ts';
 import type { CompiledAgent } from '../../../domain/manifest/compiled.ts';
 import { isWithin } from '../../../domain/paths.ts';
 import type { NetworkPolicy } from '../../../domain/policy/network-rules.ts';
-import { formatBytes } from '../../../domain/units.ts';
-import { listenInNetns } from '../../egress/netns-listener.ts';
-import { EgressProxy } from '../../egress/proxy.ts';
-import { HttpSecretScrubber } from '../../secrets/http-response-scrubber.ts';
-import { HttpSecretRewriter } from '../../secrets/http-secret-rewriter.ts';
+import { classifyOutcome } from '../../../domain/runtime/outcome.ts';
+import type { EgressProxy } from '../../egress/proxy.ts';
 import {
   CgroupDriver,
   type CgroupLayout,
@@ -70,14 +64,15 @@ import {
   removeCgroupPaths,
   type SandboxCgroup,
 } from '../sandbox/cgroups.ts';
+import { openEgressInNetns } from '../sandbox/egress.ts';
+import { sandboxEnv } from '../sandbox/environment.ts';
 import { hostHasMergedUsr, presentEtcFiles, resolveSandboxUser, type SandboxUser } from '../sandbox/host.ts';
 import { openMountSource, userMay } from '../sandbox/mount-source.ts';
-import { agentCommand, agentEnv, generatedEtc, PROXY_PORT } from './agent-env.ts';
+import { type ScratchState, writeScratchState } from '../sandbox/scratch.ts';
+import { collectOutput, createLogSink, delay, splitLines } from '../sandbox/supervise.ts';
+import { agentCommand, generatedEtcFiles } from './agent-env.ts';
 import { buildOciSpec, type OciBind } from './oci-spec.ts';
 
-const MAX_OUTPUT_BYTES = 16 * 1024 * 1024;
-const MAX_LINE_BYTES = 64 * 1024;
-const MAX_LOG_BYTES = 32 * 1024 * 1024;
 const SPAWN_DEADLINE_MS = 20_000;
 const TMPFS_MAGIC = 0x01021994;
 const SHM_ROOT = '/dev/shm';
@@ -159,18 +154,12 @@ interface Instance {
   readonly outputDir: string | undefined;
   readonly proxy: EgressProxy | undefined;
   readonly egress: boolean;
-  readonly scratchState: ScratchState;
+  readonly scratchState: GvisorScratchState;
   killedBy: 'timeout' | 'abort' | 'terminate' | undefined;
 }
 
-interface ScratchState {
-  readonly executionId: string;
-  readonly spawnedAs?: string;
-  readonly owner: { host: string; pid: number; startTicks: number };
-  readonly cgroupPaths: readonly string[];
-  readonly outputDir?: string;
+interface GvisorScratchState extends ScratchState {
   readonly runtime: 'gvisor';
-  readonly createdAt: string;
 }
 
 function defaultScratchRoot(): string {
@@ -300,7 +289,7 @@ export class GvisorRuntime implements Runtime {
         symlinkSync(target, join(rootfs, link));
       }
     }
-    for (const [name, content] of Object.entries(generatedEtc(this.user.uid, this.user.gid))) {
+    for (const [name, content] of Object.entries(generatedEtcFiles(this.user.uid, this.user.gid))) {
       writeFileSync(join(rootfs, 'etc', name), content, { mode: 0o644 });
     }
     // Mount points of the host /etc files, binaries and grants (the root is read-only inside).
@@ -369,7 +358,7 @@ export class GvisorRuntime implements Runtime {
     const containerId = `aegis-${executionId}`;
     try {
       outputDir = onTmpfs(dir) ? undefined : privateShmDir();
-      const scratchState: ScratchState = {
+      const scratchState: GvisorScratchState = {
         executionId,
         owner: this.options.identity.current(),
         cgroupPaths: this.cgroups.plannedPaths(executionId),
@@ -481,14 +470,11 @@ export class GvisorRuntime implements Runtime {
 
       const route: Instance['route'] = { executionId, onNetworkDecision: spec.onNetworkDecision };
       if (egress) {
-        proxy = this.egressProxy(spec, route);
-        const servers = await listenInNetns({
+        proxy = await openEgressInNetns(agent, executionId, spec.secrets, route, {
           pid: child.pid!,
-          port: PROXY_PORT,
           ...(this.options.nsenterPath ? { nsenterPath: this.options.nsenterPath } : {}),
           timeoutMs: SPAWN_DEADLINE_MS,
         });
-        for (const server of servers) proxy.serve(server);
       }
       const oci = buildOciSpec({
         uid: IDLE_UID,
@@ -519,9 +505,9 @@ export class GvisorRuntime implements Runtime {
             ...oci.process.rlimits,
             { type: 'RLIMIT_NPROC', hard: agent.limits.pids, soft: agent.limits.pids },
           ],
-          env: Object.entries(agentEnv(agent, executionId, egress, spec.secrets?.env ?? {})).map(
-            ([k, v]) => `${k}=${v}`,
-          ),
+          env: Object.entries(
+            sandboxEnv(agent, executionId, { egress, secretEnv: spec.secrets?.env ?? {} }),
+          ).map(([k, v]) => `${k}=${v}`),
         }),
         { mode: 0o600 },
       );
@@ -588,39 +574,6 @@ export class GvisorRuntime implements Runtime {
     }
   }
 
-  private egressProxy(spec: InstanceSpec, route: Instance['route']): EgressProxy {
-    const { agent, executionId, secrets } = spec;
-    return new EgressProxy({
-      execution: executionId,
-      policy: agent.network.policy,
-      onDecision: (event) => {
-        const restamped: NetworkDecisionEvent & { execution: string } = {
-          ...event,
-          execution: route.executionId,
-        };
-        route.onNetworkDecision?.(restamped);
-      },
-      ...(secrets
-        ? (() => {
-            const rewriter = new HttpSecretRewriter({
-              bindings: agent.secrets,
-              placeholders: secrets.placeholders,
-              onSecretUse: (use) => secrets.onSecretUse(use),
-            });
-            return {
-              rewriteHttpRequest: rewriter.rewriteHead,
-              rewriteHttpBody: rewriter.bodyHook,
-              upgradeHttpToTls: rewriter.upgradesToTls,
-              scrubHttpResponse: new HttpSecretScrubber({
-                placeholders: secrets.placeholders,
-                onSecretUse: (use) => secrets.onSecretUse(use),
-              }),
-            };
-          })()
-        : {}),
-    });
-  }
-
   async execute(id: InstanceId, task: TaskInput): Promise<TaskOutput> {
     const instance = this.instances.get(id);
     if (!instance) throw new AegisError('NOT_FOUND', `no instance ${id}`);
@@ -637,23 +590,7 @@ export class GvisorRuntime implements Runtime {
     instance.state = 'hot';
     instance.executed = true;
     const { agent } = instance;
-    let lastStdoutLine: string | undefined;
-    let loggedBytes = 0;
-    let truncated = false;
-    const log = (stream: 'stdout' | 'stderr', text: string) => {
-      if (stream === 'stdout' && text.trim() !== '') lastStdoutLine = text;
-      loggedBytes += text.length;
-      if (loggedBytes > MAX_LOG_BYTES) {
-        if (!truncated)
-          task.onLog(
-            'stderr',
-            `[aegis] log output exceeded ${formatBytes(MAX_LOG_BYTES)}; further lines dropped`,
-          );
-        truncated = true;
-        return;
-      }
-      task.onLog(stream, text);
-    };
+    const { log, lastStdoutLine } = createLogSink(task.onLog);
     const inputJson = JSON.stringify(task.input ?? null);
     writeFileSync(instance.inputFile, inputJson);
     if (instance.route.executionId !== instance.scratchState.executionId) {
@@ -706,56 +643,14 @@ export class GvisorRuntime implements Runtime {
     await Promise.race([Promise.all([stdoutDone, stderrDone]), delay(5_000)]);
     const finishedAtMs = performance.timeOrigin + performance.now();
 
-    const limitsHit: LimitName[] = [];
-    const violations: Violation[] = [];
-    if (stats.oomKills > 0) {
-      limitsHit.push('memory');
-      violations.push({
-        kind: 'limit',
-        rule: 'memory',
-        count: stats.oomKills,
-        message: `memory: ${stats.oomKills} process(es) killed for exceeding ${formatBytes(agent.limits.memoryBytes)} (spec.security.resources.memory)`,
-      });
-    }
-    if (stats.pidsLimitHits > 0) {
-      limitsHit.push('pids');
-      violations.push({
-        kind: 'limit',
-        rule: 'pids',
-        count: stats.pidsLimitHits,
-        message: `pids: ${stats.pidsLimitHits} task creation(s) refused at the limit of ${agent.limits.pids} (spec.security.resources.pids)`,
-      });
-    }
-    if (stats.cpuThrottledPeriods > 0) limitsHit.push('cpu');
-    if (instance.killedBy === 'timeout') {
-      limitsHit.push('timeout');
-      violations.push({
-        kind: 'limit',
-        rule: 'timeout',
-        message: `timeout: still running after ${agent.limits.timeoutMs} ms (spec.security.resources.timeout); the whole sandbox was killed`,
-      });
-    }
-    let status: TerminalStatus;
-    let reason: string | null = null;
-    if (instance.killedBy === 'timeout') {
-      status = 'timeout';
-      reason = `wall-clock limit of ${agent.limits.timeoutMs} ms reached`;
-    } else if (instance.killedBy === 'abort' || instance.killedBy === 'terminate') {
-      status = 'killed';
-      reason = 'cancelled';
-    } else if (stats.oomKills > 0 && exitCode !== 0) {
-      status = 'oom';
-      reason = `out of memory (limit ${formatBytes(agent.limits.memoryBytes)})`;
-    } else if (exitCode === 0) {
-      status = 'succeeded';
-    } else {
-      status = 'failed';
-      reason =
-        exitCode !== null && exitCode > 128
-          ? `exit code ${exitCode} (the agent was killed by signal ${exitCode - 128})`
-          : `exit code ${exitCode}`;
-    }
-    const output = collectOutput(instance.outputFile, lastStdoutLine, task);
+    const { status, reason, limitsHit, violations } = classifyOutcome({
+      exitCode,
+      signal: null,
+      counters: stats,
+      killedBy: instance.killedBy,
+      limits: agent.limits,
+    });
+    const output = collectOutput(instance.outputFile, lastStdoutLine(), task.onLog);
     instance.state = status === 'succeeded' ? 'terminated' : 'failed';
     await this.destroy(instance);
     return { status, exitCode, reason, output, limitsHit, violations, releasedAtMs, finishedAtMs };
@@ -831,9 +726,9 @@ export class GvisorRuntime implements Runtime {
     const reaped: string[] = [];
     for (const name of readdirSync(this.root)) {
       const dir = join(this.root, name);
-      let state: ScratchState | undefined;
+      let state: GvisorScratchState | undefined;
       try {
-        state = JSON.parse(readFileSync(join(dir, 'state.json'), 'utf8')) as ScratchState;
+        state = JSON.parse(readFileSync(join(dir, 'state.json'), 'utf8')) as GvisorScratchState;
       } catch {
         state = undefined;
       }
@@ -912,47 +807,6 @@ function privateShmDir(): string {
   return dir;
 }
 
-function writeScratchState(dir: string, state: ScratchState): void {
-  const partial = join(dir, 'state.json.partial');
-  writeFileSync(partial, JSON.stringify(state), { mode: 0o600 });
-  renameSync(partial, join(dir, 'state.json'));
-}
-
-function collectOutput(outputFile: string, lastStdoutLine: string | undefined, task: TaskInput): unknown {
-  try {
-    const size = statSync(outputFile).size;
-    if (size > MAX_OUTPUT_BYTES) {
-      task.onLog(
-        'system',
-        `output.json is ${formatBytes(size)}; outputs are capped at ${formatBytes(MAX_OUTPUT_BYTES)} — ignored`,
-      );
-      return null;
-    }
-    if (size > 0) {
-      const text = readFileSync(outputFile, 'utf8');
-      try {
-        return JSON.parse(text) as unknown;
-      } catch (error) {
-        task.onLog(
-          'system',
-          `/run/aegis/output.json is not valid JSON (${(error as Error).message}); ignored`,
-        );
-        return null;
-      }
-    }
-  } catch {
-    // no output file: fall back to stdout
-  }
-  if (lastStdoutLine !== undefined) {
-    try {
-      return JSON.parse(lastStdoutLine) as unknown;
-    } catch {
-      return null;
-    }
-  }
-  return null;
-}
-
 function readByte(stream: Readable): Promise<void> {
   return new Promise((resolve, reject) => {
     const onData = () => {
@@ -965,37 +819,8 @@ function readByte(stream: Readable): Promise<void> {
   });
 }
 
-function delay(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms).unref());
-}
-
 function deadline(what: string): Promise<never> {
   return delay(SPAWN_DEADLINE_MS).then(() => {
     throw new AegisError('RUNTIME_UNAVAILABLE', `${what} within ${SPAWN_DEADLINE_MS} ms`);
-  });
-}
-
-function splitLines(stream: Readable, onLine: (text: string) => void): Promise<void> {
-  return new Promise((resolve) => {
-    let pending = '';
-    stream.setEncoding('utf8');
-    stream.on('data', (chunk: string) => {
-      pending += chunk;
-      let index = pending.indexOf('\n');
-      while (index !== -1) {
-        onLine(pending.slice(0, index).replace(/\r$/, ''));
-        pending = pending.slice(index + 1);
-        index = pending.indexOf('\n');
-      }
-      while (pending.length > MAX_LINE_BYTES) {
-        onLine(pending.slice(0, MAX_LINE_BYTES));
-        pending = pending.slice(MAX_LINE_BYTES);
-      }
-    });
-    stream.on('end', () => {
-      if (pending !== '') onLine(pending);
-      resolve();
-    });
-    stream.on('error', () => resolve());
   });
 }

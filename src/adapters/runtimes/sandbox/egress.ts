@@ -5,9 +5,11 @@
  */
 import type { InstanceSpec, NetworkDecisionEvent } from '../../../app/ports.ts';
 import type { CompiledAgent } from '../../../domain/manifest/compiled.ts';
+import { listenInNetns, type NetnsListenOptions } from '../../egress/netns-listener.ts';
 import { EgressProxy } from '../../egress/proxy.ts';
 import { HttpSecretScrubber } from '../../secrets/http-response-scrubber.ts';
 import { HttpSecretRewriter } from '../../secrets/http-secret-rewriter.ts';
+import { PROXY_PORT } from './environment.ts';
 
 /** Where an instance's egress decisions go: the spawn's execution, or the binding's (pooled instances). */
 export interface Route {
@@ -58,4 +60,27 @@ export function createEgressProxy(
         })()
       : {}),
   });
+}
+
+/**
+ * The instance's egress proxy, served on PROXY_PORT inside the network namespace of `listen.pid` (the sandbox's,
+ * container's or gVisor launcher's first process) — every runtime's agents reach it at the same address. Closes the
+ * proxy again when the listener cannot be opened.
+ */
+export async function openEgressInNetns(
+  agent: CompiledAgent,
+  executionId: string,
+  secrets: InstanceSpec['secrets'],
+  route: Route,
+  listen: Omit<NetnsListenOptions, 'port'>,
+): Promise<EgressProxy> {
+  const proxy = createEgressProxy(agent, executionId, secrets, route);
+  try {
+    const servers = await listenInNetns({ ...listen, port: PROXY_PORT });
+    for (const server of servers) proxy.serve(server);
+  } catch (error) {
+    await proxy.close().catch(() => {});
+    throw error;
+  }
+  return proxy;
 }

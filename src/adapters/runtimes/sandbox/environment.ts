@@ -40,12 +40,27 @@ export const PROXY_ENV: Readonly<Record<string, string>> = {
   NODE_USE_ENV_PROXY: '1',
 };
 
-/** The synthesised /etc files every sandbox sees (no host accounts leak in). Shared with the bench's floor. */
-export const GENERATED_ETC: Readonly<Record<string, string>> = {
-  '/etc/passwd': `root:x:0:0:root:/nonexistent:/usr/sbin/nologin\nagent:x:${INNER_UID}:${INNER_GID}:AEGIS agent:/workspace:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n`,
-  '/etc/group': `root:x:0:\nagent:x:${INNER_GID}:\nnogroup:x:65534:\n`,
-  '/etc/hosts': '127.0.0.1\tlocalhost aegis\n::1\tlocalhost ip6-localhost\n',
-  '/etc/nsswitch.conf': 'passwd: files\ngroup: files\nhosts: files\n',
+/**
+ * The synthesised /etc files an agent sees (no host accounts leak in), by path inside, for an agent running as
+ * `uid`:`gid` inside (the sandbox maps its agents to INNER_UID; docker and gvisor run them as the sandbox uid).
+ */
+export function generatedEtc(uid: number, gid: number): Readonly<Record<string, string>> {
+  return {
+    '/etc/passwd': `root:x:0:0:root:/nonexistent:/usr/sbin/nologin\nagent:x:${uid}:${gid}:AEGIS agent:/workspace:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n`,
+    '/etc/group': `root:x:0:\nagent:x:${gid}:\nnogroup:x:65534:\n`,
+    '/etc/hosts': '127.0.0.1\tlocalhost aegis\n::1\tlocalhost ip6-localhost\n',
+    '/etc/nsswitch.conf': 'passwd: files\ngroup: files\nhosts: files\n',
+  };
+}
+
+/** The synthesised /etc files every sandbox sees. Shared with the bench's floor. */
+export const GENERATED_ETC: Readonly<Record<string, string>> = generatedEtc(INNER_UID, INNER_GID);
+
+/** The interpreter each language runs on in the default root (the host's /usr view; node bound at NODE_INSIDE). */
+export const HOST_INTERPRETERS: Readonly<Record<'python' | 'node' | 'bash', string>> = {
+  python: '/usr/bin/python3',
+  node: NODE_INSIDE,
+  bash: '/usr/bin/bash',
 };
 
 /**

@@ -53,14 +53,13 @@ export function readInfoPid(stream: Readable): Promise<number> {
   });
 }
 
-/** Calls `onLine` for each complete line (long lines are split at MAX_LINE_BYTES). */
-export function splitLines(stream: Readable, onLine: (text: string) => void): Promise<void> {
-  return new Promise((resolve) => {
-    let pending = '';
-    stream.setEncoding('utf8');
-    queueMicrotask(() => stream.resume());
-    stream.on('data', (chunk: string) => {
-      pending += chunk;
+/** Feeds bytes, calls `onLine` per complete line (long lines split at MAX_LINE_BYTES); `end` flushes the rest. */
+export function lineSplitter(onLine: (text: string) => void): { push(data: Buffer): void; end(): void } {
+  const decoder = new TextDecoder();
+  let pending = '';
+  return {
+    push(data) {
+      pending += decoder.decode(data, { stream: true });
       let index = pending.indexOf('\n');
       while (index !== -1) {
         onLine(pending.slice(0, index).replace(/\r$/, ''));
@@ -71,9 +70,23 @@ export function splitLines(stream: Readable, onLine: (text: string) => void): Pr
         onLine(pending.slice(0, MAX_LINE_BYTES));
         pending = pending.slice(MAX_LINE_BYTES);
       }
-    });
-    stream.on('end', () => {
+    },
+    end() {
+      pending += decoder.decode();
       if (pending !== '') onLine(pending);
+      pending = '';
+    },
+  };
+}
+
+/** Calls `onLine` for each complete line of `stream` (long lines are split at MAX_LINE_BYTES). */
+export function splitLines(stream: Readable, onLine: (text: string) => void): Promise<void> {
+  return new Promise((resolve) => {
+    const lines = lineSplitter(onLine);
+    queueMicrotask(() => stream.resume());
+    stream.on('data', (chunk: Buffer) => lines.push(chunk));
+    stream.on('end', () => {
+      lines.end();
       resolve();
     });
     stream.on('error', () => resolve());

@@ -108,6 +108,14 @@ export const MIGRATIONS: readonly Migration[] = [
   },
   {
     id: 2,
+    name: 'usage of an execution (LLM calls, tokens, USD)',
+    sql: `
+      -- ExecutionUsage ({"llm": {"calls", "inputTokens", "outputTokens", "usd"}}), our own structure: jsonb.
+      ALTER TABLE executions ADD COLUMN usage_json JSONB;
+    `,
+  },
+  {
+    id: 3,
     name: 'live sandboxes (so a restart can account for the ones a crash left behind)',
     sql: `
       CREATE TABLE sandboxes (

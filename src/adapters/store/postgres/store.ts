@@ -22,6 +22,7 @@ import { AegisError } from '../../../domain/errors.ts';
 import type {
   ExecutionRecord,
   ExecutionStatus,
+  ExecutionUsage,
   LogLine,
   LogStream,
   OwnerRef,
@@ -69,6 +70,7 @@ interface ExecutionRow {
   readonly finished_at: string | null;
   readonly duration_ms: number | null;
   readonly owner_json: OwnerRef | null;
+  readonly usage_json: ExecutionUsage | null;
 }
 
 interface LogRow {
@@ -173,7 +175,7 @@ export class PostgresStore implements Store {
   async createExecution(record: ExecutionRecord): Promise<void> {
     try {
       await this.#query(
-        `INSERT INTO executions (${COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)`,
+        `INSERT INTO executions (${COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)`,
         [
           record.id,
           record.agent.name,
@@ -191,6 +193,7 @@ export class PostgresStore implements Store {
           record.finishedAt,
           record.durationMs,
           record.owner === null ? null : JSON.stringify(record.owner),
+          record.usage === undefined ? null : JSON.stringify(record.usage),
         ],
       );
     } catch (error) {
@@ -219,6 +222,7 @@ export class PostgresStore implements Store {
     set('duration_ms', patch.durationMs);
     if (patch.owner !== undefined)
       set('owner_json', patch.owner === null ? null : JSON.stringify(patch.owner));
+    if (patch.usage !== undefined) set('usage_json', JSON.stringify(patch.usage));
     const sql =
       sets.length === 0
         ? `SELECT ${COLUMNS} FROM executions WHERE id = $1`
@@ -701,6 +705,7 @@ function toRecord(row: ExecutionRow): ExecutionRecord {
     finishedAt: row.finished_at,
     durationMs: row.duration_ms,
     owner: row.owner_json,
+    ...(row.usage_json === null ? {} : { usage: row.usage_json }),
   };
 }
 

@@ -110,6 +110,14 @@ export const MIGRATIONS: readonly Migration[] = [
   },
   {
     id: 3,
+    name: 'usage of an execution (LLM calls, tokens, USD)',
+    sql: `
+      -- ExecutionUsage as JSON ({"llm": {"calls", "inputTokens", "outputTokens", "usd"}}); NULL = nothing metered.
+      ALTER TABLE executions ADD COLUMN usage_json TEXT;
+    `,
+  },
+  {
+    id: 4,
     name: 'live sandboxes (so a restart can account for the ones a crash left behind)',
     sql: `
       CREATE TABLE sandboxes (

@@ -27,6 +27,7 @@ import { AegisError } from '../../../domain/errors.ts';
 import {
   type ExecutionRecord,
   type ExecutionStatus,
+  type ExecutionUsage,
   isTerminal,
   type LogLine,
   type LogStream,
@@ -62,6 +63,7 @@ interface ExecutionRow {
   readonly finished_at: string | null;
   readonly duration_ms: number | null;
   readonly owner_json: string | null;
+  readonly usage_json: string | null;
 }
 
 interface LogRow {
@@ -166,7 +168,7 @@ export class SqliteStore implements Store {
     this.#insertExecution = db.prepare(
       `INSERT INTO executions (${COLUMNS}) VALUES (:id, :agent_name, :agent_version, :agent_revision, :runtime, ` +
         ':status, :exit_code, :reason, :input_json, :output_json, :violations_json, :created_at, :started_at, ' +
-        ':finished_at, :duration_ms, :owner_json)',
+        ':finished_at, :duration_ms, :owner_json, :usage_json)',
     );
     // One statement for every patch shape: each column changes only when its `set_*` flag is 1.
     const patchable = [
@@ -179,6 +181,7 @@ export class SqliteStore implements Store {
       'finished_at',
       'duration_ms',
       'owner_json',
+      'usage_json',
     ];
     this.#updateExecution = db.prepare(
       `UPDATE executions SET ${patchable.map((c) => `${c} = CASE WHEN :set_${c} THEN :${c} ELSE ${c} END`).join(', ')} ` +
@@ -255,6 +258,7 @@ export class SqliteStore implements Store {
         finished_at: record.finishedAt,
         duration_ms: record.durationMs,
         owner_json: record.owner === null ? null : JSON.stringify(record.owner),
+        usage_json: record.usage === undefined ? null : JSON.stringify(record.usage),
       });
     } catch (error) {
       if (isUniqueClash(error)) {
@@ -282,6 +286,7 @@ export class SqliteStore implements Store {
       'owner_json',
       patch.owner === undefined ? undefined : patch.owner === null ? null : JSON.stringify(patch.owner),
     );
+    set('usage_json', patch.usage === undefined ? undefined : JSON.stringify(patch.usage));
     const row = this.#updateExecution.get(params);
     if (row === undefined)
       throw new AegisError('NOT_FOUND', `no execution with id ${id}`, { details: { id } });
@@ -587,6 +592,7 @@ function toRecord(row: ExecutionRow): ExecutionRecord {
     finishedAt: row.finished_at,
     durationMs: row.duration_ms,
     owner: row.owner_json === null ? null : (JSON.parse(row.owner_json) as OwnerRef),
+    ...(row.usage_json === null ? {} : { usage: JSON.parse(row.usage_json) as ExecutionUsage }),
   };
 }
 

@@ -16,7 +16,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file aegis/v1/executions.proto.
  */
 export const file_aegis_v1_executions: GenFile = /*@__PURE__*/
-  fileDesc("ChlhZWdpcy92MS9leGVjdXRpb25zLnByb3RvEghhZWdpcy52MSJNCghBZ2VudFJlZhIMCgRuYW1lGAEgASgJEg8KB3ZlcnNpb24YAiABKAkSFQoIcmV2aXNpb24YAyABKAVIAIgBAUILCglfcmV2aXNpb24iVgoJVmlvbGF0aW9uEgwKBGtpbmQYASABKAkSDAoEcnVsZRgCIAEoCRIPCgdtZXNzYWdlGAMgASgJEhIKBWNvdW50GAQgASgFSACIAQFCCAoGX2NvdW50IoMDCglFeGVjdXRpb24SCgoCaWQYASABKAkSIQoFYWdlbnQYAiABKAsyEi5hZWdpcy52MS5BZ2VudFJlZhIPCgdydW50aW1lGAMgASgJEg4KBnN0YXR1cxgEIAEoCRIWCglleGl0X2NvZGUYBSABKAVIAIgBARITCgZyZWFzb24YBiABKAlIAYgBARISCgppbnB1dF9qc29uGAcgASgJEhMKC291dHB1dF9qc29uGAggASgJEicKCnZpb2xhdGlvbnMYCSADKAsyEy5hZWdpcy52MS5WaW9sYXRpb24SEgoKY3JlYXRlZF9hdBgKIAEoCRIXCgpzdGFydGVkX2F0GAsgASgJSAKIAQESGAoLZmluaXNoZWRfYXQYDCABKAlIA4gBARIYCgtkdXJhdGlvbl9tcxgNIAEoAUgEiAEBQgwKCl9leGl0X2NvZGVCCQoHX3JlYXNvbkINCgtfc3RhcnRlZF9hdEIOCgxfZmluaXNoZWRfYXRCDgoMX2R1cmF0aW9uX21zIl0KFkNyZWF0ZUV4ZWN1dGlvblJlcXVlc3QSDQoFYWdlbnQYASABKAkSEgoKaW5wdXRfanNvbhgCIAEoCRIUCgd3YWl0X21zGAMgASgNSACIAQFCCgoIX3dhaXRfbXMiQwoTR2V0RXhlY3V0aW9uUmVxdWVzdBIKCgJpZBgBIAEoCRIUCgd3YWl0X21zGAIgASgNSACIAQFCCgoIX3dhaXRfbXMikwEKFUxpc3RFeGVjdXRpb25zUmVxdWVzdBISCgVhZ2VudBgBIAEoCUgAiAEBEhMKBnN0YXR1cxgCIAEoCUgBiAEBEhIKBWxpbWl0GAMgASgNSAKIAQESEwoGY3Vyc29yGAQgASgJSAOIAQFCCAoGX2FnZW50QgkKB19zdGF0dXNCCAoGX2xpbWl0QgkKB19jdXJzb3IiYgoNRXhlY3V0aW9uTGlzdBInCgpleGVjdXRpb25zGAEgAygLMhMuYWVnaXMudjEuRXhlY3V0aW9uEhgKC25leHRfY3Vyc29yGAIgASgJSACIAQFCDgoMX25leHRfY3Vyc29yIiQKFkNhbmNlbEV4ZWN1dGlvblJlcXVlc3QSCgoCaWQYASABKAkiTAoRU3RyZWFtTG9nc1JlcXVlc3QSFAoMZXhlY3V0aW9uX2lkGAEgASgJEhEKCWFmdGVyX3NlcRgCIAEoBBIOCgZmb2xsb3cYAyABKAgiQAoHTG9nTGluZRILCgNzZXEYASABKAMSCgoCdHMYAiABKAkSDgoGc3RyZWFtGAMgASgJEgwKBHRleHQYBCABKAkiWgoITG9nRXZlbnQSIQoEbGluZRgBIAEoCzIRLmFlZ2lzLnYxLkxvZ0xpbmVIABIiCgNlbmQYAiABKAsyEy5hZWdpcy52MS5FeGVjdXRpb25IAEIHCgVldmVudDL3AgoQRXhlY3V0aW9uU2VydmljZRJICg9DcmVhdGVFeGVjdXRpb24SIC5hZWdpcy52MS5DcmVhdGVFeGVjdXRpb25SZXF1ZXN0GhMuYWVnaXMudjEuRXhlY3V0aW9uEkIKDEdldEV4ZWN1dGlvbhIdLmFlZ2lzLnYxLkdldEV4ZWN1dGlvblJlcXVlc3QaEy5hZWdpcy52MS5FeGVjdXRpb24SSgoOTGlzdEV4ZWN1dGlvbnMSHy5hZWdpcy52MS5MaXN0RXhlY3V0aW9uc1JlcXVlc3QaFy5hZWdpcy52MS5FeGVjdXRpb25MaXN0EkgKD0NhbmNlbEV4ZWN1dGlvbhIgLmFlZ2lzLnYxLkNhbmNlbEV4ZWN1dGlvblJlcXVlc3QaEy5hZWdpcy52MS5FeGVjdXRpb24SPwoKU3RyZWFtTG9ncxIbLmFlZ2lzLnYxLlN0cmVhbUxvZ3NSZXF1ZXN0GhIuYWVnaXMudjEuTG9nRXZlbnQwAWIGcHJvdG8z");
+  fileDesc("ChlhZWdpcy92MS9leGVjdXRpb25zLnByb3RvEghhZWdpcy52MSJNCghBZ2VudFJlZhIMCgRuYW1lGAEgASgJEg8KB3ZlcnNpb24YAiABKAkSFQoIcmV2aXNpb24YAyABKAVIAIgBAUILCglfcmV2aXNpb24iVgoJVmlvbGF0aW9uEgwKBGtpbmQYASABKAkSDAoEcnVsZRgCIAEoCRIPCgdtZXNzYWdlGAMgASgJEhIKBWNvdW50GAQgASgFSACIAQFCCAoGX2NvdW50IqMDCglFeGVjdXRpb24SCgoCaWQYASABKAkSIQoFYWdlbnQYAiABKAsyEi5hZWdpcy52MS5BZ2VudFJlZhIPCgdydW50aW1lGAMgASgJEg4KBnN0YXR1cxgEIAEoCRIWCglleGl0X2NvZGUYBSABKAVIAIgBARITCgZyZWFzb24YBiABKAlIAYgBARISCgppbnB1dF9qc29uGAcgASgJEhMKC291dHB1dF9qc29uGAggASgJEicKCnZpb2xhdGlvbnMYCSADKAsyEy5hZWdpcy52MS5WaW9sYXRpb24SEgoKY3JlYXRlZF9hdBgKIAEoCRIXCgpzdGFydGVkX2F0GAsgASgJSAKIAQESGAoLZmluaXNoZWRfYXQYDCABKAlIA4gBARIYCgtkdXJhdGlvbl9tcxgNIAEoAUgEiAEBEh4KBXVzYWdlGA4gASgLMg8uYWVnaXMudjEuVXNhZ2VCDAoKX2V4aXRfY29kZUIJCgdfcmVhc29uQg0KC19zdGFydGVkX2F0Qg4KDF9maW5pc2hlZF9hdEIOCgxfZHVyYXRpb25fbXMiNQoFVXNhZ2USJAoDbGxtGAEgASgLMhIuYWVnaXMudjEuTGxtVXNhZ2VIAIgBAUIGCgRfbGxtIlMKCExsbVVzYWdlEg0KBWNhbGxzGAEgASgDEhQKDGlucHV0X3Rva2VucxgCIAEoAxIVCg1vdXRwdXRfdG9rZW5zGAMgASgDEgsKA3VzZBgEIAEoASJdChZDcmVhdGVFeGVjdXRpb25SZXF1ZXN0Eg0KBWFnZW50GAEgASgJEhIKCmlucHV0X2pzb24YAiABKAkSFAoHd2FpdF9tcxgDIAEoDUgAiAEBQgoKCF93YWl0X21zIkMKE0dldEV4ZWN1dGlvblJlcXVlc3QSCgoCaWQYASABKAkSFAoHd2FpdF9tcxgCIAEoDUgAiAEBQgoKCF93YWl0X21zIpMBChVMaXN0RXhlY3V0aW9uc1JlcXVlc3QSEgoFYWdlbnQYASABKAlIAIgBARITCgZzdGF0dXMYAiABKAlIAYgBARISCgVsaW1pdBgDIAEoDUgCiAEBEhMKBmN1cnNvchgEIAEoCUgDiAEBQggKBl9hZ2VudEIJCgdfc3RhdHVzQggKBl9saW1pdEIJCgdfY3Vyc29yImIKDUV4ZWN1dGlvbkxpc3QSJwoKZXhlY3V0aW9ucxgBIAMoCzITLmFlZ2lzLnYxLkV4ZWN1dGlvbhIYCgtuZXh0X2N1cnNvchgCIAEoCUgAiAEBQg4KDF9uZXh0X2N1cnNvciIkChZDYW5jZWxFeGVjdXRpb25SZXF1ZXN0EgoKAmlkGAEgASgJIkwKEVN0cmVhbUxvZ3NSZXF1ZXN0EhQKDGV4ZWN1dGlvbl9pZBgBIAEoCRIRCglhZnRlcl9zZXEYAiABKAQSDgoGZm9sbG93GAMgASgIIkAKB0xvZ0xpbmUSCwoDc2VxGAEgASgDEgoKAnRzGAIgASgJEg4KBnN0cmVhbRgDIAEoCRIMCgR0ZXh0GAQgASgJIloKCExvZ0V2ZW50EiEKBGxpbmUYASABKAsyES5hZWdpcy52MS5Mb2dMaW5lSAASIgoDZW5kGAIgASgLMhMuYWVnaXMudjEuRXhlY3V0aW9uSABCBwoFZXZlbnQy9wIKEEV4ZWN1dGlvblNlcnZpY2USSAoPQ3JlYXRlRXhlY3V0aW9uEiAuYWVnaXMudjEuQ3JlYXRlRXhlY3V0aW9uUmVxdWVzdBoTLmFlZ2lzLnYxLkV4ZWN1dGlvbhJCCgxHZXRFeGVjdXRpb24SHS5hZWdpcy52MS5HZXRFeGVjdXRpb25SZXF1ZXN0GhMuYWVnaXMudjEuRXhlY3V0aW9uEkoKDkxpc3RFeGVjdXRpb25zEh8uYWVnaXMudjEuTGlzdEV4ZWN1dGlvbnNSZXF1ZXN0GhcuYWVnaXMudjEuRXhlY3V0aW9uTGlzdBJICg9DYW5jZWxFeGVjdXRpb24SIC5hZWdpcy52MS5DYW5jZWxFeGVjdXRpb25SZXF1ZXN0GhMuYWVnaXMudjEuRXhlY3V0aW9uEj8KClN0cmVhbUxvZ3MSGy5hZWdpcy52MS5TdHJlYW1Mb2dzUmVxdWVzdBoSLmFlZ2lzLnYxLkxvZ0V2ZW50MAFiBnByb3RvMw");
 
 /**
  * @generated from message aegis.v1.AgentRef
@@ -157,6 +157,13 @@ export type Execution = Message<"aegis.v1.Execution"> & {
    * @generated from field: optional double duration_ms = 13;
    */
   durationMs?: number | undefined;
+
+  /**
+   * What the run consumed through AEGIS (as REST `usage`).
+   *
+   * @generated from field: aegis.v1.Usage usage = 14;
+   */
+  usage?: Usage | undefined;
 };
 
 /**
@@ -165,6 +172,63 @@ export type Execution = Message<"aegis.v1.Execution"> & {
  */
 export const ExecutionSchema: GenMessage<Execution> = /*@__PURE__*/
   messageDesc(file_aegis_v1_executions, 2);
+
+/**
+ * @generated from message aegis.v1.Usage
+ */
+export type Usage = Message<"aegis.v1.Usage"> & {
+  /**
+   * Unset for agents without spec.llm, and until the run ends (REST `usage.llm: null`).
+   *
+   * @generated from field: optional aegis.v1.LlmUsage llm = 1;
+   */
+  llm?: LlmUsage | undefined;
+};
+
+/**
+ * Describes the message aegis.v1.Usage.
+ * Use `create(UsageSchema)` to create a new message.
+ */
+export const UsageSchema: GenMessage<Usage> = /*@__PURE__*/
+  messageDesc(file_aegis_v1_executions, 3);
+
+/**
+ * Model calls an execution made through the LLM gateway (`spec.llm`).
+ *
+ * @generated from message aegis.v1.LlmUsage
+ */
+export type LlmUsage = Message<"aegis.v1.LlmUsage"> & {
+  /**
+   * Calls that reached an upstream.
+   *
+   * @generated from field: int64 calls = 1;
+   */
+  calls: bigint;
+
+  /**
+   * @generated from field: int64 input_tokens = 2;
+   */
+  inputTokens: bigint;
+
+  /**
+   * @generated from field: int64 output_tokens = 3;
+   */
+  outputTokens: bigint;
+
+  /**
+   * At the server's price table (0 for models without a price).
+   *
+   * @generated from field: double usd = 4;
+   */
+  usd: number;
+};
+
+/**
+ * Describes the message aegis.v1.LlmUsage.
+ * Use `create(LlmUsageSchema)` to create a new message.
+ */
+export const LlmUsageSchema: GenMessage<LlmUsage> = /*@__PURE__*/
+  messageDesc(file_aegis_v1_executions, 4);
 
 /**
  * @generated from message aegis.v1.CreateExecutionRequest
@@ -197,7 +261,7 @@ export type CreateExecutionRequest = Message<"aegis.v1.CreateExecutionRequest"> 
  * Use `create(CreateExecutionRequestSchema)` to create a new message.
  */
 export const CreateExecutionRequestSchema: GenMessage<CreateExecutionRequest> = /*@__PURE__*/
-  messageDesc(file_aegis_v1_executions, 3);
+  messageDesc(file_aegis_v1_executions, 5);
 
 /**
  * @generated from message aegis.v1.GetExecutionRequest
@@ -221,7 +285,7 @@ export type GetExecutionRequest = Message<"aegis.v1.GetExecutionRequest"> & {
  * Use `create(GetExecutionRequestSchema)` to create a new message.
  */
 export const GetExecutionRequestSchema: GenMessage<GetExecutionRequest> = /*@__PURE__*/
-  messageDesc(file_aegis_v1_executions, 4);
+  messageDesc(file_aegis_v1_executions, 6);
 
 /**
  * @generated from message aegis.v1.ListExecutionsRequest
@@ -261,7 +325,7 @@ export type ListExecutionsRequest = Message<"aegis.v1.ListExecutionsRequest"> & 
  * Use `create(ListExecutionsRequestSchema)` to create a new message.
  */
 export const ListExecutionsRequestSchema: GenMessage<ListExecutionsRequest> = /*@__PURE__*/
-  messageDesc(file_aegis_v1_executions, 5);
+  messageDesc(file_aegis_v1_executions, 7);
 
 /**
  * @generated from message aegis.v1.ExecutionList
@@ -285,7 +349,7 @@ export type ExecutionList = Message<"aegis.v1.ExecutionList"> & {
  * Use `create(ExecutionListSchema)` to create a new message.
  */
 export const ExecutionListSchema: GenMessage<ExecutionList> = /*@__PURE__*/
-  messageDesc(file_aegis_v1_executions, 6);
+  messageDesc(file_aegis_v1_executions, 8);
 
 /**
  * @generated from message aegis.v1.CancelExecutionRequest
@@ -302,7 +366,7 @@ export type CancelExecutionRequest = Message<"aegis.v1.CancelExecutionRequest"> 
  * Use `create(CancelExecutionRequestSchema)` to create a new message.
  */
 export const CancelExecutionRequestSchema: GenMessage<CancelExecutionRequest> = /*@__PURE__*/
-  messageDesc(file_aegis_v1_executions, 7);
+  messageDesc(file_aegis_v1_executions, 9);
 
 /**
  * @generated from message aegis.v1.StreamLogsRequest
@@ -333,7 +397,7 @@ export type StreamLogsRequest = Message<"aegis.v1.StreamLogsRequest"> & {
  * Use `create(StreamLogsRequestSchema)` to create a new message.
  */
 export const StreamLogsRequestSchema: GenMessage<StreamLogsRequest> = /*@__PURE__*/
-  messageDesc(file_aegis_v1_executions, 8);
+  messageDesc(file_aegis_v1_executions, 10);
 
 /**
  * @generated from message aegis.v1.LogLine
@@ -367,7 +431,7 @@ export type LogLine = Message<"aegis.v1.LogLine"> & {
  * Use `create(LogLineSchema)` to create a new message.
  */
 export const LogLineSchema: GenMessage<LogLine> = /*@__PURE__*/
-  messageDesc(file_aegis_v1_executions, 9);
+  messageDesc(file_aegis_v1_executions, 11);
 
 /**
  * @generated from message aegis.v1.LogEvent
@@ -398,7 +462,7 @@ export type LogEvent = Message<"aegis.v1.LogEvent"> & {
  * Use `create(LogEventSchema)` to create a new message.
  */
 export const LogEventSchema: GenMessage<LogEvent> = /*@__PURE__*/
-  messageDesc(file_aegis_v1_executions, 10);
+  messageDesc(file_aegis_v1_executions, 12);
 
 /**
  * @generated from service aegis.v1.ExecutionService
