@@ -294,7 +294,14 @@ time.sleep(25)
           const token = llmTokenOf(id);
           scanned = { token: false, key: false, bytes: 0 };
           for (const proc of processesOfExecution(id, 'main.py')) {
-            const found = scanMemory(proc.pid, [token, OPENAI_KEY]);
+            let found: { hits: boolean[]; bytes: number };
+            try {
+              found = scanMemory(proc.pid, [token, OPENAI_KEY]);
+            } catch (error) {
+              // A short-lived process of the sandbox (not the agent) may be gone between listing and reading.
+              if (['ESRCH', 'ENOENT'].includes((error as NodeJS.ErrnoException).code ?? '')) continue;
+              throw error;
+            }
             scanned.bytes += found.bytes;
             scanned.token ||= found.hits[0]!;
             scanned.key ||= found.hits[1]!;
