@@ -281,6 +281,27 @@ describe('LLM gateway through the official SDKs', () => {
     assert.equal(upstream.requests.length, 0);
   });
 
+  it('attack: without a valid token the body is never read (an endless upload gets its 401 at once)', async () => {
+    const { request } = await import('node:http');
+    const status = await new Promise<number>((resolveStatus, reject) => {
+      const req = request(`${url}/v1/chat/completions`, {
+        method: 'POST',
+        headers: { authorization: 'Bearer aegis-llm-guess', 'content-type': 'application/json' },
+      });
+      req.on('response', (response) => {
+        response.resume();
+        resolveStatus(response.statusCode ?? 0);
+        req.destroy();
+      });
+      req.on('error', (error) =>
+        (error as NodeJS.ErrnoException).code === 'ECONNRESET' ? undefined : reject(error),
+      );
+      req.write('{"model": "default", "messages": ['); // and never ends the body
+    });
+    assert.equal(status, 401);
+    assert.equal(upstream.requests.length, 0);
+  });
+
   it('a spent budget is a 429 the SDKs raise at once (no retries), reported once', async () => {
     const token = grant(['default'], { tokens: null, calls: 2, usd: null });
     const client = new OpenAI({ apiKey: token, baseURL: `${url}/v1` }); // default retries on: x-should-retry stops them

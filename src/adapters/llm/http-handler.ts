@@ -166,6 +166,8 @@ export function createLlmHandler(gateway: LlmGateway, options: LlmHandlerOptions
         });
       }
       const token = tokenOf(req);
+      // Authenticate before reading a byte of the body: without a valid token, nothing is buffered.
+      gateway.models(token);
       const body = await readJson(req);
       const request =
         route.protocol === 'chat'

@@ -118,11 +118,16 @@ function serveInSandboxApi(
   handler: NonNullable<InstanceSpec['inSandboxApi']>['handler'],
   listeners: net.Server[],
 ) {
+  // Bounded: a request (body included) must arrive within 60 s, and one sandbox holds at most 64 connections —
+  // the agent cannot pin orchestrator memory with slow or endless uploads. Streaming answers are not limited by this.
   const http: HttpServer = createHttpServer(
-    { requestTimeout: 0, headersTimeout: 30_000 },
+    { requestTimeout: 60_000, headersTimeout: 30_000 },
     handler as unknown as Parameters<typeof createHttpServer>[1],
   );
-  for (const listener of listeners) listener.on('connection', (socket) => http.emit('connection', socket));
+  for (const listener of listeners) {
+    listener.maxConnections = 64;
+    listener.on('connection', (socket) => http.emit('connection', socket));
+  }
   return {
     close: async () => {
       for (const listener of listeners) listener.close();
