@@ -143,6 +143,22 @@ const MAX_METADATA_KEYS = 64;
 const TEXT = new TextDecoder();
 /** Ended sandboxes stay readable this long. */
 const KEEP_ENDED = 64;
+/** The longest timer a runtime can arm (2^31−1 ms, ~24.8 days); longer would fire at once. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
+function assertTimer(name: string, ms: number | null | undefined): void {
+  if (ms === null || ms === undefined) return;
+  if (!Number.isFinite(ms) || ms <= 0 || ms > MAX_TIMER_MS) {
+    throw new AegisError(
+      'USAGE',
+      `${name} must be between 1 ms and ${MAX_TIMER_MS} ms (~24.8 days), got ${ms}`,
+      {
+        problems: [{ path: `body.${name}`, message: 'out of range' }],
+        hint: 'ask for a shorter timeout; keep a sandbox alive longer by refreshing its timeout',
+      },
+    );
+  }
+}
 
 export class LiveSandboxes {
   readonly #deps: LiveSandboxesDeps;
@@ -194,6 +210,8 @@ export class LiveSandboxes {
       const { clock, audit, runtime } = this.#deps;
       const id = `sb_${this.#deps.ids.executionId().replace(/^ex_/, '')}`;
       const timeoutMs = request.timeoutMs ?? agent.limits.timeoutMs;
+      assertTimer('timeout', timeoutMs);
+      assertTimer('idleTimeout', request.idleTimeoutMs);
       const withEnv: CompiledAgent = { ...agent, env: { ...agent.env, ...(request.env ?? {}) } };
       const instance = await runtime.spawn({ executionId: id, agent: withEnv, live: true });
       let session: LiveSession;
@@ -377,6 +395,7 @@ export class LiveSandboxes {
 
   async exec(principal: Principal, id: string, request: ExecRequest): Promise<CommandView> {
     requireScope(principal, 'execute', 'running a command in a sandbox');
+    assertTimer('timeout', request.timeoutMs);
     const sandbox = this.#running(principal, id);
     const argv = typeof request.cmd === 'string' ? ['/bin/sh', '-c', request.cmd] : [...request.cmd];
     if (argv.length === 0 || argv[0] === '') {

@@ -106,6 +106,17 @@ describe('live sandboxes over REST', { concurrency: true }, () => {
     return created.json['id'] as string;
   }
 
+  it('attack: a timeout past what a timer can hold (which would fire at once) is refused, not armed', async () => {
+    const huge = await call(server.url, key, 'POST', '/v1/sandboxes', { agent: 'live', timeout: '1000h' });
+    assert.equal(huge.status, 400, huge.text);
+    assert.match(huge.text, /timeout must be between/);
+    const idle = await call(server.url, key, 'POST', '/v1/sandboxes', {
+      agent: 'live',
+      idleTimeout: '1000h',
+    });
+    assert.equal(idle.status, 400, idle.text);
+  });
+
   it('runs commands with stdin, streams output over SSE, keeps state between commands', async () => {
     const id = await create({ metadata: { purpose: 'test' }, env: { GREETING: 'hello' } });
     const got = await call(server.url, key, 'GET', `/v1/sandboxes/${id}`);
