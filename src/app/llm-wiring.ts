@@ -36,6 +36,8 @@ export interface LlmWiring {
   readonly gateway: LlmGateway;
   /** `createLlmHandler(gateway)`: what the runtime serves on the agent's 127.0.0.1:3129. */
   readonly handler: InSandboxHandler;
+  /** A handler that accepts only `token`: what one sandbox is served, so another execution's token is useless there. */
+  readonly handlerFor?: (token: string) => InSandboxHandler;
   readonly events: LlmEventRouter;
 }
 

@@ -336,7 +336,7 @@ export async function runAgent(deps: RunAgentDeps, request: RunAgentRequest): Pr
             hint: 'remove spec.llm, or run the agent through `aegis run` / `aegis server` (they build the gateway)',
           });
         }
-        const { gateway, handler, events } = deps.llm;
+        const { gateway, handler, handlerFor, events } = deps.llm;
         unsubscribeLlm = events.subscribe(id, {
           onCall: onLlmCall,
           onBudgetExhausted: (budget) => {
@@ -349,7 +349,8 @@ export async function runAgent(deps: RunAgentDeps, request: RunAgentRequest): Pr
           models: agent.llm.models,
           budget: agent.llm.budget,
         });
-        inSandboxApi = { handler, env: llmEnv(llmToken) };
+        // The sandbox's endpoint takes only this execution's token (a leaked token of another is refused there).
+        inSandboxApi = { handler: handlerFor ? handlerFor(llmToken) : handler, env: llmEnv(llmToken) };
       }
       const pooled =
         secrets === undefined && inSandboxApi === undefined

@@ -281,6 +281,33 @@ describe('LLM gateway through the official SDKs', () => {
     assert.equal(upstream.requests.length, 0);
   });
 
+  it("attack: a sandbox's endpoint refuses another execution's token (a leaked token spends nothing there)", async () => {
+    const mine = grant(['default']);
+    const theirs = grant(['default']);
+    const own = createLlmHandler(gateway, { onlyToken: mine });
+    const sandboxServer = createServer((req, res) => void own(req, res));
+    await new Promise<void>((resolve) => sandboxServer.listen(0, '127.0.0.1', resolve));
+    const sandboxUrl = `http://127.0.0.1:${(sandboxServer.address() as AddressInfo).port}/v1`;
+    try {
+      await assert.rejects(
+        new OpenAI({ apiKey: theirs, baseURL: sandboxUrl, maxRetries: 0 }).chat.completions.create({
+          model: 'default',
+          messages: [{ role: 'user', content: 'x' }],
+        }),
+        (error: unknown) => error instanceof OpenAI.AuthenticationError,
+      );
+      assert.equal(upstream.requests.length, 0);
+      const ok = await new OpenAI({ apiKey: mine, baseURL: sandboxUrl }).chat.completions.create({
+        model: 'default',
+        messages: [{ role: 'user', content: 'x' }],
+      });
+      assert.ok(ok.choices.length > 0);
+    } finally {
+      sandboxServer.closeAllConnections();
+      await new Promise((resolve) => sandboxServer.close(resolve));
+    }
+  });
+
   it('attack: without a valid token the body is never read (an endless upload gets its 401 at once)', async () => {
     const { request } = await import('node:http');
     const status = await new Promise<number>((resolveStatus, reject) => {

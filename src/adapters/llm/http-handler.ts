@@ -119,7 +119,7 @@ async function readJson(req: IncomingMessage): Promise<unknown> {
   }
 }
 
-function tokenOf(req: IncomingMessage): string | null {
+function presentedToken(req: IncomingMessage): string | null {
   const auth = req.headers.authorization;
   if (typeof auth === 'string' && /^Bearer\s+/i.test(auth))
     return auth.replace(/^Bearer\s+/i, '').trim() || null;
@@ -141,10 +141,20 @@ const ROUTES: Record<string, Route> = {
 export interface LlmHandlerOptions {
   /** Wall clock, seconds (the `created` fields). @default Date.now()/1000 */
   readonly nowS?: () => number;
+  /**
+   * The one token this handler accepts (the sandbox it is served in): another execution's token — leaked to this
+   * agent somehow — is refused as unknown here, so it cannot spend that execution's budget. @default any issued token
+   */
+  readonly onlyToken?: string;
 }
 
 export function createLlmHandler(gateway: LlmGateway, options: LlmHandlerOptions = {}) {
   const nowS = options.nowS ?? (() => Math.floor(Date.now() / 1000));
+  const only = options.onlyToken;
+  const tokenOf = (req: IncomingMessage): string | null => {
+    const token = presentedToken(req);
+    return only === undefined || token === only ? token : null;
+  };
   return async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
     const path = (req.url ?? '/').split('?')[0]!.replace(/\/+$/, '');
     const route = ROUTES[path];

@@ -36,9 +36,11 @@ export function createLlmWiring(options: LlmWiringOptions): LlmWiring {
     now: () => performance.now(),
     sleep: (ms) => sleep(ms),
   });
-  const handle = createLlmHandler(gateway);
-  const handler = (req: IncomingMessage, res: ServerResponse) => {
-    handle(req, res).catch(() => res.destroy());
-  };
-  return { gateway, handler, events };
+  const wrap =
+    (handle: ReturnType<typeof createLlmHandler>) => (req: IncomingMessage, res: ServerResponse) => {
+      handle(req, res).catch(() => res.destroy());
+    };
+  const handler = wrap(createLlmHandler(gateway));
+  const handlerFor = (token: string) => wrap(createLlmHandler(gateway, { onlyToken: token }));
+  return { gateway, handler, handlerFor, events };
 }
