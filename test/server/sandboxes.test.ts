@@ -5,7 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
 import { request as httpRequest, type IncomingMessage } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -199,16 +199,26 @@ describe('live sandboxes over REST', { concurrency: true }, () => {
   it('attack: a download the client does not read stalls the agent, not buffered in the orchestrator', async () => {
     const id = await create();
     const size = 160 * 1024 * 1024;
+    const name = `stall-${randomBytes(6).toString('hex')}`;
     const made = await call(server.url, key, 'POST', `/v1/sandboxes/${id}/commands`, {
-      cmd: `head -c ${size} /dev/zero > /workspace/big`,
+      cmd: `head -c ${size} /dev/zero > /workspace/${name}`,
     });
     assert.equal(made.status, 200, made.text);
-    const rss = () => {
-      const status = readFileSync(`/proc/${server.child.pid}/status`, 'utf8');
-      return Number(/VmRSS:\s+(\d+)/.exec(status)![1]) * 1024;
+    // The agent's open fd of the file says how far it has read (RSS would be muddied by the concurrent tests).
+    const readPos = (): number | undefined => {
+      for (const pid of readdirSync('/proc').filter((p) => /^\d+$/.test(p))) {
+        try {
+          for (const fd of readdirSync(`/proc/${pid}/fd`)) {
+            if (!readlinkSync(`/proc/${pid}/fd/${fd}`).endsWith(`/${name}`)) continue;
+            return Number(/pos:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/fdinfo/${fd}`, 'utf8'))![1]);
+          }
+        } catch {
+          // gone, or not ours to read
+        }
+      }
+      return undefined;
     };
-    const before = rss();
-    const url = new URL(`${server.url}/v1/sandboxes/${id}/files?path=/workspace/big`);
+    const url = new URL(`${server.url}/v1/sandboxes/${id}/files?path=/workspace/${name}`);
     const response = await new Promise<IncomingMessage>((resolve, reject) => {
       const req = httpRequest(url, { headers: { authorization: `Bearer ${key}` } }, resolve);
       req.once('error', reject);
@@ -216,15 +226,23 @@ describe('live sandboxes over REST', { concurrency: true }, () => {
     });
     assert.equal(response.statusCode, 200);
     response.pause(); // the slow client: reads nothing for now
-    // Without flow control the orchestrator queued the whole file within a second or two; give it ten.
-    const grew = await pollUntil(
-      'the orchestrator to buffer the file',
-      () => rss() - before > 96 * 1024 ** 2,
+    // Without flow control the agent sent the whole file (into the orchestrator's memory) within a second or two,
+    // and closed it; give it ten.
+    const ranAhead = await pollUntil(
+      'the agent to read the whole unread file',
+      () => {
+        const pos = readPos();
+        return pos === undefined || pos > 64 * 1024 ** 2;
+      },
       10_000,
     )
       .then(() => true)
       .catch(() => false);
-    assert.equal(grew, false, `orchestrator RSS grew by ${rss() - before} bytes for one unread download`);
+    assert.equal(
+      ranAhead,
+      false,
+      `the agent read on to ${readPos() ?? 'the end'} for a client that reads nothing`,
+    );
     // The stalled download still completes once the client reads.
     let received = 0;
     for await (const chunk of response) received += (chunk as Buffer).length;
