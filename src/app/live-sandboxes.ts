@@ -52,6 +52,10 @@ export interface LiveSandboxesOptions {
   readonly maxFileBytes?: number;
   /** Output kept per command for replay (Last-Event-ID); older events are dropped. @default 8 MiB */
   readonly replayBytes?: number;
+  /** Output kept for replay across all of one sandbox's commands. @default 32 MiB */
+  readonly sandboxReplayBytes?: number;
+  /** Commands running at once in one sandbox. @default 32 */
+  readonly maxRunningCommands?: number;
 }
 
 export interface CreateSandboxRequest {
@@ -81,6 +85,11 @@ export interface ExecRequest {
 
 export type CommandEvent =
   | { readonly seq: number; readonly type: 'stdout' | 'stderr'; readonly data: string }
+  /**
+   * Not stored: told to a reader whose position is older than the replay buffer — events up to and including
+   * `seq` were dropped (per-command or per-sandbox replay cap). Reading continues with the next kept event.
+   */
+  | { readonly seq: number; readonly type: 'truncated'; readonly message: string }
   | {
       readonly seq: number;
       readonly type: 'exit';
@@ -106,8 +115,10 @@ interface Command {
   readonly argv: readonly string[];
   readonly process: LiveProcess;
   readonly startedAtMs: number;
-  readonly events: CommandEvent[];
+  readonly events: OutputEvent[];
   replayBytes: number;
+  /** Highest seq dropped from `events` (0: none). */
+  droppedThrough: number;
   nextSeq: number;
   exit: { exitCode: number | null; signal: string | null; durationMs: number } | undefined;
   timedOut: boolean;
@@ -137,7 +148,13 @@ interface Sandbox {
   idle: Timer | undefined;
   lastUsage: SandboxView['usage'];
   nextCommand: number;
+  /** Sum of its commands' `replayBytes`. */
+  replayBytes: number;
+  /** exec calls past the running-commands check and not yet in `commands`. */
+  startingCommands: number;
 }
+
+type OutputEvent = Exclude<CommandEvent, { type: 'truncated' }>;
 
 const MAX_METADATA_KEYS = 64;
 const TEXT = new TextDecoder();
@@ -145,6 +162,12 @@ const TEXT = new TextDecoder();
 const KEEP_ENDED = 64;
 /** The longest timer a runtime can arm (2^31−1 ms, ~24.8 days); longer would fire at once. */
 const MAX_TIMER_MS = 2 ** 31 - 1;
+/** Replay cost of one event beyond its text: a flood of tiny (or empty) chunks is not free. */
+const EVENT_OVERHEAD_BYTES = 64;
+/** Events kept per command whatever their size. */
+const MAX_EVENTS_PER_COMMAND = 65_536;
+/** Commands remembered per sandbox (running ones always are); older exited ones are forgotten. */
+const MAX_KEPT_COMMANDS = 1024;
 
 function assertTimer(name: string, ms: number | null | undefined): void {
   if (ms === null || ms === undefined) return;
@@ -165,6 +188,8 @@ export class LiveSandboxes {
   readonly #maxSandboxes: number;
   readonly #maxFileBytes: number;
   readonly #replayBytes: number;
+  readonly #sandboxReplayBytes: number;
+  readonly #maxRunningCommands: number;
   readonly #sandboxes = new Map<string, Sandbox>();
   #starting = 0;
 
@@ -173,6 +198,8 @@ export class LiveSandboxes {
     this.#maxSandboxes = options.maxSandboxes;
     this.#maxFileBytes = options.maxFileBytes ?? 1024 ** 3;
     this.#replayBytes = options.replayBytes ?? 8 * 1024 ** 2;
+    this.#sandboxReplayBytes = options.sandboxReplayBytes ?? 32 * 1024 ** 2;
+    this.#maxRunningCommands = options.maxRunningCommands ?? 32;
   }
 
   /** Live sandboxes now (what `--max-sandboxes` counts). */
@@ -243,6 +270,8 @@ export class LiveSandboxes {
         idle: undefined,
         lastUsage: null,
         nextCommand: 1,
+        replayBytes: 0,
+        startingCommands: 0,
       };
       this.#sandboxes.set(id, sandbox);
       this.#forgetOld();
@@ -402,25 +431,57 @@ export class LiveSandboxes {
       throw new AegisError('USAGE', 'body.cmd: an empty command', { hint: 'e.g. {"cmd": ["ls", "-la"]}' });
     }
     const cwd = sandboxPath(request.cwd ?? '/workspace', 'body.cwd');
+    let runningCommands = sandbox.startingCommands;
+    for (const c of sandbox.commands.values()) if (!c.exit) runningCommands++;
+    if (runningCommands >= this.#maxRunningCommands) {
+      this.#deps.audit.append(AUDIT_KINDS.sandboxExec, sandbox.id, {
+        command: '',
+        argv: argv.slice(0, 64).map((arg) => arg.slice(0, 1024)),
+        exitCode: null,
+        signal: null,
+        durationMs: 0,
+        by: principal.id,
+        refused: 'too-many-commands',
+      });
+      throw new AegisError(
+        'QUEUE_FULL',
+        `sandbox ${id} already runs its maximum of ${this.#maxRunningCommands} commands`,
+        {
+          hint: `wait for one to exit, or kill one: POST /v1/sandboxes/${id}/commands/ID/kill`,
+          details: { retryAfterMs: 1000, running: runningCommands },
+        },
+      );
+    }
     const commandId = `c${sandbox.nextCommand++}`;
     const { clock } = this.#deps;
     const startedAtMs = clock.now();
     let command: Command | undefined;
     const early: Parameters<Parameters<LiveSession['exec']>[1]['onOutput']>[] = [];
     let earlyExit: [number | null, string | null] | undefined;
-    const process = await sandbox.session.exec(
-      { argv, cwd, env: request.env ?? {}, stdin: request.stdin !== undefined || request.keepStdin === true },
-      {
-        onOutput: (stream, chunk) => {
-          if (command) this.#push(command, { type: stream, data: TEXT.decode(chunk) });
-          else early.push([stream, chunk]);
+    sandbox.startingCommands++;
+    let process: LiveProcess;
+    try {
+      process = await sandbox.session.exec(
+        {
+          argv,
+          cwd,
+          env: request.env ?? {},
+          stdin: request.stdin !== undefined || request.keepStdin === true,
         },
-        onExit: (code, signal) => {
-          if (command) this.#exited(sandbox, command, code, signal, principal.id);
-          else earlyExit = [code, signal];
+        {
+          onOutput: (stream, chunk) => {
+            if (command) this.#push(sandbox, command, { type: stream, data: TEXT.decode(chunk) });
+            else if (early.length < MAX_EVENTS_PER_COMMAND) early.push([stream, chunk]);
+          },
+          onExit: (code, signal) => {
+            if (command) this.#exited(sandbox, command, code, signal, principal.id);
+            else earlyExit = [code, signal];
+          },
         },
-      },
-    );
+      );
+    } finally {
+      sandbox.startingCommands--;
+    }
     command = {
       id: commandId,
       argv,
@@ -428,6 +489,7 @@ export class LiveSandboxes {
       startedAtMs,
       events: [],
       replayBytes: 0,
+      droppedThrough: 0,
       nextSeq: 1,
       exit: undefined,
       timedOut: false,
@@ -435,7 +497,9 @@ export class LiveSandboxes {
       listeners: new Set(),
     };
     sandbox.commands.set(commandId, command);
-    for (const [stream, chunk] of early) this.#push(command, { type: stream, data: TEXT.decode(chunk) });
+    this.#forgetOldCommands(sandbox);
+    for (const [stream, chunk] of early)
+      this.#push(sandbox, command, { type: stream, data: TEXT.decode(chunk) });
     if (earlyExit) this.#exited(sandbox, command, earlyExit[0], earlyExit[1], principal.id);
     const running = command;
     if (request.timeoutMs !== undefined && !running.exit) {
@@ -505,6 +569,15 @@ export class LiveSandboxes {
     const command = this.#command(sandbox, commandId);
     let after = options.afterSeq;
     for (;;) {
+      if (after < command.droppedThrough) {
+        const seq = command.droppedThrough;
+        yield {
+          seq,
+          type: 'truncated',
+          message: `output up to event ${seq} was dropped (replay buffer full); the stream goes on after it`,
+        };
+        after = seq;
+      }
       for (const event of command.events) {
         if (event.seq <= after) continue;
         after = event.seq;
@@ -595,11 +668,39 @@ export class LiveSandboxes {
     principal: Principal,
     id: string,
     rawPath: unknown,
-  ): Promise<{ path: string; size: number; chunks: AsyncIterable<Uint8Array> }> {
+  ): Promise<{
+    path: string;
+    size: number;
+    chunks: AsyncIterable<Uint8Array>;
+    /** Settles if the runtime abandons the download (the reader fell too far behind); `chunks` then throw. */
+    abandoned: Promise<void>;
+  }> {
     requireScope(principal, 'read', 'reading sandbox files');
     const path = sandboxPath(rawPath, 'query.path');
     const file = await this.#fileOp(principal, id, 'read', path, null, (s) => s.readFile(path), false);
-    return { path, ...file };
+    const audit = this.#deps.audit;
+    // A download that fails midway (the sandbox ended, or the client fell too far behind and the runtime abandoned
+    // it) is recorded too: the entry above only said it started.
+    async function* audited(): AsyncIterable<Uint8Array> {
+      let sent = 0;
+      try {
+        for await (const chunk of file.chunks) {
+          sent += chunk.length;
+          yield chunk;
+        }
+      } catch (error) {
+        audit.append(AUDIT_KINDS.sandboxFile, id, {
+          op: 'read-failed',
+          path,
+          to: null,
+          bytes: sent,
+          ok: false,
+          by: principal.id,
+        });
+        throw error;
+      }
+    }
+    return { path, size: file.size, chunks: audited(), abandoned: file.abandoned ?? new Promise(() => {}) };
   }
 
   /** Ends every sandbox (server shutdown). */
@@ -696,15 +797,60 @@ export class LiveSandboxes {
     return command;
   }
 
-  #push(command: Command, event: { type: 'stdout' | 'stderr'; data: string }): void {
-    const full = { seq: command.nextSeq++, ...event } as CommandEvent;
-    command.events.push(full);
-    command.replayBytes += event.data.length;
-    while (command.replayBytes > this.#replayBytes && command.events.length > 1) {
-      const dropped = command.events.shift()!;
-      if (dropped.type !== 'exit') command.replayBytes -= dropped.data.length;
+  #push(sandbox: Sandbox, command: Command, event: { type: 'stdout' | 'stderr'; data: string }): void {
+    if (event.data.length === 0) return;
+    command.events.push({ seq: command.nextSeq++, ...event });
+    const cost = costOf(event.data);
+    command.replayBytes += cost;
+    sandbox.replayBytes += cost;
+    while (
+      (command.replayBytes > this.#replayBytes || command.events.length > MAX_EVENTS_PER_COMMAND) &&
+      command.events.length > 1
+    ) {
+      this.#dropOldest(sandbox, command);
     }
+    if (sandbox.replayBytes > this.#sandboxReplayBytes) this.#trimSandbox(sandbox, command);
     for (const wake of [...command.listeners]) wake();
+  }
+
+  #dropOldest(sandbox: Sandbox, command: Command): void {
+    const dropped = command.events.shift()!;
+    command.droppedThrough = dropped.seq;
+    if (dropped.type === 'exit') return;
+    const cost = costOf(dropped.data);
+    command.replayBytes -= cost;
+    sandbox.replayBytes -= cost;
+  }
+
+  /**
+   * Over the sandbox's replay budget: first the oldest exited commands lose their output (their exit event stays),
+   * then the running commands their oldest events, oldest command first — `current`'s newest event always stays.
+   */
+  #trimSandbox(sandbox: Sandbox, current: Command): void {
+    const over = () => sandbox.replayBytes > this.#sandboxReplayBytes;
+    for (const command of sandbox.commands.values()) {
+      if (!over()) return;
+      if (!command.exit) continue;
+      while (command.events.length > 0 && command.events[0]!.type !== 'exit')
+        this.#dropOldest(sandbox, command);
+    }
+    for (const command of sandbox.commands.values()) {
+      if (!over()) return;
+      const keep = command === current ? 1 : 0;
+      while (over() && command.events.length > keep && command.events[0]!.type !== 'exit')
+        this.#dropOldest(sandbox, command);
+    }
+  }
+
+  /** At most MAX_KEPT_COMMANDS remembered: the oldest exited ones go (with their output). */
+  #forgetOldCommands(sandbox: Sandbox): void {
+    if (sandbox.commands.size <= MAX_KEPT_COMMANDS) return;
+    for (const command of sandbox.commands.values()) {
+      if (sandbox.commands.size <= MAX_KEPT_COMMANDS) return;
+      if (!command.exit) continue;
+      sandbox.replayBytes -= command.replayBytes;
+      sandbox.commands.delete(command.id);
+    }
   }
 
   #exited(sandbox: Sandbox, command: Command, code: number | null, signal: string | null, by: string): void {
@@ -813,6 +959,10 @@ function notFoundSandbox(id: string): AegisError {
 function viewOf(record: SandboxRecord): SandboxView {
   const { holder: _holder, ...view } = record;
   return view;
+}
+
+function costOf(data: string): number {
+  return data.length + EVENT_OVERHEAD_BYTES;
 }
 
 function commandView(command: Command): CommandView {

@@ -132,7 +132,10 @@ export interface LiveSession {
   move(from: string, to: string): Promise<void>;
   remove(path: string): Promise<void>;
   writeFile(path: string, chunks: AsyncIterable<Uint8Array>): Promise<{ bytes: number }>;
-  readFile(path: string): Promise<{ size: number; chunks: AsyncIterable<Uint8Array> }>;
+  /** `abandoned` settles if the runtime gives up on a reader that fell too far behind (its `chunks` then throw). */
+  readFile(
+    path: string,
+  ): Promise<{ size: number; chunks: AsyncIterable<Uint8Array>; abandoned?: Promise<void> }>;
   usage(): LiveUsage;
   /** Freezes every process of the sandbox (cgroup freezer); resolves once they are all stopped. */
   pause(): Promise<void>;

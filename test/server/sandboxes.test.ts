@@ -5,7 +5,8 @@
  */
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
+import { request as httpRequest, type IncomingMessage } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -115,6 +116,138 @@ describe('live sandboxes over REST', { concurrency: true }, () => {
       idleTimeout: '1000h',
     });
     assert.equal(idle.status, 400, idle.text);
+  });
+
+  async function auditOf(id: string): Promise<{ kind: string; data: Record<string, unknown> }[]> {
+    const audit = await call(server.url, key, 'GET', `/v1/sandboxes/${id}/audit`);
+    return audit.json['entries'] as { kind: string; data: Record<string, unknown> }[];
+  }
+
+  async function exited(id: string, command: string): Promise<void> {
+    await pollUntil(`command ${command} to exit`, async () => {
+      const got = await call(server.url, key, 'GET', `/v1/sandboxes/${id}/commands/${command}`);
+      return got.json['status'] === 'exited' ? true : undefined;
+    });
+  }
+
+  it('attack: an execute key cannot start unbounded commands in one sandbox (32 at once, then 429, audited)', async () => {
+    const id = await create();
+    const sleep = { cmd: ['sleep', '600'], background: true };
+    const started = await Promise.all(
+      Array.from({ length: 32 }, () => call(server.url, key, 'POST', `/v1/sandboxes/${id}/commands`, sleep)),
+    );
+    for (const reply of started) assert.equal(reply.status, 201, reply.text);
+    const over = await call(server.url, key, 'POST', `/v1/sandboxes/${id}/commands`, sleep);
+    assert.equal(over.status, 429, over.text);
+    assert.match(over.text, /maximum of 32 commands/);
+    assert.ok(
+      (await auditOf(id)).some((e) => e.kind === 'sandbox.exec' && e.data['refused'] === 'too-many-commands'),
+      'the refusal is audited',
+    );
+    // One exits: there is room again.
+    const first = started[0]!.json['id'] as string;
+    await call(server.url, key, 'POST', `/v1/sandboxes/${id}/commands/${first}/kill`, {});
+    await exited(id, first);
+    const again = await call(server.url, key, 'POST', `/v1/sandboxes/${id}/commands`, sleep);
+    assert.equal(again.status, 201, again.text);
+    await call(server.url, key, 'DELETE', `/v1/sandboxes/${id}`);
+  });
+
+  it('attack: output floods do not pin unbounded replay memory; a reader behind the buffer is told', async () => {
+    const id = await create();
+    // Five exited commands of 8 MiB each: 40 MiB, over the sandbox's 32 MiB replay budget.
+    const flood = 'head -c 8388608 /dev/zero | tr "\\0" a';
+    const floods: string[] = [];
+    for (let i = 0; i < 5; i++) {
+      const bg = await call(server.url, key, 'POST', `/v1/sandboxes/${id}/commands`, {
+        cmd: flood,
+        background: true,
+      });
+      assert.equal(bg.status, 201, bg.text);
+      floods.push(bg.json['id'] as string);
+      await exited(id, bg.json['id'] as string);
+    }
+    const oldest = sseEvents(
+      (await call(server.url, key, 'GET', `/v1/sandboxes/${id}/commands/${floods[0]}/events?follow=false`))
+        .text,
+    );
+    assert.equal(oldest[0]?.event, 'truncated', 'the dropped output is announced');
+    assert.ok(!oldest.some((e) => e.event === 'stdout'), "the oldest exited command's output was dropped");
+    assert.equal(oldest.at(-1)?.event, 'exit', 'its exit stays');
+    // A running command past its own 8 MiB: a reader from the start learns its oldest output is gone.
+    const live = await call(server.url, key, 'POST', `/v1/sandboxes/${id}/commands`, {
+      cmd: 'head -c 9437184 /dev/zero | tr "\\0" b; echo END >&2; sleep 600',
+      background: true,
+    });
+    const liveId = live.json['id'] as string;
+    const events = await pollUntil('the live flood to finish', async () => {
+      const got = sseEvents(
+        (await call(server.url, key, 'GET', `/v1/sandboxes/${id}/commands/${liveId}/events?follow=false`))
+          .text,
+      );
+      return got.some((e) => e.event === 'stderr') ? got : undefined;
+    });
+    assert.equal(events[0]?.event, 'truncated');
+    assert.ok(Number(events[1]?.id) > Number(events[0]?.id), 'the stream goes on after the marker');
+    const kept = events
+      .filter((e) => e.event === 'stdout')
+      .reduce((n, e) => n + String(e.data['data']).length, 0);
+    assert.ok(kept <= 8 * 1024 * 1024, `kept ${kept} chars`);
+    await call(server.url, key, 'DELETE', `/v1/sandboxes/${id}`);
+  });
+
+  it('attack: a download the client does not read stalls the agent, not buffered in the orchestrator', async () => {
+    const id = await create();
+    const size = 160 * 1024 * 1024;
+    const name = `stall-${randomBytes(6).toString('hex')}`;
+    const made = await call(server.url, key, 'POST', `/v1/sandboxes/${id}/commands`, {
+      cmd: `head -c ${size} /dev/zero > /workspace/${name}`,
+    });
+    assert.equal(made.status, 200, made.text);
+    // The agent's open fd of the file says how far it has read (RSS would be muddied by the concurrent tests).
+    const readPos = (): number | undefined => {
+      for (const pid of readdirSync('/proc').filter((p) => /^\d+$/.test(p))) {
+        try {
+          for (const fd of readdirSync(`/proc/${pid}/fd`)) {
+            if (!readlinkSync(`/proc/${pid}/fd/${fd}`).endsWith(`/${name}`)) continue;
+            return Number(/pos:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/fdinfo/${fd}`, 'utf8'))![1]);
+          }
+        } catch {
+          // gone, or not ours to read
+        }
+      }
+      return undefined;
+    };
+    const url = new URL(`${server.url}/v1/sandboxes/${id}/files?path=/workspace/${name}`);
+    const response = await new Promise<IncomingMessage>((resolve, reject) => {
+      const req = httpRequest(url, { headers: { authorization: `Bearer ${key}` } }, resolve);
+      req.once('error', reject);
+      req.end();
+    });
+    assert.equal(response.statusCode, 200);
+    response.pause(); // the slow client: reads nothing for now
+    // Without flow control the agent sent the whole file (into the orchestrator's memory) within a second or two,
+    // and closed it; give it ten.
+    const ranAhead = await pollUntil(
+      'the agent to read the whole unread file',
+      () => {
+        const pos = readPos();
+        return pos === undefined || pos > 64 * 1024 ** 2;
+      },
+      10_000,
+    )
+      .then(() => true)
+      .catch(() => false);
+    assert.equal(
+      ranAhead,
+      false,
+      `the agent read on to ${readPos() ?? 'the end'} for a client that reads nothing`,
+    );
+    // The stalled download still completes once the client reads.
+    let received = 0;
+    for await (const chunk of response) received += (chunk as Buffer).length;
+    assert.equal(received, size);
+    await call(server.url, key, 'DELETE', `/v1/sandboxes/${id}`);
   });
 
   it('runs commands with stdin, streams output over SSE, keeps state between commands', async () => {

@@ -242,7 +242,9 @@ export function sandboxRoutes(options: SandboxRouteOptions) {
       res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': String(file.size) });
       try {
         for await (const chunk of file.chunks) {
-          if (!res.write(chunk)) await Promise.race([once(res, 'drain'), once(res, 'close')]);
+          // While the client drains, the runtime may abandon the download (it will not queue a whole file for a
+          // slow reader): wake up then, so the next pull throws and the response is cut.
+          if (!res.write(chunk)) await Promise.race([once(res, 'drain'), once(res, 'close'), file.abandoned]);
           if (res.destroyed) break;
         }
       } catch {

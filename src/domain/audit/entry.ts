@@ -151,6 +151,8 @@ export type AuditDataByKind = {
     readonly signal: string | null;
     readonly durationMs: number;
     readonly by: string;
+    /** Set when the command was refused before it started (e.g. 'too-many-commands'). */
+    readonly refused?: string;
   };
   'sandbox.file': {
     readonly op: string;

@@ -25,6 +25,10 @@ export const LIVE_AGENT_INSIDE = `${SHIM_DIR_INSIDE}/${LIVE_AGENT}`;
 /** Largest frame either side sends (file chunks are 256 KiB, output chunks 64 KiB). */
 const MAX_FRAME_BYTES = 4 * 1024 * 1024;
 const UPLOAD_CHUNK_BYTES = 256 * 1024;
+/** File bytes received from the agent and not yet taken by the client; a download further behind is abandoned. */
+export const DOWNLOAD_QUEUE_BYTES = 8 * 1024 * 1024;
+/** Chunks (256 KiB each in the agent) a download may have in flight before the client takes one. */
+const DOWNLOAD_WINDOW = 8;
 
 export interface LiveAttachment {
   readonly input: Writable;
@@ -279,39 +283,87 @@ class LiveChannel implements LiveSession {
     }
   }
 
-  async readFile(path: string): Promise<{ size: number; chunks: AsyncIterable<Uint8Array> }> {
+  async readFile(
+    path: string,
+  ): Promise<{ size: number; chunks: AsyncIterable<Uint8Array>; abandoned: Promise<void> }> {
     const id = this.#nextId++;
     const queue: (Header & { body: Buffer })[] = [];
+    let queuedBytes = 0;
+    let overrun = false;
     let wake: () => void = () => {};
-    this.#waiters.set(id, (header, body) => {
-      queue.push({ ...header, body: Buffer.from(body) });
+    let abandon: () => void = () => {};
+    const abandoned = new Promise<void>((resolve) => (abandon = resolve));
+    const waiters = this.#waiters;
+    const post = (header: object) => {
+      if (!this.#closed) this.#send(header).catch(() => {});
+    };
+    // Flow control: the agent sends DOWNLOAD_WINDOW chunks, then one more per chunk the client has taken
+    // (read-credit) — the pipe is shared with every other operation, so it is never paused for one reader. An
+    // agent that ignores its credit is cut off: past DOWNLOAD_QUEUE_BYTES queued the download is abandoned, the
+    // waiter goes and further frames are dropped on arrival.
+    waiters.set(id, (header, body) => {
+      if (overrun) return;
+      queuedBytes += body.length;
+      if (queuedBytes > DOWNLOAD_QUEUE_BYTES) {
+        overrun = true;
+        waiters.delete(id);
+        queue.length = 0;
+        queuedBytes = 0;
+        abandon();
+      } else queue.push({ ...header, body: Buffer.from(body) });
       wake();
     });
     const next = async (): Promise<Header & { body: Buffer }> => {
-      while (queue.length === 0) await new Promise<void>((resolve) => (wake = resolve));
-      return queue.shift()!;
+      for (;;) {
+        if (overrun) {
+          throw new AegisError(
+            'PAYLOAD_TOO_LARGE',
+            `download of ${path} abandoned: the client fell over ${DOWNLOAD_QUEUE_BYTES} bytes behind`,
+            { hint: 'read the response as it arrives, or retry from a faster link' },
+          );
+        }
+        const frame = queue.shift();
+        if (frame !== undefined) {
+          queuedBytes -= frame.body.length;
+          if (frame.t === 'data') post({ id: 0, op: 'read-credit', target: id, n: 1 });
+          return frame;
+        }
+        await new Promise<void>((resolve) => (wake = resolve));
+      }
     };
-    await this.#send({ id, op: 'read', path });
-    const first = await next();
+    let first: Header & { body: Buffer };
+    try {
+      await this.#send({ id, op: 'read', path, credit: DOWNLOAD_WINDOW });
+      first = await next();
+    } catch (error) {
+      waiters.delete(id);
+      throw error;
+    }
     if (first.t !== 'ok') {
-      this.#waiters.delete(id);
+      waiters.delete(id);
       throw agentError(first, path);
     }
     const size = Number((first['result'] as Record<string, unknown>)['size'] ?? 0);
-    const waiters = this.#waiters;
     async function* chunks(): AsyncIterable<Uint8Array> {
+      let ended = false;
       try {
         for (;;) {
           const frame = await next();
           if (frame.t === 'data') yield frame.body;
-          else if (frame.t === 'end') return;
-          else throw agentError(frame, path);
+          else if (frame.t === 'end') {
+            ended = true;
+            return;
+          } else {
+            ended = true;
+            throw agentError(frame, path);
+          }
         }
       } finally {
         waiters.delete(id);
+        if (!ended) post({ id: 0, op: 'read-cancel', target: id }); // the client went away (or fell behind): the agent stops reading the file
       }
     }
-    return { size, chunks: chunks() };
+    return { size, chunks: chunks(), abandoned };
   }
 
   usage(): LiveUsage {

@@ -22,6 +22,8 @@ let writable = [];
 let maxFileBytes = 0;
 const procs = new Map();
 const uploads = new Map();
+/** Downloads under flow control: id → { credit, cancelled, wake }. */
+const reads = new Map();
 
 let outQueue = Promise.resolve();
 function send(header, body) {
@@ -216,10 +218,21 @@ async function handle(header, body) {
             error.code = 'EFBIG';
             throw error;
           }
+          // With `credit` the orchestrator grants chunks as its client takes them (read-credit), so a slow
+          // client stalls this loop instead of filling the orchestrator's memory; read-cancel ends it.
+          const flow =
+            typeof header.credit === 'number'
+              ? { credit: header.credit, cancelled: false, wake: () => {} }
+              : null;
+          if (flow) reads.set(id, flow);
           await send({ id, t: 'ok', result: { size: st.size } });
           const buf = Buffer.alloc(CHUNK);
           let total = 0;
           for (;;) {
+            while (flow && flow.credit <= 0 && !flow.cancelled)
+              await new Promise((resolve) => (flow.wake = resolve));
+            if (flow?.cancelled) return;
+            if (flow) flow.credit--;
             const n = fs.readSync(fd, buf, 0, CHUNK, null);
             if (n === 0) break;
             total += n;
@@ -228,8 +241,18 @@ async function handle(header, body) {
           }
           return send({ id, t: 'end', result: { bytes: total } });
         } finally {
+          reads.delete(id);
           fs.closeSync(fd);
         }
+      }
+      case 'read-credit':
+      case 'read-cancel': {
+        const flow = reads.get(header.target);
+        if (!flow) return;
+        if (op === 'read-cancel') flow.cancelled = true;
+        else flow.credit += Math.max(0, Math.min(Number(header.n) || 0, 64));
+        flow.wake();
+        return;
       }
       default:
         return send({ id, t: 'err', code: 'ENOSYS', message: `unknown op ${op}` });
