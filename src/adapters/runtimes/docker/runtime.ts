@@ -47,7 +47,7 @@ import type { NetworkPolicy } from '../../../domain/policy/network-rules.ts';
 import { classifyOutcome } from '../../../domain/runtime/outcome.ts';
 import type { EgressProxy } from '../../egress/proxy.ts';
 import { type CgroupLayout, detectCgroupLayout, type SandboxCgroup } from '../sandbox/cgroups.ts';
-import { openEgressInNetns, type Route } from '../sandbox/egress.ts';
+import { bindWarm, openEgressInNetns, type Route, setPolicyOfExecution } from '../sandbox/egress.ts';
 import { generatedEtc, HOST_INTERPRETERS, NODE_INSIDE, sandboxEnv } from '../sandbox/environment.ts';
 import { hostHasMergedUsr, presentEtcFiles, resolveSandboxUser, type SandboxUser } from '../sandbox/host.ts';
 import { openMountSource, userMay } from '../sandbox/mount-source.ts';
@@ -688,33 +688,15 @@ export class DockerRuntime implements Runtime {
   }
 
   bind(id: InstanceId, binding: InstanceBinding): void {
-    const instance = this.instances.get(id);
-    if (!instance) throw new AegisError('NOT_FOUND', `no instance ${id}`);
-    const state = this.status(id);
-    if (state !== 'warm')
-      throw new AegisError('USAGE', `instance ${id} is ${state}; only a Warm instance can be bound`);
-    if (instance.bound) {
-      throw new AegisError(
-        'USAGE',
-        `instance ${id} is already bound to execution ${instance.route.executionId}`,
-      );
-    }
+    // The id travels to the container's gate on stdin: only a plain one.
     if (!EXECUTION_ID.test(binding.executionId)) {
       throw new AegisError('USAGE', `execution id ${binding.executionId} is not a plain id`);
     }
-    instance.bound = true;
-    instance.route.executionId = binding.executionId;
-    instance.route.onNetworkDecision = binding.onNetworkDecision;
+    bindWarm(id, this.instances.get(id), this.status(id), binding);
   }
 
   async setNetworkPolicy(executionId: string, policy: NetworkPolicy): Promise<boolean> {
-    for (const instance of this.instances.values()) {
-      if (instance.route.executionId === executionId && instance.proxy) {
-        instance.proxy.setPolicy(policy);
-        return true;
-      }
-    }
-    return false;
+    return setPolicyOfExecution(this.instances.values(), executionId, policy);
   }
 
   async terminateAll(): Promise<void> {

@@ -64,7 +64,7 @@ import {
   removeCgroupPaths,
   type SandboxCgroup,
 } from '../sandbox/cgroups.ts';
-import { openEgressInNetns } from '../sandbox/egress.ts';
+import { bindWarm, openEgressInNetns, setPolicyOfExecution } from '../sandbox/egress.ts';
 import { sandboxEnv } from '../sandbox/environment.ts';
 import { hostHasMergedUsr, presentEtcFiles, resolveSandboxUser, type SandboxUser } from '../sandbox/host.ts';
 import { openMountSource, userMay } from '../sandbox/mount-source.ts';
@@ -687,30 +687,11 @@ export class GvisorRuntime implements Runtime {
   }
 
   bind(id: InstanceId, binding: InstanceBinding): void {
-    const instance = this.instances.get(id);
-    if (!instance) throw new AegisError('NOT_FOUND', `no instance ${id}`);
-    const state = this.status(id);
-    if (state !== 'warm')
-      throw new AegisError('USAGE', `instance ${id} is ${state}; only a Warm instance can be bound`);
-    if (instance.bound) {
-      throw new AegisError(
-        'USAGE',
-        `instance ${id} is already bound to execution ${instance.route.executionId}`,
-      );
-    }
-    instance.bound = true;
-    instance.route.executionId = binding.executionId;
-    instance.route.onNetworkDecision = binding.onNetworkDecision;
+    bindWarm(id, this.instances.get(id), this.status(id), binding);
   }
 
   async setNetworkPolicy(executionId: string, policy: NetworkPolicy): Promise<boolean> {
-    for (const instance of this.instances.values()) {
-      if (instance.route.executionId === executionId && instance.proxy) {
-        instance.proxy.setPolicy(policy);
-        return true;
-      }
-    }
-    return false;
+    return setPolicyOfExecution(this.instances.values(), executionId, policy);
   }
 
   async terminateAll(): Promise<void> {

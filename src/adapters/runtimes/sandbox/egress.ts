@@ -3,8 +3,16 @@
  * route (bind() re-points a pooled instance), and with secrets the plain-HTTP rewriter and response scrubber are on.
  * The runtime opens the proxy's listener where its agent can reach it (the sandbox: inside its network namespace).
  */
-import type { InstanceSpec, NetworkDecisionEvent } from '../../../app/ports.ts';
+import type {
+  InstanceBinding,
+  InstanceId,
+  InstanceSpec,
+  InstanceState,
+  NetworkDecisionEvent,
+} from '../../../app/ports.ts';
+import { AegisError } from '../../../domain/errors.ts';
 import type { CompiledAgent } from '../../../domain/manifest/compiled.ts';
+import type { NetworkPolicy } from '../../../domain/policy/network-rules.ts';
 import { listenInNetns, type NetnsListenOptions } from '../../egress/netns-listener.ts';
 import { EgressProxy } from '../../egress/proxy.ts';
 import { HttpSecretScrubber } from '../../secrets/http-response-scrubber.ts';
@@ -83,4 +91,47 @@ export async function openEgressInNetns(
     throw error;
   }
   return proxy;
+}
+
+/** What `bindWarm` and `setPolicyOfExecution` need of a runtime's instance. */
+export interface RoutedInstance {
+  bound: boolean;
+  readonly route: Route;
+  readonly proxy: EgressProxy | undefined;
+}
+
+/** `Runtime.bind` for runtimes whose pooled instances route egress decisions: a Warm, unbound instance only. */
+export function bindWarm(
+  id: InstanceId,
+  instance: RoutedInstance | undefined,
+  state: InstanceState | undefined,
+  binding: InstanceBinding,
+): void {
+  if (!instance) throw new AegisError('NOT_FOUND', `no instance ${id}`);
+  if (state !== 'warm')
+    throw new AegisError('USAGE', `instance ${id} is ${state}; only a Warm instance can be bound`);
+  if (instance.bound) {
+    throw new AegisError(
+      'USAGE',
+      `instance ${id} is already bound to execution ${instance.route.executionId}`,
+    );
+  }
+  instance.bound = true;
+  instance.route.executionId = binding.executionId;
+  instance.route.onNetworkDecision = binding.onNetworkDecision;
+}
+
+/** `Runtime.setNetworkPolicy`: the live instance of `executionId` with an egress proxy gets the new rules. */
+export function setPolicyOfExecution(
+  instances: Iterable<RoutedInstance>,
+  executionId: string,
+  policy: NetworkPolicy,
+): boolean {
+  for (const instance of instances) {
+    if (instance.route.executionId === executionId && instance.proxy) {
+      instance.proxy.setPolicy(policy);
+      return true;
+    }
+  }
+  return false;
 }
