@@ -213,7 +213,19 @@ export async function startServer(
   const keyDeps = { store, hasher: nodeHasher, clock: systemClock, ids, random: cryptoSecretRandom, audit };
   // Live sandboxes run on the sandbox runtime (app/live-sandboxes.ts, docs/adr/0051-live-sandbox-exec-agent.md).
   const sandboxes = new LiveSandboxes(
-    { runtime: sandbox, runtimeName: sandbox.name, store, bundles, audit, clock: systemClock, ids, identity },
+    {
+      runtime: sandbox,
+      runtimeName: sandbox.name,
+      store,
+      bundles,
+      audit,
+      clock: systemClock,
+      ids,
+      identity,
+      secrets,
+      random: cryptoSecretRandom,
+      llm,
+    },
     { maxSandboxes: options.maxSandboxes ?? maxConcurrent + 16 },
   );
   let ready = false;

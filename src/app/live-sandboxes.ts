@@ -18,17 +18,28 @@ import {
   sandboxPathRoots,
 } from '../domain/live-sandbox.ts';
 import type { CompiledAgent } from '../domain/manifest/compiled.ts';
+import { placeholderMap } from '../domain/secrets/placeholder.ts';
+import { createStreamRedactor, Redactor, type StreamRedactor } from '../domain/secrets/redactor.ts';
+import { resolveSecrets } from './agent-secrets.ts';
 import { loadRevision, notFoundAgent } from './agents.ts';
+import type { LlmCallRecord } from './llm-gateway.ts';
+import { type LlmWiring, llmEnv } from './llm-wiring.ts';
 import type {
   AgentBundles,
   AuditLog,
   Clock,
   Ids,
+  InSandboxApi,
+  InstanceSecrets,
   LiveFileEntry,
   LiveProcess,
   LiveRuntime,
   LiveSession,
+  NetworkDecisionEvent,
   ProcessIdentity,
+  SecretRandom,
+  SecretStore,
+  SecretUseEvent,
   Store,
   Timer,
 } from './ports.ts';
@@ -43,6 +54,12 @@ export interface LiveSandboxesDeps {
   readonly ids: Pick<Ids, 'executionId'>;
   /** This orchestrator process: recorded as each sandbox's holder, so a restart knows which ones it lost. */
   readonly identity: ProcessIdentity;
+  /** Where `agent.secrets` values come from; required only by agents that declare secrets. */
+  readonly secrets?: SecretStore;
+  /** Placeholder randomness; required only by agents that declare secrets. */
+  readonly random?: SecretRandom;
+  /** The LLM gateway; required only by agents with `spec.llm` (their sandboxes get the in-sandbox API). */
+  readonly llm?: LlmWiring;
 }
 
 export interface LiveSandboxesOptions {
@@ -124,6 +141,10 @@ interface Command {
   timedOut: boolean;
   timer: Timer | undefined;
   readonly listeners: Set<() => void>;
+  /** Per stream: bytes → text across chunk boundaries (a UTF-8 sequence split by a read is not mangled). */
+  readonly decoders: { readonly stdout: Utf8Decoder; readonly stderr: Utf8Decoder };
+  /** Per stream, when the agent has secrets: values (or their encodings) split across chunks are still caught. */
+  readonly redactors: { readonly stdout: StreamRedactor; readonly stderr: StreamRedactor } | undefined;
 }
 
 interface Sandbox {
@@ -152,12 +173,18 @@ interface Sandbox {
   replayBytes: number;
   /** exec calls past the running-commands check and not yet in `commands`. */
   startingCommands: number;
+  /** Secret values (and encodings) of this sandbox; empty without secrets. */
+  readonly redactor: Redactor;
+  /** Stops the LLM gateway's reports for this sandbox and revokes its token. */
+  readonly releaseLlm: () => void;
 }
+
+/** A streaming UTF-8 decoder (TextDecoder). */
+type Utf8Decoder = InstanceType<typeof TextDecoder>;
 
 type OutputEvent = Exclude<CommandEvent, { type: 'truncated' }>;
 
 const MAX_METADATA_KEYS = 64;
-const TEXT = new TextDecoder();
 /** Ended sandboxes stay readable this long. */
 const KEEP_ENDED = 64;
 /** The longest timer a runtime can arm (2^31−1 ms, ~24.8 days); longer would fire at once. */
@@ -225,28 +252,37 @@ export class LiveSandboxes {
     this.#starting++;
     try {
       const { agent, revision } = await this.#resolve(request.agent);
-      if (agent.secrets.length > 0) {
-        throw new AegisError(
-          'USAGE',
-          `agent ${agent.name} declares secrets; live sandboxes do not carry secrets yet`,
-          {
-            hint: 'run it as an execution (POST /v1/executions), or deploy a revision without spec.secrets',
-          },
-        );
-      }
       const { clock, audit, runtime } = this.#deps;
       const id = `sb_${this.#deps.ids.executionId().replace(/^ex_/, '')}`;
       const timeoutMs = request.timeoutMs ?? agent.limits.timeoutMs;
       assertTimer('timeout', timeoutMs);
       assertTimer('idleTimeout', request.idleTimeoutMs);
       const withEnv: CompiledAgent = { ...agent, env: { ...agent.env, ...(request.env ?? {}) } };
-      const instance = await runtime.spawn({ executionId: id, agent: withEnv, live: true });
+      // The manifest's whole policy, as for an execution: connections and secret uses into the ledger, placeholders
+      // for secrets, the in-sandbox API for spec.llm. `ended` is set once the sandbox exists; a policy event
+      // that cannot be recorded ends the sandbox (fail closed).
+      const wiring = await this.#policyWiring(id, agent);
+      let instance: string;
+      try {
+        instance = await runtime.spawn({
+          executionId: id,
+          agent: withEnv,
+          live: true,
+          onNetworkDecision: wiring.onNetworkDecision,
+          ...(wiring.secrets ? { secrets: wiring.secrets } : {}),
+          ...(wiring.inSandboxApi ? { inSandboxApi: wiring.inSandboxApi } : {}),
+        });
+      } catch (error) {
+        wiring.release();
+        throw error;
+      }
       let session: LiveSession;
       try {
         const roots = sandboxPathRoots(agent);
         session = await runtime.openLive(instance, { ...roots, maxFileBytes: this.#maxFileBytes });
       } catch (error) {
         await runtime.terminate(instance).catch(() => {});
+        wiring.release();
         throw error;
       }
       const now = clock.now();
@@ -272,7 +308,10 @@ export class LiveSandboxes {
         nextCommand: 1,
         replayBytes: 0,
         startingCommands: 0,
+        redactor: wiring.redactor,
+        releaseLlm: wiring.release,
       };
+      wiring.bind(sandbox);
       this.#sandboxes.set(id, sandbox);
       this.#forgetOld();
       audit.append(AUDIT_KINDS.sandboxCreated, id, {
@@ -470,7 +509,7 @@ export class LiveSandboxes {
         },
         {
           onOutput: (stream, chunk) => {
-            if (command) this.#push(sandbox, command, { type: stream, data: TEXT.decode(chunk) });
+            if (command) this.#output(sandbox, command, stream, chunk);
             else if (early.length < MAX_EVENTS_PER_COMMAND) early.push([stream, chunk]);
           },
           onExit: (code, signal) => {
@@ -495,11 +534,18 @@ export class LiveSandboxes {
       timedOut: false,
       timer: undefined,
       listeners: new Set(),
+      decoders: { stdout: new TextDecoder(), stderr: new TextDecoder() },
+      redactors:
+        sandbox.redactor.maxLength === 0
+          ? undefined
+          : {
+              stdout: createStreamRedactor(sandbox.redactor),
+              stderr: createStreamRedactor(sandbox.redactor),
+            },
     };
     sandbox.commands.set(commandId, command);
     this.#forgetOldCommands(sandbox);
-    for (const [stream, chunk] of early)
-      this.#push(sandbox, command, { type: stream, data: TEXT.decode(chunk) });
+    for (const [stream, chunk] of early) this.#output(sandbox, command, stream, chunk);
     if (earlyExit) this.#exited(sandbox, command, earlyExit[0], earlyExit[1], principal.id);
     const running = command;
     if (request.timeoutMs !== undefined && !running.exit) {
@@ -585,7 +631,8 @@ export class LiveSandboxes {
         if (event.type === 'exit') return;
       }
       if (!options.follow || options.signal.aborted) return;
-      if (command.exit && command.events.at(-1)?.seq === after) return;
+      // Exited and nothing after `after` (also when a client resumes from a position past the end): done.
+      if (command.exit && after >= (command.events.at(-1)?.seq ?? 0)) return;
       await new Promise<void>((resolve) => {
         const wake = () => {
           command.listeners.delete(wake);
@@ -712,6 +759,121 @@ export class LiveSandboxes {
 
   // Internals ---------------------------------------------------------------------------------------------------
 
+  /**
+   * What a live sandbox of `agent` gets beside its command, exactly as an execution does (run-agent.ts): every
+   * egress decision and secret use becomes a ledger entry under the sandbox's id, secrets are placeholders (their
+   * values are redacted from command output), `spec.llm` gets the in-sandbox API with a token of this sandbox's
+   * own; a spent budget ends the sandbox with reason `budget`. Events before `bind` (none are expected: the
+   * instance does not run before `openLive`) are recorded all the same.
+   */
+  async #policyWiring(id: string, agent: CompiledAgent) {
+    const { audit, runtime } = this.#deps;
+    let sandbox: Sandbox | undefined;
+    let instance: string | undefined;
+    const failClosed = (reason: string) => {
+      if (sandbox) void this.#end(sandbox, reason, null);
+      else if (instance !== undefined) void runtime.terminate(instance).catch(() => {});
+    };
+    const resolved = await resolveSecrets(this.#deps, agent);
+    const redactor = new Redactor(
+      resolved ? [...resolved.values].map(([name, value]) => ({ name, value })) : [],
+    );
+    const clean = (text: string) => redactor.redact(text);
+    const onNetworkDecision = (event: NetworkDecisionEvent) => {
+      try {
+        audit.append(AUDIT_KINDS.networkConnect, id, {
+          requested: clean(event.requested),
+          host: event.host === null ? null : clean(event.host),
+          resolved: [...event.resolved],
+          address: event.address,
+          port: event.port,
+          protocol: event.protocol,
+          rule: event.rule,
+          verdict: event.verdict,
+          reason: clean(event.reason),
+          error: event.error === undefined ? null : clean(event.error),
+          bytesUp: event.bytesUp,
+          bytesDown: event.bytesDown,
+        });
+      } catch {
+        failClosed('audit-failed');
+      }
+    };
+    let secrets: InstanceSecrets | undefined;
+    if (resolved) {
+      const onSecretUse = (use: SecretUseEvent) => {
+        try {
+          audit.append(AUDIT_KINDS.secretUse, id, {
+            name: use.name,
+            host: clean(use.host),
+            port: use.port,
+            injected: use.injected,
+            where: use.where,
+            reason: use.reason ?? null,
+          });
+        } catch (error) {
+          failClosed('audit-failed');
+          throw error; // refuses the request
+        }
+      };
+      secrets = {
+        env: resolved.plan.env,
+        placeholders: placeholderMap(resolved.plan, resolved.values),
+        onSecretUse,
+      };
+    }
+    let inSandboxApi: InSandboxApi | undefined;
+    let release = () => {};
+    if (agent.llm !== null) {
+      const llm = this.#deps.llm;
+      if (llm === undefined) {
+        throw new AegisError('RUNTIME_UNAVAILABLE', 'this AEGIS server has no LLM gateway configured', {
+          hint: 'configure providers in $AEGIS_HOME/config.yaml (docs/WRITING-AGENTS.md), or deploy without spec.llm',
+        });
+      }
+      const unsubscribe = llm.events.subscribe(id, {
+        onCall: (record: LlmCallRecord) => {
+          try {
+            const { executionId: _, ...data } = record;
+            audit.append(AUDIT_KINDS.llmCall, id, JSON.parse(JSON.stringify(data)));
+          } catch {
+            failClosed('audit-failed');
+            return;
+          }
+          if (record.status === 'budget') failClosed('budget');
+        },
+        onBudgetExhausted: () => {},
+      });
+      const token = llm.gateway.issue({
+        executionId: id,
+        agent: agent.name,
+        models: agent.llm.models,
+        budget: agent.llm.budget,
+      });
+      inSandboxApi = { handler: llm.handlerFor ? llm.handlerFor(token) : llm.handler, env: llmEnv(token) };
+      release = () => {
+        unsubscribe();
+        llm.gateway.revoke(token);
+      };
+    }
+    let released = false;
+    return {
+      redactor,
+      onNetworkDecision,
+      secrets,
+      inSandboxApi,
+      release: () => {
+        if (released) return;
+        released = true;
+        release();
+      },
+      bind: (created: Sandbox) => {
+        sandbox = created;
+        instance = created.instance;
+      },
+    };
+  }
+
   async #fileOp<T>(
     principal: Principal,
     id: string,
@@ -797,6 +959,15 @@ export class LiveSandboxes {
     return command;
   }
 
+  /** A chunk of a command's output (null: the stream ended): decoded, redacted, then kept for readers. */
+  #output(sandbox: Sandbox, command: Command, stream: 'stdout' | 'stderr', chunk: Uint8Array | null): void {
+    const decoder = command.decoders[stream];
+    let text = chunk === null ? decoder.decode() : decoder.decode(chunk, { stream: true });
+    const redactor = command.redactors?.[stream];
+    if (redactor) text = chunk === null ? redactor.push(text) + redactor.end() : redactor.push(text);
+    this.#push(sandbox, command, { type: stream, data: text });
+  }
+
   #push(sandbox: Sandbox, command: Command, event: { type: 'stdout' | 'stderr'; data: string }): void {
     if (event.data.length === 0) return;
     command.events.push({ seq: command.nextSeq++, ...event });
@@ -856,6 +1027,7 @@ export class LiveSandboxes {
   #exited(sandbox: Sandbox, command: Command, code: number | null, signal: string | null, by: string): void {
     if (command.exit) return;
     command.timer?.cancel();
+    for (const stream of ['stdout', 'stderr'] as const) this.#output(sandbox, command, stream, null);
     const durationMs = Math.max(0, this.#deps.clock.now() - command.startedAtMs);
     command.exit = { exitCode: code, signal, durationMs };
     command.events.push({
@@ -913,6 +1085,7 @@ export class LiveSandboxes {
     this.#deps.audit.append(AUDIT_KINDS.sandboxTerminated, sandbox.id, { reason, by });
     sandbox.session.kill();
     await this.#deps.runtime.terminate(sandbox.instance).catch(() => {});
+    sandbox.releaseLlm();
     // If this write fails the stored record still says running: the next restart records it terminated
     // (orchestrator-restarted) — late, but never lost. The ledger entry above is the authoritative one.
     await this.#persist(sandbox).catch(() => {});

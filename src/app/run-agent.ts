@@ -27,8 +27,9 @@ import {
 import { checkInputDepth } from '../domain/input-bounds.ts';
 import type { CompiledAgent } from '../domain/manifest/compiled.ts';
 import type { NetworkPolicy } from '../domain/policy/network-rules.ts';
-import { placeholderMap, planSecrets } from '../domain/secrets/placeholder.ts';
+import { placeholderMap } from '../domain/secrets/placeholder.ts';
 import { Redactor } from '../domain/secrets/redactor.ts';
+import { resolveSecrets } from './agent-secrets.ts';
 import type { LlmBudgetName, LlmCallRecord, LlmUsageTotals } from './llm-gateway.ts';
 import { type LlmWiring, llmEnv } from './llm-wiring.ts';
 import type {
@@ -120,38 +121,6 @@ function redactJson(value: unknown, redactor: Redactor): unknown {
     );
   }
   return value;
-}
-
-/**
- * Fetches every secret the agent declares (before anything starts: a missing one fails the execution) and plans this
- * execution's placeholders. Errors name the secret and `aegis secret set`, never a value.
- */
-async function resolveSecrets(
-  deps: RunAgentDeps,
-  agent: CompiledAgent,
-): Promise<{ plan: ReturnType<typeof planSecrets>; values: Map<string, string> } | undefined> {
-  if (agent.secrets.length === 0) return undefined;
-  const { secrets, random } = deps;
-  if (secrets === undefined || random === undefined) {
-    throw new AegisError('INTERNAL', 'this AEGIS build has no secret store configured');
-  }
-  const values = new Map<string, string>();
-  for (const binding of agent.secrets) {
-    if (values.has(binding.name)) continue;
-    try {
-      values.set(binding.name, await secrets.get(binding.name));
-    } catch (error) {
-      if (isAegisError(error) && error.code === 'NOT_FOUND') {
-        throw new AegisError(
-          'NOT_FOUND',
-          `secret ${binding.name} (spec.secrets, env ${binding.env}) is not set; run \`aegis secret set ${binding.name}\``,
-          { hint: `aegis secret set ${binding.name} < file-holding-the-value` },
-        );
-      }
-      throw error;
-    }
-  }
-  return { plan: planSecrets(agent.secrets, () => random.hex128()), values };
 }
 
 export async function runAgent(deps: RunAgentDeps, request: RunAgentRequest): Promise<ExecutionRecord> {

@@ -633,7 +633,8 @@ describe('live sandboxes over REST', { concurrency: true }, () => {
   });
 
   it('pause freezes the sandbox: no CPU while paused, its timeout stops, commands refused; resume moves expiresAt', async () => {
-    const id = await create({ timeout: '4s' });
+    // Long enough to reach the pause on a loaded host; the window below runs past it.
+    const id = await create({ timeout: '10s' });
     const created = (await call(server.url, key, 'GET', `/v1/sandboxes/${id}`)).json;
     const busy = await call(server.url, key, 'POST', `/v1/sandboxes/${id}/commands`, {
       cmd: 'while :; do :; done',
@@ -652,8 +653,9 @@ describe('live sandboxes over REST', { concurrency: true }, () => {
     assert.equal(paused.status, 200, paused.text);
     assert.equal(paused.json['status'], 'paused');
     const frozenAt = await cpu();
-    // A measuring window, not synchronisation: past the 4 s lifetime, the busy loop must not have run at all.
-    await new Promise((resolve) => setTimeout(resolve, 5000));
+    // A measuring window, not synchronisation: past the lifetime, the busy loop must not have run at all.
+    const windowMs = Math.max(0, Date.parse(created['expiresAt'] as string) - Date.now()) + 1000;
+    await new Promise((resolve) => setTimeout(resolve, windowMs));
     assert.equal(await cpu(), frozenAt, 'a paused busy loop used CPU');
     const still = await call(server.url, key, 'GET', `/v1/sandboxes/${id}`);
     assert.equal(still.json['status'], 'paused', 'the timeout ran while paused');
@@ -667,7 +669,10 @@ describe('live sandboxes over REST', { concurrency: true }, () => {
     assert.equal(resumed.json['status'], 'running');
     const moved =
       Date.parse(resumed.json['expiresAt'] as string) - Date.parse(created['expiresAt'] as string);
-    assert.ok(moved >= 5000, `expiresAt moved by ${moved} ms, expected at least the 5 s paused`);
+    assert.ok(
+      moved >= windowMs,
+      `expiresAt moved by ${moved} ms, expected at least the ${windowMs} ms paused`,
+    );
     await pollUntil('the busy loop to run again', async () =>
       (await cpu())! > frozenAt! ? true : undefined,
     );
