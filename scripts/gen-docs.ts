@@ -6,6 +6,8 @@
  * - docs/RUNTIMES.md, region `runtime-parity`: the parity table, from `RUNTIME_CAPABILITIES`
  *   (src/domain/runtime/capabilities.ts).
  * - docs/CLI.md (whole file): the CLI reference, from the commander tree `buildProgram()` builds (src/cli/).
+ * - docs/METRICS.md, region `metrics`: every metric the server's registry holds (src/adapters/metrics/prometheus.ts,
+ *   with every gauge bound), its type, labels and help.
  *
  * `npm run docs -- --check` writes nothing and exits 1 naming each stale file; `test/docs.test.ts` fails the same
  * way, so after changing a command, an option or an error code, run `npm run docs` and commit the result.
@@ -13,6 +15,7 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import type { Command, Help } from 'commander';
+import { PrometheusMetrics } from '../src/adapters/metrics/prometheus.ts';
 import { buildProgram } from '../src/cli/main.ts';
 import { ERROR_CODES, type ErrorCode, GRPC } from '../src/domain/errors.ts';
 import {
@@ -165,8 +168,25 @@ export function runtimeParityTable(): string {
   return [header, `|---|---|${RUNTIMES_BY_STRENGTH.map(() => '---').join('|')}|`, ...rows].join('\n');
 }
 
+/** docs/METRICS.md's table: the server's own metrics (not the `aegis_process_*` defaults of prom-client). */
+export function metricsTable(): string {
+  const metrics = new PrometheusMetrics({ defaultMetrics: false });
+  metrics.bindQueue({ running: () => 0, queued: () => 0, warm: () => 0 });
+  metrics.bindLiveSandboxes(() => []);
+  const rows = metrics.registry
+    .getMetricsAsArray()
+    .map((metric) => metric as unknown as { name: string; type: string; help: string; labelNames: string[] })
+    .sort((a, b) => a.name.localeCompare(b.name))
+    .map((metric) => {
+      const labels = metric.labelNames.map((label) => `\`${label}\``);
+      return `| \`${metric.name}\` | ${metric.type} | ${labels.join(', ') || '—'} | ${cell(metric.help)} |`;
+    });
+  return ['| metric | type | labels | what |', '|---|---|---|---|', ...rows].join('\n');
+}
+
 export function generatedFiles(): { path: string; content: string }[] {
   const readme = join(ROOT, 'README.md');
+  const metricsDoc = join(ROOT, 'docs/METRICS.md');
   const runtimesDoc = join(ROOT, 'docs/RUNTIMES.md');
   return [
     {
@@ -183,6 +203,10 @@ export function generatedFiles(): { path: string; content: string }[] {
       content: replaceRegion(readFileSync(readme, 'utf8'), 'error-codes', errorCodeTable(), 'README.md'),
     },
     { path: join(ROOT, 'docs/CLI.md'), content: cliReference() },
+    {
+      path: metricsDoc,
+      content: replaceRegion(readFileSync(metricsDoc, 'utf8'), 'metrics', metricsTable(), 'docs/METRICS.md'),
+    },
   ];
 }
 

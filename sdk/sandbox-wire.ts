@@ -22,7 +22,13 @@ export interface Sandbox {
   readonly idleTimeoutMs: number | null;
   readonly metadata: Readonly<Record<string, string>>;
   readonly owner: string;
-  readonly usage: { cpuUsageNs: number | null; memoryPeakBytes: number | null; oomKills: number } | null;
+  readonly usage: {
+    cpuUsageNs: number | null;
+    memoryPeakBytes: number | null;
+    oomKills: number;
+    memoryBytes: number | null;
+    pids: number | null;
+  } | null;
 }
 
 export interface RunCommandOptions {

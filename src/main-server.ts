@@ -228,6 +228,11 @@ export async function startServer(
     },
     { maxSandboxes: options.maxSandboxes ?? maxConcurrent + 16 },
   );
+  metrics.bindLiveSandboxes(() =>
+    sandboxes
+      .held()
+      .map((view) => ({ id: view.id, agent: view.agent.name, status: view.status, usage: view.usage })),
+  );
   let ready = false;
   const ctx: ApiContext = {
     store,

@@ -236,6 +236,13 @@ export class LiveSandboxes {
     return n;
   }
 
+  /** Every sandbox this process holds that has not ended, as the API shows it (metrics read it at scrape time). */
+  held(): SandboxView[] {
+    return [...this.#sandboxes.values()]
+      .filter((sandbox) => sandbox.status !== 'terminated')
+      .map((sandbox) => this.#view(sandbox));
+  }
+
   async create(principal: Principal, request: CreateSandboxRequest): Promise<SandboxView> {
     requireScope(principal, 'execute', 'creating a sandbox');
     if (this.running() >= this.#maxSandboxes) {
@@ -1073,7 +1080,8 @@ export class LiveSandboxes {
   async #end(sandbox: Sandbox, reason: string, by: string | null): Promise<void> {
     if (sandbox.status === 'terminated') return;
     try {
-      sandbox.lastUsage = sandbox.session.usage();
+      // What it used; nothing is charged to an ended sandbox any more.
+      sandbox.lastUsage = { ...sandbox.session.usage(), memoryBytes: null, pids: null };
     } catch {
       sandbox.lastUsage = null;
     }
@@ -1131,7 +1139,9 @@ function notFoundSandbox(id: string): AegisError {
 
 function viewOf(record: SandboxRecord): SandboxView {
   const { holder: _holder, ...view } = record;
-  return view;
+  // Records written before `memoryBytes`/`pids` existed lack them.
+  const usage = view.usage === null ? null : { ...view.usage, memoryBytes: null, pids: null };
+  return { ...view, usage };
 }
 
 function costOf(data: string): number {

@@ -121,6 +121,10 @@ export interface LiveUsage {
   readonly cpuUsageNs: number | null;
   readonly memoryPeakBytes: number | null;
   readonly oomKills: number;
+  /** Memory charged to the sandbox now, bytes (null: the runtime cannot read it). */
+  readonly memoryBytes: number | null;
+  /** Processes in the sandbox now (null: the runtime cannot read it). */
+  readonly pids: number | null;
 }
 
 /** The control channel of one live instance. Everything it reports comes from inside the sandbox (untrusted). */

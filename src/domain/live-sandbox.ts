@@ -51,6 +51,9 @@ export interface SandboxUsage {
   readonly cpuUsageNs: number | null;
   readonly memoryPeakBytes: number | null;
   readonly oomKills: number;
+  /** Memory charged now and processes now; null when unreadable or the sandbox has ended. */
+  readonly memoryBytes: number | null;
+  readonly pids: number | null;
 }
 
 /** The REST shape of a live sandbox. */

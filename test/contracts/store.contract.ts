@@ -327,7 +327,7 @@ export function storeContract(name: string, open: () => Promise<StoreUnderTest<S
           status: 'terminated',
           reason: 'deleted',
           holder: null,
-          usage: { cpuUsageNs: 1234, memoryPeakBytes: null, oomKills: 0 },
+          usage: { cpuUsageNs: 1234, memoryPeakBytes: null, oomKills: 0, memoryBytes: null, pids: null },
         });
         await store.putSandbox(ended);
         assert.deepEqual(await store.getSandbox('sb_1'), ended);

@@ -14,6 +14,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import {
+  cli,
   killServers,
   pollUntil,
   ROOT,
@@ -145,5 +146,69 @@ describe('/metrics', () => {
       60_000,
     );
     assert.equal(up.health, 'up', `scrape failed: ${up.lastError}`);
+  });
+
+  it('a live sandbox shows its CPU, memory and processes in the API and /metrics; they go when it ends', async () => {
+    const admin = { authorization: `Bearer ${server.adminKey}`, 'content-type': 'application/json' };
+    const agentDir = mkdtempSync(join(tmpdir(), 'aegis-metrics-live-'));
+    temps.push(agentDir);
+    writeFileSync(
+      join(agentDir, 'agent.yaml'),
+      'apiVersion: aegis.dev/v1\nkind: Agent\nmetadata: { name: metered }\nspec:\n  runtime: { language: bash, entrypoint: main.sh }\n',
+    );
+    writeFileSync(join(agentDir, 'main.sh'), 'echo unused\n');
+    const deployed = await cli(['deploy', agentDir], {
+      ...server.env,
+      AEGIS_SERVER: server.url,
+      AEGIS_API_KEY: server.adminKey,
+    });
+    assert.equal(deployed.code, 0, deployed.stderr);
+    const created = await fetch(`${server.url}/v1/sandboxes`, {
+      method: 'POST',
+      headers: admin,
+      body: JSON.stringify({ agent: 'metered' }),
+    });
+    assert.equal(created.status, 201);
+    const id = ((await created.json()) as { id: string }).id;
+    // Three sleepers beside the exec agent, and a burst of CPU.
+    const started = await fetch(`${server.url}/v1/sandboxes/${id}/commands`, {
+      method: 'POST',
+      headers: admin,
+      body: JSON.stringify({
+        cmd: 'sleep 600 & sleep 600 & sleep 600 & i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done; wait',
+        background: true,
+      }),
+    });
+    assert.equal(started.status, 201);
+    type Usage = { cpuUsageNs: number | null; memoryBytes: number | null; pids: number | null };
+    const usage = await pollUntil('the sandbox to hold its sleepers', async () => {
+      const view = (await (await fetch(`${server.url}/v1/sandboxes/${id}`, { headers: admin })).json()) as {
+        usage: Usage;
+      };
+      return (view.usage.pids ?? 0) >= 4 ? view.usage : undefined;
+    });
+    assert.ok((usage.memoryBytes ?? 0) > 0, `memory: ${JSON.stringify(usage)}`);
+    const series = (text: string, name: string) =>
+      Number(
+        new RegExp(`^${name}\\{sandbox="${id}",agent="metered"\\} (\\S+)$`, 'm').exec(text)?.[1] ??
+          Number.NaN,
+      );
+    const text = await (await scrape(`Bearer ${readKey}`)).text();
+    assert.ok(series(text, 'aegis_live_sandbox_pids') >= 4, text);
+    assert.ok(series(text, 'aegis_live_sandbox_memory_bytes') > 0);
+    assert.ok(series(text, 'aegis_live_sandbox_cpu_seconds_total') > 0);
+    assert.match(text, /^aegis_live_sandboxes\{status="running"\} 1$/m);
+    if (!missing('promtool')) {
+      const checked = spawnSync('promtool', ['check', 'metrics'], { input: text, encoding: 'utf8' });
+      assert.equal(`${checked.stdout}${checked.stderr}`.trim(), '', 'promtool printed warnings');
+      assert.equal(checked.status, 0);
+    }
+    const deleted = await fetch(`${server.url}/v1/sandboxes/${id}`, {
+      method: 'DELETE',
+      headers: { authorization: admin.authorization },
+    });
+    assert.equal(deleted.status, 200);
+    const after = await (await scrape(`Bearer ${readKey}`)).text();
+    assert.ok(!after.includes(id), 'an ended sandbox has no series');
   });
 });

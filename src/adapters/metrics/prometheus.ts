@@ -14,6 +14,18 @@ export interface QueueGauges {
   warm(): number;
 }
 
+/** One live sandbox as /metrics shows it (read from app/live-sandboxes.ts at scrape time). */
+export interface LiveSandboxSample {
+  readonly id: string;
+  readonly agent: string;
+  readonly status: 'running' | 'paused' | 'terminated';
+  readonly usage: {
+    readonly cpuUsageNs: number | null;
+    readonly memoryBytes: number | null;
+    readonly pids: number | null;
+  } | null;
+}
+
 const LATENCY_BUCKETS_S = [0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1, 2.5, 5, 10, 30];
 
 export class PrometheusMetrics implements ExecutionMetrics {
@@ -122,6 +134,70 @@ export class PrometheusMetrics implements ExecutionMetrics {
         this.set(queue.queued());
       },
     });
+  }
+
+  /**
+   * Live sandboxes (issue 12): how many by status, and per sandbox that has not ended its CPU time, memory and
+   * processes — labelled by sandbox id and agent (bounded by --max-sandboxes; ended ones drop out).
+   */
+  bindLiveSandboxes(list: () => readonly LiveSandboxSample[]): void {
+    const live = () => list().filter((sandbox) => sandbox.status !== 'terminated');
+    new Gauge({
+      name: 'aegis_live_sandboxes',
+      help: 'Live sandboxes on this node by status',
+      labelNames: ['status'],
+      registers: [this.registry],
+      collect() {
+        const all = live();
+        for (const status of ['running', 'paused'] as const) {
+          this.set({ status }, all.filter((sandbox) => sandbox.status === status).length);
+        }
+      },
+    });
+    const perSandbox = (
+      name: string,
+      help: string,
+      read: (usage: NonNullable<LiveSandboxSample['usage']>) => number | null,
+      kind: 'counter' | 'gauge',
+    ) => {
+      const collect = function (this: Gauge<'sandbox' | 'agent'> | Counter<'sandbox' | 'agent'>) {
+        this.reset();
+        for (const sandbox of live()) {
+          const value = sandbox.usage === null ? null : read(sandbox.usage);
+          if (value === null) continue;
+          const labels = { sandbox: sandbox.id, agent: sandbox.agent };
+          if (this instanceof Counter) this.inc(labels, value);
+          else this.set(labels, value);
+        }
+      };
+      const config = {
+        name,
+        help,
+        labelNames: ['sandbox', 'agent'] as const,
+        registers: [this.registry],
+        collect,
+      };
+      if (kind === 'counter') new Counter(config);
+      else new Gauge(config);
+    };
+    perSandbox(
+      'aegis_live_sandbox_cpu_seconds_total',
+      'CPU time a live sandbox has used (its cgroup), by sandbox',
+      (usage) => (usage.cpuUsageNs === null ? null : usage.cpuUsageNs / 1e9),
+      'counter',
+    );
+    perSandbox(
+      'aegis_live_sandbox_memory_bytes',
+      'Memory charged to a live sandbox now (its cgroup), by sandbox',
+      (usage) => usage.memoryBytes,
+      'gauge',
+    );
+    perSandbox(
+      'aegis_live_sandbox_pids',
+      'Processes in a live sandbox now (its cgroup), by sandbox',
+      (usage) => usage.pids,
+      'gauge',
+    );
   }
 
   executionFinished(status: TerminalStatus): void {

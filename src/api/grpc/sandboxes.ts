@@ -42,6 +42,8 @@ function toSandbox(view: SandboxView): Sandbox {
         ...(view.usage.cpuUsageNs !== null && { cpuUsageNs: view.usage.cpuUsageNs }),
         ...(view.usage.memoryPeakBytes !== null && { memoryPeakBytes: view.usage.memoryPeakBytes }),
         oomKills: view.usage.oomKills,
+        ...(view.usage.memoryBytes !== null && { memoryBytes: view.usage.memoryBytes }),
+        ...(view.usage.pids !== null && { pids: view.usage.pids }),
       },
     }),
   };

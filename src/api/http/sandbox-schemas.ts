@@ -75,6 +75,8 @@ export const Sandbox = z
         cpuUsageNs: z.number().nullable(),
         memoryPeakBytes: z.number().nullable(),
         oomKills: z.number().int(),
+        memoryBytes: z.number().nullable(),
+        pids: z.number().int().nullable(),
       })
       .nullable(),
   })

@@ -30,6 +30,10 @@ export interface CgroupStats {
   readonly cpuThrottledPeriods: number;
   readonly memoryPeakBytes: number | null;
   readonly cpuUsageNs: number | null;
+  /** Memory charged to the group now (null: unreadable; absent: this runtime does not read it). */
+  readonly memoryBytes?: number | null;
+  /** Processes (tasks) in the group now. */
+  readonly pids?: number | null;
 }
 
 export interface SandboxCgroup {
@@ -384,6 +388,8 @@ class V2Cgroup implements SandboxCgroup {
       cpuThrottledPeriods: cpuStat['nr_throttled'] ?? 0,
       memoryPeakBytes: readNumber(join(this.dir, 'memory.peak')),
       cpuUsageNs: cpuStat['usage_usec'] === undefined ? null : cpuStat['usage_usec'] * 1000,
+      memoryBytes: readNumber(join(this.dir, 'memory.current')),
+      pids: readNumber(join(this.dir, 'pids.current')),
     };
   }
 
@@ -439,6 +445,8 @@ class V1Cgroup implements SandboxCgroup {
       cpuThrottledPeriods: cpu ? (readKeyed(join(cpu, 'cpu.stat'))['nr_throttled'] ?? 0) : 0,
       memoryPeakBytes: memory ? readNumber(join(memory, 'memory.max_usage_in_bytes')) : null,
       cpuUsageNs: cpuacct ? readNumber(join(cpuacct, 'cpuacct.usage')) : null,
+      memoryBytes: memory ? readNumber(join(memory, 'memory.usage_in_bytes')) : null,
+      pids: pids ? readNumber(join(pids, 'pids.current')) : null,
     };
   }
 

@@ -368,7 +368,13 @@ class LiveChannel implements LiveSession {
 
   usage(): LiveUsage {
     const stats = this.#attachment.stats();
-    return { cpuUsageNs: stats.cpuUsageNs, memoryPeakBytes: stats.memoryPeakBytes, oomKills: stats.oomKills };
+    return {
+      cpuUsageNs: stats.cpuUsageNs,
+      memoryPeakBytes: stats.memoryPeakBytes,
+      oomKills: stats.oomKills,
+      memoryBytes: stats.memoryBytes ?? null,
+      pids: stats.pids ?? null,
+    };
   }
 
   pause(): Promise<void> {
