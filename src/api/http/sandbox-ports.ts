@@ -107,7 +107,6 @@ export async function proxyPortRequest(
       path,
       headers: { ...upstreamHeaders(request, match.id, match.port), connection: 'close' },
       createConnection: () => upstreamSocket,
-      agent: false,
     });
     upstream.once('response', (answer) => {
       status = answer.statusCode ?? null;
