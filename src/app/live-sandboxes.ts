@@ -32,7 +32,10 @@ import type {
   InSandboxApi,
   InstanceSecrets,
   LiveFileEntry,
+  LivePortSocket,
   LiveProcess,
+  LivePty,
+  LivePtyEvents,
   LiveRuntime,
   LiveSession,
   NetworkDecisionEvent,
@@ -100,6 +103,29 @@ export interface ExecRequest {
   readonly timeoutMs?: number;
 }
 
+export interface PtyRequest {
+  /** argv, or a string run by `/bin/sh -c`; @default an interactive shell (bash, else sh). */
+  readonly cmd?: readonly string[] | string;
+  readonly cwd?: string;
+  readonly env?: Readonly<Record<string, string>>;
+  readonly cols: number;
+  readonly rows: number;
+}
+
+/** What a proxied connection to a sandbox port was (for its `sandbox.port` ledger entry). */
+export interface PortRequest {
+  readonly method: string;
+  /** Path below /ports/{port} (the query string is not recorded). */
+  readonly path: string;
+  readonly websocket: boolean;
+}
+
+export interface PortOutcome {
+  /** The upstream's HTTP status (101 for an upgraded WebSocket), null when none came. */
+  readonly status: number | null;
+  readonly error?: string;
+}
+
 export type CommandEvent =
   | { readonly seq: number; readonly type: 'stdout' | 'stderr'; readonly data: string }
   /**
@@ -145,6 +171,8 @@ interface Command {
   readonly decoders: { readonly stdout: Utf8Decoder; readonly stderr: Utf8Decoder };
   /** Per stream, when the agent has secrets: values (or their encodings) split across chunks are still caught. */
   readonly redactors: { readonly stdout: StreamRedactor; readonly stderr: StreamRedactor } | undefined;
+  /** Runs on a pseudo-terminal: its output goes to its one client, never into `events`. */
+  readonly pty?: boolean;
 }
 
 interface Sandbox {
@@ -177,6 +205,8 @@ interface Sandbox {
   readonly redactor: Redactor;
   /** Stops the LLM gateway's reports for this sandbox and revokes its token. */
   readonly releaseLlm: () => void;
+  /** Proxied port connections open now (they keep the sandbox from idling out). */
+  openConnections: number;
 }
 
 /** A streaming UTF-8 decoder (TextDecoder). */
@@ -317,6 +347,7 @@ export class LiveSandboxes {
         startingCommands: 0,
         redactor: wiring.redactor,
         releaseLlm: wiring.release,
+        openConnections: 0,
       };
       wiring.bind(sandbox);
       this.#sandboxes.set(id, sandbox);
@@ -477,27 +508,7 @@ export class LiveSandboxes {
       throw new AegisError('USAGE', 'body.cmd: an empty command', { hint: 'e.g. {"cmd": ["ls", "-la"]}' });
     }
     const cwd = sandboxPath(request.cwd ?? '/workspace', 'body.cwd');
-    let runningCommands = sandbox.startingCommands;
-    for (const c of sandbox.commands.values()) if (!c.exit) runningCommands++;
-    if (runningCommands >= this.#maxRunningCommands) {
-      this.#deps.audit.append(AUDIT_KINDS.sandboxExec, sandbox.id, {
-        command: '',
-        argv: argv.slice(0, 64).map((arg) => arg.slice(0, 1024)),
-        exitCode: null,
-        signal: null,
-        durationMs: 0,
-        by: principal.id,
-        refused: 'too-many-commands',
-      });
-      throw new AegisError(
-        'QUEUE_FULL',
-        `sandbox ${id} already runs its maximum of ${this.#maxRunningCommands} commands`,
-        {
-          hint: `wait for one to exit, or kill one: POST /v1/sandboxes/${id}/commands/ID/kill`,
-          details: { retryAfterMs: 1000, running: runningCommands },
-        },
-      );
-    }
+    this.#assertRoom(sandbox, argv, principal);
     const commandId = `c${sandbox.nextCommand++}`;
     const { clock } = this.#deps;
     const startedAtMs = clock.now();
@@ -570,6 +581,180 @@ export class LiveSandboxes {
     }
     this.#touch(sandbox);
     return commandView(running);
+  }
+
+  /**
+   * Runs a command on a pseudo-terminal (docs/adr/0068-live-sandbox-pty.md). Its bytes go to `events` only —
+   * never replayed, never audited; it is a command like the others otherwise (counted, listed, killable, and
+   * its `sandbox.exec` entry says `pty: true`).
+   */
+  async openPty(
+    principal: Principal,
+    id: string,
+    request: PtyRequest,
+    events: LivePtyEvents,
+  ): Promise<{ command: CommandView; pty: LivePty }> {
+    requireScope(principal, 'execute', 'opening a terminal in a sandbox');
+    const sandbox = this.#running(principal, id);
+    const open = sandbox.session.openPty?.bind(sandbox.session);
+    if (!open) {
+      throw new AegisError(
+        'RUNTIME_UNAVAILABLE',
+        `the ${this.#deps.runtimeName} runtime offers no terminal in live sandboxes`,
+        { hint: 'run commands without a terminal: POST /v1/sandboxes/{id}/commands' },
+      );
+    }
+    for (const [name, value] of [
+      ['cols', request.cols],
+      ['rows', request.rows],
+    ] as const) {
+      if (!Number.isInteger(value) || value < 1 || value > 1000) {
+        throw new AegisError('USAGE', `query.${name} must be an integer from 1 to 1000, got ${value}`, {
+          problems: [{ path: `query.${name}`, message: 'out of range' }],
+        });
+      }
+    }
+    const argv =
+      request.cmd === undefined
+        ? ['/bin/sh', '-c', 'command -v bash >/dev/null && exec bash -i || exec sh -i']
+        : typeof request.cmd === 'string'
+          ? ['/bin/sh', '-c', request.cmd]
+          : [...request.cmd];
+    if (argv.length === 0 || argv[0] === '') {
+      throw new AegisError('USAGE', 'query.cmd: an empty command', { hint: 'e.g. ?cmd=bash' });
+    }
+    const cwd = sandboxPath(request.cwd ?? '/workspace', 'query.cwd');
+    this.#assertRoom(sandbox, argv, principal);
+    const startedAtMs = this.#deps.clock.now();
+    let command: Command | undefined;
+    let earlyExit: [number | null, string | null] | undefined;
+    sandbox.startingCommands++;
+    let pty: LivePty;
+    try {
+      pty = await open(
+        { argv, cwd, env: request.env ?? {}, cols: request.cols, rows: request.rows },
+        {
+          onOutput: (chunk) => {
+            this.#touch(sandbox);
+            events.onOutput(chunk);
+          },
+          onExit: (code, signal) => {
+            if (command) this.#exited(sandbox, command, code, signal, principal.id);
+            else earlyExit = [code, signal];
+            events.onExit(code, signal);
+          },
+        },
+      );
+    } finally {
+      sandbox.startingCommands--;
+    }
+    command = {
+      id: `c${sandbox.nextCommand++}`,
+      argv,
+      process: { pid: pty.pid, writeStdin: (chunk) => pty.write(chunk), kill: (signal) => pty.kill(signal) },
+      startedAtMs,
+      events: [],
+      replayBytes: 0,
+      droppedThrough: 0,
+      nextSeq: 1,
+      exit: undefined,
+      timedOut: false,
+      timer: undefined,
+      listeners: new Set(),
+      // A terminal's bytes go to its one client, not through these.
+      decoders: { stdout: new TextDecoder(), stderr: new TextDecoder() },
+      redactors: undefined,
+      pty: true,
+    };
+    sandbox.commands.set(command.id, command);
+    this.#forgetOldCommands(sandbox);
+    if (earlyExit) this.#exited(sandbox, command, earlyExit[0], earlyExit[1], principal.id);
+    this.#touch(sandbox);
+    return { command: commandView(command), pty };
+  }
+
+  /**
+   * Opens a connection to 127.0.0.1:`port` inside the sandbox for the API's port proxy
+   * (docs/adr/0069-live-sandbox-ports.md): only ports the manifest exposes (spec.security.network.expose); a
+   * refusal is audited. Call `finish` when the connection ends: it writes the `sandbox.port` ledger entry.
+   */
+  async connectPort(
+    principal: Principal,
+    id: string,
+    port: number,
+    request: PortRequest,
+  ): Promise<{ socket: LivePortSocket; finish(outcome: PortOutcome): void }> {
+    requireScope(principal, 'execute', 'reaching a port of a sandbox');
+    const sandbox = this.#find(principal, id);
+    if (sandbox.status === 'terminated') {
+      throw new AegisError('NOT_FOUND', `sandbox ${id} has ended (${sandbox.reason}); its ports are gone`, {
+        hint: 'create a new one: POST /v1/sandboxes',
+      });
+    }
+    const startedAtMs = this.#deps.clock.now();
+    const entry = (fields: {
+      status: number | null;
+      bytesIn: number;
+      bytesOut: number;
+      refused?: string;
+      error?: string;
+    }) =>
+      this.#deps.audit.append(AUDIT_KINDS.sandboxPort, sandbox.id, {
+        port,
+        method: request.method.slice(0, 32),
+        path: (request.path.split('?')[0] ?? '').slice(0, 1024),
+        websocket: request.websocket,
+        status: fields.status,
+        bytesIn: fields.bytesIn,
+        bytesOut: fields.bytesOut,
+        durationMs: Math.max(0, this.#deps.clock.now() - startedAtMs),
+        by: principal.id,
+        ...(fields.refused === undefined ? {} : { refused: fields.refused }),
+        ...(fields.error === undefined ? {} : { error: fields.error.slice(0, 500) }),
+      });
+    const exposed = sandbox.agent.network.expose ?? [];
+    if (!Number.isInteger(port) || !exposed.includes(port)) {
+      entry({ status: null, bytesIn: 0, bytesOut: 0, refused: 'not-exposed' });
+      throw new AegisError('POLICY_DENIED', `port ${port} of sandbox ${id} is not exposed`, {
+        hint:
+          exposed.length === 0
+            ? 'list it in the manifest: spec.security.network.expose: [PORT], then deploy and create a new sandbox'
+            : `exposed ports: ${exposed.join(', ')} (spec.security.network.expose)`,
+      });
+    }
+    const running = this.#running(principal, id);
+    const connect = running.session.connectPort?.bind(running.session);
+    if (!connect) {
+      throw new AegisError(
+        'RUNTIME_UNAVAILABLE',
+        `the ${this.#deps.runtimeName} runtime cannot reach ports in live sandboxes`,
+      );
+    }
+    let socket: LivePortSocket;
+    try {
+      socket = await connect(port);
+    } catch (error) {
+      entry({ status: null, bytesIn: 0, bytesOut: 0, error: String((error as Error).message ?? error) });
+      throw error;
+    }
+    running.openConnections++;
+    this.#touch(running);
+    let finished = false;
+    return {
+      socket,
+      finish: (outcome) => {
+        if (finished) return;
+        finished = true;
+        running.openConnections--;
+        this.#touch(running);
+        entry({
+          status: outcome.status,
+          bytesIn: socket.bytesWritten,
+          bytesOut: socket.bytesRead,
+          ...(outcome.error === undefined ? {} : { error: outcome.error }),
+        });
+      },
+    };
   }
 
   listCommands(principal: Principal, id: string): CommandView[] {
@@ -1053,7 +1238,34 @@ export class LiveSandboxes {
       signal,
       durationMs,
       by,
+      ...(command.pty ? { pty: true } : {}),
     });
+  }
+
+  /** At most maxRunningCommands at once per sandbox (PTYs count); a refusal is audited. */
+  #assertRoom(sandbox: Sandbox, argv: readonly string[], principal: Principal): void {
+    const id = sandbox.id;
+    let runningCommands = sandbox.startingCommands;
+    for (const c of sandbox.commands.values()) if (!c.exit) runningCommands++;
+    if (runningCommands >= this.#maxRunningCommands) {
+      this.#deps.audit.append(AUDIT_KINDS.sandboxExec, sandbox.id, {
+        command: '',
+        argv: argv.slice(0, 64).map((arg) => arg.slice(0, 1024)),
+        exitCode: null,
+        signal: null,
+        durationMs: 0,
+        by: principal.id,
+        refused: 'too-many-commands',
+      });
+      throw new AegisError(
+        'QUEUE_FULL',
+        `sandbox ${id} already runs its maximum of ${this.#maxRunningCommands} commands`,
+        {
+          hint: `wait for one to exit, or kill one: POST /v1/sandboxes/${id}/commands/ID/kill`,
+          details: { retryAfterMs: 1000, running: runningCommands },
+        },
+      );
+    }
   }
 
   #touch(sandbox: Sandbox): void {
@@ -1066,7 +1278,8 @@ export class LiveSandboxes {
     const dueIn = sandbox.lastActivityMs + idleMs - this.#deps.clock.now();
     sandbox.idle = this.#deps.clock.setTimeout(
       () => {
-        const busy = [...sandbox.commands.values()].some((command) => !command.exit);
+        const busy =
+          sandbox.openConnections > 0 || [...sandbox.commands.values()].some((command) => !command.exit);
         if (busy) this.#touch(sandbox);
         if (!busy && this.#deps.clock.now() - sandbox.lastActivityMs >= idleMs) {
           void this.#end(sandbox, 'idle-timeout', null);

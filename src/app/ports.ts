@@ -76,8 +76,8 @@ export interface InSandboxApi {
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-// Live sandboxes (app/live-sandboxes.ts): a long-lived instance driven from outside. The PTY/WebSocket, port
-// forwarding and the E2B layer sit on LiveSession too.
+// Live sandboxes (app/live-sandboxes.ts): a long-lived instance driven from outside. PTY (openPty), port
+// forwarding (connectPort) and the E2B layer sit on LiveSession too.
 
 /** Paths (inside the sandbox) its file API may touch; the runtime enforces them from inside the sandbox. */
 export interface LivePathPolicy {
@@ -106,6 +106,42 @@ export interface LiveProcess {
   readonly pid: number;
   writeStdin(chunk: Uint8Array, eof: boolean): Promise<void>;
   kill(signal: string): Promise<void>;
+}
+
+/** A command on a pseudo-terminal inside the sandbox (docs/adr/0068-live-sandbox-pty.md). */
+export interface LivePtySpec {
+  readonly argv: readonly string[];
+  readonly cwd: string;
+  readonly env: Readonly<Record<string, string>>;
+  readonly cols: number;
+  readonly rows: number;
+}
+
+export interface LivePtyEvents {
+  /** Terminal output (stdout and stderr are one stream on a terminal). */
+  onOutput(chunk: Uint8Array): void;
+  /** Once: the exit status, or signal `ESHUTDOWN` when the sandbox ended under it. */
+  onExit(code: number | null, signal: string | null): void;
+}
+
+export interface LivePty {
+  /** The PTY helper's pid inside the sandbox. */
+  readonly pid: number;
+  /** Keystrokes: written to the terminal's master side. */
+  write(chunk: Uint8Array): Promise<void>;
+  /** TIOCSWINSZ on the master; the command gets SIGWINCH. */
+  resize(cols: number, rows: number): Promise<void>;
+  kill(signal: string): Promise<void>;
+}
+
+/**
+ * A TCP connection to 127.0.0.1:<port> inside the sandbox's network namespace: a Node `net.Socket`, typed
+ * structurally so app/ stays free of node:net (the API layer, which pipes it, knows the real type).
+ */
+export interface LivePortSocket {
+  readonly bytesRead: number;
+  readonly bytesWritten: number;
+  destroy(): void;
 }
 
 export interface LiveFileEntry {
@@ -147,6 +183,13 @@ export interface LiveSession {
   resume(): Promise<void>;
   /** Ends every process of the sandbox. */
   kill(): void;
+  /** Runs a command on a pseudo-terminal. Optional: a runtime without it answers PTY requests "not supported". */
+  openPty?(spec: LivePtySpec, events: LivePtyEvents): Promise<LivePty>;
+  /**
+   * Connects to 127.0.0.1:`port` inside the sandbox (its own loopback: the sandbox gets no host-reachable
+   * address). Optional like openPty. Rejects when nothing listens there.
+   */
+  connectPort?(port: number): Promise<LivePortSocket>;
   /** Settles when the sandbox has ended (killed, or its agent died). */
   readonly closed: Promise<{ code: number | null; signal: string | null }>;
 }

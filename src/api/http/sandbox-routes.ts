@@ -12,6 +12,7 @@ import { AegisError } from '../../domain/errors.ts';
 import { parseDuration } from '../../domain/units.ts';
 import type { ApiContext } from '../context.ts';
 import { errorBody, requestValidationError, type ServerPath, toAegisError } from '../errors.ts';
+import { PORT_METHODS, portOf, proxyPortRequest } from './sandbox-ports.ts';
 import { CreateSandboxBody, ExecBody, KillBody, MoveBody, PathBody } from './sandbox-schemas.ts';
 
 /** Output gathered for a non-streaming, foreground exec. */
@@ -278,6 +279,35 @@ export function sandboxRoutes(options: SandboxRouteOptions) {
       const principal = await principalOf(request);
       await live().remove(principal, idOf(request), pathQuery(request));
       return reply.code(204).send();
+    });
+
+    // The terminal is a WebSocket (sandbox-upgrade.ts takes the Upgrade before routing); a plain GET is told so.
+    app.get('/v1/sandboxes/:id/pty', async (request) => {
+      await principalOf(request);
+      throw new AegisError('USAGE', 'GET /v1/sandboxes/{id}/pty is a WebSocket endpoint', {
+        hint: 'connect with a WebSocket client (Upgrade: websocket), or run `aegis sandbox shell ID`',
+      });
+    });
+
+    // Exposed ports, plain HTTP (WebSocket upgrades: sandbox-upgrade.ts). Bodies pass through unparsed.
+    await app.register(async (ports) => {
+      ports.removeAllContentTypeParsers();
+      ports.addContentTypeParser('*', (_request, _payload, done) => done(null));
+      const proxy = async (request: FastifyRequest, reply: FastifyReply) => {
+        const principal = await principalOf(request);
+        const params = request.params as { id: string; port: string; '*'?: string };
+        const port = portOf(params.port);
+        const query = request.raw.url?.includes('?')
+          ? request.raw.url.slice(request.raw.url.indexOf('?'))
+          : '';
+        const match = { id: params.id, port, rest: `/${params['*'] ?? ''}${query}` };
+        // Refusals (key, owner, unexposed port, nothing listening) answer as errors before anything is sent.
+        await proxyPortRequest(live(), principal, match, request.raw, reply.raw, () => reply.hijack());
+        return reply;
+      };
+      for (const url of ['/v1/sandboxes/:id/ports/:port', '/v1/sandboxes/:id/ports/:port/*']) {
+        ports.route({ method: [...PORT_METHODS], url, handler: proxy });
+      }
     });
   };
 }

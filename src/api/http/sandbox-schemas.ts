@@ -3,8 +3,10 @@
  * The routes themselves are a Fastify plugin (they stream raw bodies and SSE), so they are not in the ROUTES table;
  * this list is what openapi.ts documents, and test/openapi-sandboxes.test.ts checks it against the plugin.
  */
+
 import { z } from 'zod';
 import type { Route } from './routes.ts';
+import { PORT_METHODS } from './sandbox-ports.ts';
 import { ErrorBody } from './schemas.ts';
 
 const Duration = z.union([z.string().max(32), z.number().int().nonnegative()]);
@@ -126,6 +128,19 @@ export const UploadResult = z
 
 const IdParams = z.object({ id: z.string().meta({ description: 'sandbox id' }) });
 const CommandParams = z.object({ id: z.string(), command: z.string().meta({ description: 'command id' }) });
+const PtyQuery = z.object({
+  cols: z.string().optional().meta({ description: 'terminal width, 1-1000 (default 80)' }),
+  rows: z.string().optional().meta({ description: 'terminal height, 1-1000 (default 24)' }),
+  cmd: z
+    .string()
+    .optional()
+    .meta({ description: 'argv (repeat for each argument); default an interactive shell' }),
+  cwd: z.string().optional().meta({ description: 'working directory (default /workspace)' }),
+});
+const PortParams = z.object({ id: z.string(), port: z.string().meta({ description: 'an exposed port' }) });
+const PortPathParams = PortParams.extend({
+  '*': z.string().meta({ description: 'path on the sandbox server' }),
+});
 const PathQuery = z.object({ path: z.string().meta({ description: 'absolute path inside the sandbox' }) });
 
 const ERRORS: Record<number, string> = {
@@ -372,4 +387,35 @@ export const SANDBOX_ROUTES: readonly DocumentedRoute[] = [
     query: PathQuery,
     responses: { 204: { description: 'Removed' }, ...errors(400, 401, 403, 404, 409) },
   }),
+  route({
+    method: 'GET',
+    path: '/v1/sandboxes/:id/pty',
+    operationId: 'sandboxPty',
+    summary:
+      'WebSocket: a command on a pseudo-terminal (query cols, rows, cmd (repeatable), cwd). Binary frames = terminal bytes both ways; text frame {"type":"resize","cols":N,"rows":N}; on exit the server sends {"type":"exit","exitCode":N,"signal":S} and closes (1000)',
+    scope: 'execute',
+    params: IdParams,
+    query: PtyQuery,
+    responses: {
+      101: { description: 'Switching Protocols (WebSocket)' },
+      ...errors(400, 401, 403, 404, 409, 429, 503),
+    },
+  }),
+  ...PORT_METHODS.flatMap((method) =>
+    ['/v1/sandboxes/:id/ports/:port', '/v1/sandboxes/:id/ports/:port/*'].map((path) =>
+      route({
+        method,
+        path,
+        operationId: `sandboxPort${method[0]}${method.slice(1).toLowerCase()}${path.endsWith('*') ? 'Path' : ''}`,
+        summary:
+          'An exposed port (spec.security.network.expose) of the sandbox: the request goes to its 127.0.0.1:{port} with the prefix removed and without Authorization; WebSocket upgrades too. Each connection is a sandbox.port ledger entry',
+        scope: 'execute',
+        params: path.endsWith('*') ? PortPathParams : PortParams,
+        responses: {
+          200: { description: "The sandbox server's answer, whatever its status" },
+          ...errors(401, 403, 404, 409, 503),
+        },
+      }),
+    ),
+  ),
 ];

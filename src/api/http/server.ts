@@ -36,6 +36,7 @@ import { kTransport, registerGrpcServices } from '../grpc/services.ts';
 import { buildOpenApi } from './openapi.ts';
 import { executionView, ROUTES, type Route } from './routes.ts';
 import { sandboxRoutes } from './sandbox-routes.ts';
+import { isSandboxUpgrade, sandboxUpgradeHandler } from './sandbox-upgrade.ts';
 import * as S from './schemas.ts';
 import { transportOf, unixSockets } from './transport.ts';
 
@@ -112,10 +113,12 @@ interface Listeners {
   readonly tcp: net.Server;
   readonly unix: net.Server;
   readonly connections: Set<net.Socket>;
+  readonly h1: http.Server;
 }
 
 function sniffingListeners(handler: http.RequestListener): Listeners {
-  const h1 = http.createServer(handler);
+  // WebSocket upgrades of the live-sandbox API only (sandbox-upgrade.ts); any other Upgrade stays a request.
+  const h1 = http.createServer({ shouldUpgradeCallback: isSandboxUpgrade }, handler);
   const h2tcp = http2.createServer(
     {},
     handler as unknown as (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => void,
@@ -142,7 +145,7 @@ function sniffingListeners(handler: http.RequestListener): Listeners {
       }
     });
   };
-  return { tcp: net.createServer(accept(false)), unix: net.createServer(accept(true)), connections };
+  return { tcp: net.createServer(accept(false)), unix: net.createServer(accept(true)), connections, h1 };
 }
 
 /** Reads and drops what is left of a request body, up to `maxBytes` or 5 s; then gives up (the socket closes). */
@@ -406,6 +409,7 @@ export async function buildHttpApi(
   });
 
   await app.register(sandboxRoutes({ ctx, principalOf, serverPaths, streams }));
+  listeners?.h1.on('upgrade', sandboxUpgradeHandler({ ctx, serverPaths, log }));
 
   const openapi = buildOpenApi({ version: options.version });
   app.get('/openapi.json', async (_request, reply) => reply.send(openapi));

@@ -41,6 +41,9 @@ export function addServerOptions(command: Command): Command {
 export interface Connection {
   readonly client: AegisClient;
   readonly hasKey: boolean;
+  /** The server as given (http(s)://… or unix:/path), and the key: for WebSockets, which the SDK does not speak. */
+  readonly server: string;
+  readonly apiKey: string | undefined;
 }
 
 function readApiKey(file: string | undefined): string | undefined {
@@ -96,7 +99,7 @@ function connect(flags: { server?: string; apiKeyFile?: string }): Connection {
       );
     }
   }
-  return { client, hasKey: apiKey !== undefined };
+  return { client, hasKey: apiKey !== undefined, server, apiKey };
 }
 
 function isLoopback(hostname: string): boolean {

@@ -1,5 +1,5 @@
 /**
- * `aegis sandbox create | ls | rm | exec | files put|get|ls|rm`: live sandboxes on a server, through the SDK.
+ * `aegis sandbox create | ls | rm | exec | shell | files put|get|ls|rm`: live sandboxes on a server, through the SDK.
  * `-o json` prints the REST shapes (Sandbox, {sandboxes}, SandboxCommandResult, {entries}, …).
  */
 import { readFileSync, writeFileSync } from 'node:fs';
@@ -10,6 +10,7 @@ import type { Sandbox, SandboxFileEntry } from '../../../sdk/index.ts';
 import { AegisError } from '../../domain/errors.ts';
 import { EXIT, printJson, printTable } from '../output.ts';
 import { HELP_GROUP, type ServerFlags, withServer } from './connect.ts';
+import { commandSandboxShell } from './sandbox-shell.ts';
 
 /** Collects a repeatable `K=V` option into a list (commander's argParser). */
 export function collectPair(value: string, previous: string[]): string[] {
@@ -267,6 +268,16 @@ export function registerSandboxCommands(
     .option('--stdin', 'send this process’s stdin to the command (read to its end first; at most 1 MiB)')
     .addHelpText('after', '\nExample: aegis sandbox exec sbx_… -- sh -c "ls -la /workspace"')
     .action(wrap((id: string, argv: string[], flags) => commandSandboxExec(id, argv, flags)));
+  serverCommand(
+    sandbox,
+    'shell',
+    'attach this terminal to a shell (or ARGV) on a pseudo-terminal in a sandbox; exits with its code',
+  )
+    .argument('<id>', 'sandbox id')
+    .argument('[argv...]', 'the command and its arguments, after -- (default: an interactive shell)')
+    .option('--cwd <dir>', 'working directory inside the sandbox')
+    .addHelpText('after', '\nRaw mode and resize (SIGWINCH) on a TTY; piped stdin is forwarded as is.')
+    .action(wrap((id: string, argv: string[], flags) => commandSandboxShell(id, argv, flags)));
   const files = sandbox.command('files').description('files inside a sandbox (only where its policy allows)');
   serverCommand(files, 'put', 'upload a local file (- for stdin) to a path in the sandbox')
     .argument('<id>', 'sandbox id')

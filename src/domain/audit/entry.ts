@@ -46,6 +46,8 @@ export const AUDIT_KINDS = {
   sandboxExec: 'sandbox.exec',
   /** One file operation in a live sandbox: op, path, bytes — never contents. */
   sandboxFile: 'sandbox.file',
+  /** One proxied connection to an exposed port of a live sandbox (or its refusal): never the bytes. */
+  sandboxPort: 'sandbox.port',
 } as const;
 
 export type AuditKind = (typeof AUDIT_KINDS)[keyof typeof AUDIT_KINDS];
@@ -153,6 +155,25 @@ export type AuditDataByKind = {
     readonly by: string;
     /** Set when the command was refused before it started (e.g. 'too-many-commands'). */
     readonly refused?: string;
+    /** Ran on a pseudo-terminal (GET /v1/sandboxes/{id}/pty). */
+    readonly pty?: boolean;
+  };
+  'sandbox.port': {
+    readonly port: number;
+    readonly method: string;
+    /** Below /ports/{port}, without the query string. */
+    readonly path: string;
+    readonly websocket: boolean;
+    /** The sandbox server's HTTP status (101: upgraded); null when none came. */
+    readonly status: number | null;
+    /** Bytes sent to the sandbox's server / received from it. */
+    readonly bytesIn: number;
+    readonly bytesOut: number;
+    readonly durationMs: number;
+    readonly by: string;
+    /** Set when refused before connecting ('not-exposed'). */
+    readonly refused?: string;
+    readonly error?: string;
   };
   'sandbox.file': {
     readonly op: string;

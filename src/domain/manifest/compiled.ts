@@ -66,6 +66,8 @@ export interface CompiledAgent {
     readonly allow: readonly string[];
     readonly deny: readonly string[];
     readonly policy: NetworkPolicy;
+    /** `spec.security.network.expose`: a live sandbox's ports reachable through the server. @default none */
+    readonly expose?: readonly number[];
   };
   readonly mounts: readonly MountSpec[];
   readonly limits: Limits;
@@ -261,6 +263,7 @@ export function compileManifest(manifest: AgentManifest, manifestDir: string): C
       deny: spec.security.network.deny,
       // Checked above (and already by the schema): only reached when every rule parsed.
       policy: network.ok ? network.policy : { allow: [], deny: [] },
+      ...(spec.security.network.expose?.length ? { expose: spec.security.network.expose } : {}),
     },
     mounts,
     limits,

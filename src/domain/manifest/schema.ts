@@ -93,7 +93,29 @@ export const NetworkRule = z
   })
   .meta({ description: 'e.g. api.example.com:443, *.example.com, 10.0.0.5:22, [2001:db8::/32]:443' });
 
+/** Ports the orchestrator itself serves inside every sandbox (egress proxy, in-sandbox API): never exposable. */
+export const RESERVED_SANDBOX_PORTS: readonly number[] = [3128, 3129];
+
+/** A port of a live sandbox reachable through the server (docs/adr/0069-live-sandbox-ports.md). */
+export const ExposedPort = z
+  .number()
+  .int()
+  .min(1)
+  .max(65535)
+  .refine((port) => !RESERVED_SANDBOX_PORTS.includes(port), {
+    message: `ports ${RESERVED_SANDBOX_PORTS.join(' and ')} are the orchestrator's own inside the sandbox`,
+  });
+
 export const Network = z.strictObject({
+  expose: z
+    .array(ExposedPort)
+    .max(16)
+    .refine((ports) => new Set(ports).size === ports.length, { message: 'a port is listed twice' })
+    .optional()
+    .meta({
+      description:
+        "Live sandboxes: ports on the sandbox's 127.0.0.1 reachable at /v1/sandboxes/{id}/ports/{port}/ with an API key (HTTP and WebSocket). Default: none.",
+    }),
   allow: z
     .array(NetworkRule)
     .default([])

@@ -6,6 +6,7 @@
  * header length, JSON header, body bytes. Everything the agent says is untrusted (a process in the sandbox can
  * reach the same pipes): frames are size-capped, ids must be ours, and a malformed frame ends the sandbox.
  */
+import type net from 'node:net';
 import type { Readable, Writable } from 'node:stream';
 import type {
   LiveCommandEvents,
@@ -13,6 +14,9 @@ import type {
   LiveFileEntry,
   LivePathPolicy,
   LiveProcess,
+  LivePty,
+  LivePtyEvents,
+  LivePtySpec,
   LiveSession,
   LiveUsage,
 } from '../../../app/ports.ts';
@@ -22,6 +26,9 @@ import { SHIM_DIR_INSIDE } from './prewarm.ts';
 
 export const LIVE_AGENT = 'live-agent.cjs';
 export const LIVE_AGENT_INSIDE = `${SHIM_DIR_INSIDE}/${LIVE_AGENT}`;
+/** The PTY helper beside the agent (docs/adr/0068-live-sandbox-pty.md). */
+export const LIVE_PTY_HELPER = 'live-pty.py';
+export const LIVE_PTY_HELPER_INSIDE = `${SHIM_DIR_INSIDE}/${LIVE_PTY_HELPER}`;
 /** Largest frame either side sends (file chunks are 256 KiB, output chunks 64 KiB). */
 const MAX_FRAME_BYTES = 4 * 1024 * 1024;
 const UPLOAD_CHUNK_BYTES = 256 * 1024;
@@ -38,6 +45,8 @@ export interface LiveAttachment {
   freeze(): Promise<void>;
   thaw(): Promise<void>;
   kill(): void;
+  /** A socket connected to 127.0.0.1:port inside the sandbox's netns (docs/adr/0069-live-sandbox-ports.md). */
+  connect?(port: number): Promise<net.Socket>;
 }
 
 interface Header {
@@ -220,6 +229,77 @@ class LiveChannel implements LiveSession {
         await this.#call('kill', { target: id, signal });
       },
     };
+  }
+
+  async openPty(spec: LivePtySpec, events: LivePtyEvents): Promise<LivePty> {
+    const id = this.#nextId++;
+    const started = new Promise<number>((resolve, reject) => {
+      this.#waiters.set(id, (header, body) => {
+        switch (header.t) {
+          case 'started':
+            resolve(Number(header['pid']));
+            return;
+          case 'out':
+            events.onOutput(body);
+            return;
+          case 'exit':
+            this.#waiters.delete(id);
+            events.onExit(
+              typeof header['code'] === 'number' ? header['code'] : null,
+              typeof header['signal'] === 'string' ? header['signal'] : null,
+            );
+            return;
+          default: {
+            this.#waiters.delete(id);
+            reject(
+              header['code'] === 'ENOPTY'
+                ? new AegisError('RUNTIME_UNAVAILABLE', 'the sandbox has no python3 to run its PTY helper', {
+                    hint: "a PTY needs /usr/bin/python3 on the host (its /usr is the sandbox's): apt-get install python3-minimal",
+                  })
+                : header['code'] === 'ENOENT'
+                  ? new AegisError('NOT_FOUND', `no such cwd: ${spec.cwd}`)
+                  : agentError(header, undefined),
+            );
+            events.onExit(null, 'ESHUTDOWN');
+          }
+        }
+      });
+    });
+    await this.#send({
+      id,
+      op: 'exec',
+      argv: spec.argv,
+      cwd: spec.cwd,
+      env: spec.env,
+      stdin: true,
+      pty: { cols: spec.cols, rows: spec.rows },
+    });
+    const pid = await started;
+    return {
+      pid,
+      write: async (chunk) => {
+        for (let offset = 0; offset < chunk.length; offset += UPLOAD_CHUNK_BYTES) {
+          await this.#send(
+            { id: this.#nextId++, op: 'stdin', target: id, eof: false },
+            chunk.subarray(offset, offset + UPLOAD_CHUNK_BYTES),
+          );
+        }
+      },
+      resize: async (cols, rows) => {
+        await this.#send({ id: this.#nextId++, op: 'resize', target: id, cols, rows });
+      },
+      kill: async (signal) => {
+        await this.#call('kill', { target: id, signal });
+      },
+    };
+  }
+
+  async connectPort(port: number): Promise<net.Socket> {
+    if (this.#closed) throw new AegisError('CONFLICT', 'the sandbox has ended');
+    if (!this.#attachment.connect) {
+      throw new AegisError('RUNTIME_UNAVAILABLE', 'this runtime cannot reach ports inside its sandboxes');
+    }
+    return this.#attachment.connect(port);
   }
 
   async stat(path: string): Promise<LiveFileEntry> {

@@ -81,13 +81,18 @@ export function planPrewarm(
 }
 
 /** The shims' sources, by file name. */
-export function shimSources(): Record<'prewarm.py' | 'prewarm.cjs' | 'live-agent.cjs', string> {
+export function shimSources(): Record<
+  'prewarm.py' | 'prewarm.cjs' | 'live-agent.cjs' | 'live-pty.py',
+  string
+> {
   const dir = new URL('./shims/', import.meta.url);
   return {
     'prewarm.py': readFileSync(new URL('prewarm.py', dir), 'utf8'),
     'prewarm.cjs': readFileSync(new URL('prewarm.cjs', dir), 'utf8'),
     // Live sandboxes' exec agent (live.ts, docs/adr/0051-live-sandbox-exec-agent.md).
     'live-agent.cjs': readFileSync(new URL('live-agent.cjs', dir), 'utf8'),
+    // Its PTY helper (docs/adr/0068-live-sandbox-pty.md), beside it in the sandbox.
+    'live-pty.py': readFileSync(new URL('live-pty.py', dir), 'utf8'),
   };
 }
 

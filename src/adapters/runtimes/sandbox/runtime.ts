@@ -54,6 +54,7 @@ import type { CompiledAgent } from '../../../domain/manifest/compiled.ts';
 import type { NetworkPolicy } from '../../../domain/policy/network-rules.ts';
 import { assertEnforceable } from '../../../domain/runtime/capabilities.ts';
 import { classifyOutcome } from '../../../domain/runtime/outcome.ts';
+import { connectInNetns, netnsConnectFiles } from '../../egress/netns-connect.ts';
 import { listenInNetns, netnsHelperFiles } from '../../egress/netns-listener.ts';
 import type { EgressProxy } from '../../egress/proxy.ts';
 import { reachableCopy } from '../../host/reachable-copy.ts';
@@ -74,7 +75,14 @@ import {
 } from './environment.ts';
 import { agentDirFor, type GrantContext, ownDirOf, resolveMounts, scratchFile } from './grants.ts';
 import { hostHasMergedUsr, presentEtcFiles, resolveSandboxUser, type SandboxUser } from './host.ts';
-import { LIVE_AGENT, LIVE_AGENT_INSIDE, type LiveAttachment, openLiveSession } from './live.ts';
+import {
+  LIVE_AGENT,
+  LIVE_AGENT_INSIDE,
+  LIVE_PTY_HELPER,
+  LIVE_PTY_HELPER_INSIDE,
+  type LiveAttachment,
+  openLiveSession,
+} from './live.ts';
 import { type CompiledSandboxOptions, compileSandboxOptions, type SandboxRuntimeOptions } from './options.ts';
 import { goMessage, planPrewarm, SHIM_DIR_INSIDE, shimSources } from './prewarm.ts';
 import {
@@ -396,6 +404,13 @@ export class SandboxRuntime implements Runtime, LiveRuntime {
         instance.killedBy ??= 'terminate';
         this.killTree(instance);
       },
+      connect: (port) =>
+        connectInNetns({
+          pid: instance.childPid,
+          port,
+          ...netnsConnectFiles(join(this.scratchRoot, 'static')),
+          ...(this.options.nsenterPath ? { nsenterPath: this.options.nsenterPath } : {}),
+        }),
     };
   }
 
@@ -464,7 +479,10 @@ export class SandboxRuntime implements Runtime, LiveRuntime {
     if (prewarm?.shim) {
       copied.push([this.ensureShims()[prewarm.shim]!, `${SHIM_DIR_INSIDE}/${prewarm.shim}`, 0o644]);
     }
-    if (spec.live) copied.push([this.ensureShims()[LIVE_AGENT]!, LIVE_AGENT_INSIDE, 0o644]);
+    if (spec.live) {
+      copied.push([this.ensureShims()[LIVE_AGENT]!, LIVE_AGENT_INSIDE, 0o644]);
+      copied.push([this.ensureShims()[LIVE_PTY_HELPER]!, LIVE_PTY_HELPER_INSIDE, 0o644]);
+    }
     // With the in-sandbox API, its SDKs: importable without installation, read-only (the root is remounted ro).
     if (spec.inSandboxApi) {
       for (const [file, target] of Object.entries(SDK_FILES)) copied.push([file, target, 0o444]);

@@ -116,6 +116,13 @@ async function handle(header, body) {
         }
         return;
       }
+      case 'resize': {
+        const proc = procs.get(header.target);
+        const control = proc?.stdio[3];
+        if (control && !control.destroyed)
+          control.write(`${dimension(header.cols, 80)} ${dimension(header.rows, 24)}\n`);
+        return;
+      }
       case 'kill': {
         const proc = procs.get(header.target);
         if (!proc) return send({ id, t: 'err', code: 'ENOENT', message: `no process ${header.target}` });
@@ -262,18 +269,37 @@ async function handle(header, body) {
   }
 }
 
+/** A command on a pseudo-terminal: run by the PTY helper (live-pty.py, docs/adr/0068-live-sandbox-pty.md). */
+const PTY_HELPER = path.join(__dirname, 'live-pty.py');
+
+function dimension(value, fallback) {
+  const n = Number(value);
+  return Number.isInteger(n) && n >= 1 && n <= 1000 ? n : fallback;
+}
+
 function exec(header) {
   const { id, argv, cwd, env } = header;
+  const pty = header.pty && typeof header.pty === 'object' ? header.pty : null;
   let child;
   try {
-    child = spawn(argv[0], argv.slice(1), {
+    const [file, args] = pty
+      ? ['python3', [PTY_HELPER, String(dimension(pty.cols, 80)), String(dimension(pty.rows, 24)), ...argv]]
+      : [argv[0], argv.slice(1)];
+    child = spawn(file, args, {
       cwd: cwd || '/workspace',
-      env: { ...process.env, ...(env || {}) },
-      stdio: ['pipe', 'pipe', 'pipe'],
+      env: { ...process.env, ...(pty ? { TERM: 'xterm-256color' } : {}), ...(env || {}) },
+      // With a pty, fd 3 takes resize requests ("COLS ROWS\n").
+      stdio: pty ? ['pipe', 'pipe', 'pipe', 'pipe'] : ['pipe', 'pipe', 'pipe'],
       detached: true, // its own process group: kill reaches its children too
     });
   } catch (error) {
     return fail(id, error);
+  }
+  if (pty) {
+    child.stdio[3].on('error', () => {});
+    child.once('error', (error) => {
+      if (error.code === 'ENOENT') error.code = 'ENOPTY';
+    });
   }
   procs.set(id, child);
   child.stdin.on('error', () => {});
