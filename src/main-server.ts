@@ -54,6 +54,8 @@ export interface ServerOptions {
   readonly maxSandboxes?: number;
   /** Overrides every agent's `spec.scaling.warm`. */
   readonly warm?: number;
+  /** Live sandboxes kept ready per agent revision (app/live-sandboxes.ts `warmPerAgent`). @default 0 */
+  readonly warmSandboxes?: number;
   /** Overrides every agent's `spec.scaling.idleTimeout`, in ms. */
   readonly poolIdleTimeoutMs?: number;
   /** Default per-key request rate. @default 50/s, burst 100 */
@@ -226,12 +228,17 @@ export async function startServer(
       random: cryptoSecretRandom,
       llm,
     },
-    { maxSandboxes: options.maxSandboxes ?? maxConcurrent + 16 },
+    {
+      maxSandboxes: options.maxSandboxes ?? maxConcurrent + 16,
+      warmPerAgent: options.warmSandboxes ?? 0,
+    },
   );
-  metrics.bindLiveSandboxes(() =>
-    sandboxes
-      .held()
-      .map((view) => ({ id: view.id, agent: view.agent.name, status: view.status, usage: view.usage })),
+  metrics.bindLiveSandboxes(
+    () =>
+      sandboxes
+        .held()
+        .map((view) => ({ id: view.id, agent: view.agent.name, status: view.status, usage: view.usage })),
+    () => sandboxes.warm(),
   );
   let ready = false;
   const ctx: ApiContext = {

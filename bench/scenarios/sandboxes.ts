@@ -3,7 +3,8 @@
  * child process and the TypeScript SDK (keep-alive), beside `docker exec` through the Engine API when a dockerd
  * answers (bench/lib/peers.ts: never started here).
  *
- * - create → first exec: createSandbox, then runCommand(['true']) to its exit (cold: no warm pool for sandboxes);
+ * - create → first exec: createSandbox, then runCommand(['true']) to its exit — cold, and on a second server with
+ *   `--warm-sandboxes 2` once its pool holds one (waited for, untimed: what a user with a pool sees);
  *   docker: create + start a `sleep` container, then exec `true` to its exit.
  * - exec round trip: runCommand(['true']) in one long-lived sandbox; docker: exec create + start + inspect in one
  *   running container.
@@ -30,10 +31,19 @@ interface Server {
   stop(): Promise<void>;
 }
 
-async function startServer(home: string, bundles: string): Promise<Server> {
+async function startServer(home: string, bundles: string, args: readonly string[] = []): Promise<Server> {
   const child: ChildProcess = spawn(
     process.execPath,
-    [CLI_ENTRY, 'server', '--listen', '127.0.0.1:0', '--no-socket', '--rate', '100000/s,burst=100000'],
+    [
+      CLI_ENTRY,
+      'server',
+      '--listen',
+      '127.0.0.1:0',
+      '--no-socket',
+      '--rate',
+      '100000/s,burst=100000',
+      ...args,
+    ],
     {
       cwd: ROOT,
       env: { ...process.env, AEGIS_HOME: home, AEGIS_BUNDLE_DIR: bundles, AEGIS_DATABASE_URL: '' },
@@ -112,23 +122,50 @@ export const sandboxes: Scenario = {
     chmodSync(workDir, 0o755);
     mkdirSync(join(workDir, 'home'), { mode: 0o700 });
     let server: Server | undefined;
+    let warmServer: Server | undefined;
     const containers: string[] = [];
     try {
+      mkdirSync(join(workDir, 'home-warm'), { mode: 0o700 });
       server = await startServer(join(workDir, 'home'), join(workDir, 'bundles'));
+      warmServer = await startServer(join(workDir, 'home-warm'), join(workDir, 'bundles-warm'), [
+        '--warm-sandboxes',
+        '2',
+      ]);
       const client = new AegisClient({ server: server.url, apiKey: server.adminKey, retry: { attempts: 1 } });
+      const warmClient = new AegisClient({
+        server: warmServer.url,
+        apiKey: warmServer.adminKey,
+        retry: { attempts: 1 },
+      });
       const agent = (await client.deployAgent(join(FIXTURES, 'python'))).agent.name;
+      await warmClient.deployAgent(join(FIXTURES, 'python'));
+      const warmReady = async () => {
+        const deadline = Date.now() + START_TIMEOUT_MS;
+        for (;;) {
+          const text = await (
+            await fetch(`${warmServer!.url}/metrics`, {
+              headers: { authorization: `Bearer ${warmServer!.adminKey}` },
+            })
+          ).text();
+          if (/^aegis_live_sandboxes\{status="warm"\} [1-9]/m.test(text)) return;
+          if (Date.now() > deadline) throw new Error('the warm sandbox pool did not fill');
+          await new Promise((resolve) => setTimeout(resolve, 20));
+        }
+      };
+      // The pool fills after the revision's first sandbox.
+      await warmClient.deleteSandbox((await warmClient.createSandbox({ agent })).id);
       const dockerPeer: { version: string } | Absent = await openDocker();
       if (isAbsent(dockerPeer)) log(`  docker absent: ${dockerPeer.absent}`);
 
       const samples = new Map<string, number[]>();
       const add = (variant: string, ms: number) =>
         samples.set(variant, [...(samples.get(variant) ?? []), ms]);
-      const createFirstExec = async () => {
+      const createFirstExec = async (via: AegisClient) => {
         const t0 = performance.now();
-        const sandbox = await client.createSandbox({ agent });
-        await client.runCommand(sandbox.id, { cmd: ['true'] });
+        const sandbox = await via.createSandbox({ agent });
+        await via.runCommand(sandbox.id, { cmd: ['true'] });
         const ms = performance.now() - t0;
-        await client.deleteSandbox(sandbox.id);
+        await via.deleteSandbox(sandbox.id);
         return ms;
       };
       const warm = await client.createSandbox({ agent, timeout: '1h' });
@@ -136,12 +173,15 @@ export const sandboxes: Scenario = {
       if (dockerWarm) containers.push(dockerWarm);
       for (let i = 0; i < options.warmup + runs; i++) {
         const measured = i >= options.warmup;
-        const create = await createFirstExec();
+        const create = await createFirstExec(client);
+        await warmReady();
+        const createWarm = await createFirstExec(warmClient);
         let t0 = performance.now();
         await client.runCommand(warm.id, { cmd: ['true'] });
         const exec = performance.now() - t0;
         if (measured) {
           add('aegis: create → first exec', create);
+          add('aegis: create → first exec, warm pool', createWarm);
           add('aegis: exec round trip', exec);
         }
         if (dockerWarm) {
@@ -197,6 +237,7 @@ export const sandboxes: Scenario = {
       for (const container of containers)
         await docker('DELETE', `/containers/${container}?force=1`).catch(() => {});
       await server?.stop();
+      await warmServer?.stop();
       rmSync(workDir, { recursive: true, force: true });
     }
   },

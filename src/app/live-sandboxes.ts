@@ -76,6 +76,42 @@ export interface LiveSandboxesOptions {
   readonly sandboxReplayBytes?: number;
   /** Commands running at once in one sandbox. @default 32 */
   readonly maxRunningCommands?: number;
+  /**
+   * Warm sandboxes kept ready per agent revision once one of its sandboxes was created (`--warm-sandboxes`):
+   * spawned with the exec agent already answering, so `create` only records it. Agents with secrets or spec.llm
+   * are never pooled (their placeholders and tokens are per sandbox). @default 0
+   */
+  readonly warmPerAgent?: number;
+  /** A revision's warm sandboxes are dropped after this long without a create. @default 10 min */
+  readonly warmIdleMs?: number;
+}
+
+/** A live instance with its exec agent answering, not yet handed to anyone. */
+interface Prepared {
+  readonly id: string;
+  readonly instance: string;
+  readonly session: LiveSession;
+  readonly wiring: PolicyWiring;
+}
+
+/** What a sandbox's instance is spawned with beside its command (`#policyWiring`). */
+interface PolicyWiring {
+  readonly redactor: Redactor;
+  readonly onNetworkDecision: (event: NetworkDecisionEvent) => void;
+  readonly secrets: InstanceSecrets | undefined;
+  readonly inSandboxApi: InSandboxApi | undefined;
+  /** Ends the LLM token and reports (idempotent). */
+  release(): void;
+  /** Policy events from now on may end `sandbox` (fail closed). */
+  bind(sandbox: Sandbox): void;
+}
+
+interface WarmPool {
+  readonly agent: CompiledAgent;
+  readonly ready: Prepared[];
+  filling: number;
+  lastUsedMs: number;
+  idle: Timer | undefined;
 }
 
 export interface CreateSandboxRequest {
@@ -207,6 +243,9 @@ interface Sandbox {
   readonly releaseLlm: () => void;
   /** Proxied port connections open now (they keep the sandbox from idling out). */
   openConnections: number;
+  /** `env` of the create request for a sandbox taken warm (its processes started before the request): added to
+   * every command's environment. Empty for a cold sandbox, whose environment already holds it. */
+  readonly baseEnv: Readonly<Record<string, string>>;
 }
 
 /** A streaming UTF-8 decoder (TextDecoder). */
@@ -249,6 +288,11 @@ export class LiveSandboxes {
   readonly #maxRunningCommands: number;
   readonly #sandboxes = new Map<string, Sandbox>();
   #starting = 0;
+  readonly #warmPerAgent: number;
+  readonly #warmIdleMs: number;
+  /** Warm sandboxes by `agent@revision`. */
+  readonly #pools = new Map<string, WarmPool>();
+  #closing = false;
 
   constructor(deps: LiveSandboxesDeps, options: LiveSandboxesOptions) {
     this.#deps = deps;
@@ -257,6 +301,15 @@ export class LiveSandboxes {
     this.#replayBytes = options.replayBytes ?? 8 * 1024 ** 2;
     this.#sandboxReplayBytes = options.sandboxReplayBytes ?? 32 * 1024 ** 2;
     this.#maxRunningCommands = options.maxRunningCommands ?? 32;
+    this.#warmPerAgent = options.warmPerAgent ?? 0;
+    this.#warmIdleMs = options.warmIdleMs ?? 10 * 60_000;
+  }
+
+  /** Warm sandboxes ready (or being made) on this node. */
+  warm(): number {
+    let n = 0;
+    for (const pool of this.#pools.values()) n += pool.ready.length + pool.filling;
+    return n;
   }
 
   /** Live sandboxes now (what `--max-sandboxes` counts). */
@@ -289,39 +342,15 @@ export class LiveSandboxes {
     this.#starting++;
     try {
       const { agent, revision } = await this.#resolve(request.agent);
-      const { clock, audit, runtime } = this.#deps;
-      const id = `sb_${this.#deps.ids.executionId().replace(/^ex_/, '')}`;
+      const { clock, audit } = this.#deps;
       const timeoutMs = request.timeoutMs ?? agent.limits.timeoutMs;
       assertTimer('timeout', timeoutMs);
       assertTimer('idleTimeout', request.idleTimeoutMs);
-      const withEnv: CompiledAgent = { ...agent, env: { ...agent.env, ...(request.env ?? {}) } };
-      // The manifest's whole policy, as for an execution: connections and secret uses into the ledger, placeholders
-      // for secrets, the in-sandbox API for spec.llm. `ended` is set once the sandbox exists; a policy event
-      // that cannot be recorded ends the sandbox (fail closed).
-      const wiring = await this.#policyWiring(id, agent);
-      let instance: string;
-      try {
-        instance = await runtime.spawn({
-          executionId: id,
-          agent: withEnv,
-          live: true,
-          onNetworkDecision: wiring.onNetworkDecision,
-          ...(wiring.secrets ? { secrets: wiring.secrets } : {}),
-          ...(wiring.inSandboxApi ? { inSandboxApi: wiring.inSandboxApi } : {}),
-        });
-      } catch (error) {
-        wiring.release();
-        throw error;
-      }
-      let session: LiveSession;
-      try {
-        const roots = sandboxPathRoots(agent);
-        session = await runtime.openLive(instance, { ...roots, maxFileBytes: this.#maxFileBytes });
-      } catch (error) {
-        await runtime.terminate(instance).catch(() => {});
-        wiring.release();
-        throw error;
-      }
+      const key = `${agent.name}@${revision.revision}`;
+      const warm = this.#poolable(agent) ? this.#takeWarm(key) : undefined;
+      const prepared =
+        warm ?? (await this.#prepare(agent, { ...agent, env: { ...agent.env, ...(request.env ?? {}) } }));
+      const { id, instance, session, wiring } = prepared;
       const now = clock.now();
       const sandbox: Sandbox = {
         id,
@@ -348,6 +377,7 @@ export class LiveSandboxes {
         redactor: wiring.redactor,
         releaseLlm: wiring.release,
         openConnections: 0,
+        baseEnv: warm ? { ...(request.env ?? {}) } : {},
       };
       wiring.bind(sandbox);
       this.#sandboxes.set(id, sandbox);
@@ -359,7 +389,9 @@ export class LiveSandboxes {
         by: principal.id,
         timeoutMs,
         idleTimeoutMs: sandbox.idleTimeoutMs,
+        ...(warm ? { warm: true } : {}),
       });
+      if (this.#poolable(agent)) this.#refill(key, agent);
       try {
         await this.#persist(sandbox);
       } catch (error) {
@@ -522,7 +554,7 @@ export class LiveSandboxes {
         {
           argv,
           cwd,
-          env: request.env ?? {},
+          env: { ...sandbox.baseEnv, ...(request.env ?? {}) },
           stdin: request.stdin !== undefined || request.keepStdin === true,
         },
         {
@@ -632,7 +664,13 @@ export class LiveSandboxes {
     let pty: LivePty;
     try {
       pty = await open(
-        { argv, cwd, env: request.env ?? {}, cols: request.cols, rows: request.rows },
+        {
+          argv,
+          cwd,
+          env: { ...sandbox.baseEnv, ...(request.env ?? {}) },
+          cols: request.cols,
+          rows: request.rows,
+        },
         {
           onOutput: (chunk) => {
             this.#touch(sandbox);
@@ -944,12 +982,120 @@ export class LiveSandboxes {
 
   /** Ends every sandbox (server shutdown). */
   async closeAll(): Promise<void> {
+    this.#closing = true;
+    const warm = [...this.#pools.values()].flatMap((pool) => {
+      pool.idle?.cancel();
+      return pool.ready.splice(0);
+    });
+    this.#pools.clear();
+    await Promise.all(warm.map((prepared) => this.#discard(prepared)));
     await Promise.all(
       [...this.#sandboxes.values()].map((sandbox) => this.#end(sandbox, 'server-shutdown', null)),
     );
   }
 
   // Internals ---------------------------------------------------------------------------------------------------
+
+  /** Spawns a live instance of `agent` (with `spawnAgent`'s environment) and opens its channel. */
+  async #prepare(agent: CompiledAgent, spawnAgent: CompiledAgent): Promise<Prepared> {
+    const { runtime } = this.#deps;
+    const id = `sb_${this.#deps.ids.executionId().replace(/^ex_/, '')}`;
+    // The manifest's whole policy, as for an execution: connections and secret uses into the ledger, placeholders
+    // for secrets, the in-sandbox API for spec.llm. A policy event that cannot be recorded ends the sandbox.
+    const wiring = await this.#policyWiring(id, agent);
+    let instance: string;
+    try {
+      instance = await runtime.spawn({
+        executionId: id,
+        agent: spawnAgent,
+        live: true,
+        onNetworkDecision: wiring.onNetworkDecision,
+        ...(wiring.secrets ? { secrets: wiring.secrets } : {}),
+        ...(wiring.inSandboxApi ? { inSandboxApi: wiring.inSandboxApi } : {}),
+      });
+    } catch (error) {
+      wiring.release();
+      throw error;
+    }
+    try {
+      const roots = sandboxPathRoots(agent);
+      const session = await runtime.openLive(instance, { ...roots, maxFileBytes: this.#maxFileBytes });
+      return { id, instance, session, wiring };
+    } catch (error) {
+      await runtime.terminate(instance).catch(() => {});
+      wiring.release();
+      throw error;
+    }
+  }
+
+  /** Pooled: nothing in the instance is per sandbox (no placeholders, no model token). */
+  #poolable(agent: CompiledAgent): boolean {
+    return this.#warmPerAgent > 0 && agent.secrets.length === 0 && agent.llm === null;
+  }
+
+  #takeWarm(key: string): Prepared | undefined {
+    const pool = this.#pools.get(key);
+    if (!pool) return undefined;
+    pool.lastUsedMs = this.#deps.clock.now();
+    return pool.ready.shift();
+  }
+
+  /** Tops `key`'s pool up to `warmPerAgent` in the background, within `--max-sandboxes` (warm ones count). */
+  #refill(key: string, agent: CompiledAgent): void {
+    let pool = this.#pools.get(key);
+    if (!pool) {
+      pool = { agent, ready: [], filling: 0, lastUsedMs: this.#deps.clock.now(), idle: undefined };
+      this.#pools.set(key, pool);
+    }
+    this.#armPoolIdle(key, pool);
+    while (
+      !this.#closing &&
+      pool.ready.length + pool.filling < this.#warmPerAgent &&
+      this.running() + this.warm() < this.#maxSandboxes
+    ) {
+      pool.filling++;
+      const target = pool;
+      void this.#prepare(agent, agent).then(
+        (prepared) => {
+          target.filling--;
+          if (this.#closing || this.#pools.get(key) !== target) return void this.#discard(prepared);
+          target.ready.push(prepared);
+          // A warm instance that dies while waiting leaves the pool.
+          void prepared.session.closed.then(() => {
+            const at = target.ready.indexOf(prepared);
+            if (at !== -1) {
+              target.ready.splice(at, 1);
+              void this.#discard(prepared);
+            }
+          });
+        },
+        () => {
+          // The next create runs cold and retries the refill.
+          target.filling--;
+        },
+      );
+    }
+  }
+
+  #armPoolIdle(key: string, pool: WarmPool): void {
+    pool.idle?.cancel();
+    const dueIn = pool.lastUsedMs + this.#warmIdleMs - this.#deps.clock.now();
+    pool.idle = this.#deps.clock.setTimeout(
+      () => {
+        if (this.#deps.clock.now() - pool.lastUsedMs < this.#warmIdleMs) return this.#armPoolIdle(key, pool);
+        if (this.#pools.get(key) === pool) this.#pools.delete(key);
+        for (const prepared of pool.ready.splice(0)) void this.#discard(prepared);
+      },
+      Math.max(dueIn, 10),
+      { background: true },
+    );
+  }
+
+  async #discard(prepared: Prepared): Promise<void> {
+    prepared.session.kill();
+    await this.#deps.runtime.terminate(prepared.instance).catch(() => {});
+    prepared.wiring.release();
+  }
 
   /**
    * What a live sandbox of `agent` gets beside its command, exactly as an execution does (run-agent.ts): every
@@ -958,7 +1104,7 @@ export class LiveSandboxes {
    * own; a spent budget ends the sandbox with reason `budget`. Events before `bind` (none are expected: the
    * instance does not run before `openLive`) are recorded all the same.
    */
-  async #policyWiring(id: string, agent: CompiledAgent) {
+  async #policyWiring(id: string, agent: CompiledAgent): Promise<PolicyWiring> {
     const { audit, runtime } = this.#deps;
     let sandbox: Sandbox | undefined;
     let instance: string | undefined;

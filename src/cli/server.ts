@@ -18,6 +18,7 @@ interface ServerFlags {
   drainTimeout: string;
   maxSandboxes?: string;
   warm?: string;
+  warmSandboxes: string;
   poolIdleTimeout?: string;
   maxAgentCpu?: string;
   maxAgentMemory?: string;
@@ -94,6 +95,7 @@ async function commandServer(flags: ServerFlags): Promise<number> {
       ? {}
       : { maxSandboxes: positiveInt(flags.maxSandboxes, '--max-sandboxes') }),
     ...(flags.warm === undefined ? {} : { warm: nonNegativeInt(flags.warm, '--warm') }),
+    warmSandboxes: nonNegativeInt(flags.warmSandboxes, '--warm-sandboxes'),
     ...(flags.poolIdleTimeout === undefined
       ? {}
       : { poolIdleTimeoutMs: durationMs(flags.poolIdleTimeout, '--pool-idle-timeout') }),
@@ -153,6 +155,11 @@ export function registerServerCommand(
       'sandboxes on this node, warm pools included (default: max-concurrent + 16)',
     )
     .option('--warm <n>', "warm sandboxes per agent revision, overriding every agent's spec.scaling.warm")
+    .option(
+      '--warm-sandboxes <n>',
+      'live sandboxes kept ready per agent revision after its first POST /v1/sandboxes (agents without secrets or spec.llm)',
+      '0',
+    )
     .option(
       '--pool-idle-timeout <duration>',
       "scale warm pools to zero after this idle time (overrides agents')",

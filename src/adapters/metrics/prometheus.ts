@@ -140,11 +140,11 @@ export class PrometheusMetrics implements ExecutionMetrics {
    * Live sandboxes (issue 12): how many by status, and per sandbox that has not ended its CPU time, memory and
    * processes — labelled by sandbox id and agent (bounded by --max-sandboxes; ended ones drop out).
    */
-  bindLiveSandboxes(list: () => readonly LiveSandboxSample[]): void {
+  bindLiveSandboxes(list: () => readonly LiveSandboxSample[], warm: () => number = () => 0): void {
     const live = () => list().filter((sandbox) => sandbox.status !== 'terminated');
     new Gauge({
       name: 'aegis_live_sandboxes',
-      help: 'Live sandboxes on this node by status',
+      help: 'Live sandboxes on this node by status (warm: kept ready by --warm-sandboxes, not yet created)',
       labelNames: ['status'],
       registers: [this.registry],
       collect() {
@@ -152,6 +152,7 @@ export class PrometheusMetrics implements ExecutionMetrics {
         for (const status of ['running', 'paused'] as const) {
           this.set({ status }, all.filter((sandbox) => sandbox.status === status).length);
         }
+        this.set({ status: 'warm' }, warm());
       },
     });
     const perSandbox = (
