@@ -36,6 +36,7 @@ import { kTransport, registerGrpcServices } from '../grpc/services.ts';
 import { buildOpenApi } from './openapi.ts';
 import { executionView, ROUTES, type Route } from './routes.ts';
 import { sandboxRoutes } from './sandbox-routes.ts';
+import { registerE2b } from '../e2b/index.ts';
 import * as S from './schemas.ts';
 import { transportOf, unixSockets } from './transport.ts';
 
@@ -406,6 +407,7 @@ export async function buildHttpApi(
   });
 
   await app.register(sandboxRoutes({ ctx, principalOf, serverPaths, streams }));
+  await registerE2b(app, ctx, requestTransport); // E2B-compatible API under /e2b (docs/E2B.md)
 
   const openapi = buildOpenApi({ version: options.version });
   app.get('/openapi.json', async (_request, reply) => reply.send(openapi));
