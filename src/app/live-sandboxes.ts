@@ -405,7 +405,7 @@ export class LiveSandboxes {
    * A new lifetime counted from now (E2B's `setTimeout`; keep-alive): the sandbox now ends `timeoutMs` from now,
    * sooner or later than before. A paused sandbox's deadline moves on resume as usual.
    */
-  async setTimeout(principal: Principal, id: string, timeoutMs: number): Promise<SandboxView> {
+  async setLifetime(principal: Principal, id: string, timeoutMs: number): Promise<SandboxView> {
     requireScope(principal, 'execute', 'changing a sandbox timeout');
     assertTimer('timeout', timeoutMs);
     const sandbox = this.#find(principal, id);

@@ -223,14 +223,14 @@ export function e2bControlRoutes(ctx: ApiContext, transportOf: TransportOf) {
       const timeoutMs = seconds(body(request)['timeout'], 'body.timeout');
       if (timeoutMs === undefined) throw new AegisError('USAGE', 'body.timeout: seconds from now');
       await current(principal, idOf(request));
-      await live().setTimeout(principal, idOf(request), timeoutMs);
+      await live().setLifetime(principal, idOf(request), timeoutMs);
       return reply.code(204).send();
     });
     app.post('/sandboxes/:id/refreshes', async (request, reply) => {
       const principal = await principalOf(request);
       const timeoutMs = seconds(body(request)['duration'], 'body.duration');
       await current(principal, idOf(request));
-      if (timeoutMs !== undefined) await live().setTimeout(principal, idOf(request), timeoutMs);
+      if (timeoutMs !== undefined) await live().setLifetime(principal, idOf(request), timeoutMs);
       return reply.code(204).send();
     });
     app.post('/sandboxes/:id/pause', async (request, reply) => {
@@ -247,7 +247,7 @@ export function e2bControlRoutes(ctx: ApiContext, transportOf: TransportOf) {
       let view = await current(principal, id);
       const wasPaused = view.status === 'paused';
       if (wasPaused) view = await live().resume(principal, id);
-      if (timeoutMs !== undefined) view = await live().setTimeout(principal, id, timeoutMs);
+      if (timeoutMs !== undefined) view = await live().setLifetime(principal, id, timeoutMs);
       return reply.code(wasPaused ? 201 : 200).send(sandboxWithToken(view, tokenOf(request)));
     };
     app.post('/sandboxes/:id/resume', resume);
