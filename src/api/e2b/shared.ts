@@ -39,7 +39,7 @@ export async function e2bPrincipal(ctx: ApiContext, transport: 'tcp' | 'unix', h
   const authorization = authorizationOf(headers);
   if (authorization === undefined && transport === 'tcp') {
     throw new AegisError('UNAUTHENTICATED', 'no API key: send it as X-API-Key (E2B_API_KEY)', {
-      hint: 'set E2B_API_KEY to an AEGIS API key (aegis key create --scope execute)',
+      hint: 'set E2B_API_KEY to an AEGIS API key (aegis keys create --name NAME --scope execute)',
     });
   }
   return ctx.gate.admit({ transport, authorization });
