@@ -23,6 +23,7 @@ import { followLogs } from '../../app/follow-logs.ts';
 import { requireScope } from '../../domain/auth/api-key.ts';
 import { AegisError } from '../../domain/errors.ts';
 import type { ApiContext } from '../context.ts';
+import { registerE2b } from '../e2b/index.ts';
 import {
   errorBody,
   httpStatusOf,
@@ -36,7 +37,6 @@ import { kTransport, registerGrpcServices } from '../grpc/services.ts';
 import { buildOpenApi } from './openapi.ts';
 import { executionView, ROUTES, type Route } from './routes.ts';
 import { sandboxRoutes } from './sandbox-routes.ts';
-import { registerE2b } from '../e2b/index.ts';
 import * as S from './schemas.ts';
 import { transportOf, unixSockets } from './transport.ts';
 
