@@ -79,7 +79,7 @@ export function checkUser(headers: HeaderBag, username: unknown): void {
 /** E2B's error body `{code, message}` (the SDK reads both), from any error, in public form. */
 export function e2bErrorBody(
   error: unknown,
-  serverPaths: readonly ServerPath[],
+  serverPaths: readonly ServerPath[] = [],
 ): { status: number; body: { code: number; message: string } } {
   const aegis = publicError(toAegisError(error), serverPaths);
   const status = httpStatusOf(aegis);
