@@ -12,7 +12,14 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { AuthenticationError, CommandExitError, Sandbox } from 'e2b';
-import { cli, killServers, type ServerProcess, serverDirs, startServerProcess } from './harness.ts';
+import {
+  cli,
+  killServers,
+  pollUntil,
+  type ServerProcess,
+  serverDirs,
+  startServerProcess,
+} from './harness.ts';
 
 interface AuditEntry {
   kind: string;
@@ -99,9 +106,11 @@ describe('the e2b SDK against AEGIS', { concurrency: true }, () => {
       listed.some((process) => process.pid === background.pid),
       JSON.stringify(listed),
     );
+    await pollUntil('the background command to print', async () =>
+      background.stdout === 'started\n' ? true : undefined,
+    );
     assert.equal(await background.kill(), true);
     await assert.rejects(background.wait(), CommandExitError);
-    assert.equal(background.stdout, 'started\n');
 
     const written = await sandbox.files.write('/workspace/notes/hello.txt', 'hello from e2b\n');
     assert.equal(written.path, '/workspace/notes/hello.txt');
