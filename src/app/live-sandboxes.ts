@@ -510,6 +510,24 @@ export class LiveSandboxes {
     return this.#view(sandbox);
   }
 
+  /**
+   * A new lifetime counted from now (E2B's `setTimeout`; keep-alive): the sandbox now ends `timeoutMs` from now,
+   * sooner or later than before. A paused sandbox's deadline moves on resume as usual.
+   */
+  async setLifetime(principal: Principal, id: string, timeoutMs: number): Promise<SandboxView> {
+    requireScope(principal, 'execute', 'changing a sandbox timeout');
+    assertTimer('timeout', timeoutMs);
+    const sandbox = this.#find(principal, id);
+    if (sandbox.status === 'terminated') throw notFoundSandbox(id);
+    const now = this.#deps.clock.now();
+    // While paused, the deadline is shifted by the pause length on resume: count from the pause's start.
+    sandbox.expiresAtMs = (sandbox.pausedAtMs ?? now) + timeoutMs;
+    if (sandbox.status === 'running') this.#armLifetime(sandbox);
+    this.#touch(sandbox);
+    await this.#persist(sandbox);
+    return this.#view(sandbox);
+  }
+
   /** Back to running: the paused time is added to the deadline, the timers re-armed. */
   #unpause(sandbox: Sandbox): number {
     const now = this.#deps.clock.now();

@@ -23,6 +23,7 @@ import { followLogs } from '../../app/follow-logs.ts';
 import { requireScope } from '../../domain/auth/api-key.ts';
 import { AegisError } from '../../domain/errors.ts';
 import type { ApiContext } from '../context.ts';
+import { registerE2b } from '../e2b/index.ts';
 import {
   errorBody,
   httpStatusOf,
@@ -410,6 +411,7 @@ export async function buildHttpApi(
 
   await app.register(sandboxRoutes({ ctx, principalOf, serverPaths, streams }));
   listeners?.h1.on('upgrade', sandboxUpgradeHandler({ ctx, serverPaths, log }));
+  await registerE2b(app, ctx, requestTransport); // E2B-compatible API under /e2b (docs/E2B.md)
 
   const openapi = buildOpenApi({ version: options.version });
   app.get('/openapi.json', async (_request, reply) => reply.send(openapi));
