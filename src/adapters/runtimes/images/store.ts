@@ -12,6 +12,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { chmodSync, lstatSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { AegisError } from '../../../domain/errors.ts';
 import { type ImageRef, parseImageRef } from '../../../domain/runtime/image-ref.ts';
@@ -41,6 +42,12 @@ export interface ImageStoreOptions {
   readonly budget?: UnpackBudget;
 }
 
+/** The cache when no composition root names one: root's /var/lib/aegis/images, else ~/.cache/aegis/images. */
+export function defaultImageCacheDir(): string {
+  if (process.getuid?.() === 0) return '/var/lib/aegis/images';
+  return join(process.env['XDG_CACHE_HOME'] || join(homedir(), '.cache'), 'aegis', 'images');
+}
+
 /** Directories and files every AEGIS runtime binds over the image's root (made so the root is never written). */
 const MOUNT_DIRS = ['proc', 'dev', 'sys', 'tmp', 'agent', 'workspace', 'run', 'run/aegis'];
 const MOUNT_FILES = ['run/aegis/input.json', 'run/aegis/output.json'];
@@ -59,7 +66,7 @@ export class ImageStore {
    * Resolves a manifest's `spec.runtime.image` (`agentDir` anchors relative layout paths). An engine image needs
    * `engine`; without one it is RUNTIME_UNAVAILABLE naming how to get one.
    */
-  resolve(value: string, agentDir: string, engine: DockerEngine | undefined): Promise<ResolvedImage> {
+  resolve(value: string, agentDir: string, engine: (() => DockerEngine) | undefined): Promise<ResolvedImage> {
     const ref = parseImageRef(value, agentDir);
     if (ref.kind === 'layout') return this.resolveLayout(ref.path);
     if (engine === undefined) {
@@ -72,7 +79,7 @@ export class ImageStore {
         },
       );
     }
-    return this.resolveEngine(engine, ref);
+    return this.resolveEngine(engine(), ref);
   }
 
   /** An OCI image layout directory. */
