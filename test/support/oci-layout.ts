@@ -3,7 +3,7 @@
  * links, devices, whiteouts), gzip or plain, an image config, index.json → manifest. No registry, no docker.
  */
 import { createHash } from 'node:crypto';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { pack } from 'tar-stream';
@@ -128,4 +128,16 @@ export async function writeOciLayout(
     layerDigests: layerDescriptors.map((d) => d.digest),
     blob: (digest) => join(blobs, digest.slice('sha256:'.length)),
   };
+}
+
+/** A FROM-scratch image of Debian's busybox-static (/bin/busybox on the host) and a few applet links. */
+export function busyboxLayers(): LayoutEntry[][] {
+  const applets = ['sh', 'cat', 'echo', 'id', 'touch', 'kill', 'ls'];
+  return [
+    [
+      { name: 'bin/', type: 'directory' },
+      { name: 'bin/busybox', content: readFileSync('/bin/busybox'), mode: 0o755 },
+      ...applets.map((name): LayoutEntry => ({ name: `bin/${name}`, type: 'symlink', linkname: 'busybox' })),
+    ],
+  ];
 }
