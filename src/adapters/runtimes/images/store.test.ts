@@ -153,8 +153,9 @@ describe('ImageStore: OCI layouts', () => {
   });
 
   it('refuses entries that climb out with ".." or are absolute', async () => {
-    const outside = join(work, `outside-${n}`);
-    for (const name of ['../../../../../../../../outside-dotdot', 'a/../../escape', '/abs-entry']) {
+    // Enough `..` to reach / from any temp dir: an unpacker that followed them would write /aegis-test-escape-<pid>.
+    const outside = `/aegis-test-escape-${process.pid}`;
+    for (const name of [`../../../../../../../../../../../../..${outside}`, 'a/../../escape', '/abs-entry']) {
       const layout = await layoutOf([
         [
           { name: 'a/', type: 'directory' },
