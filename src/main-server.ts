@@ -138,6 +138,7 @@ export async function startServer(
       identity,
       protectedPaths: [config.home],
       scratchRoot: sandbox.scratchRoot,
+      imageCacheDir: join(config.home, 'images'),
       ...(env['AEGIS_NODE_BINARY'] ? { nodeBinary: env['AEGIS_NODE_BINARY'] } : {}),
     },
     undefined,

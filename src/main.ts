@@ -246,6 +246,7 @@ export function openLocalContext(config: AegisConfig = loadConfig()): LocalConte
       identity: base.identity,
       protectedPaths: [config.home],
       scratchRoot: sandbox.scratchRoot,
+      imageCacheDir: join(config.home, 'images'),
       ...(process.env['AEGIS_NODE_BINARY'] ? { nodeBinary: process.env['AEGIS_NODE_BINARY'] } : {}),
     },
     undefined,

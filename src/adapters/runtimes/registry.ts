@@ -32,7 +32,10 @@ import { detectCgroupLayout } from './sandbox/cgroups.ts';
 import { SandboxRuntime, type SandboxRuntimeOptions } from './sandbox/runtime.ts';
 
 /** What a runtime factory gets: the sandbox's options are the common ones (identity, protected paths, scratch). */
-export type RuntimeFactoryOptions = SandboxRuntimeOptions;
+export type RuntimeFactoryOptions = SandboxRuntimeOptions & {
+  /** Where custom images are unpacked (images/store.ts). @default $AEGIS_HOME/images from the composition root */
+  readonly imageCacheDir?: string;
+};
 
 export interface RuntimeEntry {
   readonly name: RuntimeName;
@@ -131,6 +134,7 @@ export function runtimeEntries(): RuntimeEntry[] {
           ...(options.scratchRoot ? { scratchRoot: options.scratchRoot } : {}),
           ...(options.nodeBinary ? { nodeBinary: options.nodeBinary } : {}),
           ...(options.nsenterPath ? { nsenterPath: options.nsenterPath } : {}),
+          ...(options.imageCacheDir ? { imageCacheDir: options.imageCacheDir } : {}),
         }),
     },
     {
@@ -142,6 +146,7 @@ export function runtimeEntries(): RuntimeEntry[] {
           ...(options.protectedPaths ? { protectedPaths: options.protectedPaths } : {}),
           ...(options.nodeBinary ? { nodeBinary: options.nodeBinary } : {}),
           ...(options.nsenterPath ? { nsenterPath: options.nsenterPath } : {}),
+          ...(options.imageCacheDir ? { imageCacheDir: options.imageCacheDir } : {}),
         }),
     },
     notInThisBuild('firecracker', 'no microVM runtime yet (docs/adr/0031-microvm-runtime-port.md)'),

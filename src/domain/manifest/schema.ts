@@ -5,6 +5,7 @@
  */
 import { z } from 'zod';
 import { parseNetworkRule } from '../policy/network-rules.ts';
+import { imageRefProblem } from '../runtime/image-ref.ts';
 import { SecretRefs } from '../secrets/secret-ref.ts';
 import { parseCpu, parseDuration, parseSize } from '../units.ts';
 
@@ -38,9 +39,9 @@ export const Runtime = z
     command: z.array(z.string().min(1)).min(1).optional().meta({
       description: 'Explicit argv, run with /agent as the working directory. Alternative to entrypoint.',
     }),
-    image: z.string().min(1).max(255).optional().meta({
+    image: z.string().min(1).max(4096).optional().meta({
       description:
-        'isolation docker: an image already in the local engine (e.g. built by `aegis image build`); default: the host /usr view.',
+        'isolation docker or gvisor: an image in the local Docker Engine (name[:tag], e.g. built by `aegis image build`) or an OCI image layout directory (oci:<dir>, ./<dir> relative to agent.yaml, or /<dir>); default: the host /usr view.',
     }),
   })
   .superRefine((runtime, ctx) => {
@@ -64,6 +65,10 @@ export const Runtime = z
         message: 'give either entrypoint or command, not both',
         path: ['command'],
       });
+    }
+    if (runtime.image !== undefined) {
+      const problem = imageRefProblem(runtime.image);
+      if (problem !== undefined) ctx.addIssue({ code: 'custom', message: problem, path: ['image'] });
     }
     if (runtime.entrypoint !== undefined) {
       const entry = runtime.entrypoint;

@@ -101,7 +101,8 @@ export const RUNTIME_CAPABILITIES: Readonly<Record<RuntimeName, Readonly<Record<
     'scaling.warm':
       'a booted sandbox with an idle init (runsc create + start); the agent is runsc exec-ed on execute',
     'llm.gateway': null,
-    'runtime.image': null,
+    'runtime.image':
+      'the image unpacked once into a read-only root (an OCI layout directory, or an image exported from the local Docker Engine): every blob digest checked, no-follow unpacking, setuid bits and devices dropped; AEGIS binds its mounts over it',
   },
   docker: {
     'resources.memory':
@@ -123,7 +124,7 @@ export const RUNTIME_CAPABILITIES: Readonly<Record<RuntimeName, Readonly<Record<
       'a started container whose gate (sh reading its go line on stdin) holds the agent back; prewarm is the same thing',
     'llm.gateway': null,
     'runtime.image':
-      'an image already in the local Docker Engine (aegis image build makes one from a rootfs directory)',
+      'an image already in the local Docker Engine (aegis image build makes one from a rootfs directory), or an OCI layout directory unpacked and verified as for gvisor and imported once, tagged by its digest',
   },
   firecracker: Object.fromEntries(RULES.map((rule) => [rule, null])) as Record<Rule, Enforcement>,
 };

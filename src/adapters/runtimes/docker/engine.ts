@@ -4,11 +4,12 @@
  * (stdin in, multiplexed stdout/stderr out). Only what the `docker` runtime uses; nothing here knows about agents.
  */
 import { createHash } from 'node:crypto';
-import { existsSync, realpathSync } from 'node:fs';
+import { createWriteStream, existsSync, realpathSync } from 'node:fs';
 import http from 'node:http';
 import type { Socket } from 'node:net';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import { AegisError } from '../../../domain/errors.ts';
 
 /** API version pinned: Docker 20.10 speaks 1.41; newer engines still answer it. */
@@ -110,6 +111,34 @@ export class DockerEngine {
       req.on('error', (error) => reject(this.unreachable(error)));
       if (streamed) (body as Readable).pipe(req);
       else req.end(payload);
+    });
+  }
+
+  /** GETs `path` into `file` (created 0600, must not exist): a large answer (an image export) never sits in memory. */
+  download(path: string, file: string): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const req = http.request(
+        { socketPath: this.socketPath, method: 'GET', path: `${API}${path}`, timeout: this.timeoutMs },
+        (res) => {
+          if (res.statusCode !== 200) {
+            const chunks: Buffer[] = [];
+            res.on('data', (chunk: Buffer) => chunks.push(chunk));
+            res.on('end', () =>
+              reject(
+                new AegisError(
+                  'RUNTIME_UNAVAILABLE',
+                  `GET ${path}: the Docker Engine answered ${res.statusCode}: ${Buffer.concat(chunks).toString('utf8').trim()}`,
+                ),
+              ),
+            );
+            return;
+          }
+          pipeline(res, createWriteStream(file, { flags: 'wx', mode: 0o600 })).then(resolve, reject);
+        },
+      );
+      req.on('timeout', () => req.destroy(new Error(`no answer within ${this.timeoutMs} ms`)));
+      req.on('error', (error) => reject(this.unreachable(error)));
+      req.end();
     });
   }
 

@@ -12,13 +12,14 @@ import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { stringify } from 'yaml';
+import { busyboxLayers, writeOciLayout } from '../../../../test/support/oci-layout.ts';
 import type { NetworkDecisionEvent, ProcessIdentity, TaskOutput } from '../../../app/ports.ts';
 import { isAegisError } from '../../../domain/errors.ts';
 import type { CompiledAgent } from '../../../domain/manifest/compiled.ts';
 import { ProcIdentity } from '../../host/process-identity.ts';
 import { loadManifestFile } from '../../manifest/yaml-loader.ts';
 import { DockerEngine } from './engine.ts';
-import { importRootfs } from './images.ts';
+import { imageId, importRootfs } from './images.ts';
 import { DockerRuntime, verifyMounts } from './runtime.ts';
 
 const REPO = join(import.meta.dirname, '..', '..', '..', '..');
@@ -140,7 +141,7 @@ print("probe done")
 
 describe('docker runtime (real dockerd)', { skip }, () => {
   before(() => {
-    runtime = new DockerRuntime({ identity, engine });
+    runtime = new DockerRuntime({ identity, engine, imageCacheDir: join(work, 'images') });
   });
   after(async () => {
     await runtime?.terminateAll();
@@ -379,6 +380,40 @@ echo "{\\"ro\\":\\"$ro\\",\\"host\\":\\"$host\\"}"
         isAegisError(error) &&
         error.code === 'RUNTIME_UNAVAILABLE' &&
         /aegis image build/.test(error.hint ?? ''),
+    );
+  });
+
+  it('runs an OCI image layout directory (busybox-static): verified, imported once by digest, image Env kept, root read-only', {
+    skip: existsSync('/bin/busybox')
+      ? false
+      : 'busybox-static is not installed (apt-get install busybox-static)',
+  }, async () => {
+    const layout = await writeOciLayout(join(work, `layout-${++seq}`), busyboxLayers(), {
+      env: ['PATH=/bin', 'FROM_IMAGE=layout'],
+    });
+    const agent = await agentOf({
+      runtime: {
+        command: [
+          '/bin/sh',
+          '-c',
+          'echo "{\\"uid\\": $(id -u), \\"in\\": $(cat /run/aegis/input.json), \\"img\\": \\"$FROM_IMAGE\\", \\"rootw\\": \\"$(touch /pwned 2>/dev/null && echo yes || echo no)\\"}"',
+        ],
+        image: `oci:${layout.dir}`,
+      },
+    });
+    const r = await run(agent, [3]);
+    assert.equal(r.out.status, 'succeeded', r.logs.join('\n'));
+    assert.deepEqual(r.out.output, { uid: runtime.user.uid, in: [3], img: 'layout', rootw: 'no' });
+    const tag = `aegis-oci:${layout.manifestDigest.slice('sha256:'.length)}`;
+    assert.ok(await imageId(engine, tag), `${tag} imported`);
+    // A tampered layout is refused before anything reaches the engine.
+    const tampered = await writeOciLayout(join(work, `layout-${++seq}`), busyboxLayers());
+    writeFileSync(tampered.blob(tampered.layerDigests[0]!), 'not the layer');
+    const evil = await agentOf({ runtime: { command: ['/bin/true'], image: `oci:${tampered.dir}` } });
+    await assert.rejects(run(evil), (error) => isAegisError(error) && error.code === 'MANIFEST_INVALID');
+    assert.equal(
+      await imageId(engine, `aegis-oci:${tampered.manifestDigest.slice('sha256:'.length)}`),
+      undefined,
     );
   });
 

@@ -44,8 +44,11 @@ import { checkMountSource } from '../../../domain/filesystem-policy.ts';
 import type { CompiledAgent } from '../../../domain/manifest/compiled.ts';
 import { isWithin } from '../../../domain/paths.ts';
 import type { NetworkPolicy } from '../../../domain/policy/network-rules.ts';
+import { parseImageRef } from '../../../domain/runtime/image-ref.ts';
 import { classifyOutcome } from '../../../domain/runtime/outcome.ts';
 import type { EgressProxy } from '../../egress/proxy.ts';
+import { imageAgentArgv, imageEnv } from '../images/agent-command.ts';
+import { defaultImageCacheDir, ImageStore } from '../images/store.ts';
 import { type CgroupLayout, detectCgroupLayout, type SandboxCgroup } from '../sandbox/cgroups.ts';
 import { bindWarm, openEgressInNetns, type Route, setPolicyOfExecution } from '../sandbox/egress.ts';
 import { generatedEtc, HOST_INTERPRETERS, NODE_INSIDE, sandboxEnv } from '../sandbox/environment.ts';
@@ -55,7 +58,7 @@ import { hostSeccompArch } from '../sandbox/seccomp.ts';
 import { collectOutput, createLogSink, lineSplitter } from '../sandbox/supervise.ts';
 import { DockerCgroups, removeContainerParents } from './cgroups.ts';
 import { DockerEngine, demux } from './engine.ts';
-import { ensureBaseImage, imageId } from './images.ts';
+import { ensureBaseImage, entriesOfDir, imageId, importEntries } from './images.ts';
 import { dockerSeccompProfile } from './seccomp-profile.ts';
 
 const SPAWN_DEADLINE_MS = 10_000;
@@ -86,6 +89,8 @@ export interface DockerRuntimeOptions {
   readonly nsenterPath?: string;
   /** @default detectCgroupLayout() */
   readonly cgroupLayout?: CgroupLayout;
+  /** Where an OCI layout `spec.runtime.image` is unpacked and verified before it is imported. @default images/store.ts */
+  readonly imageCacheDir?: string;
 }
 
 interface Instance {
@@ -177,6 +182,7 @@ export class DockerRuntime implements Runtime {
   private readonly instances = new Map<InstanceId, Instance>();
   private readonly mergedUsr = hostHasMergedUsr();
   private baseImage: Promise<string> | undefined;
+  private images: ImageStore | undefined;
   private readonly cgroupLayout: CgroupLayout;
   private readonly cgroups: DockerCgroups;
   /** Whether dockerd uses the cgroupfs driver (then containers nest in AEGIS's groups: cgroups.ts). */
@@ -224,7 +230,7 @@ export class DockerRuntime implements Runtime {
   /** The image and the argv after the gate. */
   private async imageAndCommand(
     agent: CompiledAgent,
-  ): Promise<{ image: string; argv: string[]; custom: boolean }> {
+  ): Promise<{ image: string; argv: string[]; custom: boolean; env: readonly string[] }> {
     const { language, entrypoint, command, image } = agent.runtime;
     if (entrypoint !== undefined && !existsSync(join(agent.agentDir, entrypoint))) {
       throw new AegisError(
@@ -238,7 +244,17 @@ export class DockerRuntime implements Runtime {
       );
     }
     if (image !== undefined) {
-      if ((await imageId(this.engine, image)) === undefined) {
+      const ref = parseImageRef(image, agent.agentDir);
+      if (ref.kind === 'layout') {
+        // Unpacked and verified by AEGIS (the same tree gvisor runs), then imported once, tagged by its digest.
+        this.images ??= new ImageStore({ dir: this.options.imageCacheDir ?? defaultImageCacheDir() });
+        const resolved = await this.images.resolveLayout(ref.path);
+        const tag = `aegis-oci:${resolved.key.slice('sha256:'.length)}`;
+        if ((await imageId(this.engine, tag)) === undefined)
+          await importEntries(this.engine, entriesOfDir(resolved.rootfs), tag);
+        return { image: tag, argv: imageAgentArgv(agent), custom: true, env: resolved.config.env };
+      }
+      if ((await imageId(this.engine, ref.name)) === undefined) {
         throw new AegisError(
           'RUNTIME_UNAVAILABLE',
           `spec.runtime.image: the local Docker Engine has no image "${image}"`,
@@ -248,9 +264,8 @@ export class DockerRuntime implements Runtime {
           },
         );
       }
-      const interpreters: Record<string, string> = { python: 'python3', node: 'node', bash: 'bash' };
-      const argv = command !== undefined ? [...command] : [interpreters[language ?? 'bash']!, entrypoint!];
-      return { image, argv, custom: true };
+      // The engine merges the image's own Env under the container's.
+      return { image, argv: imageAgentArgv(agent), custom: true, env: [] };
     }
     this.baseImage ??= ensureBaseImage(
       this.engine,
@@ -264,14 +279,14 @@ export class DockerRuntime implements Runtime {
       this.baseImage = undefined;
       throw error;
     }
-    if (command !== undefined) return { image: base, argv: [...command], custom: false };
+    if (command !== undefined) return { image: base, argv: [...command], custom: false, env: [] };
     const interpreter = HOST_INTERPRETERS[language ?? 'bash'];
     if (language !== 'node' && !existsSync(interpreter)) {
       throw new AegisError('RUNTIME_UNAVAILABLE', `${interpreter} is not installed on this host`, {
         hint: `install it (Debian: apt-get install ${language === 'python' ? 'python3' : 'bash'})`,
       });
     }
-    return { image: base, argv: [interpreter, entrypoint!], custom: false };
+    return { image: base, argv: [interpreter, entrypoint!], custom: false, env: [] };
   }
 
   private protectedPaths(): string[] {
@@ -400,7 +415,7 @@ export class DockerRuntime implements Runtime {
       throw new AegisError('USAGE', `execution id ${executionId} is not a plain id`);
     await this.requireEngine();
     const egress = agent.network.allow.length > 0;
-    const { image, argv, custom } = await this.imageAndCommand(agent);
+    const { image, argv, custom, env: imageEnvList } = await this.imageAndCommand(agent);
     this.ensureScratchRoot();
     const dir = mkdtempSync(join(this.scratchRoot, `${executionId}-`));
     const held: number[] = [];
@@ -442,7 +457,10 @@ export class DockerRuntime implements Runtime {
         Entrypoint: [custom ? '/bin/sh' : '/usr/bin/sh'],
         Cmd: ['-c', GATE_SCRIPT, 'aegis-gate', ...argv],
         Env: Object.entries(
-          sandboxEnv(agent, executionId, { egress, secretEnv: spec.secrets?.env ?? {} }),
+          imageEnv(
+            imageEnvList,
+            sandboxEnv(agent, executionId, { egress, secretEnv: spec.secrets?.env ?? {} }),
+          ),
         ).map(([key, value]) => `${key}=${value}`),
         User: `${this.user.uid}:${this.user.gid}`,
         WorkingDir: '/agent',

@@ -23,8 +23,10 @@ export interface OciPlan {
   readonly hostname: string;
   readonly env: Readonly<Record<string, string>>;
   readonly argv: readonly string[];
-  /** The generated read-only root directory. */
+  /** The read-only root directory: generated, or a custom image's (images/store.ts). */
   readonly rootfs: string;
+  /** Bind the host's /usr (and /bin… when not merged) over the root: the default rootfs; false for an image. */
+  readonly hostView?: boolean;
   readonly mergedUsr: boolean;
   /** Host /etc entries bound read-only at the same path. */
   readonly etcFiles: readonly string[];
@@ -94,9 +96,10 @@ export function buildOciSpec(plan: OciPlan): OciSpec {
     // gVisor populates its own /dev (null, zero, random, urandom, tty, fd links) on this tmpfs.
     { destination: '/dev', type: 'tmpfs', source: 'tmpfs', options: ['nosuid', 'strictatime', 'mode=755'] },
     tmpfs('/dev/shm', '1777'),
-    ro('/usr', '/usr'),
   ];
-  if (!plan.mergedUsr) {
+  const hostView = plan.hostView ?? true;
+  if (hostView) mounts.push(ro('/usr', '/usr'));
+  if (hostView && !plan.mergedUsr) {
     for (const dir of ['/bin', '/sbin', '/lib', '/lib64']) mounts.push(ro(dir, dir));
   }
   for (const file of plan.etcFiles) mounts.push(ro(file, file));

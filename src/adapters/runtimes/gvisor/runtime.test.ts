@@ -25,12 +25,15 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
 import { stringify } from 'yaml';
+import { busyboxLayers, writeOciLayout } from '../../../../test/support/oci-layout.ts';
 import { pollUntil } from '../../../../test/support/poll.ts';
 import type { NetworkDecisionEvent, ProcessIdentity } from '../../../app/ports.ts';
 import { isAegisError } from '../../../domain/errors.ts';
 import type { CompiledAgent } from '../../../domain/manifest/compiled.ts';
 import { ProcIdentity } from '../../host/process-identity.ts';
 import { loadManifestFile } from '../../manifest/yaml-loader.ts';
+import { DockerEngine } from '../docker/engine.ts';
+import { importRootfs } from '../docker/images.ts';
 import { detectCgroupLayout } from '../sandbox/cgroups.ts';
 import { resolveSandboxUser } from '../sandbox/host.ts';
 import { GvisorRuntime } from './runtime.ts';
@@ -49,6 +52,21 @@ function skipReason(): string | undefined {
   return undefined;
 }
 const skip = skipReason();
+const engine = new DockerEngine({
+  socketPath: (process.env['AEGIS_TEST_DOCKER_HOST'] ?? 'unix:///var/run/docker.sock').replace(
+    /^unix:\/\//,
+    '',
+  ),
+});
+const noBusybox = existsSync('/bin/busybox')
+  ? false
+  : 'busybox-static is not installed (apt-get install busybox-static)';
+/** The agent's report from inside a busybox image: uid, input, the image's Env, whether it can write its root. */
+const IMAGE_REPORT = [
+  '/bin/sh',
+  '-c',
+  'echo "{\\"uid\\": $(id -u), \\"in\\": $(cat /run/aegis/input.json), \\"img\\": \\"$FROM_IMAGE\\", \\"rootw\\": \\"$(touch /pwned 2>/dev/null && echo yes || echo no)\\", \\"cwd\\": \\"$(pwd)\\"}"',
+];
 if (skip) process.stderr.write(`SKIPPED gvisor runtime tests: ${skip}\n`);
 
 let seq = 0;
@@ -64,12 +82,14 @@ interface AgentFiles {
   readonly write?: readonly { source: string; target: string }[];
   readonly resources?: Readonly<Record<string, string | number>>;
   readonly env?: Readonly<Record<string, string>>;
+  readonly image?: string;
 }
 
 describe('gvisor runtime (runsc)', { concurrency: true, skip }, () => {
   const temps: string[] = [];
   let rt: GvisorRuntime;
   let scratch: string;
+  let images: string;
   let server: Server;
   let port = 0;
   const hits: string[] = [];
@@ -83,7 +103,13 @@ describe('gvisor runtime (runsc)', { concurrency: true, skip }, () => {
 
   before(async () => {
     scratch = tempDir('scratch');
-    rt = new GvisorRuntime({ identity: new ProcIdentity(), scratchRoot: scratch });
+    images = tempDir('images');
+    rt = new GvisorRuntime({
+      identity: new ProcIdentity(),
+      scratchRoot: scratch,
+      imageCacheDir: images,
+      engine,
+    });
     server = createServer((req, res) => {
       hits.push(req.url ?? '');
       res.end(`hello ${req.url}`);
@@ -105,10 +131,12 @@ describe('gvisor runtime (runsc)', { concurrency: true, skip }, () => {
       kind: 'Agent',
       metadata: { name: `gvt-${spec.language ?? 'cmd'}`, version: '1.0.0' },
       spec: {
-        runtime:
-          spec.command !== undefined
+        runtime: {
+          ...(spec.command !== undefined
             ? { command: [...spec.command] }
-            : { language: spec.language, entrypoint: spec.entrypoint },
+            : { language: spec.language, entrypoint: spec.entrypoint }),
+          ...(spec.image !== undefined ? { image: spec.image } : {}),
+        },
         isolation: 'gvisor',
         security: {
           network: { allow: [...(spec.allow ?? [])] },
@@ -151,6 +179,50 @@ describe('gvisor runtime (runsc)', { concurrency: true, skip }, () => {
     const transcript = `${JSON.stringify(result)}\nstdout: ${stdout.join('\n')}\nstderr: ${stderr.join('\n')}`;
     return { result, stdout, stderr, decisions, transcript };
   }
+
+  it("runs an OCI image layout directory as its read-only root (busybox-static), the image Env under AEGIS's", {
+    skip: noBusybox,
+  }, async () => {
+    const layout = await writeOciLayout(tempDir('layout'), busyboxLayers(), {
+      env: ['PATH=/bin', 'FROM_IMAGE=layout'],
+    });
+    const { result, transcript } = await run({ command: IMAGE_REPORT, image: `oci:${layout.dir}` }, [4]);
+    assert.equal(result.status, 'succeeded', transcript);
+    assert.deepEqual(result.output, { uid: rt.user.uid, in: [4], img: 'layout', rootw: 'no', cwd: '/agent' });
+    const rootfs = join(images, layout.manifestDigest.slice('sha256:'.length), 'rootfs');
+    assert.equal(existsSync(join(rootfs, 'pwned')), false);
+    // A tampered layout is refused before anything runs.
+    const other = await writeOciLayout(tempDir('layout'), busyboxLayers(), { env: ['X=1'] });
+    writeFileSync(other.blob(other.layerDigests[0]!), 'not the layer');
+    await assert.rejects(
+      run({ command: ['/bin/true'], image: `oci:${other.dir}` }),
+      (error) => isAegisError(error) && error.code === 'MANIFEST_INVALID',
+    );
+  });
+
+  it('runs an image of the local Docker Engine (exported once, cached by image id)', {
+    skip: noBusybox,
+  }, async (t) => {
+    if (!(await engine.ping())) {
+      t.skip(
+        `no Docker Engine on ${engine.socketPath}: export AEGIS_TEST_DOCKER_HOST=$(bash scripts/test-dockerd.sh start)`,
+      );
+      return;
+    }
+    const rootfs = tempDir('busybox');
+    mkdirSync(join(rootfs, 'bin'));
+    writeFileSync(join(rootfs, 'bin', 'busybox'), readFileSync('/bin/busybox'), { mode: 0o755 });
+    for (const tool of ['sh', 'cat', 'echo', 'id', 'touch', 'kill', 'pwd'])
+      symlinkSync('busybox', join(rootfs, 'bin', tool));
+    const id = await importRootfs(engine, rootfs, 'aegis-test-gvisor-busybox:1');
+    const { result, transcript } = await run(
+      { command: IMAGE_REPORT, image: 'aegis-test-gvisor-busybox:1' },
+      'x',
+    );
+    assert.equal(result.status, 'succeeded', transcript);
+    assert.deepEqual(result.output, { uid: rt.user.uid, in: 'x', img: '', rootw: 'no', cwd: '/agent' });
+    assert.ok(existsSync(join(images, id.slice('sha256:'.length), 'rootfs', 'bin', 'busybox')));
+  });
 
   it('python: input on stdin and input.json, output.json, log lines, the contained view', async () => {
     const { result, stdout, stderr, transcript } = await run(

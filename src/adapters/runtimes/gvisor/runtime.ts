@@ -57,6 +57,9 @@ import { isWithin } from '../../../domain/paths.ts';
 import type { NetworkPolicy } from '../../../domain/policy/network-rules.ts';
 import { classifyOutcome } from '../../../domain/runtime/outcome.ts';
 import type { EgressProxy } from '../../egress/proxy.ts';
+import { DockerEngine } from '../docker/engine.ts';
+import { imageAgentArgv, imageEnv } from '../images/agent-command.ts';
+import { defaultImageCacheDir, ImageStore, type ResolvedImage } from '../images/store.ts';
 import {
   CgroupDriver,
   type CgroupLayout,
@@ -83,6 +86,8 @@ const SENTRY_HOST_TASKS = 160;
  * read on stdin: gVisor hands a host socket to the container non-blocking, and `read` ends at once with EAGAIN.
  */
 const IDLE_INIT = ['/usr/bin/sleep', 'infinity'];
+/** In a custom image (no host /usr): the image's /bin/sh stops itself — the docker runtime's gate needs it too. */
+const IDLE_INIT_IN_IMAGE = ['/bin/sh', '-c', 'kill -STOP $$'];
 const IDLE_UID = 65534;
 /**
  * The launcher, run in a private mount namespace of its own (`unshare --mount --propagation private`, plus
@@ -131,6 +136,10 @@ export interface GvisorRuntimeOptions {
   readonly debugLogDir?: string;
   /** @default "nsenter" */
   readonly nsenterPath?: string;
+  /** Where `spec.runtime.image` is unpacked (images/store.ts). @default $AEGIS_HOME/images via the composition root, else /var/lib/aegis/images */
+  readonly imageCacheDir?: string;
+  /** The engine `spec.runtime.image: name[:tag]` is exported from. @default AEGIS_DOCKER_HOST or /var/run/docker.sock */
+  readonly engine?: DockerEngine;
 }
 
 interface Instance {
@@ -182,6 +191,8 @@ export class GvisorRuntime implements Runtime {
   readonly user: SandboxUser;
   readonly cgroups: CgroupDriver;
   private readonly options: GvisorRuntimeOptions;
+  private images: ImageStore | undefined;
+  private engine: DockerEngine | undefined;
   private readonly instances = new Map<InstanceId, Instance>();
   private readonly mergedUsr = hostHasMergedUsr();
   private readonly etcFiles = presentEtcFiles();
@@ -321,11 +332,21 @@ export class GvisorRuntime implements Runtime {
     }
     this.cgroups.assertUsable();
     const egress = agent.network.allow.length > 0;
-    const nodeBinary = realpathSync(this.options.nodeBinary ?? process.execPath);
-    const { argv, binaries } = agentCommand(agent, nodeBinary);
+    let plan: { egress: boolean; argv: string[]; binaries: Record<string, string>; image?: ResolvedImage };
+    if (agent.runtime.image !== undefined) {
+      this.images ??= new ImageStore({ dir: this.options.imageCacheDir ?? defaultImageCacheDir() });
+      const image = await this.images.resolve(agent.runtime.image, agent.agentDir, () => {
+        this.engine ??= this.options.engine ?? new DockerEngine();
+        return this.engine;
+      });
+      plan = { egress, argv: imageAgentArgv(agent), binaries: {}, image };
+    } else {
+      const nodeBinary = realpathSync(this.options.nodeBinary ?? process.execPath);
+      plan = { egress, ...agentCommand(agent, nodeBinary) };
+    }
     const held: number[] = [];
     try {
-      return await this.spawnHolding(spec, { egress, argv, binaries }, held);
+      return await this.spawnHolding(spec, plan, held);
     } finally {
       for (const fd of held) closeSync(fd);
     }
@@ -333,11 +354,11 @@ export class GvisorRuntime implements Runtime {
 
   private async spawnHolding(
     spec: InstanceSpec,
-    plan: { egress: boolean; argv: string[]; binaries: Record<string, string> },
+    plan: { egress: boolean; argv: string[]; binaries: Record<string, string>; image?: ResolvedImage },
     held: number[],
   ): Promise<InstanceId> {
     const { agent, executionId } = spec;
-    const { egress, argv, binaries } = plan;
+    const { egress, argv, binaries, image } = plan;
     let ownDir: string;
     try {
       ownDir = realpathSync(agent.agentDir);
@@ -396,8 +417,10 @@ export class GvisorRuntime implements Runtime {
         );
         return { source: bySlot(opened), target: mount.target, writable: mount.writable };
       });
-      const rootfs = join(dir, 'rootfs');
-      this.makeRootfs(rootfs, agent, binaries);
+      // A custom image's verified, shared, read-only tree (images/store.ts); else a generated root per instance.
+      let rootfs = join(dir, 'rootfs');
+      if (image) rootfs = image.rootfs;
+      else this.makeRootfs(rootfs, agent, binaries);
       const pending = {
         agentDir: bySlot(agentDir),
         inputFile,
@@ -481,10 +504,11 @@ export class GvisorRuntime implements Runtime {
         gid: IDLE_UID,
         hostname: 'aegis',
         env: { PATH: '/usr/bin:/bin' },
-        argv: IDLE_INIT,
+        argv: image ? IDLE_INIT_IN_IMAGE : IDLE_INIT,
         rootfs,
+        hostView: image === undefined,
         mergedUsr: this.mergedUsr,
-        etcFiles: this.etcFiles,
+        etcFiles: image ? [] : this.etcFiles,
         binaries,
         agentDir: pending.agentDir,
         inputFile: pending.inputFile,
@@ -506,7 +530,10 @@ export class GvisorRuntime implements Runtime {
             { type: 'RLIMIT_NPROC', hard: agent.limits.pids, soft: agent.limits.pids },
           ],
           env: Object.entries(
-            sandboxEnv(agent, executionId, { egress, secretEnv: spec.secrets?.env ?? {} }),
+            imageEnv(
+              image?.config.env ?? [],
+              sandboxEnv(agent, executionId, { egress, secretEnv: spec.secrets?.env ?? {} }),
+            ),
           ).map(([k, v]) => `${k}=${v}`),
         }),
         { mode: 0o600 },
