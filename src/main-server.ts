@@ -54,6 +54,8 @@ export interface ServerOptions {
   readonly maxSandboxes?: number;
   /** Overrides every agent's `spec.scaling.warm`. */
   readonly warm?: number;
+  /** Host-header routing of sandbox ports: `<port>-<sandbox id>.<sandboxDomain>` (api/http/sandbox-ports.ts). */
+  readonly sandboxDomain?: string;
   /** Live sandboxes kept ready per agent revision (app/live-sandboxes.ts `warmPerAgent`). @default 0 */
   readonly warmSandboxes?: number;
   /** Overrides every agent's `spec.scaling.idleTimeout`, in ms. */
@@ -287,7 +289,13 @@ export async function startServer(
     for (const agent of await store.listAgents()) await syncPools(agent.name, 'activated');
     api = await listenHttpApi(
       ctx,
-      { bundleLimitBytes: bundles.limits.maxBundleBytes, metrics, version: AEGIS_VERSION, log },
+      {
+        bundleLimitBytes: bundles.limits.maxBundleBytes,
+        metrics,
+        version: AEGIS_VERSION,
+        log,
+        ...(options.sandboxDomain ? { sandboxDomain: options.sandboxDomain } : {}),
+      },
       {
         host: options.host ?? '127.0.0.1',
         port: options.port ?? 8088,

@@ -19,6 +19,7 @@ interface ServerFlags {
   maxSandboxes?: string;
   warm?: string;
   warmSandboxes: string;
+  sandboxDomain?: string;
   poolIdleTimeout?: string;
   maxAgentCpu?: string;
   maxAgentMemory?: string;
@@ -96,6 +97,7 @@ async function commandServer(flags: ServerFlags): Promise<number> {
       : { maxSandboxes: positiveInt(flags.maxSandboxes, '--max-sandboxes') }),
     ...(flags.warm === undefined ? {} : { warm: nonNegativeInt(flags.warm, '--warm') }),
     warmSandboxes: nonNegativeInt(flags.warmSandboxes, '--warm-sandboxes'),
+    ...(flags.sandboxDomain === undefined ? {} : { sandboxDomain: sandboxDomain(flags.sandboxDomain) }),
     ...(flags.poolIdleTimeout === undefined
       ? {}
       : { poolIdleTimeoutMs: durationMs(flags.poolIdleTimeout, '--pool-idle-timeout') }),
@@ -134,6 +136,19 @@ async function commandServer(flags: ServerFlags): Promise<number> {
   return 0;
 }
 
+/** A DNS name for --sandbox-domain: lowercase labels, at least two. */
+function sandboxDomain(raw: string): string {
+  const domain = raw.toLowerCase().replace(/\.$/, '');
+  if (
+    !/^(?=.{3,200}$)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)+$/.test(domain)
+  ) {
+    throw new AegisError('USAGE', `--sandbox-domain: "${raw.slice(0, 80)}" is not a domain name`, {
+      hint: 'e.g. --sandbox-domain sandboxes.example.com (wildcard DNS *.sandboxes.example.com pointing here)',
+    });
+  }
+  return domain;
+}
+
 export function registerServerCommand(
   program: Command,
   run: (action: () => Promise<number>) => Promise<void>,
@@ -155,6 +170,10 @@ export function registerServerCommand(
       'sandboxes on this node, warm pools included (default: max-concurrent + 16)',
     )
     .option('--warm <n>', "warm sandboxes per agent revision, overriding every agent's spec.scaling.warm")
+    .option(
+      '--sandbox-domain <domain>',
+      'route Host <port>-<sandbox id>.<domain> to that sandbox port (wildcard DNS to this server; key still required)',
+    )
     .option(
       '--warm-sandboxes <n>',
       'live sandboxes kept ready per agent revision after its first POST /v1/sandboxes (agents without secrets or spec.llm)',

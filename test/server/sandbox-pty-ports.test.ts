@@ -7,6 +7,7 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { request as httpRequest } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -138,7 +139,7 @@ describe('live sandboxes: terminal and ports', { concurrency: true }, () => {
       'apiVersion: aegis.dev/v1\nkind: Agent\nmetadata: { name: ports }\nspec:\n  runtime: { language: bash, entrypoint: main.sh }\n  security:\n    network: { expose: [8000, 8001] }\n    resources: { disk: 64Mi, memory: 512Mi, pids: 128, timeout: 10m }\n',
     );
     writeFileSync(join(agentDir, 'main.sh'), 'echo unused\n');
-    server = await startServerProcess({ dirs });
+    server = await startServerProcess({ dirs, args: ['--sandbox-domain', 'sandboxes.test'] });
     key = server.adminKey;
     const deployed = await cli(['deploy', join(agentDir, 'agent.yaml')], {
       ...server.env,
@@ -280,6 +281,61 @@ describe('live sandboxes: terminal and ports', { concurrency: true }, () => {
     assert.ok((http.data['bytesOut'] as number) > 0);
     const upgraded = entries.find((e) => e.data['websocket'] === true)!;
     assert.equal(upgraded.data['status'], 101);
+    await call(server.url, key, 'DELETE', `/v1/sandboxes/${id}`);
+  });
+
+  it('host routing (--sandbox-domain): <port>-<id>.<domain> reaches the port at /, HTTP and WebSocket; still needs the key', async () => {
+    const id = await create();
+    await serve(id, 8000);
+    const { port } = new URL(server.url);
+    const host = `8000-${id.replace('sb_', 'sb-')}.sandboxes.test`;
+    const get = (path: string, headers: Record<string, string>) =>
+      new Promise<{ status: number; body: string }>((resolve, reject) => {
+        const req = httpRequest({ host: '127.0.0.1', port, path, headers: { host, ...headers } }, (res) => {
+          let body = '';
+          res.setEncoding('utf8').on('data', (d) => (body += d));
+          res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+        });
+        req.on('error', reject);
+        req.end();
+      });
+    const routed = await get('/at/root?y=2', { authorization: `Bearer ${key}` });
+    assert.equal(routed.status, 200, routed.body);
+    const seen = JSON.parse(routed.body) as { path: string; headers: Record<string, string> };
+    assert.equal(seen.path, '/at/root?y=2');
+    const names = Object.keys(seen.headers).map((h) => h.toLowerCase());
+    assert.ok(!names.includes('x-forwarded-prefix'), 'served at the root: no prefix');
+    assert.ok(!names.includes('authorization'));
+    assert.equal((await get('/', {})).status, 401, 'no key, no port');
+    // An exposed-port check still applies: 9000 is not exposed.
+    const other = await new Promise<number>((resolve, reject) => {
+      const req = httpRequest(
+        {
+          host: '127.0.0.1',
+          port,
+          path: '/',
+          headers: { host: host.replace('8000-', '9000-'), authorization: `Bearer ${key}` },
+        },
+        (res) => {
+          res.resume();
+          resolve(res.statusCode ?? 0);
+        },
+      );
+      req.on('error', reject);
+      req.end();
+    });
+    assert.equal(other, 403);
+    const ws = new WebSocket(`ws://127.0.0.1:${port}/ws`, {
+      headers: { host, authorization: `Bearer ${key}` },
+    });
+    await new Promise<void>((resolve, reject) => {
+      ws.once('open', () => resolve());
+      ws.once('error', reject);
+    });
+    const echoed = new Promise<string>((resolve) => ws.once('message', (data) => resolve(data.toString())));
+    ws.send('by-host');
+    assert.equal(await echoed, 'by-host');
+    ws.close();
     await call(server.url, key, 'DELETE', `/v1/sandboxes/${id}`);
   });
 

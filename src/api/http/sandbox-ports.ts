@@ -33,6 +33,37 @@ const HOP_BY_HOP = new Set([
   'authorization',
 ]);
 
+/** Requests whose URL `routeByHost` rewrote: the sandbox's server sees them at `/`, with no prefix. */
+const hostRouted = new WeakSet<object>();
+
+/** envd's port in E2B's `<port>-<id>.<domain>` Hosts: left to the E2B layer (src/api/e2b/). */
+const E2B_ENVD_PORT = 49983;
+
+/**
+ * Host-header routing of exposed ports (`aegis server --sandbox-domain D`): a request for Host
+ * `<port>-<sandbox id>.D` (the id's `sb_` may be written `sb-`, since `_` is not valid in a hostname) is the request
+ * for `/v1/sandboxes/<id>/ports/<port>` + its own path — for dev servers that must live at `/`. Rewrites
+ * `request.url` before routing (plain requests and upgrades alike); the key is still required in the
+ * Authorization header. Returns the rewriter, or a no-op without a domain.
+ */
+export function routeByHost(domain: string | undefined): (request: IncomingMessage) => void {
+  if (domain === undefined || domain === '') return () => {};
+  const suffix = `.${domain.toLowerCase()}`;
+  return (request) => {
+    if (hostRouted.has(request)) return;
+    const raw = request.headers.host ?? (request.headers as Record<string, unknown>)[':authority'];
+    if (typeof raw !== 'string') return;
+    const host = raw.toLowerCase().replace(/:\d+$/, '');
+    if (!host.endsWith(suffix)) return;
+    const match = /^(\d{1,5})-(sb[_-][a-z0-9]{1,64})$/.exec(host.slice(0, -suffix.length));
+    if (!match || Number(match[1]) === E2B_ENVD_PORT) return;
+    const id = `sb_${match[2]!.slice(3)}`;
+    const path = request.url?.startsWith('/') ? request.url : `/${request.url ?? ''}`;
+    request.url = `/v1/sandboxes/${id}/ports/${match[1]}${path}`;
+    hostRouted.add(request);
+  };
+}
+
 export function portOf(raw: string): number {
   const port = Number(raw);
   if (!/^\d{1,5}$/.test(raw) || port < 1 || port > 65535) {
@@ -60,7 +91,7 @@ function upstreamHeaders(
     headers[name] = value;
   }
   headers['host'] = `127.0.0.1:${port}`;
-  headers['x-forwarded-prefix'] = `/v1/sandboxes/${id}/ports/${port}`;
+  if (!hostRouted.has(request)) headers['x-forwarded-prefix'] = `/v1/sandboxes/${id}/ports/${port}`;
   if (request.headers.host !== undefined) headers['x-forwarded-host'] = request.headers.host;
   headers['x-forwarded-proto'] = 'http';
   return headers;

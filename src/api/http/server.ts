@@ -36,12 +36,15 @@ import { registerReflection } from '../grpc/reflection.ts';
 import { kTransport, registerGrpcServices } from '../grpc/services.ts';
 import { buildOpenApi } from './openapi.ts';
 import { executionView, ROUTES, type Route } from './routes.ts';
+import { routeByHost } from './sandbox-ports.ts';
 import { sandboxRoutes } from './sandbox-routes.ts';
 import { isSandboxUpgrade, sandboxUpgradeHandler } from './sandbox-upgrade.ts';
 import * as S from './schemas.ts';
 import { transportOf, unixSockets } from './transport.ts';
 
 export interface HttpApiOptions {
+  /** Host-header routing of exposed ports: `<port>-<sandbox id>.<sandboxDomain>` (sandbox-ports.ts). */
+  readonly sandboxDomain?: string;
   /** Cap of JSON request bodies. @default 1 MiB */
   readonly jsonBodyLimitBytes?: number;
   /** Cap of bundle uploads (the AgentBundles limit). */
@@ -117,9 +120,25 @@ interface Listeners {
   readonly h1: http.Server;
 }
 
-function sniffingListeners(handler: http.RequestListener): Listeners {
+function sniffingListeners(
+  routed: http.RequestListener,
+  route: (request: http.IncomingMessage) => void,
+): Listeners {
+  // Host-routed ports (--sandbox-domain) are rewritten to their path before anything routes them.
+  const handler: http.RequestListener = (request, response) => {
+    route(request);
+    routed(request, response);
+  };
   // WebSocket upgrades of the live-sandbox API only (sandbox-upgrade.ts); any other Upgrade stays a request.
-  const h1 = http.createServer({ shouldUpgradeCallback: isSandboxUpgrade }, handler);
+  const h1 = http.createServer(
+    {
+      shouldUpgradeCallback: (request) => {
+        route(request);
+        return isSandboxUpgrade(request);
+      },
+    },
+    handler,
+  );
   const h2tcp = http2.createServer(
     {},
     handler as unknown as (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => void,
@@ -243,7 +262,7 @@ export async function buildHttpApi(
       void sendError(reply, fastifyErrorToAegis(error), serverPaths);
     },
     serverFactory: (handler) => {
-      listeners = sniffingListeners(handler);
+      listeners = sniffingListeners(handler, routeByHost(options.sandboxDomain));
       return listeners.tcp as unknown as http.Server;
     },
   });
