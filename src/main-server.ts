@@ -15,6 +15,7 @@ import { RuntimeRouter } from './adapters/runtimes/registry.ts';
 import { SandboxRuntime } from './adapters/runtimes/sandbox/runtime.ts';
 import { cryptoSecretRandom } from './adapters/secrets/random.ts';
 import { SqliteStore } from './adapters/store/sqlite/store.ts';
+import { OtelTracer, otlpTracesUrl } from './adapters/telemetry/otel-tracer.ts';
 import { type ApiContext, AuthGate } from './api/context.ts';
 import { listenHttpApi, type RunningApi } from './api/http/server.ts';
 import { loadRevision } from './app/agents.ts';
@@ -153,6 +154,19 @@ export async function startServer(
     await store.close().catch(() => {});
     throw error;
   }
+  // OpenTelemetry traces when the operator names a collector (OTEL_EXPORTER_OTLP_ENDPOINT; ADR 0076).
+  const tracesUrl = otlpTracesUrl(env);
+  const tracer =
+    tracesUrl === null
+      ? undefined
+      : new OtelTracer({
+          url: tracesUrl,
+          serviceName: env['OTEL_SERVICE_NAME'] || 'aegis',
+          serviceVersion: AEGIS_VERSION,
+          ...(env['OTEL_BSP_SCHEDULE_DELAY'] && /^\d+$/.test(env['OTEL_BSP_SCHEDULE_DELAY'])
+            ? { scheduledDelayMs: Number(env['OTEL_BSP_SCHEDULE_DELAY']) }
+            : {}),
+        });
   const events = new ExecutionEvents(systemClock);
   const maxConcurrent = options.maxConcurrent ?? availableParallelism();
   let busy = () => 0;
@@ -189,6 +203,7 @@ export async function startServer(
       random: cryptoSecretRandom,
       pools,
       llm,
+      ...(tracer ? { tracer } : {}),
     },
     { maxConcurrent, maxQueued: options.maxQueued ?? 256 },
   );
@@ -294,6 +309,7 @@ export async function startServer(
               await audit.close();
             } finally {
               await store.close();
+              await tracer?.shutdown().catch(() => {});
             }
           }
           return drained;

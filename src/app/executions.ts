@@ -37,6 +37,7 @@ import type {
   SecretStore,
   Store,
   Timer,
+  Tracer,
 } from './ports.ts';
 import { createdAuditData, runAgent } from './run-agent.ts';
 import type { WarmPools } from './warm-pools.ts';
@@ -57,6 +58,8 @@ export interface ExecutionsDeps {
   readonly random?: SecretRandom;
   /** Warm pools; without them every execution starts cold. */
   readonly pools?: WarmPools;
+  /** Execution and model-call spans (OpenTelemetry when configured). */
+  readonly tracer?: Tracer;
 }
 
 export interface ExecutionsOptions {

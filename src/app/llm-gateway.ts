@@ -74,6 +74,10 @@ export interface LlmCallRecord {
   readonly alias: string;
   readonly provider: string | null;
   readonly upstreamModel: string | null;
+  /** The upstream's API family (`openai`, `anthropic`): OpenTelemetry's `gen_ai.provider.name`. Null when refused before routing. */
+  readonly system: 'openai' | 'anthropic' | null;
+  /** The model the upstream said answered (null when nothing came back). */
+  readonly responseModel: string | null;
   /** `chat`, `responses` or `messages`: what the agent spoke. */
   readonly protocol: string;
   readonly stream: boolean;
@@ -89,6 +93,12 @@ export interface LlmCallRecord {
   readonly prompt?: unknown;
   readonly completion?: string;
 }
+
+/** What a call record knows before the call ends. */
+type CallMeta = Pick<
+  LlmCallRecord,
+  'executionId' | 'agent' | 'alias' | 'provider' | 'upstreamModel' | 'protocol' | 'stream'
+>;
 
 export interface LlmGatewayOptions {
   readonly settings: LlmSettings;
@@ -300,10 +310,7 @@ export class LlmGateway {
 
   async *#meter(
     s: GrantState,
-    meta: Omit<
-      LlmCallRecord,
-      'status' | 'error' | 'inputTokens' | 'outputTokens' | 'usd' | 'latencyMs' | 'attempts' | 'budgetLeft'
-    >,
+    meta: CallMeta,
     events: AsyncIterable<LlmStreamEvent>,
     started: number,
     attempts: number,
@@ -424,10 +431,7 @@ export class LlmGateway {
 
   #record(
     s: GrantState,
-    meta: Omit<
-      LlmCallRecord,
-      'status' | 'error' | 'inputTokens' | 'outputTokens' | 'usd' | 'latencyMs' | 'attempts' | 'budgetLeft'
-    >,
+    meta: CallMeta,
     status: LlmCallRecord['status'],
     error: string | null,
     response: LlmResponse | null,
@@ -448,6 +452,8 @@ export class LlmGateway {
     }
     const record: LlmCallRecord = {
       ...meta,
+      system: meta.provider === null ? null : (route?.kind ?? null),
+      responseModel: response?.model || null,
       status,
       error,
       inputTokens,

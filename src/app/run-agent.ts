@@ -34,6 +34,7 @@ import { type LlmWiring, llmEnv } from './llm-wiring.ts';
 import type {
   AuditLog,
   Clock,
+  ExecutionSpan,
   ExecutionStore,
   Ids,
   InSandboxApi,
@@ -47,6 +48,7 @@ import type {
   SecretRandom,
   SecretStore,
   SecretUseEvent,
+  Tracer,
 } from './ports.ts';
 
 export interface RunAgentDeps {
@@ -64,6 +66,8 @@ export interface RunAgentDeps {
   readonly llm?: LlmWiring;
   /** Told each execution's model usage when it ends (metrics; the record and ledger hold it too). */
   readonly onLlmUsage?: (usage: LlmUsageTotals) => void;
+  /** Traces (OpenTelemetry when configured): a span per execution, a child span per model call. */
+  readonly tracer?: Tracer;
 }
 
 export interface RunAgentRequest {
@@ -183,6 +187,10 @@ export async function runAgent(deps: RunAgentDeps, request: RunAgentRequest): Pr
     });
   }
   let finishedAudited = false;
+  let outcome: { status: TerminalStatus; reason: string | null } = {
+    status: 'failed',
+    reason: 'internal error',
+  };
   const auditFinished = (
     status: TerminalStatus,
     exitCode: number | null,
@@ -192,6 +200,7 @@ export async function runAgent(deps: RunAgentDeps, request: RunAgentRequest): Pr
   ) => {
     if (finishedAudited) return;
     finishedAudited = true;
+    outcome = { status, reason };
     audit.append(AUDIT_KINDS.executionFinished, id, {
       status,
       exitCode,
@@ -213,6 +222,19 @@ export async function runAgent(deps: RunAgentDeps, request: RunAgentRequest): Pr
     }
   }
   request.onCreated?.(id);
+  // Tracing never fails an execution: a tracer that throws is ignored.
+  let span: ExecutionSpan | undefined;
+  try {
+    span = deps.tracer?.startExecution({
+      executionId: id,
+      agent: agent.name,
+      revision: request.queued?.agent.revision ?? null,
+      runtime: request.queued?.runtime ?? runtimeName,
+      startedAtMs: clock.now(),
+    });
+  } catch {
+    span = undefined;
+  }
 
   // Values of this execution's secrets never reach the store, the ledger or errors: everything that could have seen
   // one (lines, output, reasons, violations) passes through the redactor. Filled in once the values are fetched.
@@ -296,6 +318,11 @@ export async function runAgent(deps: RunAgentDeps, request: RunAgentRequest): Pr
   let budgetSpent: { budget: LlmBudgetName; refused: number } | undefined;
   let budgetKilled = false;
   const onLlmCall = (record: LlmCallRecord) => {
+    try {
+      span?.llmCall(record, clock.now());
+    } catch {
+      // tracing is best effort
+    }
     try {
       const { executionId: _, ...data } = record;
       audit.append(AUDIT_KINDS.llmCall, id, JSON.parse(JSON.stringify(data)));
@@ -470,6 +497,11 @@ export async function runAgent(deps: RunAgentDeps, request: RunAgentRequest): Pr
     throw new AegisError('INTERNAL', `execution ${id} failed inside AEGIS`, { cause: error });
   } finally {
     ticker.cancel();
+    try {
+      span?.end(outcome, clock.now());
+    } catch {
+      // tracing is best effort
+    }
     unsubscribeLlm?.();
     if (llmToken !== undefined) deps.llm?.gateway.revoke(llmToken);
   }
