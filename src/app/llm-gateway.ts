@@ -168,6 +168,11 @@ export class LlmGateway {
     }
   }
 
+  /** The execution a live token belongs to. */
+  executionOf(token: string): string | undefined {
+    return this.#grants.get(token)?.grant.executionId;
+  }
+
   usage(executionId: string): LlmUsageTotals | undefined {
     const s = this.#byExecution.get(executionId);
     return s && { calls: s.calls, inputTokens: s.inputTokens, outputTokens: s.outputTokens, usd: s.usd };

@@ -9,6 +9,8 @@ import type { InSandboxHandler } from './ports.ts';
 export interface LlmExecutionListener {
   onCall(record: LlmCallRecord): void;
   onBudgetExhausted(budget: LlmBudgetName): void;
+  /** A request to the in-sandbox API for a path/method it does not serve (answered 403). */
+  onPathDenied?(method: string, path: string): void;
 }
 
 /** Pass `onCall` / `onBudgetExhausted` of the gateway's options to this router's methods. */
@@ -29,6 +31,10 @@ export class LlmEventRouter {
 
   readonly onBudgetExhausted = (executionId: string, budget: LlmBudgetName): void => {
     this.#listeners.get(executionId)?.onBudgetExhausted(budget);
+  };
+
+  readonly onPathDenied = (executionId: string, method: string, path: string): void => {
+    this.#listeners.get(executionId)?.onPathDenied?.(method, path);
   };
 }
 

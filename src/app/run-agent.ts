@@ -111,6 +111,9 @@ export function createdAuditData(
   };
 }
 
+/** Refused in-sandbox API requests audited one entry each per execution; the rest are counted in one entry. */
+export const API_DENIED_AUDITED = 16;
+
 /** How many log lines are written per store transaction while an agent streams. */
 const LOG_BATCH = 64;
 
@@ -186,6 +189,8 @@ export async function runAgent(deps: RunAgentDeps, request: RunAgentRequest): Pr
       owner: identity.current(),
     });
   }
+  // In-sandbox API requests for what the manifest does not grant: the first few audited one by one, then counted.
+  const apiDenied = { total: 0 };
   let finishedAudited = false;
   let outcome: { status: TerminalStatus; reason: string | null } = {
     status: 'failed',
@@ -201,6 +206,12 @@ export async function runAgent(deps: RunAgentDeps, request: RunAgentRequest): Pr
     if (finishedAudited) return;
     finishedAudited = true;
     outcome = { status, reason };
+    if (apiDenied.total > API_DENIED_AUDITED) {
+      audit.append(AUDIT_KINDS.apiDenied, id, {
+        suppressed: apiDenied.total - API_DENIED_AUDITED,
+        total: apiDenied.total,
+      });
+    }
     audit.append(AUDIT_KINDS.executionFinished, id, {
       status,
       exitCode,
@@ -368,6 +379,20 @@ export async function runAgent(deps: RunAgentDeps, request: RunAgentRequest): Pr
           onCall: onLlmCall,
           onBudgetExhausted: (budget) => {
             budgetSpent = { budget, refused: budgetSpent?.refused ?? 0 };
+          },
+          onPathDenied: (method, path) => {
+            apiDenied.total++;
+            if (apiDenied.total > API_DENIED_AUDITED) return;
+            try {
+              audit.append(AUDIT_KINDS.apiDenied, id, {
+                method: clean(method),
+                path: clean(path),
+                nth: apiDenied.total,
+              });
+            } catch (error) {
+              networkAuditError ??= error;
+              if (instanceForAudit !== undefined) void runtime.terminate(instanceForAudit).catch(() => {});
+            }
           },
         });
         llmToken = gateway.issue({

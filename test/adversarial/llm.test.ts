@@ -183,7 +183,7 @@ describe('agents with spec.llm through the in-sandbox API', { skip }, () => {
     assert.equal(output.stream, 'echo: streamed');
     assert.match(output.smart, /^denied: .*not granted/);
     assert.equal(output.guessed_token, 401);
-    assert.ok([403, 404].includes(output.unknown_path), String(output.unknown_path));
+    assert.equal(output.unknown_path, 403);
     assert.equal(output.sdk_writable, false);
     assert.equal(output.env.OPENAI_BASE_URL, 'http://127.0.0.1:3129/v1');
     assert.equal(output.env.OPENAI_API_KEY, output.env.AEGIS_TOKEN);
@@ -192,6 +192,10 @@ describe('agents with spec.llm through the in-sandbox API', { skip }, () => {
     for (const seen of upstream.requests) assert.equal(seen.headers.authorization, `Bearer ${OPENAI_KEY}`);
     const everything = JSON.stringify(output);
     assert.ok(!everything.includes(OPENAI_KEY) && !everything.includes(ANTHROPIC_KEY));
+    assert.deepEqual(
+      (await entries(record.id, 'api.denied')).map((e) => `${e.method} ${e.path}`),
+      ['POST /v1/tools/run'],
+    );
     // One llm.call per call: two answered, one denied (the guessed token has no execution to be audited under).
     const calls = await entries(record.id, 'llm.call');
     assert.deepEqual(
@@ -204,6 +208,69 @@ describe('agents with spec.llm through the in-sandbox API', { skip }, () => {
     assert.deepEqual(finished.llm, { calls: 2, inputTokens: 20, outputTokens: 10, usd: 0.00004 });
     // The token died with the instance.
     assert.throws(() => llm.gateway.models(output.env.AEGIS_TOKEN), /unknown or expired/);
+    assert.equal((await h.ctx.audit.verify()).ok, true);
+  });
+
+  it('paths and methods the manifest does not grant are 403 and audited; a flood of them yields a bounded ledger', async () => {
+    const probes = [
+      ['GET', '/'],
+      ['GET', '/metrics'],
+      ['GET', '/v1/executions'],
+      ['POST', '/v1/tools/run'],
+      ['POST', '/v1/memory/put'],
+      ['GET', '/v1/chat/completions'],
+      ['DELETE', '/v1/models'],
+      ['PUT', '/v1/messages'],
+      ['POST', '/v1/../../etc/passwd'],
+      ['POST', '/v1/chat/completions/../../admin'],
+    ];
+    const { record, output } = await run({
+      name: 'llm-paths',
+      language: 'python',
+      models: ['default'],
+      code: `
+import http.client, json, os
+import aegis
+token = os.environ["AEGIS_TOKEN"]
+probes = ${JSON.stringify(probes)}
+def call(method, path, auth=True):
+    c = http.client.HTTPConnection("127.0.0.1", 3129, timeout=10)
+    c.request(method, path, body=b"{}" if method != "GET" else None,
+              headers={"Authorization": "Bearer " + token} if auth else {})
+    r = c.getresponse()
+    body = r.read()
+    c.close()
+    return r.status, body.decode("utf-8", "replace")
+out = {"probes": {}, "unauthenticated": None, "flood": []}
+for method, path in probes:
+    out["probes"][method + " " + path] = call(method, path)
+out["unauthenticated"] = call("POST", "/v1/admin", auth=False)[0]
+for i in range(200):
+    out["flood"].append(call("GET", "/flood/%d" % i)[0])
+out["still_works"] = aegis.llm.chat([{"role": "user", "content": "after"}])["content"]
+aegis.output(out)
+`,
+    });
+    assert.equal(record.status, 'succeeded', JSON.stringify(record));
+    for (const [probe, [status, body]] of Object.entries(output.probes as Record<string, [number, string]>)) {
+      assert.equal(status, 403, `${probe}: ${body}`);
+      assert.match(body, /not granted/, probe);
+    }
+    assert.equal(output.unauthenticated, 403);
+    assert.deepEqual(new Set(output.flood), new Set([403]));
+    assert.equal(output.still_works, 'echo: after');
+    // 10 probes + 1 unauthenticated + 200 flood = 211 refusals: 16 audited one by one, the rest in one count.
+    const denied = await entries(record.id, 'api.denied');
+    assert.equal(denied.length, 17);
+    assert.deepEqual(
+      denied.slice(0, 10).map((e) => `${e.method} ${e.path}`),
+      probes.map(([m, p]) => `${m} ${p}`),
+    );
+    assert.deepEqual(
+      denied.map((e) => e.nth).slice(0, 16),
+      Array.from({ length: 16 }, (_, i) => i + 1),
+    );
+    assert.deepEqual(denied[16], { suppressed: 211 - 16, total: 211 });
     assert.equal((await h.ctx.audit.verify()).ok, true);
   });
 

@@ -41,6 +41,15 @@ export function createLlmWiring(options: LlmWiringOptions): LlmWiring {
       handle(req, res).catch(() => res.destroy());
     };
   const handler = wrap(createLlmHandler(gateway));
-  const handlerFor = (token: string) => wrap(createLlmHandler(gateway, { onlyToken: token }));
+  const handlerFor = (token: string) =>
+    wrap(
+      createLlmHandler(gateway, {
+        onlyToken: token,
+        onDenied: (method, path) => {
+          const executionId = gateway.executionOf(token);
+          if (executionId !== undefined) events.onPathDenied(executionId, method, path);
+        },
+      }),
+    );
   return { gateway, handler, handlerFor, events };
 }
