@@ -148,7 +148,13 @@ export async function startServer(
   const secrets = openSecretStore(config);
   let llm: Awaited<ReturnType<typeof openLlmWiring>>;
   try {
-    llm = await openLlmWiring(secrets, { env, observe: (record) => metrics.llmCall(record) });
+    llm = await openLlmWiring(secrets, {
+      env,
+      observe: (record) => metrics.llmCall(record),
+      spend: store,
+      onSpendError: (error) =>
+        log({ level: 'error', msg: 'llm.budgets spend not persisted', error: String(error) }),
+    });
   } catch (error) {
     await audit.close().catch(() => {});
     await store.close().catch(() => {});

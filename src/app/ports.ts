@@ -377,7 +377,22 @@ export interface SandboxStore {
 }
 
 /** Everything the server persists, behind one port: one adapter per engine (SQLite, PostgreSQL). */
-export interface Store extends ExecutionStore, AgentStore, ApiKeyStore, SandboxStore {}
+/** What one server budget scope (`key:<id>`, `agent:<name>`) spent in one window (`llm.budgets`). */
+export interface LlmSpend {
+  readonly calls: number;
+  readonly tokens: number;
+  readonly usd: number;
+}
+
+/** Persisted spend of the server's LLM budgets, so a restart doesn't reset them. */
+export interface LlmSpendStore {
+  /** What `scope` spent in the window starting at `windowStartMs` (0: a budget without a window); zeros if none. */
+  getLlmSpend(scope: string, windowStartMs: number): Promise<LlmSpend>;
+  /** Adds `delta` to the scope's window, atomically (concurrent adders never lose an increment). */
+  addLlmSpend(scope: string, windowStartMs: number, delta: LlmSpend): Promise<void>;
+}
+
+export interface Store extends ExecutionStore, AgentStore, ApiKeyStore, SandboxStore, LlmSpendStore {}
 
 // ---------------------------------------------------------------------------------------------------------------
 // Audit: the tamper-evident ledger (domain/audit). Data never holds secret values.

@@ -93,6 +93,8 @@ export interface RunAgentRequest {
    * its `execution.created` entry is in the ledger. `input` is taken from the record.
    */
   readonly queued?: ExecutionRecord;
+  /** The API key id that asked for this execution (server budgets per key, `llm.budgets.keys`). */
+  readonly requestedBy?: string;
 }
 
 /** The `execution.created` ledger data for an agent about to run on `runtime`. */
@@ -326,7 +328,8 @@ export async function runAgent(deps: RunAgentDeps, request: RunAgentRequest): Pr
   // Model calls: each one into the ledger; a call refused for a spent budget ends the execution.
   let llmToken: string | undefined;
   let unsubscribeLlm: (() => void) | undefined;
-  let budgetSpent: { budget: LlmBudgetName; refused: number } | undefined;
+  // `rule`: a server budget (llm.budgets.…) shared across executions; absent: this execution's spec.llm.budget.
+  let budgetSpent: { budget: LlmBudgetName; refused: number; rule?: string } | undefined;
   let budgetKilled = false;
   const onLlmCall = (record: LlmCallRecord) => {
     try {
@@ -377,8 +380,8 @@ export async function runAgent(deps: RunAgentDeps, request: RunAgentRequest): Pr
         const { gateway, handler, handlerFor, events } = deps.llm;
         unsubscribeLlm = events.subscribe(id, {
           onCall: onLlmCall,
-          onBudgetExhausted: (budget) => {
-            budgetSpent = { budget, refused: budgetSpent?.refused ?? 0 };
+          onBudgetExhausted: (budget, rule) => {
+            budgetSpent = { budget, refused: budgetSpent?.refused ?? 0, ...(rule ? { rule } : {}) };
           },
           onPathDenied: (method, path) => {
             apiDenied.total++;
@@ -400,6 +403,7 @@ export async function runAgent(deps: RunAgentDeps, request: RunAgentRequest): Pr
           agent: agent.name,
           models: agent.llm.models,
           budget: agent.llm.budget,
+          requestedBy: request.requestedBy ?? null,
         });
         // The sandbox's endpoint takes only this execution's token (a leaked token of another is refused there).
         inSandboxApi = { handler: handlerFor ? handlerFor(llmToken) : handler, env: llmEnv(llmToken) };
@@ -470,8 +474,11 @@ export async function runAgent(deps: RunAgentDeps, request: RunAgentRequest): Pr
         : [
             {
               kind: 'budget',
-              rule: `spec.llm.budget.${budgetSpent.budget}`,
-              message: `the LLM ${budgetSpent.budget} budget of this execution is used up${budgetSpent.refused > 0 ? `; ${budgetSpent.refused} call(s) refused and the execution ended` : ''} (raise spec.llm.budget.${budgetSpent.budget}, or make fewer/smaller calls)`,
+              rule: `${budgetSpent.rule ?? 'spec.llm.budget'}.${budgetSpent.budget}`,
+              message:
+                budgetSpent.rule === undefined
+                  ? `the LLM ${budgetSpent.budget} budget of this execution is used up${budgetSpent.refused > 0 ? `; ${budgetSpent.refused} call(s) refused and the execution ended` : ''} (raise spec.llm.budget.${budgetSpent.budget}, or make fewer/smaller calls)`
+                  : `the server's LLM ${budgetSpent.budget} budget ${budgetSpent.rule} (shared across executions) is used up; ${budgetSpent.refused} call(s) refused and the execution ended (the operator sets it in the server config)`,
               count: Math.max(1, budgetSpent.refused),
             } satisfies Violation,
           ]),
@@ -484,7 +491,7 @@ export async function runAgent(deps: RunAgentDeps, request: RunAgentRequest): Pr
     // A cancellation says who cancelled (the abort reason) rather than the runtime's generic "cancelled".
     const abortReason = request.signal?.aborted ? request.signal.reason : undefined;
     const rawReason = budgetKilled
-      ? `budget: the LLM ${budgetSpent?.budget ?? 'calls'} budget (spec.llm.budget) is used up`
+      ? `budget: the LLM ${budgetSpent?.budget ?? 'calls'} budget (${budgetSpent?.rule ?? 'spec.llm.budget'}) is used up`
       : result.status === 'killed' && typeof abortReason === 'string'
         ? abortReason
         : result.reason;

@@ -27,6 +27,7 @@ const ANTHROPIC_KEY = `sk-ant-REAL-${process.pid}-2d8e4f6a0c`;
 let h: Harness;
 let upstream: ScriptedLlm;
 let llm: LlmWiring;
+let settings: LlmSettings;
 const observed: LlmCallRecord[] = [];
 
 function route(alias: string, kind: 'openai' | 'anthropic', model: string): ModelRoute {
@@ -54,7 +55,12 @@ interface LlmAgent {
 
 async function run(
   spec: LlmAgent,
-  options: { onLog?: (text: string, id: string) => void; signal?: AbortSignal } = {},
+  options: {
+    onLog?: (text: string, id: string) => void;
+    signal?: AbortSignal;
+    llm?: LlmWiring;
+    requestedBy?: string;
+  } = {},
 ) {
   const dir = h.tempDir(`llm-${spec.name}`);
   const entrypoint = spec.language === 'python' ? 'main.py' : 'main.mjs';
@@ -81,10 +87,11 @@ async function run(
   let id = '';
   const logs: string[] = [];
   const record = await runAgent(
-    { ...h.ctx, llm },
+    { ...h.ctx, llm: options.llm ?? llm },
     {
       agent,
       input: null,
+      ...(options.requestedBy ? { requestedBy: options.requestedBy } : {}),
       ...(options.signal ? { signal: options.signal } : {}),
       onCreated: (created) => {
         id = created;
@@ -151,7 +158,7 @@ describe('agents with spec.llm through the in-sandbox API', { skip }, () => {
     upstream = await startScriptedLlm();
     await h.ctx.secrets.set('OPENAI_KEY', OPENAI_KEY);
     await h.ctx.secrets.set('ANTHROPIC_KEY', ANTHROPIC_KEY);
-    const settings: LlmSettings = {
+    settings = {
       models: {
         default: route('default', 'openai', 'up-gpt'),
         fast: route('fast', 'anthropic', 'up-claude'),
@@ -416,6 +423,59 @@ aegis.output({"survived": True})
     );
     assert.deepEqual(calls[2]!.budgetLeft, { tokens: null, calls: 0, usd: null });
     assert.equal((await h.ctx.audit.verify()).ok, true);
+  });
+
+  it("a server budget per API key spans executions: the key's next execution that exceeds it ends with reason budget", async () => {
+    const rule = 'llm.budgets.keys.key_hostile';
+    const keyed = createLlmWiring({
+      settings: {
+        ...settings,
+        budgets: {
+          keys: { key_hostile: { rule, calls: 3, tokens: null, usd: null, windowMs: null } },
+          agents: {},
+        },
+      },
+      secrets: h.ctx.secrets,
+      spend: h.ctx.store,
+    });
+    // Each execution has a generous spec.llm.budget of its own; only the key's shared budget can stop it.
+    const spender = (name: string) => ({
+      name,
+      language: 'python' as const,
+      models: ['default'],
+      budget: { calls: 100 },
+      code: `
+import aegis
+done = 0
+for i in range(2):
+    aegis.llm.chat([{"role": "user", "content": f"call {i}"}])
+    done += 1
+aegis.output({"done": done})
+`,
+    });
+    const first = await run(spender('llm-key-1'), { llm: keyed, requestedBy: 'key_hostile' });
+    assert.equal(first.record.status, 'succeeded', JSON.stringify(first.record));
+    // Another key is not charged for it.
+    const other = await run(spender('llm-key-other'), { llm: keyed, requestedBy: 'key_other' });
+    assert.equal(other.record.status, 'succeeded', JSON.stringify(other.record));
+    // The same key, another agent, a fresh execution: its second call would be the key's 4th.
+    const second = await run(spender('llm-key-2'), { llm: keyed, requestedBy: 'key_hostile' });
+    assert.equal(second.record.status, 'killed');
+    assert.match(
+      second.record.reason ?? '',
+      /^budget: the LLM calls budget \(llm\.budgets\.keys\.key_hostile\)/,
+    );
+    assert.deepEqual(
+      second.record.violations.filter((v) => v.kind === 'budget').map((v) => v.rule),
+      [`${rule}.calls`],
+    );
+    assert.deepEqual(
+      (await entries(second.record.id, 'llm.call')).map((c) => c.status),
+      ['ok', 'budget'],
+    );
+    const spent = await h.ctx.store.getLlmSpend('key:key_hostile', 0);
+    assert.deepEqual([spent.calls, spent.tokens], [3, 45]);
+    assert.ok(Math.abs(spent.usd - 0.00006) < 1e-12, String(spent.usd));
   });
 });
 
