@@ -19,13 +19,23 @@ import { api } from './scenarios/api.ts';
 import { density } from './scenarios/density.ts';
 import { egress } from './scenarios/egress.ts';
 import { ledger } from './scenarios/ledger.ts';
+import { llmGateway } from './scenarios/llm-gateway.ts';
 import { peers } from './scenarios/peers.ts';
 import { sandboxes } from './scenarios/sandboxes.ts';
 import { startLatency } from './scenarios/start-latency.ts';
 
 // bench/scenarios/gvisor.ts is not listed: `peers` measures the gvisor (and docker) runtime through AEGIS beside
 // runsc do in the same rounds; that file stays a standalone, runtime-only probe (`node bench/scenarios/gvisor.ts`).
-const SCENARIOS: readonly Scenario[] = [startLatency, density, ledger, egress, api, peers, sandboxes];
+const SCENARIOS: readonly Scenario[] = [
+  startLatency,
+  density,
+  ledger,
+  egress,
+  api,
+  peers,
+  sandboxes,
+  llmGateway,
+];
 
 const ROOT = resolve(import.meta.dirname, '..');
 const DOC = join(ROOT, 'docs/PERFORMANCE.md');

@@ -15,6 +15,7 @@ import { RuntimeRouter } from './adapters/runtimes/registry.ts';
 import { SandboxRuntime } from './adapters/runtimes/sandbox/runtime.ts';
 import { cryptoSecretRandom } from './adapters/secrets/random.ts';
 import { SqliteStore } from './adapters/store/sqlite/store.ts';
+import { OtelTracer, otlpTracesUrl } from './adapters/telemetry/otel-tracer.ts';
 import { type ApiContext, AuthGate } from './api/context.ts';
 import { listenHttpApi, type RunningApi } from './api/http/server.ts';
 import { loadRevision } from './app/agents.ts';
@@ -152,12 +153,31 @@ export async function startServer(
   const secrets = openSecretStore(config);
   let llm: Awaited<ReturnType<typeof openLlmWiring>>;
   try {
-    llm = await openLlmWiring(secrets, { env, observe: (record) => metrics.llmCall(record) });
+    llm = await openLlmWiring(secrets, {
+      env,
+      observe: (record) => metrics.llmCall(record),
+      spend: store,
+      onSpendError: (error) =>
+        log({ level: 'error', msg: 'llm.budgets spend not persisted', error: String(error) }),
+    });
   } catch (error) {
     await audit.close().catch(() => {});
     await store.close().catch(() => {});
     throw error;
   }
+  // OpenTelemetry traces when the operator names a collector (OTEL_EXPORTER_OTLP_ENDPOINT; ADR 0076).
+  const tracesUrl = otlpTracesUrl(env);
+  const tracer =
+    tracesUrl === null
+      ? undefined
+      : new OtelTracer({
+          url: tracesUrl,
+          serviceName: env['OTEL_SERVICE_NAME'] || 'aegis',
+          serviceVersion: AEGIS_VERSION,
+          ...(env['OTEL_BSP_SCHEDULE_DELAY'] && /^\d+$/.test(env['OTEL_BSP_SCHEDULE_DELAY'])
+            ? { scheduledDelayMs: Number(env['OTEL_BSP_SCHEDULE_DELAY']) }
+            : {}),
+        });
   const events = new ExecutionEvents(systemClock);
   const maxConcurrent = options.maxConcurrent ?? availableParallelism();
   let busy = () => 0;
@@ -194,6 +214,7 @@ export async function startServer(
       random: cryptoSecretRandom,
       pools,
       llm,
+      ...(tracer ? { tracer } : {}),
     },
     { maxConcurrent, maxQueued: options.maxQueued ?? 256 },
   );
@@ -327,6 +348,7 @@ export async function startServer(
               await audit.close();
             } finally {
               await store.close();
+              await tracer?.shutdown().catch(() => {});
             }
           }
           return drained;

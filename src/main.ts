@@ -31,6 +31,7 @@ import type {
   Clock,
   ExecutionStore,
   Ids,
+  LlmSpendStore,
   ProcessIdentity,
   SecretRandom,
   Signer,
@@ -98,7 +99,7 @@ export function auditPaths(config: AegisConfig): {
 
 export interface StoreContext {
   readonly config: AegisConfig;
-  readonly store: ExecutionStore;
+  readonly store: ExecutionStore & LlmSpendStore;
   readonly clock: Clock;
   readonly identity: ProcessIdentity;
 }
@@ -214,13 +215,21 @@ export function openSecretStore(config: AegisConfig = loadConfig()): FileSecretS
  */
 export async function openLlmWiring(
   secrets: { get(name: string): Promise<string> },
-  options: { readonly env?: NodeJS.ProcessEnv; readonly observe?: (record: LlmCallRecord) => void } = {},
+  options: {
+    readonly env?: NodeJS.ProcessEnv;
+    readonly observe?: (record: LlmCallRecord) => void;
+    /** Where `llm.budgets` spend is kept (the store); without it, a config with budgets is refused. */
+    readonly spend?: LlmSpendStore;
+    readonly onSpendError?: (error: unknown) => void;
+  } = {},
 ): Promise<LlmWiring> {
   const loaded = await loadConfigFile(options.env ?? process.env);
   return createLlmWiring({
     settings: loaded.llm,
     secrets,
     ...(options.observe ? { observe: options.observe } : {}),
+    ...(options.spend ? { spend: options.spend } : {}),
+    ...(options.onSpendError ? { onSpendError: options.onSpendError } : {}),
   });
 }
 

@@ -37,6 +37,7 @@ import type {
   SecretStore,
   Store,
   Timer,
+  Tracer,
 } from './ports.ts';
 import { createdAuditData, runAgent } from './run-agent.ts';
 import type { WarmPools } from './warm-pools.ts';
@@ -57,6 +58,8 @@ export interface ExecutionsDeps {
   readonly random?: SecretRandom;
   /** Warm pools; without them every execution starts cold. */
   readonly pools?: WarmPools;
+  /** Execution and model-call spans (OpenTelemetry when configured). */
+  readonly tracer?: Tracer;
 }
 
 export interface ExecutionsOptions {
@@ -93,6 +96,8 @@ export class Executions {
   readonly #deps: ExecutionsDeps;
   readonly #options: ExecutionsOptions;
   readonly #pending: ExecutionRecord[] = [];
+  /** Who asked for each queued execution (server LLM budgets per key); recovered ones read it from the ledger. */
+  readonly #requestedBy = new Map<string, string>();
   /** Compiled manifests by bundle digest (revisions are immutable); bounded. */
   readonly #compiled = new Map<string, CompiledAgent>();
   /** Revisions by `name@revision`, as resolved at submit; bounded. */
@@ -185,6 +190,7 @@ export class Executions {
       // concurrent requests). A crash before this leaves a stored execution nobody was told about; recovery
       // records it (`execution.recovered`).
       await audit.durable();
+      this.#requestedBy.set(record.id, principal.id);
       this.#pending.push(record);
       this.#pump();
       return record;
@@ -267,6 +273,7 @@ export class Executions {
     const index = this.#pending.findIndex((queued) => queued.id === id);
     if (index !== -1) {
       this.#pending.splice(index, 1);
+      this.#requestedBy.delete(id);
       audit.append(AUDIT_KINDS.executionCancelled, id, { by: principal.id, status: 'queued' });
       audit.append(AUDIT_KINDS.executionFinished, id, {
         status: 'killed',
@@ -433,10 +440,19 @@ export class Executions {
       this.#running.set(record.id, job);
       (job as { done: Promise<void> }).done = this.#run(job).finally(() => {
         this.#running.delete(record.id);
+        this.#requestedBy.delete(record.id);
         this.#deps.events.emit(record.id, 'status');
         this.#pump();
       });
     }
+  }
+
+  async #requestedByFromLedger(id: string): Promise<string | undefined> {
+    const created = (await this.#deps.audit.list(id)).find(
+      (entry) => entry.kind === AUDIT_KINDS.executionCreated,
+    );
+    const by = (created?.data as { requestedBy?: unknown } | undefined)?.requestedBy;
+    return typeof by === 'string' ? by : undefined;
   }
 
   async #run(job: Job): Promise<void> {
@@ -457,9 +473,13 @@ export class Executions {
       const agent = await this.#compiledFor(revision);
       const pools = this.#deps.pools;
       await pools?.makeRoom();
+      const requestedBy =
+        this.#requestedBy.get(record.id) ??
+        (agent.llm === null ? undefined : await this.#requestedByFromLedger(record.id));
       const final = await runAgent(this.#deps, {
         agent,
         queued: record,
+        ...(requestedBy === undefined ? {} : { requestedBy }),
         signal: job.controller.signal,
         ...(pools ? { warm: (binding) => pools.take(agent, revision.revision, binding) } : {}),
         onStarted: (_id, start) => {

@@ -13,6 +13,8 @@ import type { LlmRequest, LlmResponse, LlmStreamEvent } from '../domain/llm/cano
 import { StreamAccumulator, textOf } from '../domain/llm/canonical.ts';
 import type { LlmSettings, ModelRoute } from '../domain/llm/config.ts';
 import type { LlmBudgetSpec } from '../domain/manifest/compiled.ts';
+import { type BudgetOwners, LlmServerBudgets } from './llm-server-budgets.ts';
+import type { LlmSpendStore } from './ports.ts';
 
 export type LlmUpstreamResult =
   | { readonly kind: 'complete'; readonly response: LlmResponse }
@@ -50,6 +52,8 @@ export interface LlmGrant {
   readonly agent: string;
   readonly models: readonly string[];
   readonly budget: LlmBudgetSpec;
+  /** The API key id that requested the execution (server budgets `llm.budgets.keys`); null/absent: none. */
+  readonly requestedBy?: string | null;
 }
 
 export interface LlmUsageTotals {
@@ -74,6 +78,10 @@ export interface LlmCallRecord {
   readonly alias: string;
   readonly provider: string | null;
   readonly upstreamModel: string | null;
+  /** The upstream's API family (`openai`, `anthropic`): OpenTelemetry's `gen_ai.provider.name`. Null when refused before routing. */
+  readonly system: 'openai' | 'anthropic' | null;
+  /** The model the upstream said answered (null when nothing came back). */
+  readonly responseModel: string | null;
   /** `chat`, `responses` or `messages`: what the agent spoke. */
   readonly protocol: string;
   readonly stream: boolean;
@@ -90,6 +98,12 @@ export interface LlmCallRecord {
   readonly completion?: string;
 }
 
+/** What a call record knows before the call ends. */
+type CallMeta = Pick<
+  LlmCallRecord,
+  'executionId' | 'agent' | 'alias' | 'provider' | 'upstreamModel' | 'protocol' | 'stream'
+>;
+
 export interface LlmGatewayOptions {
   readonly settings: LlmSettings;
   readonly providers: Readonly<Record<'openai' | 'anthropic', LlmProvider>>;
@@ -98,8 +112,17 @@ export interface LlmGatewayOptions {
   /** A fresh unguessable token (≥128 bits). */
   readonly newToken: () => string;
   readonly onCall?: (record: LlmCallRecord) => void;
-  /** Called once per execution when a budget is used up (the execution should end with reason `budget`). */
-  readonly onBudgetExhausted?: (executionId: string, budget: LlmBudgetName) => void;
+  /**
+   * Called once per execution when a budget is used up (the execution should end with reason `budget`). `rule`
+   * names a server budget (`llm.budgets.keys.<id>`); absent: the execution's own spec.llm.budget.
+   */
+  readonly onBudgetExhausted?: (executionId: string, budget: LlmBudgetName, rule?: string) => void;
+  /** Where the server budgets' spend is kept (required for `settings.budgets` to be enforced). */
+  readonly spend?: LlmSpendStore;
+  /** Wall-clock ms, for budget windows. @default Date.now */
+  readonly wallNow?: () => number;
+  /** A server-budget spend that could not be persisted. */
+  readonly onSpendError?: (error: unknown) => void;
   /** Monotonic ms (the Clock port's reading; latencies are differences). */
   readonly now: () => number;
   /** Waits between retries. */
@@ -113,6 +136,10 @@ interface GrantState {
   outputTokens: number;
   usd: number;
   exhausted: LlmBudgetName | null;
+}
+
+function ownersOf(grant: LlmGrant): BudgetOwners {
+  return { requestedBy: grant.requestedBy ?? null, agent: grant.agent };
 }
 
 export function llmError(
@@ -134,11 +161,29 @@ export class LlmGateway {
   readonly #byExecution = new Map<string, GrantState>();
   readonly #now: () => number;
   readonly #sleep: (ms: number) => Promise<void>;
+  readonly #server: LlmServerBudgets | undefined;
 
   constructor(options: LlmGatewayOptions) {
     this.#o = options;
     this.#now = options.now;
     this.#sleep = options.sleep;
+    const budgets = options.settings.budgets;
+    if (budgets && (Object.keys(budgets.keys).length > 0 || Object.keys(budgets.agents).length > 0)) {
+      if (options.spend === undefined) {
+        throw new AegisError('INTERNAL', 'llm.budgets are configured but the gateway has no spend store');
+      }
+      this.#server = new LlmServerBudgets({
+        budgets,
+        store: options.spend,
+        nowMs: options.wallNow ?? Date.now,
+        ...(options.onSpendError ? { onError: options.onSpendError } : {}),
+      });
+    }
+  }
+
+  /** Resolves once every server-budget charge made so far is persisted. */
+  async flushSpend(): Promise<void> {
+    await this.#server?.flush();
   }
 
   /** Issues the token an execution's agent uses as its API key. Revoke it when the execution ends. */
@@ -156,6 +201,11 @@ export class LlmGateway {
     if (state && this.#byExecution.get(state.grant.executionId) === state) {
       this.#byExecution.delete(state.grant.executionId);
     }
+  }
+
+  /** The execution a live token belongs to. */
+  executionOf(token: string): string | undefined {
+    return this.#grants.get(token)?.grant.executionId;
   }
 
   usage(executionId: string): LlmUsageTotals | undefined {
@@ -259,10 +309,39 @@ export class LlmGateway {
         r,
       );
     }
+    const owners = ownersOf(s.grant);
+    let serverTokensLeft: number | null = null;
+    if (this.#server?.applies(owners)) {
+      const server = await this.#server.check(owners);
+      if (server.exhausted !== null) {
+        const { rule, budget } = server.exhausted;
+        if (s.exhausted === null) {
+          s.exhausted = budget;
+          this.#o.onBudgetExhausted?.(s.grant.executionId, budget, rule);
+        }
+        refuse(
+          'budget',
+          llmError(
+            'RATE_LIMITED',
+            `LLM ${budget} budget ${rule} is exhausted`,
+            { kind: 'budget', status: 429 },
+            `the operator sets it in the server config (${rule}); it is shared across executions`,
+          ),
+          r,
+        );
+      }
+      serverTokensLeft = server.tokensLeft;
+    }
     const left = this.#left(s);
+    const tokensLeft =
+      left.tokens === null
+        ? serverTokensLeft
+        : serverTokensLeft === null
+          ? left.tokens
+          : Math.min(left.tokens, serverTokensLeft);
     const upstreamRequest: LlmRequest =
-      left.tokens !== null
-        ? { ...request, maxTokens: Math.min(request.maxTokens ?? r.maxTokens, left.tokens) }
+      tokensLeft !== null
+        ? { ...request, maxTokens: Math.min(request.maxTokens ?? r.maxTokens, tokensLeft) }
         : request;
     const apiKey = r.apiKeySecret === null ? null : await this.#o.secrets.get(r.apiKeySecret);
     const provider = this.#o.providers[r.kind];
@@ -300,10 +379,7 @@ export class LlmGateway {
 
   async *#meter(
     s: GrantState,
-    meta: Omit<
-      LlmCallRecord,
-      'status' | 'error' | 'inputTokens' | 'outputTokens' | 'usd' | 'latencyMs' | 'attempts' | 'budgetLeft'
-    >,
+    meta: CallMeta,
     events: AsyncIterable<LlmStreamEvent>,
     started: number,
     attempts: number,
@@ -424,10 +500,7 @@ export class LlmGateway {
 
   #record(
     s: GrantState,
-    meta: Omit<
-      LlmCallRecord,
-      'status' | 'error' | 'inputTokens' | 'outputTokens' | 'usd' | 'latencyMs' | 'attempts' | 'budgetLeft'
-    >,
+    meta: CallMeta,
     status: LlmCallRecord['status'],
     error: string | null,
     response: LlmResponse | null,
@@ -445,9 +518,12 @@ export class LlmGateway {
       s.inputTokens += inputTokens;
       s.outputTokens += outputTokens;
       s.usd += usd;
+      this.#server?.add(ownersOf(s.grant), { calls: 1, tokens: inputTokens + outputTokens, usd });
     }
     const record: LlmCallRecord = {
       ...meta,
+      system: meta.provider === null ? null : (route?.kind ?? null),
+      responseModel: response?.model || null,
       status,
       error,
       inputTokens,

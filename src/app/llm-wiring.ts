@@ -8,7 +8,10 @@ import type { InSandboxHandler } from './ports.ts';
 
 export interface LlmExecutionListener {
   onCall(record: LlmCallRecord): void;
-  onBudgetExhausted(budget: LlmBudgetName): void;
+  /** `rule`: the server budget (llm.budgets.…) that ran out; absent: the execution's spec.llm.budget. */
+  onBudgetExhausted(budget: LlmBudgetName, rule?: string): void;
+  /** A request to the in-sandbox API for a path/method it does not serve (answered 403). */
+  onPathDenied?(method: string, path: string): void;
 }
 
 /** Pass `onCall` / `onBudgetExhausted` of the gateway's options to this router's methods. */
@@ -27,8 +30,12 @@ export class LlmEventRouter {
     this.#listeners.get(record.executionId)?.onCall(record);
   };
 
-  readonly onBudgetExhausted = (executionId: string, budget: LlmBudgetName): void => {
-    this.#listeners.get(executionId)?.onBudgetExhausted(budget);
+  readonly onBudgetExhausted = (executionId: string, budget: LlmBudgetName, rule?: string): void => {
+    this.#listeners.get(executionId)?.onBudgetExhausted(budget, rule);
+  };
+
+  readonly onPathDenied = (executionId: string, method: string, path: string): void => {
+    this.#listeners.get(executionId)?.onPathDenied?.(method, path);
   };
 }
 

@@ -25,6 +25,7 @@ import type { SandboxRecord } from '../domain/live-sandbox.ts';
 import type { CompiledAgent } from '../domain/manifest/compiled.ts';
 import type { NetworkPolicy, Verdict } from '../domain/policy/network-rules.ts';
 import type { PlaceholderMap } from '../domain/secrets/placeholder.ts';
+import type { LlmCallRecord } from './llm-gateway.ts';
 
 // ---------------------------------------------------------------------------------------------------------------
 // Runtime: the contract every isolation backend (sandbox, gvisor, docker, firecracker) fills.
@@ -423,7 +424,22 @@ export interface SandboxStore {
 }
 
 /** Everything the server persists, behind one port: one adapter per engine (SQLite, PostgreSQL). */
-export interface Store extends ExecutionStore, AgentStore, ApiKeyStore, SandboxStore {}
+/** What one server budget scope (`key:<id>`, `agent:<name>`) spent in one window (`llm.budgets`). */
+export interface LlmSpend {
+  readonly calls: number;
+  readonly tokens: number;
+  readonly usd: number;
+}
+
+/** Persisted spend of the server's LLM budgets, so a restart doesn't reset them. */
+export interface LlmSpendStore {
+  /** What `scope` spent in the window starting at `windowStartMs` (0: a budget without a window); zeros if none. */
+  getLlmSpend(scope: string, windowStartMs: number): Promise<LlmSpend>;
+  /** Adds `delta` to the scope's window, atomically (concurrent adders never lose an increment). */
+  addLlmSpend(scope: string, windowStartMs: number, delta: LlmSpend): Promise<void>;
+}
+
+export interface Store extends ExecutionStore, AgentStore, ApiKeyStore, SandboxStore, LlmSpendStore {}
 
 // ---------------------------------------------------------------------------------------------------------------
 // Audit: the tamper-evident ledger (domain/audit). Data never holds secret values.
@@ -571,4 +587,33 @@ export interface Ids {
 export interface ProcessIdentity {
   current(): { host: string; pid: number; startTicks: number };
   isAlive(owner: { host: string; pid: number; startTicks: number }): boolean;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Tracing (OpenTelemetry when the operator sets OTEL_EXPORTER_OTLP_ENDPOINT; adapters/telemetry/otel-tracer.ts).
+
+/** What an execution span is opened with. */
+export interface ExecutionSpanStart {
+  readonly executionId: string;
+  readonly agent: string;
+  /** Deployed revision; null for `aegis run` of a directory. */
+  readonly revision: number | null;
+  readonly runtime: string;
+  /** Wall-clock ms (Clock.now()). */
+  readonly startedAtMs: number;
+}
+
+/** One model call as a tracer sees it: the gateway's `llm.call` record (prompts only when recordContent is on). */
+export type TracedLlmCall = LlmCallRecord;
+
+/** An open execution span: child spans per model call, then `end` once with the outcome. */
+export interface ExecutionSpan {
+  /** A model call that ended at `endedAtMs` (wall ms); its span starts `call.latencyMs` earlier. */
+  llmCall(call: TracedLlmCall, endedAtMs: number): void;
+  end(outcome: { readonly status: string; readonly reason: string | null }, endedAtMs: number): void;
+}
+
+/** Port: exports execution traces. Must never throw into the use-case, nor block it. */
+export interface Tracer {
+  startExecution(start: ExecutionSpanStart): ExecutionSpan;
 }

@@ -35,6 +35,7 @@ import { type LlmWiring, llmEnv } from './llm-wiring.ts';
 import type {
   AuditLog,
   Clock,
+  ExecutionSpan,
   ExecutionStore,
   Ids,
   InSandboxApi,
@@ -48,6 +49,7 @@ import type {
   SecretRandom,
   SecretStore,
   SecretUseEvent,
+  Tracer,
 } from './ports.ts';
 
 export interface RunAgentDeps {
@@ -65,6 +67,8 @@ export interface RunAgentDeps {
   readonly llm?: LlmWiring;
   /** Told each execution's model usage when it ends (metrics; the record and ledger hold it too). */
   readonly onLlmUsage?: (usage: LlmUsageTotals) => void;
+  /** Traces (OpenTelemetry when configured): a span per execution, a child span per model call. */
+  readonly tracer?: Tracer;
 }
 
 export interface RunAgentRequest {
@@ -90,6 +94,8 @@ export interface RunAgentRequest {
    * its `execution.created` entry is in the ledger. `input` is taken from the record.
    */
   readonly queued?: ExecutionRecord;
+  /** The API key id that asked for this execution (server budgets per key, `llm.budgets.keys`). */
+  readonly requestedBy?: string;
 }
 
 /** The `execution.created` ledger data for an agent about to run on `runtime`. */
@@ -107,6 +113,9 @@ export function createdAuditData(
     ...extra,
   };
 }
+
+/** Refused in-sandbox API requests audited one entry each per execution; the rest are counted in one entry. */
+export const API_DENIED_AUDITED = 16;
 
 /** How many log lines are written per store transaction while an agent streams. */
 const LOG_BATCH = 64;
@@ -151,7 +160,13 @@ export async function runAgent(deps: RunAgentDeps, request: RunAgentRequest): Pr
       owner: identity.current(),
     });
   }
+  // In-sandbox API requests for what the manifest does not grant: the first few audited one by one, then counted.
+  const apiDenied = { total: 0 };
   let finishedAudited = false;
+  let outcome: { status: TerminalStatus; reason: string | null } = {
+    status: 'failed',
+    reason: 'internal error',
+  };
   const auditFinished = (
     status: TerminalStatus,
     exitCode: number | null,
@@ -161,6 +176,13 @@ export async function runAgent(deps: RunAgentDeps, request: RunAgentRequest): Pr
   ) => {
     if (finishedAudited) return;
     finishedAudited = true;
+    outcome = { status, reason };
+    if (apiDenied.total > API_DENIED_AUDITED) {
+      audit.append(AUDIT_KINDS.apiDenied, id, {
+        suppressed: apiDenied.total - API_DENIED_AUDITED,
+        total: apiDenied.total,
+      });
+    }
     audit.append(AUDIT_KINDS.executionFinished, id, {
       status,
       exitCode,
@@ -182,6 +204,19 @@ export async function runAgent(deps: RunAgentDeps, request: RunAgentRequest): Pr
     }
   }
   request.onCreated?.(id);
+  // Tracing never fails an execution: a tracer that throws is ignored.
+  let span: ExecutionSpan | undefined;
+  try {
+    span = deps.tracer?.startExecution({
+      executionId: id,
+      agent: agent.name,
+      revision: request.queued?.agent.revision ?? null,
+      runtime: request.queued?.runtime ?? runtimeName,
+      startedAtMs: clock.now(),
+    });
+  } catch {
+    span = undefined;
+  }
 
   // Values of this execution's secrets never reach the store, the ledger or errors: everything that could have seen
   // one (lines, output, reasons, violations) passes through the redactor. Filled in once the values are fetched.
@@ -262,9 +297,15 @@ export async function runAgent(deps: RunAgentDeps, request: RunAgentRequest): Pr
   // Model calls: each one into the ledger; a call refused for a spent budget ends the execution.
   let llmToken: string | undefined;
   let unsubscribeLlm: (() => void) | undefined;
-  let budgetSpent: { budget: LlmBudgetName; refused: number } | undefined;
+  // `rule`: a server budget (llm.budgets.…) shared across executions; absent: this execution's spec.llm.budget.
+  let budgetSpent: { budget: LlmBudgetName; refused: number; rule?: string } | undefined;
   let budgetKilled = false;
   const onLlmCall = (record: LlmCallRecord) => {
+    try {
+      span?.llmCall(record, clock.now());
+    } catch {
+      // tracing is best effort
+    }
     try {
       const { executionId: _, ...data } = record;
       audit.append(AUDIT_KINDS.llmCall, id, JSON.parse(JSON.stringify(data)));
@@ -308,8 +349,22 @@ export async function runAgent(deps: RunAgentDeps, request: RunAgentRequest): Pr
         const { gateway, handler, handlerFor, events } = deps.llm;
         unsubscribeLlm = events.subscribe(id, {
           onCall: onLlmCall,
-          onBudgetExhausted: (budget) => {
-            budgetSpent = { budget, refused: budgetSpent?.refused ?? 0 };
+          onBudgetExhausted: (budget, rule) => {
+            budgetSpent = { budget, refused: budgetSpent?.refused ?? 0, ...(rule ? { rule } : {}) };
+          },
+          onPathDenied: (method, path) => {
+            apiDenied.total++;
+            if (apiDenied.total > API_DENIED_AUDITED) return;
+            try {
+              audit.append(AUDIT_KINDS.apiDenied, id, {
+                method: clean(method),
+                path: clean(path),
+                nth: apiDenied.total,
+              });
+            } catch (error) {
+              networkAuditError ??= error;
+              if (instanceForAudit !== undefined) void runtime.terminate(instanceForAudit).catch(() => {});
+            }
           },
         });
         llmToken = gateway.issue({
@@ -317,6 +372,7 @@ export async function runAgent(deps: RunAgentDeps, request: RunAgentRequest): Pr
           agent: agent.name,
           models: agent.llm.models,
           budget: agent.llm.budget,
+          requestedBy: request.requestedBy ?? null,
         });
         // The sandbox's endpoint takes only this execution's token (a leaked token of another is refused there).
         inSandboxApi = { handler: handlerFor ? handlerFor(llmToken) : handler, env: llmEnv(llmToken) };
@@ -387,8 +443,11 @@ export async function runAgent(deps: RunAgentDeps, request: RunAgentRequest): Pr
         : [
             {
               kind: 'budget',
-              rule: `spec.llm.budget.${budgetSpent.budget}`,
-              message: `the LLM ${budgetSpent.budget} budget of this execution is used up${budgetSpent.refused > 0 ? `; ${budgetSpent.refused} call(s) refused and the execution ended` : ''} (raise spec.llm.budget.${budgetSpent.budget}, or make fewer/smaller calls)`,
+              rule: `${budgetSpent.rule ?? 'spec.llm.budget'}.${budgetSpent.budget}`,
+              message:
+                budgetSpent.rule === undefined
+                  ? `the LLM ${budgetSpent.budget} budget of this execution is used up${budgetSpent.refused > 0 ? `; ${budgetSpent.refused} call(s) refused and the execution ended` : ''} (raise spec.llm.budget.${budgetSpent.budget}, or make fewer/smaller calls)`
+                  : `the server's LLM ${budgetSpent.budget} budget ${budgetSpent.rule} (shared across executions) is used up; ${budgetSpent.refused} call(s) refused and the execution ended (the operator sets it in the server config)`,
               count: Math.max(1, budgetSpent.refused),
             } satisfies Violation,
           ]),
@@ -401,7 +460,7 @@ export async function runAgent(deps: RunAgentDeps, request: RunAgentRequest): Pr
     // A cancellation says who cancelled (the abort reason) rather than the runtime's generic "cancelled".
     const abortReason = request.signal?.aborted ? request.signal.reason : undefined;
     const rawReason = budgetKilled
-      ? `budget: the LLM ${budgetSpent?.budget ?? 'calls'} budget (spec.llm.budget) is used up`
+      ? `budget: the LLM ${budgetSpent?.budget ?? 'calls'} budget (${budgetSpent?.rule ?? 'spec.llm.budget'}) is used up`
       : result.status === 'killed' && typeof abortReason === 'string'
         ? abortReason
         : result.reason;
@@ -439,6 +498,11 @@ export async function runAgent(deps: RunAgentDeps, request: RunAgentRequest): Pr
     throw new AegisError('INTERNAL', `execution ${id} failed inside AEGIS`, { cause: error });
   } finally {
     ticker.cancel();
+    try {
+      span?.end(outcome, clock.now());
+    } catch {
+      // tracing is best effort
+    }
     unsubscribeLlm?.();
     if (llmToken !== undefined) deps.llm?.gateway.revoke(llmToken);
   }

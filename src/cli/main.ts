@@ -127,7 +127,7 @@ async function commandRun(
     progress.step(`starting ${agent.isolation} for ${agent.name}`);
     let firstLine = true;
     // The LLM gateway only for agents that may call models (a broken config.yaml fails only those runs).
-    const llm = agent.llm === null ? undefined : await openLlmWiring(ctx.secrets);
+    const llm = agent.llm === null ? undefined : await openLlmWiring(ctx.secrets, { spend: ctx.store });
     const record = await runAgent(
       { ...ctx, ...(llm ? { llm } : {}) },
       {

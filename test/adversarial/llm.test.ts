@@ -27,6 +27,7 @@ const ANTHROPIC_KEY = `sk-ant-REAL-${process.pid}-2d8e4f6a0c`;
 let h: Harness;
 let upstream: ScriptedLlm;
 let llm: LlmWiring;
+let settings: LlmSettings;
 const observed: LlmCallRecord[] = [];
 
 function route(alias: string, kind: 'openai' | 'anthropic', model: string): ModelRoute {
@@ -54,7 +55,12 @@ interface LlmAgent {
 
 async function run(
   spec: LlmAgent,
-  options: { onLog?: (text: string, id: string) => void; signal?: AbortSignal } = {},
+  options: {
+    onLog?: (text: string, id: string) => void;
+    signal?: AbortSignal;
+    llm?: LlmWiring;
+    requestedBy?: string;
+  } = {},
 ) {
   const dir = h.tempDir(`llm-${spec.name}`);
   const entrypoint = spec.language === 'python' ? 'main.py' : 'main.mjs';
@@ -81,10 +87,11 @@ async function run(
   let id = '';
   const logs: string[] = [];
   const record = await runAgent(
-    { ...h.ctx, llm },
+    { ...h.ctx, llm: options.llm ?? llm },
     {
       agent,
       input: null,
+      ...(options.requestedBy ? { requestedBy: options.requestedBy } : {}),
       ...(options.signal ? { signal: options.signal } : {}),
       onCreated: (created) => {
         id = created;
@@ -151,7 +158,7 @@ describe('agents with spec.llm through the in-sandbox API', { skip }, () => {
     upstream = await startScriptedLlm();
     await h.ctx.secrets.set('OPENAI_KEY', OPENAI_KEY);
     await h.ctx.secrets.set('ANTHROPIC_KEY', ANTHROPIC_KEY);
-    const settings: LlmSettings = {
+    settings = {
       models: {
         default: route('default', 'openai', 'up-gpt'),
         fast: route('fast', 'anthropic', 'up-claude'),
@@ -183,7 +190,7 @@ describe('agents with spec.llm through the in-sandbox API', { skip }, () => {
     assert.equal(output.stream, 'echo: streamed');
     assert.match(output.smart, /^denied: .*not granted/);
     assert.equal(output.guessed_token, 401);
-    assert.ok([403, 404].includes(output.unknown_path), String(output.unknown_path));
+    assert.equal(output.unknown_path, 403);
     assert.equal(output.sdk_writable, false);
     assert.equal(output.env.OPENAI_BASE_URL, 'http://127.0.0.1:3129/v1');
     assert.equal(output.env.OPENAI_API_KEY, output.env.AEGIS_TOKEN);
@@ -192,6 +199,10 @@ describe('agents with spec.llm through the in-sandbox API', { skip }, () => {
     for (const seen of upstream.requests) assert.equal(seen.headers.authorization, `Bearer ${OPENAI_KEY}`);
     const everything = JSON.stringify(output);
     assert.ok(!everything.includes(OPENAI_KEY) && !everything.includes(ANTHROPIC_KEY));
+    assert.deepEqual(
+      (await entries(record.id, 'api.denied')).map((e) => `${e.method} ${e.path}`),
+      ['POST /v1/tools/run'],
+    );
     // One llm.call per call: two answered, one denied (the guessed token has no execution to be audited under).
     const calls = await entries(record.id, 'llm.call');
     assert.deepEqual(
@@ -204,6 +215,69 @@ describe('agents with spec.llm through the in-sandbox API', { skip }, () => {
     assert.deepEqual(finished.llm, { calls: 2, inputTokens: 20, outputTokens: 10, usd: 0.00004 });
     // The token died with the instance.
     assert.throws(() => llm.gateway.models(output.env.AEGIS_TOKEN), /unknown or expired/);
+    assert.equal((await h.ctx.audit.verify()).ok, true);
+  });
+
+  it('paths and methods the manifest does not grant are 403 and audited; a flood of them yields a bounded ledger', async () => {
+    const probes = [
+      ['GET', '/'],
+      ['GET', '/metrics'],
+      ['GET', '/v1/executions'],
+      ['POST', '/v1/tools/run'],
+      ['POST', '/v1/memory/put'],
+      ['GET', '/v1/chat/completions'],
+      ['DELETE', '/v1/models'],
+      ['PUT', '/v1/messages'],
+      ['POST', '/v1/../../etc/passwd'],
+      ['POST', '/v1/chat/completions/../../admin'],
+    ];
+    const { record, output } = await run({
+      name: 'llm-paths',
+      language: 'python',
+      models: ['default'],
+      code: `
+import http.client, json, os
+import aegis
+token = os.environ["AEGIS_TOKEN"]
+probes = ${JSON.stringify(probes)}
+def call(method, path, auth=True):
+    c = http.client.HTTPConnection("127.0.0.1", 3129, timeout=10)
+    c.request(method, path, body=b"{}" if method != "GET" else None,
+              headers={"Authorization": "Bearer " + token} if auth else {})
+    r = c.getresponse()
+    body = r.read()
+    c.close()
+    return r.status, body.decode("utf-8", "replace")
+out = {"probes": {}, "unauthenticated": None, "flood": []}
+for method, path in probes:
+    out["probes"][method + " " + path] = call(method, path)
+out["unauthenticated"] = call("POST", "/v1/admin", auth=False)[0]
+for i in range(200):
+    out["flood"].append(call("GET", "/flood/%d" % i)[0])
+out["still_works"] = aegis.llm.chat([{"role": "user", "content": "after"}])["content"]
+aegis.output(out)
+`,
+    });
+    assert.equal(record.status, 'succeeded', JSON.stringify(record));
+    for (const [probe, [status, body]] of Object.entries(output.probes as Record<string, [number, string]>)) {
+      assert.equal(status, 403, `${probe}: ${body}`);
+      assert.match(body, /not granted/, probe);
+    }
+    assert.equal(output.unauthenticated, 403);
+    assert.deepEqual(new Set(output.flood), new Set([403]));
+    assert.equal(output.still_works, 'echo: after');
+    // 10 probes + 1 unauthenticated + 200 flood = 211 refusals: 16 audited one by one, the rest in one count.
+    const denied = await entries(record.id, 'api.denied');
+    assert.equal(denied.length, 17);
+    assert.deepEqual(
+      denied.slice(0, 10).map((e) => `${e.method} ${e.path}`),
+      probes.map(([m, p]) => `${m} ${p}`),
+    );
+    assert.deepEqual(
+      denied.map((e) => e.nth).slice(0, 16),
+      Array.from({ length: 16 }, (_, i) => i + 1),
+    );
+    assert.deepEqual(denied[16], { suppressed: 211 - 16, total: 211 });
     assert.equal((await h.ctx.audit.verify()).ok, true);
   });
 
@@ -349,6 +423,59 @@ aegis.output({"survived": True})
     );
     assert.deepEqual(calls[2]!.budgetLeft, { tokens: null, calls: 0, usd: null });
     assert.equal((await h.ctx.audit.verify()).ok, true);
+  });
+
+  it("a server budget per API key spans executions: the key's next execution that exceeds it ends with reason budget", async () => {
+    const rule = 'llm.budgets.keys.key_hostile';
+    const keyed = createLlmWiring({
+      settings: {
+        ...settings,
+        budgets: {
+          keys: { key_hostile: { rule, calls: 3, tokens: null, usd: null, windowMs: null } },
+          agents: {},
+        },
+      },
+      secrets: h.ctx.secrets,
+      spend: h.ctx.store,
+    });
+    // Each execution has a generous spec.llm.budget of its own; only the key's shared budget can stop it.
+    const spender = (name: string) => ({
+      name,
+      language: 'python' as const,
+      models: ['default'],
+      budget: { calls: 100 },
+      code: `
+import aegis
+done = 0
+for i in range(2):
+    aegis.llm.chat([{"role": "user", "content": f"call {i}"}])
+    done += 1
+aegis.output({"done": done})
+`,
+    });
+    const first = await run(spender('llm-key-1'), { llm: keyed, requestedBy: 'key_hostile' });
+    assert.equal(first.record.status, 'succeeded', JSON.stringify(first.record));
+    // Another key is not charged for it.
+    const other = await run(spender('llm-key-other'), { llm: keyed, requestedBy: 'key_other' });
+    assert.equal(other.record.status, 'succeeded', JSON.stringify(other.record));
+    // The same key, another agent, a fresh execution: its second call would be the key's 4th.
+    const second = await run(spender('llm-key-2'), { llm: keyed, requestedBy: 'key_hostile' });
+    assert.equal(second.record.status, 'killed');
+    assert.match(
+      second.record.reason ?? '',
+      /^budget: the LLM calls budget \(llm\.budgets\.keys\.key_hostile\)/,
+    );
+    assert.deepEqual(
+      second.record.violations.filter((v) => v.kind === 'budget').map((v) => v.rule),
+      [`${rule}.calls`],
+    );
+    assert.deepEqual(
+      (await entries(second.record.id, 'llm.call')).map((c) => c.status),
+      ['ok', 'budget'],
+    );
+    const spent = await h.ctx.store.getLlmSpend('key:key_hostile', 0);
+    assert.deepEqual([spent.calls, spent.tokens], [3, 45]);
+    assert.ok(Math.abs(spent.usd - 0.00006) < 1e-12, String(spent.usd));
   });
 });
 

@@ -234,6 +234,22 @@ export function storeContract(name: string, open: () => Promise<StoreUnderTest<S
       });
     });
 
+    describe('LLM spend (llm.budgets)', () => {
+      it('starts at zero, adds per scope and window, and loses no concurrent increment', async () => {
+        assert.deepEqual(await store.getLlmSpend('key:key_01', 0), { calls: 0, tokens: 0, usd: 0 });
+        await Promise.all(
+          Array.from({ length: 20 }, () =>
+            store.addLlmSpend('key:key_01', 0, { calls: 1, tokens: 15, usd: 0.25 }),
+          ),
+        );
+        await store.addLlmSpend('key:key_01', 86_400_000, { calls: 1, tokens: 1, usd: 0 });
+        await store.addLlmSpend('agent:key_01', 0, { calls: 2, tokens: 2, usd: 0 });
+        assert.deepEqual(await store.getLlmSpend('key:key_01', 0), { calls: 20, tokens: 300, usd: 5 });
+        assert.deepEqual(await store.getLlmSpend('key:key_01', 86_400_000), { calls: 1, tokens: 1, usd: 0 });
+        assert.deepEqual(await store.getLlmSpend('agent:key_01', 0), { calls: 2, tokens: 2, usd: 0 });
+      });
+    });
+
     describe('API keys', () => {
       it('creates a key and finds it by hash, every field intact', async () => {
         const k = key('key_01', { rateLimit: { perSecond: 0.5, burst: 3 }, scopes: ['deploy', 'read'] });

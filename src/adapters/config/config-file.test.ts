@@ -55,6 +55,39 @@ describe('config file', () => {
     assert.match(problem.hint ?? '', /apiKeySecret/);
   });
 
+  it('compiles server budgets per key and per agent, and locates a bad window', () => {
+    const text = `${GOOD}  budgets:
+    keys:
+      key_01abc: { calls: 100, usd: 2.5, window: 24h }
+    agents:
+      summarizer: { tokens: 50000 }
+`;
+    const { llm } = parseConfigText(text, 'c.yaml');
+    assert.deepEqual(llm.budgets, {
+      keys: {
+        key_01abc: {
+          rule: 'llm.budgets.keys.key_01abc',
+          calls: 100,
+          tokens: null,
+          usd: 2.5,
+          windowMs: 86_400_000,
+        },
+      },
+      agents: {
+        summarizer: {
+          rule: 'llm.budgets.agents.summarizer',
+          calls: null,
+          tokens: 50000,
+          usd: null,
+          windowMs: null,
+        },
+      },
+    });
+    const error = problemsOf(() => parseConfigText(text.replace('window: 24h', 'window: daily'), 'c.yaml'));
+    assert.equal(error.problems[0]!.path, 'llm.budgets.keys.key_01abc.window');
+    assert.ok(error.problems[0]!.line !== undefined);
+  });
+
   it('refuses an alias that names no provider, pointing at it', () => {
     const error = problemsOf(() =>
       parseConfigText(GOOD.replace('provider: claude', 'provider: claud'), 'c.yaml'),

@@ -146,6 +146,11 @@ export interface LlmHandlerOptions {
    * agent somehow — is refused as unknown here, so it cannot spend that execution's budget. @default any issued token
    */
   readonly onlyToken?: string;
+  /**
+   * Told every request for a path or method this API does not serve (answered 403 without reading the body): the
+   * in-sandbox API audits them. `path` is the raw request target, cut to 256 characters.
+   */
+  readonly onDenied?: (method: string, path: string) => void;
 }
 
 export function createLlmHandler(gateway: LlmGateway, options: LlmHandlerOptions = {}) {
@@ -170,10 +175,17 @@ export function createLlmHandler(gateway: LlmGateway, options: LlmHandlerOptions
         return;
       }
       if (route === undefined || req.method !== 'POST') {
-        throw new AegisError('NOT_FOUND', `${req.method} ${path} is not served here`, {
-          details: { llm: { kind: 'invalid', status: 404 } },
-          hint: 'POST /v1/chat/completions, /v1/responses or /v1/messages',
-        });
+        // Only what the manifest grants answers; anything else is refused (and audited by the caller).
+        const target = (req.url ?? '/').slice(0, 256);
+        options.onDenied?.(String(req.method), target);
+        throw new AegisError(
+          'PERMISSION_DENIED',
+          `${String(req.method)} ${path.slice(0, 256)} is not granted to this agent`,
+          {
+            details: { llm: { kind: 'denied', status: 403 } },
+            hint: 'the in-sandbox API serves POST /v1/chat/completions, /v1/responses, /v1/messages and GET /v1/models (spec.llm)',
+          },
+        );
       }
       const token = tokenOf(req);
       // Authenticate before reading a byte of the body: without a valid token, nothing is buffered.

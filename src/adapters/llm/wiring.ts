@@ -8,6 +8,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { type LlmCallRecord, LlmGateway } from '../../app/llm-gateway.ts';
 import { LlmEventRouter, type LlmWiring } from '../../app/llm-wiring.ts';
+import type { LlmSpendStore } from '../../app/ports.ts';
 import type { LlmSettings } from '../../domain/llm/config.ts';
 import { AnthropicProvider } from './anthropic.ts';
 import { createLlmHandler } from './http-handler.ts';
@@ -19,6 +20,10 @@ export interface LlmWiringOptions {
   readonly secrets: { get(name: string): Promise<string> };
   /** Also told every call (metrics, OpenTelemetry). */
   readonly observe?: (record: LlmCallRecord) => void;
+  /** Where `llm.budgets` spend is persisted (the Store); required when the config has budgets. */
+  readonly spend?: LlmSpendStore;
+  /** A budget spend that could not be persisted. */
+  readonly onSpendError?: (error: unknown) => void;
 }
 
 export function createLlmWiring(options: LlmWiringOptions): LlmWiring {
@@ -33,6 +38,8 @@ export function createLlmWiring(options: LlmWiringOptions): LlmWiring {
       options.observe?.(record);
     },
     onBudgetExhausted: events.onBudgetExhausted,
+    ...(options.spend ? { spend: options.spend } : {}),
+    ...(options.onSpendError ? { onSpendError: options.onSpendError } : {}),
     now: () => performance.now(),
     sleep: (ms) => sleep(ms),
   });
@@ -41,6 +48,15 @@ export function createLlmWiring(options: LlmWiringOptions): LlmWiring {
       handle(req, res).catch(() => res.destroy());
     };
   const handler = wrap(createLlmHandler(gateway));
-  const handlerFor = (token: string) => wrap(createLlmHandler(gateway, { onlyToken: token }));
+  const handlerFor = (token: string) =>
+    wrap(
+      createLlmHandler(gateway, {
+        onlyToken: token,
+        onDenied: (method, path) => {
+          const executionId = gateway.executionOf(token);
+          if (executionId !== undefined) events.onPathDenied(executionId, method, path);
+        },
+      }),
+    );
   return { gateway, handler, handlerFor, events };
 }

@@ -18,6 +18,7 @@ import type {
   DeployOutcome,
   ExecutionPatch,
   ListExecutionsQuery,
+  LlmSpend,
   NewAgentRevision,
   NewLogLine,
   Store,
@@ -238,6 +239,22 @@ export class MemoryStore implements Store {
 
   async putSandbox(record: SandboxRecord): Promise<void> {
     this.#sandboxes.set(record.id, structuredClone(record));
+  }
+
+  readonly #spend = new Map<string, LlmSpend>();
+
+  async getLlmSpend(scope: string, windowStartMs: number): Promise<LlmSpend> {
+    return { ...(this.#spend.get(`${scope}\0${windowStartMs}`) ?? { calls: 0, tokens: 0, usd: 0 }) };
+  }
+
+  async addLlmSpend(scope: string, windowStartMs: number, delta: LlmSpend): Promise<void> {
+    const key = `${scope}\0${windowStartMs}`;
+    const was = this.#spend.get(key) ?? { calls: 0, tokens: 0, usd: 0 };
+    this.#spend.set(key, {
+      calls: was.calls + delta.calls,
+      tokens: was.tokens + delta.tokens,
+      usd: was.usd + delta.usd,
+    });
   }
 
   async getSandbox(id: string): Promise<SandboxRecord | undefined> {

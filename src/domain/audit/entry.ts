@@ -23,6 +23,11 @@ export const AUDIT_KINDS = {
   toolCall: 'tool.call',
   /** One model call through the LLM gateway (`LlmCallRecord`: alias, tokens, latency, status, budget left). */
   llmCall: 'llm.call',
+  /**
+   * A request to the in-sandbox API for a path or method the manifest does not grant (answered 403). The first 16
+   * of an execution get one entry each; the rest are counted in one closing entry (a flood can't grow the ledger).
+   */
+  apiDenied: 'api.denied',
   agentDeployed: 'agent.deployed',
   agentActivated: 'agent.activated',
   agentDeleted: 'agent.deleted',
@@ -93,6 +98,8 @@ export type AuditDataByKind = {
   'secret.use': JsonObject;
   'tool.call': JsonObject;
   'llm.call': JsonObject;
+  /** `{method, path, nth}` per audited denial; `{suppressed, total}` once at the end when some were not. */
+  'api.denied': JsonObject;
   /** A deploy that created a revision (re-deploying the active bundle records nothing). */
   'agent.deployed': {
     readonly agent: string;

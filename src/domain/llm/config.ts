@@ -55,6 +55,35 @@ export const LlmPrice = z.strictObject({
   output: z.number().min(0).meta({ description: 'USD per 1M output tokens.' }),
 });
 
+/** A server-side budget: shared by every execution of one API key or one agent, over a window. */
+export const LlmServerBudget = z
+  .strictObject({
+    tokens: z
+      .number()
+      .int()
+      .min(0)
+      .optional()
+      .meta({ description: 'Input + output tokens. @default unlimited' }),
+    calls: z.number().int().min(0).optional().meta({ description: 'Model calls. @default unlimited' }),
+    usd: z.number().min(0).optional().meta({ description: 'USD at llm.prices. @default unlimited' }),
+    window: DurationText.optional().meta({
+      description:
+        'Fixed window the limits apply to, aligned to the Unix epoch (e.g. 1h, 24h, 720h). @default none: the limits never reset',
+    }),
+  })
+  .meta({
+    description: 'Exhausting any limit refuses further calls and ends the calling execution (reason budget).',
+  });
+export type LlmServerBudget = z.infer<typeof LlmServerBudget>;
+
+export const LlmBudgetsConfig = z.strictObject({
+  keys: z
+    .record(z.string().min(1), LlmServerBudget)
+    .default({})
+    .meta({ description: 'By API key id (key_…, as `aegis apikey ls` shows; `local` for the unix socket).' }),
+  agents: z.record(z.string().min(1), LlmServerBudget).default({}).meta({ description: 'By agent name.' }),
+});
+
 export const LlmConfig = z.strictObject({
   providers: z
     .record(z.string().regex(ALIAS_PATTERN, 'provider names are lowercase, e.g. openai'), LlmProviderConfig)
@@ -87,6 +116,9 @@ export const LlmConfig = z.strictObject({
   recordContent: z.boolean().default(false).meta({
     description: 'Record prompts and completions in the llm.call ledger entries (off: only counts).',
   }),
+  budgets: LlmBudgetsConfig.optional().meta({
+    description: 'Budgets across executions, per API key and per agent, persisted in the store.',
+  }),
 });
 export type LlmConfig = z.infer<typeof LlmConfig>;
 
@@ -107,8 +139,23 @@ export interface ModelRoute {
   readonly price: { readonly input: number; readonly output: number } | null;
 }
 
+/** A compiled server budget (`llm.budgets.<scope>.<id>`); `windowMs` null: never resets. */
+export interface ServerBudget {
+  /** `llm.budgets.keys.key_…` or `llm.budgets.agents.<name>`: what errors and violations name. */
+  readonly rule: string;
+  readonly tokens: number | null;
+  readonly calls: number | null;
+  readonly usd: number | null;
+  readonly windowMs: number | null;
+}
+
 export interface LlmSettings {
   readonly models: Readonly<Record<string, ModelRoute>>;
+  /** Budgets across executions. @default none */
+  readonly budgets?: {
+    readonly keys: Readonly<Record<string, ServerBudget>>;
+    readonly agents: Readonly<Record<string, ServerBudget>>;
+  };
   /** Per attempt. @default 60 000 */
   readonly timeoutMs: number;
   /** @default 2 */
@@ -163,5 +210,19 @@ export function compileLlmConfig(config: LlmConfig | undefined): LlmSettings {
     retries: c.retries ?? 2,
     maxRetryDelayMs: ms(c.maxRetryDelay, 30_000),
     recordContent: c.recordContent,
+    ...(c.budgets ? { budgets: compileBudgets(c.budgets) } : {}),
   };
+}
+
+function compileBudgets(budgets: z.infer<typeof LlmBudgetsConfig>): NonNullable<LlmSettings['budgets']> {
+  const one = (rule: string, b: LlmServerBudget): ServerBudget => ({
+    rule,
+    tokens: b.tokens ?? null,
+    calls: b.calls ?? null,
+    usd: b.usd ?? null,
+    windowMs: b.window === undefined ? null : ms(b.window, 0) || null,
+  });
+  const all = (scope: 'keys' | 'agents', entries: Record<string, LlmServerBudget>) =>
+    Object.fromEntries(Object.entries(entries).map(([id, b]) => [id, one(`llm.budgets.${scope}.${id}`, b)]));
+  return { keys: all('keys', budgets.keys), agents: all('agents', budgets.agents) };
 }

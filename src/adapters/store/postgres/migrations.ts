@@ -127,6 +127,20 @@ export const MIGRATIONS: readonly Migration[] = [
       CREATE INDEX sandboxes_by_created_at ON sandboxes (created_at, id);
     `,
   },
+  {
+    id: 4,
+    name: 'spend of the server LLM budgets (llm.budgets), per scope and window',
+    sql: `
+      CREATE TABLE llm_spend (
+        scope        TEXT COLLATE "C" NOT NULL,
+        window_start BIGINT NOT NULL,
+        calls        BIGINT NOT NULL,
+        tokens       BIGINT NOT NULL,
+        usd          DOUBLE PRECISION NOT NULL,
+        PRIMARY KEY (scope, window_start)
+      );
+    `,
+  },
 ];
 
 /** Advisory-lock key (one bigint) for a name: every lock this store takes goes through here. */

@@ -12,6 +12,7 @@ import type {
   DeployOutcome,
   ExecutionPatch,
   ListExecutionsQuery,
+  LlmSpend,
   NewAgentRevision,
   NewLogLine,
   Store,
@@ -528,6 +529,26 @@ export class PostgresStore implements Store {
       `INSERT INTO sandboxes (id, status, created_at, record_json) VALUES ($1, $2, $3, $4)
        ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status, record_json = EXCLUDED.record_json`,
       [record.id, record.status, record.createdAt, JSON.stringify(record)],
+    );
+  }
+
+  async getLlmSpend(scope: string, windowStartMs: number): Promise<LlmSpend> {
+    const { rows } = await this.#query<{ calls: string; tokens: string; usd: number }>(
+      'SELECT calls, tokens, usd FROM llm_spend WHERE scope = $1 AND window_start = $2',
+      [scope, windowStartMs],
+    );
+    const row = rows[0];
+    return row === undefined
+      ? { calls: 0, tokens: 0, usd: 0 }
+      : { calls: Number(row.calls), tokens: Number(row.tokens), usd: Number(row.usd) };
+  }
+
+  async addLlmSpend(scope: string, windowStartMs: number, delta: LlmSpend): Promise<void> {
+    await this.#query(
+      `INSERT INTO llm_spend (scope, window_start, calls, tokens, usd) VALUES ($1, $2, $3, $4, $5)
+       ON CONFLICT (scope, window_start) DO UPDATE SET calls = llm_spend.calls + EXCLUDED.calls,
+         tokens = llm_spend.tokens + EXCLUDED.tokens, usd = llm_spend.usd + EXCLUDED.usd`,
+      [scope, windowStartMs, delta.calls, delta.tokens, delta.usd],
     );
   }
 

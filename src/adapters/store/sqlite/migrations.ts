@@ -129,6 +129,20 @@ export const MIGRATIONS: readonly Migration[] = [
       CREATE INDEX sandboxes_by_created_at ON sandboxes (created_at, id);
     `,
   },
+  {
+    id: 5,
+    name: 'spend of the server LLM budgets (llm.budgets), per scope and window',
+    sql: `
+      CREATE TABLE llm_spend (
+        scope        TEXT NOT NULL,
+        window_start INTEGER NOT NULL,
+        calls        INTEGER NOT NULL,
+        tokens       INTEGER NOT NULL,
+        usd          REAL NOT NULL,
+        PRIMARY KEY (scope, window_start)
+      );
+    `,
+  },
 ];
 
 /**

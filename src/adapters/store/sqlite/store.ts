@@ -17,6 +17,7 @@ import type {
   DeployOutcome,
   ExecutionPatch,
   ListExecutionsQuery,
+  LlmSpend,
   NewAgentRevision,
   NewLogLine,
   Store,
@@ -504,6 +505,25 @@ export class SqliteStore implements Store {
          ON CONFLICT (id) DO UPDATE SET status = excluded.status, record_json = excluded.record_json`,
       )
       .run(record.id, record.status, record.createdAt, JSON.stringify(record));
+  }
+
+  async getLlmSpend(scope: string, windowStartMs: number): Promise<LlmSpend> {
+    const row = this.#db
+      .prepare('SELECT calls, tokens, usd FROM llm_spend WHERE scope = ? AND window_start = ?')
+      .get(scope, windowStartMs);
+    return row === undefined
+      ? { calls: 0, tokens: 0, usd: 0 }
+      : { calls: Number(row['calls']), tokens: Number(row['tokens']), usd: Number(row['usd']) };
+  }
+
+  async addLlmSpend(scope: string, windowStartMs: number, delta: LlmSpend): Promise<void> {
+    this.#db
+      .prepare(
+        `INSERT INTO llm_spend (scope, window_start, calls, tokens, usd) VALUES (?, ?, ?, ?, ?)
+         ON CONFLICT (scope, window_start) DO UPDATE SET calls = calls + excluded.calls,
+           tokens = tokens + excluded.tokens, usd = usd + excluded.usd`,
+      )
+      .run(scope, windowStartMs, delta.calls, delta.tokens, delta.usd);
   }
 
   async getSandbox(id: string): Promise<SandboxRecord | undefined> {
