@@ -349,7 +349,12 @@ export class LiveSandboxes {
       const key = `${agent.name}@${revision.revision}`;
       const warm = this.#poolable(agent) ? this.#takeWarm(key) : undefined;
       const prepared =
-        warm ?? (await this.#prepare(agent, { ...agent, env: { ...agent.env, ...(request.env ?? {}) } }));
+        warm ??
+        (await this.#prepare(
+          agent,
+          { ...agent, env: { ...agent.env, ...(request.env ?? {}) } },
+          principal.id,
+        ));
       const { id, instance, session, wiring } = prepared;
       const now = clock.now();
       const sandbox: Sandbox = {
@@ -1015,12 +1020,16 @@ export class LiveSandboxes {
   // Internals ---------------------------------------------------------------------------------------------------
 
   /** Spawns a live instance of `agent` (with `spawnAgent`'s environment) and opens its channel. */
-  async #prepare(agent: CompiledAgent, spawnAgent: CompiledAgent): Promise<Prepared> {
+  async #prepare(
+    agent: CompiledAgent,
+    spawnAgent: CompiledAgent,
+    requestedBy: string | null,
+  ): Promise<Prepared> {
     const { runtime } = this.#deps;
     const id = `sb_${this.#deps.ids.executionId().replace(/^ex_/, '')}`;
     // The manifest's whole policy, as for an execution: connections and secret uses into the ledger, placeholders
     // for secrets, the in-sandbox API for spec.llm. A policy event that cannot be recorded ends the sandbox.
-    const wiring = await this.#policyWiring(id, agent);
+    const wiring = await this.#policyWiring(id, agent, requestedBy);
     let instance: string;
     try {
       instance = await runtime.spawn({
@@ -1073,7 +1082,8 @@ export class LiveSandboxes {
     ) {
       pool.filling++;
       const target = pool;
-      void this.#prepare(agent, agent).then(
+      // Pooled agents have no spec.llm, so no key's budget is involved.
+      void this.#prepare(agent, agent, null).then(
         (prepared) => {
           target.filling--;
           if (this.#closing || this.#pools.get(key) !== target) return void this.#discard(prepared);
@@ -1122,7 +1132,7 @@ export class LiveSandboxes {
    * own; a spent budget ends the sandbox with reason `budget`. Events before `bind` (none are expected: the
    * instance does not run before `openLive`) are recorded all the same.
    */
-  async #policyWiring(id: string, agent: CompiledAgent): Promise<PolicyWiring> {
+  async #policyWiring(id: string, agent: CompiledAgent, requestedBy: string | null): Promise<PolicyWiring> {
     const { audit, runtime } = this.#deps;
     let sandbox: Sandbox | undefined;
     let instance: string | undefined;
@@ -1205,6 +1215,8 @@ export class LiveSandboxes {
         agent: agent.name,
         models: agent.llm.models,
         budget: agent.llm.budget,
+        // Server budgets per key (llm.budgets.keys) count the sandbox's creator.
+        requestedBy,
       });
       inSandboxApi = { handler: llm.handlerFor ? llm.handlerFor(token) : llm.handler, env: llmEnv(token) };
       release = () => {
