@@ -219,12 +219,9 @@ export const ToolGrant = z
   .union([
     z.string().min(1),
     z.strictObject({
-      name: z
-        .string()
-        .min(1)
-        .meta({
-          description: 'fs.read, fs.write, fs.list, fs.edit, cmd.run, http.fetch or mcp:<server>/<tool>',
-        }),
+      name: z.string().min(1).meta({
+        description: 'fs.read, fs.write, fs.list, fs.edit, cmd.run, http.fetch or mcp:<server>/<tool>',
+      }),
       allow: z.array(z.string()).optional().meta({
         description: 'cmd.run: argv patterns, e.g. ls, "python3 *" (* = one argument; a final * = any rest).',
       }),
