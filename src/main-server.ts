@@ -3,19 +3,23 @@
  * is set), the runtime, bundles, metrics, and wires the use-cases behind the HTTP/gRPC API. Kept apart from main.ts
  * so CLI commands that don't serve never load Fastify, Connect or pg (CLI start time).
  */
+import { createHash, randomBytes } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { availableParallelism, homedir, totalmem } from 'node:os';
 import { join, resolve } from 'node:path';
 import { nodeHasher } from './adapters/audit/node-key.ts';
 import { DirAgentBundles } from './adapters/bundle/agent-bundles.ts';
+import { loadConfig as loadConfigFile } from './adapters/config/config-file.ts';
 import { ProcIdentity } from './adapters/host/process-identity.ts';
 import { SortableIds } from './adapters/ids/ids.ts';
+import { SdkMcpServers } from './adapters/mcp/client.ts';
 import { PrometheusMetrics } from './adapters/metrics/prometheus.ts';
 import { RuntimeRouter } from './adapters/runtimes/registry.ts';
 import { SandboxRuntime } from './adapters/runtimes/sandbox/runtime.ts';
 import { cryptoSecretRandom } from './adapters/secrets/random.ts';
 import { SqliteStore } from './adapters/store/sqlite/store.ts';
 import { OtelTracer, otlpTracesUrl } from './adapters/telemetry/otel-tracer.ts';
+import { createToolsHandler } from './adapters/tools/http-handler.ts';
 import { type ApiContext, AuthGate } from './api/context.ts';
 import { listenHttpApi, type RunningApi } from './api/http/server.ts';
 import { loadRevision } from './app/agents.ts';
@@ -24,6 +28,7 @@ import { ExecutionEvents } from './app/execution-events.ts';
 import { Executions } from './app/executions.ts';
 import { LiveSandboxes } from './app/live-sandboxes.ts';
 import type { AuditLog, Store } from './app/ports.ts';
+import { ToolGateway } from './app/tools.ts';
 import { WarmPools } from './app/warm-pools.ts';
 import type { RateLimit } from './domain/auth/api-key.ts';
 import { type DeployCeilings, defaultDeployCeilings } from './domain/policy/deploy-ceilings.ts';
@@ -237,6 +242,9 @@ export async function startServer(
     }
   };
   const keyDeps = { store, hasher: nodeHasher, clock: systemClock, ids, random: cryptoSecretRandom, audit };
+  // MCP servers of the config, connected on first use (adapters/mcp/client.ts).
+  const mcpConfig = (await loadConfigFile(env)).config.mcp ?? { servers: {} };
+  const mcpServers = new SdkMcpServers(mcpConfig, secrets);
   // Live sandboxes run on the sandbox runtime (app/live-sandboxes.ts, docs/adr/0051-live-sandbox-exec-agent.md).
   const sandboxes = new LiveSandboxes(
     {
@@ -251,6 +259,16 @@ export async function startServer(
       secrets,
       random: cryptoSecretRandom,
       llm,
+      tools: {
+        gateway: new ToolGateway({
+          audit,
+          clock: systemClock,
+          sha256Hex: (text) => createHash('sha256').update(text).digest('hex'),
+          mcp: mcpServers,
+        }),
+        handlerFor: createToolsHandler,
+        newToken: () => `aegis_tk_${randomBytes(24).toString('hex')}`,
+      },
     },
     {
       maxSandboxes: options.maxSandboxes ?? maxConcurrent + 16,
@@ -340,6 +358,7 @@ export async function startServer(
           ready = false;
           const drained = await executions.drain(deadlineMs);
           await sandboxes.closeAll();
+          await mcpServers.close();
           await pools.close();
           try {
             await running.close();

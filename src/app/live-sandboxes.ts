@@ -20,16 +20,18 @@ import {
 import type { CompiledAgent } from '../domain/manifest/compiled.ts';
 import { placeholderMap } from '../domain/secrets/placeholder.ts';
 import { createStreamRedactor, Redactor, type StreamRedactor } from '../domain/secrets/redactor.ts';
+import type { ToolDescription } from '../domain/tools.ts';
 import { resolveSecrets } from './agent-secrets.ts';
 import { loadRevision, notFoundAgent } from './agents.ts';
 import type { LlmCallRecord } from './llm-gateway.ts';
-import { type LlmWiring, llmEnv } from './llm-wiring.ts';
+import { IN_SANDBOX_API_URL, type LlmWiring, llmEnv } from './llm-wiring.ts';
 import type {
   AgentBundles,
   AuditLog,
   Clock,
   Ids,
   InSandboxApi,
+  InSandboxHandler,
   InstanceSecrets,
   LiveFileEntry,
   LivePortSocket,
@@ -46,6 +48,7 @@ import type {
   Store,
   Timer,
 } from './ports.ts';
+import type { ToolCallResult, ToolGateway, ToolTarget } from './tools.ts';
 
 export interface LiveSandboxesDeps {
   readonly runtime: LiveRuntime;
@@ -63,6 +66,27 @@ export interface LiveSandboxesDeps {
   readonly random?: SecretRandom;
   /** The LLM gateway; required only by agents with `spec.llm` (their sandboxes get the in-sandbox API). */
   readonly llm?: LlmWiring;
+  /** The tool gateway; required only by agents with `spec.tools` (their sandboxes get /v1/tools in the in-sandbox API). */
+  readonly tools?: ToolsWiring;
+}
+
+/** The tool gateway and its in-sandbox face (adapters/tools/http-handler.ts), built by the composition root. */
+export interface ToolsWiring {
+  readonly gateway: ToolGateway;
+  /** The handler one sandbox is served: `/v1/tools…` for `token`, everything else to `next` (the LLM routes). */
+  readonly handlerFor: (
+    token: string,
+    tools: InSandboxTools,
+    next: InSandboxHandler | undefined,
+  ) => InSandboxHandler;
+  /** A fresh unguessable token, for sandboxes that have no LLM token to share. */
+  readonly newToken: () => string;
+}
+
+/** What the in-sandbox `/v1/tools` routes call: the gateway, bound to one sandbox. */
+export interface InSandboxTools {
+  list(): Promise<ToolDescription[]>;
+  call(name: string, args: unknown): Promise<ToolCallResult>;
 }
 
 export interface LiveSandboxesOptions {
@@ -1057,7 +1081,12 @@ export class LiveSandboxes {
 
   /** Pooled: nothing in the instance is per sandbox (no placeholders, no model token). */
   #poolable(agent: CompiledAgent): boolean {
-    return this.#warmPerAgent > 0 && agent.secrets.length === 0 && agent.llm === null;
+    return (
+      this.#warmPerAgent > 0 &&
+      agent.secrets.length === 0 &&
+      agent.llm === null &&
+      !(agent.tools?.length ?? 0)
+    );
   }
 
   #takeWarm(key: string): Prepared | undefined {
@@ -1224,6 +1253,23 @@ export class LiveSandboxes {
         llm.gateway.revoke(token);
       };
     }
+    if (agent.tools?.length) {
+      const tools = this.#deps.tools;
+      if (tools === undefined) {
+        throw new AegisError('RUNTIME_UNAVAILABLE', 'this AEGIS server has no tool gateway', {
+          hint: 'deploy without spec.tools, or run a server built with the tool gateway',
+        });
+      }
+      const token = inSandboxApi?.env['AEGIS_TOKEN'] ?? tools.newToken();
+      const bound: InSandboxTools = {
+        list: () => tools.gateway.list(this.#toolTarget(sandbox, agent, id, 'agent')),
+        call: (name, args) => tools.gateway.call(this.#toolTarget(sandbox, agent, id, 'agent'), name, args),
+      };
+      inSandboxApi = {
+        handler: tools.handlerFor(token, bound, inSandboxApi?.handler),
+        env: { AEGIS_API_URL: IN_SANDBOX_API_URL, AEGIS_TOKEN: token, ...(inSandboxApi?.env ?? {}) },
+      };
+    }
     let released = false;
     return {
       redactor,
@@ -1240,6 +1286,25 @@ export class LiveSandboxes {
         instance = created.instance;
       },
     };
+  }
+
+  /**
+   * Calls a granted tool in a running sandbox (`POST /v1/sandboxes/{id}/tools/{name}`); the same gateway, policy
+   * and `tool.call` entry as a call from the agent's own code.
+   */
+  async callTool(principal: Principal, id: string, name: string, args: unknown): Promise<ToolCallResult> {
+    requireScope(principal, 'execute', 'calling a tool in a sandbox');
+    const sandbox = this.#running(principal, id);
+    const tools = this.#deps.tools;
+    if (tools === undefined)
+      throw new AegisError('RUNTIME_UNAVAILABLE', 'this AEGIS server has no tool gateway');
+    this.#touch(sandbox);
+    return tools.gateway.call(this.#toolTarget(sandbox, sandbox.agent, sandbox.id, principal.id), name, args);
+  }
+
+  #toolTarget(sandbox: Sandbox | undefined, agent: CompiledAgent, id: string, by: string): ToolTarget {
+    const live = sandbox !== undefined && sandbox.status === 'running';
+    return { id, agent, session: live ? sandbox.session : undefined, env: sandbox?.baseEnv ?? {}, by };
   }
 
   async #fileOp<T>(

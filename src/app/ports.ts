@@ -617,3 +617,23 @@ export interface ExecutionSpan {
 export interface Tracer {
   startExecution(start: ExecutionSpanStart): ExecutionSpan;
 }
+
+// ---------------------------------------------------------------------------------------------------------------
+// MCP servers as tools (app/tools.ts, docs/adr/0085-mcp-client.md): servers named in the orchestrator config,
+// run or reached by the orchestrator — never from inside a sandbox.
+
+export interface McpToolInfo {
+  readonly name: string;
+  readonly description: string;
+  /** JSON Schema of the arguments, as the server declares it. */
+  readonly inputSchema: Record<string, unknown>;
+}
+
+export interface McpServers {
+  /** Is `server` configured? */
+  has(server: string): boolean;
+  listTools(server: string): Promise<readonly McpToolInfo[]>;
+  /** The server's result (`content`, `structuredContent`, `isError`), as JSON. */
+  callTool(server: string, tool: string, args: Record<string, unknown>, timeoutMs: number): Promise<unknown>;
+  close(): Promise<void>;
+}

@@ -140,6 +140,16 @@ export function sandboxRoutes(options: SandboxRouteOptions) {
       return reply.send({ entries: await ctx.audit.list(view.id) });
     });
 
+    // Tools (app/tools.ts): the same gateway, policy and tool.call entry as the agent's own aegis.tools.call.
+    // The name is one path segment: `mcp:github%2Fsearch_issues` for an MCP tool.
+    app.post('/v1/sandboxes/:id/tools/:name', async (request, reply) => {
+      const principal = await principalOf(request);
+      const name = (request.params as Record<string, string>)['name'] ?? '';
+      const body = (request.body ?? {}) as Record<string, unknown>;
+      const result = await live().callTool(principal, idOf(request), name, body['arguments'] ?? {});
+      return reply.code(result.outcome === 'denied' ? 403 : 200).send(result);
+    });
+
     // Commands.
     app.post('/v1/sandboxes/:id/commands', async (request, reply) => {
       const principal = await principalOf(request);

@@ -359,6 +359,25 @@ export const SANDBOX_ROUTES: readonly DocumentedRoute[] = [
   }),
   route({
     method: 'POST',
+    path: '/v1/sandboxes/:id/tools/:name',
+    operationId: 'callSandboxTool',
+    summary:
+      'Call a tool granted by spec.tools (MCP tools percent-encode the "/": mcp:github%2Fsearch_issues)',
+    scope: 'execute',
+    params: IdParams.extend({
+      name: z.string().meta({ description: 'fs.read, cmd.run, http.fetch, mcp:<server>/<tool>…' }),
+    }),
+    body: z.object({ arguments: z.record(z.string(), z.unknown()).optional() }),
+    responses: {
+      200: {
+        description: '{tool, outcome: allowed, result}',
+        schema: z.object({ tool: z.string(), outcome: z.string(), result: z.unknown() }),
+      },
+      ...errors(400, 401, 403, 404, 409),
+    },
+  }),
+  route({
+    method: 'POST',
     path: '/v1/sandboxes/:id/files/mkdir',
     operationId: 'mkdirSandboxFile',
     summary: 'Create a directory',

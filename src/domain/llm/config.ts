@@ -6,8 +6,10 @@
  * Public form (zod, validated once at the edge by the config loader) → `compileLlmConfig` → `LlmSettings` with
  * normalised units. Inside, trust the types.
  */
+
 import { z } from 'zod';
 import { AegisError, type Problem } from '../errors.ts';
+import { McpConfig } from '../mcp-config.ts';
 import { SECRET_NAME_PATTERN } from '../secrets/secret-ref.ts';
 import { parseDuration } from '../units.ts';
 
@@ -124,6 +126,8 @@ export type LlmConfig = z.infer<typeof LlmConfig>;
 
 export const AegisConfig = z.strictObject({
   llm: LlmConfig.optional(),
+  /** MCP servers whose tools agents may be granted (domain/mcp-config.ts). */
+  mcp: McpConfig.optional(),
 });
 export type AegisConfig = z.infer<typeof AegisConfig>;
 

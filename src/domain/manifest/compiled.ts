@@ -6,6 +6,7 @@ import { AegisError, type Problem } from '../errors.ts';
 import { isAbsolute, normalize, resolve } from '../paths.ts';
 import { compileNetworkPolicy, type NetworkPolicy } from '../policy/network-rules.ts';
 import { compileSecretBindings, type SecretBinding } from '../secrets/secret-ref.ts';
+import { compileToolGrants, type ToolGrantSpec } from '../tools.ts';
 import { parseCpu, parseDuration, parseSize } from '../units.ts';
 import type { AgentManifest, Isolation, Language, MountEntry } from './schema.ts';
 
@@ -78,6 +79,8 @@ export interface CompiledAgent {
   readonly scaling: ScalingSpec;
   /** `spec.llm`: model aliases and budget through the LLM gateway; null when the agent may not call models. */
   readonly llm: LlmGrantSpec | null;
+  /** `spec.tools`: the tools granted, with their constraints (domain/tools.ts). @default none */
+  readonly tools?: readonly ToolGrantSpec[];
 }
 
 export interface LlmBudgetSpec {
@@ -277,6 +280,7 @@ export function compileManifest(manifest: AgentManifest, manifestDir: string): C
           ? DEFAULT_IDLE_TIMEOUT_MS
           : unwrap(parseDuration(spec.scaling.idleTimeout)),
     },
+    ...(spec.tools.length > 0 ? { tools: compileToolGrants(spec.tools) } : {}),
     llm:
       spec.llm === undefined
         ? null

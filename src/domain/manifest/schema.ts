@@ -7,6 +7,7 @@ import { z } from 'zod';
 import { parseNetworkRule } from '../policy/network-rules.ts';
 import { imageRefProblem } from '../runtime/image-ref.ts';
 import { SecretRefs } from '../secrets/secret-ref.ts';
+import { type ToolGrantInput, toolGrantProblems } from '../tools.ts';
 import { parseCpu, parseDuration, parseSize } from '../units.ts';
 
 const DNS_LABEL = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
@@ -218,6 +219,30 @@ export const Llm = z
   });
 export type Llm = z.infer<typeof Llm>;
 
+/** One `spec.tools` entry (domain/tools.ts checks names and constraints). */
+export const ToolGrant = z
+  .union([
+    z.string().min(1),
+    z.strictObject({
+      name: z.string().min(1).meta({
+        description: 'fs.read, fs.write, fs.list, fs.edit, cmd.run, http.fetch or mcp:<server>/<tool>',
+      }),
+      allow: z.array(z.string()).optional().meta({
+        description: 'cmd.run: argv patterns, e.g. ls, "python3 *" (* = one argument; a final * = any rest).',
+      }),
+      timeout: Duration.optional().meta({ description: 'Per-call limit. @default 30s' }),
+    }),
+  ])
+  .superRefine((entry, ctx) => {
+    for (const [message, path] of toolGrantProblems(entry as ToolGrantInput)) {
+      ctx.addIssue({ code: 'custom', message, path: [...path] });
+    }
+  })
+  .meta({
+    description:
+      'e.g. fs.read, {name: cmd.run, allow: [ls, "python3 *"], timeout: 10s}, mcp:github/search_issues',
+  });
+
 export const Spec = z.strictObject({
   runtime: Runtime,
   isolation: Isolation.default('sandbox'),
@@ -236,6 +261,10 @@ export const Spec = z.strictObject({
   }),
   scaling: Scaling.default({ warm: 0 }),
   llm: Llm.optional(),
+  tools: z.array(ToolGrant).max(256).default([]).meta({
+    description:
+      'Tools the agent may call through the AEGIS tool gateway (`aegis.tools.call`), each call checked and audited. Default: none.',
+  }),
 });
 
 export const Metadata = z.strictObject({

@@ -1,5 +1,5 @@
 // AEGIS in-sandbox SDK for Node (ESM, no dependencies). Mounted read-only by the runtime: `import aegis from 'aegis'`.
-// aegis.input() / aegis.output(v) / aegis.log(...) / aegis.llm.chat(messages, { model, tools, stream })
+// aegis.input() / aegis.output(v) / aegis.log(...) / aegis.llm.chat(messages, { model, tools, stream }) / aegis.tools.call(name, args)
 // Reads AEGIS_API_URL (default http://127.0.0.1:3129) and AEGIS_TOKEN. aegis.tools / memory / swarm slot in beside llm.
 import { readFileSync, writeFileSync } from 'node:fs';
 
@@ -16,11 +16,13 @@ export class PermissionDenied extends AegisError {}
 export class BudgetExceeded extends AegisError {}
 export class RateLimited extends AegisError {}
 export class UpstreamError extends AegisError {}
+export class ToolDenied extends PermissionDenied {}
 
 function errorFor(status, body) {
   const message = body?.error?.message ?? `HTTP ${status}`;
   const code = body?.error?.code ?? null;
   if (status === 401) return new AuthenticationError(message, status, code);
+  if (status === 403 && code === 'tool_denied') return new ToolDenied(message, status, code);
   if (status === 403) return new PermissionDenied(message, status, code);
   if (status === 429 && code === 'budget_exhausted') return new BudgetExceeded(message, status, code);
   if (status === 429) return new RateLimited(message, status, code);
@@ -30,16 +32,16 @@ function errorFor(status, body) {
 
 const baseUrl = () => (process.env.AEGIS_API_URL ?? 'http://127.0.0.1:3129').replace(/\/+$/, '');
 
-async function post(path, body) {
+async function post(path, body, method = 'POST') {
   let res;
   try {
     res = await fetch(baseUrl() + path, {
-      method: 'POST',
+      method,
       headers: {
         'content-type': 'application/json',
         authorization: `Bearer ${process.env.AEGIS_TOKEN ?? ''}`,
       },
-      body: JSON.stringify(body),
+      ...(body === undefined ? {} : { body: JSON.stringify(body) }),
     });
   } catch (error) {
     throw new AegisError(`AEGIS API unreachable at ${baseUrl()}: ${error.cause?.code ?? error.message}`);
@@ -86,6 +88,21 @@ const llm = {
   },
 };
 
+const tools = {
+  /** Calls a granted tool through the AEGIS tool gateway; a refused call throws ToolDenied with the reason. */
+  async call(name, args = {}) {
+    const res = await post(
+      `/v1/tools/${encodeURIComponent(name).replace(/%3A/g, ':').replace(/%2F/g, '/')}`,
+      { arguments: args },
+    );
+    return (await res.json()).result;
+  },
+  /** The granted tools: [{name, description, inputSchema}]. */
+  async list() {
+    return (await (await post('/v1/tools', undefined, 'GET')).json()).tools;
+  },
+};
+
 function input() {
   try {
     return JSON.parse(readFileSync(process.env.AEGIS_INPUT_FILE ?? '/run/aegis/input.json', 'utf8'));
@@ -103,7 +120,7 @@ function log(...args) {
   console.error(...args);
 }
 
-const aegis = { input, output, log, llm };
+const aegis = { input, output, log, llm, tools };
 
-export { input, llm, log, output };
+export { input, llm, log, output, tools };
 export default aegis;

@@ -1,6 +1,7 @@
 """AEGIS in-sandbox SDK (stdlib only). Mounted read-only by the runtime; `import aegis`.
 
 aegis.input() / aegis.output(v) / aegis.log(...) / aegis.llm.chat(messages, model="default", tools=None, stream=False)
+aegis.tools.call(name, args) / aegis.tools.list()  (spec.tools; a refused call raises ToolDenied)
 Reads AEGIS_API_URL (default http://127.0.0.1:3129) and AEGIS_TOKEN from the environment. Namespaces such as
 aegis.tools, aegis.memory and aegis.swarm slot in beside `llm` as further `_Api` subclasses over the same transport.
 """
@@ -8,10 +9,11 @@ import json
 import os
 import sys
 import urllib.error
+import urllib.parse
 import urllib.request
 
 __all__ = ["input", "output", "log", "llm", "AegisError", "AuthenticationError", "PermissionDenied",
-           "BudgetExceeded", "RateLimited", "UpstreamError"]
+           "BudgetExceeded", "RateLimited", "UpstreamError", "ToolDenied", "tools"]
 
 
 class AegisError(Exception):
@@ -28,6 +30,7 @@ class PermissionDenied(AegisError): pass
 class BudgetExceeded(AegisError): pass
 class RateLimited(AegisError): pass
 class UpstreamError(AegisError): pass
+class ToolDenied(PermissionDenied): pass
 
 
 def _raise_for(status, body):
@@ -35,6 +38,7 @@ def _raise_for(status, body):
     message = err.get("message") if isinstance(err, dict) else f"HTTP {status}"
     code = err.get("code") if isinstance(err, dict) else None
     if status == 401: raise AuthenticationError(message, status, code)
+    if status == 403 and code == "tool_denied": raise ToolDenied(message, status, code)
     if status == 403: raise PermissionDenied(message, status, code)
     if status == 429 and code == "budget_exhausted": raise BudgetExceeded(message, status, code)
     if status == 429: raise RateLimited(message, status, code)
@@ -47,8 +51,9 @@ class _Transport:
         self.url = os.environ.get("AEGIS_API_URL", "http://127.0.0.1:3129").rstrip("/")
         self.token = os.environ.get("AEGIS_TOKEN", "")
 
-    def post(self, path, body, stream=False):
-        req = urllib.request.Request(self.url + path, data=json.dumps(body).encode(), method="POST",
+    def post(self, path, body, stream=False, method="POST"):
+        req = urllib.request.Request(self.url + path, data=None if body is None else json.dumps(body).encode(),
+                                     method=method,
                                      headers={"content-type": "application/json",
                                               "authorization": "Bearer " + self.token})
         try:
@@ -103,8 +108,20 @@ class _Llm(_Api):
                 if c.get("choices"))
 
 
+class _Tools(_Api):
+    def call(self, name, args=None):
+        """Calls a granted tool (fs.read, cmd.run, http.fetch, mcp:<server>/<tool>…) through the AEGIS tool gateway;
+        returns its result. Raises ToolDenied (with the reason) when policy refuses the call."""
+        return self._t.post("/v1/tools/" + urllib.parse.quote(name, safe=":/."), {"arguments": args or {}})["result"]
+
+    def list(self):
+        """The granted tools: [{name, description, inputSchema}]."""
+        return self._t.post("/v1/tools", None, method="GET")["tools"]
+
+
 _transport = _Transport()
 llm = _Llm(_transport)
+tools = _Tools(_transport)
 
 
 def input():  # noqa: A001 - the agent contract's name
