@@ -116,7 +116,10 @@ fi
         } catch (error) {
           assert.ok(isAegisError(error), `not an AegisError: ${String(error)}`);
           tally.refused++;
-          const key = `${error.code}: ${error.message.replaceAll(shared, 'D')}`;
+          // An unexpected error carries its cause: name it, so a failure here says what broke.
+          const cause =
+            error.cause instanceof Error ? ` (cause: ${error.cause.stack ?? error.cause.message})` : '';
+          const key = `${error.code}: ${error.message.replaceAll(shared, 'D')}${error.code === 'INTERNAL' ? cause : ''}`;
           refusals.set(key, (refusals.get(key) ?? 0) + 1);
           // Refused before anything ran, and the record says why.
           const record = await h.ctx.store.getExecution(executionId);

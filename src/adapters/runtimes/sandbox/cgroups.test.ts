@@ -109,12 +109,16 @@ describe('cgroup v2 driver', () => {
     writeFileSync(join(dir, 'pids.events'), 'max 7\n');
     writeFileSync(join(dir, 'cpu.stat'), 'usage_usec 1500\nnr_periods 10\nnr_throttled 4\n');
     writeFileSync(join(dir, 'memory.peak'), '1234\n');
+    writeFileSync(join(dir, 'memory.current'), '1000\n');
+    writeFileSync(join(dir, 'pids.current'), '3\n');
     assert.deepEqual(group.stats(), {
       oomKills: 1,
       pidsLimitHits: 7,
       cpuThrottledPeriods: 4,
       memoryPeakBytes: 1234,
       cpuUsageNs: 1_500_000,
+      memoryBytes: 1000,
+      pids: 3,
     });
   });
 });
