@@ -211,9 +211,10 @@ export async function startServer(
     }
   };
   const keyDeps = { store, hasher: nodeHasher, clock: systemClock, ids, random: cryptoSecretRandom, audit };
-  // Live sandboxes run on the sandbox runtime (app/live-sandboxes.ts, docs/adr/0051-live-sandbox-exec-agent.md).
+  // Live sandboxes run on the runtime their agent's isolation names, through the router (app/live-sandboxes.ts,
+  // docs/adr/0051-live-sandbox-exec-agent.md, 0072 for docker and gvisor).
   const sandboxes = new LiveSandboxes(
-    { runtime: sandbox, runtimeName: sandbox.name, store, bundles, audit, clock: systemClock, ids, identity },
+    { runtime, runtimeName: sandbox.name, store, bundles, audit, clock: systemClock, ids, identity },
     { maxSandboxes: options.maxSandboxes ?? maxConcurrent + 16 },
   );
   let ready = false;

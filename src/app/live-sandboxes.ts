@@ -35,6 +35,7 @@ import type {
 
 export interface LiveSandboxesDeps {
   readonly runtime: LiveRuntime;
+  /** Shown and audited as each sandbox's runtime, unless `runtime.nameFor` names the one an agent goes to. */
   readonly runtimeName: string;
   readonly store: Store;
   readonly bundles: AgentBundles;
@@ -129,6 +130,8 @@ interface Command {
 interface Sandbox {
   readonly id: string;
   readonly instance: string;
+  /** The runtime it runs on (sandbox, docker, gvisor). */
+  readonly runtime: string;
   readonly agent: CompiledAgent;
   readonly revision: number;
   readonly owner: string;
@@ -240,6 +243,7 @@ export class LiveSandboxes {
       assertTimer('timeout', timeoutMs);
       assertTimer('idleTimeout', request.idleTimeoutMs);
       const withEnv: CompiledAgent = { ...agent, env: { ...agent.env, ...(request.env ?? {}) } };
+      const runtimeName = runtime.nameFor?.(withEnv) ?? this.#deps.runtimeName;
       const instance = await runtime.spawn({ executionId: id, agent: withEnv, live: true });
       let session: LiveSession;
       try {
@@ -253,6 +257,7 @@ export class LiveSandboxes {
       const sandbox: Sandbox = {
         id,
         instance,
+        runtime: runtimeName,
         agent,
         revision: revision.revision,
         owner: principal.id,
@@ -278,7 +283,7 @@ export class LiveSandboxes {
       audit.append(AUDIT_KINDS.sandboxCreated, id, {
         agent: agent.name,
         revision: revision.revision,
-        runtime: this.#deps.runtimeName,
+        runtime: runtimeName,
         by: principal.id,
         timeoutMs,
         idleTimeoutMs: sandbox.idleTimeoutMs,
@@ -936,7 +941,7 @@ export class LiveSandboxes {
     return {
       id: sandbox.id,
       agent: { name: sandbox.agent.name, revision: sandbox.revision, version: sandbox.agent.version },
-      runtime: this.#deps.runtimeName,
+      runtime: sandbox.runtime,
       status: sandbox.status,
       reason: sandbox.reason,
       createdAt: new Date(sandbox.createdAtMs).toISOString(),

@@ -6,6 +6,7 @@
  * header length, JSON header, body bytes. Everything the agent says is untrusted (a process in the sandbox can
  * reach the same pipes): frames are size-capped, ids must be ours, and a malformed frame ends the sandbox.
  */
+import { join } from 'node:path';
 import type { Readable, Writable } from 'node:stream';
 import type {
   LiveCommandEvents,
@@ -22,6 +23,8 @@ import { SHIM_DIR_INSIDE } from './prewarm.ts';
 
 export const LIVE_AGENT = 'live-agent.cjs';
 export const LIVE_AGENT_INSIDE = `${SHIM_DIR_INSIDE}/${LIVE_AGENT}`;
+/** The agent's source file on the host (docker and gvisor bind it read-only; the sandbox runtime copies it). */
+export const LIVE_AGENT_SOURCE = join(import.meta.dirname, 'shims', LIVE_AGENT);
 /** Largest frame either side sends (file chunks are 256 KiB, output chunks 64 KiB). */
 const MAX_FRAME_BYTES = 4 * 1024 * 1024;
 const UPLOAD_CHUNK_BYTES = 256 * 1024;
