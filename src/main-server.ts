@@ -245,10 +245,11 @@ export async function startServer(
   // MCP servers of the config, connected on first use (adapters/mcp/client.ts).
   const mcpConfig = (await loadConfigFile(env)).config.mcp ?? { servers: {} };
   const mcpServers = new SdkMcpServers(mcpConfig, secrets);
-  // Live sandboxes run on the sandbox runtime (app/live-sandboxes.ts, docs/adr/0051-live-sandbox-exec-agent.md).
+  // Live sandboxes run on the runtime their agent's isolation names, through the router (app/live-sandboxes.ts,
+  // docs/adr/0051-live-sandbox-exec-agent.md, 0072 for docker and gvisor).
   const sandboxes = new LiveSandboxes(
     {
-      runtime: sandbox,
+      runtime,
       runtimeName: sandbox.name,
       store,
       bundles,

@@ -52,6 +52,7 @@ import type { ToolCallResult, ToolGateway, ToolTarget } from './tools.ts';
 
 export interface LiveSandboxesDeps {
   readonly runtime: LiveRuntime;
+  /** Shown and audited as each sandbox's runtime, unless `runtime.nameFor` names the one an agent goes to. */
   readonly runtimeName: string;
   readonly store: Store;
   readonly bundles: AgentBundles;
@@ -238,6 +239,8 @@ interface Command {
 interface Sandbox {
   readonly id: string;
   readonly instance: string;
+  /** The runtime it runs on (sandbox, docker, gvisor). */
+  readonly runtime: string;
   readonly agent: CompiledAgent;
   readonly revision: number;
   readonly owner: string;
@@ -380,10 +383,12 @@ export class LiveSandboxes {
           principal.id,
         ));
       const { id, instance, session, wiring } = prepared;
+      const runtimeName = this.#deps.runtime.nameFor?.(agent) ?? this.#deps.runtimeName;
       const now = clock.now();
       const sandbox: Sandbox = {
         id,
         instance,
+        runtime: runtimeName,
         agent,
         revision: revision.revision,
         owner: principal.id,
@@ -414,7 +419,7 @@ export class LiveSandboxes {
       audit.append(AUDIT_KINDS.sandboxCreated, id, {
         agent: agent.name,
         revision: revision.revision,
-        runtime: this.#deps.runtimeName,
+        runtime: runtimeName,
         by: principal.id,
         timeoutMs,
         idleTimeoutMs: sandbox.idleTimeoutMs,
@@ -1571,7 +1576,7 @@ export class LiveSandboxes {
     return {
       id: sandbox.id,
       agent: { name: sandbox.agent.name, revision: sandbox.revision, version: sandbox.agent.version },
-      runtime: this.#deps.runtimeName,
+      runtime: sandbox.runtime,
       status: sandbox.status,
       reason: sandbox.reason,
       createdAt: new Date(sandbox.createdAtMs).toISOString(),

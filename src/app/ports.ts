@@ -200,6 +200,8 @@ export interface LiveRuntime {
   spawn(spec: InstanceSpec): Promise<InstanceId>;
   openLive(id: InstanceId, policy: LivePathPolicy): Promise<LiveSession>;
   terminate(id: InstanceId): Promise<void>;
+  /** The runtime `agent` would run on (a router of several runtimes says which). */
+  nameFor?(agent: CompiledAgent): string;
 }
 
 /** What a pooled instance learns when an execution claims it (it was spawned under a pool id). */

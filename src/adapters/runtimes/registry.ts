@@ -13,6 +13,9 @@ import type {
   InstanceId,
   InstanceSpec,
   InstanceState,
+  LivePathPolicy,
+  LiveRuntime,
+  LiveSession,
   Runtime,
   TaskInput,
   TaskOutput,
@@ -157,7 +160,7 @@ export function runtimeEntries(): RuntimeEntry[] {
  * The `Runtime` the use-cases see: routes spawn by `agent.isolation` and every later call by the instance it made.
  * Runtimes are created on first use (a host without dockerd never constructs the docker runtime).
  */
-export class RuntimeRouter implements Runtime {
+export class RuntimeRouter implements Runtime, LiveRuntime {
   readonly name = 'router';
   readonly #entries: ReadonlyMap<RuntimeName, RuntimeEntry>;
   readonly #options: RuntimeFactoryOptions;
@@ -232,6 +235,19 @@ export class RuntimeRouter implements Runtime {
 
   status(id: InstanceId): InstanceState | undefined {
     return this.#owner.get(id)?.status(id);
+  }
+
+  /** Live sandboxes on the runtime that spawned the instance (sandbox, docker, gvisor all hold them). */
+  async openLive(id: InstanceId, policy: LivePathPolicy): Promise<LiveSession> {
+    const runtime = this.#of(id) as Runtime & Partial<LiveRuntime>;
+    if (typeof runtime.openLive !== 'function') {
+      throw new AegisError('USAGE', `the ${runtime.name} runtime cannot hold live sandboxes`, {
+        hint: 'deploy the agent with isolation: sandbox, docker or gvisor for live sandboxes',
+      });
+    }
+    const session = await runtime.openLive(id, policy);
+    void session.closed.then(() => this.#owner.delete(id));
+    return session;
   }
 
   bind(id: InstanceId, binding: InstanceBinding): void {

@@ -100,7 +100,8 @@ export const RUNTIME_CAPABILITIES: Readonly<Record<RuntimeName, Readonly<Record<
     'secrets.placeholders': 'same env placeholders and egress-proxy rewriting as sandbox',
     'scaling.warm':
       'a booted sandbox with an idle init (runsc create + start); the agent is runsc exec-ed on execute',
-    'llm.gateway': null,
+    'llm.gateway':
+      'in-sandbox API on 127.0.0.1:3129 in a private netns the sandbox shares (runsc --network=host, even without network.allow; per-execution token); SDKs bound read-only',
     'runtime.image':
       'the image unpacked once into a read-only root (an OCI layout directory, or an image exported from the local Docker Engine): every blob digest checked, no-follow unpacking, setuid bits and devices dropped; AEGIS binds its mounts over it',
   },
@@ -122,7 +123,8 @@ export const RUNTIME_CAPABILITIES: Readonly<Record<RuntimeName, Readonly<Record<
     'secrets.placeholders': 'same env placeholders and egress-proxy rewriting as sandbox',
     'scaling.warm':
       'a started container whose gate (sh reading its go line on stdin) holds the agent back; prewarm is the same thing',
-    'llm.gateway': null,
+    'llm.gateway':
+      'in-sandbox API on 127.0.0.1:3129 inside the container netns (per-execution token); SDKs bound read-only',
     'runtime.image':
       'an image already in the local Docker Engine (aegis image build makes one from a rootfs directory), or an OCI layout directory unpacked and verified as for gvisor and imported once, tagged by its digest',
   },

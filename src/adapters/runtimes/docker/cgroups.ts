@@ -15,6 +15,7 @@ import { existsSync, readdirSync, readFileSync, rmdirSync, writeFileSync } from 
 import { join } from 'node:path';
 import { AegisError } from '../../../domain/errors.ts';
 import {
+  type CgroupCreateOptions,
   CgroupDriver,
   type CgroupLayout,
   type CgroupLimits,
@@ -48,12 +49,12 @@ export class DockerCgroups {
   }
 
   /** Every directory this execution's parent may occupy (recorded on the container for the reaper). */
-  plannedPaths(executionId: string): string[] {
-    return this.driver.plannedPaths(executionId);
+  plannedPaths(executionId: string, options: CgroupCreateOptions = {}): string[] {
+    return this.driver.plannedPaths(executionId, options);
   }
 
-  create(executionId: string, limits: CgroupLimits): ContainerParent {
-    const cgroup = this.driver.create(executionId, limits);
+  create(executionId: string, limits: CgroupLimits, options: CgroupCreateOptions = {}): ContainerParent {
+    const cgroup = this.driver.create(executionId, limits, options);
     if (this.layout.mode === 'v2') {
       // cgroup v2: runc's child group can use only the controllers its parent delegates.
       const dir = join(this.layout.v2Mount!, DOCKER_CGROUP_PARENT, executionId);

@@ -14,6 +14,11 @@
  *            stdin; streams stdout/stderr line by line; the wall-clock timeout kills the container; the outcome
  *            comes from the exit code and the daemon's OOMKilled; output from /run/aegis/output.json; the container
  *            is removed.
+ * Live (spec.live, docs/adr/0072-live-sandboxes-and-in-sandbox-api-on-docker-and-gvisor.md): the command after the
+ *            gate is the exec agent (../sandbox/shims/live-agent.cjs on the host's Node, both bound read-only);
+ *            `openLive` sends the go line and then speaks the agent's framed channel over the attach stream.
+ * In-sandbox API (spec.inSandboxApi): its listener is opened on 127.0.0.1:3129 inside the container's network
+ *            namespace like the egress proxy's, the SDKs are bound read-only, its env is added.
  */
 import {
   chmodSync,
@@ -29,11 +34,15 @@ import {
 } from 'node:fs';
 import type { Socket } from 'node:net';
 import { join } from 'node:path';
+import { PassThrough } from 'node:stream';
 import type {
   InstanceBinding,
   InstanceId,
   InstanceSpec,
   InstanceState,
+  LivePathPolicy,
+  LiveRuntime,
+  LiveSession,
   ProcessIdentity,
   Runtime,
   TaskInput,
@@ -53,6 +62,13 @@ import { type CgroupLayout, detectCgroupLayout, type SandboxCgroup } from '../sa
 import { bindWarm, openEgressInNetns, type Route, setPolicyOfExecution } from '../sandbox/egress.ts';
 import { generatedEtc, HOST_INTERPRETERS, NODE_INSIDE, sandboxEnv } from '../sandbox/environment.ts';
 import { hostHasMergedUsr, presentEtcFiles, resolveSandboxUser, type SandboxUser } from '../sandbox/host.ts';
+import { type InSandboxApiServer, openInSandboxApiInNetns, SDK_FILES } from '../sandbox/in-sandbox-api.ts';
+import {
+  LIVE_AGENT_INSIDE,
+  LIVE_AGENT_SOURCE,
+  type LiveAttachment,
+  openLiveSession,
+} from '../sandbox/live.ts';
 import { openMountSource, userMay } from '../sandbox/mount-source.ts';
 import { hostSeccompArch } from '../sandbox/seccomp.ts';
 import { collectOutput, createLogSink, lineSplitter } from '../sandbox/supervise.ts';
@@ -110,6 +126,10 @@ interface Instance {
   /** Output before execute() attached its line splitters (the gate's own errors), then where output goes. */
   readonly feed: Feed;
   readonly proxy: EgressProxy | undefined;
+  /** The in-sandbox API's server (spec.inSandboxApi); undefined when the instance has none. */
+  readonly api: InSandboxApiServer | undefined;
+  /** A live sandbox (spec.live): its command is the exec agent, driven through `openLive`. */
+  readonly live: boolean;
   /** The container's parent group (cgroups.ts): limits and the counters read after the run. None: systemd driver. */
   readonly cgroup: SandboxCgroup | undefined;
   /** The id the instance was spawned under (a pool's id before bind): names its container and parent group. */
@@ -173,7 +193,7 @@ function bind(source: string, target: string, readOnly: boolean): BindMount {
   };
 }
 
-export class DockerRuntime implements Runtime {
+export class DockerRuntime implements Runtime, LiveRuntime {
   readonly name = 'docker';
   readonly engine: DockerEngine;
   readonly scratchRoot: string;
@@ -267,18 +287,7 @@ export class DockerRuntime implements Runtime {
       // The engine merges the image's own Env under the container's.
       return { image, argv: imageAgentArgv(agent), custom: true, env: [] };
     }
-    this.baseImage ??= ensureBaseImage(
-      this.engine,
-      generatedEtc(this.user.uid, this.user.gid),
-      this.mergedUsr,
-    );
-    let base: string;
-    try {
-      base = await this.baseImage;
-    } catch (error) {
-      this.baseImage = undefined;
-      throw error;
-    }
+    const base = await this.baseImageId();
     if (command !== undefined) return { image: base, argv: [...command], custom: false, env: [] };
     const interpreter = HOST_INTERPRETERS[language ?? 'bash'];
     if (language !== 'node' && !existsSync(interpreter)) {
@@ -287,6 +296,43 @@ export class DockerRuntime implements Runtime {
       });
     }
     return { image: base, argv: [interpreter, entrypoint!], custom: false, env: [] };
+  }
+
+  /** The default rootfs image (made once per runtime). */
+  private async baseImageId(): Promise<string> {
+    this.baseImage ??= ensureBaseImage(
+      this.engine,
+      generatedEtc(this.user.uid, this.user.gid),
+      this.mergedUsr,
+    );
+    try {
+      return await this.baseImage;
+    } catch (error) {
+      this.baseImage = undefined;
+      throw error;
+    }
+  }
+
+  /** A live sandbox's image and command: the exec agent on the host's Node, in the default rootfs only. */
+  private async liveImageAndCommand(
+    agent: CompiledAgent,
+  ): Promise<{ image: string; argv: string[]; custom: boolean; env: readonly string[] }> {
+    if (agent.runtime.image !== undefined) {
+      throw new AegisError(
+        'USAGE',
+        `agent ${agent.name} runs in the image ${agent.runtime.image}; live sandboxes on docker need the default rootfs (the exec agent runs on the host's Node, bound read-only)`,
+        {
+          problems: [{ path: 'spec.runtime.image', message: 'not supported by live sandboxes' }],
+          hint: 'deploy a revision without spec.runtime.image for live sandboxes, or run the agent as an execution (POST /v1/executions)',
+        },
+      );
+    }
+    return {
+      image: await this.baseImageId(),
+      argv: [NODE_INSIDE, LIVE_AGENT_INSIDE],
+      custom: false,
+      env: [],
+    };
   }
 
   private protectedPaths(): string[] {
@@ -384,7 +430,7 @@ export class DockerRuntime implements Runtime {
   }
 
   /** The read-only host view of the default rootfs: /usr, the /etc files interpreters need, Node. */
-  private hostViewMounts(agent: CompiledAgent): BindMount[] {
+  private hostViewMounts(agent: CompiledAgent, live = false): BindMount[] {
     const mounts = [bind('/usr', '/usr', true)];
     if (!this.mergedUsr) {
       for (const dir of ['/bin', '/lib', '/lib64', '/sbin'])
@@ -392,7 +438,7 @@ export class DockerRuntime implements Runtime {
     }
     for (const file of presentEtcFiles()) mounts.push(bind(file, file, true));
     const { language, command } = agent.runtime;
-    if (language === 'node' || command?.[0] === 'node' || command?.[0] === NODE_INSIDE) {
+    if (live || language === 'node' || command?.[0] === 'node' || command?.[0] === NODE_INSIDE) {
       mounts.push(bind(realpathSync(this.options.nodeBinary ?? process.execPath), NODE_INSIDE, true));
     }
     return mounts;
@@ -415,13 +461,20 @@ export class DockerRuntime implements Runtime {
       throw new AegisError('USAGE', `execution id ${executionId} is not a plain id`);
     await this.requireEngine();
     const egress = agent.network.allow.length > 0;
-    const { image, argv, custom, env: imageEnvList } = await this.imageAndCommand(agent);
+    const live = spec.live === true;
+    const {
+      image,
+      argv,
+      custom,
+      env: imageEnvList,
+    } = live ? await this.liveImageAndCommand(agent) : await this.imageAndCommand(agent);
     this.ensureScratchRoot();
     const dir = mkdtempSync(join(this.scratchRoot, `${executionId}-`));
     const held: number[] = [];
     const checks: MountCheck[] = [];
     let containerId: string | undefined;
     let proxy: EgressProxy | undefined;
+    let api: InSandboxApiServer | undefined;
     let stdio: Socket | undefined;
     let cgroup: SandboxCgroup | undefined;
     try {
@@ -433,7 +486,12 @@ export class DockerRuntime implements Runtime {
       writeFileSync(outputFile, '', { mode: 0o600 });
       chownSync(outputFile, this.user.uid, this.user.gid);
       const mounts = [
-        ...(custom ? [] : this.hostViewMounts(agent)),
+        ...(custom ? [] : this.hostViewMounts(agent, live)),
+        ...(live ? [bind(LIVE_AGENT_SOURCE, LIVE_AGENT_INSIDE, true)] : []),
+        // The in-sandbox SDKs, importable without installation (PYTHONPATH, /node_modules): read-only.
+        ...(spec.inSandboxApi
+          ? Object.entries(SDK_FILES).map(([file, target]) => bind(file, target, true))
+          : []),
         ...this.grantMounts(agent, held, checks),
         // Docker would mount a hosts file of its own (without localhost under NetworkMode none): the shared one.
         bind(hostsFile, '/etc/hosts', true),
@@ -447,7 +505,8 @@ export class DockerRuntime implements Runtime {
         NanoCpus: limits.cpuMillis * 1_000_000,
       };
       if (await this.engineUsesCgroupfs()) {
-        const parent = this.cgroups.create(executionId, limits);
+        // A live sandbox's group also gets the v1 freezer (pause/resume freeze it, and runc's group nested in it).
+        const parent = this.cgroups.create(executionId, limits, { freezer: live });
         cgroup = parent.cgroup;
         limitConfig = { CgroupParent: parent.cgroupParent };
       }
@@ -459,7 +518,11 @@ export class DockerRuntime implements Runtime {
         Env: Object.entries(
           imageEnv(
             imageEnvList,
-            sandboxEnv(agent, executionId, { egress, secretEnv: spec.secrets?.env ?? {} }),
+            sandboxEnv(agent, executionId, {
+              egress,
+              secretEnv: spec.secrets?.env ?? {},
+              ...(spec.inSandboxApi ? { apiEnv: spec.inSandboxApi.env } : {}),
+            }),
           ),
         ).map(([key, value]) => `${key}=${value}`),
         User: `${this.user.uid}:${this.user.gid}`,
@@ -542,6 +605,21 @@ export class DockerRuntime implements Runtime {
           timeoutMs: SPAWN_DEADLINE_MS,
         });
       }
+      if (spec.inSandboxApi) {
+        // Same way as the egress listener, with or without egress: the container's lo:3129 is served from this
+        // process, before the gate lets the agent run.
+        if (!pid) {
+          throw new AegisError(
+            'RUNTIME_UNAVAILABLE',
+            'the container ended before its in-sandbox API could be opened',
+          );
+        }
+        api = await openInSandboxApiInNetns(spec.inSandboxApi.handler, {
+          pid,
+          ...(this.options.nsenterPath ? { nsenterPath: this.options.nsenterPath } : {}),
+          timeoutMs: SPAWN_DEADLINE_MS,
+        });
+      }
       const id: InstanceId = `dkr_${executionId}`;
       const instance: Instance = {
         id,
@@ -558,6 +636,8 @@ export class DockerRuntime implements Runtime {
         streamsEnded,
         feed,
         proxy,
+        api,
+        live,
         cgroup,
         spawnedAs: executionId,
         killedBy: undefined,
@@ -568,6 +648,7 @@ export class DockerRuntime implements Runtime {
       for (const fd of held) closeSync(fd);
       stdio?.destroy();
       await proxy?.close().catch(() => {});
+      await api?.close().catch(() => {});
       if (containerId) await this.removeContainer(containerId);
       if (cgroup) await this.cgroups.remove(executionId, cgroup);
       rmSync(dir, { recursive: true, force: true });
@@ -580,6 +661,8 @@ export class DockerRuntime implements Runtime {
   }
 
   private kill(instance: Instance): void {
+    // A paused live sandbox: SIGKILL acts once its freezer is thawed (cgroup kill thaws it).
+    if (instance.live) instance.cgroup?.kill();
     void this.engine
       .request('POST', `/containers/${instance.containerId}/kill?signal=SIGKILL`)
       .catch(() => {});
@@ -684,6 +767,7 @@ export class DockerRuntime implements Runtime {
     try {
       instance.stdio.destroy();
       await instance.proxy?.close();
+      await instance.api?.close();
       await this.removeContainer(instance.containerId);
       if (instance.cgroup) await this.cgroups.remove(instance.spawnedAs, instance.cgroup);
     } finally {
@@ -703,6 +787,83 @@ export class DockerRuntime implements Runtime {
     }
     // Hot: the execute() waiting on it classifies the outcome and destroys it.
     this.kill(instance);
+  }
+
+  /**
+   * Starts a live instance's exec agent (spawned with `live: true`): the go line to the gate, then the framed
+   * channel over the attach stream (stdin raw; stdout demultiplexed, stderr dropped). Hot until it ends.
+   */
+  attach(id: InstanceId): LiveAttachment {
+    const instance = this.instances.get(id);
+    if (!instance) throw new AegisError('NOT_FOUND', `no instance ${id}`);
+    if (!instance.live || this.status(id) !== 'warm' || instance.executed) {
+      throw new AegisError(
+        'USAGE',
+        `instance ${id} is ${instance.state}${instance.live ? '' : ' (not live)'}; only a Warm live instance can be attached`,
+      );
+    }
+    instance.state = 'hot';
+    instance.executed = true;
+    const output = new PassThrough();
+    for (const chunk of instance.feed.early.splice(0)) if (chunk.which === 'stdout') output.write(chunk.data);
+    instance.feed.onChunk = (which, data) => {
+      if (which === 'stdout') output.write(data);
+    };
+    const exited = instance.streamsEnded.then(async () => {
+      output.end();
+      const waited = await this.engine
+        .request('POST', `/containers/${instance.containerId}/wait?condition=not-running`)
+        .catch(() => undefined);
+      const code = (waited?.body as { StatusCode?: number } | undefined)?.StatusCode;
+      return { code: typeof code === 'number' ? code : null, signal: null };
+    });
+    void exited
+      .then(async () => {
+        if (this.instances.has(id)) {
+          instance.state = 'terminated';
+          await this.destroy(instance);
+        }
+      })
+      .catch(() => {});
+    instance.stdio.on('error', () => {});
+    instance.stdio.write(`${instance.route.executionId}\n`);
+    const { cgroup, containerId } = instance;
+    return {
+      input: instance.stdio,
+      output,
+      exited,
+      stats: () =>
+        cgroup?.stats() ?? {
+          oomKills: 0,
+          pidsLimitHits: 0,
+          cpuThrottledPeriods: 0,
+          memoryPeakBytes: null,
+          cpuUsageNs: null,
+        },
+      // AEGIS's parent group holds the agent (cgroupfs driver); else Docker's own pause (its freezer).
+      freeze: async () => {
+        if (cgroup) await cgroup.freeze();
+        else
+          await this.engine.call('POST', `/containers/${containerId}/pause`, undefined, { what: 'pausing' });
+      },
+      thaw: async () => {
+        if (cgroup) await cgroup.thaw();
+        else
+          await this.engine.call('POST', `/containers/${containerId}/unpause`, undefined, {
+            what: 'resuming',
+          });
+      },
+      kill: () => {
+        instance.killedBy ??= 'terminate';
+        if (!cgroup) void this.engine.request('POST', `/containers/${containerId}/unpause`).catch(() => {});
+        this.kill(instance);
+      },
+    };
+  }
+
+  /** LiveRuntime: attaches a live instance and opens its channel. */
+  async openLive(id: InstanceId, policy: LivePathPolicy): Promise<LiveSession> {
+    return openLiveSession(this.attach(id), policy);
   }
 
   bind(id: InstanceId, binding: InstanceBinding): void {

@@ -18,6 +18,12 @@
  *            no_new_privs, the sandbox user's uid) with its stdio on pipes; exit status from runsc exec; the
  *            wall-clock timeout and terminate() kill the cgroup (sentry, gofer, stubs at once); the outcome is
  *            classified from the exit status and the cgroup's counters; the instance is destroyed.
+ * Live (spec.live) and the in-sandbox API (spec.inSandboxApi): docs/adr/0072-live-sandboxes-and-in-sandbox-api-on-
+ * docker-and-gvisor.md. A live instance's process.json runs the exec agent (../sandbox/shims/live-agent.cjs on the
+ * host's Node, both bound read-only); `openLive` runsc-execs it and speaks its framed channel over the exec's stdio.
+ * The in-sandbox API needs a host network namespace to listen in, so an instance with it always runs the `host`
+ * mode above (private netns, `--network=host`), egress or not: without egress that netns holds `lo` and the API's
+ * listener only.
  * Why exec and not `start` of the agent itself: when a container's init exits the sandbox exits with it, and
  * `runsc wait` then reports "exit status unavailable" unless it was already waiting — a race a fast agent loses.
  */
@@ -45,6 +51,9 @@ import type {
   InstanceId,
   InstanceSpec,
   InstanceState,
+  LivePathPolicy,
+  LiveRuntime,
+  LiveSession,
   ProcessIdentity,
   Runtime,
   TaskInput,
@@ -68,8 +77,15 @@ import {
   type SandboxCgroup,
 } from '../sandbox/cgroups.ts';
 import { bindWarm, openEgressInNetns, setPolicyOfExecution } from '../sandbox/egress.ts';
-import { sandboxEnv } from '../sandbox/environment.ts';
+import { NODE_INSIDE, sandboxEnv } from '../sandbox/environment.ts';
 import { hostHasMergedUsr, presentEtcFiles, resolveSandboxUser, type SandboxUser } from '../sandbox/host.ts';
+import { type InSandboxApiServer, openInSandboxApiInNetns, SDK_FILES } from '../sandbox/in-sandbox-api.ts';
+import {
+  LIVE_AGENT_INSIDE,
+  LIVE_AGENT_SOURCE,
+  type LiveAttachment,
+  openLiveSession,
+} from '../sandbox/live.ts';
 import { openMountSource, userMay } from '../sandbox/mount-source.ts';
 import { type ScratchState, writeScratchState } from '../sandbox/scratch.ts';
 import { collectOutput, createLogSink, delay, splitLines } from '../sandbox/supervise.ts';
@@ -163,6 +179,10 @@ interface Instance {
   readonly outputDir: string | undefined;
   readonly proxy: EgressProxy | undefined;
   readonly egress: boolean;
+  /** The in-sandbox API's server (spec.inSandboxApi); undefined when the instance has none. */
+  readonly api: InSandboxApiServer | undefined;
+  /** A live sandbox (spec.live): process.json runs the exec agent, started by `openLive`. */
+  readonly live: boolean;
   readonly scratchState: GvisorScratchState;
   killedBy: 'timeout' | 'abort' | 'terminate' | undefined;
 }
@@ -185,7 +205,7 @@ function onTmpfs(path: string): boolean {
   }
 }
 
-export class GvisorRuntime implements Runtime {
+export class GvisorRuntime implements Runtime, LiveRuntime {
   readonly name = 'gvisor';
   readonly scratchRoot: string;
   readonly user: SandboxUser;
@@ -221,12 +241,12 @@ export class GvisorRuntime implements Runtime {
   }
 
   /** runsc's global flags for one instance: its own state dir, platform, network mode, no cgroup handling. */
-  private runscGlobal(dir: string, egress: boolean): string[] {
+  private runscGlobal(dir: string, hostNet: boolean): string[] {
     return [
       '--root',
       join(dir, 'runsc'),
       `--platform=${this.options.platform ?? 'ptrace'}`,
-      `--network=${egress ? 'host' : 'none'}`,
+      `--network=${hostNet ? 'host' : 'none'}`,
       // AEGIS's cgroup driver holds the whole sandbox (the launcher joins it before runsc starts).
       '--ignore-cgroups',
       ...(this.options.debugLogDir ? ['--debug', `--debug-log=${this.options.debugLogDir}/`] : []),
@@ -333,7 +353,7 @@ export class GvisorRuntime implements Runtime {
     this.cgroups.assertUsable();
     const egress = agent.network.allow.length > 0;
     let plan: { egress: boolean; argv: string[]; binaries: Record<string, string>; image?: ResolvedImage };
-    if (agent.runtime.image !== undefined) {
+    if (agent.runtime.image !== undefined && spec.live !== true) {
       this.images ??= new ImageStore({ dir: this.options.imageCacheDir ?? defaultImageCacheDir() });
       const image = await this.images.resolve(agent.runtime.image, agent.agentDir, () => {
         this.engine ??= this.options.engine ?? new DockerEngine();
@@ -341,9 +361,15 @@ export class GvisorRuntime implements Runtime {
       });
       plan = { egress, argv: imageAgentArgv(agent), binaries: {}, image };
     } else {
+      // A live sandbox of an image agent is refused by liveCommand (the exec agent needs the host view).
       const nodeBinary = realpathSync(this.options.nodeBinary ?? process.execPath);
-      plan = { egress, ...agentCommand(agent, nodeBinary) };
+      plan = {
+        egress,
+        ...(spec.live ? liveCommand(agent, nodeBinary) : agentCommand(agent, nodeBinary)),
+      };
     }
+    // The in-sandbox SDKs, importable without installation (PYTHONPATH, /node_modules): read-only binds.
+    if (spec.inSandboxApi) Object.assign(plan.binaries, SDK_FILES);
     const held: number[] = [];
     try {
       return await this.spawnHolding(spec, plan, held);
@@ -359,6 +385,10 @@ export class GvisorRuntime implements Runtime {
   ): Promise<InstanceId> {
     const { agent, executionId } = spec;
     const { egress, argv, binaries, image } = plan;
+    // A netns of our own (runsc --network=host in it) for the egress listener and/or the in-sandbox API's.
+    const hostNet = egress || spec.inSandboxApi !== undefined;
+    const live = spec.live === true;
+    let api: InSandboxApiServer | undefined;
     let ownDir: string;
     try {
       ownDir = realpathSync(agent.agentDir);
@@ -375,14 +405,14 @@ export class GvisorRuntime implements Runtime {
     let cgroup: SandboxCgroup | undefined;
     let launcher: ChildProcess | undefined;
     let proxy: EgressProxy | undefined;
-    const runscArgs = this.runscGlobal(dir, egress);
+    const runscArgs = this.runscGlobal(dir, hostNet);
     const containerId = `aegis-${executionId}`;
     try {
       outputDir = onTmpfs(dir) ? undefined : privateShmDir();
       const scratchState: GvisorScratchState = {
         executionId,
         owner: this.options.identity.current(),
-        cgroupPaths: this.cgroups.plannedPaths(executionId),
+        cgroupPaths: this.cgroups.plannedPaths(executionId, { freezer: live }),
         ...(outputDir ? { outputDir } : {}),
         runtime: 'gvisor',
         createdAt: new Date().toISOString(),
@@ -429,10 +459,14 @@ export class GvisorRuntime implements Runtime {
       };
       // gVisor's tasks are not host processes: the host pids budget covers the sentry's own threads and the ptrace
       // stubs (about two host tasks per agent task) — the agent's own count is RLIMIT_NPROC inside (process.json).
-      cgroup = this.cgroups.create(executionId, { ...agent.limits, pids: hostPidsFor(agent.limits.pids) });
+      cgroup = this.cgroups.create(
+        executionId,
+        { ...agent.limits, pids: hostPidsFor(agent.limits.pids) },
+        { freezer: live },
+      );
 
       const stdio: 'pipe'[] = ['pipe', 'pipe', 'pipe', 'pipe'];
-      const wrapper = ['unshare', '--mount', '--propagation', 'private', ...(egress ? ['--net'] : []), '--'];
+      const wrapper = ['unshare', '--mount', '--propagation', 'private', ...(hostNet ? ['--net'] : []), '--'];
       const child = spawn(
         wrapper[0]!,
         [
@@ -441,7 +475,7 @@ export class GvisorRuntime implements Runtime {
           '-c',
           LAUNCHER,
           'aegis-gvisor-launcher',
-          egress ? 'host' : 'none',
+          hostNet ? 'host' : 'none',
           String(binds.length),
           ...binds.flat(),
           this.options.runscPath ?? 'runsc',
@@ -499,6 +533,14 @@ export class GvisorRuntime implements Runtime {
           timeoutMs: SPAWN_DEADLINE_MS,
         });
       }
+      if (spec.inSandboxApi) {
+        // In the launcher's fresh netns, before runsc starts: the agent's lo:3129 is this process's listener.
+        api = await openInSandboxApiInNetns(spec.inSandboxApi.handler, {
+          pid: child.pid!,
+          ...(this.options.nsenterPath ? { nsenterPath: this.options.nsenterPath } : {}),
+          timeoutMs: SPAWN_DEADLINE_MS,
+        });
+      }
       const oci = buildOciSpec({
         uid: IDLE_UID,
         gid: IDLE_UID,
@@ -515,7 +557,7 @@ export class GvisorRuntime implements Runtime {
         outputFile: pending.outputFile,
         mounts: pending.mounts,
         diskBytes: agent.limits.diskBytes,
-        network: egress ? 'host' : 'none',
+        network: hostNet ? 'host' : 'none',
         maxOpenFiles: 1024,
       });
       writeFileSync(join(dir, 'config.json'), JSON.stringify(oci), { mode: 0o600 });
@@ -532,7 +574,11 @@ export class GvisorRuntime implements Runtime {
           env: Object.entries(
             imageEnv(
               image?.config.env ?? [],
-              sandboxEnv(agent, executionId, { egress, secretEnv: spec.secrets?.env ?? {} }),
+              sandboxEnv(agent, executionId, {
+                egress,
+                secretEnv: spec.secrets?.env ?? {},
+                ...(spec.inSandboxApi ? { apiEnv: spec.inSandboxApi.env } : {}),
+              }),
             ),
           ).map(([k, v]) => `${k}=${v}`),
         }),
@@ -543,7 +589,7 @@ export class GvisorRuntime implements Runtime {
       if (code !== 0) throw failed(`runsc create failed (exit code ${code})`);
       // With egress the sandbox lives in the launcher's network namespace, and runsc reaches its control socket
       // (an abstract unix socket: per namespace) only from inside it: later runsc commands enter it first.
-      const enter = egress
+      const enter = hostNet
         ? [
             this.options.nsenterPath ?? 'nsenter',
             `--net=/proc/${readFileSync(join(dir, 'sandbox.pid'), 'utf8').trim()}/ns/net`,
@@ -585,6 +631,8 @@ export class GvisorRuntime implements Runtime {
         outputDir,
         proxy,
         egress,
+        api,
+        live,
         scratchState,
         killedBy: undefined,
       };
@@ -594,6 +642,7 @@ export class GvisorRuntime implements Runtime {
       cgroup?.kill();
       if (launcher && launcher.exitCode === null) launcher.kill('SIGKILL');
       await proxy?.close().catch(() => {});
+      await api?.close().catch(() => {});
       await cgroup?.destroy().catch(() => {});
       if (outputDir) rmSync(outputDir, { recursive: true, force: true });
       rmSync(dir, { recursive: true, force: true });
@@ -693,6 +742,7 @@ export class GvisorRuntime implements Runtime {
     this.instances.delete(instance.id);
     try {
       await instance.proxy?.close();
+      await instance.api?.close();
       await Promise.race([instance.sandboxGone, delay(5_000)]);
       await instance.cgroup.destroy();
     } finally {
@@ -711,6 +761,63 @@ export class GvisorRuntime implements Runtime {
       instance.executed = true;
       await this.destroy(instance);
     }
+  }
+
+  /**
+   * Starts a live instance's exec agent (spawned with `live: true`): `runsc exec` of its process.json, the framed
+   * channel over that exec's stdin/stdout (stderr dropped). Pause/resume freeze the instance's cgroup (sentry,
+   * gofer and stubs). When the agent ends, the sandbox is ended and destroyed.
+   */
+  attach(id: InstanceId): LiveAttachment {
+    const instance = this.instances.get(id);
+    if (!instance) throw new AegisError('NOT_FOUND', `no instance ${id}`);
+    if (!instance.live || this.status(id) !== 'warm' || instance.executed) {
+      throw new AegisError(
+        'USAGE',
+        `instance ${id} is ${instance.state}${instance.live ? '' : ' (not live)'}; only a Warm live instance can be attached`,
+      );
+    }
+    instance.state = 'hot';
+    instance.executed = true;
+    const [command, ...args] = instance.runscCommand;
+    const agentProc = spawn(
+      command!,
+      [...args, 'exec', '--process', join(instance.dir, 'process.json'), instance.containerId],
+      { stdio: ['pipe', 'pipe', 'pipe'], env: { PATH: '/usr/sbin:/usr/bin:/sbin:/bin' } },
+    );
+    agentProc.stdin!.on('error', () => {});
+    agentProc.stderr!.resume(); // runsc's and the agent's own diagnostics: dropped (never a channel)
+    const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
+      agentProc.once('error', () => resolve({ code: null, signal: null }));
+      agentProc.once('exit', (code, signal) => resolve({ code, signal }));
+    });
+    void exited
+      .then(async () => {
+        this.killTree(instance);
+        if (this.instances.has(id)) {
+          instance.state = 'terminated';
+          await this.destroy(instance);
+        }
+      })
+      .catch(() => {});
+    return {
+      input: agentProc.stdin!,
+      output: agentProc.stdout!,
+      exited,
+      stats: () => instance.cgroup.stats(),
+      freeze: () => instance.cgroup.freeze(),
+      thaw: () => instance.cgroup.thaw(),
+      kill: () => {
+        instance.killedBy ??= 'terminate';
+        this.killTree(instance);
+        if (agentProc.exitCode === null) agentProc.kill('SIGKILL');
+      },
+    };
+  }
+
+  /** LiveRuntime: attaches a live instance and opens its channel. */
+  async openLive(id: InstanceId, policy: LivePathPolicy): Promise<LiveSession> {
+    return openLiveSession(this.attach(id), policy);
   }
 
   bind(id: InstanceId, binding: InstanceBinding): void {
@@ -759,6 +866,27 @@ export class GvisorRuntime implements Runtime {
     }
     return reaped;
   }
+}
+
+/** A live sandbox's command: the exec agent on the host's Node (both bound read-only); default rootfs only. */
+function liveCommand(
+  agent: CompiledAgent,
+  nodeBinary: string,
+): { argv: string[]; binaries: Record<string, string> } {
+  if (agent.runtime.image !== undefined) {
+    throw new AegisError(
+      'USAGE',
+      `agent ${agent.name} runs in the image ${agent.runtime.image}; live sandboxes on gvisor need the default rootfs (the exec agent runs on the host's Node, bound read-only)`,
+      {
+        problems: [{ path: 'spec.runtime.image', message: 'not supported by live sandboxes' }],
+        hint: 'deploy a revision without spec.runtime.image for live sandboxes, or run the agent as an execution (POST /v1/executions)',
+      },
+    );
+  }
+  return {
+    argv: [NODE_INSIDE, LIVE_AGENT_INSIDE],
+    binaries: { [nodeBinary]: NODE_INSIDE, [LIVE_AGENT_SOURCE]: LIVE_AGENT_INSIDE },
+  };
 }
 
 /** Host tasks a gVisor sandbox may use for an agent limited to `pids` tasks: the sentry's threads plus stubs. */

@@ -7,6 +7,7 @@
  * reach the same pipes): frames are size-capped, ids must be ours, and a malformed frame ends the sandbox.
  */
 import type net from 'node:net';
+import { join } from 'node:path';
 import type { Readable, Writable } from 'node:stream';
 import type {
   LiveCommandEvents,
@@ -29,6 +30,8 @@ export const LIVE_AGENT_INSIDE = `${SHIM_DIR_INSIDE}/${LIVE_AGENT}`;
 /** The PTY helper beside the agent (docs/adr/0068-live-sandbox-pty.md). */
 export const LIVE_PTY_HELPER = 'live-pty.py';
 export const LIVE_PTY_HELPER_INSIDE = `${SHIM_DIR_INSIDE}/${LIVE_PTY_HELPER}`;
+/** The agent's source file on the host (docker and gvisor bind it read-only; the sandbox runtime copies it). */
+export const LIVE_AGENT_SOURCE = join(import.meta.dirname, 'shims', LIVE_AGENT);
 /** Largest frame either side sends (file chunks are 256 KiB, output chunks 64 KiB). */
 const MAX_FRAME_BYTES = 4 * 1024 * 1024;
 const UPLOAD_CHUNK_BYTES = 256 * 1024;

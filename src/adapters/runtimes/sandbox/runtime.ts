@@ -33,8 +33,6 @@ import {
   statSync,
   writeFileSync,
 } from 'node:fs';
-import { createServer as createHttpServer, type Server as HttpServer } from 'node:http';
-import type net from 'node:net';
 import { join } from 'node:path';
 import type { Duplex, Readable, Writable } from 'node:stream';
 import type {
@@ -67,14 +65,13 @@ import {
   INNER_GID,
   INNER_UID,
   NODE_INSIDE,
-  NODE_SDK_INSIDE,
   PROXY_ENV,
   PROXY_PORT,
-  PYTHON_SDK_INSIDE,
   sandboxEnv,
 } from './environment.ts';
 import { agentDirFor, type GrantContext, ownDirOf, resolveMounts, scratchFile } from './grants.ts';
 import { hostHasMergedUsr, presentEtcFiles, resolveSandboxUser, type SandboxUser } from './host.ts';
+import { SDK_FILES, serveInSandboxApi } from './in-sandbox-api.ts';
 import {
   LIVE_AGENT,
   LIVE_AGENT_INSIDE,
@@ -110,40 +107,6 @@ export { GENERATED_ETC, INNER_GID, INNER_UID, PROXY_ENV, PROXY_PORT, sandboxEnv 
 
 const SPAWN_DEADLINE_MS = 10_000;
 
-/** The in-sandbox SDKs (sdk/in-sandbox): host file → target inside (copied read-only into the sandbox's root). */
-const SDK_ROOT = join(import.meta.dirname, '..', '..', '..', '..', 'sdk', 'in-sandbox');
-export const SDK_FILES: Readonly<Record<string, string>> = {
-  [join(SDK_ROOT, 'python', 'aegis', '__init__.py')]: `${PYTHON_SDK_INSIDE}/aegis/__init__.py`,
-  [join(SDK_ROOT, 'node', 'aegis', 'index.js')]: `${NODE_SDK_INSIDE}/index.js`,
-  [join(SDK_ROOT, 'node', 'aegis', 'package.json')]: `${NODE_SDK_INSIDE}/package.json`,
-};
-
-/**
- * Serves `handler` on listening sockets opened inside a sandbox's netns: one HTTP server fed their connections.
- * Closing it closes the sockets and every open connection (the agent's API dies with the instance).
- */
-function serveInSandboxApi(
-  handler: NonNullable<InstanceSpec['inSandboxApi']>['handler'],
-  listeners: net.Server[],
-) {
-  // Bounded: a request (body included) must arrive within 60 s, and one sandbox holds at most 64 connections —
-  // the agent cannot pin orchestrator memory with slow or endless uploads. Streaming answers are not limited by this.
-  const http: HttpServer = createHttpServer(
-    { requestTimeout: 60_000, headersTimeout: 30_000 },
-    handler as unknown as Parameters<typeof createHttpServer>[1],
-  );
-  for (const listener of listeners) {
-    listener.maxConnections = 64;
-    listener.on('connection', (socket) => http.emit('connection', socket));
-  }
-  return {
-    close: async () => {
-      for (const listener of listeners) listener.close();
-      http.closeAllConnections();
-      await new Promise<void>((resolve) => http.close(() => resolve()));
-    },
-  };
-}
 interface Instance {
   readonly id: InstanceId;
   /** The execution served and where its egress decisions go: the spawn's, or the binding's (pooled instances). */
