@@ -332,8 +332,15 @@ export class LiveSandboxes {
     this.#warmIdleMs = options.warmIdleMs ?? 10 * 60_000;
   }
 
-  /** Warm sandboxes ready (or being made) on this node. */
+  /** Warm sandboxes ready to be taken on this node. */
   warm(): number {
+    let n = 0;
+    for (const pool of this.#pools.values()) n += pool.ready.length;
+    return n;
+  }
+
+  /** Warm sandboxes ready or being made: what they hold of `--max-sandboxes`. */
+  #warmHeld(): number {
     let n = 0;
     for (const pool of this.#pools.values()) n += pool.ready.length + pool.filling;
     return n;
@@ -1112,7 +1119,7 @@ export class LiveSandboxes {
     while (
       !this.#closing &&
       pool.ready.length + pool.filling < this.#warmPerAgent &&
-      this.running() + this.warm() < this.#maxSandboxes
+      this.running() + this.#warmHeld() < this.#maxSandboxes
     ) {
       pool.filling++;
       const target = pool;

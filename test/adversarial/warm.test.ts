@@ -472,26 +472,28 @@ print(json.dumps({"a": get(ports["a"]), "b": get(ports["b"]), "id": os.environ["
     const quick = await agentOf({
       language: 'python',
       entrypoint: 'main.py',
-      timeout: '1s',
+      timeout: '3s',
       files: { 'main.py': 'print("quick")\n' },
     });
     const slow = await agentOf({
       language: 'python',
       entrypoint: 'main.py',
-      timeout: '1s',
-      files: { 'main.py': 'import time\nprint("start", flush=True)\ntime.sleep(5)\n' },
+      timeout: '3s',
+      files: { 'main.py': 'import time\nprint("start", flush=True)\ntime.sleep(10)\n' },
     });
     const [a, b] = await Promise.all([
       rt.spawn({ executionId: poolId(), agent: quick, prewarm: true }),
       rt.spawn({ executionId: poolId(), agent: slow, prewarm: true }),
     ]);
-    await new Promise((resolve) => setTimeout(resolve, 1500));
+    // Longer than the limit: had the clock started at spawn, both would time out. (3 s, not 1 s: a loaded host
+    // can take over a second to run even the quick one.)
+    await new Promise((resolve) => setTimeout(resolve, 3500));
     const quickOut = await execute(a);
     assert.equal(quickOut.status, 'succeeded', JSON.stringify(quickOut));
     const startedAt = nowMs();
     const slowOut = await execute(b);
     assert.equal(slowOut.status, 'timeout');
-    assert.ok(nowMs() - startedAt >= 1000, 'the timeout fired before 1 s of execution');
+    assert.ok(nowMs() - startedAt >= 3000, 'the timeout fired before 3 s of execution');
   });
 
   it("the reaper takes a dead owner's pool instances (bound or not) and returns the ids state.json names", async () => {
