@@ -19,6 +19,7 @@ import {
 import { AegisError } from '../domain/errors.ts';
 import { type ExecutionRecord, type ExecutionStatus, isTerminal } from '../domain/execution.ts';
 import { checkInputDepth } from '../domain/input-bounds.ts';
+import { inputValidator } from '../domain/manifest/input-schema.ts';
 import type { CompiledAgent } from '../domain/manifest/compiled.ts';
 import { loadRevision, notFoundAgent } from './agents.ts';
 import type { ExecutionEvents } from './execution-events.ts';
@@ -158,6 +159,8 @@ export class Executions {
         );
       }
       const agent = await this.#compiledFor(revision);
+      // Refused before anything is stored or audited, like any other malformed request.
+      if (agent.input) inputValidator(agent.input, agent.name).check(request.input ?? null);
       const runtimeName = runtime.nameFor?.(agent) ?? runtime.name;
       const record: ExecutionRecord = {
         id: this.#deps.ids.executionId(),

@@ -25,6 +25,7 @@ import {
   type Violation,
 } from '../domain/execution.ts';
 import { checkInputDepth } from '../domain/input-bounds.ts';
+import { inputValidator } from '../domain/manifest/input-schema.ts';
 import type { CompiledAgent } from '../domain/manifest/compiled.ts';
 import type { NetworkPolicy } from '../domain/policy/network-rules.ts';
 import { placeholderMap } from '../domain/secrets/placeholder.ts';
@@ -134,6 +135,7 @@ export async function runAgent(deps: RunAgentDeps, request: RunAgentRequest): Pr
     request.queued === undefined ? (runtime.nameFor?.(agent) ?? runtime.name) : runtime.name;
   if (request.queued === undefined) {
     checkInputDepth(request.input);
+    if (agent.input) inputValidator(agent.input, agent.name).check(request.input ?? null);
     await store.createExecution({
       id,
       agent: { name: agent.name, version: agent.version },

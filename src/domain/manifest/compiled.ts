@@ -7,6 +7,7 @@ import { isAbsolute, normalize, resolve } from '../paths.ts';
 import { compileNetworkPolicy, type NetworkPolicy } from '../policy/network-rules.ts';
 import { compileSecretBindings, type SecretBinding } from '../secrets/secret-ref.ts';
 import { parseCpu, parseDuration, parseSize } from '../units.ts';
+import type { JsonSchemaObject } from './input-schema.ts';
 import type { AgentManifest, Isolation, Language, MountEntry } from './schema.ts';
 
 export interface Limits {
@@ -78,6 +79,8 @@ export interface CompiledAgent {
   readonly scaling: ScalingSpec;
   /** `spec.llm`: model aliases and budget through the LLM gateway; null when the agent may not call models. */
   readonly llm: LlmGrantSpec | null;
+  /** `spec.input`: JSON Schema every execution input must satisfy; null: any input. */
+  readonly input?: JsonSchemaObject | null;
 }
 
 export interface LlmBudgetSpec {
@@ -288,5 +291,6 @@ export function compileManifest(manifest: AgentManifest, manifestDir: string): C
               usd: spec.llm.budget.usd ?? null,
             },
           },
+    input: spec.input ?? null,
   };
 }

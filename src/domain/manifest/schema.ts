@@ -4,6 +4,7 @@
  * unknown field is an error (the loader adds a did-you-mean).
  */
 import { z } from 'zod';
+import { checkInputSchema } from './input-schema.ts';
 import { parseNetworkRule } from '../policy/network-rules.ts';
 import { SecretRefs } from '../secrets/secret-ref.ts';
 import { parseCpu, parseDuration, parseSize } from '../units.ts';
@@ -213,6 +214,19 @@ export const Llm = z
   });
 export type Llm = z.infer<typeof Llm>;
 
+/** `spec.input`: a JSON Schema for the agent's input (checked by input-schema.ts; MCP serves it as inputSchema). */
+export const InputSchema = z
+  .record(z.string(), z.unknown())
+  .superRefine((value, ctx) => {
+    for (const problem of checkInputSchema(value)) {
+      ctx.addIssue({ code: 'custom', message: problem.message, path: [...problem.segments] });
+    }
+  })
+  .meta({
+    description:
+      "JSON Schema (2020-12, `type: object`) the execution input must satisfy; a bad input is refused with its JSON path. MCP clients see it as the agent tool's inputSchema. Default: any input.",
+  });
+
 export const Spec = z.strictObject({
   runtime: Runtime,
   isolation: Isolation.default('sandbox'),
@@ -231,6 +245,7 @@ export const Spec = z.strictObject({
   }),
   scaling: Scaling.default({ warm: 0 }),
   llm: Llm.optional(),
+  input: InputSchema.optional(),
 });
 
 export const Metadata = z.strictObject({
