@@ -25,8 +25,8 @@ import {
   type Violation,
 } from '../domain/execution.ts';
 import { checkInputDepth } from '../domain/input-bounds.ts';
-import { inputValidator } from '../domain/manifest/input-schema.ts';
 import type { CompiledAgent } from '../domain/manifest/compiled.ts';
+import { inputValidator } from '../domain/manifest/input-schema.ts';
 import type { NetworkPolicy } from '../domain/policy/network-rules.ts';
 import { placeholderMap } from '../domain/secrets/placeholder.ts';
 import { Redactor } from '../domain/secrets/redactor.ts';

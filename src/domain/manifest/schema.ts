@@ -4,10 +4,10 @@
  * unknown field is an error (the loader adds a did-you-mean).
  */
 import { z } from 'zod';
-import { checkInputSchema } from './input-schema.ts';
 import { parseNetworkRule } from '../policy/network-rules.ts';
 import { SecretRefs } from '../secrets/secret-ref.ts';
 import { parseCpu, parseDuration, parseSize } from '../units.ts';
+import { checkInputSchema } from './input-schema.ts';
 
 const DNS_LABEL = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
 
