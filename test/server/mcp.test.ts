@@ -61,6 +61,7 @@ print("about to fail", flush=True)
 sys.exit(3)
 `;
 
+// biome-ignore lint/suspicious/noExplicitAny: response bodies are checked field by field by the assertions
 type Json = any;
 
 async function rest(server: ServerProcess, key: string, path: string): Promise<Json> {

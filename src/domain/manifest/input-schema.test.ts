@@ -44,7 +44,10 @@ describe('spec.input', () => {
     assert.deepEqual(problems({ type: 'object', properties: { a: { type: 'strng' } } }), [
       'spec.input.properties.a.type: not a valid JSON Schema here: must be one of "array", "boolean", "integer", "null", "number", "object", "string"',
     ]);
-    assert.match(problems({ type: 'object', properites: {} })[0]!, /^spec\.input\.properites: .*unknown keyword/);
+    assert.match(
+      problems({ type: 'object', properites: {} })[0]!,
+      /^spec\.input\.properites: .*unknown keyword/,
+    );
     assert.match(problems({ type: 'array' })[0]!, /^spec\.input\.type: .*must be "object"/);
     assert.match(problems({ properties: {} })[0]!, /^spec\.input: .*needs `type: object`/);
     assert.match(problems([])[0]!, /^spec\.input: /);
