@@ -20,6 +20,7 @@ import { AegisError } from '../domain/errors.ts';
 import { type ExecutionRecord, type ExecutionStatus, isTerminal } from '../domain/execution.ts';
 import { checkInputDepth } from '../domain/input-bounds.ts';
 import type { CompiledAgent } from '../domain/manifest/compiled.ts';
+import { inputValidator } from '../domain/manifest/input-schema.ts';
 import { loadRevision, notFoundAgent } from './agents.ts';
 import type { ExecutionEvents } from './execution-events.ts';
 import type { LlmWiring } from './llm-wiring.ts';
@@ -163,6 +164,8 @@ export class Executions {
         );
       }
       const agent = await this.#compiledFor(revision);
+      // Refused before anything is stored or audited, like any other malformed request.
+      if (agent.input) inputValidator(agent.input, agent.name).check(request.input ?? null);
       const runtimeName = runtime.nameFor?.(agent) ?? runtime.name;
       const record: ExecutionRecord = {
         id: this.#deps.ids.executionId(),
@@ -399,6 +402,11 @@ export class Executions {
       await Promise.all([...this.#running.values()].map((job) => job.done));
     }
     return { finished: jobs.length - cancelled, cancelled, leftQueued };
+  }
+
+  /** The compiled manifest of a revision (cached by bundle digest), e.g. for its spec.input. */
+  compiledAgent(revision: AgentRevision): Promise<CompiledAgent> {
+    return this.#compiledFor(revision);
   }
 
   async #compiledFor(revision: AgentRevision): Promise<CompiledAgent> {

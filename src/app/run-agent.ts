@@ -26,6 +26,7 @@ import {
 } from '../domain/execution.ts';
 import { checkInputDepth } from '../domain/input-bounds.ts';
 import type { CompiledAgent } from '../domain/manifest/compiled.ts';
+import { inputValidator } from '../domain/manifest/input-schema.ts';
 import type { NetworkPolicy } from '../domain/policy/network-rules.ts';
 import { placeholderMap } from '../domain/secrets/placeholder.ts';
 import { Redactor } from '../domain/secrets/redactor.ts';
@@ -143,6 +144,7 @@ export async function runAgent(deps: RunAgentDeps, request: RunAgentRequest): Pr
     request.queued === undefined ? (runtime.nameFor?.(agent) ?? runtime.name) : runtime.name;
   if (request.queued === undefined) {
     checkInputDepth(request.input);
+    if (agent.input) inputValidator(agent.input, agent.name).check(request.input ?? null);
     await store.createExecution({
       id,
       agent: { name: agent.name, version: agent.version },

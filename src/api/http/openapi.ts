@@ -142,6 +142,26 @@ export function buildOpenApi(info: { version: string }): Json {
       },
     },
   };
+  paths['/mcp'] = {
+    post: {
+      summary:
+        'Model Context Protocol, streamable HTTP, stateless (no session id): deployed agents as tools (call needs execute, list needs read), executions and logs as resources',
+      requestBody: {
+        required: true,
+        content: {
+          'application/json': { schema: { type: 'object', description: 'A JSON-RPC 2.0 message' } },
+        },
+      },
+      responses: {
+        200: {
+          description: 'JSON-RPC response',
+          content: { 'application/json': { schema: { type: 'object' } } },
+        },
+        202: { description: 'Notification accepted' },
+        401: { description: 'no key, or an unknown or revoked one' },
+      },
+    },
+  };
   paths['/openapi.json'] = open('This document', { type: 'object' });
   return {
     openapi: '3.1.0',

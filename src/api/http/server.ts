@@ -34,6 +34,7 @@ import {
 } from '../errors.ts';
 import { registerReflection } from '../grpc/reflection.ts';
 import { kTransport, registerGrpcServices } from '../grpc/services.ts';
+import { registerMcpRoutes } from './mcp-route.ts';
 import { buildOpenApi } from './openapi.ts';
 import { executionView, ROUTES, type Route } from './routes.ts';
 import { routeByHost } from './sandbox-ports.ts';
@@ -317,6 +318,8 @@ export async function buildHttpApi(
     request.raw.once('close', () => controller.abort());
     return controller;
   };
+
+  registerMcpRoutes(app, ctx, { principalOf, version: options.version, log });
 
   for (const route of ROUTES) {
     if (route.streaming) continue;

@@ -16,6 +16,7 @@ import { addServerOptions, HELP_GROUP } from './connect.ts';
 import { commandDeploy } from './deploy.ts';
 import { commandCancel, commandExec } from './executions.ts';
 import { commandKeysCreate, commandKeysLs, commandKeysRevoke } from './keys.ts';
+import { commandMcp } from './mcp.ts';
 import { registerSandboxCommands } from './sandboxes.ts';
 
 export { addServerOptions, needsServer, type ServerFlags, serverFrom } from './connect.ts';
@@ -100,6 +101,16 @@ export function registerRemoteCommands(program: Command, setExit: (code: number)
   serverCommand(keys, 'revoke', 'revoke an API key')
     .argument('<id>', 'key id (key_…), from `aegis keys ls`')
     .action(wrap(commandKeysRevoke));
+
+  addServerOptions(program.command('mcp'))
+    .helpGroup(HELP_GROUP)
+    .description("serve the server's deployed agents as MCP tools on stdin/stdout (for MCP hosts)")
+    .addHelpText(
+      'after',
+      '\nTools are the deployed agents (inputSchema from spec.input); executions and logs are resources.\n' +
+        'Example host entry: {"command": "aegis", "args": ["mcp"], "env": {"AEGIS_SERVER": "http://127.0.0.1:8088", "AEGIS_API_KEY": "aegis_…"}}',
+    )
+    .action(wrap(commandMcp));
 
   registerSandboxCommands(program, serverCommand, wrap);
 }

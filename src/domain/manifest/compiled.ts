@@ -8,6 +8,7 @@ import { compileNetworkPolicy, type NetworkPolicy } from '../policy/network-rule
 import { compileSecretBindings, type SecretBinding } from '../secrets/secret-ref.ts';
 import { compileToolGrants, type ToolGrantSpec } from '../tools.ts';
 import { parseCpu, parseDuration, parseSize } from '../units.ts';
+import type { JsonSchemaObject } from './input-schema.ts';
 import type { AgentManifest, Isolation, Language, MountEntry } from './schema.ts';
 
 export interface Limits {
@@ -81,6 +82,8 @@ export interface CompiledAgent {
   readonly llm: LlmGrantSpec | null;
   /** `spec.tools`: the tools granted, with their constraints (domain/tools.ts). @default none */
   readonly tools?: readonly ToolGrantSpec[];
+  /** `spec.input`: JSON Schema every execution input must satisfy; null: any input. */
+  readonly input?: JsonSchemaObject | null;
 }
 
 export interface LlmBudgetSpec {
@@ -292,5 +295,6 @@ export function compileManifest(manifest: AgentManifest, manifestDir: string): C
               usd: spec.llm.budget.usd ?? null,
             },
           },
+    input: spec.input ?? null,
   };
 }

@@ -9,6 +9,7 @@ import { imageRefProblem } from '../runtime/image-ref.ts';
 import { SecretRefs } from '../secrets/secret-ref.ts';
 import { type ToolGrantInput, toolGrantProblems } from '../tools.ts';
 import { parseCpu, parseDuration, parseSize } from '../units.ts';
+import { checkInputSchema } from './input-schema.ts';
 
 const DNS_LABEL = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
 
@@ -243,6 +244,19 @@ export const ToolGrant = z
       'e.g. fs.read, {name: cmd.run, allow: [ls, "python3 *"], timeout: 10s}, mcp:github/search_issues',
   });
 
+/** `spec.input`: a JSON Schema for the agent's input (checked by input-schema.ts; MCP serves it as inputSchema). */
+export const InputSchema = z
+  .record(z.string(), z.unknown())
+  .superRefine((value, ctx) => {
+    for (const problem of checkInputSchema(value)) {
+      ctx.addIssue({ code: 'custom', message: problem.message, path: [...problem.segments] });
+    }
+  })
+  .meta({
+    description:
+      "JSON Schema (2020-12, `type: object`) the execution input must satisfy; a bad input is refused with its JSON path. MCP clients see it as the agent tool's inputSchema. Default: any input.",
+  });
+
 export const Spec = z.strictObject({
   runtime: Runtime,
   isolation: Isolation.default('sandbox'),
@@ -265,6 +279,7 @@ export const Spec = z.strictObject({
     description:
       'Tools the agent may call through the AEGIS tool gateway (`aegis.tools.call`), each call checked and audited. Default: none.',
   }),
+  input: InputSchema.optional(),
 });
 
 export const Metadata = z.strictObject({
