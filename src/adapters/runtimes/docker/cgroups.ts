@@ -82,6 +82,25 @@ export class DockerCgroups {
   }
 }
 
+/**
+ * Thaws the per-execution parent of a paused live sandbox (v1 `freezer.state`, v2 `cgroup.freeze`): frozen tasks act
+ * on SIGKILL only once thawed, so a reaper that kills a container left paused by a dead orchestrator thaws it first.
+ */
+export function thawContainerParent(layout: CgroupLayout, executionId: string): void {
+  const targets: [string, string, string][] = [];
+  const freezer = layout.v1Mounts['freezer'];
+  if (freezer) targets.push([join(freezer, DOCKER_CGROUP_PARENT, executionId), 'freezer.state', 'THAWED']);
+  if (layout.v2Mount)
+    targets.push([join(layout.v2Mount, DOCKER_CGROUP_PARENT, executionId), 'cgroup.freeze', '0']);
+  for (const [dir, file, value] of targets) {
+    try {
+      if (existsSync(join(dir, file))) writeFileSync(join(dir, file), value);
+    } catch {
+      // not frozen, or gone meanwhile
+    }
+  }
+}
+
 /** The per-execution parent in every v1 hierarchy and the v2 tree, emptied of leftover child groups first. */
 export async function removeContainerParents(layout: CgroupLayout, executionId: string): Promise<void> {
   // Every cgroup hierarchy mounted here (runc also fills named ones such as name=systemd, absent from the layout).

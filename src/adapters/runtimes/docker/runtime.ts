@@ -72,7 +72,7 @@ import {
 import { openMountSource, userMay } from '../sandbox/mount-source.ts';
 import { hostSeccompArch } from '../sandbox/seccomp.ts';
 import { collectOutput, createLogSink, lineSplitter } from '../sandbox/supervise.ts';
-import { DockerCgroups, removeContainerParents } from './cgroups.ts';
+import { DockerCgroups, removeContainerParents, thawContainerParent } from './cgroups.ts';
 import { DockerEngine, demux } from './engine.ts';
 import { ensureBaseImage, entriesOfDir, imageId, importEntries } from './images.ts';
 import { dockerSeccompProfile } from './seccomp-profile.ts';
@@ -903,12 +903,18 @@ export class DockerRuntime implements Runtime, LiveRuntime {
       const scratch = container.Labels[LABEL_SCRATCH];
       if (!scratch || !isWithin(scratch, this.scratchRoot) || scratch === this.scratchRoot) continue;
       if (owner && this.options.identity.isAlive(owner)) continue;
-      await this.removeContainer(container.Id);
       const execution = container.Labels[LABEL_EXECUTION];
-      if (execution && EXECUTION_ID.test(execution))
-        await removeContainerParents(this.cgroupLayout, execution);
-      rmSync(scratch, { recursive: true, force: true });
-      reaped.push(container.Labels[LABEL_EXECUTION] ?? container.Id);
+      const ours = execution !== undefined && EXECUTION_ID.test(execution);
+      try {
+        // A live sandbox left paused: its frozen processes die only once thawed.
+        if (ours) thawContainerParent(this.cgroupLayout, execution);
+        await this.removeContainer(container.Id);
+        if (ours) await removeContainerParents(this.cgroupLayout, execution);
+        rmSync(scratch, { recursive: true, force: true });
+        reaped.push(execution ?? container.Id);
+      } catch {
+        // One container that will not go does not keep the others; the next start retries it.
+      }
     }
     return reaped;
   }
