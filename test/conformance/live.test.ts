@@ -7,7 +7,7 @@
  */
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -20,6 +20,7 @@ import type { LiveRuntime, LiveSession, Runtime } from '../../src/app/ports.ts';
 import { sandboxPathRoots } from '../../src/domain/live-sandbox.ts';
 import type { LlmSettings } from '../../src/domain/llm/config.ts';
 import type { CompiledAgent } from '../../src/domain/manifest/compiled.ts';
+import { busyboxLayers, writeOciLayout } from '../support/oci-layout.ts';
 import { pollUntil } from '../support/poll.ts';
 import { type ScriptedLlm, startScriptedLlm } from '../support/scripted-llm.ts';
 import { conformanceRuntimes } from './runtimes.ts';
@@ -133,6 +134,46 @@ for (const { runtime: rut, skip, missing } of conformanceRuntimes()) {
     }
 
     const LIVE_TEST = { timeout: 240_000 };
+
+    it('live from an image (busybox): the exec agent brings the host Node and its libraries; commands run the image', {
+      ...LIVE_TEST,
+      skip:
+        rut.name === 'sandbox'
+          ? 'the sandbox runtime takes no images (LIMIT_UNENFORCEABLE)'
+          : existsSync('/bin/busybox')
+            ? false
+            : 'needs busybox-static (/bin/busybox) to build the image',
+    }, async () => {
+      const layout = await writeOciLayout(join(root, `layout-${seq++}`), busyboxLayers(), {
+        env: ['PATH=/bin'],
+      });
+      const agent = await compile('live-image', '', {
+        runtime: { command: ['/bin/true'], image: `oci:${layout.dir}` },
+      });
+      const id = await runtime.spawn({ executionId: nextId(), agent, live: true });
+      const session = await runtime.openLive(id, { ...sandboxPathRoots(agent), maxFileBytes: 1024 ** 2 });
+      // The image's own sh and busybox, not the host's /usr: the host view is not there.
+      const ran = await execIn(session, [
+        '/bin/sh',
+        '-c',
+        'echo "$PATH"; id -u; ls /usr/bin/python3 2>&1; true',
+      ]);
+      assert.equal(ran.code, 0, JSON.stringify(ran));
+      const [path, uid, python] = ran.stdout.split('\n');
+      assert.match(path ?? '', /(^|:)\/bin(:|$)/);
+      assert.notEqual(uid, '0', 'not root');
+      assert.match(python ?? '', /No such file|can't access/);
+      const written = await session.writeFile(
+        '/workspace/hello.txt',
+        (async function* () {
+          yield Buffer.from('from the file API');
+        })(),
+      );
+      assert.equal(written.bytes, 17);
+      const cat = await execIn(session, ['/bin/cat', '/workspace/hello.txt']);
+      assert.equal(cat.stdout, 'from the file API');
+      await close(id, session);
+    });
 
     it('live: exec streams output and takes stdin, files round trip, delete ends it', LIVE_TEST, async () => {
       const { id, session } = await openLive('live-basic');

@@ -57,6 +57,7 @@ import { parseImageRef } from '../../../domain/runtime/image-ref.ts';
 import { classifyOutcome } from '../../../domain/runtime/outcome.ts';
 import type { EgressProxy } from '../../egress/proxy.ts';
 import { imageAgentArgv, imageEnv } from '../images/agent-command.ts';
+import { hostNodeInImage } from '../images/host-node.ts';
 import { defaultImageCacheDir, ImageStore } from '../images/store.ts';
 import { type CgroupLayout, detectCgroupLayout, type SandboxCgroup } from '../sandbox/cgroups.ts';
 import { bindWarm, openEgressInNetns, type Route, setPolicyOfExecution } from '../sandbox/egress.ts';
@@ -313,19 +314,21 @@ export class DockerRuntime implements Runtime, LiveRuntime {
     }
   }
 
-  /** A live sandbox's image and command: the exec agent on the host's Node, in the default rootfs only. */
-  private async liveImageAndCommand(
-    agent: CompiledAgent,
-  ): Promise<{ image: string; argv: string[]; custom: boolean; env: readonly string[] }> {
+  /**
+   * A live sandbox's image and command: the exec agent on the host's Node. In a custom image, Node comes with its
+   * own loader and libraries, bound read-only (images/host-node.ts); the commands it runs use the image's.
+   */
+  private async liveImageAndCommand(agent: CompiledAgent): Promise<{
+    image: string;
+    argv: string[];
+    custom: boolean;
+    env: readonly string[];
+    binds?: Readonly<Record<string, string>>;
+  }> {
     if (agent.runtime.image !== undefined) {
-      throw new AegisError(
-        'USAGE',
-        `agent ${agent.name} runs in the image ${agent.runtime.image}; live sandboxes on docker need the default rootfs (the exec agent runs on the host's Node, bound read-only)`,
-        {
-          problems: [{ path: 'spec.runtime.image', message: 'not supported by live sandboxes' }],
-          hint: 'deploy a revision without spec.runtime.image for live sandboxes, or run the agent as an execution (POST /v1/executions)',
-        },
-      );
+      const { image, env } = await this.imageAndCommand(agent);
+      const node = hostNodeInImage(this.options.nodeBinary ?? process.execPath);
+      return { image, argv: [...node.argv, LIVE_AGENT_INSIDE], custom: true, env, binds: node.binds };
     }
     return {
       image: await this.baseImageId(),
@@ -467,7 +470,10 @@ export class DockerRuntime implements Runtime, LiveRuntime {
       argv,
       custom,
       env: imageEnvList,
-    } = live ? await this.liveImageAndCommand(agent) : await this.imageAndCommand(agent);
+      binds: extraBinds,
+    } = live
+      ? await this.liveImageAndCommand(agent)
+      : { ...(await this.imageAndCommand(agent)), binds: undefined };
     this.ensureScratchRoot();
     const dir = mkdtempSync(join(this.scratchRoot, `${executionId}-`));
     const held: number[] = [];
@@ -488,6 +494,7 @@ export class DockerRuntime implements Runtime, LiveRuntime {
       const mounts = [
         ...(custom ? [] : this.hostViewMounts(agent, live)),
         ...(live ? [bind(LIVE_AGENT_SOURCE, LIVE_AGENT_INSIDE, true)] : []),
+        ...Object.entries(extraBinds ?? {}).map(([source, target]) => bind(source, target, true)),
         // The in-sandbox SDKs, importable without installation (PYTHONPATH, /node_modules): read-only.
         ...(spec.inSandboxApi
           ? Object.entries(SDK_FILES).map(([file, target]) => bind(file, target, true))

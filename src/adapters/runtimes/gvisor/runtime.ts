@@ -68,6 +68,7 @@ import { classifyOutcome } from '../../../domain/runtime/outcome.ts';
 import type { EgressProxy } from '../../egress/proxy.ts';
 import { DockerEngine } from '../docker/engine.ts';
 import { imageAgentArgv, imageEnv } from '../images/agent-command.ts';
+import { hostNodeInImage } from '../images/host-node.ts';
 import { defaultImageCacheDir, ImageStore, type ResolvedImage } from '../images/store.ts';
 import {
   CgroupDriver,
@@ -353,15 +354,23 @@ export class GvisorRuntime implements Runtime, LiveRuntime {
     this.cgroups.assertUsable();
     const egress = agent.network.allow.length > 0;
     let plan: { egress: boolean; argv: string[]; binaries: Record<string, string>; image?: ResolvedImage };
-    if (agent.runtime.image !== undefined && spec.live !== true) {
+    if (agent.runtime.image !== undefined) {
       this.images ??= new ImageStore({ dir: this.options.imageCacheDir ?? defaultImageCacheDir() });
       const image = await this.images.resolve(agent.runtime.image, agent.agentDir, () => {
         this.engine ??= this.options.engine ?? new DockerEngine();
         return this.engine;
       });
-      plan = { egress, argv: imageAgentArgv(agent), binaries: {}, image };
+      if (spec.live) {
+        // The exec agent on the host's Node with its own loader and libraries (images/host-node.ts).
+        const node = hostNodeInImage(this.options.nodeBinary ?? process.execPath);
+        plan = {
+          egress,
+          argv: [...node.argv, LIVE_AGENT_INSIDE],
+          binaries: { ...node.binds, [LIVE_AGENT_SOURCE]: LIVE_AGENT_INSIDE },
+          image,
+        };
+      } else plan = { egress, argv: imageAgentArgv(agent), binaries: {}, image };
     } else {
-      // A live sandbox of an image agent is refused by liveCommand (the exec agent needs the host view).
       const nodeBinary = realpathSync(this.options.nodeBinary ?? process.execPath);
       plan = {
         egress,
@@ -873,16 +882,6 @@ function liveCommand(
   agent: CompiledAgent,
   nodeBinary: string,
 ): { argv: string[]; binaries: Record<string, string> } {
-  if (agent.runtime.image !== undefined) {
-    throw new AegisError(
-      'USAGE',
-      `agent ${agent.name} runs in the image ${agent.runtime.image}; live sandboxes on gvisor need the default rootfs (the exec agent runs on the host's Node, bound read-only)`,
-      {
-        problems: [{ path: 'spec.runtime.image', message: 'not supported by live sandboxes' }],
-        hint: 'deploy a revision without spec.runtime.image for live sandboxes, or run the agent as an execution (POST /v1/executions)',
-      },
-    );
-  }
   return {
     argv: [NODE_INSIDE, LIVE_AGENT_INSIDE],
     binaries: { [nodeBinary]: NODE_INSIDE, [LIVE_AGENT_SOURCE]: LIVE_AGENT_INSIDE },
