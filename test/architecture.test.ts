@@ -13,7 +13,7 @@ const SRC = join(ROOT, 'src');
 /** Node built-ins without I/O that pure code may use. */
 const ALLOWED_NODE = new Set(['node:path', 'node:path/posix', 'node:util', 'node:events', 'node:buffer']);
 /** npm packages the domain may use (pure libraries). */
-const ALLOWED_PACKAGES = new Set(['zod']);
+const ALLOWED_PACKAGES = new Set(['zod', 'ajv']);
 
 function sourceFiles(dir: string): string[] {
   return readdirSync(dir, { withFileTypes: true }).flatMap((entry) => {
