@@ -133,15 +133,13 @@ function setup(agent: CompiledAgent, judge?: LoopJudge) {
   };
   const seen = upstream.requests.length;
   const requests = () =>
-    upstream.requests
-      .slice(seen)
-      .map(
-        (r) =>
-          r.body as {
-            messages: { role: string; content: unknown }[];
-            tools?: { function: { name: string } }[];
-          },
-      );
+    upstream.requests.slice(seen).map(
+      (r) =>
+        r.body as {
+          messages: { role: string; content: unknown }[];
+          tools?: { function: { name: string } }[];
+        },
+    );
   return { audit, sandbox, executionId, deps, steps, requests };
 }
 
