@@ -47,7 +47,7 @@ export interface ErrorBody {
 }
 
 export interface Violation {
-  kind: 'limit' | 'network' | 'filesystem' | 'budget';
+  kind: 'limit' | 'network' | 'filesystem' | 'budget' | 'tool';
   rule: string;
   message: string;
   count?: number | undefined;

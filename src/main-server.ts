@@ -31,6 +31,7 @@ import type { AuditLog, Store } from './app/ports.ts';
 import { ToolGateway } from './app/tools.ts';
 import { WarmPools } from './app/warm-pools.ts';
 import type { RateLimit } from './domain/auth/api-key.ts';
+import { jsonSchemaViolation } from './domain/loop/json-schema.ts';
 import { type DeployCeilings, defaultDeployCeilings } from './domain/policy/deploy-ceilings.ts';
 import {
   AEGIS_VERSION,
@@ -204,6 +205,15 @@ export async function startServer(
         : { idleTimeoutMsOverride: options.poolIdleTimeoutMs }),
     },
   );
+  // MCP servers of the config, connected on first use (adapters/mcp/client.ts).
+  const mcpConfig = (await loadConfigFile(env)).config.mcp ?? { servers: {} };
+  const mcpServers = new SdkMcpServers(mcpConfig, secrets);
+  const toolGateway = new ToolGateway({
+    audit,
+    clock: systemClock,
+    sha256Hex: (text) => createHash('sha256').update(text).digest('hex'),
+    mcp: mcpServers,
+  });
   const executions = new Executions(
     {
       runtime,
@@ -220,6 +230,12 @@ export async function startServer(
       pools,
       llm,
       ...(tracer ? { tracer } : {}),
+      loop: {
+        live: runtime,
+        tools: toolGateway,
+        jsonSchema: jsonSchemaViolation,
+        sha256Hex: (text) => createHash('sha256').update(text).digest('hex'),
+      },
     },
     { maxConcurrent, maxQueued: options.maxQueued ?? 256 },
   );
@@ -242,9 +258,6 @@ export async function startServer(
     }
   };
   const keyDeps = { store, hasher: nodeHasher, clock: systemClock, ids, random: cryptoSecretRandom, audit };
-  // MCP servers of the config, connected on first use (adapters/mcp/client.ts).
-  const mcpConfig = (await loadConfigFile(env)).config.mcp ?? { servers: {} };
-  const mcpServers = new SdkMcpServers(mcpConfig, secrets);
   // Live sandboxes run on the runtime their agent's isolation names, through the router (app/live-sandboxes.ts,
   // docs/adr/0051-live-sandbox-exec-agent.md, 0072 for docker and gvisor).
   const sandboxes = new LiveSandboxes(
@@ -261,12 +274,7 @@ export async function startServer(
       random: cryptoSecretRandom,
       llm,
       tools: {
-        gateway: new ToolGateway({
-          audit,
-          clock: systemClock,
-          sha256Hex: (text) => createHash('sha256').update(text).digest('hex'),
-          mcp: mcpServers,
-        }),
+        gateway: toolGateway,
         handlerFor: createToolsHandler,
         newToken: () => `aegis_tk_${randomBytes(24).toString('hex')}`,
       },

@@ -40,7 +40,7 @@ import type {
   Timer,
   Tracer,
 } from './ports.ts';
-import { createdAuditData, runAgent } from './run-agent.ts';
+import { createdAuditData, type DeclarativeWiring, runAgent } from './run-agent.ts';
 import type { WarmPools } from './warm-pools.ts';
 
 export interface ExecutionsDeps {
@@ -61,6 +61,8 @@ export interface ExecutionsDeps {
   readonly pools?: WarmPools;
   /** Execution and model-call spans (OpenTelemetry when configured). */
   readonly tracer?: Tracer;
+  /** Declarative agents (spec.task): the loop's runtime and tools. */
+  readonly loop?: DeclarativeWiring;
 }
 
 export interface ExecutionsOptions {

@@ -15,7 +15,12 @@
  * are never taken from a warm pool: the token is per execution.
  */
 
-import { AUDIT_KINDS, type NetworkConnectData, type SecretUseData } from '../domain/audit/entry.ts';
+import {
+  AUDIT_KINDS,
+  type NetworkConnectData,
+  type SecretUseData,
+  type Sha256Hex,
+} from '../domain/audit/entry.ts';
 import { AegisError, isAegisError } from '../domain/errors.ts';
 import {
   type ExecutionRecord,
@@ -25,11 +30,20 @@ import {
   type Violation,
 } from '../domain/execution.ts';
 import { checkInputDepth } from '../domain/input-bounds.ts';
+import { sandboxPathRoots } from '../domain/live-sandbox.ts';
 import type { CompiledAgent } from '../domain/manifest/compiled.ts';
 import { inputValidator } from '../domain/manifest/input-schema.ts';
 import type { NetworkPolicy } from '../domain/policy/network-rules.ts';
 import { placeholderMap } from '../domain/secrets/placeholder.ts';
 import { Redactor } from '../domain/secrets/redactor.ts';
+import {
+  gatewayModel,
+  gatewayTools,
+  type JsonSchemaCheck,
+  type LoopJudge,
+  type LoopStep,
+  runAgentLoop,
+} from './agent-loop.ts';
 import { resolveSecrets } from './agent-secrets.ts';
 import type { LlmBudgetName, LlmCallRecord, LlmUsageTotals } from './llm-gateway.ts';
 import { type LlmWiring, llmEnv } from './llm-wiring.ts';
@@ -43,6 +57,7 @@ import type {
   InstanceBinding,
   InstanceId,
   InstanceSecrets,
+  LiveRuntime,
   NetworkDecisionEvent,
   NewLogLine,
   ProcessIdentity,
@@ -50,8 +65,11 @@ import type {
   SecretRandom,
   SecretStore,
   SecretUseEvent,
+  TaskInput,
+  TaskOutput,
   Tracer,
 } from './ports.ts';
+import type { ToolGateway } from './tools.ts';
 
 export interface RunAgentDeps {
   readonly runtime: Runtime;
@@ -70,6 +88,21 @@ export interface RunAgentDeps {
   readonly onLlmUsage?: (usage: LlmUsageTotals) => void;
   /** Traces (OpenTelemetry when configured): a span per execution, a child span per model call. */
   readonly tracer?: Tracer;
+  /** What declarative agents (spec.task) run on; required only by them (docs/adr/0088-declarative-agent-loop.md). */
+  readonly loop?: DeclarativeWiring;
+}
+
+/** The loop's needs beyond runAgent's own: a runtime with live instances, the tool gateway, validators' helpers. */
+export interface DeclarativeWiring {
+  /** The same runtime as `runtime`, seen as one that holds live instances (the loop's tools run inside). */
+  readonly live: LiveRuntime;
+  readonly tools: ToolGateway;
+  readonly jsonSchema: JsonSchemaCheck;
+  readonly sha256Hex: Sha256Hex;
+  /** Runs a deployed agent (judge validators); without it a judge validator fails the execution. */
+  readonly judge?: LoopJudge;
+  /** Largest file fs.read / fs.write may move. @default 16 MiB */
+  readonly maxFileBytes?: number;
 }
 
 export interface RunAgentRequest {
@@ -330,10 +363,12 @@ export async function runAgent(deps: RunAgentDeps, request: RunAgentRequest): Pr
     // `execution.created` is written above (or, for a queued execution, when it was accepted, with who asked).
     let instanceId: string;
     let warm = false;
+    let secretsEnv: Readonly<Record<string, string>> = {};
     try {
       const resolved = await resolveSecrets(deps, agent);
       let secrets: InstanceSecrets | undefined;
       if (resolved !== undefined) {
+        secretsEnv = resolved.plan.env;
         redactor = new Redactor([...resolved.values].map(([name, value]) => ({ name, value })));
         secrets = {
           env: resolved.plan.env,
@@ -379,21 +414,34 @@ export async function runAgent(deps: RunAgentDeps, request: RunAgentRequest): Pr
         // The sandbox's endpoint takes only this execution's token (a leaked token of another is refused there).
         inSandboxApi = { handler: handlerFor ? handlerFor(llmToken) : handler, env: llmEnv(llmToken) };
       }
+      if (agent.task !== undefined && deps.loop === undefined) {
+        throw new AegisError(
+          'RUNTIME_UNAVAILABLE',
+          'this AEGIS build cannot run declarative agents (spec.task)',
+          {
+            hint: 'run it through `aegis run` or `aegis server`',
+          },
+        );
+      }
       const pooled =
-        secrets === undefined && inSandboxApi === undefined
+        secrets === undefined && inSandboxApi === undefined && agent.task === undefined
           ? request.warm?.({ executionId: id, onNetworkDecision })
           : undefined;
       if (pooled !== undefined) {
         instanceId = pooled;
         warm = true;
       } else {
-        instanceId = await runtime.spawn({
-          executionId: id,
-          agent,
-          onNetworkDecision,
-          ...(secrets ? { secrets } : {}),
-          ...(inSandboxApi ? { inSandboxApi } : {}),
-        });
+        // A declarative agent's instance is live: the loop runs its tools inside it, the model runs outside.
+        instanceId = await (agent.task !== undefined ? (deps.loop as DeclarativeWiring).live : runtime).spawn(
+          {
+            ...(agent.task !== undefined ? { live: true } : {}),
+            executionId: id,
+            agent,
+            onNetworkDecision,
+            ...(secrets ? { secrets } : {}),
+            ...(inSandboxApi ? { inSandboxApi } : {}),
+          },
+        );
       }
       instanceForAudit = instanceId;
     } catch (error) {
@@ -427,11 +475,15 @@ export async function runAgent(deps: RunAgentDeps, request: RunAgentRequest): Pr
       throw error;
     }
     request.onStarted?.(id, { warm });
-    const result = await runtime.execute(instanceId, {
+    const taskInput: TaskInput = {
       input: (request.queued ? request.queued.input : request.input) ?? null,
       onLog,
       ...(request.signal ? { signal: request.signal } : {}),
-    });
+    };
+    const result =
+      agent.task === undefined
+        ? await runtime.execute(instanceId, taskInput)
+        : await runDeclarative(deps, agent, id, instanceId, taskInput, secretsEnv, llmToken);
     ticker.cancel();
     await flush();
     if (networkAuditError !== undefined) throw networkAuditError;
@@ -507,6 +559,103 @@ export async function runAgent(deps: RunAgentDeps, request: RunAgentRequest): Pr
     }
     unsubscribeLlm?.();
     if (llmToken !== undefined) deps.llm?.gateway.revoke(llmToken);
+  }
+}
+
+/**
+ * A declarative agent's run (spec.task): open the live instance, run the loop (model through the gateway under the
+ * execution's token; tools inside the instance), each trajectory step one `system` log line, then end the instance.
+ * The limits apply as to code: the loop stops at spec.security.resources.timeout (status `timeout`).
+ */
+async function runDeclarative(
+  deps: RunAgentDeps,
+  agent: CompiledAgent,
+  executionId: string,
+  instanceId: string,
+  task: TaskInput,
+  secretsEnv: Readonly<Record<string, string>>,
+  llmToken: string | undefined,
+): Promise<TaskOutput> {
+  const loop = deps.loop as DeclarativeWiring;
+  const { clock } = deps;
+  const releasedAtMs = clock.now();
+  const stop = new AbortController();
+  let timedOut = false;
+  const timer = clock.setTimeout(
+    () => {
+      timedOut = true;
+      stop.abort();
+    },
+    agent.limits.timeoutMs,
+    { background: true },
+  );
+  const onAbort = () => stop.abort();
+  task.signal?.addEventListener('abort', onAbort, { once: true });
+  const denied = new Map<string, { message: string; count: number }>();
+  const onStep = (step: LoopStep) => {
+    if (step.step === 'tool' && step.outcome === 'denied') {
+      const seen = denied.get(step.tool);
+      if (seen) seen.count++;
+      else denied.set(step.tool, { message: step.result.slice(0, 500), count: 1 });
+    }
+    task.onLog('system', JSON.stringify({ loop: step }));
+  };
+  const end = (status: TaskOutput['status'], reason: string | null, output: unknown): TaskOutput => ({
+    status,
+    exitCode: null,
+    reason,
+    output,
+    limitsHit: timedOut ? ['timeout'] : [],
+    violations: [...denied].map(([tool, { message, count }]) => ({
+      kind: 'tool',
+      rule: `spec.tools.${tool}`,
+      message,
+      count,
+    })),
+    releasedAtMs,
+    finishedAtMs: clock.now(),
+  });
+  try {
+    if (llmToken === undefined || deps.llm === undefined) {
+      throw new AegisError('RUNTIME_UNAVAILABLE', 'a declarative agent needs the LLM gateway (spec.llm)');
+    }
+    const session = await loop.live.openLive(instanceId, {
+      ...sandboxPathRoots(agent),
+      maxFileBytes: loop.maxFileBytes ?? 16 * 1024 ** 2,
+    });
+    const outcome = await runAgentLoop(
+      {
+        model: gatewayModel(deps.llm.gateway, llmToken),
+        tools: gatewayTools(loop.tools, {
+          id: executionId,
+          agent,
+          session,
+          env: { ...agent.env, ...secretsEnv },
+          by: 'loop',
+        }),
+        jsonSchema: loop.jsonSchema,
+        ...(loop.judge ? { judge: loop.judge } : {}),
+        audit: deps.audit,
+        sha256Hex: loop.sha256Hex,
+        onStep,
+      },
+      {
+        executionId,
+        task: agent.task as NonNullable<CompiledAgent['task']>,
+        input: task.input,
+        signal: stop.signal,
+      },
+    );
+    return end(outcome.status, outcome.reason, outcome.output);
+  } catch (error) {
+    if (timedOut) return end('timeout', `timeout: the loop ran past ${agent.limits.timeoutMs} ms`, null);
+    if (stop.signal.aborted) return end('killed', 'cancelled', null);
+    if (isAegisError(error) && error.code !== 'INTERNAL') return end('failed', error.message, null);
+    throw error;
+  } finally {
+    timer.cancel();
+    task.signal?.removeEventListener('abort', onAbort);
+    await loop.live.terminate(instanceId).catch(() => {});
   }
 }
 

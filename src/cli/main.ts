@@ -4,11 +4,14 @@
  * what was asked · 4 the audit ledger was tampered with · 75 try again later · 77 key missing or lacking scope ·
  * 70 internal error. With `-o json` every command prints the REST shapes of /openapi.json, errors included.
  */
+
+import { createHash } from 'node:crypto';
 import { once } from 'node:events';
 import { createWriteStream, existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Command, CommanderError } from 'commander';
 import { verifyAuditExportFile } from '../adapters/audit/export-file.ts';
+import { systemClock } from '../adapters/clock/system-clock.ts';
 import { formatDoctorReport, runDoctor } from '../adapters/host/doctor.ts';
 import { type HostFacts, hostChecks } from '../adapters/manifest/host-checks.ts';
 import { loadManifestFile } from '../adapters/manifest/yaml-loader.ts';
@@ -21,14 +24,16 @@ import {
   type Validation,
 } from '../api/http/schemas.ts';
 import { allExecutions } from '../app/executions.ts';
-import type { AuditLog, ExecutionStore } from '../app/ports.ts';
-import { reconcileOrphans, runAgent } from '../app/run-agent.ts';
+import type { AuditLog, ExecutionStore, LiveRuntime } from '../app/ports.ts';
+import { type DeclarativeWiring, reconcileOrphans, runAgent } from '../app/run-agent.ts';
+import { ToolGateway } from '../app/tools.ts';
 import { AUDIT_KINDS } from '../domain/audit/entry.ts';
 import { type AuditExportRecord, formatExportLine } from '../domain/audit/export-format.ts';
 import { missingEntries } from '../domain/audit/store-check.ts';
 import type { AuditTampered, AuditVerification } from '../domain/audit/verify.ts';
 import { AegisError, formatError } from '../domain/errors.ts';
 import { type ExecutionRecord, isTerminal, type LogStream } from '../domain/execution.ts';
+import { jsonSchemaViolation } from '../domain/loop/json-schema.ts';
 import type { CompiledAgent } from '../domain/manifest/compiled.ts';
 import { agentManifestJsonSchema, Isolation } from '../domain/manifest/schema.ts';
 import { secretBindingNotes } from '../domain/secrets/secret-ref.ts';
@@ -103,6 +108,17 @@ async function hostFacts(thorough: boolean): Promise<HostFacts> {
   };
 }
 
+/** What `aegis run` gives a declarative agent's loop: the local runtime's live instances and a tool gateway. */
+function localLoopWiring(runtime: LiveRuntime, audit: AuditLog): DeclarativeWiring {
+  const sha256Hex = (text: string) => createHash('sha256').update(text).digest('hex');
+  return {
+    live: runtime,
+    tools: new ToolGateway({ audit, clock: systemClock, sha256Hex }),
+    jsonSchema: jsonSchemaViolation,
+    sha256Hex,
+  };
+}
+
 async function commandRun(
   manifestPath: string,
   options: { input?: string; inputFile?: string; output: OutputFormat; isolation?: string },
@@ -129,7 +145,11 @@ async function commandRun(
     // The LLM gateway only for agents that may call models (a broken config.yaml fails only those runs).
     const llm = agent.llm === null ? undefined : await openLlmWiring(ctx.secrets, { spend: ctx.store });
     const record = await runAgent(
-      { ...ctx, ...(llm ? { llm } : {}) },
+      {
+        ...ctx,
+        ...(llm ? { llm } : {}),
+        ...(agent.task ? { loop: localLoopWiring(ctx.runtime, ctx.audit) } : {}),
+      },
       {
         agent,
         input,

@@ -34,7 +34,8 @@ export type LimitName = 'memory' | 'pids' | 'timeout' | 'cpu' | 'disk';
 /** A denied or contained attempt, phrased so a human or an LLM can act on it. */
 export interface Violation {
   /** `budget`: an `spec.llm.budget` limit was used up (the execution ends with reason `budget`). */
-  readonly kind: 'limit' | 'network' | 'filesystem' | 'budget';
+  /** `tool`: a declarative agent's tool call refused by the tool gateway (counted per tool). */
+  readonly kind: 'limit' | 'network' | 'filesystem' | 'budget' | 'tool';
   readonly rule: string;
   readonly message: string;
   readonly count?: number;

@@ -2,7 +2,8 @@
  * Deterministic stand-ins for model providers on loopback: an OpenAI-compatible Chat Completions server and an
  * Anthropic Messages server in one listener. Each answers `echo: <last user text>` (or a `get_weather` tool call
  * when tools are offered and the text mentions weather), 10 input / 5 output tokens, JSON or SSE. `failNext`
- * queues refusals (e.g. a 429 with Retry-After). Every request is kept in `requests` (headers and body).
+ * queues refusals (e.g. a 429 with Retry-After). `script` queues exact replies for Chat Completions (a text or
+ * tool calls), taken in order before the default behaviour. Every request is kept in `requests` (headers and body).
  */
 import { createServer, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -13,10 +14,19 @@ export interface SeenRequest {
   readonly body: Record<string, unknown>;
 }
 
+/** One scripted Chat Completions reply: a final text, or tool calls (arguments as objects or raw JSON text). */
+export type ScriptedReply =
+  | { readonly text: string }
+  | { readonly toolCalls: readonly { readonly name: string; readonly arguments: unknown }[] };
+
 export interface ScriptedLlm {
   readonly baseUrl: string;
   readonly requests: SeenRequest[];
   failNext(status: number, headers?: Record<string, string>, times?: number): void;
+  /** Queues replies (non-streaming Chat Completions), used in order. */
+  script(...replies: ScriptedReply[]): void;
+  /** Scripted replies not used yet. */
+  readonly pending: () => number;
   close(): Promise<void>;
 }
 
@@ -40,6 +50,8 @@ function lastUserText(messages: Msg[]): string {
 export async function startScriptedLlm(): Promise<ScriptedLlm> {
   const requests: SeenRequest[] = [];
   const failures: { status: number; headers: Record<string, string> }[] = [];
+  const scripted: ScriptedReply[] = [];
+  let callNo = 0;
   const server: Server = createServer(async (req, res) => {
     const chunks: Buffer[] = [];
     for await (const c of req) chunks.push(c as Buffer);
@@ -50,6 +62,37 @@ export async function startScriptedLlm(): Promise<ScriptedLlm> {
     if (failure) {
       res.writeHead(failure.status, { 'content-type': 'application/json', ...failure.headers });
       res.end(JSON.stringify({ error: { message: `scripted ${failure.status}`, type: 'scripted' } }));
+      return;
+    }
+    const reply = path.endsWith('/chat/completions') && !body.stream ? scripted.shift() : undefined;
+    if (reply) {
+      const message =
+        'text' in reply
+          ? { role: 'assistant', content: reply.text }
+          : {
+              role: 'assistant',
+              content: null,
+              tool_calls: reply.toolCalls.map((call) => ({
+                id: `call_${++callNo}`,
+                type: 'function',
+                function: {
+                  name: call.name,
+                  arguments:
+                    typeof call.arguments === 'string' ? call.arguments : JSON.stringify(call.arguments),
+                },
+              })),
+            };
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end(
+        JSON.stringify({
+          id: 'chatcmpl-scripted',
+          object: 'chat.completion',
+          created: 1,
+          model: String(body.model),
+          choices: [{ index: 0, message, finish_reason: 'text' in reply ? 'stop' : 'tool_calls' }],
+          usage: { prompt_tokens: 10, completion_tokens: 5, total_tokens: 15 },
+        }),
+      );
       return;
     }
     const messages = (body.messages ?? []) as Msg[];
@@ -186,6 +229,10 @@ export async function startScriptedLlm(): Promise<ScriptedLlm> {
     failNext(status, headers = {}, times = 1) {
       for (let i = 0; i < times; i++) failures.push({ status, headers });
     },
+    script(...replies) {
+      scripted.push(...replies);
+    },
+    pending: () => scripted.length,
     close: () =>
       new Promise<void>((resolve) => {
         server.closeAllConnections();

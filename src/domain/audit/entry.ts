@@ -53,6 +53,8 @@ export const AUDIT_KINDS = {
   sandboxFile: 'sandbox.file',
   /** One proxied connection to an exposed port of a live sandbox (or its refusal): never the bytes. */
   sandboxPort: 'sandbox.port',
+  /** One iteration of a declarative agent's loop (app/agent-loop.ts): counts, digests and verdicts — never contents. */
+  agentIteration: 'agent.iteration',
 } as const;
 
 export type AuditKind = (typeof AUDIT_KINDS)[keyof typeof AUDIT_KINDS];
@@ -198,6 +200,16 @@ export type AuditDataByKind = {
     readonly agent: string;
     readonly revision: number;
     readonly reason: string;
+  };
+  /** One iteration of a declarative agent's loop: digests of the answer and transcript, never their text. */
+  'agent.iteration': {
+    readonly iteration: number;
+    readonly modelCalls: number;
+    readonly toolCalls: number;
+    readonly passed: boolean;
+    readonly verdicts: readonly { readonly validator: string; readonly passed: boolean }[];
+    readonly answerDigest: string | null;
+    readonly transcriptDigest: string;
   };
 };
 

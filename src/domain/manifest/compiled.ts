@@ -9,7 +9,7 @@ import { compileSecretBindings, type SecretBinding } from '../secrets/secret-ref
 import { compileToolGrants, type ToolGrantSpec } from '../tools.ts';
 import { parseCpu, parseDuration, parseSize } from '../units.ts';
 import type { JsonSchemaObject } from './input-schema.ts';
-import type { AgentManifest, Isolation, Language, MountEntry } from './schema.ts';
+import type { AgentManifest, Isolation, Language, MountEntry, Validator } from './schema.ts';
 
 export interface Limits {
   /** CPU quota in millicores (1000 = one full core). @default 1000 */
@@ -84,6 +84,23 @@ export interface CompiledAgent {
   readonly tools?: readonly ToolGrantSpec[];
   /** `spec.input`: JSON Schema every execution input must satisfy; null: any input. */
   readonly input?: JsonSchemaObject | null;
+  /** `spec.task` + `spec.execution`: a declarative agent, run by the loop (app/agent-loop.ts); absent: a code agent. */
+  readonly task?: DeclarativeSpec;
+}
+
+/** A declarative agent's task and loop settings (docs/adr/0088-declarative-agent-loop.md). */
+export interface DeclarativeSpec {
+  readonly instruction: string;
+  /** The first user message; `{{input}}` is replaced by the input. */
+  readonly promptTemplate: string;
+  /** The model alias the loop calls (the first of spec.llm.models unless set). */
+  readonly model: string;
+  readonly mode: 'one-shot' | 'iterative';
+  /** Answers tried; 1 in one-shot mode. */
+  readonly maxIterations: number;
+  /** Model turns per iteration. */
+  readonly maxToolCalls: number;
+  readonly validation: readonly Validator[];
 }
 
 export interface LlmBudgetSpec {
@@ -284,6 +301,7 @@ export function compileManifest(manifest: AgentManifest, manifestDir: string): C
           : unwrap(parseDuration(spec.scaling.idleTimeout)),
     },
     ...(spec.tools.length > 0 ? { tools: compileToolGrants(spec.tools) } : {}),
+    ...(spec.task === undefined ? {} : { task: compileTask(spec) }),
     llm:
       spec.llm === undefined
         ? null
@@ -296,5 +314,25 @@ export function compileManifest(manifest: AgentManifest, manifestDir: string): C
             },
           },
     input: spec.input ?? null,
+  };
+}
+
+function compileTask(spec: AgentManifest['spec']): DeclarativeSpec {
+  const task = spec.task as NonNullable<AgentManifest['spec']['task']>;
+  const execution = spec.execution ?? {
+    mode: 'one-shot',
+    maxIterations: 5,
+    maxToolCalls: 50,
+    validation: [],
+  };
+  return {
+    instruction: task.instruction,
+    promptTemplate: task.promptTemplate,
+    // The schema guarantees spec.llm with at least one model when spec.task is set.
+    model: task.model ?? spec.llm?.models[0] ?? 'default',
+    mode: execution.mode,
+    maxIterations: execution.mode === 'one-shot' ? 1 : execution.maxIterations,
+    maxToolCalls: execution.maxToolCalls,
+    validation: execution.validation,
   };
 }

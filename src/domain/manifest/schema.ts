@@ -4,6 +4,7 @@
  * unknown field is an error (the loader adds a did-you-mean).
  */
 import { z } from 'zod';
+import { jsonSchemaProblem } from '../loop/json-schema.ts';
 import { parseNetworkRule } from '../policy/network-rules.ts';
 import { imageRefProblem } from '../runtime/image-ref.ts';
 import { SecretRefs } from '../secrets/secret-ref.ts';
@@ -47,13 +48,7 @@ export const Runtime = z
     }),
   })
   .superRefine((runtime, ctx) => {
-    if (runtime.command === undefined && runtime.entrypoint === undefined) {
-      ctx.addIssue({
-        code: 'custom',
-        message: 'spec.runtime needs an entrypoint (with a language) or a command',
-        path: ['entrypoint'],
-      });
-    }
+    // "needs an entrypoint or a command" is checked by Spec: a declarative agent (spec.task) has neither.
     if (runtime.entrypoint !== undefined && runtime.language === undefined && runtime.command === undefined) {
       ctx.addIssue({
         code: 'custom',
@@ -257,30 +252,195 @@ export const InputSchema = z
       "JSON Schema (2020-12, `type: object`) the execution input must satisfy; a bad input is refused with its JSON path. MCP clients see it as the agent tool's inputSchema. Default: any input.",
   });
 
-export const Spec = z.strictObject({
-  runtime: Runtime,
-  isolation: Isolation.default('sandbox'),
-  security: Security.default({
-    network: { allow: [], deny: [] },
-    filesystem: { read: [], write: [] },
-    resources: {},
-  }),
-  env: z
-    .record(z.string().regex(ENV_NAME, 'environment variable names are letters, digits and _'), z.string())
-    .default({})
-    .meta({ description: 'Environment of the agent. Nothing of the host environment is passed.' }),
-  secrets: SecretRefs.default([]).meta({
+/** `spec.task`: what a declarative agent is asked to do (docs/adr/0088-declarative-agent-loop.md). */
+export const Task = z
+  .strictObject({
+    instruction: z
+      .string()
+      .min(1)
+      .max(64 * 1024)
+      .meta({
+        description: 'The system prompt: what the agent is and how it works.',
+      }),
+    promptTemplate: z
+      .string()
+      .min(1)
+      .max(64 * 1024)
+      .default('{{input}}')
+      .meta({
+        description:
+          'The first user message; `{{input}}` becomes the execution input (a string as is, anything else as JSON). @default "{{input}}"',
+      }),
+    model: z
+      .string()
+      .regex(MODEL_ALIAS, 'a model alias from spec.llm.models')
+      .optional()
+      .meta({ description: 'The model alias the loop calls. @default the first of spec.llm.models' }),
+  })
+  .meta({
     description:
-      'Secrets by name (`aegis secret set NAME`): the sandbox sees a per-execution placeholder in `env`; the egress proxy swaps it for the value only in plain-HTTP requests toward `hosts` (see docs/adr/0008-secrets.md).',
-  }),
-  scaling: Scaling.default({ warm: 0 }),
-  llm: Llm.optional(),
-  tools: z.array(ToolGrant).max(256).default([]).meta({
+      'A declarative agent: no code; AEGIS runs the model loop itself with the granted spec.tools (needs spec.llm, no entrypoint).',
+  });
+export type Task = z.infer<typeof Task>;
+
+/** One `spec.execution.validation` entry: exactly one of the four kinds. */
+export const Validator = z
+  .union([
+    z.strictObject({
+      exit_code: z.number().int().min(0).max(255).meta({
+        description: 'The exit code the last cmd.run of the iteration must have returned.',
+      }),
+    }),
+    z.strictObject({
+      json_schema: z
+        .record(z.string(), z.unknown())
+        .superRefine((schema, ctx) => {
+          const problem = jsonSchemaProblem(schema);
+          if (problem !== undefined) ctx.addIssue({ code: 'custom', message: problem });
+        })
+        .meta({
+          description: 'JSON Schema (2020-12) the final answer, parsed as JSON, must satisfy.',
+        }),
+    }),
+    z.strictObject({
+      regex: z
+        .string()
+        .min(1)
+        .max(4096)
+        .superRefine((source, ctx) => {
+          try {
+            new RegExp(source, 'u');
+          } catch (error) {
+            ctx.addIssue({
+              code: 'custom',
+              message: `not a valid regular expression: ${(error as Error).message}`,
+            });
+          }
+        })
+        .meta({ description: 'A regular expression (JavaScript, u flag) the final answer must match.' }),
+    }),
+    z.strictObject({
+      judge: z.strictObject({
+        agent: z
+          .string()
+          .regex(DNS_LABEL, 'the name of a deployed agent')
+          .meta({ description: 'A deployed agent run with {output, input}; its output has a score 0–1.' }),
+        threshold: z
+          .number()
+          .min(0)
+          .max(1)
+          .default(0.7)
+          .meta({ description: 'Lowest passing score. @default 0.7' }),
+      }),
+    }),
+  ])
+  .meta({
     description:
-      'Tools the agent may call through the AEGIS tool gateway (`aegis.tools.call`), each call checked and audited. Default: none.',
-  }),
-  input: InputSchema.optional(),
-});
+      'e.g. {exit_code: 0}, {json_schema: {type: object}}, {regex: "^OK"}, {judge: {agent: grader, threshold: 0.8}}',
+  });
+export type Validator = z.infer<typeof Validator>;
+
+export const ExecutionSettings = z
+  .strictObject({
+    mode: z.enum(['one-shot', 'iterative']).default('one-shot').meta({
+      description:
+        'one-shot: one answer, validated once. iterative: failed validations are fed back. @default one-shot',
+    }),
+    maxIterations: z.number().int().min(1).max(50).default(5).meta({
+      description: 'iterative: answers tried before the execution fails (reason validation). @default 5',
+    }),
+    maxToolCalls: z.number().int().min(1).max(1000).default(50).meta({
+      description:
+        'Model turns with tool calls per iteration before the iteration counts as failed. @default 50',
+    }),
+    validation: z.array(Validator).max(16).default([]).meta({
+      description: 'Checks of each final answer, all of which must pass. Default: none (any answer passes).',
+    }),
+  })
+  .meta({ description: 'How a declarative agent (spec.task) runs: one-shot or iterative with validators.' });
+export type ExecutionSettings = z.infer<typeof ExecutionSettings>;
+
+type SpecShape = {
+  runtime: { entrypoint?: string | undefined; command?: string[] | undefined; language?: string | undefined };
+  llm?: { models: string[] } | undefined;
+  task?: { model?: string | undefined } | undefined;
+  execution?: unknown;
+};
+
+/** Rules across spec.runtime, spec.task, spec.execution and spec.llm, as [message, path] pairs. */
+function declarativeProblems(spec: SpecShape): Array<[string, readonly (string | number)[]]> {
+  const { runtime, task } = spec;
+  const coded = runtime.entrypoint !== undefined || runtime.command !== undefined;
+  if (task === undefined) {
+    if (!coded)
+      return [
+        [
+          'spec.runtime needs an entrypoint (with a language) or a command, or the agent needs a spec.task',
+          ['runtime', 'entrypoint'],
+        ],
+      ];
+    if (spec.execution !== undefined)
+      return [
+        [
+          'spec.execution configures declarative agents: add spec.task, or remove spec.execution',
+          ['execution'],
+        ],
+      ];
+    return [];
+  }
+  const problems: Array<[string, readonly (string | number)[]]> = [];
+  if (coded) {
+    problems.push([
+      'a declarative agent (spec.task) has no entrypoint or command: AEGIS runs the model loop itself',
+      ['runtime', runtime.entrypoint !== undefined ? 'entrypoint' : 'command'],
+    ]);
+  }
+  if (spec.llm === undefined) {
+    problems.push([
+      'a declarative agent (spec.task) calls a model: add spec.llm (e.g. {models: [default]})',
+      ['task'],
+    ]);
+  } else if (task.model !== undefined && !spec.llm.models.includes(task.model)) {
+    problems.push([
+      `model "${task.model}" is not in spec.llm.models (${spec.llm.models.join(', ')})`,
+      ['task', 'model'],
+    ]);
+  }
+  return problems;
+}
+
+export const Spec = z
+  .strictObject({
+    runtime: Runtime.default({}),
+    isolation: Isolation.default('sandbox'),
+    security: Security.default({
+      network: { allow: [], deny: [] },
+      filesystem: { read: [], write: [] },
+      resources: {},
+    }),
+    env: z
+      .record(z.string().regex(ENV_NAME, 'environment variable names are letters, digits and _'), z.string())
+      .default({})
+      .meta({ description: 'Environment of the agent. Nothing of the host environment is passed.' }),
+    secrets: SecretRefs.default([]).meta({
+      description:
+        'Secrets by name (`aegis secret set NAME`): the sandbox sees a per-execution placeholder in `env`; the egress proxy swaps it for the value only in plain-HTTP requests toward `hosts` (see docs/adr/0008-secrets.md).',
+    }),
+    scaling: Scaling.default({ warm: 0 }),
+    llm: Llm.optional(),
+    tools: z.array(ToolGrant).max(256).default([]).meta({
+      description:
+        'Tools the agent may call through the AEGIS tool gateway (`aegis.tools.call`), each call checked and audited. Default: none.',
+    }),
+    input: InputSchema.optional(),
+    task: Task.optional(),
+    execution: ExecutionSettings.optional(),
+  })
+  .superRefine((spec, ctx) => {
+    for (const [message, path] of declarativeProblems(spec)) {
+      ctx.addIssue({ code: 'custom', message, path: [...path] });
+    }
+  });
 
 export const Metadata = z.strictObject({
   name: z

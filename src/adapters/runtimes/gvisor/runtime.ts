@@ -374,7 +374,7 @@ export class GvisorRuntime implements Runtime, LiveRuntime {
       const nodeBinary = realpathSync(this.options.nodeBinary ?? process.execPath);
       plan = {
         egress,
-        ...(spec.live ? liveCommand(agent, nodeBinary) : agentCommand(agent, nodeBinary)),
+        ...(spec.live ? liveCommand(nodeBinary) : agentCommand(agent, nodeBinary)),
       };
     }
     // The in-sandbox SDKs, importable without installation (PYTHONPATH, /node_modules): read-only binds.
@@ -877,11 +877,8 @@ export class GvisorRuntime implements Runtime, LiveRuntime {
   }
 }
 
-/** A live sandbox's command: the exec agent on the host's Node (both bound read-only); default rootfs only. */
-function liveCommand(
-  agent: CompiledAgent,
-  nodeBinary: string,
-): { argv: string[]; binaries: Record<string, string> } {
+/** A live sandbox's command in the default rootfs: the exec agent on the host's Node (both bound read-only). */
+function liveCommand(nodeBinary: string): { argv: string[]; binaries: Record<string, string> } {
   return {
     argv: [NODE_INSIDE, LIVE_AGENT_INSIDE],
     binaries: { [nodeBinary]: NODE_INSIDE, [LIVE_AGENT_SOURCE]: LIVE_AGENT_INSIDE },
