@@ -124,7 +124,10 @@ for (const backend of ['sqlite', 'postgres'] as const) {
 }
 
 describe('ledger durability under kill -9', () => {
-  it('three kill -9s of a loaded server: every acknowledged execution has its entries; a deleted one is named', async () => {
+  // One `aegis audit show` per acknowledged execution (~50 CLI starts): minutes on a loaded host.
+  it('three kill -9s of a loaded server: every acknowledged execution has its entries; a deleted one is named', {
+    timeout: 360_000,
+  }, async () => {
     const dirs = serverDirs();
     try {
       const agent = mkdtempSync(join(tmpdir(), 'aegis-crash-ledger-'));
