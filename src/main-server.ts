@@ -26,7 +26,7 @@ import { loadRevision } from './app/agents.ts';
 import { ensureFirstAdminKey } from './app/api-keys.ts';
 import { ExecutionEvents } from './app/execution-events.ts';
 import { Executions } from './app/executions.ts';
-import { LiveSandboxes } from './app/live-sandboxes.ts';
+import { LiveSandboxes, type ToolsWiring } from './app/live-sandboxes.ts';
 import type { AuditLog, Store } from './app/ports.ts';
 import { ToolGateway } from './app/tools.ts';
 import { WarmPools } from './app/warm-pools.ts';
@@ -204,6 +204,20 @@ export async function startServer(
         : { idleTimeoutMsOverride: options.poolIdleTimeoutMs }),
     },
   );
+  // MCP servers of the config, connected on first use (adapters/mcp/client.ts).
+  const mcpConfig = (await loadConfigFile(env)).config.mcp ?? { servers: {} };
+  const mcpServers = new SdkMcpServers(mcpConfig, secrets);
+  // The tool gateway (app/tools.ts): live sandboxes and one-shot executions with spec.tools share it.
+  const tools: ToolsWiring = {
+    gateway: new ToolGateway({
+      audit,
+      clock: systemClock,
+      sha256Hex: (text) => createHash('sha256').update(text).digest('hex'),
+      mcp: mcpServers,
+    }),
+    handlerFor: createToolsHandler,
+    newToken: () => `aegis_tk_${randomBytes(24).toString('hex')}`,
+  };
   const executions = new Executions(
     {
       runtime,
@@ -219,6 +233,7 @@ export async function startServer(
       random: cryptoSecretRandom,
       pools,
       llm,
+      tools,
       ...(tracer ? { tracer } : {}),
     },
     { maxConcurrent, maxQueued: options.maxQueued ?? 256 },
@@ -242,9 +257,6 @@ export async function startServer(
     }
   };
   const keyDeps = { store, hasher: nodeHasher, clock: systemClock, ids, random: cryptoSecretRandom, audit };
-  // MCP servers of the config, connected on first use (adapters/mcp/client.ts).
-  const mcpConfig = (await loadConfigFile(env)).config.mcp ?? { servers: {} };
-  const mcpServers = new SdkMcpServers(mcpConfig, secrets);
   // Live sandboxes run on the runtime their agent's isolation names, through the router (app/live-sandboxes.ts,
   // docs/adr/0051-live-sandbox-exec-agent.md, 0072 for docker and gvisor).
   const sandboxes = new LiveSandboxes(
@@ -260,16 +272,7 @@ export async function startServer(
       secrets,
       random: cryptoSecretRandom,
       llm,
-      tools: {
-        gateway: new ToolGateway({
-          audit,
-          clock: systemClock,
-          sha256Hex: (text) => createHash('sha256').update(text).digest('hex'),
-          mcp: mcpServers,
-        }),
-        handlerFor: createToolsHandler,
-        newToken: () => `aegis_tk_${randomBytes(24).toString('hex')}`,
-      },
+      tools,
     },
     {
       maxSandboxes: options.maxSandboxes ?? maxConcurrent + 16,

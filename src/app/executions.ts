@@ -22,6 +22,7 @@ import { checkInputDepth } from '../domain/input-bounds.ts';
 import type { CompiledAgent } from '../domain/manifest/compiled.ts';
 import { loadRevision, notFoundAgent } from './agents.ts';
 import type { ExecutionEvents } from './execution-events.ts';
+import type { ToolsWiring } from './live-sandboxes.ts';
 import type { LlmWiring } from './llm-wiring.ts';
 import type {
   AgentBundles,
@@ -45,6 +46,8 @@ import type { WarmPools } from './warm-pools.ts';
 export interface ExecutionsDeps {
   /** The LLM gateway (agents with spec.llm). */
   readonly llm?: LlmWiring;
+  /** The tool gateway (agents with spec.tools): MCP tools from one-shot executions; built-ins need a live sandbox. */
+  readonly tools?: ToolsWiring;
   readonly runtime: Runtime;
   readonly store: Store;
   readonly bundles: AgentBundles;

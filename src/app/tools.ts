@@ -157,9 +157,9 @@ export class ToolGateway {
     if (session === undefined) {
       throw new AegisError(
         'RUNTIME_UNAVAILABLE',
-        `${name} runs inside a live sandbox, and this caller has none`,
+        `${name} is a built-in tool: it runs inside a live sandbox, and a one-shot execution has none`,
         {
-          hint: 'built-in tools are available to live sandboxes (POST /v1/sandboxes) for now',
+          hint: 'run the agent in a live sandbox (POST /v1/sandboxes, then exec it there) to use fs.*, cmd.run and http.fetch; MCP tools (mcp:<server>/<tool>) work from executions too',
         },
       );
     }

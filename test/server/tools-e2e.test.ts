@@ -66,6 +66,18 @@ attempt("deny-tool", "fs.edit", {"path": "notes/a.txt", "oldText": "hello", "new
 attempt("bad-args", "cmd.run", {"argv": []})
 `;
 
+/** A one-shot execution's agent: built-ins need a live session, so the gateway answers with what to do instead. */
+const ONESHOT_PY = `
+import json, aegis
+try:
+    aegis.tools.call("fs.read", {"path": "/workspace/x"})
+    aegis.output({"ok": True})
+except aegis.ToolDenied as e:
+    aegis.output({"denied": str(e)})
+except aegis.AegisError as e:
+    aegis.output({"status": e.status, "message": str(e)})
+`;
+
 const AGENT_MJS = `
 import aegis, { ToolDenied } from 'aegis';
 const ran = await aegis.tools.call('cmd.run', { argv: ['echo', 'from-node'] });
@@ -139,6 +151,7 @@ describe('tool gateway end to end: aegis.tools.call inside a live sandbox, REST 
     writeFileSync(join(dir, 'main.sh'), 'echo unused\n');
     writeFileSync(join(dir, 'agent.py'), AGENT_PY(sitePort, deniedPort));
     writeFileSync(join(dir, 'agent.mjs'), AGENT_MJS);
+    writeFileSync(join(dir, 'oneshot.py'), ONESHOT_PY);
     writeFileSync(
       join(dir, 'agent.yaml'),
       stringify({
@@ -146,7 +159,7 @@ describe('tool gateway end to end: aegis.tools.call inside a live sandbox, REST 
         kind: 'Agent',
         metadata: { name: 'tooled' },
         spec: {
-          runtime: { language: 'bash', entrypoint: 'main.sh' },
+          runtime: { language: 'python', entrypoint: 'oneshot.py' },
           security: {
             network: { allow: [`127.0.0.1:${sitePort}`] },
             resources: { timeout: '10m', memory: '512Mi' },
@@ -288,5 +301,20 @@ describe('tool gateway end to end: aegis.tools.call inside a live sandbox, REST 
       entries.map((e) => e.data['outcome']),
       ['allowed', 'allowed', 'denied', 'denied'],
     );
+  });
+
+  it('a one-shot execution gets /v1/tools too: a built-in is refused with what to do instead, and audited', async () => {
+    const done = await call('POST', '/v1/executions?wait=120s', { agent: 'tooled', input: {} });
+    assert.equal(done.status, 200, done.text);
+    assert.equal(done.json['status'], 'succeeded', done.text);
+    const output = done.json['output'] as Record<string, unknown>;
+    assert.equal(output['status'], 503, JSON.stringify(output));
+    assert.match(output['message'] as string, /fs\.read is a built-in tool: it runs inside a live sandbox/);
+    assert.match(output['message'] as string, /POST \/v1\/sandboxes/);
+    const id = done.json['id'] as string;
+    const entries = (await call('GET', `/v1/executions/${id}/audit`)).json['entries'] as Entry[] | undefined;
+    const toolCall = entries?.find((e) => e.kind === 'tool.call');
+    assert.equal(toolCall?.data['outcome'], 'error', JSON.stringify(entries));
+    assert.equal(toolCall?.data['error'], 'RUNTIME_UNAVAILABLE');
   });
 });
