@@ -23,6 +23,7 @@ import { llmGateway } from './scenarios/llm-gateway.ts';
 import { peers } from './scenarios/peers.ts';
 import { sandboxes } from './scenarios/sandboxes.ts';
 import { startLatency } from './scenarios/start-latency.ts';
+import { tools } from './scenarios/tools.ts';
 
 // bench/scenarios/gvisor.ts is not listed: `peers` measures the gvisor (and docker) runtime through AEGIS beside
 // runsc do in the same rounds; that file stays a standalone, runtime-only probe (`node bench/scenarios/gvisor.ts`).
@@ -35,6 +36,7 @@ const SCENARIOS: readonly Scenario[] = [
   peers,
   sandboxes,
   llmGateway,
+  tools,
 ];
 
 const ROOT = resolve(import.meta.dirname, '..');

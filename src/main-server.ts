@@ -26,7 +26,7 @@ import { loadRevision } from './app/agents.ts';
 import { ensureFirstAdminKey } from './app/api-keys.ts';
 import { ExecutionEvents } from './app/execution-events.ts';
 import { Executions } from './app/executions.ts';
-import { LiveSandboxes } from './app/live-sandboxes.ts';
+import { LiveSandboxes, type ToolsWiring } from './app/live-sandboxes.ts';
 import type { AuditLog, Store } from './app/ports.ts';
 import { ToolGateway } from './app/tools.ts';
 import { WarmPools } from './app/warm-pools.ts';
@@ -208,12 +208,18 @@ export async function startServer(
   // MCP servers of the config, connected on first use (adapters/mcp/client.ts).
   const mcpConfig = (await loadConfigFile(env)).config.mcp ?? { servers: {} };
   const mcpServers = new SdkMcpServers(mcpConfig, secrets);
-  const toolGateway = new ToolGateway({
-    audit,
-    clock: systemClock,
-    sha256Hex: (text) => createHash('sha256').update(text).digest('hex'),
-    mcp: mcpServers,
-  });
+  // The tool gateway (app/tools.ts): live sandboxes and one-shot executions with spec.tools share it.
+  const tools: ToolsWiring = {
+    gateway: new ToolGateway({
+      audit,
+      clock: systemClock,
+      sha256Hex: (text) => createHash('sha256').update(text).digest('hex'),
+      mcp: mcpServers,
+    }),
+    handlerFor: createToolsHandler,
+    newToken: () => `aegis_tk_${randomBytes(24).toString('hex')}`,
+  };
+  const toolGateway = tools.gateway;
   const executions = new Executions(
     {
       runtime,
@@ -229,6 +235,7 @@ export async function startServer(
       random: cryptoSecretRandom,
       pools,
       llm,
+      tools,
       ...(tracer ? { tracer } : {}),
       loop: {
         live: runtime,
@@ -273,11 +280,7 @@ export async function startServer(
       secrets,
       random: cryptoSecretRandom,
       llm,
-      tools: {
-        gateway: toolGateway,
-        handlerFor: createToolsHandler,
-        newToken: () => `aegis_tk_${randomBytes(24).toString('hex')}`,
-      },
+      tools,
     },
     {
       maxSandboxes: options.maxSandboxes ?? maxConcurrent + 16,

@@ -25,13 +25,17 @@ const ROOT = resolve(import.meta.dirname, '../..');
 const CLI_ENTRY = join(ROOT, 'src/cli/bin.ts');
 const START_TIMEOUT_MS = 60_000;
 
-interface Server {
+export interface Server {
   readonly url: string;
   readonly adminKey: string;
   stop(): Promise<void>;
 }
 
-async function startServer(home: string, bundles: string, args: readonly string[] = []): Promise<Server> {
+export async function startServer(
+  home: string,
+  bundles: string,
+  args: readonly string[] = [],
+): Promise<Server> {
   const child: ChildProcess = spawn(
     process.execPath,
     [

@@ -23,6 +23,7 @@ import type { CompiledAgent } from '../domain/manifest/compiled.ts';
 import { inputValidator } from '../domain/manifest/input-schema.ts';
 import { loadRevision, notFoundAgent } from './agents.ts';
 import type { ExecutionEvents } from './execution-events.ts';
+import type { ToolsWiring } from './live-sandboxes.ts';
 import type { LlmWiring } from './llm-wiring.ts';
 import type {
   AgentBundles,
@@ -46,6 +47,8 @@ import type { WarmPools } from './warm-pools.ts';
 export interface ExecutionsDeps {
   /** The LLM gateway (agents with spec.llm). */
   readonly llm?: LlmWiring;
+  /** The tool gateway (agents with spec.tools): MCP tools from one-shot executions; built-ins need a live sandbox. */
+  readonly tools?: ToolsWiring;
   readonly runtime: Runtime;
   readonly store: Store;
   readonly bundles: AgentBundles;

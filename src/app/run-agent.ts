@@ -45,8 +45,9 @@ import {
   runAgentLoop,
 } from './agent-loop.ts';
 import { resolveSecrets } from './agent-secrets.ts';
+import type { ToolsWiring } from './live-sandboxes.ts';
 import type { LlmBudgetName, LlmCallRecord, LlmUsageTotals } from './llm-gateway.ts';
-import { type LlmWiring, llmEnv } from './llm-wiring.ts';
+import { IN_SANDBOX_API_URL, type LlmWiring, llmEnv } from './llm-wiring.ts';
 import type {
   AuditLog,
   Clock,
@@ -84,6 +85,11 @@ export interface RunAgentDeps {
   readonly random?: SecretRandom;
   /** The LLM gateway and its in-sandbox handler; required only by agents with `spec.llm`. */
   readonly llm?: LlmWiring;
+  /**
+   * The tool gateway; agents with `spec.tools` get `/v1/tools` in the in-sandbox API. A one-shot execution has no
+   * live session, so its MCP tools work and its built-ins are refused with RUNTIME_UNAVAILABLE (ToolGateway).
+   */
+  readonly tools?: ToolsWiring;
   /** Told each execution's model usage when it ends (metrics; the record and ledger hold it too). */
   readonly onLlmUsage?: (usage: LlmUsageTotals) => void;
   /** Traces (OpenTelemetry when configured): a span per execution, a child span per model call. */
@@ -422,6 +428,23 @@ export async function runAgent(deps: RunAgentDeps, request: RunAgentRequest): Pr
             hint: 'run it through `aegis run` or `aegis server`',
           },
         );
+      }
+      if (agent.tools?.length && deps.tools !== undefined) {
+        // Same token as the LLM routes when there are any; tool calls are `tool.call` entries of this execution.
+        const tools = deps.tools;
+        const token = inSandboxApi?.env['AEGIS_TOKEN'] ?? tools.newToken();
+        const target = { id, agent, session: undefined, env: {}, by: 'agent' };
+        inSandboxApi = {
+          handler: tools.handlerFor(
+            token,
+            {
+              list: () => tools.gateway.list(target),
+              call: (name, args) => tools.gateway.call(target, name, args),
+            },
+            inSandboxApi?.handler,
+          ),
+          env: { AEGIS_API_URL: IN_SANDBOX_API_URL, AEGIS_TOKEN: token, ...(inSandboxApi?.env ?? {}) },
+        };
       }
       const pooled =
         secrets === undefined && inSandboxApi === undefined && agent.task === undefined

@@ -175,19 +175,18 @@ describe('ToolGateway', () => {
       ['http.fetch', { url: 'file:///etc/passwd' }, /only http and https/],
       ['fs.list', { path: '/workspace' }, /not granted/],
       ['mcp:github/delete_repo', {}, /not granted/],
+      ['fs.read', { path: '/workspace/../etc/passwd' }, /climbs/],
     ];
     for (const [tool, args, reason] of attempts) {
       const result = await gateway.call(target, tool, args);
       assert.equal(result.outcome, 'denied', `${tool} ${JSON.stringify(args)}`);
       assert.match((result as { reason: string }).reason, reason);
     }
-    await assert.rejects(gateway.call(target, 'fs.read', { path: '/workspace/../etc/passwd' }), /climbs/);
     assert.deepEqual(ran, [], 'no refused command reached the sandbox');
     assert.equal(files.size, 0);
     const denied = entries().filter((e) => e['outcome'] === 'denied');
     assert.equal(denied.length, attempts.length);
     assert.ok(denied.every((e) => e['violation'] === 'tool' && typeof e['reason'] === 'string'));
-    assert.equal(entries().at(-1)?.['outcome'], 'error');
   });
 
   it('refuses bad arguments with their JSON path', async () => {
@@ -243,5 +242,89 @@ describe('ToolGateway', () => {
         );
       });
     }
+  });
+});
+
+describe('ToolGateway, found by the end-to-end test (test/server/tools-e2e.test.ts)', () => {
+  const clock = new ManualClock();
+  const loopbackAgent = () =>
+    compileManifest(
+      parseManifestText(
+        `apiVersion: aegis.dev/v1
+kind: Agent
+metadata: {name: tooly}
+spec:
+  runtime: {language: python, entrypoint: main.py}
+  security: {network: {allow: ['127.0.0.1:8080']}}
+  tools: [fs.write, http.fetch]
+`,
+        'agent.yaml',
+        '/tmp/tooly',
+      ).manifest,
+      '/tmp/tooly',
+    );
+  const setup = () => {
+    const audit = new MemoryAuditLog();
+    const gateway = new ToolGateway({ audit, clock, sha256Hex });
+    const fake = fakeSession();
+    const target: ToolTarget = {
+      id: 'sb_1',
+      agent: loopbackAgent(),
+      session: fake.session,
+      env: {},
+      by: 'agent',
+    };
+    const entries = () =>
+      audit.links
+        .filter((l) => l.kind === 'tool.call')
+        .map((l) => JSON.parse(l.dataJson) as Record<string, unknown>);
+    return { gateway, target, entries, ...fake };
+  };
+
+  it('http.fetch to an IP literal is decided by the allow-list (was: every IP literal refused as "malformed")', async () => {
+    const { gateway, target, ran } = setup();
+    // The fake session's exec echoes argv, which http.fetch cannot parse: reaching it is what this asserts.
+    await assert.rejects(
+      gateway.call(target, 'http.fetch', { url: 'http://127.0.0.1:8080/page' }),
+      /unreadable/,
+    );
+    assert.equal(ran.length, 1, 'the allowed address reached the sandbox');
+    for (const url of [
+      'http://127.0.0.1:8081/',
+      'http://169.254.169.254/latest/meta-data',
+      'http://[::1]:8080/',
+    ]) {
+      const refused = await gateway.call(target, 'http.fetch', { url });
+      assert.equal(refused.outcome, 'denied', url);
+      assert.ok(refused.outcome === 'denied' && !refused.reason.includes('malformed'), refused.outcome);
+    }
+    assert.equal(ran.length, 1, 'no refused address reached the sandbox');
+  });
+
+  it('attack: a path climbing with ".." is a refusal audited as a violation, not a usage error', async () => {
+    const { gateway, target, entries, files } = setup();
+    const result = await gateway.call(target, 'fs.write', { path: '/workspace/../etc/passwd', content: 'x' });
+    assert.equal(result.outcome, 'denied');
+    assert.ok(result.outcome === 'denied' && result.rule === 'path:climb');
+    assert.equal(files.size, 0);
+    assert.equal(entries()[0]?.['violation'], 'tool');
+  });
+
+  it('fs.write creates a missing directory (inside the writable roots) and writes', async () => {
+    const { gateway, target, session, files } = setup();
+    const dirs = new Set(['/workspace']);
+    const write = session.writeFile.bind(session);
+    Object.assign(session, {
+      mkdir: async (path: string) => void dirs.add(path),
+      writeFile: async (path: string, chunks: AsyncIterable<Uint8Array>) => {
+        if (!dirs.has(path.slice(0, path.lastIndexOf('/'))))
+          throw new AegisError('NOT_FOUND', `no dir for ${path}`);
+        return write(path, chunks);
+      },
+    });
+    const result = await gateway.call(target, 'fs.write', { path: 'notes/a.txt', content: 'hello' });
+    assert.equal(result.outcome, 'allowed');
+    assert.equal(files.get('/workspace/notes/a.txt'), 'hello');
+    assert.ok(dirs.has('/workspace/notes'));
   });
 });

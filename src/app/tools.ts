@@ -157,9 +157,9 @@ export class ToolGateway {
     if (session === undefined) {
       throw new AegisError(
         'RUNTIME_UNAVAILABLE',
-        `${name} runs inside a live sandbox, and this caller has none`,
+        `${name} is a built-in tool: it runs inside a live sandbox, and a one-shot execution has none`,
         {
-          hint: 'built-in tools are available to live sandboxes (POST /v1/sandboxes) for now',
+          hint: 'run the agent in a live sandbox (POST /v1/sandboxes, then exec it there) to use fs.*, cmd.run and http.fetch; MCP tools (mcp:<server>/<tool>) work from executions too',
         },
       );
     }
@@ -167,28 +167,28 @@ export class ToolGateway {
     switch (name) {
       case 'fs.read': {
         const args = parseBuiltinArgs(name, raw);
-        const path = sandboxPath(args.path, 'args.path');
+        const path = toolPath(name, args.path, 'args.path');
         checkToolPath(name, path, roots, false);
         const text = await readText(session, path);
         return { result: { path, content: text }, bytes: encoder.encode(text).length };
       }
       case 'fs.write': {
         const args = parseBuiltinArgs(name, raw);
-        const path = sandboxPath(args.path, 'args.path');
+        const path = toolPath(name, args.path, 'args.path');
         checkToolPath(name, path, roots, true);
-        const { bytes } = await session.writeFile(path, once(encoder.encode(args.content)));
+        const { bytes } = await writeCreatingParent(session, path, encoder.encode(args.content), roots);
         return { result: { path, bytes }, bytes };
       }
       case 'fs.list': {
         const args = parseBuiltinArgs(name, raw);
-        const path = sandboxPath(args.path, 'args.path');
+        const path = toolPath(name, args.path, 'args.path');
         checkToolPath(name, path, roots, false);
         const entries = await session.list(path);
         return { result: { path, entries }, bytes: 0 };
       }
       case 'fs.edit': {
         const args = parseBuiltinArgs(name, raw);
-        const path = sandboxPath(args.path, 'args.path');
+        const path = toolPath(name, args.path, 'args.path');
         checkToolPath(name, path, roots, true);
         const text = await readText(session, path);
         const at = text.indexOf(args.oldText);
@@ -206,7 +206,7 @@ export class ToolGateway {
       case 'cmd.run': {
         const args = parseBuiltinArgs(name, raw);
         checkCommand(grant, args.argv);
-        const cwd = sandboxPath(args.cwd ?? '/workspace', 'args.cwd');
+        const cwd = toolPath(name, args.cwd ?? '/workspace', 'args.cwd');
         const run = await this.#run(session, args.argv, cwd, target.env, args.stdin, grant.timeoutMs);
         return { result: run, bytes: run.stdoutBytes + run.stderrBytes };
       }
@@ -314,6 +314,43 @@ export interface CommandRun {
 
 async function* once(chunk: Uint8Array): AsyncIterable<Uint8Array> {
   yield chunk;
+}
+
+/**
+ * Writes a file; when its directory does not exist yet (NOT_FOUND) and that directory is itself writable, creates
+ * it (with parents, inside the sandbox's walls) and writes again — a model writing `notes/a.txt` expects that.
+ */
+async function writeCreatingParent(
+  session: LiveSession,
+  path: string,
+  content: Uint8Array,
+  roots: Parameters<typeof checkToolPath>[2],
+): Promise<{ bytes: number }> {
+  try {
+    return await session.writeFile(path, once(content));
+  } catch (error) {
+    const parent = path.slice(0, path.lastIndexOf('/'));
+    if (!(error instanceof AegisError) || error.code !== 'NOT_FOUND' || parent === '') throw error;
+    try {
+      checkToolPath('fs.write', parent, roots, true);
+    } catch {
+      throw error;
+    }
+    await session.mkdir(parent);
+    return session.writeFile(path, once(content));
+  }
+}
+
+/** A tool's path argument, absolute; a path that climbs with `..` is a refusal (a violation), not a usage error. */
+function toolPath(tool: string, raw: string, where: string): string {
+  try {
+    return sandboxPath(raw, where);
+  } catch (error) {
+    if (error instanceof AegisError && error.code === 'POLICY_DENIED') {
+      throw new ToolDenied('path:climb', `${tool}: ${error.message}; ${error.hint ?? ''}`.trim());
+    }
+    throw error;
+  }
 }
 
 async function readText(session: LiveSession, path: string): Promise<string> {

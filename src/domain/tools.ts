@@ -7,7 +7,8 @@ import { z } from 'zod';
 import { canonicalJson, type JsonValue } from './audit/canonical-json.ts';
 import { AegisError } from './errors.ts';
 import { underRoots } from './live-sandbox.ts';
-import { evaluateName, type NetworkPolicy } from './policy/network-rules.ts';
+import { parseIp } from './policy/ip.ts';
+import { evaluate, evaluateName, type NetworkPolicy } from './policy/network-rules.ts';
 import { parseDuration } from './units.ts';
 
 export const BUILTIN_TOOL_NAMES = [
@@ -260,7 +261,11 @@ export function checkFetchUrl(policy: NetworkPolicy, raw: string): URL {
   }
   const port = url.port === '' ? (url.protocol === 'https:' ? 443 : 80) : Number(url.port);
   const host = url.hostname.startsWith('[') ? url.hostname.slice(1, -1) : url.hostname;
-  const decision = evaluateName(policy, { host, port });
+  // An IP literal is decided as the proxy will decide it (special ranges, CIDR rules); a name by what the name
+  // alone can tell (the proxy resolves it and decides again).
+  const decision = parseIp(host).ok
+    ? evaluate(policy, { address: host, port })
+    : evaluateName(policy, { host, port });
   if (decision !== undefined && decision.verdict === 'deny') {
     throw new ToolDenied(
       `network:${decision.rule}`,
