@@ -106,6 +106,7 @@ function terminal(url: string, key: string, id: string, query: string) {
     exit: () => exit,
     send: (text: string) => ws.send(Buffer.from(text), { binary: true }),
     resize: (cols: number, rows: number) => ws.send(JSON.stringify({ type: 'resize', cols, rows })),
+    output: () => output,
     until: (pattern: RegExp) =>
       pollUntil(`terminal output ${pattern}`, async () => (pattern.test(output) ? output : undefined)),
   };
@@ -200,8 +201,13 @@ describe('live sandboxes: terminal and ports', { concurrency: true }, () => {
     t.send('stty size\n');
     await t.until(/30 100/);
     t.resize(120, 40);
-    t.send('stty size; tty\n');
-    await t.until(/40 120/);
+    // The resize travels beside the keystrokes (a control message, not terminal bytes), so a command typed right
+    // after it may still see the old size — as after SIGWINCH on any terminal: ask until it has landed.
+    await pollUntil('the resize to land', async () => {
+      t.send('stty size; tty\n');
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      return /40 120/.test(t.output()) ? true : undefined;
+    });
     await t.until(/\/dev\/pts\/\d+/);
     t.send('grep -E "^Cap(Eff|Prm|Bnd)" /proc/self/status; id -u\n');
     const caps = await t.until(/CapBnd:\s+\w+[\s\S]*\n1000\r?\n/);

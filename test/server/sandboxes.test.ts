@@ -634,7 +634,7 @@ describe('live sandboxes over REST', { concurrency: true }, () => {
 
   it('pause freezes the sandbox: no CPU while paused, its timeout stops, commands refused; resume moves expiresAt', async () => {
     // Long enough to reach the pause on a loaded host; the window below runs past it.
-    const id = await create({ timeout: '10s' });
+    const id = await create({ timeout: '20s' });
     const created = (await call(server.url, key, 'GET', `/v1/sandboxes/${id}`)).json;
     const busy = await call(server.url, key, 'POST', `/v1/sandboxes/${id}/commands`, {
       cmd: 'while :; do :; done',
