@@ -493,7 +493,27 @@ class V1Cgroup implements SandboxCgroup {
   async freeze(): Promise<void> {
     const dir = this.#freezer();
     write(dir, 'freezer.state', 'FROZEN');
-    await waitFor('frozen', () => readFileSync(join(dir, 'freezer.state'), 'utf8').trim() === 'FROZEN');
+    // v1 can stay FREEZING when a task was not freezable at that instant (gVisor's ptrace-traced stubs, a task
+    // mid-fork): writing FROZEN again retries the tasks left, so it is rewritten every 100 ms while waiting.
+    let last = Date.now();
+    try {
+      await waitFor('frozen', () => {
+        if (readFileSync(join(dir, 'freezer.state'), 'utf8').trim() === 'FROZEN') return true;
+        if (Date.now() - last >= 100) {
+          last = Date.now();
+          write(dir, 'freezer.state', 'FROZEN');
+        }
+        return false;
+      });
+    } catch (error) {
+      // Never leave a half-frozen group behind a failed pause.
+      try {
+        write(dir, 'freezer.state', 'THAWED');
+      } catch {
+        // the group is gone
+      }
+      throw error;
+    }
   }
 
   async thaw(): Promise<void> {
