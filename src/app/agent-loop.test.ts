@@ -305,9 +305,10 @@ describe('the declarative agent loop (spec.task)', () => {
       [outcome.status, outcome.output, outcome.iterations],
       ['succeeded', 'a long, precise answer', 2],
     );
+    const instruction = agent.task!.instruction;
     assert.deepEqual(asked, [
-      { output: 'short', input: 'q' },
-      { output: 'a long, precise answer', input: 'q' },
+      { output: 'short', task: instruction, input: 'q' },
+      { output: 'a long, precise answer', task: instruction, input: 'q' },
     ]);
     assert.match(
       String(requests()[1]?.messages.at(-1)?.content),

@@ -33,9 +33,16 @@ export interface LoopTools {
   call(name: string, args: unknown): Promise<ToolCallResult>;
 }
 
-/** Port: runs the deployed agent `agent` with `input` to completion and returns its output (a `judge` validator). */
+/**
+ * Port: runs the deployed agent `agent` with `input` (`{output, task, input}`) to completion and returns its output
+ * (a `judge` validator). Aborting `signal` cancels the judge's run.
+ */
 export interface LoopJudge {
-  run(agent: string, input: unknown): Promise<{ readonly status: string; readonly output: unknown }>;
+  run(
+    agent: string,
+    input: unknown,
+    signal?: AbortSignal,
+  ): Promise<{ readonly status: string; readonly output: unknown }>;
 }
 
 /** Port: checks a value against a JSON Schema: undefined when it passes, else why not. */
@@ -223,7 +230,7 @@ export async function runAgentLoop(
               detail: `no final answer after ${task.maxToolCalls} model turns (spec.execution.maxToolCalls)`,
             },
           ]
-        : await validate(deps, task.validation, answer, lastExitCode, request.input);
+        : await validate(deps, task, answer, lastExitCode, request.input, request.signal);
     output = answer === undefined ? output : answerValue(answer);
     const passed = verdicts.every((verdict) => verdict.passed);
     deps.onStep({ step: 'verdict', iteration, passed, verdicts });
@@ -307,14 +314,15 @@ async function callTool(
 
 async function validate(
   deps: AgentLoopDeps,
-  validators: readonly Validator[],
+  task: DeclarativeSpec,
   answer: string,
   lastExitCode: number | null | undefined,
   input: unknown,
+  signal: AbortSignal | undefined,
 ): Promise<Verdict[]> {
   const verdicts: Verdict[] = [];
   const value = answerValue(answer);
-  for (const validator of validators) {
+  for (const validator of task.validation as readonly Validator[]) {
     if ('exit_code' in validator) {
       verdicts.push(
         lastExitCode === undefined
@@ -349,7 +357,9 @@ async function validate(
         detail: passed ? 'matches' : `the answer does not match /${validator.regex}/`,
       });
     } else {
-      verdicts.push(await judge(deps, validator.judge, value, input));
+      verdicts.push(
+        await judge(deps, validator.judge, { output: value, task: task.instruction, input }, signal),
+      );
     }
   }
   return verdicts;
@@ -358,15 +368,15 @@ async function validate(
 async function judge(
   deps: AgentLoopDeps,
   spec: { readonly agent: string; readonly threshold: number },
-  output: unknown,
-  input: unknown,
+  judged: { readonly output: unknown; readonly task: string; readonly input: unknown },
+  signal: AbortSignal | undefined,
 ): Promise<Verdict> {
   if (deps.judge === undefined) {
     throw new AegisError('RUNTIME_UNAVAILABLE', `judge agent ${spec.agent} cannot run here`, {
       hint: 'judge validators run deployed agents: run the declarative agent on `aegis server`',
     });
   }
-  const run = await deps.judge.run(spec.agent, { output, input });
+  const run = await deps.judge.run(spec.agent, judged, signal);
   const raw = run.output;
   const score =
     typeof raw === 'number'
@@ -375,10 +385,14 @@ async function judge(
         ? (raw as { score: number }).score
         : undefined;
   if (run.status !== 'succeeded' || score === undefined || !(score >= 0 && score <= 1)) {
+    const got =
+      run.status !== 'succeeded'
+        ? `its execution ended ${run.status}`
+        : `its output ${JSON.stringify(raw ?? null).slice(0, 120)} is not a score 0–1 (a number or {"score": n})`;
     return {
       validator: 'judge',
       passed: false,
-      detail: `judge ${spec.agent} gave no score 0–1 (status ${run.status}); the answer is not accepted`,
+      detail: `judge ${spec.agent} gave no score: ${got}; the answer is not accepted`,
     };
   }
   const reason =

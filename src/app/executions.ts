@@ -21,6 +21,7 @@ import { type ExecutionRecord, type ExecutionStatus, isTerminal } from '../domai
 import { checkInputDepth } from '../domain/input-bounds.ts';
 import type { CompiledAgent } from '../domain/manifest/compiled.ts';
 import { inputValidator } from '../domain/manifest/input-schema.ts';
+import type { LoopJudge } from './agent-loop.ts';
 import { loadRevision, notFoundAgent } from './agents.ts';
 import type { ExecutionEvents } from './execution-events.ts';
 import type { ToolsWiring } from './live-sandboxes.ts';
@@ -95,6 +96,12 @@ interface Job {
   readonly done: Promise<void>;
 }
 
+/**
+ * How deep `judge` validators nest: a judged execution's judge runs (depth 1), but a judge's own judge validator is
+ * refused (CONFLICT) — a judge chain would spend one more slot, sandbox and budget per level.
+ */
+export const MAX_JUDGE_DEPTH = 1;
+
 const RESTARTED =
   'orchestrator-restarted: the server stopped while this execution ran; its sandbox was reaped on restart';
 
@@ -113,6 +120,10 @@ export class Executions {
   readonly #running = new Map<string, Job>();
   /** Submissions between the capacity check and the enqueue (async store writes in between). */
   #reserved = 0;
+  /** Judge executions (validator `judge`) by id: the execution they judge and their depth. */
+  readonly #judges = new Map<string, { readonly of: string; readonly depth: number }>();
+  /** Running executions now waiting for their judge: each lends its slot (no deadlock at maxConcurrent). */
+  #lent = 0;
   #accepting = true;
 
   constructor(deps: ExecutionsDeps, options: ExecutionsOptions) {
@@ -130,7 +141,15 @@ export class Executions {
     };
   }
 
-  async submit(principal: Principal, request: SubmitRequest): Promise<ExecutionRecord> {
+  submit(principal: Principal, request: SubmitRequest): Promise<ExecutionRecord> {
+    return this.#submit(principal, request, undefined);
+  }
+
+  async #submit(
+    principal: Principal,
+    request: SubmitRequest,
+    judge: { readonly of: string; readonly depth: number } | undefined,
+  ): Promise<ExecutionRecord> {
     requireScope(principal, 'execute', 'starting an execution');
     checkInputDepth(request.input);
     if (!this.#accepting) {
@@ -192,14 +211,24 @@ export class Executions {
       audit.append(
         AUDIT_KINDS.executionCreated,
         record.id,
-        createdAuditData(agent, runtimeName, { revision: revision.revision, requestedBy: principal.id }),
+        createdAuditData(agent, runtimeName, {
+          revision: revision.revision,
+          requestedBy: principal.id,
+          ...(judge ? { judgeOf: judge.of } : {}),
+        }),
       );
       // Not acknowledged before its `execution.created` entry is durable (the next group commit, shared with
       // concurrent requests). A crash before this leaves a stored execution nobody was told about; recovery
       // records it (`execution.recovered`).
       await audit.durable();
       this.#requestedBy.set(record.id, principal.id);
-      this.#pending.push(record);
+      // A judge goes first: the execution it judges waits for it and lends it its slot.
+      if (judge) {
+        this.#judges.set(record.id, judge);
+        this.#pending.unshift(record);
+      } else {
+        this.#pending.push(record);
+      }
       this.#pump();
       return record;
     } finally {
@@ -445,7 +474,11 @@ export class Executions {
   }
 
   #pump(): void {
-    while (this.#accepting && this.#running.size < this.#options.maxConcurrent && this.#pending.length > 0) {
+    while (
+      this.#accepting &&
+      this.#running.size < this.#options.maxConcurrent + this.#lent &&
+      this.#pending.length > 0
+    ) {
       const record = this.#nextRunnable();
       if (record === undefined) return;
       const controller = new AbortController();
@@ -454,10 +487,55 @@ export class Executions {
       (job as { done: Promise<void> }).done = this.#run(job).finally(() => {
         this.#running.delete(record.id);
         this.#requestedBy.delete(record.id);
+        this.#judges.delete(record.id);
         this.#deps.events.emit(record.id, 'status');
         this.#pump();
       });
     }
+  }
+
+  /**
+   * The `judge` validators of execution `judgedId`: each runs the deployed judge agent as an execution of its own,
+   * through this queue (its limits, ledger and the agent's maxConcurrent), requested by the same key, and waits for
+   * it; aborting (the judged execution cancelled or timed out) cancels it. Judges nest MAX_JUDGE_DEPTH deep.
+   */
+  #judgeFor(judgedId: string, requestedBy: string | undefined): LoopJudge {
+    return {
+      run: async (agent, input, signal) => {
+        const depth = (this.#judges.get(judgedId)?.depth ?? 0) + 1;
+        if (depth > MAX_JUDGE_DEPTH) {
+          const of = this.#judges.get(judgedId)?.of;
+          throw new AegisError(
+            'CONFLICT',
+            `judge ${agent} not run: execution ${judgedId} is itself a judge (of ${of}); judges nest at most ${MAX_JUDGE_DEPTH} deep`,
+            { hint: 'remove the judge validator from the judge agent, or judge with a code agent' },
+          );
+        }
+        const principal: Principal = {
+          id: requestedBy ?? 'local',
+          name: `judge of ${judgedId}`,
+          scopes: ['execute', 'read'],
+          rateLimit: null,
+        };
+        const record = await this.#submit(principal, { agent, input }, { of: judgedId, depth });
+        const cancel = () => {
+          this.cancel(principal, record.id).catch(() => {});
+        };
+        signal?.addEventListener('abort', cancel, { once: true });
+        this.#lent++;
+        this.#pump();
+        try {
+          for (;;) {
+            signal?.throwIfAborted();
+            const final = await this.wait(principal, record.id, 60_000, signal);
+            if (isTerminal(final.status)) return { status: final.status, output: final.output };
+          }
+        } finally {
+          this.#lent--;
+          signal?.removeEventListener('abort', cancel);
+        }
+      },
+    };
   }
 
   async #requestedByFromLedger(id: string): Promise<string | undefined> {
@@ -489,7 +567,12 @@ export class Executions {
       const requestedBy =
         this.#requestedBy.get(record.id) ??
         (agent.llm === null ? undefined : await this.#requestedByFromLedger(record.id));
-      const final = await runAgent(this.#deps, {
+      const loop = this.#deps.loop;
+      const deps =
+        loop === undefined || agent.task === undefined
+          ? this.#deps
+          : { ...this.#deps, loop: { ...loop, judge: this.#judgeFor(record.id, requestedBy) } };
+      const final = await runAgent(deps, {
         agent,
         queued: record,
         ...(requestedBy === undefined ? {} : { requestedBy }),

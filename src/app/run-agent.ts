@@ -142,7 +142,7 @@ export interface RunAgentRequest {
 export function createdAuditData(
   agent: CompiledAgent,
   runtime: string,
-  extra: { revision?: number; requestedBy?: string } = {},
+  extra: { revision?: number; requestedBy?: string; judgeOf?: string } = {},
 ) {
   return {
     agent: agent.name,

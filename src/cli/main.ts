@@ -132,6 +132,17 @@ async function commandRun(
   const agent =
     options.isolation === undefined ? loaded.agent : withIsolation(loaded.agent, options.isolation);
   for (const text of secretBindingNotes(agent.secrets, agent.network.allow.length)) warn(text);
+  // A judge validator runs another *deployed* agent; `aegis run` has none, so it refuses before anything runs.
+  const judge = agent.task?.validation.find((validator) => 'judge' in validator);
+  if (judge !== undefined && 'judge' in judge) {
+    throw new AegisError(
+      'RUNTIME_UNAVAILABLE',
+      `${manifestPath}: spec.execution.validation has a judge (agent ${judge.judge.agent}), which \`aegis run\` cannot run`,
+      {
+        hint: 'judges are deployed agents: deploy both and run it on `aegis server` (aegis deploy, then aegis exec)',
+      },
+    );
+  }
   const input = parseInputFlags(options) ?? null;
   const ctx = openLocalContext();
   const controller = new AbortController();
