@@ -1,0 +1,197 @@
+/**
+ * examples/web-researcher, a code agent (Python, in-sandbox SDK only), on a real `aegis server` with the scripted
+ * model. Built-in tools need a live sandbox, so the test does what its README says: deploy the example (with
+ * network.allow pointed at a fixture site on 127.0.0.1), create a sandbox, exec `python3 /agent/main.py <request>`.
+ * The agent fetches the fixture's index through `aegis.tools.call('http.fetch')`, follows its links (two pages on
+ * the allowed host, one on a loopback port not allowed — refused and audited, never reached), and asks the model
+ * for a summary of the pages it got. The ledger holds the `tool.call`, `network.connect` and `llm.call` entries.
+ */
+import assert from 'node:assert/strict';
+import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { parse, stringify } from 'yaml';
+import { FileSecretStore } from '../src/adapters/secrets/file-secret-store.ts';
+import {
+  cli,
+  killServers,
+  pollUntil,
+  type ServerDirs,
+  type ServerProcess,
+  serverDirs,
+  startServerProcess,
+} from './server/harness.ts';
+import { type ScriptedLlm, startScriptedLlm } from './support/scripted-llm.ts';
+
+const ROOT = resolve(import.meta.dirname, '..');
+
+interface Entry {
+  kind: string;
+  data: Record<string, unknown>;
+}
+
+const PAGES = (deniedPort: number): Record<string, string> => ({
+  '/': `<html><head><title>Tides</title></head><body><h1>Tides</h1>
+    <p>Tides are caused by the gravity of the Moon and the Sun.</p>
+    <a href="/spring.html">Spring tides</a> <a href="neap.html#top">Neap tides</a>
+    <a href="http://127.0.0.1:${deniedPort}/private">elsewhere</a></body></html>`,
+  '/spring.html':
+    '<title>Spring tides</title><p>Spring tides happen when the Sun and Moon align.</p><a href="/">home</a>',
+  '/neap.html':
+    '<title>Neap tides</title><script>ignored()</script><p>Neap tides happen at quarter moons.</p>',
+});
+
+describe('examples/web-researcher (code agent, http.fetch in a live sandbox, scripted model)', () => {
+  let dirs: ServerDirs;
+  let server: ServerProcess;
+  let upstream: ScriptedLlm;
+  let site: Server;
+  let sitePort = 0;
+  let deniedPort = 0;
+  const hits: string[] = [];
+  const work = mkdtempSync(join(tmpdir(), 'aegis-web-researcher-'));
+
+  const call = async (method: string, path: string, body?: unknown) => {
+    const response = await fetch(`${server.url}${path}`, {
+      method,
+      headers: {
+        authorization: `Bearer ${server.adminKey}`,
+        ...(body === undefined ? {} : { 'content-type': 'application/json' }),
+      },
+      ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+    });
+    const text = await response.text();
+    return { status: response.status, json: (text ? JSON.parse(text) : {}) as Record<string, unknown>, text };
+  };
+
+  before(async () => {
+    site = createServer((request, response) => {
+      hits.push(request.url ?? '');
+      const page = PAGES(deniedPort)[request.url ?? ''];
+      response.statusCode = page === undefined ? 404 : 200;
+      response.setHeader('content-type', 'text/html');
+      response.end(page ?? 'not found');
+    });
+    await new Promise<void>((done) => site.listen(0, '127.0.0.1', done));
+    sitePort = (site.address() as AddressInfo).port;
+    const probe = createServer();
+    await new Promise<void>((done) => probe.listen(0, '127.0.0.1', done));
+    deniedPort = (probe.address() as AddressInfo).port;
+    await new Promise<void>((done) => probe.close(() => done()));
+
+    upstream = await startScriptedLlm();
+    dirs = serverDirs();
+    const keyFile = join(work, 'secrets.key');
+    await new FileSecretStore({ home: dirs.home, keyFile }).set('UPSTREAM_KEY', 'sk-web-researcher');
+    writeFileSync(
+      join(dirs.home, 'config.yaml'),
+      stringify({
+        llm: {
+          providers: {
+            scripted: { kind: 'openai', baseUrl: upstream.baseUrl, apiKeySecret: 'UPSTREAM_KEY' },
+          },
+          models: { default: { provider: 'scripted', model: 'scripted-1' } },
+        },
+      }),
+    );
+    server = await startServerProcess({ dirs, env: { AEGIS_SECRETS_KEY_FILE: keyFile } });
+
+    // The example as shipped, with network.allow pointed at the fixture site (the only change).
+    const dir = join(work, 'web-researcher');
+    cpSync(join(ROOT, 'examples/web-researcher'), dir, { recursive: true });
+    const manifest = parse(readFileSync(join(dir, 'agent.yaml'), 'utf8'));
+    manifest.spec.security.network.allow = [`127.0.0.1:${sitePort}`];
+    writeFileSync(join(dir, 'agent.yaml'), stringify(manifest));
+    const deployed = await cli(['deploy', dir], {
+      ...server.env,
+      AEGIS_SERVER: server.url,
+      AEGIS_API_KEY: server.adminKey,
+    });
+    assert.equal(deployed.code, 0, deployed.stderr);
+  });
+  after(async () => {
+    if (server) await server.stop();
+    await killServers();
+    await upstream?.close();
+    await new Promise<void>((done) => (site ? site.close(() => done()) : done()));
+    dirs?.cleanup();
+    rmSync(work, { recursive: true, force: true });
+  });
+
+  it('fetches allowed pages through http.fetch, is refused the other host, and summarises with the model', async () => {
+    const summary =
+      'Tides come from the Moon and Sun [1]; spring tides at alignment [2], neap at quarter moons [3].';
+    upstream.script({ text: summary });
+    const created = await call('POST', '/v1/sandboxes', { agent: 'web-researcher' });
+    assert.equal(created.status, 201, created.text);
+    const id = created.json['id'] as string;
+    const request = { question: 'What causes tides?', urls: [`http://127.0.0.1:${sitePort}/`] };
+    const ran = await call('POST', `/v1/sandboxes/${id}/commands`, {
+      cmd: ['python3', '/agent/main.py', JSON.stringify(request)],
+      timeout: '3m',
+    });
+    assert.equal(ran.status, 200, ran.text);
+    const stdout = ran.json['stdout'] as string;
+    assert.equal(
+      (ran.json['command'] as { exitCode: number }).exitCode,
+      0,
+      stdout + String(ran.json['stderr']),
+    );
+    const result = JSON.parse(stdout.trim().split('\n').at(-1) ?? '') as {
+      summary: string;
+      sources: { n: number; url: string; title: string }[];
+      refused: { url: string; reason: string }[];
+    };
+    assert.equal(result.summary, summary);
+    const base = `http://127.0.0.1:${sitePort}`;
+    assert.deepEqual(
+      result.sources.map((s) => [s.n, s.url, s.title]),
+      [
+        [1, `${base}/`, 'Tides'],
+        [2, `${base}/spring.html`, 'Spring tides'],
+        [3, `${base}/neap.html`, 'Neap tides'],
+      ],
+    );
+    assert.equal(result.refused.length, 1, JSON.stringify(result.refused));
+    assert.equal(result.refused[0]?.url, `http://127.0.0.1:${deniedPort}/private`);
+    assert.match(result.refused[0]?.reason ?? '', /not allowed by the agent's network policy/);
+    assert.deepEqual(hits.sort(), ['/', '/neap.html', '/spring.html']);
+
+    // The model got the pages' text (tags and scripts stripped), never the refused host's.
+    const prompt = JSON.stringify(upstream.requests.at(-1)?.body);
+    assert.match(prompt, /Spring tides happen when the Sun and Moon align/);
+    assert.match(prompt, /Neap tides happen at quarter moons/);
+    assert.ok(!prompt.includes('ignored()'), 'scripts are stripped');
+
+    // The ledger: one tool.call per fetch (three allowed, one denied as a violation), the egress connections to the
+    // fixture, one llm.call.
+    const entries = await pollUntil(
+      'the sandbox ledger',
+      async () => {
+        const audit = await call('GET', `/v1/sandboxes/${id}/audit`);
+        const list = audit.json['entries'] as Entry[];
+        return list.filter((e) => e.kind === 'network.connect').length >= 3 ? list : undefined;
+      },
+      30_000,
+    );
+    const fetches = entries.filter((e) => e.kind === 'tool.call' && e.data['tool'] === 'http.fetch');
+    assert.deepEqual(
+      fetches.map((e) => e.data['outcome']),
+      ['allowed', 'allowed', 'allowed', 'denied'],
+      JSON.stringify(fetches),
+    );
+    const denied = fetches.filter((e) => e.data['outcome'] === 'denied');
+    assert.equal(denied.length, 1);
+    assert.equal(denied[0]?.data['violation'], 'tool');
+    const connects = entries.filter((e) => e.kind === 'network.connect');
+    assert.ok(
+      connects.every((e) => e.data['verdict'] === 'allow' && e.data['port'] === sitePort),
+      JSON.stringify(connects),
+    );
+    assert.equal(entries.filter((e) => e.kind === 'llm.call').length, 1);
+    await call('DELETE', `/v1/sandboxes/${id}`);
+  });
+});
