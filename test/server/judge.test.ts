@@ -17,6 +17,7 @@ import { type ScriptedLlm, startScriptedLlm } from '../support/scripted-llm.ts';
 import {
   cli,
   killServers,
+  pollUntil,
   type ServerDirs,
   type ServerProcess,
   serverDirs,
@@ -47,6 +48,9 @@ if "precise" in answer:
 else:
     print(json.dumps({"score": 0.4, "reason": "too vague for " + str(judged.get("input"))}))
 `;
+
+/** A judge that never answers in time. */
+const SLOW_PY = `import time\ntime.sleep(300)\n`;
 
 /** A judge whose output is not a score. */
 const MUTE_PY = `print('"looks fine"')\n`;
@@ -84,13 +88,23 @@ describe('judge validator: a deployed agent scores a declarative agent on a real
     assert.ok(ran.stdout.trim().startsWith('{'), ran.stderr + ran.stdout + server.stderr());
     return JSON.parse(ran.stdout) as Execution;
   };
-  const api = async (path: string) => {
+  const api = async (path: string, body?: unknown) => {
     const res = await fetch(`${server.url}${path}`, {
-      headers: { authorization: `Bearer ${server.adminKey}` },
+      method: body === undefined ? 'GET' : 'POST',
+      headers: {
+        authorization: `Bearer ${server.adminKey}`,
+        ...(body === undefined ? {} : { 'content-type': 'application/json' }),
+      },
+      ...(body === undefined ? {} : { body: JSON.stringify(body) }),
     });
-    assert.equal(res.status, 200, path);
+    assert.ok(res.status < 300, `${path}: ${res.status}`);
     return (await res.json()) as Record<string, unknown>;
   };
+  type Listed = Execution & { agent: { name: string } };
+  const executionsOf = async (agent: string) =>
+    ((await api(`/v1/executions?agent=${agent}&limit=10`)).executions as Listed[]).filter(
+      (e) => e.agent.name === agent,
+    );
   const auditOf = async (id: string) => {
     const shown = await cli(['audit', 'show', id, '-o', 'json'], env());
     assert.equal(shown.code, 0, shown.stderr);
@@ -125,6 +139,12 @@ describe('judge validator: a deployed agent scores a declarative agent on a real
     });
     await deploy('grader', code('main.py'), { 'main.py': GRADER_PY });
     await deploy('mute', code('main.py'), { 'main.py': MUTE_PY });
+    await deploy(
+      'slow',
+      { ...code('main.py'), security: { network: { allow: [] }, resources: { timeout: '10m' } } },
+      { 'main.py': SLOW_PY },
+    );
+    await deploy('slow-judged', declarative('slow', 1));
     await deploy('answerer', declarative('grader', 3));
     await deploy('mute-judged', declarative('mute', 1));
     // A declarative judge that itself has a judge validator (refused when it runs as a judge).
@@ -227,5 +247,30 @@ describe('judge validator: a deployed agent scores a declarative agent on a real
       graders.filter((e) => (e as unknown as { agent: { name: string } }).agent.name === 'grader').length,
       2,
     );
+  });
+
+  it('cancelling the judged execution cancels its judge', async () => {
+    upstream.script({ text: 'an answer' });
+    const judged = (await api('/v1/executions', {
+      agent: 'slow-judged',
+      input: 'q',
+    })) as unknown as Execution;
+    const judge = await pollUntil(
+      'the judge running',
+      async () => (await executionsOf('slow')).find((e) => e.status === 'running'),
+      60_000,
+    );
+    await api(`/v1/executions/${judged.id}/cancel`, {});
+    const ended = await pollUntil(
+      'the judge ended',
+      async () => {
+        const record = (await executionsOf('slow')).find((e) => e.id === judge.id);
+        return record && record.status !== 'running' ? record : undefined;
+      },
+      60_000,
+    );
+    assert.equal(ended.status, 'killed', JSON.stringify(ended));
+    const final = (await api(`/v1/executions/${judged.id}`)) as unknown as Execution;
+    assert.equal(final.status, 'killed', JSON.stringify(final));
   });
 });
