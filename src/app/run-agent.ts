@@ -433,7 +433,7 @@ export async function runAgent(deps: RunAgentDeps, request: RunAgentRequest): Pr
         // Same token as the LLM routes when there are any; tool calls are `tool.call` entries of this execution.
         const tools = deps.tools;
         const token = inSandboxApi?.env['AEGIS_TOKEN'] ?? tools.newToken();
-        const target = { id, agent, session: undefined, env: {}, by: 'agent' };
+        const target = { id, agent, session: undefined, env: {}, by: 'agent', owner: request.requestedBy };
         inSandboxApi = {
           handler: tools.handlerFor(
             token,
