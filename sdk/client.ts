@@ -33,6 +33,9 @@ import type {
   AgentRevision,
   AgentSummary,
   ApiKey,
+  Approval,
+  ApprovalDecided,
+  ApprovalList,
   AuditEntry,
   AuditList,
   CreatedKey,
@@ -608,6 +611,18 @@ export class AegisClient {
   /** Revokes a key; answers with its record (revokedAt set). */
   revokeKey(id: string): Promise<ApiKey> {
     return this.#json('write', { method: 'DELETE', path: `/v1/keys/${enc(id)}` });
+  }
+
+  // ── approvals ───────────────────────────────────────────────────────────────────────────────────────────────
+
+  /** Tool calls waiting for a human (of sandboxes and executions this key owns; all for an admin key). */
+  async listApprovals(): Promise<Approval[]> {
+    return (await this.#json<ApprovalList>('read', { method: 'GET', path: '/v1/approvals' })).approvals;
+  }
+
+  /** Approves (the waiting call runs) or denies (it is refused, naming this key) a pending tool call. */
+  decideApproval(id: string, decision: 'approve' | 'deny'): Promise<ApprovalDecided> {
+    return this.#json('write', { method: 'POST', path: `/v1/approvals/${enc(id)}/${decision}` });
   }
 
   // ── operations ──────────────────────────────────────────────────────────────────────────────────────────────

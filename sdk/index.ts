@@ -45,6 +45,8 @@ export {
   type AgentRevision,
   type AgentSummary,
   type ApiKey,
+  type Approval,
+  type ApprovalDecided,
   type AuditEntry,
   type CreatedKey,
   type CreateExecutionBody,

@@ -182,6 +182,31 @@ export interface KeyList {
   keys: ApiKey[];
 }
 
+/** A tool call waiting for a human decision (`approval: required` grants), with the arguments it would run with. */
+export interface Approval {
+  id: string;
+  /** The sandbox or execution whose agent called. */
+  subject: string;
+  tool: string;
+  arguments: unknown;
+  argsDigest: string;
+  /** agent, loop, or the API key id that called. */
+  by: string;
+  /** The key that owns the sandbox or execution. */
+  owner: string;
+  requestedAt: string;
+  expiresAt: string;
+}
+
+export interface ApprovalList {
+  approvals: Approval[];
+}
+
+export interface ApprovalDecided {
+  decision: 'approved' | 'denied';
+  approval: Approval;
+}
+
 export interface CreateKeyBody {
   name: string;
   scopes: Scope[];

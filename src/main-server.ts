@@ -24,6 +24,7 @@ import { type ApiContext, AuthGate } from './api/context.ts';
 import { listenHttpApi, type RunningApi } from './api/http/server.ts';
 import { loadRevision } from './app/agents.ts';
 import { ensureFirstAdminKey } from './app/api-keys.ts';
+import { Approvals } from './app/approvals.ts';
 import { ExecutionEvents } from './app/execution-events.ts';
 import { Executions } from './app/executions.ts';
 import { LiveSandboxes, type ToolsWiring } from './app/live-sandboxes.ts';
@@ -209,12 +210,19 @@ export async function startServer(
   const mcpConfig = (await loadConfigFile(env)).config.mcp ?? { servers: {} };
   const mcpServers = new SdkMcpServers(mcpConfig, secrets);
   // The tool gateway (app/tools.ts): live sandboxes and one-shot executions with spec.tools share it.
+  // Tool calls of `approval: required` grants wait here for a human (in memory: a restart refuses them).
+  const approvals = new Approvals({
+    audit,
+    clock: systemClock,
+    newId: () => `ap_${ids.executionId().slice(3)}`,
+  });
   const tools: ToolsWiring = {
     gateway: new ToolGateway({
       audit,
       clock: systemClock,
       sha256Hex: (text) => createHash('sha256').update(text).digest('hex'),
       mcp: mcpServers,
+      approvals,
     }),
     handlerFor: createToolsHandler,
     newToken: () => `aegis_tk_${randomBytes(24).toString('hex')}`,
@@ -314,6 +322,7 @@ export async function startServer(
     },
     pools,
     sandboxes,
+    approvals,
     keyDeps,
     gate: new AuthGate(keyDeps, options.rate ?? { perSecond: 50, burst: 100 }),
     serverPaths: [

@@ -21,6 +21,8 @@ type Check<T extends true> = T;
 
 export type WireTypesAgree = [
   Check<Same<wire.ErrorBody, z.infer<typeof server.ErrorBody>>>,
+  Check<Same<wire.Approval, z.infer<typeof server.Approval>>>,
+  Check<Same<wire.ApprovalDecided, z.infer<typeof server.ApprovalDecided>>>,
   Check<Same<wire.Violation, z.infer<typeof server.Violation>>>,
   Check<Same<wire.LlmUsage, z.infer<typeof server.LlmUsage>>>,
   Check<Same<wire.Execution, z.infer<typeof server.Execution>>>,

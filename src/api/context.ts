@@ -5,6 +5,7 @@
  */
 import type { AgentDeps } from '../app/agents.ts';
 import { type ApiKeyDeps, authenticate } from '../app/api-keys.ts';
+import type { Approvals } from '../app/approvals.ts';
 import type { ExecutionEvents } from '../app/execution-events.ts';
 import type { Executions } from '../app/executions.ts';
 import type { LiveSandboxes } from '../app/live-sandboxes.ts';
@@ -28,6 +29,8 @@ export interface ApiContext {
   readonly pools?: WarmPools;
   /** Live sandboxes (POST /v1/sandboxes), when the server runs them. */
   readonly sandboxes?: LiveSandboxes;
+  /** Tool calls waiting for a human (`approval: required` grants), when the server has a tool gateway. */
+  readonly approvals?: Approvals;
   /** Server directories (AEGIS_HOME, bundles, scratch) that error answers name instead of showing. */
   readonly serverPaths?: readonly ServerPath[];
   /** True once startup recovery finished and until shutdown begins (readiness). */

@@ -1316,7 +1316,14 @@ export class LiveSandboxes {
 
   #toolTarget(sandbox: Sandbox | undefined, agent: CompiledAgent, id: string, by: string): ToolTarget {
     const live = sandbox !== undefined && sandbox.status === 'running';
-    return { id, agent, session: live ? sandbox.session : undefined, env: sandbox?.baseEnv ?? {}, by };
+    return {
+      id,
+      agent,
+      session: live ? sandbox.session : undefined,
+      env: sandbox?.baseEnv ?? {},
+      by,
+      owner: sandbox?.owner,
+    };
   }
 
   async #fileOp<T>(

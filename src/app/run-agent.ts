@@ -433,7 +433,7 @@ export async function runAgent(deps: RunAgentDeps, request: RunAgentRequest): Pr
         // Same token as the LLM routes when there are any; tool calls are `tool.call` entries of this execution.
         const tools = deps.tools;
         const token = inSandboxApi?.env['AEGIS_TOKEN'] ?? tools.newToken();
-        const target = { id, agent, session: undefined, env: {}, by: 'agent' };
+        const target = { id, agent, session: undefined, env: {}, by: 'agent', owner: request.requestedBy };
         inSandboxApi = {
           handler: tools.handlerFor(
             token,
@@ -506,7 +506,16 @@ export async function runAgent(deps: RunAgentDeps, request: RunAgentRequest): Pr
     const result =
       agent.task === undefined
         ? await runtime.execute(instanceId, taskInput)
-        : await runDeclarative(deps, agent, id, instanceId, taskInput, secretsEnv, llmToken);
+        : await runDeclarative(
+            deps,
+            agent,
+            id,
+            instanceId,
+            taskInput,
+            secretsEnv,
+            llmToken,
+            request.requestedBy,
+          );
     ticker.cancel();
     await flush();
     if (networkAuditError !== undefined) throw networkAuditError;
@@ -598,6 +607,8 @@ async function runDeclarative(
   task: TaskInput,
   secretsEnv: Readonly<Record<string, string>>,
   llmToken: string | undefined,
+  /** The key that started the execution: it (and admins) may approve the loop's `approval: required` calls. */
+  owner?: string,
 ): Promise<TaskOutput> {
   const loop = deps.loop as DeclarativeWiring;
   const { clock } = deps;
@@ -655,6 +666,7 @@ async function runDeclarative(
           session,
           env: { ...agent.env, ...secretsEnv },
           by: 'loop',
+          owner,
         }),
         jsonSchema: loop.jsonSchema,
         ...(loop.judge ? { judge: loop.judge } : {}),

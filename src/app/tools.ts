@@ -28,6 +28,7 @@ import {
   type ToolDescription,
   type ToolGrantSpec,
 } from '../domain/tools.ts';
+import type { Approvals } from './approvals.ts';
 import type { AuditLog, Clock, LiveSession, McpServers } from './ports.ts';
 
 /** Who calls, in which sandbox. */
@@ -41,6 +42,8 @@ export interface ToolTarget {
   readonly env: Readonly<Record<string, string>>;
   /** API key id, `agent` (the code inside the sandbox) or `loop`. */
   readonly by: string;
+  /** The key that owns the sandbox or execution: with admins, who may approve its `approval: required` calls. */
+  readonly owner?: string | undefined;
 }
 
 export type ToolCallResult =
@@ -52,6 +55,8 @@ export interface ToolGatewayDeps {
   readonly clock: Clock;
   readonly sha256Hex: Sha256Hex;
   readonly mcp?: McpServers | undefined;
+  /** Holds `approval: required` calls for a human decision; without it such calls are refused. */
+  readonly approvals?: Approvals | undefined;
 }
 
 const encoder = new TextEncoder();
@@ -106,14 +111,20 @@ export class ToolGateway {
           `tool ${JSON.stringify(name.slice(0, 200))} is not granted to this agent (granted: ${(target.agent.tools ?? []).map((g) => g.name).join(', ') || 'none'})`,
         );
       }
+      // Policy first, then (for `approval: required`) a human, then the call: nothing refused waits for anyone.
+      const gate = () => this.#approval(target, grant, args, digest);
       const { result, bytes } = isBuiltin(name)
-        ? await this.#builtin(target, grant, name, args)
-        : await this.#mcp(grant, args);
+        ? await this.#builtin(target, grant, name, args, gate)
+        : await this.#mcp(grant, args, gate);
       record('allowed', { bytes });
       return { outcome: 'allowed', tool: name, result };
     } catch (error) {
       if (error instanceof ToolDenied) {
-        record('denied', { rule: error.rule, reason: error.message.slice(0, 500), violation: 'tool' });
+        // A human's no (or no answer) is not the agent's violation; a policy refusal is.
+        const violation: Record<string, string> = error.rule.startsWith('approval:')
+          ? {}
+          : { violation: 'tool' };
+        record('denied', { rule: error.rule, reason: error.message.slice(0, 500), ...violation });
         return { outcome: 'denied', tool: name, rule: error.rule, reason: error.message };
       }
       const code = error instanceof AegisError ? error.code : 'INTERNAL';
@@ -122,7 +133,44 @@ export class ToolGateway {
     }
   }
 
-  async #mcp(grant: ToolGrantSpec, args: unknown): Promise<{ result: unknown; bytes: number }> {
+  /** Waits for a decision when the grant says `approval: required`; throws ToolDenied when there is no yes. */
+  async #approval(target: ToolTarget, grant: ToolGrantSpec, args: unknown, digest: string): Promise<void> {
+    if (grant.approvalTimeoutMs === undefined) return;
+    const approvals = this.#deps.approvals;
+    if (approvals === undefined) {
+      throw new AegisError(
+        'RUNTIME_UNAVAILABLE',
+        `${grant.name} needs human approval, and this AEGIS process has no approvals (it runs on aegis server)`,
+        { hint: 'run the agent on an aegis server, or drop approval: required from the grant' },
+      );
+    }
+    const decided = await approvals.request({
+      subject: target.id,
+      owner: target.owner ?? 'local',
+      tool: grant.name,
+      arguments: args ?? {},
+      argsDigest: digest,
+      by: target.by,
+      timeoutMs: grant.approvalTimeoutMs,
+    });
+    if (decided.decision === 'approved') return;
+    if (decided.decision === 'denied') {
+      throw new ToolDenied(
+        'approval:denied',
+        `${grant.name}: approval denied by key ${decided.decidedBy}; do not retry the same call, ask for or try something else`,
+      );
+    }
+    throw new ToolDenied(
+      'approval:expired',
+      `${grant.name}: approval timed out (nobody approved the call within ${seconds(grant.approvalTimeoutMs)})`,
+    );
+  }
+
+  async #mcp(
+    grant: ToolGrantSpec,
+    args: unknown,
+    gate: () => Promise<void>,
+  ): Promise<{ result: unknown; bytes: number }> {
     const match = MCP_TOOL_NAME.exec(grant.name);
     const mcp = this.#deps.mcp;
     const server = match?.[1] as string;
@@ -138,6 +186,7 @@ export class ToolGateway {
     if (args !== undefined && (args === null || typeof args !== 'object' || Array.isArray(args))) {
       throw new AegisError('USAGE', `${grant.name}: arguments are a JSON object`);
     }
+    await gate();
     const result = await mcp.callTool(
       server,
       match[2] as string,
@@ -152,6 +201,7 @@ export class ToolGateway {
     grant: ToolGrantSpec,
     name: BuiltinToolName,
     raw: unknown,
+    gate: () => Promise<void>,
   ): Promise<{ result: unknown; bytes: number }> {
     const session = target.session;
     if (session === undefined) {
@@ -169,6 +219,7 @@ export class ToolGateway {
         const args = parseBuiltinArgs(name, raw);
         const path = toolPath(name, args.path, 'args.path');
         checkToolPath(name, path, roots, false);
+        await gate();
         const text = await readText(session, path);
         return { result: { path, content: text }, bytes: encoder.encode(text).length };
       }
@@ -176,6 +227,7 @@ export class ToolGateway {
         const args = parseBuiltinArgs(name, raw);
         const path = toolPath(name, args.path, 'args.path');
         checkToolPath(name, path, roots, true);
+        await gate();
         const { bytes } = await writeCreatingParent(session, path, encoder.encode(args.content), roots);
         return { result: { path, bytes }, bytes };
       }
@@ -183,6 +235,7 @@ export class ToolGateway {
         const args = parseBuiltinArgs(name, raw);
         const path = toolPath(name, args.path, 'args.path');
         checkToolPath(name, path, roots, false);
+        await gate();
         const entries = await session.list(path);
         return { result: { path, entries }, bytes: 0 };
       }
@@ -190,6 +243,7 @@ export class ToolGateway {
         const args = parseBuiltinArgs(name, raw);
         const path = toolPath(name, args.path, 'args.path');
         checkToolPath(name, path, roots, true);
+        await gate();
         const text = await readText(session, path);
         const at = text.indexOf(args.oldText);
         if (at < 0 || text.indexOf(args.oldText, at + 1) >= 0) {
@@ -207,12 +261,14 @@ export class ToolGateway {
         const args = parseBuiltinArgs(name, raw);
         checkCommand(grant, args.argv);
         const cwd = toolPath(name, args.cwd ?? '/workspace', 'args.cwd');
+        await gate();
         const run = await this.#run(session, args.argv, cwd, target.env, args.stdin, grant.timeoutMs);
         return { result: run, bytes: run.stdoutBytes + run.stderrBytes };
       }
       case 'http.fetch': {
         const args = parseBuiltinArgs(name, raw);
         const url = checkFetchUrl(target.agent.network.policy, args.url);
+        await gate();
         const request = JSON.stringify({ ...args, url: url.href, timeoutS: grant.timeoutMs / 1000 });
         const run = await this.#run(
           session,
@@ -310,6 +366,10 @@ export interface CommandRun {
   readonly stdoutBytes: number;
   readonly stderrBytes: number;
   readonly truncated: boolean;
+}
+
+function seconds(ms: number): string {
+  return ms % 60_000 === 0 ? `${ms / 60_000}m` : `${Math.round(ms / 100) / 10}s`;
 }
 
 async function* once(chunk: Uint8Array): AsyncIterable<Uint8Array> {

@@ -35,12 +35,25 @@ export interface ToolGrantSpec {
   /** `cmd.run`: argv patterns (`ls`, `python3 *`); empty: no command is allowed. */
   readonly allow: readonly string[];
   readonly timeoutMs: number;
+  /** `approval: required`: how long a call waits for a human decision; absent: no approval. */
+  readonly approvalTimeoutMs?: number;
 }
+
+/** @default how long an approval-required call waits for a decision (`approvalTimeout`). */
+export const DEFAULT_APPROVAL_TIMEOUT_MS = 10 * 60_000;
+/** The longest `approvalTimeout`. */
+export const MAX_APPROVAL_TIMEOUT_MS = 60 * 60_000;
 
 /** A `spec.tools` entry as written: a name, or a name with constraints. */
 export type ToolGrantInput =
   | string
-  | { name: string; allow?: string[] | undefined; timeout?: string | number | undefined };
+  | {
+      name: string;
+      allow?: string[] | undefined;
+      timeout?: string | number | undefined;
+      approval?: 'required' | 'none' | undefined;
+      approvalTimeout?: string | number | undefined;
+    };
 
 /** Problems of one grant, as [message, sub-path] pairs; empty when valid. */
 export function toolGrantProblems(entry: ToolGrantInput): Array<[string, readonly (string | number)[]]> {
@@ -78,6 +91,15 @@ export function toolGrantProblems(entry: ToolGrantInput): Array<[string, readonl
     if (!parsed.ok) problems.push([parsed.error, ['timeout']]);
     else if (parsed.value > 10 * 60_000) problems.push(['a tool call may take at most 10m', ['timeout']]);
   }
+  if (entry.approvalTimeout !== undefined) {
+    const parsed = parseDuration(entry.approvalTimeout);
+    if (entry.approval !== 'required') {
+      problems.push(['approvalTimeout needs approval: required', ['approvalTimeout']]);
+    } else if (!parsed.ok) problems.push([parsed.error, ['approvalTimeout']]);
+    else if (parsed.value < 1000 || parsed.value > MAX_APPROVAL_TIMEOUT_MS) {
+      problems.push(['approvalTimeout is between 1s and 1h', ['approvalTimeout']]);
+    }
+  }
   return problems;
 }
 
@@ -87,10 +109,19 @@ export function compileToolGrants(entries: readonly ToolGrantInput[]): ToolGrant
   for (const entry of entries) {
     const grant = typeof entry === 'string' ? { name: entry } : entry;
     const timeout = grant.timeout === undefined ? undefined : parseDuration(grant.timeout);
+    const approval =
+      'approval' in grant && grant.approval === 'required'
+        ? grant.approvalTimeout === undefined
+          ? { ok: true as const, value: DEFAULT_APPROVAL_TIMEOUT_MS }
+          : parseDuration(grant.approvalTimeout)
+        : undefined;
     byName.set(grant.name, {
       name: grant.name,
       allow: grant.allow ?? [],
       timeoutMs: timeout?.ok ? timeout.value : DEFAULT_TOOL_TIMEOUT_MS,
+      ...(approval === undefined
+        ? {}
+        : { approvalTimeoutMs: approval.ok ? approval.value : DEFAULT_APPROVAL_TIMEOUT_MS }),
     });
   }
   return [...byName.values()];

@@ -390,4 +390,49 @@ export const ROUTES: readonly Route[] = [
       return { status: 200, body: await revokeApiKey(ctx.keyDeps, req.principal, req.params['id']!) };
     },
   },
+  {
+    method: 'GET',
+    path: '/v1/approvals',
+    operationId: 'listApprovals',
+    summary:
+      'Tool calls waiting for a human decision (of sandboxes and executions the key owns; all for admin)',
+    tag: 'approvals',
+    scope: 'read',
+    responses: {
+      200: { description: 'Pending approvals, oldest first, with the arguments', schema: S.ApprovalList },
+      ...errors(401, 403, 429, 503),
+    },
+    async handler(ctx, req) {
+      return { status: 200, body: { approvals: approvalsOf(ctx).list(req.principal) } };
+    },
+  },
+  ...(['approve', 'deny'] as const).map(
+    (verb): Route => ({
+      method: 'POST',
+      path: `/v1/approvals/:id/${verb}`,
+      operationId: `${verb}ToolCall`,
+      summary: `${verb === 'approve' ? 'Approve' : 'Deny'} a pending tool call (the waiting call then ${verb === 'approve' ? 'runs' : 'is refused with the key id'})`,
+      tag: 'approvals',
+      scope: 'execute',
+      params: S.ExecutionId,
+      responses: {
+        200: { description: 'Decided', schema: S.ApprovalDecided },
+        ...errors(401, 403, 404, 429, 503),
+      },
+      async handler(ctx, req) {
+        const approvals = approvalsOf(ctx);
+        const id = req.params['id']!;
+        const approval =
+          verb === 'approve' ? approvals.approve(req.principal, id) : approvals.deny(req.principal, id);
+        return { status: 200, body: { decision: verb === 'approve' ? 'approved' : 'denied', approval } };
+      },
+    }),
+  ),
 ];
+
+function approvalsOf(ctx: ApiContext): NonNullable<ApiContext['approvals']> {
+  if (ctx.approvals === undefined) {
+    throw new AegisError('RUNTIME_UNAVAILABLE', 'this server has no tool gateway, so no approvals');
+  }
+  return ctx.approvals;
+}

@@ -236,6 +236,25 @@ export type RollbackResult = z.infer<typeof RollbackResult>;
 export const AgentName = z.strictObject({ name: z.string().min(1).max(63) });
 export const ExecutionId = z.strictObject({ id: z.string().min(1).max(100) });
 
+/** A tool call waiting for a human (app/approvals.ts): the arguments are shown so the approver sees what runs. */
+export const Approval = z
+  .object({
+    id: z.string(),
+    subject: z.string().meta({ description: 'The sandbox or execution whose agent called' }),
+    tool: z.string(),
+    arguments: z.unknown().meta({ description: 'The arguments of the call, as the agent sent them' }),
+    argsDigest: z.string().meta({ description: 'sha256 of their canonical JSON (what the ledger keeps)' }),
+    by: z.string().meta({ description: 'agent, loop, or the API key id that called' }),
+    owner: z.string().meta({ description: 'The key that owns the sandbox or execution' }),
+    requestedAt: z.string(),
+    expiresAt: z.string(),
+  })
+  .meta({ id: 'Approval' });
+export const ApprovalList = z.object({ approvals: z.array(Approval) }).meta({ id: 'ApprovalList' });
+export const ApprovalDecided = z
+  .object({ decision: z.enum(['approved', 'denied']), approval: Approval })
+  .meta({ id: 'ApprovalDecided' });
+
 export const ApiKey = z
   .object({
     id: z.string(),

@@ -12,6 +12,7 @@ import {
   commandAgentsShow,
   commandAgentsVersions,
 } from './agents.ts';
+import { commandApprovalsDecide, commandApprovalsLs } from './approvals.ts';
 import { addServerOptions, HELP_GROUP } from './connect.ts';
 import { commandDeploy } from './deploy.ts';
 import { commandCancel, commandExec } from './executions.ts';
@@ -101,6 +102,19 @@ export function registerRemoteCommands(program: Command, setExit: (code: number)
   serverCommand(keys, 'revoke', 'revoke an API key')
     .argument('<id>', 'key id (key_…), from `aegis keys ls`')
     .action(wrap(commandKeysRevoke));
+
+  const approvals = program
+    .command('approvals')
+    .helpGroup(HELP_GROUP)
+    .description('tool calls waiting for a human decision (spec.tools approval: required)');
+  serverCommand(approvals, 'ls', 'list pending tool calls with their arguments').action(
+    wrap(commandApprovalsLs),
+  );
+  for (const decision of ['approve', 'deny'] as const) {
+    serverCommand(approvals, decision, `${decision} a pending tool call`)
+      .argument('<id>', 'approval id (ap_…), from `aegis approvals ls`')
+      .action(wrap(commandApprovalsDecide(decision)));
+  }
 
   addServerOptions(program.command('mcp'))
     .helpGroup(HELP_GROUP)

@@ -21,6 +21,8 @@ export const AUDIT_KINDS = {
   networkConnect: 'network.connect',
   secretUse: 'secret.use',
   toolCall: 'tool.call',
+  /** A human decision on an approval-required tool call: `{approval, tool, argsDigest, state, by, decidedBy}`. */
+  toolApproval: 'tool.approval',
   /** One model call through the LLM gateway (`LlmCallRecord`: alias, tokens, latency, status, budget left). */
   llmCall: 'llm.call',
   /**
@@ -99,6 +101,7 @@ export type AuditDataByKind = {
   'network.connect': JsonObject;
   'secret.use': JsonObject;
   'tool.call': JsonObject;
+  'tool.approval': JsonObject;
   'llm.call': JsonObject;
   /** `{method, path, nth}` per audited denial; `{suppressed, total}` once at the end when some were not. */
   'api.denied': JsonObject;

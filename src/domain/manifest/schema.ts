@@ -227,6 +227,14 @@ export const ToolGrant = z
         description: 'cmd.run: argv patterns, e.g. ls, "python3 *" (* = one argument; a final * = any rest).',
       }),
       timeout: Duration.optional().meta({ description: 'Per-call limit. @default 30s' }),
+      approval: z.enum(['required', 'none']).optional().meta({
+        description:
+          'required: each call waits for a human to approve it (GET /v1/approvals, aegis approvals approve|deny). @default none',
+      }),
+      approvalTimeout: Duration.optional().meta({
+        description:
+          'With approval: required, how long a call waits before it is refused (1s–1h). @default 10m',
+      }),
     }),
   ])
   .superRefine((entry, ctx) => {

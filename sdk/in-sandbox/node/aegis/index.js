@@ -2,6 +2,7 @@
 // aegis.input() / aegis.output(v) / aegis.log(...) / aegis.llm.chat(messages, { model, tools, stream }) / aegis.tools.call(name, args)
 // Reads AEGIS_API_URL (default http://127.0.0.1:3129) and AEGIS_TOKEN. aegis.tools / memory / swarm slot in beside llm.
 import { readFileSync, writeFileSync } from 'node:fs';
+import { request as httpRequest } from 'node:http';
 
 export class AegisError extends Error {
   constructor(message, status = null, code = null) {
@@ -88,14 +89,50 @@ const llm = {
   },
 };
 
-const tools = {
-  /** Calls a granted tool through the AEGIS tool gateway; a refused call throws ToolDenied with the reason. */
-  async call(name, args = {}) {
-    const res = await post(
-      `/v1/tools/${encodeURIComponent(name).replace(/%3A/g, ':').replace(/%2F/g, '/')}`,
-      { arguments: args },
+function longPost(path, text) {
+  return new Promise((resolve, reject) => {
+    const url = new URL(baseUrl() + path);
+    const req = httpRequest(
+      url,
+      {
+        method: 'POST',
+        headers: {
+          'content-type': 'application/json',
+          'content-length': Buffer.byteLength(text),
+          authorization: `Bearer ${process.env.AEGIS_TOKEN ?? ''}`,
+        },
+      },
+      (res) => {
+        const chunks = [];
+        res.on('data', (chunk) => chunks.push(chunk));
+        res.on('end', () =>
+          resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8') }),
+        );
+        res.on('error', reject);
+      },
     );
-    return (await res.json()).result;
+    req.on('error', (error) =>
+      reject(new AegisError(`AEGIS API unreachable at ${baseUrl()}: ${error.code ?? error.message}`)),
+    );
+    req.end(text);
+  });
+}
+
+const tools = {
+  /**
+   * Calls a granted tool through the AEGIS tool gateway; a refused call throws ToolDenied with the reason. A tool
+   * granted with `approval: required` blocks until a human approves (it runs) or denies / lets it time out
+   * (ToolDenied) — up to an hour, so this uses node:http (fetch gives up on an answer after 5 minutes).
+   */
+  async call(name, args = {}) {
+    const path = `/v1/tools/${encodeURIComponent(name).replace(/%3A/g, ':').replace(/%2F/g, '/')}`;
+    const { status, text } = await longPost(path, JSON.stringify({ arguments: args }));
+    let body = null;
+    try {
+      body = JSON.parse(text);
+    } catch {}
+    if (status < 200 || status >= 300) throw errorFor(status, body);
+    return body?.result;
   },
   /** The granted tools: [{name, description, inputSchema}]. */
   async list() {

@@ -51,13 +51,13 @@ class _Transport:
         self.url = os.environ.get("AEGIS_API_URL", "http://127.0.0.1:3129").rstrip("/")
         self.token = os.environ.get("AEGIS_TOKEN", "")
 
-    def post(self, path, body, stream=False, method="POST"):
+    def post(self, path, body, stream=False, method="POST", timeout=300):
         req = urllib.request.Request(self.url + path, data=None if body is None else json.dumps(body).encode(),
                                      method=method,
                                      headers={"content-type": "application/json",
                                               "authorization": "Bearer " + self.token})
         try:
-            res = urllib.request.urlopen(req, timeout=300)
+            res = urllib.request.urlopen(req, timeout=timeout)
         except urllib.error.HTTPError as e:
             try:
                 parsed = json.loads(e.read().decode() or "{}")
@@ -111,8 +111,10 @@ class _Llm(_Api):
 class _Tools(_Api):
     def call(self, name, args=None):
         """Calls a granted tool (fs.read, cmd.run, http.fetch, mcp:<server>/<tool>…) through the AEGIS tool gateway;
-        returns its result. Raises ToolDenied (with the reason) when policy refuses the call."""
-        return self._t.post("/v1/tools/" + urllib.parse.quote(name, safe=":/."), {"arguments": args or {}})["result"]
+        returns its result. Raises ToolDenied (with the reason) when policy refuses the call. A tool granted with
+        `approval: required` blocks until a human approves (then runs) or denies / lets it time out (ToolDenied)."""
+        return self._t.post("/v1/tools/" + urllib.parse.quote(name, safe=":/."), {"arguments": args or {}},
+                            timeout=3900)["result"]
 
     def list(self):
         """The granted tools: [{name, description, inputSchema}]."""
