@@ -34,8 +34,10 @@ import { sandboxPathRoots } from '../domain/live-sandbox.ts';
 import type { CompiledAgent } from '../domain/manifest/compiled.ts';
 import { inputValidator } from '../domain/manifest/input-schema.ts';
 import type { NetworkPolicy } from '../domain/policy/network-rules.ts';
+import { classifyOutcome } from '../domain/runtime/outcome.ts';
 import { placeholderMap } from '../domain/secrets/placeholder.ts';
 import { Redactor } from '../domain/secrets/redactor.ts';
+import { isBuiltin } from '../domain/tools.ts';
 import {
   gatewayModel,
   gatewayTools,
@@ -59,6 +61,7 @@ import type {
   InstanceId,
   InstanceSecrets,
   LiveRuntime,
+  LiveSession,
   NetworkDecisionEvent,
   NewLogLine,
   ProcessIdentity,
@@ -86,8 +89,9 @@ export interface RunAgentDeps {
   /** The LLM gateway and its in-sandbox handler; required only by agents with `spec.llm`. */
   readonly llm?: LlmWiring;
   /**
-   * The tool gateway; agents with `spec.tools` get `/v1/tools` in the in-sandbox API. A one-shot execution has no
-   * live session, so its MCP tools work and its built-ins are refused with RUNTIME_UNAVAILABLE (ToolGateway).
+   * The tool gateway; agents with `spec.tools` get `/v1/tools` in the in-sandbox API. A code agent granted a
+   * built-in (fs.*, cmd.run, http.fetch) runs on a live instance (`loop.live`, see runLiveCode) so its built-ins
+   * have a session; without `loop` its built-ins are refused with RUNTIME_UNAVAILABLE (ToolGateway).
    */
   readonly tools?: ToolsWiring;
   /** Told each execution's model usage when it ends (metrics; the record and ledger hold it too). */
@@ -370,6 +374,13 @@ export async function runAgent(deps: RunAgentDeps, request: RunAgentRequest): Pr
     let instanceId: string;
     let warm = false;
     let secretsEnv: Readonly<Record<string, string>> = {};
+    // A code agent granted built-ins runs as the first command of a live instance: the gateway's session.
+    const liveCode =
+      agent.task === undefined &&
+      deps.loop !== undefined &&
+      deps.tools !== undefined &&
+      (agent.tools ?? []).some((grant) => isBuiltin(grant.name));
+    const liveSession: { current?: LiveSession } = {};
     try {
       const resolved = await resolveSecrets(deps, agent);
       let secrets: InstanceSecrets | undefined;
@@ -433,7 +444,16 @@ export async function runAgent(deps: RunAgentDeps, request: RunAgentRequest): Pr
         // Same token as the LLM routes when there are any; tool calls are `tool.call` entries of this execution.
         const tools = deps.tools;
         const token = inSandboxApi?.env['AEGIS_TOKEN'] ?? tools.newToken();
-        const target = { id, agent, session: undefined, env: {}, by: 'agent', owner: request.requestedBy };
+        const target = {
+          id,
+          agent,
+          get session() {
+            return liveSession.current;
+          },
+          env: { ...agent.env, ...secretsEnv },
+          by: 'agent',
+          owner: request.requestedBy,
+        };
         inSandboxApi = {
           handler: tools.handlerFor(
             token,
@@ -455,16 +475,15 @@ export async function runAgent(deps: RunAgentDeps, request: RunAgentRequest): Pr
         warm = true;
       } else {
         // A declarative agent's instance is live: the loop runs its tools inside it, the model runs outside.
-        instanceId = await (agent.task !== undefined ? (deps.loop as DeclarativeWiring).live : runtime).spawn(
-          {
-            ...(agent.task !== undefined ? { live: true } : {}),
-            executionId: id,
-            agent,
-            onNetworkDecision,
-            ...(secrets ? { secrets } : {}),
-            ...(inSandboxApi ? { inSandboxApi } : {}),
-          },
-        );
+        const live = agent.task !== undefined || liveCode;
+        instanceId = await (live ? (deps.loop as DeclarativeWiring).live : runtime).spawn({
+          ...(live ? { live: true } : {}),
+          executionId: id,
+          agent,
+          onNetworkDecision,
+          ...(secrets ? { secrets } : {}),
+          ...(inSandboxApi ? { inSandboxApi } : {}),
+        });
       }
       instanceForAudit = instanceId;
     } catch (error) {
@@ -505,7 +524,9 @@ export async function runAgent(deps: RunAgentDeps, request: RunAgentRequest): Pr
     };
     const result =
       agent.task === undefined
-        ? await runtime.execute(instanceId, taskInput)
+        ? liveCode
+          ? await runLiveCode(deps, agent, instanceId, taskInput, liveSession)
+          : await runtime.execute(instanceId, taskInput)
         : await runDeclarative(
             deps,
             agent,
@@ -691,6 +712,168 @@ async function runDeclarative(
     timer.cancel();
     task.signal?.removeEventListener('abort', onAbort);
     await loop.live.terminate(instanceId).catch(() => {});
+  }
+}
+
+/** Interpreters inside the sandbox (the runtime binds the same paths: sandbox/environment.ts HOST_INTERPRETERS). */
+const INTERPRETERS: Readonly<Record<string, string>> = {
+  python: '/usr/bin/python3',
+  node: '/opt/aegis/bin/node',
+  bash: '/usr/bin/bash',
+};
+/** Where runLiveCode puts the input (the instance's /run/aegis/input.json is read-only and empty when live). */
+const LIVE_INPUT = '/tmp/.aegis-input.json';
+const LIVE_OUTPUT = '/run/aegis/output.json';
+const MAX_OUTPUT_BYTES = 16 * 1024 * 1024;
+
+/**
+ * A code agent granted built-in tools (issue 14): its instance is live, so the gateway runs fs.*, cmd.run and
+ * http.fetch inside the same sandbox. The agent's own command is the first command run through the session (a
+ * child of the exec agent: same namespaces, seccomp, cgroup, uid, limits), cwd /agent, the sandbox's environment
+ * (AEGIS_TOKEN…) with AEGIS_INPUT pointing at a copy of the input (also on stdin). Its exit maps to the status as
+ * execute() does (classifyOutcome); the output is /run/aegis/output.json, else the last stdout line.
+ */
+async function runLiveCode(
+  deps: RunAgentDeps,
+  agent: CompiledAgent,
+  instanceId: string,
+  task: TaskInput,
+  holder: { current?: LiveSession },
+): Promise<TaskOutput> {
+  const loop = deps.loop as DeclarativeWiring;
+  const { clock } = deps;
+  let killedBy: 'timeout' | 'abort' | undefined;
+  let session: LiveSession | undefined;
+  const kill = (why: 'timeout' | 'abort') => {
+    killedBy ??= why;
+    session?.kill();
+  };
+  const timer = clock.setTimeout(() => kill('timeout'), agent.limits.timeoutMs, { background: true });
+  const onAbort = () => kill('abort');
+  task.signal?.addEventListener('abort', onAbort, { once: true });
+  const releasedAtMs = clock.now();
+  try {
+    const roots = sandboxPathRoots(agent);
+    session = await loop.live.openLive(instanceId, {
+      readable: [...roots.readable, LIVE_OUTPUT],
+      writable: roots.writable,
+      maxFileBytes: loop.maxFileBytes ?? 16 * 1024 ** 2,
+    });
+    holder.current = session;
+    if (task.signal?.aborted) kill('abort');
+    const inputJson = JSON.stringify(task.input ?? null);
+    await session.writeFile(LIVE_INPUT, once(new TextEncoder().encode(inputJson)));
+    const { language, entrypoint, command } = agent.runtime;
+    const argv = command ?? [INTERPRETERS[language ?? 'bash'] ?? '/usr/bin/bash', entrypoint ?? ''];
+    const lines = { stdout: new LineSplitter(), stderr: new LineSplitter() };
+    let lastStdout: string | undefined;
+    const log = (stream: 'stdout' | 'stderr', text: string) => {
+      if (stream === 'stdout') lastStdout = text;
+      task.onLog(stream, text);
+    };
+    const exited = new Promise<{ code: number | null; signal: string | null }>((resolve, reject) => {
+      (session as LiveSession)
+        .exec(
+          { argv, cwd: '/agent', env: { AEGIS_INPUT: LIVE_INPUT, AEGIS_INPUT_FILE: LIVE_INPUT }, stdin: true },
+          {
+            onOutput: (stream, chunk) => {
+              for (const text of lines[stream].push(chunk)) log(stream, text);
+            },
+            onExit: (code, signal) => resolve({ code, signal }),
+          },
+        )
+        .then((proc) => proc.writeStdin(new TextEncoder().encode(`${inputJson}\n`), true))
+        .catch(reject);
+    });
+    const { code, signal } = await exited;
+    for (const stream of ['stdout', 'stderr'] as const) {
+      const rest = lines[stream].end();
+      if (rest !== undefined) log(stream, rest);
+    }
+    const finishedAtMs = clock.now();
+    const usage = session.usage();
+    const outcome = classifyOutcome({
+      exitCode: code,
+      signal: signal === 'ESHUTDOWN' && killedBy !== undefined ? null : signal,
+      counters: { oomKills: usage.oomKills, pidsLimitHits: 0, cpuThrottledPeriods: 0 },
+      killedBy,
+      limits: agent.limits,
+    });
+    const output = await readOutput(session, lastStdout, task);
+    return { ...outcome, output, releasedAtMs, finishedAtMs };
+  } catch (error) {
+    if (killedBy === undefined) throw error;
+    const outcome = classifyOutcome({
+      exitCode: null,
+      signal: null,
+      counters: { oomKills: 0, pidsLimitHits: 0, cpuThrottledPeriods: 0 },
+      killedBy,
+      limits: agent.limits,
+    });
+    return { ...outcome, output: null, releasedAtMs, finishedAtMs: clock.now() };
+  } finally {
+    timer.cancel();
+    task.signal?.removeEventListener('abort', onAbort);
+    holder.current = undefined;
+    await loop.live.terminate(instanceId).catch(() => {});
+  }
+}
+
+/** /run/aegis/output.json as JSON when the agent wrote one, else its last stdout line if that is JSON. */
+async function readOutput(session: LiveSession, lastStdout: string | undefined, task: TaskInput) {
+  try {
+    const file = await session.readFile(LIVE_OUTPUT);
+    if (file.size > MAX_OUTPUT_BYTES) {
+      task.onLog(
+        'system',
+        `output.json is ${file.size} bytes; outputs are capped at ${MAX_OUTPUT_BYTES} — ignored`,
+      );
+      return null;
+    }
+    if (file.size > 0) {
+      const parts: Uint8Array[] = [];
+      for await (const chunk of file.chunks) parts.push(chunk);
+      const text = decodeAll(parts);
+      try {
+        return JSON.parse(text) as unknown;
+      } catch (error) {
+        task.onLog('system', `${LIVE_OUTPUT} is not valid JSON (${(error as Error).message}); ignored`);
+        return null;
+      }
+    }
+  } catch {
+    // no output file: fall back to stdout
+  }
+  if (lastStdout === undefined) return null;
+  try {
+    return JSON.parse(lastStdout) as unknown;
+  } catch {
+    return null;
+  }
+}
+
+function decodeAll(parts: readonly Uint8Array[]): string {
+  const decoder = new TextDecoder();
+  return parts.map((part) => decoder.decode(part, { stream: true })).join('') + decoder.decode();
+}
+
+async function* once(bytes: Uint8Array): AsyncIterable<Uint8Array> {
+  yield bytes;
+}
+
+/** Bytes → complete lines (UTF-8 across chunk boundaries); `end` gives the unterminated rest. */
+class LineSplitter {
+  #decoder = new TextDecoder();
+  #partial = '';
+  push(chunk: Uint8Array): string[] {
+    const parts = (this.#partial + this.#decoder.decode(chunk, { stream: true })).split('\n');
+    this.#partial = parts.pop() ?? '';
+    return parts.map((line) => line.replace(/\r$/, ''));
+  }
+  end(): string | undefined {
+    const rest = this.#partial + this.#decoder.decode();
+    this.#partial = '';
+    return rest === '' ? undefined : rest;
   }
 }
 

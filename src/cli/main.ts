@@ -5,7 +5,7 @@
  * 70 internal error. With `-o json` every command prints the REST shapes of /openapi.json, errors included.
  */
 
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import { createWriteStream, existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -17,6 +17,7 @@ import { type HostFacts, hostChecks } from '../adapters/manifest/host-checks.ts'
 import { loadManifestFile } from '../adapters/manifest/yaml-loader.ts';
 import { DockerEngine } from '../adapters/runtimes/docker/engine.ts';
 import { importRootfs } from '../adapters/runtimes/docker/images.ts';
+import { createToolsHandler } from '../adapters/tools/http-handler.ts';
 import { decodeCursor, encodeCursor } from '../api/cursor.ts';
 import {
   ExecutionStatus as ExecutionStatusSchema,
@@ -24,6 +25,7 @@ import {
   type Validation,
 } from '../api/http/schemas.ts';
 import { allExecutions } from '../app/executions.ts';
+import type { ToolsWiring } from '../app/live-sandboxes.ts';
 import type { AuditLog, ExecutionStore, LiveRuntime } from '../app/ports.ts';
 import { type DeclarativeWiring, reconcileOrphans, runAgent } from '../app/run-agent.ts';
 import { ToolGateway } from '../app/tools.ts';
@@ -37,6 +39,7 @@ import { jsonSchemaViolation } from '../domain/loop/json-schema.ts';
 import type { CompiledAgent } from '../domain/manifest/compiled.ts';
 import { agentManifestJsonSchema, Isolation } from '../domain/manifest/schema.ts';
 import { secretBindingNotes } from '../domain/secrets/secret-ref.ts';
+import { isBuiltin } from '../domain/tools.ts';
 import { formatBytes } from '../domain/units.ts';
 import {
   AEGIS_VERSION,
@@ -119,6 +122,23 @@ function localLoopWiring(runtime: LiveRuntime, audit: AuditLog): DeclarativeWiri
   };
 }
 
+/**
+ * `aegis run`'s tools: a declarative agent's loop, and for a code agent with spec.tools the in-sandbox `/v1/tools`
+ * (MCP tools are the server's config: locally only built-ins, which need the live instance `loop` gives).
+ */
+function localToolsWiring(agent: CompiledAgent, runtime: LiveRuntime, audit: AuditLog) {
+  const builtins = (agent.tools ?? []).some((grant) => isBuiltin(grant.name));
+  if (!agent.task && !builtins) return {};
+  const loop = localLoopWiring(runtime, audit);
+  if (agent.task) return { loop };
+  const tools: ToolsWiring = {
+    gateway: loop.tools,
+    handlerFor: createToolsHandler,
+    newToken: () => `aegis_tk_${randomBytes(24).toString('hex')}`,
+  };
+  return { loop, tools };
+}
+
 async function commandRun(
   manifestPath: string,
   options: { input?: string; inputFile?: string; output: OutputFormat; isolation?: string },
@@ -159,7 +179,7 @@ async function commandRun(
       {
         ...ctx,
         ...(llm ? { llm } : {}),
-        ...(agent.task ? { loop: localLoopWiring(ctx.runtime, ctx.audit) } : {}),
+        ...localToolsWiring(agent, ctx.runtime, ctx.audit),
       },
       {
         agent,
