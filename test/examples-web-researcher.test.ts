@@ -5,6 +5,7 @@
  * The agent fetches the fixture's index through `aegis.tools.call('http.fetch')`, follows its links (two pages on
  * the allowed host, one on a loopback port not allowed — refused and audited, never reached), and asks the model
  * for a summary of the pages it got. The ledger holds the `tool.call`, `network.connect` and `llm.call` entries.
+ * The same agent also runs as a plain execution (issue 14): AEGIS runs it as the first command of a live instance.
  */
 import assert from 'node:assert/strict';
 import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -193,5 +194,48 @@ describe('examples/web-researcher (code agent, http.fetch in a live sandbox, scr
     );
     assert.equal(entries.filter((e) => e.kind === 'llm.call').length, 1);
     await call('DELETE', `/v1/sandboxes/${id}`);
+  });
+
+  it('runs as a plain execution too (POST /v1/executions?wait): input in, output out, the same ledger (issue 14)', async () => {
+    const summary = 'Tides: the Moon and Sun [1], alignment [2], quarter moons [3].';
+    upstream.script({ text: summary });
+    hits.length = 0;
+    const base = `http://127.0.0.1:${sitePort}`;
+    const run = await call('POST', '/v1/executions?wait=3m', {
+      agent: 'web-researcher',
+      input: { question: 'What causes tides?', urls: [`${base}/`] },
+    });
+    assert.equal(run.status, 200, run.text);
+    assert.equal(run.json['status'], 'succeeded', run.text);
+    const id = run.json['id'] as string;
+    const output = run.json['output'] as {
+      summary: string;
+      sources: { url: string }[];
+      refused: { url: string }[];
+    };
+    assert.equal(output.summary, summary);
+    assert.deepEqual(
+      output.sources.map((s) => s.url),
+      [`${base}/`, `${base}/spring.html`, `${base}/neap.html`],
+    );
+    assert.deepEqual(
+      output.refused.map((r) => r.url),
+      [`http://127.0.0.1:${deniedPort}/private`],
+    );
+    assert.deepEqual(hits.sort(), ['/', '/neap.html', '/spring.html']);
+    // The execution's own ledger: the denied fetch is a tool violation there, as in the live sandbox.
+    const audit = await call('GET', `/v1/executions/${id}/audit`);
+    const entries = audit.json['entries'] as Entry[];
+    const fetches = entries.filter((e) => e.kind === 'tool.call' && e.data['tool'] === 'http.fetch');
+    assert.deepEqual(
+      fetches.map((e) => e.data['outcome']),
+      ['allowed', 'allowed', 'allowed', 'denied'],
+      JSON.stringify(fetches),
+    );
+    assert.equal(entries.filter((e) => e.kind === 'llm.call').length, 1);
+    assert.equal(entries.at(-1)?.kind, 'execution.finished');
+    // The agent's stdout is the execution's log.
+    const logs = await call('GET', `/v1/executions/${id}/logs`);
+    assert.match(logs.text, /Spring tides/);
   });
 });
