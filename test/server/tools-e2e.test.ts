@@ -66,16 +66,16 @@ attempt("deny-tool", "fs.edit", {"path": "notes/a.txt", "oldText": "hello", "new
 attempt("bad-args", "cmd.run", {"argv": []})
 `;
 
-/** A one-shot execution's agent: built-ins need a live session, so the gateway answers with what to do instead. */
+/** A one-shot execution's agent: it runs on a live instance (issue 14), so its built-ins work as in a sandbox. */
 const ONESHOT_PY = `
-import json, aegis
+import aegis
+aegis.tools.call("fs.write", {"path": "/workspace/x", "content": "one-shot"})
 try:
-    aegis.tools.call("fs.read", {"path": "/workspace/x"})
-    aegis.output({"ok": True})
+    aegis.tools.call("fs.read", {"path": "/etc/shadow"})
+    denied = None
 except aegis.ToolDenied as e:
-    aegis.output({"denied": str(e)})
-except aegis.AegisError as e:
-    aegis.output({"status": e.status, "message": str(e)})
+    denied = str(e)
+aegis.output({"read": aegis.tools.call("fs.read", {"path": "/workspace/x"})["content"], "denied": denied})
 `;
 
 const AGENT_MJS = `
@@ -303,18 +303,24 @@ describe('tool gateway end to end: aegis.tools.call inside a live sandbox, REST 
     );
   });
 
-  it('a one-shot execution gets /v1/tools too: a built-in is refused with what to do instead, and audited', async () => {
+  it('a one-shot execution runs its built-ins in its own sandbox too (issue 14); a denied path is audited', async () => {
     const done = await call('POST', '/v1/executions?wait=120s', { agent: 'tooled', input: {} });
     assert.equal(done.status, 200, done.text);
     assert.equal(done.json['status'], 'succeeded', done.text);
     const output = done.json['output'] as Record<string, unknown>;
-    assert.equal(output['status'], 503, JSON.stringify(output));
-    assert.match(output['message'] as string, /fs\.read is a built-in tool: it runs inside a live sandbox/);
-    assert.match(output['message'] as string, /POST \/v1\/sandboxes/);
+    assert.equal(output['read'], 'one-shot', JSON.stringify(output));
+    assert.match(String(output['denied']), /shadow|readable|outside/i, JSON.stringify(output));
     const id = done.json['id'] as string;
     const entries = (await call('GET', `/v1/executions/${id}/audit`)).json['entries'] as Entry[] | undefined;
-    const toolCall = entries?.find((e) => e.kind === 'tool.call');
-    assert.equal(toolCall?.data['outcome'], 'error', JSON.stringify(entries));
-    assert.equal(toolCall?.data['error'], 'RUNTIME_UNAVAILABLE');
+    const calls = (entries ?? []).filter((e) => e.kind === 'tool.call');
+    assert.deepEqual(
+      calls.map((e) => [e.data['tool'], e.data['outcome']]),
+      [
+        ['fs.write', 'allowed'],
+        ['fs.read', 'denied'],
+        ['fs.read', 'allowed'],
+      ],
+      JSON.stringify(entries),
+    );
   });
 });
