@@ -774,7 +774,12 @@ async function runLiveCode(
     const exited = new Promise<{ code: number | null; signal: string | null }>((resolve, reject) => {
       (session as LiveSession)
         .exec(
-          { argv, cwd: '/agent', env: { AEGIS_INPUT: LIVE_INPUT, AEGIS_INPUT_FILE: LIVE_INPUT }, stdin: true },
+          {
+            argv,
+            cwd: '/agent',
+            env: { AEGIS_INPUT: LIVE_INPUT, AEGIS_INPUT_FILE: LIVE_INPUT },
+            stdin: true,
+          },
           {
             onOutput: (stream, chunk) => {
               for (const text of lines[stream].push(chunk)) log(stream, text);
