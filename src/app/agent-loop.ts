@@ -320,9 +320,68 @@ async function validate(
   input: unknown,
   signal: AbortSignal | undefined,
 ): Promise<Verdict[]> {
+  return checkAnswer(deps, task.validation, {
+    answer,
+    value: answerValue(answer),
+    exitCode: lastExitCode,
+    exitCodeOf: 'the last cmd.run',
+    task: task.instruction,
+    input,
+    ...(signal ? { signal } : {}),
+  });
+}
+
+/** What the validators check: the answer as text and as a value, and the exit code they compare. */
+interface Checked {
+  readonly answer: string;
+  readonly value: unknown;
+  /** undefined: no command ran (the loop had no cmd.run). */
+  readonly exitCode: number | null | undefined;
+  /** Names what exited, in verdicts (`the last cmd.run`, `the agent`). */
+  readonly exitCodeOf: string;
+  /** What the judge is told the task was. */
+  readonly task: string;
+  readonly input: unknown;
+  readonly signal?: AbortSignal;
+}
+
+/**
+ * A code agent's output, checked once by `spec.execution.validation` after it succeeded (the same validators as the
+ * loop's): `exit_code` compares the agent's exit code, `json_schema` its output, `regex` its output as text (a
+ * string as is, anything else as JSON), `judge` runs the deployed judge agent with `{output, task, input}`.
+ */
+export function validateCodeOutput(
+  deps: Pick<AgentLoopDeps, 'jsonSchema' | 'judge'>,
+  validation: readonly Validator[],
+  run: {
+    readonly output: unknown;
+    readonly exitCode: number | null;
+    readonly task: string;
+    readonly input: unknown;
+    readonly signal?: AbortSignal;
+  },
+): Promise<Verdict[]> {
+  const answer = typeof run.output === 'string' ? run.output : JSON.stringify(run.output ?? null);
+  return checkAnswer(deps, validation, {
+    answer,
+    value: run.output,
+    exitCode: run.exitCode,
+    exitCodeOf: 'the agent',
+    task: run.task,
+    input: run.input,
+    ...(run.signal ? { signal: run.signal } : {}),
+  });
+}
+
+async function checkAnswer(
+  deps: Pick<AgentLoopDeps, 'jsonSchema' | 'judge'>,
+  validation: readonly Validator[],
+  checked: Checked,
+): Promise<Verdict[]> {
   const verdicts: Verdict[] = [];
-  const value = answerValue(answer);
-  for (const validator of task.validation as readonly Validator[]) {
+  const { answer, value, exitCodeOf, input, signal } = checked;
+  const lastExitCode = checked.exitCode;
+  for (const validator of validation) {
     if ('exit_code' in validator) {
       verdicts.push(
         lastExitCode === undefined
@@ -336,7 +395,7 @@ async function validate(
             : {
                 validator: 'exit_code',
                 passed: false,
-                detail: `the last cmd.run exited with ${lastExitCode}, expected ${validator.exit_code}`,
+                detail: `${exitCodeOf} exited with ${lastExitCode}, expected ${validator.exit_code}`,
               },
       );
     } else if ('json_schema' in validator) {
@@ -357,16 +416,14 @@ async function validate(
         detail: passed ? 'matches' : `the answer does not match /${validator.regex}/`,
       });
     } else {
-      verdicts.push(
-        await judge(deps, validator.judge, { output: value, task: task.instruction, input }, signal),
-      );
+      verdicts.push(await judge(deps, validator.judge, { output: value, task: checked.task, input }, signal));
     }
   }
   return verdicts;
 }
 
 async function judge(
-  deps: AgentLoopDeps,
+  deps: Pick<AgentLoopDeps, 'judge'>,
   spec: { readonly agent: string; readonly threshold: number },
   judged: { readonly output: unknown; readonly task: string; readonly input: unknown },
   signal: AbortSignal | undefined,

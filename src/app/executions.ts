@@ -569,7 +569,7 @@ export class Executions {
         (agent.llm === null ? undefined : await this.#requestedByFromLedger(record.id));
       const loop = this.#deps.loop;
       const deps =
-        loop === undefined || agent.task === undefined
+        loop === undefined || (agent.task === undefined && !agent.validation?.length)
           ? this.#deps
           : { ...this.#deps, loop: { ...loop, judge: this.#judgeFor(record.id, requestedBy) } };
       const final = await runAgent(deps, {

@@ -15,6 +15,7 @@
  * are never taken from a warm pool: the token is per execution.
  */
 
+import { canonicalJson, type JsonValue } from '../domain/audit/canonical-json.ts';
 import {
   AUDIT_KINDS,
   type NetworkConnectData,
@@ -45,6 +46,8 @@ import {
   type LoopJudge,
   type LoopStep,
   runAgentLoop,
+  type Verdict,
+  validateCodeOutput,
 } from './agent-loop.ts';
 import { resolveSecrets } from './agent-secrets.ts';
 import type { ToolsWiring } from './live-sandboxes.ts';
@@ -431,6 +434,13 @@ export async function runAgent(deps: RunAgentDeps, request: RunAgentRequest): Pr
         // The sandbox's endpoint takes only this execution's token (a leaked token of another is refused there).
         inSandboxApi = { handler: handlerFor ? handlerFor(llmToken) : handler, env: llmEnv(llmToken) };
       }
+      if (agent.task === undefined && agent.validation?.length && deps.loop === undefined) {
+        throw new AegisError(
+          'RUNTIME_UNAVAILABLE',
+          'this AEGIS build cannot validate code agents (spec.execution.validation)',
+          { hint: 'run it through `aegis run` or `aegis server`' },
+        );
+      }
       if (agent.task !== undefined && deps.loop === undefined) {
         throw new AegisError(
           'RUNTIME_UNAVAILABLE',
@@ -522,7 +532,7 @@ export async function runAgent(deps: RunAgentDeps, request: RunAgentRequest): Pr
       onLog,
       ...(request.signal ? { signal: request.signal } : {}),
     };
-    const result =
+    const ran =
       agent.task === undefined
         ? liveCode
           ? await runLiveCode(deps, agent, instanceId, taskInput, liveSession)
@@ -537,6 +547,10 @@ export async function runAgent(deps: RunAgentDeps, request: RunAgentRequest): Pr
             llmToken,
             request.requestedBy,
           );
+    const result =
+      agent.task === undefined && agent.validation?.length && ran.status === 'succeeded'
+        ? await validateCode(deps, agent, id, ran, taskInput)
+        : ran;
     ticker.cancel();
     await flush();
     if (networkAuditError !== undefined) throw networkAuditError;
@@ -613,6 +627,59 @@ export async function runAgent(deps: RunAgentDeps, request: RunAgentRequest): Pr
     unsubscribeLlm?.();
     if (llmToken !== undefined) deps.llm?.gateway.revoke(llmToken);
   }
+}
+
+/**
+ * A code agent's `spec.execution.validation`, once its run succeeded: the loop's validators (validateCodeOutput)
+ * against its output and exit code. One `agent.iteration` entry (iteration 1, no model or tool calls of the loop,
+ * verdicts, the output's digest) and one `system` log line `{"validation": …}` with the verdicts; a failed verdict
+ * ends the execution `failed`, reason `validation: <validator>: <detail>` (a judge's reason included). A validator
+ * that cannot run (no judge here, the judge chain too deep) fails it the same way.
+ */
+async function validateCode<T extends TaskOutput>(
+  deps: RunAgentDeps,
+  agent: CompiledAgent,
+  id: string,
+  ran: T,
+  task: TaskInput,
+): Promise<T> {
+  const loop = deps.loop as DeclarativeWiring;
+  let verdicts: readonly Verdict[];
+  try {
+    verdicts = await validateCodeOutput(
+      { jsonSchema: loop.jsonSchema, ...(loop.judge ? { judge: loop.judge } : {}) },
+      agent.validation ?? [],
+      {
+        output: ran.output,
+        exitCode: ran.exitCode,
+        task: agent.description ?? `the agent ${agent.name}`,
+        input: task.input,
+        ...(task.signal ? { signal: task.signal } : {}),
+      },
+    );
+  } catch (error) {
+    if (task.signal?.aborted) throw error;
+    const message = error instanceof AegisError ? error.message : String(error);
+    verdicts = [{ validator: 'judge', passed: false, detail: `could not run: ${message}` }];
+  }
+  const passed = verdicts.every((verdict) => verdict.passed);
+  task.onLog('system', JSON.stringify({ validation: { passed, verdicts } }));
+  deps.audit.append(AUDIT_KINDS.agentIteration, id, {
+    iteration: 1,
+    modelCalls: 0,
+    toolCalls: 0,
+    passed,
+    verdicts: verdicts.map((verdict) => ({ validator: verdict.validator, passed: verdict.passed })),
+    answerDigest: loop.sha256Hex(canonicalJson((ran.output ?? null) as JsonValue)),
+    // A code agent has no loop transcript: the digest of an empty one.
+    transcriptDigest: loop.sha256Hex('[]'),
+  });
+  if (passed) return ran;
+  const failures = verdicts
+    .filter((verdict) => !verdict.passed)
+    .map((verdict) => `${verdict.validator}: ${verdict.detail}`)
+    .join('; ');
+  return { ...ran, status: 'failed', reason: `validation: ${failures}`.slice(0, 1000) };
 }
 
 /**

@@ -128,7 +128,9 @@ function localLoopWiring(runtime: LiveRuntime, audit: AuditLog): DeclarativeWiri
  */
 function localToolsWiring(agent: CompiledAgent, runtime: LiveRuntime, audit: AuditLog) {
   const builtins = (agent.tools ?? []).some((grant) => isBuiltin(grant.name));
-  if (!agent.task && !builtins) return {};
+  // A code agent's spec.execution.validation needs the loop's validators (json_schema) but no live instance.
+  if (!agent.task && !builtins)
+    return agent.validation?.length ? { loop: localLoopWiring(runtime, audit) } : {};
   const loop = localLoopWiring(runtime, audit);
   if (agent.task) return { loop };
   const tools: ToolsWiring = {
@@ -153,7 +155,7 @@ async function commandRun(
     options.isolation === undefined ? loaded.agent : withIsolation(loaded.agent, options.isolation);
   for (const text of secretBindingNotes(agent.secrets, agent.network.allow.length)) warn(text);
   // A judge validator runs another *deployed* agent; `aegis run` has none, so it refuses before anything runs.
-  const judge = agent.task?.validation.find((validator) => 'judge' in validator);
+  const judge = (agent.task?.validation ?? agent.validation ?? []).find((validator) => 'judge' in validator);
   if (judge !== undefined && 'judge' in judge) {
     throw new AegisError(
       'RUNTIME_UNAVAILABLE',

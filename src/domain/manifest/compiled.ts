@@ -86,6 +86,11 @@ export interface CompiledAgent {
   readonly input?: JsonSchemaObject | null;
   /** `spec.task` + `spec.execution`: a declarative agent, run by the loop (app/agent-loop.ts); absent: a code agent. */
   readonly task?: DeclarativeSpec;
+  /**
+   * A code agent's `spec.execution.validation`: checked once against its output after it succeeded (a failure ends
+   * it `failed`, reason `validation: …`). Absent or empty: none. Declarative agents keep theirs in `task`.
+   */
+  readonly validation?: readonly Validator[];
 }
 
 /** A declarative agent's task and loop settings (docs/adr/0088-declarative-agent-loop.md). */
@@ -302,6 +307,9 @@ export function compileManifest(manifest: AgentManifest, manifestDir: string): C
     },
     ...(spec.tools.length > 0 ? { tools: compileToolGrants(spec.tools) } : {}),
     ...(spec.task === undefined ? {} : { task: compileTask(spec) }),
+    ...(spec.task === undefined && spec.execution?.validation.length
+      ? { validation: spec.execution.validation }
+      : {}),
     llm:
       spec.llm === undefined
         ? null
@@ -331,8 +339,8 @@ function compileTask(spec: AgentManifest['spec']): DeclarativeSpec {
     // The schema guarantees spec.llm with at least one model when spec.task is set.
     model: task.model ?? spec.llm?.models[0] ?? 'default',
     mode: execution.mode,
-    maxIterations: execution.mode === 'one-shot' ? 1 : execution.maxIterations,
-    maxToolCalls: execution.maxToolCalls,
+    maxIterations: execution.mode === 'one-shot' ? 1 : (execution.maxIterations ?? 5),
+    maxToolCalls: execution.maxToolCalls ?? 50,
     validation: execution.validation,
   };
 }

@@ -354,25 +354,32 @@ export const ExecutionSettings = z
       description:
         'one-shot: one answer, validated once. iterative: failed validations are fed back. @default one-shot',
     }),
-    maxIterations: z.number().int().min(1).max(50).default(5).meta({
+    // No zod default: a code agent may not set it (declarativeProblems), so "unset" must stay visible.
+    maxIterations: z.number().int().min(1).max(50).optional().meta({
       description: 'iterative: answers tried before the execution fails (reason validation). @default 5',
     }),
-    maxToolCalls: z.number().int().min(1).max(1000).default(50).meta({
+    maxToolCalls: z.number().int().min(1).max(1000).optional().meta({
       description:
         'Model turns with tool calls per iteration before the iteration counts as failed. @default 50',
     }),
     validation: z.array(Validator).max(16).default([]).meta({
-      description: 'Checks of each final answer, all of which must pass. Default: none (any answer passes).',
+      description:
+        "Checks of each final answer (a code agent's output, once, after it succeeded), all of which must pass. Default: none (any answer passes).",
     }),
   })
-  .meta({ description: 'How a declarative agent (spec.task) runs: one-shot or iterative with validators.' });
+  .meta({
+    description:
+      'How a declarative agent (spec.task) runs: one-shot or iterative with validators. A code agent may set only `validation` (its output is checked once).',
+  });
 export type ExecutionSettings = z.infer<typeof ExecutionSettings>;
 
 type SpecShape = {
   runtime: { entrypoint?: string | undefined; command?: string[] | undefined; language?: string | undefined };
   llm?: { models: string[] } | undefined;
   task?: { model?: string | undefined } | undefined;
-  execution?: unknown;
+  execution?:
+    | { mode: string; maxIterations?: number | undefined; maxToolCalls?: number | undefined }
+    | undefined;
 };
 
 /** Rules across spec.runtime, spec.task, spec.execution and spec.llm, as [message, path] pairs. */
@@ -387,14 +394,22 @@ function declarativeProblems(spec: SpecShape): Array<[string, readonly (string |
           ['runtime', 'entrypoint'],
         ],
       ];
-    if (spec.execution !== undefined)
-      return [
-        [
-          'spec.execution configures declarative agents: add spec.task, or remove spec.execution',
-          ['execution'],
-        ],
-      ];
-    return [];
+    // A code agent's output is validated once, after it succeeded: no loop to iterate or count turns of.
+    const execution = spec.execution;
+    if (execution === undefined) return [];
+    const loopOnly: Array<[string, readonly (string | number)[]]> = [];
+    if (execution.mode !== 'one-shot')
+      loopOnly.push([
+        `a code agent's output is validated once: mode ${execution.mode} feeds failures back to a model loop, which only declarative agents (spec.task) have; remove mode (or set one-shot)`,
+        ['execution', 'mode'],
+      ]);
+    for (const key of ['maxIterations', 'maxToolCalls'] as const)
+      if (execution[key] !== undefined)
+        loopOnly.push([
+          `${key} counts the model loop of a declarative agent (spec.task); a code agent may set only spec.execution.validation — remove ${key}`,
+          ['execution', key],
+        ]);
+    return loopOnly;
   }
   const problems: Array<[string, readonly (string | number)[]]> = [];
   if (coded) {
