@@ -418,3 +418,121 @@ describe('runAgent with secrets', () => {
     assert.match(record?.reason ?? '', /^not started: .*aegis secret set TOKEN/);
   });
 });
+
+describe('runAgent: a code agent with spec.execution.validation (checked once, after it succeeded)', () => {
+  const validated = (validation: unknown[]) =>
+    compileManifest(
+      AgentManifest.parse({
+        apiVersion: 'aegis.dev/v1',
+        kind: 'Agent',
+        metadata: { name: 'researcher', version: '1.0.0', description: 'Answers with sources.' },
+        spec: { runtime: { language: 'python', entrypoint: 'main.py' }, execution: { validation } },
+      }),
+      '/srv/agents/researcher',
+    );
+  const loopWith = (judged: unknown[], score: unknown) =>
+    ({
+      live: undefined,
+      tools: undefined,
+      jsonSchema: (schema: Readonly<Record<string, unknown>>, value: unknown) =>
+        schema['type'] === 'object' && (typeof value !== 'object' || value === null)
+          ? 'not an object'
+          : undefined,
+      sha256Hex: (text: string) => `sha:${text.length}`,
+      judge: {
+        run: async (agent: string, input: unknown) => {
+          judged.push({ agent, input });
+          return { status: 'succeeded', output: score };
+        },
+      },
+    }) as unknown as NonNullable<Parameters<typeof runAgent>[0]['loop']>;
+
+  it('passes: the judge gets {output, task, input}; one agent.iteration entry with the verdicts', async () => {
+    const { audit, deps } = setup();
+    const judged: unknown[] = [];
+    const record = await runAgent(
+      { ...deps, loop: loopWith(judged, { score: 0.9 }) },
+      {
+        agent: validated([
+          { exit_code: 0 },
+          { json_schema: { type: 'object' } },
+          { regex: 'echo' },
+          { judge: { agent: 'grader' } },
+        ]),
+        input: { q: 1 },
+      },
+    );
+    assert.equal(record.status, 'succeeded', record.reason ?? '');
+    assert.deepEqual(judged, [
+      {
+        agent: 'grader',
+        input: { output: { echo: { q: 1 } }, task: 'Answers with sources.', input: { q: 1 } },
+      },
+    ]);
+    const iteration = audit.entries.find((e) => e.execution === record.id && e.kind === 'agent.iteration');
+    assert.deepEqual((iteration?.data as { verdicts: unknown }).verdicts, [
+      { validator: 'exit_code', passed: true },
+      { validator: 'json_schema', passed: true },
+      { validator: 'regex', passed: true },
+      { validator: 'judge', passed: true },
+    ]);
+    assert.deepEqual(kinds(audit, record.id).slice(-2), ['agent.iteration', 'execution.finished']);
+  });
+
+  it("fails: a low score ends the execution failed, reason `validation: judge …` with the judge's reason, audited", async () => {
+    const { audit, deps } = setup();
+    const record = await runAgent(
+      { ...deps, loop: loopWith([], { score: 0, reason: 'cites no source' }) },
+      { agent: validated([{ regex: 'echo' }, { judge: { agent: 'grader', threshold: 1 } }]), input: 'x' },
+    );
+    assert.equal(record.status, 'failed');
+    assert.equal(record.reason, 'validation: judge: judge grader scored 0, below 1 — cites no source');
+    assert.deepEqual(record.output, { echo: 'x' });
+    const iteration = audit.entries.find((e) => e.execution === record.id && e.kind === 'agent.iteration');
+    assert.equal((iteration?.data as { passed: boolean }).passed, false);
+    const finished = audit.entries.find((e) => e.execution === record.id && e.kind === 'execution.finished');
+    assert.equal((finished?.data as { status: string }).status, 'failed');
+    assert.match(
+      String((finished?.data as { reason: string }).reason),
+      /^validation: judge: judge grader scored 0/,
+    );
+  });
+
+  it('does not validate a run that did not succeed, and refuses when nothing can validate (no loop wiring)', async () => {
+    const { runtime, audit, deps } = setup();
+    runtime.script = { outcome: { status: 'failed', exitCode: 3, reason: 'exit code 3' } };
+    const judged: unknown[] = [];
+    const record = await runAgent(
+      { ...deps, loop: loopWith(judged, 1) },
+      { agent: validated([{ judge: { agent: 'grader' } }]) },
+    );
+    assert.equal(record.reason, 'exit code 3');
+    assert.deepEqual(judged, []);
+    assert.ok(!kinds(audit, record.id).includes('agent.iteration'));
+    runtime.script = {};
+    await assert.rejects(runAgent(deps, { agent: validated([{ regex: 'x' }]) }), (error: unknown) => {
+      assert.ok(error instanceof AegisError && error.code === 'RUNTIME_UNAVAILABLE');
+      return true;
+    });
+  });
+
+  it('the manifest: a code agent may set only validation (mode iterative, maxIterations, maxToolCalls refused, located)', () => {
+    const parsed = AgentManifest.safeParse({
+      apiVersion: 'aegis.dev/v1',
+      kind: 'Agent',
+      metadata: { name: 'x' },
+      spec: {
+        runtime: { language: 'python', entrypoint: 'main.py' },
+        execution: { mode: 'iterative', maxIterations: 3, maxToolCalls: 9, validation: [{ regex: 'a' }] },
+      },
+    });
+    assert.equal(parsed.success, false);
+    assert.deepEqual(
+      parsed.error?.issues.map((issue) => issue.path.join('.')),
+      ['spec.execution.mode', 'spec.execution.maxIterations', 'spec.execution.maxToolCalls'],
+    );
+    assert.match(parsed.error?.issues[0]?.message ?? '', /validated once/);
+    assert.equal(validated([]).validation, undefined);
+    assert.deepEqual(validated([{ regex: 'a' }]).validation, [{ regex: 'a' }]);
+  });
+});
