@@ -5,7 +5,9 @@
  * The agent fetches the fixture's index through `aegis.tools.call('http.fetch')`, follows its links (two pages on
  * the allowed host, one on a loopback port not allowed — refused and audited, never reached), and asks the model
  * for a summary of the pages it got. The ledger holds the `tool.call`, `network.connect` and `llm.call` entries.
- * The same agent also runs as a plain execution (issue 14): AEGIS runs it as the first command of a live instance.
+ * The same agent also runs as a plain execution (issue 14): AEGIS runs it as the first command of a live instance,
+ * and its output is then judged by examples/web-researcher/judge (spec.execution.validation: a summary citing no
+ * fetched source fails the execution with the judge's reason).
  */
 import assert from 'node:assert/strict';
 import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -106,11 +108,11 @@ describe('examples/web-researcher (code agent, http.fetch in a live sandbox, scr
     const manifest = parse(readFileSync(join(dir, 'agent.yaml'), 'utf8'));
     manifest.spec.security.network.allow = [`127.0.0.1:${sitePort}`];
     writeFileSync(join(dir, 'agent.yaml'), stringify(manifest));
-    const deployed = await cli(['deploy', dir], {
-      ...server.env,
-      AEGIS_SERVER: server.url,
-      AEGIS_API_KEY: server.adminKey,
-    });
+    const env = { ...server.env, AEGIS_SERVER: server.url, AEGIS_API_KEY: server.adminKey };
+    // Its judge (spec.execution.validation) first, as the README says: deployed as shipped.
+    const judged = await cli(['deploy', join(ROOT, 'examples/web-researcher/judge')], env);
+    assert.equal(judged.code, 0, judged.stderr);
+    const deployed = await cli(['deploy', dir], env);
     assert.equal(deployed.code, 0, deployed.stderr);
   });
   after(async () => {
@@ -234,8 +236,41 @@ describe('examples/web-researcher (code agent, http.fetch in a live sandbox, scr
     );
     assert.equal(entries.filter((e) => e.kind === 'llm.call').length, 1);
     assert.equal(entries.at(-1)?.kind, 'execution.finished');
-    // The agent's stdout is the execution's log.
+    // The judge passed it (the summary cites fetched sources): one agent.iteration entry, verdict judge passed.
+    const verdicts = entries.filter((e) => e.kind === 'agent.iteration').map((e) => e.data['verdicts']);
+    assert.deepEqual(verdicts, [[{ validator: 'judge', passed: true }]]);
+    // The agent's stdout is the execution's log; the verdicts are a system line.
     const logs = await call('GET', `/v1/executions/${id}/logs`);
     assert.match(logs.text, /Spring tides/);
+    assert.match(logs.text, /\\"validation\\":\{\\"passed\\":true/);
+  });
+
+  it("is judged: a summary citing none of the fetched sources fails validation, with the judge's reason", async () => {
+    upstream.script({ text: 'Tides are caused by the Moon.' });
+    const base = `http://127.0.0.1:${sitePort}`;
+    const run = await call('POST', '/v1/executions?wait=3m', {
+      agent: 'web-researcher',
+      input: { question: 'What causes tides?', urls: [`${base}/`] },
+    });
+    assert.equal(run.status, 200, run.text);
+    assert.equal(run.json['status'], 'failed', run.text);
+    assert.equal(
+      run.json['reason'],
+      'validation: judge: judge web-researcher-judge scored 0, below 1 — the summary cites none of the 3 fetched source(s) ([1]..[3])',
+    );
+    // The output is kept (what was judged); the ledger holds the failed verdict before the end.
+    assert.equal((run.json['output'] as { summary: string }).summary, 'Tides are caused by the Moon.');
+    const audit = await call('GET', `/v1/executions/${run.json['id']}/audit`);
+    const entries = audit.json['entries'] as Entry[];
+    const iterations = entries.filter((e) => e.kind === 'agent.iteration');
+    assert.equal(iterations.length, 1);
+    assert.equal(iterations[0]?.data['passed'], false);
+    assert.equal(entries.at(-1)?.data['status'], 'failed');
+    // The judge ran as an execution of its own.
+    const judges = await call('GET', '/v1/executions?agent=web-researcher-judge&limit=10');
+    assert.ok(
+      (judges.json['executions'] as { status: string }[]).length >= 2,
+      'one judge execution per judged run',
+    );
   });
 });
