@@ -470,7 +470,7 @@ describe('runAgent: a code agent with spec.execution.validation (checked once, a
       },
     ]);
     const iteration = audit.entries.find((e) => e.execution === record.id && e.kind === 'agent.iteration');
-    assert.deepEqual((iteration?.data as { verdicts: unknown }).verdicts, [
+    assert.deepEqual(((iteration?.data ?? {}) as { verdicts: unknown }).verdicts, [
       { validator: 'exit_code', passed: true },
       { validator: 'json_schema', passed: true },
       { validator: 'regex', passed: true },
@@ -489,11 +489,11 @@ describe('runAgent: a code agent with spec.execution.validation (checked once, a
     assert.equal(record.reason, 'validation: judge: judge grader scored 0, below 1 — cites no source');
     assert.deepEqual(record.output, { echo: 'x' });
     const iteration = audit.entries.find((e) => e.execution === record.id && e.kind === 'agent.iteration');
-    assert.equal((iteration?.data as { passed: boolean }).passed, false);
+    assert.equal(((iteration?.data ?? {}) as { passed: boolean }).passed, false);
     const finished = audit.entries.find((e) => e.execution === record.id && e.kind === 'execution.finished');
-    assert.equal((finished?.data as { status: string }).status, 'failed');
+    assert.equal(((finished?.data ?? {}) as { status: string }).status, 'failed');
     assert.match(
-      String((finished?.data as { reason: string }).reason),
+      String(((finished?.data ?? {}) as { reason: string }).reason),
       /^validation: judge: judge grader scored 0/,
     );
   });
