@@ -3,6 +3,7 @@
  * command line in the docs' shell blocks names a command and options the CLI really has.
  */
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
@@ -64,6 +65,16 @@ describe('docs that cannot drift', () => {
         `${file.path.slice(ROOT.length + 1)} is stale: run \`npm run docs\` and commit the result`,
       );
     }
+  });
+
+  it('schema/agent.schema.json is what `aegis schema` prints — else run `npm run schema`', () => {
+    const printed = execFileSync(process.execPath, [join(ROOT, 'src/cli/bin.ts'), 'schema'], {
+      encoding: 'utf8',
+    });
+    assert.ok(
+      readFileSync(join(ROOT, 'schema/agent.schema.json'), 'utf8') === printed,
+      'schema/agent.schema.json is stale: run `npm run schema` and commit the result',
+    );
   });
 
   it('a region without its markers is an error that names the file and the markers', () => {
