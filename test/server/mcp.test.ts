@@ -155,6 +155,32 @@ describe('AEGIS as an MCP server', () => {
     assert.match(failing.description ?? '', /failing/);
   });
 
+  it('stateless MCP 2026-07-28: tools/list and tools/call with no initialize and no session id', async () => {
+    const rpc = async (id: number, method: string, params: Record<string, unknown>) => {
+      const response = await fetch(`${server.url}/mcp`, {
+        method: 'POST',
+        headers: {
+          authorization: `Bearer ${keys.caller}`,
+          'content-type': 'application/json',
+          accept: 'application/json, text/event-stream',
+          'mcp-protocol-version': '2026-07-28',
+        },
+        body: JSON.stringify({ jsonrpc: '2.0', id, method, params }),
+      });
+      assert.equal(response.status, 200);
+      assert.equal(response.headers.get('mcp-session-id'), null, 'no session');
+      return (await response.json()) as { result?: Record<string, unknown>; error?: unknown };
+    };
+    const listed = await rpc(1, 'tools/list', {});
+    assert.ok(
+      ((listed.result?.['tools'] ?? []) as { name: string }[]).some((tool) => tool.name === 'upper'),
+      JSON.stringify(listed),
+    );
+    const called = await rpc(2, 'tools/call', { name: 'upper', arguments: { text: 'stateless' } });
+    assert.equal(called.result?.['isError'] ?? false, false, JSON.stringify(called));
+    assert.match(JSON.stringify(called.result?.['content']), /STATELESS/);
+  });
+
   it('streamable HTTP: a call runs an execution, returns its output, and leaves a record and ledger entries', async () => {
     const client = await httpClient(server, keys.caller);
     const result = (await client.callTool({

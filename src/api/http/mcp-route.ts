@@ -5,6 +5,7 @@
  * stream) and DELETE (ending a session) have nothing to serve without sessions: 405, which the SDK clients expect.
  */
 import { WebStandardStreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/webStandardStreamableHttp.js';
+import { LATEST_PROTOCOL_VERSION } from '@modelcontextprotocol/sdk/types.js';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { Principal } from '../../domain/auth/api-key.ts';
 import type { ApiContext } from '../context.ts';
@@ -18,11 +19,22 @@ export interface McpRouteOptions {
   readonly log: (entry: Record<string, unknown>) => void;
 }
 
+/**
+ * Stateless revisions newer than the SDK knows (MCP 2026-07-28: no initialize handshake, no session id). AEGIS
+ * already serves every request on its own, without a session, so such a request is answered as the newest revision
+ * the SDK implements — whose message shapes `tools/*` and `resources/*` share — instead of being refused.
+ */
+const STATELESS_REVISIONS = new Set(['2026-07-28']);
+
 function webHeaders(headers: FastifyRequest['headers']): Headers {
   const out = new Headers();
   for (const [name, value] of Object.entries(headers)) {
     if (name.startsWith(':') || value === undefined) continue; // HTTP/2 pseudo-headers
-    for (const one of Array.isArray(value) ? value : [value]) out.append(name, one);
+    for (const one of Array.isArray(value) ? value : [value]) {
+      if (name === 'mcp-protocol-version' && STATELESS_REVISIONS.has(one.trim()))
+        out.append(name, LATEST_PROTOCOL_VERSION);
+      else out.append(name, one);
+    }
   }
   return out;
 }
