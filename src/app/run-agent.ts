@@ -35,6 +35,7 @@ import { sandboxPathRoots } from '../domain/live-sandbox.ts';
 import type { CompiledAgent } from '../domain/manifest/compiled.ts';
 import { inputValidator } from '../domain/manifest/input-schema.ts';
 import type { NetworkPolicy } from '../domain/policy/network-rules.ts';
+import { HOST_INTERPRETERS } from '../domain/runtime/inside-paths.ts';
 import { classifyOutcome } from '../domain/runtime/outcome.ts';
 import { placeholderMap } from '../domain/secrets/placeholder.ts';
 import { Redactor } from '../domain/secrets/redactor.ts';
@@ -782,12 +783,6 @@ async function runDeclarative(
   }
 }
 
-/** Interpreters inside the sandbox (the runtime binds the same paths: sandbox/environment.ts HOST_INTERPRETERS). */
-const INTERPRETERS: Readonly<Record<string, string>> = {
-  python: '/usr/bin/python3',
-  node: '/opt/aegis/bin/node',
-  bash: '/usr/bin/bash',
-};
 /** Where runLiveCode puts the input (the instance's /run/aegis/input.json is read-only and empty when live). */
 const LIVE_INPUT = '/tmp/.aegis-input.json';
 const LIVE_OUTPUT = '/run/aegis/output.json';
@@ -831,7 +826,7 @@ async function runLiveCode(
     const inputJson = JSON.stringify(task.input ?? null);
     await session.writeFile(LIVE_INPUT, once(new TextEncoder().encode(inputJson)));
     const { language, entrypoint, command } = agent.runtime;
-    const argv = command ?? [INTERPRETERS[language ?? 'bash'] ?? '/usr/bin/bash', entrypoint ?? ''];
+    const argv = command ?? [HOST_INTERPRETERS[language ?? 'bash'], entrypoint ?? ''];
     const lines = { stdout: new LineSplitter(), stderr: new LineSplitter() };
     let lastStdout: string | undefined;
     const log = (stream: 'stdout' | 'stderr', text: string) => {

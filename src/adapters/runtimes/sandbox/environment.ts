@@ -4,11 +4,13 @@
  * same environment so the same agent.yaml means the same thing everywhere.
  */
 import type { CompiledAgent } from '../../../domain/manifest/compiled.ts';
+import { HOST_INTERPRETERS, NODE_INSIDE } from '../../../domain/runtime/inside-paths.ts';
+
+export { HOST_INTERPRETERS, NODE_INSIDE };
 
 /** Where the agent finds things inside. */
 export const INNER_UID = 1000;
 export const INNER_GID = 1000;
-export const NODE_INSIDE = '/opt/aegis/bin/node';
 export const INNER_PATH = '/opt/aegis/bin:/usr/local/bin:/usr/bin:/bin';
 /** Where the egress proxy listens inside every sandbox that has egress (on the sandbox's own lo). */
 export const PROXY_PORT = 3128;
@@ -55,13 +57,6 @@ export function generatedEtc(uid: number, gid: number): Readonly<Record<string, 
 
 /** The synthesised /etc files every sandbox sees. Shared with the bench's floor. */
 export const GENERATED_ETC: Readonly<Record<string, string>> = generatedEtc(INNER_UID, INNER_GID);
-
-/** The interpreter each language runs on in the default root (the host's /usr view; node bound at NODE_INSIDE). */
-export const HOST_INTERPRETERS: Readonly<Record<'python' | 'node' | 'bash', string>> = {
-  python: '/usr/bin/python3',
-  node: NODE_INSIDE,
-  bash: '/usr/bin/bash',
-};
 
 /**
  * The agent's whole environment: AEGIS's variables, spec.env, secret placeholders (never values) and, with egress,
