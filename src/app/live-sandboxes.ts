@@ -25,6 +25,7 @@ import { resolveSecrets } from './agent-secrets.ts';
 import { loadRevision, notFoundAgent } from './agents.ts';
 import type { LlmCallRecord } from './llm-gateway.ts';
 import { IN_SANDBOX_API_URL, type LlmWiring, llmEnv } from './llm-wiring.ts';
+import { networkConnectData, secretUseData } from './policy-audit.ts';
 import type {
   AgentBundles,
   AuditLog,
@@ -1188,20 +1189,7 @@ export class LiveSandboxes {
     const clean = (text: string) => redactor.redact(text);
     const onNetworkDecision = (event: NetworkDecisionEvent) => {
       try {
-        audit.append(AUDIT_KINDS.networkConnect, id, {
-          requested: clean(event.requested),
-          host: event.host === null ? null : clean(event.host),
-          resolved: [...event.resolved],
-          address: event.address,
-          port: event.port,
-          protocol: event.protocol,
-          rule: event.rule,
-          verdict: event.verdict,
-          reason: clean(event.reason),
-          error: event.error === undefined ? null : clean(event.error),
-          bytesUp: event.bytesUp,
-          bytesDown: event.bytesDown,
-        });
+        audit.append(AUDIT_KINDS.networkConnect, id, networkConnectData(event, clean));
       } catch {
         failClosed('audit-failed');
       }
@@ -1210,14 +1198,7 @@ export class LiveSandboxes {
     if (resolved) {
       const onSecretUse = (use: SecretUseEvent) => {
         try {
-          audit.append(AUDIT_KINDS.secretUse, id, {
-            name: use.name,
-            host: clean(use.host),
-            port: use.port,
-            injected: use.injected,
-            where: use.where,
-            reason: use.reason ?? null,
-          });
+          audit.append(AUDIT_KINDS.secretUse, id, secretUseData(use, clean));
         } catch (error) {
           failClosed('audit-failed');
           throw error; // refuses the request

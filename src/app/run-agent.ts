@@ -16,12 +16,7 @@
  */
 
 import { canonicalJson, type JsonValue } from '../domain/audit/canonical-json.ts';
-import {
-  AUDIT_KINDS,
-  type NetworkConnectData,
-  type SecretUseData,
-  type Sha256Hex,
-} from '../domain/audit/entry.ts';
+import { AUDIT_KINDS, type Sha256Hex } from '../domain/audit/entry.ts';
 import { AegisError, isAegisError } from '../domain/errors.ts';
 import {
   type ExecutionRecord,
@@ -54,6 +49,7 @@ import { resolveSecrets } from './agent-secrets.ts';
 import type { ToolsWiring } from './live-sandboxes.ts';
 import type { LlmBudgetName, LlmCallRecord, LlmUsageTotals } from './llm-gateway.ts';
 import { IN_SANDBOX_API_URL, type LlmWiring, llmEnv } from './llm-wiring.ts';
+import { networkConnectData, secretUseData } from './policy-audit.ts';
 import type {
   AuditLog,
   Clock,
@@ -303,21 +299,7 @@ export async function runAgent(deps: RunAgentDeps, request: RunAgentRequest): Pr
       else networkDenials.set(key, { rule: event.rule, message: clean(event.message), count: 1 });
     }
     try {
-      const data: NetworkConnectData = {
-        requested: clean(event.requested),
-        host: event.host === null ? null : clean(event.host),
-        resolved: [...event.resolved],
-        address: event.address,
-        port: event.port,
-        protocol: event.protocol,
-        rule: event.rule,
-        verdict: event.verdict,
-        reason: clean(event.reason),
-        error: event.error === undefined ? null : clean(event.error),
-        bytesUp: event.bytesUp,
-        bytesDown: event.bytesDown,
-      };
-      audit.append(AUDIT_KINDS.networkConnect, id, data);
+      audit.append(AUDIT_KINDS.networkConnect, id, networkConnectData(event, clean));
     } catch (error) {
       // Fail closed: network use that can't be recorded stops the agent.
       networkAuditError ??= error;
@@ -327,15 +309,7 @@ export async function runAgent(deps: RunAgentDeps, request: RunAgentRequest): Pr
 
   const onSecretUse = (use: SecretUseEvent) => {
     try {
-      const data: SecretUseData = {
-        name: use.name,
-        host: clean(use.host),
-        port: use.port,
-        injected: use.injected,
-        where: use.where,
-        reason: use.reason ?? null,
-      };
-      audit.append(AUDIT_KINDS.secretUse, id, data);
+      audit.append(AUDIT_KINDS.secretUse, id, secretUseData(use, clean));
     } catch (error) {
       networkAuditError ??= error;
       if (instanceForAudit !== undefined) void runtime.terminate(instanceForAudit).catch(() => {});
