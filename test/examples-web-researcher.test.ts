@@ -19,6 +19,7 @@ import { after, before, describe, it } from 'node:test';
 import { parse, stringify } from 'yaml';
 import { FileSecretStore } from '../src/adapters/secrets/file-secret-store.ts';
 import {
+  apiCall,
   cli,
   killServers,
   pollUntil,
@@ -57,18 +58,8 @@ describe('examples/web-researcher (code agent, http.fetch in a live sandbox, scr
   const hits: string[] = [];
   const work = mkdtempSync(join(tmpdir(), 'aegis-web-researcher-'));
 
-  const call = async (method: string, path: string, body?: unknown) => {
-    const response = await fetch(`${server.url}${path}`, {
-      method,
-      headers: {
-        authorization: `Bearer ${server.adminKey}`,
-        ...(body === undefined ? {} : { 'content-type': 'application/json' }),
-      },
-      ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-    });
-    const text = await response.text();
-    return { status: response.status, json: (text ? JSON.parse(text) : {}) as Record<string, unknown>, text };
-  };
+  const call = (method: string, path: string, body?: unknown) =>
+    apiCall(server.url, server.adminKey, method, path, body);
 
   before(async () => {
     site = createServer((request, response) => {

@@ -173,3 +173,29 @@ export function cli(args: readonly string[], env: NodeJS.ProcessEnv): Promise<Cl
 }
 
 export { pollUntil } from '../support/poll.ts';
+
+/** One JSON API call as a key: status, the body as text, and parsed when it is JSON (else `{}`). */
+export async function apiCall(
+  url: string,
+  key: string,
+  method: string,
+  path: string,
+  body?: unknown,
+): Promise<{ status: number; json: Record<string, unknown>; text: string }> {
+  const response = await fetch(`${url}${path}`, {
+    method,
+    headers: {
+      authorization: `Bearer ${key}`,
+      ...(body === undefined ? {} : { 'content-type': 'application/json' }),
+    },
+    ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+  });
+  const text = await response.text();
+  let json: Record<string, unknown> = {};
+  try {
+    json = JSON.parse(text) as Record<string, unknown>;
+  } catch {
+    json = {};
+  }
+  return { status: response.status, json, text };
+}

@@ -22,6 +22,7 @@ import { stringify } from 'yaml';
 import { FileSecretStore } from '../../src/adapters/secrets/file-secret-store.ts';
 import { type ScriptedLlm, startScriptedLlm } from '../support/scripted-llm.ts';
 import {
+  apiCall,
   cli,
   killServers,
   pollUntil,
@@ -49,22 +50,9 @@ describe('live sandboxes carry the manifest policy: egress audit, secrets, spec.
   const seenAuth: string[] = [];
   const work = mkdtempSync(join(tmpdir(), 'aegis-live-policy-'));
 
-  const call = async (method: string, path: string, body?: unknown) => {
-    const response = await fetch(`${server.url}${path}`, {
-      method,
-      headers: {
-        authorization: `Bearer ${server.adminKey}`,
-        ...(body === undefined ? {} : { 'content-type': 'application/json' }),
-      },
-      ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-    });
-    const text = await response.text();
-    let json: Record<string, unknown> = {};
-    try {
-      json = JSON.parse(text) as Record<string, unknown>;
-    } catch {}
-    return { status: response.status, json, text };
-  };
+  const call = (method: string, path: string, body?: unknown) =>
+    apiCall(server.url, server.adminKey, method, path, body);
+
   const auditOf = async (id: string) =>
     (await call('GET', `/v1/sandboxes/${id}/audit`)).json['entries'] as Entry[];
   /** Runs `cmd` to its end; returns its stdout and exit code. */

@@ -13,6 +13,7 @@ import { after, before, describe, it } from 'node:test';
 import { FileSecretStore } from '../../src/adapters/secrets/file-secret-store.ts';
 import { findCgroupDirs } from '../support/host-state.ts';
 import {
+  apiCall,
   cli,
   killServers,
   pollUntil,
@@ -36,22 +37,9 @@ describe('warm live sandboxes (--warm-sandboxes)', () => {
   const sandboxDirs = () =>
     existsSync(join(scratch, 'sandboxes')) ? readdirSync(join(scratch, 'sandboxes')) : [];
 
-  const call = async (method: string, path: string, body?: unknown) => {
-    const response = await fetch(`${server.url}${path}`, {
-      method,
-      headers: {
-        authorization: `Bearer ${server.adminKey}`,
-        ...(body === undefined ? {} : { 'content-type': 'application/json' }),
-      },
-      ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-    });
-    const text = await response.text();
-    let json: Record<string, unknown> = {};
-    try {
-      json = JSON.parse(text) as Record<string, unknown>;
-    } catch {}
-    return { status: response.status, json, text };
-  };
+  const call = (method: string, path: string, body?: unknown) =>
+    apiCall(server.url, server.adminKey, method, path, body);
+
   const create = async (body: Record<string, unknown>) => {
     const created = await call('POST', '/v1/sandboxes', body);
     assert.equal(created.status, 201, created.text);

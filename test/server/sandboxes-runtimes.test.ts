@@ -15,24 +15,9 @@ import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { CONFORMANCE_RUNTIMES, testDockerSocket } from '../conformance/runtimes.ts';
 import { findCgroupDirs, processWithMarker } from '../support/host-state.ts';
-import { cli, killServers, pollUntil, serverDirs, startServerProcess } from './harness.ts';
+import { apiCall, cli, killServers, pollUntil, serverDirs, startServerProcess } from './harness.ts';
 
-async function call(url: string, key: string, method: string, path: string, body?: unknown) {
-  const response = await fetch(`${url}${path}`, {
-    method,
-    headers: {
-      authorization: `Bearer ${key}`,
-      ...(body === undefined ? {} : { 'content-type': 'application/json' }),
-    },
-    ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-  });
-  const text = await response.text();
-  let json: Record<string, unknown> = {};
-  try {
-    json = JSON.parse(text) as Record<string, unknown>;
-  } catch {}
-  return { status: response.status, json, text };
-}
+const call = apiCall;
 
 /** Containers of this engine labelled with `id` (docker names them by execution). */
 function containersOf(id: string): string[] {

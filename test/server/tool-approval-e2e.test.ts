@@ -14,6 +14,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { stringify } from 'yaml';
 import {
+  apiCall,
   cli,
   killServers,
   pollUntil,
@@ -54,22 +55,9 @@ describe('tool approval end to end: a pending call decided through REST, the CLI
   let strangerKey = '';
   let sandboxId = '';
 
-  const call = async (method: string, path: string, body?: unknown, key = server.adminKey) => {
-    const response = await fetch(`${server.url}${path}`, {
-      method,
-      headers: {
-        authorization: `Bearer ${key}`,
-        ...(body === undefined ? {} : { 'content-type': 'application/json' }),
-      },
-      ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-    });
-    const text = await response.text();
-    let json: Record<string, unknown> = {};
-    try {
-      json = JSON.parse(text) as Record<string, unknown>;
-    } catch {}
-    return { status: response.status, json, text };
-  };
+  const call = (method: string, path: string, body?: unknown, key = server.adminKey) =>
+    apiCall(server.url, key, method, path, body);
+
   /** Runs the agent for one scenario; resolves with its JSON line once the call was decided. */
   const agent = async (which: string) => {
     const done = await call(

@@ -18,6 +18,7 @@ import { after, before, describe, it } from 'node:test';
 import { stringify } from 'yaml';
 import { canonicalJson, type JsonValue } from '../../src/domain/audit/canonical-json.ts';
 import {
+  apiCall,
   cli,
   killServers,
   pollUntil,
@@ -95,22 +96,9 @@ describe('tool gateway end to end: aegis.tools.call inside a live sandbox, REST 
   const requests: string[] = [];
   const work = mkdtempSync(join(tmpdir(), 'aegis-tools-e2e-'));
 
-  const call = async (method: string, path: string, body?: unknown, key = server.adminKey) => {
-    const response = await fetch(`${server.url}${path}`, {
-      method,
-      headers: {
-        authorization: `Bearer ${key}`,
-        ...(body === undefined ? {} : { 'content-type': 'application/json' }),
-      },
-      ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-    });
-    const text = await response.text();
-    let json: Record<string, unknown> = {};
-    try {
-      json = JSON.parse(text) as Record<string, unknown>;
-    } catch {}
-    return { status: response.status, json, text };
-  };
+  const call = (method: string, path: string, body?: unknown, key = server.adminKey) =>
+    apiCall(server.url, key, method, path, body);
+
   const auditOf = async (id: string) =>
     (await call('GET', `/v1/sandboxes/${id}/audit`)).json['entries'] as Entry[];
   const run = async (id: string, cmd: string[]) => {
