@@ -78,6 +78,8 @@ export interface CompiledAgent {
   readonly secrets: readonly SecretBinding[];
   /** `spec.scaling`: how a server keeps the agent ready. */
   readonly scaling: ScalingSpec;
+  /** `spec.placement`: labels a node must carry to run the agent (a cluster; `aegis run` ignores it). @default {} */
+  readonly placement?: { readonly labels: Readonly<Record<string, string>> };
   /** `spec.llm`: model aliases and budget through the LLM gateway; null when the agent may not call models. */
   readonly llm: LlmGrantSpec | null;
   /** `spec.tools`: the tools granted, with their constraints (domain/tools.ts). @default none */
@@ -305,6 +307,9 @@ export function compileManifest(manifest: AgentManifest, manifestDir: string): C
           ? DEFAULT_IDLE_TIMEOUT_MS
           : unwrap(parseDuration(spec.scaling.idleTimeout)),
     },
+    ...(Object.keys(spec.placement.labels).length > 0
+      ? { placement: { labels: spec.placement.labels } }
+      : {}),
     ...(spec.tools.length > 0 ? { tools: compileToolGrants(spec.tools) } : {}),
     ...(spec.task === undefined ? {} : { task: compileTask(spec) }),
     ...(spec.task === undefined && spec.execution?.validation.length

@@ -181,6 +181,31 @@ export const Scaling = z
   .meta({ description: 'How a server keeps this agent ready (ignored by `aegis run`).' });
 export type Scaling = z.infer<typeof Scaling>;
 
+/** Node label keys and values, as `aegis server --label` and `aegis edge join --label` take them. */
+export const NODE_LABEL_KEY = /^[a-z0-9]([a-z0-9._/-]{0,61}[a-z0-9])?$/;
+export const NODE_LABEL_VALUE = /^[A-Za-z0-9._-]{0,63}$/;
+
+export const Placement = z
+  .strictObject({
+    labels: z
+      .record(
+        z
+          .string()
+          .regex(NODE_LABEL_KEY, 'label keys are lowercase letters, digits and . _ / -, e.g. region or site'),
+        z.string().regex(NODE_LABEL_VALUE, 'label values are up to 63 letters, digits and . _ -'),
+      )
+      .default({})
+      .meta({
+        description:
+          "Run only on nodes (servers or edge nodes) that carry every one of these labels (`aegis server --label k=v`, `aegis edge join --label k=v`). Empty: any node that offers the agent's runtime.",
+      }),
+  })
+  .meta({
+    description:
+      'Where a cluster may run this agent. A node also needs the runtime `spec.isolation` resolves to, and a free slot (ignored by `aegis run`).',
+  });
+export type Placement = z.infer<typeof Placement>;
+
 const MODEL_ALIAS = /^[a-z][a-z0-9-]{0,31}$/;
 
 export const LlmBudget = z.strictObject({
@@ -450,6 +475,7 @@ export const Spec = z
         'Secrets by name (`aegis secret set NAME`): the sandbox sees a per-execution placeholder in `env`; the egress proxy swaps it for the value only in plain-HTTP requests toward `hosts` (see docs/adr/0008-secrets.md).',
     }),
     scaling: Scaling.default({ warm: 0 }),
+    placement: Placement.default({ labels: {} }),
     llm: Llm.optional(),
     tools: z.array(ToolGrant).max(256).default([]).meta({
       description:
