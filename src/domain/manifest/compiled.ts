@@ -82,6 +82,8 @@ export interface CompiledAgent {
   readonly placement?: { readonly labels: Readonly<Record<string, string>> };
   /** `spec.llm`: model aliases and budget through the LLM gateway; null when the agent may not call models. */
   readonly llm: LlmGrantSpec | null;
+  /** `spec.memory` (Cortex): absent when the agent has no memory (its in-sandbox memory API answers 403). */
+  readonly memory?: MemorySpec;
   /** `spec.tools`: the tools granted, with their constraints (domain/tools.ts). @default none */
   readonly tools?: readonly ToolGrantSpec[];
   /** `spec.input`: JSON Schema every execution input must satisfy; null: any input. */
@@ -108,6 +110,20 @@ export interface DeclarativeSpec {
   /** Model turns per iteration. */
   readonly maxToolCalls: number;
   readonly validation: readonly Validator[];
+}
+
+/** `spec.memory`, compiled (docs/adr/0125-cortex-integration.md). */
+export interface MemorySpec {
+  readonly enabled: boolean;
+  readonly namespace: string;
+  /** Memories expire this long after they are stored; null: kept until forgotten. */
+  readonly ttlMs: number | null;
+  /** What each execution stores when it ends. */
+  readonly index: readonly ('input' | 'output' | 'logs')[];
+  /** Declarative agents: memories injected into the prompt (0: none) and the minimum score. */
+  readonly recall: { readonly k: number; readonly threshold: number };
+  /** Agents that may search this agent's memories (never store or forget). */
+  readonly share: readonly string[];
 }
 
 export interface LlmBudgetSpec {
@@ -310,6 +326,7 @@ export function compileManifest(manifest: AgentManifest, manifestDir: string): C
     ...(Object.keys(spec.placement.labels).length > 0
       ? { placement: { labels: spec.placement.labels } }
       : {}),
+    ...(spec.memory === undefined ? {} : { memory: compileMemory(spec.memory) }),
     ...(spec.tools.length > 0 ? { tools: compileToolGrants(spec.tools) } : {}),
     ...(spec.task === undefined ? {} : { task: compileTask(spec) }),
     ...(spec.task === undefined && spec.execution?.validation.length
@@ -327,6 +344,17 @@ export function compileManifest(manifest: AgentManifest, manifestDir: string): C
             },
           },
     input: spec.input ?? null,
+  };
+}
+
+function compileMemory(memory: NonNullable<AgentManifest['spec']['memory']>): MemorySpec {
+  return {
+    enabled: memory.enabled,
+    namespace: memory.namespace,
+    ttlMs: memory.ttl === undefined ? null : unwrap(parseDuration(memory.ttl)),
+    index: [...new Set(memory.index)],
+    recall: { k: memory.recall.k, threshold: memory.recall.threshold },
+    share: [...new Set(memory.share)],
   };
 }
 

@@ -206,6 +206,58 @@ export const Placement = z
   });
 export type Placement = z.infer<typeof Placement>;
 
+/** What an execution of the agent leaves in its memory when it ends (app/memory-indexer.ts). */
+export const MemoryIndexSource = z.enum(['input', 'output', 'logs']);
+export type MemoryIndexSource = z.infer<typeof MemoryIndexSource>;
+
+export const Memory = z
+  .strictObject({
+    enabled: z.boolean().default(true).meta({
+      description:
+        'false keeps the memories but closes the in-sandbox API, indexing and recall. @default true',
+    }),
+    namespace: z
+      .string()
+      .regex(DNS_LABEL, 'a namespace is lowercase letters, digits and "-", 1-63 characters, e.g. default')
+      .default('default')
+      .meta({
+        description:
+          "The agent's memory namespace: its executions, SDK and recall use this one only (another agent's memories are never in it). @default default",
+      }),
+    ttl: Duration.optional().meta({
+      description:
+        'Memories expire this long after they are stored, e.g. 720h. Default: kept until forgotten.',
+    }),
+    index: z.array(MemoryIndexSource).max(16).default(['input', 'output']).meta({
+      description:
+        'What each execution stores when it ends, with its id and outcome (secrets redacted): input, output, logs (a bounded summary of the last lines). [] stores nothing automatically. @default [input, output]',
+    }),
+    recall: z
+      .strictObject({
+        k: z.number().int().min(0).max(50).default(5).meta({
+          description: 'Memories a declarative agent gets in its prompt (0: none). @default 5',
+        }),
+        threshold: z.number().min(0).max(1).default(0.2).meta({
+          description: 'Minimum recall score (similarity × recency × outcome) to be injected. @default 0.2',
+        }),
+      })
+      .default({ k: 5, threshold: 0.2 })
+      .meta({ description: 'Recall for declarative agents (spec.task): the top-k memories for the input.' }),
+    share: z
+      .array(z.string().regex(DNS_LABEL, 'an agent name (metadata.name of another agent)'))
+      .max(64)
+      .default([])
+      .meta({
+        description:
+          "Other agents that may search (never store into or forget from) this agent's memories in this namespace. Default: none — only this agent reads them.",
+      }),
+  })
+  .meta({
+    description:
+      "Cortex: the agent's long-term memory (aegis.memory.store/search/forget in the sandbox, recall in declarative prompts), scoped to this agent and audited.",
+  });
+export type Memory = z.infer<typeof Memory>;
+
 const MODEL_ALIAS = /^[a-z][a-z0-9-]{0,31}$/;
 
 export const LlmBudget = z.strictObject({
@@ -477,6 +529,7 @@ export const Spec = z
     scaling: Scaling.default({ warm: 0 }),
     placement: Placement.default({ labels: {} }),
     llm: Llm.optional(),
+    memory: Memory.optional(),
     tools: z.array(ToolGrant).max(256).default([]).meta({
       description:
         'Tools the agent may call through the AEGIS tool gateway (`aegis.tools.call`), each call checked and audited. Default: none.',
