@@ -17,6 +17,7 @@ import type { LlmMessage, LlmPart, LlmRequest, LlmResponse, LlmTool } from '../d
 import { StreamAccumulator } from '../domain/llm/canonical.ts';
 import type { DeclarativeSpec } from '../domain/manifest/compiled.ts';
 import type { Validator } from '../domain/manifest/schema.ts';
+import { type PromptMemory, withMemories } from '../domain/memory/execution-memory.ts';
 import type { ToolDescription } from '../domain/tools.ts';
 import type { LlmGateway } from './llm-gateway.ts';
 import type { AuditLog } from './ports.ts';
@@ -70,6 +71,11 @@ export interface AgentLoopRequest {
   readonly input: unknown;
   /** Aborting stops the loop between steps (the caller decides the status). */
   readonly signal?: AbortSignal;
+  /**
+   * Memories recalled for the input (spec.memory): in the prompt at `{{memories}}`, or appended to the system
+   * instruction when the template has no such placeholder (domain/memory/execution-memory.ts).
+   */
+  readonly memories?: readonly PromptMemory[];
 }
 
 export interface Verdict {
@@ -172,8 +178,13 @@ export async function runAgentLoop(
     ...(tool.description ? { description: tool.description } : {}),
     parameters: tool.inputSchema as Readonly<Record<string, unknown>>,
   }));
+  const { instruction, promptTemplate } = withMemories(
+    task.instruction,
+    task.promptTemplate,
+    request.memories ?? [],
+  );
   const messages: LlmMessage[] = [
-    { role: 'user', content: [{ type: 'text', text: renderPrompt(task.promptTemplate, request.input) }] },
+    { role: 'user', content: [{ type: 'text', text: renderPrompt(promptTemplate, request.input) }] },
   ];
   let output: unknown = null;
   let lastFailures = '';
@@ -188,7 +199,7 @@ export async function runAgentLoop(
       if (modelCalls >= task.maxToolCalls) break;
       const response = await deps.model.complete({
         model: task.model,
-        system: task.instruction,
+        system: instruction,
         messages: [...messages],
         tools,
         toolChoice: tools.length > 0 ? 'auto' : null,

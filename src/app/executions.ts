@@ -25,6 +25,7 @@ import type { LoopJudge } from './agent-loop.ts';
 import { loadRevision, notFoundAgent } from './agents.ts';
 import type { ExecutionEvents } from './execution-events.ts';
 import type { ToolsWiring } from './live-sandboxes.ts';
+import type { MemoryWiring } from './memory-access.ts';
 import type { LlmWiring } from './llm-wiring.ts';
 import type {
   AgentBundles,
@@ -67,6 +68,8 @@ export interface ExecutionsDeps {
   readonly tracer?: Tracer;
   /** Declarative agents (spec.task): the loop's runtime and tools. */
   readonly loop?: DeclarativeWiring;
+  /** Cortex (agents with spec.memory): in-sandbox memory API, indexing, recall (app/memory-access.ts). */
+  readonly memory?: MemoryWiring;
 }
 
 export interface ExecutionsOptions {

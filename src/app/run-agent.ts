@@ -33,6 +33,7 @@ import type { NetworkPolicy } from '../domain/policy/network-rules.ts';
 import { HOST_INTERPRETERS } from '../domain/runtime/inside-paths.ts';
 import { classifyOutcome } from '../domain/runtime/outcome.ts';
 import { placeholderMap } from '../domain/secrets/placeholder.ts';
+import { LogSummary, valueText } from '../domain/memory/execution-memory.ts';
 import { Redactor } from '../domain/secrets/redactor.ts';
 import { isBuiltin } from '../domain/tools.ts';
 import {
@@ -49,6 +50,8 @@ import { resolveSecrets } from './agent-secrets.ts';
 import type { ToolsWiring } from './live-sandboxes.ts';
 import type { LlmBudgetName, LlmCallRecord, LlmUsageTotals } from './llm-gateway.ts';
 import { IN_SANDBOX_API_URL, type LlmWiring, llmEnv } from './llm-wiring.ts';
+import { executionMemory, type MemoryWiring, ownScope, recallForPrompt } from './memory-access.ts';
+import { indexExecution } from './memory-indexer.ts';
 import { networkConnectData, secretUseData } from './policy-audit.ts';
 import type {
   AuditLog,
@@ -100,6 +103,8 @@ export interface RunAgentDeps {
   readonly tracer?: Tracer;
   /** What declarative agents (spec.task) run on; required only by them (docs/adr/0088-declarative-agent-loop.md). */
   readonly loop?: DeclarativeWiring;
+  /** Cortex (agents with spec.memory): `/v1/memory/*` in the in-sandbox API, indexing at the end, recall. */
+  readonly memory?: MemoryWiring;
 }
 
 /** The loop's needs beyond runAgent's own: a runtime with live instances, the tool gateway, validators' helpers. */
@@ -277,8 +282,10 @@ export async function runAgent(deps: RunAgentDeps, request: RunAgentRequest): Pr
     flushing = flushing.then(() => store.appendLogs(id, batch)).then(() => request.onLogsStored?.());
     return flushing;
   };
+  const memoryLogs = agent.memory?.index.includes('logs') ? new LogSummary() : undefined;
   const onLog = (stream: LogStream, text: string) => {
     const safe = clean(text);
+    memoryLogs?.add(stream, safe);
     pending.push({ stream, text: safe, ts: iso(clock.now()) });
     request.onLog?.(stream, safe);
     if (pending.length >= LOG_BATCH) void flush();
@@ -344,6 +351,21 @@ export async function runAgent(deps: RunAgentDeps, request: RunAgentRequest): Pr
       if (instanceForAudit !== undefined) void runtime.terminate(instanceForAudit).catch(() => {});
     }
   };
+  const auditApiDenied = (method: string, path: string, extra: Record<string, string> = {}) => {
+    apiDenied.total++;
+    if (apiDenied.total > API_DENIED_AUDITED) return;
+    try {
+      audit.append(AUDIT_KINDS.apiDenied, id, {
+        method: clean(method),
+        path: clean(path),
+        nth: apiDenied.total,
+        ...extra,
+      });
+    } catch (error) {
+      networkAuditError ??= error;
+      if (instanceForAudit !== undefined) void runtime.terminate(instanceForAudit).catch(() => {});
+    }
+  };
   const llmUsage = (): LlmUsageTotals | undefined =>
     llmToken === undefined ? undefined : deps.llm?.gateway.usage(id);
 
@@ -384,20 +406,7 @@ export async function runAgent(deps: RunAgentDeps, request: RunAgentRequest): Pr
           onBudgetExhausted: (budget, rule) => {
             budgetSpent = { budget, refused: budgetSpent?.refused ?? 0, ...(rule ? { rule } : {}) };
           },
-          onPathDenied: (method, path) => {
-            apiDenied.total++;
-            if (apiDenied.total > API_DENIED_AUDITED) return;
-            try {
-              audit.append(AUDIT_KINDS.apiDenied, id, {
-                method: clean(method),
-                path: clean(path),
-                nth: apiDenied.total,
-              });
-            } catch (error) {
-              networkAuditError ??= error;
-              if (instanceForAudit !== undefined) void runtime.terminate(instanceForAudit).catch(() => {});
-            }
-          },
+          onPathDenied: (method, path) => auditApiDenied(method, path),
         });
         llmToken = gateway.issue({
           executionId: id,
@@ -448,6 +457,26 @@ export async function runAgent(deps: RunAgentDeps, request: RunAgentRequest): Pr
             },
             inSandboxApi?.handler,
           ),
+          env: { AEGIS_API_URL: IN_SANDBOX_API_URL, AEGIS_TOKEN: token, ...(inSandboxApi?.env ?? {}) },
+        };
+      }
+      if (ownScope(agent) !== undefined && deps.memory === undefined) {
+        throw new AegisError('RUNTIME_UNAVAILABLE', 'this AEGIS build has no agent memory (Cortex)', {
+          hint: 'remove spec.memory, or run the agent through `aegis run` / `aegis server`',
+        });
+      }
+      if (deps.memory !== undefined && (inSandboxApi !== undefined || ownScope(agent) !== undefined)) {
+        // Every in-sandbox API answers /v1/memory/*: with the agent's memory, or a 403 that is audited.
+        const token = inSandboxApi?.env['AEGIS_TOKEN'] ?? deps.memory.newToken();
+        const memory = executionMemory(deps.memory, {
+          agent,
+          executionId: id,
+          clean,
+          onDenied: (op, reason) =>
+            auditApiDenied('POST', `/v1/memory/${op}`, { rule: 'spec.memory', reason: reason.slice(0, 300) }),
+        });
+        inSandboxApi = {
+          handler: deps.memory.handlerFor(token, memory, inSandboxApi?.handler),
           env: { AEGIS_API_URL: IN_SANDBOX_API_URL, AEGIS_TOKEN: token, ...(inSandboxApi?.env ?? {}) },
         };
       }
@@ -564,6 +593,29 @@ export async function runAgent(deps: RunAgentDeps, request: RunAgentRequest): Pr
     const reason = rawReason === null ? null : clean(rawReason);
     const usage = llmUsage();
     if (usage !== undefined) deps.onLlmUsage?.(usage);
+    const output = redactJson(result.output, redactor);
+    if (deps.memory !== undefined && ownScope(agent) !== undefined) {
+      // Indexed before the execution is reported ended, so the next execution can recall it. Never fails it.
+      const input = redactJson((request.queued ? request.queued.input : request.input) ?? null, redactor);
+      const memoryLine = await indexExecution(
+        deps.memory,
+        agent,
+        id,
+        { input, output, status, reason },
+        memoryLogs ?? new LogSummary(),
+        clean,
+      ).then(
+        (indexed) => (indexed.id === null ? null : { indexed: indexed.id }),
+        (error: unknown) => ({
+          indexed: null,
+          error: clean(isAegisError(error) ? error.message : String(error)).slice(0, 500),
+        }),
+      );
+      if (memoryLine !== null) {
+        pending.push({ stream: 'system', text: JSON.stringify({ memory: memoryLine }), ts: iso(clock.now()) });
+        await flush();
+      }
+    }
     auditFinished(status, result.exitCode, reason, durationMs, usage);
     // The store says "ended" only once the ledger does (a crash in between is settled by recovery).
     await audit.durable();
@@ -571,7 +623,7 @@ export async function runAgent(deps: RunAgentDeps, request: RunAgentRequest): Pr
       status,
       exitCode: result.exitCode,
       reason,
-      output: redactJson(result.output, redactor),
+      output,
       violations,
       finishedAt: iso(result.finishedAtMs),
       durationMs,
@@ -716,6 +768,19 @@ async function runDeclarative(
     if (llmToken === undefined || deps.llm === undefined) {
       throw new AegisError('RUNTIME_UNAVAILABLE', 'a declarative agent needs the LLM gateway (spec.llm)');
     }
+    // Recall never fails the execution: a store or embedder problem is a trajectory line, the loop runs without.
+    const recalled =
+      deps.memory === undefined
+        ? undefined
+        : await recallForPrompt(deps.memory, agent, executionId, valueText(task.input)).catch(
+            (error: unknown) => {
+              const message = isAegisError(error) ? error.message : String(error);
+              task.onLog('system', JSON.stringify({ loop: { step: 'recall', error: message.slice(0, 500) } }));
+              return undefined;
+            },
+          );
+    if (recalled !== undefined && recalled.scores.length > 0)
+      task.onLog('system', JSON.stringify({ loop: { step: 'recall', memories: recalled.scores } }));
     const session = await loop.live.openLive(instanceId, {
       ...sandboxPathRoots(agent),
       maxFileBytes: loop.maxFileBytes ?? 16 * 1024 ** 2,
@@ -741,6 +806,7 @@ async function runDeclarative(
         executionId,
         task: agent.task as NonNullable<CompiledAgent['task']>,
         input: task.input,
+        ...(recalled === undefined ? {} : { memories: recalled.prompt }),
         signal: stop.signal,
       },
     );

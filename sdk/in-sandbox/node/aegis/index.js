@@ -1,5 +1,6 @@
 // AEGIS in-sandbox SDK for Node (ESM, no dependencies). Mounted read-only by the runtime: `import aegis from 'aegis'`.
 // aegis.input() / aegis.output(v) / aegis.log(...) / aegis.llm.chat(messages, { model, tools, stream }) / aegis.tools.call(name, args)
+// aegis.memory.store(text, meta) / aegis.memory.search(query, k, filter) / aegis.memory.forget(id)  (spec.memory)
 // Reads AEGIS_API_URL (default http://127.0.0.1:3129) and AEGIS_TOKEN. aegis.tools / memory / swarm slot in beside llm.
 import { readFileSync, writeFileSync } from 'node:fs';
 import { request as httpRequest } from 'node:http';
@@ -18,12 +19,14 @@ export class BudgetExceeded extends AegisError {}
 export class RateLimited extends AegisError {}
 export class UpstreamError extends AegisError {}
 export class ToolDenied extends PermissionDenied {}
+export class MemoryDenied extends PermissionDenied {}
 
 function errorFor(status, body) {
   const message = body?.error?.message ?? `HTTP ${status}`;
   const code = body?.error?.code ?? null;
   if (status === 401) return new AuthenticationError(message, status, code);
   if (status === 403 && code === 'tool_denied') return new ToolDenied(message, status, code);
+  if (status === 403 && code === 'memory_denied') return new MemoryDenied(message, status, code);
   if (status === 403) return new PermissionDenied(message, status, code);
   if (status === 429 && code === 'budget_exhausted') return new BudgetExceeded(message, status, code);
   if (status === 429) return new RateLimited(message, status, code);
@@ -140,6 +143,31 @@ const tools = {
   },
 };
 
+const memory = {
+  /** Stores a memory in this agent's own scope (spec.memory): {id, text, meta, createdAt, …}. Secrets are redacted. */
+  async store(text, meta = {}) {
+    return (await post('/v1/memory/store', { text, meta })).json();
+  },
+  /**
+   * The k memories most relevant to `query` (own scope, plus agents that share theirs with this one), best first:
+   * [{id, text, meta, score, similarity, recency, outcomeWeight, agent, executionId, outcome, createdAt}].
+   * `filter`: {meta: {key: value}, outcome, source, executionId, createdAfter}.
+   */
+  async search(query, k = 5, filter = undefined) {
+    const body = { query, k, ...(filter ? { filter } : {}) };
+    return (await (await post('/v1/memory/search', body)).json()).memories;
+  },
+  /** Deletes one of this agent's memories; true when it was deleted (an id of another agent is not found). */
+  async forget(id) {
+    try {
+      return (await (await post('/v1/memory/forget', { id })).json()).forgotten === true;
+    } catch (error) {
+      if (error instanceof AegisError && error.status === 404) return false;
+      throw error;
+    }
+  },
+};
+
 function input() {
   try {
     return JSON.parse(readFileSync(process.env.AEGIS_INPUT_FILE ?? '/run/aegis/input.json', 'utf8'));
@@ -157,7 +185,7 @@ function log(...args) {
   console.error(...args);
 }
 
-const aegis = { input, output, log, llm, tools };
+const aegis = { input, output, log, llm, tools, memory };
 
-export { input, llm, log, output, tools };
+export { input, llm, log, memory, output, tools };
 export default aegis;

@@ -2,6 +2,8 @@
 
 aegis.input() / aegis.output(v) / aegis.log(...) / aegis.llm.chat(messages, model="default", tools=None, stream=False)
 aegis.tools.call(name, args) / aegis.tools.list()  (spec.tools; a refused call raises ToolDenied)
+aegis.memory.store(text, meta) / aegis.memory.search(query, k, filter) / aegis.memory.forget(id)  (spec.memory;
+without it MemoryDenied)
 Reads AEGIS_API_URL (default http://127.0.0.1:3129) and AEGIS_TOKEN from the environment. Namespaces such as
 aegis.tools, aegis.memory and aegis.swarm slot in beside `llm` as further `_Api` subclasses over the same transport.
 """
@@ -13,7 +15,7 @@ import urllib.parse
 import urllib.request
 
 __all__ = ["input", "output", "log", "llm", "AegisError", "AuthenticationError", "PermissionDenied",
-           "BudgetExceeded", "RateLimited", "UpstreamError", "ToolDenied", "tools"]
+           "BudgetExceeded", "RateLimited", "UpstreamError", "ToolDenied", "tools", "MemoryDenied", "memory"]
 
 
 class AegisError(Exception):
@@ -31,6 +33,7 @@ class BudgetExceeded(AegisError): pass
 class RateLimited(AegisError): pass
 class UpstreamError(AegisError): pass
 class ToolDenied(PermissionDenied): pass
+class MemoryDenied(PermissionDenied): pass
 
 
 def _raise_for(status, body):
@@ -39,6 +42,7 @@ def _raise_for(status, body):
     code = err.get("code") if isinstance(err, dict) else None
     if status == 401: raise AuthenticationError(message, status, code)
     if status == 403 and code == "tool_denied": raise ToolDenied(message, status, code)
+    if status == 403 and code == "memory_denied": raise MemoryDenied(message, status, code)
     if status == 403: raise PermissionDenied(message, status, code)
     if status == 429 and code == "budget_exhausted": raise BudgetExceeded(message, status, code)
     if status == 429: raise RateLimited(message, status, code)
@@ -121,9 +125,35 @@ class _Tools(_Api):
         return self._t.post("/v1/tools", None, method="GET")["tools"]
 
 
+class _Memory(_Api):
+    def store(self, text, meta=None):
+        """Stores a memory in this agent's own scope (spec.memory); returns {id, text, meta, created_at…}. Secret
+        values and placeholders are redacted before it is stored."""
+        return self._t.post("/v1/memory/store", {"text": text, "meta": meta or {}})
+
+    def search(self, query, k=5, filter=None):  # noqa: A002 - the SDK's documented name
+        """The k memories most relevant to `query` (own scope, plus agents that share theirs with this one), best
+        first: [{id, text, meta, score, similarity, recency, outcomeWeight, agent, executionId, outcome…}].
+        filter: {"meta": {key: value}, "outcome": "succeeded"|"failed", "source", "executionId", "createdAfter"}."""
+        body = {"query": query, "k": k}
+        if filter:
+            body["filter"] = filter
+        return self._t.post("/v1/memory/search", body)["memories"]
+
+    def forget(self, id):  # noqa: A002
+        """Deletes one of this agent's memories; False when there is none (another agent's id is not found)."""
+        try:
+            return self._t.post("/v1/memory/forget", {"id": id}).get("forgotten") is True
+        except AegisError as e:
+            if e.status == 404:
+                return False
+            raise
+
+
 _transport = _Transport()
 llm = _Llm(_transport)
 tools = _Tools(_transport)
+memory = _Memory(_transport)
 
 
 def input():  # noqa: A001 - the agent contract's name
