@@ -9,6 +9,7 @@ import type { EndorsedKey } from '../domain/audit/keys.ts';
 import type { LifecycleCoverage } from '../domain/audit/store-check.ts';
 import type { AuditVerification } from '../domain/audit/verify.ts';
 import type { ApiKeyRecord } from '../domain/auth/api-key.ts';
+import type { MemoryFilter, MemoryRecord, MemoryScope } from '../domain/cortex/memory.ts';
 import type { AgentRevision, AgentSummary } from '../domain/deployment.ts';
 import type {
   ExecutionRecord,
@@ -638,4 +639,97 @@ export interface McpServers {
   /** The server's result (`content`, `structuredContent`, `isError`), as JSON. */
   callTool(server: string, tool: string, args: Record<string, unknown>, timeoutMs: number): Promise<unknown>;
   close(): Promise<void>;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Cortex: agent memory (app/cortex.ts). Embedders turn text into vectors; a VectorStore keeps memories and their
+// vectors and finds the nearest ones within the scopes it is given.
+
+export type {
+  MemoryFilter,
+  MemoryMeta,
+  MemoryOutcome,
+  MemoryRecord,
+  MemoryScope,
+  MemorySource,
+} from '../domain/cortex/memory.ts';
+
+export interface Embedder {
+  /** Names the model and its settings; vectors from different ids are never compared (`minilm-l6-v2`, `hash-v1/256`). */
+  readonly id: string;
+  readonly dimension: number;
+  /** One L2-normalised vector of `dimension` floats per text, in order. */
+  embed(texts: readonly string[]): Promise<Float32Array[]>;
+}
+
+export interface VectorSearchQuery {
+  /** Only memories in these scopes are candidates. An empty list finds nothing. */
+  readonly scopes: readonly MemoryScope[];
+  /** L2-normalised, of the dimension of the memories searched. */
+  readonly vector: Float32Array;
+  /** Only memories stored with this embedder are compared. */
+  readonly embedderId: string;
+  readonly k: number;
+  readonly filter?: MemoryFilter;
+  /** ISO-8601: memories expired at this time are not returned. */
+  readonly now: string;
+}
+
+export interface VectorHit {
+  readonly record: MemoryRecord;
+  /** Cosine similarity (dot product of the normalised vectors). */
+  readonly similarity: number;
+}
+
+export interface MemoryPage {
+  readonly items: readonly MemoryRecord[];
+  /** Pass as `after` for the next page; null on the last. */
+  readonly next: string | null;
+}
+
+export interface MemoryListQuery {
+  /** @default 50, at most 1000 */
+  readonly limit?: number;
+  /** The `next` of the previous page. */
+  readonly after?: string | null;
+  readonly filter?: MemoryFilter;
+  /** ISO-8601: expired memories are not listed. */
+  readonly now: string;
+}
+
+/** Which embedders the vectors of one scope came from (more than one only mid-`reembed`). */
+export interface ScopeEmbedder {
+  readonly embedderId: string;
+  readonly dimension: number;
+  readonly count: number;
+}
+
+export interface VectorStore {
+  /** `exact` scans every vector of the scopes; `ann` uses an approximate index. */
+  readonly searchMode: 'exact' | 'ann';
+  /** Inserts, or replaces the memory with the same id (its scope must not change). */
+  put(record: MemoryRecord, vector: Float32Array): Promise<void>;
+  /** The `k` nearest memories by cosine similarity, best first (ties by id). */
+  search(query: VectorSearchQuery): Promise<VectorHit[]>;
+  /** A memory of `scope`, or null (also when `id` exists in another scope). */
+  get(scope: MemoryScope, id: string): Promise<MemoryRecord | null>;
+  /** The vector stored for a memory of `scope`, or null. */
+  getVector(scope: MemoryScope, id: string): Promise<Float32Array | null>;
+  /** Newest first, paged. */
+  list(scope: MemoryScope, query: MemoryListQuery): Promise<MemoryPage>;
+  /** Deletes a memory of `scope`; false when there is none (or it belongs to another scope). */
+  forget(scope: MemoryScope, id: string): Promise<boolean>;
+  /** Deletes every memory whose `expiresAt` ≤ `now`; returns how many. */
+  forgetExpired(now: string): Promise<number>;
+  /** Memories in `scope` (all scopes when omitted), expired ones included until `forgetExpired`. */
+  count(scope?: MemoryScope): Promise<number>;
+  /** Every scope that holds at least one memory. */
+  scopes(): Promise<MemoryScope[]>;
+  embedders(scope: MemoryScope): Promise<ScopeEmbedder[]>;
+  close(): Promise<void>;
+}
+
+/** New memory ids: `mem_` + a sortable id. */
+export interface MemoryIds {
+  memoryId(): string;
 }

@@ -1,6 +1,6 @@
 /** Time-sortable ids: `ex_` (or `key_`) + 10 chars of millisecond time + 16 random chars (Crockford base32, like ULID). */
 import { randomBytes } from 'node:crypto';
-import type { Ids } from '../../app/ports.ts';
+import type { Ids, MemoryIds } from '../../app/ports.ts';
 
 const ALPHABET = '0123456789abcdefghjkmnpqrstvwxyz';
 
@@ -21,12 +21,17 @@ function encodeRandom(length: number): string {
   return out;
 }
 
-export class SortableIds implements Ids {
+export class SortableIds implements Ids, MemoryIds {
   executionId(): string {
     return `ex_${encodeTime(Date.now())}${encodeRandom(16)}`;
   }
 
   keyId(): string {
     return `key_${encodeTime(Date.now())}${encodeRandom(10)}`;
+  }
+
+  /** `mem_` + time + 16 random chars (Cortex memories). */
+  memoryId(): string {
+    return `mem_${encodeTime(Date.now())}${encodeRandom(16)}`;
   }
 }

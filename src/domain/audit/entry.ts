@@ -57,6 +57,12 @@ export const AUDIT_KINDS = {
   sandboxPort: 'sandbox.port',
   /** One iteration of a declarative agent's loop (app/agent-loop.ts): counts, digests and verdicts — never contents. */
   agentIteration: 'agent.iteration',
+  /** Cortex (app/cortex.ts): one memory stored — ids, scope, sizes and a digest, never the text. */
+  memoryStore: 'memory.store',
+  /** One recall: scopes, k, the query's size and digest, the ids returned — never the query. */
+  memorySearch: 'memory.search',
+  /** Memories deleted: one id, or a count (expiry, re-embedding). */
+  memoryForget: 'memory.forget',
 } as const;
 
 export type AuditKind = (typeof AUDIT_KINDS)[keyof typeof AUDIT_KINDS];
@@ -214,6 +220,12 @@ export type AuditDataByKind = {
     readonly answerDigest: string | null;
     readonly transcriptDigest: string;
   };
+  /** `{scope, id, bytes, textDigest, embedder, dimension, source, expiresAt}` (app/cortex.ts). */
+  'memory.store': JsonObject;
+  /** `{scopes, k, queryBytes, queryDigest, candidates, returned, ids}`. */
+  'memory.search': JsonObject;
+  /** `{scope, id}` or `{scope, expired}` / `{count, reason}`. */
+  'memory.forget': JsonObject;
 };
 
 /** What runAgent records per secret seen by the egress proxy (`secret.use`) — never the value. */
