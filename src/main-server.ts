@@ -10,9 +10,11 @@ import { join, resolve } from 'node:path';
 import { nodeHasher } from './adapters/audit/node-key.ts';
 import { DirAgentBundles } from './adapters/bundle/agent-bundles.ts';
 import { loadConfig as loadConfigFile } from './adapters/config/config-file.ts';
+import { HashEmbedder } from './adapters/cortex/hash-embedder.ts';
 import { ProcIdentity } from './adapters/host/process-identity.ts';
 import { SortableIds } from './adapters/ids/ids.ts';
 import { SdkMcpServers } from './adapters/mcp/client.ts';
+import { memoryWiring, openCortex } from './adapters/memory/wiring.ts';
 import { PrometheusMetrics } from './adapters/metrics/prometheus.ts';
 import { RuntimeRouter } from './adapters/runtimes/registry.ts';
 import { SandboxRuntime } from './adapters/runtimes/sandbox/runtime.ts';
@@ -27,7 +29,9 @@ import { ensureFirstAdminKey } from './app/api-keys.ts';
 import { Approvals } from './app/approvals.ts';
 import { ExecutionEvents } from './app/execution-events.ts';
 import { Executions } from './app/executions.ts';
+import { MemoryVectorStore } from './app/fakes/memory-vector-store.ts';
 import { LiveSandboxes, type ToolsWiring } from './app/live-sandboxes.ts';
+import { deployedMemoryGrants } from './app/memory-access.ts';
 import type { AuditLog, Store } from './app/ports.ts';
 import { ToolGateway } from './app/tools.ts';
 import { WarmPools } from './app/warm-pools.ts';
@@ -228,6 +232,19 @@ export async function startServer(
     newToken: () => `aegis_tk_${randomBytes(24).toString('hex')}`,
   };
   const toolGateway = tools.gateway;
+  // Cortex (agent memory, app/memory-access.ts). The embedder and store come from adapters/cortex; the in-memory
+  // store is the interim one until the core's persistent stores are wired here (memories are lost on restart).
+  const cortex = openCortex({
+    embedder: new HashEmbedder(),
+    store: new MemoryVectorStore(),
+    audit,
+    clock: systemClock,
+    ids,
+  });
+  // Share grants follow the active revisions (spec.memory.share); compiled manifests are cached by digest.
+  const activeAgents = async () =>
+    Promise.all((await store.listAgents()).map((agent) => executions.compiledAgent(agent.active)));
+  const memory = memoryWiring(cortex, deployedMemoryGrants(activeAgents));
   const executions = new Executions(
     {
       runtime,
@@ -244,6 +261,7 @@ export async function startServer(
       pools,
       llm,
       tools,
+      memory,
       ...(tracer ? { tracer } : {}),
       loop: {
         live: runtime,
@@ -323,6 +341,13 @@ export async function startServer(
     pools,
     sandboxes,
     approvals,
+    memory: {
+      memory,
+      agentOf: async (name) => {
+        const summary = await store.getAgent(name);
+        return summary === undefined ? undefined : executions.compiledAgent(summary.active);
+      },
+    },
     keyDeps,
     gate: new AuthGate(keyDeps, options.rate ?? { perSecond: 50, burst: 100 }),
     serverPaths: [

@@ -9,6 +9,7 @@ import type { Approvals } from '../app/approvals.ts';
 import type { ExecutionEvents } from '../app/execution-events.ts';
 import type { Executions } from '../app/executions.ts';
 import type { LiveSandboxes } from '../app/live-sandboxes.ts';
+import type { OperatorMemoryDeps } from '../app/memory-access.ts';
 import type { AuditLog, Clock, Store } from '../app/ports.ts';
 import type { WarmPools } from '../app/warm-pools.ts';
 import { LOCAL_PRINCIPAL, type Principal, type RateLimit } from '../domain/auth/api-key.ts';
@@ -31,6 +32,8 @@ export interface ApiContext {
   readonly sandboxes?: LiveSandboxes;
   /** Tool calls waiting for a human (`approval: required` grants), when the server has a tool gateway. */
   readonly approvals?: Approvals;
+  /** Agent memory (Cortex): `/v1/agents/{name}/memories…`, when the server has it. */
+  readonly memory?: OperatorMemoryDeps;
   /** Server directories (AEGIS_HOME, bundles, scratch) that error answers name instead of showing. */
   readonly serverPaths?: readonly ServerPath[];
   /** True once startup recovery finished and until shutdown begins (readiness). */

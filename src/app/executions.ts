@@ -25,8 +25,8 @@ import type { LoopJudge } from './agent-loop.ts';
 import { loadRevision, notFoundAgent } from './agents.ts';
 import type { ExecutionEvents } from './execution-events.ts';
 import type { ToolsWiring } from './live-sandboxes.ts';
-import type { MemoryWiring } from './memory-access.ts';
 import type { LlmWiring } from './llm-wiring.ts';
+import type { MemoryWiring } from './memory-access.ts';
 import type {
   AgentBundles,
   AuditLog,

@@ -265,7 +265,10 @@ export async function searchMemories(
     request = parseSearchRequest(body, 100);
   } catch (error) {
     if (error instanceof ScopeOverride)
-      throw new AegisError('USAGE', `${error.message}: the agent is in the path, the namespace in ?namespace=`);
+      throw new AegisError(
+        'USAGE',
+        `${error.message}: the agent is in the path, the namespace in ?namespace=`,
+      );
     throw error;
   }
   const found = await search(deps.memory.cortex, [scope], request, null);

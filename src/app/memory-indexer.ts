@@ -5,14 +5,15 @@
  * redacted form: the execution's redactor over every part, then any secret placeholder removed
  * (domain/memory/execution-memory.ts). Kept apart from runAgent, which only calls `indexExecution`.
  */
+
+import type { CompiledAgent } from '../domain/manifest/compiled.ts';
 import {
   type EndedExecution,
   executionMemoryText,
   type LogSummary,
   memoryOutcome,
 } from '../domain/memory/execution-memory.ts';
-import type { CompiledAgent } from '../domain/manifest/compiled.ts';
-import { ownScope, type MemoryWiring } from './memory-access.ts';
+import { type MemoryWiring, ownScope } from './memory-access.ts';
 
 export interface IndexedExecution {
   /** The memory stored, or null when nothing was selected (or the agent has no memory). */

@@ -29,11 +29,11 @@ import { checkInputDepth } from '../domain/input-bounds.ts';
 import { sandboxPathRoots } from '../domain/live-sandbox.ts';
 import type { CompiledAgent } from '../domain/manifest/compiled.ts';
 import { inputValidator } from '../domain/manifest/input-schema.ts';
+import { LogSummary, valueText } from '../domain/memory/execution-memory.ts';
 import type { NetworkPolicy } from '../domain/policy/network-rules.ts';
 import { HOST_INTERPRETERS } from '../domain/runtime/inside-paths.ts';
 import { classifyOutcome } from '../domain/runtime/outcome.ts';
 import { placeholderMap } from '../domain/secrets/placeholder.ts';
-import { LogSummary, valueText } from '../domain/memory/execution-memory.ts';
 import { Redactor } from '../domain/secrets/redactor.ts';
 import { isBuiltin } from '../domain/tools.ts';
 import {
@@ -612,7 +612,11 @@ export async function runAgent(deps: RunAgentDeps, request: RunAgentRequest): Pr
         }),
       );
       if (memoryLine !== null) {
-        pending.push({ stream: 'system', text: JSON.stringify({ memory: memoryLine }), ts: iso(clock.now()) });
+        pending.push({
+          stream: 'system',
+          text: JSON.stringify({ memory: memoryLine }),
+          ts: iso(clock.now()),
+        });
         await flush();
       }
     }
@@ -775,7 +779,10 @@ async function runDeclarative(
         : await recallForPrompt(deps.memory, agent, executionId, valueText(task.input)).catch(
             (error: unknown) => {
               const message = isAegisError(error) ? error.message : String(error);
-              task.onLog('system', JSON.stringify({ loop: { step: 'recall', error: message.slice(0, 500) } }));
+              task.onLog(
+                'system',
+                JSON.stringify({ loop: { step: 'recall', error: message.slice(0, 500) } }),
+              );
               return undefined;
             },
           );

@@ -12,9 +12,12 @@ import { join } from 'node:path';
 import { Command, CommanderError } from 'commander';
 import { verifyAuditExportFile } from '../adapters/audit/export-file.ts';
 import { systemClock } from '../adapters/clock/system-clock.ts';
+import { HashEmbedder } from '../adapters/cortex/hash-embedder.ts';
 import { formatDoctorReport, runDoctor } from '../adapters/host/doctor.ts';
+import { SortableIds } from '../adapters/ids/ids.ts';
 import { type HostFacts, hostChecks } from '../adapters/manifest/host-checks.ts';
 import { loadManifestFile } from '../adapters/manifest/yaml-loader.ts';
+import { memoryWiring, openCortex } from '../adapters/memory/wiring.ts';
 import { DockerEngine } from '../adapters/runtimes/docker/engine.ts';
 import { importRootfs } from '../adapters/runtimes/docker/images.ts';
 import { createToolsHandler } from '../adapters/tools/http-handler.ts';
@@ -25,6 +28,7 @@ import {
   type Validation,
 } from '../api/http/schemas.ts';
 import { allExecutions } from '../app/executions.ts';
+import { MemoryVectorStore } from '../app/fakes/memory-vector-store.ts';
 import type { ToolsWiring } from '../app/live-sandboxes.ts';
 import type { AuditLog, ExecutionStore, LiveRuntime } from '../app/ports.ts';
 import { type DeclarativeWiring, reconcileOrphans, runAgent } from '../app/run-agent.ts';
@@ -141,6 +145,21 @@ function localToolsWiring(agent: CompiledAgent, runtime: LiveRuntime, audit: Aud
   return { loop, tools };
 }
 
+/**
+ * `aegis run`'s agent memory: the agent's own scope, no sharing (no deployed agents here). Interim: in memory, so
+ * one run does not see another's memories until the Cortex core's persistent store is wired here.
+ */
+function localMemoryWiring(audit: AuditLog) {
+  const cortex = openCortex({
+    embedder: new HashEmbedder(),
+    store: new MemoryVectorStore(),
+    audit,
+    clock: systemClock,
+    ids: new SortableIds(),
+  });
+  return memoryWiring(cortex);
+}
+
 async function commandRun(
   manifestPath: string,
   options: { input?: string; inputFile?: string; output: OutputFormat; isolation?: string },
@@ -182,6 +201,7 @@ async function commandRun(
         ...ctx,
         ...(llm ? { llm } : {}),
         ...localToolsWiring(agent, ctx.runtime, ctx.audit),
+        ...(agent.memory === undefined ? {} : { memory: localMemoryWiring(ctx.audit) }),
       },
       {
         agent,

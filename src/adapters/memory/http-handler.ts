@@ -78,19 +78,26 @@ export function createMemoryHandler(
     const path = (request.url ?? '/').split('?')[0] as string;
     if (path !== PREFIX && !path.startsWith(`${PREFIX}/`)) {
       if (next) (next as unknown as (q: IncomingMessage, r: ServerResponse) => void)(request, response);
-      else send(response, 404, { error: { type: 'NOT_FOUND', code: 'NOT_FOUND', message: `no route ${path}` } });
+      else
+        send(response, 404, { error: { type: 'NOT_FOUND', code: 'NOT_FOUND', message: `no route ${path}` } });
       return;
     }
     if (!tokenMatches(request, token)) {
-      send(response, 401, { error: { type: 'auth', code: 'invalid_token', message: 'missing or wrong AEGIS_TOKEN' } });
+      send(response, 401, {
+        error: { type: 'auth', code: 'invalid_token', message: 'missing or wrong AEGIS_TOKEN' },
+      });
       return;
     }
     try {
       const op = path.slice(PREFIX.length + 1);
       if (request.method !== 'POST' || (op !== 'store' && op !== 'search' && op !== 'forget'))
-        throw new AegisError('USAGE', `${String(request.method)} ${path.slice(0, 200)} is not a memory route`, {
-          hint: 'POST /v1/memory/store, /v1/memory/search or /v1/memory/forget',
-        });
+        throw new AegisError(
+          'USAGE',
+          `${String(request.method)} ${path.slice(0, 200)} is not a memory route`,
+          {
+            hint: 'POST /v1/memory/store, /v1/memory/search or /v1/memory/forget',
+          },
+        );
       const body = await readJson(request);
       send(response, 200, await memory[op](body));
     } catch (error) {

@@ -16,6 +16,7 @@ import { isTerminal } from '../../domain/execution.ts';
 import { parseDuration } from '../../domain/units.ts';
 import type { ApiContext } from '../context.ts';
 import { decodeCursor, encodeCursor } from '../cursor.ts';
+import { MEMORY_ROUTES } from './memory-routes.ts';
 import * as S from './schemas.ts';
 
 export interface RouteRequest {
@@ -428,6 +429,7 @@ export const ROUTES: readonly Route[] = [
       },
     }),
   ),
+  ...MEMORY_ROUTES,
 ];
 
 function approvalsOf(ctx: ApiContext): NonNullable<ApiContext['approvals']> {

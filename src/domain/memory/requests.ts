@@ -147,6 +147,8 @@ export function cleanMeta(value: unknown, clean: (text: string) => string): unkn
   if (typeof value === 'string') return clean(value);
   if (Array.isArray(value)) return value.map((item) => cleanMeta(item, clean));
   if (value !== null && typeof value === 'object')
-    return Object.fromEntries(Object.entries(value).map(([key, item]) => [clean(key), cleanMeta(item, clean)]));
+    return Object.fromEntries(
+      Object.entries(value).map(([key, item]) => [clean(key), cleanMeta(item, clean)]),
+    );
   return value;
 }
