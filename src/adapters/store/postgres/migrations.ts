@@ -141,6 +141,30 @@ export const MIGRATIONS: readonly Migration[] = [
       );
     `,
   },
+  {
+    id: 5,
+    name: 'Cortex memories and their vectors (adapters/cortex/postgres-vector-store.ts)',
+    sql: `
+      CREATE TABLE memories (
+        id           TEXT COLLATE "C" PRIMARY KEY,
+        agent        TEXT COLLATE "C" NOT NULL,
+        namespace    TEXT COLLATE "C" NOT NULL,
+        text         TEXT NOT NULL,
+        meta         JSONB NOT NULL,
+        embedder_id  TEXT COLLATE "C" NOT NULL,
+        dimension    INTEGER NOT NULL,
+        created_at   TEXT COLLATE "C" NOT NULL,
+        expires_at   TEXT COLLATE "C",
+        execution_id TEXT COLLATE "C",
+        outcome      TEXT COLLATE "C",
+        source       TEXT COLLATE "C" NOT NULL,
+        vector       BYTEA NOT NULL
+      );
+      CREATE INDEX memories_scope_time ON memories (agent, namespace, created_at DESC, id DESC);
+      CREATE INDEX memories_scope_embedder ON memories (agent, namespace, embedder_id, dimension);
+      CREATE INDEX memories_expiry ON memories (expires_at) WHERE expires_at IS NOT NULL;
+    `,
+  },
 ];
 
 /** Advisory-lock key (one bigint) for a name: every lock this store takes goes through here. */

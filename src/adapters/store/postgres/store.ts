@@ -620,7 +620,7 @@ export class PostgresStore implements Store {
  * Splits what we hand to `pg` from what we show: the URL for messages has no password (neither in the userinfo nor
  * as a `password` parameter); a `?options=` parameter is taken out so that our search_path can be added to it.
  */
-function parseUrl(url: string): { connectionString: string; where: string; startupOptions: string } {
+export function parseUrl(url: string): { connectionString: string; where: string; startupOptions: string } {
   let parsed: URL;
   try {
     parsed = new URL(url);
@@ -648,7 +648,7 @@ function parseUrl(url: string): { connectionString: string; where: string; start
 }
 
 /** Connection-level failures (no server, refused login, server going away): UNAVAILABLE. Everything else as is. */
-function mapError(error: unknown, where: string): unknown {
+export function mapError(error: unknown, where: string): unknown {
   if (error instanceof AegisError || !(error instanceof Error)) return error;
   if (!isConnectionError(error)) return error;
   const code = sqlState(error) ?? (error as NodeJS.ErrnoException).code;
