@@ -11,6 +11,7 @@ import { nodeHasher } from './adapters/audit/node-key.ts';
 import { DirAgentBundles } from './adapters/bundle/agent-bundles.ts';
 import { loadConfig as loadConfigFile } from './adapters/config/config-file.ts';
 import { HashEmbedder } from './adapters/cortex/hash-embedder.ts';
+import { SqliteVectorStore } from './adapters/cortex/sqlite-vector-store.ts';
 import { ProcIdentity } from './adapters/host/process-identity.ts';
 import { SortableIds } from './adapters/ids/ids.ts';
 import { SdkMcpServers } from './adapters/mcp/client.ts';
@@ -29,7 +30,6 @@ import { ensureFirstAdminKey } from './app/api-keys.ts';
 import { Approvals } from './app/approvals.ts';
 import { ExecutionEvents } from './app/execution-events.ts';
 import { Executions } from './app/executions.ts';
-import { MemoryVectorStore } from './app/fakes/memory-vector-store.ts';
 import { LiveSandboxes, type ToolsWiring } from './app/live-sandboxes.ts';
 import { deployedMemoryGrants } from './app/memory-access.ts';
 import type { AuditLog, Store } from './app/ports.ts';
@@ -232,11 +232,10 @@ export async function startServer(
     newToken: () => `aegis_tk_${randomBytes(24).toString('hex')}`,
   };
   const toolGateway = tools.gateway;
-  // Cortex (agent memory, app/memory-access.ts). The embedder and store come from adapters/cortex; the in-memory
-  // store is the interim one until the core's persistent stores are wired here (memories are lost on restart).
+  // Cortex (agent memory, app/memory-access.ts): embedder and store from adapters/cortex ($AEGIS_HOME/cortex.db).
   const cortex = openCortex({
     embedder: new HashEmbedder(),
-    store: new MemoryVectorStore(),
+    store: SqliteVectorStore.open(join(config.home, 'cortex.db')),
     audit,
     clock: systemClock,
     ids,
