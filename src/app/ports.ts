@@ -3,6 +3,7 @@
  * in-memory fake under app/fakes for use-case tests.
  */
 
+import type { Checkpoint, CheckpointOutcome, CheckpointRequest } from '../domain/audit/checkpoint.ts';
 import type { AuditDataByKind, AuditEntry, AuditKind } from '../domain/audit/entry.ts';
 import type { AuditExportRecord } from '../domain/audit/export-format.ts';
 import type { EndorsedKey } from '../domain/audit/keys.ts';
@@ -474,6 +475,15 @@ export interface AuditLog {
   export(): AsyncIterable<AuditExportRecord>;
   /** Flushes, signs the head, releases the ledger. Idempotent. */
   close(): Promise<void>;
+  /**
+   * Retention (app/retention.ts): archives entries older than `request.before` under a signed checkpoint and drops
+   * them (domain/audit/checkpoint.ts). Optional: a ledger without it is never pruned.
+   */
+  checkpoint?(request: CheckpointRequest): Promise<CheckpointOutcome>;
+  /** The checkpoint that dropped this execution's (or sandbox's) entries, if one did. */
+  prunedAt?(executionId: string): Promise<Checkpoint | undefined>;
+  /** Gives freed pages back to the file system (SQLite); bytes of the database before and after. */
+  reclaimSpace?(): Promise<{ readonly beforeBytes: number; readonly afterBytes: number }>;
 }
 
 /** The node's signing key (Ed25519). Created on first use. */

@@ -389,7 +389,7 @@ async function commandAuditExport(options: { out?: string }) {
   const { audit } = openAuditContext();
   const out =
     options.out === undefined ? process.stdout : createWriteStream(options.out, { mode: 0o600, flags: 'w' });
-  const counts = { entry: 0, head: 0 };
+  const counts = { entry: 0, head: 0, checkpoint: 0 };
   try {
     let chunk = '';
     const write = async (text: string) => {
