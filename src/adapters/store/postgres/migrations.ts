@@ -141,6 +141,13 @@ export const MIGRATIONS: readonly Migration[] = [
       );
     `,
   },
+  {
+    id: 5,
+    name: 'retention: finished executions by finish time (aegis prune, --retain)',
+    sql: `
+      CREATE INDEX executions_by_status_finished_at ON executions (status, finished_at);
+    `,
+  },
 ];
 
 /** Advisory-lock key (one bigint) for a name: every lock this store takes goes through here. */
