@@ -7,6 +7,7 @@ import { z } from 'zod';
 import { jsonSchemaProblem } from '../loop/json-schema.ts';
 import { parseNetworkRule } from '../policy/network-rules.ts';
 import { imageRefProblem } from '../runtime/image-ref.ts';
+import { parseRetention } from '../retention.ts';
 import { SecretRefs } from '../secrets/secret-ref.ts';
 import { type ToolGrantInput, toolGrantProblems } from '../tools.ts';
 import { parseCpu, parseDuration, parseSize } from '../units.ts';
@@ -205,6 +206,25 @@ export const Placement = z
       'Where a cluster may run this agent. A node also needs the runtime `spec.isolation` resolves to, and a free slot (ignored by `aegis run`).',
   });
 export type Placement = z.infer<typeof Placement>;
+
+export const RetentionWindow = unitString(parseRetention, '30d');
+
+export const Retention = z
+  .strictObject({
+    executions: RetentionWindow.optional().meta({
+      description:
+        "How long this agent's finished executions (records, logs) are kept, e.g. 7d or 90d. Default: the server's `--retain` (which keeps forever unless set).",
+    }),
+    logs: RetentionWindow.optional().meta({
+      description:
+        "How long this agent's execution logs are kept (the records stay until `executions`), e.g. 24h. Default: `executions`, else the server's `--retain-logs`.",
+    }),
+  })
+  .meta({
+    description:
+      "This agent's retention on a server, overriding `aegis server --retain`/`--retain-logs` for its executions. The audit ledger is pruned only under signed checkpoints (`aegis prune`).",
+  });
+export type Retention = z.infer<typeof Retention>;
 
 const MODEL_ALIAS = /^[a-z][a-z0-9-]{0,31}$/;
 
@@ -476,6 +496,7 @@ export const Spec = z
     }),
     scaling: Scaling.default({ warm: 0 }),
     placement: Placement.default({ labels: {} }),
+    retention: Retention.optional(),
     llm: Llm.optional(),
     tools: z.array(ToolGrant).max(256).default([]).meta({
       description:
