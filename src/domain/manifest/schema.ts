@@ -6,8 +6,8 @@
 import { z } from 'zod';
 import { jsonSchemaProblem } from '../loop/json-schema.ts';
 import { parseNetworkRule } from '../policy/network-rules.ts';
-import { imageRefProblem } from '../runtime/image-ref.ts';
 import { parseRetention } from '../retention.ts';
+import { imageRefProblem } from '../runtime/image-ref.ts';
 import { SecretRefs } from '../secrets/secret-ref.ts';
 import { type ToolGrantInput, toolGrantProblems } from '../tools.ts';
 import { parseCpu, parseDuration, parseSize } from '../units.ts';
