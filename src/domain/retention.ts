@@ -83,10 +83,9 @@ export function cutoff(nowMs: number, windowMs: number | null | undefined): stri
   return windowMs === null || windowMs === undefined ? null : new Date(nowMs - windowMs).toISOString();
 }
 
-/** `30d`, `12h`, `90m`, `45s` — the shortest exact spelling of a window, for reports. */
+/** `30d`, `12h`, `90m`, `45s` — the shortest exact spelling (days, not weeks) of a window, for reports. */
 export function formatRetention(ms: number): string {
   for (const [unit, size] of [
-    ['w', 7 * DAY_MS],
     ['d', DAY_MS],
     ['h', 3_600_000],
     ['m', 60_000],
