@@ -449,6 +449,8 @@ export interface LlmSpendStore {
 export interface PruneBatch {
   /** ISO time: executions that finished (sandboxes whose lifetime ended, `expiresAt`) before it. */
   readonly before: string;
+  /** Only executions that finished at or after this (ISO): the logs pass leaves the executions pass its own. */
+  readonly notBefore?: string;
   /** Only these agents' executions. */
   readonly agents?: readonly string[];
   /** Not these agents' executions (they have their own `spec.retention`). */

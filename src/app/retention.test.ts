@@ -61,11 +61,8 @@ describe('prune (retention use-case)', () => {
     const policy = retentionPolicy({ executionsMs: 30 * DAY, logsMs: 7 * DAY });
     const dry = await prune(deps, { policy, dryRun: true, by: 'local' });
     assert.equal(dry.removed.executions, 1);
-    assert.equal(
-      dry.removed.logsOfExecutions,
-      2,
-      'old (counted twice on a dry run: it is also past the logs window) and mid',
-    );
+    assert.equal(dry.removed.logsOfExecutions, 1, 'mid only: old goes whole and is not counted twice');
+    assert.equal(dry.removed.logLines, 3);
     assert.ok(await store.getExecution('old'));
     assert.equal(audit.links.length, 0);
     const real = await prune(deps, { policy, dryRun: false, by: 'local' });

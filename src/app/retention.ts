@@ -136,19 +136,29 @@ export async function prune(deps: RetentionDeps, request: PruneRequest): Promise
       reason: `agent ${agent} keeps its executions ${formatRetention(own.executionsMs!)} (spec.retention)`,
     });
   }
-  // Logs of executions whose records stay longer.
+  // Logs of executions whose records stay (those past the executions window went with them above; `notBefore`
+  // keeps a dry run from counting them twice).
   let logs = ZERO;
   const ownLogs = withOwn('logsMs');
+  const notBefore = (executionsCutoff: string | null) =>
+    executionsCutoff === null ? {} : { notBefore: executionsCutoff };
   if (before.logs !== null) {
     logs = await drain((b) => deps.store.pruneLogs(b), {
       before: before.logs,
       exceptAgents: ownLogs.map(([name]) => name),
+      ...notBefore(before.executions),
     });
   }
   for (const [agent, own] of ownLogs) {
+    const ownExecutionsMs = overrides.get(agent)?.executionsMs;
+    const executionsCutoff = ownExecutionsMs === undefined ? before.executions : cutoff(now, ownExecutionsMs);
     logs = add(
       logs,
-      await drain((b) => deps.store.pruneLogs(b), { before: cutoff(now, own.logsMs)!, agents: [agent] }),
+      await drain((b) => deps.store.pruneLogs(b), {
+        before: cutoff(now, own.logsMs)!,
+        agents: [agent],
+        ...notBefore(executionsCutoff),
+      }),
     );
   }
   const unfinished = await deps.store.listUnfinished();

@@ -446,6 +446,15 @@ export function storeContract(name: string, open: () => Promise<StoreUnderTest<S
         assert.ok(await store.getExecution('old-a'));
         assert.deepEqual(await store.readLogs('old-a'), []);
         assert.equal((await store.pruneLogs({ before, limit: 10, dryRun: false })).executions, 0);
+        // notBefore: only executions that finished at or after it (the logs pass leaves older ones to pruneExecutions).
+        await store.appendLogs('new-a', [line('n')]);
+        const bounded = await store.pruneLogs({
+          before: at(200),
+          notBefore: at(50),
+          limit: 10,
+          dryRun: true,
+        });
+        assert.deepEqual(bounded, { executions: 1, logLines: 1, logBytes: 1 });
       });
 
       it('removes terminated sandbox records whose lifetime ended before the cutoff, never running ones', async () => {

@@ -299,6 +299,7 @@ export class MemoryStore implements Store {
         (r) =>
           isTerminal(r.status) &&
           (r.finishedAt ?? r.createdAt) < batch.before &&
+          (batch.notBefore === undefined || (r.finishedAt ?? r.createdAt) >= batch.notBefore) &&
           (batch.agents === undefined || batch.agents.includes(r.agent.name)) &&
           !(batch.exceptAgents ?? []).includes(r.agent.name) &&
           (!logsOnly || (this.#logs.get(r.id)?.length ?? 0) > 0),

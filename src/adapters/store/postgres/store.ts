@@ -607,6 +607,10 @@ export class PostgresStore implements Store {
   async #prune(batch: PruneBatch, logsOnly: boolean): Promise<PrunedRows> {
     const params: unknown[] = [[...TERMINAL_STATUSES], batch.before];
     let where = 'WHERE e.status = ANY($1::text[]) AND COALESCE(e.finished_at, e.created_at) < $2';
+    if (batch.notBefore !== undefined) {
+      params.push(batch.notBefore);
+      where += ` AND COALESCE(e.finished_at, e.created_at) >= $${params.length}`;
+    }
     if (batch.agents !== undefined) {
       params.push([...batch.agents]);
       where += ` AND e.agent_name = ANY($${params.length}::text[])`;

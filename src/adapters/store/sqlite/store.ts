@@ -584,6 +584,10 @@ export class SqliteStore implements Store {
     let where =
       `WHERE e.status IN (${TERMINAL_STATUSES.map(() => '?').join(', ')}) ` +
       'AND COALESCE(e.finished_at, e.created_at) < ?';
+    if (batch.notBefore !== undefined) {
+      where += ' AND COALESCE(e.finished_at, e.created_at) >= ?';
+      params.push(batch.notBefore);
+    }
     if (batch.agents !== undefined) {
       where += ' AND e.agent_name IN (SELECT value FROM json_each(?))';
       params.push(JSON.stringify(batch.agents));
