@@ -49,6 +49,8 @@ import type {
   KeyList,
   LogLine,
   LogPage,
+  PruneBody,
+  PruneReport,
   RevisionList,
   RollbackResult,
   Scope,
@@ -68,6 +70,8 @@ export type {
   HealthStatus,
   LogLine,
   LogPage,
+  PruneBody,
+  PruneReport,
   RollbackResult,
   Scope,
 };
@@ -606,6 +610,11 @@ export class AegisClient {
   async listKeys(): Promise<ApiKey[]> {
     const body = await this.#json<KeyList>('read', { method: 'GET', path: '/v1/keys' });
     return body.keys;
+  }
+
+  /** Admin: prunes by the server's retention policy, or by `olderThan`; `dryRun` only counts. */
+  prune(body: PruneBody = {}): Promise<PruneReport> {
+    return this.#json('write', { method: 'POST', path: '/v1/admin/prune', json: body });
   }
 
   /** Revokes a key; answers with its record (revokedAt set). */

@@ -182,6 +182,31 @@ export interface KeyList {
   keys: ApiKey[];
 }
 
+/** POST /v1/admin/prune: windows such as 30d; without olderThan, the server's --retain policy. */
+export interface PruneBody {
+  olderThan?: string | undefined;
+  logsOlderThan?: string | undefined;
+  auditOlderThan?: string | undefined;
+  dryRun?: boolean | undefined;
+}
+
+/** What a prune removed (or, dry run, would remove) and what it kept and why. */
+export interface PruneReport {
+  dryRun: boolean;
+  before: { executions: string | null; logs: string | null; sandboxes: string | null; audit: string | null };
+  removed: {
+    executions: number;
+    logLines: number;
+    logBytes: number;
+    logsOfExecutions: number;
+    sandboxes: number;
+    ledgerEntries: number;
+  };
+  checkpoints: { seq: number; fromSeq: number; count: number; archive: string; archiveSha256: string }[];
+  kept: { what: 'executions' | 'logs' | 'sandboxes' | 'ledger'; reason: string }[];
+  reclaimedBytes: number | null;
+}
+
 /** A tool call waiting for a human decision (`approval: required` grants), with the arguments it would run with. */
 export interface Approval {
   id: string;

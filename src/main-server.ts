@@ -33,11 +33,18 @@ import { Executions } from './app/executions.ts';
 import { LiveSandboxes, type ToolsWiring } from './app/live-sandboxes.ts';
 import { deployedMemoryGrants } from './app/memory-access.ts';
 import type { AuditLog, Store } from './app/ports.ts';
+import { prune } from './app/retention.ts';
 import { ToolGateway } from './app/tools.ts';
 import { WarmPools } from './app/warm-pools.ts';
 import type { RateLimit } from './domain/auth/api-key.ts';
 import { jsonSchemaViolation } from './domain/loop/json-schema.ts';
 import { type DeployCeilings, defaultDeployCeilings } from './domain/policy/deploy-ceilings.ts';
+import {
+  type AgentRetention,
+  KEEP_FOREVER,
+  keepsEverything,
+  type RetentionPolicy,
+} from './domain/retention.ts';
 import {
   AEGIS_VERSION,
   type AegisConfig,
@@ -81,6 +88,13 @@ export interface ServerOptions {
   readonly deployCeilings?: Partial<DeployCeilings>;
   /** Where the first admin key is written (0600). @default $AEGIS_HOME/admin.key */
   readonly adminKeyFile?: string;
+  /**
+   * Retention (`--retain`, `--retain-logs`, `--retain-audit`; domain/retention.ts), applied at start and every
+   * `retentionIntervalMs`. @default keep everything forever
+   */
+  readonly retention?: RetentionPolicy;
+  /** @default 1 hour */
+  readonly retentionIntervalMs?: number;
   /** One JSON object per log event. @default JSON lines on stderr */
   readonly log?: (entry: Record<string, unknown>) => void;
 }
@@ -319,8 +333,57 @@ export async function startServer(
         .map((view) => ({ id: view.id, agent: view.agent.name, status: view.status, usage: view.usage })),
     () => sandboxes.warm(),
   );
+  // Retention (app/retention.ts): each agent's spec.retention comes from its active revision (cached per revision).
+  const policy = options.retention ?? KEEP_FOREVER;
+  const retentionCache = new Map<string, AgentRetention | null>();
+  const agentRetention = async () => {
+    const map = new Map<string, AgentRetention>();
+    for (const agent of await store.listAgents()) {
+      const key = `${agent.name}@${agent.activeRevision}`;
+      let own = retentionCache.get(key);
+      if (own === undefined) {
+        own =
+          (await loadRevision({ store, bundles }, agent.active).catch(() => undefined))?.retention ?? null;
+        retentionCache.set(key, own);
+      }
+      if (own !== null) map.set(agent.name, own);
+    }
+    return map;
+  };
+  let pruning: Promise<unknown> = Promise.resolve();
+  const runPrune = (request: { policy: RetentionPolicy | undefined; dryRun: boolean; by: string }) => {
+    // One prune at a time (the policy's and an admin's queue behind each other).
+    const next = pruning.then(async () => {
+      const report = await prune(
+        {
+          store,
+          audit,
+          clock: systemClock,
+          agentRetention,
+          yieldToIo: () => new Promise((r) => setImmediate(r)),
+        },
+        { policy: request.policy ?? policy, dryRun: request.dryRun, by: request.by },
+      );
+      if (!report.dryRun) metrics.retentionPruned(report);
+      return report;
+    });
+    pruning = next.catch(() => {});
+    return next;
+  };
+  let retentionTimer: NodeJS.Timeout | undefined;
+  const applyPolicy = () =>
+    void runPrune({ policy, dryRun: false, by: 'retention-policy' }).then(
+      (report) => {
+        const r = report.removed;
+        if (r.executions + r.logsOfExecutions + r.sandboxes + r.ledgerEntries > 0) {
+          log({ level: 'info', msg: 'retention pruned', removed: r, reclaimedBytes: report.reclaimedBytes });
+        }
+      },
+      (error: unknown) => log({ level: 'error', msg: 'retention prune failed', error: String(error) }),
+    );
   let ready = false;
   const ctx: ApiContext = {
+    prune: runPrune,
     store,
     audit,
     clock: systemClock,
@@ -389,6 +452,10 @@ export async function startServer(
       },
     );
     ready = true;
+    if (!keepsEverything(policy)) {
+      applyPolicy();
+      retentionTimer = setInterval(applyPolicy, options.retentionIntervalMs ?? 3_600_000).unref();
+    }
     const running = api;
     let stopping: Promise<{ finished: number; cancelled: number; leftQueued: number }> | undefined;
     return {
@@ -401,6 +468,8 @@ export async function startServer(
       stop(deadlineMs = 30_000) {
         stopping ??= (async () => {
           ready = false;
+          if (retentionTimer !== undefined) clearInterval(retentionTimer);
+          await pruning;
           const drained = await executions.drain(deadlineMs);
           await sandboxes.closeAll();
           await mcpServers.close();

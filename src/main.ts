@@ -35,6 +35,7 @@ import type {
   ProcessIdentity,
   SecretRandom,
   Signer,
+  Store,
 } from './app/ports.ts';
 import { AegisError } from './domain/errors.ts';
 
@@ -160,6 +161,12 @@ export function openStoreContext(config: AegisConfig = loadConfig()): StoreConte
   ensureHome(config);
   const store = SqliteStore.open(join(config.home, 'aegis.db'));
   return { config, store, clock: systemClock, identity: new ProcIdentity() };
+}
+
+/** The whole local store (`$AEGIS_HOME/aegis.db`), e.g. for `aegis prune`. Close it when done. */
+export function openLocalStore(config: AegisConfig = loadConfig()): Store {
+  ensureHome(config);
+  return SqliteStore.open(join(config.home, 'aegis.db'));
 }
 
 const warnStderr = (message: string) => process.stderr.write(`aegis: warning: ${message}\n`);

@@ -21,6 +21,8 @@ type Check<T extends true> = T;
 
 export type WireTypesAgree = [
   Check<Same<wire.ErrorBody, z.infer<typeof server.ErrorBody>>>,
+  Check<Same<wire.PruneBody, z.infer<typeof server.PruneBody>>>,
+  Check<Same<wire.PruneReport, z.infer<typeof server.PruneReport>>>,
   Check<Same<wire.Approval, z.infer<typeof server.Approval>>>,
   Check<Same<wire.ApprovalDecided, z.infer<typeof server.ApprovalDecided>>>,
   Check<Same<wire.Violation, z.infer<typeof server.Violation>>>,

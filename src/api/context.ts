@@ -3,6 +3,7 @@
  * credentials into a Principal — authentication and the per-key rate limit in one place, so REST and gRPC can't
  * drift apart.
  */
+
 import type { AgentDeps } from '../app/agents.ts';
 import { type ApiKeyDeps, authenticate } from '../app/api-keys.ts';
 import type { Approvals } from '../app/approvals.ts';
@@ -11,16 +12,27 @@ import type { Executions } from '../app/executions.ts';
 import type { LiveSandboxes } from '../app/live-sandboxes.ts';
 import type { OperatorMemoryDeps } from '../app/memory-access.ts';
 import type { AuditLog, Clock, Store } from '../app/ports.ts';
+import type { PruneReport } from '../app/retention.ts';
 import type { WarmPools } from '../app/warm-pools.ts';
 import { LOCAL_PRINCIPAL, type Principal, type RateLimit } from '../domain/auth/api-key.ts';
 import { TokenBuckets } from '../domain/auth/token-bucket.ts';
 import { AegisError } from '../domain/errors.ts';
+import type { RetentionPolicy } from '../domain/retention.ts';
 import type { ServerPath } from './errors.ts';
 
 export interface ApiContext {
   readonly store: Store;
   readonly audit: AuditLog;
   readonly clock: Clock;
+  /**
+   * POST /v1/admin/prune: runs app/retention.ts with `policy`, or the server's `--retain` policy when undefined.
+   * Absent: this server cannot prune.
+   */
+  readonly prune?: (request: {
+    readonly policy: RetentionPolicy | undefined;
+    readonly dryRun: boolean;
+    readonly by: string;
+  }) => Promise<PruneReport>;
   readonly events: ExecutionEvents;
   readonly executions: Executions;
   readonly agentDeps: AgentDeps;

@@ -3,6 +3,7 @@
  * in-memory fake under app/fakes for use-case tests.
  */
 
+import type { Checkpoint, CheckpointOutcome, CheckpointRequest } from '../domain/audit/checkpoint.ts';
 import type { AuditDataByKind, AuditEntry, AuditKind } from '../domain/audit/entry.ts';
 import type { AuditExportRecord } from '../domain/audit/export-format.ts';
 import type { EndorsedKey } from '../domain/audit/keys.ts';
@@ -442,7 +443,51 @@ export interface LlmSpendStore {
   addLlmSpend(scope: string, windowStartMs: number, delta: LlmSpend): Promise<void>;
 }
 
-export interface Store extends ExecutionStore, AgentStore, ApiKeyStore, SandboxStore, LlmSpendStore {}
+/**
+ * Retention (app/retention.ts): one bounded batch of finished executions, their logs, or ended sandbox records
+ * older than `before`. Never touches an execution that is not terminal or a sandbox that is not terminated.
+ */
+export interface PruneBatch {
+  /** ISO time: executions that finished (sandboxes whose lifetime ended, `expiresAt`) before it. */
+  readonly before: string;
+  /** Only executions that finished at or after this (ISO): the logs pass leaves the executions pass its own. */
+  readonly notBefore?: string;
+  /** Only these agents' executions. */
+  readonly agents?: readonly string[];
+  /** Not these agents' executions (they have their own `spec.retention`). */
+  readonly exceptAgents?: readonly string[];
+  /** At most this many executions (or sandboxes) per call; ignored by a dry run, which counts them all. */
+  readonly limit: number;
+  /** Count only. */
+  readonly dryRun: boolean;
+}
+
+export interface PrunedRows {
+  /** Executions (records and their logs) removed, or — for `pruneLogs` — whose logs were removed. */
+  readonly executions: number;
+  readonly logLines: number;
+  /** UTF-8 bytes of the removed log lines' text. */
+  readonly logBytes: number;
+}
+
+export interface RetentionStore {
+  /** Removes finished executions and their logs. */
+  pruneExecutions(batch: PruneBatch): Promise<PrunedRows>;
+  /** Removes the logs of finished executions; their records stay. */
+  pruneLogs(batch: PruneBatch): Promise<PrunedRows>;
+  /** Removes records of terminated live sandboxes; returns how many. */
+  pruneSandboxes(batch: Omit<PruneBatch, 'agents' | 'exceptAgents'>): Promise<number>;
+  /** Gives freed space back to the file system where the engine can (SQLite); bytes before and after. */
+  reclaimSpace?(): Promise<{ readonly beforeBytes: number; readonly afterBytes: number }>;
+}
+
+export interface Store
+  extends ExecutionStore,
+    AgentStore,
+    ApiKeyStore,
+    SandboxStore,
+    LlmSpendStore,
+    RetentionStore {}
 
 // ---------------------------------------------------------------------------------------------------------------
 // Audit: the tamper-evident ledger (domain/audit). Data never holds secret values.
@@ -475,6 +520,15 @@ export interface AuditLog {
   export(): AsyncIterable<AuditExportRecord>;
   /** Flushes, signs the head, releases the ledger. Idempotent. */
   close(): Promise<void>;
+  /**
+   * Retention (app/retention.ts): archives entries older than `request.before` under a signed checkpoint and drops
+   * them (domain/audit/checkpoint.ts). Optional: a ledger without it is never pruned.
+   */
+  checkpoint?(request: CheckpointRequest): Promise<CheckpointOutcome>;
+  /** The checkpoint that dropped this execution's (or sandbox's) entries, if one did. */
+  prunedAt?(executionId: string): Promise<Checkpoint | undefined>;
+  /** Gives freed pages back to the file system (SQLite); bytes of the database before and after. */
+  reclaimSpace?(): Promise<{ readonly beforeBytes: number; readonly afterBytes: number }>;
 }
 
 /** The node's signing key (Ed25519). Created on first use. */

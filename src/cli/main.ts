@@ -11,6 +11,7 @@ import { createWriteStream, existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Command, CommanderError } from 'commander';
 import { verifyAuditExportFile } from '../adapters/audit/export-file.ts';
+import type { SqliteAuditLedger } from '../adapters/audit/sqlite-ledger.ts';
 import { systemClock } from '../adapters/clock/system-clock.ts';
 import { HashEmbedder } from '../adapters/cortex/hash-embedder.ts';
 import { formatDoctorReport, runDoctor } from '../adapters/host/doctor.ts';
@@ -75,6 +76,7 @@ import {
   warn,
 } from './output.ts';
 import { createProgress } from './progress.ts';
+import { registerPruneCommand } from './prune.ts';
 import {
   addServerOptions,
   needsServer,
@@ -386,6 +388,16 @@ async function commandAuditShow(id: string, options: { output: OutputFormat }) {
   const { audit } = openAuditContext();
   try {
     const entries = await audit.list(id);
+    const pruned = entries.length === 0 ? await audit.prunedAt?.(id) : undefined;
+    if (pruned !== undefined) {
+      throw new AegisError(
+        'NOT_FOUND',
+        `execution ${id} was pruned: its audit entries were archived and dropped at ledger checkpoint ${pruned.seq} (${pruned.ts})`,
+        {
+          hint: `they are in $AEGIS_HOME/audit-archive/${pruned.archive} (aegis audit verify --archive checks it)`,
+        },
+      );
+    }
     if (entries.length === 0) {
       throw new AegisError('NOT_FOUND', `no audit entries for execution ${id}`, {
         hint: '`aegis ps` lists executions',
@@ -409,7 +421,7 @@ async function commandAuditExport(options: { out?: string }) {
   const { audit } = openAuditContext();
   const out =
     options.out === undefined ? process.stdout : createWriteStream(options.out, { mode: 0o600, flags: 'w' });
-  const counts = { entry: 0, head: 0 };
+  const counts = { entry: 0, head: 0, checkpoint: 0 };
   try {
     let chunk = '';
     const write = async (text: string) => {
@@ -553,6 +565,7 @@ async function commandAuditVerify(options: {
   file?: string;
   publicKey?: string;
   store?: boolean;
+  archive?: boolean;
   output: OutputFormat;
 }) {
   let result: AuditVerification;
@@ -581,6 +594,17 @@ async function commandAuditVerify(options: {
     const { audit, nodeKey, witness } = openAuditContext();
     try {
       result = await audit.verify();
+      if (result.ok && options.archive === true) {
+        const archives = await (audit as SqliteAuditLedger).verifyArchives();
+        if (!archives.ok) {
+          const { ok: _ok, ...failure } = archives;
+          result = { ok: false, ...failure, entries: result.entries };
+        } else {
+          process.stderr.write(
+            `✓ ${archives.archives} ledger archive(s) verified: ${archives.entries} entries link into their checkpoints\n`,
+          );
+        }
+      }
       const witnessed = witness.read().length;
       keyNote =
         (result.ok && result.heads > 0 ? `node key ${nodeKey.keyId()}` : '') +
@@ -600,7 +624,11 @@ async function commandAuditVerify(options: {
     return result.ok ? EXIT.ok : EXIT.auditTampered;
   }
   if (!result.ok) throw tampered(result, what);
-  const range = result.entries === 0 ? 'no entries' : `${result.entries} entries (seq 1–${result.lastSeq})`;
+  const firstSeq = result.lastSeq - result.entries + 1;
+  const range =
+    result.entries === 0
+      ? 'no entries'
+      : `${result.entries} entries (seq ${firstSeq}–${result.lastSeq}${firstSeq > 1 ? `; 1–${firstSeq - 1} pruned under signed checkpoints` : ''})`;
   const signed =
     result.heads === 0
       ? 'no signed heads yet'
@@ -779,6 +807,10 @@ export function buildProgram(setExit: (code: number) => void): Command {
       'also check every execution in the store has its ledger entries (default when $AEGIS_HOME/aegis.db exists)',
     )
     .option('--no-store', 'skip the store cross-check')
+    .option(
+      '--archive',
+      'also check the archives of pruned entries ($AEGIS_HOME/audit-archive/) against their signed checkpoints',
+    )
     .addOption(outputOption())
     .action(wrap(commandAuditVerify));
   audit
@@ -824,6 +856,7 @@ export function buildProgram(setExit: (code: number) => void): Command {
     .addOption(outputOption())
     .action(wrap(commandDoctor));
   registerServerCommand(program, (action) => wrap(action)());
+  registerPruneCommand(program, (action) => wrap(action)());
   registerRemoteCommands(program, setExit);
   registerCompletionCommand(program, (action) => wrap(action)());
   return program;

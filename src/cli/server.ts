@@ -7,6 +7,12 @@ import type { Command } from 'commander';
 import { parseRateLimit } from '../domain/auth/api-key.ts';
 import { AegisError } from '../domain/errors.ts';
 import type { DeployCeilings } from '../domain/policy/deploy-ceilings.ts';
+import {
+  formatRetention,
+  parseRetention,
+  type RetentionPolicy,
+  retentionPolicy,
+} from '../domain/retention.ts';
 import { type ParseResult, parseCpu, parseDuration, parseSize } from '../domain/units.ts';
 
 interface ServerFlags {
@@ -26,6 +32,33 @@ interface ServerFlags {
   maxAgentPids?: string;
   maxAgentDisk?: string;
   maxAgentTimeout?: string;
+  retain?: string;
+  retainLogs?: string;
+  retainAudit?: string;
+}
+
+function describePolicy(policy: RetentionPolicy): string {
+  const w = (ms: number | null) => (ms === null ? 'forever' : formatRetention(ms));
+  return `executions ${w(policy.executionsMs)}, logs ${w(policy.logsMs)}, sandboxes ${w(policy.sandboxesMs)}, ledger ${w(policy.auditMs)}`;
+}
+
+/** `--retain*`: the retention policy (default: keep everything forever). */
+function retention(flags: ServerFlags): RetentionPolicy | undefined {
+  const window = (text: string | undefined, flag: string) => {
+    if (text === undefined) return undefined;
+    const parsed = parseRetention(text);
+    if (!parsed.ok) throw new AegisError('USAGE', `${flag}: ${parsed.error}`, { hint: 'e.g. 30d, 12h, 2w' });
+    return parsed.value;
+  };
+  const executionsMs = window(flags.retain, '--retain');
+  const logsMs = window(flags.retainLogs, '--retain-logs');
+  const auditMs = window(flags.retainAudit, '--retain-audit');
+  if (executionsMs === undefined && logsMs === undefined && auditMs === undefined) return undefined;
+  return retentionPolicy({
+    ...(executionsMs === undefined ? {} : { executionsMs }),
+    ...(logsMs === undefined ? {} : { logsMs }),
+    ...(auditMs === undefined ? {} : { auditMs }),
+  });
 }
 
 /** `--max-agent-*`: the ceilings of non-admin deploys; unset ones default from the host (see main-server.ts). */
@@ -83,6 +116,7 @@ async function commandServer(flags: ServerFlags): Promise<number> {
   const listen = parseListen(flags.listen);
   const drain = parseDuration(flags.drainTimeout);
   if (!drain.ok) throw new AegisError('USAGE', `--drain-timeout: ${drain.error}`);
+  const policy = retention(flags);
   const { startServer } = await import('../main-server.ts');
   const server = await startServer({
     ...listen,
@@ -102,6 +136,7 @@ async function commandServer(flags: ServerFlags): Promise<number> {
       ? {}
       : { poolIdleTimeoutMs: durationMs(flags.poolIdleTimeout, '--pool-idle-timeout') }),
     deployCeilings: deployCeilings(flags),
+    ...(policy === undefined ? {} : { retention: policy }),
   });
   const { requeued, failed } = server.recovered;
   if (requeued.length + failed.length > 0) {
@@ -117,6 +152,11 @@ async function commandServer(flags: ServerFlags): Promise<number> {
   }
   const where = [server.url, ...(server.socketPath ? [`unix:${server.socketPath}`] : [])].join(' and ');
   process.stderr.write(`aegis server listening on ${where}\n`);
+  process.stderr.write(
+    policy === undefined
+      ? 'retention: keeping every execution, log and ledger entry forever (set --retain 30d to prune)\n'
+      : `retention: ${describePolicy(policy)}, applied now and hourly\n`,
+  );
   if (server.createdAdminKey !== undefined) {
     process.stderr.write(
       'First start: created an admin API key. It is shown only this once (also saved with mode 0600 at ' +
@@ -192,5 +232,14 @@ export function registerServerCommand(
     .option('--max-agent-disk <size>', 'largest /workspace a non-admin deploy may ask for (default: 4Gi)')
     .option('--max-agent-timeout <duration>', 'longest timeout a non-admin deploy may ask for (default: 1h)')
     .option('--drain-timeout <duration>', 'on SIGTERM, how long running executions may finish', '30s')
+    .option(
+      '--retain <window>',
+      'prune finished executions (and their logs, ended sandboxes, ledger entries under a signed checkpoint) older than this, e.g. 30d — at start and hourly (default: keep forever)',
+    )
+    .option('--retain-logs <window>', 'prune execution logs older than this, e.g. 7d (default: --retain)')
+    .option(
+      '--retain-audit <window>',
+      'checkpoint and drop ledger entries older than this (default: --retain)',
+    )
     .action((flags: ServerFlags) => run(() => commandServer(flags)));
 }

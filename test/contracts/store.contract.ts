@@ -9,8 +9,9 @@ import type { NewAgentRevision, Store } from '../../src/app/ports.ts';
 import type { ApiKeyRecord } from '../../src/domain/auth/api-key.ts';
 import type { AgentRevision } from '../../src/domain/deployment.ts';
 import { isAegisError } from '../../src/domain/errors.ts';
+import type { ExecutionRecord } from '../../src/domain/execution.ts';
 import type { SandboxRecord } from '../../src/domain/live-sandbox.ts';
-import { executionStoreContract, type StoreUnderTest } from './execution-store.contract.ts';
+import { executionStoreContract, line, record, type StoreUnderTest } from './execution-store.contract.ts';
 
 export function storeContract(name: string, open: () => Promise<StoreUnderTest<Store>>): void {
   executionStoreContract(name, open);
@@ -378,6 +379,107 @@ export function storeContract(name: string, open: () => Promise<StoreUnderTest<S
         await store.putSandbox(one);
         store = await subject.reopen();
         assert.deepEqual(await store.getSandbox('sb_1'), one);
+      });
+    });
+
+    describe('retention (pruneExecutions / pruneLogs / pruneSandboxes)', () => {
+      const finished = (
+        id: string,
+        agent: string,
+        finishedAt: string,
+        status: ExecutionRecord['status'] = 'succeeded',
+      ) => record({ id, agent: { name: agent, version: '1.0.0' }, status, createdAt: at(0), finishedAt });
+      async function seed(): Promise<void> {
+        await store.createExecution(finished('old-a', 'a', at(10)));
+        await store.createExecution(finished('old-b', 'b', at(11), 'failed'));
+        await store.createExecution(finished('new-a', 'a', at(100)));
+        // Old but not terminal: never pruned, however old.
+        await store.createExecution(
+          record({
+            id: 'run-a',
+            agent: { name: 'a', version: '1.0.0' },
+            status: 'running',
+            createdAt: at(1),
+          }),
+        );
+        await store.createExecution(
+          record({ id: 'q-a', agent: { name: 'a', version: '1.0.0' }, status: 'queued', createdAt: at(1) }),
+        );
+        await store.appendLogs('old-a', [line('héllo'), line('world')]);
+        await store.appendLogs('old-b', [line('x')]);
+        await store.appendLogs('run-a', [line('still going')]);
+      }
+      const before = at(50);
+
+      it('counts on a dry run and removes nothing', async () => {
+        await seed();
+        const counted = await store.pruneExecutions({ before, limit: 1, dryRun: true });
+        assert.deepEqual(counted, { executions: 2, logLines: 3, logBytes: 6 + 5 + 1 });
+        assert.ok(await store.getExecution('old-a'));
+      });
+
+      it('removes finished executions and their logs in batches, never a running or queued one', async () => {
+        await seed();
+        const first = await store.pruneExecutions({ before, limit: 1, dryRun: false });
+        const second = await store.pruneExecutions({ before, limit: 1, dryRun: false });
+        const third = await store.pruneExecutions({ before, limit: 1, dryRun: false });
+        assert.equal(first.executions + second.executions + third.executions, 2);
+        assert.equal(first.logLines + second.logLines, 3);
+        assert.equal(third.executions, 0);
+        assert.equal(await store.getExecution('old-a'), undefined);
+        assert.deepEqual(await store.readLogs('old-a'), []);
+        assert.ok(await store.getExecution('new-a'));
+        assert.ok(await store.getExecution('run-a'));
+        assert.ok(await store.getExecution('q-a'));
+        assert.equal((await store.readLogs('run-a')).length, 1);
+      });
+
+      it('filters by agent, and keeps records when only logs are pruned', async () => {
+        await seed();
+        assert.equal(
+          (await store.pruneExecutions({ before, exceptAgents: ['a'], limit: 10, dryRun: false })).executions,
+          1,
+        );
+        assert.ok(await store.getExecution('old-a'));
+        const logs = await store.pruneLogs({ before, agents: ['a'], limit: 10, dryRun: false });
+        assert.deepEqual(logs, { executions: 1, logLines: 2, logBytes: 6 + 5 });
+        assert.ok(await store.getExecution('old-a'));
+        assert.deepEqual(await store.readLogs('old-a'), []);
+        assert.equal((await store.pruneLogs({ before, limit: 10, dryRun: false })).executions, 0);
+        // notBefore: only executions that finished at or after it (the logs pass leaves older ones to pruneExecutions).
+        await store.appendLogs('new-a', [line('n')]);
+        const bounded = await store.pruneLogs({
+          before: at(200),
+          notBefore: at(50),
+          limit: 10,
+          dryRun: true,
+        });
+        assert.deepEqual(bounded, { executions: 1, logLines: 1, logBytes: 1 });
+      });
+
+      it('removes terminated sandbox records whose lifetime ended before the cutoff, never running ones', async () => {
+        const sb = (id: string, status: SandboxRecord['status'], expiresAt: string): SandboxRecord => ({
+          id,
+          agent: { name: 'live', revision: 1, version: '1.0.0' },
+          runtime: 'sandbox',
+          status,
+          reason: null,
+          createdAt: at(0),
+          expiresAt,
+          idleTimeoutMs: null,
+          metadata: {},
+          owner: 'key_01',
+          usage: null,
+          holder: null,
+        });
+        await store.putSandbox(sb('sb_old', 'terminated', at(10)));
+        await store.putSandbox(sb('sb_new', 'terminated', at(100)));
+        await store.putSandbox(sb('sb_run', 'running', at(10)));
+        assert.equal(await store.pruneSandboxes({ before: at(50), limit: 10, dryRun: true }), 1);
+        assert.equal(await store.pruneSandboxes({ before: at(50), limit: 10, dryRun: false }), 1);
+        assert.equal(await store.getSandbox('sb_old'), undefined);
+        assert.ok(await store.getSandbox('sb_new'));
+        assert.ok(await store.getSandbox('sb_run'));
       });
     });
 

@@ -27,6 +27,12 @@ import { DatabaseSync, type StatementSync } from 'node:sqlite';
 import type { AuditLog, Clock, Hasher, Signer } from '../../app/ports.ts';
 import { CanonicalJsonError } from '../../domain/audit/canonical-json.ts';
 import {
+  type Checkpoint,
+  type CheckpointOutcome,
+  type CheckpointRequest,
+  checkCheckpoints,
+} from '../../domain/audit/checkpoint.ts';
+import {
   AUDIT_KINDS,
   type AuditDataByKind,
   type AuditEntry,
@@ -45,6 +51,16 @@ import { addCoverage, LIFECYCLE_KINDS, type LifecycleCoverage } from '../../doma
 import { type AuditVerification, ChainVerifier } from '../../domain/audit/verify.ts';
 import { AegisError } from '../../domain/errors.ts';
 import { type Migration, migrate } from '../store/sqlite/migrations.ts';
+import { reclaimSqliteSpace } from '../store/sqlite/reclaim.ts';
+import {
+  archiveDir,
+  CHECKPOINT_MIGRATION,
+  chainCrypto,
+  prunedAt,
+  readCheckpoints,
+  verifyArchives,
+  writeCheckpoint,
+} from './checkpoint.ts';
 import type { AuditWitness } from './witness.ts';
 
 export const AUDIT_MIGRATIONS: readonly Migration[] = [
@@ -79,6 +95,7 @@ export const AUDIT_MIGRATIONS: readonly Migration[] = [
         BEGIN SELECT RAISE(ABORT, 'audit heads are append-only'); END;
     `,
   },
+  CHECKPOINT_MIGRATION,
 ];
 
 export interface SqliteAuditLedgerOptions {
@@ -173,6 +190,7 @@ export class SqliteAuditLedger implements AuditLog {
   readonly #allHeads: StatementSync;
   readonly #range: StatementSync;
   readonly #witness: AuditWitness | undefined;
+  readonly #file: string;
   readonly #warn: (message: string) => void;
   /** The newest head this process trusts: witnessed, or stored with a signature that verifies. */
   #trusted: ChainTip;
@@ -212,6 +230,8 @@ export class SqliteAuditLedger implements AuditLog {
       db.exec('PRAGMA journal_mode = WAL');
       db.exec('PRAGMA synchronous = NORMAL');
       db.exec('PRAGMA busy_timeout = 5000');
+      // A new ledger gives pruned pages back to the file system (checkpoint → reclaimSpace); no effect on old ones.
+      db.exec('PRAGMA auto_vacuum = INCREMENTAL');
       migrate(db, AUDIT_MIGRATIONS);
       return new SqliteAuditLedger(db, options, compiled);
     } catch (error) {
@@ -249,6 +269,7 @@ export class SqliteAuditLedger implements AuditLog {
     );
     this.#range.setReturnArrays(true);
     this.#witness = options.witness;
+    this.#file = options.file;
     this.#warn = options.warn ?? ((message) => process.stderr.write(`aegis: warning: ${message}\n`));
     this.#stored = this.#readTip();
     this.#head = this.#stored;
@@ -371,6 +392,12 @@ export class SqliteAuditLedger implements AuditLog {
     this.#db.exec('BEGIN');
     try {
       const heads = this.#allHeads.all().map((row) => toHead(row as unknown as HeadRow));
+      // Entries a signed checkpoint covers were archived and dropped: the walk starts after the newest one.
+      const checked = checkCheckpoints(readCheckpoints(this.#db), chainCrypto(this.#signer, this.#hasher));
+      if (!checked.ok) {
+        const { ok: _ok, ...failure } = checked;
+        return { ok: false, ...failure, entries: 0 };
+      }
       const verifier = new ChainVerifier(
         {
           sha256Hex: this.#hasher.sha256Hex,
@@ -381,6 +408,7 @@ export class SqliteAuditLedger implements AuditLog {
           witnessed: witnessed.map(asSignedHead),
           nowMs: this.#clock.now(),
           tailGraceMs: this.#options.tailGraceMs,
+          ...(checked.from ? { from: checked.from } : {}),
         },
       );
       for (const row of this.#allEntries.iterate() as Iterable<unknown> as Iterable<EntryArray>) {
@@ -423,6 +451,7 @@ export class SqliteAuditLedger implements AuditLog {
     };
     // Heads first (see export-format.ts), then the entries that a head covers, page by page: entries not signed
     // yet stay out (nothing would vouch for them offline).
+    for (const checkpoint of readCheckpoints(this.#db)) yield { type: 'checkpoint', ...checkpoint };
     const heads = this.#allHeads.all().map((row) => toHead(row as unknown as HeadRow));
     for (const head of heads) yield { type: 'head', ...head };
     const through = Math.max(newest?.seq ?? 0, ...heads.map((h) => h.seq));
@@ -436,6 +465,68 @@ export class SqliteAuditLedger implements AuditLog {
       if (rows.length < EXPORT_PAGE) break;
       after = rows[rows.length - 1]!.seq;
     }
+  }
+
+  /**
+   * Archives and drops old entries under a signed checkpoint (adapters/audit/checkpoint.ts), then records
+   * `ledger.checkpoint`. Refused while this process distrusts the stored chain.
+   */
+  async checkpoint(request: CheckpointRequest): Promise<CheckpointOutcome> {
+    if (this.#closed) throw new AegisError('INTERNAL', 'the audit ledger is closed');
+    await this.flush();
+    if (this.#refusal !== undefined) {
+      throw new AegisError('AUDIT_TAMPERED', `nothing is pruned from an altered ledger: ${this.#refusal}`, {
+        hint: 'run `aegis audit verify`',
+      });
+    }
+    const outcome = await writeCheckpoint(
+      {
+        db: this.#db,
+        signer: this.#signer,
+        hasher: this.#hasher,
+        clock: this.#clock,
+        file: this.#file,
+        verifiedTip: this.#verifiedTip,
+        storeHead: (head) => {
+          this.#insertHead.run(head.seq, head.hash, head.ts, head.keyId, head.signature);
+        },
+        witnessHead: (head) => this.#witnessHead(head),
+      },
+      request,
+    );
+    const cp = outcome.checkpoint;
+    if (cp !== undefined) {
+      this.append(AUDIT_KINDS.ledgerCheckpoint, null, {
+        seq: cp.seq,
+        hash: cp.hash,
+        fromSeq: cp.fromSeq,
+        count: cp.count,
+        archive: cp.archive,
+        archiveSha256: cp.archiveSha256,
+      });
+      await this.flush();
+    }
+    return outcome;
+  }
+
+  /** The checkpoint that dropped entries of this execution (or sandbox), if any did. */
+  async prunedAt(executionId: string): Promise<Checkpoint | undefined> {
+    return prunedAt(this.#db, executionId);
+  }
+
+  async checkpoints(): Promise<readonly Checkpoint[]> {
+    return readCheckpoints(this.#db);
+  }
+
+  /** `verify --archive`: each checkpoint's archive matches its signed digest and chain. */
+  verifyArchives(dir: string = archiveDir(this.#file)): ReturnType<typeof verifyArchives> {
+    return verifyArchives(dir, readCheckpoints(this.#db), chainCrypto(this.#signer, this.#hasher));
+  }
+
+  /** Gives free pages back to the file system; returns the database file's bytes before and after. */
+  async reclaimSpace(): Promise<{ readonly beforeBytes: number; readonly afterBytes: number }> {
+    await this.flush();
+    return reclaimSqliteSpace(this.#db);
   }
 
   /** Writes what is buffered, signs the final head and closes the database. Idempotent. */
@@ -533,14 +624,21 @@ export class SqliteAuditLedger implements AuditLog {
    */
   #checkStored(tip: ChainTip): void {
     if (this.#refusal !== undefined) return;
-    const from = this.#verifiedTip;
+    let from = this.#verifiedTip;
+    const checked = checkCheckpoints(readCheckpoints(this.#db), chainCrypto(this.#signer, this.#hasher));
+    // Another process pruned under a checkpoint since: its (signed) tip is where the stored chain now starts.
+    let fromCheckpoint = false;
+    if (checked.ok && checked.from !== undefined && checked.from.seq >= from.seq) {
+      from = checked.from;
+      fromCheckpoint = true;
+    }
     let refusal: string | undefined;
     if (tip.seq < from.seq) {
       refusal = `the ledger ends at seq ${tip.seq}, before the head this node trusts (seq ${from.seq})`;
     } else {
-      let prev: ChainTip | undefined = from.seq === 0 ? EMPTY_TIP : undefined;
+      let prev: ChainTip | undefined = from.seq === 0 || fromCheckpoint ? from : undefined;
       for (const row of this.#range.iterate(
-        Math.max(1, from.seq),
+        fromCheckpoint ? from.seq + 1 : Math.max(1, from.seq),
         tip.seq,
       ) as Iterable<unknown> as Iterable<EntryArray>) {
         const link: ChainLink = {

@@ -37,6 +37,8 @@ export class PrometheusMetrics implements ExecutionMetrics {
   readonly #http: Counter<'method' | 'route' | 'status'>;
   readonly #llmCalls: Counter<'alias' | 'status'>;
   readonly #llmTokens: Counter<'alias' | 'direction'>;
+  readonly #prunedRows: Counter<'what'>;
+  readonly #prunedBytes: Counter<'what'>;
 
   constructor(options: { defaultMetrics?: boolean } = {}) {
     if (options.defaultMetrics ?? true) {
@@ -84,12 +86,46 @@ export class PrometheusMetrics implements ExecutionMetrics {
       labelNames: ['alias', 'status'],
       registers: [this.registry],
     });
+    this.#prunedRows = new Counter({
+      name: 'aegis_retention_pruned_rows_total',
+      help: 'Rows removed by retention (--retain, aegis prune), by what: executions, log_lines, sandboxes, ledger_entries',
+      labelNames: ['what'],
+      registers: [this.registry],
+    });
+    this.#prunedBytes = new Counter({
+      name: 'aegis_retention_pruned_bytes_total',
+      help: 'Bytes removed by retention: logs (log text), reclaimed (SQLite files shrunk by)',
+      labelNames: ['what'],
+      registers: [this.registry],
+    });
     this.#llmTokens = new Counter({
       name: 'aegis_llm_tokens_total',
       help: 'Tokens through the LLM gateway, by alias and direction (input, output)',
       labelNames: ['alias', 'direction'],
       registers: [this.registry],
     });
+  }
+
+  /** One prune (app/retention.ts) that removed something. */
+  retentionPruned(report: {
+    readonly removed: {
+      readonly executions: number;
+      readonly logLines: number;
+      readonly logBytes: number;
+      readonly sandboxes: number;
+      readonly ledgerEntries: number;
+    };
+    readonly reclaimedBytes: number | null;
+  }): void {
+    const r = report.removed;
+    this.#prunedRows.inc({ what: 'executions' }, r.executions);
+    this.#prunedRows.inc({ what: 'log_lines' }, r.logLines);
+    this.#prunedRows.inc({ what: 'sandboxes' }, r.sandboxes);
+    this.#prunedRows.inc({ what: 'ledger_entries' }, r.ledgerEntries);
+    this.#prunedBytes.inc({ what: 'logs' }, r.logBytes);
+    if (report.reclaimedBytes !== null && report.reclaimedBytes > 0) {
+      this.#prunedBytes.inc({ what: 'reclaimed' }, report.reclaimedBytes);
+    }
   }
 
   /** One model call (the gateway's `llm.call` record). */

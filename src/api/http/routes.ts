@@ -13,6 +13,7 @@ import type {
 } from '../../domain/deployment.ts';
 import { AegisError } from '../../domain/errors.ts';
 import { isTerminal } from '../../domain/execution.ts';
+import { parseRetention, retentionPolicy } from '../../domain/retention.ts';
 import { parseDuration } from '../../domain/units.ts';
 import type { ApiContext } from '../context.ts';
 import { decodeCursor, encodeCursor } from '../cursor.ts';
@@ -338,9 +339,67 @@ export const ROUTES: readonly Route[] = [
     params: S.ExecutionId,
     responses: { 200: { description: 'Entries', schema: S.AuditList }, ...errors(401, 403, 404, 429) },
     async handler(ctx, req) {
-      const record = await ctx.executions.get(req.principal, req.params['id']!);
+      const id = req.params['id']!;
+      let record: Awaited<ReturnType<typeof ctx.executions.get>>;
+      try {
+        record = await ctx.executions.get(req.principal, id);
+      } catch (error) {
+        // A pruned execution is gone from the store; its ledger entries went under a checkpoint — say which.
+        const pruned =
+          error instanceof AegisError && error.code === 'NOT_FOUND'
+            ? await ctx.audit.prunedAt?.(id)
+            : undefined;
+        if (pruned === undefined) throw error;
+        throw prunedError(id, pruned);
+      }
       const entries = await ctx.audit.list(record.id);
+      if (entries.length === 0) {
+        const pruned = await ctx.audit.prunedAt?.(record.id);
+        if (pruned !== undefined) throw prunedError(record.id, pruned);
+      }
       return { status: 200, body: { entries } };
+    },
+  },
+  {
+    method: 'POST',
+    path: '/v1/admin/prune',
+    operationId: 'prune',
+    summary:
+      "Remove finished executions, logs, ended sandbox records and (under a signed checkpoint) ledger entries older than a window — the server's --retain policy by default",
+    tag: 'keys',
+    scope: 'admin',
+    body: S.PruneBody,
+    responses: {
+      200: {
+        description: 'What was removed (or would be, dryRun) and what was kept and why',
+        schema: S.PruneReport,
+      },
+      ...errors(400, 401, 403, 413, 415, 429, 503),
+    },
+    async handler(ctx, req) {
+      requireScope(req.principal, 'admin', 'pruning');
+      if (ctx.prune === undefined) throw new AegisError('RUNTIME_UNAVAILABLE', 'this server cannot prune');
+      const body = (req.body ?? {}) as S.PruneBody;
+      const window = (text: string | undefined, where: string) => {
+        if (text === undefined) return undefined;
+        const parsed = parseRetention(text);
+        if (!parsed.ok)
+          throw new AegisError('USAGE', `${where}: ${parsed.error}`, { hint: 'e.g. "30d", "12h", "2w"' });
+        return parsed.value;
+      };
+      const executionsMs = window(body.olderThan, 'body.olderThan');
+      const logsMs = window(body.logsOlderThan, 'body.logsOlderThan');
+      const auditMs = window(body.auditOlderThan, 'body.auditOlderThan');
+      const policy =
+        executionsMs === undefined && logsMs === undefined && auditMs === undefined
+          ? undefined
+          : retentionPolicy({
+              ...(executionsMs === undefined ? {} : { executionsMs }),
+              ...(logsMs === undefined ? {} : { logsMs }),
+              ...(auditMs === undefined ? {} : { auditMs }),
+            });
+      const report = await ctx.prune({ policy, dryRun: body.dryRun === true, by: req.principal.id });
+      return { status: 200, body: report };
     },
   },
   {
@@ -431,6 +490,17 @@ export const ROUTES: readonly Route[] = [
   ),
   ...MEMORY_ROUTES,
 ];
+
+function prunedError(id: string, checkpoint: { seq: number; ts: string; archive: string }): AegisError {
+  return new AegisError(
+    'NOT_FOUND',
+    `execution ${id} was pruned: its audit entries were archived and dropped at ledger checkpoint ${checkpoint.seq} (${checkpoint.ts})`,
+    {
+      hint: `they are in the ledger archive ${checkpoint.archive} on the server (aegis audit verify --archive checks it)`,
+      details: { id, prunedAtCheckpoint: checkpoint.seq, archive: checkpoint.archive },
+    },
+  );
+}
 
 function approvalsOf(ctx: ApiContext): NonNullable<ApiContext['approvals']> {
   if (ctx.approvals === undefined) {

@@ -287,6 +287,53 @@ export const CreatedKey = z
 export type CreatedKey = z.infer<typeof CreatedKey>;
 export const KeyList = z.object({ keys: z.array(ApiKey) }).meta({ id: 'KeyList' });
 
+const RetentionWindowText = z
+  .string()
+  .max(32)
+  .meta({ description: 'A window such as 30d, 2w, 12h (s, m, h, d, w)' });
+export const PruneBody = z
+  .strictObject({
+    olderThan: RetentionWindowText.optional().meta({
+      description:
+        "Finished executions, logs, ended sandboxes and ledger entries older than this; default: the server's --retain policy",
+    }),
+    logsOlderThan: RetentionWindowText.optional(),
+    auditOlderThan: RetentionWindowText.optional(),
+    dryRun: z.boolean().optional().meta({ description: 'Count only; remove nothing' }),
+  })
+  .meta({ id: 'PruneBody' });
+export type PruneBody = z.infer<typeof PruneBody>;
+
+const Cutoff = z.string().nullable();
+export const PruneReport = z
+  .object({
+    dryRun: z.boolean(),
+    before: z.object({ executions: Cutoff, logs: Cutoff, sandboxes: Cutoff, audit: Cutoff }),
+    removed: z.object({
+      executions: z.number().int(),
+      logLines: z.number().int(),
+      logBytes: z.number().int(),
+      logsOfExecutions: z.number().int(),
+      sandboxes: z.number().int(),
+      ledgerEntries: z.number().int(),
+    }),
+    checkpoints: z.array(
+      z.object({
+        seq: z.number().int(),
+        fromSeq: z.number().int(),
+        count: z.number().int(),
+        archive: z.string(),
+        archiveSha256: z.string(),
+      }),
+    ),
+    kept: z.array(
+      z.object({ what: z.enum(['executions', 'logs', 'sandboxes', 'ledger']), reason: z.string() }),
+    ),
+    reclaimedBytes: z.number().int().nullable(),
+  })
+  .meta({ id: 'PruneReport' });
+export type PruneReport = z.infer<typeof PruneReport>;
+
 export const AuditEntry = z
   .object({
     seq: z.number().int(),

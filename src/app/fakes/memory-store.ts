@@ -21,6 +21,8 @@ import type {
   LlmSpend,
   NewAgentRevision,
   NewLogLine,
+  PruneBatch,
+  PrunedRows,
   Store,
 } from '../ports.ts';
 
@@ -272,6 +274,50 @@ export class MemoryStore implements Store {
       )
       .slice(0, filter.limit ?? Number.POSITIVE_INFINITY)
       .map((r) => structuredClone(r));
+  }
+
+  async pruneExecutions(batch: PruneBatch): Promise<PrunedRows> {
+    return this.#prune(batch, false);
+  }
+
+  async pruneLogs(batch: PruneBatch): Promise<PrunedRows> {
+    return this.#prune(batch, true);
+  }
+
+  async pruneSandboxes(batch: Omit<PruneBatch, 'agents' | 'exceptAgents'>): Promise<number> {
+    const ended = [...this.#sandboxes.values()]
+      .filter((r) => r.status === 'terminated' && r.expiresAt < batch.before)
+      .sort((a, b) => (a.expiresAt < b.expiresAt ? -1 : 1))
+      .slice(0, batch.dryRun ? undefined : batch.limit);
+    if (!batch.dryRun) for (const r of ended) this.#sandboxes.delete(r.id);
+    return ended.length;
+  }
+
+  #prune(batch: PruneBatch, logsOnly: boolean): PrunedRows {
+    const picked = [...this.#executions.values()]
+      .filter(
+        (r) =>
+          isTerminal(r.status) &&
+          (r.finishedAt ?? r.createdAt) < batch.before &&
+          (batch.notBefore === undefined || (r.finishedAt ?? r.createdAt) >= batch.notBefore) &&
+          (batch.agents === undefined || batch.agents.includes(r.agent.name)) &&
+          !(batch.exceptAgents ?? []).includes(r.agent.name) &&
+          (!logsOnly || (this.#logs.get(r.id)?.length ?? 0) > 0),
+      )
+      .sort((a, b) => ((a.finishedAt ?? a.createdAt) < (b.finishedAt ?? b.createdAt) ? -1 : 1))
+      .slice(0, batch.dryRun ? undefined : batch.limit);
+    let logLines = 0;
+    let logBytes = 0;
+    for (const r of picked) {
+      for (const line of this.#logs.get(r.id) ?? []) {
+        logLines += 1;
+        logBytes += new TextEncoder().encode(line.text).length;
+      }
+      if (batch.dryRun) continue;
+      this.#logs.delete(r.id);
+      if (!logsOnly) this.#executions.delete(r.id);
+    }
+    return { executions: picked.length, logLines, logBytes };
   }
 
   async close(): Promise<void> {}

@@ -44,6 +44,10 @@ export const AUDIT_KINDS = {
   auditTailAdopted: 'audit.tail-adopted',
   /** The node key was rotated; the head covering this entry is the last one the old key signs. */
   auditKeyRotated: 'audit.key-rotated',
+  /** Entries through `seq` were archived and dropped under a signed checkpoint (domain/audit/checkpoint.ts). */
+  ledgerCheckpoint: 'ledger.checkpoint',
+  /** A prune (retention policy or `aegis prune`) removed these counts from the store and the ledger. */
+  retentionPruned: 'retention.pruned',
   /** Live sandboxes (app/live-sandboxes.ts); the entry's execution is the sandbox id. */
   sandboxCreated: 'sandbox.created',
   sandboxTerminated: 'sandbox.terminated',
@@ -152,6 +156,29 @@ export type AuditDataByKind = {
     readonly reason: string;
   };
   'audit.key-rotated': { readonly from: string; readonly to: string; readonly publicKey: string };
+  'ledger.checkpoint': {
+    readonly seq: number;
+    readonly hash: string;
+    readonly fromSeq: number;
+    readonly count: number;
+    readonly archive: string;
+    readonly archiveSha256: string;
+  };
+  'retention.pruned': {
+    readonly executions: number;
+    readonly logLines: number;
+    readonly logBytes: number;
+    readonly sandboxes: number;
+    readonly ledgerEntries: number;
+    /** The cutoffs applied (ISO), null where the policy keeps forever. */
+    readonly before: {
+      readonly executions: string | null;
+      readonly logs: string | null;
+      readonly sandboxes: string | null;
+      readonly audit: string | null;
+    };
+    readonly by: string;
+  };
   'sandbox.created': {
     readonly agent: string;
     readonly revision: number;

@@ -2,12 +2,14 @@
  * The ledger export: JSON Lines, verifiable offline.
  *
  *   line 1      {"type":"header","format":"aegis.audit.export/v1","publicKey":"-----BEGIN PUBLIC KEY-----…",…}
+ *   then        {"type":"checkpoint","seq":…,"hash":…,"fromSeq":…,…}  every ledger checkpoint (checkpoint.ts), by seq
  *   then        {"type":"head","seq":…,"hash":…,"ts":…,"keyId":…,"signature":…}   every signed head, by seq
  *   then        {"type":"entry","seq":…,"ts":…,"execution":…,"kind":…,"data":{…},"prevHash":…,"hash":…}  by seq
  *
  * Heads come before entries so a reader can check each head as it walks the chain in one pass; a head after the
  * first entry is refused (otherwise moving a head line to the end would skip its check).
  */
+import { type Checkpoint, checkCheckpoints } from './checkpoint.ts';
 import { type AuditEntry, type SignedHead, toLink } from './entry.ts';
 import type { EndorsedKey } from './keys.ts';
 import { type AuditVerification, type ChainCrypto, ChainVerifier } from './verify.ts';
@@ -34,6 +36,7 @@ export interface AuditExportHeader {
 
 export type AuditExportRecord =
   | AuditExportHeader
+  | ({ readonly type: 'checkpoint' } & Checkpoint)
   | ({ readonly type: 'head' } & SignedHead)
   | ({ readonly type: 'entry' } & AuditEntry);
 
@@ -65,6 +68,11 @@ export function parseExportLine(text: string): Parsed {
         return { ok: false, message: 'header without publicKey/keyId' };
       }
       return { ok: true, record: value as unknown as AuditExportHeader };
+    case 'checkpoint':
+      if (!isSeq(value['seq']) || !isSeq(value['fromSeq']) || typeof value['hash'] !== 'string') {
+        return { ok: false, message: 'checkpoint without a valid seq, fromSeq and hash' };
+      }
+      return { ok: true, record: value as unknown as AuditExportRecord };
     case 'head':
       if (
         !isSeq(value['seq']) ||
@@ -108,6 +116,7 @@ export class ExportVerifier {
   #line = 0;
   #header: AuditExportHeader | undefined;
   readonly #heads: SignedHead[] = [];
+  readonly #checkpoints: Checkpoint[] = [];
   #chain: ChainVerifier | undefined;
   #lastSeq = 0;
   #failure: AuditVerification | undefined;
@@ -132,6 +141,14 @@ export class ExportVerifier {
     switch (record.type) {
       case 'header':
         return this.#malformed('a second header');
+      case 'checkpoint': {
+        if (this.#chain !== undefined || this.#heads.length > 0) {
+          return this.#malformed('a checkpoint after the heads or entries began');
+        }
+        const { type: _type, ...checkpoint } = record;
+        this.#checkpoints.push(checkpoint);
+        return true;
+      }
       case 'head': {
         if (this.#chain !== undefined) return this.#malformed('a signed head after the entries began');
         const { type: _type, ...head } = record;
@@ -189,8 +206,17 @@ export class ExportVerifier {
       };
       return undefined;
     }
+    const checked = checkCheckpoints(this.#checkpoints, crypto);
+    if (!checked.ok) {
+      const { ok: _ok, ...failure } = checked;
+      this.#failure = { ok: false, ...failure, entries: 0 };
+      return undefined;
+    }
     const witnessed = this.#header?.witnessed;
-    this.#chain = new ChainVerifier(crypto, this.#heads, witnessed ? { witnessed: [witnessed] } : {});
+    this.#chain = new ChainVerifier(crypto, this.#heads, {
+      ...(witnessed ? { witnessed: [witnessed] } : {}),
+      ...(checked.from ? { from: checked.from } : {}),
+    });
     return this.#chain;
   }
 

@@ -25,6 +25,7 @@
  */
 import {
   type ChainLink,
+  type ChainTip,
   GENESIS_HASH,
   headMessage,
   linkHash,
@@ -95,6 +96,11 @@ export interface ChainVerifierOptions {
   readonly nowMs?: number;
   /** @default 10_000 — writers sign within ~1 s of an append, so a tail older than this has no live signer. */
   readonly tailGraceMs?: number;
+  /**
+   * Where the walk starts: the tip of a verified ledger checkpoint (domain/audit/checkpoint.ts) — the first entry
+   * must be `from.seq + 1` and link to `from.hash`. Entries before it were archived and dropped. @default genesis
+   */
+  readonly from?: ChainTip;
 }
 
 /** How many entries past the first anomaly are read to tell its kind. */
@@ -175,6 +181,28 @@ export class ChainVerifier {
       }
       this.#heads.set(head.seq, head);
       maxHeadSeq = Math.max(maxHeadSeq, head.seq);
+    }
+    const from = options.from;
+    if (from !== undefined && from.seq > 0) {
+      // The chain before the checkpoint is gone: the walk continues from its tip, which a head at that seq must match.
+      this.#prev = {
+        seq: from.seq,
+        hash: from.hash,
+        ts: '',
+        execution: null,
+        kind: '',
+        dataJson: '',
+        prevHash: '',
+      };
+      this.#matchedHeadSeq = from.seq;
+      const head = this.#heads.get(from.seq);
+      if (head !== undefined && head.hash !== from.hash) {
+        badHead ??= {
+          problem: 'rewritten',
+          firstBadSeq: from.seq,
+          message: `the ledger checkpoint at seq ${from.seq} differs from the head signed at that seq`,
+        };
+      }
     }
     this.#badHead = badHead;
     this.#lostHead = lostHead;

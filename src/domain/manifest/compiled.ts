@@ -5,11 +5,12 @@
 import { AegisError, type Problem } from '../errors.ts';
 import { isAbsolute, normalize, resolve } from '../paths.ts';
 import { compileNetworkPolicy, type NetworkPolicy } from '../policy/network-rules.ts';
+import { type AgentRetention, parseRetention } from '../retention.ts';
 import { compileSecretBindings, type SecretBinding } from '../secrets/secret-ref.ts';
 import { compileToolGrants, type ToolGrantSpec } from '../tools.ts';
 import { parseCpu, parseDuration, parseSize } from '../units.ts';
 import type { JsonSchemaObject } from './input-schema.ts';
-import type { AgentManifest, Isolation, Language, MountEntry, Validator } from './schema.ts';
+import type { AgentManifest, Isolation, Language, MountEntry, Retention, Validator } from './schema.ts';
 
 export interface Limits {
   /** CPU quota in millicores (1000 = one full core). @default 1000 */
@@ -78,6 +79,8 @@ export interface CompiledAgent {
   readonly secrets: readonly SecretBinding[];
   /** `spec.scaling`: how a server keeps the agent ready. */
   readonly scaling: ScalingSpec;
+  /** `spec.retention`: this agent's own retention windows on a server (domain/retention.ts). */
+  readonly retention?: AgentRetention;
   /** `spec.placement`: labels a node must carry to run the agent (a cluster; `aegis run` ignores it). @default {} */
   readonly placement?: { readonly labels: Readonly<Record<string, string>> };
   /** `spec.llm`: model aliases and budget through the LLM gateway; null when the agent may not call models. */
@@ -168,6 +171,16 @@ const RESERVED_EXACT = ['/', '/tmp', '/run', '/bin', '/lib', '/lib64', '/sbin'];
  */
 export const RESERVED_ENV =
   /^(AEGIS_.*|PATH|HOME|LD_PRELOAD|LD_LIBRARY_PATH|LD_AUDIT|HTTPS?_PROXY|https?_proxy|ALL_PROXY|all_proxy|NODE_USE_ENV_PROXY)$/;
+
+function compileRetention(retention: Retention): AgentRetention {
+  const executionsMs =
+    retention.executions === undefined ? undefined : unwrap(parseRetention(retention.executions));
+  const logsMs = retention.logs === undefined ? executionsMs : unwrap(parseRetention(retention.logs));
+  return {
+    ...(executionsMs === undefined ? {} : { executionsMs }),
+    ...(logsMs === undefined ? {} : { logsMs }),
+  };
+}
 
 function unwrap(result: { ok: true; value: number } | { ok: false; error: string }): number {
   if (!result.ok) throw new Error(result.error); // unreachable: the schema already validated the value
@@ -323,6 +336,7 @@ export function compileManifest(manifest: AgentManifest, manifestDir: string): C
           ? DEFAULT_IDLE_TIMEOUT_MS
           : unwrap(parseDuration(spec.scaling.idleTimeout)),
     },
+    ...(spec.retention === undefined ? {} : { retention: compileRetention(spec.retention) }),
     ...(Object.keys(spec.placement.labels).length > 0
       ? { placement: { labels: spec.placement.labels } }
       : {}),

@@ -6,6 +6,7 @@
 import { z } from 'zod';
 import { jsonSchemaProblem } from '../loop/json-schema.ts';
 import { parseNetworkRule } from '../policy/network-rules.ts';
+import { parseRetention } from '../retention.ts';
 import { imageRefProblem } from '../runtime/image-ref.ts';
 import { SecretRefs } from '../secrets/secret-ref.ts';
 import { type ToolGrantInput, toolGrantProblems } from '../tools.ts';
@@ -257,6 +258,25 @@ export const Memory = z
       "Cortex: the agent's long-term memory (aegis.memory.store/search/forget in the sandbox, recall in declarative prompts), scoped to this agent and audited.",
   });
 export type Memory = z.infer<typeof Memory>;
+
+export const RetentionWindow = unitString(parseRetention, '30d');
+
+export const Retention = z
+  .strictObject({
+    executions: RetentionWindow.optional().meta({
+      description:
+        "How long this agent's finished executions (records, logs) are kept, e.g. 7d or 90d. Default: the server's `--retain` (which keeps forever unless set).",
+    }),
+    logs: RetentionWindow.optional().meta({
+      description:
+        "How long this agent's execution logs are kept (the records stay until `executions`), e.g. 24h. Default: `executions`, else the server's `--retain-logs`.",
+    }),
+  })
+  .meta({
+    description:
+      "This agent's retention on a server, overriding `aegis server --retain`/`--retain-logs` for its executions. The audit ledger is pruned only under signed checkpoints (`aegis prune`).",
+  });
+export type Retention = z.infer<typeof Retention>;
 
 const MODEL_ALIAS = /^[a-z][a-z0-9-]{0,31}$/;
 
@@ -528,6 +548,7 @@ export const Spec = z
     }),
     scaling: Scaling.default({ warm: 0 }),
     placement: Placement.default({ labels: {} }),
+    retention: Retention.optional(),
     llm: Llm.optional(),
     memory: Memory.optional(),
     tools: z.array(ToolGrant).max(256).default([]).meta({

@@ -163,6 +163,13 @@ export const MIGRATIONS: readonly Migration[] = [
       CREATE INDEX memories_scope_time ON memories (agent, namespace, created_at DESC, id DESC);
       CREATE INDEX memories_scope_embedder ON memories (agent, namespace, embedder_id, dimension);
       CREATE INDEX memories_expiry ON memories (expires_at) WHERE expires_at IS NOT NULL;
+      `,
+  },
+  {
+    id: 6,
+    name: 'retention: finished executions by finish time (aegis prune, --retain)',
+    sql: `
+      CREATE INDEX executions_by_status_finished_at ON executions (status, finished_at);
     `,
   },
 ];

@@ -15,6 +15,8 @@ import type {
   LlmSpend,
   NewAgentRevision,
   NewLogLine,
+  PruneBatch,
+  PrunedRows,
   Store,
 } from '../../../app/ports.ts';
 import type { ApiKeyRecord, RateLimit, Scope } from '../../../domain/auth/api-key.ts';
@@ -29,6 +31,7 @@ import type {
   OwnerRef,
   Violation,
 } from '../../../domain/execution.ts';
+import { TERMINAL_STATUSES } from '../../../domain/execution.ts';
 import type { SandboxRecord } from '../../../domain/live-sandbox.ts';
 import {
   COLUMNS,
@@ -572,6 +575,75 @@ export class PostgresStore implements Store {
   }
 
   /** Closes the pool (waiting for queries in flight). Idempotent. */
+  // -------------------------------------------------------------------------------------------------------------
+  // Retention. Deleted rows' space is reused by PostgreSQL (autovacuum), not returned to the OS (that needs
+  // VACUUM FULL, which locks the tables: an operator's decision, not a background job's).
+
+  async pruneExecutions(batch: PruneBatch): Promise<PrunedRows> {
+    return this.#prune(batch, false);
+  }
+
+  async pruneLogs(batch: PruneBatch): Promise<PrunedRows> {
+    return this.#prune(batch, true);
+  }
+
+  async pruneSandboxes(batch: Omit<PruneBatch, 'agents' | 'exceptAgents'>): Promise<number> {
+    // A terminated sandbox ended by its expiresAt (it is killed then at the latest).
+    const where = "status = 'terminated' AND (record_json::jsonb ->> 'expiresAt') < $1";
+    if (batch.dryRun) {
+      const { rows } = await this.#query<{ n: string }>(
+        `SELECT COUNT(*) AS n FROM sandboxes WHERE ${where}`,
+        [batch.before],
+      );
+      return Number(rows[0]?.n ?? 0);
+    }
+    const result = await this.#query(
+      `DELETE FROM sandboxes WHERE id IN (SELECT id FROM sandboxes WHERE ${where} ORDER BY created_at LIMIT $2)`,
+      [batch.before, Math.max(1, Math.trunc(batch.limit))],
+    );
+    return result.rowCount ?? 0;
+  }
+
+  async #prune(batch: PruneBatch, logsOnly: boolean): Promise<PrunedRows> {
+    const params: unknown[] = [[...TERMINAL_STATUSES], batch.before];
+    let where = 'WHERE e.status = ANY($1::text[]) AND COALESCE(e.finished_at, e.created_at) < $2';
+    if (batch.notBefore !== undefined) {
+      params.push(batch.notBefore);
+      where += ` AND COALESCE(e.finished_at, e.created_at) >= $${params.length}`;
+    }
+    if (batch.agents !== undefined) {
+      params.push([...batch.agents]);
+      where += ` AND e.agent_name = ANY($${params.length}::text[])`;
+    }
+    if (batch.exceptAgents !== undefined && batch.exceptAgents.length > 0) {
+      params.push([...batch.exceptAgents]);
+      where += ` AND NOT (e.agent_name = ANY($${params.length}::text[]))`;
+    }
+    if (logsOnly) where += ' AND EXISTS (SELECT 1 FROM execution_logs l WHERE l.execution_id = e.id)';
+    const limit = batch.dryRun
+      ? ''
+      : ` ORDER BY COALESCE(e.finished_at, e.created_at) LIMIT ${Math.max(1, Math.trunc(batch.limit))} FOR UPDATE SKIP LOCKED`;
+    return this.#transaction(async (client) => {
+      const ids = (
+        await client.query<{ id: string }>(`SELECT e.id FROM executions e ${where}${limit}`, params)
+      ).rows.map((row) => row.id);
+      if (ids.length === 0) return { executions: 0, logLines: 0, logBytes: 0 };
+      const logs = await client.query<{ n: string; bytes: string }>(
+        'SELECT COUNT(*) AS n, COALESCE(SUM(octet_length(text)), 0) AS bytes FROM execution_logs WHERE execution_id = ANY($1::text[])',
+        [ids],
+      );
+      if (!batch.dryRun) {
+        await client.query('DELETE FROM execution_logs WHERE execution_id = ANY($1::text[])', [ids]);
+        if (!logsOnly) await client.query('DELETE FROM executions WHERE id = ANY($1::text[])', [ids]);
+      }
+      return {
+        executions: ids.length,
+        logLines: Number(logs.rows[0]?.n ?? 0),
+        logBytes: Number(logs.rows[0]?.bytes ?? 0),
+      };
+    });
+  }
+
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;

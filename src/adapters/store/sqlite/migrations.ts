@@ -143,6 +143,13 @@ export const MIGRATIONS: readonly Migration[] = [
       );
     `,
   },
+  {
+    id: 6,
+    name: 'retention: finished executions by finish time (aegis prune, --retain)',
+    sql: `
+      CREATE INDEX executions_by_status_finished_at ON executions (status, finished_at);
+    `,
+  },
 ];
 
 /**

@@ -20,6 +20,8 @@ import type {
   LlmSpend,
   NewAgentRevision,
   NewLogLine,
+  PruneBatch,
+  PrunedRows,
   Store,
 } from '../../../app/ports.ts';
 import type { ApiKeyRecord, RateLimit, Scope } from '../../../domain/auth/api-key.ts';
@@ -33,6 +35,7 @@ import {
   type LogLine,
   type LogStream,
   type OwnerRef,
+  TERMINAL_STATUSES,
   type Violation,
 } from '../../../domain/execution.ts';
 import type { SandboxRecord } from '../../../domain/live-sandbox.ts';
@@ -46,6 +49,7 @@ import {
   UNFINISHED_STATUSES,
 } from '../sql-common.ts';
 import { migrate } from './migrations.ts';
+import { reclaimSqliteSpace } from './reclaim.ts';
 
 interface ExecutionRow {
   readonly id: string;
@@ -156,6 +160,8 @@ export class SqliteStore implements Store {
       db.exec('PRAGMA synchronous = NORMAL');
       db.exec('PRAGMA busy_timeout = 5000');
       db.exec('PRAGMA foreign_keys = ON');
+      // A new database gives pruned pages back to the file system (reclaimSpace); no effect on an existing one.
+      db.exec('PRAGMA auto_vacuum = INCREMENTAL');
       migrate(db);
       return new SqliteStore(db);
     } catch (error) {
@@ -539,6 +545,90 @@ export class SqliteStore implements Store {
       .prepare(`SELECT record_json FROM sandboxes ${where} ORDER BY created_at DESC, id DESC LIMIT ?`)
       .all(filter.limit ?? -1);
     return rows.map((row) => JSON.parse(String(row['record_json'])) as SandboxRecord);
+  }
+
+  // -------------------------------------------------------------------------------------------------------------
+  // Retention.
+
+  async pruneExecutions(batch: PruneBatch): Promise<PrunedRows> {
+    return this.#prune(batch, false);
+  }
+
+  async pruneLogs(batch: PruneBatch): Promise<PrunedRows> {
+    return this.#prune(batch, true);
+  }
+
+  async pruneSandboxes(batch: Omit<PruneBatch, 'agents' | 'exceptAgents'>): Promise<number> {
+    // A terminated sandbox ended by its expiresAt (it is killed then at the latest).
+    const where = "WHERE status = 'terminated' AND json_extract(record_json, '$.expiresAt') < ?";
+    if (batch.dryRun) {
+      return Number(
+        this.#db.prepare(`SELECT COUNT(*) AS n FROM sandboxes ${where}`).get(batch.before)?.['n'],
+      );
+    }
+    return Number(
+      this.#db
+        .prepare(
+          `DELETE FROM sandboxes WHERE id IN (SELECT id FROM sandboxes ${where} ORDER BY created_at LIMIT ?)`,
+        )
+        .run(batch.before, batch.limit).changes,
+    );
+  }
+
+  async reclaimSpace(): Promise<{ readonly beforeBytes: number; readonly afterBytes: number }> {
+    return reclaimSqliteSpace(this.#db);
+  }
+
+  #prune(batch: PruneBatch, logsOnly: boolean): PrunedRows {
+    const params: SQLInputValue[] = [...TERMINAL_STATUSES, batch.before];
+    let where =
+      `WHERE e.status IN (${TERMINAL_STATUSES.map(() => '?').join(', ')}) ` +
+      'AND COALESCE(e.finished_at, e.created_at) < ?';
+    if (batch.notBefore !== undefined) {
+      where += ' AND COALESCE(e.finished_at, e.created_at) >= ?';
+      params.push(batch.notBefore);
+    }
+    if (batch.agents !== undefined) {
+      where += ' AND e.agent_name IN (SELECT value FROM json_each(?))';
+      params.push(JSON.stringify(batch.agents));
+    }
+    if (batch.exceptAgents !== undefined && batch.exceptAgents.length > 0) {
+      where += ' AND e.agent_name NOT IN (SELECT value FROM json_each(?))';
+      params.push(JSON.stringify(batch.exceptAgents));
+    }
+    if (logsOnly) where += ' AND EXISTS (SELECT 1 FROM execution_logs l WHERE l.execution_id = e.id)';
+    const limit = batch.dryRun
+      ? ''
+      : ` ORDER BY COALESCE(e.finished_at, e.created_at) LIMIT ${Math.max(1, Math.trunc(batch.limit))}`;
+    const run = (): PrunedRows => {
+      const ids = this.#db
+        .prepare(`SELECT e.id FROM executions e ${where}${limit}`)
+        .all(...params)
+        .map((row) => String(row['id']));
+      if (ids.length === 0) return { executions: 0, logLines: 0, logBytes: 0 };
+      const list = JSON.stringify(ids);
+      const logs = this.#db
+        .prepare(
+          'SELECT COUNT(*) AS n, COALESCE(SUM(length(CAST(text AS BLOB))), 0) AS bytes FROM execution_logs ' +
+            'WHERE execution_id IN (SELECT value FROM json_each(?))',
+        )
+        .get(list);
+      if (!batch.dryRun) {
+        this.#db
+          .prepare('DELETE FROM execution_logs WHERE execution_id IN (SELECT value FROM json_each(?))')
+          .run(list);
+        if (!logsOnly) {
+          this.#db.prepare('DELETE FROM executions WHERE id IN (SELECT value FROM json_each(?))').run(list);
+        }
+        for (const id of ids) this.#lastSeq.delete(id);
+      }
+      return {
+        executions: ids.length,
+        logLines: Number(logs?.['n'] ?? 0),
+        logBytes: Number(logs?.['bytes'] ?? 0),
+      };
+    };
+    return batch.dryRun ? run() : this.#transaction(run);
   }
 
   /** Closes the database. Idempotent. */
