@@ -6,6 +6,8 @@
  * - docs/RUNTIMES.md, region `runtime-parity`: the parity table, from `RUNTIME_CAPABILITIES`
  *   (src/domain/runtime/capabilities.ts).
  * - docs/CLI.md (whole file): the CLI reference, from the commander tree `buildProgram()` builds (src/cli/).
+ * - README.md, region `config-memory`: the `memory.*` keys of config.yaml, from `MemoryConfig`
+ *   (src/domain/memory/config.ts), their `.meta` descriptions and `@default`s.
  * - docs/METRICS.md, region `metrics`: every metric the server's registry holds (src/adapters/metrics/prometheus.ts,
  *   with every gauge bound), its type, labels and help.
  *
@@ -15,9 +17,11 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import type { Command, Help } from 'commander';
+import { z } from 'zod';
 import { PrometheusMetrics } from '../src/adapters/metrics/prometheus.ts';
 import { buildProgram } from '../src/cli/main.ts';
 import { ERROR_CODES, type ErrorCode, GRPC } from '../src/domain/errors.ts';
+import { MemoryConfig } from '../src/domain/memory/config.ts';
 import {
   RULE_MANIFEST_PATH,
   RULES,
@@ -184,6 +188,18 @@ export function metricsTable(): string {
   return ['| metric | type | labels | what |', '|---|---|---|---|', ...rows].join('\n');
 }
 
+/** README's `memory:` config keys: MemoryConfig's fields, their descriptions and `@default`s. */
+export function memoryConfigTable(): string {
+  const schema = z.toJSONSchema(MemoryConfig, { io: 'input', unrepresentable: 'any' }) as {
+    properties: Record<string, { description?: string }>;
+  };
+  const rows = Object.entries(schema.properties).map(([key, property]) => {
+    const [what = '', fallback] = (property.description ?? '').split(/\s*@default\s+/);
+    return `| \`memory.${key}\` | ${cell(fallback ?? '—')} | ${cell(what)} |`;
+  });
+  return ['| key | default | what |', '|---|---|---|', ...rows].join('\n');
+}
+
 export function generatedFiles(): { path: string; content: string }[] {
   const readme = join(ROOT, 'README.md');
   const metricsDoc = join(ROOT, 'docs/METRICS.md');
@@ -200,7 +216,12 @@ export function generatedFiles(): { path: string; content: string }[] {
     },
     {
       path: readme,
-      content: replaceRegion(readFileSync(readme, 'utf8'), 'error-codes', errorCodeTable(), 'README.md'),
+      content: replaceRegion(
+        replaceRegion(readFileSync(readme, 'utf8'), 'error-codes', errorCodeTable(), 'README.md'),
+        'config-memory',
+        memoryConfigTable(),
+        'README.md',
+      ),
     },
     { path: join(ROOT, 'docs/CLI.md'), content: cliReference() },
     {

@@ -49,8 +49,14 @@ import type {
   KeyList,
   LogLine,
   LogPage,
+  MemoryForgotten,
+  MemoryList,
+  MemoryReembedded,
+  MemorySearchBody,
+  MemorySearchResult,
   PruneBody,
   PruneReport,
+  RecalledMemory,
   RevisionList,
   RollbackResult,
   Scope,
@@ -153,6 +159,18 @@ export interface CreateKeyOptions {
   readonly scopes: readonly Scope[];
   /** `20/s`, `600/m`, `20/s,burst=40`; default: the server's per-key rate. */
   readonly rate?: string;
+}
+
+export interface MemoryScopeOptions {
+  /** The memory namespace. @default the deployed agent's spec.memory.namespace (else `default`) */
+  readonly namespace?: string;
+}
+
+export interface ListMemoriesOptions extends MemoryScopeOptions {
+  /** 1–1000. @default 50 */
+  readonly limit?: number;
+  /** The `next` of the previous page. */
+  readonly after?: string;
 }
 
 /**
@@ -632,6 +650,55 @@ export class AegisClient {
   /** Approves (the waiting call runs) or denies (it is refused, naming this key) a pending tool call. */
   decideApproval(id: string, decision: 'approve' | 'deny'): Promise<ApprovalDecided> {
     return this.#json('write', { method: 'POST', path: `/v1/approvals/${enc(id)}/${decision}` });
+  }
+
+  // ── agent memory (Cortex) ─────────────────────────────────────────────────────────────────────────────────
+
+  /** A page of an agent's memories, newest first; pass `next` back as `after` for the next one. Needs `read`. */
+  listMemories(agent: string, options: ListMemoriesOptions = {}): Promise<MemoryList> {
+    return this.#json('read', {
+      method: 'GET',
+      path: `/v1/agents/${enc(agent)}/memories`,
+      query: { namespace: options.namespace, limit: options.limit, after: options.after },
+    });
+  }
+
+  /** What the agent would recall for `search.query` in its own scope, best first. Needs `read`. */
+  async searchMemories(
+    agent: string,
+    search: MemorySearchBody | string,
+    options: MemoryScopeOptions = {},
+  ): Promise<RecalledMemory[]> {
+    const body: MemorySearchBody = typeof search === 'string' ? { query: search } : search;
+    const found = await this.#json<MemorySearchResult>('read', {
+      method: 'POST',
+      path: `/v1/agents/${enc(agent)}/memories/search`,
+      query: { namespace: options.namespace },
+      json: body,
+    });
+    return found.memories;
+  }
+
+  /** Forgets one memory of the agent (NOT_FOUND when its scope holds no such id). Needs `deploy`. */
+  forgetMemory(agent: string, id: string, options: MemoryScopeOptions = {}): Promise<MemoryForgotten> {
+    return this.#json('write', {
+      method: 'DELETE',
+      path: `/v1/agents/${enc(agent)}/memories/${enc(id)}`,
+      query: { namespace: options.namespace },
+    });
+  }
+
+  /**
+   * Re-embeds memories with the server's embedder (after `memory.embedder` changed): one agent's scope (`deploy`),
+   * or with `agent` null every agent's (`admin`).
+   */
+  reembedMemories(agent: string | null, options: MemoryScopeOptions = {}): Promise<MemoryReembedded> {
+    if (agent === null) return this.#json('write', { method: 'POST', path: '/v1/memories/reembed' });
+    return this.#json('write', {
+      method: 'POST',
+      path: `/v1/agents/${enc(agent)}/memories/reembed`,
+      query: { namespace: options.namespace },
+    });
   }
 
   // ── operations ──────────────────────────────────────────────────────────────────────────────────────────────

@@ -269,3 +269,71 @@ export interface AuditList {
 export interface HealthStatus {
   status: 'ok' | 'starting' | 'draining';
 }
+
+// ── agent memory (Cortex) ─────────────────────────────────────────────────────────────────────────────────────
+
+export type MemoryOutcome = 'succeeded' | 'failed';
+/** Who stored a memory: the agent's SDK, the indexing of an ended execution, or the API. */
+export type MemorySource = 'sdk' | 'execution' | 'api';
+
+export interface Memory {
+  /** `mem_…` */
+  id: string;
+  agent: string;
+  namespace: string;
+  text: string;
+  meta: Record<string, unknown>;
+  createdAt: string;
+  /** When spec.memory.ttl forgets it; null: never. */
+  expiresAt: string | null;
+  executionId: string | null;
+  outcome: MemoryOutcome | null;
+  source: MemorySource;
+  /** The embedder of its vector (`hash-v1/512`, `openai:<provider>/<model>`). */
+  embedder: string;
+}
+
+/** A memory as recall scores it: score = similarity × recency × outcomeWeight. */
+export interface RecalledMemory extends Memory {
+  score: number;
+  similarity: number;
+  recency: number;
+  outcomeWeight: number;
+}
+
+export interface MemoryList {
+  memories: Memory[];
+  /** Pass as `after` for the next page; null on the last one. */
+  next: string | null;
+}
+
+export interface MemorySearchBody {
+  query: string;
+  /** @default 5 */
+  k?: number | undefined;
+  filter?:
+    | {
+        meta?: Record<string, string | number | boolean | null> | undefined;
+        outcome?: MemoryOutcome | null | undefined;
+        source?: MemorySource | undefined;
+        executionId?: string | undefined;
+        createdAfter?: string | undefined;
+      }
+    | undefined;
+  /** Minimum score in [0, 1]. @default the server's */
+  threshold?: number | undefined;
+}
+
+export interface MemorySearchResult {
+  memories: RecalledMemory[];
+}
+
+export interface MemoryForgotten {
+  id: string;
+  forgotten: true;
+}
+
+export interface MemoryReembedded {
+  count: number;
+  embedder: string;
+}

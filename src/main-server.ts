@@ -10,12 +10,10 @@ import { join, resolve } from 'node:path';
 import { nodeHasher } from './adapters/audit/node-key.ts';
 import { DirAgentBundles } from './adapters/bundle/agent-bundles.ts';
 import { loadConfig as loadConfigFile } from './adapters/config/config-file.ts';
-import { HashEmbedder } from './adapters/cortex/hash-embedder.ts';
-import { SqliteVectorStore } from './adapters/cortex/sqlite-vector-store.ts';
 import { ProcIdentity } from './adapters/host/process-identity.ts';
 import { SortableIds } from './adapters/ids/ids.ts';
 import { SdkMcpServers } from './adapters/mcp/client.ts';
-import { memoryWiring, openCortex } from './adapters/memory/wiring.ts';
+import { memoryWiring, openCortex, openEmbedder, openVectorStore } from './adapters/memory/wiring.ts';
 import { PrometheusMetrics } from './adapters/metrics/prometheus.ts';
 import { RuntimeRouter } from './adapters/runtimes/registry.ts';
 import { SandboxRuntime } from './adapters/runtimes/sandbox/runtime.ts';
@@ -32,7 +30,8 @@ import { ExecutionEvents } from './app/execution-events.ts';
 import { Executions } from './app/executions.ts';
 import { LiveSandboxes, type ToolsWiring } from './app/live-sandboxes.ts';
 import { deployedMemoryGrants } from './app/memory-access.ts';
-import type { AuditLog, Store } from './app/ports.ts';
+import { startMemoryExpiry } from './app/memory-expiry.ts';
+import type { AuditLog, Store, VectorStore } from './app/ports.ts';
 import { prune } from './app/retention.ts';
 import { ToolGateway } from './app/tools.ts';
 import { WarmPools } from './app/warm-pools.ts';
@@ -177,6 +176,24 @@ export async function startServer(
   const metrics = new PrometheusMetrics();
   const secrets = openSecretStore(config);
   let llm: Awaited<ReturnType<typeof openLlmWiring>>;
+  let configFile: Awaited<ReturnType<typeof loadConfigFile>>;
+  let vectors: VectorStore;
+  let embedder: Awaited<ReturnType<typeof openEmbedder>>;
+  try {
+    configFile = await loadConfigFile(env);
+    // Cortex: the embedder of memory.embedder (probed now: a dead endpoint fails the start, not every recall),
+    // vectors beside the server's store (PostgreSQL with AEGIS_DATABASE_URL, else $AEGIS_HOME/cortex.db).
+    embedder = await openEmbedder(
+      configFile.memory.embedder,
+      configFile.config.llm?.providers ?? {},
+      secrets,
+    );
+    vectors = await openVectorStore(config.home, env['AEGIS_DATABASE_URL']);
+  } catch (error) {
+    await audit.close().catch(() => {});
+    await store.close().catch(() => {});
+    throw error;
+  }
   try {
     llm = await openLlmWiring(secrets, {
       env,
@@ -186,6 +203,7 @@ export async function startServer(
         log({ level: 'error', msg: 'llm.budgets spend not persisted', error: String(error) }),
     });
   } catch (error) {
+    await vectors.close().catch(() => {});
     await audit.close().catch(() => {});
     await store.close().catch(() => {});
     throw error;
@@ -225,7 +243,7 @@ export async function startServer(
     },
   );
   // MCP servers of the config, connected on first use (adapters/mcp/client.ts).
-  const mcpConfig = (await loadConfigFile(env)).config.mcp ?? { servers: {} };
+  const mcpConfig = configFile.config.mcp ?? { servers: {} };
   const mcpServers = new SdkMcpServers(mcpConfig, secrets);
   // The tool gateway (app/tools.ts): live sandboxes and one-shot executions with spec.tools share it.
   // Tool calls of `approval: required` grants wait here for a human (in memory: a restart refuses them).
@@ -246,10 +264,10 @@ export async function startServer(
     newToken: () => `aegis_tk_${randomBytes(24).toString('hex')}`,
   };
   const toolGateway = tools.gateway;
-  // Cortex (agent memory, app/memory-access.ts): embedder and store from adapters/cortex ($AEGIS_HOME/cortex.db).
+  // Cortex (agent memory, app/memory-access.ts; adapters/memory/wiring.ts).
   const cortex = openCortex({
-    embedder: new HashEmbedder(),
-    store: SqliteVectorStore.open(join(config.home, 'cortex.db')),
+    embedder,
+    store: vectors,
     audit,
     clock: systemClock,
     ids,
@@ -421,6 +439,11 @@ export async function startServer(
   };
   const adminKeyFile = options.adminKeyFile ?? join(config.home, 'admin.key');
   let api: RunningApi | undefined;
+  // Expired memories (spec.memory.ttl) deleted at start and every memory.sweepInterval; audited as a count.
+  const expiry = startMemoryExpiry(cortex, systemClock, {
+    intervalMs: configFile.memory.sweepIntervalMs,
+    onError: (error) => log({ level: 'warn', msg: 'memory expiry sweep failed', error: String(error) }),
+  });
   try {
     const first = await ensureFirstAdminKey(keyDeps);
     if (first !== undefined) writeFileSync(adminKeyFile, `${first.key}\n`, { mode: 0o600, flag: 'w' });
@@ -474,9 +497,11 @@ export async function startServer(
           await sandboxes.closeAll();
           await mcpServers.close();
           await pools.close();
+          await expiry.stop();
           try {
             await running.close();
           } finally {
+            await vectors.close().catch(() => {});
             try {
               await audit.close();
             } finally {
@@ -491,6 +516,8 @@ export async function startServer(
     };
   } catch (error) {
     await api?.close().catch(() => {});
+    await expiry.stop();
+    await vectors.close().catch(() => {});
     await audit.close().catch(() => {});
     await store.close().catch(() => {});
     throw error;

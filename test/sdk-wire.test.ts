@@ -12,6 +12,7 @@ import { describe, it } from 'node:test';
 import type { z } from 'zod';
 import * as sdk from '../sdk/index.ts';
 import type * as wire from '../sdk/wire.ts';
+import type * as memory from '../src/api/http/memory-routes.ts';
 import { buildOpenApi } from '../src/api/http/openapi.ts';
 import type * as server from '../src/api/http/schemas.ts';
 
@@ -48,6 +49,13 @@ export type WireTypesAgree = [
   Check<Same<wire.AuditEntry, z.infer<typeof server.AuditEntry>>>,
   Check<Same<wire.AuditList, z.infer<typeof server.AuditList>>>,
   Check<Same<wire.HealthStatus, z.infer<typeof server.Health>>>,
+  Check<Same<wire.Memory, z.infer<typeof memory.Memory>>>,
+  Check<Same<wire.RecalledMemory, z.infer<typeof memory.RecalledMemory>>>,
+  Check<Same<wire.MemoryList, z.infer<typeof memory.MemoryList>>>,
+  Check<Same<wire.MemorySearchBody, z.infer<typeof memory.MemorySearchBody>>>,
+  Check<Same<wire.MemorySearchResult, z.infer<typeof memory.MemorySearchResult>>>,
+  Check<Same<wire.MemoryForgotten, z.infer<typeof memory.MemoryForgotten>>>,
+  Check<Same<wire.MemoryReembedded, z.infer<typeof memory.MemoryReembedded>>>,
 ];
 
 // biome-ignore lint/suspicious/noExplicitAny: the OpenAPI document is walked field by field below
@@ -102,6 +110,11 @@ describe('SDK wire types ≡ the server REST shapes', () => {
       ['post', '/v1/keys'],
       ['get', '/v1/keys'],
       ['delete', '/v1/keys/{id}'],
+      ['get', '/v1/agents/{name}/memories'],
+      ['post', '/v1/agents/{name}/memories/search'],
+      ['delete', '/v1/agents/{name}/memories/{id}'],
+      ['post', '/v1/agents/{name}/memories/reembed'],
+      ['post', '/v1/memories/reembed'],
     ];
     for (const [method, path] of calls) {
       assert.ok(openapi.paths[path]?.[method], `${method.toUpperCase()} ${path} is not in /openapi.json`);

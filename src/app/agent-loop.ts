@@ -140,10 +140,16 @@ export function functionName(tool: string): string {
     .slice(0, 64);
 }
 
-/** The first user message: `{{input}}` replaced by the input (a string as is, anything else as JSON). */
-export function renderPrompt(template: string, input: unknown): string {
+/**
+ * The first user message: `{{input}}` replaced by the input (a string as is, anything else as JSON) and, when
+ * `memories` is given, `{{memories}}` by it — in one pass over the template, so neither value is searched for
+ * placeholders: a recalled memory holding `{{input}}` (or an input holding `{{memories}}`) stays as written.
+ */
+export function renderPrompt(template: string, input: unknown, memories: string | null = null): string {
   const text = typeof input === 'string' ? input : JSON.stringify(input ?? null, null, 2);
-  return template.replaceAll('{{input}}', () => text);
+  return template.replace(/\{\{(input|memories)\}\}/g, (placeholder, name: string) =>
+    name === 'input' ? text : (memories ?? placeholder),
+  );
 }
 
 /** The answer as output: parsed JSON (a ```json fence allowed) when it is JSON, else the text. */
@@ -178,13 +184,16 @@ export async function runAgentLoop(
     ...(tool.description ? { description: tool.description } : {}),
     parameters: tool.inputSchema as Readonly<Record<string, unknown>>,
   }));
-  const { instruction, promptTemplate } = withMemories(
+  const { instruction, section } = withMemories(
     task.instruction,
     task.promptTemplate,
     request.memories ?? [],
   );
   const messages: LlmMessage[] = [
-    { role: 'user', content: [{ type: 'text', text: renderPrompt(promptTemplate, request.input) }] },
+    {
+      role: 'user',
+      content: [{ type: 'text', text: renderPrompt(task.promptTemplate, request.input, section) }],
+    },
   ];
   let output: unknown = null;
   let lastFailures = '';

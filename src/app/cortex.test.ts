@@ -145,7 +145,7 @@ describe('Cortex', () => {
       isAegisError(e) &&
       e.code === 'CONFLICT' &&
       e.message.includes('hash-v1/128') &&
-      (e.hint ?? '').includes('aegis memory reembed --agent alice');
+      (e.hint ?? '').includes('aegis memory reembed alice');
     await assert.rejects(second.cortex.store(A, 'another', {}), refused);
     await assert.rejects(second.cortex.search([A], 'cache warmup', { k: 1 }), refused);
     assert.deepEqual(await second.cortex.reembed(A), { count: 1 });

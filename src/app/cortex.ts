@@ -321,7 +321,7 @@ export class Cortex {
       'CONFLICT',
       `memory scope ${scopeKey(scope)} holds ${other.count} vector(s) of embedder ${other.embedderId} (dimension ${other.dimension}); this server embeds with ${this.#embedder.id} (dimension ${this.#embedder.dimension}), and vectors of different embedders cannot be compared`,
       {
-        hint: `run \`aegis memory reembed --agent ${scope.agent}${ns}\` to re-embed the scope with ${this.#embedder.id}, or configure the embedder ${other.embedderId} again`,
+        hint: `run \`aegis memory reembed ${scope.agent}${ns}\` to re-embed the scope with ${this.#embedder.id}, or configure the embedder ${other.embedderId} again`,
         details: { scope: scopeKey(scope), stored: other.embedderId, configured: this.#embedder.id },
       },
     );

@@ -13,12 +13,12 @@ import { Command, CommanderError } from 'commander';
 import { verifyAuditExportFile } from '../adapters/audit/export-file.ts';
 import type { SqliteAuditLedger } from '../adapters/audit/sqlite-ledger.ts';
 import { systemClock } from '../adapters/clock/system-clock.ts';
-import { HashEmbedder } from '../adapters/cortex/hash-embedder.ts';
+import { loadConfig as loadConfigFile } from '../adapters/config/config-file.ts';
 import { formatDoctorReport, runDoctor } from '../adapters/host/doctor.ts';
 import { SortableIds } from '../adapters/ids/ids.ts';
 import { type HostFacts, hostChecks } from '../adapters/manifest/host-checks.ts';
 import { loadManifestFile } from '../adapters/manifest/yaml-loader.ts';
-import { memoryWiring, openCortex } from '../adapters/memory/wiring.ts';
+import { memoryWiring, openCortex, openEmbedder, openVectorStore } from '../adapters/memory/wiring.ts';
 import { DockerEngine } from '../adapters/runtimes/docker/engine.ts';
 import { importRootfs } from '../adapters/runtimes/docker/images.ts';
 import { createToolsHandler } from '../adapters/tools/http-handler.ts';
@@ -29,7 +29,6 @@ import {
   type Validation,
 } from '../api/http/schemas.ts';
 import { allExecutions } from '../app/executions.ts';
-import { MemoryVectorStore } from '../app/fakes/memory-vector-store.ts';
 import type { ToolsWiring } from '../app/live-sandboxes.ts';
 import type { AuditLog, ExecutionStore, LiveRuntime } from '../app/ports.ts';
 import { type DeclarativeWiring, reconcileOrphans, runAgent } from '../app/run-agent.ts';
@@ -148,18 +147,32 @@ function localToolsWiring(agent: CompiledAgent, runtime: LiveRuntime, audit: Aud
 }
 
 /**
- * `aegis run`'s agent memory: the agent's own scope, no sharing (no deployed agents here). Interim: in memory, so
- * one run does not see another's memories until the Cortex core's persistent store is wired here.
+ * `aegis run`'s agent memory: the agent's own scope, no sharing (no deployed agents here), in the SQLite store of
+ * $AEGIS_HOME (`cortex.db`, the file a local `aegis server` uses too) with the config's `memory.embedder` — so a
+ * second run of an agent recalls the first. The caller closes `store`.
  */
-function localMemoryWiring(audit: AuditLog) {
+async function localMemoryWiring(ctx: {
+  config: { home: string };
+  audit: AuditLog;
+  secrets: { get(name: string): Promise<string> };
+}) {
+  const loaded = await loadConfigFile();
+  const embedder = await openEmbedder(
+    loaded.memory.embedder,
+    loaded.config.llm?.providers ?? {},
+    ctx.secrets,
+  );
+  const store = await openVectorStore(ctx.config.home);
   const cortex = openCortex({
-    embedder: new HashEmbedder(),
-    store: new MemoryVectorStore(),
-    audit,
+    embedder,
+    store,
+    audit: ctx.audit,
     clock: systemClock,
     ids: new SortableIds(),
   });
-  return memoryWiring(cortex);
+  // Expired memories of earlier runs go now (audited as a count); a run is too short for a periodic sweep.
+  await cortex.forgetExpired();
+  return { wiring: memoryWiring(cortex), store };
 }
 
 async function commandRun(
@@ -192,18 +205,20 @@ async function commandRun(
   const onSignal = () => controller.abort();
   process.once('SIGINT', onSignal);
   process.once('SIGTERM', onSignal);
+  let memory: Awaited<ReturnType<typeof localMemoryWiring>> | undefined;
   try {
     await reconcileOrphans(ctx);
     progress.step(`starting ${agent.isolation} for ${agent.name}`);
     let firstLine = true;
     // The LLM gateway only for agents that may call models (a broken config.yaml fails only those runs).
     const llm = agent.llm === null ? undefined : await openLlmWiring(ctx.secrets, { spend: ctx.store });
+    memory = agent.memory === undefined ? undefined : await localMemoryWiring(ctx);
     const record = await runAgent(
       {
         ...ctx,
         ...(llm ? { llm } : {}),
         ...localToolsWiring(agent, ctx.runtime, ctx.audit),
-        ...(agent.memory === undefined ? {} : { memory: localMemoryWiring(ctx.audit) }),
+        ...(memory === undefined ? {} : { memory: memory.wiring }),
       },
       {
         agent,
@@ -226,6 +241,7 @@ async function commandRun(
     progress.stop();
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
+    await memory?.store.close().catch(() => {});
     await ctx.close();
   }
 }

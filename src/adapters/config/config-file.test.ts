@@ -114,4 +114,37 @@ describe('config file', () => {
     const error = problemsOf(() => parseConfigText(GOOD, 'c.yaml', { AEGIS_LLM_TIMEOUT: 'soon' }));
     assert.equal(error.problems[0]!.path, 'llm.timeout');
   });
+  it('memory.embedder: hash by default; openai:<provider>/<model> names an OpenAI-compatible provider', () => {
+    assert.deepEqual(parseConfigText(GOOD, 'c.yaml').memory, {
+      embedder: { kind: 'hash' },
+      sweepIntervalMs: 60_000,
+    });
+    const { memory } = parseConfigText(
+      `${GOOD}memory:\n  embedder: openai:openai/text-embedding-3-small\n  sweepInterval: 5m\n`,
+      'c.yaml',
+    );
+    assert.deepEqual(memory, {
+      embedder: { kind: 'openai', provider: 'openai', model: 'text-embedding-3-small' },
+      sweepIntervalMs: 300_000,
+    });
+  });
+
+  it('memory.embedder: an unknown or non-OpenAI provider, or another word, is a located problem', () => {
+    const at = (embedder: string) =>
+      problemsOf(() => parseConfigText(`${GOOD}memory:\n  embedder: ${embedder}\n`, 'c.yaml')).problems[0]!;
+    const unknown = at('openai:ollama/nomic-embed-text');
+    assert.equal(unknown.path, 'memory.embedder');
+    assert.equal(unknown.line, 12);
+    assert.match(
+      unknown.message,
+      /provider "ollama", which llm.providers does not define \(it has openai, claude\)/,
+    );
+    assert.match(
+      at('openai:claude/x').message,
+      /kind anthropic; embeddings need an OpenAI-compatible provider/,
+    );
+    assert.match(at('bert').message, /write `hash`, or `openai:<provider>\/<model>`/);
+    const sweep = problemsOf(() => parseConfigText(`${GOOD}memory: {sweepInterval: soon}\n`, 'c.yaml'));
+    assert.equal(sweep.problems[0]!.path, 'memory.sweepInterval');
+  });
 });

@@ -12,6 +12,7 @@ import { isScalar, LineCounter, type Node, parseDocument } from 'yaml';
 import { AegisError, type Problem } from '../../domain/errors.ts';
 import { AegisConfig, compileLlmConfig, type LlmSettings } from '../../domain/llm/config.ts';
 import { issuesToProblems } from '../../domain/manifest/validate.ts';
+import { compileMemoryConfig, type MemorySettings } from '../../domain/memory/config.ts';
 import { nodeAt } from '../manifest/yaml-loader.ts';
 
 export interface LoadedConfig {
@@ -19,6 +20,7 @@ export interface LoadedConfig {
   readonly file: string | null;
   readonly config: AegisConfig;
   readonly llm: LlmSettings;
+  readonly memory: MemorySettings;
 }
 
 type Env = Readonly<Record<string, string | undefined>>;
@@ -100,7 +102,12 @@ export function parseConfigText(text: string, shown: string, env: Env = {}): Loa
     throw configError(problems, shown);
   }
   try {
-    return { file: shown, config: result.data, llm: compileLlmConfig(result.data.llm) };
+    return {
+      file: shown,
+      config: result.data,
+      llm: compileLlmConfig(result.data.llm),
+      memory: compileMemoryConfig(result.data.memory, result.data.llm?.providers ?? {}),
+    };
   } catch (error) {
     if (error instanceof AegisError) {
       const problems = error.problems.map((problem) => ({

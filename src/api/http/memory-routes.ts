@@ -28,7 +28,7 @@ const ListQuery = z.strictObject({
 });
 const MemoryParams = z.strictObject({ name: z.string().min(1).max(63), id: z.string().min(1).max(128) });
 
-const Memory = z
+export const Memory = z
   .object({
     id: z.string(),
     agent: z.string(),
@@ -43,12 +43,17 @@ const Memory = z
     embedder: z.string(),
   })
   .meta({ id: 'Memory' });
-const Recalled = Memory.extend({
+export const RecalledMemory = Memory.extend({
   score: z.number(),
   similarity: z.number(),
   recency: z.number(),
   outcomeWeight: z.number(),
 }).meta({ id: 'RecalledMemory' });
+
+export const MemoryList = z.object({ memories: z.array(Memory), next: z.string().nullable() });
+export const MemorySearchResult = z.object({ memories: z.array(RecalledMemory) });
+export const MemoryForgotten = z.object({ id: z.string(), forgotten: z.literal(true) });
+export const MemoryReembedded = z.object({ count: z.number(), embedder: z.string() });
 
 export const MemorySearchBody = z.strictObject({
   query: z.string().min(1),
@@ -89,7 +94,7 @@ export const MEMORY_ROUTES: readonly Route[] = [
     responses: {
       200: {
         description: 'Memories',
-        schema: z.object({ memories: z.array(Memory), next: z.string().nullable() }),
+        schema: MemoryList,
       },
       ...errors(400, 401, 403, 409, 429, 503),
     },
@@ -114,7 +119,7 @@ export const MEMORY_ROUTES: readonly Route[] = [
     query: NamespaceQuery,
     body: MemorySearchBody,
     responses: {
-      200: { description: 'Recalled memories', schema: z.object({ memories: z.array(Recalled) }) },
+      200: { description: 'Recalled memories', schema: MemorySearchResult },
       ...errors(400, 401, 403, 409, 413, 415, 429, 503),
     },
     async handler(ctx, req) {
@@ -138,7 +143,7 @@ export const MEMORY_ROUTES: readonly Route[] = [
     params: MemoryParams,
     query: NamespaceQuery,
     responses: {
-      200: { description: 'Forgotten', schema: z.object({ id: z.string(), forgotten: z.literal(true) }) },
+      200: { description: 'Forgotten', schema: MemoryForgotten },
       ...errors(401, 403, 404, 429, 503),
     },
     async handler(ctx, req) {
@@ -162,7 +167,7 @@ export const MEMORY_ROUTES: readonly Route[] = [
     params: S.AgentName,
     query: NamespaceQuery,
     responses: {
-      200: { description: 'Re-embedded', schema: z.object({ count: z.number(), embedder: z.string() }) },
+      200: { description: 'Re-embedded', schema: MemoryReembedded },
       ...errors(401, 403, 429, 503),
     },
     async handler(ctx, req) {
@@ -178,7 +183,7 @@ export const MEMORY_ROUTES: readonly Route[] = [
     tag: 'memory',
     scope: 'admin',
     responses: {
-      200: { description: 'Re-embedded', schema: z.object({ count: z.number(), embedder: z.string() }) },
+      200: { description: 'Re-embedded', schema: MemoryReembedded },
       ...errors(401, 403, 429, 503),
     },
     async handler(ctx, req) {

@@ -18,6 +18,7 @@ import { commandDeploy } from './deploy.ts';
 import { commandCancel, commandExec } from './executions.ts';
 import { commandKeysCreate, commandKeysLs, commandKeysRevoke } from './keys.ts';
 import { commandMcp } from './mcp.ts';
+import { commandMemoryLs, commandMemoryReembed, commandMemoryRm, commandMemorySearch } from './memory.ts';
 import { registerSandboxCommands } from './sandboxes.ts';
 
 export { addServerOptions, needsServer, type ServerFlags, serverFrom } from './connect.ts';
@@ -115,6 +116,38 @@ export function registerRemoteCommands(program: Command, setExit: (code: number)
       .argument('<id>', 'approval id (ap_…), from `aegis approvals ls`')
       .action(wrap(commandApprovalsDecide(decision)));
   }
+
+  const memory = program
+    .command('memory')
+    .helpGroup(HELP_GROUP)
+    .description("agents' memories (Cortex, spec.memory): list, search, forget, re-embed");
+  const memoryCommand = (name: string, description: string) =>
+    serverCommand(memory, name, description).option(
+      '--namespace <ns>',
+      "memory namespace (default: the deployed agent's spec.memory.namespace)",
+    );
+  memoryCommand('ls', "an agent's memories, newest first (read)")
+    .argument('<agent>', 'agent name')
+    .option('--limit <n>', 'memories per page, 1–1000 (default 50)')
+    .option('--after <cursor>', 'the next page: the cursor the previous page printed')
+    .action(wrap(commandMemoryLs));
+  memoryCommand('search', 'what the agent would recall for a query, best first, with scores (read)')
+    .argument('<agent>', 'agent name')
+    .argument('<query>', 'text to recall memories for')
+    .option('-k <n>', 'how many memories, 1–100 (default 5)')
+    .option('--threshold <score>', "minimum score 0–1 (default: the server's)")
+    .action(wrap(commandMemorySearch));
+  memoryCommand('rm', 'forget one memory (deploy)')
+    .argument('<agent>', 'agent name')
+    .argument('<id>', 'memory id (mem_…), from `aegis memory ls` or `search`')
+    .action(wrap(commandMemoryRm));
+  memoryCommand(
+    'reembed',
+    "re-embed an agent's memories with the server's embedder after memory.embedder changed (deploy; --all: admin)",
+  )
+    .argument('[agent]', 'agent name (or --all)')
+    .option('--all', "every agent's memories")
+    .action(wrap(commandMemoryReembed));
 
   addServerOptions(program.command('mcp'))
     .helpGroup(HELP_GROUP)

@@ -10,6 +10,7 @@
 import { z } from 'zod';
 import { AegisError, type Problem } from '../errors.ts';
 import { McpConfig } from '../mcp-config.ts';
+import { MemoryConfig } from '../memory/config.ts';
 import { SECRET_NAME_PATTERN } from '../secrets/secret-ref.ts';
 import { parseDuration } from '../units.ts';
 
@@ -128,6 +129,8 @@ export const AegisConfig = z.strictObject({
   llm: LlmConfig.optional(),
   /** MCP servers whose tools agents may be granted (domain/mcp-config.ts). */
   mcp: McpConfig.optional(),
+  /** Agent memory (Cortex): the embedder, the expiry sweep (domain/memory/config.ts). */
+  memory: MemoryConfig.optional(),
 });
 export type AegisConfig = z.infer<typeof AegisConfig>;
 

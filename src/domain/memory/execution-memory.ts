@@ -122,16 +122,17 @@ export function memoriesSection(memories: readonly PromptMemory[]): string {
 }
 
 /**
- * Where recalled memories go: `{{memories}}` in the template is replaced by the section (by nothing when there are
- * none); otherwise the section is appended to the system instruction.
+ * Where recalled memories go: with `{{memories}}` in the template, `section` is what replaces it (empty when there
+ * are none) and the instruction is unchanged; otherwise `section` is null and the memories are appended to the
+ * system instruction. The template itself is not touched here: `{{input}}` and `{{memories}}` are substituted in one
+ * pass (app/agent-loop.ts `renderPrompt`), so a memory holding the text `{{input}}` stays that text.
  */
 export function withMemories(
   instruction: string,
   promptTemplate: string,
   memories: readonly PromptMemory[],
-): { instruction: string; promptTemplate: string } {
+): { instruction: string; section: string | null } {
   const section = memoriesSection(memories);
-  if (promptTemplate.includes(MEMORIES_PLACEHOLDER))
-    return { instruction, promptTemplate: promptTemplate.replaceAll(MEMORIES_PLACEHOLDER, () => section) };
-  return { instruction: section === '' ? instruction : `${instruction}\n\n${section}`, promptTemplate };
+  if (promptTemplate.includes(MEMORIES_PLACEHOLDER)) return { instruction, section };
+  return { instruction: section === '' ? instruction : `${instruction}\n\n${section}`, section: null };
 }
