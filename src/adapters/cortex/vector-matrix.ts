@@ -6,7 +6,7 @@
  * Exact scan: one pass of dot products keeping the best k in a min-heap; filters and expiry are checked before the
  * dot product only when a filter is given or some row can expire. Cost: dimension × rows multiply-adds
  * (100k × 384 ≈ 38 M). ANN search: the nearest IVF lists until `probeShare` of the rows passed the filter and were
- * scored. Filter rule (docs/adr/0129-cortex-ann-index.md): the filter is applied to the probed candidates (post-filter
+ * scored (at least `minCandidates`). Filter rule (docs/adr/0129-cortex-ann-index.md): the filter is applied to the probed candidates (post-filter
  * over an enlarged candidate set); when fewer than a quarter of the probed rows pass it (a selective filter), the
  * search falls back to the exact scan, which skips the dot product of every row the filter rejects.
  */
@@ -25,15 +25,22 @@ export interface AnnOptions {
   readonly minRows?: number;
   /** Share of the rows scored per search (the candidate budget; recall grows with it). @default 0.07 */
   readonly probeShare?: number;
+  /** …and at least this many rows (small indexes need a larger share for the same recall). @default 3_000 */
+  readonly minCandidates?: number;
 }
 
 export interface AnnSettings {
   readonly minRows: number;
   readonly probeShare: number;
+  readonly minCandidates: number;
 }
 
 export function annSettings(options: AnnOptions = {}): AnnSettings {
-  return { minRows: options.minRows ?? 10_000, probeShare: options.probeShare ?? 0.07 };
+  return {
+    minRows: options.minRows ?? 10_000,
+    probeShare: options.probeShare ?? 0.07,
+    minCandidates: options.minCandidates ?? 3_000,
+  };
 }
 
 /** How a search was answered, for tests and the bench. */
@@ -140,7 +147,7 @@ export class VectorMatrix {
     const data = this.#data;
     const records = this.#records;
     const check = filter !== undefined || this.#expiring > 0;
-    const budget = Math.max(top.k * 10, Math.ceil(this.size * ann.probeShare));
+    const budget = Math.max(top.k * 10, ann.minCandidates, Math.ceil(this.size * ann.probeShare));
     // Candidates go to a heap of their own: a fallback must not see them twice.
     const local = new TopK(top.k);
     let floor = local.floor;
