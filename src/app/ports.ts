@@ -758,11 +758,18 @@ export interface ScopeEmbedder {
   readonly count: number;
 }
 
+export interface VectorPut {
+  readonly record: MemoryRecord;
+  readonly vector: Float32Array;
+}
+
 export interface VectorStore {
   /** `exact` scans every vector of the scopes; `ann` uses an approximate index. */
   readonly searchMode: 'exact' | 'ann';
   /** Inserts, or replaces the memory with the same id (its scope must not change). */
   put(record: MemoryRecord, vector: Float32Array): Promise<void>;
+  /** `put` for each item as one write: all are stored or, when one is refused, none. */
+  putMany(items: readonly VectorPut[]): Promise<void>;
   /** The `k` nearest memories by cosine similarity, best first (ties by id). */
   search(query: VectorSearchQuery): Promise<VectorHit[]>;
   /** A memory of `scope`, or null (also when `id` exists in another scope). */

@@ -198,6 +198,37 @@ export function vectorStoreContract(name: string, open: () => Promise<VectorStor
       assert.equal((await store.get(A, m.id))?.embedderId, 'new/4');
     });
 
+    it('putMany writes a batch, and nothing of it when one item is refused', async () => {
+      const a = memory();
+      const b = memory();
+      await store.putMany([
+        { record: a, vector: vec(1, 0, 0, 0) },
+        { record: b, vector: vec(0, 1, 0, 0) },
+      ]);
+      assert.deepEqual(
+        (await search([A], vec(1, 0, 0, 0), { k: 1 })).map((h) => h.record.id),
+        [a.id],
+      );
+      const c = memory();
+      const stolen = { ...a, scope: B };
+      await assert.rejects(
+        store.putMany([
+          { record: c, vector: vec(0, 0, 1, 0) },
+          { record: stolen, vector: vec(1, 0, 0, 0) },
+        ]),
+        (e) => isAegisError(e) && e.code === 'CONFLICT',
+      );
+      assert.equal(await store.get(A, c.id), null, 'the batch rolled back');
+      assert.equal(await store.get(B, a.id), null);
+      assert.equal(await store.count(), 2);
+      assert.deepEqual(
+        (await search([A], vec(0, 0, 1, 0))).map((h) => h.record.id).sort(),
+        [a.id, b.id].sort(),
+        'search does not see the rolled-back item',
+      );
+      await store.putMany([]);
+    });
+
     it('refuses a vector whose length is not the record dimension', async () => {
       await assert.rejects(store.put(memory(), vec(1, 0, 0)), (e) => isAegisError(e));
       assert.equal(await store.count(), 0);

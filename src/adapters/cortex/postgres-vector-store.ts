@@ -15,6 +15,7 @@ import type {
   MemoryPage,
   ScopeEmbedder,
   VectorHit,
+  VectorPut,
   VectorSearchQuery,
   VectorStore,
 } from '../../app/ports.ts';
@@ -29,6 +30,7 @@ import {
 import { AegisError } from '../../domain/errors.ts';
 import { isSchemaName, migrate } from '../store/postgres/migrations.ts';
 import { mapError, parseUrl } from '../store/postgres/store.ts';
+import { dotAt } from './ivf-index.ts';
 import { TopK } from './vector-matrix.ts';
 
 export interface PostgresVectorStoreOptions {
@@ -42,6 +44,32 @@ const COLUMNS =
   'id, agent, namespace, text, meta, embedder_id, dimension, created_at, expires_at, execution_id, outcome, source';
 
 type Row = Record<string, unknown>;
+
+const PUT_SQL = `INSERT INTO memories (${COLUMNS}, vector) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+  ON CONFLICT (id) DO UPDATE SET text = excluded.text, meta = excluded.meta, embedder_id = excluded.embedder_id,
+    dimension = excluded.dimension, created_at = excluded.created_at, expires_at = excluded.expires_at,
+    execution_id = excluded.execution_id, outcome = excluded.outcome, source = excluded.source,
+    vector = excluded.vector
+  WHERE memories.agent = excluded.agent AND memories.namespace = excluded.namespace`;
+
+function putParams(record: MemoryRecord, vector: Float32Array): unknown[] {
+  const s = record.scope;
+  return [
+    record.id,
+    s.agent,
+    s.namespace,
+    record.text,
+    JSON.stringify(record.meta),
+    record.embedderId,
+    record.dimension,
+    record.createdAt,
+    record.expiresAt,
+    record.executionId,
+    record.outcome,
+    record.source,
+    Buffer.from(vector.buffer, vector.byteOffset, vector.byteLength),
+  ];
+}
 
 export class PostgresVectorStore implements VectorStore {
   readonly searchMode = 'exact' as const;
@@ -85,32 +113,35 @@ export class PostgresVectorStore implements VectorStore {
 
   async put(record: MemoryRecord, vector: Float32Array): Promise<void> {
     checkVector(record, vector);
-    const s = record.scope;
-    const result = await this.#query(
-      `INSERT INTO memories (${COLUMNS}, vector) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
-       ON CONFLICT (id) DO UPDATE SET text = excluded.text, meta = excluded.meta, embedder_id = excluded.embedder_id,
-         dimension = excluded.dimension, created_at = excluded.created_at, expires_at = excluded.expires_at,
-         execution_id = excluded.execution_id, outcome = excluded.outcome, source = excluded.source,
-         vector = excluded.vector
-       WHERE memories.agent = excluded.agent AND memories.namespace = excluded.namespace`,
-      [
-        record.id,
-        s.agent,
-        s.namespace,
-        record.text,
-        JSON.stringify(record.meta),
-        record.embedderId,
-        record.dimension,
-        record.createdAt,
-        record.expiresAt,
-        record.executionId,
-        record.outcome,
-        record.source,
-        Buffer.from(vector.buffer, vector.byteOffset, vector.byteLength),
-      ],
-    );
+    const result = await this.#query(PUT_SQL, putParams(record, vector));
     if (result.rowCount === 0)
       throw new AegisError('CONFLICT', `memory ${record.id} belongs to another scope`);
+  }
+
+  /** One transaction on one connection: all rows or none. */
+  async putMany(items: readonly VectorPut[]): Promise<void> {
+    for (const { record, vector } of items) checkVector(record, vector);
+    if (items.length === 0) return;
+    let client: pg.PoolClient;
+    try {
+      client = await this.#pool.connect();
+    } catch (error) {
+      throw mapError(error, this.#where);
+    }
+    try {
+      await client.query('BEGIN');
+      for (const { record, vector } of items) {
+        const result = await client.query(PUT_SQL, putParams(record, vector));
+        if (result.rowCount === 0)
+          throw new AegisError('CONFLICT', `memory ${record.id} belongs to another scope`);
+      }
+      await client.query('COMMIT');
+    } catch (error) {
+      await client.query('ROLLBACK').catch(() => {});
+      throw error instanceof AegisError ? error : mapError(error, this.#where);
+    } finally {
+      client.release();
+    }
   }
 
   async search(query: VectorSearchQuery): Promise<VectorHit[]> {
@@ -136,10 +167,9 @@ export class PostgresVectorStore implements VectorStore {
     const top = new TopK(query.k);
     const q = query.vector;
     for (const row of rows) {
-      const v = toVector(row['vector']);
-      let sum = 0;
-      for (let i = 0; i < q.length; i++) sum += (q[i] as number) * (v[i] as number);
-      top.offer(sum, toRecord(row));
+      const s = dotAt(q, toVector(row['vector']), 0, q.length);
+      // Only the rows that make the top k are turned into records.
+      if (s > top.floor) top.offer(s, toRecord(row));
     }
     return top.hits();
   }

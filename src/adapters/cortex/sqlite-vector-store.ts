@@ -2,11 +2,12 @@
  * VectorStore on SQLite (`node:sqlite`), in its own file — `$AEGIS_HOME/cortex.db` — so memory never bloats or
  * locks the execution store. Rows hold the record and its vector as a little-endian Float32 blob.
  *
- * Search is an exact scan over an in-memory copy of the vectors of each (scope, embedder) (vector-matrix.ts),
- * loaded on first use and kept up to date by this connection's own writes; `PRAGMA data_version` tells when another
- * process (the CLI next to the server) committed, and then the copy is dropped and reloaded. Documented ceiling:
- * about 100k memories per scope set searched at once (`npm run bench`: latency grows linearly with rows); the
- * sqlite-vec extension loads here too but scans the same way (docs/adr/0120-cortex-vector-stores.md).
+ * Search runs over an in-memory copy of the vectors of each (scope, embedder) (vector-matrix.ts), loaded on first
+ * use and kept up to date by this connection's own writes; `PRAGMA data_version` tells when another process (the
+ * CLI next to the server) committed, and then the copy is dropped and reloaded. In `searchMode: 'ann'` (the default)
+ * a copy with at least `ann.minRows` vectors gets an IVF index (ivf-index.ts), built from the copy on the first
+ * search after a load and maintained on put/forget; smaller copies, and selective filters, are scanned exactly
+ * (docs/adr/0129-cortex-ann-index.md). `putMany` writes a batch in one transaction.
  */
 import { DatabaseSync, type StatementSync } from 'node:sqlite';
 import { checkVector } from '../../app/fakes/memory-vector-store.ts';
@@ -15,6 +16,7 @@ import type {
   MemoryPage,
   ScopeEmbedder,
   VectorHit,
+  VectorPut,
   VectorSearchQuery,
   VectorStore,
 } from '../../app/ports.ts';
@@ -28,7 +30,22 @@ import {
   scopeKey,
 } from '../../domain/cortex/memory.ts';
 import { AegisError } from '../../domain/errors.ts';
-import { TopK, VectorMatrix } from './vector-matrix.ts';
+import {
+  type AnnOptions,
+  type AnnSettings,
+  annSettings,
+  type SearchPath,
+  TopK,
+  VectorMatrix,
+} from './vector-matrix.ts';
+
+export interface SqliteVectorStoreOptions {
+  /** `ann`: large scopes are searched through an IVF index (recall@10 ≈ 0.95+, see the bench); `exact`: always
+   * scan every vector. @default 'ann' */
+  readonly searchMode?: 'exact' | 'ann';
+  /** When the index is used and how much of it a search scores. */
+  readonly ann?: AnnOptions;
+}
 
 const SCHEMA_VERSION = 1;
 
@@ -56,15 +73,19 @@ CREATE INDEX IF NOT EXISTS memories_expiry ON memories (expires_at) WHERE expire
 type Row = Record<string, unknown>;
 
 export class SqliteVectorStore implements VectorStore {
-  readonly searchMode = 'exact' as const;
+  readonly searchMode: 'exact' | 'ann';
+  readonly #ann: AnnSettings | undefined;
   readonly #db: DatabaseSync;
   /** scopeKey → embedderId/dimension → matrix; a scope is present once loaded. */
   readonly #cache = new Map<string, Map<string, VectorMatrix>>();
   #dataVersion = -1;
-  readonly #stmts: Record<'put' | 'get' | 'forget' | 'scopeRows' | 'embedders', StatementSync>;
+  readonly #stmts: Record<
+    'put' | 'get' | 'forget' | 'scopeRows' | 'embedders' | 'dataVersion',
+    StatementSync
+  >;
 
   /** Opens (creating when missing) the database at `path` (`:memory:` for tests). */
-  static open(path: string): SqliteVectorStore {
+  static open(path: string, options: SqliteVectorStoreOptions = {}): SqliteVectorStore {
     let db: DatabaseSync;
     try {
       db = new DatabaseSync(path);
@@ -91,11 +112,13 @@ export class SqliteVectorStore implements VectorStore {
         },
       );
     }
-    return new SqliteVectorStore(db);
+    return new SqliteVectorStore(db, options);
   }
 
-  private constructor(db: DatabaseSync) {
+  private constructor(db: DatabaseSync, options: SqliteVectorStoreOptions) {
     this.#db = db;
+    this.searchMode = options.searchMode ?? 'ann';
+    this.#ann = this.searchMode === 'ann' ? annSettings(options.ann) : undefined;
     this.#stmts = {
       put: db.prepare(
         `INSERT INTO memories (id, agent, namespace, text, meta, embedder_id, dimension, created_at, expires_at,
@@ -109,6 +132,7 @@ export class SqliteVectorStore implements VectorStore {
       get: db.prepare('SELECT * FROM memories WHERE id = ? AND agent = ? AND namespace = ?'),
       forget: db.prepare('DELETE FROM memories WHERE id = ? AND agent = ? AND namespace = ?'),
       scopeRows: db.prepare('SELECT * FROM memories WHERE agent = ? AND namespace = ?'),
+      dataVersion: db.prepare('PRAGMA data_version'),
       embedders: db.prepare(
         `SELECT embedder_id, dimension, count(*) AS n FROM memories WHERE agent = ? AND namespace = ?
          GROUP BY embedder_id, dimension ORDER BY embedder_id`,
@@ -119,6 +143,26 @@ export class SqliteVectorStore implements VectorStore {
   async put(record: MemoryRecord, vector: Float32Array): Promise<void> {
     checkVector(record, vector);
     this.#refresh();
+    this.#write(record, vector);
+  }
+
+  /** Like `put` for each item, in one transaction: all are written or none (the first refusal rolls back). */
+  async putMany(items: readonly VectorPut[]): Promise<void> {
+    for (const { record, vector } of items) checkVector(record, vector);
+    this.#refresh();
+    this.#db.exec('BEGIN IMMEDIATE');
+    try {
+      for (const { record, vector } of items) this.#write(record, vector);
+      this.#db.exec('COMMIT');
+    } catch (error) {
+      this.#db.exec('ROLLBACK');
+      // The in-memory copies may hold rows that were rolled back: reload them on the next search.
+      this.#cache.clear();
+      throw error;
+    }
+  }
+
+  #write(record: MemoryRecord, vector: Float32Array): void {
     const s = record.scope;
     const result = this.#stmts.put.run(
       record.id,
@@ -148,11 +192,18 @@ export class SqliteVectorStore implements VectorStore {
     this.#refresh();
     const top = new TopK(query.k);
     const matrixKey = `${query.embedderId}\u0000${query.vector.length}`;
+    const paths: SearchPath[] = [];
     for (const scope of query.scopes) {
-      this.#load(scope).get(matrixKey)?.scan(query.vector, query.filter, query.now, top);
+      const matrix = this.#load(scope).get(matrixKey);
+      if (matrix !== undefined)
+        paths.push(matrix.search(query.vector, query.filter, query.now, top, this.#ann));
     }
+    this.lastSearchPaths = paths;
     return top.hits().map((h) => ({ record: structuredClone(h.record), similarity: h.similarity }));
   }
+
+  /** How each scope of the last search was answered (`exact`, `ann`, `ann-fallback`): for tests and the bench. */
+  lastSearchPaths: readonly SearchPath[] = [];
 
   async get(scope: MemoryScope, id: string): Promise<MemoryRecord | null> {
     const row = this.#stmts.get.get(id, scope.agent, scope.namespace);
@@ -251,11 +302,15 @@ export class SqliteVectorStore implements VectorStore {
 
   /** Drops the in-memory copy when another connection committed since we last looked. */
   #refresh(): void {
-    const version = Number(this.#db.prepare('PRAGMA data_version').get()?.['data_version'] ?? 0);
+    const version = this.#readDataVersion();
     if (version !== this.#dataVersion) {
       this.#cache.clear();
       this.#dataVersion = version;
     }
+  }
+
+  #readDataVersion(): number {
+    return Number(this.#stmts.dataVersion.get()?.['data_version'] ?? 0);
   }
 
   #load(scope: MemoryScope): Map<string, VectorMatrix> {

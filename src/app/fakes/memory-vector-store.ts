@@ -20,6 +20,7 @@ import type {
   MemoryPage,
   ScopeEmbedder,
   VectorHit,
+  VectorPut,
   VectorSearchQuery,
   VectorStore,
 } from '../ports.ts';
@@ -40,6 +41,20 @@ export class MemoryVectorStore implements VectorStore {
       throw new AegisError('CONFLICT', `memory ${record.id} belongs to another scope`);
     }
     this.#rows.set(record.id, { record: structuredClone(record), vector: Float32Array.from(vector) });
+  }
+
+  async putMany(items: readonly VectorPut[]): Promise<void> {
+    // Check everything first, so a refusal leaves the store as it was.
+    const scopes = new Map<string, MemoryScope>();
+    for (const { record, vector } of items) {
+      checkVector(record, vector);
+      const owner = scopes.get(record.id) ?? this.#rows.get(record.id)?.record.scope;
+      if (owner !== undefined && !sameScope(owner, record.scope)) {
+        throw new AegisError('CONFLICT', `memory ${record.id} belongs to another scope`);
+      }
+      scopes.set(record.id, record.scope);
+    }
+    for (const { record, vector } of items) await this.put(record, vector);
   }
 
   async search(query: VectorSearchQuery): Promise<VectorHit[]> {
