@@ -86,6 +86,8 @@ export interface ServerOptions {
    * (created on first start)
    */
   readonly nodeId?: string;
+  /** A node silent this long is declared dead by the others (heartbeat every third of it). @default 10 s */
+  readonly leaseMs?: number;
   /** Labels executions' `spec.placement.labels` are matched against. @default $AEGIS_NODE_LABELS (`k=v,k=v`), else none */
   readonly labels?: NodeLabels;
 }
@@ -271,6 +273,11 @@ export async function startServer(
       llm,
       tools,
       ...(tracer ? { tracer } : {}),
+      node,
+      version: AEGIS_VERSION,
+      log,
+      // Fenced out (declared dead while paused or partitioned): the live sandboxes it held are reaped too.
+      onFencedOut: () => sandboxes.closeAll(),
       loop: {
         live: runtime,
         tools: toolGateway,
@@ -278,7 +285,15 @@ export async function startServer(
         sha256Hex: (text) => createHash('sha256').update(text).digest('hex'),
       },
     },
-    { maxConcurrent, maxQueued: options.maxQueued ?? 256 },
+    {
+      maxConcurrent,
+      maxQueued: options.maxQueued ?? 256,
+      runtimes: runtime
+        .availability()
+        .filter((entry) => entry.available)
+        .map((entry) => entry.name),
+      ...(options.leaseMs === undefined ? {} : { leaseMs: options.leaseMs }),
+    },
   );
   busy = () => executions.stats().running;
   metrics.bindQueue({

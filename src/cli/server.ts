@@ -29,6 +29,7 @@ interface ServerFlags {
   maxAgentTimeout?: string;
   nodeId?: string;
   label: string[];
+  lease?: string;
 }
 
 /** `--max-agent-*`: the ceilings of non-admin deploys; unset ones default from the host (see main-server.ts). */
@@ -107,6 +108,7 @@ async function commandServer(flags: ServerFlags): Promise<number> {
     deployCeilings: deployCeilings(flags),
     ...(flags.nodeId === undefined ? {} : { nodeId: parseNodeId(flags.nodeId, '--node-id') }),
     ...(flags.label.length === 0 ? {} : { labels: parseNodeLabels(flags.label, '--label') }),
+    ...(flags.lease === undefined ? {} : { leaseMs: durationMs(flags.lease, '--lease') }),
   });
   const { requeued, failed } = server.recovered;
   if (requeued.length + failed.length > 0) {
@@ -205,6 +207,10 @@ export function registerServerCommand(
       'a node label spec.placement.labels match (repeatable; default: $AEGIS_NODE_LABELS, k=v,k=v)',
       (value: string, previous: string[]) => [...previous, value],
       [] as string[],
+    )
+    .option(
+      '--lease <duration>',
+      'cluster lease: a node silent this long is declared dead and its executions taken over (heartbeat: a third of it) (default: 10s)',
     )
     .option('--drain-timeout <duration>', 'on SIGTERM, how long running executions may finish', '30s')
     .action((flags: ServerFlags) => run(() => commandServer(flags)));
