@@ -5,6 +5,7 @@
  */
 import type { Command } from 'commander';
 import { parseRateLimit } from '../domain/auth/api-key.ts';
+import { parseNodeId, parseNodeLabels } from '../domain/cluster/node.ts';
 import { AegisError } from '../domain/errors.ts';
 import type { DeployCeilings } from '../domain/policy/deploy-ceilings.ts';
 import {
@@ -35,6 +36,9 @@ interface ServerFlags {
   retain?: string;
   retainLogs?: string;
   retainAudit?: string;
+  nodeId?: string;
+  label: string[];
+  lease?: string;
 }
 
 function describePolicy(policy: RetentionPolicy): string {
@@ -137,6 +141,9 @@ async function commandServer(flags: ServerFlags): Promise<number> {
       : { poolIdleTimeoutMs: durationMs(flags.poolIdleTimeout, '--pool-idle-timeout') }),
     deployCeilings: deployCeilings(flags),
     ...(policy === undefined ? {} : { retention: policy }),
+    ...(flags.nodeId === undefined ? {} : { nodeId: parseNodeId(flags.nodeId, '--node-id') }),
+    ...(flags.label.length === 0 ? {} : { labels: parseNodeLabels(flags.label, '--label') }),
+    ...(flags.lease === undefined ? {} : { leaseMs: durationMs(flags.lease, '--lease') }),
   });
   const { requeued, failed } = server.recovered;
   if (requeued.length + failed.length > 0) {
@@ -151,7 +158,7 @@ async function commandServer(flags: ServerFlags): Promise<number> {
     );
   }
   const where = [server.url, ...(server.socketPath ? [`unix:${server.socketPath}`] : [])].join(' and ');
-  process.stderr.write(`aegis server listening on ${where}\n`);
+  process.stderr.write(`aegis server listening on ${where} (node ${server.node.nodeId})\n`);
   process.stderr.write(
     policy === undefined
       ? 'retention: keeping every execution, log and ledger entry forever (set --retain 30d to prune)\n'
@@ -231,6 +238,20 @@ export function registerServerCommand(
     .option('--max-agent-pids <n>', 'most processes a non-admin deploy may ask for (default: 4096)')
     .option('--max-agent-disk <size>', 'largest /workspace a non-admin deploy may ask for (default: 4Gi)')
     .option('--max-agent-timeout <duration>', 'longest timeout a non-admin deploy may ask for (default: 1h)')
+    .option(
+      '--node-id <id>',
+      "this node's id in the cluster (default: $AEGIS_NODE_ID, else kept in $AEGIS_HOME/node-id, created once)",
+    )
+    .option(
+      '--label <key=value>',
+      'a node label spec.placement.labels match (repeatable; default: $AEGIS_NODE_LABELS, k=v,k=v)',
+      (value: string, previous: string[]) => [...previous, value],
+      [] as string[],
+    )
+    .option(
+      '--lease <duration>',
+      'cluster lease: a node silent this long is declared dead and its executions taken over (heartbeat: a third of it) (default: 10s)',
+    )
     .option('--drain-timeout <duration>', 'on SIGTERM, how long running executions may finish', '30s')
     .option(
       '--retain <window>',
