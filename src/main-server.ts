@@ -41,6 +41,7 @@ import {
   type AegisConfig,
   loadConfig,
   openAuditContext,
+  openLedgerReplication,
   openLlmWiring,
   openSecretStore,
   systemClock,
@@ -153,12 +154,30 @@ export async function startServer(
   const node = nodeIdentity(options, config, env);
   const store = await openServerStore(config, env);
   let audit: AuditLog;
+  // With a shared PostgreSQL store, this node's ledger is shipped to the cluster ledger (ADR 0116).
+  let replication: Awaited<ReturnType<typeof openLedgerReplication>> | undefined;
   try {
-    audit = openAuditContext(config, { writer: true }).audit;
+    const auditContext = openAuditContext(config, { writer: true });
+    audit = auditContext.audit;
+    const databaseUrl = env['AEGIS_DATABASE_URL'];
+    if (databaseUrl) {
+      try {
+        replication = await openLedgerReplication(auditContext, node.nodeId, databaseUrl, (message) =>
+          log({ level: 'error', msg: 'ledger replication', error: message }),
+        );
+      } catch (error) {
+        await audit.close().catch(() => {});
+        throw error;
+      }
+    }
   } catch (error) {
     await store.close();
     throw error;
   }
+  const closeReplication = async () => {
+    await replication?.replicator.stop().catch(() => {});
+    await replication?.cluster.close().catch(() => {});
+  };
   const identity = new ProcIdentity();
   const ids = new SortableIds();
   const sandbox = new SandboxRuntime({
@@ -195,6 +214,7 @@ export async function startServer(
     });
   } catch (error) {
     await audit.close().catch(() => {});
+    await closeReplication();
     await store.close().catch(() => {});
     throw error;
   }
@@ -328,10 +348,15 @@ export async function startServer(
         .map((view) => ({ id: view.id, agent: view.agent.name, status: view.status, usage: view.usage })),
     () => sandboxes.warm(),
   );
+  if (replication !== undefined) {
+    const { replicator } = replication;
+    metrics.bindLedgerReplication(() => replicator.status());
+  }
   let ready = false;
   const ctx: ApiContext = {
     store,
     audit,
+    ...(replication === undefined ? {} : { clusterAudit: replication.replicator }),
     clock: systemClock,
     events,
     executions,
@@ -414,6 +439,7 @@ export async function startServer(
             try {
               await audit.close();
             } finally {
+              await closeReplication();
               await store.close();
               await tracer?.shutdown().catch(() => {});
             }
@@ -426,6 +452,7 @@ export async function startServer(
   } catch (error) {
     await api?.close().catch(() => {});
     await audit.close().catch(() => {});
+    await closeReplication();
     await store.close().catch(() => {});
     throw error;
   }

@@ -411,7 +411,7 @@ export function cryptoForKey(publicKeyPem: string): ChainCrypto {
 function assertNodeId(node: string): void {
   if (!isNodeId(node)) {
     throw new AegisError('USAGE', `"${node}" is not a node id`, {
-      hint: 'a node id is 1–128 letters, digits, ".", "_", ":" or "-", starting with a letter or digit',
+      hint: 'a node id is 1–63 lowercase letters, digits, ".", "_" or "-", starting with a letter or digit',
     });
   }
 }

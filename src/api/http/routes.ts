@@ -331,14 +331,16 @@ export const ROUTES: readonly Route[] = [
     method: 'GET',
     path: '/v1/executions/:id/audit',
     operationId: 'getExecutionAudit',
-    summary: "The execution's audit ledger entries (hash-chained), by seq",
+    summary:
+      "The execution's audit ledger entries (hash-chained), by seq — in a cluster, from every node's chain (by node, then seq)",
     tag: 'executions',
     scope: 'read',
     params: S.ExecutionId,
     responses: { 200: { description: 'Entries', schema: S.AuditList }, ...errors(401, 403, 404, 429) },
     async handler(ctx, req) {
       const record = await ctx.executions.get(req.principal, req.params['id']!);
-      const entries = await ctx.audit.list(record.id);
+      // In a cluster, every node's chain (each entry names its node); else this node's ledger.
+      const entries = await (ctx.clusterAudit ?? ctx.audit).list(record.id);
       return { status: 200, body: { entries } };
     },
   },

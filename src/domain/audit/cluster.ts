@@ -16,11 +16,10 @@
  *
  * Each contradiction names every entry involved: node, seq, kind and time.
  */
+import { NODE_ID } from '../cluster/node.ts';
 import { AUDIT_KINDS, type ChainLink } from './entry.ts';
 
-/** A node id: what `$AEGIS_HOME/node-id` / `--node-id` hold. Short, printable, no whitespace. */
-const NODE_ID = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$/;
-
+/** A node id as the cluster names nodes (domain/cluster/node.ts). */
 export function isNodeId(value: unknown): value is string {
   return typeof value === 'string' && NODE_ID.test(value);
 }
