@@ -1,6 +1,6 @@
 /**
  * The cluster ledger in PostgreSQL (docs/adr/0116-cluster-ledger.md): the tables every node ships its own chain
- * into (`ledger_nodes`, `ledger_entries`, `ledger_heads`, `ledger_incidents`; migration 5 of the store), and what
+ * into (`ledger_nodes`, `ledger_entries`, `ledger_heads`, `ledger_incidents`; migration 6 of the store), and what
  * reads them — cluster reads of one execution, the cluster archive, and `verify --cluster`.
  *
  * Nothing here is trusted for being in PostgreSQL: whoever can write the database can write any row. A node's rows

@@ -115,3 +115,35 @@ export function nodeLostReason(node: string, requeued: boolean): string {
     ? `node-lost: node ${node} stopped heartbeating while this execution ran; queued again (spec.execution.retryOnNodeLoss)`
     : `node-lost: node ${node} stopped heartbeating while this execution ran; it may have run partly (at-least-once start)`;
 }
+
+/** The error a write under a lost claim gets (every store says the same). */
+export function fencedOut(
+  executionId: string,
+  fence: ExecutionFence,
+  holder: { readonly node: string | null; readonly fence: number } | undefined,
+): AegisError {
+  const now =
+    holder === undefined
+      ? 'it is no longer held by any node'
+      : holder.node === null
+        ? `it is back in the queue (fence ${holder.fence})`
+        : `node ${holder.node} holds it now (fence ${holder.fence})`;
+  return new AegisError(
+    'FENCED',
+    `execution ${executionId}: the write of node ${fence.nodeId} (epoch ${fence.epoch}, fence ${fence.fence}) was refused: ${now}`,
+    {
+      hint: 'this node lost its lease (paused, partitioned or declared dead); it stops the execution and re-registers',
+      details: { id: executionId, nodeId: fence.nodeId, epoch: fence.epoch, fence: fence.fence },
+    },
+  );
+}
+
+/** Is a node's lease (ISO time) over at `at`? */
+export function leaseExpired(leaseExpiresAt: string, at: string): boolean {
+  return leaseExpiresAt < at;
+}
+
+/** ISO time `ms` after the ISO time `at`. */
+export function isoPlus(at: string, ms: number): string {
+  return new Date(Date.parse(at) + ms).toISOString();
+}
