@@ -7,6 +7,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { availableParallelism, homedir, totalmem } from 'node:os';
 import { join, resolve } from 'node:path';
+import { ClusterCoverageAuditLog } from './adapters/audit/cluster-coverage-audit-log.ts';
 import { nodeHasher } from './adapters/audit/node-key.ts';
 import { DirAgentBundles } from './adapters/bundle/agent-bundles.ts';
 import { loadConfig as loadConfigFile } from './adapters/config/config-file.ts';
@@ -165,6 +166,8 @@ export async function startServer(
         replication = await openLedgerReplication(auditContext, node.nodeId, databaseUrl, (message) =>
           log({ level: 'error', msg: 'ledger replication', error: message }),
         );
+        // Recovery then sees what every node recorded, not only this node's ledger.
+        audit = new ClusterCoverageAuditLog(audit, replication.cluster);
       } catch (error) {
         await audit.close().catch(() => {});
         throw error;

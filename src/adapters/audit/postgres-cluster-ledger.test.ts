@@ -15,6 +15,7 @@ import pg from 'pg';
 import type { ClusterVerification } from '../../domain/audit/cluster-archive.ts';
 import { headMessage, linkHash } from '../../domain/audit/entry.ts';
 import { verifyClusterArchiveFile, writeClusterArchive } from './cluster-archive-file.ts';
+import { ClusterCoverageAuditLog } from './cluster-coverage-audit-log.ts';
 import { LedgerReplicator } from './ledger-replicator.ts';
 import { Ed25519NodeKey, nodeHasher } from './node-key.ts';
 import { PostgresClusterLedger } from './postgres-cluster-ledger.ts';
@@ -172,6 +173,21 @@ function clusterTests(url: string): void {
       const verified = await pgLedger.verify({ nowMs: clock.now() });
       assert.deepEqual(failures(verified), []);
       assert.equal(verified.ok, true);
+    });
+
+    it("lifecycle coverage spans the cluster, so one node's recovery sees another node's finish", async () => {
+      const { pgLedger, a } = await twoNodes();
+      const local = SqliteAuditLedger.open({ file: a.paths.db, signer: a.signer, hasher: nodeHasher, clock });
+      closers.push(() => local.close());
+      // ex_1 was created on a but started and finished on b: a's own ledger has no finish for it.
+      assert.equal((await local.lifecycleCoverage()).get('ex_1')?.finished, false);
+      const merged = await new ClusterCoverageAuditLog(local, pgLedger).lifecycleCoverage();
+      assert.deepEqual(merged.get('ex_1'), {
+        created: true,
+        finished: true,
+        recovered: false,
+        recoveredTerminal: false,
+      });
     });
 
     it('cluster reads include the local tail not yet shipped, tagged with this node', async () => {

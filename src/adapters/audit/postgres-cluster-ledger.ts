@@ -11,6 +11,7 @@ import pg from 'pg';
 import { isNodeId, LifecycleCrossCheck } from '../../domain/audit/cluster.ts';
 import type { ClusterVerification, NodeVerification } from '../../domain/audit/cluster-archive.ts';
 import {
+  AUDIT_KINDS,
   type AuditEntry,
   type ChainLink,
   type ChainTip,
@@ -19,6 +20,7 @@ import {
   type SignedHead,
 } from '../../domain/audit/entry.ts';
 import { AUDIT_EXPORT_FORMAT, type AuditExportRecord } from '../../domain/audit/export-format.ts';
+import { addCoverage, LIFECYCLE_KINDS, type LifecycleCoverage } from '../../domain/audit/store-check.ts';
 import { type AuditVerification, type ChainCrypto, ChainVerifier } from '../../domain/audit/verify.ts';
 import { AegisError } from '../../domain/errors.ts';
 import { isSchemaName, LOCK_KEY_SQL, migrate } from '../store/postgres/migrations.ts';
@@ -264,6 +266,22 @@ export class PostgresClusterLedger {
       [execution],
     );
     return rows.map((r) => ({ node: r.node_id, ...fromLink(toLink(r)) }));
+  }
+
+  /**
+   * Which lifecycle entries the cluster holds per execution, from every node's replicated chain (what recovery on
+   * one node must consult, or it would settle again what another node already finished).
+   */
+  async lifecycleCoverage(
+    into: Map<string, LifecycleCoverage> = new Map(),
+  ): Promise<Map<string, LifecycleCoverage>> {
+    const { rows } = await this.#pool.query<{ execution: string; kind: string; status: unknown }>(
+      `SELECT execution, kind, CASE WHEN kind = $1 THEN data::json ->> 'status' END AS status
+         FROM ledger_entries WHERE execution IS NOT NULL AND kind = ANY($2)`,
+      [AUDIT_KINDS.executionRecovered, [...LIFECYCLE_KINDS]],
+    );
+    for (const row of rows) addCoverage(into, row.execution, row.kind, row.status);
+    return into;
   }
 
   /** `node`'s chain in seq order, a page at a time. */

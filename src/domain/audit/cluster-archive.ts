@@ -13,6 +13,7 @@
  * listed, or present twice makes the archive `malformed`.
  */
 import { type ClusterContradiction, CROSS_CHECK_KINDS, isNodeId, LifecycleCrossCheck } from './cluster.ts';
+import { GENESIS_HASH } from './entry.ts';
 import { type AuditExportHeader, type ExportVerification, ExportVerifier } from './export-format.ts';
 import type { AuditVerification, ChainCrypto } from './verify.ts';
 
@@ -65,7 +66,7 @@ export class ClusterArchiveVerifier {
   readonly #problems: string[] = [];
   #header: ClusterArchiveHeader | undefined;
   #line = 0;
-  #section: { node: string; verifier: ExportVerifier; header: NodeExportHeader } | undefined;
+  #section: { node: string; verifier: ExportVerifier; header: NodeExportHeader; records: number } | undefined;
   #stopped = false;
 
   constructor(cryptoFor: (header: NodeExportHeader) => ChainCrypto) {
@@ -107,12 +108,13 @@ export class ClusterArchiveVerifier {
         return this.#stop(`line ${this.#line}: a second section for node ${node}`);
       }
       const verifier = new ExportVerifier((header) => this.#cryptoFor(header as NodeExportHeader));
-      this.#section = { node, verifier, header: value as unknown as NodeExportHeader };
+      this.#section = { node, verifier, header: value as unknown as NodeExportHeader, records: 0 };
       verifier.pushLine(text);
       return true;
     }
     const section = this.#section;
     if (section === undefined) return this.#stop(`line ${this.#line}: a record before any node section`);
+    section.records += 1;
     section.verifier.pushLine(text);
     if (
       value['type'] === 'entry' &&
@@ -159,7 +161,21 @@ export class ClusterArchiveVerifier {
     const section = this.#section;
     if (section === undefined) return;
     this.#section = undefined;
-    const { header: _h, ...result }: ExportVerification = section.verifier.finish();
+    const { header: _h, ...verdict }: ExportVerification = section.verifier.finish();
+    // A node that published its key but has written nothing yet has an empty chain, which is not a forgery
+    // (a single-node export with no signed head is refused: there, emptiness is what an attacker would produce).
+    const result: AuditVerification =
+      section.records === 0 && !verdict.ok && verdict.problem === 'emptied'
+        ? {
+            ok: true,
+            entries: 0,
+            heads: 0,
+            lastSeq: 0,
+            lastHash: GENESIS_HASH,
+            signedThroughSeq: 0,
+            unsignedTail: 0,
+          }
+        : verdict;
     this.#results.push({ node: section.node, keyId: section.header.keyId, result });
   }
 
