@@ -340,6 +340,7 @@ export const ROUTES: readonly Route[] = [
     async handler(ctx, req) {
       const record = await ctx.executions.get(req.principal, req.params['id']!);
       // In a cluster, every node's chain (each entry names its node); else this node's ledger.
+      if (ctx.clusterAudit !== undefined) await ctx.audit.flush(); // it reads what is stored, not buffered
       const entries = await (ctx.clusterAudit ?? ctx.audit).list(record.id);
       return { status: 200, body: { entries } };
     },
