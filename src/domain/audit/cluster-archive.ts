@@ -94,7 +94,7 @@ export class ClusterArchiveVerifier {
         !Array.isArray(nodes) ||
         !nodes.every((n) => isNodeId((n as { node?: unknown })?.node))
       ) {
-        return this.#stop(`line 1 is not a ${CLUSTER_EXPORT_FORMAT} header`);
+        return this.#stop(`line 1 is not an ${CLUSTER_EXPORT_FORMAT} header`);
       }
       this.#header = value as unknown as ClusterArchiveHeader;
       return true;
