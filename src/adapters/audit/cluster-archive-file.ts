@@ -83,6 +83,12 @@ export async function verifyClusterArchiveFile(file: string): Promise<ClusterVer
     for (const retired of checkEndorsements(keyId, key, header.keys ?? [])) {
       trusted.set(retired.keyId, parseEd25519PublicKey(retired.publicKey));
     }
+    // Keys the node published before a rotation (each vouched for by its chain when published; see
+    // postgres-cluster-ledger.ts) — as self-attested as the current key in an archive nobody pinned.
+    for (const published of header.clusterKeys ?? []) {
+      const parsed = parseEd25519PublicKey(published.publicKey);
+      trusted.set(publicKeyId(parsed), parsed);
+    }
     return {
       sha256Hex: nodeHasher.sha256Hex,
       verifySignature: (message, signature, headKeyId) => {

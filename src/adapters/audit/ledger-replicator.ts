@@ -81,6 +81,9 @@ export class LedgerReplicator {
   #headSeq = 0;
   #timer: NodeJS.Timeout | undefined;
   #running: Promise<void> | undefined;
+  #resumed = false;
+  /** Ship no entry past this seq (while proving a key rotation before the new key is published). */
+  #limitSeq = Number.MAX_SAFE_INTEGER;
 
   constructor(options: LedgerReplicatorOptions) {
     this.#o = options;
@@ -114,11 +117,25 @@ export class LedgerReplicator {
   async start(): Promise<void> {
     const { cluster, node, signer, clock } = this.#o;
     const now = () => new Date(clock.now()).toISOString();
-    const published = await cluster.publishKey(
-      node,
-      { keyId: signer.keyId(), publicKey: signer.publicKeyPem() },
-      now(),
-    );
+    const key = { keyId: signer.keyId(), publicKey: signer.publicKeyPem() };
+    let published = await cluster.publishKey(node, key, now(), { quiet: true });
+    if (!published.ok) {
+      // After `aegis audit rotate-key` the entry that hands over to this key, and the old key's head over it, may
+      // still be local only: ship up to the newest head a published key signed, then ask again.
+      const trusted = new Set(published.published.keys.map((k) => k.keyId));
+      const lastTrusted = (this.#heads.all(0, Number.MAX_SAFE_INTEGER) as unknown as HeadRow[])
+        .filter((h) => trusted.has(h.key_id))
+        .reduce((max, h) => Math.max(max, h.seq), 0);
+      if (lastTrusted > 0 && (await this.#resume())) {
+        this.#state = 'replicating';
+        this.#limitSeq = lastTrusted;
+        await this.replicateOnce();
+        this.#limitSeq = Number.MAX_SAFE_INTEGER;
+        if (this.#state === 'replicating') this.#state = 'starting';
+      }
+      if (this.#state !== 'starting') return;
+      published = await cluster.publishKey(node, key, now());
+    }
     if (!published.ok) {
       return this.#halt(
         'refused',
@@ -126,6 +143,20 @@ export class LedgerReplicator {
           'this node ships nothing to the cluster ledger (give it its own --node-id, or restore its key)',
       );
     }
+    if (!(await this.#resume())) return;
+    this.#state = 'replicating';
+    await this.replicateOnce();
+    this.#schedule();
+  }
+
+  /**
+   * Resumes from PostgreSQL's tip for this node (once): reports rows the state file says were shipped but are gone,
+   * and halts (false) when that tip is not an entry of the local chain.
+   */
+  async #resume(): Promise<boolean> {
+    if (this.#resumed) return true;
+    const { cluster, node, clock } = this.#o;
+    const now = () => new Date(clock.now()).toISOString();
     this.#replicated = await cluster.tip(node);
     this.#headSeq = await cluster.headSeq(node);
     const shipped = this.#readState();
@@ -144,15 +175,12 @@ export class LedgerReplicator {
             ? `PostgreSQL holds node ${node}'s chain through seq ${this.#replicated.seq}, beyond the local ledger`
             : `node ${node}'s entry at seq ${this.#replicated.seq} differs between PostgreSQL and the local ledger`;
         await cluster.recordIncident(node, 'replica-diverged', message, now());
-        return this.#halt(
-          'diverged',
-          `${message}: replication stopped — run \`aegis audit verify --cluster\``,
-        );
+        this.#halt('diverged', `${message}: replication stopped — run \`aegis audit verify --cluster\``);
+        return false;
       }
     }
-    this.#state = 'replicating';
-    await this.replicateOnce();
-    this.#schedule();
+    this.#resumed = true;
+    return true;
   }
 
   /** Ships everything stored locally that PostgreSQL lacks (in batches). Returns how many entries went. */
@@ -162,7 +190,9 @@ export class LedgerReplicator {
     let shipped = 0;
     const run = (async () => {
       for (;;) {
-        const rows = this.#after.all(this.#replicated.seq, this.#batchSize) as unknown as EntryArray[];
+        const rows = (
+          this.#after.all(this.#replicated.seq, this.#batchSize) as unknown as EntryArray[]
+        ).filter((row) => row[0] <= this.#limitSeq);
         const links = rows.map(toLink);
         const through = links.at(-1)?.seq ?? this.#replicated.seq;
         const heads = (this.#heads.all(this.#headSeq, through) as unknown as HeadRow[]).map(toHead);

@@ -249,6 +249,88 @@ function clusterTests(url: string): void {
       assert.notEqual(mallory.signer.keyId(), a.signer.keyId());
     });
 
+    it('a key rotated with `aegis audit rotate-key` is accepted: the chain itself hands over to it', async () => {
+      const { pgLedger, a } = await twoNodes();
+      await a.replicator().stop();
+      const reopen = () =>
+        SqliteAuditLedger.open({
+          file: a.paths.db,
+          signer: a.signer,
+          hasher: nodeHasher,
+          clock,
+          witness: a.witness,
+          writer: true,
+        });
+      // What commandAuditRotateKey does: the old key signs a head over the entry naming the new key.
+      const before = reopen();
+      const next = a.signer.rotatePrepare();
+      before.append('audit.key-rotated', null, {
+        from: a.signer.keyId(),
+        to: next.keyId,
+        publicKey: next.publicKeyPem,
+      });
+      await before.close();
+      a.signer.rotateCommit(next, new Date(clock.now()).toISOString());
+      const afterRotation = reopen();
+      afterRotation.append('execution.created', 'ex_9', CREATED);
+      await afterRotation.close();
+      const again = await a.startReplicator();
+      assert.equal(again.status().state, 'replicating', a.warnings.join('\n'));
+      assert.equal(again.status().lagEntries, 0);
+      const published = (await pgLedger.nodes()).find((n) => n.node === 'node-a')!;
+      assert.deepEqual(
+        published.keys.map((k) => [k.keyId, k.rotatedAtSeq]),
+        [
+          [published.keys[0]!.keyId, null],
+          [next.keyId, 11],
+        ],
+      );
+      const verified = await pgLedger.verify({ nowMs: clock.now() });
+      assert.deepEqual(failures(verified), []);
+      const dir = mkdtempSync(join(tmpdir(), 'aegis-archive-'));
+      temps.push(dir);
+      const file = join(dir, 'cluster.jsonl');
+      const out = createWriteStream(file);
+      await writeClusterArchive(pgLedger, out, new Date(clock.now()).toISOString());
+      out.end();
+      await once(out, 'finish');
+      assert.deepEqual(failures(await verifyClusterArchiveFile(file)), []);
+    });
+
+    it('attack: a rotation entry forged into PostgreSQL (no head by the old key) does not let another key in', async () => {
+      const { schema, pgLedger } = await twoNodes();
+      const mallory = node('node-a', pgLedger);
+      const tip = await pgLedger.tip('node-a');
+      const forged = {
+        seq: tip.seq + 1,
+        ts: new Date(clock.now()).toISOString(),
+        execution: null,
+        kind: 'audit.key-rotated',
+        dataJson: JSON.stringify({
+          from: 'x',
+          publicKey: mallory.signer.publicKeyPem(),
+          to: mallory.signer.keyId(),
+        }),
+        prevHash: tip.hash,
+      };
+      await admin.query(
+        `INSERT INTO ${schema}.ledger_entries (node_id, seq, ts, execution, kind, data, prev_hash, hash)
+         VALUES ('node-a', $1, $2, NULL, $3, $4, $5, $6)`,
+        [
+          forged.seq,
+          forged.ts,
+          forged.kind,
+          forged.dataJson,
+          forged.prevHash,
+          linkHash(forged, nodeHasher.sha256Hex),
+        ],
+      );
+      const replicator = await mallory.startReplicator();
+      assert.equal(replicator.status().state, 'refused');
+      assert.equal((await pgLedger.nodes()).find((n) => n.node === 'node-a')!.keys.length, 1);
+      assert.ok((await pgLedger.incidents()).some((i) => i.problem === 'key-refused'));
+    });
+
     it('attack: rows forged directly in PostgreSQL under another node, signed with a wrong key — verify names it', async () => {
       const { schema, pgLedger, b } = await twoNodes();
       // node-b (which has database access) appends a finish for ex_2 to node-a's chain, correctly chained and

@@ -33,12 +33,19 @@ export interface PostgresClusterLedgerOptions {
   readonly poolSize?: number;
 }
 
-/** A node's published key. */
+/** A node's published keys: the current one (`keyId`, `publicKey`) and every one it had, oldest first. */
 export interface PublishedNode {
   readonly node: string;
   readonly keyId: string;
   readonly publicKey: string;
+  /** When its first key was published. */
   readonly publishedAt: string;
+  /** The first key (`rotatedAtSeq` null), then each key its chain rotated to, at the seq of `audit.key-rotated`. */
+  readonly keys: readonly {
+    readonly keyId: string;
+    readonly publicKey: string;
+    readonly rotatedAtSeq: number | null;
+  }[];
 }
 
 export interface LedgerIncident {
@@ -125,30 +132,92 @@ export class PostgresClusterLedger {
   }
 
   /**
-   * Publishes `node`'s public key. The first publication wins: the same key again is fine; a different key for a
-   * node id already published is refused, recorded in `ledger_incidents`, and answered with the key that stands.
+   * Publishes `node`'s public key. The first publication wins: the same key again is fine. A different key is
+   * accepted only as a rotation the node's own chain vouches for: an `audit.key-rotated` entry naming exactly this
+   * key, in the replicated chain, verified link by link up to a head signed by a key already published (what
+   * `aegis audit rotate-key` writes). Anything else is refused, recorded in `ledger_incidents` (unless `quiet`:
+   * the replicator asks once before shipping the rotation), and answered with the keys that stand.
    */
   async publishKey(
     node: string,
     key: { readonly keyId: string; readonly publicKey: string },
     at: string,
+    options: { readonly quiet?: boolean } = {},
   ): Promise<{ readonly ok: true } | { readonly ok: false; readonly published: PublishedNode }> {
     assertNodeId(node);
-    await this.#pool.query(
-      `INSERT INTO ledger_nodes (node_id, key_id, public_key, published_at) VALUES ($1, $2, $3, $4)
-         ON CONFLICT (node_id) DO NOTHING`,
-      [node, key.keyId, key.publicKey, at],
-    );
-    const published = (await this.nodes()).find((n) => n.node === node)!;
-    if (published.keyId === key.keyId) return { ok: true };
-    await this.recordIncident(
-      node,
-      'key-refused',
-      `a node presented key ${key.keyId} for node id ${node}, which published key ${published.keyId} on ` +
-        `${published.publishedAt}: refused (a second node with the same id, or a node forging another's entries)`,
-      at,
-    );
+    const client = await this.#pool.connect();
+    try {
+      await client.query('BEGIN');
+      await client.query(`SELECT pg_advisory_xact_lock(${LOCK_KEY_SQL})`, [`aegis.ledger-keys:${node}`]);
+      await client.query(
+        `INSERT INTO ledger_nodes (node_id, key_id, public_key, published_at, rotated_at_seq)
+           SELECT $1, $2, $3, $4, NULL WHERE NOT EXISTS (SELECT 1 FROM ledger_nodes WHERE node_id = $1)`,
+        [node, key.keyId, key.publicKey, at],
+      );
+      await client.query('COMMIT');
+    } catch (error) {
+      await client.query('ROLLBACK').catch(() => {});
+      throw error;
+    } finally {
+      client.release();
+    }
+    let published = (await this.nodes()).find((n) => n.node === node)!;
+    if (published.keys.some((k) => k.keyId === key.keyId)) return { ok: true };
+    const rotatedAt = await this.#rotationTo(published, key);
+    if (rotatedAt !== undefined) {
+      await this.#pool.query(
+        `INSERT INTO ledger_nodes (node_id, key_id, public_key, published_at, rotated_at_seq)
+           VALUES ($1, $2, $3, $4, $5) ON CONFLICT (node_id, key_id) DO NOTHING`,
+        [node, key.keyId, key.publicKey, at, rotatedAt],
+      );
+      return { ok: true };
+    }
+    published = (await this.nodes()).find((n) => n.node === node)!;
+    if (options.quiet !== true) {
+      await this.recordIncident(
+        node,
+        'key-refused',
+        `a node presented key ${key.keyId} for node id ${node}, which published key ${published.keyId} ` +
+          `(first on ${published.publishedAt}) and whose chain hands over to no such key: refused (a second node ` +
+          "with the same id, or a node forging another's entries)",
+        at,
+      );
+    }
     return { ok: false, published };
+  }
+
+  /**
+   * The seq of the `audit.key-rotated` entry in `node`'s replicated chain that names `key`, when the chain verifies
+   * with the node's published keys up to a head at or after it; undefined otherwise.
+   */
+  async #rotationTo(
+    node: PublishedNode,
+    key: { readonly keyId: string; readonly publicKey: string },
+  ): Promise<number | undefined> {
+    const { rows } = await this.#pool.query<{ seq: string; data: string }>(
+      `SELECT seq, data FROM ledger_entries WHERE node_id = $1 AND kind = $2 ORDER BY seq`,
+      [node.node, AUDIT_KINDS.auditKeyRotated],
+    );
+    const named = rows.find((row) => {
+      try {
+        const data = JSON.parse(row.data) as { to?: unknown; publicKey?: unknown };
+        return data.to === key.keyId && data.publicKey === key.publicKey;
+      } catch {
+        return false;
+      }
+    });
+    if (named === undefined) return undefined;
+    const seq = Number(named.seq);
+    const heads = (await this.heads(node.node)).filter((h) => node.keys.some((k) => k.keyId === h.keyId));
+    const cover = heads.find((h) => h.seq >= seq);
+    if (cover === undefined) return undefined;
+    const verifier = new ChainVerifier(
+      cryptoForKeys(node.keys),
+      heads.filter((h) => h.seq <= cover.seq),
+    );
+    for await (const link of this.links(node.node, cover.seq)) if (!verifier.push(link)) break;
+    const result = verifier.finish();
+    return result.ok && result.signedThroughSeq >= seq ? seq : undefined;
   }
 
   async nodes(): Promise<PublishedNode[]> {
@@ -157,13 +226,37 @@ export class PostgresClusterLedger {
       key_id: string;
       public_key: string;
       published_at: string;
-    }>('SELECT node_id, key_id, public_key, published_at FROM ledger_nodes ORDER BY node_id');
-    return rows.map((r) => ({
-      node: r.node_id,
-      keyId: r.key_id,
-      publicKey: r.public_key,
-      publishedAt: r.published_at,
-    }));
+      rotated_at_seq: string | null;
+    }>(
+      `SELECT node_id, key_id, public_key, published_at, rotated_at_seq FROM ledger_nodes
+         ORDER BY node_id, rotated_at_seq NULLS FIRST`,
+    );
+    const nodes: PublishedNode[] = [];
+    for (const r of rows) {
+      const key = {
+        keyId: r.key_id,
+        publicKey: r.public_key,
+        rotatedAtSeq: r.rotated_at_seq === null ? null : Number(r.rotated_at_seq),
+      };
+      const last = nodes.at(-1);
+      if (last?.node === r.node_id) {
+        nodes[nodes.length - 1] = {
+          ...last,
+          keyId: key.keyId,
+          publicKey: key.publicKey,
+          keys: [...last.keys, key],
+        };
+      } else {
+        nodes.push({
+          node: r.node_id,
+          keyId: key.keyId,
+          publicKey: key.publicKey,
+          publishedAt: r.published_at,
+          keys: [key],
+        });
+      }
+    }
+    return nodes;
   }
 
   async recordIncident(node: string, problem: string, message: string, at: string): Promise<void> {
@@ -334,6 +427,8 @@ export class PostgresClusterLedger {
       node: node.node,
       publicKey: node.publicKey,
       keyId: node.keyId,
+      // Every key the node published (rotations its chain vouched for), so heads signed before a rotation verify.
+      clusterKeys: node.keys.map((k) => ({ keyId: k.keyId, publicKey: k.publicKey })),
       hash: 'sha256',
       canonicalization: 'rfc8785',
       exportedAt,
@@ -371,7 +466,7 @@ export class PostgresClusterLedger {
     }
     for (const node of published) {
       const local = options.local?.node === node.node ? options.local : undefined;
-      const verifier = new ChainVerifier(cryptoForKey(node.publicKey), await this.heads(node.node), {
+      const verifier = new ChainVerifier(cryptoForKeys(node.keys), await this.heads(node.node), {
         nowMs: options.nowMs,
         tailGraceMs: options.tailGraceMs ?? 60_000,
         ...(local === undefined ? {} : { witnessed: local.witnessed }),
@@ -409,20 +504,23 @@ export class PostgresClusterLedger {
   }
 }
 
-/** Checks for a chain whose heads must be signed by exactly this public key. */
-export function cryptoForKey(publicKeyPem: string): ChainCrypto {
-  let key: ReturnType<typeof parseEd25519PublicKey> | undefined;
-  let keyId = '';
-  try {
-    key = parseEd25519PublicKey(publicKeyPem);
-    keyId = publicKeyId(key);
-  } catch {
-    key = undefined;
+/** Checks for a chain whose heads must be signed by one of these (published) public keys. */
+export function cryptoForKeys(keys: readonly { readonly publicKey: string }[]): ChainCrypto {
+  const trusted = new Map<string, ReturnType<typeof parseEd25519PublicKey>>();
+  for (const { publicKey } of keys) {
+    try {
+      const key = parseEd25519PublicKey(publicKey);
+      trusted.set(publicKeyId(key), key);
+    } catch {
+      // an unparseable published key vouches for nothing
+    }
   }
   return {
     sha256Hex: nodeHasher.sha256Hex,
-    verifySignature: (message, signature, headKeyId) =>
-      key !== undefined && headKeyId === keyId && verifyEd25519(key, message, signature),
+    verifySignature: (message, signature, headKeyId) => {
+      const key = trusted.get(headKeyId);
+      return key !== undefined && verifyEd25519(key, message, signature);
+    },
   };
 }
 

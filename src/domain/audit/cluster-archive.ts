@@ -28,7 +28,11 @@ export interface ClusterArchiveHeader {
 }
 
 /** A single-node export header inside a cluster archive. */
-export type NodeExportHeader = AuditExportHeader & { readonly node: string };
+export type NodeExportHeader = AuditExportHeader & {
+  readonly node: string;
+  /** Every key the node published, oldest first (rotations); the current one is `publicKey`. */
+  readonly clusterKeys?: readonly { readonly keyId: string; readonly publicKey: string }[];
+};
 
 /** The verdict on one node's chain. */
 export interface NodeVerification {

@@ -177,12 +177,16 @@ export const MIGRATIONS: readonly Migration[] = [
     id: 6,
     name: "the cluster ledger: every node's replicated chain, signed heads and published key (ADR 0116)",
     sql: `
-      -- One row per node that ever shipped its chain: the key it published first (a different one is refused).
+      -- The keys of every node that ever shipped its chain: the one it published first (rotated_at_seq NULL), then
+      -- each key its chain handed over to (the seq of its audit.key-rotated entry, signed by the previous key). Any
+      -- other key for the node id is refused.
       CREATE TABLE ledger_nodes (
-        node_id      TEXT COLLATE "C" PRIMARY KEY,
-        key_id       TEXT NOT NULL,
-        public_key   TEXT NOT NULL,
-        published_at TEXT NOT NULL
+        node_id        TEXT COLLATE "C" NOT NULL,
+        key_id         TEXT NOT NULL,
+        public_key     TEXT NOT NULL,
+        published_at   TEXT NOT NULL,
+        rotated_at_seq BIGINT,
+        PRIMARY KEY (node_id, key_id)
       );
       -- Copies of each node's local entries (adapters/audit/sqlite-ledger.ts), idempotent by (node_id, seq).
       -- data is the canonical JSON text that was hashed, verbatim.
