@@ -242,7 +242,9 @@ export class LedgerReplicator {
     try {
       await run;
     } catch (error) {
+      const first = this.#problem === undefined;
       this.#problem = `cannot ship to PostgreSQL (will retry): ${(error as Error).message}`;
+      if (first) this.#warn(this.#problem); // once per outage; the lag metrics show how far behind it falls
     } finally {
       this.#running = undefined;
     }
