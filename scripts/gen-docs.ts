@@ -177,6 +177,7 @@ export function metricsTable(): string {
   const metrics = new PrometheusMetrics({ defaultMetrics: false });
   metrics.bindQueue({ running: () => 0, queued: () => 0, warm: () => 0 });
   metrics.bindLiveSandboxes(() => []);
+  metrics.bindLedgerReplication(() => ({ lagEntries: 0, lagMs: 0, state: 'replicating' }));
   const rows = metrics.registry
     .getMetricsAsArray()
     .map((metric) => metric as unknown as { name: string; type: string; help: string; labelNames: string[] })

@@ -7,6 +7,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { availableParallelism, homedir, totalmem } from 'node:os';
 import { join, resolve } from 'node:path';
+import { ClusterCoverageAuditLog } from './adapters/audit/cluster-coverage-audit-log.ts';
 import { nodeHasher } from './adapters/audit/node-key.ts';
 import { DirAgentBundles } from './adapters/bundle/agent-bundles.ts';
 import { loadConfig as loadConfigFile } from './adapters/config/config-file.ts';
@@ -51,6 +52,7 @@ import {
   type AegisConfig,
   loadConfig,
   openAuditContext,
+  openLedgerReplication,
   openLlmWiring,
   openSecretStore,
   systemClock,
@@ -172,12 +174,32 @@ export async function startServer(
   const node = nodeIdentity(options, config, env);
   const store = await openServerStore(config, env);
   let audit: AuditLog;
+  // With a shared PostgreSQL store, this node's ledger is shipped to the cluster ledger (ADR 0116).
+  let replication: Awaited<ReturnType<typeof openLedgerReplication>> | undefined;
   try {
-    audit = openAuditContext(config, { writer: true }).audit;
+    const auditContext = openAuditContext(config, { writer: true });
+    audit = auditContext.audit;
+    const databaseUrl = env['AEGIS_DATABASE_URL'];
+    if (databaseUrl) {
+      try {
+        replication = await openLedgerReplication(auditContext, node.nodeId, databaseUrl, (message) =>
+          log({ level: 'error', msg: 'ledger replication', error: message }),
+        );
+        // Recovery then sees what every node recorded, not only this node's ledger.
+        audit = new ClusterCoverageAuditLog(audit, replication.cluster);
+      } catch (error) {
+        await audit.close().catch(() => {});
+        throw error;
+      }
+    }
   } catch (error) {
     await store.close();
     throw error;
   }
+  const closeReplication = async () => {
+    await replication?.replicator.stop().catch(() => {});
+    await replication?.cluster.close().catch(() => {});
+  };
   const identity = new ProcIdentity();
   const ids = new SortableIds();
   const sandbox = new SandboxRuntime({
@@ -233,6 +255,7 @@ export async function startServer(
   } catch (error) {
     await vectors.close().catch(() => {});
     await audit.close().catch(() => {});
+    await closeReplication();
     await store.close().catch(() => {});
     throw error;
   }
@@ -440,11 +463,16 @@ export async function startServer(
       },
       (error: unknown) => log({ level: 'error', msg: 'retention prune failed', error: String(error) }),
     );
+  if (replication !== undefined) {
+    const { replicator } = replication;
+    metrics.bindLedgerReplication(() => replicator.status());
+  }
   let ready = false;
   const ctx: ApiContext = {
     prune: runPrune,
     store,
     audit,
+    ...(replication === undefined ? {} : { clusterAudit: replication.replicator }),
     clock: systemClock,
     events,
     executions,
@@ -547,6 +575,7 @@ export async function startServer(
             try {
               await audit.close();
             } finally {
+              await closeReplication();
               await store.close();
               await tracer?.shutdown().catch(() => {});
             }
@@ -561,6 +590,7 @@ export async function startServer(
     await expiry.stop();
     await vectors.close().catch(() => {});
     await audit.close().catch(() => {});
+    await closeReplication();
     await store.close().catch(() => {});
     throw error;
   }

@@ -203,6 +203,47 @@ export function openAuditContext(
   return { config, audit, nodeKey, witness };
 }
 
+/** Where a node records how far it shipped its ledger to the cluster: beside its witness, outside the home. */
+export function replicationStateFile(witness: FileWitness): string {
+  return witness.location.replace(/\.jsonl$/, '.replicated.json');
+}
+
+/**
+ * The cluster ledger in PostgreSQL (ADR 0116) and, for a server, the replicator that ships this node's ledger into
+ * it (started: key published, backlog shipped). Close with `replicator.stop()` (after the local ledger closed, so its
+ * last head goes too), then `cluster.close()`.
+ */
+export async function openLedgerReplication(
+  audit: { readonly nodeKey: Ed25519NodeKey; readonly witness: FileWitness; readonly config: AegisConfig },
+  nodeId: string,
+  databaseUrl: string,
+  warn: (message: string) => void = warnStderr,
+): Promise<{
+  readonly cluster: import('./adapters/audit/postgres-cluster-ledger.ts').PostgresClusterLedger;
+  readonly replicator: import('./adapters/audit/ledger-replicator.ts').LedgerReplicator;
+}> {
+  const { PostgresClusterLedger } = await import('./adapters/audit/postgres-cluster-ledger.ts');
+  const { LedgerReplicator } = await import('./adapters/audit/ledger-replicator.ts');
+  const cluster = await PostgresClusterLedger.open(databaseUrl);
+  const replicator = new LedgerReplicator({
+    node: nodeId,
+    ledgerFile: auditPaths(audit.config).ledger,
+    cluster,
+    signer: audit.nodeKey,
+    clock: systemClock,
+    stateFile: replicationStateFile(audit.witness),
+    warn,
+  });
+  try {
+    await replicator.start();
+  } catch (error) {
+    await replicator.stop().catch(() => {});
+    await cluster.close().catch(() => {});
+    throw error;
+  }
+  return { cluster, replicator };
+}
+
 /**
  * The secret store: `$AEGIS_HOME/secrets.json`, sealed under the key file (`AEGIS_SECRETS_KEY_FILE`, else
  * /etc/aegis/secrets.key for root, `$XDG_CONFIG_HOME/aegis/secrets.key` otherwise).

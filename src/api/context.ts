@@ -14,6 +14,7 @@ import type { OperatorMemoryDeps } from '../app/memory-access.ts';
 import type { AuditLog, Clock, Store } from '../app/ports.ts';
 import type { PruneReport } from '../app/retention.ts';
 import type { WarmPools } from '../app/warm-pools.ts';
+import type { AuditEntry } from '../domain/audit/entry.ts';
 import { LOCAL_PRINCIPAL, type Principal, type RateLimit } from '../domain/auth/api-key.ts';
 import { TokenBuckets } from '../domain/auth/token-bucket.ts';
 import { AegisError } from '../domain/errors.ts';
@@ -23,6 +24,13 @@ import type { ServerPath } from './errors.ts';
 export interface ApiContext {
   readonly store: Store;
   readonly audit: AuditLog;
+  /**
+   * With a shared PostgreSQL store: an execution's entries from every node's chain, each naming its node (the
+   * cluster ledger, ADR 0116); without it, `audit` (this node's ledger) answers.
+   */
+  readonly clusterAudit?: {
+    list(execution: string): Promise<readonly (AuditEntry & { readonly node: string })[]>;
+  };
   readonly clock: Clock;
   /**
    * POST /v1/admin/prune: runs app/retention.ts with `policy`, or the server's `--retain` policy when undefined.

@@ -86,6 +86,14 @@ describe('runAgent', () => {
     assert.equal((await audit.verify()).ok, true);
   });
 
+  it('records the claim fence of a clustered run in execution.started and execution.finished', async () => {
+    const { audit, deps } = setup();
+    const record = await runAgent(deps, { agent, fence: 7 });
+    const of = (kind: string) => audit.entries.find((e) => e.execution === record.id && e.kind === kind);
+    assert.equal(of('execution.started')?.data['fence'], 7);
+    assert.equal(of('execution.finished')?.data['fence'], 7);
+  });
+
   it('audits each granted mount (source, target, mode) before the agent starts', async () => {
     const { audit, deps } = setup();
     const withMounts = compileManifest(

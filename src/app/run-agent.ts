@@ -145,6 +145,11 @@ export interface RunAgentRequest {
   readonly queued?: ExecutionRecord;
   /** The API key id that asked for this execution (server budgets per key, `llm.budgets.keys`). */
   readonly requestedBy?: string;
+  /**
+   * The fencing token of this node's claim on the execution (cluster): recorded in `execution.started` and
+   * `execution.finished`, so `aegis audit verify --cluster` can tell a finish by a node that lost its claim.
+   */
+  readonly fence?: number;
 }
 
 /** The `execution.created` ledger data for an agent about to run on `runtime`. */
@@ -239,6 +244,7 @@ export async function runAgent(deps: RunAgentDeps, request: RunAgentRequest): Pr
       reason,
       durationMs,
       ...(llm ? { llm: { ...llm } } : {}),
+      ...(request.fence === undefined ? {} : { fence: request.fence }),
     });
   };
   if (request.queued === undefined) {
@@ -522,7 +528,11 @@ export async function runAgent(deps: RunAgentDeps, request: RunAgentRequest): Pr
           deny: [...agent.network.deny],
         });
       }
-      audit.append(AUDIT_KINDS.executionStarted, id, { instance: instanceId, ...(warm ? { warm } : {}) });
+      audit.append(AUDIT_KINDS.executionStarted, id, {
+        instance: instanceId,
+        ...(warm ? { warm } : {}),
+        ...(request.fence === undefined ? {} : { fence: request.fence }),
+      });
       // Fail closed: the agent runs only once the ledger holds what it was granted.
       await audit.flush();
       await store.updateExecution(id, { status: 'running', startedAt: iso(clock.now()) });

@@ -10,6 +10,7 @@ import { once } from 'node:events';
 import { createWriteStream, existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Command, CommanderError } from 'commander';
+import { isClusterArchiveFile } from '../adapters/audit/cluster-archive-file.ts';
 import { verifyAuditExportFile } from '../adapters/audit/export-file.ts';
 import type { SqliteAuditLedger } from '../adapters/audit/sqlite-ledger.ts';
 import { systemClock } from '../adapters/clock/system-clock.ts';
@@ -54,6 +55,11 @@ import {
   openSecretStore,
   openStoreContext,
 } from '../main.ts';
+import {
+  commandAuditExportCluster,
+  commandAuditShowCluster,
+  commandAuditVerifyCluster,
+} from './audit-cluster.ts';
 import { registerCompletionCommand } from './completion.ts';
 import { parseInputFlags } from './input.ts';
 import {
@@ -400,7 +406,8 @@ async function commandDoctor(options: { output: OutputFormat }) {
   return report.ready ? EXIT.ok : EXIT.hostUnable;
 }
 
-async function commandAuditShow(id: string, options: { output: OutputFormat }) {
+async function commandAuditShow(id: string, options: { output: OutputFormat; cluster?: boolean }) {
+  if (options.cluster === true) return commandAuditShowCluster(id, options);
   const { audit } = openAuditContext();
   try {
     const entries = await audit.list(id);
@@ -433,7 +440,8 @@ async function commandAuditShow(id: string, options: { output: OutputFormat }) {
   }
 }
 
-async function commandAuditExport(options: { out?: string }) {
+async function commandAuditExport(options: { out?: string; cluster?: boolean }) {
+  if (options.cluster === true) return commandAuditExportCluster(options);
   const { audit } = openAuditContext();
   const out =
     options.out === undefined ? process.stdout : createWriteStream(options.out, { mode: 0o600, flags: 'w' });
@@ -577,13 +585,26 @@ async function commandAuditRotateKey() {
   return EXIT.ok;
 }
 
-async function commandAuditVerify(options: {
-  file?: string;
-  publicKey?: string;
-  store?: boolean;
-  archive?: boolean;
-  output: OutputFormat;
-}) {
+async function commandAuditVerify(
+  archive: string | undefined,
+  options: {
+    file?: string;
+    publicKey?: string;
+    store?: boolean;
+    cluster?: boolean;
+    archive?: boolean;
+    output: OutputFormat;
+  },
+) {
+  // The cluster ledger (ADR 0116): `--cluster` against PostgreSQL, or a cluster archive (by its first line).
+  if (options.cluster === true) return commandAuditVerifyCluster(undefined, options);
+  if (archive !== undefined && options.file !== undefined) {
+    throw new AegisError('USAGE', 'name the file to verify once: as the argument or with --file');
+  }
+  options = archive === undefined ? options : { ...options, file: archive };
+  if (options.file !== undefined && (await isClusterArchiveFile(options.file))) {
+    return commandAuditVerifyCluster(options.file, options);
+  }
   let result: AuditVerification;
   let what: string;
   let keyNote: string;
@@ -811,12 +832,21 @@ export function buildProgram(setExit: (code: number) => void): Command {
     .command('show')
     .description("an execution's audit entries, in order")
     .argument('<execution-id>', 'id printed by `aegis run` or listed by `aegis ps`')
+    .option(
+      '--cluster',
+      "from every node's chain in the cluster ledger (AEGIS_DATABASE_URL), each entry naming its node",
+    )
     .addOption(outputOption())
     .action(wrap(commandAuditShow));
   audit
     .command('verify')
     .description('check the hash chain and signed heads; exit 0 when intact, 4 naming the first bad seq')
+    .argument('[file]', 'an export or cluster archive to verify offline (same as --file)')
     .option('--file <export.jsonl>', 'verify an export (offline) instead of the local ledger')
+    .option(
+      '--cluster',
+      "verify every node's chain in the cluster ledger (AEGIS_DATABASE_URL) and cross-check them",
+    )
     .option('--public-key <file>', 'with --file: the PEM public key the export must be signed with')
     .option(
       '--store',
@@ -837,6 +867,10 @@ export function buildProgram(setExit: (code: number) => void): Command {
     .command('export')
     .description('write the ledger as JSON Lines: header (public key), signed heads, entries')
     .option('--out <file>', 'write to a file instead of stdout')
+    .option(
+      '--cluster',
+      "one archive of every node's chain, heads and key from the cluster ledger (AEGIS_DATABASE_URL)",
+    )
     .action(wrap(commandAuditExport));
   audit
     .command('key')

@@ -172,6 +172,37 @@ export class PrometheusMetrics implements ExecutionMetrics {
     });
   }
 
+  /** Replication of this node's ledger to the cluster ledger in PostgreSQL (adapters/audit/ledger-replicator.ts). */
+  bindLedgerReplication(
+    status: () => { readonly lagEntries: number; readonly lagMs: number; readonly state: string },
+  ): void {
+    new Gauge({
+      name: 'aegis_ledger_replication_lag_entries',
+      help: "Entries of this node's ledger stored locally but not yet in the cluster ledger (PostgreSQL)",
+      registers: [this.registry],
+      collect() {
+        this.set(status().lagEntries);
+      },
+    });
+    new Gauge({
+      name: 'aegis_ledger_replication_lag_seconds',
+      help: 'Age of the oldest entry of this node not yet in the cluster ledger (0 when caught up)',
+      registers: [this.registry],
+      collect() {
+        this.set(status().lagMs / 1000);
+      },
+    });
+    new Gauge({
+      name: 'aegis_ledger_replication_up',
+      help: 'Whether this node ships its ledger (0: refused — its node id has another key — or diverged; see logs)',
+      registers: [this.registry],
+      collect() {
+        const state = status().state;
+        this.set(state === 'refused' || state === 'diverged' ? 0 : 1);
+      },
+    });
+  }
+
   /**
    * Live sandboxes (issue 12): how many by status, and per sandbox that has not ended its CPU time, memory and
    * processes — labelled by sandbox id and agent (bounded by --max-sandboxes; ended ones drop out).

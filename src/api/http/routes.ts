@@ -333,7 +333,8 @@ export const ROUTES: readonly Route[] = [
     method: 'GET',
     path: '/v1/executions/:id/audit',
     operationId: 'getExecutionAudit',
-    summary: "The execution's audit ledger entries (hash-chained), by seq",
+    summary:
+      "The execution's audit ledger entries (hash-chained), by seq — in a cluster, from every node's chain (by node, then seq)",
     tag: 'executions',
     scope: 'read',
     params: S.ExecutionId,
@@ -352,7 +353,9 @@ export const ROUTES: readonly Route[] = [
         if (pruned === undefined) throw error;
         throw prunedError(id, pruned);
       }
-      const entries = await ctx.audit.list(record.id);
+      // In a cluster, every node's chain (each entry names its node); else this node's ledger.
+      if (ctx.clusterAudit !== undefined) await ctx.audit.flush(); // it reads what is stored, not buffered
+      const entries = await (ctx.clusterAudit ?? ctx.audit).list(record.id);
       if (entries.length === 0) {
         const pruned = await ctx.audit.prunedAt?.(record.id);
         if (pruned !== undefined) throw prunedError(record.id, pruned);

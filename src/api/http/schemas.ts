@@ -343,6 +343,8 @@ export const AuditEntry = z
     data: z.record(z.string(), z.unknown()),
     prevHash: z.string(),
     hash: z.string(),
+    /** In a cluster: the node whose chain holds the entry (seq and hash are positions in that chain). */
+    node: z.string().optional(),
   })
   .meta({ id: 'AuditEntry' });
 export const AuditList = z.object({ entries: z.array(AuditEntry) }).meta({ id: 'AuditList' });

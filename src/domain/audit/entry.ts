@@ -90,7 +90,8 @@ export type AuditDataByKind = {
     readonly requestedBy?: string;
   };
   /** `warm`: the instance came from a warm pool (spawned before the execution existed). */
-  'execution.started': { readonly instance: string; readonly warm?: boolean };
+  /** `fence`: the node's claim token in a cluster (the cross-check in cluster.ts compares it with the finish's). */
+  'execution.started': { readonly instance: string; readonly warm?: boolean; readonly fence?: number };
   'execution.finished': {
     readonly status: string;
     readonly exitCode: number | null;
@@ -98,6 +99,8 @@ export type AuditDataByKind = {
     readonly durationMs: number | null;
     /** Model usage of an execution with `spec.llm` (calls, input/output tokens, USD). */
     readonly llm?: { calls: number; inputTokens: number; outputTokens: number; usd: number };
+    /** The fencing token of the claim the finishing node held (cluster). */
+    readonly fence?: number;
   };
   'limit.hit': { readonly rule: string; readonly count: number | null };
   /** One entry per host path granted to the sandbox. */

@@ -204,6 +204,55 @@ export const MIGRATIONS: readonly Migration[] = [
       CREATE INDEX executions_by_node ON executions (node_id) WHERE node_id IS NOT NULL;
     `,
   },
+  {
+    id: 8,
+    name: "the cluster ledger: every node's replicated chain, signed heads and published key (ADR 0116)",
+    sql: `
+      -- The keys of every node that ever shipped its chain: the one it published first (rotated_at_seq NULL), then
+      -- each key its chain handed over to (the seq of its audit.key-rotated entry, signed by the previous key). Any
+      -- other key for the node id is refused.
+      CREATE TABLE ledger_nodes (
+        node_id        TEXT COLLATE "C" NOT NULL,
+        key_id         TEXT NOT NULL,
+        public_key     TEXT NOT NULL,
+        published_at   TEXT NOT NULL,
+        rotated_at_seq BIGINT,
+        PRIMARY KEY (node_id, key_id)
+      );
+      -- Copies of each node's local entries (adapters/audit/sqlite-ledger.ts), idempotent by (node_id, seq).
+      -- data is the canonical JSON text that was hashed, verbatim.
+      CREATE TABLE ledger_entries (
+        node_id   TEXT COLLATE "C" NOT NULL,
+        seq       BIGINT NOT NULL,
+        ts        TEXT NOT NULL,
+        execution TEXT COLLATE "C",
+        kind      TEXT COLLATE "C" NOT NULL,
+        data      TEXT NOT NULL,
+        prev_hash TEXT NOT NULL,
+        hash      TEXT NOT NULL,
+        PRIMARY KEY (node_id, seq)
+      );
+      CREATE INDEX ledger_entries_by_execution ON ledger_entries (execution, node_id, seq);
+      CREATE TABLE ledger_heads (
+        node_id   TEXT COLLATE "C" NOT NULL,
+        seq       BIGINT NOT NULL,
+        hash      TEXT NOT NULL,
+        ts        TEXT NOT NULL,
+        key_id    TEXT NOT NULL,
+        signature TEXT NOT NULL,
+        PRIMARY KEY (node_id, seq)
+      );
+      -- What replication refused or found wrong (a different key for a published node id, shipped rows gone):
+      -- verify --cluster reports every row.
+      CREATE TABLE ledger_incidents (
+        id       BIGSERIAL PRIMARY KEY,
+        node_id  TEXT COLLATE "C" NOT NULL,
+        at       TEXT NOT NULL,
+        problem  TEXT NOT NULL,
+        message  TEXT NOT NULL
+      );
+    `,
+  },
 ];
 
 /** Advisory-lock key (one bigint) for a name: every lock this store takes goes through here. */
