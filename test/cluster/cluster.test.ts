@@ -234,7 +234,7 @@ describe('a 3-node cluster on one PostgreSQL', { timeout: FULL ? 3_600_000 : 900
     note(t, `kill -9 after ${killAt.join(' and ')} of ${count} executions ended (seed ${SEED})`);
     const live: Submitted = { ids: new Map(), ambiguous: new Set() };
     const submitting = submitRoundRobin(cluster, 'echo', count, live);
-    const killed: { node: string; nodeId: string; running: string[] }[] = [];
+    const killed: { node: string; nodeId: string | undefined; running: string[] }[] = [];
     const victim = async (threshold: number) => {
       await pollUntil(
         `${threshold} executions to end`,
@@ -252,9 +252,9 @@ describe('a 3-node cluster on one PostgreSQL', { timeout: FULL ? 3_600_000 : 900
       // What was running on it at that moment: the survivors must end all of it.
       const survivor = cluster.running()[0]!;
       const running = (await cluster.listExecutions(survivor, 'running'))
-        .filter((r) => ownerNode(r) === node.config.nodeId)
+        .filter((r) => ownerNode(r) === node.nodeId)
         .map((r) => r.id);
-      killed.push({ node: node.name, nodeId: node.config.nodeId, running });
+      killed.push({ node: node.name, nodeId: node.nodeId, running });
       note(t, `killed ${node.name} (${running.length} executions running on it)`);
       // Failover, not restart recovery: the others end its running work while it is down.
       await pollUntil(
@@ -319,7 +319,10 @@ describe('a 3-node cluster on one PostgreSQL', { timeout: FULL ? 3_600_000 : 900
     skip: missing,
   }, async (t) => {
     // A node of its own with a long lease: what ends its work below is its restart, not the others' failover.
-    const node = await cluster.addNode({ name: 'n4', lease: '60s', labels: ['name=n4'] });
+    // No --node-id: the node keeps the id it made itself in its $AEGIS_HOME — that is what survives the restart.
+    const node = await cluster.addNode({ name: 'n4', nodeId: undefined, lease: '60s', labels: ['name=n4'] });
+    const firstId = node.nodeId;
+    assert.ok(firstId, `n4 names its node id when ready:\n${node.log()}`);
     await cluster.deploy(agentDir('pinned', SLEEPER, '  placement:\n    labels: { name: n4 }\n'));
     const long: string[] = [];
     for (let i = 0; i < 2; i++) {
@@ -333,7 +336,7 @@ describe('a 3-node cluster on one PostgreSQL', { timeout: FULL ? 3_600_000 : 900
       for (const id of long) {
         const record = (await cluster.api(node, 'GET', `/v1/executions/${id}`)).json as ExecutionView;
         if (record.status !== 'running') return undefined;
-        assert.equal(ownerNode(record), node.config.nodeId, 'placement put it on n4');
+        assert.equal(ownerNode(record), node.nodeId, 'placement put it on n4');
       }
       return true;
     });
@@ -350,6 +353,7 @@ describe('a 3-node cluster on one PostgreSQL', { timeout: FULL ? 3_600_000 : 900
     const oldHostname = node.hostname;
     await node.start({ hostname: 'aegis-n4-rescheduled' });
     note(t, `n4 restarted as ${node.hostname} (was ${oldHostname}), same home ${node.home}`);
+    assert.equal(node.nodeId, firstId, 'the same node id after the restart (kept in its home)');
 
     // Its running work ended by its own restart (well within the 60 s lease), its queued work run by it.
     const deadlineMs = 30_000;
@@ -367,14 +371,12 @@ describe('a 3-node cluster on one PostgreSQL', { timeout: FULL ? 3_600_000 : 900
     }
     const ran = (await cluster.api(node, 'GET', `/v1/executions/${queued}?wait=30s`)).json as ExecutionView;
     assert.equal(ran.status, 'succeeded', JSON.stringify(ran));
-    assert.equal(ownerNode(ran), node.config.nodeId, 'the queued execution ran on n4 (placement)');
+    assert.equal(ownerNode(ran), node.nodeId, 'the queued execution ran on n4 (placement)');
 
     // One node n4 in the registry, now under its new hostname.
     const nodes = await cluster.api(node, 'GET', '/v1/nodes');
     assert.equal(nodes.status, 200, nodes.text);
-    const entries = (nodes.json['nodes'] as Record<string, unknown>[]).filter(
-      (n) => n['id'] === node.config.nodeId,
-    );
+    const entries = (nodes.json['nodes'] as Record<string, unknown>[]).filter((n) => n['id'] === node.nodeId);
     assert.equal(entries.length, 1, `one registry entry for n4: ${nodes.text}`);
     assert.equal(entries[0]!['hostname'] ?? entries[0]!['host'], 'aegis-n4-rescheduled');
     await node.stop();
@@ -392,7 +394,7 @@ describe('a 3-node cluster on one PostgreSQL', { timeout: FULL ? 3_600_000 : 900
       const r = (await cluster.api(first, 'GET', `/v1/executions/${id}`)).json as ExecutionView;
       return r.status === 'running' ? r : undefined;
     });
-    const holder = cluster.nodes.find((n) => n.config.nodeId === ownerNode(running));
+    const holder = cluster.nodes.find((n) => n.nodeId === ownerNode(running));
     assert.ok(holder, `the running record names a node of this cluster: ${JSON.stringify(running.owner)}`);
     holder.pause();
     note(t, `paused ${holder.name} (pid ${holder.pid}) running ${id}`);

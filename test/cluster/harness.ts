@@ -147,15 +147,18 @@ export interface NodeKind {
   /** argv after the Node binary and src/cli/bin.ts. */
   argv(node: NodeConfig): string[];
   env(node: NodeConfig): NodeJS.ProcessEnv;
-  /** The node's URL from its log so far, once it is ready; undefined until then. */
-  ready(log: string): string | undefined;
+  /** The node's URL (and node id, when it says) from its log so far, once it is ready; undefined until then. */
+  ready(log: string): { url: string; nodeId?: string } | undefined;
 }
 
 export interface NodeConfig {
   /** Test-facing name, e.g. `n1`. */
   readonly name: string;
-  /** `--node-id` (server nodes, when the server supports it). */
-  readonly nodeId: string;
+  /**
+   * `--node-id` (when the server supports it). Unset: the node picks its own (kept in its $AEGIS_HOME) and the
+   * harness reads it from the node's ready line.
+   */
+  readonly nodeId?: string;
   readonly dirs: NodeDirs;
   readonly databaseUrl: string;
   /** `--lease` (e.g. `2s`), when the server supports it. */
@@ -178,7 +181,7 @@ export const serverKind: NodeKind = {
       ...['--listen', '127.0.0.1:0', '--no-socket'],
       ...['--max-queued', '20000', '--rate', '100000/s,burst=100000'],
       ...(node.maxConcurrent === undefined ? [] : ['--max-concurrent', String(node.maxConcurrent)]),
-      ...(f.nodeId ? ['--node-id', node.nodeId] : []),
+      ...(f.nodeId && node.nodeId ? ['--node-id', node.nodeId] : []),
       ...(f.lease && node.lease ? ['--lease', node.lease] : []),
       ...(f.label ? (node.labels ?? []).flatMap((label) => ['--label', label]) : []),
       ...(node.args ?? []),
@@ -194,7 +197,11 @@ export const serverKind: NodeKind = {
     };
   },
   ready(log) {
-    return /listening on (http:\/\/127\.0\.0\.1:\d+)/.exec(log)?.[1];
+    // `aegis server listening on http://127.0.0.1:PORT[ and unix:…] (node ID)`: the id on cluster-aware servers.
+    const line = /listening on (http:\/\/127\.0\.0\.1:\d+)[^\n]*/.exec(log);
+    if (!line) return undefined;
+    const nodeId = /\(node ([^)\s]+)\)/.exec(line[0])?.[1];
+    return { url: line[1]!, ...(nodeId ? { nodeId } : {}) };
   },
 };
 
@@ -208,6 +215,7 @@ export class ClusterNode {
   #child: ChildProcess | undefined;
   #exited: Promise<void> = Promise.resolve();
   #url = '';
+  #nodeId: string | undefined;
   #hostname: string;
   #state: NodeState = 'stopped';
   /** Everything the node wrote on stdout/stderr, over all its starts (a start is marked with a `## start` line). */
@@ -222,6 +230,10 @@ export class ClusterNode {
 
   get url(): string {
     return this.#url;
+  }
+  /** The node's cluster id: as configured, else as it said when it became ready (undefined before clusters). */
+  get nodeId(): string | undefined {
+    return this.config.nodeId ?? this.#nodeId;
   }
   get pid(): number | undefined {
     return this.#child?.pid;
@@ -288,9 +300,10 @@ export class ClusterNode {
     const since = this.#log.length;
     const deadline = Date.now() + START_TIMEOUT_MS;
     for (;;) {
-      const url = this.kind.ready(this.#log.slice(since));
-      if (url) {
-        this.#url = url;
+      const ready = this.kind.ready(this.#log.slice(since));
+      if (ready) {
+        this.#url = ready.url;
+        if (ready.nodeId) this.#nodeId = ready.nodeId;
         return;
       }
       if (this.state === 'stopped') {
