@@ -85,7 +85,6 @@ async function submitAndWait(
 ): Promise<{ ids: string[]; wallMs: number; records: ExecutionView[] }> {
   const ids: string[] = [];
   let next = 0;
-  const t0 = performance.now();
   const worker = async () => {
     while (next < count) {
       const n = offset + next++;

@@ -37,7 +37,7 @@ const STOP_GRACE_MS = 15_000;
 // Last-resort cleanup: every child this module spawned, by pid.
 
 const livePids = new Set<number>();
-process.once('exit', () => {
+function killLive(): void {
   for (const pid of livePids) {
     try {
       process.kill(pid, 'SIGCONT');
@@ -46,7 +46,15 @@ process.once('exit', () => {
       // already gone
     }
   }
-});
+}
+process.once('exit', killLive);
+// Ctrl-C of a bench run or a test: the nodes go too (a signal's default action skips the 'exit' event).
+for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+  process.once(signal, () => {
+    killLive();
+    process.exit(128 + (signal === 'SIGINT' ? 2 : 15));
+  });
+}
 
 // ---------------------------------------------------------------------------------------------------------------
 // PostgreSQL
