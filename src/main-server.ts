@@ -10,6 +10,7 @@ import { join, resolve } from 'node:path';
 import { nodeHasher } from './adapters/audit/node-key.ts';
 import { DirAgentBundles } from './adapters/bundle/agent-bundles.ts';
 import { loadConfig as loadConfigFile } from './adapters/config/config-file.ts';
+import { loadNodeId } from './adapters/host/node-id.ts';
 import { ProcIdentity } from './adapters/host/process-identity.ts';
 import { SortableIds } from './adapters/ids/ids.ts';
 import { SdkMcpServers } from './adapters/mcp/client.ts';
@@ -32,6 +33,7 @@ import type { AuditLog, Store } from './app/ports.ts';
 import { ToolGateway } from './app/tools.ts';
 import { WarmPools } from './app/warm-pools.ts';
 import type { RateLimit } from './domain/auth/api-key.ts';
+import { type NodeIdentity, type NodeLabels, parseNodeLabels } from './domain/cluster/node.ts';
 import { jsonSchemaViolation } from './domain/loop/json-schema.ts';
 import { type DeployCeilings, defaultDeployCeilings } from './domain/policy/deploy-ceilings.ts';
 import {
@@ -79,9 +81,18 @@ export interface ServerOptions {
   readonly adminKeyFile?: string;
   /** One JSON object per log event. @default JSON lines on stderr */
   readonly log?: (entry: Record<string, unknown>) => void;
+  /**
+   * This node's id in the cluster (ADR 0100). @default $AEGIS_NODE_ID, else the id kept in $AEGIS_HOME/node-id
+   * (created on first start)
+   */
+  readonly nodeId?: string;
+  /** Labels executions' `spec.placement.labels` are matched against. @default $AEGIS_NODE_LABELS (`k=v,k=v`), else none */
+  readonly labels?: NodeLabels;
 }
 
 export interface RunningServer {
+  /** This node's id and labels (ADR 0100). */
+  readonly node: NodeIdentity;
   readonly url: string;
   readonly port: number;
   readonly socketPath: string | undefined;
@@ -107,6 +118,20 @@ export function bundleDir(env: NodeJS.ProcessEnv = process.env): string {
   return join(env['XDG_CACHE_HOME'] || join(homedir(), '.cache'), 'aegis', 'bundles');
 }
 
+/** The node id (flag, env, else $AEGIS_HOME/node-id) and labels (flag, else AEGIS_NODE_LABELS). */
+export function nodeIdentity(
+  options: Pick<ServerOptions, 'nodeId' | 'labels'>,
+  config: AegisConfig,
+  env: NodeJS.ProcessEnv,
+): NodeIdentity {
+  const nodeId = loadNodeId(config.home, options.nodeId ?? env['AEGIS_NODE_ID']);
+  const fromEnv = env['AEGIS_NODE_LABELS'];
+  const labels =
+    options.labels ??
+    (fromEnv ? parseNodeLabels(fromEnv.split(',').filter(Boolean), 'AEGIS_NODE_LABELS') : {});
+  return { nodeId, labels };
+}
+
 async function openServerStore(config: AegisConfig, env: NodeJS.ProcessEnv): Promise<Store> {
   const url = env['AEGIS_DATABASE_URL'];
   if (url) {
@@ -125,6 +150,7 @@ export async function startServer(
     options.log ??
     ((entry) => process.stderr.write(`${JSON.stringify({ ts: new Date().toISOString(), ...entry })}\n`));
   mkdirSync(config.home, { recursive: true, mode: 0o700 });
+  const node = nodeIdentity(options, config, env);
   const store = await openServerStore(config, env);
   let audit: AuditLog;
   try {
@@ -371,6 +397,7 @@ export async function startServer(
       url: running.url,
       port: running.port,
       socketPath: running.socketPath,
+      node,
       createdAdminKey: first?.key,
       adminKeyFile,
       recovered,

@@ -5,6 +5,7 @@
  */
 import type { Command } from 'commander';
 import { parseRateLimit } from '../domain/auth/api-key.ts';
+import { parseNodeId, parseNodeLabels } from '../domain/cluster/node.ts';
 import { AegisError } from '../domain/errors.ts';
 import type { DeployCeilings } from '../domain/policy/deploy-ceilings.ts';
 import { type ParseResult, parseCpu, parseDuration, parseSize } from '../domain/units.ts';
@@ -26,6 +27,8 @@ interface ServerFlags {
   maxAgentPids?: string;
   maxAgentDisk?: string;
   maxAgentTimeout?: string;
+  nodeId?: string;
+  label: string[];
 }
 
 /** `--max-agent-*`: the ceilings of non-admin deploys; unset ones default from the host (see main-server.ts). */
@@ -102,6 +105,8 @@ async function commandServer(flags: ServerFlags): Promise<number> {
       ? {}
       : { poolIdleTimeoutMs: durationMs(flags.poolIdleTimeout, '--pool-idle-timeout') }),
     deployCeilings: deployCeilings(flags),
+    ...(flags.nodeId === undefined ? {} : { nodeId: parseNodeId(flags.nodeId, '--node-id') }),
+    ...(flags.label.length === 0 ? {} : { labels: parseNodeLabels(flags.label, '--label') }),
   });
   const { requeued, failed } = server.recovered;
   if (requeued.length + failed.length > 0) {
@@ -116,7 +121,7 @@ async function commandServer(flags: ServerFlags): Promise<number> {
     );
   }
   const where = [server.url, ...(server.socketPath ? [`unix:${server.socketPath}`] : [])].join(' and ');
-  process.stderr.write(`aegis server listening on ${where}\n`);
+  process.stderr.write(`aegis server listening on ${where} (node ${server.node.nodeId})\n`);
   if (server.createdAdminKey !== undefined) {
     process.stderr.write(
       'First start: created an admin API key. It is shown only this once (also saved with mode 0600 at ' +
@@ -191,6 +196,16 @@ export function registerServerCommand(
     .option('--max-agent-pids <n>', 'most processes a non-admin deploy may ask for (default: 4096)')
     .option('--max-agent-disk <size>', 'largest /workspace a non-admin deploy may ask for (default: 4Gi)')
     .option('--max-agent-timeout <duration>', 'longest timeout a non-admin deploy may ask for (default: 1h)')
+    .option(
+      '--node-id <id>',
+      "this node's id in the cluster (default: $AEGIS_NODE_ID, else kept in $AEGIS_HOME/node-id, created once)",
+    )
+    .option(
+      '--label <key=value>',
+      'a node label spec.placement.labels match (repeatable; default: $AEGIS_NODE_LABELS, k=v,k=v)',
+      (value: string, previous: string[]) => [...previous, value],
+      [] as string[],
+    )
     .option('--drain-timeout <duration>', 'on SIGTERM, how long running executions may finish', '30s')
     .action((flags: ServerFlags) => run(() => commandServer(flags)));
 }
