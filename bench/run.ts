@@ -16,6 +16,7 @@ import type { BenchOptions, Scenario, ScenarioReport } from './lib/scenario.ts';
 import { renderMarkdown, renderText } from './lib/table.ts';
 import { startLatencyChart, targetsOf, targetsTable } from './lib/targets.ts';
 import { api } from './scenarios/api.ts';
+import { cluster } from './scenarios/cluster.ts';
 import { cortex } from './scenarios/cortex.ts';
 import { density } from './scenarios/density.ts';
 import { egress } from './scenarios/egress.ts';
@@ -38,6 +39,7 @@ const SCENARIOS: readonly Scenario[] = [
   sandboxes,
   llmGateway,
   tools,
+  cluster,
   cortex,
 ];
 
