@@ -87,6 +87,8 @@ export interface CompiledAgent {
   readonly llm: LlmGrantSpec | null;
   /** `spec.memory` (Cortex): absent when the agent has no memory (its in-sandbox memory API answers 403). */
   readonly memory?: MemorySpec;
+  /** `spec.swarm`: what the agent may spawn, and its swarm's bus and lock limits; absent: no swarm API. */
+  readonly swarm?: SwarmSpec;
   /** `spec.tools`: the tools granted, with their constraints (domain/tools.ts). @default none */
   readonly tools?: readonly ToolGrantSpec[];
   /** `spec.input`: JSON Schema every execution input must satisfy; null: any input. */
@@ -344,6 +346,7 @@ export function compileManifest(manifest: AgentManifest, manifestDir: string): C
       ? { placement: { labels: spec.placement.labels } }
       : {}),
     ...(spec.memory === undefined ? {} : { memory: compileMemory(spec.memory) }),
+    ...(spec.swarm === undefined ? {} : { swarm: compileSwarm(spec.swarm) }),
     ...(spec.tools.length > 0 ? { tools: compileToolGrants(spec.tools) } : {}),
     ...(spec.task === undefined ? {} : { task: compileTask(spec) }),
     ...(spec.task === undefined && spec.execution?.validation.length
@@ -392,5 +395,34 @@ function compileTask(spec: AgentManifest['spec']): DeclarativeSpec {
     maxIterations: execution.mode === 'one-shot' ? 1 : (execution.maxIterations ?? 5),
     maxToolCalls: execution.maxToolCalls ?? 50,
     validation: execution.validation,
+  };
+}
+
+/** `spec.swarm`, compiled (issue 16): patterns as written; budgets null when unset. */
+export interface SwarmSpec {
+  readonly canSpawn: readonly string[];
+  readonly maxChildren: number;
+  readonly maxDepth: number;
+  readonly budget: {
+    readonly executions: number | null;
+    readonly tokens: number | null;
+    readonly usd: number | null;
+  };
+  readonly bus: { readonly maxMessageBytes: number; readonly ratePerSecond: number };
+  readonly locks: { readonly global: boolean };
+}
+
+function compileSwarm(swarm: NonNullable<AgentManifest['spec']['swarm']>): SwarmSpec {
+  return {
+    canSpawn: swarm.canSpawn,
+    maxChildren: swarm.maxChildren,
+    maxDepth: swarm.maxDepth,
+    budget: {
+      executions: swarm.budget.executions ?? null,
+      tokens: swarm.budget.tokens ?? null,
+      usd: swarm.budget.usd ?? null,
+    },
+    bus: swarm.bus,
+    locks: swarm.locks,
   };
 }

@@ -282,6 +282,70 @@ export const Retention = z
   });
 export type Retention = z.infer<typeof Retention>;
 
+/** An agent name or a glob over names (`*` = any run of name characters), e.g. researcher or research-*. */
+const SPAWN_PATTERN = /^[a-z0-9*]([a-z0-9*-]{0,61}[a-z0-9*])?$/;
+
+export const Swarm = z
+  .strictObject({
+    canSpawn: z
+      .array(
+        z.string().regex(SPAWN_PATTERN, 'an agent name or a pattern with *, e.g. researcher or research-*'),
+      )
+      .max(64)
+      .default([])
+      .meta({
+        description:
+          'Deployed agents this agent may start as children (`aegis.swarm.spawn`). A child runs with the intersection of its own manifest and what this agent holds. Default: none.',
+      }),
+    maxChildren: z.number().int().min(0).max(1000).default(8).meta({
+      description: 'Children one execution of this agent may start in total (fan-out). @default 8',
+    }),
+    maxDepth: z.number().int().min(1).max(16).default(2).meta({
+      description: 'Levels of descendants below this agent (1: children only). @default 2',
+    }),
+    budget: z
+      .strictObject({
+        executions: z.number().int().min(1).max(100_000).optional().meta({
+          description: 'Descendant executions the whole swarm under this execution may start.',
+        }),
+        tokens: z.number().int().min(1).optional().meta({
+          description:
+            "LLM tokens all descendants together may spend (taken from this execution's own budget when it has one).",
+        }),
+        usd: z
+          .number()
+          .positive()
+          .optional()
+          .meta({ description: 'LLM cost in USD all descendants together may spend.' }),
+      })
+      .default({})
+      .meta({ description: 'Limits on the whole tree of descendants.' }),
+    bus: z
+      .strictObject({
+        maxMessageBytes: z.number().int().min(1).max(1_048_576).default(65_536).meta({
+          description: 'Largest message this agent may publish. @default 65536',
+        }),
+        ratePerSecond: z.number().int().min(1).max(10_000).default(50).meta({
+          description: 'Messages per second this agent may publish. @default 50',
+        }),
+      })
+      .default({ maxMessageBytes: 65_536, ratePerSecond: 50 })
+      .meta({ description: 'The swarm message bus (`aegis.swarm.publish/subscribe`).' }),
+    locks: z
+      .strictObject({
+        global: z.boolean().default(false).meta({
+          description: 'May take locks shared by every swarm (not only its own). @default false',
+        }),
+      })
+      .default({ global: false })
+      .meta({ description: 'Swarm locks (`aegis.swarm.lock`).' }),
+  })
+  .meta({
+    description:
+      'Swarm coordination: children this agent may spawn (with less authority, never more), the bus and locks of its swarm (a root execution and its descendants).',
+  });
+export type Swarm = z.infer<typeof Swarm>;
+
 const MODEL_ALIAS = /^[a-z][a-z0-9-]{0,31}$/;
 
 export const LlmBudget = z.strictObject({
@@ -555,6 +619,7 @@ export const Spec = z
     retention: Retention.optional(),
     llm: Llm.optional(),
     memory: Memory.optional(),
+    swarm: Swarm.optional(),
     tools: z.array(ToolGrant).max(256).default([]).meta({
       description:
         'Tools the agent may call through the AEGIS tool gateway (`aegis.tools.call`), each call checked and audited. Default: none.',
