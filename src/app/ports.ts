@@ -21,6 +21,7 @@ import type {
   TerminalStatus,
   Violation,
 } from '../domain/execution.ts';
+import type { EdgeNodeRecord, EdgeTokenRecord } from '../domain/edge/records.ts';
 import type { SandboxRecord } from '../domain/live-sandbox.ts';
 import type { CompiledAgent } from '../domain/manifest/compiled.ts';
 import type { NetworkPolicy, Verdict } from '../domain/policy/network-rules.ts';
@@ -441,7 +442,29 @@ export interface LlmSpendStore {
   addLlmSpend(scope: string, windowStartMs: number, delta: LlmSpend): Promise<void>;
 }
 
-export interface Store extends ExecutionStore, AgentStore, ApiKeyStore, SandboxStore, LlmSpendStore {}
+/** Edge nodes: single-use enrolment tokens (hashed) and the enrolled edges (docs/adr/0108-edge-node-protocol.md). */
+export interface EdgeStore {
+  /** CONFLICT when the id or hash exists already. */
+  createEdgeToken(record: EdgeTokenRecord): Promise<void>;
+  /**
+   * Marks the unused token with this hash used by `nodeId`, atomically (of two concurrent enrolments with one token,
+   * exactly one gets it). Returns the record as it was before; undefined when no such token or it was used.
+   */
+  consumeEdgeToken(hash: string, at: string, nodeId: string): Promise<EdgeTokenRecord | undefined>;
+  /** Inserts the edge, or replaces the one with its id. */
+  putEdgeNode(record: EdgeNodeRecord): Promise<void>;
+  getEdgeNode(id: string): Promise<EdgeNodeRecord | undefined>;
+  /** Oldest first (enrolledAt, then id), revoked ones included. */
+  listEdgeNodes(): Promise<readonly EdgeNodeRecord[]>;
+}
+
+export interface Store
+  extends ExecutionStore,
+    AgentStore,
+    ApiKeyStore,
+    SandboxStore,
+    LlmSpendStore,
+    EdgeStore {}
 
 // ---------------------------------------------------------------------------------------------------------------
 // Audit: the tamper-evident ledger (domain/audit). Data never holds secret values.
