@@ -3,7 +3,7 @@
  * is set), the runtime, bundles, metrics, and wires the use-cases behind the HTTP/gRPC API. Kept apart from main.ts
  * so CLI commands that don't serve never load Fastify, Connect or pg (CLI start time).
  */
-import { createHash, randomBytes } from 'node:crypto';
+import { createHash, createPublicKey, randomBytes, verify } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { availableParallelism, homedir, totalmem } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -14,6 +14,8 @@ import { ProcIdentity } from './adapters/host/process-identity.ts';
 import { SortableIds } from './adapters/ids/ids.ts';
 import { SdkMcpServers } from './adapters/mcp/client.ts';
 import { PrometheusMetrics } from './adapters/metrics/prometheus.ts';
+import { EdgeHub } from './adapters/runtimes/edge/hub.ts';
+import { EdgeRuntime } from './adapters/runtimes/edge/runtime.ts';
 import { RuntimeRouter } from './adapters/runtimes/registry.ts';
 import { SandboxRuntime } from './adapters/runtimes/sandbox/runtime.ts';
 import { cryptoSecretRandom } from './adapters/secrets/random.ts';
@@ -25,6 +27,7 @@ import { listenHttpApi, type RunningApi } from './api/http/server.ts';
 import { loadRevision } from './app/agents.ts';
 import { ensureFirstAdminKey } from './app/api-keys.ts';
 import { Approvals } from './app/approvals.ts';
+import { EdgeNodes } from './app/edge-nodes.ts';
 import { ExecutionEvents } from './app/execution-events.ts';
 import { Executions } from './app/executions.ts';
 import { LiveSandboxes, type ToolsWiring } from './app/live-sandboxes.ts';
@@ -32,6 +35,7 @@ import type { AuditLog, Store } from './app/ports.ts';
 import { ToolGateway } from './app/tools.ts';
 import { WarmPools } from './app/warm-pools.ts';
 import type { RateLimit } from './domain/auth/api-key.ts';
+import { AegisError } from './domain/errors.ts';
 import { jsonSchemaViolation } from './domain/loop/json-schema.ts';
 import { type DeployCeilings, defaultDeployCeilings } from './domain/policy/deploy-ceilings.ts';
 import {
@@ -77,6 +81,11 @@ export interface ServerOptions {
   readonly deployCeilings?: Partial<DeployCeilings>;
   /** Where the first admin key is written (0600). @default $AEGIS_HOME/admin.key */
   readonly adminKeyFile?: string;
+  /**
+   * How long executions on a disconnected edge node wait for it before they fail `node-lost` (ADR 0108).
+   * @default 30 000
+   */
+  readonly edgeGraceMs?: number;
   /** One JSON object per log event. @default JSON lines on stderr */
   readonly log?: (entry: Record<string, unknown>) => void;
 }
@@ -105,6 +114,30 @@ export function bundleDir(env: NodeJS.ProcessEnv = process.env): string {
   if (env['AEGIS_BUNDLE_DIR']) return resolve(env['AEGIS_BUNDLE_DIR']);
   if (process.getuid?.() === 0) return '/var/lib/aegis/bundles';
   return join(env['XDG_CACHE_HOME'] || join(homedir(), '.cache'), 'aegis', 'bundles');
+}
+
+/** The deployed bundle of an execution's revision: what an edge node receives to run it. */
+async function deployedBundleOf(
+  store: Store,
+  executionId: string,
+): Promise<{ digest: string; bytes: Uint8Array }> {
+  const record = await store.getExecution(executionId);
+  const revision =
+    record?.agent.revision === undefined
+      ? undefined
+      : (await store.listRevisions(record.agent.name)).find((r) => r.revision === record.agent.revision);
+  const bytes = revision === undefined ? undefined : await store.readBundle(revision.digest);
+  if (revision === undefined || bytes === undefined) {
+    throw new AegisError('NOT_FOUND', `execution ${executionId}: its agent revision's bundle is gone`);
+  }
+  return { digest: revision.digest, bytes };
+}
+
+/** Ed25519 signature check for edge nodes (SPKI PEM key, base64 signature). */
+function verifyEd25519(publicKeyPem: string, message: string, signature: string): boolean {
+  const key = createPublicKey(publicKeyPem);
+  if (key.asymmetricKeyType !== 'ed25519') return false;
+  return verify(null, Buffer.from(message), key, Buffer.from(signature, 'base64'));
 }
 
 async function openServerStore(config: AegisConfig, env: NodeJS.ProcessEnv): Promise<Store> {
@@ -153,6 +186,23 @@ export async function startServer(
     },
     undefined,
     [sandbox],
+  );
+  // Edge nodes (ADR 0108): agents placed by labels on an enrolled edge run there, through the same runAgent.
+  const edgeNodes = new EdgeNodes({
+    store,
+    hasher: nodeHasher,
+    clock: systemClock,
+    random: cryptoSecretRandom,
+    audit,
+    verify: verifyEd25519,
+  });
+  const edgeHub = new EdgeHub({
+    nodes: edgeNodes,
+    ...(options.edgeGraceMs === undefined ? {} : { graceMs: options.edgeGraceMs }),
+    log,
+  });
+  runtime.setEdge(
+    new EdgeRuntime({ hub: edgeHub, bundleFor: (executionId) => deployedBundleOf(store, executionId) }),
   );
   const bundlesDir = bundleDir(env);
   const bundles = new DirAgentBundles({ dir: bundlesDir });
@@ -331,12 +381,18 @@ export async function startServer(
       { path: sandbox.scratchRoot, shownAs: '<scratch-dir>' },
     ],
     ready: () => ready && executions.stats().accepting,
+    edge: {
+      nodes: edgeNodes,
+      handleUpgrade: (request, socket, head) => edgeHub.handleUpgrade(request, socket, head),
+      view: () => edgeHub.view(),
+    },
   };
   const adminKeyFile = options.adminKeyFile ?? join(config.home, 'admin.key');
   let api: RunningApi | undefined;
   try {
     const first = await ensureFirstAdminKey(keyDeps);
     if (first !== undefined) writeFileSync(adminKeyFile, `${first.key}\n`, { mode: 0o600, flag: 'w' });
+    await edgeHub.load(await store.listEdgeNodes());
     const recovered = await executions.recover();
     const sandboxesReaped = await sandboxes.recover();
     if (sandboxesReaped.length > 0) {
@@ -381,6 +437,7 @@ export async function startServer(
           await sandboxes.closeAll();
           await mcpServers.close();
           await pools.close();
+          edgeHub.close();
           try {
             await running.close();
           } finally {

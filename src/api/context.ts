@@ -12,9 +12,20 @@ import type { LiveSandboxes } from '../app/live-sandboxes.ts';
 import type { AuditLog, Clock, Store } from '../app/ports.ts';
 import type { WarmPools } from '../app/warm-pools.ts';
 import { LOCAL_PRINCIPAL, type Principal, type RateLimit } from '../domain/auth/api-key.ts';
+import type { IncomingMessage } from 'node:http';
+import type { Duplex } from 'node:stream';
+import type { EdgeNodes } from '../app/edge-nodes.ts';
 import { TokenBuckets } from '../domain/auth/token-bucket.ts';
 import { AegisError } from '../domain/errors.ts';
 import type { ServerPath } from './errors.ts';
+
+export interface EdgeEndpoint {
+  readonly nodes: EdgeNodes;
+  /** Takes `GET /v1/edge/connect` upgrades (the edge authenticates inside the protocol, not with an API key). */
+  handleUpgrade(request: IncomingMessage, socket: Duplex, head: Buffer): void;
+  /** Connection state per enrolled edge. */
+  view(): ReadonlyMap<string, { connected: boolean; running: number }>;
+}
 
 export interface ApiContext {
   readonly store: Store;
@@ -31,6 +42,8 @@ export interface ApiContext {
   readonly sandboxes?: LiveSandboxes;
   /** Tool calls waiting for a human (`approval: required` grants), when the server has a tool gateway. */
   readonly approvals?: Approvals;
+  /** Edge nodes (docs/adr/0108): enrolment and the hub their WebSockets reach, when the server takes edges. */
+  readonly edge?: EdgeEndpoint;
   /** Server directories (AEGIS_HOME, bundles, scratch) that error answers name instead of showing. */
   readonly serverPaths?: readonly ServerPath[];
   /** True once startup recovery finished and until shutdown begins (readiness). */

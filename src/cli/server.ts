@@ -21,6 +21,7 @@ interface ServerFlags {
   warmSandboxes: string;
   sandboxDomain?: string;
   poolIdleTimeout?: string;
+  edgeGrace?: string;
   maxAgentCpu?: string;
   maxAgentMemory?: string;
   maxAgentPids?: string;
@@ -102,6 +103,7 @@ async function commandServer(flags: ServerFlags): Promise<number> {
       ? {}
       : { poolIdleTimeoutMs: durationMs(flags.poolIdleTimeout, '--pool-idle-timeout') }),
     deployCeilings: deployCeilings(flags),
+    ...(flags.edgeGrace === undefined ? {} : { edgeGraceMs: durationMs(flags.edgeGrace, '--edge-grace') }),
   });
   const { requeued, failed } = server.recovered;
   if (requeued.length + failed.length > 0) {
@@ -192,5 +194,9 @@ export function registerServerCommand(
     .option('--max-agent-disk <size>', 'largest /workspace a non-admin deploy may ask for (default: 4Gi)')
     .option('--max-agent-timeout <duration>', 'longest timeout a non-admin deploy may ask for (default: 1h)')
     .option('--drain-timeout <duration>', 'on SIGTERM, how long running executions may finish', '30s')
+    .option(
+      '--edge-grace <duration>',
+      'how long executions on a disconnected edge node wait for it before failing node-lost (default 30s)',
+    )
     .action((flags: ServerFlags) => run(() => commandServer(flags)));
 }
