@@ -22,6 +22,11 @@ type Check<T extends true> = T;
 export type WireTypesAgree = [
   Check<Same<wire.ErrorBody, z.infer<typeof server.ErrorBody>>>,
   Check<Same<wire.Approval, z.infer<typeof server.Approval>>>,
+  Check<Same<wire.CreateEdgeTokenBody, z.infer<typeof server.CreateEdgeTokenBody>>>,
+  Check<Same<wire.EdgeToken, z.infer<typeof server.EdgeToken>>>,
+  Check<Same<wire.CreatedEdgeToken, z.infer<typeof server.CreatedEdgeToken>>>,
+  Check<Same<wire.EdgeNode, z.infer<typeof server.EdgeNode>>>,
+  Check<Same<wire.EdgeNodeList, z.infer<typeof server.EdgeNodeList>>>,
   Check<Same<wire.ApprovalDecided, z.infer<typeof server.ApprovalDecided>>>,
   Check<Same<wire.Violation, z.infer<typeof server.Violation>>>,
   Check<Same<wire.LlmUsage, z.infer<typeof server.LlmUsage>>>,

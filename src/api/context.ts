@@ -3,18 +3,19 @@
  * credentials into a Principal — authentication and the per-key rate limit in one place, so REST and gRPC can't
  * drift apart.
  */
+
+import type { IncomingMessage } from 'node:http';
+import type { Duplex } from 'node:stream';
 import type { AgentDeps } from '../app/agents.ts';
 import { type ApiKeyDeps, authenticate } from '../app/api-keys.ts';
 import type { Approvals } from '../app/approvals.ts';
+import type { EdgeNodes } from '../app/edge-nodes.ts';
 import type { ExecutionEvents } from '../app/execution-events.ts';
 import type { Executions } from '../app/executions.ts';
 import type { LiveSandboxes } from '../app/live-sandboxes.ts';
 import type { AuditLog, Clock, Store } from '../app/ports.ts';
 import type { WarmPools } from '../app/warm-pools.ts';
 import { LOCAL_PRINCIPAL, type Principal, type RateLimit } from '../domain/auth/api-key.ts';
-import type { IncomingMessage } from 'node:http';
-import type { Duplex } from 'node:stream';
-import type { EdgeNodes } from '../app/edge-nodes.ts';
 import { TokenBuckets } from '../domain/auth/token-bucket.ts';
 import { AegisError } from '../domain/errors.ts';
 import type { ServerPath } from './errors.ts';

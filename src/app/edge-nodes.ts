@@ -146,7 +146,12 @@ export class EdgeNodes {
   }
 
   /** Later connections: the enrolled key signs the nonce; refused (audited) when unknown, revoked or wrong. */
-  async authenticate(nodeId: string, signature: string, nonce: string, from: string): Promise<EdgeNodeRecord> {
+  async authenticate(
+    nodeId: string,
+    signature: string,
+    nonce: string,
+    from: string,
+  ): Promise<EdgeNodeRecord> {
     const record = await this.#deps.store.getEdgeNode(nodeId);
     if (record === undefined) return this.#refuse(nodeId, 'unknown edge node', from);
     if (record.revokedAt !== null) {
@@ -176,7 +181,12 @@ export class EdgeNodes {
   }
 }
 
-function safeVerify(verify: EdgeNodesDeps['verify'], pem: string, message: string, signature: string): boolean {
+function safeVerify(
+  verify: EdgeNodesDeps['verify'],
+  pem: string,
+  message: string,
+  signature: string,
+): boolean {
   try {
     return verify(pem, message, signature);
   } catch {

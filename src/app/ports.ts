@@ -10,6 +10,7 @@ import type { LifecycleCoverage } from '../domain/audit/store-check.ts';
 import type { AuditVerification } from '../domain/audit/verify.ts';
 import type { ApiKeyRecord } from '../domain/auth/api-key.ts';
 import type { AgentRevision, AgentSummary } from '../domain/deployment.ts';
+import type { EdgeNodeRecord, EdgeTokenRecord } from '../domain/edge/records.ts';
 import type {
   ExecutionRecord,
   ExecutionStatus,
@@ -21,7 +22,6 @@ import type {
   TerminalStatus,
   Violation,
 } from '../domain/execution.ts';
-import type { EdgeNodeRecord, EdgeTokenRecord } from '../domain/edge/records.ts';
 import type { SandboxRecord } from '../domain/live-sandbox.ts';
 import type { CompiledAgent } from '../domain/manifest/compiled.ts';
 import type { NetworkPolicy, Verdict } from '../domain/policy/network-rules.ts';

@@ -395,7 +395,8 @@ export const ROUTES: readonly Route[] = [
     method: 'POST',
     path: '/v1/edge/tokens',
     operationId: 'createEdgeToken',
-    summary: 'Create a single-use edge enrolment token (`aegis edge join --token`; the text is in this answer only)',
+    summary:
+      'Create a single-use edge enrolment token (`aegis edge join --token`; the text is in this answer only)',
     tag: 'edge',
     scope: 'admin',
     body: S.CreateEdgeTokenBody,

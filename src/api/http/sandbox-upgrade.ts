@@ -58,7 +58,8 @@ export function sandboxUpgradeHandler(
     void (async () => {
       const url = new URL(request.url ?? '/', 'http://aegis.invalid');
       if (url.pathname === EDGE_PATH) {
-        if (ctx.edge === undefined) throw new AegisError('RUNTIME_UNAVAILABLE', 'this server takes no edge nodes');
+        if (ctx.edge === undefined)
+          throw new AegisError('RUNTIME_UNAVAILABLE', 'this server takes no edge nodes');
         ctx.edge.handleUpgrade(request, socket, head);
         return;
       }

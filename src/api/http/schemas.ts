@@ -292,7 +292,10 @@ const EdgeLabels = z.record(z.string(), z.string());
 export const CreateEdgeTokenBody = z
   .strictObject({
     labels: EdgeLabels.optional().meta({ description: 'Labels the enrolled edge gets (placement)' }),
-    ttl: z.string().optional().meta({ description: 'How long the token may be used: 1s to 30d', example: '15m' }),
+    ttl: z
+      .string()
+      .optional()
+      .meta({ description: 'How long the token may be used: 1s to 30d', example: '15m' }),
   })
   .meta({ id: 'CreateEdgeToken' });
 export type CreateEdgeTokenBody = z.infer<typeof CreateEdgeTokenBody>;

@@ -6,6 +6,7 @@
 
 import type { ApiKeyRecord } from '../../domain/auth/api-key.ts';
 import type { AgentRevision, AgentSummary } from '../../domain/deployment.ts';
+import type { EdgeNodeRecord, EdgeTokenRecord } from '../../domain/edge/records.ts';
 import { AegisError } from '../../domain/errors.ts';
 import {
   type ExecutionRecord,
@@ -13,7 +14,6 @@ import {
   type LogLine,
   MAX_EXECUTIONS_LIST,
 } from '../../domain/execution.ts';
-import type { EdgeNodeRecord, EdgeTokenRecord } from '../../domain/edge/records.ts';
 import type { SandboxRecord } from '../../domain/live-sandbox.ts';
 import type {
   DeployOutcome,

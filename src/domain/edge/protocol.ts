@@ -84,7 +84,7 @@ export const EdgeBody = z.discriminatedUnion('t', [
   z.object({
     t: z.literal('log'),
     id: Id,
-    stream: z.enum(['stdout', 'stderr']),
+    stream: z.enum(['stdout', 'stderr', 'system']),
     text: z.string().max(256 * 1024),
   }),
   z.object({ t: z.literal('network'), id: Id, event: NetworkDecisionBody }),

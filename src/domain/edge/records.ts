@@ -74,10 +74,7 @@ export function placementOf(agent: CompiledAgent): Readonly<Record<string, strin
 }
 
 /** True when a node carrying `labels` satisfies every placement label of the agent (and it has some). */
-export function matchesPlacement(
-  agent: CompiledAgent,
-  labels: Readonly<Record<string, string>>,
-): boolean {
+export function matchesPlacement(agent: CompiledAgent, labels: Readonly<Record<string, string>>): boolean {
   const wanted = Object.entries(placementOf(agent));
   return wanted.length > 0 && wanted.every(([key, value]) => labels[key] === value);
 }

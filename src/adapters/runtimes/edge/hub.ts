@@ -13,12 +13,7 @@ import type { Duplex } from 'node:stream';
 import { type WebSocket, WebSocketServer } from 'ws';
 import type { EdgeNodes } from '../../../app/edge-nodes.ts';
 import type { InstanceSpec, TaskInput, TaskOutput } from '../../../app/ports.ts';
-import {
-  type EdgeBody,
-  EdgeFrame,
-  EdgeHello,
-  type ServerFrame,
-} from '../../../domain/edge/protocol.ts';
+import { type EdgeBody, EdgeFrame, EdgeHello, type ServerFrame } from '../../../domain/edge/protocol.ts';
 import { type EdgeNodeRecord, matchesPlacement } from '../../../domain/edge/records.ts';
 import { AegisError, isAegisError } from '../../../domain/errors.ts';
 import type { CompiledAgent } from '../../../domain/manifest/compiled.ts';
@@ -270,12 +265,7 @@ export class EdgeHub {
       boot = hello.boot;
       const record =
         hello.t === 'enrol'
-          ? await this.#options.nodes.enrol(
-              hello,
-              nonce,
-              conn.from,
-              `edge_${randomBytes(8).toString('hex')}`,
-            )
+          ? await this.#options.nodes.enrol(hello, nonce, conn.from, `edge_${randomBytes(8).toString('hex')}`)
           : await this.#options.nodes.authenticate(hello.nodeId, hello.signature, nonce, conn.from);
       state = this.#remember(record);
       state.capacity = hello.capacity;
@@ -283,7 +273,8 @@ export class EdgeHub {
       const aegis = isAegisError(error)
         ? error
         : new AegisError('INTERNAL', 'edge handshake failed', { cause: error });
-      if (aegis.code === 'INTERNAL') this.#options.log({ level: 'error', msg: 'edge handshake', error: String(error) });
+      if (aegis.code === 'INTERNAL')
+        this.#options.log({ level: 'error', msg: 'edge handshake', error: String(error) });
       this.#send(conn, { t: 'error', code: aegis.code, message: aegis.message });
       ws.close(4401, aegis.code);
       return;
@@ -321,7 +312,10 @@ export class EdgeHub {
       return;
     }
     const frame = parsed.data;
-    if (frame.t === 'inventory') return this.#reconcile(state, conn, frame.executions);
+    if (frame.t === 'inventory') {
+      this.#reconcile(state, conn, frame.executions);
+      return;
+    }
     if (frame.boot !== state.boot) return; // a report of an older connection's boot, already settled
     if (frame.seq <= state.acked) {
       this.#send(conn, { t: 'ack', seq: state.acked }); // a replay of what we have: exactly-once
@@ -333,11 +327,7 @@ export class EdgeHub {
   }
 
   /** After a (re)connect: adopt what the server still waits for, reap the rest; (re)send unaccepted runs. */
-  #reconcile(
-    state: NodeState,
-    conn: Connection,
-    held: readonly { id: string; finished: boolean }[],
-  ): void {
+  #reconcile(state: NodeState, conn: Connection, held: readonly { id: string; finished: boolean }[]): void {
     const nodeId = state.record.id;
     for (const a of this.#assignments.values()) {
       if (a.nodeId !== nodeId || a.done) continue;

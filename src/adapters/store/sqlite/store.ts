@@ -23,8 +23,8 @@ import type {
   Store,
 } from '../../../app/ports.ts';
 import type { ApiKeyRecord, RateLimit, Scope } from '../../../domain/auth/api-key.ts';
-import type { EdgeNodeRecord, EdgeTokenRecord } from '../../../domain/edge/records.ts';
 import type { AgentRevision, AgentSummary } from '../../../domain/deployment.ts';
+import type { EdgeNodeRecord, EdgeTokenRecord } from '../../../domain/edge/records.ts';
 import { AegisError } from '../../../domain/errors.ts';
 import {
   type ExecutionRecord,
