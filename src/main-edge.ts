@@ -10,6 +10,7 @@ import { ProcIdentity } from './adapters/host/process-identity.ts';
 import { EdgeNode } from './adapters/runtimes/edge/node.ts';
 import { RuntimeRouter } from './adapters/runtimes/registry.ts';
 import { SandboxRuntime } from './adapters/runtimes/sandbox/runtime.ts';
+import { AegisError } from './domain/errors.ts';
 
 export interface EdgeNodeStart {
   readonly server: string;
@@ -17,6 +18,8 @@ export interface EdgeNodeStart {
   readonly token?: string;
   readonly labels: Readonly<Record<string, string>>;
   readonly capacity: number;
+  /** The local runtime offered. @default sandbox */
+  readonly runtime: string;
   readonly log: (line: string) => void;
 }
 
@@ -45,10 +48,16 @@ export async function startEdgeNode(options: EdgeNodeStart): Promise<EdgeNode> {
     undefined,
     [sandbox],
   );
-  const runtimes = runtime
-    .availability()
-    .filter((r) => r.available)
-    .map((r) => r.name);
+  // The edge offers the one runtime it was started with (`--runtime`; the sandbox for now), if this host has it.
+  const wanted = runtime.availability().find((r) => r.name === options.runtime);
+  if (wanted === undefined || !wanted.available) {
+    throw new AegisError(
+      'RUNTIME_UNAVAILABLE',
+      `--runtime ${options.runtime}: not available here (${wanted?.reason ?? 'unknown runtime'})`,
+      { hint: 'run `aegis doctor` on this host' },
+    );
+  }
+  const runtimes = [options.runtime];
   return new EdgeNode({
     server: options.server,
     dataDir,

@@ -50,6 +50,7 @@ export async function commandEdgeLs(flags: ServerFlags): Promise<number> {
         n.id,
         n.revokedAt !== null ? 'revoked' : n.connected ? 'connected' : 'disconnected',
         Object.entries(n.labels)
+          .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
           .map(([k, v]) => `${k}=${v}`)
           .join(',') || '-',
         n.runtimes.join(','),
@@ -114,6 +115,7 @@ export async function commandEdgeJoin(server: string, flags: EdgeJoinFlags): Pro
     ...(flags.token === undefined ? {} : { token: flags.token }),
     labels,
     capacity,
+    runtime: flags.runtime,
     log: (line) => process.stderr.write(`aegis edge: ${line}\n`),
   });
   const onSignal = () => void node.stop();
