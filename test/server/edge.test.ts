@@ -133,6 +133,10 @@ describe('edge nodes (real server, real edge processes, real sandbox)', { timeou
   let server: ServerProcess;
   let proxy: TcpProxy;
   let cliEnv: NodeJS.ProcessEnv;
+  /** The edge carrying site=lab, its data dir and node id (the first case enrols it). */
+  let lab: EdgeProcess;
+  let labData = '';
+  let labId = '';
   const api = (method: string, path: string, body?: unknown) =>
     apiCall(server.url, server.adminKey, method, path, body);
 
@@ -201,11 +205,7 @@ describe('edge nodes (real server, real edge processes, real sandbox)', { timeou
     for (const [name, site, extra] of [
       ['edge-hello', 'lab', ''],
       ['edge-other', 'far', ''],
-      [
-        'edge-mount',
-        'lab',
-        '    filesystem:\n      read: [{ source: /usr/share/doc, target: /mnt/doc }]\n',
-      ],
+      ['edge-mount', 'lab', '    filesystem:\n      read: [{ source: /usr/share/doc, target: /mnt/doc }]\n'],
     ] as const) {
       const deployed = await cli(['deploy', agentDir(name, site, extra)], cliEnv);
       assert.equal(deployed.code, 0, deployed.stderr);
@@ -220,14 +220,19 @@ describe('edge nodes (real server, real edge processes, real sandbox)', { timeou
     assert.equal(created.code, 0, created.stderr);
     const tokenText = JSON.parse(created.stdout).token as string;
     const data = tempDir('aegis-edge-data-');
+    labData = data;
     const edge = startEdge(proxy.url, ['--token', tokenText, '--label', 'zone=a', '--data-dir', data]);
     const node = await connectedEdge('lab');
+    labId = node.id;
     assert.deepEqual(node.labels, { site: 'lab', zone: 'a' });
     assert.deepEqual(node.runtimes, ['sandbox']);
     assert.equal(node.capacity, 4);
     // The key stays on the edge, 0600.
     assert.equal(readFileSync(join(data, 'key', 'node-ed25519.pem'), 'utf8').includes('PRIVATE KEY'), true);
-    assert.equal((await import('node:fs')).statSync(join(data, 'key', 'node-ed25519.pem')).mode & 0o777, 0o600);
+    assert.equal(
+      (await import('node:fs')).statSync(join(data, 'key', 'node-ed25519.pem')).mode & 0o777,
+      0o600,
+    );
 
     const id = await exec('edge-hello', { name: 'Ada', lines: 3, probe: true });
     const done = await finished(id);
@@ -257,9 +262,227 @@ describe('edge nodes (real server, real edge processes, real sandbox)', { timeou
     assert.notEqual(code, 0);
     assert.match(again.stderr(), /unknown or already used enrolment token/);
     const refused = (await ledger()).filter((e) => e.kind === 'edge.refused');
-    assert.ok(refused.some((e) => /already used/.test(e.data.reason)), JSON.stringify(refused));
+    assert.ok(
+      refused.some((e) => /already used/.test(e.data.reason)),
+      JSON.stringify(refused),
+    );
     assert.equal((await nodes()).length, 1, 'no second edge was registered');
     edge.child.kill('SIGTERM');
     assert.equal(await edge.exited, 0);
+  });
+
+  it('refuses, at placement, an agent an edge cannot run yet (host mounts), before anything is stored', async () => {
+    const before = (await api('GET', '/v1/executions?limit=1000')).json as Json;
+    const refused = await api('POST', '/v1/executions', { agent: 'edge-mount', input: {} });
+    assert.equal(refused.status, 503, refused.text);
+    assert.equal((refused.json as Json).error.code, 'RUNTIME_UNAVAILABLE');
+    assert.match((refused.json as Json).error.message, /placed on an edge node.*spec\.security\.filesystem/);
+    const afterList = (await api('GET', '/v1/executions?limit=1000')).json as Json;
+    assert.equal(afterList.executions.length, before.executions.length);
+  });
+
+  it('reconnects with its key after a restart; a cut shorter than the grace loses and doubles nothing', async () => {
+    lab = startEdge(proxy.url, ['--data-dir', labData]); // no token: the key in the data dir authenticates
+    assert.equal((await connectedEdge('lab')).id, labId);
+    const id = await exec('edge-hello', { name: 'cut', lines: 8, sleep: 0.4 });
+    await pollUntil('the first log lines', async () => ((await logs(id)).length >= 2 ? true : undefined));
+    proxy.cut();
+    // The edge finishes on its own while cut off (its result lands in its data dir).
+    await pollUntil('the edge to finish while cut off', () =>
+      existsSync(join(labData, 'executions', id, 'result.json')),
+    );
+    assert.equal(((await api('GET', `/v1/executions/${id}`)).json as Json).status, 'running');
+    proxy.restore();
+    const done = await finished(id);
+    assert.equal(done.status, 'succeeded', JSON.stringify(done));
+    assert.deepEqual(done.output, { ran: 'edge', name: 'cut' });
+    assert.deepEqual(
+      (await logs(id)).filter((l) => l.startsWith('tick')),
+      Array.from({ length: 8 }, (_, i) => `tick ${i + 1}`),
+      'every line once, in order',
+    );
+    const kinds = (await auditOf(id)).map((e: Json) => e.kind);
+    assert.equal(kinds.filter((k: string) => k === 'execution.finished').length, 1);
+    assert.equal(kinds.filter((k: string) => k === 'execution.started').length, 1);
+    // Delivered and acked: the edge dropped its copy.
+    await pollUntil(
+      'the edge to drop the acked execution',
+      () => !existsSync(join(labData, 'executions', id)),
+    );
+  });
+
+  it('a cut longer than the grace fails the execution node-lost; the late result is refused and audited', async () => {
+    const id = await exec('edge-hello', { name: 'late', lines: 4, sleep: 0.3 });
+    await pollUntil('the first log line', async () => ((await logs(id)).length >= 1 ? true : undefined));
+    proxy.cut();
+    const lost = await finished(id, 30_000);
+    assert.equal(lost.status, 'failed');
+    assert.match(lost.reason, /^node-lost: edge edge_\w+ was away longer than 6000 ms/);
+    await pollUntil('the edge to finish while cut off', () =>
+      existsSync(join(labData, 'executions', id, 'result.json')),
+    );
+    proxy.restore();
+    await connectedEdge('lab');
+    const refused = await pollUntil('the late result refused in the ledger', async () =>
+      (await ledger()).find(
+        (e) =>
+          e.kind === 'edge.refused' &&
+          e.data.node === labId &&
+          e.data.reason.startsWith(`late finished for execution ${id}`),
+      ),
+    );
+    assert.match(refused.data.reason, /late finished .* refused: it ended node-lost/);
+    const after = (await api('GET', `/v1/executions/${id}`)).json as Json;
+    assert.equal(after.status, 'failed', 'the late result changed nothing');
+    assert.equal((await auditOf(id)).filter((e: Json) => e.kind === 'execution.finished').length, 1);
+    // The server said reap: the edge forgot it.
+    await pollUntil('the edge to reap it', () => !existsSync(join(labData, 'executions', id)));
+  });
+
+  it("attacker: an enrolled edge cannot claim another edge's execution nor forge results; refused and audited", async () => {
+    // The attacker holds a genuine enrolment (its own token and key) and speaks the protocol directly.
+    const evilToken = await token({ site: 'evil' });
+    const { privateKey, publicKey } = generateKeyPairSync('ed25519');
+    const ws = new WebSocket(`${server.url.replace(/^http/, 'ws')}/v1/edge/connect`);
+    const frames: Json[] = [];
+    ws.on('message', (data) => frames.push(JSON.parse(String(data))));
+    await new Promise((resolve, reject) => {
+      ws.once('open', resolve);
+      ws.once('error', reject);
+    });
+    const challenge = await pollUntil('challenge', () => frames.find((f) => f.t === 'challenge'));
+    const boot = 'evilboot';
+    ws.send(
+      JSON.stringify({
+        t: 'enrol',
+        token: evilToken,
+        publicKeyPem: publicKey.export({ type: 'spki', format: 'pem' }),
+        signature: sign(null, Buffer.from(challengeText(challenge.nonce, null)), privateKey).toString(
+          'base64',
+        ),
+        labels: { site: 'lab' }, // it may claim any label; the token's site=evil is added, so it never matches lab
+        runtimes: ['sandbox'],
+        capacity: 1,
+        boot,
+      }),
+    );
+    const welcome = await pollUntil('welcome', () => frames.find((f) => f.t === 'welcome'));
+    const evilId = welcome.nodeId as string;
+
+    const victim = await exec('edge-hello', { name: 'victim', lines: 6, sleep: 0.4 });
+    await pollUntil('the victim running', async () => ((await logs(victim)).length >= 1 ? true : undefined));
+    const forged = {
+      status: 'succeeded',
+      exitCode: 0,
+      reason: null,
+      output: { forged: true },
+      limitsHit: [],
+      violations: [],
+      releasedAtMs: Date.now(),
+      finishedAtMs: Date.now(),
+    };
+    let seq = 0;
+    const send = (body: Json) => ws.send(JSON.stringify({ t: 'msg', seq: ++seq, boot, body }));
+    send({ t: 'accepted', id: victim });
+    send({ t: 'log', id: victim, stream: 'stdout', text: 'tick 99 (forged)' });
+    send({ t: 'finished', id: victim, result: forged });
+    send({ t: 'finished', id: 'ex_never_sent_anywhere', result: forged });
+    await pollUntil('acks for every forged report', () => frames.some((f) => f.t === 'ack' && f.seq === 4));
+
+    const done = await finished(victim);
+    assert.equal(done.status, 'succeeded');
+    assert.deepEqual(done.output, { ran: 'edge', name: 'victim' }, "the real edge's result, not the forgery");
+    assert.ok(!(await logs(victim)).some((l) => l.includes('forged')));
+    const refusals = (await ledger()).filter((e) => e.kind === 'edge.refused' && e.data.node === evilId);
+    for (const what of [
+      `accepted for execution ${victim}`,
+      `log for execution ${victim}`,
+      `finished for execution ${victim}`,
+      'finished for execution ex_never_sent_anywhere',
+    ]) {
+      assert.ok(
+        refusals.some((e) => e.data.reason.startsWith(what)),
+        `refused and audited: ${what} — ${JSON.stringify(refusals.map((e) => e.data.reason))}`,
+      );
+    }
+    ws.close();
+
+    // Nor can it connect as the lab edge: its key does not sign for that node id.
+    const impostor = new WebSocket(`${server.url.replace(/^http/, 'ws')}/v1/edge/connect`);
+    const got: Json[] = [];
+    impostor.on('message', (data) => got.push(JSON.parse(String(data))));
+    const closed = new Promise<number>((resolve) => impostor.once('close', (code) => resolve(code)));
+    const nonce = (await pollUntil('challenge', () => got.find((f) => f.t === 'challenge'))).nonce;
+    impostor.send(
+      JSON.stringify({
+        t: 'auth',
+        nodeId: labId,
+        signature: sign(null, Buffer.from(challengeText(nonce, labId)), privateKey).toString('base64'),
+        boot: 'x',
+        capacity: 1,
+      }),
+    );
+    assert.equal(await closed, 4401);
+    assert.match(got.find((f) => f.t === 'error')?.message ?? '', /signature does not match/);
+    assert.ok(
+      (await ledger()).some(
+        (e) => e.kind === 'edge.refused' && e.data.node === labId && /signature/.test(e.data.reason),
+      ),
+    );
+  });
+
+  it('restart: a result finished while cut off and the edge killed is replayed and adopted, once', async () => {
+    const id = await exec('edge-hello', { name: 'replay', lines: 3, sleep: 0.3 });
+    await pollUntil('the first log line', async () => ((await logs(id)).length >= 1 ? true : undefined));
+    proxy.cut();
+    await pollUntil('the edge to finish while cut off', () =>
+      existsSync(join(labData, 'executions', id, 'result.json')),
+    );
+    await lab.kill9();
+    proxy.restore();
+    lab = startEdge(proxy.url, ['--data-dir', labData]);
+    const done = await finished(id);
+    assert.equal(done.status, 'succeeded', JSON.stringify(done));
+    assert.deepEqual(done.output, { ran: 'edge', name: 'replay' });
+    assert.equal((await auditOf(id)).filter((e: Json) => e.kind === 'execution.finished').length, 1);
+    assert.match(lab.stderr(), new RegExp(`adopted ${id}: replayed its result`));
+    await pollUntil('the edge to drop it once acked', () => !existsSync(join(labData, 'executions', id)));
+  });
+
+  it('restart: an execution running when the edge was killed is reported lost; its sandbox is reaped', async () => {
+    const id = await exec('edge-hello', { name: 'killed', lines: 60, sleep: 0.5 });
+    await pollUntil('the first log line', async () => ((await logs(id)).length >= 1 ? true : undefined));
+    await lab.kill9();
+    lab = startEdge(proxy.url, ['--data-dir', labData]);
+    const done = await finished(id);
+    assert.equal(done.status, 'failed');
+    assert.match(done.reason, /^node-lost: the edge restarted while it ran/);
+    assert.match(lab.stderr(), /reaped \d+ orphaned instance/);
+    assert.equal((await auditOf(id)).filter((e: Json) => e.kind === 'execution.finished').length, 1);
+  });
+
+  it('attacker: a revoked edge is cut off at once and cannot reconnect; both audited', async () => {
+    await connectedEdge('lab');
+    const revoked = await cli(['edge', 'revoke', labId], cliEnv);
+    assert.equal(revoked.code, 0, revoked.stderr);
+    // Cut at once: the edge process learns it on the open connection and stops.
+    const code = await lab.exited;
+    assert.notEqual(code, 0);
+    assert.match(lab.stderr(), /revoked/);
+    const node = (await nodes()).find((n) => n.id === labId);
+    assert.equal(node.connected, false);
+    assert.notEqual(node.revokedAt, null);
+    // It tries again with its key: refused.
+    const retry = startEdge(proxy.url, ['--data-dir', labData]);
+    assert.notEqual(await retry.exited, 0);
+    assert.match(retry.stderr(), /edge node was revoked at/);
+    const entries = await ledger();
+    const revokedEntry = entries.find((e) => e.kind === 'edge.revoked' && e.data.node === labId);
+    assert.equal(revokedEntry?.data.connected, true);
+    assert.ok(
+      entries.some(
+        (e) => e.kind === 'edge.refused' && e.data.node === labId && /revoked/.test(e.data.reason),
+      ),
+    );
   });
 });

@@ -33,7 +33,12 @@ const MAX_EDGE_FRAME_BYTES = 1024 * 1024;
 interface Connection {
   readonly ws: WebSocket;
   readonly from: string;
+  /** Reports refused on this connection so far. */
+  refusals: number;
 }
+
+/** Refused reports of one connection that get a ledger entry each (the rest go to the server log only). */
+const MAX_REFUSALS_AUDITED = 32;
 
 interface NodeState {
   record: EdgeNodeRecord;
@@ -230,7 +235,7 @@ export class EdgeHub {
   handleUpgrade(request: IncomingMessage, socket: Duplex, head: Buffer): void {
     this.#wss.handleUpgrade(request, socket, head, (ws) => {
       const from = `${request.socket.remoteAddress ?? '?'}:${request.socket.remotePort ?? '?'}`;
-      void this.#serve({ ws, from });
+      void this.#serve({ ws, from, refusals: 0 });
     });
   }
 
@@ -362,12 +367,16 @@ export class EdgeHub {
     const a = this.#assignments.get(body.id);
     if (a === undefined && this.#delivered.get(body.id) === nodeId) return;
     if (a === undefined || a.nodeId !== nodeId) {
-      const closed = this.#closed.get(body.id);
+      const closed = a === undefined ? this.#closed.get(body.id) : undefined;
+      // A late report of an execution that ended without it: its result is refused on the record; its
+      // logs and decisions are dropped unrecorded (they would only repeat that).
+      if (closed !== undefined && body.t !== 'finished') return;
       const reason =
-        closed !== undefined && a === undefined
+        closed !== undefined
           ? `late ${body.t} for execution ${body.id} refused: it ended ${closed}`
           : `${body.t} for execution ${body.id}, which was not placed on this edge`;
-      this.#options.nodes.refused(nodeId, reason, conn.from);
+      // At most MAX_REFUSALS_AUDITED per connection on the ledger (a flood can't grow it); all in the log.
+      if (conn.refusals++ < MAX_REFUSALS_AUDITED) this.#options.nodes.refused(nodeId, reason, conn.from);
       this.#options.log({ level: 'warn', msg: 'edge report refused', node: nodeId, reason });
       return;
     }
