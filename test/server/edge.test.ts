@@ -113,6 +113,12 @@ function startEdge(url: string, args: readonly string[]): EdgeProcess {
   };
 }
 
+/** The edge's exit code, failing the test if it still runs after `deadlineMs` (it is then killed by `after`). */
+async function exitOf(edge: EdgeProcess, what: string, deadlineMs = 20_000): Promise<number | null> {
+  await pollUntil(what, () => edge.child.exitCode !== null || edge.child.signalCode !== null, deadlineMs);
+  return edge.exited;
+}
+
 after(async () => {
   await Promise.all(
     [...edges].map(
@@ -258,7 +264,7 @@ describe('edge nodes (real server, real edge processes, real sandbox)', { timeou
 
     // The same token again (a fresh data dir: a second machine) is refused, audited.
     const again = startEdge(proxy.url, ['--token', tokenText, '--data-dir', tempDir('aegis-edge-data-')]);
-    const code = await again.exited;
+    const code = await exitOf(again, 'the second enrolment with a used token to be refused');
     assert.notEqual(code, 0);
     assert.match(again.stderr(), /unknown or already used enrolment token/);
     const refused = (await ledger()).filter((e) => e.kind === 'edge.refused');
@@ -466,7 +472,7 @@ describe('edge nodes (real server, real edge processes, real sandbox)', { timeou
     const revoked = await cli(['edge', 'revoke', labId], cliEnv);
     assert.equal(revoked.code, 0, revoked.stderr);
     // Cut at once: the edge process learns it on the open connection and stops.
-    const code = await lab.exited;
+    const code = await exitOf(lab, 'the revoked edge to be cut off');
     assert.notEqual(code, 0);
     assert.match(lab.stderr(), /revoked/);
     const node = (await nodes()).find((n) => n.id === labId);
@@ -474,7 +480,7 @@ describe('edge nodes (real server, real edge processes, real sandbox)', { timeou
     assert.notEqual(node.revokedAt, null);
     // It tries again with its key: refused.
     const retry = startEdge(proxy.url, ['--data-dir', labData]);
-    assert.notEqual(await retry.exited, 0);
+    assert.notEqual(await exitOf(retry, "the revoked edge's reconnect to be refused"), 0);
     assert.match(retry.stderr(), /edge node was revoked at/);
     const entries = await ledger();
     const revokedEntry = entries.find((e) => e.kind === 'edge.revoked' && e.data.node === labId);

@@ -142,7 +142,7 @@ export const MIGRATIONS: readonly Migration[] = [
     `,
   },
   {
-    id: 6,
+    id: 5,
     name: 'edge nodes: single-use enrolment tokens (hashed) and enrolled edges (ADR 0108)',
     sql: `
       CREATE TABLE edge_tokens (
