@@ -492,3 +492,57 @@ describe('edge nodes (real server, real edge processes, real sandbox)', { timeou
     );
   });
 });
+
+describe("edge nodes: the issue's 30 s outage (default-sized grace)", { timeout: 120_000 }, () => {
+  it('an edge cut off for 30 s finishes its work and reconciles: nothing lost, nothing doubled', async () => {
+    const dirs = serverDirs();
+    temps.push(join(dirs.home, '..'));
+    const server = await startServerProcess({ dirs, args: ['--edge-grace', '45s'] });
+    const api = (method: string, path: string, body?: unknown) =>
+      apiCall(server.url, server.adminKey, method, path, body);
+    const cliEnv = { ...server.env, AEGIS_SERVER: server.url, AEGIS_API_KEY: server.adminKey };
+    const target = new URL(server.url);
+    const proxy = await startTcpProxy({ host: target.hostname, port: Number(target.port) });
+    try {
+      assert.equal((await cli(['deploy', agentDir('edge-outage', 'lab')], cliEnv)).code, 0);
+      const token = ((await api('POST', '/v1/edge/tokens', { labels: { site: 'lab' } })).json as Json).token;
+      const data = tempDir('aegis-edge-data-');
+      startEdge(proxy.url, ['--token', token, '--data-dir', data]);
+      await pollUntil('the edge connected', async () =>
+        (((await api('GET', '/v1/edge/nodes')).json as Json).nodes as Json[]).some((n) => n.connected),
+      );
+      const created = await api('POST', '/v1/executions', {
+        agent: 'edge-outage',
+        input: { name: 'outage', lines: 12, sleep: 0.5 },
+      });
+      const id = (created.json as Json).id as string;
+      const lines = async () =>
+        (((await api('GET', `/v1/executions/${id}/logs?limit=1000`)).json as Json).lines as Json[])
+          .filter((l) => l.stream === 'stdout')
+          .map((l) => l.text as string);
+      await pollUntil('the first log line', async () => ((await lines()).length >= 1 ? true : undefined));
+      proxy.cut();
+      const cutAt = Date.now();
+      await pollUntil('the edge to finish while cut off', () =>
+        existsSync(join(data, 'executions', id, 'result.json')),
+      );
+      // The outage itself is the scenario: it lasts 30 s whatever the edge does meanwhile.
+      await new Promise((resolve) => setTimeout(resolve, Math.max(0, 30_000 - (Date.now() - cutAt))));
+      assert.equal(((await api('GET', `/v1/executions/${id}`)).json as Json).status, 'running');
+      proxy.restore();
+      const done = await pollUntil('the execution to end', async () => {
+        const got = (await api('GET', `/v1/executions/${id}`)).json as Json;
+        return got.status === 'running' ? undefined : got;
+      });
+      assert.equal(done.status, 'succeeded', JSON.stringify(done));
+      assert.deepEqual(
+        (await lines()).filter((l) => l.startsWith('tick')),
+        Array.from({ length: 12 }, (_, i) => `tick ${i + 1}`),
+      );
+      const entries = ((await api('GET', `/v1/executions/${id}/audit`)).json as Json).entries as Json[];
+      assert.equal(entries.filter((e) => e.kind === 'execution.finished').length, 1);
+    } finally {
+      await proxy.close();
+    }
+  });
+});
