@@ -38,6 +38,9 @@ export interface EnrolRequest {
   readonly capacity: number;
 }
 
+/** Refused handshakes without an identity that get a ledger entry per minute. */
+const ANONYMOUS_REFUSALS_PER_MINUTE = 60;
+
 export class EdgeNodes {
   readonly #deps: EdgeNodesDeps;
   /** Told when an edge is revoked, so its open connection is cut at once (the hub). */
@@ -175,10 +178,21 @@ export class EdgeNodes {
     });
   }
 
-  /** Audits something an edge tried and was refused (a forged report, a reconnect of a revoked edge, …). */
+  /**
+   * Audits something an edge tried and was refused (a forged report, a reconnect of a revoked edge, …). Refusals
+   * before any identity (anyone can open the WebSocket) are audited at most ANONYMOUS_REFUSALS_PER_MINUTE times a
+   * minute, so a flood of garbage handshakes cannot grow the ledger; each is still refused.
+   */
   refused(node: string | null, reason: string, from: string): void {
+    if (node === null) {
+      const minute = Math.floor(this.#deps.clock.now() / 60_000);
+      if (this.#anonymous.minute !== minute) this.#anonymous = { minute, count: 0 };
+      if (this.#anonymous.count++ >= ANONYMOUS_REFUSALS_PER_MINUTE) return;
+    }
     this.#deps.audit.append(AUDIT_KINDS.edgeRefused, null, { node, reason: reason.slice(0, 500), from });
   }
+
+  #anonymous = { minute: 0, count: 0 };
 }
 
 function safeVerify(

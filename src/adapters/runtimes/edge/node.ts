@@ -27,7 +27,7 @@ import {
   Outbox,
   ServerFrame,
 } from '../../../domain/edge/protocol.ts';
-import { AegisError } from '../../../domain/errors.ts';
+import { AegisError, ERROR_CODES, type ErrorCode } from '../../../domain/errors.ts';
 
 export interface EdgeNodeOptions {
   /** `http(s)://host:port` of the server. */
@@ -151,10 +151,17 @@ export class EdgeNode {
 
   #stopResolve: (() => void) | undefined;
 
-  /** Stops serving: closes the connection, kills running instances. */
-  async stop(): Promise<void> {
+  /**
+   * Stops serving: kills running instances, gives their `finished` (killed) reports up to `deadlineMs` to be acked,
+   * then closes the connection. What is not acked by then the server settles after its grace (`node-lost`).
+   */
+  async stop(deadlineMs = 5000): Promise<void> {
+    for (const running of this.#running.values()) running.abort.abort('the edge node is stopping');
+    const until = Date.now() + deadlineMs;
+    while ((this.#running.size > 0 || this.#outbox.size > 0) && this.#welcomed && Date.now() < until) {
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
     this.#stopped = true;
-    for (const running of this.#running.values()) running.abort.abort('edge stopping');
     this.#ws?.close();
     this.#stopResolve?.();
   }
@@ -223,10 +230,10 @@ export class EdgeNode {
         return true;
       }
       case 'error': {
+        // The server refused the handshake (revoked, bad or used token, no edges taken): retrying cannot help.
         this.#o.log(`server refused this edge: ${frame.code}: ${frame.message}`);
-        if (frame.code === 'UNAUTHENTICATED') {
-          this.#fatal?.(new AegisError('UNAUTHENTICATED', frame.message));
-        }
+        const code = frame.code in ERROR_CODES ? (frame.code as ErrorCode) : 'UNAUTHENTICATED';
+        this.#fatal?.(new AegisError(code, frame.message));
         return false;
       }
       case 'ack':
