@@ -30,7 +30,8 @@ import {
 // biome-ignore lint/suspicious/noExplicitAny: response bodies are checked field by field by the assertions
 type Json = any;
 
-const GRACE = '6s';
+/** Long enough for a killed edge to be restarted (a Node start on a loaded machine) within it. */
+const GRACE = '15s';
 const temps: string[] = [];
 const edges = new Set<ChildProcess>();
 
@@ -323,7 +324,7 @@ describe('edge nodes (real server, real edge processes, real sandbox)', { timeou
     proxy.cut();
     const lost = await finished(id, 30_000);
     assert.equal(lost.status, 'failed');
-    assert.match(lost.reason, /^node-lost: edge edge_\w+ was away longer than 6000 ms/);
+    assert.match(lost.reason, /^node-lost: edge edge_\w+ was away longer than 15000 ms/);
     await pollUntil('the edge to finish while cut off', () =>
       existsSync(join(labData, 'executions', id, 'result.json')),
     );
@@ -455,7 +456,7 @@ describe('edge nodes (real server, real edge processes, real sandbox)', { timeou
     await pollUntil('the edge to drop it once acked', () => !existsSync(join(labData, 'executions', id)));
   });
 
-  it('restart: an execution running when the edge was killed is reported lost; its sandbox is reaped', async () => {
+  it('restart: an execution running when the edge was killed is reported lost, once', async () => {
     const id = await exec('edge-hello', { name: 'killed', lines: 60, sleep: 0.5 });
     await pollUntil('the first log line', async () => ((await logs(id)).length >= 1 ? true : undefined));
     await lab.kill9();
@@ -463,8 +464,12 @@ describe('edge nodes (real server, real edge processes, real sandbox)', { timeou
     const done = await finished(id);
     assert.equal(done.status, 'failed');
     assert.match(done.reason, /^node-lost: the edge restarted while it ran/);
-    assert.match(lab.stderr(), /reaped \d+ orphaned instance/);
     assert.equal((await auditOf(id)).filter((e: Json) => e.kind === 'execution.finished').length, 1);
+    // Reported and acked: the edge forgot it (its sandbox was reaped at start, `runtime.reapOrphans`).
+    await pollUntil(
+      'the edge to drop the lost execution',
+      () => !existsSync(join(labData, 'executions', id)),
+    );
   });
 
   it('attacker: a revoked edge is cut off at once and cannot reconnect; both audited', async () => {
