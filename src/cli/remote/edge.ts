@@ -82,6 +82,7 @@ export interface EdgeJoinFlags {
   readonly dataDir?: string;
   readonly runtime: string;
   readonly capacity?: string;
+  readonly insecureHttp?: boolean;
 }
 
 /** The edge node: connects out to `server` and serves until SIGTERM/SIGINT (or the server revokes it). */
@@ -96,6 +97,17 @@ export async function commandEdgeJoin(server: string, flags: EdgeJoinFlags): Pro
   }
   if (url.protocol !== 'http:' && url.protocol !== 'https:') {
     throw new AegisError('USAGE', `${server}: use http:// or https://`);
+  }
+  // Frames are authenticated only by the handshake: off loopback, the channel itself must be TLS.
+  const loopback = /^(localhost|127(\.\d{1,3}){3}|\[::1\])$/.test(url.hostname);
+  if (url.protocol === 'http:' && !loopback && !flags.insecureHttp) {
+    throw new AegisError(
+      'USAGE',
+      `${server}: an edge speaks to its server over TLS (https://) off loopback`,
+      {
+        hint: 'put TLS in front of the server and use https://…, or pass --insecure-http on a network you trust',
+      },
+    );
   }
   if (flags.runtime !== 'sandbox') {
     throw new AegisError('USAGE', `--runtime ${flags.runtime}: edges run the sandbox runtime only for now`);
@@ -153,5 +165,9 @@ export function registerEdgeCommands(program: Command, serverCommand: ServerComm
     .option('--data-dir <dir>', 'where the node key, bundles and results live (default $AEGIS_HOME/edge)')
     .option('--runtime <name>', 'local runtime', 'sandbox')
     .option('--capacity <n>', 'executions run at once (default: CPU count)')
+    .option(
+      '--insecure-http',
+      'allow http:// to a non-loopback server (frames are then neither private nor integral)',
+    )
     .action(wrap(commandEdgeJoin));
 }

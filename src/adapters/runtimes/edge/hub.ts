@@ -213,6 +213,27 @@ export class EdgeHub {
     return a.run === undefined ? 'warm' : 'hot';
   }
 
+  /**
+   * What this server node claims from a cluster's shared queue on behalf of its connected edges (ADR 0101's
+   * `claimExecutions`, ADR 0108): per connected, unrevoked edge its labels, the runtime `edge`, and its free capacity.
+   * The claim is the server node's own (its id, epoch and fences): if the server dies, the cluster settles them.
+   */
+  claimRequests(): {
+    readonly edge: string;
+    readonly labels: Readonly<Record<string, string>>;
+    readonly runtimes: readonly string[];
+    readonly limit: number;
+  }[] {
+    const requests = [];
+    for (const [id, state] of this.#nodes) {
+      if (state.conn === undefined || state.record.revokedAt !== null) continue;
+      const busy = [...this.#assignments.values()].filter((a) => a.nodeId === id && !a.done).length;
+      const limit = state.capacity - busy;
+      if (limit > 0) requests.push({ edge: id, labels: state.record.labels, runtimes: ['edge'], limit });
+    }
+    return requests;
+  }
+
   /** Where `node` runs: `{id → connected}` for `aegis edge ls`. */
   view(): ReadonlyMap<string, { connected: boolean; running: number }> {
     const out = new Map<string, { connected: boolean; running: number }>();
