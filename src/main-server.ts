@@ -10,6 +10,7 @@ import { join, resolve } from 'node:path';
 import { nodeHasher } from './adapters/audit/node-key.ts';
 import { DirAgentBundles } from './adapters/bundle/agent-bundles.ts';
 import { loadConfig as loadConfigFile } from './adapters/config/config-file.ts';
+import { loadNodeId } from './adapters/host/node-id.ts';
 import { ProcIdentity } from './adapters/host/process-identity.ts';
 import { SortableIds } from './adapters/ids/ids.ts';
 import { SdkMcpServers } from './adapters/mcp/client.ts';
@@ -35,6 +36,7 @@ import type { AuditLog, Store } from './app/ports.ts';
 import { ToolGateway } from './app/tools.ts';
 import { WarmPools } from './app/warm-pools.ts';
 import type { RateLimit } from './domain/auth/api-key.ts';
+import { type NodeIdentity, type NodeLabels, parseNodeLabels } from './domain/cluster/node.ts';
 import { AegisError } from './domain/errors.ts';
 import { jsonSchemaViolation } from './domain/loop/json-schema.ts';
 import { type DeployCeilings, defaultDeployCeilings } from './domain/policy/deploy-ceilings.ts';
@@ -88,9 +90,20 @@ export interface ServerOptions {
   readonly edgeGraceMs?: number;
   /** One JSON object per log event. @default JSON lines on stderr */
   readonly log?: (entry: Record<string, unknown>) => void;
+  /**
+   * This node's id in the cluster (ADR 0100). @default $AEGIS_NODE_ID, else the id kept in $AEGIS_HOME/node-id
+   * (created on first start)
+   */
+  readonly nodeId?: string;
+  /** A node silent this long is declared dead by the others (heartbeat every third of it). @default 10 s */
+  readonly leaseMs?: number;
+  /** Labels executions' `spec.placement.labels` are matched against. @default $AEGIS_NODE_LABELS (`k=v,k=v`), else none */
+  readonly labels?: NodeLabels;
 }
 
 export interface RunningServer {
+  /** This node's id and labels (ADR 0100). */
+  readonly node: NodeIdentity;
   readonly url: string;
   readonly port: number;
   readonly socketPath: string | undefined;
@@ -140,6 +153,20 @@ function verifyEd25519(publicKeyPem: string, message: string, signature: string)
   return verify(null, Buffer.from(message), key, Buffer.from(signature, 'base64'));
 }
 
+/** The node id (flag, env, else $AEGIS_HOME/node-id) and labels (flag, else AEGIS_NODE_LABELS). */
+export function nodeIdentity(
+  options: Pick<ServerOptions, 'nodeId' | 'labels'>,
+  config: AegisConfig,
+  env: NodeJS.ProcessEnv,
+): NodeIdentity {
+  const nodeId = loadNodeId(config.home, options.nodeId ?? env['AEGIS_NODE_ID']);
+  const fromEnv = env['AEGIS_NODE_LABELS'];
+  const labels =
+    options.labels ??
+    (fromEnv ? parseNodeLabels(fromEnv.split(',').filter(Boolean), 'AEGIS_NODE_LABELS') : {});
+  return { nodeId, labels };
+}
+
 async function openServerStore(config: AegisConfig, env: NodeJS.ProcessEnv): Promise<Store> {
   const url = env['AEGIS_DATABASE_URL'];
   if (url) {
@@ -158,6 +185,7 @@ export async function startServer(
     options.log ??
     ((entry) => process.stderr.write(`${JSON.stringify({ ts: new Date().toISOString(), ...entry })}\n`));
   mkdirSync(config.home, { recursive: true, mode: 0o700 });
+  const node = nodeIdentity(options, config, env);
   const store = await openServerStore(config, env);
   let audit: AuditLog;
   try {
@@ -295,6 +323,13 @@ export async function startServer(
       llm,
       tools,
       ...(tracer ? { tracer } : {}),
+      node,
+      version: AEGIS_VERSION,
+      log,
+      // Fenced out (declared dead while paused or partitioned): the live sandboxes it held are reaped too.
+      onFencedOut: () => sandboxes.closeAll(),
+      // This node also claims for the edge nodes connected to it (their labels and capacity; ADR 0108).
+      delegates: () => edgeHub.claimRequests(),
       loop: {
         live: runtime,
         tools: toolGateway,
@@ -302,7 +337,15 @@ export async function startServer(
         sha256Hex: (text) => createHash('sha256').update(text).digest('hex'),
       },
     },
-    { maxConcurrent, maxQueued: options.maxQueued ?? 256 },
+    {
+      maxConcurrent,
+      maxQueued: options.maxQueued ?? 256,
+      runtimes: runtime
+        .availability()
+        .filter((entry) => entry.available)
+        .map((entry) => entry.name),
+      ...(options.leaseMs === undefined ? {} : { leaseMs: options.leaseMs }),
+    },
   );
   busy = () => executions.stats().running;
   metrics.bindQueue({
@@ -427,6 +470,7 @@ export async function startServer(
       url: running.url,
       port: running.port,
       socketPath: running.socketPath,
+      node,
       createdAdminKey: first?.key,
       adminKeyFile,
       recovered,

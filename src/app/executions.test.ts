@@ -203,7 +203,7 @@ describe('executions', () => {
     await assert.rejects(s.executions.submit(runner, { agent: 'Bad Name' }), { code: 'USAGE' });
   });
 
-  it('recovers after a crash: running ones fail as orchestrator-restarted, queued ones run', async () => {
+  it('recovers after a crash: running ones fail as orchestrator-restarted, queued ones (the shared queue) run', async () => {
     const dead = { host: 'test', pid: 99, startTicks: 5 };
     const s = setup({
       identity: {
@@ -236,7 +236,12 @@ describe('executions', () => {
       owner: { host: 'test', pid: 7, startTicks: 7 },
     });
     const result = await s.executions.recover();
-    assert.deepEqual(result, { requeued: ['ex_queued'], failed: ['ex_running'], reconciled: ['ex_queued'] });
+    // Queued executions are the cluster's shared queue: nobody needs to requeue them, any node claims them.
+    assert.deepEqual(result, {
+      requeued: [],
+      failed: ['ex_running'],
+      reconciled: ['ex_queued'],
+    });
     // Neither had ledger entries (stored directly, as a crash before the group commit leaves them): recovery
     // records what it found, so the store and the ledger agree again.
     assert.deepEqual(
@@ -252,9 +257,9 @@ describe('executions', () => {
     assert.match(failed?.reason ?? '', /^orchestrator-restarted/);
     assert.equal((await s.executions.wait(reader, 'ex_queued', 5000)).status, 'succeeded');
     assert.equal(
-      (await s.store.getExecution('ex_someone_elses'))?.status,
-      'queued',
-      "a live owner's are left alone",
+      (await s.executions.wait(reader, 'ex_someone_elses', 5000)).status,
+      'succeeded',
+      "a queued execution is any node's to run, whoever accepted it",
     );
   });
 

@@ -1,22 +1,32 @@
 /**
- * Use-cases for executions on a server: accept (durably, as `queued`, before answering), run with a concurrency
- * limit, cancel, wait, list — and recover after a crash.
+ * Use-cases for executions on a server node: accept (durably, as `queued`, before answering), run with a
+ * concurrency limit, cancel, wait, list — and recover after a crash or a node's death.
  *
- * Backpressure, never drops: the queue is bounded; a request over the bound is refused with QUEUE_FULL before
- * anything is stored. Everything accepted is in the store, so a restarted server finds it: queued executions run,
- * the ones that were running are settled as `failed` (`orchestrator-restarted`) after their sandboxes are reaped.
+ * The queue is the store (docs/adr/0101-cluster-claims-and-fencing.md): every node of a cluster claims queued
+ * executions up to its free slots (placement labels, runtime, per-agent maxConcurrent), renews its lease by a
+ * heartbeat, and writes each claimed execution only under its fence. Each node also sweeps: a node whose lease
+ * expired is declared dead and its executions are taken over — `failed` (node-lost) or queued again
+ * (`spec.scaling.retryOnNodeLoss`). Backpressure, never drops: the shared queue is bounded (QUEUE_FULL).
  */
 
 import { AUDIT_KINDS } from '../domain/audit/entry.ts';
-import { missingEntries } from '../domain/audit/store-check.ts';
+import { type LifecycleCoverage, missingEntries } from '../domain/audit/store-check.ts';
 import { type Principal, requireScope } from '../domain/auth/api-key.ts';
+import {
+  type ClaimedExecution,
+  type ExecutionFence,
+  leaseExpired,
+  type NodeIdentity,
+  type NodeLabels,
+  nodeLostReason,
+} from '../domain/cluster/node.ts';
 import {
   type AgentRevision,
   formatAgentSelector,
   parseAgentSelector,
   resolveRevision,
 } from '../domain/deployment.ts';
-import { AegisError } from '../domain/errors.ts';
+import { AegisError, isAegisError } from '../domain/errors.ts';
 import { type ExecutionRecord, type ExecutionStatus, isTerminal } from '../domain/execution.ts';
 import { checkInputDepth } from '../domain/input-bounds.ts';
 import type { CompiledAgent } from '../domain/manifest/compiled.ts';
@@ -67,6 +77,29 @@ export interface ExecutionsDeps {
   readonly tracer?: Tracer;
   /** Declarative agents (spec.task): the loop's runtime and tools. */
   readonly loop?: DeclarativeWiring;
+  /** This node (ADR 0100). @default `{nodeId: 'local', labels: {}}` */
+  readonly node?: NodeIdentity;
+  /** What the registry shows (`aegis nodes ls`). */
+  readonly version?: string;
+  /**
+   * Called when this node finds itself fenced out (declared dead while paused or partitioned) after it aborted its
+   * executions: reap what else it holds (live sandboxes), before it registers again.
+   */
+  readonly onFencedOut?: () => Promise<void>;
+  /** Log events (JSON-able). */
+  readonly log?: (entry: Record<string, unknown>) => void;
+  /**
+   * Claims this node makes on behalf of the nodes it runs work for — edge nodes connected to it (ADR 0108): each
+   * with the edge's labels, its runtimes and free capacity. Such executions hold none of this node's own slots.
+   */
+  readonly delegates?: () => readonly DelegateClaim[];
+}
+
+/** One claim on behalf of another node (an edge): its labels, runtimes (`edge`) and free capacity. */
+export interface DelegateClaim {
+  readonly labels: NodeLabels;
+  readonly runtimes: readonly string[];
+  readonly limit: number;
 }
 
 export interface ExecutionsOptions {
@@ -74,6 +107,14 @@ export interface ExecutionsOptions {
   readonly maxConcurrent: number;
   /** Executions waiting for a slot; beyond it, QUEUE_FULL. */
   readonly maxQueued: number;
+  /** A node that has not heartbeated for this long is declared dead by the others. @default 10 000 */
+  readonly leaseMs?: number;
+  /** Heartbeat (lease renewal, cancel requests, sweep) interval. @default leaseMs / 3 */
+  readonly heartbeatMs?: number;
+  /** Longest wait between two claim attempts of an idle node (polling backs off up to it). @default 2000 */
+  readonly maxPollMs?: number;
+  /** Runtimes this node offers (claims only executions recorded for one of them). @default [runtime.name] */
+  readonly runtimes?: readonly string[];
 }
 
 export interface SubmitRequest {
@@ -92,6 +133,9 @@ export interface ExecutionStats {
 
 interface Job {
   record: ExecutionRecord;
+  /** Claimed for a delegate (an edge): runs there, holds none of this node's slots. */
+  readonly delegated?: boolean;
+  readonly fence: ExecutionFence;
   readonly controller: AbortController;
   readonly done: Promise<void>;
 }
@@ -102,13 +146,33 @@ interface Job {
  */
 export const MAX_JUDGE_DEPTH = 1;
 
+const REMOTE_CANCEL = 'cancelled through another node of the cluster';
+const FENCED_OUT =
+  'node-fenced-out: this node was declared dead (its lease expired) while it ran this execution; another node took it over';
+
 const RESTARTED =
   'orchestrator-restarted: the server stopped while this execution ran; its sandbox was reaped on restart';
 
 export class Executions {
   readonly #deps: ExecutionsDeps;
   readonly #options: ExecutionsOptions;
-  readonly #pending: ExecutionRecord[] = [];
+  readonly #node: NodeIdentity;
+  readonly #leaseMs: number;
+  /** Queued executions in the shared queue, as last counted. */
+  #queued = 0;
+  /** This node's epoch since it (re-)registered; undefined before `recover()` and after `drain()`. */
+  #epoch: number | undefined;
+  /** Jobs in #running claimed for delegates (edges). */
+  #delegated = 0;
+  #claiming = false;
+  #claimAgain = false;
+  /** Fenced out, stopping its runs before it registers again: claims nothing meanwhile. */
+  #rejoining = false;
+  #pollMs = 250;
+  #pollTimer: Timer | undefined;
+  #heartbeatTimer: Timer | undefined;
+  #beating: Promise<void> | undefined;
+  #unsubscribe: (() => void) | undefined;
   /** Who asked for each queued execution (server LLM budgets per key); recovered ones read it from the ledger. */
   readonly #requestedBy = new Map<string, string>();
   /** Compiled manifests by bundle digest (revisions are immutable); bounded. */
@@ -129,12 +193,19 @@ export class Executions {
   constructor(deps: ExecutionsDeps, options: ExecutionsOptions) {
     this.#deps = deps;
     this.#options = options;
+    this.#node = deps.node ?? { nodeId: 'local', labels: {} };
+    this.#leaseMs = options.leaseMs ?? 10_000;
+  }
+
+  /** This node's id and its current epoch (undefined while not registered). */
+  nodeState(): { readonly nodeId: string; readonly epoch: number | undefined } {
+    return { nodeId: this.#node.nodeId, epoch: this.#epoch };
   }
 
   stats(): ExecutionStats {
     return {
       running: this.#running.size,
-      queued: this.#pending.length,
+      queued: this.#queued,
       maxConcurrent: this.#options.maxConcurrent,
       maxQueued: this.#options.maxQueued,
       accepting: this.#accepting,
@@ -157,19 +228,21 @@ export class Executions {
         hint: 'retry against another node or after the restart',
       });
     }
-    if (this.#pending.length + this.#reserved >= this.#options.maxQueued) {
-      throw new AegisError(
-        'QUEUE_FULL',
-        `the execution queue is full (${this.#options.maxQueued} waiting, ${this.#running.size} running); nothing was created`,
-        {
-          hint: 'retry later; operators can raise --max-queued or --max-concurrent',
-          details: { queued: this.#pending.length, running: this.#running.size, retryAfterMs: 1000 },
-        },
-      );
-    }
     this.#reserved++;
     try {
       const { store, clock, identity, audit, runtime } = this.#deps;
+      // The shared queue (every node's submissions) is what is bounded.
+      this.#queued = await store.countQueued();
+      if (this.#queued + this.#reserved - 1 >= this.#options.maxQueued) {
+        throw new AegisError(
+          'QUEUE_FULL',
+          `the execution queue is full (${this.#options.maxQueued} waiting, ${this.#running.size} running here); nothing was created`,
+          {
+            hint: 'retry later; operators can raise --max-queued or --max-concurrent, or add nodes',
+            details: { queued: this.#queued, running: this.#running.size, retryAfterMs: 1000 },
+          },
+        );
+      }
       const selector = parseAgentSelector(request.agent, 'agent');
       const summary = await store.getAgent(selector.name);
       if (summary === undefined) throw notFoundAgent(selector.name);
@@ -206,6 +279,9 @@ export class Executions {
         finishedAt: null,
         durationMs: null,
         owner: identity.current(),
+        ...(agent.placement ? { placement: agent.placement.labels } : {}),
+        // A judge goes first: the execution it judges waits for it and lends it its slot.
+        ...(judge ? { priority: 1 } : {}),
       };
       await store.createExecution(record);
       audit.append(
@@ -222,14 +298,11 @@ export class Executions {
       // records it (`execution.recovered`).
       await audit.durable();
       this.#requestedBy.set(record.id, principal.id);
-      // A judge goes first: the execution it judges waits for it and lends it its slot.
-      if (judge) {
-        this.#judges.set(record.id, judge);
-        this.#pending.unshift(record);
-      } else {
-        this.#pending.push(record);
-      }
+      if (judge) this.#judges.set(record.id, judge);
+      this.#queued++;
       this.#pump();
+      // Wake idle nodes (best effort: they poll too).
+      store.signal('queue', record.id).catch(() => {});
       return record;
     } finally {
       this.#reserved--;
@@ -307,44 +380,53 @@ export class Executions {
     }
     const reason = `cancelled by ${principal.id}`;
     const { audit, store, clock, events } = this.#deps;
-    const index = this.#pending.findIndex((queued) => queued.id === id);
-    if (index !== -1) {
-      this.#pending.splice(index, 1);
-      this.#requestedBy.delete(id);
-      audit.append(AUDIT_KINDS.executionCancelled, id, { by: principal.id, status: 'queued' });
-      audit.append(AUDIT_KINDS.executionFinished, id, {
-        status: 'killed',
-        exitCode: null,
-        reason: `${reason} before it started`,
-        durationMs: null,
-      });
-      await audit.flush();
-      const final = await store.updateExecution(id, {
+    const job = this.#running.get(id);
+    if (job !== undefined) {
+      audit.append(AUDIT_KINDS.executionCancelled, id, { by: principal.id, status: record.status });
+      job.controller.abort(reason);
+      await job.done;
+      return this.get(principal, id);
+    }
+    if (record.status === 'queued') {
+      // Nobody holds it: one conditional write (a node claiming it at the same moment loses, or we do).
+      const final = await store.updateQueuedExecution(id, {
         status: 'killed',
         reason: `${reason} before it started`,
         finishedAt: new Date(clock.now()).toISOString(),
       });
-      this.#deps.metrics.executionFinished('killed');
-      events.emit(id, 'status');
-      return final;
+      if (final !== undefined) {
+        this.#requestedBy.delete(id);
+        this.#judges.delete(id);
+        audit.append(AUDIT_KINDS.executionCancelled, id, { by: principal.id, status: 'queued' });
+        audit.append(AUDIT_KINDS.executionFinished, id, {
+          status: 'killed',
+          exitCode: null,
+          reason: `${reason} before it started`,
+          durationMs: null,
+        });
+        await audit.flush();
+        this.#deps.metrics.executionFinished('killed');
+        events.emit(id, 'status');
+        store.signal('status', id).catch(() => {});
+        return final;
+      }
     }
-    const job = this.#running.get(id);
-    if (job === undefined) {
-      throw new AegisError('UNAVAILABLE', `execution ${id} (${record.status}) is run by another process`, {
-        hint: 'cancel it through the server that runs it',
-        details: { owner: record.owner },
-      });
-    }
+    // Another node holds it (or claimed it just now): flag it; its holder aborts it at its next signal or heartbeat.
+    if (!(await store.requestCancel(id))) return this.get(principal, id);
     audit.append(AUDIT_KINDS.executionCancelled, id, { by: principal.id, status: record.status });
-    job.controller.abort(reason);
-    await job.done;
-    return this.get(principal, id);
+    await store.signal('cancel', id).catch(() => {});
+    const local = this.#running.get(id);
+    if (local !== undefined) local.controller.abort(reason);
+    return this.wait(principal, id, 2 * this.#leaseMs + 5000);
   }
 
   /**
-   * On start: reap sandboxes dead processes left, settle executions that were running when their server died
-   * (`failed`, `orchestrator-restarted`) and queue again the ones that were waiting. Executions owned by a live
-   * process (a concurrent `aegis run`, another node) are left alone.
+   * On start: register this node (a new epoch: the executions of its previous life — same node id, any hostname —
+   * become orphans), reap sandboxes dead processes left, then sweep: orphans (of this node's previous life, or of a
+   * node whose lease expired) are settled — never started: back to the queue; started: `failed`
+   * (`orchestrator-restarted` for our own, `node-lost` for another node's) or queued again when the agent sets
+   * `spec.scaling.retryOnNodeLoss`. Node-less executions of a dead process (before the cluster migration) are
+   * settled as before.
    *
    * Then the ledger is checked against the store: every execution the store knows whose `execution.created` or
    * (ended) `execution.finished` entry was lost — a crash before the group commit — gets an `execution.recovered`
@@ -353,21 +435,17 @@ export class Executions {
   async recover(): Promise<{ requeued: string[]; failed: string[]; reconciled: string[] }> {
     const { runtime, store, identity, audit, clock } = this.#deps;
     await runtime.reapOrphans();
+    await this.#register();
     const me = identity.current();
     const requeued: string[] = [];
     const failed: string[] = [];
     const coverage = await audit.lifecycleCoverage();
     const recorded = new Set<string>();
     for (const record of await store.listUnfinished()) {
+      // Claimed executions are the sweep's; queued ones any node claims.
+      if (record.node !== undefined || record.status === 'queued') continue;
       const owner = record.owner;
-      const mine = isSameProcess(owner, me);
-      if (mine || (owner !== null && identity.isAlive(owner))) continue;
-      if (record.status === 'queued') {
-        const taken = await store.updateExecution(record.id, { owner: me });
-        this.#pending.push(taken);
-        requeued.push(record.id);
-        continue;
-      }
+      if (owner !== null && (isSameProcess(owner, me) || identity.isAlive(owner))) continue;
       audit.append(AUDIT_KINDS.executionRecovered, record.id, {
         status: 'failed',
         reason: RESTARTED,
@@ -382,10 +460,15 @@ export class Executions {
       this.#deps.metrics.executionFinished('failed');
       failed.push(record.id);
     }
+    const swept = await this.#sweep(coverage, recorded);
+    requeued.push(...swept.requeued);
+    failed.push(...swept.failed);
     const reconciled: string[] = [];
     for await (const record of allExecutions(store)) {
       if (recorded.has(record.id)) continue;
-      // Someone else's live execution writes its own entries.
+      // Another node's executions are in its ledger; live ones write their own entries.
+      if (record.node !== undefined && record.node !== this.#node.nodeId) continue;
+      if (!isTerminal(record.status) && record.node !== undefined) continue;
       const owner = record.owner;
       if (
         !isTerminal(record.status) &&
@@ -410,22 +493,28 @@ export class Executions {
   }
 
   /**
-   * Graceful stop: accept nothing new, let running executions finish until `deadlineMs`, then cancel the rest
-   * (`killed`, reason `orchestrator-shutdown`). Queued executions stay queued in the store for the next start.
+   * Graceful stop: accept nothing new (the node is `draining`: it still heartbeats, claims nothing), let running
+   * executions finish until `deadlineMs`, then cancel the rest (`killed`, reason `orchestrator-shutdown`), and leave
+   * the cluster. Queued executions stay queued in the store for any node.
    */
   async drain(deadlineMs: number): Promise<{ finished: number; cancelled: number; leftQueued: number }> {
     this.#accepting = false;
-    const leftQueued = this.#pending.length;
-    this.#pending.length = 0; // they stay `queued` in the store; the next start runs them
+    const { store, clock } = this.#deps;
     const jobs = [...this.#running.values()];
     const all = Promise.all(jobs.map((job) => job.done));
+    // The deadline starts now, before any store round trip.
     let timer: Timer | undefined;
-    const timedOut = await Promise.race([
-      all.then(() => false),
-      new Promise<boolean>((resolve) => {
-        timer = this.#deps.clock.setTimeout(() => resolve(true), deadlineMs);
-      }),
-    ]);
+    const deadline = new Promise<boolean>((resolve) => {
+      timer = clock.setTimeout(() => resolve(true), deadlineMs);
+    });
+    const epoch = this.#epoch;
+    if (epoch !== undefined) {
+      await store
+        .setNodeState(this.#node.nodeId, epoch, 'draining', new Date(clock.now()).toISOString())
+        .catch(() => false);
+    }
+    const leftQueued = await store.countQueued().catch(() => this.#queued);
+    const timedOut = await Promise.race([all.then(() => false), deadline]);
     timer?.cancel();
     let cancelled = 0;
     if (timedOut) {
@@ -435,7 +524,229 @@ export class Executions {
       }
       await Promise.all([...this.#running.values()].map((job) => job.done));
     }
+    this.#stopTimers();
+    await this.#beating;
+    if (this.#epoch !== undefined) {
+      await store
+        .setNodeState(this.#node.nodeId, this.#epoch, 'dead', new Date(clock.now()).toISOString())
+        .catch(() => false);
+    }
+    this.#epoch = undefined;
     return { finished: jobs.length - cancelled, cancelled, leftQueued };
+  }
+
+  // -------------------------------------------------------------------------------------------------------------
+  // The node: registration, heartbeat, sweep, claims.
+
+  async #register(): Promise<void> {
+    const { store, clock, identity, runtime } = this.#deps;
+    const node = await store.registerNode({
+      id: this.#node.nodeId,
+      kind: 'server',
+      labels: this.#node.labels,
+      runtimes: this.#options.runtimes ?? [runtime.name],
+      capacity: this.#options.maxConcurrent,
+      host: identity.current().host,
+      version: this.#deps.version ?? 'unknown',
+      at: new Date(clock.now()).toISOString(),
+      leaseMs: this.#leaseMs,
+    });
+    this.#epoch = node.epoch;
+    if (this.#heartbeatTimer === undefined) {
+      this.#heartbeatTimer = clock.setInterval(
+        () => this.heartbeat(),
+        this.#options.heartbeatMs ?? Math.max(1, Math.floor(this.#leaseMs / 3)),
+        { background: true },
+      );
+    }
+    this.#unsubscribe ??= store.onSignal((topic, id) => {
+      if (topic === 'queue') {
+        this.#pollMs = 250;
+        this.#pump();
+      } else if (topic === 'cancel') {
+        this.#running.get(id)?.controller.abort(REMOTE_CANCEL);
+      } else {
+        this.#deps.events.emit(id, topic);
+      }
+    });
+    this.#schedulePoll();
+  }
+
+  #stopTimers(): void {
+    this.#heartbeatTimer?.cancel();
+    this.#heartbeatTimer = undefined;
+    this.#pollTimer?.cancel();
+    this.#pollTimer = undefined;
+    this.#unsubscribe?.();
+    this.#unsubscribe = undefined;
+  }
+
+  /** Polling, the fallback of signals: quick while there is work, backing off to `maxPollMs` while idle. */
+  #schedulePoll(): void {
+    this.#pollTimer?.cancel();
+    if (this.#epoch === undefined) return;
+    this.#pollTimer = this.#deps.clock.setTimeout(
+      () => {
+        this.#pollTimer = undefined;
+        this.#pump();
+        this.#schedulePoll();
+      },
+      this.#pollMs,
+      { background: true },
+    );
+  }
+
+  /**
+   * One heartbeat: renew the lease (fenced out: stop everything and register again), abort the executions someone
+   * asked (through another node) to cancel, sweep, claim. Runs on a timer; tests call it directly.
+   */
+  heartbeat(): Promise<void> {
+    this.#beating ??= this.#beat()
+      .catch((error) => {
+        this.#deps.log?.({ level: 'warn', msg: 'cluster heartbeat failed', error: String(error) });
+      })
+      .finally(() => {
+        this.#beating = undefined;
+      });
+    return this.#beating;
+  }
+
+  async #beat(): Promise<void> {
+    const { store, clock } = this.#deps;
+    const epoch = this.#epoch;
+    if (epoch === undefined) return;
+    const beat = await store.heartbeatNode({
+      nodeId: this.#node.nodeId,
+      epoch,
+      at: new Date(clock.now()).toISOString(),
+      leaseMs: this.#leaseMs,
+    });
+    if (beat === undefined) {
+      await this.#fencedOut(epoch);
+      return;
+    }
+    for (const id of beat.cancelRequested) this.#running.get(id)?.controller.abort(REMOTE_CANCEL);
+    await this.#sweep();
+    this.#queued = await store.countQueued();
+    this.#pump();
+  }
+
+  /** Declared dead while we were away (paused, partitioned): stop what we ran, reap, register again. */
+  async #fencedOut(epoch: number): Promise<void> {
+    this.#epoch = undefined;
+    this.#rejoining = true;
+    this.#deps.log?.({
+      level: 'error',
+      msg: 'this node was declared dead by the cluster (lease expired); aborting its executions and registering again',
+      node: this.#node.nodeId,
+      epoch,
+      running: [...this.#running.keys()],
+    });
+    for (const job of this.#running.values()) job.controller.abort(FENCED_OUT);
+    await Promise.all([...this.#running.values()].map((job) => job.done));
+    try {
+      await this.#deps.onFencedOut?.();
+      if (this.#accepting) await this.#register();
+    } finally {
+      this.#rejoining = false;
+    }
+    this.#pump();
+  }
+
+  /**
+   * Declares dead every node whose lease expired (one sweeper wins each), then takes over and settles the
+   * executions dead nodes (or this node's previous life) held.
+   */
+  async #sweep(
+    coverage?: ReadonlyMap<string, LifecycleCoverage>,
+    recorded?: Set<string>,
+  ): Promise<{ requeued: string[]; failed: string[] }> {
+    const { store, clock, identity } = this.#deps;
+    const requeued: string[] = [];
+    const failed: string[] = [];
+    const epoch = this.#epoch;
+    if (epoch === undefined) return { requeued, failed };
+    const at = new Date(clock.now()).toISOString();
+    for (const node of await store.listNodes()) {
+      if (node.state === 'dead' || node.id === this.#node.nodeId || !leaseExpired(node.leaseExpiresAt, at)) {
+        continue;
+      }
+      if (await store.declareNodeDead(node.id, node.epoch, at)) {
+        this.#deps.log?.({ level: 'warn', msg: 'declared a node dead (lease expired)', node: node.id });
+      }
+    }
+    for (const orphan of await store.listOrphanedExecutions()) {
+      const taken = await store.takeOverExecution(
+        orphan.record.id,
+        orphan.fence,
+        { nodeId: this.#node.nodeId, epoch, owner: identity.current() },
+        at,
+        this.#leaseMs,
+      );
+      if (taken === undefined) continue;
+      const outcome = await this.#settleOrphan(taken, orphan.fence.nodeId, coverage);
+      recorded?.add(taken.record.id);
+      (outcome === 'queued' ? requeued : failed).push(taken.record.id);
+    }
+    return { requeued, failed };
+  }
+
+  async #settleOrphan(
+    taken: ClaimedExecution<ExecutionRecord>,
+    lostNode: string,
+    coverage?: ReadonlyMap<string, LifecycleCoverage>,
+  ): Promise<'queued' | 'failed'> {
+    const { store, audit, clock, events } = this.#deps;
+    const { record, fence } = taken;
+    if (record.status === 'queued') {
+      // Claimed, never started: nothing ran, nothing to record.
+      await store.updateExecution(record.id, { status: 'queued', unclaim: true }, fence);
+      store.signal('queue', record.id).catch(() => {});
+      return 'queued';
+    }
+    const retry = await this.#retryOnNodeLoss(record);
+    const ours = lostNode === this.#node.nodeId;
+    const reason = ours
+      ? retry
+        ? `${RESTARTED}; queued again (spec.scaling.retryOnNodeLoss)`
+        : RESTARTED
+      : nodeLostReason(lostNode, retry);
+    audit.append(AUDIT_KINDS.executionRecovered, record.id, {
+      status: retry ? 'queued' : 'failed',
+      reason,
+      missing:
+        coverage === undefined ? [] : missingEntries(retry ? 'queued' : 'failed', coverage.get(record.id)),
+    });
+    await audit.flush();
+    if (retry) {
+      await store.updateExecution(
+        record.id,
+        { status: 'queued', startedAt: null, reason, unclaim: true },
+        fence,
+      );
+      store.signal('queue', record.id).catch(() => {});
+      return 'queued';
+    }
+    await store.updateExecution(
+      record.id,
+      { status: 'failed', reason, finishedAt: new Date(clock.now()).toISOString() },
+      fence,
+    );
+    this.#deps.metrics.executionFinished('failed');
+    events.emit(record.id, 'status');
+    store.signal('status', record.id).catch(() => {});
+    return 'failed';
+  }
+
+  async #retryOnNodeLoss(record: ExecutionRecord): Promise<boolean> {
+    try {
+      const revision = (await this.#deps.store.listRevisions(record.agent.name)).find(
+        (candidate) => candidate.revision === record.agent.revision,
+      );
+      return revision !== undefined && (await this.#compiledFor(revision)).scaling.retryOnNodeLoss === true;
+    } catch {
+      return false;
+    }
   }
 
   /** The compiled manifest of a revision (cached by bundle digest), e.g. for its spec.input. */
@@ -457,41 +768,113 @@ export class Executions {
     return agent;
   }
 
-  /** The oldest queued execution whose agent is under its own `maxConcurrent`, taken out of the queue. */
-  #nextRunnable(): ExecutionRecord | undefined {
-    for (let i = 0; i < this.#pending.length; i++) {
-      const record = this.#pending[i]!;
-      const limit = this.#agentLimits.get(record.agent.name) ?? null;
-      if (limit !== null) {
-        let running = 0;
-        for (const job of this.#running.values()) if (job.record.agent.name === record.agent.name) running++;
-        if (running >= limit) continue;
-      }
-      this.#pending.splice(i, 1);
-      return record;
+  /** Agents this node runs as many executions of as their `spec.scaling.maxConcurrent` allows. */
+  #fullAgents(): string[] {
+    const full: string[] = [];
+    for (const [name, limit] of this.#agentLimits) {
+      if (limit !== null && this.#runningOf(name) >= limit) full.push(name);
     }
-    return undefined;
+    return full;
   }
 
-  #pump(): void {
-    while (
-      this.#accepting &&
-      this.#running.size < this.#options.maxConcurrent + this.#lent &&
-      this.#pending.length > 0
-    ) {
-      const record = this.#nextRunnable();
-      if (record === undefined) return;
-      const controller = new AbortController();
-      const job: Job = { record, controller, done: Promise.resolve() };
-      this.#running.set(record.id, job);
-      (job as { done: Promise<void> }).done = this.#run(job).finally(() => {
-        this.#running.delete(record.id);
-        this.#requestedBy.delete(record.id);
-        this.#judges.delete(record.id);
-        this.#deps.events.emit(record.id, 'status');
-        this.#pump();
-      });
+  #runningOf(agent: string, except?: string): number {
+    let running = 0;
+    for (const job of this.#running.values()) {
+      if (job.record.agent.name === agent && job.record.id !== except) running++;
     }
+    return running;
+  }
+
+  /** Claims queued executions from the shared queue for this node's free slots and runs them. */
+  #pump(): void {
+    if (!this.#accepting) return;
+    if (this.#claiming) {
+      this.#claimAgain = true;
+      return;
+    }
+    const free = this.#options.maxConcurrent + this.#lent - (this.#running.size - this.#delegated);
+    const delegates = this.#deps.delegates?.() ?? [];
+    if (free <= 0 && delegates.length === 0) return;
+    this.#claiming = true;
+    this.#claim(Math.max(0, free), delegates)
+      .catch((error) => {
+        this.#deps.log?.({ level: 'warn', msg: 'claiming executions failed', error: String(error) });
+      })
+      .finally(() => {
+        this.#claiming = false;
+        if (this.#claimAgain) {
+          this.#claimAgain = false;
+          this.#pump();
+        }
+      });
+  }
+
+  async #claim(limit: number, delegates: readonly DelegateClaim[] = []): Promise<void> {
+    if (this.#epoch === undefined && !this.#rejoining) await this.#register();
+    const epoch = this.#epoch;
+    if (epoch === undefined) return;
+    const { store, clock, identity, runtime } = this.#deps;
+    // On behalf of connected edges: the claim is this node's (its id, epoch, fence); the edge runs it.
+    let delegatedClaims = 0;
+    for (const delegate of delegates) {
+      if (delegate.limit <= 0) continue;
+      const forEdge = await store.claimExecutions({
+        nodeId: this.#node.nodeId,
+        epoch,
+        labels: delegate.labels,
+        runtimes: delegate.runtimes,
+        limit: delegate.limit,
+        excludeAgents: this.#fullAgents(),
+        owner: identity.current(),
+        at: new Date(clock.now()).toISOString(),
+        leaseMs: this.#leaseMs,
+      });
+      delegatedClaims += forEdge.length;
+      for (const one of forEdge) this.#start(one, true);
+    }
+    if (limit <= 0) {
+      this.#pollMs = delegatedClaims > 0 ? 250 : Math.min(this.#pollMs * 2, this.#options.maxPollMs ?? 2000);
+      return;
+    }
+    const claimed = await store.claimExecutions({
+      nodeId: this.#node.nodeId,
+      epoch,
+      labels: this.#node.labels,
+      runtimes: this.#options.runtimes ?? [runtime.name],
+      limit,
+      excludeAgents: this.#fullAgents(),
+      owner: identity.current(),
+      at: new Date(clock.now()).toISOString(),
+      leaseMs: this.#leaseMs,
+    });
+    this.#pollMs = claimed.length > 0 ? 250 : Math.min(this.#pollMs * 2, this.#options.maxPollMs ?? 2000);
+    for (const one of claimed) this.#start(one);
+    // A full batch: there may be more.
+    if (claimed.length === limit) this.#claimAgain = true;
+  }
+
+  #start(claimed: ClaimedExecution<ExecutionRecord>, delegated = false): void {
+    const { record, fence } = claimed;
+    const controller = new AbortController();
+    const job: Job = {
+      record,
+      fence,
+      controller,
+      done: Promise.resolve(),
+      ...(delegated ? { delegated } : {}),
+    };
+    this.#running.set(record.id, job);
+    if (delegated) this.#delegated++;
+    this.#queued = Math.max(0, this.#queued - 1);
+    (job as { done: Promise<void> }).done = this.#run(job).finally(() => {
+      this.#running.delete(record.id);
+      if (delegated) this.#delegated--;
+      this.#requestedBy.delete(record.id);
+      this.#judges.delete(record.id);
+      this.#deps.events.emit(record.id, 'status');
+      this.#deps.store.signal('status', record.id).catch(() => {});
+      this.#pump();
+    });
   }
 
   /**
@@ -547,7 +930,9 @@ export class Executions {
   }
 
   async #run(job: Job): Promise<void> {
-    const { store, clock, metrics, events, audit } = this.#deps;
+    const { clock, metrics, events, audit } = this.#deps;
+    // Every write of this execution carries its fence: once another node took it over, they are refused (FENCED).
+    const store = fencedStore(this.#deps.store, job.record.id, job.fence);
     const record = job.record;
     const dequeuedAt = clock.now();
     metrics.dequeued(dequeuedAt - Date.parse(record.createdAt));
@@ -555,13 +940,20 @@ export class Executions {
     try {
       const revision =
         this.#revisions.get(`${record.agent.name}@${record.agent.revision}`) ??
-        (await store.listRevisions(record.agent.name)).find(
+        (await this.#deps.store.listRevisions(record.agent.name)).find(
           (candidate) => candidate.revision === record.agent.revision,
         );
       if (revision === undefined) {
         throw new AegisError('NOT_FOUND', `${record.agent.name}@${record.agent.revision} no longer exists`);
       }
       const agent = await this.#compiledFor(revision);
+      const limit = agent.scaling.maxConcurrent;
+      if (limit !== null && this.#runningOf(agent.name, record.id) >= limit) {
+        // Claimed before this node knew the agent's limit: give it back to the queue, untouched.
+        await store.updateExecution(record.id, { status: 'queued', unclaim: true });
+        this.#deps.store.signal('queue', record.id).catch(() => {});
+        return;
+      }
       const pools = this.#deps.pools;
       await pools?.makeRoom();
       const requestedBy =
@@ -572,20 +964,28 @@ export class Executions {
         loop === undefined || (agent.task === undefined && !agent.validation?.length)
           ? this.#deps
           : { ...this.#deps, loop: { ...loop, judge: this.#judgeFor(record.id, requestedBy) } };
-      const final = await runAgent(deps, {
-        agent,
-        queued: record,
-        ...(requestedBy === undefined ? {} : { requestedBy }),
-        signal: job.controller.signal,
-        ...(pools ? { warm: (binding) => pools.take(agent, revision.revision, binding) } : {}),
-        onStarted: (_id, start) => {
-          metrics.sandboxStarted(clock.now() - dequeuedAt, start.warm ? 'warm' : 'cold');
-          events.emit(record.id, 'status');
+      const final = await runAgent(
+        { ...deps, store },
+        {
+          agent,
+          queued: record,
+          ...(requestedBy === undefined ? {} : { requestedBy }),
+          signal: job.controller.signal,
+          ...(pools ? { warm: (binding) => pools.take(agent, revision.revision, binding) } : {}),
+          onStarted: (_id, start) => {
+            metrics.sandboxStarted(clock.now() - dequeuedAt, start.warm ? 'warm' : 'cold');
+            events.emit(record.id, 'status');
+          },
+          onLogsStored: () => events.emit(record.id, 'logs'),
         },
-        onLogsStored: () => events.emit(record.id, 'logs'),
-      });
+      );
       status = final.status;
     } catch (error) {
+      if (isAegisError(error) && error.code === 'FENCED') {
+        // Another node holds it now and settles it; nothing more of ours may be written.
+        this.#deps.log?.({ level: 'warn', msg: 'execution fenced out', id: record.id, error: error.message });
+        return;
+      }
       // runAgent settles its own failures; this covers what happens before it (revision or bundle gone).
       const current = await store.getExecution(record.id).catch(() => undefined);
       if (current && !isTerminal(current.status)) {
@@ -625,6 +1025,21 @@ export async function* allExecutions(store: ExecutionStore): AsyncIterable<Execu
     const last = page[page.length - 1]!;
     after = { createdAt: last.createdAt, id: last.id };
   }
+}
+
+/** `store` with every write of execution `id` fenced (ADR 0101); everything else passes through. */
+function fencedStore(store: ExecutionStore, id: string, fence: ExecutionFence): ExecutionStore {
+  return {
+    createExecution: (record) => store.createExecution(record),
+    updateExecution: (target, patch) =>
+      store.updateExecution(target, patch, target === id ? fence : undefined),
+    getExecution: (target) => store.getExecution(target),
+    listExecutions: (query) => store.listExecutions(query),
+    listUnfinished: () => store.listUnfinished(),
+    appendLogs: (target, lines) => store.appendLogs(target, lines),
+    readLogs: (target, options) => store.readLogs(target, options),
+    close: () => store.close(),
+  };
 }
 
 function isSameProcess(

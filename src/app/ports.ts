@@ -9,6 +9,14 @@ import type { EndorsedKey } from '../domain/audit/keys.ts';
 import type { LifecycleCoverage } from '../domain/audit/store-check.ts';
 import type { AuditVerification } from '../domain/audit/verify.ts';
 import type { ApiKeyRecord } from '../domain/auth/api-key.ts';
+import type {
+  ClaimedExecution,
+  ExecutionFence,
+  NodeLabels,
+  NodeRecord,
+  NodeRegistration,
+  NodeState,
+} from '../domain/cluster/node.ts';
 import type { AgentRevision, AgentSummary } from '../domain/deployment.ts';
 import type { EdgeNodeRecord, EdgeTokenRecord } from '../domain/edge/records.ts';
 import type {
@@ -326,6 +334,11 @@ export interface ExecutionPatch {
   readonly owner?: OwnerRef | null;
   /** Replaces the record's usage (set once, when the run ends). */
   readonly usage?: ExecutionUsage;
+  /**
+   * Gives the execution back to the shared queue: no node holds it any more (its fence stays, so the last holder's
+   * late writes are still refused). With `status: 'queued'` (retry after node loss, over a per-agent limit).
+   */
+  readonly unclaim?: true;
 }
 
 export interface ListExecutionsQuery {
@@ -348,8 +361,12 @@ export interface NewLogLine {
 
 export interface ExecutionStore {
   createExecution(record: ExecutionRecord): Promise<void>;
-  /** Applies the patch and returns the updated record; NOT_FOUND if the id is unknown. */
-  updateExecution(id: string, patch: ExecutionPatch): Promise<ExecutionRecord>;
+  /**
+   * Applies the patch and returns the updated record; NOT_FOUND if the id is unknown. With `fence` (a claimed
+   * execution, ADR 0101) the write happens only while the execution is still held under that fence by that node at
+   * that epoch, and the node is not dead — else FENCED, and nothing changed.
+   */
+  updateExecution(id: string, patch: ExecutionPatch, fence?: ExecutionFence): Promise<ExecutionRecord>;
   getExecution(id: string): Promise<ExecutionRecord | undefined>;
   /** Newest first (created_at desc, then id desc). */
   listExecutions(query?: ListExecutionsQuery): Promise<readonly ExecutionRecord[]>;
@@ -458,12 +475,104 @@ export interface EdgeStore {
   listEdgeNodes(): Promise<readonly EdgeNodeRecord[]>;
 }
 
+// ---------------------------------------------------------------------------------------------------------------
+// Cluster (docs/adr/0101-cluster-claims-and-fencing.md): the node registry and the shared execution queue.
+
+export interface ClaimRequest {
+  readonly nodeId: string;
+  /** The claiming node's current epoch: a node no longer live at this epoch claims nothing. */
+  readonly epoch: number;
+  readonly labels: NodeLabels;
+  /** Runtimes the node offers: only executions whose `runtime` is one of them are claimed. */
+  readonly runtimes: readonly string[];
+  /** At most this many (the node's free slots). */
+  readonly limit: number;
+  /** Agents not to claim now (this node runs as many as their `spec.scaling.maxConcurrent` allows). */
+  readonly excludeAgents?: readonly string[];
+  /** Diagnostics recorded as the execution's `owner`. */
+  readonly owner: OwnerRef;
+  readonly at: string;
+  readonly leaseMs: number;
+}
+
+export interface Heartbeat {
+  readonly nodeId: string;
+  readonly epoch: number;
+  readonly at: string;
+  readonly leaseMs: number;
+}
+
+/** What changed, for nodes waiting on it: new queued work, a cancel request, a status change, new log lines. */
+export type ClusterTopic = 'queue' | 'cancel' | 'status' | 'logs';
+
+export interface ClusterStore {
+  /**
+   * Registers the node, or re-registers it (same id: a restart): state `live`, a fresh lease, and an epoch one above
+   * the last one this id had (1 for a new id). Returns the stored record.
+   */
+  registerNode(registration: NodeRegistration): Promise<NodeRecord>;
+  /**
+   * Renews the node's lease (and its executions' leases) while it is `live` or `draining` at `epoch`; returns the ids
+   * of its executions someone asked to cancel. Undefined when the node was declared dead or re-registered since:
+   * it is fenced out and must stop what it runs, then register again.
+   */
+  heartbeatNode(heartbeat: Heartbeat): Promise<{ readonly cancelRequested: readonly string[] } | undefined>;
+  /** Every registered node, by id. */
+  listNodes(): Promise<readonly NodeRecord[]>;
+  /** Sets a live node's state (`draining` on shutdown; `dead` when it leaves); false when not at `epoch`. */
+  setNodeState(nodeId: string, epoch: number, state: NodeState, at: string): Promise<boolean>;
+  /**
+   * Declares the node dead when it is still at `epoch`, not dead, and its lease expired before `at`: its epoch is
+   * bumped in the same transaction, so exactly one of many concurrent sweepers gets true.
+   */
+  declareNodeDead(nodeId: string, epoch: number, at: string): Promise<boolean>;
+  /**
+   * Claims up to `limit` queued executions the node may run (placement labels, runtime, not an excluded agent),
+   * oldest first (judges before anything): each becomes the node's, with its fence incremented and a lease.
+   * Concurrent claimers never get the same execution (PostgreSQL: FOR UPDATE SKIP LOCKED).
+   */
+  claimExecutions(request: ClaimRequest): Promise<readonly ClaimedExecution<ExecutionRecord>[]>;
+  /**
+   * Claimed, unfinished executions (queued — claimed, not started —, created, running) whose holder is gone: its node is dead or has a newer epoch
+   * than the claim. Each with the fence it is held under now (for `takeOverExecution`).
+   */
+  listOrphanedExecutions(): Promise<readonly ClaimedExecution<ExecutionRecord>[]>;
+  /**
+   * Moves an execution still held under `expected` to `claimant` (fence incremented); undefined when anyone wrote it
+   * since (another sweeper won, the holder finished it).
+   */
+  takeOverExecution(
+    id: string,
+    expected: ExecutionFence,
+    claimant: { readonly nodeId: string; readonly epoch: number; readonly owner: OwnerRef },
+    at: string,
+    leaseMs: number,
+  ): Promise<ClaimedExecution<ExecutionRecord> | undefined>;
+  /**
+   * Applies `patch` only while the execution is `queued` (cancelling one nobody claimed yet), incrementing its fence
+   * so a claim in flight loses; undefined when it was not queued any more.
+   */
+  updateQueuedExecution(id: string, patch: ExecutionPatch): Promise<ExecutionRecord | undefined>;
+  /** Flags an unfinished execution for cancellation (its holder aborts it); false when it has ended or is unknown. */
+  requestCancel(id: string): Promise<boolean>;
+  /** Executions waiting in the shared queue (QUEUE_FULL bounds it). */
+  countQueued(): Promise<number>;
+  /** Tells every node sharing this store (this one too) that `topic` changed for `id`. Best effort. */
+  signal(topic: ClusterTopic, id: string): Promise<void>;
+  /**
+   * Calls `listener` for every signal from any node sharing this store (PostgreSQL: LISTEN/NOTIFY; SQLite and the
+   * fake: this process). Best effort — nodes also poll. Returns the unsubscribe function.
+   */
+  onSignal(listener: (topic: ClusterTopic, id: string) => void): () => void;
+}
+
 export interface Store
   extends ExecutionStore,
     AgentStore,
     ApiKeyStore,
     SandboxStore,
     LlmSpendStore,
+    ClusterStore,
     EdgeStore {}
 
 // ---------------------------------------------------------------------------------------------------------------

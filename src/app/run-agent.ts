@@ -964,6 +964,8 @@ export async function reconcileOrphans(
   for (const record of await deps.store.listUnfinished()) {
     // Queued executions belong to the server's durable queue; its next start runs them.
     if (record.status === 'queued') continue;
+    // A server node's claimed execution: the cluster's sweep settles it (ADR 0100), not this process.
+    if (record.node !== undefined) continue;
     if (record.owner && deps.identity.isAlive(record.owner)) continue;
     const reason = 'orchestrator-exited: the process running this execution died; its sandbox was reaped';
     deps.audit.append(AUDIT_KINDS.executionFinished, record.id, {

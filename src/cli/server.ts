@@ -5,6 +5,7 @@
  */
 import type { Command } from 'commander';
 import { parseRateLimit } from '../domain/auth/api-key.ts';
+import { parseNodeId, parseNodeLabels } from '../domain/cluster/node.ts';
 import { AegisError } from '../domain/errors.ts';
 import type { DeployCeilings } from '../domain/policy/deploy-ceilings.ts';
 import { type ParseResult, parseCpu, parseDuration, parseSize } from '../domain/units.ts';
@@ -27,6 +28,9 @@ interface ServerFlags {
   maxAgentPids?: string;
   maxAgentDisk?: string;
   maxAgentTimeout?: string;
+  nodeId?: string;
+  label: string[];
+  lease?: string;
 }
 
 /** `--max-agent-*`: the ceilings of non-admin deploys; unset ones default from the host (see main-server.ts). */
@@ -104,6 +108,9 @@ async function commandServer(flags: ServerFlags): Promise<number> {
       : { poolIdleTimeoutMs: durationMs(flags.poolIdleTimeout, '--pool-idle-timeout') }),
     deployCeilings: deployCeilings(flags),
     ...(flags.edgeGrace === undefined ? {} : { edgeGraceMs: durationMs(flags.edgeGrace, '--edge-grace') }),
+    ...(flags.nodeId === undefined ? {} : { nodeId: parseNodeId(flags.nodeId, '--node-id') }),
+    ...(flags.label.length === 0 ? {} : { labels: parseNodeLabels(flags.label, '--label') }),
+    ...(flags.lease === undefined ? {} : { leaseMs: durationMs(flags.lease, '--lease') }),
   });
   const { requeued, failed } = server.recovered;
   if (requeued.length + failed.length > 0) {
@@ -118,7 +125,7 @@ async function commandServer(flags: ServerFlags): Promise<number> {
     );
   }
   const where = [server.url, ...(server.socketPath ? [`unix:${server.socketPath}`] : [])].join(' and ');
-  process.stderr.write(`aegis server listening on ${where}\n`);
+  process.stderr.write(`aegis server listening on ${where} (node ${server.node.nodeId})\n`);
   if (server.createdAdminKey !== undefined) {
     process.stderr.write(
       'First start: created an admin API key. It is shown only this once (also saved with mode 0600 at ' +
@@ -193,6 +200,20 @@ export function registerServerCommand(
     .option('--max-agent-pids <n>', 'most processes a non-admin deploy may ask for (default: 4096)')
     .option('--max-agent-disk <size>', 'largest /workspace a non-admin deploy may ask for (default: 4Gi)')
     .option('--max-agent-timeout <duration>', 'longest timeout a non-admin deploy may ask for (default: 1h)')
+    .option(
+      '--node-id <id>',
+      "this node's id in the cluster (default: $AEGIS_NODE_ID, else kept in $AEGIS_HOME/node-id, created once)",
+    )
+    .option(
+      '--label <key=value>',
+      'a node label spec.placement.labels match (repeatable; default: $AEGIS_NODE_LABELS, k=v,k=v)',
+      (value: string, previous: string[]) => [...previous, value],
+      [] as string[],
+    )
+    .option(
+      '--lease <duration>',
+      'cluster lease: a node silent this long is declared dead and its executions taken over (heartbeat: a third of it) (default: 10s)',
+    )
     .option('--drain-timeout <duration>', 'on SIGTERM, how long running executions may finish', '30s')
     .option(
       '--edge-grace <duration>',

@@ -12,6 +12,7 @@ export type ErrorCode =
   | 'POLICY_DENIED'
   | 'AUDIT_TAMPERED'
   | 'CONFLICT'
+  | 'FENCED'
   | 'PAYLOAD_TOO_LARGE'
   | 'UNSUPPORTED_MEDIA_TYPE'
   | 'UNAUTHENTICATED'
@@ -78,6 +79,14 @@ export const ERROR_CODES: Readonly<Record<ErrorCode, ErrorCodeInfo>> = {
     retryable: false,
     summary:
       'the request contradicts the current state (e.g. cancelling a finished execution, deleting an agent that is running)',
+  },
+  FENCED: {
+    exitCode: 75,
+    httpStatus: 409,
+    grpcCode: GRPC.aborted,
+    retryable: false,
+    summary:
+      'a cluster node lost its claim on an execution (its lease expired and another node took over): its write was refused',
   },
   PAYLOAD_TOO_LARGE: {
     exitCode: 2,

@@ -68,6 +68,12 @@ export interface ExecutionRecord {
   readonly owner: OwnerRef | null;
   /** What the run consumed through AEGIS (set when it ends; `llm` only for agents with `spec.llm`). */
   readonly usage?: ExecutionUsage;
+  /** Labels a node must carry to claim it (`spec.placement.labels` at submit); absent: any node. */
+  readonly placement?: Readonly<Record<string, string>>;
+  /** Claim order: higher first (judges, which a running execution waits for), then oldest. @default 0 */
+  readonly priority?: number;
+  /** The node that holds it (claimed it last); absent when none does (queued, or `aegis run`). */
+  readonly node?: string;
 }
 
 /** Model calls made through the LLM gateway by one execution (`spec.llm`): calls that reached an upstream, tokens, USD. */

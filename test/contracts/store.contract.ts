@@ -11,10 +11,12 @@ import type { AgentRevision } from '../../src/domain/deployment.ts';
 import type { EdgeNodeRecord, EdgeTokenRecord } from '../../src/domain/edge/records.ts';
 import { isAegisError } from '../../src/domain/errors.ts';
 import type { SandboxRecord } from '../../src/domain/live-sandbox.ts';
+import { clusterStoreContract } from './cluster-store.contract.ts';
 import { executionStoreContract, type StoreUnderTest } from './execution-store.contract.ts';
 
 export function storeContract(name: string, open: () => Promise<StoreUnderTest<Store>>): void {
   executionStoreContract(name, open);
+  clusterStoreContract(name, open);
 
   describe(`Store contract: ${name}`, () => {
     let subject: StoreUnderTest<Store>;

@@ -9,9 +9,20 @@ import { type ExecutionStatus, MAX_EXECUTIONS_LIST } from '../../domain/executio
 export const DEFAULT_LIST_LIMIT = 50;
 export const UNFINISHED_STATUSES: readonly ExecutionStatus[] = ['created', 'queued', 'running'];
 
-export const COLUMNS =
+/** What an execution is inserted with (createExecution), in this order. */
+export const INSERT_COLUMNS =
   'id, agent_name, agent_version, agent_revision, runtime, status, exit_code, reason, input_json, output_json, ' +
-  'violations_json, created_at, started_at, finished_at, duration_ms, owner_json, usage_json';
+  'violations_json, created_at, started_at, finished_at, duration_ms, owner_json, usage_json, placement_json, priority';
+
+/** What an execution is read with: the inserted columns and the node that holds it (ADR 0101). */
+export const COLUMNS = `${INSERT_COLUMNS}, node_id`;
+
+/** Statuses a claimed execution can be in (a node holds it; `queued` until its holder starts it). */
+export const CLAIMED_STATUSES: readonly ExecutionStatus[] = ['queued', 'created', 'running'];
+
+/** The columns of the `nodes` table, in NodeRecord order. */
+export const NODE_COLUMNS =
+  'id, kind, state, labels_json, runtimes_json, capacity, host, version, started_at, heartbeat_at, lease_expires_at, epoch';
 
 export const REVISION_COLUMNS =
   'agent, revision, version, digest, size_bytes, description, created_at, deployed_by';

@@ -5,6 +5,17 @@
  */
 
 import type { ApiKeyRecord } from '../../domain/auth/api-key.ts';
+import {
+  type ClaimedExecution,
+  type ExecutionFence,
+  fencedOut,
+  isoPlus,
+  leaseExpired,
+  matchesPlacement,
+  type NodeRecord,
+  type NodeRegistration,
+  type NodeState,
+} from '../../domain/cluster/node.ts';
 import type { AgentRevision, AgentSummary } from '../../domain/deployment.ts';
 import type { EdgeNodeRecord, EdgeTokenRecord } from '../../domain/edge/records.ts';
 import { AegisError } from '../../domain/errors.ts';
@@ -16,8 +27,11 @@ import {
 } from '../../domain/execution.ts';
 import type { SandboxRecord } from '../../domain/live-sandbox.ts';
 import type {
+  ClaimRequest,
+  ClusterTopic,
   DeployOutcome,
   ExecutionPatch,
+  Heartbeat,
   ListExecutionsQuery,
   LlmSpend,
   NewAgentRevision,
@@ -38,7 +52,17 @@ const PATCHABLE = Object.keys({
   durationMs: true,
   owner: true,
   usage: true,
+  unclaim: true,
 } satisfies Record<keyof ExecutionPatch, true>) as (keyof ExecutionPatch)[];
+
+/** Who holds a claimed execution, and under which fence. */
+interface Claim {
+  node: string | null;
+  epoch: number;
+  fence: number;
+  leaseExpiresAt: string | null;
+  cancelRequested: boolean;
+}
 
 interface StoredAgent {
   activeRevision: number;
@@ -56,29 +80,235 @@ export class MemoryStore implements Store {
   readonly #sandboxes = new Map<string, SandboxRecord>();
   /** By id, in insertion order. */
   readonly #keys = new Map<string, ApiKeyRecord>();
+  readonly #claims = new Map<string, Claim>();
+  readonly #nodes = new Map<string, NodeRecord>();
+  readonly #listeners = new Set<(topic: ClusterTopic, id: string) => void>();
 
   async createExecution(record: ExecutionRecord): Promise<void> {
     if (this.#executions.has(record.id)) {
       throw new AegisError('INTERNAL', `execution ${record.id} already exists`);
     }
-    this.#executions.set(record.id, stored(record));
+    const { node: _node, ...rest } = record;
+    this.#executions.set(record.id, stored(rest));
   }
 
-  async updateExecution(id: string, patch: ExecutionPatch): Promise<ExecutionRecord> {
+  async updateExecution(id: string, patch: ExecutionPatch, fence?: ExecutionFence): Promise<ExecutionRecord> {
     const current = this.#executions.get(id);
     if (current === undefined)
       throw new AegisError('NOT_FOUND', `no execution with id ${id}`, { details: { id } });
+    const claim = this.#claims.get(id);
+    if (fence !== undefined && !this.#holds(claim, fence)) {
+      throw fencedOut(id, fence, claim && { node: claim.node, fence: claim.fence });
+    }
     // Only the patchable fields, and a field whose value is undefined is "not given" — as in the SQL stores.
     const given: Record<string, unknown> = {};
-    for (const key of PATCHABLE) if (patch[key] !== undefined) given[key] = patch[key];
+    for (const key of PATCHABLE) if (patch[key] !== undefined && key !== 'unclaim') given[key] = patch[key];
     const next = stored({ ...current, ...given });
     this.#executions.set(id, next);
-    return structuredClone(next);
+    if (patch.unclaim && claim !== undefined) {
+      claim.node = null;
+      claim.leaseExpiresAt = null;
+      claim.cancelRequested = false;
+    }
+    return this.#view(next);
   }
 
   async getExecution(id: string): Promise<ExecutionRecord | undefined> {
     const record = this.#executions.get(id);
-    return record === undefined ? undefined : structuredClone(record);
+    return record === undefined ? undefined : this.#view(record);
+  }
+
+  #view(record: ExecutionRecord): ExecutionRecord {
+    const node = this.#claims.get(record.id)?.node;
+    const copy = structuredClone(record);
+    return node === null || node === undefined ? copy : { ...copy, node };
+  }
+
+  #holds(claim: Claim | undefined, fence: ExecutionFence): boolean {
+    if (claim === undefined || claim.node !== fence.nodeId || claim.fence !== fence.fence) return false;
+    const node = this.#nodes.get(fence.nodeId);
+    return node !== undefined && node.epoch === fence.epoch && node.state !== 'dead';
+  }
+
+  // -------------------------------------------------------------------------------------------------------------
+  // Cluster.
+
+  async registerNode(registration: NodeRegistration): Promise<NodeRecord> {
+    const was = this.#nodes.get(registration.id);
+    const record: NodeRecord = {
+      id: registration.id,
+      kind: registration.kind,
+      state: 'live',
+      labels: { ...registration.labels },
+      runtimes: [...registration.runtimes],
+      capacity: registration.capacity,
+      host: registration.host,
+      version: registration.version,
+      startedAt: registration.at,
+      heartbeatAt: registration.at,
+      leaseExpiresAt: isoPlus(registration.at, registration.leaseMs),
+      epoch: (was?.epoch ?? 0) + 1,
+    };
+    this.#nodes.set(record.id, record);
+    return structuredClone(record);
+  }
+
+  async heartbeatNode(
+    heartbeat: Heartbeat,
+  ): Promise<{ readonly cancelRequested: readonly string[] } | undefined> {
+    const node = this.#nodes.get(heartbeat.nodeId);
+    if (node === undefined || node.epoch !== heartbeat.epoch || node.state === 'dead') return undefined;
+    const leaseExpiresAt = isoPlus(heartbeat.at, heartbeat.leaseMs);
+    this.#nodes.set(node.id, { ...node, heartbeatAt: heartbeat.at, leaseExpiresAt });
+    const cancelRequested: string[] = [];
+    for (const [id, claim] of this.#claims) {
+      if (claim.node !== node.id || claim.epoch !== node.epoch) continue;
+      const status = this.#executions.get(id)?.status;
+      if (status === undefined || isTerminal(status)) continue;
+      claim.leaseExpiresAt = leaseExpiresAt;
+      if (claim.cancelRequested) cancelRequested.push(id);
+    }
+    return { cancelRequested };
+  }
+
+  async listNodes(): Promise<readonly NodeRecord[]> {
+    return [...this.#nodes.values()].sort((a, b) => compare(a.id, b.id)).map((n) => structuredClone(n));
+  }
+
+  async setNodeState(nodeId: string, epoch: number, state: NodeState, at: string): Promise<boolean> {
+    const node = this.#nodes.get(nodeId);
+    if (node === undefined || node.epoch !== epoch || node.state === 'dead') return false;
+    this.#nodes.set(nodeId, { ...node, state, heartbeatAt: at });
+    return true;
+  }
+
+  async declareNodeDead(nodeId: string, epoch: number, at: string): Promise<boolean> {
+    const node = this.#nodes.get(nodeId);
+    if (node === undefined || node.epoch !== epoch || node.state === 'dead') return false;
+    if (!leaseExpired(node.leaseExpiresAt, at)) return false;
+    this.#nodes.set(nodeId, { ...node, state: 'dead', epoch: node.epoch + 1 });
+    return true;
+  }
+
+  async claimExecutions(request: ClaimRequest): Promise<readonly ClaimedExecution<ExecutionRecord>[]> {
+    const node = this.#nodes.get(request.nodeId);
+    if (node === undefined || node.epoch !== request.epoch || node.state !== 'live') return [];
+    const excluded = new Set(request.excludeAgents ?? []);
+    const candidates = [...this.#executions.values()]
+      .filter(
+        (r) =>
+          r.status === 'queued' &&
+          (this.#claims.get(r.id)?.node ?? null) === null &&
+          request.runtimes.includes(r.runtime) &&
+          !excluded.has(r.agent.name) &&
+          matchesPlacement(r.placement, request.labels),
+      )
+      .sort(
+        (a, b) =>
+          (b.priority ?? 0) - (a.priority ?? 0) || compare(a.createdAt, b.createdAt) || compare(a.id, b.id),
+      )
+      .slice(0, Math.max(0, request.limit));
+    return candidates.map((record) => this.#take(record, request, request.at, request.leaseMs));
+  }
+
+  #take(
+    record: ExecutionRecord,
+    claimant: { readonly nodeId: string; readonly epoch: number; readonly owner: ExecutionRecord['owner'] },
+    at: string,
+    leaseMs: number,
+  ): ClaimedExecution<ExecutionRecord> {
+    const fence = (this.#claims.get(record.id)?.fence ?? 0) + 1;
+    this.#claims.set(record.id, {
+      node: claimant.nodeId,
+      epoch: claimant.epoch,
+      fence,
+      leaseExpiresAt: isoPlus(at, leaseMs),
+      cancelRequested: this.#claims.get(record.id)?.cancelRequested ?? false,
+    });
+    const next = stored({ ...record, owner: claimant.owner });
+    this.#executions.set(record.id, next);
+    return { record: this.#view(next), fence: { nodeId: claimant.nodeId, epoch: claimant.epoch, fence } };
+  }
+
+  async listOrphanedExecutions(): Promise<readonly ClaimedExecution<ExecutionRecord>[]> {
+    const orphans: ClaimedExecution<ExecutionRecord>[] = [];
+    for (const record of [...this.#executions.values()].sort(
+      (a, b) => compare(a.createdAt, b.createdAt) || compare(a.id, b.id),
+    )) {
+      const claim = this.#claims.get(record.id);
+      if (claim === undefined || claim.node === null) continue;
+      if (isTerminal(record.status)) continue;
+      const node = this.#nodes.get(claim.node);
+      if (node !== undefined && node.state !== 'dead' && node.epoch === claim.epoch) continue;
+      orphans.push({
+        record: this.#view(record),
+        fence: { nodeId: claim.node, epoch: claim.epoch, fence: claim.fence },
+      });
+    }
+    return orphans;
+  }
+
+  async takeOverExecution(
+    id: string,
+    expected: ExecutionFence,
+    claimant: { readonly nodeId: string; readonly epoch: number; readonly owner: ExecutionRecord['owner'] },
+    at: string,
+    leaseMs: number,
+  ): Promise<ClaimedExecution<ExecutionRecord> | undefined> {
+    const record = this.#executions.get(id);
+    const claim = this.#claims.get(id);
+    if (record === undefined || claim === undefined || isTerminal(record.status)) return undefined;
+    if (claim.node !== expected.nodeId || claim.epoch !== expected.epoch || claim.fence !== expected.fence)
+      return undefined;
+    return this.#take(record, claimant, at, leaseMs);
+  }
+
+  async updateQueuedExecution(id: string, patch: ExecutionPatch): Promise<ExecutionRecord | undefined> {
+    const record = this.#executions.get(id);
+    if (record === undefined || record.status !== 'queued') return undefined;
+    if ((this.#claims.get(id)?.node ?? null) !== null) return undefined;
+    const claim = this.#claims.get(id);
+    this.#claims.set(id, {
+      node: null,
+      epoch: 0,
+      fence: (claim?.fence ?? 0) + 1,
+      leaseExpiresAt: null,
+      cancelRequested: false,
+    });
+    return this.updateExecution(id, patch);
+  }
+
+  async requestCancel(id: string): Promise<boolean> {
+    const record = this.#executions.get(id);
+    if (record === undefined || isTerminal(record.status)) return false;
+    const claim = this.#claims.get(id);
+    if (claim === undefined) {
+      this.#claims.set(id, { node: null, epoch: 0, fence: 0, leaseExpiresAt: null, cancelRequested: true });
+    } else {
+      claim.cancelRequested = true;
+    }
+    return true;
+  }
+
+  async countQueued(): Promise<number> {
+    let queued = 0;
+    for (const record of this.#executions.values()) if (record.status === 'queued') queued++;
+    return queued;
+  }
+
+  async signal(topic: ClusterTopic, id: string): Promise<void> {
+    for (const listener of [...this.#listeners]) {
+      try {
+        listener(topic, id);
+      } catch {
+        // a listener's failure is its own
+      }
+    }
+  }
+
+  onSignal(listener: (topic: ClusterTopic, id: string) => void): () => void {
+    this.#listeners.add(listener);
+    return () => this.#listeners.delete(listener);
   }
 
   async listExecutions(query: ListExecutionsQuery = {}): Promise<readonly ExecutionRecord[]> {
@@ -95,7 +325,7 @@ export class MemoryStore implements Store {
     return matching
       .sort((a, b) => compare(b.createdAt, a.createdAt) || compare(b.id, a.id))
       .slice(0, listLimit(query.limit))
-      .map((r) => structuredClone(r));
+      .map((r) => this.#view(r));
   }
 
   /** Oldest first. */
@@ -103,7 +333,7 @@ export class MemoryStore implements Store {
     return [...this.#executions.values()]
       .filter((r) => !isTerminal(r.status))
       .sort((a, b) => compare(a.createdAt, b.createdAt) || compare(a.id, b.id))
-      .map((r) => structuredClone(r));
+      .map((r) => this.#view(r));
   }
 
   async appendLogs(executionId: string, lines: readonly NewLogLine[]): Promise<void> {

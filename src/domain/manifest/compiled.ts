@@ -129,6 +129,8 @@ export interface ScalingSpec {
   readonly maxConcurrent: number | null;
   /** Pool scales to zero after this long without an execution. @default 5 minutes */
   readonly idleTimeoutMs: number;
+  /** Queue the execution again when its node dies mid-run (ADR 0101). @default false */
+  readonly retryOnNodeLoss?: boolean;
 }
 
 export const DEFAULT_IDLE_TIMEOUT_MS = 5 * 60_000;
@@ -306,6 +308,7 @@ export function compileManifest(manifest: AgentManifest, manifestDir: string): C
         spec.scaling.idleTimeout === undefined
           ? DEFAULT_IDLE_TIMEOUT_MS
           : unwrap(parseDuration(spec.scaling.idleTimeout)),
+      ...(spec.scaling.retryOnNodeLoss ? { retryOnNodeLoss: true } : {}),
     },
     ...(Object.keys(spec.placement.labels).length > 0
       ? { placement: { labels: spec.placement.labels } }

@@ -177,6 +177,10 @@ export const Scaling = z
     idleTimeout: Duration.optional().meta({
       description: 'Scale the warm pool to zero after this long without an execution (default 5m).',
     }),
+    retryOnNodeLoss: z.boolean().optional().meta({
+      description:
+        'In a cluster: when the node running an execution of this agent dies, queue it again (another node runs it from the start) instead of failing it with reason node-lost. Only for agents that can safely run twice. @default false',
+    }),
   })
   .meta({ description: 'How a server keeps this agent ready (ignored by `aegis run`).' });
 export type Scaling = z.infer<typeof Scaling>;

@@ -143,6 +143,38 @@ export const MIGRATIONS: readonly Migration[] = [
   },
   {
     id: 5,
+    name: 'cluster: node registry; executions claimed by a node with a fence and a lease (ADR 0101)',
+    sql: `
+      CREATE TABLE nodes (
+        id               TEXT COLLATE "C" PRIMARY KEY,
+        kind             TEXT NOT NULL,
+        state            TEXT NOT NULL,
+        labels_json      JSONB NOT NULL,
+        runtimes_json    JSONB NOT NULL,
+        capacity         INTEGER NOT NULL,
+        host             TEXT NOT NULL,
+        version          TEXT NOT NULL,
+        started_at       TEXT NOT NULL,
+        heartbeat_at     TEXT NOT NULL,
+        lease_expires_at TEXT COLLATE "C" NOT NULL,
+        epoch            BIGINT NOT NULL
+      );
+      -- The node holding an execution (NULL: queued, or aegis run), its epoch when it claimed, the fencing token
+      -- (incremented on every claim and takeover) and the claim's lease.
+      ALTER TABLE executions ADD COLUMN node_id TEXT COLLATE "C";
+      ALTER TABLE executions ADD COLUMN node_epoch BIGINT;
+      ALTER TABLE executions ADD COLUMN fence BIGINT NOT NULL DEFAULT 0;
+      ALTER TABLE executions ADD COLUMN lease_expires_at TEXT COLLATE "C";
+      ALTER TABLE executions ADD COLUMN cancel_requested BOOLEAN NOT NULL DEFAULT false;
+      -- spec.placement.labels at submit (NULL: any node; matched with jsonb containment) and the claim priority.
+      ALTER TABLE executions ADD COLUMN placement_json JSONB;
+      ALTER TABLE executions ADD COLUMN priority INTEGER NOT NULL DEFAULT 0;
+      CREATE INDEX executions_queue ON executions (priority DESC, created_at, id) WHERE status = 'queued';
+      CREATE INDEX executions_by_node ON executions (node_id) WHERE node_id IS NOT NULL;
+    `,
+  },
+  {
+    id: 6,
     name: 'edge nodes: single-use enrolment tokens (hashed) and enrolled edges (ADR 0108)',
     sql: `
       CREATE TABLE edge_tokens (

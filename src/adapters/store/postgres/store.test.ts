@@ -92,6 +92,59 @@ function postgresTests(url: string): void {
       return store;
     }
 
+    it('two nodes on two connection pools claim disjoint executions (FOR UPDATE SKIP LOCKED) and all of them', async () => {
+      const a = await openStore({ poolSize: 4 });
+      const b = await openStore({ poolSize: 4 });
+      const t0 = '2025-06-01T00:00:00.000Z';
+      for (const id of ['na', 'nb']) {
+        await a.registerNode({
+          id,
+          kind: 'server',
+          labels: {},
+          runtimes: ['sandbox'],
+          capacity: 4,
+          host: id,
+          version: '0',
+          at: t0,
+          leaseMs: 60_000,
+        });
+      }
+      const total = 60;
+      for (let i = 0; i < total; i++) {
+        await a.createExecution(
+          record({ id: `e${String(i).padStart(3, '0')}`, status: 'queued', createdAt: t0 }),
+        );
+      }
+      const drain = async (store: PostgresStore, nodeId: string): Promise<string[]> => {
+        const got: string[] = [];
+        for (;;) {
+          // Several claims in flight per node, as concurrent pumps would issue them.
+          const batches = await Promise.all(
+            [0, 1, 2].map(() =>
+              store.claimExecutions({
+                nodeId,
+                epoch: 1,
+                labels: {},
+                runtimes: ['sandbox'],
+                limit: 3,
+                owner: { host: nodeId, pid: 1, startTicks: 1 },
+                at: t0,
+                leaseMs: 60_000,
+              }),
+            ),
+          );
+          const ids = batches.flat().map((c) => c.record.id);
+          if (ids.length === 0) return got;
+          got.push(...ids);
+        }
+      };
+      const [fromA, fromB] = await Promise.all([drain(a, 'na'), drain(b, 'nb')]);
+      const all = [...fromA, ...fromB];
+      assert.equal(new Set(all).size, all.length, 'no execution claimed twice');
+      assert.equal(all.length, total);
+      assert.ok(fromA.length > 0 && fromB.length > 0, `both nodes claimed (${fromA.length}/${fromB.length})`);
+    });
+
     async function appliedMigrations(): Promise<number[]> {
       const { rows } = await admin.query<{ id: number }>(
         `SELECT id FROM ${schema}.schema_migrations ORDER BY id`,

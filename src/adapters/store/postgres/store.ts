@@ -9,8 +9,11 @@
  */
 import pg from 'pg';
 import type {
+  ClaimRequest,
+  ClusterTopic,
   DeployOutcome,
   ExecutionPatch,
+  Heartbeat,
   ListExecutionsQuery,
   LlmSpend,
   NewAgentRevision,
@@ -18,6 +21,17 @@ import type {
   Store,
 } from '../../../app/ports.ts';
 import type { ApiKeyRecord, RateLimit, Scope } from '../../../domain/auth/api-key.ts';
+import {
+  type ClaimedExecution,
+  type ExecutionFence,
+  fencedOut,
+  isoPlus,
+  type NodeKind,
+  type NodeLabels,
+  type NodeRecord,
+  type NodeRegistration,
+  type NodeState,
+} from '../../../domain/cluster/node.ts';
 import type { AgentRevision, AgentSummary } from '../../../domain/deployment.ts';
 import type { EdgeNodeRecord, EdgeTokenRecord } from '../../../domain/edge/records.ts';
 import { AegisError } from '../../../domain/errors.ts';
@@ -32,9 +46,12 @@ import type {
 } from '../../../domain/execution.ts';
 import type { SandboxRecord } from '../../../domain/live-sandbox.ts';
 import {
+  CLAIMED_STATUSES,
   COLUMNS,
+  INSERT_COLUMNS,
   KEY_COLUMNS,
   listLimit,
+  NODE_COLUMNS,
   REVISION_COLUMNS,
   SUMMARY_SELECT,
   toJson,
@@ -73,7 +90,31 @@ interface ExecutionRow {
   readonly duration_ms: number | null;
   readonly owner_json: OwnerRef | null;
   readonly usage_json: ExecutionUsage | null;
+  readonly placement_json: Record<string, string> | null;
+  readonly priority: number;
+  readonly node_id: string | null;
 }
+
+interface NodeRow {
+  readonly id: string;
+  readonly kind: string;
+  readonly state: string;
+  readonly labels_json: NodeLabels;
+  readonly runtimes_json: string[];
+  readonly capacity: number;
+  readonly host: string;
+  readonly version: string;
+  readonly started_at: string;
+  readonly heartbeat_at: string;
+  readonly lease_expires_at: string;
+  /** BIGINT arrives as a string. */
+  readonly epoch: string;
+}
+
+const CLAIMED_SQL = `(${CLAIMED_STATUSES.map((status) => `'${status}'`).join(', ')})`;
+const PREFIXED_COLUMNS = COLUMNS.split(', ')
+  .map((column) => `e.${column}`)
+  .join(', ');
 
 interface LogRow {
   readonly seq: number;
@@ -121,6 +162,12 @@ export class PostgresStore implements Store {
   readonly #schema: string;
   /** The URL without its password: the only form that appears in messages. */
   readonly #where: string;
+  /** What the LISTEN connection is opened with (the pool's settings). */
+  readonly #clientConfig: pg.ClientConfig;
+  /** The NOTIFY channel of this schema: nodes on other schemas never hear it. */
+  readonly #channel: string;
+  readonly #listeners = new Set<(topic: ClusterTopic, id: string) => void>();
+  #listener: pg.Client | undefined;
   #closed = false;
 
   /**
@@ -140,14 +187,14 @@ export class PostgresStore implements Store {
       throw new AegisError('USAGE', `poolSize must be a whole number ≥ 1, got ${poolSize}`);
     }
     const { connectionString, where, startupOptions } = parseUrl(url);
-    const pool = new pg.Pool({
+    const clientConfig: pg.ClientConfig = {
       connectionString,
-      max: poolSize,
       connectionTimeoutMillis: options.connectTimeoutMs ?? 10_000,
       application_name: 'aegis',
       // Every connection resolves unqualified names in our schema. The name was checked above: no quoting needed.
       options: `${startupOptions} -c search_path=${schema}`.trim(),
-    });
+    };
+    const pool = new pg.Pool({ ...clientConfig, max: poolSize });
     // A pooled idle connection that dies (server restart) emits 'error' on the pool; without a listener that would
     // crash the process. The next query opens a new connection, or reports UNAVAILABLE.
     pool.on('error', () => {});
@@ -162,13 +209,15 @@ export class PostgresStore implements Store {
       await pool.end().catch(() => {});
       throw mapError(error, where);
     }
-    return new PostgresStore(pool, schema, where);
+    return new PostgresStore(pool, schema, where, clientConfig);
   }
 
-  private constructor(pool: pg.Pool, schema: string, where: string) {
+  private constructor(pool: pg.Pool, schema: string, where: string, clientConfig: pg.ClientConfig) {
     this.#pool = pool;
     this.#schema = schema;
     this.#where = where;
+    this.#clientConfig = clientConfig;
+    this.#channel = `aegis_${schema}`.slice(0, 63);
   }
 
   // -------------------------------------------------------------------------------------------------------------
@@ -177,7 +226,7 @@ export class PostgresStore implements Store {
   async createExecution(record: ExecutionRecord): Promise<void> {
     try {
       await this.#query(
-        `INSERT INTO executions (${COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)`,
+        `INSERT INTO executions (${INSERT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)`,
         [
           record.id,
           record.agent.name,
@@ -196,6 +245,8 @@ export class PostgresStore implements Store {
           record.durationMs,
           record.owner === null ? null : JSON.stringify(record.owner),
           record.usage === undefined ? null : JSON.stringify(record.usage),
+          record.placement === undefined ? null : JSON.stringify(record.placement),
+          record.priority ?? 0,
         ],
       );
     } catch (error) {
@@ -206,7 +257,25 @@ export class PostgresStore implements Store {
     }
   }
 
-  async updateExecution(id: string, patch: ExecutionPatch): Promise<ExecutionRecord> {
+  async updateExecution(id: string, patch: ExecutionPatch, fence?: ExecutionFence): Promise<ExecutionRecord> {
+    const { rows } = await this.#query<ExecutionRow>(...this.#updateSql(id, patch, fence));
+    const row = rows[0];
+    if (row === undefined) {
+      if (fence !== undefined) {
+        const holder = await this.#query<{ node_id: string | null; fence: string }>(
+          'SELECT node_id, fence FROM executions WHERE id = $1',
+          [id],
+        );
+        const now = holder.rows[0];
+        if (now !== undefined) throw fencedOut(id, fence, { node: now.node_id, fence: Number(now.fence) });
+      }
+      throw new AegisError('NOT_FOUND', `no execution with id ${id}`, { details: { id } });
+    }
+    return toRecord(row);
+  }
+
+  /** The UPDATE (or, for an empty patch, SELECT) of `patch`, conditional on `fence` when given. */
+  #updateSql(id: string, patch: ExecutionPatch, fence?: ExecutionFence): [string, unknown[]] {
     const params: unknown[] = [id];
     const sets: string[] = [];
     const set = (column: string, value: unknown) => {
@@ -225,15 +294,20 @@ export class PostgresStore implements Store {
     if (patch.owner !== undefined)
       set('owner_json', patch.owner === null ? null : JSON.stringify(patch.owner));
     if (patch.usage !== undefined) set('usage_json', JSON.stringify(patch.usage));
+    if (patch.unclaim) sets.push('node_id = NULL', 'lease_expires_at = NULL', 'cancel_requested = false');
+    let where = 'id = $1';
+    if (fence !== undefined) {
+      params.push(fence.nodeId, fence.fence, fence.epoch);
+      const [node, token, epoch] = [params.length - 2, params.length - 1, params.length];
+      where +=
+        ` AND node_id = $${node} AND fence = $${token} AND EXISTS (SELECT 1 FROM nodes n ` +
+        `WHERE n.id = $${node} AND n.epoch = $${epoch} AND n.state <> 'dead')`;
+    }
     const sql =
       sets.length === 0
-        ? `SELECT ${COLUMNS} FROM executions WHERE id = $1`
-        : `UPDATE executions SET ${sets.join(', ')} WHERE id = $1 RETURNING ${COLUMNS}`;
-    const { rows } = await this.#query<ExecutionRow>(sql, params);
-    const row = rows[0];
-    if (row === undefined)
-      throw new AegisError('NOT_FOUND', `no execution with id ${id}`, { details: { id } });
-    return toRecord(row);
+        ? `SELECT ${COLUMNS} FROM executions WHERE ${where}`
+        : `UPDATE executions SET ${sets.join(', ')} WHERE ${where} RETURNING ${COLUMNS}`;
+    return [sql, params];
   }
 
   async getExecution(id: string): Promise<ExecutionRecord | undefined> {
@@ -623,10 +697,238 @@ export class PostgresStore implements Store {
     return rows.map((row) => JSON.parse(row.record_json) as SandboxRecord);
   }
 
-  /** Closes the pool (waiting for queries in flight). Idempotent. */
+  // -------------------------------------------------------------------------------------------------------------
+  // Cluster (ADR 0101): the node registry, claims with FOR UPDATE SKIP LOCKED, fencing, LISTEN/NOTIFY.
+
+  async registerNode(registration: NodeRegistration): Promise<NodeRecord> {
+    const { rows } = await this.#query<NodeRow>(
+      `INSERT INTO nodes (${NODE_COLUMNS}) VALUES ($1, $2, 'live', $3, $4, $5, $6, $7, $8, $8, $9, 1)
+       ON CONFLICT (id) DO UPDATE SET kind = EXCLUDED.kind, state = 'live', labels_json = EXCLUDED.labels_json,
+         runtimes_json = EXCLUDED.runtimes_json, capacity = EXCLUDED.capacity, host = EXCLUDED.host,
+         version = EXCLUDED.version, started_at = EXCLUDED.started_at, heartbeat_at = EXCLUDED.heartbeat_at,
+         lease_expires_at = EXCLUDED.lease_expires_at, epoch = nodes.epoch + 1
+       RETURNING ${NODE_COLUMNS}`,
+      [
+        registration.id,
+        registration.kind,
+        JSON.stringify(registration.labels),
+        JSON.stringify(registration.runtimes),
+        registration.capacity,
+        registration.host,
+        registration.version,
+        registration.at,
+        isoPlus(registration.at, registration.leaseMs),
+      ],
+    );
+    return toNode(rows[0]!);
+  }
+
+  async heartbeatNode(
+    heartbeat: Heartbeat,
+  ): Promise<{ readonly cancelRequested: readonly string[] } | undefined> {
+    const lease = isoPlus(heartbeat.at, heartbeat.leaseMs);
+    return this.#transaction(async (client) => {
+      const renewed = await client.query(
+        "UPDATE nodes SET heartbeat_at = $3, lease_expires_at = $4 WHERE id = $1 AND epoch = $2 AND state <> 'dead'",
+        [heartbeat.nodeId, heartbeat.epoch, heartbeat.at, lease],
+      );
+      if (renewed.rowCount === 0) return undefined;
+      const { rows } = await client.query<{ id: string; cancel_requested: boolean }>(
+        `UPDATE executions SET lease_expires_at = $3 WHERE node_id = $1 AND node_epoch = $2 AND status IN ${CLAIMED_SQL} ` +
+          'RETURNING id, cancel_requested',
+        [heartbeat.nodeId, heartbeat.epoch, lease],
+      );
+      return { cancelRequested: rows.filter((row) => row.cancel_requested).map((row) => row.id) };
+    });
+  }
+
+  async listNodes(): Promise<readonly NodeRecord[]> {
+    const { rows } = await this.#query<NodeRow>(`SELECT ${NODE_COLUMNS} FROM nodes ORDER BY id`);
+    return rows.map(toNode);
+  }
+
+  async setNodeState(nodeId: string, epoch: number, state: NodeState, at: string): Promise<boolean> {
+    const { rowCount } = await this.#query(
+      "UPDATE nodes SET state = $3, heartbeat_at = $4 WHERE id = $1 AND epoch = $2 AND state <> 'dead'",
+      [nodeId, epoch, state, at],
+    );
+    return (rowCount ?? 0) > 0;
+  }
+
+  async declareNodeDead(nodeId: string, epoch: number, at: string): Promise<boolean> {
+    const { rowCount } = await this.#query(
+      "UPDATE nodes SET state = 'dead', epoch = epoch + 1 WHERE id = $1 AND epoch = $2 AND state <> 'dead' AND lease_expires_at < $3",
+      [nodeId, epoch, at],
+    );
+    return (rowCount ?? 0) > 0;
+  }
+
+  async claimExecutions(request: ClaimRequest): Promise<readonly ClaimedExecution<ExecutionRecord>[]> {
+    if (request.limit <= 0 || request.runtimes.length === 0) return [];
+    const { rows } = await this.#query<ExecutionRow & { fence: string }>(
+      `WITH picked AS (
+         SELECT id FROM executions
+         WHERE status = 'queued' AND node_id IS NULL AND runtime = ANY($1::text[])
+           AND NOT (agent_name = ANY($2::text[]))
+           AND (placement_json IS NULL OR placement_json <@ $3::jsonb)
+           AND EXISTS (SELECT 1 FROM nodes WHERE id = $4 AND epoch = $5 AND state = 'live')
+         ORDER BY priority DESC, created_at, id
+         LIMIT $6
+         FOR UPDATE SKIP LOCKED
+       )
+       UPDATE executions e SET node_id = $4, node_epoch = $5, fence = e.fence + 1, lease_expires_at = $7,
+         owner_json = $8
+       FROM picked WHERE e.id = picked.id
+       RETURNING ${PREFIXED_COLUMNS}, e.fence`,
+      [
+        request.runtimes,
+        request.excludeAgents ?? [],
+        JSON.stringify(request.labels),
+        request.nodeId,
+        request.epoch,
+        request.limit,
+        isoPlus(request.at, request.leaseMs),
+        JSON.stringify(request.owner),
+      ],
+    );
+    return rows
+      .sort(
+        (a, b) =>
+          b.priority - a.priority ||
+          (a.created_at < b.created_at ? -1 : a.created_at > b.created_at ? 1 : a.id < b.id ? -1 : 1),
+      )
+      .map((row) => ({
+        record: toRecord(row),
+        fence: { nodeId: request.nodeId, epoch: request.epoch, fence: Number(row.fence) },
+      }));
+  }
+
+  async listOrphanedExecutions(): Promise<readonly ClaimedExecution<ExecutionRecord>[]> {
+    const { rows } = await this.#query<ExecutionRow & { node_epoch: string; fence: string }>(
+      `SELECT ${PREFIXED_COLUMNS}, e.node_epoch, e.fence FROM executions e LEFT JOIN nodes n ON n.id = e.node_id
+       WHERE e.node_id IS NOT NULL AND e.status IN ${CLAIMED_SQL}
+         AND (n.id IS NULL OR n.state = 'dead' OR n.epoch <> e.node_epoch)
+       ORDER BY e.created_at, e.id`,
+    );
+    return rows.map((row) => ({
+      record: toRecord(row),
+      fence: { nodeId: row.node_id ?? '', epoch: Number(row.node_epoch), fence: Number(row.fence) },
+    }));
+  }
+
+  async takeOverExecution(
+    id: string,
+    expected: ExecutionFence,
+    claimant: { readonly nodeId: string; readonly epoch: number; readonly owner: OwnerRef },
+    at: string,
+    leaseMs: number,
+  ): Promise<ClaimedExecution<ExecutionRecord> | undefined> {
+    const { rows } = await this.#query<ExecutionRow & { fence: string }>(
+      `UPDATE executions e SET node_id = $5, node_epoch = $6, fence = e.fence + 1, lease_expires_at = $7,
+         owner_json = $8
+       WHERE e.id = $1 AND e.node_id = $2 AND e.node_epoch = $3 AND e.fence = $4 AND e.status IN ${CLAIMED_SQL}
+       RETURNING ${PREFIXED_COLUMNS}, e.fence`,
+      [
+        id,
+        expected.nodeId,
+        expected.epoch,
+        expected.fence,
+        claimant.nodeId,
+        claimant.epoch,
+        isoPlus(at, leaseMs),
+        JSON.stringify(claimant.owner),
+      ],
+    );
+    const row = rows[0];
+    return row === undefined
+      ? undefined
+      : {
+          record: toRecord(row),
+          fence: { nodeId: claimant.nodeId, epoch: claimant.epoch, fence: Number(row.fence) },
+        };
+  }
+
+  async updateQueuedExecution(id: string, patch: ExecutionPatch): Promise<ExecutionRecord | undefined> {
+    return this.#transaction(async (client) => {
+      const bumped = await client.query(
+        "UPDATE executions SET fence = fence + 1 WHERE id = $1 AND status = 'queued' AND node_id IS NULL",
+        [id],
+      );
+      if (bumped.rowCount === 0) return undefined;
+      const { rows } = await client.query<ExecutionRow>(...this.#updateSql(id, patch));
+      return rows[0] === undefined ? undefined : toRecord(rows[0]);
+    });
+  }
+
+  async requestCancel(id: string): Promise<boolean> {
+    const { rowCount } = await this.#query(
+      'UPDATE executions SET cancel_requested = true WHERE id = $1 AND status = ANY($2::text[])',
+      [id, UNFINISHED_STATUSES],
+    );
+    return (rowCount ?? 0) > 0;
+  }
+
+  async countQueued(): Promise<number> {
+    const { rows } = await this.#query<{ n: string }>(
+      "SELECT COUNT(*) AS n FROM executions WHERE status = 'queued'",
+    );
+    return Number(rows[0]?.n ?? 0);
+  }
+
+  /** NOTIFY on this schema's channel: every node LISTENing on it (this one too) hears `topic:id`. */
+  async signal(topic: ClusterTopic, id: string): Promise<void> {
+    await this.#query('SELECT pg_notify($1, $2)', [this.#channel, `${topic}:${id}`]);
+  }
+
+  onSignal(listener: (topic: ClusterTopic, id: string) => void): () => void {
+    this.#listeners.add(listener);
+    if (this.#listener === undefined) void this.#listen();
+    return () => {
+      this.#listeners.delete(listener);
+    };
+  }
+
+  /** One dedicated connection LISTENs; when it breaks it is opened again a second later (nodes poll meanwhile). */
+  async #listen(): Promise<void> {
+    if (this.#closed || this.#listeners.size === 0) return;
+    const client = new pg.Client(this.#clientConfig);
+    this.#listener = client;
+    const retry = () => {
+      if (this.#listener !== client) return;
+      this.#listener = undefined;
+      client.end().catch(() => {});
+      if (!this.#closed) setTimeout(() => void this.#listen(), 1000).unref();
+    };
+    client.on('error', retry);
+    client.on('end', retry);
+    client.on('notification', (message) => {
+      const payload = message.payload ?? '';
+      const at = payload.indexOf(':');
+      if (at === -1) return;
+      const topic = payload.slice(0, at) as ClusterTopic;
+      for (const listener of [...this.#listeners]) {
+        try {
+          listener(topic, payload.slice(at + 1));
+        } catch {
+          // a listener's failure is its own
+        }
+      }
+    });
+    try {
+      await client.connect();
+      await client.query(`LISTEN "${this.#channel}"`);
+    } catch {
+      retry();
+    }
+  }
+
+  /** Closes the pool (waiting for queries in flight) and the LISTEN connection. Idempotent. */
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    const listener = this.#listener;
+    this.#listener = undefined;
+    await listener?.end().catch(() => {});
     await this.#pool.end();
   }
 
@@ -779,6 +1081,26 @@ function toRecord(row: ExecutionRow): ExecutionRecord {
     durationMs: row.duration_ms,
     owner: row.owner_json,
     ...(row.usage_json === null ? {} : { usage: row.usage_json }),
+    ...(row.placement_json === null ? {} : { placement: row.placement_json }),
+    ...(row.priority === 0 ? {} : { priority: row.priority }),
+    ...(row.node_id === null ? {} : { node: row.node_id }),
+  };
+}
+
+function toNode(row: NodeRow): NodeRecord {
+  return {
+    id: row.id,
+    kind: row.kind as NodeKind,
+    state: row.state as NodeState,
+    labels: row.labels_json,
+    runtimes: row.runtimes_json,
+    capacity: row.capacity,
+    host: row.host,
+    version: row.version,
+    startedAt: row.started_at,
+    heartbeatAt: row.heartbeat_at,
+    leaseExpiresAt: row.lease_expires_at,
+    epoch: Number(row.epoch),
   };
 }
 

@@ -145,6 +145,38 @@ export const MIGRATIONS: readonly Migration[] = [
   },
   {
     id: 6,
+    name: 'cluster: node registry; executions claimed by a node with a fence and a lease (ADR 0101)',
+    sql: `
+      CREATE TABLE nodes (
+        id               TEXT PRIMARY KEY NOT NULL,
+        kind             TEXT NOT NULL,
+        state            TEXT NOT NULL,
+        labels_json      TEXT NOT NULL,
+        runtimes_json    TEXT NOT NULL,
+        capacity         INTEGER NOT NULL,
+        host             TEXT NOT NULL,
+        version          TEXT NOT NULL,
+        started_at       TEXT NOT NULL,
+        heartbeat_at     TEXT NOT NULL,
+        lease_expires_at TEXT NOT NULL,
+        epoch            INTEGER NOT NULL
+      );
+      -- The node holding an execution (NULL: queued, or aegis run), its epoch when it claimed, the fencing token
+      -- (incremented on every claim and takeover) and the claim's lease.
+      ALTER TABLE executions ADD COLUMN node_id TEXT;
+      ALTER TABLE executions ADD COLUMN node_epoch INTEGER;
+      ALTER TABLE executions ADD COLUMN fence INTEGER NOT NULL DEFAULT 0;
+      ALTER TABLE executions ADD COLUMN lease_expires_at TEXT;
+      ALTER TABLE executions ADD COLUMN cancel_requested INTEGER NOT NULL DEFAULT 0;
+      -- spec.placement.labels at submit (JSON object; NULL: any node) and the claim priority (judges first).
+      ALTER TABLE executions ADD COLUMN placement_json TEXT;
+      ALTER TABLE executions ADD COLUMN priority INTEGER NOT NULL DEFAULT 0;
+      CREATE INDEX executions_queue ON executions (priority DESC, created_at, id) WHERE status = 'queued';
+      CREATE INDEX executions_by_node ON executions (node_id) WHERE node_id IS NOT NULL;
+    `,
+  },
+  {
+    id: 7,
     name: 'edge nodes: single-use enrolment tokens (hashed) and enrolled edges (ADR 0108)',
     sql: `
       CREATE TABLE edge_tokens (

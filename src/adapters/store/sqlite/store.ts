@@ -14,8 +14,11 @@ import { closeSync, mkdirSync, openSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { DatabaseSync, type SQLInputValue, type StatementSync } from 'node:sqlite';
 import type {
+  ClaimRequest,
+  ClusterTopic,
   DeployOutcome,
   ExecutionPatch,
+  Heartbeat,
   ListExecutionsQuery,
   LlmSpend,
   NewAgentRevision,
@@ -23,6 +26,18 @@ import type {
   Store,
 } from '../../../app/ports.ts';
 import type { ApiKeyRecord, RateLimit, Scope } from '../../../domain/auth/api-key.ts';
+import {
+  type ClaimedExecution,
+  type ExecutionFence,
+  fencedOut,
+  isoPlus,
+  matchesPlacement,
+  type NodeKind,
+  type NodeLabels,
+  type NodeRecord,
+  type NodeRegistration,
+  type NodeState,
+} from '../../../domain/cluster/node.ts';
 import type { AgentRevision, AgentSummary } from '../../../domain/deployment.ts';
 import type { EdgeNodeRecord, EdgeTokenRecord } from '../../../domain/edge/records.ts';
 import { AegisError } from '../../../domain/errors.ts';
@@ -38,9 +53,12 @@ import {
 } from '../../../domain/execution.ts';
 import type { SandboxRecord } from '../../../domain/live-sandbox.ts';
 import {
+  CLAIMED_STATUSES,
   COLUMNS,
+  INSERT_COLUMNS,
   KEY_COLUMNS,
   listLimit,
+  NODE_COLUMNS,
   REVISION_COLUMNS,
   SUMMARY_SELECT,
   toJson,
@@ -66,6 +84,24 @@ interface ExecutionRow {
   readonly duration_ms: number | null;
   readonly owner_json: string | null;
   readonly usage_json: string | null;
+  readonly placement_json: string | null;
+  readonly priority: number;
+  readonly node_id: string | null;
+}
+
+interface NodeRow {
+  readonly id: string;
+  readonly kind: string;
+  readonly state: string;
+  readonly labels_json: string;
+  readonly runtimes_json: string;
+  readonly capacity: number;
+  readonly host: string;
+  readonly version: string;
+  readonly started_at: string;
+  readonly heartbeat_at: string;
+  readonly lease_expires_at: string;
+  readonly epoch: number;
 }
 
 interface LogRow {
@@ -138,6 +174,7 @@ export class SqliteStore implements Store {
   readonly #touchKey: StatementSync;
   /** Last stored seq per execution; an entry is dropped when it may be stale and re-read from the db. */
   readonly #lastSeq = new Map<string, number>();
+  readonly #listeners = new Set<(topic: ClusterTopic, id: string) => void>();
 
   /**
    * Opens (creating if needed) the database at `file` and brings its schema up to date. A missing parent directory
@@ -168,9 +205,9 @@ export class SqliteStore implements Store {
   private constructor(db: DatabaseSync) {
     this.#db = db;
     this.#insertExecution = db.prepare(
-      `INSERT INTO executions (${COLUMNS}) VALUES (:id, :agent_name, :agent_version, :agent_revision, :runtime, ` +
-        ':status, :exit_code, :reason, :input_json, :output_json, :violations_json, :created_at, :started_at, ' +
-        ':finished_at, :duration_ms, :owner_json, :usage_json)',
+      `INSERT INTO executions (${INSERT_COLUMNS}) VALUES (:id, :agent_name, :agent_version, :agent_revision, ` +
+        ':runtime, :status, :exit_code, :reason, :input_json, :output_json, :violations_json, :created_at, ' +
+        ':started_at, :finished_at, :duration_ms, :owner_json, :usage_json, :placement_json, :priority)',
     );
     // One statement for every patch shape: each column changes only when its `set_*` flag is 1.
     const patchable = [
@@ -186,8 +223,13 @@ export class SqliteStore implements Store {
       'usage_json',
     ];
     this.#updateExecution = db.prepare(
-      `UPDATE executions SET ${patchable.map((c) => `${c} = CASE WHEN :set_${c} THEN :${c} ELSE ${c} END`).join(', ')} ` +
-        `WHERE id = :id RETURNING ${COLUMNS}`,
+      `UPDATE executions SET ${patchable.map((c) => `${c} = CASE WHEN :set_${c} THEN :${c} ELSE ${c} END`).join(', ')}, ` +
+        'node_id = CASE WHEN :unclaim THEN NULL ELSE node_id END, ' +
+        'lease_expires_at = CASE WHEN :unclaim THEN NULL ELSE lease_expires_at END, ' +
+        'cancel_requested = CASE WHEN :unclaim THEN 0 ELSE cancel_requested END ' +
+        `WHERE id = :id AND (:fenced = 0 OR (node_id = :fence_node AND fence = :fence AND EXISTS (` +
+        "SELECT 1 FROM nodes n WHERE n.id = :fence_node AND n.epoch = :fence_epoch AND n.state <> 'dead'))) " +
+        `RETURNING ${COLUMNS}`,
     );
     this.#getExecution = db.prepare(`SELECT ${COLUMNS} FROM executions WHERE id = ?`);
     this.#listUnfinished = db.prepare(
@@ -261,6 +303,8 @@ export class SqliteStore implements Store {
         duration_ms: record.durationMs,
         owner_json: record.owner === null ? null : JSON.stringify(record.owner),
         usage_json: record.usage === undefined ? null : JSON.stringify(record.usage),
+        placement_json: record.placement === undefined ? null : JSON.stringify(record.placement),
+        priority: record.priority ?? 0,
       });
     } catch (error) {
       if (isUniqueClash(error)) {
@@ -270,8 +314,34 @@ export class SqliteStore implements Store {
     }
   }
 
-  async updateExecution(id: string, patch: ExecutionPatch): Promise<ExecutionRecord> {
-    const params: Record<string, SQLInputValue> = { id };
+  async updateExecution(id: string, patch: ExecutionPatch, fence?: ExecutionFence): Promise<ExecutionRecord> {
+    const params = this.#patchParams(id, patch, fence);
+    const row = this.#updateExecution.get(params);
+    if (row === undefined) {
+      const holder = this.#db.prepare('SELECT node_id, fence FROM executions WHERE id = ?').get(id);
+      if (holder !== undefined && fence !== undefined) {
+        throw fencedOut(id, fence, {
+          node: (holder['node_id'] as string | null) ?? null,
+          fence: Number(holder['fence']),
+        });
+      }
+      throw new AegisError('NOT_FOUND', `no execution with id ${id}`, { details: { id } });
+    }
+    // A finished execution rarely gets more log lines; forget its counter (a late append re-reads it).
+    if (patch.status !== undefined && isTerminal(patch.status)) this.#lastSeq.delete(id);
+    return toRecord(row as unknown as ExecutionRow);
+  }
+
+  /** The named parameters of the one UPDATE statement for `patch` (columns not given keep their value). */
+  #patchParams(id: string, patch: ExecutionPatch, fence?: ExecutionFence): Record<string, SQLInputValue> {
+    const params: Record<string, SQLInputValue> = {
+      id,
+      unclaim: patch.unclaim ? 1 : 0,
+      fenced: fence === undefined ? 0 : 1,
+      fence_node: fence?.nodeId ?? null,
+      fence: fence?.fence ?? null,
+      fence_epoch: fence?.epoch ?? null,
+    };
     const set = (column: string, value: SQLInputValue | undefined) => {
       params[`set_${column}`] = value === undefined ? 0 : 1;
       params[column] = value === undefined ? null : value;
@@ -289,12 +359,7 @@ export class SqliteStore implements Store {
       patch.owner === undefined ? undefined : patch.owner === null ? null : JSON.stringify(patch.owner),
     );
     set('usage_json', patch.usage === undefined ? undefined : JSON.stringify(patch.usage));
-    const row = this.#updateExecution.get(params);
-    if (row === undefined)
-      throw new AegisError('NOT_FOUND', `no execution with id ${id}`, { details: { id } });
-    // A finished execution rarely gets more log lines; forget its counter (a late append re-reads it).
-    if (patch.status !== undefined && isTerminal(patch.status)) this.#lastSeq.delete(id);
-    return toRecord(row as unknown as ExecutionRow);
+    return params;
   }
 
   async getExecution(id: string): Promise<ExecutionRecord | undefined> {
@@ -591,6 +656,209 @@ export class SqliteStore implements Store {
     return rows.map((row) => JSON.parse(String(row['record_json'])) as SandboxRecord);
   }
 
+  // -------------------------------------------------------------------------------------------------------------
+  // Cluster (ADR 0101). One writer at a time (BEGIN IMMEDIATE) makes every claim and takeover exclusive.
+
+  async registerNode(registration: NodeRegistration): Promise<NodeRecord> {
+    return this.#transaction(() => {
+      const row = this.#db
+        .prepare(
+          `INSERT INTO nodes (${NODE_COLUMNS}) VALUES (?, ?, 'live', ?, ?, ?, ?, ?, ?, ?, ?, 1)
+           ON CONFLICT (id) DO UPDATE SET kind = excluded.kind, state = 'live', labels_json = excluded.labels_json,
+             runtimes_json = excluded.runtimes_json, capacity = excluded.capacity, host = excluded.host,
+             version = excluded.version, started_at = excluded.started_at, heartbeat_at = excluded.heartbeat_at,
+             lease_expires_at = excluded.lease_expires_at, epoch = nodes.epoch + 1
+           RETURNING ${NODE_COLUMNS}`,
+        )
+        .get(
+          registration.id,
+          registration.kind,
+          JSON.stringify(registration.labels),
+          JSON.stringify(registration.runtimes),
+          registration.capacity,
+          registration.host,
+          registration.version,
+          registration.at,
+          registration.at,
+          isoPlus(registration.at, registration.leaseMs),
+        );
+      return toNode(row as unknown as NodeRow);
+    });
+  }
+
+  async heartbeatNode(
+    heartbeat: Heartbeat,
+  ): Promise<{ readonly cancelRequested: readonly string[] } | undefined> {
+    return this.#transaction(() => {
+      const lease = isoPlus(heartbeat.at, heartbeat.leaseMs);
+      const renewed = this.#db
+        .prepare(
+          "UPDATE nodes SET heartbeat_at = ?, lease_expires_at = ? WHERE id = ? AND epoch = ? AND state <> 'dead'",
+        )
+        .run(heartbeat.at, lease, heartbeat.nodeId, heartbeat.epoch);
+      if (Number(renewed.changes) === 0) return undefined;
+      const held = `node_id = ? AND node_epoch = ? AND status IN (${CLAIMED_STATUSES.map((s) => `'${s}'`).join(', ')})`;
+      this.#db
+        .prepare(`UPDATE executions SET lease_expires_at = ? WHERE ${held}`)
+        .run(lease, heartbeat.nodeId, heartbeat.epoch);
+      const cancelRequested = this.#db
+        .prepare(`SELECT id FROM executions WHERE ${held} AND cancel_requested = 1`)
+        .all(heartbeat.nodeId, heartbeat.epoch)
+        .map((row) => String(row['id']));
+      return { cancelRequested };
+    });
+  }
+
+  async listNodes(): Promise<readonly NodeRecord[]> {
+    return this.#db
+      .prepare(`SELECT ${NODE_COLUMNS} FROM nodes ORDER BY id`)
+      .all()
+      .map((row) => toNode(row as unknown as NodeRow));
+  }
+
+  async setNodeState(nodeId: string, epoch: number, state: NodeState, at: string): Promise<boolean> {
+    const changed = this.#db
+      .prepare("UPDATE nodes SET state = ?, heartbeat_at = ? WHERE id = ? AND epoch = ? AND state <> 'dead'")
+      .run(state, at, nodeId, epoch);
+    return Number(changed.changes) > 0;
+  }
+
+  async declareNodeDead(nodeId: string, epoch: number, at: string): Promise<boolean> {
+    const changed = this.#db
+      .prepare(
+        "UPDATE nodes SET state = 'dead', epoch = epoch + 1 WHERE id = ? AND epoch = ? AND state <> 'dead' AND lease_expires_at < ?",
+      )
+      .run(nodeId, epoch, at);
+    return Number(changed.changes) > 0;
+  }
+
+  async claimExecutions(request: ClaimRequest): Promise<readonly ClaimedExecution<ExecutionRecord>[]> {
+    if (request.limit <= 0 || request.runtimes.length === 0) return [];
+    return this.#transaction(() => {
+      const node = this.#db
+        .prepare("SELECT 1 FROM nodes WHERE id = ? AND epoch = ? AND state = 'live'")
+        .get(request.nodeId, request.epoch);
+      if (node === undefined) return [];
+      const excluded = request.excludeAgents ?? [];
+      const candidates = this.#db
+        .prepare(
+          `SELECT id, placement_json FROM executions WHERE status = 'queued' AND node_id IS NULL ` +
+            `AND runtime IN (${request.runtimes.map(() => '?').join(', ')}) ` +
+            (excluded.length === 0 ? '' : `AND agent_name NOT IN (${excluded.map(() => '?').join(', ')}) `) +
+            'ORDER BY priority DESC, created_at, id',
+        )
+        .iterate(...request.runtimes, ...excluded);
+      const ids: string[] = [];
+      for (const row of candidates) {
+        const placement =
+          row['placement_json'] === null ? undefined : JSON.parse(String(row['placement_json']));
+        if (!matchesPlacement(placement, request.labels)) continue;
+        ids.push(String(row['id']));
+        if (ids.length >= request.limit) break;
+      }
+      return ids.map((id) => this.#take(id, request, request.at, request.leaseMs));
+    });
+  }
+
+  #take(
+    id: string,
+    claimant: { readonly nodeId: string; readonly epoch: number; readonly owner: OwnerRef },
+    at: string,
+    leaseMs: number,
+  ): ClaimedExecution<ExecutionRecord> {
+    const row = this.#db
+      .prepare(
+        'UPDATE executions SET node_id = ?, node_epoch = ?, fence = fence + 1, lease_expires_at = ?, owner_json = ? ' +
+          `WHERE id = ? RETURNING ${COLUMNS}, fence`,
+      )
+      .get(claimant.nodeId, claimant.epoch, isoPlus(at, leaseMs), JSON.stringify(claimant.owner), id) as
+      | (ExecutionRow & { fence: number })
+      | undefined;
+    if (row === undefined) throw new AegisError('INTERNAL', `execution ${id} vanished while claimed`);
+    return {
+      record: toRecord(row),
+      fence: { nodeId: claimant.nodeId, epoch: claimant.epoch, fence: Number(row.fence) },
+    };
+  }
+
+  async listOrphanedExecutions(): Promise<readonly ClaimedExecution<ExecutionRecord>[]> {
+    const rows = this.#db
+      .prepare(
+        `SELECT ${COLUMNS.split(', ')
+          .map((c) => `e.${c}`)
+          .join(', ')}, e.node_epoch, e.fence FROM executions e LEFT JOIN nodes n ON n.id = e.node_id ` +
+          `WHERE e.node_id IS NOT NULL AND e.status IN (${CLAIMED_STATUSES.map((s) => `'${s}'`).join(', ')}) ` +
+          "AND (n.id IS NULL OR n.state = 'dead' OR n.epoch <> e.node_epoch) ORDER BY e.created_at, e.id",
+      )
+      .all() as unknown as (ExecutionRow & { node_epoch: number; fence: number })[];
+    return rows.map((row) => ({
+      record: toRecord(row),
+      fence: { nodeId: row.node_id ?? '', epoch: Number(row.node_epoch), fence: Number(row.fence) },
+    }));
+  }
+
+  async takeOverExecution(
+    id: string,
+    expected: ExecutionFence,
+    claimant: { readonly nodeId: string; readonly epoch: number; readonly owner: OwnerRef },
+    at: string,
+    leaseMs: number,
+  ): Promise<ClaimedExecution<ExecutionRecord> | undefined> {
+    return this.#transaction(() => {
+      const held = this.#db
+        .prepare(
+          `SELECT 1 FROM executions WHERE id = ? AND node_id = ? AND node_epoch = ? AND fence = ? ` +
+            `AND status IN (${CLAIMED_STATUSES.map((s) => `'${s}'`).join(', ')})`,
+        )
+        .get(id, expected.nodeId, expected.epoch, expected.fence);
+      return held === undefined ? undefined : this.#take(id, claimant, at, leaseMs);
+    });
+  }
+
+  async updateQueuedExecution(id: string, patch: ExecutionPatch): Promise<ExecutionRecord | undefined> {
+    return this.#transaction(() => {
+      const bumped = this.#db
+        .prepare(
+          "UPDATE executions SET fence = fence + 1 WHERE id = ? AND status = 'queued' AND node_id IS NULL",
+        )
+        .run(id);
+      if (Number(bumped.changes) === 0) return undefined;
+      const row = this.#updateExecution.get(this.#patchParams(id, patch));
+      return row === undefined ? undefined : toRecord(row as unknown as ExecutionRow);
+    });
+  }
+
+  async requestCancel(id: string): Promise<boolean> {
+    const changed = this.#db
+      .prepare(
+        `UPDATE executions SET cancel_requested = 1 WHERE id = ? AND status IN (${UNFINISHED_STATUSES.map((s) => `'${s}'`).join(', ')})`,
+      )
+      .run(id);
+    return Number(changed.changes) > 0;
+  }
+
+  async countQueued(): Promise<number> {
+    return Number(
+      this.#db.prepare("SELECT COUNT(*) AS n FROM executions WHERE status = 'queued'").get()?.['n'],
+    );
+  }
+
+  async signal(topic: ClusterTopic, id: string): Promise<void> {
+    for (const listener of [...this.#listeners]) {
+      try {
+        listener(topic, id);
+      } catch {
+        // a listener's failure is its own
+      }
+    }
+  }
+
+  /** One process: signals reach this store's listeners only (other processes on the file poll). */
+  onSignal(listener: (topic: ClusterTopic, id: string) => void): () => void {
+    this.#listeners.add(listener);
+    return () => this.#listeners.delete(listener);
+  }
+
   /** Closes the database. Idempotent. */
   async close(): Promise<void> {
     this.#lastSeq.clear();
@@ -663,6 +931,28 @@ function toRecord(row: ExecutionRow): ExecutionRecord {
     durationMs: row.duration_ms,
     owner: row.owner_json === null ? null : (JSON.parse(row.owner_json) as OwnerRef),
     ...(row.usage_json === null ? {} : { usage: JSON.parse(row.usage_json) as ExecutionUsage }),
+    ...(row.placement_json === null
+      ? {}
+      : { placement: JSON.parse(row.placement_json) as Record<string, string> }),
+    ...(row.priority === 0 ? {} : { priority: row.priority }),
+    ...(row.node_id === null ? {} : { node: row.node_id }),
+  };
+}
+
+function toNode(row: NodeRow): NodeRecord {
+  return {
+    id: row.id,
+    kind: row.kind as NodeKind,
+    state: row.state as NodeState,
+    labels: JSON.parse(row.labels_json) as NodeLabels,
+    runtimes: JSON.parse(row.runtimes_json) as string[],
+    capacity: row.capacity,
+    host: row.host,
+    version: row.version,
+    startedAt: row.started_at,
+    heartbeatAt: row.heartbeat_at,
+    leaseExpiresAt: row.lease_expires_at,
+    epoch: Number(row.epoch),
   };
 }
 

@@ -1,0 +1,157 @@
+/**
+ * Two nodes (two `Executions`) sharing one store, over fakes and a ManualClock (ADR 0101): a node whose lease
+ * expires is declared dead and its running execution ends `failed` (node-lost) by the sweeping node; the dead node's
+ * late write is fenced out; a retryable agent's execution is queued again and run by the survivor; cancel works
+ * through a node that does not run the execution.
+ */
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import type { Principal } from '../domain/auth/api-key.ts';
+import { compileManifest } from '../domain/manifest/compiled.ts';
+import { AgentManifest } from '../domain/manifest/schema.ts';
+import { deployAgent } from './agents.ts';
+import { ExecutionEvents } from './execution-events.ts';
+import { Executions } from './executions.ts';
+import { FakeBundles } from './fakes/fake-bundles.ts';
+import { FakeRuntime } from './fakes/fake-runtime.ts';
+import { ManualClock } from './fakes/manual-clock.ts';
+import { MemoryAuditLog } from './fakes/memory-audit-log.ts';
+import { MemoryStore } from './fakes/memory-store.ts';
+
+const admin: Principal = { id: 'key_admin', name: 'admin', scopes: ['admin'], rateLimit: null };
+
+async function until(check: () => boolean | Promise<boolean>, what: string) {
+  const deadline = Date.now() + 5000;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+}
+
+function cluster(agentSpec: Record<string, unknown> = {}) {
+  const clock = new ManualClock();
+  const store = new MemoryStore();
+  const bundles = new FakeBundles();
+  let n = 0;
+  const node = (nodeId: string) => {
+    const runtime = new FakeRuntime(clock);
+    const audit = new MemoryAuditLog({ clock });
+    const events = new ExecutionEvents(clock);
+    const executions = new Executions(
+      {
+        runtime,
+        store,
+        bundles,
+        audit,
+        clock,
+        ids: { executionId: () => `ex_${nodeId}_${++n}` },
+        identity: { current: () => ({ host: `${nodeId}.host`, pid: 1, startTicks: 1 }), isAlive: () => true },
+        events,
+        metrics: { executionFinished: () => {}, sandboxStarted: () => {}, dequeued: () => {} },
+        node: { nodeId, labels: {} },
+      },
+      // Heartbeats only when a test calls heartbeat(): a node that is not called is a paused node.
+      { maxConcurrent: 1, maxQueued: 10, leaseMs: 1000, heartbeatMs: 1e9 },
+    );
+    return { runtime, audit, events, executions };
+  };
+  const deploy = () =>
+    deployAgent(
+      { store, bundles, audit: new MemoryAuditLog({ clock }), clock },
+      admin,
+      FakeBundles.encode(
+        compileManifest(
+          AgentManifest.parse({
+            apiVersion: 'aegis.dev/v1',
+            kind: 'Agent',
+            metadata: { name: 'demo', version: '1.0.0' },
+            spec: { runtime: { language: 'python', entrypoint: 'main.py' }, ...agentSpec },
+          }),
+          '/bundles/demo',
+        ),
+      ),
+    );
+  return { clock, store, node, deploy };
+}
+
+describe('a cluster of two nodes on one store', () => {
+  it('declares a node whose lease expired dead: its execution fails node-lost, its late write is fenced out', async () => {
+    const c = cluster();
+    await c.deploy();
+    const a = c.node('a');
+    a.runtime.script = { hang: true };
+    await a.executions.recover();
+    const record = await a.executions.submit(admin, { agent: 'demo' });
+    await until(async () => (await c.store.getExecution(record.id))?.status === 'running', 'a runs it');
+    assert.equal((await c.store.getExecution(record.id))?.node, 'a');
+
+    const b = c.node('b');
+    await b.executions.recover();
+    await c.clock.advance(1500); // a is paused: no heartbeat
+    await b.executions.heartbeat();
+    const lost = await c.store.getExecution(record.id);
+    assert.equal(lost?.status, 'failed');
+    assert.match(lost?.reason ?? '', /^node-lost: node a /);
+    assert.equal(lost?.node, 'b', 'the sweeping node took it over');
+    assert.deepEqual(
+      (await b.audit.list(record.id)).map((entry) => [entry.kind, entry.data['status']]),
+      [['execution.recovered', 'failed']],
+    );
+    const nodes = await c.store.listNodes();
+    assert.deepEqual(
+      nodes.map((node) => [node.id, node.state]),
+      [
+        ['a', 'dead'],
+        ['b', 'live'],
+      ],
+    );
+
+    // a wakes up: its heartbeat is refused, it aborts the run — whose final write is FENCED — and re-registers.
+    await a.executions.heartbeat();
+    await until(() => a.executions.stats().running === 0, 'a stops its run');
+    const after = await c.store.getExecution(record.id);
+    assert.equal(after?.status, 'failed', 'the late "killed" of the fenced-out node did not overwrite it');
+    assert.match(after?.reason ?? '', /^node-lost/);
+    assert.equal(a.executions.nodeState().epoch, 3, 'registered again under a new epoch');
+    assert.equal((await c.store.listNodes())[0]?.state, 'live');
+  });
+
+  it('queues a retryable agent execution again (spec.scaling.retryOnNodeLoss) and the survivor runs it', async () => {
+    const c = cluster({ scaling: { retryOnNodeLoss: true } });
+    await c.deploy();
+    const a = c.node('a');
+    a.runtime.script = { hang: true };
+    await a.executions.recover();
+    const record = await a.executions.submit(admin, { agent: 'demo' });
+    await until(async () => (await c.store.getExecution(record.id))?.status === 'running', 'a runs it');
+    const b = c.node('b');
+    b.runtime.script = { outcome: { status: 'succeeded', exitCode: 0 } };
+    await b.executions.recover();
+    await c.clock.advance(1500);
+    await b.executions.heartbeat();
+    await until(async () => (await c.store.getExecution(record.id))?.status === 'succeeded', 'b runs it');
+    assert.equal((await c.store.getExecution(record.id))?.node, 'b');
+    const [recovered] = await b.audit.list(record.id);
+    assert.deepEqual([recovered?.kind, recovered?.data['status']], ['execution.recovered', 'queued']);
+  });
+
+  it('cancels through a node that does not run the execution', async () => {
+    const c = cluster();
+    await c.deploy();
+    const a = c.node('a');
+    a.runtime.script = { hang: true };
+    await a.executions.recover();
+    const record = await a.executions.submit(admin, { agent: 'demo' });
+    await until(async () => (await c.store.getExecution(record.id))?.status === 'running', 'a runs it');
+    const b = c.node('b');
+    await b.executions.recover();
+    const final = await b.executions.cancel(admin, record.id);
+    assert.equal(final.status, 'killed');
+    assert.match(final.reason ?? '', /another node/);
+    // A queued one (nobody holds it) is killed by the cancelling node itself.
+    const queued = await a.executions.submit(admin, { agent: 'demo' });
+    await until(async () => (await c.store.getExecution(queued.id))?.status === 'running', 'a runs the next');
+    await b.executions.cancel(admin, queued.id);
+    assert.equal((await c.store.getExecution(queued.id))?.status, 'killed');
+  });
+});
