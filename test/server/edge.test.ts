@@ -18,6 +18,7 @@ import { startTcpProxy, type TcpProxy } from '../support/tcp-proxy.ts';
 import {
   apiCall,
   cli,
+  freshDatabase,
   killServers,
   pollUntil,
   ROOT,
@@ -135,7 +136,9 @@ after(async () => {
   for (const dir of temps) rmSync(dir, { recursive: true, force: true });
 });
 
-describe('edge nodes (real server, real edge processes, real sandbox)', { timeout: 240_000 }, () => {
+describe('edge nodes (real server — PostgreSQL when the test cluster runs —, real edge processes, real sandbox)', {
+  timeout: 240_000,
+}, () => {
   let dirs: ServerDirs;
   let server: ServerProcess;
   let proxy: TcpProxy;
@@ -144,6 +147,7 @@ describe('edge nodes (real server, real edge processes, real sandbox)', { timeou
   let lab: EdgeProcess;
   let labData = '';
   let labId = '';
+  let dropDatabase: (() => Promise<void>) | undefined;
   const api = (method: string, path: string, body?: unknown) =>
     apiCall(server.url, server.adminKey, method, path, body);
 
@@ -205,7 +209,14 @@ describe('edge nodes (real server, real edge processes, real sandbox)', { timeou
   before(async () => {
     dirs = serverDirs();
     temps.push(join(dirs.home, '..'));
-    server = await startServerProcess({ dirs, args: ['--edge-grace', GRACE] });
+    // On PostgreSQL when the test cluster runs (npm test starts it): the cluster's claim path, SKIP LOCKED.
+    const database = await freshDatabase();
+    if (database) dropDatabase = database.drop;
+    server = await startServerProcess({
+      dirs,
+      args: ['--edge-grace', GRACE],
+      ...(database ? { databaseUrl: database.url } : {}),
+    });
     cliEnv = { ...server.env, AEGIS_SERVER: server.url, AEGIS_API_KEY: server.adminKey };
     const target = new URL(server.url);
     proxy = await startTcpProxy({ host: target.hostname, port: Number(target.port) });
@@ -220,6 +231,8 @@ describe('edge nodes (real server, real edge processes, real sandbox)', { timeou
   });
   after(async () => {
     await proxy?.close();
+    await killServers();
+    await dropDatabase?.();
   });
 
   it('enrols an edge with a single-use token; an execution placed by label runs there; logs, result and ledger arrive', async () => {
