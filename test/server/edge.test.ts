@@ -231,6 +231,9 @@ describe('edge nodes (real server — PostgreSQL when the test cluster runs —,
   });
   after(async () => {
     await proxy?.close();
+    if (process.env['AEGIS_TEST_EDGE_SERVER_LOG']) {
+      writeFileSync(process.env['AEGIS_TEST_EDGE_SERVER_LOG'], server?.stderr() ?? '');
+    }
     await killServers();
     await dropDatabase?.();
   });
