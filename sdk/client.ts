@@ -38,9 +38,13 @@ import type {
   ApprovalList,
   AuditEntry,
   AuditList,
+  CreatedEdgeToken,
   CreatedKey,
+  CreateEdgeTokenBody,
   CreateKeyBody,
   DeployResult,
+  EdgeNode,
+  EdgeNodeList,
   ErrorBody,
   Execution,
   ExecutionList,
@@ -638,6 +642,28 @@ export class AegisClient {
   /** Revokes a key; answers with its record (revokedAt set). */
   revokeKey(id: string): Promise<ApiKey> {
     return this.#json('write', { method: 'DELETE', path: `/v1/keys/${enc(id)}` });
+  }
+
+  // ── edge nodes ──────────────────────────────────────────────────────────────────────────────────────────────
+
+  /** A single-use enrolment token for `aegis edge join` (admin); `token` is in this answer only. */
+  createEdgeToken(
+    options: { labels?: Record<string, string>; ttl?: string } = {},
+  ): Promise<CreatedEdgeToken> {
+    const body: CreateEdgeTokenBody = {
+      ...(options.labels === undefined ? {} : { labels: options.labels }),
+      ...(options.ttl === undefined ? {} : { ttl: options.ttl }),
+    };
+    return this.#json('write', { method: 'POST', path: '/v1/edge/tokens', json: body });
+  }
+
+  async listEdgeNodes(): Promise<EdgeNode[]> {
+    return (await this.#json<EdgeNodeList>('read', { method: 'GET', path: '/v1/edge/nodes' })).nodes;
+  }
+
+  /** Revokes an edge: its connection is cut at once and it can never reconnect. */
+  revokeEdgeNode(id: string): Promise<EdgeNode> {
+    return this.#json('write', { method: 'DELETE', path: `/v1/edge/nodes/${enc(id)}` });
   }
 
   // ── approvals ───────────────────────────────────────────────────────────────────────────────────────────────

@@ -245,6 +245,45 @@ export interface CreatedKey {
   record: ApiKey;
 }
 
+/** Edge nodes (docs/adr/0108-edge-node-protocol.md). */
+export interface CreateEdgeTokenBody {
+  /** Labels the enrolled edge gets (placement). */
+  labels?: Record<string, string> | undefined;
+  /** How long the token may be used: 1s to 30d. */
+  ttl?: string | undefined;
+}
+
+export interface EdgeToken {
+  id: string;
+  labels: Record<string, string>;
+  createdAt: string;
+  expiresAt: string;
+  createdBy: string;
+  usedAt: string | null;
+  usedBy: string | null;
+}
+
+export interface CreatedEdgeToken {
+  /** Single use; shown once, only its hash is stored. */
+  token: string;
+  record: EdgeToken;
+}
+
+export interface EdgeNode {
+  id: string;
+  labels: Record<string, string>;
+  runtimes: string[];
+  capacity: number;
+  enrolledAt: string;
+  revokedAt: string | null;
+  connected: boolean;
+  running: number;
+}
+
+export interface EdgeNodeList {
+  nodes: EdgeNode[];
+}
+
 export interface CreateExecutionBody {
   /** Agent name, optionally with `@revision` or `@version`. */
   agent: string;

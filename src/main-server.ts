@@ -3,7 +3,7 @@
  * is set), the runtime, bundles, metrics, and wires the use-cases behind the HTTP/gRPC API. Kept apart from main.ts
  * so CLI commands that don't serve never load Fastify, Connect or pg (CLI start time).
  */
-import { createHash, randomBytes } from 'node:crypto';
+import { createHash, createPublicKey, randomBytes, verify } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { availableParallelism, homedir, totalmem } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -17,6 +17,8 @@ import { SortableIds } from './adapters/ids/ids.ts';
 import { SdkMcpServers } from './adapters/mcp/client.ts';
 import { memoryWiring, openCortex, openEmbedder, openVectorStore } from './adapters/memory/wiring.ts';
 import { PrometheusMetrics } from './adapters/metrics/prometheus.ts';
+import { EdgeHub } from './adapters/runtimes/edge/hub.ts';
+import { EdgeRuntime } from './adapters/runtimes/edge/runtime.ts';
 import { RuntimeRouter } from './adapters/runtimes/registry.ts';
 import { SandboxRuntime } from './adapters/runtimes/sandbox/runtime.ts';
 import { cryptoSecretRandom } from './adapters/secrets/random.ts';
@@ -28,6 +30,7 @@ import { listenHttpApi, type RunningApi } from './api/http/server.ts';
 import { loadRevision } from './app/agents.ts';
 import { ensureFirstAdminKey } from './app/api-keys.ts';
 import { Approvals } from './app/approvals.ts';
+import { EdgeNodes } from './app/edge-nodes.ts';
 import { ExecutionEvents } from './app/execution-events.ts';
 import { Executions } from './app/executions.ts';
 import { LiveSandboxes, type ToolsWiring } from './app/live-sandboxes.ts';
@@ -39,6 +42,7 @@ import { ToolGateway } from './app/tools.ts';
 import { WarmPools } from './app/warm-pools.ts';
 import type { RateLimit } from './domain/auth/api-key.ts';
 import { type NodeIdentity, type NodeLabels, parseNodeLabels } from './domain/cluster/node.ts';
+import { AegisError } from './domain/errors.ts';
 import { jsonSchemaViolation } from './domain/loop/json-schema.ts';
 import { type DeployCeilings, defaultDeployCeilings } from './domain/policy/deploy-ceilings.ts';
 import {
@@ -98,6 +102,11 @@ export interface ServerOptions {
   readonly retention?: RetentionPolicy;
   /** @default 1 hour */
   readonly retentionIntervalMs?: number;
+  /**
+   * How long executions on a disconnected edge node wait for it before they fail `node-lost` (ADR 0108).
+   * @default 30 000
+   */
+  readonly edgeGraceMs?: number;
   /** One JSON object per log event. @default JSON lines on stderr */
   readonly log?: (entry: Record<string, unknown>) => void;
   /**
@@ -137,6 +146,30 @@ export function bundleDir(env: NodeJS.ProcessEnv = process.env): string {
   if (env['AEGIS_BUNDLE_DIR']) return resolve(env['AEGIS_BUNDLE_DIR']);
   if (process.getuid?.() === 0) return '/var/lib/aegis/bundles';
   return join(env['XDG_CACHE_HOME'] || join(homedir(), '.cache'), 'aegis', 'bundles');
+}
+
+/** The deployed bundle of an execution's revision: what an edge node receives to run it. */
+async function deployedBundleOf(
+  store: Store,
+  executionId: string,
+): Promise<{ digest: string; bytes: Uint8Array }> {
+  const record = await store.getExecution(executionId);
+  const revision =
+    record?.agent.revision === undefined
+      ? undefined
+      : (await store.listRevisions(record.agent.name)).find((r) => r.revision === record.agent.revision);
+  const bytes = revision === undefined ? undefined : await store.readBundle(revision.digest);
+  if (revision === undefined || bytes === undefined) {
+    throw new AegisError('NOT_FOUND', `execution ${executionId}: its agent revision's bundle is gone`);
+  }
+  return { digest: revision.digest, bytes };
+}
+
+/** Ed25519 signature check for edge nodes (SPKI PEM key, base64 signature). */
+function verifyEd25519(publicKeyPem: string, message: string, signature: string): boolean {
+  const key = createPublicKey(publicKeyPem);
+  if (key.asymmetricKeyType !== 'ed25519') return false;
+  return verify(null, Buffer.from(message), key, Buffer.from(signature, 'base64'));
 }
 
 /** The node id (flag, env, else $AEGIS_HOME/node-id) and labels (flag, else AEGIS_NODE_LABELS). */
@@ -220,6 +253,23 @@ export async function startServer(
     },
     undefined,
     [sandbox],
+  );
+  // Edge nodes (ADR 0108): agents placed by labels on an enrolled edge run there, through the same runAgent.
+  const edgeNodes = new EdgeNodes({
+    store,
+    hasher: nodeHasher,
+    clock: systemClock,
+    random: cryptoSecretRandom,
+    audit,
+    verify: verifyEd25519,
+  });
+  const edgeHub = new EdgeHub({
+    nodes: edgeNodes,
+    ...(options.edgeGraceMs === undefined ? {} : { graceMs: options.edgeGraceMs }),
+    log,
+  });
+  runtime.setEdge(
+    new EdgeRuntime({ hub: edgeHub, bundleFor: (executionId) => deployedBundleOf(store, executionId) }),
   );
   const bundlesDir = bundleDir(env);
   const bundles = new DirAgentBundles({ dir: bundlesDir });
@@ -350,6 +400,8 @@ export async function startServer(
       log,
       // Fenced out (declared dead while paused or partitioned): the live sandboxes it held are reaped too.
       onFencedOut: () => sandboxes.closeAll(),
+      // This node also claims for the edge nodes connected to it (their labels and capacity; ADR 0108).
+      delegates: () => edgeHub.claimRequests(),
       loop: {
         live: runtime,
         tools: toolGateway,
@@ -505,6 +557,11 @@ export async function startServer(
       { path: sandbox.scratchRoot, shownAs: '<scratch-dir>' },
     ],
     ready: () => ready && executions.stats().accepting,
+    edge: {
+      nodes: edgeNodes,
+      handleUpgrade: (request, socket, head) => edgeHub.handleUpgrade(request, socket, head),
+      view: () => edgeHub.view(),
+    },
   };
   const adminKeyFile = options.adminKeyFile ?? join(config.home, 'admin.key');
   let api: RunningApi | undefined;
@@ -516,6 +573,7 @@ export async function startServer(
   try {
     const first = await ensureFirstAdminKey(keyDeps);
     if (first !== undefined) writeFileSync(adminKeyFile, `${first.key}\n`, { mode: 0o600, flag: 'w' });
+    await edgeHub.load(await store.listEdgeNodes());
     const recovered = await executions.recover();
     const sandboxesReaped = await sandboxes.recover();
     if (sandboxesReaped.length > 0) {
@@ -568,6 +626,7 @@ export async function startServer(
           await mcpServers.close();
           await pools.close();
           await expiry.stop();
+          edgeHub.close();
           try {
             await running.close();
           } finally {

@@ -4,9 +4,12 @@
  * drift apart.
  */
 
+import type { IncomingMessage } from 'node:http';
+import type { Duplex } from 'node:stream';
 import type { AgentDeps } from '../app/agents.ts';
 import { type ApiKeyDeps, authenticate } from '../app/api-keys.ts';
 import type { Approvals } from '../app/approvals.ts';
+import type { EdgeNodes } from '../app/edge-nodes.ts';
 import type { ExecutionEvents } from '../app/execution-events.ts';
 import type { Executions } from '../app/executions.ts';
 import type { LiveSandboxes } from '../app/live-sandboxes.ts';
@@ -20,6 +23,14 @@ import { TokenBuckets } from '../domain/auth/token-bucket.ts';
 import { AegisError } from '../domain/errors.ts';
 import type { RetentionPolicy } from '../domain/retention.ts';
 import type { ServerPath } from './errors.ts';
+
+export interface EdgeEndpoint {
+  readonly nodes: EdgeNodes;
+  /** Takes `GET /v1/edge/connect` upgrades (the edge authenticates inside the protocol, not with an API key). */
+  handleUpgrade(request: IncomingMessage, socket: Duplex, head: Buffer): void;
+  /** Connection state per enrolled edge. */
+  view(): ReadonlyMap<string, { connected: boolean; running: number }>;
+}
 
 export interface ApiContext {
   readonly store: Store;
@@ -54,6 +65,8 @@ export interface ApiContext {
   readonly approvals?: Approvals;
   /** Agent memory (Cortex): `/v1/agents/{name}/memories…`, when the server has it. */
   readonly memory?: OperatorMemoryDeps;
+  /** Edge nodes (docs/adr/0108): enrolment and the hub their WebSockets reach, when the server takes edges. */
+  readonly edge?: EdgeEndpoint;
   /** Server directories (AEGIS_HOME, bundles, scratch) that error answers name instead of showing. */
   readonly serverPaths?: readonly ServerPath[];
   /** True once startup recovery finished and until shutdown begins (readiness). */

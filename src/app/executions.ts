@@ -17,6 +17,7 @@ import {
   type ExecutionFence,
   leaseExpired,
   type NodeIdentity,
+  type NodeLabels,
   nodeLostReason,
 } from '../domain/cluster/node.ts';
 import {
@@ -90,6 +91,18 @@ export interface ExecutionsDeps {
   readonly onFencedOut?: () => Promise<void>;
   /** Log events (JSON-able). */
   readonly log?: (entry: Record<string, unknown>) => void;
+  /**
+   * Claims this node makes on behalf of the nodes it runs work for — edge nodes connected to it (ADR 0108): each
+   * with the edge's labels, its runtimes and free capacity. Such executions hold none of this node's own slots.
+   */
+  readonly delegates?: () => readonly DelegateClaim[];
+}
+
+/** One claim on behalf of another node (an edge): its labels, runtimes (`edge`) and free capacity. */
+export interface DelegateClaim {
+  readonly labels: NodeLabels;
+  readonly runtimes: readonly string[];
+  readonly limit: number;
 }
 
 export interface ExecutionsOptions {
@@ -123,6 +136,8 @@ export interface ExecutionStats {
 
 interface Job {
   record: ExecutionRecord;
+  /** Claimed for a delegate (an edge): runs there, holds none of this node's slots. */
+  readonly delegated?: boolean;
   readonly fence: ExecutionFence;
   readonly controller: AbortController;
   readonly done: Promise<void>;
@@ -150,6 +165,8 @@ export class Executions {
   #queued = 0;
   /** This node's epoch since it (re-)registered; undefined before `recover()` and after `drain()`. */
   #epoch: number | undefined;
+  /** Jobs in #running claimed for delegates (edges). */
+  #delegated = 0;
   #claiming = false;
   #claimAgain = false;
   /** Fenced out, stopping its runs before it registers again: claims nothing meanwhile. */
@@ -778,10 +795,11 @@ export class Executions {
       this.#claimAgain = true;
       return;
     }
-    const free = this.#options.maxConcurrent + this.#lent - this.#running.size;
-    if (free <= 0) return;
+    const free = this.#options.maxConcurrent + this.#lent - (this.#running.size - this.#delegated);
+    const delegates = this.#deps.delegates?.() ?? [];
+    if (free <= 0 && delegates.length === 0) return;
     this.#claiming = true;
-    this.#claim(free)
+    this.#claim(Math.max(0, free), delegates)
       .catch((error) => {
         this.#deps.log?.({ level: 'warn', msg: 'claiming executions failed', error: String(error) });
       })
@@ -794,11 +812,33 @@ export class Executions {
       });
   }
 
-  async #claim(limit: number): Promise<void> {
+  async #claim(limit: number, delegates: readonly DelegateClaim[] = []): Promise<void> {
     if (this.#epoch === undefined && !this.#rejoining) await this.#register();
     const epoch = this.#epoch;
     if (epoch === undefined) return;
     const { store, clock, identity, runtime } = this.#deps;
+    // On behalf of connected edges: the claim is this node's (its id, epoch, fence); the edge runs it.
+    let delegatedClaims = 0;
+    for (const delegate of delegates) {
+      if (delegate.limit <= 0) continue;
+      const forEdge = await store.claimExecutions({
+        nodeId: this.#node.nodeId,
+        epoch,
+        labels: delegate.labels,
+        runtimes: delegate.runtimes,
+        limit: delegate.limit,
+        excludeAgents: this.#fullAgents(),
+        owner: identity.current(),
+        at: new Date(clock.now()).toISOString(),
+        leaseMs: this.#leaseMs,
+      });
+      delegatedClaims += forEdge.length;
+      for (const one of forEdge) this.#start(one, true);
+    }
+    if (limit <= 0) {
+      this.#pollMs = delegatedClaims > 0 ? 250 : Math.min(this.#pollMs * 2, this.#options.maxPollMs ?? 2000);
+      return;
+    }
     const claimed = await store.claimExecutions({
       nodeId: this.#node.nodeId,
       epoch,
@@ -816,14 +856,22 @@ export class Executions {
     if (claimed.length === limit) this.#claimAgain = true;
   }
 
-  #start(claimed: ClaimedExecution<ExecutionRecord>): void {
+  #start(claimed: ClaimedExecution<ExecutionRecord>, delegated = false): void {
     const { record, fence } = claimed;
     const controller = new AbortController();
-    const job: Job = { record, fence, controller, done: Promise.resolve() };
+    const job: Job = {
+      record,
+      fence,
+      controller,
+      done: Promise.resolve(),
+      ...(delegated ? { delegated } : {}),
+    };
     this.#running.set(record.id, job);
+    if (delegated) this.#delegated++;
     this.#queued = Math.max(0, this.#queued - 1);
     (job as { done: Promise<void> }).done = this.#run(job).finally(() => {
       this.#running.delete(record.id);
+      if (delegated) this.#delegated--;
       this.#requestedBy.delete(record.id);
       this.#judges.delete(record.id);
       this.#deps.events.emit(record.id, 'status');

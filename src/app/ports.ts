@@ -20,6 +20,7 @@ import type {
 } from '../domain/cluster/node.ts';
 import type { MemoryFilter, MemoryRecord, MemoryScope } from '../domain/cortex/memory.ts';
 import type { AgentRevision, AgentSummary } from '../domain/deployment.ts';
+import type { EdgeNodeRecord, EdgeTokenRecord } from '../domain/edge/records.ts';
 import type {
   ExecutionRecord,
   ExecutionStatus,
@@ -498,6 +499,22 @@ export interface RetentionStore {
   reclaimSpace?(): Promise<{ readonly beforeBytes: number; readonly afterBytes: number }>;
 }
 
+/** Edge nodes: single-use enrolment tokens (hashed) and the enrolled edges (docs/adr/0108-edge-node-protocol.md). */
+export interface EdgeStore {
+  /** CONFLICT when the id or hash exists already. */
+  createEdgeToken(record: EdgeTokenRecord): Promise<void>;
+  /**
+   * Marks the unused token with this hash used by `nodeId`, atomically (of two concurrent enrolments with one token,
+   * exactly one gets it). Returns the record as it was before; undefined when no such token or it was used.
+   */
+  consumeEdgeToken(hash: string, at: string, nodeId: string): Promise<EdgeTokenRecord | undefined>;
+  /** Inserts the edge, or replaces the one with its id. */
+  putEdgeNode(record: EdgeNodeRecord): Promise<void>;
+  getEdgeNode(id: string): Promise<EdgeNodeRecord | undefined>;
+  /** Oldest first (enrolledAt, then id), revoked ones included. */
+  listEdgeNodes(): Promise<readonly EdgeNodeRecord[]>;
+}
+
 // ---------------------------------------------------------------------------------------------------------------
 // Cluster (docs/adr/0101-cluster-claims-and-fencing.md): the node registry and the shared execution queue.
 
@@ -596,7 +613,8 @@ export interface Store
     SandboxStore,
     LlmSpendStore,
     RetentionStore,
-    ClusterStore {}
+    ClusterStore,
+    EdgeStore {}
 
 // ---------------------------------------------------------------------------------------------------------------
 // Audit: the tamper-evident ledger (domain/audit). Data never holds secret values.

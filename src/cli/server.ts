@@ -28,6 +28,7 @@ interface ServerFlags {
   warmSandboxes: string;
   sandboxDomain?: string;
   poolIdleTimeout?: string;
+  edgeGrace?: string;
   maxAgentCpu?: string;
   maxAgentMemory?: string;
   maxAgentPids?: string;
@@ -141,6 +142,7 @@ async function commandServer(flags: ServerFlags): Promise<number> {
       : { poolIdleTimeoutMs: durationMs(flags.poolIdleTimeout, '--pool-idle-timeout') }),
     deployCeilings: deployCeilings(flags),
     ...(policy === undefined ? {} : { retention: policy }),
+    ...(flags.edgeGrace === undefined ? {} : { edgeGraceMs: durationMs(flags.edgeGrace, '--edge-grace') }),
     ...(flags.nodeId === undefined ? {} : { nodeId: parseNodeId(flags.nodeId, '--node-id') }),
     ...(flags.label.length === 0 ? {} : { labels: parseNodeLabels(flags.label, '--label') }),
     ...(flags.lease === undefined ? {} : { leaseMs: durationMs(flags.lease, '--lease') }),
@@ -261,6 +263,10 @@ export function registerServerCommand(
     .option(
       '--retain-audit <window>',
       'checkpoint and drop ledger entries older than this (default: --retain)',
+    )
+    .option(
+      '--edge-grace <duration>',
+      'how long executions on a disconnected edge node wait for it before failing node-lost (default 30s)',
     )
     .action((flags: ServerFlags) => run(() => commandServer(flags)));
 }

@@ -8,6 +8,7 @@ import { afterEach, beforeEach, describe, it } from 'node:test';
 import type { NewAgentRevision, Store } from '../../src/app/ports.ts';
 import type { ApiKeyRecord } from '../../src/domain/auth/api-key.ts';
 import type { AgentRevision } from '../../src/domain/deployment.ts';
+import type { EdgeNodeRecord, EdgeTokenRecord } from '../../src/domain/edge/records.ts';
 import { isAegisError } from '../../src/domain/errors.ts';
 import type { ExecutionRecord } from '../../src/domain/execution.ts';
 import type { SandboxRecord } from '../../src/domain/live-sandbox.ts';
@@ -317,6 +318,59 @@ export function storeContract(name: string, open: () => Promise<StoreUnderTest<S
         assert.ok(got);
         got.scopes.push('admin');
         assert.deepEqual((await store.findKeyByHash(hash('key_01')))?.scopes, ['read']);
+      });
+    });
+
+    describe('edge nodes', () => {
+      const token = (id: string, over: Partial<EdgeTokenRecord> = {}): EdgeTokenRecord => ({
+        id,
+        hash: hash(id),
+        labels: { site: 'lab', 'zone/a': 'x' },
+        createdAt: at(1),
+        expiresAt: at(9),
+        createdBy: 'key_01',
+        usedAt: null,
+        usedBy: null,
+        ...over,
+      });
+      const node = (id: string, enrolledAt: string): EdgeNodeRecord => ({
+        id,
+        publicKeyPem: '-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEA\n-----END PUBLIC KEY-----\n',
+        labels: { site: 'lab' },
+        runtimes: ['sandbox'],
+        capacity: 2,
+        enrolledAt,
+        tokenId: 'et_1',
+        revokedAt: null,
+      });
+
+      it('stores a token hashed and consumes it exactly once, even under a race', async () => {
+        await store.createEdgeToken(token('et_1'));
+        await assert.rejects(store.createEdgeToken(token('et_1')), { code: 'CONFLICT' });
+        await assert.rejects(store.createEdgeToken(token('et_2', { hash: hash('et_1') })), {
+          code: 'CONFLICT',
+        });
+        const racers = await Promise.all(
+          Array.from({ length: 5 }, (_, i) => store.consumeEdgeToken(hash('et_1'), at(2), `edge_${i}`)),
+        );
+        const winners = racers.filter((r) => r !== undefined);
+        assert.equal(winners.length, 1);
+        assert.deepEqual(winners[0], token('et_1'));
+        assert.equal(await store.consumeEdgeToken(hash('et_1'), at(3), 'edge_late'), undefined);
+        assert.equal(await store.consumeEdgeToken(hash('unknown'), at(3), 'edge_x'), undefined);
+      });
+
+      it('puts, replaces, gets and lists edges oldest first', async () => {
+        await store.putEdgeNode(node('edge_b', at(2)));
+        await store.putEdgeNode(node('edge_a', at(3)));
+        await store.putEdgeNode({ ...node('edge_b', at(2)), revokedAt: at(4) });
+        assert.equal((await store.getEdgeNode('edge_b'))?.revokedAt, at(4));
+        assert.equal(await store.getEdgeNode('edge_none'), undefined);
+        assert.deepEqual(
+          (await store.listEdgeNodes()).map((n) => n.id),
+          ['edge_b', 'edge_a'],
+        );
+        assert.deepEqual(await store.getEdgeNode('edge_a'), node('edge_a', at(3)));
       });
     });
 

@@ -156,6 +156,12 @@ export function runtimeEntries(): RuntimeEntry[] {
   ];
 }
 
+/** A runtime chosen by placement rather than isolation: edge nodes (runtimes/edge/runtime.ts). */
+export interface PlacedRuntime extends Runtime {
+  places(agent: CompiledAgent): boolean;
+  nameFor(agent: CompiledAgent): string;
+}
+
 /**
  * The `Runtime` the use-cases see: routes spawn by `agent.isolation` and every later call by the instance it made.
  * Runtimes are created on first use (a host without dockerd never constructs the docker runtime).
@@ -167,6 +173,8 @@ export class RuntimeRouter implements Runtime, LiveRuntime {
   readonly #live = new Map<RuntimeName, Runtime>();
   readonly #owner = new Map<InstanceId, Runtime>();
   #availability: readonly RuntimeAvailability[] | undefined;
+  /** Edge nodes (runtimes/edge/): an agent whose placement labels name an enrolled edge goes there. */
+  #edge: PlacedRuntime | undefined;
 
   constructor(
     options: RuntimeFactoryOptions,
@@ -188,8 +196,14 @@ export class RuntimeRouter implements Runtime, LiveRuntime {
     return this.#availability;
   }
 
+  /** Sends agents placed (by `spec.placement.labels`) on an enrolled edge to `edge` (docs/adr/0108). */
+  setEdge(edge: PlacedRuntime): void {
+    this.#edge = edge;
+  }
+
   /** The runtime `agent` runs on here; RUNTIME_UNAVAILABLE / LIMIT_UNENFORCEABLE when none fits. */
   nameFor(agent: CompiledAgent): string {
+    if (this.#edge?.places(agent)) return this.#edge.nameFor(agent);
     return resolveIsolation(agent.isolation, agent, this.availability());
   }
 
@@ -212,7 +226,9 @@ export class RuntimeRouter implements Runtime, LiveRuntime {
   }
 
   async spawn(spec: InstanceSpec): Promise<InstanceId> {
-    const runtime = this.runtime(this.nameFor(spec.agent) as RuntimeName);
+    const name = this.nameFor(spec.agent);
+    const runtime =
+      this.#edge !== undefined && name === this.#edge.name ? this.#edge : this.runtime(name as RuntimeName);
     const id = await runtime.spawn(spec);
     this.#owner.set(id, runtime);
     return id;

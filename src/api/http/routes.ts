@@ -11,6 +11,7 @@ import type {
   AgentRevision as AgentRevisionRecord,
   AgentSummary as AgentSummaryRecord,
 } from '../../domain/deployment.ts';
+import type { EdgeNodeRecord } from '../../domain/edge/records.ts';
 import { AegisError } from '../../domain/errors.ts';
 import { isTerminal } from '../../domain/execution.ts';
 import { parseRetention, retentionPolicy } from '../../domain/retention.ts';
@@ -454,6 +455,70 @@ export const ROUTES: readonly Route[] = [
     },
   },
   {
+    method: 'POST',
+    path: '/v1/edge/tokens',
+    operationId: 'createEdgeToken',
+    summary:
+      'Create a single-use edge enrolment token (`aegis edge join --token`; the text is in this answer only)',
+    tag: 'edge',
+    scope: 'admin',
+    body: S.CreateEdgeTokenBody,
+    responses: {
+      201: { description: 'Created', schema: S.CreatedEdgeToken },
+      ...errors(400, 401, 403, 413, 415, 429, 503),
+    },
+    async handler(ctx, req) {
+      const body = req.body as S.CreateEdgeTokenBody;
+      let ttlMs: number | undefined;
+      if (body.ttl !== undefined) {
+        const parsed = parseDuration(body.ttl);
+        if (!parsed.ok) throw new AegisError('USAGE', `body.ttl: ${parsed.error}`);
+        ttlMs = parsed.value;
+      }
+      const created = await edgeOf(ctx).nodes.createToken(req.principal, {
+        ...(body.labels ? { labels: body.labels } : {}),
+        ...(ttlMs === undefined ? {} : { ttlMs }),
+      });
+      return { status: 201, body: created };
+    },
+  },
+  {
+    method: 'GET',
+    path: '/v1/edge/nodes',
+    operationId: 'listEdgeNodes',
+    summary: 'Enrolled edge nodes, oldest first, revoked ones included, with their connection state',
+    tag: 'edge',
+    scope: 'admin',
+    responses: {
+      200: { description: 'Edge nodes', schema: S.EdgeNodeList },
+      ...errors(401, 403, 429, 503),
+    },
+    async handler(ctx, req) {
+      const edge = edgeOf(ctx);
+      const view = edge.view();
+      const nodes = (await edge.nodes.list(req.principal)).map((n) => edgeNodeView(n, view.get(n.id)));
+      return { status: 200, body: { nodes } };
+    },
+  },
+  {
+    method: 'DELETE',
+    path: '/v1/edge/nodes/:id',
+    operationId: 'revokeEdgeNode',
+    summary: 'Revoke an edge node: its connection is cut at once and it can never reconnect',
+    tag: 'edge',
+    scope: 'admin',
+    params: S.ExecutionId,
+    responses: {
+      200: { description: 'The revoked edge', schema: S.EdgeNode },
+      ...errors(401, 403, 404, 429, 503),
+    },
+    async handler(ctx, req) {
+      const edge = edgeOf(ctx);
+      const record = await edge.nodes.revoke(req.principal, req.params['id']!);
+      return { status: 200, body: edgeNodeView(record, edge.view().get(record.id)) };
+    },
+  },
+  {
     method: 'GET',
     path: '/v1/approvals',
     operationId: 'listApprovals',
@@ -503,6 +568,27 @@ function prunedError(id: string, checkpoint: { seq: number; ts: string; archive:
       details: { id, prunedAtCheckpoint: checkpoint.seq, archive: checkpoint.archive },
     },
   );
+}
+
+function edgeOf(ctx: ApiContext): NonNullable<ApiContext['edge']> {
+  if (ctx.edge === undefined) throw new AegisError('RUNTIME_UNAVAILABLE', 'this server takes no edge nodes');
+  return ctx.edge;
+}
+
+function edgeNodeView(
+  record: EdgeNodeRecord,
+  state: { connected: boolean; running: number } | undefined,
+): S.EdgeNode {
+  return {
+    id: record.id,
+    labels: { ...record.labels },
+    runtimes: [...record.runtimes],
+    capacity: record.capacity,
+    enrolledAt: record.enrolledAt,
+    revokedAt: record.revokedAt,
+    connected: state?.connected ?? false,
+    running: state?.running ?? 0,
+  };
 }
 
 function approvalsOf(ctx: ApiContext): NonNullable<ApiContext['approvals']> {

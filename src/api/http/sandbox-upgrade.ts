@@ -15,11 +15,13 @@ import { servePty } from './sandbox-pty.ts';
 import { transportOf } from './transport.ts';
 
 const PTY_PATH = /^\/v1\/sandboxes\/([^/?#]+)\/pty$/;
+/** Edge nodes connect here (adapters/runtimes/edge/hub.ts, ADR 0108); they authenticate in the protocol. */
+const EDGE_PATH = '/v1/edge/connect';
 
 /** The server's shouldUpgradeCallback: only these paths are upgraded; any other Upgrade is an ordinary request. */
 export function isSandboxUpgrade(request: IncomingMessage): boolean {
   const path = (request.url ?? '').split('?')[0] ?? '';
-  return PTY_PATH.test(path) || PORT_PATH.test(request.url ?? '');
+  return PTY_PATH.test(path) || PORT_PATH.test(request.url ?? '') || path === EDGE_PATH;
 }
 /** Largest message a terminal client may send (keystrokes and pastes). */
 const MAX_PTY_MESSAGE_BYTES = 1024 * 1024;
@@ -55,6 +57,12 @@ export function sandboxUpgradeHandler(
     socket.on('error', () => {});
     void (async () => {
       const url = new URL(request.url ?? '/', 'http://aegis.invalid');
+      if (url.pathname === EDGE_PATH) {
+        if (ctx.edge === undefined)
+          throw new AegisError('RUNTIME_UNAVAILABLE', 'this server takes no edge nodes');
+        ctx.edge.handleUpgrade(request, socket, head);
+        return;
+      }
       const pty = PTY_PATH.exec(url.pathname);
       const port = pty ? null : PORT_PATH.exec(request.url ?? '');
       if (!pty && !port) {

@@ -334,6 +334,51 @@ export const PruneReport = z
   .meta({ id: 'PruneReport' });
 export type PruneReport = z.infer<typeof PruneReport>;
 
+// Edge nodes (docs/adr/0108-edge-node-protocol.md).
+const EdgeLabels = z.record(z.string(), z.string());
+export const CreateEdgeTokenBody = z
+  .strictObject({
+    labels: EdgeLabels.optional().meta({ description: 'Labels the enrolled edge gets (placement)' }),
+    ttl: z
+      .string()
+      .optional()
+      .meta({ description: 'How long the token may be used: 1s to 30d', example: '15m' }),
+  })
+  .meta({ id: 'CreateEdgeToken' });
+export type CreateEdgeTokenBody = z.infer<typeof CreateEdgeTokenBody>;
+export const EdgeToken = z
+  .object({
+    id: z.string(),
+    labels: EdgeLabels,
+    createdAt: z.string(),
+    expiresAt: z.string(),
+    createdBy: z.string(),
+    usedAt: z.string().nullable(),
+    usedBy: z.string().nullable(),
+  })
+  .meta({ id: 'EdgeToken' });
+export const CreatedEdgeToken = z
+  .object({
+    token: z.string().meta({ description: 'Single use; shown once, only its hash is stored' }),
+    record: EdgeToken,
+  })
+  .meta({ id: 'CreatedEdgeToken' });
+export type CreatedEdgeToken = z.infer<typeof CreatedEdgeToken>;
+export const EdgeNode = z
+  .object({
+    id: z.string(),
+    labels: EdgeLabels,
+    runtimes: z.array(z.string()),
+    capacity: z.number().int(),
+    enrolledAt: z.string(),
+    revokedAt: z.string().nullable(),
+    connected: z.boolean(),
+    running: z.number().int(),
+  })
+  .meta({ id: 'EdgeNode' });
+export type EdgeNode = z.infer<typeof EdgeNode>;
+export const EdgeNodeList = z.object({ nodes: z.array(EdgeNode) }).meta({ id: 'EdgeNodeList' });
+
 export const AuditEntry = z
   .object({
     seq: z.number().int(),

@@ -17,6 +17,7 @@ import {
   type NodeState,
 } from '../../domain/cluster/node.ts';
 import type { AgentRevision, AgentSummary } from '../../domain/deployment.ts';
+import type { EdgeNodeRecord, EdgeTokenRecord } from '../../domain/edge/records.ts';
 import { AegisError } from '../../domain/errors.ts';
 import {
   type ExecutionRecord,
@@ -467,6 +468,41 @@ export class MemoryStore implements Store {
   async touchKey(id: string, at: string): Promise<void> {
     const current = this.#keys.get(id);
     if (current !== undefined) this.#keys.set(id, { ...current, lastUsedAt: at });
+  }
+
+  readonly #edgeTokens = new Map<string, EdgeTokenRecord>();
+  readonly #edgeNodes = new Map<string, EdgeNodeRecord>();
+
+  async createEdgeToken(record: EdgeTokenRecord): Promise<void> {
+    if (
+      this.#edgeTokens.has(record.id) ||
+      [...this.#edgeTokens.values()].some((t) => t.hash === record.hash)
+    ) {
+      throw new AegisError('CONFLICT', `an edge token with id ${record.id} or the same hash exists`);
+    }
+    this.#edgeTokens.set(record.id, structuredClone(record));
+  }
+
+  async consumeEdgeToken(hash: string, at: string, nodeId: string): Promise<EdgeTokenRecord | undefined> {
+    const found = [...this.#edgeTokens.values()].find((t) => t.hash === hash);
+    if (found === undefined || found.usedAt !== null) return undefined;
+    this.#edgeTokens.set(found.id, { ...found, usedAt: at, usedBy: nodeId });
+    return structuredClone(found);
+  }
+
+  async putEdgeNode(record: EdgeNodeRecord): Promise<void> {
+    this.#edgeNodes.set(record.id, structuredClone(record));
+  }
+
+  async getEdgeNode(id: string): Promise<EdgeNodeRecord | undefined> {
+    const found = this.#edgeNodes.get(id);
+    return found === undefined ? undefined : structuredClone(found);
+  }
+
+  async listEdgeNodes(): Promise<readonly EdgeNodeRecord[]> {
+    return [...this.#edgeNodes.values()]
+      .sort((a, b) => compare(a.enrolledAt, b.enrolledAt) || compare(a.id, b.id))
+      .map((n) => structuredClone(n));
   }
 
   async putSandbox(record: SandboxRecord): Promise<void> {

@@ -15,6 +15,7 @@ import {
 import { commandApprovalsDecide, commandApprovalsLs } from './approvals.ts';
 import { addServerOptions, HELP_GROUP } from './connect.ts';
 import { commandDeploy } from './deploy.ts';
+import { registerEdgeCommands } from './edge.ts';
 import { commandCancel, commandExec } from './executions.ts';
 import { commandKeysCreate, commandKeysLs, commandKeysRevoke } from './keys.ts';
 import { commandMcp } from './mcp.ts';
@@ -160,4 +161,5 @@ export function registerRemoteCommands(program: Command, setExit: (code: number)
     .action(wrap(commandMcp));
 
   registerSandboxCommands(program, serverCommand, wrap);
+  registerEdgeCommands(program, serverCommand, wrap);
 }

@@ -59,6 +59,12 @@ export const AUDIT_KINDS = {
   sandboxFile: 'sandbox.file',
   /** One proxied connection to an exposed port of a live sandbox (or its refusal): never the bytes. */
   sandboxPort: 'sandbox.port',
+  /** Edge nodes (ADR 0108): an enrolment token made (never its text), an edge enrolled, revoked, or refused. */
+  edgeTokenCreated: 'edge.token-created',
+  edgeEnrolled: 'edge.enrolled',
+  edgeRevoked: 'edge.revoked',
+  /** A connection or report of an edge refused: bad/used token, bad signature, revoked, or a forged report. */
+  edgeRefused: 'edge.refused',
   /** One iteration of a declarative agent's loop (app/agent-loop.ts): counts, digests and verdicts — never contents. */
   agentIteration: 'agent.iteration',
   /** Cortex (app/cortex.ts): one memory stored — ids, scope, sizes and a digest, never the text. */
@@ -143,6 +149,22 @@ export type AuditDataByKind = {
     readonly by: string;
   };
   'apikey.revoked': { readonly id: string; readonly by: string };
+  'edge.token-created': {
+    readonly id: string;
+    readonly labels: Readonly<Record<string, string>>;
+    readonly expiresAt: string;
+    readonly by: string;
+  };
+  'edge.enrolled': {
+    readonly node: string;
+    readonly token: string;
+    readonly labels: Readonly<Record<string, string>>;
+    readonly runtimes: readonly string[];
+    readonly capacity: number;
+  };
+  'edge.revoked': { readonly node: string; readonly by: string; readonly connected: boolean };
+  /** `node`: the id it claimed (null: an enrolment); `from`: the peer address. */
+  'edge.refused': { readonly node: string | null; readonly reason: string; readonly from: string };
   /**
    * `missing`: which entries the ledger lacked for it (`created`, `finished`) — lost in a crash before they were
    * durable; `status`: the final status recovery settled (or found) in the store.

@@ -253,6 +253,24 @@ export const MIGRATIONS: readonly Migration[] = [
       );
     `,
   },
+  {
+    id: 9,
+    name: 'edge nodes: single-use enrolment tokens (hashed) and enrolled edges (ADR 0108)',
+    sql: `
+      CREATE TABLE edge_tokens (
+        id          TEXT PRIMARY KEY NOT NULL,
+        hash        TEXT NOT NULL UNIQUE,
+        used_at     TEXT,
+        used_by     TEXT,
+        record_json TEXT NOT NULL
+      );
+      CREATE TABLE edge_nodes (
+        id          TEXT PRIMARY KEY NOT NULL,
+        enrolled_at TEXT NOT NULL,
+        record_json TEXT NOT NULL
+      );
+    `,
+  },
 ];
 
 /** Advisory-lock key (one bigint) for a name: every lock this store takes goes through here. */

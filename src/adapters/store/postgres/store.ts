@@ -35,6 +35,7 @@ import {
   type NodeState,
 } from '../../../domain/cluster/node.ts';
 import type { AgentRevision, AgentSummary } from '../../../domain/deployment.ts';
+import type { EdgeNodeRecord, EdgeTokenRecord } from '../../../domain/edge/records.ts';
 import { AegisError } from '../../../domain/errors.ts';
 import type {
   ExecutionRecord,
@@ -627,6 +628,57 @@ export class PostgresStore implements Store {
          tokens = llm_spend.tokens + EXCLUDED.tokens, usd = llm_spend.usd + EXCLUDED.usd`,
       [scope, windowStartMs, delta.calls, delta.tokens, delta.usd],
     );
+  }
+
+  // -------------------------------------------------------------------------------------------------------------
+  // Edge nodes.
+
+  async createEdgeToken(record: EdgeTokenRecord): Promise<void> {
+    try {
+      await this.#query(
+        'INSERT INTO edge_tokens (id, hash, used_at, used_by, record_json) VALUES ($1, $2, $3, $4, $5)',
+        [record.id, record.hash, record.usedAt, record.usedBy, JSON.stringify(record)],
+      );
+    } catch (error) {
+      if (sqlState(error) === UNIQUE_VIOLATION) {
+        throw new AegisError('CONFLICT', `an edge token with id ${record.id} or the same hash exists`, {
+          cause: error,
+        });
+      }
+      throw error;
+    }
+  }
+
+  async consumeEdgeToken(hash: string, at: string, nodeId: string): Promise<EdgeTokenRecord | undefined> {
+    // One statement (row lock): of two enrolments racing with one token, exactly one sees a row.
+    const { rows } = await this.#query<{ record_json: string }>(
+      'UPDATE edge_tokens SET used_at = $1, used_by = $2 WHERE hash = $3 AND used_at IS NULL RETURNING record_json',
+      [at, nodeId, hash],
+    );
+    return rows[0] === undefined ? undefined : (JSON.parse(rows[0].record_json) as EdgeTokenRecord);
+  }
+
+  async putEdgeNode(record: EdgeNodeRecord): Promise<void> {
+    await this.#query(
+      `INSERT INTO edge_nodes (id, enrolled_at, record_json) VALUES ($1, $2, $3)
+       ON CONFLICT (id) DO UPDATE SET record_json = EXCLUDED.record_json`,
+      [record.id, record.enrolledAt, JSON.stringify(record)],
+    );
+  }
+
+  async getEdgeNode(id: string): Promise<EdgeNodeRecord | undefined> {
+    const { rows } = await this.#query<{ record_json: string }>(
+      'SELECT record_json FROM edge_nodes WHERE id = $1',
+      [id],
+    );
+    return rows[0] === undefined ? undefined : (JSON.parse(rows[0].record_json) as EdgeNodeRecord);
+  }
+
+  async listEdgeNodes(): Promise<readonly EdgeNodeRecord[]> {
+    const { rows } = await this.#query<{ record_json: string }>(
+      'SELECT record_json FROM edge_nodes ORDER BY enrolled_at, id',
+    );
+    return rows.map((row) => JSON.parse(row.record_json) as EdgeNodeRecord);
   }
 
   async getSandbox(id: string): Promise<SandboxRecord | undefined> {

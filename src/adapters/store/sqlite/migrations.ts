@@ -182,6 +182,24 @@ export const MIGRATIONS: readonly Migration[] = [
       CREATE INDEX executions_by_node ON executions (node_id) WHERE node_id IS NOT NULL;
     `,
   },
+  {
+    id: 8,
+    name: 'edge nodes: single-use enrolment tokens (hashed) and enrolled edges (ADR 0108)',
+    sql: `
+      CREATE TABLE edge_tokens (
+        id          TEXT PRIMARY KEY NOT NULL,
+        hash        TEXT NOT NULL UNIQUE,
+        used_at     TEXT,
+        used_by     TEXT,
+        record_json TEXT NOT NULL
+      );
+      CREATE TABLE edge_nodes (
+        id          TEXT PRIMARY KEY NOT NULL,
+        enrolled_at TEXT NOT NULL,
+        record_json TEXT NOT NULL
+      );
+    `,
+  },
 ];
 
 /**

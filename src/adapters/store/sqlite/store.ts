@@ -41,6 +41,7 @@ import {
   type NodeState,
 } from '../../../domain/cluster/node.ts';
 import type { AgentRevision, AgentSummary } from '../../../domain/deployment.ts';
+import type { EdgeNodeRecord, EdgeTokenRecord } from '../../../domain/edge/records.ts';
 import { AegisError } from '../../../domain/errors.ts';
 import {
   type ExecutionRecord,
@@ -595,6 +596,55 @@ export class SqliteStore implements Store {
            tokens = tokens + excluded.tokens, usd = usd + excluded.usd`,
       )
       .run(scope, windowStartMs, delta.calls, delta.tokens, delta.usd);
+  }
+
+  // -------------------------------------------------------------------------------------------------------------
+  // Edge nodes.
+
+  async createEdgeToken(record: EdgeTokenRecord): Promise<void> {
+    try {
+      this.#db
+        .prepare('INSERT INTO edge_tokens (id, hash, used_at, used_by, record_json) VALUES (?, ?, ?, ?, ?)')
+        .run(record.id, record.hash, record.usedAt, record.usedBy, JSON.stringify(record));
+    } catch (error) {
+      if (isUniqueClash(error)) {
+        throw new AegisError('CONFLICT', `an edge token with id ${record.id} or the same hash exists`, {
+          cause: error,
+        });
+      }
+      throw error;
+    }
+  }
+
+  async consumeEdgeToken(hash: string, at: string, nodeId: string): Promise<EdgeTokenRecord | undefined> {
+    // One statement: of two enrolments racing with one token, exactly one sees a row.
+    const row = this.#db
+      .prepare(
+        'UPDATE edge_tokens SET used_at = ?, used_by = ? WHERE hash = ? AND used_at IS NULL RETURNING record_json',
+      )
+      .get(at, nodeId, hash);
+    return row === undefined ? undefined : (JSON.parse(String(row['record_json'])) as EdgeTokenRecord);
+  }
+
+  async putEdgeNode(record: EdgeNodeRecord): Promise<void> {
+    this.#db
+      .prepare(
+        `INSERT INTO edge_nodes (id, enrolled_at, record_json) VALUES (?, ?, ?)
+         ON CONFLICT (id) DO UPDATE SET record_json = excluded.record_json`,
+      )
+      .run(record.id, record.enrolledAt, JSON.stringify(record));
+  }
+
+  async getEdgeNode(id: string): Promise<EdgeNodeRecord | undefined> {
+    const row = this.#db.prepare('SELECT record_json FROM edge_nodes WHERE id = ?').get(id);
+    return row === undefined ? undefined : (JSON.parse(String(row['record_json'])) as EdgeNodeRecord);
+  }
+
+  async listEdgeNodes(): Promise<readonly EdgeNodeRecord[]> {
+    return this.#db
+      .prepare('SELECT record_json FROM edge_nodes ORDER BY enrolled_at, id')
+      .all()
+      .map((row) => JSON.parse(String(row['record_json'])) as EdgeNodeRecord);
   }
 
   async getSandbox(id: string): Promise<SandboxRecord | undefined> {
