@@ -991,6 +991,8 @@ function fencedStore(store: ExecutionStore, id: string, fence: ExecutionFence): 
     getExecution: (target) => store.getExecution(target),
     listExecutions: (query) => store.listExecutions(query),
     listUnfinished: () => store.listUnfinished(),
+    createChildExecution: (record, limits) => store.createChildExecution(record, limits),
+    listSwarm: (rootId) => store.listSwarm(rootId),
     appendLogs: (target, lines) => store.appendLogs(target, lines),
     readLogs: (target, options) => store.readLogs(target, options),
     close: () => store.close(),

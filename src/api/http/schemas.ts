@@ -24,7 +24,7 @@ export type ErrorBody = z.infer<typeof ErrorBody>;
 
 export const Violation = z
   .object({
-    kind: z.enum(['limit', 'network', 'filesystem', 'budget', 'tool']),
+    kind: z.enum(['limit', 'network', 'filesystem', 'budget', 'tool', 'swarm']),
     rule: z.string(),
     message: z.string(),
     count: z.number().int().optional(),
