@@ -28,4 +28,6 @@ export interface AuthorityCeiling {
   readonly secrets: readonly string[];
   /** The parent's run timeout: a child never outlives what its parent may. */
   readonly timeoutMs: number;
+  /** Levels the child may still spawn below it, and the tree's execution limit (least over its ancestors). */
+  readonly swarm?: { readonly depthLeft: number; readonly executions: number | null };
 }
