@@ -151,7 +151,7 @@ function intersectRule(a: NetworkRule, b: NetworkRule): string | undefined {
   } else if (a.kind === 'cidr' && b.kind === 'cidr') {
     if (cidrWithin(a.cidr, b.cidr)) host = formatCidr(a.cidr);
     else if (cidrWithin(b.cidr, a.cidr)) host = formatCidr(b.cidr);
-    if (host !== undefined && host.includes(':') && ports !== undefined) host = `[${host}]`;
+    if (host?.includes(':') && ports !== undefined) host = `[${host}]`;
   }
   if (host === undefined) return undefined;
   if (ports === undefined) return host;
