@@ -47,7 +47,7 @@ export interface ErrorBody {
 }
 
 export interface Violation {
-  kind: 'limit' | 'network' | 'filesystem' | 'budget' | 'tool';
+  kind: 'limit' | 'network' | 'filesystem' | 'budget' | 'tool' | 'swarm';
   rule: string;
   message: string;
   count?: number | undefined;

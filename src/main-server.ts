@@ -23,6 +23,7 @@ import { RuntimeRouter } from './adapters/runtimes/registry.ts';
 import { SandboxRuntime } from './adapters/runtimes/sandbox/runtime.ts';
 import { cryptoSecretRandom } from './adapters/secrets/random.ts';
 import { SqliteStore } from './adapters/store/sqlite/store.ts';
+import { swarmWiring } from './adapters/swarm/wiring.ts';
 import { OtelTracer, otlpTracesUrl } from './adapters/telemetry/otel-tracer.ts';
 import { createToolsHandler } from './adapters/tools/http-handler.ts';
 import { type ApiContext, AuthGate } from './api/context.ts';
@@ -394,6 +395,7 @@ export async function startServer(
       llm,
       tools,
       memory,
+      swarmHandler: swarmWiring(),
       ...(tracer ? { tracer } : {}),
       node,
       version: AEGIS_VERSION,

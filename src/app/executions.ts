@@ -27,10 +27,17 @@ import {
   resolveRevision,
 } from '../domain/deployment.ts';
 import { AegisError, isAegisError } from '../domain/errors.ts';
-import { type ExecutionRecord, type ExecutionStatus, isTerminal } from '../domain/execution.ts';
+import {
+  type ExecutionRecord,
+  type ExecutionStatus,
+  isTerminal,
+  type Violation,
+} from '../domain/execution.ts';
 import { checkInputDepth } from '../domain/input-bounds.ts';
 import type { CompiledAgent } from '../domain/manifest/compiled.ts';
 import { inputValidator } from '../domain/manifest/input-schema.ts';
+import type { AuthorityCeiling } from '../domain/swarm/authority.ts';
+import { ceilingOf, mayStart, narrowAgent } from '../domain/swarm/narrow.ts';
 import type { LoopJudge } from './agent-loop.ts';
 import { loadRevision, notFoundAgent } from './agents.ts';
 import type { ExecutionEvents } from './execution-events.ts';
@@ -40,6 +47,7 @@ import type { MemoryWiring } from './memory-access.ts';
 import type {
   AgentBundles,
   AuditLog,
+  ChildLimits,
   Clock,
   ExecutionMetrics,
   ExecutionStore,
@@ -54,6 +62,14 @@ import type {
   Tracer,
 } from './ports.ts';
 import { createdAuditData, type DeclarativeWiring, runAgent } from './run-agent.ts';
+import {
+  type SpawnChildRequest,
+  type SwarmHost,
+  type SwarmParent,
+  type SwarmTree,
+  type SwarmWiring,
+  swarmTree,
+} from './swarm.ts';
 import type { WarmPools } from './warm-pools.ts';
 
 export interface ExecutionsDeps {
@@ -80,6 +96,8 @@ export interface ExecutionsDeps {
   readonly loop?: DeclarativeWiring;
   /** Cortex (agents with spec.memory): in-sandbox memory API, indexing, recall (app/memory-access.ts). */
   readonly memory?: MemoryWiring;
+  /** Swarm (`/v1/swarm/*` in the in-sandbox API): the adapter's handler; absent: agents cannot spawn. */
+  readonly swarmHandler?: Omit<SwarmWiring, 'host'>;
   /** This node (ADR 0100). @default `{nodeId: 'local', labels: {}}` */
   readonly node?: NodeIdentity;
   /** What the registry shows (`aegis nodes ls`). */
@@ -153,6 +171,20 @@ const REMOTE_CANCEL = 'cancelled through another node of the cluster';
 const FENCED_OUT =
   'node-fenced-out: this node was declared dead (its lease expired) while it ran this execution; another node took it over';
 
+/** A swarm child's submission: its place in the tree, its ceiling and the limits its insert is checked against. */
+interface ChildSubmit {
+  readonly parentId: string;
+  readonly rootId: string;
+  readonly authority: AuthorityCeiling;
+  readonly limits: ChildLimits;
+  readonly onLimit: (limit: 'maxChildren' | 'budget.executions', count: number) => never;
+}
+
+function least(...values: (number | null)[]): number | null {
+  const set = values.filter((v): v is number => v !== null);
+  return set.length === 0 ? null : Math.min(...set);
+}
+
 const RESTARTED =
   'orchestrator-restarted: the server stopped while this execution ran; its sandbox was reaped on restart';
 
@@ -223,6 +255,7 @@ export class Executions {
     principal: Principal,
     request: SubmitRequest,
     judge: { readonly of: string; readonly depth: number } | undefined,
+    child?: ChildSubmit,
   ): Promise<ExecutionRecord> {
     requireScope(principal, 'execute', 'starting an execution');
     checkInputDepth(request.input);
@@ -285,8 +318,13 @@ export class Executions {
         ...(agent.placement ? { placement: agent.placement.labels } : {}),
         // A judge goes first: the execution it judges waits for it and lends it its slot.
         ...(judge ? { priority: 1 } : {}),
+        ...(child ? { parentId: child.parentId, rootId: child.rootId, authority: child.authority } : {}),
       };
-      await store.createExecution(record);
+      if (child === undefined) await store.createExecution(record);
+      else {
+        const inserted = await store.createChildExecution(record, child.limits);
+        if (!inserted.ok) child.onLimit(inserted.limit, inserted.count);
+      }
       audit.append(
         AUDIT_KINDS.executionCreated,
         record.id,
@@ -924,6 +962,121 @@ export class Executions {
     };
   }
 
+  /** What a running parent's `/v1/swarm/*` routes call. */
+  #swarmHost(requestedBy: string | undefined): SwarmHost {
+    const principal: Principal = {
+      id: requestedBy ?? 'local',
+      name: 'swarm parent',
+      scopes: ['execute', 'read'],
+      rateLimit: null,
+    };
+    return {
+      spawnChild: (parent, request, onRefused) => this.#spawnChild(principal, parent, request, onRefused),
+      waitFor: (id, timeoutMs, signal) => this.wait(principal, id, timeoutMs, signal),
+      getExecution: (id) => this.#deps.store.getExecution(id),
+    };
+  }
+
+  async #spawnChild(
+    principal: Principal,
+    parent: SwarmParent,
+    request: SpawnChildRequest,
+    onRefused: (violation: Violation) => void,
+  ): Promise<ExecutionRecord> {
+    const { audit } = this.#deps;
+    const spec = parent.agent.swarm;
+    const ceiling = parent.record.authority?.swarm;
+    const refuse = (rule: string, message: string, hint: string): never => {
+      audit.append(AUDIT_KINDS.swarmRefused, parent.record.id, {
+        agent: request.agent.slice(0, 100),
+        rule,
+        message,
+      });
+      onRefused({ kind: 'swarm', rule, message });
+      throw new AegisError('PERMISSION_DENIED', `spawn ${request.agent.slice(0, 100)} refused: ${message}`, {
+        hint,
+        details: { rule },
+      });
+    };
+    if (spec === undefined)
+      return refuse(
+        'spec.swarm',
+        'this agent may not spawn children (no spec.swarm)',
+        'add spec.swarm.canSpawn',
+      );
+    if (!mayStart(request.agent, spec.canSpawn))
+      return refuse(
+        'spec.swarm.canSpawn',
+        `${request.agent.slice(0, 100)} is not in canSpawn [${spec.canSpawn.join(', ')}]`,
+        `spawn one of: ${spec.canSpawn.join(', ') || '(none)'}`,
+      );
+    const depthLeft = Math.min(spec.maxDepth, ceiling?.depthLeft ?? spec.maxDepth);
+    if (depthLeft < 1)
+      return refuse(
+        'spec.swarm.maxDepth',
+        'the swarm is already as deep as allowed',
+        'do the work in this execution',
+      );
+    const executions = least(spec.budget.executions, ceiling?.executions ?? null);
+    const rootId = parent.record.rootId ?? parent.record.id;
+    const child = await this.#submit(principal, request, undefined, {
+      parentId: parent.record.id,
+      rootId,
+      authority: { ...ceilingOf(parent.agent), swarm: { depthLeft: depthLeft - 1, executions } },
+      limits: { maxChildren: spec.maxChildren, maxDescendants: executions },
+      onLimit: (limit, count) =>
+        refuse(
+          limit === 'maxChildren' ? 'spec.swarm.maxChildren' : 'spec.swarm.budget.executions',
+          limit === 'maxChildren'
+            ? `this execution already spawned ${count} children (maxChildren ${spec.maxChildren})`
+            : `the swarm already holds ${count} executions (budget.executions ${executions})`,
+          'wait for the children you have, or do the rest in this execution',
+        ),
+    });
+    audit.append(AUDIT_KINDS.swarmSpawn, parent.record.id, {
+      parent: parent.record.id,
+      child: child.id,
+      agent: child.agent.name,
+      root: rootId,
+      depth: (ceiling === undefined ? 0 : spec.maxDepth - depthLeft) + 1,
+    });
+    return child;
+  }
+
+  /** Cancels every unfinished descendant of `record` (on whichever node holds it). */
+  async #cascade(record: ExecutionRecord): Promise<void> {
+    const tree = await this.#deps.store.listSwarm(record.rootId ?? record.id);
+    if (tree.length === 0) return;
+    const below = new Set([record.id]);
+    for (const r of tree) if (r.parentId !== undefined && below.has(r.parentId)) below.add(r.id);
+    const principal: Principal = {
+      id: 'swarm',
+      name: `parent ${record.id} ended`,
+      scopes: ['execute', 'read'],
+      rateLimit: null,
+    };
+    await Promise.all(
+      tree
+        .filter((r) => r.id !== record.id && below.has(r.id) && !isTerminal(r.status))
+        .map((r) => this.cancel(principal, r.id).catch(() => {})),
+    );
+  }
+
+  /** `GET /v1/swarms/{rootId}`: the root and its descendants. */
+  async swarm(principal: Principal, rootId: string): Promise<SwarmTree> {
+    const root = await this.get(principal, rootId);
+    if (root.rootId !== undefined) {
+      throw new AegisError(
+        'NOT_FOUND',
+        `execution ${rootId} is not the root of a swarm (its root is ${root.rootId})`,
+        {
+          hint: `aegis swarm show ${root.rootId}`,
+        },
+      );
+    }
+    return swarmTree(root, await this.#deps.store.listSwarm(rootId));
+  }
+
   async #requestedByFromLedger(id: string): Promise<string | undefined> {
     const created = (await this.#deps.audit.list(id)).find(
       (entry) => entry.kind === AUDIT_KINDS.executionCreated,
@@ -949,7 +1102,9 @@ export class Executions {
       if (revision === undefined) {
         throw new AegisError('NOT_FOUND', `${record.agent.name}@${record.agent.revision} no longer exists`);
       }
-      const agent = await this.#compiledFor(revision);
+      const compiled = await this.#compiledFor(revision);
+      // A swarm child runs with no more than its parent held (ADR 0140).
+      const agent = record.authority ? narrowAgent(compiled, record.authority) : compiled;
       const limit = agent.scaling.maxConcurrent;
       if (limit !== null && this.#runningOf(agent.name, record.id) >= limit) {
         // Claimed before this node knew the agent's limit: give it back to the queue, untouched.
@@ -963,10 +1118,15 @@ export class Executions {
         this.#requestedBy.get(record.id) ??
         (agent.llm === null ? undefined : await this.#requestedByFromLedger(record.id));
       const loop = this.#deps.loop;
-      const deps =
+      const base =
         loop === undefined || (agent.task === undefined && !agent.validation?.length)
           ? this.#deps
           : { ...this.#deps, loop: { ...loop, judge: this.#judgeFor(record.id, requestedBy) } };
+      const swarmHandler = this.#deps.swarmHandler;
+      const deps =
+        swarmHandler === undefined
+          ? base
+          : { ...base, swarm: { ...swarmHandler, host: this.#swarmHost(requestedBy) } };
       const final = await runAgent(
         { ...deps, store },
         {
@@ -983,6 +1143,8 @@ export class Executions {
         },
       );
       status = final.status;
+      // No descendant outlives its parent (cancelled, timed out, failed or done).
+      await this.#cascade(record);
     } catch (error) {
       if (isAegisError(error) && error.code === 'FENCED') {
         // Another node holds it now and settles it; nothing more of ours may be written.
@@ -1039,6 +1201,8 @@ function fencedStore(store: ExecutionStore, id: string, fence: ExecutionFence): 
     getExecution: (target) => store.getExecution(target),
     listExecutions: (query) => store.listExecutions(query),
     listUnfinished: () => store.listUnfinished(),
+    createChildExecution: (record, limits) => store.createChildExecution(record, limits),
+    listSwarm: (rootId) => store.listSwarm(rootId),
     appendLogs: (target, lines) => store.appendLogs(target, lines),
     readLogs: (target, options) => store.readLogs(target, options),
     close: () => store.close(),

@@ -355,6 +355,15 @@ export interface ListExecutionsQuery {
   readonly after?: { readonly createdAt: string; readonly id: string };
 }
 
+export interface ChildLimits {
+  readonly maxChildren: number;
+  readonly maxDescendants: number | null;
+}
+
+export type ChildInsert =
+  | { readonly ok: true }
+  | { readonly ok: false; readonly limit: 'maxChildren' | 'budget.executions'; readonly count: number };
+
 export interface NewLogLine {
   readonly stream: LogStream;
   readonly text: string;
@@ -374,6 +383,15 @@ export interface ExecutionStore {
   listExecutions(query?: ListExecutionsQuery): Promise<readonly ExecutionRecord[]>;
   /** Executions in a non-terminal state (created, queued, running), oldest first — for recovery after a crash. */
   listUnfinished(): Promise<readonly ExecutionRecord[]>;
+  /**
+   * Swarm (ADR 0140): inserts `record` — a child, `parentId` and `rootId` set — only while its parent has spawned
+   * fewer than `limits.maxChildren` children and its whole tree (every execution with its `rootId`) holds fewer than
+   * `limits.maxDescendants` (null: no tree limit). Check and insert are one atomic step across concurrent spawners
+   * (and nodes, on PostgreSQL). Refused: which limit, and the count it found.
+   */
+  createChildExecution(record: ExecutionRecord, limits: ChildLimits): Promise<ChildInsert>;
+  /** Swarm: every execution whose root is `rootId` (not the root itself), oldest first. */
+  listSwarm(rootId: string): Promise<readonly ExecutionRecord[]>;
   /** Appends lines in order; sequence numbers continue from the last stored line of that execution. */
   appendLogs(executionId: string, lines: readonly NewLogLine[]): Promise<void>;
   /** Lines with seq > afterSeq, in order. */

@@ -76,6 +76,7 @@ import type {
   TaskOutput,
   Tracer,
 } from './ports.ts';
+import { executionSwarm, type SwarmWiring } from './swarm.ts';
 import type { ToolGateway } from './tools.ts';
 
 export interface RunAgentDeps {
@@ -105,6 +106,8 @@ export interface RunAgentDeps {
   readonly loop?: DeclarativeWiring;
   /** Cortex (agents with spec.memory): `/v1/memory/*` in the in-sandbox API, indexing at the end, recall. */
   readonly memory?: MemoryWiring;
+  /** Swarm (agents with spec.swarm, on a server): `/v1/swarm/*` in the in-sandbox API (app/swarm.ts). */
+  readonly swarm?: SwarmWiring;
 }
 
 /** The loop's needs beyond runAgent's own: a runtime with live instances, the tool gateway, validators' helpers. */
@@ -217,6 +220,8 @@ export async function runAgent(deps: RunAgentDeps, request: RunAgentRequest): Pr
   }
   // In-sandbox API requests for what the manifest does not grant: the first few audited one by one, then counted.
   const apiDenied = { total: 0 };
+  // Spawns refused (spec.swarm limits), one violation per rule with a count.
+  const swarmRefusals = new Map<string, Violation>();
   let finishedAudited = false;
   let outcome: { status: TerminalStatus; reason: string | null } = {
     status: 'failed',
@@ -466,6 +471,29 @@ export async function runAgent(deps: RunAgentDeps, request: RunAgentRequest): Pr
           env: { AEGIS_API_URL: IN_SANDBOX_API_URL, AEGIS_TOKEN: token, ...(inSandboxApi?.env ?? {}) },
         };
       }
+      if (agent.swarm !== undefined && deps.swarm !== undefined) {
+        // `/v1/swarm/*`: spawn children with no more than this execution holds (ADR 0140).
+        const swarm = deps.swarm;
+        const token = inSandboxApi?.env['AEGIS_TOKEN'] ?? swarm.newToken();
+        const record = request.queued ?? (await store.getExecution(id));
+        if (record !== undefined) {
+          const api = executionSwarm(
+            swarm.host,
+            { record, agent, ...(request.requestedBy ? { requestedBy: request.requestedBy } : {}) },
+            {
+              onRefused: (v) => {
+                const seen = swarmRefusals.get(v.rule);
+                swarmRefusals.set(v.rule, { ...v, count: (seen?.count ?? 0) + 1 });
+              },
+              ...(request.signal ? { signal: request.signal } : {}),
+            },
+          );
+          inSandboxApi = {
+            handler: swarm.handlerFor(token, api, inSandboxApi?.handler),
+            env: { AEGIS_API_URL: IN_SANDBOX_API_URL, AEGIS_TOKEN: token, ...(inSandboxApi?.env ?? {}) },
+          };
+        }
+      }
       if (ownScope(agent) !== undefined && deps.memory === undefined) {
         throw new AegisError('RUNTIME_UNAVAILABLE', 'this AEGIS build has no agent memory (Cortex)', {
           hint: 'remove spec.memory, or run the agent through `aegis run` / `aegis server`',
@@ -586,6 +614,7 @@ export async function runAgent(deps: RunAgentDeps, request: RunAgentRequest): Pr
               count: Math.max(1, budgetSpent.refused),
             } satisfies Violation,
           ]),
+      ...[...swarmRefusals.values()].map((v) => ({ ...v, message: clean(v.message) })),
     ];
     for (const violation of result.violations) {
       if (violation.kind !== 'limit') continue;

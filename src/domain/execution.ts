@@ -1,4 +1,5 @@
 /** One run of an agent: its record, its outcome, its log lines. */
+import type { AuthorityCeiling } from './swarm/authority.ts';
 
 /** Terminal outcomes, named precisely. */
 export type TerminalStatus = 'succeeded' | 'failed' | 'timeout' | 'oom' | 'killed';
@@ -35,7 +36,8 @@ export type LimitName = 'memory' | 'pids' | 'timeout' | 'cpu' | 'disk';
 export interface Violation {
   /** `budget`: an `spec.llm.budget` limit was used up (the execution ends with reason `budget`). */
   /** `tool`: a declarative agent's tool call refused by the tool gateway (counted per tool). */
-  readonly kind: 'limit' | 'network' | 'filesystem' | 'budget' | 'tool';
+  /** `swarm`: a spawn refused (canSpawn, maxChildren, maxDepth, budget.executions). */
+  readonly kind: 'limit' | 'network' | 'filesystem' | 'budget' | 'tool' | 'swarm';
   readonly rule: string;
   readonly message: string;
   readonly count?: number;
@@ -74,6 +76,17 @@ export interface ExecutionRecord {
   readonly priority?: number;
   /** The node that holds it (claimed it last); absent when none does (queued, or `aegis run`). */
   readonly node?: string;
+  /** Swarm: the execution that spawned this one (`aegis.swarm.spawn`); absent (null in the stores) for a root. */
+  readonly parentId?: string;
+  /** Swarm: the root of this execution's tree — the swarm id the bus and locks are scoped by; absent for a root. */
+  readonly rootId?: string;
+  /** Swarm: the most a child may hold (its parent's authority), applied to its manifest when it runs (ADR 0140). */
+  readonly authority?: AuthorityCeiling;
+}
+
+/** The swarm an execution belongs to: its root's id (a root is its own swarm). */
+export function swarmIdOf(record: Pick<ExecutionRecord, 'id' | 'rootId'>): string {
+  return record.rootId ?? record.id;
 }
 
 /** Model calls made through the LLM gateway by one execution (`spec.llm`): calls that reached an upstream, tokens, USD. */

@@ -419,6 +419,53 @@ export function executionStoreContract<S extends ExecutionStore>(
       });
     });
 
+    describe('createChildExecution / listSwarm (swarm, ADR 0140)', () => {
+      const ceiling = {
+        network: { allow: ['api.example.com'], deny: [] },
+        mounts: [],
+        tools: [{ name: 'http.get', allow: [], timeoutMs: 1000 }],
+        llm: null,
+        secrets: ['token'],
+        timeoutMs: 60_000,
+      };
+      const child = (id: string, parentId: string, s: number) =>
+        record({ id, parentId, rootId: 'root', status: 'queued', createdAt: at(s), authority: ceiling });
+
+      it('round-trips parent, root and authority; a root has none; listSwarm lists the tree oldest first', async () => {
+        await store.createExecution(record({ id: 'root', status: 'running' }));
+        const limits = { maxChildren: 5, maxDescendants: null };
+        assert.deepEqual(await store.createChildExecution(child('c2', 'root', 2), limits), { ok: true });
+        assert.deepEqual(await store.createChildExecution(child('c1', 'root', 1), limits), { ok: true });
+        assert.deepEqual(await store.createChildExecution(child('g1', 'c1', 3), limits), { ok: true });
+        assert.deepEqual(await store.getExecution('c2'), child('c2', 'root', 2));
+        const root = await store.getExecution('root');
+        assert.equal(root?.parentId, undefined);
+        assert.equal(root?.rootId, undefined);
+        assert.deepEqual(ids(await store.listSwarm('root')), ['c1', 'c2', 'g1']);
+        assert.deepEqual(await store.listSwarm('nothing'), []);
+      });
+
+      it('refuses past maxChildren (per parent) and maxDescendants (the whole tree), even when spawned at once', async () => {
+        await store.createExecution(record({ id: 'root', status: 'running' }));
+        const results = await Promise.all(
+          Array.from({ length: 6 }, (_, i) =>
+            store.createChildExecution(child(`c${i}`, 'root', i), { maxChildren: 3, maxDescendants: null }),
+          ),
+        );
+        assert.equal(results.filter((r) => r.ok).length, 3);
+        assert.deepEqual(
+          results.find((r) => !r.ok),
+          { ok: false, limit: 'maxChildren', count: 3 },
+        );
+        const tree = await store.createChildExecution(child('g0', 'c0', 10), {
+          maxChildren: 3,
+          maxDescendants: 3,
+        });
+        assert.deepEqual(tree, { ok: false, limit: 'budget.executions', count: 3 });
+        assert.equal((await store.listSwarm('root')).length, 3);
+      });
+    });
+
     describe('appendLogs / readLogs', () => {
       it('numbers lines from 1 and continues across calls', async () => {
         await store.appendLogs('exec-l', [line('one'), line('two', 'stderr')]);

@@ -12,7 +12,8 @@ export const UNFINISHED_STATUSES: readonly ExecutionStatus[] = ['created', 'queu
 /** What an execution is inserted with (createExecution), in this order. */
 export const INSERT_COLUMNS =
   'id, agent_name, agent_version, agent_revision, runtime, status, exit_code, reason, input_json, output_json, ' +
-  'violations_json, created_at, started_at, finished_at, duration_ms, owner_json, usage_json, placement_json, priority';
+  'violations_json, created_at, started_at, finished_at, duration_ms, owner_json, usage_json, placement_json, priority, ' +
+  'parent_id, root_id, authority_json';
 
 /** What an execution is read with: the inserted columns and the node that holds it (ADR 0101). */
 export const COLUMNS = `${INSERT_COLUMNS}, node_id`;

@@ -290,6 +290,22 @@ export const ROUTES: readonly Route[] = [
     },
   },
   {
+    method: 'GET',
+    path: '/v1/swarms/:id',
+    operationId: 'getSwarm',
+    summary: 'A swarm: its root execution and every descendant, with statuses (issue 16)',
+    tag: 'executions',
+    scope: 'read',
+    params: S.ExecutionId,
+    responses: {
+      200: { description: 'The tree', schema: S.SwarmTree },
+      ...errors(400, 401, 403, 404, 429),
+    },
+    async handler(ctx, req) {
+      return { status: 200, body: await ctx.executions.swarm(req.principal, req.params['id']!) };
+    },
+  },
+  {
     method: 'POST',
     path: '/v1/executions/:id/cancel',
     operationId: 'cancelExecution',

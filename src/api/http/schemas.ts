@@ -24,7 +24,7 @@ export type ErrorBody = z.infer<typeof ErrorBody>;
 
 export const Violation = z
   .object({
-    kind: z.enum(['limit', 'network', 'filesystem', 'budget', 'tool']),
+    kind: z.enum(['limit', 'network', 'filesystem', 'budget', 'tool', 'swarm']),
     rule: z.string(),
     message: z.string(),
     count: z.number().int().optional(),
@@ -62,6 +62,28 @@ export const Execution = z
   })
   .meta({ id: 'Execution' });
 export type Execution = z.infer<typeof Execution>;
+
+export const SwarmTree = z
+  .object({
+    root: z.string(),
+    executions: z.array(
+      z.object({
+        id: z.string(),
+        parentId: z.string().nullable(),
+        agent: z.string(),
+        status: z.enum(STATUSES),
+        reason: z.string().nullable(),
+        createdAt: z.string(),
+        finishedAt: z.string().nullable(),
+        node: z.string().nullable(),
+      }),
+    ),
+    messages: z.array(z.unknown()).meta({ description: 'swarm bus messages (filled by the bus)' }),
+    locks: z
+      .array(z.unknown())
+      .meta({ description: 'swarm locks held and waited for (filled by the locks)' }),
+  })
+  .meta({ id: 'SwarmTree' });
 
 /** The REST shape of an execution record (the CLI prints the same, locally and against a server). */
 export function executionView(record: ExecutionRecord): Execution {

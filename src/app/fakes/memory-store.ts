@@ -27,6 +27,8 @@ import {
 } from '../../domain/execution.ts';
 import type { SandboxRecord } from '../../domain/live-sandbox.ts';
 import type {
+  ChildInsert,
+  ChildLimits,
   ClaimRequest,
   ClusterTopic,
   DeployOutcome,
@@ -331,6 +333,24 @@ export class MemoryStore implements Store {
   }
 
   /** Oldest first. */
+  async createChildExecution(record: ExecutionRecord, limits: ChildLimits): Promise<ChildInsert> {
+    const rootId = record.rootId ?? record.id;
+    const tree = [...this.#executions.values()].filter((r) => r.rootId === rootId);
+    const children = tree.filter((r) => r.parentId === record.parentId).length;
+    if (children >= limits.maxChildren) return { ok: false, limit: 'maxChildren', count: children };
+    if (limits.maxDescendants !== null && tree.length >= limits.maxDescendants)
+      return { ok: false, limit: 'budget.executions', count: tree.length };
+    await this.createExecution(record);
+    return { ok: true };
+  }
+
+  async listSwarm(rootId: string): Promise<readonly ExecutionRecord[]> {
+    return [...this.#executions.values()]
+      .filter((r) => r.rootId === rootId)
+      .sort((a, b) => compare(a.createdAt, b.createdAt) || compare(a.id, b.id))
+      .map((r) => this.#view(r));
+  }
+
   async listUnfinished(): Promise<readonly ExecutionRecord[]> {
     return [...this.#executions.values()]
       .filter((r) => !isTerminal(r.status))

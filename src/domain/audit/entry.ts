@@ -34,6 +34,9 @@ export const AUDIT_KINDS = {
   agentActivated: 'agent.activated',
   agentDeleted: 'agent.deleted',
   executionCancelled: 'execution.cancelled',
+  /** A swarm child started (`{parent, child, agent, depth, root}`) or a spawn refused (`{parent, agent, rule, message}`). */
+  swarmSpawn: 'swarm.spawn',
+  swarmRefused: 'swarm.refused',
   apiKeyCreated: 'apikey.created',
   apiKeyRevoked: 'apikey.revoked',
   instanceWarm: 'instance.warm',
@@ -142,6 +145,14 @@ export type AuditDataByKind = {
   };
   'agent.deleted': { readonly agent: string; readonly revisions: number; readonly by: string };
   'execution.cancelled': { readonly by: string; readonly status: string };
+  'swarm.spawn': {
+    readonly parent: string;
+    readonly child: string;
+    readonly agent: string;
+    readonly root: string;
+    readonly depth: number;
+  };
+  'swarm.refused': { readonly agent: string; readonly rule: string; readonly message: string };
   'apikey.created': {
     readonly id: string;
     readonly name: string;

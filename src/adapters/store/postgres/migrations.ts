@@ -271,6 +271,19 @@ export const MIGRATIONS: readonly Migration[] = [
       );
     `,
   },
+  {
+    id: 10,
+    name: 'swarm: parent, root and authority ceiling of a spawned execution (ADR 0140)',
+    sql: `
+      -- The execution that spawned this one and the root of its tree (the swarm id); NULL for a root. The
+      -- authority ceiling (the parent's authority, JSON) is applied to the child's manifest when it runs.
+      ALTER TABLE executions ADD COLUMN parent_id TEXT COLLATE "C";
+      ALTER TABLE executions ADD COLUMN root_id TEXT COLLATE "C";
+      ALTER TABLE executions ADD COLUMN authority_json JSONB;
+      CREATE INDEX executions_by_parent ON executions (parent_id) WHERE parent_id IS NOT NULL;
+      CREATE INDEX executions_by_root ON executions (root_id) WHERE root_id IS NOT NULL;
+    `,
+  },
 ];
 
 /** Advisory-lock key (one bigint) for a name: every lock this store takes goes through here. */

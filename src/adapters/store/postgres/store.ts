@@ -9,6 +9,8 @@
  */
 import pg from 'pg';
 import type {
+  ChildInsert,
+  ChildLimits,
   ClaimRequest,
   ClusterTopic,
   DeployOutcome,
@@ -48,6 +50,7 @@ import type {
 } from '../../../domain/execution.ts';
 import { TERMINAL_STATUSES } from '../../../domain/execution.ts';
 import type { SandboxRecord } from '../../../domain/live-sandbox.ts';
+import type { AuthorityCeiling } from '../../../domain/swarm/authority.ts';
 import {
   CLAIMED_STATUSES,
   COLUMNS,
@@ -95,6 +98,9 @@ interface ExecutionRow {
   readonly usage_json: ExecutionUsage | null;
   readonly placement_json: Record<string, string> | null;
   readonly priority: number;
+  readonly parent_id: string | null;
+  readonly root_id: string | null;
+  readonly authority_json: AuthorityCeiling | null;
   readonly node_id: string | null;
 }
 
@@ -229,28 +235,8 @@ export class PostgresStore implements Store {
   async createExecution(record: ExecutionRecord): Promise<void> {
     try {
       await this.#query(
-        `INSERT INTO executions (${INSERT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)`,
-        [
-          record.id,
-          record.agent.name,
-          record.agent.version,
-          record.agent.revision ?? null,
-          record.runtime,
-          record.status,
-          record.exitCode,
-          record.reason,
-          toJson(record.input),
-          toJson(record.output),
-          JSON.stringify(record.violations),
-          record.createdAt,
-          record.startedAt,
-          record.finishedAt,
-          record.durationMs,
-          record.owner === null ? null : JSON.stringify(record.owner),
-          record.usage === undefined ? null : JSON.stringify(record.usage),
-          record.placement === undefined ? null : JSON.stringify(record.placement),
-          record.priority ?? 0,
-        ],
+        `INSERT INTO executions (${INSERT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22)`,
+        insertParams(record),
       );
     } catch (error) {
       if (sqlState(error) === UNIQUE_VIOLATION) {
@@ -344,6 +330,40 @@ export class PostgresStore implements Store {
   }
 
   /** Oldest first. */
+  /** Counts and inserts under a transaction-scoped advisory lock on the swarm's root: spawners on any node queue there. */
+  async createChildExecution(record: ExecutionRecord, limits: ChildLimits): Promise<ChildInsert> {
+    const rootId = record.rootId ?? record.id;
+    const parentId = record.parentId ?? null;
+    const refused = await this.#transaction(async (client): Promise<ChildInsert | undefined> => {
+      await client.query(`SELECT pg_advisory_xact_lock(${LOCK_KEY_SQL})`, [
+        `aegis.swarm:${this.#schema}:${rootId}`,
+      ]);
+      const { rows } = await client.query<{ children: string; tree: string }>(
+        'SELECT COUNT(*) FILTER (WHERE parent_id = $2) AS children, COUNT(*) AS tree FROM executions WHERE root_id = $1',
+        [rootId, parentId],
+      );
+      const children = Number(rows[0]?.children ?? 0);
+      const tree = Number(rows[0]?.tree ?? 0);
+      if (children >= limits.maxChildren) return { ok: false, limit: 'maxChildren', count: children };
+      if (limits.maxDescendants !== null && tree >= limits.maxDescendants)
+        return { ok: false, limit: 'budget.executions', count: tree };
+      await client.query(
+        `INSERT INTO executions (${INSERT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22)`,
+        insertParams(record),
+      );
+      return undefined;
+    });
+    return refused ?? { ok: true };
+  }
+
+  async listSwarm(rootId: string): Promise<readonly ExecutionRecord[]> {
+    const { rows } = await this.#query<ExecutionRow>(
+      `SELECT ${COLUMNS} FROM executions WHERE root_id = $1 ORDER BY created_at, id`,
+      [rootId],
+    );
+    return rows.map(toRecord);
+  }
+
   async listUnfinished(): Promise<readonly ExecutionRecord[]> {
     const { rows } = await this.#query<ExecutionRow>(
       `SELECT ${COLUMNS} FROM executions WHERE status = ANY($1::text[]) ORDER BY created_at, id`,
@@ -1133,6 +1153,34 @@ function sqlState(error: unknown): string | undefined {
   return error instanceof pg.DatabaseError ? error.code : undefined;
 }
 
+/** The parameters of an INSERT of INSERT_COLUMNS, in order. */
+function insertParams(record: ExecutionRecord): unknown[] {
+  return [
+    record.id,
+    record.agent.name,
+    record.agent.version,
+    record.agent.revision ?? null,
+    record.runtime,
+    record.status,
+    record.exitCode,
+    record.reason,
+    toJson(record.input),
+    toJson(record.output),
+    JSON.stringify(record.violations),
+    record.createdAt,
+    record.startedAt,
+    record.finishedAt,
+    record.durationMs,
+    record.owner === null ? null : JSON.stringify(record.owner),
+    record.usage === undefined ? null : JSON.stringify(record.usage),
+    record.placement === undefined ? null : JSON.stringify(record.placement),
+    record.priority ?? 0,
+    record.parentId ?? null,
+    record.rootId ?? null,
+    record.authority === undefined ? null : JSON.stringify(record.authority),
+  ];
+}
+
 function toRecord(row: ExecutionRow): ExecutionRecord {
   return {
     id: row.id,
@@ -1156,6 +1204,9 @@ function toRecord(row: ExecutionRow): ExecutionRecord {
     ...(row.placement_json === null ? {} : { placement: row.placement_json }),
     ...(row.priority === 0 ? {} : { priority: row.priority }),
     ...(row.node_id === null ? {} : { node: row.node_id }),
+    ...(row.parent_id === null ? {} : { parentId: row.parent_id }),
+    ...(row.root_id === null ? {} : { rootId: row.root_id }),
+    ...(row.authority_json === null ? {} : { authority: row.authority_json }),
   };
 }
 

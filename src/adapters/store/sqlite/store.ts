@@ -14,6 +14,8 @@ import { closeSync, mkdirSync, openSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { DatabaseSync, type SQLInputValue, type StatementSync } from 'node:sqlite';
 import type {
+  ChildInsert,
+  ChildLimits,
   ClaimRequest,
   ClusterTopic,
   DeployOutcome,
@@ -55,6 +57,7 @@ import {
   type Violation,
 } from '../../../domain/execution.ts';
 import type { SandboxRecord } from '../../../domain/live-sandbox.ts';
+import type { AuthorityCeiling } from '../../../domain/swarm/authority.ts';
 import {
   CLAIMED_STATUSES,
   COLUMNS,
@@ -90,6 +93,9 @@ interface ExecutionRow {
   readonly usage_json: string | null;
   readonly placement_json: string | null;
   readonly priority: number;
+  readonly parent_id: string | null;
+  readonly root_id: string | null;
+  readonly authority_json: string | null;
   readonly node_id: string | null;
 }
 
@@ -213,7 +219,8 @@ export class SqliteStore implements Store {
     this.#insertExecution = db.prepare(
       `INSERT INTO executions (${INSERT_COLUMNS}) VALUES (:id, :agent_name, :agent_version, :agent_revision, ` +
         ':runtime, :status, :exit_code, :reason, :input_json, :output_json, :violations_json, :created_at, ' +
-        ':started_at, :finished_at, :duration_ms, :owner_json, :usage_json, :placement_json, :priority)',
+        ':started_at, :finished_at, :duration_ms, :owner_json, :usage_json, :placement_json, :priority, ' +
+        ':parent_id, :root_id, :authority_json)',
     );
     // One statement for every patch shape: each column changes only when its `set_*` flag is 1.
     const patchable = [
@@ -311,6 +318,9 @@ export class SqliteStore implements Store {
         usage_json: record.usage === undefined ? null : JSON.stringify(record.usage),
         placement_json: record.placement === undefined ? null : JSON.stringify(record.placement),
         priority: record.priority ?? 0,
+        parent_id: record.parentId ?? null,
+        root_id: record.rootId ?? null,
+        authority_json: record.authority === undefined ? null : JSON.stringify(record.authority),
       });
     } catch (error) {
       if (isUniqueClash(error)) {
@@ -402,6 +412,44 @@ export class SqliteStore implements Store {
   }
 
   /** Oldest first. */
+  /** Counts and inserts in one IMMEDIATE transaction: the database file's write lock serialises spawners. */
+  async createChildExecution(record: ExecutionRecord, limits: ChildLimits): Promise<ChildInsert> {
+    const rootId = record.rootId ?? record.id;
+    this.#db.exec('BEGIN IMMEDIATE');
+    try {
+      const row = this.#db
+        .prepare(
+          'SELECT SUM(CASE WHEN parent_id = ? THEN 1 ELSE 0 END) AS children, COUNT(*) AS tree FROM executions WHERE root_id = ?',
+        )
+        .get(record.parentId ?? null, rootId);
+      const children = Number(row?.['children'] ?? 0);
+      const tree = Number(row?.['tree'] ?? 0);
+      let refused: ChildInsert | undefined;
+      if (children >= limits.maxChildren) refused = { ok: false, limit: 'maxChildren', count: children };
+      else if (limits.maxDescendants !== null && tree >= limits.maxDescendants)
+        refused = { ok: false, limit: 'budget.executions', count: tree };
+      if (refused !== undefined) {
+        this.#db.exec('ROLLBACK');
+        return refused;
+      }
+      // createExecution inserts synchronously (node:sqlite); commit before yielding so nothing else joins the transaction.
+      const inserted = this.createExecution(record);
+      this.#db.exec('COMMIT');
+      await inserted;
+      return { ok: true };
+    } catch (error) {
+      if (this.#db.isTransaction) this.#db.exec('ROLLBACK');
+      throw error;
+    }
+  }
+
+  async listSwarm(rootId: string): Promise<readonly ExecutionRecord[]> {
+    return this.#db
+      .prepare(`SELECT ${COLUMNS} FROM executions WHERE root_id = ? ORDER BY created_at, id`)
+      .all(rootId)
+      .map((row) => toRecord(row as unknown as ExecutionRow));
+  }
+
   async listUnfinished(): Promise<readonly ExecutionRecord[]> {
     return this.#listUnfinished
       .all(...UNFINISHED_STATUSES)
@@ -1026,6 +1074,9 @@ function toRecord(row: ExecutionRow): ExecutionRecord {
       : { placement: JSON.parse(row.placement_json) as Record<string, string> }),
     ...(row.priority === 0 ? {} : { priority: row.priority }),
     ...(row.node_id === null ? {} : { node: row.node_id }),
+    ...(row.parent_id === null ? {} : { parentId: row.parent_id }),
+    ...(row.root_id === null ? {} : { rootId: row.root_id }),
+    ...(row.authority_json === null ? {} : { authority: JSON.parse(row.authority_json) as AuthorityCeiling }),
   };
 }
 
