@@ -54,6 +54,8 @@ import type {
   MemoryReembedded,
   MemorySearchBody,
   MemorySearchResult,
+  Node,
+  NodeList,
   PruneBody,
   PruneReport,
   RecalledMemory,
@@ -638,6 +640,13 @@ export class AegisClient {
   /** Revokes a key; answers with its record (revokedAt set). */
   revokeKey(id: string): Promise<ApiKey> {
     return this.#json('write', { method: 'DELETE', path: `/v1/keys/${enc(id)}` });
+  }
+
+  // ── cluster ───────────────────────────────────────────────────────────────────────────────────────────────────
+
+  /** The cluster's nodes (servers and edges), by id: state, capacity, executions held, heartbeat age, epoch. */
+  async listNodes(): Promise<Node[]> {
+    return (await this.#json<NodeList>('read', { method: 'GET', path: '/v1/nodes' })).nodes;
   }
 
   // ── approvals ───────────────────────────────────────────────────────────────────────────────────────────────
