@@ -6,6 +6,7 @@
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import { LifecycleCrossCheck } from '../domain/audit/cluster.ts';
 import type { Principal } from '../domain/auth/api-key.ts';
 import { compileManifest } from '../domain/manifest/compiled.ts';
 import { AgentManifest } from '../domain/manifest/schema.ts';
@@ -114,6 +115,51 @@ describe('a cluster of two nodes on one store', () => {
     assert.match(after?.reason ?? '', /^node-lost/);
     assert.equal(a.executions.nodeState().epoch, 3, 'registered again under a new epoch');
     assert.equal((await c.store.listNodes())[0]?.state, 'live');
+  });
+
+  it('a fenced-out node writes execution.abandoned, not a second finish: verify --cluster finds no contradiction', async () => {
+    const c = cluster();
+    await c.deploy();
+    const a = c.node('a');
+    a.runtime.script = { hang: true };
+    await a.executions.recover();
+    const record = await a.executions.submit(admin, { agent: 'demo' });
+    await until(async () => (await c.store.getExecution(record.id))?.status === 'running', 'a runs it');
+    const started = (await a.audit.list(record.id)).find((e) => e.kind === 'execution.started');
+    assert.equal(started?.data['fence'], 1, 'execution.started carries the claim fence');
+
+    const b = c.node('b');
+    await b.executions.recover();
+    await c.clock.advance(1500); // a is paused past its lease
+    await b.executions.heartbeat();
+    assert.equal((await c.store.getExecution(record.id))?.status, 'failed');
+    await a.executions.heartbeat(); // a wakes up fenced out and aborts its run
+    await until(() => a.executions.stats().running === 0, 'a stops its run');
+
+    const ofA = await a.audit.list(record.id);
+    assert.deepEqual(
+      ofA.filter((e) => e.kind === 'execution.finished'),
+      [],
+      'no terminal entry by the node that lost the claim',
+    );
+    const abandoned = ofA.find((e) => e.kind === 'execution.abandoned');
+    assert.equal(abandoned?.data['reason'], 'fenced');
+    assert.equal(abandoned?.data['fence'], 1);
+
+    const check = new LifecycleCrossCheck();
+    for (const [node, log] of [
+      ['a', a.audit],
+      ['b', b.audit],
+    ] as const) {
+      for (const entry of await log.list(record.id)) {
+        check.add(
+          node,
+          { seq: entry.seq, ts: entry.ts, execution: entry.execution, kind: entry.kind },
+          entry.data,
+        );
+      }
+    }
+    assert.deepEqual(check.finish(), []);
   });
 
   it('queues a retryable agent execution again (spec.scaling.retryOnNodeLoss) and the survivor runs it', async () => {

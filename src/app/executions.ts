@@ -924,6 +924,7 @@ export class Executions {
         {
           agent,
           queued: record,
+          fence: job.fence.fence,
           ...(requestedBy === undefined ? {} : { requestedBy }),
           signal: job.controller.signal,
           ...(pools ? { warm: (binding) => pools.take(agent, revision.revision, binding) } : {}),
