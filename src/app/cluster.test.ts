@@ -181,6 +181,26 @@ describe('a cluster of two nodes on one store', () => {
     assert.deepEqual([recovered?.kind, recovered?.data['status']], ['execution.recovered', 'queued']);
   });
 
+  it("wakes followers on another node when log lines are stored (a 'logs' signal per batch)", async () => {
+    const c = cluster();
+    await c.deploy();
+    const a = c.node('a');
+    a.runtime.script = { hang: true, logs: [{ stream: 'stdout', text: 'hello from a' }] };
+    await a.executions.recover();
+    const record = await a.executions.submit(admin, { agent: 'demo' });
+    await until(async () => (await c.store.getExecution(record.id))?.status === 'running', 'a runs it');
+    const b = c.node('b');
+    await b.executions.recover();
+    const seen: string[] = [];
+    b.events.subscribe(record.id, (event) => seen.push(event));
+    await a.executions.cancel(admin, record.id); // the run ends: its last batch is stored
+    await until(() => seen.includes('logs'), "b's followers to hear of the stored lines");
+    assert.deepEqual(
+      (await c.store.readLogs(record.id)).map((line) => line.text),
+      ['hello from a'],
+    );
+  });
+
   it('cancels through a node that does not run the execution', async () => {
     const c = cluster();
     await c.deploy();

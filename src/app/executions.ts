@@ -932,7 +932,11 @@ export class Executions {
             metrics.sandboxStarted(clock.now() - dequeuedAt, start.warm ? 'warm' : 'cold');
             events.emit(record.id, 'status');
           },
-          onLogsStored: () => events.emit(record.id, 'logs'),
+          onLogsStored: () => {
+            // Followers on other nodes wake on the signal (one per stored batch) instead of their poll.
+            events.emit(record.id, 'logs');
+            this.#deps.store.signal('logs', record.id).catch(() => {});
+          },
         },
       );
       status = final.status;

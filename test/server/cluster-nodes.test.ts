@@ -3,7 +3,8 @@
  * (GET /v1/nodes, `aegis nodes ls`), and work that crosses nodes — submit via A, cancel and follow via B.
  */
 import assert from 'node:assert/strict';
-import { writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import {
@@ -11,20 +12,36 @@ import {
   cli,
   freshDatabase,
   killServers,
+  pollUntil,
   postgresMissing,
   type ServerProcess,
   serverDirs,
   startServerProcess,
 } from './harness.ts';
 
-after(killServers);
+const temps: string[] = [];
+after(async () => {
+  await killServers();
+  for (const dir of temps) rmSync(dir, { recursive: true, force: true });
+});
+
+function agentDir(name: string, script: string): string {
+  const dir = mkdtempSync(join(tmpdir(), 'aegis-cn-agent-'));
+  temps.push(dir);
+  writeFileSync(
+    join(dir, 'agent.yaml'),
+    `apiVersion: aegis.dev/v1\nkind: Agent\nmetadata: { name: ${name} }\nspec:\n  runtime: { language: bash, entrypoint: main.sh }\n`,
+  );
+  writeFileSync(join(dir, 'main.sh'), script);
+  return join(dir, 'agent.yaml');
+}
 
 const missing = postgresMissing();
 
 describe('a two-node cluster', {
   skip: missing && process.env['AEGIS_SKIP_POSTGRES'] === '1' ? missing : false,
 }, () => {
-  it('lists both nodes through either node: GET /v1/nodes and aegis nodes ls', async () => {
+  it('lists both nodes through either node; work submitted via A is followed and cancelled via B', async () => {
     if (missing) throw new Error(missing);
     const db = (await freshDatabase())!;
     const dirs = [serverDirs(), serverDirs()];
@@ -74,6 +91,33 @@ describe('a two-node cluster', {
         /^ID\s+KIND\s+STATE\s+HOST\s+LABELS\s+RUNTIMES\s+RUNNING\s+HEARTBEAT\s+EPOCH/m,
       );
       assert.match(table.stdout, /^node-a\s+server\s+live\s+\S+\s+zone=a\s+\S+\s+0\/\d+\s+[\d.]+s\s+\d+/m);
+
+      // Work across nodes: submitted via A, it runs wherever it is claimed; B follows its logs and cancels.
+      for (const [name, script] of [
+        ['ticker', 'for i in 1 2 3 4 5; do echo "tick $i"; sleep 0.2; done\necho \'{"ok":true}\'\n'],
+        ['sleeper', 'echo started\nsleep 120\n'],
+      ] as const) {
+        const deployed = await cli(['deploy', agentDir(name, script)], env);
+        assert.equal(deployed.code, 0, deployed.stderr);
+      }
+      const ticker = await apiCall(a.url, key, 'POST', '/v1/executions', { agent: 'ticker', input: {} });
+      assert.equal(ticker.status, 202, ticker.text);
+      const envB = { ...b.env, AEGIS_SERVER: b.url, AEGIS_API_KEY: key };
+      const followed = await cli(['logs', '-f', ticker.json['id'] as string], envB);
+      assert.equal(followed.code, 0, followed.stderr);
+      assert.match(followed.stdout, /tick 1[\s\S]*tick 5/);
+      const done = await apiCall(b.url, key, 'GET', `/v1/executions/${ticker.json['id'] as string}?wait=60s`);
+      assert.equal(done.json['status'], 'succeeded', done.text);
+
+      const sleeper = await apiCall(a.url, key, 'POST', '/v1/executions', { agent: 'sleeper', input: {} });
+      const id = sleeper.json['id'] as string;
+      await pollUntil('the sleeper to run', async () => {
+        const r = await apiCall(b.url, key, 'GET', `/v1/executions/${id}`);
+        return r.json['status'] === 'running' ? r : undefined;
+      });
+      const cancelled = await apiCall(b.url, key, 'POST', `/v1/executions/${id}/cancel`);
+      assert.equal(cancelled.status, 200, cancelled.text);
+      assert.equal(cancelled.json['status'], 'killed', cancelled.text);
     } finally {
       for (const server of servers) await server.stop();
       await db.drop();
