@@ -201,6 +201,29 @@ describe('a cluster of two nodes on one store', () => {
     );
   });
 
+  it('recovery writes no execution.recovered for what another node created or settled (its chain may lag)', async () => {
+    const c = cluster();
+    await c.deploy();
+    const a = c.node('a');
+    a.runtime.script = { hang: true };
+    await a.executions.recover();
+    const running = await a.executions.submit(admin, { agent: 'demo' });
+    await until(async () => (await c.store.getExecution(running.id))?.status === 'running', 'a runs it');
+    const queued = await a.executions.submit(admin, { agent: 'demo' }); // a is full: nobody holds it
+    const b = c.node('b');
+    await b.executions.cancel(admin, queued.id); // b settles it: its execution.finished is in b's chain
+    assert.equal((await c.store.getExecution(queued.id))?.status, 'killed');
+
+    // c starts; its ledger (and, with replication lag, the cluster's) has none of a's or b's entries.
+    const third = c.node('c');
+    const result = await third.executions.recover();
+    assert.deepEqual(result.reconciled, []);
+    assert.deepEqual(
+      third.audit.entries.filter((e) => e.kind === 'execution.recovered').map((e) => e.execution),
+      [],
+    );
+  });
+
   it('cancels through a node that does not run the execution', async () => {
     const c = cluster();
     await c.deploy();
