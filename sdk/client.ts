@@ -58,6 +58,8 @@ import type {
   MemoryReembedded,
   MemorySearchBody,
   MemorySearchResult,
+  Node,
+  NodeList,
   PruneBody,
   PruneReport,
   RecalledMemory,
@@ -664,6 +666,13 @@ export class AegisClient {
   /** Revokes an edge: its connection is cut at once and it can never reconnect. */
   revokeEdgeNode(id: string): Promise<EdgeNode> {
     return this.#json('write', { method: 'DELETE', path: `/v1/edge/nodes/${enc(id)}` });
+  }
+
+  // ── cluster ───────────────────────────────────────────────────────────────────────────────────────────────────
+
+  /** The cluster's nodes (servers and edges), by id: state, capacity, executions held, heartbeat age, epoch. */
+  async listNodes(): Promise<Node[]> {
+    return (await this.#json<NodeList>('read', { method: 'GET', path: '/v1/nodes' })).nodes;
   }
 
   // ── approvals ───────────────────────────────────────────────────────────────────────────────────────────────

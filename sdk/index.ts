@@ -76,6 +76,8 @@ export {
   type MemorySearchBody,
   type MemorySearchResult,
   type MemorySource,
+  type Node,
+  type NodeList,
   type PoolView,
   type RecalledMemory,
   type RollbackResult,

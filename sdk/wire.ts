@@ -182,6 +182,33 @@ export interface KeyList {
   keys: ApiKey[];
 }
 
+/** GET /v1/nodes: one registered node of the cluster (server or edge). */
+export interface Node {
+  id: string;
+  kind: 'server' | 'edge';
+  state: 'live' | 'draining' | 'dead';
+  /** Host name at its last registration (diagnostics only: ownership is id + epoch). */
+  host: string;
+  version: string;
+  labels: Record<string, string>;
+  runtimes: string[];
+  /** Executions it runs at once. */
+  capacity: number;
+  /** Executions it holds now (claimed, created or running). */
+  running: number;
+  /** Bumped on each registration and when declared dead (fencing). */
+  epoch: number;
+  startedAt: string;
+  heartbeatAt: string;
+  leaseExpiresAt: string;
+  /** Milliseconds since its last heartbeat, by the answering server's clock. */
+  heartbeatAgeMs: number;
+}
+
+export interface NodeList {
+  nodes: Node[];
+}
+
 /** POST /v1/admin/prune: windows such as 30d; without olderThan, the server's --retain policy. */
 export interface PruneBody {
   olderThan?: string | undefined;

@@ -49,6 +49,8 @@ export type WireTypesAgree = [
   Check<Same<wire.RollbackResult, z.infer<typeof server.RollbackResult>>>,
   Check<Same<wire.ApiKey, z.infer<typeof server.ApiKey>>>,
   Check<Same<wire.KeyList, z.infer<typeof server.KeyList>>>,
+  Check<Same<wire.Node, z.infer<typeof server.Node>>>,
+  Check<Same<wire.NodeList, z.infer<typeof server.NodeList>>>,
   Check<Same<wire.CreateKeyBody, z.infer<typeof server.CreateKeyBody>>>,
   Check<Same<wire.CreatedKey, z.infer<typeof server.CreatedKey>>>,
   Check<Same<wire.AuditEntry, z.infer<typeof server.AuditEntry>>>,

@@ -6,6 +6,7 @@
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import { LifecycleCrossCheck } from '../domain/audit/cluster.ts';
 import type { Principal } from '../domain/auth/api-key.ts';
 import { compileManifest } from '../domain/manifest/compiled.ts';
 import { AgentManifest } from '../domain/manifest/schema.ts';
@@ -116,6 +117,51 @@ describe('a cluster of two nodes on one store', () => {
     assert.equal((await c.store.listNodes())[0]?.state, 'live');
   });
 
+  it('a fenced-out node writes execution.abandoned, not a second finish: verify --cluster finds no contradiction', async () => {
+    const c = cluster();
+    await c.deploy();
+    const a = c.node('a');
+    a.runtime.script = { hang: true };
+    await a.executions.recover();
+    const record = await a.executions.submit(admin, { agent: 'demo' });
+    await until(async () => (await c.store.getExecution(record.id))?.status === 'running', 'a runs it');
+    const started = (await a.audit.list(record.id)).find((e) => e.kind === 'execution.started');
+    assert.equal(started?.data['fence'], 1, 'execution.started carries the claim fence');
+
+    const b = c.node('b');
+    await b.executions.recover();
+    await c.clock.advance(1500); // a is paused past its lease
+    await b.executions.heartbeat();
+    assert.equal((await c.store.getExecution(record.id))?.status, 'failed');
+    await a.executions.heartbeat(); // a wakes up fenced out and aborts its run
+    await until(() => a.executions.stats().running === 0, 'a stops its run');
+
+    const ofA = await a.audit.list(record.id);
+    assert.deepEqual(
+      ofA.filter((e) => e.kind === 'execution.finished'),
+      [],
+      'no terminal entry by the node that lost the claim',
+    );
+    const abandoned = ofA.find((e) => e.kind === 'execution.abandoned');
+    assert.equal(abandoned?.data['reason'], 'fenced');
+    assert.equal(abandoned?.data['fence'], 1);
+
+    const check = new LifecycleCrossCheck();
+    for (const [node, log] of [
+      ['a', a.audit],
+      ['b', b.audit],
+    ] as const) {
+      for (const entry of await log.list(record.id)) {
+        check.add(
+          node,
+          { seq: entry.seq, ts: entry.ts, execution: entry.execution, kind: entry.kind },
+          entry.data,
+        );
+      }
+    }
+    assert.deepEqual(check.finish(), []);
+  });
+
   it('queues a retryable agent execution again (spec.scaling.retryOnNodeLoss) and the survivor runs it', async () => {
     const c = cluster({ scaling: { retryOnNodeLoss: true } });
     await c.deploy();
@@ -133,6 +179,49 @@ describe('a cluster of two nodes on one store', () => {
     assert.equal((await c.store.getExecution(record.id))?.node, 'b');
     const [recovered] = await b.audit.list(record.id);
     assert.deepEqual([recovered?.kind, recovered?.data['status']], ['execution.recovered', 'queued']);
+  });
+
+  it("wakes followers on another node when log lines are stored (a 'logs' signal per batch)", async () => {
+    const c = cluster();
+    await c.deploy();
+    const a = c.node('a');
+    a.runtime.script = { hang: true, logs: [{ stream: 'stdout', text: 'hello from a' }] };
+    await a.executions.recover();
+    const record = await a.executions.submit(admin, { agent: 'demo' });
+    await until(async () => (await c.store.getExecution(record.id))?.status === 'running', 'a runs it');
+    const b = c.node('b');
+    await b.executions.recover();
+    const seen: string[] = [];
+    b.events.subscribe(record.id, (event) => seen.push(event));
+    await a.executions.cancel(admin, record.id); // the run ends: its last batch is stored
+    await until(() => seen.includes('logs'), "b's followers to hear of the stored lines");
+    assert.deepEqual(
+      (await c.store.readLogs(record.id)).map((line) => line.text),
+      ['hello from a'],
+    );
+  });
+
+  it('recovery writes no execution.recovered for what another node created or settled (its chain may lag)', async () => {
+    const c = cluster();
+    await c.deploy();
+    const a = c.node('a');
+    a.runtime.script = { hang: true };
+    await a.executions.recover();
+    const running = await a.executions.submit(admin, { agent: 'demo' });
+    await until(async () => (await c.store.getExecution(running.id))?.status === 'running', 'a runs it');
+    const queued = await a.executions.submit(admin, { agent: 'demo' }); // a is full: nobody holds it
+    const b = c.node('b');
+    await b.executions.cancel(admin, queued.id); // b settles it: its execution.finished is in b's chain
+    assert.equal((await c.store.getExecution(queued.id))?.status, 'killed');
+
+    // c starts; its ledger (and, with replication lag, the cluster's) has none of a's or b's entries.
+    const third = c.node('c');
+    const result = await third.executions.recover();
+    assert.deepEqual(result.reconciled, []);
+    assert.deepEqual(
+      third.audit.entries.filter((e) => e.kind === 'execution.recovered').map((e) => e.execution),
+      [],
+    );
   });
 
   it('cancels through a node that does not run the execution', async () => {

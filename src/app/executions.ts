@@ -505,10 +505,15 @@ export class Executions {
     requeued.push(...swept.requeued);
     failed.push(...swept.failed);
     const reconciled: string[] = [];
+    // With other nodes in the cluster, an execution no node holds (queued, or cancelled while queued) may have its
+    // entries in another node's chain not shipped yet (replication lag, or that node is down): only the executions
+    // this node held are its to reconcile — never an `execution.recovered` for what another node created or settled.
+    const alone = (await store.listNodes()).every((node) => node.id === this.#node.nodeId);
     for await (const record of allExecutions(store)) {
       if (recorded.has(record.id)) continue;
       // Another node's executions are in its ledger; live ones write their own entries.
       if (record.node !== undefined && record.node !== this.#node.nodeId) continue;
+      if (record.node === undefined && !alone) continue;
       if (!isTerminal(record.status) && record.node !== undefined) continue;
       const owner = record.owner;
       if (
@@ -1132,6 +1137,7 @@ export class Executions {
         {
           agent,
           queued: record,
+          fence: job.fence.fence,
           ...(requestedBy === undefined ? {} : { requestedBy }),
           signal: job.controller.signal,
           ...(pools ? { warm: (binding) => pools.take(agent, revision.revision, binding) } : {}),
@@ -1139,7 +1145,11 @@ export class Executions {
             metrics.sandboxStarted(clock.now() - dequeuedAt, start.warm ? 'warm' : 'cold');
             events.emit(record.id, 'status');
           },
-          onLogsStored: () => events.emit(record.id, 'logs'),
+          onLogsStored: () => {
+            // Followers on other nodes wake on the signal (one per stored batch) instead of their poll.
+            events.emit(record.id, 'logs');
+            this.#deps.store.signal('logs', record.id).catch(() => {});
+          },
         },
       );
       status = final.status;

@@ -17,6 +17,7 @@ import type {
   NodeRecord,
   NodeRegistration,
   NodeState,
+  NodeStatus,
 } from '../domain/cluster/node.ts';
 import type { MemoryFilter, MemoryRecord, MemoryScope } from '../domain/cortex/memory.ts';
 import type { AgentRevision, AgentSummary } from '../domain/deployment.ts';
@@ -575,8 +576,8 @@ export interface ClusterStore {
    * it is fenced out and must stop what it runs, then register again.
    */
   heartbeatNode(heartbeat: Heartbeat): Promise<{ readonly cancelRequested: readonly string[] } | undefined>;
-  /** Every registered node, by id. */
-  listNodes(): Promise<readonly NodeRecord[]>;
+  /** Every registered node, by id, with the number of executions it holds. */
+  listNodes(): Promise<readonly NodeStatus[]>;
   /** Sets a live node's state (`draining` on shutdown; `dead` when it leaves); false when not at `epoch`. */
   setNodeState(nodeId: string, epoch: number, state: NodeState, at: string): Promise<boolean>;
   /**

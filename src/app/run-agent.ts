@@ -252,6 +252,32 @@ export async function runAgent(deps: RunAgentDeps, request: RunAgentRequest): Pr
       ...(request.fence === undefined ? {} : { fence: request.fence }),
     });
   };
+  /**
+   * Cluster: the FENCED error when this node no longer holds its claim (an empty write under the fence probes it).
+   * A fenced-out node must not write a terminal entry for an execution another node settles.
+   */
+  const lostClaim = async (): Promise<AegisError | undefined> => {
+    if (request.fence === undefined) return undefined;
+    try {
+      await store.updateExecution(id, {});
+      return undefined;
+    } catch (error) {
+      if (isAegisError(error) && error.code === 'FENCED') return error;
+      throw error;
+    }
+  };
+  /** Instead of execution.finished once the claim is lost: a non-terminal entry naming the fence this node held. */
+  const auditAbandoned = (status: TerminalStatus, detail: string | null) => {
+    if (finishedAudited || request.fence === undefined) return;
+    finishedAudited = true;
+    outcome = { status, reason: detail };
+    audit.append(AUDIT_KINDS.executionAbandoned, id, {
+      reason: 'fenced',
+      fence: request.fence,
+      status,
+      detail,
+    });
+  };
   if (request.queued === undefined) {
     // The id is not handed out before its `execution.created` entry is durable.
     try {
@@ -659,6 +685,11 @@ export async function runAgent(deps: RunAgentDeps, request: RunAgentRequest): Pr
         await flush();
       }
     }
+    const fenced = await lostClaim();
+    if (fenced !== undefined) {
+      auditAbandoned(status, reason);
+      throw fenced;
+    }
     auditFinished(status, result.exitCode, reason, durationMs, usage);
     // The store says "ended" only once the ledger does (a crash in between is settled by recovery).
     await audit.durable();
@@ -675,6 +706,15 @@ export async function runAgent(deps: RunAgentDeps, request: RunAgentRequest): Pr
   } catch (error) {
     ticker.cancel();
     await flush().catch(() => {});
+    if (isAegisError(error) && error.code === 'FENCED') {
+      // Another node holds or settled it: nothing terminal of ours goes into the ledger or the store.
+      try {
+        auditAbandoned('failed', clean(error.message));
+      } catch {
+        // the ledger itself failed; the holder's entries are the record
+      }
+      throw error;
+    }
     const current = await store.getExecution(id);
     if (current && !isTerminal(current.status)) {
       const reason = clean(`internal error: ${error instanceof Error ? error.message : String(error)}`);

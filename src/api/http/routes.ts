@@ -572,8 +572,42 @@ export const ROUTES: readonly Route[] = [
       },
     }),
   ),
+  {
+    method: 'GET',
+    path: '/v1/nodes',
+    operationId: 'listNodes',
+    summary: 'The cluster: every registered node (server and edge) with its state, capacity and heartbeat',
+    tag: 'cluster',
+    scope: 'read',
+    responses: { 200: { description: 'Nodes by id', schema: S.NodeList }, ...errors(401, 403, 429) },
+    async handler(ctx, req) {
+      return { status: 200, body: { nodes: await listNodes(ctx, req.principal) } };
+    },
+  },
   ...MEMORY_ROUTES,
 ];
+
+/** GET /v1/nodes and gRPC ListNodes: the registry, with each heartbeat's age by this server's clock. */
+export async function listNodes(ctx: ApiContext, principal: Principal): Promise<S.Node[]> {
+  requireScope(principal, 'read', 'listing the cluster nodes');
+  const now = ctx.clock.now();
+  return (await ctx.store.listNodes()).map((n) => ({
+    id: n.id,
+    kind: n.kind,
+    state: n.state,
+    host: n.host,
+    version: n.version,
+    labels: { ...n.labels },
+    runtimes: [...n.runtimes],
+    capacity: n.capacity,
+    running: n.running,
+    epoch: n.epoch,
+    startedAt: n.startedAt,
+    heartbeatAt: n.heartbeatAt,
+    leaseExpiresAt: n.leaseExpiresAt,
+    heartbeatAgeMs: Math.max(0, Math.round(now - Date.parse(n.heartbeatAt))),
+  }));
+}
 
 function prunedError(id: string, checkpoint: { seq: number; ts: string; archive: string }): AegisError {
   return new AegisError(

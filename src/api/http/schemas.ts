@@ -309,6 +309,36 @@ export const CreatedKey = z
 export type CreatedKey = z.infer<typeof CreatedKey>;
 export const KeyList = z.object({ keys: z.array(ApiKey) }).meta({ id: 'KeyList' });
 
+export const Node = z
+  .object({
+    id: z
+      .string()
+      .meta({ description: 'Stable node id (ADR 0100): ownership is id + epoch, never the host' }),
+    kind: z.enum(['server', 'edge']),
+    state: z.enum(['live', 'draining', 'dead']),
+    host: z.string().meta({ description: 'Host name at its last registration (diagnostics only)' }),
+    version: z.string(),
+    labels: z.record(z.string(), z.string()),
+    runtimes: z.array(z.string()),
+    capacity: z.number().int().meta({ description: 'Executions it runs at once' }),
+    running: z.number().int().meta({ description: 'Executions it holds now (claimed, created or running)' }),
+    epoch: z
+      .number()
+      .int()
+      .meta({ description: 'Bumped on each registration and when declared dead (fencing)' }),
+    startedAt: z.string(),
+    heartbeatAt: z.string(),
+    leaseExpiresAt: z.string(),
+    heartbeatAgeMs: z
+      .number()
+      .int()
+      .meta({ description: "Milliseconds since its last heartbeat, by the answering server's clock" }),
+  })
+  .meta({ id: 'Node' });
+export type Node = z.infer<typeof Node>;
+export const NodeList = z.object({ nodes: z.array(Node) }).meta({ id: 'NodeList' });
+export type NodeList = z.infer<typeof NodeList>;
+
 const RetentionWindowText = z
   .string()
   .max(32)

@@ -15,6 +15,7 @@ import {
   type NodeRecord,
   type NodeRegistration,
   type NodeState,
+  type NodeStatus,
 } from '../../domain/cluster/node.ts';
 import type { AgentRevision, AgentSummary } from '../../domain/deployment.ts';
 import type { EdgeNodeRecord, EdgeTokenRecord } from '../../domain/edge/records.ts';
@@ -175,8 +176,16 @@ export class MemoryStore implements Store {
     return { cancelRequested };
   }
 
-  async listNodes(): Promise<readonly NodeRecord[]> {
-    return [...this.#nodes.values()].sort((a, b) => compare(a.id, b.id)).map((n) => structuredClone(n));
+  async listNodes(): Promise<readonly NodeStatus[]> {
+    const running = (nodeId: string) =>
+      [...this.#claims].filter(
+        ([id, claim]) =>
+          claim.node === nodeId &&
+          ['queued', 'created', 'running'].includes(this.#executions.get(id)?.status ?? ''),
+      ).length;
+    return [...this.#nodes.values()]
+      .sort((a, b) => compare(a.id, b.id))
+      .map((n) => ({ ...structuredClone(n), running: running(n.id) }));
   }
 
   async setNodeState(nodeId: string, epoch: number, state: NodeState, at: string): Promise<boolean> {

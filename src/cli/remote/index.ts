@@ -20,6 +20,7 @@ import { commandCancel, commandExec } from './executions.ts';
 import { commandKeysCreate, commandKeysLs, commandKeysRevoke } from './keys.ts';
 import { commandMcp } from './mcp.ts';
 import { commandMemoryLs, commandMemoryReembed, commandMemoryRm, commandMemorySearch } from './memory.ts';
+import { commandNodesLs } from './nodes.ts';
 import { registerSandboxCommands } from './sandboxes.ts';
 
 export { addServerOptions, needsServer, type ServerFlags, serverFrom } from './connect.ts';
@@ -85,6 +86,13 @@ export function registerRemoteCommands(program: Command, setExit: (code: number)
     .argument('<name>', 'agent name')
     .option('-y, --yes', 'do not ask for confirmation')
     .action(wrap(commandAgentsRm));
+
+  const nodes = program.command('nodes').helpGroup(HELP_GROUP).description("the cluster's nodes");
+  serverCommand(
+    nodes,
+    'ls',
+    'list the registered nodes: state, capacity, running, heartbeat age, epoch',
+  ).action(wrap(commandNodesLs));
 
   const keys = program.command('keys').helpGroup(HELP_GROUP).description('API keys (admin)');
   serverCommand(keys, 'create', 'create an API key; the key is printed once')

@@ -14,6 +14,9 @@
  *   another node did (or, when the entries carry fencing tokens, by a node whose fence is not the newest start's);
  * - `missing-created`: an execution started or finished somewhere but created nowhere (and no recovery explains it).
  *
+ * An `execution.abandoned` (a node fenced out of its claim stopped the run another node settles) is not a
+ * settlement and contradicts nothing: it is how a node that lost its lease records its side without a second finish.
+ *
  * Each contradiction names every entry involved: node, seq, kind and time.
  */
 import { NODE_ID } from '../cluster/node.ts';

@@ -43,6 +43,11 @@ export const AUDIT_KINDS = {
   instanceRetired: 'instance.retired',
   /** After a crash: what recovery found for an execution the store knows (its final status). */
   executionRecovered: 'execution.recovered',
+  /**
+   * A node that lost its claim (fenced out: declared dead while paused or partitioned) stopped an execution another
+   * node settles: not terminal — the holder's entry is the one finish (ADR 0101).
+   */
+  executionAbandoned: 'execution.abandoned',
   /** Entries found after the newest signed head when a writer opened the ledger (a crash before signing). */
   auditTailAdopted: 'audit.tail-adopted',
   /** The node key was rotated; the head covering this entry is the last one the old key signs. */
@@ -184,6 +189,16 @@ export type AuditDataByKind = {
     readonly status: string;
     readonly reason: string | null;
     readonly missing: readonly string[];
+  };
+  /**
+   * `reason: 'fenced'`; `fence`: the claim this node held; `status`/`detail`: what its run ended with, which the
+   * store refused (another node holds or settled the execution).
+   */
+  'execution.abandoned': {
+    readonly reason: 'fenced';
+    readonly fence: number;
+    readonly status: string;
+    readonly detail: string | null;
   };
   'audit.tail-adopted': {
     readonly fromSeq: number;

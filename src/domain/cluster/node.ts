@@ -44,6 +44,12 @@ export interface NodeRecord {
   readonly epoch: number;
 }
 
+/** A registry row with how many executions the node holds now (claimed, not finished): `aegis nodes ls`. */
+export interface NodeStatus extends NodeRecord {
+  /** Executions it holds (claimed: queued on it, created or running). */
+  readonly running: number;
+}
+
 /** What a node tells the registry when it (re-)registers. */
 export interface NodeRegistration {
   readonly id: string;

@@ -35,6 +35,7 @@ import {
   type NodeRecord,
   type NodeRegistration,
   type NodeState,
+  type NodeStatus,
 } from '../../../domain/cluster/node.ts';
 import type { AgentRevision, AgentSummary } from '../../../domain/deployment.ts';
 import type { EdgeNodeRecord, EdgeTokenRecord } from '../../../domain/edge/records.ts';
@@ -834,9 +835,12 @@ export class PostgresStore implements Store {
     });
   }
 
-  async listNodes(): Promise<readonly NodeRecord[]> {
-    const { rows } = await this.#query<NodeRow>(`SELECT ${NODE_COLUMNS} FROM nodes ORDER BY id`);
-    return rows.map(toNode);
+  async listNodes(): Promise<readonly NodeStatus[]> {
+    const { rows } = await this.#query<NodeRow & { running: string }>(
+      `SELECT ${NODE_COLUMNS}, (SELECT count(*) FROM executions e WHERE e.node_id = nodes.id AND e.status IN ${CLAIMED_SQL}) AS running ` +
+        'FROM nodes ORDER BY id',
+    );
+    return rows.map((row) => ({ ...toNode(row), running: Number(row.running) }));
   }
 
   async setNodeState(nodeId: string, epoch: number, state: NodeState, at: string): Promise<boolean> {

@@ -41,6 +41,7 @@ import {
   type NodeRecord,
   type NodeRegistration,
   type NodeState,
+  type NodeStatus,
 } from '../../../domain/cluster/node.ts';
 import type { AgentRevision, AgentSummary } from '../../../domain/deployment.ts';
 import type { EdgeNodeRecord, EdgeTokenRecord } from '../../../domain/edge/records.ts';
@@ -847,11 +848,18 @@ export class SqliteStore implements Store {
     });
   }
 
-  async listNodes(): Promise<readonly NodeRecord[]> {
+  async listNodes(): Promise<readonly NodeStatus[]> {
+    const claimed = CLAIMED_STATUSES.map((s) => `'${s}'`).join(', ');
     return this.#db
-      .prepare(`SELECT ${NODE_COLUMNS} FROM nodes ORDER BY id`)
+      .prepare(
+        `SELECT ${NODE_COLUMNS}, (SELECT count(*) FROM executions e WHERE e.node_id = nodes.id AND e.status IN (${claimed})) AS running ` +
+          'FROM nodes ORDER BY id',
+      )
       .all()
-      .map((row) => toNode(row as unknown as NodeRow));
+      .map((row) => ({
+        ...toNode(row as unknown as NodeRow),
+        running: Number((row as { running: number | bigint }).running),
+      }));
   }
 
   async setNodeState(nodeId: string, epoch: number, state: NodeState, at: string): Promise<boolean> {
