@@ -278,19 +278,22 @@ export async function startServer(
   const secrets = openSecretStore(config);
   let llm: Awaited<ReturnType<typeof openLlmWiring>>;
   let configFile: Awaited<ReturnType<typeof loadConfigFile>>;
-  let vectors: VectorStore;
+  let vectors: VectorStore | undefined;
   let embedder: Awaited<ReturnType<typeof openEmbedder>>;
   try {
     configFile = await loadConfigFile(env);
-    // Cortex: the embedder of memory.embedder (probed now: a dead endpoint fails the start, not every recall),
-    // vectors beside the server's store (PostgreSQL with AEGIS_DATABASE_URL, else $AEGIS_HOME/cortex.db).
+    // Cortex: vectors beside the server's store (PostgreSQL with AEGIS_DATABASE_URL, else $AEGIS_HOME/cortex.db);
+    // the embedder of memory.embedder (probed now: a dead endpoint fails the start, not every recall; `auto`
+    // picks word vectors when installed unless stored memories use hashing, and logs which).
+    vectors = await openVectorStore(config.home, env['AEGIS_DATABASE_URL']);
     embedder = await openEmbedder(
       configFile.memory.embedder,
       configFile.config.llm?.providers ?? {},
       secrets,
+      { env, home: config.home, store: vectors, log: (line) => log({ ...line }) },
     );
-    vectors = await openVectorStore(config.home, env['AEGIS_DATABASE_URL']);
   } catch (error) {
+    await vectors?.close().catch(() => {});
     await audit.close().catch(() => {});
     await store.close().catch(() => {});
     throw error;

@@ -163,12 +163,16 @@ async function localMemoryWiring(ctx: {
   secrets: { get(name: string): Promise<string> };
 }) {
   const loaded = await loadConfigFile();
+  const store = await openVectorStore(ctx.config.home);
   const embedder = await openEmbedder(
     loaded.memory.embedder,
     loaded.config.llm?.providers ?? {},
     ctx.secrets,
-  );
-  const store = await openVectorStore(ctx.config.home);
+    { env: process.env, home: ctx.config.home, store },
+  ).catch(async (error: unknown) => {
+    await store.close().catch(() => {});
+    throw error;
+  });
   const cortex = openCortex({
     embedder,
     store,

