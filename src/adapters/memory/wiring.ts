@@ -17,7 +17,12 @@ import { HashEmbedder } from '../cortex/hash-embedder.ts';
 import { OpenAiEmbedder } from '../cortex/openai-embedder.ts';
 import { SqliteVectorStore } from '../cortex/sqlite-vector-store.ts';
 import { WordVectorEmbedder } from '../cortex/word-vector-embedder.ts';
-import { findWinkPackage, loadWinkVectors, WINK_PACKAGE, type WordVectorTable } from '../cortex/word-vectors.ts';
+import {
+  findWinkPackage,
+  loadWinkVectors,
+  WINK_PACKAGE,
+  type WordVectorTable,
+} from '../cortex/word-vectors.ts';
 import { createMemoryHandler } from './http-handler.ts';
 
 export interface CortexParts {
@@ -107,9 +112,13 @@ async function openWordsOrHash(kind: 'words' | 'auto', local: LocalModelOptions)
   const location = findWinkPackage(local.env ?? {}, local.home);
   if (location === null) {
     if (kind === 'words') {
-      throw new AegisError('UNAVAILABLE', `memory.embedder words: the package ${WINK_PACKAGE} is not installed`, {
-        hint: INSTALL_HINT,
-      });
+      throw new AegisError(
+        'UNAVAILABLE',
+        `memory.embedder words: the package ${WINK_PACKAGE} is not installed`,
+        {
+          hint: INSTALL_HINT,
+        },
+      );
     }
     const hash = new HashEmbedder();
     local.log?.({
@@ -122,7 +131,10 @@ async function openWordsOrHash(kind: 'words' | 'auto', local: LocalModelOptions)
   }
   let table = tables.get(location.file);
   if (table === undefined) {
-    table = loadWinkVectors(location, local.home === undefined ? {} : { cacheDir: join(local.home, 'cache') });
+    table = loadWinkVectors(
+      location,
+      local.home === undefined ? {} : { cacheDir: join(local.home, 'cache') },
+    );
     tables.set(location.file, table);
   }
   const words = new WordVectorEmbedder(table);
@@ -139,7 +151,11 @@ async function openWordsOrHash(kind: 'words' | 'auto', local: LocalModelOptions)
       return hash;
     }
   }
-  local.log?.({ level: 'info', msg: `memory.embedder ${kind}: ${words.id} (word vectors)`, embedder: words.id });
+  local.log?.({
+    level: 'info',
+    msg: `memory.embedder ${kind}: ${words.id} (word vectors)`,
+    embedder: words.id,
+  });
   return words;
 }
 

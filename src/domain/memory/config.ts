@@ -12,7 +12,10 @@ const EMBEDDER_PATTERN = /^(auto|hash|words|openai:[a-z][a-z0-9-]{0,31}\/\S+)$/;
 export const MemoryConfig = z.strictObject({
   embedder: z
     .string()
-    .regex(EMBEDDER_PATTERN, 'write `auto`, `words`, `hash`, or `openai:<provider>/<model>` with a provider of llm.providers')
+    .regex(
+      EMBEDDER_PATTERN,
+      'write `auto`, `words`, `hash`, or `openai:<provider>/<model>` with a provider of llm.providers',
+    )
     .optional()
     .meta({
       description:
