@@ -34,14 +34,14 @@ function cluster(agentSpec: Record<string, unknown> = {}) {
   const store = new MemoryStore();
   const bundles = new FakeBundles();
   let n = 0;
-  const node = (nodeId: string) => {
+  const node = (nodeId: string, wrap: (s: MemoryStore) => MemoryStore = (s) => s) => {
     const runtime = new FakeRuntime(clock);
     const audit = new MemoryAuditLog({ clock });
     const events = new ExecutionEvents(clock);
     const executions = new Executions(
       {
         runtime,
-        store,
+        store: wrap(store),
         bundles,
         audit,
         clock,
@@ -222,6 +222,70 @@ describe('a cluster of two nodes on one store', () => {
       third.audit.entries.filter((e) => e.kind === 'execution.recovered').map((e) => e.execution),
       [],
     );
+  });
+
+  it('a node that stalled past its lease between claim and start does not start what another node took over', async () => {
+    // Seen with 3 server processes on one loaded host: a node stalled (event loop, database) longer than its lease
+    // after claiming; the others declared it dead, queued its claimed-not-started execution again, another node
+    // claimed and started it — and the stalled node, waking up, spawned it too (a second start in its ledger; on a
+    // shared host its teardown on FENCED removed the new holder's cgroup: the real run failed "not started").
+    const c = cluster();
+    await c.deploy();
+    let release: () => void = () => {};
+    const gate = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    let stalled = false;
+    let resumed = false;
+    const a = c.node(
+      'a',
+      (store) =>
+        new Proxy(store, {
+          get(target, property) {
+            if (property === 'claimExecutions') {
+              return async (...args: Parameters<MemoryStore['claimExecutions']>) => {
+                const claimed = await target.claimExecutions(...args);
+                if (claimed.length > 0) {
+                  stalled = true;
+                  await gate; // a stalls here: claimed, not yet started
+                  resumed = true;
+                }
+                return claimed;
+              };
+            }
+            const value = Reflect.get(target, property, target);
+            return typeof value === 'function' ? value.bind(target) : value;
+          },
+        }),
+    );
+    await a.executions.recover();
+    const record = await a.executions.submit(admin, { agent: 'demo' });
+    await until(() => stalled, 'a claims it and stalls');
+    assert.equal((await c.store.getExecution(record.id))?.node, 'a');
+
+    const b = c.node('b');
+    b.runtime.script = { outcome: { status: 'succeeded', exitCode: 0 } };
+    await b.executions.recover();
+    await c.clock.advance(1500); // past a's lease: b declares it dead and queues the execution again
+    await b.executions.heartbeat();
+    await until(async () => (await c.store.getExecution(record.id))?.status === 'succeeded', 'b runs it');
+
+    release();
+    await until(() => resumed, 'a wakes up');
+    await until(() => a.executions.stats().running === 0, 'a gives it up');
+    assert.deepEqual(
+      a.runtime.spawned.map((spec) => spec.executionId),
+      [],
+      'the stalled node spawned nothing for an execution it no longer holds',
+    );
+    assert.deepEqual(
+      (await a.audit.list(record.id)).map((entry) => entry.kind),
+      ['execution.created'],
+      'no execution.started in the stalled node ledger',
+    );
+    const final = await c.store.getExecution(record.id);
+    assert.equal(final?.status, 'succeeded');
+    assert.equal(final?.node, 'b');
   });
 
   it('cancels through a node that does not run the execution', async () => {

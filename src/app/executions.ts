@@ -203,6 +203,11 @@ export class Executions {
   #claimAgain = false;
   /** Fenced out, stopping its runs before it registers again: claims nothing meanwhile. */
   #rejoining = false;
+  /**
+   * Until when this node's lease is surely valid by its own clock: the start of its last successful registration or
+   * heartbeat plus the lease. Past it, other nodes may have declared it dead and taken its claims over.
+   */
+  #leaseValidUntil = 0;
   #pollMs = 250;
   #pollTimer: Timer | undefined;
   #heartbeatTimer: Timer | undefined;
@@ -586,6 +591,7 @@ export class Executions {
 
   async #register(): Promise<void> {
     const { store, clock, identity, runtime } = this.#deps;
+    const asked = clock.now();
     const node = await store.registerNode({
       id: this.#node.nodeId,
       kind: 'server',
@@ -598,6 +604,7 @@ export class Executions {
       leaseMs: this.#leaseMs,
     });
     this.#epoch = node.epoch;
+    this.#leaseValidUntil = asked + this.#leaseMs;
     if (this.#heartbeatTimer === undefined) {
       this.#heartbeatTimer = clock.setInterval(
         () => this.heartbeat(),
@@ -661,6 +668,7 @@ export class Executions {
     const { store, clock } = this.#deps;
     const epoch = this.#epoch;
     if (epoch === undefined) return;
+    const asked = clock.now();
     const beat = await store.heartbeatNode({
       nodeId: this.#node.nodeId,
       epoch,
@@ -671,6 +679,7 @@ export class Executions {
       await this.#fencedOut(epoch);
       return;
     }
+    if (this.#epoch === epoch) this.#leaseValidUntil = Math.max(this.#leaseValidUntil, asked + this.#leaseMs);
     for (const id of beat.cancelRequested) this.#running.get(id)?.controller.abort(REMOTE_CANCEL);
     await this.#sweep();
     this.#queued = await store.countQueued();
@@ -1116,6 +1125,13 @@ export class Executions {
         await store.updateExecution(record.id, { status: 'queued', unclaim: true });
         this.#deps.store.signal('queue', record.id).catch(() => {});
         return;
+      }
+      if (clock.now() >= this.#leaseValidUntil) {
+        // Our lease may have expired since the claim (a stall: event loop, database): another node may have declared
+        // us dead and given the execution to someone else, who may be starting it now. Starting it too would be a
+        // second start (and, on one host, our teardown on FENCED would remove the new holder's cgroup). A fenced
+        // read throws FENCED when the claim is no longer ours (handled below: nothing spawned, nothing recorded).
+        await store.updateExecution(record.id, {});
       }
       const pools = this.#deps.pools;
       await pools?.makeRoom();

@@ -28,7 +28,12 @@ const FULL = process.env['AEGIS_CLUSTER_FULL'] === '1';
 const COUNT = Number(process.env['AEGIS_CLUSTER_COUNT'] ?? (FULL ? 5000 : 600));
 /** Requests in flight at once while submitting. */
 const SUBMIT_CONCURRENCY = 16;
-const LEASE = '2s';
+/**
+ * The nodes' --lease. 2 s was tried first: on this 2-core machine under the other engineers' load a live node's
+ * heartbeats were measured up to 3.5 s apart, so live nodes were declared dead (correctly, for that lease) and their
+ * work failed node-lost. The server's default (10 s) is what a deployment runs; failover waits for it.
+ */
+const LEASE = '10s';
 
 // A tiny seeded PRNG (mulberry32): the kill moments and victims of a run can be replayed.
 const SEED = Number(process.env['AEGIS_CLUSTER_SEED'] ?? Math.floor(Math.random() * 2 ** 31));
@@ -61,13 +66,6 @@ const ECHO = 'read -r input\necho "$input"\n';
 /** Sleeps as many seconds as its input says, then says so. */
 const SLEEPER =
   'read -r input\nseconds=$(echo "$input" | tr -dc 0-9)\nsleep "$seconds"\necho "{\\"slept\\": $seconds}"\n';
-
-/** The node id an execution record names as its owner (the cluster's owner shape), if any. */
-export function ownerNode(record: ExecutionView): string | undefined {
-  const owner = record.owner as Record<string, unknown> | null | undefined;
-  const id = owner?.['node'] ?? owner?.['nodeId'] ?? record['node'] ?? record['nodeId'];
-  return typeof id === 'string' ? id : undefined;
-}
 
 interface Submitted {
   /** Execution ids by submission number n (more than one only for an ambiguous submission, retried). */
@@ -164,6 +162,28 @@ function countLedger(entries: readonly LedgerEntry[], ids: ReadonlySet<string>):
   return counts;
 }
 
+/** On a failure: what each node logged and each ledger holds about these executions (to stderr). */
+async function explain(cluster: Cluster, ids: readonly string[]): Promise<void> {
+  if (ids.length === 0) return;
+  const wanted = ids.slice(0, 5);
+  const entries = await cluster.ledgerEntries().catch(() => []);
+  for (const id of wanted) {
+    process.stderr.write(`# cluster: --- ${id}\n`);
+    for (const node of cluster.nodes) {
+      for (const line of node.log().split('\n')) {
+        if (line.includes(id)) process.stderr.write(`#   ${node.name} log: ${line.slice(0, 600)}\n`);
+      }
+    }
+    for (const entry of entries) {
+      if (entry.execution === id) {
+        process.stderr.write(
+          `#   ${entry.node} ledger: ${entry.ts} ${entry.kind} ${JSON.stringify(entry.data)}\n`,
+        );
+      }
+    }
+  }
+}
+
 function note(t: TestContext, text: string): void {
   t.diagnostic(text);
   process.stderr.write(`# cluster: ${text}\n`);
@@ -201,6 +221,10 @@ describe('a 3-node cluster on one PostgreSQL', { timeout: FULL ? 3_600_000 : 900
       `${COUNT} executions: submitted in ${(submitMs / 1000).toFixed(1)} s, all ended after ${(wallMs / 1000).toFixed(1)} s (${(COUNT / (wallMs / 1000)).toFixed(1)} executions/s over 3 nodes)`,
     );
     const notOk = [...records.values()].filter((r) => r.status !== 'succeeded');
+    await explain(
+      cluster,
+      notOk.map((r) => r.id),
+    );
     assert.deepEqual(
       notOk.map((r) => `${r.id} ${r.status} ${r.reason}`),
       [],
@@ -219,9 +243,8 @@ describe('a 3-node cluster on one PostgreSQL', { timeout: FULL ? 3_600_000 : 900
     );
     // Round-robin submission spread the work: with shared claiming any node may run any of it, so only say who did.
     const byNode = new Map<string, number>();
-    for (const record of records.values()) {
-      const node = ownerNode(record) ?? '(no node id in the record)';
-      byNode.set(node, (byNode.get(node) ?? 0) + 1);
+    for (const node of (await cluster.holders(ids)).values()) {
+      byNode.set(node ?? '(none)', (byNode.get(node ?? '(none)') ?? 0) + 1);
     }
     note(t, `ran on: ${[...byNode].map(([node, n]) => `${node} ${n}`).join(', ')}`);
   });
@@ -249,22 +272,26 @@ describe('a 3-node cluster on one PostgreSQL', { timeout: FULL ? 3_600_000 : 900
       );
       const node = pick(cluster.running());
       await node.kill9();
-      // What was running on it at that moment: the survivors must end all of it.
-      const survivor = cluster.running()[0]!;
-      const running = (await cluster.listExecutions(survivor, 'running'))
-        .filter((r) => ownerNode(r) === node.nodeId)
-        .map((r) => r.id);
+      // What the store says ran on it at that moment (asked at once: the others declare it dead only after its
+      // lease expires). Its sandboxes died with it: each of these must end failed node-lost.
+      const running = (
+        await cluster.sql<{ id: string }>(
+          "SELECT id FROM executions WHERE node_id = $1 AND status = 'running'",
+          [node.nodeId],
+        )
+      ).map((row) => row.id);
       killed.push({ node: node.name, nodeId: node.nodeId, running });
       note(t, `killed ${node.name} (${running.length} executions running on it)`);
-      // Failover, not restart recovery: the others end its running work while it is down.
+      // Failover, not restart recovery: the others settle everything it held (running: failed; claimed but not
+      // started: back to the queue) while it is down.
       await pollUntil(
-        `the executions running on killed ${node.name} to be ended by the other nodes`,
+        `the executions held by killed ${node.name} to be taken over by the other nodes`,
         async () => {
-          for (const id of running) {
-            const record = await cluster.api(cluster.running()[0]!, 'GET', `/v1/executions/${id}`);
-            if (!TERMINAL.has(String(record.json['status']))) return undefined;
-          }
-          return true;
+          const held = await cluster.sql(
+            "SELECT id FROM executions WHERE node_id = $1 AND status IN ('queued', 'running')",
+            [node.nodeId],
+          );
+          return held.length === 0 ? true : undefined;
         },
         60_000,
         200,
@@ -282,13 +309,22 @@ describe('a 3-node cluster on one PostgreSQL', { timeout: FULL ? 3_600_000 : 900
       assert.ok(list.length >= 1, `submission ${n} has an execution`);
       if (list.length > 1) assert.ok(submitted.ambiguous.has(n), `submission ${n} created twice, unasked`);
     }
-    // The ones that did not succeed are exactly the killed nodes' running ones, ended node-lost.
-    const killedRunning = new Set(killed.flatMap((k) => k.running));
+    // The ones that did not succeed ran on a killed node and were ended by another one: failed, node-lost, naming
+    // the killed node; and everything running on a killed node when it died ended that way.
+    const killedIds = killed.map((k) => k.nodeId);
     for (const record of records.values()) {
       if (record.status === 'succeeded') continue;
       assert.equal(record.status, 'failed', `${record.id}: ${record.status} ${record.reason}`);
-      assert.match(String(record.reason), /node-lost/, `${record.id} failed for another reason`);
-      assert.ok(killedRunning.has(record.id), `${record.id} failed node-lost but was not on a killed node`);
+      assert.match(String(record.reason), /^node-lost: node /, `${record.id} failed for another reason`);
+      assert.ok(
+        killedIds.some((id) => String(record.reason).startsWith(`node-lost: node ${id} `)),
+        `${record.id} failed node-lost but names no killed node: ${record.reason}`,
+      );
+    }
+    const killedRunning = new Set(killed.flatMap((k) => k.running));
+    for (const id of killedRunning) {
+      const record = records.get(id);
+      assert.equal(record?.status, 'failed', `${id} ran on a killed node, ended ${record?.status}`);
     }
     // Nothing run twice: no execution has two starts or two finishes over all the ledgers.
     const counts = countLedger(await cluster.ledgerEntries(), ids);
@@ -336,7 +372,7 @@ describe('a 3-node cluster on one PostgreSQL', { timeout: FULL ? 3_600_000 : 900
       for (const id of long) {
         const record = (await cluster.api(node, 'GET', `/v1/executions/${id}`)).json as ExecutionView;
         if (record.status !== 'running') return undefined;
-        assert.equal(ownerNode(record), node.nodeId, 'placement put it on n4');
+        assert.equal(await cluster.holder(id), node.nodeId, 'placement put it on n4');
       }
       return true;
     });
@@ -367,18 +403,38 @@ describe('a 3-node cluster on one PostgreSQL', { timeout: FULL ? 3_600_000 : 900
         deadlineMs,
       );
       assert.equal(record.status, 'failed');
-      assert.match(String(record.reason), /node-lost|orchestrator-restarted/);
+      // Its restart's new epoch made them orphans (not lease expiry: 60 s): settled by n4 itself as its previous
+      // life's work, or — whoever sweeps first — by another node, naming n4.
+      assert.match(
+        String(record.reason),
+        new RegExp(`^(orchestrator-restarted|node-lost: node ${firstId} )`),
+      );
     }
     const ran = (await cluster.api(node, 'GET', `/v1/executions/${queued}?wait=30s`)).json as ExecutionView;
     assert.equal(ran.status, 'succeeded', JSON.stringify(ran));
-    assert.equal(ownerNode(ran), node.nodeId, 'the queued execution ran on n4 (placement)');
+    assert.equal(await cluster.holder(queued), node.nodeId, 'the queued execution ran on n4 (placement)');
 
-    // One node n4 in the registry, now under its new hostname.
+    // One node n4 in the registry, now under its new hostname, at a newer epoch.
+    const registry = await cluster.sql<{ id: string; host: string; state: string; epoch: string }>(
+      'SELECT id, host, state, epoch FROM nodes WHERE id = $1',
+      [node.nodeId],
+    );
+    assert.equal(registry.length, 1, `one registry row for n4: ${JSON.stringify(registry)}`);
+    assert.equal(registry[0]!.host, 'aegis-n4-rescheduled');
+    assert.equal(registry[0]!.state, 'live');
+    assert.equal(Number(registry[0]!.epoch), 2, 'its second life: epoch 2');
+    // The same through the API, once this checkout has GET /v1/nodes (branch `cluster2`).
     const nodes = await cluster.api(node, 'GET', '/v1/nodes');
-    assert.equal(nodes.status, 200, nodes.text);
-    const entries = (nodes.json['nodes'] as Record<string, unknown>[]).filter((n) => n['id'] === node.nodeId);
-    assert.equal(entries.length, 1, `one registry entry for n4: ${nodes.text}`);
-    assert.equal(entries[0]!['hostname'] ?? entries[0]!['host'], 'aegis-n4-rescheduled');
+    if (nodes.status === 404 && /no route GET \/v1\/nodes/.test(nodes.text)) {
+      note(t, 'GET /v1/nodes is not on this checkout: registry checked in the store only');
+    } else {
+      assert.equal(nodes.status, 200, nodes.text);
+      const entries = (nodes.json['nodes'] as Record<string, unknown>[]).filter(
+        (n) => n['id'] === node.nodeId,
+      );
+      assert.equal(entries.length, 1, `one registry entry for n4: ${nodes.text}`);
+      assert.equal(entries[0]!['hostname'] ?? entries[0]!['host'], 'aegis-n4-rescheduled');
+    }
     await node.stop();
   });
 
@@ -394,8 +450,9 @@ describe('a 3-node cluster on one PostgreSQL', { timeout: FULL ? 3_600_000 : 900
       const r = (await cluster.api(first, 'GET', `/v1/executions/${id}`)).json as ExecutionView;
       return r.status === 'running' ? r : undefined;
     });
-    const holder = cluster.nodes.find((n) => n.nodeId === ownerNode(running));
-    assert.ok(holder, `the running record names a node of this cluster: ${JSON.stringify(running.owner)}`);
+    const holderId = await cluster.holder(running.id);
+    const holder = cluster.nodes.find((n) => n.nodeId === holderId);
+    assert.ok(holder, `the store names a node of this cluster as its holder: ${holderId}`);
     holder.pause();
     note(t, `paused ${holder.name} (pid ${holder.pid}) running ${id}`);
     const other = cluster.running()[0]!;

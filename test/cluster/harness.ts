@@ -406,6 +406,7 @@ export class Cluster {
   readonly cgroupParent: string;
   readonly options: ClusterOptions;
   #drop: () => Promise<void>;
+  #db: pg.Pool | undefined;
   #adminKey = '';
   #closed = false;
 
@@ -563,11 +564,38 @@ export class Cluster {
     return [...byHash.values()];
   }
 
+  /** A read of the cluster's database, as the test sees it (white-box: what the store holds, not what an API says). */
+  async sql<Row extends Record<string, unknown>>(
+    text: string,
+    params: readonly unknown[] = [],
+  ): Promise<Row[]> {
+    this.#db ??= new pg.Pool({ connectionString: this.databaseUrl, max: 2 });
+    return (await this.#db.query<Row>(text, [...params])).rows;
+  }
+
+  /**
+   * The node holding each execution (`executions.node_id`: the last claimer; it stays on a finished row), by id.
+   * The REST view of an execution does not name its node, so the tests ask the store.
+   */
+  async holders(ids: Iterable<string>): Promise<Map<string, string | null>> {
+    const rows = await this.sql<{ id: string; node_id: string | null }>(
+      'SELECT id, node_id FROM executions WHERE id = ANY($1::text[])',
+      [[...ids]],
+    );
+    return new Map(rows.map((row) => [row.id, row.node_id]));
+  }
+
+  /** The node holding one execution, or undefined (queued, unknown). */
+  async holder(id: string): Promise<string | undefined> {
+    return (await this.holders([id])).get(id) ?? undefined;
+  }
+
   /** Stops every node (by pid), drops the database, removes the files and this cluster's cgroups. */
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
     await Promise.all(this.nodes.map((node) => node.kill9()));
+    await this.#db?.end().catch(() => {});
     await this.#drop().catch(() => {});
     removeCgroups(this.cgroupParent);
     rmSync(this.base, { recursive: true, force: true });
