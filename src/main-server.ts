@@ -44,6 +44,7 @@ import { WarmPools } from './app/warm-pools.ts';
 import type { RateLimit } from './domain/auth/api-key.ts';
 import { type NodeIdentity, type NodeLabels, parseNodeLabels } from './domain/cluster/node.ts';
 import { AegisError } from './domain/errors.ts';
+import { sandboxNodeLostReason } from './domain/live-sandbox.ts';
 import { jsonSchemaViolation } from './domain/loop/json-schema.ts';
 import { type DeployCeilings, defaultDeployCeilings } from './domain/policy/deploy-ceilings.ts';
 import {
@@ -401,7 +402,9 @@ export async function startServer(
       version: AEGIS_VERSION,
       log,
       // Fenced out (declared dead while paused or partitioned): the live sandboxes it held are reaped too.
-      onFencedOut: () => sandboxes.closeAll(),
+      onFencedOut: () => sandboxes.reapAll(sandboxNodeLostReason(node.nodeId)),
+      // A node this one declared dead: its live sandboxes are recorded terminated (node-lost).
+      onNodeDead: (nodeId) => sandboxes.nodeLost(nodeId),
       // This node also claims for the edge nodes connected to it (their labels and capacity; ADR 0108).
       delegates: () => edgeHub.claimRequests(),
       loop: {
@@ -452,6 +455,7 @@ export async function startServer(
       clock: systemClock,
       ids,
       identity,
+      node: { nodeId: node.nodeId, epoch: () => executions.nodeState().epoch },
       secrets,
       random: cryptoSecretRandom,
       llm,
