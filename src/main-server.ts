@@ -32,6 +32,7 @@ import { loadRevision } from './app/agents.ts';
 import { ensureFirstAdminKey } from './app/api-keys.ts';
 import { Approvals } from './app/approvals.ts';
 import { EdgeNodes } from './app/edge-nodes.ts';
+import { EdgeRegistry } from './app/edge-registry.ts';
 import { ExecutionEvents } from './app/execution-events.ts';
 import { Executions } from './app/executions.ts';
 import { LiveSandboxes, type ToolsWiring } from './app/live-sandboxes.ts';
@@ -265,13 +266,45 @@ export async function startServer(
     audit,
     verify: verifyEd25519,
   });
+  // Connected edges are rows of the cluster registry (kind edge), kept live by this server (ADR 0134).
+  const edgeRegistry = new EdgeRegistry({
+    store,
+    clock: systemClock,
+    serverNodeId: node.nodeId,
+    version: AEGIS_VERSION,
+    leaseMs: options.edgeGraceMs ?? 30_000,
+    log,
+  });
+  const registryFailed = (error: unknown) =>
+    log({ level: 'warn', msg: 'edge registry update failed', error: String(error) });
   const edgeHub = new EdgeHub({
     nodes: edgeNodes,
     ...(options.edgeGraceMs === undefined ? {} : { graceMs: options.edgeGraceMs }),
     log,
+    onConnected: (edge) => void edgeRegistry.connected(edge).catch(registryFailed),
   });
+  const cutRevokedEdge = edgeNodes.onRevoked;
+  edgeNodes.onRevoked = (nodeId) => {
+    void edgeRegistry.revoked(nodeId).catch(registryFailed);
+    return cutRevokedEdge(nodeId);
+  };
   runtime.setEdge(
-    new EdgeRuntime({ hub: edgeHub, bundleFor: (executionId) => deployedBundleOf(store, executionId) }),
+    new EdgeRuntime({
+      hub: edgeHub,
+      bundleFor: (executionId) => deployedBundleOf(store, executionId),
+      listEdges: () => store.listEdgeNodes(),
+    }),
+  );
+  // Each server heartbeats the edges connected to it and learns the edges enrolled (or revoked) through the others.
+  const edgeTimer = systemClock.setInterval(
+    () => {
+      void (async () => {
+        await edgeHub.load(await store.listEdgeNodes());
+        await edgeRegistry.beat(edgeHub.connectedEdges());
+      })().catch(registryFailed);
+    },
+    Math.max(250, Math.floor(Math.min(options.leaseMs ?? 10_000, options.edgeGraceMs ?? 30_000) / 3)),
+    { background: true },
   );
   const bundlesDir = bundleDir(env);
   const bundles = new DirAgentBundles({ dir: bundlesDir });
@@ -632,6 +665,7 @@ export async function startServer(
           await mcpServers.close();
           await pools.close();
           await expiry.stop();
+          edgeTimer.cancel();
           edgeHub.close();
           try {
             await running.close();

@@ -304,6 +304,8 @@ export class Executions {
       const agent = await this.#compiledFor(revision);
       // Refused before anything is stored or audited, like any other malformed request.
       if (agent.input) inputValidator(agent.input, agent.name).check(request.input ?? null);
+      // Placement sees every edge of the cluster, also those enrolled through another server since this one started.
+      if (agent.placement) await runtime.refreshPlacement?.();
       const runtimeName = runtime.nameFor?.(agent) ?? runtime.name;
       const record: ExecutionRecord = {
         id: this.#deps.ids.executionId(),
