@@ -32,6 +32,7 @@ import { loadRevision } from './app/agents.ts';
 import { ensureFirstAdminKey } from './app/api-keys.ts';
 import { Approvals } from './app/approvals.ts';
 import { EdgeNodes } from './app/edge-nodes.ts';
+import { EdgeRegistry } from './app/edge-registry.ts';
 import { ExecutionEvents } from './app/execution-events.ts';
 import { Executions } from './app/executions.ts';
 import { LiveSandboxes, type ToolsWiring } from './app/live-sandboxes.ts';
@@ -44,6 +45,7 @@ import { WarmPools } from './app/warm-pools.ts';
 import type { RateLimit } from './domain/auth/api-key.ts';
 import { type NodeIdentity, type NodeLabels, parseNodeLabels } from './domain/cluster/node.ts';
 import { AegisError } from './domain/errors.ts';
+import { sandboxNodeLostReason } from './domain/live-sandbox.ts';
 import { jsonSchemaViolation } from './domain/loop/json-schema.ts';
 import { type DeployCeilings, defaultDeployCeilings } from './domain/policy/deploy-ceilings.ts';
 import {
@@ -264,13 +266,45 @@ export async function startServer(
     audit,
     verify: verifyEd25519,
   });
+  // Connected edges are rows of the cluster registry (kind edge), kept live by this server (ADR 0134).
+  const edgeRegistry = new EdgeRegistry({
+    store,
+    clock: systemClock,
+    serverNodeId: node.nodeId,
+    version: AEGIS_VERSION,
+    leaseMs: options.edgeGraceMs ?? 30_000,
+    log,
+  });
+  const registryFailed = (error: unknown) =>
+    log({ level: 'warn', msg: 'edge registry update failed', error: String(error) });
   const edgeHub = new EdgeHub({
     nodes: edgeNodes,
     ...(options.edgeGraceMs === undefined ? {} : { graceMs: options.edgeGraceMs }),
     log,
+    onConnected: (edge) => void edgeRegistry.connected(edge).catch(registryFailed),
   });
+  const cutRevokedEdge = edgeNodes.onRevoked;
+  edgeNodes.onRevoked = (nodeId) => {
+    void edgeRegistry.revoked(nodeId).catch(registryFailed);
+    return cutRevokedEdge(nodeId);
+  };
   runtime.setEdge(
-    new EdgeRuntime({ hub: edgeHub, bundleFor: (executionId) => deployedBundleOf(store, executionId) }),
+    new EdgeRuntime({
+      hub: edgeHub,
+      bundleFor: (executionId) => deployedBundleOf(store, executionId),
+      listEdges: () => store.listEdgeNodes(),
+    }),
+  );
+  // Each server heartbeats the edges connected to it and learns the edges enrolled (or revoked) through the others.
+  const edgeTimer = systemClock.setInterval(
+    () => {
+      void (async () => {
+        await edgeHub.load(await store.listEdgeNodes());
+        await edgeRegistry.beat(edgeHub.connectedEdges());
+      })().catch(registryFailed);
+    },
+    Math.max(250, Math.floor(Math.min(options.leaseMs ?? 10_000, options.edgeGraceMs ?? 30_000) / 3)),
+    { background: true },
   );
   const bundlesDir = bundleDir(env);
   const bundles = new DirAgentBundles({ dir: bundlesDir });
@@ -404,7 +438,9 @@ export async function startServer(
       version: AEGIS_VERSION,
       log,
       // Fenced out (declared dead while paused or partitioned): the live sandboxes it held are reaped too.
-      onFencedOut: () => sandboxes.closeAll(),
+      onFencedOut: () => sandboxes.reapAll(sandboxNodeLostReason(node.nodeId)),
+      // A node this one declared dead: its live sandboxes are recorded terminated (node-lost).
+      onNodeDead: (nodeId) => sandboxes.nodeLost(nodeId),
       // This node also claims for the edge nodes connected to it (their labels and capacity; ADR 0108).
       delegates: () => edgeHub.claimRequests(),
       loop: {
@@ -455,6 +491,7 @@ export async function startServer(
       clock: systemClock,
       ids,
       identity,
+      node: { nodeId: node.nodeId, epoch: () => executions.nodeState().epoch },
       secrets,
       random: cryptoSecretRandom,
       llm,
@@ -631,6 +668,7 @@ export async function startServer(
           await mcpServers.close();
           await pools.close();
           await expiry.stop();
+          edgeTimer.cancel();
           edgeHub.close();
           try {
             await running.close();

@@ -107,6 +107,11 @@ export interface ExecutionsDeps {
    * executions: reap what else it holds (live sandboxes), before it registers again.
    */
   readonly onFencedOut?: () => Promise<void>;
+  /**
+   * Called after this node's sweep declared another node dead (it won `declareNodeDead`): settle what else that
+   * node held (its live sandboxes become `terminated`, node-lost).
+   */
+  readonly onNodeDead?: (nodeId: string) => Promise<unknown>;
   /** Log events (JSON-able). */
   readonly log?: (entry: Record<string, unknown>) => void;
   /**
@@ -304,6 +309,8 @@ export class Executions {
       const agent = await this.#compiledFor(revision);
       // Refused before anything is stored or audited, like any other malformed request.
       if (agent.input) inputValidator(agent.input, agent.name).check(request.input ?? null);
+      // Placement sees every edge of the cluster, also those enrolled through another server since this one started.
+      if (agent.placement) await runtime.refreshPlacement?.();
       const runtimeName = runtime.nameFor?.(agent) ?? runtime.name;
       const record: ExecutionRecord = {
         id: this.#deps.ids.executionId(),
@@ -513,7 +520,10 @@ export class Executions {
     // With other nodes in the cluster, an execution no node holds (queued, or cancelled while queued) may have its
     // entries in another node's chain not shipped yet (replication lag, or that node is down): only the executions
     // this node held are its to reconcile — never an `execution.recovered` for what another node created or settled.
-    const alone = (await store.listNodes()).every((node) => node.id === this.#node.nodeId);
+    // Edge nodes keep no ledger of their own in the store (their server records their work).
+    const alone = (await store.listNodes()).every(
+      (node) => node.id === this.#node.nodeId || node.kind === 'edge',
+    );
     for await (const record of allExecutions(store)) {
       if (recorded.has(record.id)) continue;
       // Another node's executions are in its ledger; live ones write their own entries.
@@ -728,6 +738,14 @@ export class Executions {
       }
       if (await store.declareNodeDead(node.id, node.epoch, at)) {
         this.#deps.log?.({ level: 'warn', msg: 'declared a node dead (lease expired)', node: node.id });
+        await this.#deps.onNodeDead?.(node.id).catch((error: unknown) => {
+          this.#deps.log?.({
+            level: 'warn',
+            msg: 'settling a dead node failed',
+            node: node.id,
+            error: String(error),
+          });
+        });
       }
     }
     for (const orphan of await store.listOrphanedExecutions()) {

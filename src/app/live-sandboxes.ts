@@ -8,12 +8,14 @@
  */
 import { AUDIT_KINDS } from '../domain/audit/entry.ts';
 import { hasScope, type Principal, requireScope } from '../domain/auth/api-key.ts';
+import { leaseExpired, type NodeStatus } from '../domain/cluster/node.ts';
 import { AegisError } from '../domain/errors.ts';
 import {
   SANDBOX_RESTART_REASON,
   type SandboxRecord,
   type SandboxStatus,
   type SandboxView,
+  sandboxNodeLostReason,
   sandboxPath,
   sandboxPathRoots,
 } from '../domain/live-sandbox.ts';
@@ -62,6 +64,11 @@ export interface LiveSandboxesDeps {
   readonly ids: Pick<Ids, 'executionId'>;
   /** This orchestrator process: recorded as each sandbox's holder, so a restart knows which ones it lost. */
   readonly identity: ProcessIdentity;
+  /**
+   * This cluster node (ADR 0100) and its current epoch: each sandbox's holder is the node id + epoch, so a restart
+   * under any hostname, and the node that declares this one dead, know which sandboxes it held. Absent: host + pid.
+   */
+  readonly node?: { readonly nodeId: string; epoch(): number | undefined };
   /** Where `agent.secrets` values come from; required only by agents that declare secrets. */
   readonly secrets?: SecretStore;
   /** Placeholder randomness; required only by agents that declare secrets. */
@@ -471,40 +478,87 @@ export class LiveSandboxes {
   }
 
   /**
-   * After a restart: every sandbox the store says is running or paused whose holder is no longer alive (this
-   * host's previous process, killed) is recorded `terminated` with reason `orchestrator-restarted`. Its processes
-   * and cgroups are the runtime's to reap (`reapOrphans`, run by Executions.recover before this).
+   * After a restart: every sandbox the store says is running or paused whose holder is gone is recorded
+   * `terminated` — `orchestrator-restarted` for this node's previous life (same node id, an older epoch, any
+   * hostname), `node-lost` for a node the registry has as dead or no longer has (the sweeper that declared it dead
+   * died before marking them). A sandbox of another live node is its own, even at an older epoch: that node's
+   * restart reaps it. Records from before the cluster (no node in the holder) go by host + pid. Processes and
+   * cgroups are the runtime's to reap (`reapOrphans`, run by Executions.recover before this).
    */
   async recover(): Promise<string[]> {
-    const { store, identity, audit, clock } = this.#deps;
+    const { store, identity, clock, node } = this.#deps;
     const me = identity.current();
+    const epoch = node?.epoch();
+    const at = new Date(clock.now()).toISOString();
+    let registry: Map<string, NodeStatus> | undefined;
     const reaped: string[] = [];
     for (const record of await store.listSandboxes({ unfinished: true })) {
       if (this.#sandboxes.has(record.id)) continue;
       const holder = record.holder;
-      const mine =
-        holder !== null &&
-        holder.host === me.host &&
-        holder.pid === me.pid &&
-        holder.startTicks === me.startTicks;
-      if (mine || (holder !== null && identity.isAlive(holder))) continue;
-      audit.append(AUDIT_KINDS.sandboxTerminated, record.id, { reason: SANDBOX_RESTART_REASON, by: null });
-      await store.putSandbox({
-        ...record,
-        status: 'terminated',
-        reason: SANDBOX_RESTART_REASON,
-        holder: null,
-        expiresAt: record.status === 'running' ? record.expiresAt : new Date(clock.now()).toISOString(),
-      });
+      let reason = SANDBOX_RESTART_REASON;
+      if (holder?.node !== undefined && node !== undefined) {
+        if (holder.node === node.nodeId) {
+          if (holder.epoch === epoch) continue;
+        } else {
+          registry ??= new Map((await store.listNodes()).map((n) => [n.id, n]));
+          const holding = registry.get(holder.node);
+          if (
+            holding !== undefined &&
+            holding.state !== 'dead' &&
+            !leaseExpired(holding.leaseExpiresAt, at)
+          ) {
+            continue;
+          }
+          reason = sandboxNodeLostReason(holder.node);
+        }
+      } else {
+        const mine =
+          holder !== null &&
+          holder.host === me.host &&
+          holder.pid === me.pid &&
+          holder.startTicks === me.startTicks;
+        if (mine || (holder !== null && identity.isAlive(holder))) continue;
+      }
+      await this.#markEnded(record, reason, at);
       reaped.push(record.id);
     }
-    if (reaped.length > 0) await audit.flush();
+    if (reaped.length > 0) await this.#deps.audit.flush();
     return reaped;
+  }
+
+  /**
+   * The cluster declared node `nodeId` dead (this node's sweep won `declareNodeDead`): the sandboxes it held are
+   * recorded `terminated`, reason `node-lost`. Their processes die with that node or are reaped when it returns
+   * (fenced out: `reapAll`; restarted: `recover` and the runtime's `reapOrphans`).
+   */
+  async nodeLost(nodeId: string): Promise<string[]> {
+    if (nodeId === this.#deps.node?.nodeId) return [];
+    const at = new Date(this.#deps.clock.now()).toISOString();
+    const ended: string[] = [];
+    for (const record of await this.#deps.store.listSandboxes({ unfinished: true })) {
+      if (record.holder?.node !== nodeId || this.#sandboxes.has(record.id)) continue;
+      await this.#markEnded(record, sandboxNodeLostReason(nodeId), at);
+      ended.push(record.id);
+    }
+    if (ended.length > 0) await this.#deps.audit.flush();
+    return ended;
+  }
+
+  /** Records a sandbox no process of this node runs as terminated (audited). */
+  async #markEnded(record: SandboxRecord, reason: string, at: string): Promise<void> {
+    this.#deps.audit.append(AUDIT_KINDS.sandboxTerminated, record.id, { reason, by: null });
+    await this.#deps.store.putSandbox({
+      ...record,
+      status: 'terminated',
+      reason,
+      holder: null,
+      expiresAt: record.status === 'running' && record.expiresAt < at ? record.expiresAt : at,
+    });
   }
 
   async kill(principal: Principal, id: string): Promise<SandboxView> {
     requireScope(principal, 'execute', 'deleting a sandbox');
-    const sandbox = this.#find(principal, id);
+    const sandbox = await this.#local(principal, id);
     await this.#end(sandbox, 'deleted', principal.id);
     return this.#view(sandbox);
   }
@@ -515,7 +569,7 @@ export class LiveSandboxes {
    */
   async pause(principal: Principal, id: string): Promise<SandboxView> {
     requireScope(principal, 'execute', 'pausing a sandbox');
-    const sandbox = this.#running(principal, id);
+    const sandbox = await this.#localRunning(principal, id);
     sandbox.lifetime?.cancel();
     sandbox.idle?.cancel();
     sandbox.pausedAtMs = this.#deps.clock.now();
@@ -535,7 +589,7 @@ export class LiveSandboxes {
   /** Lets a paused sandbox run again; its deadline moves forward by the time it spent paused. */
   async resume(principal: Principal, id: string): Promise<SandboxView> {
     requireScope(principal, 'execute', 'resuming a sandbox');
-    const sandbox = this.#find(principal, id);
+    const sandbox = await this.#local(principal, id);
     if (sandbox.status !== 'paused') {
       throw new AegisError('CONFLICT', `sandbox ${id} is ${sandbox.status}, not paused`, {
         hint: sandbox.status === 'running' ? 'nothing to do' : 'create a new one: POST /v1/sandboxes',
@@ -559,7 +613,7 @@ export class LiveSandboxes {
   async setLifetime(principal: Principal, id: string, timeoutMs: number): Promise<SandboxView> {
     requireScope(principal, 'execute', 'changing a sandbox timeout');
     assertTimer('timeout', timeoutMs);
-    const sandbox = this.#find(principal, id);
+    const sandbox = await this.#local(principal, id);
     if (sandbox.status === 'terminated') throw notFoundSandbox(id);
     const now = this.#deps.clock.now();
     // While paused, the deadline is shifted by the pause length on resume: count from the pause's start.
@@ -594,7 +648,7 @@ export class LiveSandboxes {
   async exec(principal: Principal, id: string, request: ExecRequest): Promise<CommandView> {
     requireScope(principal, 'execute', 'running a command in a sandbox');
     assertTimer('timeout', request.timeoutMs);
-    const sandbox = this.#running(principal, id);
+    const sandbox = await this.#localRunning(principal, id);
     const argv = typeof request.cmd === 'string' ? ['/bin/sh', '-c', request.cmd] : [...request.cmd];
     if (argv.length === 0 || argv[0] === '') {
       throw new AegisError('USAGE', 'body.cmd: an empty command', { hint: 'e.g. {"cmd": ["ls", "-la"]}' });
@@ -687,7 +741,7 @@ export class LiveSandboxes {
     events: LivePtyEvents,
   ): Promise<{ command: CommandView; pty: LivePty }> {
     requireScope(principal, 'execute', 'opening a terminal in a sandbox');
-    const sandbox = this.#running(principal, id);
+    const sandbox = await this.#localRunning(principal, id);
     const open = sandbox.session.openPty?.bind(sandbox.session);
     if (!open) {
       throw new AegisError(
@@ -783,7 +837,7 @@ export class LiveSandboxes {
     request: PortRequest,
   ): Promise<{ socket: LivePortSocket; finish(outcome: PortOutcome): void }> {
     requireScope(principal, 'execute', 'reaching a port of a sandbox');
-    const sandbox = this.#find(principal, id);
+    const sandbox = await this.#local(principal, id);
     if (sandbox.status === 'terminated') {
       throw new AegisError('NOT_FOUND', `sandbox ${id} has ended (${sandbox.reason}); its ports are gone`, {
         hint: 'create a new one: POST /v1/sandboxes',
@@ -867,7 +921,7 @@ export class LiveSandboxes {
 
   async writeStdin(principal: Principal, id: string, commandId: string, data: Uint8Array, eof: boolean) {
     requireScope(principal, 'execute', 'writing to a command');
-    const sandbox = this.#running(principal, id);
+    const sandbox = await this.#localRunning(principal, id);
     const command = this.#command(sandbox, commandId);
     if (command.exit) throw new AegisError('CONFLICT', `command ${commandId} has exited`);
     await command.process.writeStdin(data, eof);
@@ -881,7 +935,7 @@ export class LiveSandboxes {
     signal = 'SIGKILL',
   ): Promise<CommandView> {
     requireScope(principal, 'execute', 'killing a command');
-    const sandbox = this.#running(principal, id);
+    const sandbox = await this.#localRunning(principal, id);
     const command = this.#command(sandbox, commandId);
     if (!/^SIG[A-Z0-9]+$/.test(signal))
       throw new AegisError('USAGE', `body.signal: ${signal} is not a signal name`);
@@ -901,7 +955,7 @@ export class LiveSandboxes {
     options: { afterSeq: number; follow: boolean; signal: AbortSignal },
   ): AsyncIterable<CommandEvent> {
     requireScope(principal, 'read', 'reading a command');
-    const sandbox = this.#find(principal, id);
+    const sandbox = await this.#local(principal, id);
     const command = this.#command(sandbox, commandId);
     let after = options.afterSeq;
     for (;;) {
@@ -1043,15 +1097,21 @@ export class LiveSandboxes {
   /** Ends every sandbox (server shutdown). */
   async closeAll(): Promise<void> {
     this.#closing = true;
+    await this.reapAll('server-shutdown');
+  }
+
+  /**
+   * Ends every sandbox and warm instance this node holds, with `reason`, and keeps serving: what a node fenced out
+   * of the cluster (declared dead while paused or partitioned) does before it registers again.
+   */
+  async reapAll(reason: string): Promise<void> {
     const warm = [...this.#pools.values()].flatMap((pool) => {
       pool.idle?.cancel();
       return pool.ready.splice(0);
     });
     this.#pools.clear();
     await Promise.all(warm.map((prepared) => this.#discard(prepared)));
-    await Promise.all(
-      [...this.#sandboxes.values()].map((sandbox) => this.#end(sandbox, 'server-shutdown', null)),
-    );
+    await Promise.all([...this.#sandboxes.values()].map((sandbox) => this.#end(sandbox, reason, null)));
   }
 
   // Internals ---------------------------------------------------------------------------------------------------
@@ -1287,7 +1347,7 @@ export class LiveSandboxes {
    */
   async callTool(principal: Principal, id: string, name: string, args: unknown): Promise<ToolCallResult> {
     requireScope(principal, 'execute', 'calling a tool in a sandbox');
-    const sandbox = this.#running(principal, id);
+    const sandbox = await this.#localRunning(principal, id);
     const tools = this.#deps.tools;
     if (tools === undefined)
       throw new AegisError('RUNTIME_UNAVAILABLE', 'this AEGIS server has no tool gateway');
@@ -1316,7 +1376,7 @@ export class LiveSandboxes {
     run: (session: LiveSession) => Promise<T>,
     _writes: boolean,
   ): Promise<T> {
-    const sandbox = this.#running(principal, id);
+    const sandbox = await this.#localRunning(principal, id);
     this.#touch(sandbox);
     let ok = false;
     let bytes: number | null = null;
@@ -1356,8 +1416,46 @@ export class LiveSandboxes {
   }
 
   async #persist(sandbox: Sandbox): Promise<void> {
-    const holder = sandbox.status === 'terminated' ? null : this.#deps.identity.current();
+    const node = this.#deps.node;
+    const epoch = node?.epoch();
+    const holder =
+      sandbox.status === 'terminated'
+        ? null
+        : {
+            ...this.#deps.identity.current(),
+            ...(node !== undefined && epoch !== undefined ? { node: node.nodeId, epoch } : {}),
+          };
     await this.#deps.store.putSandbox({ ...this.#view(sandbox), holder });
+  }
+
+  /** The sandbox this node holds; CONFLICT naming the node when another node holds it (not a 404). */
+  async #local(principal: Principal, id: string): Promise<Sandbox> {
+    if (!this.#sandboxes.has(id)) await this.#heldElsewhere(principal, id);
+    return this.#find(principal, id);
+  }
+
+  async #localRunning(principal: Principal, id: string): Promise<Sandbox> {
+    if (!this.#sandboxes.has(id)) await this.#heldElsewhere(principal, id);
+    return this.#running(principal, id);
+  }
+
+  /**
+   * A sandbox not held here that the store says another node holds (running or paused): its processes are on that
+   * node, so this one cannot act on it. Says which node (and host) instead of answering "no sandbox".
+   */
+  async #heldElsewhere(principal: Principal, id: string): Promise<void> {
+    const record = await this.#deps.store.getSandbox(id);
+    if (record === undefined || record.status === 'terminated' || !this.#mayTouch(principal, record)) return;
+    const node = record.holder?.node;
+    if (node === undefined || node === this.#deps.node?.nodeId) return;
+    throw new AegisError(
+      'CONFLICT',
+      `sandbox ${id} is held by node ${node} (host ${record.holder?.host ?? '?'}); this node cannot reach its processes`,
+      {
+        hint: `send this request to node ${node} (\`aegis nodes ls\` lists the nodes); if that node is gone, the cluster records the sandbox terminated (node-lost) once its lease expires`,
+        details: { id, node },
+      },
+    );
   }
 
   #mayTouch(principal: Principal, sandbox: { readonly owner: string }): boolean {

@@ -311,6 +311,11 @@ export interface Runtime {
    * @default `name`
    */
   nameFor?(agent: CompiledAgent): string;
+  /**
+   * Brings what `nameFor` decides from up to date with the cluster (the edge nodes enrolled through any server);
+   * called before `nameFor` for agents with `spec.placement`.
+   */
+  refreshPlacement?(): Promise<void>;
   /** Releases what dead orchestrators left behind (processes, cgroups, scratch dirs); returns their execution ids. */
   reapOrphans(): Promise<readonly string[]>;
   /**

@@ -72,10 +72,29 @@ export interface SandboxView {
   readonly usage: SandboxUsage | null;
 }
 
-/** What the store keeps: the view, and which orchestrator process holds the sandbox (null once terminated). */
+/**
+ * Who holds a live sandbox: the cluster node (id + the epoch it registered under, ADR 0100/0101) and, for
+ * diagnostics and records written before nodes existed, the orchestrator process. Ownership is the node id + epoch.
+ */
+export interface SandboxHolder {
+  readonly host: string;
+  readonly pid: number;
+  readonly startTicks: number;
+  /** The node holding it; absent in records written before the cluster (then host + pid decide). */
+  readonly node?: string;
+  /** That node's epoch when it last wrote the record: a node with a newer epoch is a later life of it. */
+  readonly epoch?: number;
+}
+
+/** What the store keeps: the view, and who holds the sandbox (null once terminated). */
 export interface SandboxRecord extends SandboxView {
-  readonly holder: { readonly host: string; readonly pid: number; readonly startTicks: number } | null;
+  readonly holder: SandboxHolder | null;
 }
 
 /** The reason a restart records for a sandbox its crashed predecessor held. */
 export const SANDBOX_RESTART_REASON = 'orchestrator-restarted';
+
+/** The reason recorded for the sandboxes of a node the cluster declared dead (or that was fenced out). */
+export function sandboxNodeLostReason(node: string): string {
+  return `node-lost: node ${node} stopped heartbeating and was declared dead; its sandbox processes die with it or are reaped when it returns`;
+}

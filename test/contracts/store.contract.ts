@@ -406,6 +406,15 @@ export function storeContract(name: string, open: () => Promise<StoreUnderTest<S
         assert.deepEqual(await store.getSandbox('sb_1'), ended);
       });
 
+      it('keeps the holding node id and epoch with the record (ownership by node, not host + pid)', async () => {
+        const one = sandbox('sb_1', at(1), {
+          holder: { host: 'pod-7f9c', pid: 42, startTicks: 7, node: 'node-a', epoch: 3 },
+        });
+        await store.putSandbox(one);
+        assert.deepEqual(await store.getSandbox('sb_1'), one);
+        assert.deepEqual((await store.listSandboxes({ unfinished: true }))[0]?.holder, one.holder);
+      });
+
       it('lists newest first; unfinished leaves out terminated ones; limit caps', async () => {
         await store.putSandbox(sandbox('sb_1', at(1)));
         await store.putSandbox(sandbox('sb_2', at(2), { status: 'paused' }));

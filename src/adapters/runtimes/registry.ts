@@ -160,6 +160,7 @@ export function runtimeEntries(): RuntimeEntry[] {
 export interface PlacedRuntime extends Runtime {
   places(agent: CompiledAgent): boolean;
   nameFor(agent: CompiledAgent): string;
+  refreshPlacement?(): Promise<void>;
 }
 
 /**
@@ -199,6 +200,11 @@ export class RuntimeRouter implements Runtime, LiveRuntime {
   /** Sends agents placed (by `spec.placement.labels`) on an enrolled edge to `edge` (docs/adr/0108). */
   setEdge(edge: PlacedRuntime): void {
     this.#edge = edge;
+  }
+
+  /** What placement knows (the enrolled edges) is brought up to date with the store. */
+  async refreshPlacement(): Promise<void> {
+    await this.#edge?.refreshPlacement?.();
   }
 
   /** The runtime `agent` runs on here; RUNTIME_UNAVAILABLE / LIMIT_UNENFORCEABLE when none fits. */

@@ -25,6 +25,14 @@ export interface EdgeHubOptions {
   /** The first frame must arrive this soon after connecting. @default 10 000 */
   readonly helloTimeoutMs?: number;
   readonly log: (entry: Record<string, unknown>) => void;
+  /** Told when an edge connects here (after its handshake): the cluster registry lists it (app/edge-registry.ts). */
+  readonly onConnected?: (edge: ConnectedEdge) => void;
+}
+
+/** An edge connected to this server: its record and the capacity it declared on connecting. */
+export interface ConnectedEdge {
+  readonly record: EdgeNodeRecord;
+  readonly capacity: number;
 }
 
 /** Largest frame an edge may send (a log line is ≤ 256 KiB). */
@@ -84,9 +92,26 @@ export class EdgeHub {
     options.nodes.onRevoked = (nodeId) => this.#revoked(nodeId);
   }
 
-  /** Seeds the enrolled edges (placement needs them before they connect). */
+  /**
+   * Seeds (and refreshes) the enrolled edges from the store: placement knows every edge of the cluster, also those
+   * enrolled through another server; an edge revoked through another server and connected here is cut off.
+   */
   async load(records: readonly EdgeNodeRecord[]): Promise<void> {
-    for (const record of records) this.#remember(record);
+    for (const record of records) {
+      const state = this.#remember(record);
+      if (record.revokedAt !== null && state.conn !== undefined) this.#revoked(record.id);
+    }
+  }
+
+  /** The edges connected to this server now (unrevoked), for the cluster registry's heartbeat. */
+  connectedEdges(): ConnectedEdge[] {
+    const out: ConnectedEdge[] = [];
+    for (const state of this.#nodes.values()) {
+      if (state.conn !== undefined && state.record.revokedAt === null) {
+        out.push({ record: state.record, capacity: state.capacity });
+      }
+    }
+    return out;
   }
 
   #remember(record: EdgeNodeRecord): NodeState {
@@ -314,6 +339,7 @@ export class EdgeHub {
     }
     const nodeId = state.record.id;
     this.#options.log({ level: 'info', msg: 'edge connected', node: nodeId, from: conn.from });
+    this.#options.onConnected?.({ record: state.record, capacity: state.capacity });
     ws.on('message', (data) => {
       if (state.conn !== conn) return;
       try {

@@ -12,7 +12,7 @@ import type {
   TaskInput,
   TaskOutput,
 } from '../../../app/ports.ts';
-import { assertEdgeCanRun } from '../../../domain/edge/records.ts';
+import { assertEdgeCanRun, type EdgeNodeRecord } from '../../../domain/edge/records.ts';
 import { AegisError } from '../../../domain/errors.ts';
 import type { CompiledAgent } from '../../../domain/manifest/compiled.ts';
 import type { EdgeHub } from './hub.ts';
@@ -21,6 +21,8 @@ export interface EdgeRuntimeOptions {
   readonly hub: EdgeHub;
   /** The deployed bundle of this execution's revision (digest and bytes), to ship to the edge. */
   readonly bundleFor: (executionId: string) => Promise<{ digest: string; bytes: Uint8Array }>;
+  /** Every enrolled edge in the (shared) store: placement refreshes from it (edges enrolled through other servers). */
+  readonly listEdges?: () => Promise<readonly EdgeNodeRecord[]>;
 }
 
 const PREFIX = 'edge:';
@@ -36,6 +38,11 @@ export class EdgeRuntime implements Runtime {
   /** True when the agent's placement labels name an enrolled edge; then it runs there or nowhere. */
   places(agent: CompiledAgent): boolean {
     return this.#options.hub.places(agent);
+  }
+
+  /** Reloads the enrolled edges from the store, so `places` knows those enrolled through any server. */
+  async refreshPlacement(): Promise<void> {
+    if (this.#options.listEdges) await this.#options.hub.load(await this.#options.listEdges());
   }
 
   nameFor(agent: CompiledAgent): string {

@@ -1,0 +1,163 @@
+/**
+ * Edges in a cluster (ADR 0134): two `aegis server` processes on one real PostgreSQL and one real `aegis edge join`
+ * connected to node-a. The edge is a row of the registry seen through node-b (kind edge, labels, runtimes, capacity,
+ * live; dead after the edge grace once it is gone); an agent placed on its labels, submitted through node-b — which
+ * started before the edge was enrolled and has no connection to it — runs on the edge, claimed by node-a on its
+ * behalf, not on node-b.
+ */
+import assert from 'node:assert/strict';
+import { type ChildProcess, spawn } from 'node:child_process';
+import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, describe, it } from 'node:test';
+import {
+  apiCall,
+  cli,
+  freshDatabase,
+  killServers,
+  pollUntil,
+  postgresMissing,
+  ROOT,
+  type ServerProcess,
+  serverDirs,
+  startServerProcess,
+} from './harness.ts';
+
+// biome-ignore lint/suspicious/noExplicitAny: response bodies are checked field by field by the assertions
+type Json = any;
+
+const temps: string[] = [];
+let edge: ChildProcess | undefined;
+after(async () => {
+  if (edge && edge.exitCode === null && edge.signalCode === null) {
+    const exited = new Promise((resolve) => edge!.once('exit', resolve));
+    edge.kill('SIGKILL');
+    await exited;
+  }
+  await killServers();
+  for (const dir of temps) rmSync(dir, { recursive: true, force: true });
+});
+
+function tempDir(prefix: string): string {
+  const dir = mkdtempSync(join(tmpdir(), prefix));
+  chmodSync(dir, 0o755); // the sandbox user reads bundles unpacked under the edge's data dir
+  temps.push(dir);
+  return dir;
+}
+
+function agentDir(): string {
+  const dir = tempDir('aegis-edge-cluster-agent-');
+  writeFileSync(
+    join(dir, 'agent.yaml'),
+    `apiVersion: aegis.dev/v1
+kind: Agent
+metadata: { name: plant-job, version: 0.1.0 }
+spec:
+  runtime: { language: python, entrypoint: main.py }
+  placement:
+    labels: { site: plant }
+`,
+  );
+  writeFileSync(join(dir, 'main.py'), 'import json\nprint(json.dumps({"ran": "edge"}))\n');
+  return join(dir, 'agent.yaml');
+}
+
+const missing = postgresMissing();
+
+describe('an edge in a two-server cluster', {
+  skip: missing && process.env['AEGIS_SKIP_POSTGRES'] === '1' ? missing : false,
+}, () => {
+  it('is listed by the other server, placement there sends its work to it, and it is dead after the grace', async () => {
+    if (missing) throw new Error(missing);
+    const db = (await freshDatabase())!;
+    try {
+      const dirs = [serverDirs(), serverDirs()];
+      const args = ['--lease', '3s', '--edge-grace', '4s'];
+      const a: ServerProcess = await startServerProcess({
+        dirs: dirs[0]!,
+        databaseUrl: db.url,
+        args: ['--node-id', 'node-a', ...args],
+      });
+      writeFileSync(join(dirs[1]!.home, 'admin.key'), `${a.adminKey}\n`, { mode: 0o600 });
+      const b: ServerProcess = await startServerProcess({
+        dirs: dirs[1]!,
+        databaseUrl: db.url,
+        args: ['--node-id', 'node-b', ...args],
+      });
+      const key = a.adminKey;
+      const viaA = { ...a.env, AEGIS_SERVER: a.url, AEGIS_API_KEY: key };
+      const deployed = await cli(['deploy', agentDir()], viaA);
+      assert.equal(deployed.code, 0, deployed.stderr);
+
+      // Enrolled through node-a after node-b started.
+      const created = await cli(['edge', 'token', 'create', '--label', 'site=plant', '-o', 'json'], viaA);
+      assert.equal(created.code, 0, created.stderr);
+      const token = JSON.parse(created.stdout).token as string;
+      let log = '';
+      edge = spawn(
+        process.execPath,
+        [
+          join(ROOT, 'src/cli/bin.ts'),
+          'edge',
+          'join',
+          a.url,
+          '--capacity',
+          '3',
+          '--token',
+          token,
+          '--data-dir',
+          tempDir('aegis-edge-cluster-data-'),
+        ],
+        { cwd: ROOT, env: { ...process.env }, stdio: ['ignore', 'pipe', 'pipe'] },
+      );
+      edge.stdout!.on('data', (d) => (log += d));
+      edge.stderr!.on('data', (d) => (log += d));
+
+      // node-b lists it: kind edge, its labels, runtimes and capacity, live (heartbeated by node-a).
+      const listed: Json = await pollUntil('node-b lists the edge live', async () => {
+        const nodes = ((await apiCall(b.url, key, 'GET', '/v1/nodes')).json as Json).nodes as Json[];
+        return nodes.find((n) => n.kind === 'edge' && n.state === 'live');
+      });
+      assert.deepEqual(listed.labels, { site: 'plant' });
+      assert.deepEqual(listed.runtimes, ['sandbox']);
+      assert.equal(listed.capacity, 3);
+      assert.equal(listed.host, 'via node-a');
+      const shown = await cli(['nodes', 'ls'], { ...b.env, AEGIS_SERVER: b.url, AEGIS_API_KEY: key });
+      assert.equal(shown.code, 0, shown.stderr);
+      assert.match(shown.stdout, new RegExp(`${listed.id}\\s+edge\\s+live`));
+
+      // Submitted through node-b, which holds no connection to the edge: recorded for the edge, run there.
+      const submitted = await apiCall(b.url, key, 'POST', '/v1/executions', { agent: 'plant-job' });
+      assert.equal(submitted.status, 202, submitted.text);
+      const id = submitted.json['id'] as string;
+      const done: Json = await pollUntil(
+        `execution ${id} to end (edge log: ${log.slice(-500)})`,
+        async () => {
+          const got = (await apiCall(b.url, key, 'GET', `/v1/executions/${id}`)).json as Json;
+          return ['succeeded', 'failed', 'timeout', 'oom', 'killed'].includes(got.status) ? got : undefined;
+        },
+        90_000,
+      );
+      assert.equal(done.status, 'succeeded', JSON.stringify(done));
+      assert.equal(done.runtime, 'edge');
+      assert.deepEqual(done.output, { ran: 'edge' });
+
+      // Gone: no server heartbeats it any more; after the grace a sweep declares it dead.
+      const exited = new Promise((resolve) => edge!.once('exit', resolve));
+      edge.kill('SIGKILL');
+      await exited;
+      await pollUntil(
+        'the edge declared dead after the grace',
+        async () => {
+          const nodes = ((await apiCall(b.url, key, 'GET', '/v1/nodes')).json as Json).nodes as Json[];
+          return nodes.find((n) => n.id === listed.id)?.state === 'dead';
+        },
+        60_000,
+      );
+    } finally {
+      await killServers();
+      await db.drop();
+    }
+  });
+});
