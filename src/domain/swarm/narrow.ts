@@ -14,10 +14,31 @@ import {
 import type { ToolGrantSpec } from '../tools.ts';
 import type { AuthorityCeiling } from './authority.ts';
 
-/** What the parent holds, for its children. `llmLeft`: its budget minus what it spent so far (the tighter wins). */
+/** What a model budget has left after `spent` (null: that dimension is unlimited); never below 0. */
+export interface LlmLeft {
+  readonly tokens: number | null;
+  readonly calls: number | null;
+  readonly usd: number | null;
+}
+
+export function llmLeftOf(
+  budget: { readonly tokens: number | null; readonly calls: number | null; readonly usd: number | null },
+  spent: { readonly calls: number; readonly inputTokens: number; readonly outputTokens: number; readonly usd: number },
+): LlmLeft {
+  return {
+    tokens: budget.tokens === null ? null : Math.max(0, budget.tokens - spent.inputTokens - spent.outputTokens),
+    calls: budget.calls === null ? null : Math.max(0, budget.calls - spent.calls),
+    usd: budget.usd === null ? null : Math.max(0, Math.round((budget.usd - spent.usd) * 1e6) / 1e6),
+  };
+}
+
+/**
+ * What the parent holds, for its children. `llmLeft`: its budget minus what it spent before the spawn (the tighter
+ * wins), so a child cannot spend what its parent already did (`llmLeftOf`).
+ */
 export function ceilingOf(
   parent: CompiledAgent,
-  llmLeft?: { readonly tokens: number | null; readonly usd: number | null },
+  llmLeft?: { readonly tokens: number | null; readonly calls?: number | null; readonly usd: number | null },
 ): AuthorityCeiling {
   const swarm = parent.swarm?.budget;
   const llm = parent.llm;
@@ -32,7 +53,7 @@ export function ceilingOf(
             models: [...llm.models],
             budget: {
               tokens: least(llm.budget.tokens, llmLeft?.tokens ?? null, swarm?.tokens ?? null),
-              calls: llm.budget.calls,
+              calls: least(llm.budget.calls, llmLeft?.calls ?? null),
               usd: least(llm.budget.usd, llmLeft?.usd ?? null, swarm?.usd ?? null),
             },
           },
