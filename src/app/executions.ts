@@ -1021,7 +1021,9 @@ export class Executions {
     const rootId = parent.record.rootId ?? parent.record.id;
     const spent = parent.spent?.();
     const llmLeft =
-      spent === undefined || parent.agent.llm === null ? undefined : llmLeftOf(parent.agent.llm.budget, spent);
+      spent === undefined || parent.agent.llm === null
+        ? undefined
+        : llmLeftOf(parent.agent.llm.budget, spent);
     const child = await this.#submit(principal, request, undefined, {
       parentId: parent.record.id,
       rootId,

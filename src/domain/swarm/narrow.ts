@@ -23,10 +23,16 @@ export interface LlmLeft {
 
 export function llmLeftOf(
   budget: { readonly tokens: number | null; readonly calls: number | null; readonly usd: number | null },
-  spent: { readonly calls: number; readonly inputTokens: number; readonly outputTokens: number; readonly usd: number },
+  spent: {
+    readonly calls: number;
+    readonly inputTokens: number;
+    readonly outputTokens: number;
+    readonly usd: number;
+  },
 ): LlmLeft {
   return {
-    tokens: budget.tokens === null ? null : Math.max(0, budget.tokens - spent.inputTokens - spent.outputTokens),
+    tokens:
+      budget.tokens === null ? null : Math.max(0, budget.tokens - spent.inputTokens - spent.outputTokens),
     calls: budget.calls === null ? null : Math.max(0, budget.calls - spent.calls),
     usd: budget.usd === null ? null : Math.max(0, Math.round((budget.usd - spent.usd) * 1e6) / 1e6),
   };
