@@ -29,7 +29,7 @@ export function swarmRows(tree: SwarmTree): string[][] {
     ]);
     const below = [...(children.get(e.id) ?? [])].sort((a, b) => a.createdAt.localeCompare(b.createdAt));
     const next = depth === 0 ? '' : `${prefix}${last ? '   ' : '│  '}`;
-    below.forEach((c, i) => visit(c, next, i === below.length - 1, depth + 1));
+    for (const [i, c] of below.entries()) visit(c, next, i === below.length - 1, depth + 1);
   };
   const root = tree.executions.find((e) => e.id === tree.root);
   if (root !== undefined) visit(root, '', true, 0);
