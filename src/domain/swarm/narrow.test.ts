@@ -3,7 +3,7 @@ import { describe, it } from 'node:test';
 import { type CompiledAgent, compileManifest } from '../manifest/compiled.ts';
 import { validateManifestValue } from '../manifest/validate.ts';
 import { evaluate } from '../policy/network-rules.ts';
-import { ceilingOf, llmLeftOf, mayStart, narrowAgent } from './narrow.ts';
+import { ceilingOf, llmLeftOf, mayStart, narrowAgent, narrowedAway } from './narrow.ts';
 
 function agent(name: string, spec: Record<string, unknown>): CompiledAgent {
   const parsed = validateManifestValue({
@@ -131,6 +131,19 @@ describe('llmLeftOf: a child gets what its parent has not spent yet', () => {
     assert.deepEqual(spentAll, { tokens: 0, calls: null, usd: null });
     const broke = agent('broke', { llm: { models: ['default'], budget: { tokens: 100 } } });
     assert.equal(narrowAgent(greedy, ceilingOf(broke, spentAll)).llm?.budget.tokens, 0);
+  });
+});
+
+describe('narrowedAway: what the ledger says a child did not get', () => {
+  it('names the rules, mounts, tools, models and secrets narrowing dropped', () => {
+    const child = narrowAgent(greedy, ceilingOf(parent));
+    const dropped = narrowedAway(greedy, child);
+    assert.ok(dropped?.network.includes('evil.example.net'));
+    assert.ok(dropped?.mounts.includes('/srv/secret'));
+    assert.deepEqual(dropped?.tools, ['fs.write']);
+    assert.deepEqual(dropped?.models, ['smart']);
+    assert.deepEqual(dropped?.secrets, ['ADMIN_TOKEN']);
+    assert.equal(narrowedAway(parent, parent), undefined);
   });
 });
 

@@ -197,3 +197,35 @@ function intersectPorts(a: PortRange | undefined, b: PortRange | undefined): Por
   const high = Math.min(a.high, b.high);
   return low > high ? null : { low, high };
 }
+
+/** What narrowing took from a child's manifest (for the ledger); undefined when it kept everything. */
+export interface Narrowed {
+  readonly network: readonly string[];
+  readonly mounts: readonly string[];
+  readonly readOnly: readonly string[];
+  readonly tools: readonly string[];
+  readonly models: readonly string[];
+  readonly secrets: readonly string[];
+}
+
+export function narrowedAway(child: CompiledAgent, narrowed: CompiledAgent): Narrowed | undefined {
+  const kept = <T>(before: readonly T[], after: readonly T[]) => before.filter((x) => !after.includes(x));
+  const afterMounts = new Map(narrowed.mounts.map((m) => [m.source, m]));
+  const dropped: Narrowed = {
+    network: kept(child.network.allow, narrowed.network.allow),
+    mounts: child.mounts.filter((m) => !afterMounts.has(m.source)).map((m) => m.source),
+    readOnly: child.mounts
+      .filter((m) => m.writable && afterMounts.get(m.source)?.writable === false)
+      .map((m) => m.source),
+    tools: kept(
+      (child.tools ?? []).map((t) => t.name),
+      (narrowed.tools ?? []).map((t) => t.name),
+    ),
+    models: kept(child.llm?.models ?? [], narrowed.llm?.models ?? []),
+    secrets: kept(
+      child.secrets.map((s) => s.name),
+      narrowed.secrets.map((s) => s.name),
+    ),
+  };
+  return Object.values(dropped).some((list) => list.length > 0) ? dropped : undefined;
+}
