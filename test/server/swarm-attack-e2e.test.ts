@@ -246,6 +246,7 @@ describe('swarm attacks: a child never gets more than its parent; limits and cas
     assert.equal(kid.parentId, boss.id);
     assert.equal(kid.rootId, boss.id);
     const out = kid.output;
+    assert.ok(out, `the child wrote its findings: ${JSON.stringify(kid)}`);
     assert.equal(out['ok'], 200, JSON.stringify(kid));
     assert.match(String(out['evil']), /^refused/, 'egress the parent cannot reach is refused in the child');
     assert.match(String(out['write']), /^refused/, 'a host path outside the parent’s is not writable');
