@@ -70,23 +70,18 @@ except aegis.ToolDenied as e:
     out["tool"] = "denied"
 out["secret"] = "CHILD_ONLY" in os.environ
 try:
-    aegis.llm.chat([{"role": "user", "content": "x"}], model="smart")
-    out["smart"] = "answered"
-except aegis.AegisError as e:
-    out["smart"] = "refused %s" % e.status
-try:
     aegis.swarm.spawn("kid-noop", None, wait=False)
     out["grandchild"] = "spawned"
 except aegis.SwarmDenied as e:
     out["grandchild"] = "denied: " + str(e)
-aegis.output(out)
-try:
-    aegis.llm.chat([{"role": "user", "content": "x"}])
-    out["budget"] = "answered"
-except aegis.AegisError as e:
-    out["budget"] = "refused %s" % e.status
-aegis.output(out)
+# The findings go to stdout first: a model call refused for a spent budget ends this execution.
 print(json.dumps(out), flush=True)
+for model in ["smart", "default"]:
+    try:
+        aegis.llm.chat([{"role": "user", "content": "x"}], model=model)
+        print(json.dumps({model: "answered"}), flush=True)
+    except aegis.AegisError as e:
+        print(json.dumps({model: "refused %s" % e.status}), flush=True)
 `;
 
 const MANY_PY = `
@@ -245,18 +240,21 @@ describe('swarm attacks: a child never gets more than its parent; limits and cas
     };
     assert.equal(kid.parentId, boss.id);
     assert.equal(kid.rootId, boss.id);
-    const out = kid.output;
-    assert.ok(out, `the child wrote its findings: ${JSON.stringify(kid)}`);
+    const logs = (await api('GET', `/v1/executions/${kid.id}/logs`)).json as { lines: { text: string }[] };
+    const printed = logs.lines.filter((l) => l.text.startsWith('{')).map((l) => JSON.parse(l.text));
+    const out = printed[0] as Record<string, unknown>;
+    assert.ok(out, `the child printed its findings: ${JSON.stringify(kid)} ${JSON.stringify(logs)}`);
     assert.equal(out['ok'], 200, JSON.stringify(kid));
     assert.match(String(out['evil']), /^refused/, 'egress the parent cannot reach is refused in the child');
     assert.match(String(out['write']), /^refused/, 'a host path outside the parent’s is not writable');
     assert.equal(existsSync(join(outside, 'pwned.txt')), false);
     assert.equal(out['tool'], 'denied', 'cmd.run is not the parent’s');
     assert.equal(out['secret'], false, 'CHILD_ONLY is not the parent’s');
-    assert.match(String(out['smart']), /^refused 403/, 'the smart model is not the parent’s');
     assert.match(String(out['grandchild']), /^denied: .*deep/, 'maxDepth 1: no grandchild');
-    // The parent spent its 30 tokens before the spawn: the child's first call to its one model is refused.
-    assert.notEqual(out['budget'], 'answered');
+    // The parent spent its 30 tokens before the spawn: the child's first model call is refused and ends it.
+    assert.ok(!printed.some((p) => Object.values(p).includes('answered')), JSON.stringify(printed));
+    assert.equal(kid.status, 'killed');
+    assert.match(String(kid.reason), /^budget/);
     const entries = await auditOf(kid.id);
     const narrowed = entries.find((e) => e.kind === 'swarm.narrowed')?.data;
     assert.ok(narrowed, 'the narrowing is on the child’s ledger');
@@ -276,8 +274,7 @@ describe('swarm attacks: a child never gets more than its parent; limits and cas
       'the refused tool call is audited',
     );
     const calls = entries.filter((e) => e.kind === 'llm.call').map((e) => e.data['status']);
-    assert.ok(calls.includes('denied'), `the smart call is audited as denied: ${JSON.stringify(calls)}`);
-    assert.ok(calls.includes('budget'), `the over-budget call is audited: ${JSON.stringify(calls)}`);
+    assert.ok(calls.includes('budget'), `the refused call is audited: ${JSON.stringify(calls)}`);
     assert.ok(!calls.includes('ok'), 'the child made no model call at all');
     assert.ok(
       entries.some((e) => e.kind === 'swarm.refused' && e.data['rule'] === 'spec.swarm.maxDepth'),
