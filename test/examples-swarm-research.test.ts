@@ -60,7 +60,10 @@ describe('examples/swarm-research (coordinator + researcher children)', { skip }
     };
     assert.equal(execution.status, 'succeeded', ran.stdout + ran.stderr);
     assert.equal(execution.output.parts.length, 2);
-    assert.ok(execution.output.parts.every((p) => p.status === 'succeeded'));
+    assert.ok(
+      execution.output.parts.every((p) => p.status === 'succeeded'),
+      JSON.stringify(execution.output),
+    );
     assert.match(execution.output.answer, /gravity of the Moon/);
     assert.match(execution.output.answer, /quarter moons/);
     const tree = await apiCall(server.url, server.adminKey, 'GET', `/v1/swarms/${execution.id}`);
