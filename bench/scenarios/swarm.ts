@@ -14,7 +14,7 @@
 import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { AegisClient } from '../../sdk/index.ts';
+import { AegisClient, isTerminalStatus } from '../../sdk/index.ts';
 import type { BenchOptions, Scenario, ScenarioReport } from '../lib/scenario.ts';
 import { formatMs, summarize } from '../lib/stats.ts';
 import { renderMarkdown, renderText, type Table } from '../lib/table.ts';
@@ -73,10 +73,8 @@ export const swarm: Scenario = {
         await client.deployAgent(dir);
       }
       log(`  ${total} spawns in one parent…`);
-      const parent = await client.createExecution(
-        { agent: 'bench-swarm-parent', input: { n: total } },
-        { wait: '1h' },
-      );
+      let parent = await client.createExecution({ agent: 'bench-swarm-parent', input: { n: total } });
+      while (!isTerminalStatus(parent.status)) parent = await client.getExecution(parent.id, { wait: '5m' });
       if (parent.status !== 'succeeded') throw new Error(`parent: ${JSON.stringify(parent)}`);
       const spawns = (parent.output as { id: string; t0: number; t1: number; status: string }[]).slice(
         warmup,
