@@ -25,6 +25,7 @@ import { llmGateway } from './scenarios/llm-gateway.ts';
 import { peers } from './scenarios/peers.ts';
 import { sandboxes } from './scenarios/sandboxes.ts';
 import { startLatency } from './scenarios/start-latency.ts';
+import { swarm } from './scenarios/swarm.ts';
 import { tools } from './scenarios/tools.ts';
 
 // bench/scenarios/gvisor.ts is not listed: `peers` measures the gvisor (and docker) runtime through AEGIS beside
@@ -41,6 +42,7 @@ const SCENARIOS: readonly Scenario[] = [
   tools,
   cluster,
   cortex,
+  swarm,
 ];
 
 const ROOT = resolve(import.meta.dirname, '..');

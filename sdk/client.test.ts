@@ -85,6 +85,8 @@ function execution(id: string, status: Execution['status'], output: unknown = nu
     finishedAt: null,
     durationMs: null,
     usage: { llm: null },
+    parentId: null,
+    rootId: null,
   };
 }
 

@@ -66,6 +66,7 @@ import type {
   RevisionList,
   RollbackResult,
   Scope,
+  SwarmTree,
 } from './wire.ts';
 
 export type {
@@ -325,6 +326,11 @@ export class AegisClient {
 
   cancelExecution(id: string): Promise<Execution> {
     return this.#json('write', { method: 'POST', path: `/v1/executions/${enc(id)}/cancel` });
+  }
+
+  /** A swarm: its root execution and every descendant (`aegis.swarm.spawn`), with statuses and parents. */
+  swarm(rootId: string): Promise<SwarmTree> {
+    return this.#json('read', { method: 'GET', path: `/v1/swarms/${enc(rootId)}` });
   }
 
   /** A page of log lines; continue with `after: page.nextAfter`. */

@@ -83,6 +83,7 @@ export {
   type RollbackResult,
   SCOPES,
   type Scope,
+  type SwarmTree,
   TERMINAL_STATUSES,
   type Violation,
 } from './wire.ts';

@@ -71,6 +71,29 @@ export interface Execution {
   durationMs: number | null;
   /** What the run consumed through AEGIS; `llm` is null for agents without `spec.llm` (and until the run ends). */
   usage: { llm: LlmUsage | null };
+  /** The execution that spawned this one (`aegis.swarm.spawn`); null for a root. */
+  parentId: string | null;
+  /** The root of its swarm (`client.swarm(rootId)`); null for a root. */
+  rootId: string | null;
+}
+
+/** `GET /v1/swarms/{rootId}`: a swarm's root execution and every descendant. */
+export interface SwarmTree {
+  root: string;
+  executions: {
+    id: string;
+    parentId: string | null;
+    agent: string;
+    status: ExecutionStatus;
+    reason: string | null;
+    createdAt: string;
+    finishedAt: string | null;
+    node: string | null;
+  }[];
+  /** Swarm bus messages. */
+  messages: unknown[];
+  /** Swarm locks held and waited for. */
+  locks: unknown[];
 }
 
 /** Model calls an execution made through the LLM gateway (`spec.llm`). */

@@ -35,6 +35,7 @@ export type WireTypesAgree = [
   Check<Same<wire.LlmUsage, z.infer<typeof server.LlmUsage>>>,
   Check<Same<wire.Execution, z.infer<typeof server.Execution>>>,
   Check<Same<wire.ExecutionList, z.infer<typeof server.ExecutionList>>>,
+  Check<Same<wire.SwarmTree, z.infer<typeof server.SwarmTree>>>,
   Check<Same<wire.CreateExecutionBody, z.infer<typeof server.CreateExecutionBody>>>,
   Check<Same<wire.LogLine, z.infer<typeof server.LogLine>>>,
   Check<Same<wire.LogPage, z.infer<typeof server.LogPage>>>,

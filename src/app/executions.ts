@@ -37,7 +37,7 @@ import { checkInputDepth } from '../domain/input-bounds.ts';
 import type { CompiledAgent } from '../domain/manifest/compiled.ts';
 import { inputValidator } from '../domain/manifest/input-schema.ts';
 import type { AuthorityCeiling } from '../domain/swarm/authority.ts';
-import { ceilingOf, mayStart, narrowAgent } from '../domain/swarm/narrow.ts';
+import { ceilingOf, llmLeftOf, mayStart, narrowAgent, narrowedAway } from '../domain/swarm/narrow.ts';
 import type { LoopJudge } from './agent-loop.ts';
 import { loadRevision, notFoundAgent } from './agents.ts';
 import type { ExecutionEvents } from './execution-events.ts';
@@ -1051,10 +1051,18 @@ export class Executions {
       );
     const executions = least(spec.budget.executions, ceiling?.executions ?? null);
     const rootId = parent.record.rootId ?? parent.record.id;
+    const spent = parent.spent?.();
+    const llmLeft =
+      spent === undefined || parent.agent.llm === null
+        ? undefined
+        : llmLeftOf(parent.agent.llm.budget, spent);
     const child = await this.#submit(principal, request, undefined, {
       parentId: parent.record.id,
       rootId,
-      authority: { ...ceilingOf(parent.agent), swarm: { depthLeft: depthLeft - 1, executions } },
+      authority: {
+        ...ceilingOf(parent.agent, llmLeft),
+        swarm: { depthLeft: depthLeft - 1, executions },
+      },
       limits: { maxChildren: spec.maxChildren, maxDescendants: executions },
       onLimit: (limit, count) =>
         refuse(
@@ -1137,6 +1145,10 @@ export class Executions {
       const compiled = await this.#compiledFor(revision);
       // A swarm child runs with no more than its parent held (ADR 0140).
       const agent = record.authority ? narrowAgent(compiled, record.authority) : compiled;
+      const dropped = agent === compiled ? undefined : narrowedAway(compiled, agent);
+      if (dropped !== undefined) {
+        audit.append(AUDIT_KINDS.swarmNarrowed, record.id, { parent: record.parentId ?? null, ...dropped });
+      }
       const limit = agent.scaling.maxConcurrent;
       if (limit !== null && this.#runningOf(agent.name, record.id) >= limit) {
         // Claimed before this node knew the agent's limit: give it back to the queue, untouched.

@@ -505,7 +505,12 @@ export async function runAgent(deps: RunAgentDeps, request: RunAgentRequest): Pr
         if (record !== undefined) {
           const api = executionSwarm(
             swarm.host,
-            { record, agent, ...(request.requestedBy ? { requestedBy: request.requestedBy } : {}) },
+            {
+              record,
+              agent,
+              spent: llmUsage,
+              ...(request.requestedBy ? { requestedBy: request.requestedBy } : {}),
+            },
             {
               onRefused: (v) => {
                 const seen = swarmRefusals.get(v.rule);

@@ -7,6 +7,7 @@
 import { AegisError } from '../domain/errors.ts';
 import { type ExecutionRecord, isTerminal, type Violation } from '../domain/execution.ts';
 import type { CompiledAgent } from '../domain/manifest/compiled.ts';
+import type { LlmUsageTotals } from './llm-gateway.ts';
 import type { InSandboxHandler } from './ports.ts';
 
 /** The longest a spawn with `wait` blocks (the child keeps running after; poll `GET /v1/swarm/children/{id}`). */
@@ -37,6 +38,8 @@ export interface SwarmParent {
   readonly record: ExecutionRecord;
   readonly agent: CompiledAgent;
   readonly requestedBy?: string;
+  /** What the parent has spent on models so far (its children get its budget minus this). */
+  readonly spent?: () => LlmUsageTotals | undefined;
 }
 
 /** A child as the parent sees it. */

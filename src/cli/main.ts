@@ -22,6 +22,7 @@ import { loadManifestFile } from '../adapters/manifest/yaml-loader.ts';
 import { memoryWiring, openCortex, openEmbedder, openVectorStore } from '../adapters/memory/wiring.ts';
 import { DockerEngine } from '../adapters/runtimes/docker/engine.ts';
 import { importRootfs } from '../adapters/runtimes/docker/images.ts';
+import { localSwarmWiring } from '../adapters/swarm/wiring.ts';
 import { createToolsHandler } from '../adapters/tools/http-handler.ts';
 import { decodeCursor, encodeCursor } from '../api/cursor.ts';
 import {
@@ -229,6 +230,7 @@ async function commandRun(
         ...(llm ? { llm } : {}),
         ...localToolsWiring(agent, ctx.runtime, ctx.audit),
         ...(memory === undefined ? {} : { memory: memory.wiring }),
+        ...(agent.swarm === undefined ? {} : { swarm: localSwarmWiring() }),
       },
       {
         agent,

@@ -330,6 +330,8 @@ export function toExecution(record: ExecutionRecord): Execution {
         },
       }),
     },
+    ...(record.parentId !== undefined && { parentId: record.parentId }),
+    ...(record.rootId !== undefined && { rootId: record.rootId }),
   });
 }
 

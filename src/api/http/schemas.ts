@@ -59,6 +59,14 @@ export const Execution = z
       description:
         'what the run consumed through AEGIS; llm is null for agents without spec.llm (and until the run ends)',
     }),
+    parentId: z
+      .string()
+      .nullable()
+      .meta({ description: 'the execution that spawned this one (aegis.swarm.spawn); null for a root' }),
+    rootId: z
+      .string()
+      .nullable()
+      .meta({ description: 'the root of its swarm (GET /v1/swarms/{rootId}); null for a root' }),
   })
   .meta({ id: 'Execution' });
 export type Execution = z.infer<typeof Execution>;
@@ -106,6 +114,8 @@ export function executionView(record: ExecutionRecord): Execution {
     finishedAt: record.finishedAt,
     durationMs: record.durationMs,
     usage: { llm: record.usage?.llm ? { ...record.usage.llm } : null },
+    parentId: record.parentId ?? null,
+    rootId: record.rootId ?? null,
   };
 }
 

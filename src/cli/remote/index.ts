@@ -22,6 +22,7 @@ import { commandMcp } from './mcp.ts';
 import { commandMemoryLs, commandMemoryReembed, commandMemoryRm, commandMemorySearch } from './memory.ts';
 import { commandNodesLs } from './nodes.ts';
 import { registerSandboxCommands } from './sandboxes.ts';
+import { commandSwarmShow } from './swarm.ts';
 
 export { addServerOptions, needsServer, type ServerFlags, serverFrom } from './connect.ts';
 export { type RemotePsFlags, remoteLogs, remotePs } from './executions.ts';
@@ -157,6 +158,14 @@ export function registerRemoteCommands(program: Command, setExit: (code: number)
     .argument('[agent]', 'agent name (or --all)')
     .option('--all', "every agent's memories")
     .action(wrap(commandMemoryReembed));
+
+  const swarm = program
+    .command('swarm')
+    .helpGroup(HELP_GROUP)
+    .description('swarms: an execution and the children it spawned (aegis.swarm.spawn)');
+  serverCommand(swarm, 'show', 'the tree of a swarm: statuses, depth, agents, reasons (read)')
+    .argument('<root-id>', 'the root execution id (rootId of any member, from `aegis ps -o json`)')
+    .action(wrap(commandSwarmShow));
 
   addServerOptions(program.command('mcp'))
     .helpGroup(HELP_GROUP)

@@ -37,6 +37,8 @@ export const AUDIT_KINDS = {
   /** A swarm child started (`{parent, child, agent, depth, root}`) or a spawn refused (`{parent, agent, rule, message}`). */
   swarmSpawn: 'swarm.spawn',
   swarmRefused: 'swarm.refused',
+  /** What a swarm child asked for and did not get from its parent (`{parent, network, mounts, tools, models, secrets}`). */
+  swarmNarrowed: 'swarm.narrowed',
   apiKeyCreated: 'apikey.created',
   apiKeyRevoked: 'apikey.revoked',
   instanceWarm: 'instance.warm',
@@ -158,6 +160,15 @@ export type AuditDataByKind = {
     readonly depth: number;
   };
   'swarm.refused': { readonly agent: string; readonly rule: string; readonly message: string };
+  'swarm.narrowed': {
+    readonly parent: string | null;
+    readonly network: readonly string[];
+    readonly mounts: readonly string[];
+    readonly readOnly: readonly string[];
+    readonly tools: readonly string[];
+    readonly models: readonly string[];
+    readonly secrets: readonly string[];
+  };
   'apikey.created': {
     readonly id: string;
     readonly name: string;

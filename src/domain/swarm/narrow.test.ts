@@ -3,7 +3,7 @@ import { describe, it } from 'node:test';
 import { type CompiledAgent, compileManifest } from '../manifest/compiled.ts';
 import { validateManifestValue } from '../manifest/validate.ts';
 import { evaluate } from '../policy/network-rules.ts';
-import { ceilingOf, mayStart, narrowAgent } from './narrow.ts';
+import { ceilingOf, llmLeftOf, mayStart, narrowAgent, narrowedAway } from './narrow.ts';
 
 function agent(name: string, spec: Record<string, unknown>): CompiledAgent {
   const parsed = validateManifestValue({
@@ -115,6 +115,35 @@ describe('narrowAgent (ADR 0140): a child never holds more than its parent', () 
     const grandchild = narrowAgent(greedy, ceilingOf(child, { tokens: 50, usd: null }));
     assert.equal(grandchild.llm?.budget.tokens, 50);
     assert.deepEqual(grandchild.network.allow, child.network.allow);
+  });
+});
+
+describe('llmLeftOf: a child gets what its parent has not spent yet', () => {
+  it('subtracts tokens, calls and USD already spent at spawn time, never below 0', () => {
+    const spent = { calls: 3, inputTokens: 150, outputTokens: 50, usd: 0.25 };
+    const left = llmLeftOf({ tokens: 1000, calls: 4, usd: 1 }, spent);
+    assert.deepEqual(left, { tokens: 800, calls: 1, usd: 0.75 });
+    const child = narrowAgent(greedy, ceilingOf(parent, left));
+    // The parent's own budget (1000 tokens) is cut by spec.swarm.budget.tokens (400) anyway; spend cuts usd here.
+    assert.equal(child.llm?.budget.usd, 0.75);
+    assert.equal(child.llm?.budget.calls, 1);
+    const spentAll = llmLeftOf({ tokens: 100, calls: null, usd: null }, spent);
+    assert.deepEqual(spentAll, { tokens: 0, calls: null, usd: null });
+    const broke = agent('broke', { llm: { models: ['default'], budget: { tokens: 100 } } });
+    assert.equal(narrowAgent(greedy, ceilingOf(broke, spentAll)).llm?.budget.tokens, 0);
+  });
+});
+
+describe('narrowedAway: what the ledger says a child did not get', () => {
+  it('names the rules, mounts, tools, models and secrets narrowing dropped', () => {
+    const child = narrowAgent(greedy, ceilingOf(parent));
+    const dropped = narrowedAway(greedy, child);
+    assert.ok(dropped?.network.includes('evil.example.net'));
+    assert.ok(dropped?.mounts.includes('/srv/secret'));
+    assert.deepEqual(dropped?.tools, ['fs.write']);
+    assert.deepEqual(dropped?.models, ['smart']);
+    assert.deepEqual(dropped?.secrets, ['ADMIN_TOKEN']);
+    assert.equal(narrowedAway(parent, parent), undefined);
   });
 });
 

@@ -14,10 +14,37 @@ import {
 import type { ToolGrantSpec } from '../tools.ts';
 import type { AuthorityCeiling } from './authority.ts';
 
-/** What the parent holds, for its children. `llmLeft`: its budget minus what it spent so far (the tighter wins). */
+/** What a model budget has left after `spent` (null: that dimension is unlimited); never below 0. */
+export interface LlmLeft {
+  readonly tokens: number | null;
+  readonly calls: number | null;
+  readonly usd: number | null;
+}
+
+export function llmLeftOf(
+  budget: { readonly tokens: number | null; readonly calls: number | null; readonly usd: number | null },
+  spent: {
+    readonly calls: number;
+    readonly inputTokens: number;
+    readonly outputTokens: number;
+    readonly usd: number;
+  },
+): LlmLeft {
+  return {
+    tokens:
+      budget.tokens === null ? null : Math.max(0, budget.tokens - spent.inputTokens - spent.outputTokens),
+    calls: budget.calls === null ? null : Math.max(0, budget.calls - spent.calls),
+    usd: budget.usd === null ? null : Math.max(0, Math.round((budget.usd - spent.usd) * 1e6) / 1e6),
+  };
+}
+
+/**
+ * What the parent holds, for its children. `llmLeft`: its budget minus what it spent before the spawn (the tighter
+ * wins), so a child cannot spend what its parent already did (`llmLeftOf`).
+ */
 export function ceilingOf(
   parent: CompiledAgent,
-  llmLeft?: { readonly tokens: number | null; readonly usd: number | null },
+  llmLeft?: { readonly tokens: number | null; readonly calls?: number | null; readonly usd: number | null },
 ): AuthorityCeiling {
   const swarm = parent.swarm?.budget;
   const llm = parent.llm;
@@ -32,7 +59,7 @@ export function ceilingOf(
             models: [...llm.models],
             budget: {
               tokens: least(llm.budget.tokens, llmLeft?.tokens ?? null, swarm?.tokens ?? null),
-              calls: llm.budget.calls,
+              calls: least(llm.budget.calls, llmLeft?.calls ?? null),
               usd: least(llm.budget.usd, llmLeft?.usd ?? null, swarm?.usd ?? null),
             },
           },
@@ -169,4 +196,36 @@ function intersectPorts(a: PortRange | undefined, b: PortRange | undefined): Por
   const low = Math.max(a.low, b.low);
   const high = Math.min(a.high, b.high);
   return low > high ? null : { low, high };
+}
+
+/** What narrowing took from a child's manifest (for the ledger); undefined when it kept everything. */
+export interface Narrowed {
+  readonly network: readonly string[];
+  readonly mounts: readonly string[];
+  readonly readOnly: readonly string[];
+  readonly tools: readonly string[];
+  readonly models: readonly string[];
+  readonly secrets: readonly string[];
+}
+
+export function narrowedAway(child: CompiledAgent, narrowed: CompiledAgent): Narrowed | undefined {
+  const kept = <T>(before: readonly T[], after: readonly T[]) => before.filter((x) => !after.includes(x));
+  const afterMounts = new Map(narrowed.mounts.map((m) => [m.source, m]));
+  const dropped: Narrowed = {
+    network: kept(child.network.allow, narrowed.network.allow),
+    mounts: child.mounts.filter((m) => !afterMounts.has(m.source)).map((m) => m.source),
+    readOnly: child.mounts
+      .filter((m) => m.writable && afterMounts.get(m.source)?.writable === false)
+      .map((m) => m.source),
+    tools: kept(
+      (child.tools ?? []).map((t) => t.name),
+      (narrowed.tools ?? []).map((t) => t.name),
+    ),
+    models: kept(child.llm?.models ?? [], narrowed.llm?.models ?? []),
+    secrets: kept(
+      child.secrets.map((s) => s.name),
+      narrowed.secrets.map((s) => s.name),
+    ),
+  };
+  return Object.values(dropped).some((list) => list.length > 0) ? dropped : undefined;
 }

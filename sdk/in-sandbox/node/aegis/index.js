@@ -1,6 +1,7 @@
 // AEGIS in-sandbox SDK for Node (ESM, no dependencies). Mounted read-only by the runtime: `import aegis from 'aegis'`.
 // aegis.input() / aegis.output(v) / aegis.log(...) / aegis.llm.chat(messages, { model, tools, stream }) / aegis.tools.call(name, args)
 // aegis.memory.store(text, meta) / aegis.memory.search(query, k, filter) / aegis.memory.forget(id)  (spec.memory)
+// aegis.swarm.spawn(agent, input, { wait, timeout }) / aegis.swarm.child(id)  (spec.swarm; a refusal throws SwarmDenied)
 // Reads AEGIS_API_URL (default http://127.0.0.1:3129) and AEGIS_TOKEN. aegis.tools / memory / swarm slot in beside llm.
 import { readFileSync, writeFileSync } from 'node:fs';
 import { request as httpRequest } from 'node:http';
@@ -20,6 +21,7 @@ export class RateLimited extends AegisError {}
 export class UpstreamError extends AegisError {}
 export class ToolDenied extends PermissionDenied {}
 export class MemoryDenied extends PermissionDenied {}
+export class SwarmDenied extends PermissionDenied {}
 
 function errorFor(status, body) {
   const message = body?.error?.message ?? `HTTP ${status}`;
@@ -27,6 +29,7 @@ function errorFor(status, body) {
   if (status === 401) return new AuthenticationError(message, status, code);
   if (status === 403 && code === 'tool_denied') return new ToolDenied(message, status, code);
   if (status === 403 && code === 'memory_denied') return new MemoryDenied(message, status, code);
+  if (status === 403 && code === 'swarm_denied') return new SwarmDenied(message, status, code);
   if (status === 403) return new PermissionDenied(message, status, code);
   if (status === 429 && code === 'budget_exhausted') return new BudgetExceeded(message, status, code);
   if (status === 429) return new RateLimited(message, status, code);
@@ -168,6 +171,32 @@ const memory = {
   },
 };
 
+// --- swarm: spawn and children (issue 16, ADR 0140) ---
+const swarmSpawn = {
+  /**
+   * Starts a child execution of `agent` (one of spec.swarm.canSpawn) with `input`; it runs with no more authority
+   * than this one. Resolves to {id, agent, status, done, reason, output}: with `wait` (the default) once the child
+   * ended or `timeout` seconds passed (then done is false — poll aegis.swarm.child(id)), else at once. A refusal
+   * (canSpawn, maxChildren, maxDepth, budget.executions) throws SwarmDenied with the server's reason. node:http:
+   * a wait may be longer than fetch keeps a request open.
+   */
+  async spawn(agent, input = null, { wait = true, timeout = 60 } = {}) {
+    const body = { agent, input, wait, ...(timeout == null ? {} : { timeout }) };
+    const { status, text } = await longPost('/v1/swarm/spawn', JSON.stringify(body));
+    let parsed = null;
+    try {
+      parsed = JSON.parse(text);
+    } catch {}
+    if (status < 200 || status >= 300) throw errorFor(status, parsed);
+    return parsed;
+  },
+  /** A child of this execution as it is now: {id, agent, status, done, reason, output}. */
+  async child(id) {
+    return (await post(`/v1/swarm/children/${encodeURIComponent(id)}`, undefined, 'GET')).json();
+  },
+};
+// --- end swarm spawn ---
+
 function input() {
   try {
     return JSON.parse(readFileSync(process.env.AEGIS_INPUT_FILE ?? '/run/aegis/input.json', 'utf8'));
@@ -185,7 +214,9 @@ function log(...args) {
   console.error(...args);
 }
 
-const aegis = { input, output, log, llm, tools, memory };
+const swarm = { ...swarmSpawn };
 
-export { input, llm, log, memory, output, tools };
+const aegis = { input, output, log, llm, tools, memory, swarm };
+
+export { input, llm, log, memory, output, swarm, tools };
 export default aegis;

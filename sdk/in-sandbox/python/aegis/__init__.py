@@ -4,6 +4,8 @@ aegis.input() / aegis.output(v) / aegis.log(...) / aegis.llm.chat(messages, mode
 aegis.tools.call(name, args) / aegis.tools.list()  (spec.tools; a refused call raises ToolDenied)
 aegis.memory.store(text, meta) / aegis.memory.search(query, k, filter) / aegis.memory.forget(id)  (spec.memory;
 without it MemoryDenied)
+aegis.swarm.spawn(agent, input, wait=True, timeout=60) / aegis.swarm.child(id)  (spec.swarm; a refused spawn raises
+SwarmDenied with the server's reason)
 Reads AEGIS_API_URL (default http://127.0.0.1:3129) and AEGIS_TOKEN from the environment. Namespaces such as
 aegis.tools, aegis.memory and aegis.swarm slot in beside `llm` as further `_Api` subclasses over the same transport.
 """
@@ -15,7 +17,8 @@ import urllib.parse
 import urllib.request
 
 __all__ = ["input", "output", "log", "llm", "AegisError", "AuthenticationError", "PermissionDenied",
-           "BudgetExceeded", "RateLimited", "UpstreamError", "ToolDenied", "tools", "MemoryDenied", "memory"]
+           "BudgetExceeded", "RateLimited", "UpstreamError", "ToolDenied", "tools", "MemoryDenied", "memory",
+           "SwarmDenied", "swarm"]
 
 
 class AegisError(Exception):
@@ -34,6 +37,7 @@ class RateLimited(AegisError): pass
 class UpstreamError(AegisError): pass
 class ToolDenied(PermissionDenied): pass
 class MemoryDenied(PermissionDenied): pass
+class SwarmDenied(PermissionDenied): pass
 
 
 def _raise_for(status, body):
@@ -43,6 +47,7 @@ def _raise_for(status, body):
     if status == 401: raise AuthenticationError(message, status, code)
     if status == 403 and code == "tool_denied": raise ToolDenied(message, status, code)
     if status == 403 and code == "memory_denied": raise MemoryDenied(message, status, code)
+    if status == 403 and code == "swarm_denied": raise SwarmDenied(message, status, code)
     if status == 403: raise PermissionDenied(message, status, code)
     if status == 429 and code == "budget_exhausted": raise BudgetExceeded(message, status, code)
     if status == 429: raise RateLimited(message, status, code)
@@ -150,10 +155,29 @@ class _Memory(_Api):
             raise
 
 
+# --- swarm: spawn and children (issue 16, ADR 0140) ---
+class _SwarmSpawn(_Api):
+    def spawn(self, agent, input=None, wait=True, timeout=60):  # noqa: A002 - the SDK's documented name
+        """Starts a child execution of `agent` (one of spec.swarm.canSpawn) with `input`; it runs with no more
+        authority than this one. Returns {id, agent, status, done, reason, output}: with wait=True once the child
+        ended or `timeout` seconds passed (then done is False — poll aegis.swarm.child(id)), else at once. Raises
+        SwarmDenied with the reason when policy refuses (canSpawn, maxChildren, maxDepth, budget.executions)."""
+        body = {"agent": agent, "input": input, "wait": bool(wait)}
+        if timeout is not None:
+            body["timeout"] = timeout
+        return self._t.post("/v1/swarm/spawn", body, timeout=(timeout or 60) + 60)
+
+    def child(self, id):  # noqa: A002
+        """A child of this execution as it is now: {id, agent, status, done, reason, output}."""
+        return self._t.post("/v1/swarm/children/" + urllib.parse.quote(id, safe=""), None, method="GET")
+# --- end swarm spawn ---
+
+
 _transport = _Transport()
 llm = _Llm(_transport)
 tools = _Tools(_transport)
 memory = _Memory(_transport)
+swarm = _SwarmSpawn(_transport)
 
 
 def input():  # noqa: A001 - the agent contract's name
