@@ -551,7 +551,7 @@ export class Executions {
         this.#pump();
       } else if (topic === 'cancel') {
         this.#running.get(id)?.controller.abort(REMOTE_CANCEL);
-      } else {
+      } else if (topic !== 'swarm') {
         this.#deps.events.emit(id, topic);
       }
     });
