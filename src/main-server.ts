@@ -20,7 +20,9 @@ import { PrometheusMetrics } from './adapters/metrics/prometheus.ts';
 import { RuntimeRouter } from './adapters/runtimes/registry.ts';
 import { SandboxRuntime } from './adapters/runtimes/sandbox/runtime.ts';
 import { cryptoSecretRandom } from './adapters/secrets/random.ts';
+import type { PostgresStore as PostgresStoreType } from './adapters/store/postgres/store.ts';
 import { SqliteStore } from './adapters/store/sqlite/store.ts';
+import { swarmWiring } from './adapters/swarm/wiring.ts';
 import { OtelTracer, otlpTracesUrl } from './adapters/telemetry/otel-tracer.ts';
 import { createToolsHandler } from './adapters/tools/http-handler.ts';
 import { type ApiContext, AuthGate } from './api/context.ts';
@@ -327,6 +329,14 @@ export async function startServer(
   const activeAgents = async () =>
     Promise.all((await store.listAgents()).map((agent) => executions.compiledAgent(agent.active)));
   const memory = memoryWiring(cortex, deployedMemoryGrants(activeAgents));
+  // The swarm bus and locks (app/swarm-bus.ts, swarm-locks.ts) in the server's store, woken by its signals.
+  const swarm = swarmWiring({
+    store: (store as SqliteStore | PostgresStoreType).swarmStore(),
+    signals: store,
+    audit,
+    clock: systemClock,
+    nodeId: node.nodeId,
+  });
   const executions = new Executions(
     {
       runtime,
@@ -344,6 +354,7 @@ export async function startServer(
       llm,
       tools,
       memory,
+      swarm,
       ...(tracer ? { tracer } : {}),
       node,
       version: AEGIS_VERSION,

@@ -53,6 +53,7 @@ import type {
   Tracer,
 } from './ports.ts';
 import { createdAuditData, type DeclarativeWiring, runAgent } from './run-agent.ts';
+import type { SwarmWiring } from './swarm-access.ts';
 import type { WarmPools } from './warm-pools.ts';
 
 export interface ExecutionsDeps {
@@ -79,6 +80,8 @@ export interface ExecutionsDeps {
   readonly loop?: DeclarativeWiring;
   /** Cortex (agents with spec.memory): in-sandbox memory API, indexing, recall (app/memory-access.ts). */
   readonly memory?: MemoryWiring;
+  /** The swarm bus and locks; an orphaned execution's leases end when it is settled (its node died). */
+  readonly swarm?: SwarmWiring;
   /** This node (ADR 0100). @default `{nodeId: 'local', labels: {}}` */
   readonly node?: NodeIdentity;
   /** What the registry shows (`aegis nodes ls`). */
@@ -684,6 +687,8 @@ export class Executions {
   ): Promise<'queued' | 'failed'> {
     const { store, audit, clock, events } = this.#deps;
     const { record, fence } = taken;
+    // Its holder's node is gone: the swarm locks it held end now, not when their ttl passes.
+    await this.#deps.swarm?.locks.executionEnded(record.id).catch(() => {});
     if (record.status === 'queued') {
       // Claimed, never started: nothing ran, nothing to record.
       await store.updateExecution(record.id, { status: 'queued', unclaim: true }, fence);

@@ -76,6 +76,7 @@ import type {
   TaskOutput,
   Tracer,
 } from './ports.ts';
+import { executionSwarm, type SwarmWiring } from './swarm-access.ts';
 import type { ToolGateway } from './tools.ts';
 
 export interface RunAgentDeps {
@@ -105,6 +106,8 @@ export interface RunAgentDeps {
   readonly loop?: DeclarativeWiring;
   /** Cortex (agents with spec.memory): `/v1/memory/*` in the in-sandbox API, indexing at the end, recall. */
   readonly memory?: MemoryWiring;
+  /** The swarm bus and locks (`/v1/swarm/*`); the execution's leases end with it (app/swarm-access.ts). */
+  readonly swarm?: SwarmWiring;
 }
 
 /** The loop's needs beyond runAgent's own: a runtime with live instances, the tool gateway, validators' helpers. */
@@ -486,6 +489,21 @@ export async function runAgent(deps: RunAgentDeps, request: RunAgentRequest): Pr
           env: { AEGIS_API_URL: IN_SANDBOX_API_URL, AEGIS_TOKEN: token, ...(inSandboxApi?.env ?? {}) },
         };
       }
+      if (deps.swarm !== undefined && (inSandboxApi !== undefined || agent.swarm !== undefined)) {
+        // Every in-sandbox API answers /v1/swarm/*: the swarm of this execution's root, or a 403 that is audited.
+        const token = inSandboxApi?.env['AEGIS_TOKEN'] ?? deps.swarm.newToken();
+        const swarm = executionSwarm(deps.swarm, {
+          agent,
+          executionId: id,
+          swarmId: await deps.swarm.swarmOf(id),
+          onDenied: (op, reason) =>
+            auditApiDenied('POST', `/v1/swarm/${op}`, { rule: 'spec.swarm', reason: reason.slice(0, 300) }),
+        });
+        inSandboxApi = {
+          handler: deps.swarm.handlerFor(token, swarm, inSandboxApi?.handler),
+          env: { AEGIS_API_URL: IN_SANDBOX_API_URL, AEGIS_TOKEN: token, ...(inSandboxApi?.env ?? {}) },
+        };
+      }
       const pooled =
         secrets === undefined && inSandboxApi === undefined && agent.task === undefined
           ? request.warm?.({ executionId: id, onNetworkDecision })
@@ -667,6 +685,8 @@ export async function runAgent(deps: RunAgentDeps, request: RunAgentRequest): Pr
     }
     unsubscribeLlm?.();
     if (llmToken !== undefined) deps.llm?.gateway.revoke(llmToken);
+    // Its swarm locks end with it (audited `released`, reason holder ended); waiters are woken.
+    if (agent.swarm !== undefined) await deps.swarm?.locks.executionEnded(id).catch(() => {});
   }
 }
 
