@@ -117,7 +117,7 @@ describe('swarm spawn end to end: wait, failure, refusal, cascade', { skip }, ()
     assert.deepEqual(out['ok']?.[1]['output'], { answer: 42 });
     assert.equal(out['fail']?.[1]['status'], 'failed');
     assert.equal(out['outside']?.[0], 403);
-    assert.equal((out['outside']?.[1]['error'] as { code: string }).code, 'swarm_denied');
+    assert.equal((out['outside']?.[1]['error'] as { code: string } | undefined)?.code, 'swarm_denied');
     assert.equal(out['third']?.[0], 200);
     const kinds = parent.violations.filter((v) => v.kind === 'swarm').map((v) => v.rule);
     assert.deepEqual(kinds, ['spec.swarm.canSpawn']);

@@ -1,6 +1,7 @@
 // AEGIS in-sandbox SDK for Node (ESM, no dependencies). Mounted read-only by the runtime: `import aegis from 'aegis'`.
 // aegis.input() / aegis.output(v) / aegis.log(...) / aegis.llm.chat(messages, { model, tools, stream }) / aegis.tools.call(name, args)
 // aegis.memory.store(text, meta) / aegis.memory.search(query, k, filter) / aegis.memory.forget(id)  (spec.memory)
+// aegis.swarm.publish(topic, msg) / subscribe(topic, {after, timeout}) / lock(name, {ttl, wait}) → {token, release()}  (spec.swarm)
 // Reads AEGIS_API_URL (default http://127.0.0.1:3129) and AEGIS_TOKEN. aegis.tools / memory / swarm slot in beside llm.
 import { readFileSync, writeFileSync } from 'node:fs';
 import { request as httpRequest } from 'node:http';
@@ -20,6 +21,7 @@ export class RateLimited extends AegisError {}
 export class UpstreamError extends AegisError {}
 export class ToolDenied extends PermissionDenied {}
 export class MemoryDenied extends PermissionDenied {}
+export class SwarmDenied extends PermissionDenied {}
 
 function errorFor(status, body) {
   const message = body?.error?.message ?? `HTTP ${status}`;
@@ -27,6 +29,7 @@ function errorFor(status, body) {
   if (status === 401) return new AuthenticationError(message, status, code);
   if (status === 403 && code === 'tool_denied') return new ToolDenied(message, status, code);
   if (status === 403 && code === 'memory_denied') return new MemoryDenied(message, status, code);
+  if (status === 403 && code === 'swarm_denied') return new SwarmDenied(message, status, code);
   if (status === 403) return new PermissionDenied(message, status, code);
   if (status === 429 && code === 'budget_exhausted') return new BudgetExceeded(message, status, code);
   if (status === 429) return new RateLimited(message, status, code);
@@ -168,6 +171,48 @@ const memory = {
   },
 };
 
+async function swarmCall(op, body) {
+  const { status, text } = await longPost(`/v1/swarm/${op}`, JSON.stringify(body));
+  let parsed = null;
+  try {
+    parsed = JSON.parse(text);
+  } catch {}
+  if (status < 200 || status >= 300) throw errorFor(status, parsed);
+  return parsed;
+}
+
+const swarm = {
+  /** Publishes a JSON value to a topic of this swarm (spec.swarm); returns its id (ordered per topic). */
+  async publish(topic, message) {
+    return (await swarmCall('publish', { topic, message })).id;
+  },
+  /**
+   * Messages after `after` (the last id handled; keep it to resume after a restart, drop ids already seen), waiting
+   * up to `timeout` seconds for the first: {messages: [{id, topic, sender, message, publishedAt}], cursor}.
+   */
+  async subscribe(topic, { after = 0, timeout = 30, limit = 100 } = {}) {
+    return swarmCall('subscribe', { topic, after, timeout, limit });
+  },
+  /**
+   * Takes a lock of this swarm (or every swarm's with global: true), waiting up to `wait` seconds in FIFO order;
+   * the lease lasts `ttl` seconds. Returns {name, token, release(), renew(ttl)}: pass `token` to what you write.
+   */
+  async lock(name, { ttl = 30, wait = 30, global = false } = {}) {
+    const lease = await swarmCall('lock', { name, ttl, wait, global });
+    return {
+      name,
+      token: lease.token,
+      expiresAt: lease.expiresAt,
+      release: () => swarmCall('unlock', { name, token: lease.token, global }),
+      renew: (seconds = ttl) => swarmCall('renew', { name, token: lease.token, ttl: seconds, global }),
+    };
+  },
+  /** Whether `token` is still the current lease of `name`: {valid, current}. */
+  async checkFence(name, token, { global = false } = {}) {
+    return swarmCall('fence', { name, token, global });
+  },
+};
+
 function input() {
   try {
     return JSON.parse(readFileSync(process.env.AEGIS_INPUT_FILE ?? '/run/aegis/input.json', 'utf8'));
@@ -185,7 +230,7 @@ function log(...args) {
   console.error(...args);
 }
 
-const aegis = { input, output, log, llm, tools, memory };
+const aegis = { input, output, log, llm, tools, memory, swarm };
 
-export { input, llm, log, memory, output, tools };
+export { input, llm, log, memory, output, swarm, tools };
 export default aegis;

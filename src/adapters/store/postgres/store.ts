@@ -65,6 +65,7 @@ import {
   UNFINISHED_STATUSES,
 } from '../sql-common.ts';
 import { isSchemaName, LOCK_KEY_SQL, migrate } from './migrations.ts';
+import { PostgresSwarmStore } from './swarm-store.ts';
 
 export interface PostgresStoreOptions {
   /** Schema that holds the tables; created on open when missing. Lowercase letters, digits, `_`. @default 'public' */
@@ -1016,6 +1017,11 @@ export class PostgresStore implements Store {
     } catch {
       retry();
     }
+  }
+
+  /** The swarm bus and locks in this database, over this store's pool (adapters/store/postgres/swarm-store.ts). */
+  swarmStore(): PostgresSwarmStore {
+    return new PostgresSwarmStore(this.#pool, (error) => mapError(error, this.#where));
   }
 
   /** Closes the pool (waiting for queries in flight) and the LISTEN connection. Idempotent. */

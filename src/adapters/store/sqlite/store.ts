@@ -73,6 +73,7 @@ import {
 } from '../sql-common.ts';
 import { migrate } from './migrations.ts';
 import { reclaimSqliteSpace } from './reclaim.ts';
+import { SqliteSwarmStore } from './swarm-store.ts';
 
 interface ExecutionRow {
   readonly id: string;
@@ -1006,6 +1007,11 @@ export class SqliteStore implements Store {
   }
 
   /** Closes the database. Idempotent. */
+  /** The swarm bus and locks in this database (adapters/store/sqlite/swarm-store.ts). */
+  swarmStore(): SqliteSwarmStore {
+    return new SqliteSwarmStore(this.#db);
+  }
+
   async close(): Promise<void> {
     this.#lastSeq.clear();
     this.#list.clear();
