@@ -1084,7 +1084,13 @@ export class Executions {
         },
       );
     }
-    return swarmTree(root, await this.#deps.store.listSwarm(rootId));
+    const swarm = this.#deps.swarm;
+    const [descendants, messages, locks] = await Promise.all([
+      this.#deps.store.listSwarm(rootId),
+      swarm?.bus.recent(rootId) ?? [],
+      swarm?.locks.ofSwarm(rootId) ?? [],
+    ]);
+    return swarmTree(root, descendants, { messages, locks });
   }
 
   async #requestedByFromLedger(id: string): Promise<string | undefined> {

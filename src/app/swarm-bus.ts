@@ -44,6 +44,8 @@ export interface BusStore {
     afterSeq: number,
     limit: number,
   ): Promise<readonly SwarmMessage[]>;
+  /** The swarm's last `limit` messages over all its topics, oldest first (`aegis swarm show`). */
+  recentMessages(swarm: string, limit: number): Promise<readonly SwarmMessage[]>;
 }
 
 /** Port: wake-ups across nodes (ClusterStore.signal/onSignal: LISTEN/NOTIFY on PostgreSQL). Best effort. */
@@ -88,6 +90,16 @@ export interface Delivered {
   readonly topic: string;
   readonly sender: string;
   readonly message: unknown;
+  readonly publishedAt: string;
+}
+
+/** A message as `aegis swarm show` lists it (the content stays with its subscribers). */
+export interface MessageView {
+  readonly topic: string;
+  readonly id: number;
+  readonly sender: string;
+  readonly sizeBytes: number;
+  readonly digest: string;
   readonly publishedAt: string;
 }
 
@@ -229,6 +241,18 @@ export class SwarmBus {
       }
       await this.#waitFor(key, Math.min(remaining, this.#deps.pollMs ?? 1000), options.signal);
     }
+  }
+
+  /** The swarm's last `limit` messages, for `aegis swarm show`: who sent what where — size and digest, no content. */
+  async recent(swarmId: string, limit = 100): Promise<readonly MessageView[]> {
+    return (await this.#deps.store.recentMessages(swarmId, limit)).map((m) => ({
+      topic: m.topic,
+      id: m.seq,
+      sender: m.sender,
+      sizeBytes: m.sizeBytes,
+      digest: m.digest,
+      publishedAt: m.publishedAt,
+    }));
   }
 
   /** Stops listening for signals. */

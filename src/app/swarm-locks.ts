@@ -91,6 +91,17 @@ export interface LockStore {
     scope: string,
     name: string,
   ): Promise<{ token: number; holder: string | null; expiresAt: string | null } | undefined>;
+  /** Every lock ever taken in `scope`, by name (`aegis swarm show`). */
+  listLocks(scope: string): Promise<readonly LockView[]>;
+}
+
+/** A lock as `aegis swarm show` shows it: holder null when free. */
+export interface LockView {
+  readonly name: string;
+  readonly token: number;
+  readonly holder: string | null;
+  readonly node: string | null;
+  readonly expiresAt: string | null;
 }
 
 /** Both halves of the swarm's persistent state, as one store implements them. */
@@ -314,6 +325,16 @@ export class SwarmLocks {
       this.#notify(lockKey(lease.scope, lease.name));
     }
     return released.length;
+  }
+
+  /** The swarm's locks for `aegis swarm show` (a lease past its expiry shows as free). */
+  async ofSwarm(swarmId: string): Promise<readonly LockView[]> {
+    const now = new Date(this.#deps.clock.now()).toISOString();
+    return (await this.#deps.store.listLocks(`swarm:${swarmId}`)).map((lock) =>
+      lock.expiresAt !== null && lock.expiresAt < now
+        ? { ...lock, holder: null, node: null, expiresAt: null }
+        : lock,
+    );
   }
 
   close(): void {

@@ -8,9 +8,9 @@ import { AegisError } from '../domain/errors.ts';
 import { type ExecutionRecord, isTerminal, type Violation } from '../domain/execution.ts';
 import type { CompiledAgent } from '../domain/manifest/compiled.ts';
 import type { InSandboxHandler } from './ports.ts';
-import type { SwarmBus } from './swarm-bus.ts';
+import type { MessageView, SwarmBus } from './swarm-bus.ts';
 import type { InSandboxBus } from './swarm-bus-access.ts';
-import type { SwarmLocks } from './swarm-locks.ts';
+import type { LockView, SwarmLocks } from './swarm-locks.ts';
 
 /** The longest a spawn with `wait` blocks (the child keeps running after; poll `GET /v1/swarm/children/{id}`). */
 export const MAX_SPAWN_WAIT_MS = 10 * 60_000;
@@ -151,7 +151,7 @@ function parseSpawnBody(body: unknown): SpawnBody {
   };
 }
 
-/** `GET /v1/swarms/{rootId}`: the root and every descendant; messages and locks are the bus's (issue 16 items 2–3). */
+/** `GET /v1/swarms/{rootId}`: the root and every descendant, the bus's last messages and the swarm's locks. */
 export interface SwarmTree {
   readonly root: string;
   readonly executions: readonly {
@@ -164,11 +164,19 @@ export interface SwarmTree {
     readonly finishedAt: string | null;
     readonly node: string | null;
   }[];
-  readonly messages: readonly unknown[];
-  readonly locks: readonly unknown[];
+  /** The last messages (at most 100) over all topics, oldest first: metadata, never content. */
+  readonly messages: readonly MessageView[];
+  readonly locks: readonly LockView[];
 }
 
-export function swarmTree(root: ExecutionRecord, descendants: readonly ExecutionRecord[]): SwarmTree {
+export function swarmTree(
+  root: ExecutionRecord,
+  descendants: readonly ExecutionRecord[],
+  bus: { readonly messages: readonly MessageView[]; readonly locks: readonly LockView[] } = {
+    messages: [],
+    locks: [],
+  },
+): SwarmTree {
   return {
     root: root.id,
     executions: [root, ...descendants].map((r) => ({
@@ -181,7 +189,7 @@ export function swarmTree(root: ExecutionRecord, descendants: readonly Execution
       finishedAt: r.finishedAt,
       node: r.node ?? null,
     })),
-    messages: [],
-    locks: [],
+    messages: bus.messages,
+    locks: bus.locks,
   };
 }

@@ -5,10 +5,14 @@
  */
 import assert from 'node:assert/strict';
 import { afterEach, beforeEach, describe, it } from 'node:test';
+import type { ExecutionStore, RetentionStore } from '../../src/app/ports.ts';
 import type { AcquireRequest, SwarmStore } from '../../src/app/swarm-locks.ts';
+import { record } from './execution-store.contract.ts';
 
 export interface SwarmStoreUnderTest {
   readonly store: SwarmStore;
+  /** The execution store the swarm tables live beside (SQL stores): retention prunes a swarm's messages with it. */
+  readonly executions?: Pick<ExecutionStore, 'createExecution'> & Pick<RetentionStore, 'pruneExecutions'>;
   close(): Promise<void>;
 }
 
@@ -70,6 +74,60 @@ export function swarmStoreContract(name: string, open: () => Promise<SwarmStoreU
         [1, 2],
       );
       assert.deepEqual(await store.readMessages('s2', 'a', 0, 100), [], "another swarm's topic is empty");
+    });
+
+    it('shows a swarm: its last messages over all topics, oldest first; its locks by name', async () => {
+      const { store } = subject;
+      await store.appendMessage(message('s1', 'b', 1));
+      await store.appendMessage(message('s1', 'a', 2));
+      await store.appendMessage(message('s2', 'a', 3));
+      await store.appendMessage(message('s1', 'a', 4));
+      const recent = await store.recentMessages('s1', 2);
+      assert.deepEqual(
+        recent.map((m) => [m.topic, m.seq]),
+        [
+          ['a', 1],
+          ['a', 2],
+        ],
+      );
+      assert.equal((await store.recentMessages('s1', 10)).length, 3);
+      assert.deepEqual(await store.recentMessages('nobody', 10), []);
+      await store.acquireLock(ask('ex_a', { name: 'z' }));
+      await store.acquireLock(ask('ex_b', { name: 'y', waiter: 'ex_b#1' }));
+      await store.releaseLock('swarm:root', 'y', 1, 'ex_b');
+      await store.acquireLock(ask('ex_c', { scope: 'swarm:other', waiter: 'ex_c#1' }));
+      assert.deepEqual(await store.listLocks('swarm:root'), [
+        { name: 'y', token: 1, holder: null, node: null, expiresAt: null },
+        { name: 'z', token: 1, holder: 'ex_a', node: 'node-1', expiresAt: at(10) },
+      ]);
+    });
+
+    it("prunes a swarm's messages with its executions, once none of them is left; keeps its lock tokens", async (t) => {
+      const { store, executions } = subject;
+      if (executions === undefined) return t.skip('the fake keeps executions elsewhere (MemoryStore)');
+      const done = (id: string, finishedAt: string, rootId?: string) =>
+        record({
+          id,
+          status: 'succeeded',
+          createdAt: at(0),
+          finishedAt,
+          ...(rootId ? { rootId, parentId: rootId } : {}),
+        });
+      await executions.createExecution(done('old', at(10)));
+      await executions.createExecution(done('old-child', at(11), 'old'));
+      await executions.createExecution(done('young', at(10)));
+      await executions.createExecution(done('young-child', at(500), 'young'));
+      for (const swarm of ['old', 'young']) await store.appendMessage(message(swarm, 't', 1));
+      await store.acquireLock(ask('old-child', { scope: 'swarm:old' }));
+      await store.releaseLock('swarm:old', 'db', 1, 'old-child');
+      const pruned = await executions.pruneExecutions({ before: at(100), limit: 10, dryRun: false });
+      assert.equal(pruned.executions, 3);
+      assert.deepEqual(await store.recentMessages('old', 10), []);
+      // A descendant of `young` is still kept: its swarm's messages stay.
+      assert.equal((await store.recentMessages('young', 10)).length, 1);
+      assert.equal((await store.lockState('swarm:old', 'db'))?.token, 1);
+      // A new message on a pruned topic starts a fresh count (the topic's counter went with it).
+      assert.equal((await store.appendMessage(message('old', 't', 2))).seq, 1);
     });
 
     it('gives concurrent publishers distinct, gap-free seqs', async () => {

@@ -1,6 +1,6 @@
 /** The swarm bus and locks in memory (tests, and the reference the SQL stores are held to by the contract). */
 import type { SwarmMessage } from '../swarm-bus.ts';
-import type { AcquireOutcome, AcquireRequest, LockLease, SwarmStore } from '../swarm-locks.ts';
+import type { AcquireOutcome, AcquireRequest, LockLease, LockView, SwarmStore } from '../swarm-locks.ts';
 
 interface LockRow {
   token: number;
@@ -33,6 +33,24 @@ export class MemorySwarmStore implements SwarmStore {
   async readMessages(swarm: string, topic: string, afterSeq: number, limit: number): Promise<SwarmMessage[]> {
     const list = this.#topics.get(`${swarm}\u0000${topic}`) ?? [];
     return list.filter((m) => m.seq > afterSeq).slice(0, limit);
+  }
+
+  async recentMessages(swarm: string, limit: number): Promise<SwarmMessage[]> {
+    const all = [...this.#topics.values()].flat().filter((m) => m.swarm === swarm);
+    all.sort(
+      (a, b) => a.publishedAt.localeCompare(b.publishedAt) || a.topic.localeCompare(b.topic) || a.seq - b.seq,
+    );
+    return all.slice(-limit);
+  }
+
+  async listLocks(scope: string): Promise<LockView[]> {
+    const views: LockView[] = [];
+    for (const [key, row] of this.#locks) {
+      const [rowScope, name] = key.split('\u0000') as [string, string];
+      if (rowScope === scope)
+        views.push({ name, token: row.token, holder: row.holder, node: row.node, expiresAt: row.expiresAt });
+    }
+    return views.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
   }
 
   async acquireLock(request: AcquireRequest): Promise<AcquireOutcome> {

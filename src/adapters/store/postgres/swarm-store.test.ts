@@ -39,7 +39,7 @@ if (databaseUrl === undefined || databaseUrl === '') {
 
   swarmStoreContract('postgres', async () => {
     const store = await PostgresStore.open(url, { schema: fresh() });
-    return { store: store.swarmStore(), close: () => store.close() };
+    return { store: store.swarmStore(), executions: store, close: () => store.close() };
   });
 
   describe('PostgresSwarmStore across two stores (two nodes)', () => {

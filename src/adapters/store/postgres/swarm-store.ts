@@ -7,7 +7,13 @@
  */
 import type pg from 'pg';
 import type { SwarmMessage } from '../../../app/swarm-bus.ts';
-import type { AcquireOutcome, AcquireRequest, LockLease, SwarmStore } from '../../../app/swarm-locks.ts';
+import type {
+  AcquireOutcome,
+  AcquireRequest,
+  LockLease,
+  LockView,
+  SwarmStore,
+} from '../../../app/swarm-locks.ts';
 
 interface LockRow {
   scope: string;
@@ -99,15 +105,29 @@ export class PostgresSwarmStore implements SwarmStore {
        WHERE swarm = $1 AND topic = $2 AND seq > $3 ORDER BY seq LIMIT $4`,
       [swarm, topic, afterSeq, limit],
     );
+    return rows.map(toMessage);
+  }
+
+  async recentMessages(swarm: string, limit: number): Promise<SwarmMessage[]> {
+    const { rows } = await this.#query<MessageRow>(
+      `SELECT swarm, topic, seq, sender, body, size_bytes, digest, published_at FROM swarm_messages
+       WHERE swarm = $1 ORDER BY published_at DESC, topic DESC, seq DESC LIMIT $2`,
+      [swarm, limit],
+    );
+    return rows.map(toMessage).reverse();
+  }
+
+  async listLocks(scope: string): Promise<LockView[]> {
+    const { rows } = await this.#query<LockRow>(
+      'SELECT scope, name, token, holder, node, expires_at FROM swarm_locks WHERE scope = $1 ORDER BY name',
+      [scope],
+    );
     return rows.map((row) => ({
-      swarm: row.swarm,
-      topic: row.topic,
-      seq: Number(row.seq),
-      sender: row.sender,
-      body: row.body,
-      sizeBytes: Number(row.size_bytes),
-      digest: row.digest,
-      publishedAt: row.published_at,
+      name: row.name,
+      token: Number(row.token),
+      holder: row.holder,
+      node: row.node,
+      expiresAt: row.expires_at,
     }));
   }
 
@@ -220,6 +240,19 @@ export class PostgresSwarmStore implements SwarmStore {
       ? undefined
       : { token: Number(row.token), holder: row.holder, expiresAt: row.expires_at };
   }
+}
+
+function toMessage(row: MessageRow): SwarmMessage {
+  return {
+    swarm: row.swarm,
+    topic: row.topic,
+    seq: Number(row.seq),
+    sender: row.sender,
+    body: row.body,
+    sizeBytes: Number(row.size_bytes),
+    digest: row.digest,
+    publishedAt: row.published_at,
+  };
 }
 
 function toLease(row: LockRow): LockLease {

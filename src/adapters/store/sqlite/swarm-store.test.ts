@@ -9,6 +9,7 @@ swarmStoreContract('sqlite', async () => {
   const store = SqliteStore.open(join(dir, 'aegis.db'));
   return {
     store: store.swarmStore(),
+    executions: store,
     close: async () => {
       await store.close();
       rmSync(dir, { recursive: true, force: true });

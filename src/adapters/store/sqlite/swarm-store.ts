@@ -5,7 +5,13 @@
  */
 import type { DatabaseSync } from 'node:sqlite';
 import type { SwarmMessage } from '../../../app/swarm-bus.ts';
-import type { AcquireOutcome, AcquireRequest, LockLease, SwarmStore } from '../../../app/swarm-locks.ts';
+import type {
+  AcquireOutcome,
+  AcquireRequest,
+  LockLease,
+  LockView,
+  SwarmStore,
+} from '../../../app/swarm-locks.ts';
 
 interface LockRow {
   token: number;
@@ -68,15 +74,30 @@ export class SqliteSwarmStore implements SwarmStore {
          WHERE swarm = ? AND topic = ? AND seq > ? ORDER BY seq LIMIT ?`,
       )
       .all(swarm, topic, afterSeq, limit)
+      .map(toMessage);
+  }
+
+  async recentMessages(swarm: string, limit: number): Promise<SwarmMessage[]> {
+    return this.#db
+      .prepare(
+        `SELECT swarm, topic, seq, sender, body, size_bytes, digest, published_at FROM swarm_messages
+         WHERE swarm = ? ORDER BY published_at DESC, topic DESC, seq DESC LIMIT ?`,
+      )
+      .all(swarm, limit)
+      .map(toMessage)
+      .reverse();
+  }
+
+  async listLocks(scope: string): Promise<LockView[]> {
+    return this.#db
+      .prepare('SELECT name, token, holder, node, expires_at FROM swarm_locks WHERE scope = ? ORDER BY name')
+      .all(scope)
       .map((row) => ({
-        swarm: String(row['swarm']),
-        topic: String(row['topic']),
-        seq: Number(row['seq']),
-        sender: String(row['sender']),
-        body: String(row['body']),
-        sizeBytes: Number(row['size_bytes']),
-        digest: String(row['digest']),
-        publishedAt: String(row['published_at']),
+        name: String(row['name']),
+        token: Number(row['token']),
+        holder: row['holder'] === null ? null : String(row['holder']),
+        node: row['node'] === null ? null : String(row['node']),
+        expiresAt: row['expires_at'] === null ? null : String(row['expires_at']),
       }));
   }
 
@@ -195,6 +216,19 @@ export class SqliteSwarmStore implements SwarmStore {
       expires_at: row['expires_at'] === null ? null : String(row['expires_at']),
     };
   }
+}
+
+function toMessage(row: Record<string, unknown>): SwarmMessage {
+  return {
+    swarm: String(row['swarm']),
+    topic: String(row['topic']),
+    seq: Number(row['seq']),
+    sender: String(row['sender']),
+    body: String(row['body']),
+    sizeBytes: Number(row['size_bytes']),
+    digest: String(row['digest']),
+    publishedAt: String(row['published_at']),
+  };
 }
 
 function toLease(scope: string, name: string, row: LockRow): LockLease {
