@@ -90,10 +90,23 @@ export interface SwarmTree {
     finishedAt: string | null;
     node: string | null;
   }[];
-  /** Swarm bus messages. */
-  messages: unknown[];
-  /** Swarm locks held and waited for. */
-  locks: unknown[];
+  /** The swarm bus's last 100 messages over all topics, oldest first (no content). */
+  messages: {
+    topic: string;
+    id: number;
+    sender: string;
+    sizeBytes: number;
+    digest: string;
+    publishedAt: string;
+  }[];
+  /** The swarm's locks: the last fencing token and the holder (null: free). */
+  locks: {
+    name: string;
+    token: number;
+    holder: string | null;
+    node: string | null;
+    expiresAt: string | null;
+  }[];
 }
 
 /** Model calls an execution made through the LLM gateway (`spec.llm`). */

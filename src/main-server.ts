@@ -22,6 +22,7 @@ import { EdgeRuntime } from './adapters/runtimes/edge/runtime.ts';
 import { RuntimeRouter } from './adapters/runtimes/registry.ts';
 import { SandboxRuntime } from './adapters/runtimes/sandbox/runtime.ts';
 import { cryptoSecretRandom } from './adapters/secrets/random.ts';
+import type { PostgresStore as PostgresStoreType } from './adapters/store/postgres/store.ts';
 import { SqliteStore } from './adapters/store/sqlite/store.ts';
 import { swarmWiring } from './adapters/swarm/wiring.ts';
 import { OtelTracer, otlpTracesUrl } from './adapters/telemetry/otel-tracer.ts';
@@ -45,6 +46,7 @@ import { WarmPools } from './app/warm-pools.ts';
 import type { RateLimit } from './domain/auth/api-key.ts';
 import { type NodeIdentity, type NodeLabels, parseNodeLabels } from './domain/cluster/node.ts';
 import { AegisError } from './domain/errors.ts';
+import { swarmIdOf } from './domain/execution.ts';
 import { sandboxNodeLostReason } from './domain/live-sandbox.ts';
 import { jsonSchemaViolation } from './domain/loop/json-schema.ts';
 import { type DeployCeilings, defaultDeployCeilings } from './domain/policy/deploy-ceilings.ts';
@@ -415,6 +417,19 @@ export async function startServer(
   const activeAgents = async () =>
     Promise.all((await store.listAgents()).map((agent) => executions.compiledAgent(agent.active)));
   const memory = memoryWiring(cortex, deployedMemoryGrants(activeAgents));
+  // The swarm bus and locks (app/swarm-bus.ts, swarm-locks.ts) in the server's store, woken by its signals.
+  const swarm = swarmWiring({
+    store: (store as SqliteStore | PostgresStoreType).swarmStore(),
+    signals: store,
+    audit,
+    clock: systemClock,
+    nodeId: node.nodeId,
+    // A parent and its children share topics and locks: the swarm is the root's id.
+    swarmOf: async (id) => {
+      const record = await store.getExecution(id);
+      return record === undefined ? id : swarmIdOf(record);
+    },
+  });
   const executions = new Executions(
     {
       runtime,
@@ -432,7 +447,7 @@ export async function startServer(
       llm,
       tools,
       memory,
-      swarmHandler: swarmWiring(),
+      swarm,
       ...(tracer ? { tracer } : {}),
       node,
       version: AEGIS_VERSION,

@@ -100,7 +100,7 @@ export function auditPaths(config: AegisConfig): {
 
 export interface StoreContext {
   readonly config: AegisConfig;
-  readonly store: ExecutionStore & LlmSpendStore;
+  readonly store: SqliteStore;
   readonly clock: Clock;
   readonly identity: ProcessIdentity;
 }

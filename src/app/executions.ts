@@ -96,8 +96,11 @@ export interface ExecutionsDeps {
   readonly loop?: DeclarativeWiring;
   /** Cortex (agents with spec.memory): in-sandbox memory API, indexing, recall (app/memory-access.ts). */
   readonly memory?: MemoryWiring;
-  /** Swarm (`/v1/swarm/*` in the in-sandbox API): the adapter's handler; absent: agents cannot spawn. */
-  readonly swarmHandler?: Omit<SwarmWiring, 'host'>;
+  /**
+   * Swarm (`/v1/swarm/*` in the in-sandbox API: spawn, bus, locks; adapters/swarm/wiring.ts) — this class adds the
+   * spawning host. An orphaned execution's leases end when it is settled (its node died). Absent: no swarm API.
+   */
+  readonly swarm?: Omit<SwarmWiring, 'host'>;
   /** This node (ADR 0100). @default `{nodeId: 'local', labels: {}}` */
   readonly node?: NodeIdentity;
   /** What the registry shows (`aegis nodes ls`). */
@@ -628,7 +631,7 @@ export class Executions {
         this.#pump();
       } else if (topic === 'cancel') {
         this.#running.get(id)?.controller.abort(REMOTE_CANCEL);
-      } else {
+      } else if (topic !== 'swarm') {
         this.#deps.events.emit(id, topic);
       }
     });
@@ -771,6 +774,8 @@ export class Executions {
   ): Promise<'queued' | 'failed'> {
     const { store, audit, clock, events } = this.#deps;
     const { record, fence } = taken;
+    // Its holder's node is gone: the swarm locks it held end now, not when their ttl passes.
+    await this.#deps.swarm?.locks.executionEnded(record.id).catch(() => {});
     if (record.status === 'queued') {
       // Claimed, never started: nothing ran, nothing to record.
       await store.updateExecution(record.id, { status: 'queued', unclaim: true }, fence);
@@ -1114,7 +1119,13 @@ export class Executions {
         },
       );
     }
-    return swarmTree(root, await this.#deps.store.listSwarm(rootId));
+    const swarm = this.#deps.swarm;
+    const [descendants, messages, locks] = await Promise.all([
+      this.#deps.store.listSwarm(rootId),
+      swarm?.bus.recent(rootId) ?? [],
+      swarm?.locks.ofSwarm(rootId) ?? [],
+    ]);
+    return swarmTree(root, descendants, { messages, locks });
   }
 
   async #requestedByFromLedger(id: string): Promise<string | undefined> {
@@ -1173,11 +1184,10 @@ export class Executions {
         loop === undefined || (agent.task === undefined && !agent.validation?.length)
           ? this.#deps
           : { ...this.#deps, loop: { ...loop, judge: this.#judgeFor(record.id, requestedBy) } };
-      const swarmHandler = this.#deps.swarmHandler;
+      // The swarm API of this execution spawns through this class (the host), on behalf of its requester.
+      const { swarm, ...rest } = base;
       const deps =
-        swarmHandler === undefined
-          ? base
-          : { ...base, swarm: { ...swarmHandler, host: this.#swarmHost(requestedBy) } };
+        swarm === undefined ? rest : { ...rest, swarm: { ...swarm, host: this.#swarmHost(requestedBy) } };
       const final = await runAgent(
         { ...deps, store },
         {

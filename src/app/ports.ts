@@ -567,7 +567,8 @@ export interface Heartbeat {
 }
 
 /** What changed, for nodes waiting on it: new queued work, a cancel request, a status change, new log lines. */
-export type ClusterTopic = 'queue' | 'cancel' | 'status' | 'logs';
+/** `swarm`: a swarm topic got a message or a swarm lock was released (app/swarm-bus.ts, swarm-locks.ts). */
+export type ClusterTopic = 'queue' | 'cancel' | 'status' | 'logs' | 'swarm';
 
 export interface ClusterStore {
   /**

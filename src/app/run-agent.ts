@@ -22,6 +22,7 @@ import {
   type ExecutionRecord,
   isTerminal,
   type LogStream,
+  swarmIdOf,
   type TerminalStatus,
   type Violation,
 } from '../domain/execution.ts';
@@ -76,7 +77,8 @@ import type {
   TaskOutput,
   Tracer,
 } from './ports.ts';
-import { executionSwarm, type SwarmWiring } from './swarm.ts';
+import { executionSpawn, type SwarmWiring } from './swarm.ts';
+import { executionBus } from './swarm-bus-access.ts';
 import type { ToolGateway } from './tools.ts';
 
 export interface RunAgentDeps {
@@ -106,7 +108,10 @@ export interface RunAgentDeps {
   readonly loop?: DeclarativeWiring;
   /** Cortex (agents with spec.memory): `/v1/memory/*` in the in-sandbox API, indexing at the end, recall. */
   readonly memory?: MemoryWiring;
-  /** Swarm (agents with spec.swarm, on a server): `/v1/swarm/*` in the in-sandbox API (app/swarm.ts). */
+  /**
+   * Swarm (on a server): `/v1/swarm/*` in the in-sandbox API — spawn (app/swarm.ts), bus and locks
+   * (app/swarm-bus-access.ts); the execution's leases end with it.
+   */
   readonly swarm?: SwarmWiring;
 }
 
@@ -497,34 +502,6 @@ export async function runAgent(deps: RunAgentDeps, request: RunAgentRequest): Pr
           env: { AEGIS_API_URL: IN_SANDBOX_API_URL, AEGIS_TOKEN: token, ...(inSandboxApi?.env ?? {}) },
         };
       }
-      if (agent.swarm !== undefined && deps.swarm !== undefined) {
-        // `/v1/swarm/*`: spawn children with no more than this execution holds (ADR 0140).
-        const swarm = deps.swarm;
-        const token = inSandboxApi?.env['AEGIS_TOKEN'] ?? swarm.newToken();
-        const record = request.queued ?? (await store.getExecution(id));
-        if (record !== undefined) {
-          const api = executionSwarm(
-            swarm.host,
-            {
-              record,
-              agent,
-              spent: llmUsage,
-              ...(request.requestedBy ? { requestedBy: request.requestedBy } : {}),
-            },
-            {
-              onRefused: (v) => {
-                const seen = swarmRefusals.get(v.rule);
-                swarmRefusals.set(v.rule, { ...v, count: (seen?.count ?? 0) + 1 });
-              },
-              ...(request.signal ? { signal: request.signal } : {}),
-            },
-          );
-          inSandboxApi = {
-            handler: swarm.handlerFor(token, api, inSandboxApi?.handler),
-            env: { AEGIS_API_URL: IN_SANDBOX_API_URL, AEGIS_TOKEN: token, ...(inSandboxApi?.env ?? {}) },
-          };
-        }
-      }
       if (ownScope(agent) !== undefined && deps.memory === undefined) {
         throw new AegisError('RUNTIME_UNAVAILABLE', 'this AEGIS build has no agent memory (Cortex)', {
           hint: 'remove spec.memory, or run the agent through `aegis run` / `aegis server`',
@@ -542,6 +519,53 @@ export async function runAgent(deps: RunAgentDeps, request: RunAgentRequest): Pr
         });
         inSandboxApi = {
           handler: deps.memory.handlerFor(token, memory, inSandboxApi?.handler),
+          env: { AEGIS_API_URL: IN_SANDBOX_API_URL, AEGIS_TOKEN: token, ...(inSandboxApi?.env ?? {}) },
+        };
+      }
+      if (deps.swarm !== undefined && (inSandboxApi !== undefined || agent.swarm !== undefined)) {
+        // Every in-sandbox API answers /v1/swarm/*: spawn children with no more than this execution holds
+        // (ADR 0140); the bus and locks of its swarm — its root's, shared with parent and children (ADR 0144);
+        // without spec.swarm, a 403 that is audited.
+        const swarm = deps.swarm;
+        const token = inSandboxApi?.env['AEGIS_TOKEN'] ?? swarm.newToken();
+        const record = request.queued ?? (await store.getExecution(id));
+        const spawn =
+          record === undefined
+            ? undefined
+            : executionSpawn(
+                swarm.host,
+                {
+                  record,
+                  agent,
+                  spent: llmUsage,
+                  ...(request.requestedBy ? { requestedBy: request.requestedBy } : {}),
+                },
+                {
+                  onRefused: (v) => {
+                    const seen = swarmRefusals.get(v.rule);
+                    swarmRefusals.set(v.rule, { ...v, count: (seen?.count ?? 0) + 1 });
+                  },
+                  ...(request.signal ? { signal: request.signal } : {}),
+                },
+              );
+        const bus = executionBus(swarm, {
+          agent,
+          executionId: id,
+          swarmId: record === undefined ? await swarm.swarmOf(id) : swarmIdOf(record),
+          onDenied: (op, reason) =>
+            auditApiDenied('POST', `/v1/swarm/${op}`, { rule: 'spec.swarm', reason: reason.slice(0, 300) }),
+        });
+        const noSpawn = async (): Promise<never> => {
+          throw new AegisError('PERMISSION_DENIED', 'this execution has no record to spawn from', {
+            hint: 'spawn from an execution the server runs (aegis run / aegis server)',
+          });
+        };
+        inSandboxApi = {
+          handler: swarm.handlerFor(
+            token,
+            { ...bus, spawn: spawn?.spawn ?? noSpawn, child: spawn?.child ?? noSpawn },
+            inSandboxApi?.handler,
+          ),
           env: { AEGIS_API_URL: IN_SANDBOX_API_URL, AEGIS_TOKEN: token, ...(inSandboxApi?.env ?? {}) },
         };
       }
@@ -741,6 +765,8 @@ export async function runAgent(deps: RunAgentDeps, request: RunAgentRequest): Pr
     }
     unsubscribeLlm?.();
     if (llmToken !== undefined) deps.llm?.gateway.revoke(llmToken);
+    // Its swarm locks end with it (audited `released`, reason holder ended); waiters are woken.
+    if (agent.swarm !== undefined) await deps.swarm?.locks.executionEnded(id).catch(() => {});
   }
 }
 

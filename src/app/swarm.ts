@@ -9,6 +9,9 @@ import { type ExecutionRecord, isTerminal, type Violation } from '../domain/exec
 import type { CompiledAgent } from '../domain/manifest/compiled.ts';
 import type { LlmUsageTotals } from './llm-gateway.ts';
 import type { InSandboxHandler } from './ports.ts';
+import type { MessageView, SwarmBus } from './swarm-bus.ts';
+import type { InSandboxBus } from './swarm-bus-access.ts';
+import type { LockView, SwarmLocks } from './swarm-locks.ts';
 
 /** The longest a spawn with `wait` blocks (the child keeps running after; poll `GET /v1/swarm/children/{id}`). */
 export const MAX_SPAWN_WAIT_MS = 10 * 60_000;
@@ -52,13 +55,19 @@ export interface ChildView {
   readonly output: unknown;
 }
 
-/** What `/v1/swarm/*` calls, bound to one parent execution. */
-export interface InSandboxSwarm {
+/** The spawn half of `/v1/swarm/*`, bound to one parent execution. */
+export interface InSandboxSpawn {
   spawn(body: unknown): Promise<ChildView>;
   child(id: string): Promise<ChildView>;
 }
 
-/** How runAgent serves `/v1/swarm/*` (the handler comes from the adapter, the host from the server). */
+/** Everything `/v1/swarm/*` calls for one execution: spawn and children (here), bus and locks (swarm-bus-access.ts). */
+export type InSandboxSwarm = InSandboxSpawn & InSandboxBus;
+
+/**
+ * The swarm as runAgent serves it: one handler chain for `/v1/swarm/*` (adapters/swarm/http-handler.ts), the bus and
+ * locks over the server's store (adapters/swarm/wiring.ts), and the host that spawns (app/executions.ts adds it).
+ */
 export interface SwarmWiring {
   readonly handlerFor: (
     token: string,
@@ -67,6 +76,12 @@ export interface SwarmWiring {
   ) => InSandboxHandler;
   readonly newToken: () => string;
   readonly host: SwarmHost;
+  readonly bus: SwarmBus;
+  readonly locks: SwarmLocks;
+  /** The swarm of an execution: its root's id (`swarmIdOf`: `rootId ?? id`), so a parent and its children share. */
+  readonly swarmOf: (executionId: string) => Promise<string>;
+  /** This node's id (cluster), or null. */
+  readonly nodeId: string | null;
 }
 
 export function childView(record: ExecutionRecord): ChildView {
@@ -80,12 +95,12 @@ export function childView(record: ExecutionRecord): ChildView {
   };
 }
 
-/** The in-sandbox API of one parent. `signal`: the parent's run (a wait ends with it). */
-export function executionSwarm(
+/** The spawn API of one parent. `signal`: the parent's run (a wait ends with it). */
+export function executionSpawn(
   host: SwarmHost,
   parent: SwarmParent,
   options: { readonly onRefused: (violation: Violation) => void; readonly signal?: AbortSignal },
-): InSandboxSwarm {
+): InSandboxSpawn {
   return {
     async spawn(body) {
       const request = parseSpawnBody(body);
@@ -139,7 +154,7 @@ function parseSpawnBody(body: unknown): SpawnBody {
   };
 }
 
-/** `GET /v1/swarms/{rootId}`: the root and every descendant; messages and locks are the bus's (issue 16 items 2–3). */
+/** `GET /v1/swarms/{rootId}`: the root and every descendant, the bus's last messages and the swarm's locks. */
 export interface SwarmTree {
   readonly root: string;
   readonly executions: readonly {
@@ -152,11 +167,19 @@ export interface SwarmTree {
     readonly finishedAt: string | null;
     readonly node: string | null;
   }[];
-  readonly messages: readonly unknown[];
-  readonly locks: readonly unknown[];
+  /** The last messages (at most 100) over all topics, oldest first: metadata, never content. */
+  readonly messages: readonly MessageView[];
+  readonly locks: readonly LockView[];
 }
 
-export function swarmTree(root: ExecutionRecord, descendants: readonly ExecutionRecord[]): SwarmTree {
+export function swarmTree(
+  root: ExecutionRecord,
+  descendants: readonly ExecutionRecord[],
+  bus: { readonly messages: readonly MessageView[]; readonly locks: readonly LockView[] } = {
+    messages: [],
+    locks: [],
+  },
+): SwarmTree {
   return {
     root: root.id,
     executions: [root, ...descendants].map((r) => ({
@@ -169,7 +192,7 @@ export function swarmTree(root: ExecutionRecord, descendants: readonly Execution
       finishedAt: r.finishedAt,
       node: r.node ?? null,
     })),
-    messages: [],
-    locks: [],
+    messages: bus.messages,
+    locks: bus.locks,
   };
 }

@@ -230,7 +230,18 @@ async function commandRun(
         ...(llm ? { llm } : {}),
         ...localToolsWiring(agent, ctx.runtime, ctx.audit),
         ...(memory === undefined ? {} : { memory: memory.wiring }),
-        ...(agent.swarm === undefined ? {} : { swarm: localSwarmWiring() }),
+        ...(agent.swarm === undefined
+          ? {}
+          : {
+              swarm: localSwarmWiring({
+                store: ctx.store.swarmStore(),
+                signals: ctx.store,
+                audit: ctx.audit,
+                clock: systemClock,
+                nodeId: null,
+                swarmOf: async (id) => id, // a run is its own swarm
+              }),
+            }),
       },
       {
         agent,

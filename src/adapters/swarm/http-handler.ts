@@ -1,20 +1,35 @@
 /**
- * Swarm spawn on the in-sandbox API (127.0.0.1:3129 inside each sandbox, same token as the other routes; ADR 0140):
+ * The swarm on the in-sandbox API (127.0.0.1:3129 inside each sandbox, same token as the other routes), one chain
+ * for every `/v1/swarm/*` route. Spawn (ADR 0140):
  *
  *   POST /v1/swarm/spawn           {agent, input?, wait?, timeout?}   → {id, agent, status, done, reason, output}
  *   GET  /v1/swarm/children/{id}                                      → the same, for a child of this execution
  *
- * A refusal (canSpawn, maxChildren, maxDepth, budget.executions) is 403 `{error: {type: 'swarm_denied', code:
- * 'swarm_denied', message}}` (the SDKs raise SwarmDenied). Any other path goes to `next`.
+ * Bus and locks (ADR 0144), shared by the whole swarm (the root and its descendants):
+ *
+ *   POST /v1/swarm/publish   {topic, message}                     → {id, topic, sizeBytes, digest}
+ *   POST /v1/swarm/subscribe {topic, after?, limit?, timeout?}     → {messages: [{id, topic, sender, message}], cursor}
+ *   POST /v1/swarm/lock      {name, ttl?, wait?, global?}          → {name, token, expiresAt}   (409 when the wait ran out)
+ *   POST /v1/swarm/unlock    {name, token, global?}                → {name, released: true}     (409 FENCED when stale)
+ *   POST /v1/swarm/renew     {name, token, ttl?, global?}          → {name, token, expiresAt}
+ *   POST /v1/swarm/fence     {name, token, global?}                → {valid, current}
+ *
+ * Seconds on the wire. A refusal of policy is 403 `{error: {type: 'swarm_denied', code: 'swarm_denied', message}}`
+ * (the SDKs raise SwarmDenied). Any path outside `/v1/swarm` goes to `next`.
  */
 import { timingSafeEqual } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { InSandboxHandler } from '../../app/ports.ts';
 import type { InSandboxSwarm } from '../../app/swarm.ts';
+import { BUS_OPS, type BusOp } from '../../app/swarm-bus-access.ts';
 import { AegisError, ERROR_CODES } from '../../domain/errors.ts';
 
-const MAX_BODY_BYTES = 64 * 1024;
+/** A spawn request carries an input (a reference to data, not the data). */
+const MAX_SPAWN_BODY_BYTES = 64 * 1024;
+/** A message is at most 1 MiB (spec.swarm.bus.maxMessageBytes' ceiling) plus its envelope. */
+const MAX_BUS_BODY_BYTES = 1_048_576 + 4096;
 const PREFIX = '/v1/swarm';
+const CHILD = /^\/v1\/swarm\/children\/([A-Za-z0-9_-]{1,100})$/;
 
 function send(response: ServerResponse, status: number, body: unknown): void {
   const text = JSON.stringify(body);
@@ -27,13 +42,9 @@ function send(response: ServerResponse, status: number, body: unknown): void {
 
 function fail(response: ServerResponse, error: unknown): void {
   if (error instanceof AegisError) {
-    const denied = error.code === 'PERMISSION_DENIED';
+    const code = error.code === 'PERMISSION_DENIED' ? 'swarm_denied' : error.code;
     send(response, ERROR_CODES[error.code].httpStatus, {
-      error: {
-        type: denied ? 'swarm_denied' : error.code,
-        code: denied ? 'swarm_denied' : error.code,
-        message: error.hint ? `${error.message} (${error.hint})` : error.message,
-      },
+      error: { type: code, code, message: error.hint ? `${error.message} (${error.hint})` : error.message },
     });
     return;
   }
@@ -49,14 +60,14 @@ function tokenMatches(request: IncomingMessage, token: string): boolean {
   return given.length === expected.length && timingSafeEqual(given, expected);
 }
 
-async function readJson(request: IncomingMessage): Promise<unknown> {
+async function readJson(request: IncomingMessage, maxBytes: number, hint: string): Promise<unknown> {
   const chunks: Buffer[] = [];
   let size = 0;
   for await (const chunk of request as AsyncIterable<Buffer>) {
     size += chunk.length;
-    if (size > MAX_BODY_BYTES)
-      throw new AegisError('PAYLOAD_TOO_LARGE', `a spawn request body is at most ${MAX_BODY_BYTES} bytes`, {
-        hint: 'pass a smaller input (a reference to data, not the data)',
+    if (size > maxBytes)
+      throw new AegisError('PAYLOAD_TOO_LARGE', `a swarm request body is at most ${maxBytes} bytes`, {
+        hint,
       });
     chunks.push(chunk);
   }
@@ -87,23 +98,33 @@ export function createSwarmHandler(
       });
       return;
     }
+    // A spawn wait, a long-poll or a lock wait ends when the agent hangs up.
+    const gone = new AbortController();
+    response.on('close', () => gone.abort());
     try {
-      const child = /^\/v1\/swarm\/children\/([A-Za-z0-9_-]{1,100})$/.exec(path);
-      if (request.method === 'POST' && path === `${PREFIX}/spawn`) {
-        send(response, 200, await swarm.spawn(await readJson(request)));
+      const op = path.slice(PREFIX.length + 1);
+      const child = CHILD.exec(path);
+      let answer: unknown;
+      if (request.method === 'POST' && op === 'spawn') {
+        const body = await readJson(request, MAX_SPAWN_BODY_BYTES, 'pass a reference to data, not the data');
+        answer = await swarm.spawn(body);
       } else if (request.method === 'GET' && child !== null) {
-        send(response, 200, await swarm.child(child[1] as string));
+        answer = await swarm.child(child[1] as string);
+      } else if (request.method === 'POST' && BUS_OPS.includes(op as BusOp)) {
+        const body = await readJson(request, MAX_BUS_BODY_BYTES, 'publish a reference or a summary instead');
+        answer = await swarm[op as BusOp](body, gone.signal);
       } else {
         throw new AegisError(
           'USAGE',
           `${String(request.method)} ${path.slice(0, 200)} is not a swarm route`,
           {
-            hint: 'POST /v1/swarm/spawn or GET /v1/swarm/children/{id}',
+            hint: `POST ${PREFIX}/{spawn,${BUS_OPS.join(',')}} or GET ${PREFIX}/children/{id}`,
           },
         );
       }
+      if (!response.destroyed) send(response, 200, answer);
     } catch (error) {
-      fail(response, error);
+      if (!response.destroyed) fail(response, error);
     }
   };
   return ((request: IncomingMessage, response: ServerResponse) => {

@@ -86,10 +86,29 @@ export const SwarmTree = z
         node: z.string().nullable(),
       }),
     ),
-    messages: z.array(z.unknown()).meta({ description: 'swarm bus messages (filled by the bus)' }),
+    messages: z
+      .array(
+        z.object({
+          topic: z.string(),
+          id: z.number().int(),
+          sender: z.string(),
+          sizeBytes: z.number().int(),
+          digest: z.string(),
+          publishedAt: z.string(),
+        }),
+      )
+      .meta({ description: "the swarm bus's last 100 messages over all topics, oldest first (no content)" }),
     locks: z
-      .array(z.unknown())
-      .meta({ description: 'swarm locks held and waited for (filled by the locks)' }),
+      .array(
+        z.object({
+          name: z.string(),
+          token: z.number().int(),
+          holder: z.string().nullable(),
+          node: z.string().nullable(),
+          expiresAt: z.string().nullable(),
+        }),
+      )
+      .meta({ description: "the swarm's locks: the last fencing token and the holder (null: free)" }),
   })
   .meta({ id: 'SwarmTree' });
 

@@ -83,6 +83,10 @@ export const AUDIT_KINDS = {
   memorySearch: 'memory.search',
   /** Memories deleted: one id, or a count (expiry, re-embedding). */
   memoryForget: 'memory.forget',
+  /** The swarm bus (app/swarm-bus.ts): one message published — topic, sender, size, digest, never the content. */
+  swarmMessage: 'swarm.message',
+  /** Swarm locks (app/swarm-locks.ts): acquired / released / expired / refused, with the fencing token. */
+  swarmLock: 'swarm.lock',
 } as const;
 
 export type AuditKind = (typeof AUDIT_KINDS)[keyof typeof AUDIT_KINDS];
@@ -315,6 +319,10 @@ export type AuditDataByKind = {
   'memory.search': JsonObject;
   /** `{scope, id}` or `{scope, expired}` / `{count, reason}`. */
   'memory.forget': JsonObject;
+  /** `{swarm, topic, id, sizeBytes, digest}` or a refusal `{swarm, topic, refused, sizeBytes}`. */
+  'swarm.message': JsonObject;
+  /** `{swarm, name, event: acquired|released|expired|refused, token?, reason?}`. */
+  'swarm.lock': JsonObject;
 };
 
 /** What runAgent records per secret seen by the egress proxy (`secret.use`) — never the value. */

@@ -2,6 +2,7 @@
 // aegis.input() / aegis.output(v) / aegis.log(...) / aegis.llm.chat(messages, { model, tools, stream }) / aegis.tools.call(name, args)
 // aegis.memory.store(text, meta) / aegis.memory.search(query, k, filter) / aegis.memory.forget(id)  (spec.memory)
 // aegis.swarm.spawn(agent, input, { wait, timeout }) / aegis.swarm.child(id)  (spec.swarm; a refusal throws SwarmDenied)
+// aegis.swarm.publish(topic, msg) / subscribe(topic, {after, timeout}) / lock(name, {ttl, wait}) → {token, release()}  (spec.swarm)
 // Reads AEGIS_API_URL (default http://127.0.0.1:3129) and AEGIS_TOKEN. aegis.tools / memory / swarm slot in beside llm.
 import { readFileSync, writeFileSync } from 'node:fs';
 import { request as httpRequest } from 'node:http';
@@ -196,6 +197,47 @@ const swarmSpawn = {
   },
 };
 // --- end swarm spawn ---
+async function swarmCall(op, body) {
+  const { status, text } = await longPost(`/v1/swarm/${op}`, JSON.stringify(body));
+  let parsed = null;
+  try {
+    parsed = JSON.parse(text);
+  } catch {}
+  if (status < 200 || status >= 300) throw errorFor(status, parsed);
+  return parsed;
+}
+
+const swarmBus = {
+  /** Publishes a JSON value to a topic of this swarm (spec.swarm); returns its id (ordered per topic). */
+  async publish(topic, message) {
+    return (await swarmCall('publish', { topic, message })).id;
+  },
+  /**
+   * Messages after `after` (the last id handled; keep it to resume after a restart, drop ids already seen), waiting
+   * up to `timeout` seconds for the first: {messages: [{id, topic, sender, message, publishedAt}], cursor}.
+   */
+  async subscribe(topic, { after = 0, timeout = 30, limit = 100 } = {}) {
+    return swarmCall('subscribe', { topic, after, timeout, limit });
+  },
+  /**
+   * Takes a lock of this swarm (or every swarm's with global: true), waiting up to `wait` seconds in FIFO order;
+   * the lease lasts `ttl` seconds. Returns {name, token, release(), renew(ttl)}: pass `token` to what you write.
+   */
+  async lock(name, { ttl = 30, wait = 30, global = false } = {}) {
+    const lease = await swarmCall('lock', { name, ttl, wait, global });
+    return {
+      name,
+      token: lease.token,
+      expiresAt: lease.expiresAt,
+      release: () => swarmCall('unlock', { name, token: lease.token, global }),
+      renew: (seconds = ttl) => swarmCall('renew', { name, token: lease.token, ttl: seconds, global }),
+    };
+  },
+  /** Whether `token` is still the current lease of `name`: {valid, current}. */
+  async checkFence(name, token, { global = false } = {}) {
+    return swarmCall('fence', { name, token, global });
+  },
+};
 
 function input() {
   try {
@@ -214,7 +256,7 @@ function log(...args) {
   console.error(...args);
 }
 
-const swarm = { ...swarmSpawn };
+const swarm = { ...swarmSpawn, ...swarmBus };
 
 const aegis = { input, output, log, llm, tools, memory, swarm };
 

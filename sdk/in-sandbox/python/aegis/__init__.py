@@ -173,11 +173,60 @@ class _SwarmSpawn(_Api):
 # --- end swarm spawn ---
 
 
+class _Lease:
+    """A held swarm lock: `token` is its fencing token; a context manager that releases it on exit."""
+
+    def __init__(self, swarm, name, token, expires_at, is_global, ttl):
+        self._swarm, self.name, self.token, self.expires_at = swarm, name, token, expires_at
+        self._global, self._ttl = is_global, ttl
+
+    def release(self):
+        return self._swarm._t.post("/v1/swarm/unlock", {"name": self.name, "token": self.token, "global": self._global})
+
+    def renew(self, ttl=None):
+        return self._swarm._t.post("/v1/swarm/renew", {"name": self.name, "token": self.token,
+                                                       "ttl": ttl or self._ttl, "global": self._global})
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.release()
+        return False
+
+
+class _SwarmBus(_Api):
+    def publish(self, topic, message):
+        """Publishes a JSON value to a topic of this swarm (spec.swarm); returns its id (ordered per topic)."""
+        return self._t.post("/v1/swarm/publish", {"topic": topic, "message": message})["id"]
+
+    def subscribe(self, topic, after=None, timeout=30, limit=100):
+        """Messages after `after` (the last id handled: keep it to resume after a restart, drop ids already seen),
+        waiting up to `timeout` seconds for the first: {"messages": [{id, topic, sender, message}], "cursor"}."""
+        return self._t.post("/v1/swarm/subscribe", {"topic": topic, "after": after or 0, "timeout": timeout,
+                                                    "limit": limit}, timeout=timeout + 30)
+
+    def lock(self, name, ttl=30, wait=30, is_global=False):
+        """Takes a lock of this swarm (every swarm's with is_global=True), waiting up to `wait` seconds in FIFO
+        order; the lease lasts `ttl` seconds. `with aegis.swarm.lock("db") as lease: … lease.token …`."""
+        got = self._t.post("/v1/swarm/lock", {"name": name, "ttl": ttl, "wait": wait, "global": is_global},
+                           timeout=wait + 30)
+        return _Lease(self, name, got["token"], got.get("expiresAt"), is_global, ttl)
+
+    def check_fence(self, name, token, is_global=False):
+        """Whether `token` is still the current lease of `name`: {"valid", "current"}."""
+        return self._t.post("/v1/swarm/fence", {"name": name, "token": token, "global": is_global})
+
+
+class _Swarm(_SwarmSpawn, _SwarmBus):
+    """aegis.swarm: spawn children, and the bus and locks of this swarm."""
+
+
 _transport = _Transport()
 llm = _Llm(_transport)
 tools = _Tools(_transport)
 memory = _Memory(_transport)
-swarm = _SwarmSpawn(_transport)
+swarm = _Swarm(_transport)
 
 
 def input():  # noqa: A001 - the agent contract's name

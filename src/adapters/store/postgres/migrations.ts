@@ -284,6 +284,50 @@ export const MIGRATIONS: readonly Migration[] = [
       CREATE INDEX executions_by_root ON executions (root_id) WHERE root_id IS NOT NULL;
     `,
   },
+  {
+    id: 11,
+    name: 'swarm bus (messages numbered per topic) and swarm locks (fencing tokens, FIFO waiters), ADR 0144',
+    sql: `
+      -- The last seq given out per (swarm, topic): the UPDATE of this row serialises a topic's publishers, so seqs
+      -- commit in order and a reader never sees n+1 before n.
+      CREATE TABLE swarm_topics (
+        swarm    TEXT COLLATE "C" NOT NULL,
+        topic    TEXT COLLATE "C" NOT NULL,
+        last_seq BIGINT NOT NULL,
+        PRIMARY KEY (swarm, topic)
+      );
+      CREATE TABLE swarm_messages (
+        swarm        TEXT COLLATE "C" NOT NULL,
+        topic        TEXT COLLATE "C" NOT NULL,
+        seq          BIGINT NOT NULL,
+        sender       TEXT NOT NULL,
+        body         TEXT NOT NULL,
+        size_bytes   INTEGER NOT NULL,
+        digest       TEXT NOT NULL,
+        published_at TEXT NOT NULL,
+        PRIMARY KEY (swarm, topic, seq)
+      );
+      -- One row per lock ever taken, locked FOR UPDATE by every acquire: token is the fencing counter.
+      CREATE TABLE swarm_locks (
+        scope      TEXT COLLATE "C" NOT NULL,
+        name       TEXT COLLATE "C" NOT NULL,
+        token      BIGINT NOT NULL,
+        holder     TEXT COLLATE "C",
+        node       TEXT,
+        expires_at TEXT COLLATE "C",
+        PRIMARY KEY (scope, name)
+      );
+      CREATE INDEX swarm_locks_by_holder ON swarm_locks (holder) WHERE holder IS NOT NULL;
+      CREATE TABLE swarm_lock_waiters (
+        seq        BIGSERIAL PRIMARY KEY,
+        scope      TEXT COLLATE "C" NOT NULL,
+        name       TEXT COLLATE "C" NOT NULL,
+        waiter     TEXT COLLATE "C" NOT NULL,
+        keep_until TEXT COLLATE "C" NOT NULL,
+        UNIQUE (scope, name, waiter)
+      );
+    `,
+  },
 ];
 
 /** Advisory-lock key (one bigint) for a name: every lock this store takes goes through here. */

@@ -65,6 +65,7 @@ import {
   UNFINISHED_STATUSES,
 } from '../sql-common.ts';
 import { isSchemaName, LOCK_KEY_SQL, migrate } from './migrations.ts';
+import { PostgresSwarmStore } from './swarm-store.ts';
 
 export interface PostgresStoreOptions {
   /** Schema that holds the tables; created on open when missing. Lowercase letters, digits, `_`. @default 'public' */
@@ -780,7 +781,24 @@ export class PostgresStore implements Store {
       );
       if (!batch.dryRun) {
         await client.query('DELETE FROM execution_logs WHERE execution_id = ANY($1::text[])', [ids]);
-        if (!logsOnly) await client.query('DELETE FROM executions WHERE id = ANY($1::text[])', [ids]);
+        if (!logsOnly) {
+          // The swarms these executions belong to: their bus messages go once no execution of the swarm is left
+          // (lock rows stay: a lock's fencing token must never go back).
+          const swarms = (
+            await client.query<{ swarm: string }>(
+              'SELECT DISTINCT COALESCE(root_id, id) AS swarm FROM executions WHERE id = ANY($1::text[])',
+              [ids],
+            )
+          ).rows.map((row) => row.swarm);
+          await client.query('DELETE FROM executions WHERE id = ANY($1::text[])', [ids]);
+          for (const table of ['swarm_messages', 'swarm_topics']) {
+            await client.query(
+              `DELETE FROM ${table} WHERE swarm = ANY($1::text[]) AND NOT EXISTS ` +
+                `(SELECT 1 FROM executions x WHERE x.id = ${table}.swarm OR x.root_id = ${table}.swarm)`,
+              [swarms],
+            );
+          }
+        }
       }
       return {
         executions: ids.length,
@@ -1016,6 +1034,11 @@ export class PostgresStore implements Store {
     } catch {
       retry();
     }
+  }
+
+  /** The swarm bus and locks in this database, over this store's pool (adapters/store/postgres/swarm-store.ts). */
+  swarmStore(): PostgresSwarmStore {
+    return new PostgresSwarmStore(this.#pool, (error) => mapError(error, this.#where));
   }
 
   /** Closes the pool (waiting for queries in flight) and the LISTEN connection. Idempotent. */

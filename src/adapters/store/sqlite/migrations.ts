@@ -213,6 +213,50 @@ export const MIGRATIONS: readonly Migration[] = [
       CREATE INDEX executions_by_root ON executions (root_id) WHERE root_id IS NOT NULL;
     `,
   },
+  {
+    id: 10,
+    name: 'swarm bus (messages numbered per topic) and swarm locks (fencing tokens, FIFO waiters), ADR 0144',
+    sql: `
+      -- The last seq given out per (swarm, topic): taking the next one and inserting the message is one transaction.
+      CREATE TABLE swarm_topics (
+        swarm    TEXT NOT NULL,
+        topic    TEXT NOT NULL,
+        last_seq INTEGER NOT NULL,
+        PRIMARY KEY (swarm, topic)
+      );
+      CREATE TABLE swarm_messages (
+        swarm        TEXT NOT NULL,
+        topic        TEXT NOT NULL,
+        seq          INTEGER NOT NULL,
+        sender       TEXT NOT NULL,
+        body         TEXT NOT NULL,
+        size_bytes   INTEGER NOT NULL,
+        digest       TEXT NOT NULL,
+        published_at TEXT NOT NULL,
+        PRIMARY KEY (swarm, topic, seq)
+      );
+      -- One row per lock ever taken: token is the fencing counter (never reset); holder NULL when free.
+      CREATE TABLE swarm_locks (
+        scope      TEXT NOT NULL,
+        name       TEXT NOT NULL,
+        token      INTEGER NOT NULL,
+        holder     TEXT,
+        node       TEXT,
+        expires_at TEXT,
+        PRIMARY KEY (scope, name)
+      );
+      CREATE INDEX swarm_locks_by_holder ON swarm_locks (holder) WHERE holder IS NOT NULL;
+      -- FIFO queue per lock (seq order); a waiter's place is kept until keep_until unless it asks again.
+      CREATE TABLE swarm_lock_waiters (
+        seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+        scope      TEXT NOT NULL,
+        name       TEXT NOT NULL,
+        waiter     TEXT NOT NULL,
+        keep_until TEXT NOT NULL,
+        UNIQUE (scope, name, waiter)
+      );
+    `,
+  },
 ];
 
 /**

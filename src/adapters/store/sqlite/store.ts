@@ -73,6 +73,7 @@ import {
 } from '../sql-common.ts';
 import { migrate } from './migrations.ts';
 import { reclaimSqliteSpace } from './reclaim.ts';
+import { SqliteSwarmStore } from './swarm-store.ts';
 
 interface ExecutionRow {
   readonly id: string;
@@ -782,7 +783,25 @@ export class SqliteStore implements Store {
           .prepare('DELETE FROM execution_logs WHERE execution_id IN (SELECT value FROM json_each(?))')
           .run(list);
         if (!logsOnly) {
+          // The swarms these executions belong to: their bus messages go once no execution of the swarm is left
+          // (lock rows stay: a lock's fencing token must never go back).
+          const swarms = JSON.stringify(
+            this.#db
+              .prepare(
+                'SELECT DISTINCT COALESCE(root_id, id) AS swarm FROM executions WHERE id IN (SELECT value FROM json_each(?))',
+              )
+              .all(list)
+              .map((row) => String(row['swarm'])),
+          );
           this.#db.prepare('DELETE FROM executions WHERE id IN (SELECT value FROM json_each(?))').run(list);
+          for (const table of ['swarm_messages', 'swarm_topics']) {
+            this.#db
+              .prepare(
+                `DELETE FROM ${table} WHERE swarm IN (SELECT value FROM json_each(?)) AND NOT EXISTS ` +
+                  `(SELECT 1 FROM executions x WHERE x.id = ${table}.swarm OR x.root_id = ${table}.swarm)`,
+              )
+              .run(swarms);
+          }
         }
         for (const id of ids) this.#lastSeq.delete(id);
       }
@@ -1006,6 +1025,11 @@ export class SqliteStore implements Store {
   }
 
   /** Closes the database. Idempotent. */
+  /** The swarm bus and locks in this database (adapters/store/sqlite/swarm-store.ts). */
+  swarmStore(): SqliteSwarmStore {
+    return new SqliteSwarmStore(this.#db);
+  }
+
   async close(): Promise<void> {
     this.#lastSeq.clear();
     this.#list.clear();
