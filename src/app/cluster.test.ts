@@ -34,7 +34,11 @@ function cluster(agentSpec: Record<string, unknown> = {}) {
   const store = new MemoryStore();
   const bundles = new FakeBundles();
   let n = 0;
-  const node = (nodeId: string, wrap: (s: MemoryStore) => MemoryStore = (s) => s) => {
+  const node = (
+    nodeId: string,
+    wrap: (s: MemoryStore) => MemoryStore = (s) => s,
+    timing: { readonly heartbeatMs?: number } = {},
+  ) => {
     const runtime = new FakeRuntime(clock);
     const audit = new MemoryAuditLog({ clock });
     const events = new ExecutionEvents(clock);
@@ -52,7 +56,7 @@ function cluster(agentSpec: Record<string, unknown> = {}) {
         node: { nodeId, labels: {} },
       },
       // Heartbeats only when a test calls heartbeat(): a node that is not called is a paused node.
-      { maxConcurrent: 1, maxQueued: 10, leaseMs: 1000, heartbeatMs: 1e9 },
+      { maxConcurrent: 1, maxQueued: 10, leaseMs: 1000, heartbeatMs: timing.heartbeatMs ?? 1e9 },
     );
     return { runtime, audit, events, executions };
   };
@@ -222,6 +226,70 @@ describe('a cluster of two nodes on one store', () => {
       third.audit.entries.filter((e) => e.kind === 'execution.recovered').map((e) => e.execution),
       [],
     );
+  });
+
+  it('renews the lease on its own timer: a sweep slower than the lease does not get a live node declared dead', async () => {
+    // Seen under load: the heartbeat renewed, then swept, then claimed, all behind one in-flight guard — a sweep
+    // that took longer than the lease skipped the renewals and the others declared a live, working node dead.
+    const c = cluster();
+    await c.deploy();
+    let release: () => void = () => {};
+    const gate = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    let slow = false;
+    let sweeping = false;
+    const a = c.node(
+      'a',
+      (store) =>
+        new Proxy(store, {
+          get(target, property) {
+            if (property === 'listNodes') {
+              return async () => {
+                if (slow) {
+                  sweeping = true;
+                  await gate; // the sweep's first store call hangs (a loaded database)
+                }
+                return target.listNodes();
+              };
+            }
+            const value = Reflect.get(target, property, target);
+            return typeof value === 'function' ? value.bind(target) : value;
+          },
+        }),
+      { heartbeatMs: 300 },
+    );
+    a.runtime.script = { hang: true };
+    await a.executions.recover();
+    const record = await a.executions.submit(admin, { agent: 'demo' });
+    await until(async () => (await c.store.getExecution(record.id))?.status === 'running', 'a runs it');
+    slow = true;
+    for (let i = 0; i < 5; i++) await c.clock.advance(300); // 1500 ms: one and a half leases
+    assert.ok(sweeping, "a's sweep is stuck");
+
+    const b = c.node('b');
+    await b.executions.recover();
+    await b.executions.heartbeat();
+    const nodes = await c.store.listNodes();
+    assert.deepEqual(
+      nodes.map((node) => [node.id, node.state]),
+      [
+        ['a', 'live'],
+        ['b', 'live'],
+      ],
+      'a renewed its lease while its sweep hung',
+    );
+    assert.ok(
+      Date.parse(nodes[0]?.leaseExpiresAt ?? '') > c.clock.now(),
+      `a's lease (${nodes[0]?.leaseExpiresAt}) is in the future`,
+    );
+    const still = await c.store.getExecution(record.id);
+    assert.equal(still?.status, 'running');
+    assert.equal(still?.node, 'a');
+
+    release();
+    await a.executions.heartbeat();
+    assert.equal(a.executions.nodeState().epoch, 1, 'never fenced out');
   });
 
   it('a node that stalled past its lease between claim and start does not start what another node took over', async () => {
