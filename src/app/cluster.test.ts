@@ -96,7 +96,10 @@ describe('a cluster of two nodes on one store', () => {
     await b.executions.heartbeat();
     const lost = await c.store.getExecution(record.id);
     assert.equal(lost?.status, 'failed');
-    assert.match(lost?.reason ?? '', /^node-lost: node a /);
+    assert.match(
+      lost?.reason ?? '',
+      /^node-lost: node a stopped heartbeating \(its lease expired\) while this execution ran/,
+    );
     assert.equal(lost?.node, 'b', 'the sweeping node took it over');
     assert.deepEqual(
       (await b.audit.list(record.id)).map((entry) => [entry.kind, entry.data['status']]),
@@ -226,6 +229,38 @@ describe('a cluster of two nodes on one store', () => {
       third.audit.entries.filter((e) => e.kind === 'execution.recovered').map((e) => e.execution),
       [],
     );
+  });
+
+  it('names a restart in the node-lost reason: the holder registered again under a new epoch', async () => {
+    const c = cluster();
+    await c.deploy();
+    const a = c.node('a');
+    a.runtime.script = { hang: true };
+    await a.executions.recover();
+    const record = await a.executions.submit(admin, { agent: 'demo' });
+    await until(async () => (await c.store.getExecution(record.id))?.status === 'running', 'a runs it');
+    // a's process restarts (kill -9, a new pod with the same data): it registers again before sweeping — and b's
+    // sweep gets to its execution first. No lease expired: the new epoch alone orphans it.
+    await c.store.registerNode({
+      id: 'a',
+      kind: 'server',
+      labels: {},
+      runtimes: ['fake'],
+      capacity: 1,
+      host: 'a2.host',
+      version: 'test',
+      at: new Date(c.clock.now()).toISOString(),
+      leaseMs: 1000,
+    });
+    const b = c.node('b');
+    await b.executions.recover();
+    const lost = await c.store.getExecution(record.id);
+    assert.equal(lost?.status, 'failed');
+    assert.match(
+      lost?.reason ?? '',
+      /^node-lost: node a restarted \(new epoch 2; it held this execution under epoch 1\) while this execution ran/,
+    );
+    assert.equal((await c.store.listNodes())[0]?.state, 'live', 'a restarted is not declared dead');
   });
 
   it('renews the lease on its own timer: a sweep slower than the lease does not get a live node declared dead', async () => {

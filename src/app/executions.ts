@@ -18,6 +18,8 @@ import {
   leaseExpired,
   type NodeIdentity,
   type NodeLabels,
+  type NodeLossCause,
+  nodeLossCause,
   nodeLostReason,
 } from '../domain/cluster/node.ts';
 import {
@@ -764,10 +766,14 @@ export class Executions {
     const epoch = this.#epoch;
     if (epoch === undefined) return { requeued, failed };
     const at = new Date(clock.now()).toISOString();
-    for (const node of await store.listNodes()) {
+    const nodes = await store.listNodes();
+    // What each holder's registry entry says (its state after this sweep's declarations): names why it was lost.
+    const registry = new Map(nodes.map((node) => [node.id, { state: node.state, epoch: node.epoch }]));
+    for (const node of nodes) {
       if (node.state === 'dead' || node.id === this.#node.nodeId || !leaseExpired(node.leaseExpiresAt, at)) {
         continue;
       }
+      registry.set(node.id, { state: 'dead', epoch: node.epoch + 1 });
       if (await store.declareNodeDead(node.id, node.epoch, at)) {
         this.#deps.log?.({ level: 'warn', msg: 'declared a node dead (lease expired)', node: node.id });
         await this.#deps.onNodeDead?.(node.id).catch((error: unknown) => {
@@ -789,7 +795,8 @@ export class Executions {
         this.#leaseMs,
       );
       if (taken === undefined) continue;
-      const outcome = await this.#settleOrphan(taken, orphan.fence.nodeId, coverage);
+      const cause = nodeLossCause(registry.get(orphan.fence.nodeId), orphan.fence.epoch);
+      const outcome = await this.#settleOrphan(taken, orphan.fence.nodeId, cause, coverage);
       recorded?.add(taken.record.id);
       (outcome === 'queued' ? requeued : failed).push(taken.record.id);
     }
@@ -799,6 +806,7 @@ export class Executions {
   async #settleOrphan(
     taken: ClaimedExecution<ExecutionRecord>,
     lostNode: string,
+    cause: NodeLossCause,
     coverage?: ReadonlyMap<string, LifecycleCoverage>,
   ): Promise<'queued' | 'failed'> {
     const { store, audit, clock, events } = this.#deps;
@@ -815,7 +823,7 @@ export class Executions {
       ? retry
         ? `${RESTARTED}; queued again (spec.scaling.retryOnNodeLoss)`
         : RESTARTED
-      : nodeLostReason(lostNode, retry);
+      : nodeLostReason(lostNode, retry, cause);
     audit.append(AUDIT_KINDS.executionRecovered, record.id, {
       status: retry ? 'queued' : 'failed',
       reason,
