@@ -87,6 +87,7 @@ function execution(id: string, status: Execution['status'], output: unknown = nu
     usage: { llm: null },
     parentId: null,
     rootId: null,
+    node: null,
   };
 }
 

@@ -75,6 +75,8 @@ export interface Execution {
   parentId: string | null;
   /** The root of its swarm (`client.swarm(rootId)`); null for a root. */
   rootId: string | null;
+  /** The cluster node holding it (its last claimant, `client.listNodes()`); null while queued unclaimed or run locally. */
+  node: string | null;
 }
 
 /** `GET /v1/swarms/{rootId}`: a swarm's root execution and every descendant. */

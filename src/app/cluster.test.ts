@@ -34,7 +34,11 @@ function cluster(agentSpec: Record<string, unknown> = {}) {
   const store = new MemoryStore();
   const bundles = new FakeBundles();
   let n = 0;
-  const node = (nodeId: string, wrap: (s: MemoryStore) => MemoryStore = (s) => s) => {
+  const node = (
+    nodeId: string,
+    wrap: (s: MemoryStore) => MemoryStore = (s) => s,
+    timing: { readonly heartbeatMs?: number } = {},
+  ) => {
     const runtime = new FakeRuntime(clock);
     const audit = new MemoryAuditLog({ clock });
     const events = new ExecutionEvents(clock);
@@ -52,7 +56,7 @@ function cluster(agentSpec: Record<string, unknown> = {}) {
         node: { nodeId, labels: {} },
       },
       // Heartbeats only when a test calls heartbeat(): a node that is not called is a paused node.
-      { maxConcurrent: 1, maxQueued: 10, leaseMs: 1000, heartbeatMs: 1e9 },
+      { maxConcurrent: 1, maxQueued: 10, leaseMs: 1000, heartbeatMs: timing.heartbeatMs ?? 1e9 },
     );
     return { runtime, audit, events, executions };
   };
@@ -92,7 +96,10 @@ describe('a cluster of two nodes on one store', () => {
     await b.executions.heartbeat();
     const lost = await c.store.getExecution(record.id);
     assert.equal(lost?.status, 'failed');
-    assert.match(lost?.reason ?? '', /^node-lost: node a /);
+    assert.match(
+      lost?.reason ?? '',
+      /^node-lost: node a stopped heartbeating \(its lease expired\) while this execution ran/,
+    );
     assert.equal(lost?.node, 'b', 'the sweeping node took it over');
     assert.deepEqual(
       (await b.audit.list(record.id)).map((entry) => [entry.kind, entry.data['status']]),
@@ -222,6 +229,102 @@ describe('a cluster of two nodes on one store', () => {
       third.audit.entries.filter((e) => e.kind === 'execution.recovered').map((e) => e.execution),
       [],
     );
+  });
+
+  it('names a restart in the node-lost reason: the holder registered again under a new epoch', async () => {
+    const c = cluster();
+    await c.deploy();
+    const a = c.node('a');
+    a.runtime.script = { hang: true };
+    await a.executions.recover();
+    const record = await a.executions.submit(admin, { agent: 'demo' });
+    await until(async () => (await c.store.getExecution(record.id))?.status === 'running', 'a runs it');
+    // a's process restarts (kill -9, a new pod with the same data): it registers again before sweeping — and b's
+    // sweep gets to its execution first. No lease expired: the new epoch alone orphans it.
+    await c.store.registerNode({
+      id: 'a',
+      kind: 'server',
+      labels: {},
+      runtimes: ['fake'],
+      capacity: 1,
+      host: 'a2.host',
+      version: 'test',
+      at: new Date(c.clock.now()).toISOString(),
+      leaseMs: 1000,
+    });
+    const b = c.node('b');
+    await b.executions.recover();
+    const lost = await c.store.getExecution(record.id);
+    assert.equal(lost?.status, 'failed');
+    assert.match(
+      lost?.reason ?? '',
+      /^node-lost: node a restarted \(new epoch 2; it held this execution under epoch 1\) while this execution ran/,
+    );
+    assert.equal((await c.store.listNodes())[0]?.state, 'live', 'a restarted is not declared dead');
+  });
+
+  it('renews the lease on its own timer: a sweep slower than the lease does not get a live node declared dead', async () => {
+    // Seen under load: the heartbeat renewed, then swept, then claimed, all behind one in-flight guard — a sweep
+    // that took longer than the lease skipped the renewals and the others declared a live, working node dead.
+    const c = cluster();
+    await c.deploy();
+    let release: () => void = () => {};
+    const gate = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    let slow = false;
+    let sweeping = false;
+    const a = c.node(
+      'a',
+      (store) =>
+        new Proxy(store, {
+          get(target, property) {
+            if (property === 'listNodes') {
+              return async () => {
+                if (slow) {
+                  sweeping = true;
+                  await gate; // the sweep's first store call hangs (a loaded database)
+                }
+                return target.listNodes();
+              };
+            }
+            const value = Reflect.get(target, property, target);
+            return typeof value === 'function' ? value.bind(target) : value;
+          },
+        }),
+      { heartbeatMs: 300 },
+    );
+    a.runtime.script = { hang: true };
+    await a.executions.recover();
+    const record = await a.executions.submit(admin, { agent: 'demo' });
+    await until(async () => (await c.store.getExecution(record.id))?.status === 'running', 'a runs it');
+    slow = true;
+    for (let i = 0; i < 5; i++) await c.clock.advance(300); // 1500 ms: one and a half leases
+    assert.ok(sweeping, "a's sweep is stuck");
+
+    const b = c.node('b');
+    await b.executions.recover();
+    await b.executions.heartbeat();
+    const nodes = await c.store.listNodes();
+    assert.deepEqual(
+      nodes.map((node) => [node.id, node.state]),
+      [
+        ['a', 'live'],
+        ['b', 'live'],
+      ],
+      'a renewed its lease while its sweep hung',
+    );
+    assert.ok(
+      Date.parse(nodes[0]?.leaseExpiresAt ?? '') > c.clock.now(),
+      `a's lease (${nodes[0]?.leaseExpiresAt}) is in the future`,
+    );
+    const still = await c.store.getExecution(record.id);
+    assert.equal(still?.status, 'running');
+    assert.equal(still?.node, 'a');
+
+    release();
+    await a.executions.heartbeat();
+    assert.equal(a.executions.nodeState().epoch, 1, 'never fenced out');
   });
 
   it('a node that stalled past its lease between claim and start does not start what another node took over', async () => {

@@ -18,6 +18,8 @@ import {
   leaseExpired,
   type NodeIdentity,
   type NodeLabels,
+  type NodeLossCause,
+  nodeLossCause,
   nodeLostReason,
 } from '../domain/cluster/node.ts';
 import {
@@ -138,7 +140,10 @@ export interface ExecutionsOptions {
   readonly maxQueued: number;
   /** A node that has not heartbeated for this long is declared dead by the others. @default 10 000 */
   readonly leaseMs?: number;
-  /** Heartbeat (lease renewal, cancel requests, sweep) interval. @default leaseMs / 3 */
+  /**
+   * Interval of the lease renewal (with the cancel requests it returns) and, on a separate timer, of the sweep and
+   * claim housekeeping. @default leaseMs / 3
+   */
   readonly heartbeatMs?: number;
   /** Longest wait between two claim attempts of an idle node (polling backs off up to it). @default 2000 */
   readonly maxPollMs?: number;
@@ -219,7 +224,10 @@ export class Executions {
   #pollMs = 250;
   #pollTimer: Timer | undefined;
   #heartbeatTimer: Timer | undefined;
+  /** Lease renewal runs on a timer of its own: a slow sweep or claim never delays it past the lease. */
+  #renewTimer: Timer | undefined;
   #beating: Promise<void> | undefined;
+  #renewing: Promise<void> | undefined;
   #unsubscribe: (() => void) | undefined;
   /** Who asked for each queued execution (server LLM budgets per key); recovered ones read it from the ledger. */
   readonly #requestedBy = new Map<string, string>();
@@ -589,6 +597,7 @@ export class Executions {
       await Promise.all([...this.#running.values()].map((job) => job.done));
     }
     this.#stopTimers();
+    await this.#renewing;
     await this.#beating;
     if (this.#epoch !== undefined) {
       await store
@@ -618,13 +627,11 @@ export class Executions {
     });
     this.#epoch = node.epoch;
     this.#leaseValidUntil = asked + this.#leaseMs;
-    if (this.#heartbeatTimer === undefined) {
-      this.#heartbeatTimer = clock.setInterval(
-        () => this.heartbeat(),
-        this.#options.heartbeatMs ?? Math.max(1, Math.floor(this.#leaseMs / 3)),
-        { background: true },
-      );
-    }
+    const everyMs = this.#options.heartbeatMs ?? Math.max(1, Math.floor(this.#leaseMs / 3));
+    // Two timers, two in-flight guards: the renewal must not wait behind a sweep (listing nodes, taking over and
+    // settling orphans, settling a dead node's sandboxes) that may take longer than the lease on a loaded store.
+    this.#renewTimer ??= clock.setInterval(() => this.renewLease(), everyMs, { background: true });
+    this.#heartbeatTimer ??= clock.setInterval(() => this.#housekeep(), everyMs, { background: true });
     this.#unsubscribe ??= store.onSignal((topic, id) => {
       if (topic === 'queue') {
         this.#pollMs = 250;
@@ -641,6 +648,8 @@ export class Executions {
   #stopTimers(): void {
     this.#heartbeatTimer?.cancel();
     this.#heartbeatTimer = undefined;
+    this.#renewTimer?.cancel();
+    this.#renewTimer = undefined;
     this.#pollTimer?.cancel();
     this.#pollTimer = undefined;
     this.#unsubscribe?.();
@@ -663,11 +672,32 @@ export class Executions {
   }
 
   /**
-   * One heartbeat: renew the lease (fenced out: stop everything and register again), abort the executions someone
-   * asked (through another node) to cancel, sweep, claim. Runs on a timer; tests call it directly.
+   * One heartbeat: renew the lease, then sweep and claim. The timers run the two apart (`renewLease` and the
+   * housekeeping); tests call this to do both at once.
    */
-  heartbeat(): Promise<void> {
-    this.#beating ??= this.#beat()
+  async heartbeat(): Promise<void> {
+    await this.renewLease();
+    await this.#housekeep();
+  }
+
+  /**
+   * Renews this node's lease (fenced out: stop everything and register again) and aborts the executions someone
+   * asked (through another node) to cancel. At most one renewal in flight; it never waits for a sweep.
+   */
+  renewLease(): Promise<void> {
+    this.#renewing ??= this.#renew()
+      .catch((error) => {
+        this.#deps.log?.({ level: 'warn', msg: 'cluster lease renewal failed', error: String(error) });
+      })
+      .finally(() => {
+        this.#renewing = undefined;
+      });
+    return this.#renewing;
+  }
+
+  /** Sweep (declare dead nodes dead, take over their executions), count the queue, claim. At most one in flight. */
+  #housekeep(): Promise<void> {
+    this.#beating ??= this.#sweepAndClaim()
       .catch((error) => {
         this.#deps.log?.({ level: 'warn', msg: 'cluster heartbeat failed', error: String(error) });
       })
@@ -677,7 +707,7 @@ export class Executions {
     return this.#beating;
   }
 
-  async #beat(): Promise<void> {
+  async #renew(): Promise<void> {
     const { store, clock } = this.#deps;
     const epoch = this.#epoch;
     if (epoch === undefined) return;
@@ -694,8 +724,12 @@ export class Executions {
     }
     if (this.#epoch === epoch) this.#leaseValidUntil = Math.max(this.#leaseValidUntil, asked + this.#leaseMs);
     for (const id of beat.cancelRequested) this.#running.get(id)?.controller.abort(REMOTE_CANCEL);
+  }
+
+  async #sweepAndClaim(): Promise<void> {
+    if (this.#epoch === undefined) return;
     await this.#sweep();
-    this.#queued = await store.countQueued();
+    this.#queued = await this.#deps.store.countQueued();
     this.#pump();
   }
 
@@ -735,10 +769,14 @@ export class Executions {
     const epoch = this.#epoch;
     if (epoch === undefined) return { requeued, failed };
     const at = new Date(clock.now()).toISOString();
-    for (const node of await store.listNodes()) {
+    const nodes = await store.listNodes();
+    // What each holder's registry entry says (its state after this sweep's declarations): names why it was lost.
+    const registry = new Map(nodes.map((node) => [node.id, { state: node.state, epoch: node.epoch }]));
+    for (const node of nodes) {
       if (node.state === 'dead' || node.id === this.#node.nodeId || !leaseExpired(node.leaseExpiresAt, at)) {
         continue;
       }
+      registry.set(node.id, { state: 'dead', epoch: node.epoch + 1 });
       if (await store.declareNodeDead(node.id, node.epoch, at)) {
         this.#deps.log?.({ level: 'warn', msg: 'declared a node dead (lease expired)', node: node.id });
         await this.#deps.onNodeDead?.(node.id).catch((error: unknown) => {
@@ -760,7 +798,8 @@ export class Executions {
         this.#leaseMs,
       );
       if (taken === undefined) continue;
-      const outcome = await this.#settleOrphan(taken, orphan.fence.nodeId, coverage);
+      const cause = nodeLossCause(registry.get(orphan.fence.nodeId), orphan.fence.epoch);
+      const outcome = await this.#settleOrphan(taken, orphan.fence.nodeId, cause, coverage);
       recorded?.add(taken.record.id);
       (outcome === 'queued' ? requeued : failed).push(taken.record.id);
     }
@@ -770,6 +809,7 @@ export class Executions {
   async #settleOrphan(
     taken: ClaimedExecution<ExecutionRecord>,
     lostNode: string,
+    cause: NodeLossCause,
     coverage?: ReadonlyMap<string, LifecycleCoverage>,
   ): Promise<'queued' | 'failed'> {
     const { store, audit, clock, events } = this.#deps;
@@ -788,7 +828,7 @@ export class Executions {
       ? retry
         ? `${RESTARTED}; queued again (spec.scaling.retryOnNodeLoss)`
         : RESTARTED
-      : nodeLostReason(lostNode, retry);
+      : nodeLostReason(lostNode, retry, cause);
     audit.append(AUDIT_KINDS.executionRecovered, record.id, {
       status: retry ? 'queued' : 'failed',
       reason,

@@ -170,7 +170,12 @@ export function cgroupDirsOf(executionId: string, root = '/sys/fs/cgroup'): stri
     }
     for (const name of entries) {
       const child = join(dir, name);
-      if (name === executionId) found.push(child);
+      // One start's groups are named `<id>.<8 hex>` (unique per start); `<id>` alone by older versions.
+      if (
+        name === executionId ||
+        (/^\.[0-9a-f]{8}$/.test(name.slice(executionId.length)) && name.startsWith(executionId))
+      )
+        found.push(child);
       else if (depth < 8) walk(child, depth + 1);
     }
   };

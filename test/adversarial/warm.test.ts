@@ -6,7 +6,7 @@
  * counts from execute(), and the reaper takes dead owners' pool instances.
  */
 import assert from 'node:assert/strict';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer as createHttpServer, type Server as HttpServer } from 'node:http';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
@@ -114,13 +114,17 @@ describe('warm instances: prewarm, bind, failure, timeout', { concurrency: true,
 
   /** Nothing of the instance is left on the host: scratch dir, cgroups. */
   function assertGone(spawnedAs: string, scratchRoot = rt.scratchRoot): void {
-    assert.equal(existsSync(join(scratchRoot, 'sandboxes', spawnedAs)), false, `scratch dir of ${spawnedAs}`);
+    assert.deepEqual(
+      readdirSync(join(scratchRoot, 'sandboxes')).filter((name) => name.startsWith(`${spawnedAs}.`)),
+      [],
+      `scratch dir of ${spawnedAs}`,
+    );
     assert.deepEqual(cgroupDirsOf(spawnedAs), [], `cgroups of ${spawnedAs}`);
   }
 
   /** Host processes in the instance's cgroup. */
   function processesIn(spawnedAs: string) {
-    return hostProcesses((p) => p.cgroup.includes(`/${spawnedAs}\n`));
+    return hostProcesses((p) => new RegExp(`/${spawnedAs}\\.[0-9a-f]{8}\n`).test(p.cgroup));
   }
 
   const PY_CASES: Record<string, string> = {
@@ -177,6 +181,34 @@ describe('warm instances: prewarm, bind, failure, timeout', { concurrency: true,
       if (name === 'process.exit(3)') assert.equal(warm.exitCode, 3);
     });
   }
+
+  it('two starts of one execution on one host get distinct cgroups and scratch dirs; tearing one down spares the other', async () => {
+    // Seen in the cluster: a fenced-out node and the node that took its execution over, on one host (one cgroup
+    // parent, one scratch root), both started it — and the fenced one's teardown removed the new holder's cgroup.
+    const agent = await agentOf({
+      language: 'bash',
+      entrypoint: 'main.sh',
+      files: { 'main.sh': 'sleep 30\n' },
+    });
+    const id = execId();
+    const fenced = await rt.spawn({ executionId: id, agent });
+    const holder = await rt.spawn({ executionId: id, agent });
+    assert.notEqual(fenced, holder);
+    const groups = cgroupDirsOf(id);
+    const dirs = readdirSync(join(rt.scratchRoot, 'sandboxes')).filter((name) => name.startsWith(`${id}.`));
+    assert.equal(dirs.length, 2, `two scratch dirs: ${dirs.join(', ')}`);
+    assert.ok(
+      groups.length >= 2 && groups.length % 2 === 0,
+      `each start has its own groups: ${groups.join(', ')}`,
+    );
+    await rt.terminate(fenced);
+    const left = cgroupDirsOf(id);
+    assert.equal(left.length, groups.length / 2, `the holder's groups are still there: ${left.join(', ')}`);
+    assert.ok(left.every((dir) => existsSync(dir)));
+    assert.equal(rt.status(holder), 'warm', 'the holder is untouched');
+    await rt.terminate(holder);
+    assert.deepEqual(cgroupDirsOf(id), []);
+  });
 
   it('node prewarmed = cold: a CommonJS entrypoint (require.main === module) and its uncaught error', async () => {
     const code =
@@ -442,7 +474,12 @@ print(json.dumps({"a": get(ports["a"]), "b": get(ports["b"]), "id": os.environ["
       const running = execute(id, { a: portA, b: portB });
       // From execute() on (written right after the go message), state.json names the bound execution (the reaper
       // returns it); the dir keeps the pool id's name.
-      const state = JSON.parse(readFileSync(join(rt.scratchRoot, 'sandboxes', pooled, 'state.json'), 'utf8'));
+      const dirName = readdirSync(join(rt.scratchRoot, 'sandboxes')).find((name) =>
+        name.startsWith(`${pooled}.`),
+      );
+      const state = JSON.parse(
+        readFileSync(join(rt.scratchRoot, 'sandboxes', dirName!, 'state.json'), 'utf8'),
+      );
       assert.equal(state.executionId, bound);
       assert.equal(state.spawnedAs, pooled);
       const out = await running;

@@ -108,6 +108,13 @@ describe('a two-node cluster', {
       assert.match(followed.stdout, /tick 1[\s\S]*tick 5/);
       const done = await apiCall(b.url, key, 'GET', `/v1/executions/${ticker.json['id'] as string}?wait=60s`);
       assert.equal(done.json['status'], 'succeeded', done.text);
+      // Operators see which node ran it: `node` on the REST shape and in `aegis ps -o json`.
+      assert.ok(['node-a', 'node-b'].includes(done.json['node'] as string), done.text);
+      const ps = await cli(['ps', '-o', 'json'], envB);
+      assert.equal(ps.code, 0, ps.stderr);
+      const psRows = (JSON.parse(ps.stdout) as { executions: { id: string; node: string | null }[] })
+        .executions;
+      assert.equal(psRows.find((e) => e.id === ticker.json['id'])?.node, done.json['node']);
 
       const sleeper = await apiCall(a.url, key, 'POST', '/v1/executions', { agent: 'sleeper', input: {} });
       const id = sleeper.json['id'] as string;

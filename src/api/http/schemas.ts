@@ -67,6 +67,10 @@ export const Execution = z
       .string()
       .nullable()
       .meta({ description: 'the root of its swarm (GET /v1/swarms/{rootId}); null for a root' }),
+    node: z.string().nullable().meta({
+      description:
+        'the cluster node holding it (its last claimant, GET /v1/nodes); null while queued unclaimed or for a local run',
+    }),
   })
   .meta({ id: 'Execution' });
 export type Execution = z.infer<typeof Execution>;
@@ -135,6 +139,7 @@ export function executionView(record: ExecutionRecord): Execution {
     usage: { llm: record.usage?.llm ? { ...record.usage.llm } : null },
     parentId: record.parentId ?? null,
     rootId: record.rootId ?? null,
+    node: record.node ?? null,
   };
 }
 

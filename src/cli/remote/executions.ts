@@ -203,8 +203,12 @@ export async function remotePs(flags: RemotePsFlags): Promise<number> {
       );
       return EXIT.ok;
     }
+    // NODE only when the page spans more than one node: a single server (or a one-node cluster) keeps the narrow table;
+    // `-o json` always carries `node`.
+    const nodes = new Set(page.executions.flatMap((e) => (e.node === null ? [] : [e.node])));
+    const withNode = nodes.size > 1;
     printTable(
-      ['ID', 'AGENT', 'STATUS', 'DURATION', 'LLM', 'CREATED'],
+      ['ID', 'AGENT', 'STATUS', 'DURATION', 'LLM', ...(withNode ? ['NODE'] : []), 'CREATED'],
       page.executions.map((e) => [
         e.id,
         e.agent.revision === null
@@ -213,6 +217,7 @@ export async function remotePs(flags: RemotePsFlags): Promise<number> {
         e.status,
         e.durationMs === null ? (isTerminal(e.status) ? '-' : e.status) : `${e.durationMs}ms`,
         llmUsageCell(e.usage),
+        ...(withNode ? [e.node ?? '-'] : []),
         e.createdAt,
       ]),
     );

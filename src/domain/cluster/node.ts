@@ -115,11 +115,42 @@ export function matchesPlacement(required: NodeLabels | undefined, labels: NodeL
   return Object.entries(required).every(([key, value]) => labels[key] === value);
 }
 
+/**
+ * Why the node that held an execution lost it, as its sweeper saw the registry: it stopped heartbeating (declared
+ * dead), it restarted (registered again under a newer epoch: whatever it ran under the old one is gone), or it is no
+ * longer registered at all.
+ */
+export type NodeLossCause =
+  | { readonly kind: 'stopped-heartbeating' }
+  | { readonly kind: 'restarted'; readonly heldEpoch: number; readonly epoch: number }
+  | { readonly kind: 'unregistered' };
+
+/** The cause of a loss from the holder's registry entry (undefined: not registered) and the epoch it held under. */
+export function nodeLossCause(
+  holder: { readonly state: NodeState; readonly epoch: number } | undefined,
+  heldEpoch: number,
+): NodeLossCause {
+  if (holder === undefined) return { kind: 'unregistered' };
+  if (holder.state !== 'dead' && holder.epoch > heldEpoch)
+    return { kind: 'restarted', heldEpoch, epoch: holder.epoch };
+  return { kind: 'stopped-heartbeating' };
+}
+
 /** Why a node-lost execution ended (or was queued again): the record's reason. */
-export function nodeLostReason(node: string, requeued: boolean): string {
+export function nodeLostReason(
+  node: string,
+  requeued: boolean,
+  cause: NodeLossCause = { kind: 'stopped-heartbeating' },
+): string {
+  const why =
+    cause.kind === 'restarted'
+      ? `restarted (new epoch ${cause.epoch}; it held this execution under epoch ${cause.heldEpoch})`
+      : cause.kind === 'unregistered'
+        ? 'is no longer registered'
+        : 'stopped heartbeating (its lease expired)';
   return requeued
-    ? `node-lost: node ${node} stopped heartbeating while this execution ran; queued again (spec.execution.retryOnNodeLoss)`
-    : `node-lost: node ${node} stopped heartbeating while this execution ran; it may have run partly (at-least-once start)`;
+    ? `node-lost: node ${node} ${why} while this execution ran; queued again (spec.scaling.retryOnNodeLoss)`
+    : `node-lost: node ${node} ${why} while this execution ran; it may have run partly (at-least-once start)`;
 }
 
 /** The error a write under a lost claim gets (every store says the same). */

@@ -15,7 +15,7 @@
  *            the entrypoint in the already started interpreter.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import {
   chmodSync,
   chownSync,
@@ -451,8 +451,12 @@ export class SandboxRuntime implements Runtime, LiveRuntime {
       for (const [file, target] of Object.entries(SDK_FILES)) copied.push([file, target, 0o444]);
     }
 
-    const id: InstanceId = `sbx_${executionId}`;
-    const dir = join(this.scratchRoot, 'sandboxes', executionId);
+    // Unique per start, not per execution: two starts of one execution on one host (a fenced-out node and the node
+    // that took it over, sharing the cgroup parent and scratch root) must never share a cgroup or scratch dir — the
+    // fenced one's teardown would remove the new holder's. The reaper finds them by state.json, not by name.
+    const spawnName = spawnNameFor(executionId);
+    const id: InstanceId = `sbx_${spawnName}`;
+    const dir = join(this.scratchRoot, 'sandboxes', spawnName);
     this.makeInstanceDir(dir);
     let outputDir: string | undefined;
     let scratchState: ScratchState | undefined;
@@ -467,7 +471,7 @@ export class SandboxRuntime implements Runtime, LiveRuntime {
       scratchState = {
         executionId,
         owner: this.options.identity.current(),
-        cgroupPaths: this.cgroups.plannedPaths(executionId, { freezer: spec.live === true }),
+        cgroupPaths: this.cgroups.plannedPaths(spawnName, { freezer: spec.live === true }),
         ...(outputDir ? { outputDir } : {}),
         createdAt: new Date().toISOString(),
       };
@@ -480,7 +484,7 @@ export class SandboxRuntime implements Runtime, LiveRuntime {
       const agentDir = agentDirFor(this.grants(), ownDir, dir, held);
       const mounts = resolveMounts(this.grants(), agent, ownDir, agentDir.copy, held);
 
-      cgroup = this.cgroups.create(executionId, agent.limits, { freezer: spec.live === true });
+      cgroup = this.cgroups.create(spawnName, agent.limits, { freezer: spec.live === true });
 
       // Child fd numbers of the descriptors bound by fd: after stdio, the control pipes and the go socket.
       const fdSlots = new Map<number, number>();
@@ -902,7 +906,7 @@ export class SandboxRuntime implements Runtime, LiveRuntime {
       if (!state && removeIfEmpty(dir)) {
         // Empty: a crash between mkdir and the first state write, or mid-removal. rmdir fails unless it is still
         // empty, and a live owner tolerates the dir being gone (removeDir ignores ENOENT), so no wait is needed.
-        reaped.push(name);
+        reaped.push(executionOfSpawnName(name));
         continue;
       }
       if (!state) {
@@ -921,7 +925,7 @@ export class SandboxRuntime implements Runtime, LiveRuntime {
         rmSync(state.outputDir, { recursive: true, force: true });
       }
       rmSync(dir, { recursive: true, force: true });
-      reaped.push(state?.executionId ?? name);
+      reaped.push(state?.executionId ?? executionOfSpawnName(name));
     }
     return reaped;
   }
@@ -944,6 +948,16 @@ function mountRaceDetected(said: string): AegisError {
       hint: 'something renamed a granted path (or a parent of it) during the start — if another agent can write to a parent directory of a grant, grant a directory it cannot rename instead; otherwise retry',
     },
   );
+}
+
+/** The name of one start's scratch dir and cgroups: the execution (or pool) id and a random per-start suffix. */
+export function spawnNameFor(executionId: string): string {
+  return `${executionId}.${randomBytes(4).toString('hex')}`;
+}
+
+/** The execution id a start's name carries (names without the suffix, from older versions, are the id). */
+export function executionOfSpawnName(name: string): string {
+  return name.replace(/\.[0-9a-f]{8}$/, '');
 }
 
 function readStateOf(dir: string, file: string): ScratchState | undefined {

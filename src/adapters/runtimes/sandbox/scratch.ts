@@ -23,7 +23,10 @@ export const SHM_ROOT = '/dev/shm';
 export interface ScratchState {
   /** The execution served (a pool id such as `wp_…` until a pooled instance is bound). */
   readonly executionId: string;
-  /** The id the instance was spawned under (names the scratch dir and cgroups), when bound since. */
+  /**
+   * The id the instance was spawned under, when bound since. The scratch dir and cgroups are named by the spawn id
+   * plus a per-start suffix (`<id>.<8 hex>`), so two starts of one execution never share them.
+   */
   readonly spawnedAs?: string;
   readonly owner: { host: string; pid: number; startTicks: number };
   readonly cgroupPaths: readonly string[];
