@@ -346,7 +346,11 @@ export class Harness {
     const parent = this.scratchParent();
     try {
       return readdirSync(parent)
-        .filter((name) => name === executionId || name.startsWith(`${executionId}-`))
+        .filter(
+          // `<id>.<8 hex>`: one start's dir (runtimes name each start apart, so two starts never collide)
+          (name) =>
+            name === executionId || name.startsWith(`${executionId}-`) || name.startsWith(`${executionId}.`),
+        )
         .map((name) => join(parent, name));
     } catch {
       return [];
