@@ -26,6 +26,7 @@ import { peers } from './scenarios/peers.ts';
 import { sandboxes } from './scenarios/sandboxes.ts';
 import { startLatency } from './scenarios/start-latency.ts';
 import { swarm } from './scenarios/swarm.ts';
+import { swarmBus } from './scenarios/swarm-bus.ts';
 import { tools } from './scenarios/tools.ts';
 
 // bench/scenarios/gvisor.ts is not listed: `peers` measures the gvisor (and docker) runtime through AEGIS beside
@@ -43,6 +44,7 @@ const SCENARIOS: readonly Scenario[] = [
   cluster,
   cortex,
   swarm,
+  swarmBus,
 ];
 
 const ROOT = resolve(import.meta.dirname, '..');

@@ -1,7 +1,8 @@
 /**
  * examples/swarm-research on a real `aegis server`: the coordinator splits a question, spawns a researcher child per
- * sub-question through the in-sandbox SDK, waits for them and merges their answers; the swarm tree shows the
- * coordinator and its researchers, each child linked to it.
+ * sub-question through the in-sandbox SDK, collects their answers over the swarm bus and writes the merged answer
+ * under a swarm lock (fencing token recorded); the swarm tree shows the coordinator and its researchers, each child
+ * linked to it, the messages and the lock.
  */
 import assert from 'node:assert/strict';
 import { resolve } from 'node:path';
@@ -56,7 +57,11 @@ describe('examples/swarm-research (coordinator + researcher children)', { skip }
     const execution = JSON.parse(ran.stdout) as {
       id: string;
       status: string;
-      output: { answer: string; parts: { status: string }[] };
+      output: {
+        answer: string;
+        parts: { status: string }[];
+        lock: { name: string; token: number; message: number };
+      };
     };
     assert.equal(execution.status, 'succeeded', ran.stdout + ran.stderr);
     assert.equal(execution.output.parts.length, 2);
@@ -67,11 +72,32 @@ describe('examples/swarm-research (coordinator + researcher children)', { skip }
     assert.match(execution.output.answer, /gravity of the Moon/);
     assert.match(execution.output.answer, /quarter moons/);
     const tree = await apiCall(server.url, server.adminKey, 'GET', `/v1/swarms/${execution.id}`);
-    const rows = tree.json.executions as { agent: string; parentId: string | null; status: string }[];
+    const rows = tree.json.executions as {
+      id: string;
+      agent: string;
+      parentId: string | null;
+      status: string;
+    }[];
     assert.deepEqual(
       rows.map((r) => r.agent),
       ['swarm-coordinator', 'swarm-researcher', 'swarm-researcher'],
     );
     assert.ok(rows.slice(1).every((r) => r.parentId === execution.id && r.status === 'succeeded'));
+    // The answers came over the bus, one per researcher, and the merged answer was written under the lock.
+    const messages = tree.json.messages as { id: number; topic: string; sender: string }[];
+    const researchers = new Set(rows.slice(1).map((r) => r.id));
+    const answers = messages.filter((m) => m.topic === 'answers');
+    assert.equal(answers.length, 2, tree.text);
+    assert.ok(answers.every((m) => researchers.has(m.sender)));
+    const merged = messages.filter((m) => m.topic === 'merged');
+    assert.deepEqual(
+      merged.map((m) => [m.id, m.sender]),
+      [[execution.output.lock.message, execution.id]],
+    );
+    const locks = tree.json.locks as { name: string; token: number; holder: string | null }[];
+    assert.deepEqual(
+      locks.map((l) => [l.name, l.token, l.holder]),
+      [['merged-answer', execution.output.lock.token, null]],
+    );
   });
 });

@@ -1,12 +1,12 @@
-"""Researcher: answer one sub-question from the corpus below (the passage sharing the most words with it).
-Input (stdin): {"question": "..."}; output (a JSON line on stdout): {"question", "answer", "source"}. It needs no
-AEGIS API (no spec.llm, tools, memory or swarm), so it uses the plain agent contract, not the in-sandbox SDK."""
-import json
+"""Researcher: answer one sub-question from the corpus below (the passage sharing the most words with it) and
+publish the answer on the swarm topic "answers" (spec.swarm: {} gives it the bus of its coordinator's swarm).
+Input: {"question": "..."}; output: {"question", "answer", "source"} (also the published message)."""
 import re
-import sys
+
+import aegis
 
 words = lambda text: set(re.findall(r"[a-z]{3,}", text.lower()))  # noqa: E731
-question = (json.load(sys.stdin) or {}).get("question", "")
+question = (aegis.input() or {}).get("question", "")
 # A small local corpus (a real researcher would search documents or call http.fetch / the model).
 corpus = [
     {"title": "Tides", "text": "Tides are caused by the gravity of the Moon and, less, the Sun."},
@@ -16,5 +16,6 @@ corpus = [
 ]
 best = max(corpus, key=lambda doc: len(words(question) & words(doc["title"] + " " + doc["text"])))
 score = len(words(question) & words(best["title"] + " " + best["text"]))
-print(json.dumps({"question": question, "answer": best["text"] if score else None,
-                  "source": best["title"] if score else None}))
+found = {"question": question, "answer": best["text"] if score else None, "source": best["title"] if score else None}
+aegis.swarm.publish("answers", found)
+aegis.output(found)
