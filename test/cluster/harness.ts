@@ -7,7 +7,7 @@
  *
  * A node is a child process behind a handle: start, kill -9, SIGSTOP/SIGCONT, restart (optionally under a new
  * hostname, with the same home), stop. The kind of process is a `NodeKind` (how to spawn it, how to tell it is
- * ready): `serverKind` here; an edge node (`aegis edge join …`) is another kind added beside it.
+ * ready): `serverKind` and `edgeKind` (an `aegis edge join …` process, test/cluster/cluster-edge.test.ts).
  *
  * Every process this module starts is recorded by pid and ended by that pid in `Cluster.close()` (call it from an
  * `after` hook), and — as a last resort, should the test process exit without it — by a synchronous `exit` handler.
@@ -210,6 +210,34 @@ export const serverKind: NodeKind = {
     if (!line) return undefined;
     const nodeId = /\(node ([^)\s]+)\)/.exec(line[0])?.[1];
     return { url: line[1]!, ...(nodeId ? { nodeId } : {}) };
+  },
+};
+
+/**
+ * An edge node (`aegis edge join`, ADR 0108/0134): `config.args` are the server URL to connect out to (a proxy the
+ * test controls, say) then join flags (`--token …` on the first start; ignored once its data dir holds its key).
+ * Its data dir is `<base>/edge` (traversable: the sandbox user reads bundles there), its capacity
+ * `config.maxConcurrent`, its extra labels `config.labels`. No store and no ledger: the server it connects to
+ * records its work. Ready once connected; its URL is the server it reached, its node id the one it enrolled as.
+ */
+export const edgeKind: NodeKind = {
+  name: 'edge',
+  argv(node) {
+    return [
+      'edge',
+      'join',
+      ...(node.args ?? []),
+      ...['--data-dir', join(node.dirs.base, 'edge')],
+      ...(node.maxConcurrent === undefined ? [] : ['--capacity', String(node.maxConcurrent)]),
+      ...(node.labels ?? []).flatMap((label) => ['--label', label]),
+    ];
+  },
+  env(node) {
+    return { AEGIS_HOME: node.dirs.home, AEGIS_SCRATCH_DIR: node.dirs.scratch };
+  },
+  ready(log) {
+    const line = /aegis edge: connected to (\S+) as (\S+)/.exec(log);
+    return line ? { url: line[1]!, nodeId: line[2]! } : undefined;
   },
 };
 
