@@ -29,7 +29,6 @@ import type { LlmWiring } from './app/llm-wiring.ts';
 import type {
   AuditLog,
   Clock,
-  ExecutionStore,
   Ids,
   LlmSpendStore,
   ProcessIdentity,

@@ -6,8 +6,7 @@
 import { AegisError } from '../domain/errors.ts';
 import type { CompiledAgent } from '../domain/manifest/compiled.ts';
 import type { SwarmWiring } from './swarm.ts';
-import type { SwarmBus, SwarmCaller } from './swarm-bus.ts';
-import type { SwarmLocks } from './swarm-locks.ts';
+import type { SwarmCaller } from './swarm-bus.ts';
 
 export type BusOp = 'publish' | 'subscribe' | 'lock' | 'unlock' | 'renew' | 'fence';
 export const BUS_OPS: readonly BusOp[] = ['publish', 'subscribe', 'lock', 'unlock', 'renew', 'fence'];
