@@ -213,7 +213,9 @@ export function hostProcesses(filter: (p: HostProcess) => boolean): HostProcess[
 export function processesOfExecution(executionId: string, marker?: string): HostProcess[] {
   return hostProcesses(
     (p) =>
+      // a start's cgroup is `<id>` or, since starts are named apart, `<id>.<8 hex>`
       p.cgroup.includes(`/${executionId}\n`) ||
+      new RegExp(`/${executionId}\\.[0-9a-f]{8}\n`).test(p.cgroup) ||
       (marker !== undefined && p.uid === SANDBOX_USER.uid && p.cmdline.includes(marker)),
   );
 }
