@@ -341,12 +341,19 @@ export class Harness {
     return (this.ctx.runtime.runtime('docker') as unknown as { scratchRoot: string }).scratchRoot;
   }
 
-  /** The execution's scratch dirs that exist now (sandbox, gvisor: `<id>`; docker: `<id>-XXXXXX`). */
+  /**
+   * The execution's scratch dirs that exist now, one per start (sandbox, gvisor: `<id>.<8 hex>`; docker:
+   * `<id>.<8 hex>-XXXXXX`; `<id>` and `<id>-XXXXXX` from versions before per-start names).
+   */
   scratchDirsOf(executionId: string): string[] {
     const parent = this.scratchParent();
     try {
       return readdirSync(parent)
-        .filter((name) => name === executionId || name.startsWith(`${executionId}-`))
+        .filter(
+          (name) =>
+            name.startsWith(executionId) &&
+            /^(\.[0-9a-f]{8})?(-[A-Za-z0-9]{6})?$/.test(name.slice(executionId.length)),
+        )
         .map((name) => join(parent, name));
     } catch {
       return [];
