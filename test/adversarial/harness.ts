@@ -209,11 +209,16 @@ export function hostProcesses(filter: (p: HostProcess) => boolean): HostProcess[
   return out;
 }
 
+/** A cgroup named for the execution: `<id>.<8 hex>` (one start's), or `<id>` (versions before per-start names). */
+function isGroupOf(name: string, executionId: string): boolean {
+  return name.startsWith(executionId) && /^(\.[0-9a-f]{8})?$/.test(name.slice(executionId.length));
+}
+
 /** Processes that belong to an execution: in one of its cgroups, or sandbox-uid processes carrying its marker. */
 export function processesOfExecution(executionId: string, marker?: string): HostProcess[] {
   return hostProcesses(
     (p) =>
-      p.cgroup.includes(`/${executionId}\n`) ||
+      p.cgroup.split('\n').some((line) => isGroupOf(line.slice(line.lastIndexOf('/') + 1), executionId)) ||
       (marker !== undefined && p.uid === SANDBOX_USER.uid && p.cmdline.includes(marker)),
   );
 }
