@@ -209,13 +209,16 @@ export function hostProcesses(filter: (p: HostProcess) => boolean): HostProcess[
   return out;
 }
 
+/** A cgroup named for the execution: `<id>.<8 hex>` (one start's), or `<id>` (versions before per-start names). */
+function isGroupOf(name: string, executionId: string): boolean {
+  return name.startsWith(executionId) && /^(\.[0-9a-f]{8})?$/.test(name.slice(executionId.length));
+}
+
 /** Processes that belong to an execution: in one of its cgroups, or sandbox-uid processes carrying its marker. */
 export function processesOfExecution(executionId: string, marker?: string): HostProcess[] {
   return hostProcesses(
     (p) =>
-      // a start's cgroup is `<id>` or, since starts are named apart, `<id>.<8 hex>`
-      p.cgroup.includes(`/${executionId}\n`) ||
-      new RegExp(`/${executionId}\\.[0-9a-f]{8}\n`).test(p.cgroup) ||
+      p.cgroup.split('\n').some((line) => isGroupOf(line.slice(line.lastIndexOf('/') + 1), executionId)) ||
       (marker !== undefined && p.uid === SANDBOX_USER.uid && p.cmdline.includes(marker)),
   );
 }
@@ -343,15 +346,18 @@ export class Harness {
     return (this.ctx.runtime.runtime('docker') as unknown as { scratchRoot: string }).scratchRoot;
   }
 
-  /** The execution's scratch dirs that exist now (sandbox, gvisor: `<id>`; docker: `<id>-XXXXXX`). */
+  /**
+   * The execution's scratch dirs that exist now, one per start (sandbox, gvisor: `<id>.<8 hex>`; docker:
+   * `<id>.<8 hex>-XXXXXX`; `<id>` and `<id>-XXXXXX` from versions before per-start names).
+   */
   scratchDirsOf(executionId: string): string[] {
     const parent = this.scratchParent();
     try {
       return readdirSync(parent)
         .filter(
-          // `<id>.<8 hex>`: one start's dir (runtimes name each start apart, so two starts never collide)
           (name) =>
-            name === executionId || name.startsWith(`${executionId}-`) || name.startsWith(`${executionId}.`),
+            name.startsWith(executionId) &&
+            /^(\.[0-9a-f]{8})?(-[A-Za-z0-9]{6})?$/.test(name.slice(executionId.length)),
         )
         .map((name) => join(parent, name));
     } catch {

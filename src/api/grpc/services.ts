@@ -1,6 +1,6 @@
 /**
- * The gRPC API (`aegis.v1.AgentService`, `aegis.v1.ExecutionService`, `aegis.v1.SandboxService`, proto/aegis/v1) over the same use-cases as
- * REST. Served with Connect, so one route answers gRPC, gRPC-Web and the Connect protocol.
+ * The gRPC API (`aegis.v1.AgentService`, `aegis.v1.ExecutionService`, `aegis.v1.SandboxService`,
+ * `aegis.v1.NodeService`, proto/aegis/v1) over the same use-cases as REST. Served with Connect, so one route answers gRPC, gRPC-Web and the Connect protocol.
  *
  * Every call passes `ctx.gate.admit` first (the `authorization` header; the unix socket is trusted — the transport
  * comes from the `kTransport` context value the server sets per request). Errors leave as ConnectError: the code
@@ -31,6 +31,7 @@ import {
 import type { ApiContext } from '../context.ts';
 import { decodeCursor, encodeCursor } from '../cursor.ts';
 import { publicError, type ServerPath } from '../errors.ts';
+import { listNodes } from '../http/routes.ts';
 import {
   type Agent,
   type AgentRevision as AgentRevisionMessage,
@@ -45,6 +46,7 @@ import {
   type LogLine as LogLineMessage,
   LogLineSchema,
 } from './gen/aegis/v1/executions_pb.ts';
+import { NodeService } from './gen/aegis/v1/nodes_pb.ts';
 import { SandboxService } from './gen/aegis/v1/sandboxes_pb.ts';
 import { sandboxServiceImpl } from './sandboxes.ts';
 
@@ -199,6 +201,16 @@ export function registerGrpcServices(
     SandboxService,
     sandboxServiceImpl(ctx, unary, (call) => admit(ctx, call), fail),
   );
+
+  router.service(NodeService, {
+    listNodes: unary(async (_request, principal) => ({
+      nodes: (await listNodes(ctx, principal)).map((node) => ({
+        ...node,
+        epoch: BigInt(node.epoch),
+        heartbeatAgeMs: BigInt(node.heartbeatAgeMs),
+      })),
+    })),
+  });
 }
 
 function admit(ctx: ApiContext, call: HandlerContext): Promise<Principal> {
@@ -332,6 +344,7 @@ export function toExecution(record: ExecutionRecord): Execution {
     },
     ...(record.parentId !== undefined && { parentId: record.parentId }),
     ...(record.rootId !== undefined && { rootId: record.rootId }),
+    ...(record.node !== undefined && { node: record.node }),
   });
 }
 

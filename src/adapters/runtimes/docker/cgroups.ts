@@ -1,8 +1,8 @@
 /**
  * The container's parent cgroup, owned by AEGIS: dockerd's own groups vanish with the container (runc removes them
  * when it exits), so the counters that say *which* limit was hit (pids.events, cpu.stat, memory OOM kills) were
- * gone by the time the runtime could read them. AEGIS therefore makes one group per execution with the sandbox's
- * cgroup driver — `<controller mount>/aegis-docker/<execution id>`, limits set there — and hands its path to dockerd
+ * gone by the time the runtime could read them. AEGIS therefore makes one group per start with the sandbox's
+ * cgroup driver — `<controller mount>/aegis-docker/<execution id>.<8 hex>`, limits set there — and hands its path to dockerd
  * as `HostConfig.CgroupParent`; runc nests the container's group inside it. Before the gate lets the agent run,
  * the runtime moves the container's single process up into AEGIS's group (the kernel counts a refused fork in the
  * forking process's own group): the limits bind there, the counters outlive the container, and the runtime reads

@@ -6,7 +6,16 @@
  */
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
@@ -91,6 +100,16 @@ async function run(
   });
   const out = await runtime.execute(id, { input, onLog: (stream, text) => logs.push(`${stream}: ${text}`) });
   return { out, logs, decisions };
+}
+
+/** The containers of one execution: their names and whether they run. */
+async function containersNamed(executionId: string): Promise<{ name: string; running: boolean }[]> {
+  const filters = encodeURIComponent(JSON.stringify({ label: [`aegis.execution=${executionId}`] }));
+  const listed = (await engine.call('GET', `/containers/json?all=1&filters=${filters}`)).body as {
+    Names: string[];
+    State: string;
+  }[];
+  return listed.map((c) => ({ name: c.Names[0]!, running: c.State === 'running' }));
 }
 
 async function containersOf(executionId: string): Promise<number> {
@@ -433,6 +452,53 @@ echo "{\\"ro\\":\\"$ro\\",\\"host\\":\\"$host\\"}"
     assert.equal(out.status, 'succeeded');
     assert.deepEqual(out.output, { id: 'ex_boundtest' });
     assert.equal(runtime.status(id), undefined);
+  });
+
+  it('two starts of one execution get distinct containers and groups; terminating one leaves the other', async () => {
+    // A fenced-out node and the node that took its execution over may both start it against one dockerd (one cgroup
+    // parent): the second create must not conflict on the name, and the fenced one's teardown must not remove the
+    // new holder's container or parent group.
+    const agent = await agentOf(
+      { runtime: { language: 'bash', entrypoint: 'main.sh' } },
+      { 'main.sh': 'echo "{\\"id\\":\\"$AEGIS_EXECUTION_ID\\"}"\n' },
+    );
+    const executionId = `ex_twice${Date.now().toString(36)}`;
+    const fenced = await runtime.spawn({ executionId, agent });
+    const holder = await runtime.spawn({ executionId, agent });
+    assert.notEqual(fenced, holder);
+    const names = (await containersNamed(executionId)).map((c) => c.name).sort();
+    assert.equal(names.length, 2, `two containers: ${names.join(', ')}`);
+    assert.ok(
+      names.every((name) => new RegExp(`^/aegis-${executionId}\\.[0-9a-f]{8}$`).test(name)),
+      names.join(', '),
+    );
+    // The start's parent group in every hierarchy (none when dockerd uses the systemd driver).
+    const groupsOf = (name: string) =>
+      readdirSync('/sys/fs/cgroup')
+        .map((root) => join('/sys/fs/cgroup', root, 'aegis-docker', name.slice('/aegis-'.length)))
+        .filter((dir) => existsSync(dir));
+    const before = names.map(groupsOf);
+    const info = (await engine.call('GET', '/info')).body as { CgroupDriver: string };
+    if (info.CgroupDriver === 'cgroupfs')
+      assert.ok(before[0]!.length > 0, 'AEGIS made a parent group per start');
+    assert.equal(
+      before[0]!.length,
+      before[1]!.length,
+      `each start has its own groups: ${before.flat().join(', ')}`,
+    );
+    await runtime.terminate(fenced);
+    const left = await containersNamed(executionId);
+    assert.equal(left.length, 1, "the holder's container is still there");
+    assert.equal(left[0]!.running, true, "the holder's container still runs");
+    const kept = names.indexOf(left[0]!.name);
+    assert.deepEqual(groupsOf(names[1 - kept]!), [], "the fenced start's groups are removed");
+    assert.deepEqual(groupsOf(left[0]!.name), before[kept], "the holder's groups are still there");
+    assert.equal(runtime.status(holder), 'warm', 'the holder is untouched');
+    const out = await runtime.execute(holder, { input: {}, onLog: () => {} });
+    assert.equal(out.status, 'succeeded', JSON.stringify(out));
+    assert.deepEqual(out.output, { id: executionId });
+    assert.equal(await containersOf(executionId), 0);
+    assert.deepEqual(groupsOf(left[0]!.name), []);
   });
 
   it('reaps the containers of an orchestrator that died, and only those', async () => {

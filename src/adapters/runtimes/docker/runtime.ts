@@ -71,6 +71,7 @@ import {
   openLiveSession,
 } from '../sandbox/live.ts';
 import { openMountSource, userMay } from '../sandbox/mount-source.ts';
+import { spawnNameFor } from '../sandbox/scratch.ts';
 import { hostSeccompArch } from '../sandbox/seccomp.ts';
 import { collectOutput, createLogSink, lineSplitter } from '../sandbox/supervise.ts';
 import { DockerCgroups, removeContainerParents, thawContainerParent } from './cgroups.ts';
@@ -83,6 +84,8 @@ const LABEL_RUNTIME = 'aegis.runtime';
 const LABEL_EXECUTION = 'aegis.execution';
 const LABEL_OWNER = 'aegis.node';
 const LABEL_SCRATCH = 'aegis.scratch';
+/** One start's name (`<execution id>.<8 hex>`): names its container and parent group, unique per start. */
+const LABEL_SPAWN = 'aegis.spawn';
 /**
  * The gate: the container's first process reads one line (the execution id) from stdin, then execs the agent,
  * which reads the rest (the input JSON). sh's `read` takes stdin one byte at a time, so nothing of the input is
@@ -91,6 +94,8 @@ const LABEL_SCRATCH = 'aegis.scratch';
 const GATE_SCRIPT =
   'IFS= read -r AEGIS_EXECUTION_ID || exit 125; case "$AEGIS_EXECUTION_ID" in ""|*[!A-Za-z0-9_-]*) exit 125;; esac; export AEGIS_EXECUTION_ID; exec "$@"';
 const EXECUTION_ID = /^[A-Za-z0-9_-]{1,128}$/;
+/** A start's name as spawnNameFor makes it; the reaper trusts no other label value as a cgroup path component. */
+const SPAWN_NAME = /^[A-Za-z0-9_-]{1,128}\.[0-9a-f]{8}$/;
 
 export interface DockerRuntimeOptions {
   readonly identity: ProcessIdentity;
@@ -133,7 +138,7 @@ interface Instance {
   readonly live: boolean;
   /** The container's parent group (cgroups.ts): limits and the counters read after the run. None: systemd driver. */
   readonly cgroup: SandboxCgroup | undefined;
-  /** The id the instance was spawned under (a pool's id before bind): names its container and parent group. */
+  /** The start's name (`<id spawned under>.<8 hex>`, a pool's id before bind): names its container and parent group. */
   readonly spawnedAs: string;
   killedBy: 'timeout' | 'abort' | 'terminate' | undefined;
 }
@@ -475,7 +480,10 @@ export class DockerRuntime implements Runtime, LiveRuntime {
       ? await this.liveImageAndCommand(agent)
       : { ...(await this.imageAndCommand(agent)), binds: undefined };
     this.ensureScratchRoot();
-    const dir = mkdtempSync(join(this.scratchRoot, `${executionId}-`));
+    // Unique per start (container name, parent group): a fenced-out node and the node that took the execution over
+    // may both start it against one dockerd, and the fenced one's teardown must not remove the new holder's.
+    const spawnName = spawnNameFor(executionId);
+    const dir = mkdtempSync(join(this.scratchRoot, `${spawnName}-`));
     const held: number[] = [];
     const checks: MountCheck[] = [];
     let containerId: string | undefined;
@@ -513,7 +521,7 @@ export class DockerRuntime implements Runtime, LiveRuntime {
       };
       if (await this.engineUsesCgroupfs()) {
         // A live sandbox's group also gets the v1 freezer (pause/resume freeze it, and runc's group nested in it).
-        const parent = this.cgroups.create(executionId, limits, { freezer: live });
+        const parent = this.cgroups.create(spawnName, limits, { freezer: live });
         cgroup = parent.cgroup;
         limitConfig = { CgroupParent: parent.cgroupParent };
       }
@@ -538,6 +546,7 @@ export class DockerRuntime implements Runtime, LiveRuntime {
         Labels: {
           [LABEL_RUNTIME]: 'docker',
           [LABEL_EXECUTION]: executionId,
+          [LABEL_SPAWN]: spawnName,
           [LABEL_OWNER]: JSON.stringify(this.options.identity.current()),
           [LABEL_SCRATCH]: dir,
         },
@@ -571,7 +580,7 @@ export class DockerRuntime implements Runtime, LiveRuntime {
       };
       const created = await this.engine.call(
         'POST',
-        `/containers/create?name=aegis-${encodeURIComponent(executionId)}`,
+        `/containers/create?name=aegis-${encodeURIComponent(spawnName)}`,
         body,
         { what: 'creating the container' },
       );
@@ -627,7 +636,7 @@ export class DockerRuntime implements Runtime, LiveRuntime {
           timeoutMs: SPAWN_DEADLINE_MS,
         });
       }
-      const id: InstanceId = `dkr_${executionId}`;
+      const id: InstanceId = `dkr_${spawnName}`;
       const instance: Instance = {
         id,
         containerId,
@@ -646,7 +655,7 @@ export class DockerRuntime implements Runtime, LiveRuntime {
         api,
         live,
         cgroup,
-        spawnedAs: executionId,
+        spawnedAs: spawnName,
         killedBy: undefined,
       };
       this.instances.set(id, instance);
@@ -657,7 +666,7 @@ export class DockerRuntime implements Runtime, LiveRuntime {
       await proxy?.close().catch(() => {});
       await api?.close().catch(() => {});
       if (containerId) await this.removeContainer(containerId);
-      if (cgroup) await this.cgroups.remove(executionId, cgroup);
+      if (cgroup) await this.cgroups.remove(spawnName, cgroup);
       rmSync(dir, { recursive: true, force: true });
       throw error;
     }
@@ -911,12 +920,21 @@ export class DockerRuntime implements Runtime, LiveRuntime {
       if (!scratch || !isWithin(scratch, this.scratchRoot) || scratch === this.scratchRoot) continue;
       if (owner && this.options.identity.isAlive(owner)) continue;
       const execution = container.Labels[LABEL_EXECUTION];
-      const ours = execution !== undefined && EXECUTION_ID.test(execution);
+      // The parent group is named by the start (`aegis.spawn`); containers of older versions, by the execution.
+      const spawned = container.Labels[LABEL_SPAWN];
+      const group =
+        spawned !== undefined
+          ? SPAWN_NAME.test(spawned)
+            ? spawned
+            : undefined
+          : execution !== undefined && EXECUTION_ID.test(execution)
+            ? execution
+            : undefined;
       try {
         // A live sandbox left paused: its frozen processes die only once thawed.
-        if (ours) thawContainerParent(this.cgroupLayout, execution);
+        if (group) thawContainerParent(this.cgroupLayout, group);
         await this.removeContainer(container.Id);
-        if (ours) await removeContainerParents(this.cgroupLayout, execution);
+        if (group) await removeContainerParents(this.cgroupLayout, group);
         rmSync(scratch, { recursive: true, force: true });
         reaped.push(execution ?? container.Id);
       } catch {

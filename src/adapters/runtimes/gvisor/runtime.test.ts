@@ -13,6 +13,7 @@ import {
   existsSync,
   mkdirSync,
   mkdtempSync,
+  readdirSync,
   readFileSync,
   renameSync,
   rmSync,
@@ -123,6 +124,12 @@ describe('gvisor runtime (runsc)', { concurrency: true, skip }, () => {
     for (const dir of temps) rmSync(dir, { recursive: true, force: true });
   });
 
+  /** The names of the starts of `executionId` under a scratch root: `<id>.<8 hex>`, one per start. */
+  const startsOf = (executionId: string, root = scratch): string[] =>
+    readdirSync(join(root, 'gvisor')).filter(
+      (name) => name.startsWith(`${executionId}.`) && /^\.[0-9a-f]{8}$/.test(name.slice(executionId.length)),
+    );
+
   async function agentOf(spec: AgentFiles): Promise<CompiledAgent> {
     const dir = tempDir('agent');
     for (const [name, content] of Object.entries(spec.files ?? {})) writeFileSync(join(dir, name), content);
@@ -167,6 +174,8 @@ describe('gvisor runtime (runsc)', { concurrency: true, skip }, () => {
         : {}),
     });
     assert.equal(rt.status(id), 'warm');
+    const [spawnName] = startsOf(executionId);
+    assert.ok(spawnName, `the start's scratch dir of ${executionId}`);
     const stdout: string[] = [];
     const stderr: string[] = [];
     const result = await rt.execute(id, {
@@ -174,8 +183,8 @@ describe('gvisor runtime (runsc)', { concurrency: true, skip }, () => {
       onLog: (stream, text) => (stream === 'stdout' ? stdout : stderr).push(text),
     });
     // Nothing of the instance is left: scratch dir (runsc state inside it), cgroups.
-    assert.equal(existsSync(join(scratch, 'gvisor', executionId)), false, 'scratch dir left behind');
-    for (const path of rt.cgroups.plannedPaths(executionId)) assert.equal(existsSync(path), false, path);
+    assert.deepEqual(startsOf(executionId), [], 'scratch dir left behind');
+    for (const path of rt.cgroups.plannedPaths(spawnName)) assert.equal(existsSync(path), false, path);
     const transcript = `${JSON.stringify(result)}\nstdout: ${stdout.join('\n')}\nstderr: ${stderr.join('\n')}`;
     return { result, stdout, stderr, decisions, transcript };
   }
@@ -507,7 +516,7 @@ print(json.dumps(out))
     const agent = await agentOf({ language: 'bash', entrypoint: 'main.sh', files: { 'main.sh': 'true\n' } });
     const executionId = execId();
     const id = await rt.spawn({ executionId, agent });
-    const cgroupPaths = rt.cgroups.plannedPaths(executionId);
+    const cgroupPaths = rt.cgroups.plannedPaths(startsOf(executionId)[0]!);
     for (const path of cgroupPaths) {
       if (existsSync(join(path, 'cgroup.kill'))) writeFileSync(join(path, 'cgroup.kill'), '1');
       else if (existsSync(join(path, 'cgroup.procs'))) {
@@ -523,7 +532,42 @@ print(json.dumps(out))
         error.code === 'RUNTIME_UNAVAILABLE' &&
         /died before it was used/.test(error.message),
     );
-    assert.equal(existsSync(join(scratch, 'gvisor', executionId)), false);
+    assert.deepEqual(startsOf(executionId), []);
+    for (const path of cgroupPaths) assert.equal(existsSync(path), false, path);
+  });
+
+  it('two starts of one execution on one host get distinct sandboxes; terminating one leaves the other', async () => {
+    // A fenced-out node and the node that took its execution over, on one host (one scratch root, one cgroup
+    // parent), may both start it: the fenced one's teardown must not remove the new holder's sandbox.
+    const agent = await agentOf({
+      language: 'bash',
+      entrypoint: 'main.sh',
+      files: { 'main.sh': 'echo "{}"\n' },
+    });
+    const executionId = execId();
+    const fenced = await rt.spawn({ executionId, agent });
+    const holder = await rt.spawn({ executionId, agent });
+    assert.notEqual(fenced, holder);
+    const starts = startsOf(executionId);
+    assert.equal(starts.length, 2, `two scratch dirs: ${starts.join(', ')}`);
+    const groups = starts.map((name) => rt.cgroups.plannedPaths(name).filter((path) => existsSync(path)));
+    assert.ok(
+      groups.every((paths) => paths.length > 0),
+      'each start has its own cgroups',
+    );
+    await rt.terminate(fenced);
+    const left = startsOf(executionId);
+    assert.equal(left.length, 1, `the holder's scratch dir is still there: ${left.join(', ')}`);
+    const kept = groups[starts.indexOf(left[0]!)]!;
+    assert.ok(
+      kept.every((path) => existsSync(path)),
+      "the holder's cgroups are still there",
+    );
+    assert.equal(rt.status(holder), 'warm', 'the holder is untouched');
+    const result = await rt.execute(holder, { input: null, onLog: () => {} });
+    assert.equal(result.status, 'succeeded', JSON.stringify(result));
+    assert.deepEqual(startsOf(executionId), []);
+    for (const path of kept) assert.equal(existsSync(path), false, path);
   });
 
   it('aegis run --isolation gvisor runs the email-summarizer example', async () => {
@@ -558,12 +602,12 @@ print(json.dumps(out))
     const agent = await agentOf({ language: 'bash', entrypoint: 'main.sh', files: { 'main.sh': 'true\n' } });
     const executionId = execId();
     await gone.spawn({ executionId, agent });
-    const cgroupPaths = gone.cgroups.plannedPaths(executionId);
+    const cgroupPaths = gone.cgroups.plannedPaths(startsOf(executionId, orphanRoot)[0]!);
     const procs = cgroupPaths.map((p) => join(p, 'cgroup.procs')).find((p) => existsSync(p))!;
     assert.ok(readFileSync(procs, 'utf8').trim() !== '', 'the sandbox runs in its cgroup');
     const reaper = new GvisorRuntime({ identity: new ProcIdentity(), scratchRoot: orphanRoot });
     assert.deepEqual(await reaper.reapOrphans(), [executionId]);
-    assert.equal(existsSync(join(orphanRoot, 'gvisor', executionId)), false);
+    assert.deepEqual(startsOf(executionId, orphanRoot), []);
     for (const path of cgroupPaths) assert.equal(existsSync(path), false, path);
   });
 });

@@ -88,7 +88,12 @@ import {
   openLiveSession,
 } from '../sandbox/live.ts';
 import { openMountSource, userMay } from '../sandbox/mount-source.ts';
-import { type ScratchState, writeScratchState } from '../sandbox/scratch.ts';
+import {
+  executionOfSpawnName,
+  type ScratchState,
+  spawnNameFor,
+  writeScratchState,
+} from '../sandbox/scratch.ts';
 import { collectOutput, createLogSink, delay, splitLines } from '../sandbox/supervise.ts';
 import { agentCommand, generatedEtcFiles } from './agent-env.ts';
 import { buildOciSpec, type OciBind } from './oci-spec.ts';
@@ -407,21 +412,24 @@ export class GvisorRuntime implements Runtime, LiveRuntime {
       });
     }
     mkdirSync(this.root, { recursive: true, mode: 0o711 });
-    const id: InstanceId = `gv_${executionId}`;
-    const dir = join(this.root, executionId);
+    // Unique per start (scratch dir, runsc container, cgroups): a fenced-out node and the node that took the execution
+    // over may both start it on one host, and the fenced one's teardown must not remove the new holder's sandbox.
+    const spawnName = spawnNameFor(executionId);
+    const id: InstanceId = `gv_${spawnName}`;
+    const dir = join(this.root, spawnName);
     mkdirSync(dir, { mode: 0o711 });
     let outputDir: string | undefined;
     let cgroup: SandboxCgroup | undefined;
     let launcher: ChildProcess | undefined;
     let proxy: EgressProxy | undefined;
     const runscArgs = this.runscGlobal(dir, hostNet);
-    const containerId = `aegis-${executionId}`;
+    const containerId = `aegis-${spawnName}`;
     try {
       outputDir = onTmpfs(dir) ? undefined : privateShmDir();
       const scratchState: GvisorScratchState = {
         executionId,
         owner: this.options.identity.current(),
-        cgroupPaths: this.cgroups.plannedPaths(executionId, { freezer: live }),
+        cgroupPaths: this.cgroups.plannedPaths(spawnName, { freezer: live }),
         ...(outputDir ? { outputDir } : {}),
         runtime: 'gvisor',
         createdAt: new Date().toISOString(),
@@ -469,7 +477,7 @@ export class GvisorRuntime implements Runtime, LiveRuntime {
       // gVisor's tasks are not host processes: the host pids budget covers the sentry's own threads and the ptrace
       // stubs (about two host tasks per agent task) — the agent's own count is RLIMIT_NPROC inside (process.json).
       cgroup = this.cgroups.create(
-        executionId,
+        spawnName,
         { ...agent.limits, pids: hostPidsFor(agent.limits.pids) },
         { freezer: live },
       );
@@ -871,7 +879,7 @@ export class GvisorRuntime implements Runtime, LiveRuntime {
         rmSync(state.outputDir, { recursive: true, force: true });
       }
       rmSync(dir, { recursive: true, force: true });
-      reaped.push(state?.executionId ?? name);
+      reaped.push(state?.executionId ?? executionOfSpawnName(name));
     }
     return reaped;
   }

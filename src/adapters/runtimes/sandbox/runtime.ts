@@ -15,7 +15,7 @@
  *            the entrypoint in the already started interpreter.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
-import { createHash, randomBytes } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import {
   chmodSync,
   chownSync,
@@ -83,11 +83,13 @@ import {
 import { type CompiledSandboxOptions, compileSandboxOptions, type SandboxRuntimeOptions } from './options.ts';
 import { goMessage, planPrewarm, SHIM_DIR_INSIDE, shimSources } from './prewarm.ts';
 import {
+  executionOfSpawnName,
   outputDirFor,
   removeDir,
   SCRATCH_FILES,
   type ScratchState,
   SHM_ROOT,
+  spawnNameFor,
   writeScratchState,
 } from './scratch.ts';
 import { buildSeccompProgram, hostSeccompArch } from './seccomp.ts';
@@ -948,16 +950,6 @@ function mountRaceDetected(said: string): AegisError {
       hint: 'something renamed a granted path (or a parent of it) during the start — if another agent can write to a parent directory of a grant, grant a directory it cannot rename instead; otherwise retry',
     },
   );
-}
-
-/** The name of one start's scratch dir and cgroups: the execution (or pool) id and a random per-start suffix. */
-export function spawnNameFor(executionId: string): string {
-  return `${executionId}.${randomBytes(4).toString('hex')}`;
-}
-
-/** The execution id a start's name carries (names without the suffix, from older versions, are the id). */
-export function executionOfSpawnName(name: string): string {
-  return name.replace(/\.[0-9a-f]{8}$/, '');
 }
 
 function readStateOf(dir: string, file: string): ScratchState | undefined {

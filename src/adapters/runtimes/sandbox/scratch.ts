@@ -2,6 +2,7 @@
  * Scratch and I/O files: the per-instance scratch dir (state.json for the reaper, input.json, output.json), where
  * output.json lives so its size is bounded, and their removal.
  */
+import { randomBytes } from 'node:crypto';
 import {
   chmodSync,
   mkdtempSync,
@@ -98,4 +99,18 @@ export function removeDir(dir: string, files: readonly string[]): void {
     if ((error as NodeJS.ErrnoException).code === 'ENOENT') return;
     rmSync(dir, { recursive: true, force: true });
   }
+}
+
+/**
+ * The name of one start's scratch dir, cgroups (and, for runsc and Docker, container): the execution (or pool) id and a
+ * random per-start suffix. Two starts of one execution on one host (a fenced-out node and the node that took the
+ * execution over) must never share them: the fenced one's teardown would remove the new holder's.
+ */
+export function spawnNameFor(executionId: string): string {
+  return `${executionId}.${randomBytes(4).toString('hex')}`;
+}
+
+/** The execution id a start's name carries (names without the suffix, from older versions, are the id). */
+export function executionOfSpawnName(name: string): string {
+  return name.replace(/\.[0-9a-f]{8}$/, '');
 }
