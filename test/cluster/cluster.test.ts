@@ -189,25 +189,36 @@ function note(t: TestContext, text: string): void {
   process.stderr.write(`# cluster: ${text}\n`);
 }
 
+/** Per test and hook too: `npm test` passes --test-timeout=120000, which a test without its own timeout gets. */
+const TIMEOUT_MS = FULL ? 3_600_000 : 600_000;
+
 describe('a 3-node cluster on one PostgreSQL', { timeout: FULL ? 3_600_000 : 900_000 }, () => {
   let cluster: Cluster;
   const missing = clusterMissing();
 
-  before(async () => {
-    process.stderr.write(
-      `# cluster: seed ${SEED} (AEGIS_CLUSTER_SEED=${SEED} replays it), ${COUNT} executions\n`,
-    );
-    cluster = await Cluster.start({ servers: 3, lease: LEASE, maxConcurrent: 2 });
-    await cluster.deploy(agentDir('echo', ECHO));
-    await cluster.deploy(agentDir('sleeper', SLEEPER));
-  });
+  before(
+    async () => {
+      process.stderr.write(
+        `# cluster: seed ${SEED} (AEGIS_CLUSTER_SEED=${SEED} replays it), ${COUNT} executions\n`,
+      );
+      cluster = await Cluster.start({ servers: 3, lease: LEASE, maxConcurrent: 2 });
+      await cluster.deploy(agentDir('echo', ECHO));
+      await cluster.deploy(agentDir('sleeper', SLEEPER));
+    },
+    { timeout: TIMEOUT_MS },
+  );
 
-  after(async () => {
-    await cluster?.close();
-    for (const dir of temps) rmSync(dir, { recursive: true, force: true });
-  });
+  after(
+    async () => {
+      await cluster?.close();
+      for (const dir of temps) rmSync(dir, { recursive: true, force: true });
+    },
+    { timeout: TIMEOUT_MS },
+  );
 
-  it(`${COUNT} executions submitted round-robin across 3 nodes complete exactly once`, async (t) => {
+  it(`${COUNT} executions submitted round-robin across 3 nodes complete exactly once`, {
+    timeout: TIMEOUT_MS,
+  }, async (t) => {
     const started = performance.now();
     const submitted = await submitRoundRobin(cluster, 'echo', COUNT);
     const submitMs = performance.now() - started;
@@ -251,6 +262,7 @@ describe('a 3-node cluster on one PostgreSQL', { timeout: FULL ? 3_600_000 : 900
 
   it('kill -9 of a random node, twice, at random moments: nothing lost, nothing run twice', {
     skip: missing,
+    timeout: TIMEOUT_MS,
   }, async (t) => {
     const count = Math.max(60, Math.floor(COUNT / 2));
     const killAt = [0.1 + random() * 0.3, 0.5 + random() * 0.3].map((f) => Math.floor(f * count));
@@ -353,6 +365,7 @@ describe('a 3-node cluster on one PostgreSQL', { timeout: FULL ? 3_600_000 : 900
 
   it('a node restarted under a new hostname with the same $AEGIS_HOME recovers its work', {
     skip: missing,
+    timeout: TIMEOUT_MS,
   }, async (t) => {
     // A node of its own with a long lease: what ends its work below is its restart, not the others' failover.
     // No --node-id: the node keeps the id it made itself in its $AEGIS_HOME — that is what survives the restart.
@@ -440,6 +453,7 @@ describe('a 3-node cluster on one PostgreSQL', { timeout: FULL ? 3_600_000 : 900
 
   it('a node paused (SIGSTOP) past its lease cannot overwrite the result of the node that took over', {
     skip: missing,
+    timeout: TIMEOUT_MS,
   }, async (t) => {
     const first = cluster.running()[0]!;
     // Long enough to still run when the lease expires, short enough to end while the node is paused.
