@@ -3,12 +3,12 @@
  */
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
-import { chownSync, cpSync, existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chownSync, cpSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { reachable } from '../src/adapters/runtimes/sandbox/host.ts';
-import { findCgroupDirs, processWithMarker } from './support/host-state.ts';
+import { findCgroupDirs, processWithMarker, scratchDirsOf } from './support/host-state.ts';
 import { pollUntil as poll } from './support/poll.ts';
 
 const ROOT = resolve(import.meta.dirname, '..');
@@ -131,8 +131,11 @@ describe('aegis CLI', { concurrency: true }, () => {
         'finishedAt',
         'id',
         'input',
+        'node',
         'output',
+        'parentId',
         'reason',
+        'rootId',
         'runtime',
         'startedAt',
         'status',
@@ -320,7 +323,7 @@ describe('aegis CLI', { concurrency: true }, () => {
     const running = await aegis(['ps', '--output', 'json'], home);
     const id = JSON.parse(running.stdout).executions[0].id as string;
     assert.equal(JSON.parse(running.stdout).executions[0].status, 'running');
-    assert.ok(existsSync(`/run/aegis/sandboxes/${id}`), 'scratch dir exists while running');
+    assert.equal(scratchDirsOf(id).length, 1, 'scratch dir exists while running');
 
     child.kill('SIGKILL');
     await done;
@@ -331,7 +334,7 @@ describe('aegis CLI', { concurrency: true }, () => {
     const record = JSON.parse(ps.stdout).executions.find((r: { id: string }) => r.id === id);
     assert.equal(record.status, 'killed');
     assert.match(record.reason, /orchestrator-exited/);
-    assert.equal(existsSync(`/run/aegis/sandboxes/${id}`), false, 'scratch dir reaped');
+    assert.deepEqual(scratchDirsOf(id), [], 'scratch dir reaped');
     assert.deepEqual(findCgroupDirs(id), [], 'cgroup dirs reaped');
   });
 });

@@ -4,12 +4,12 @@
  * nothing is orphaned (no sandbox process, cgroup or scratch directory survives).
  */
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
 import { after, describe, it } from 'node:test';
-import { findCgroupDirs, processWithMarker } from '../support/host-state.ts';
+import { findCgroupDirs, processWithMarker, scratchDirsOf } from '../support/host-state.ts';
 import {
   cli,
   freshDatabase,
@@ -110,7 +110,7 @@ for (const backend of ['sqlite', 'postgres'] as const) {
         const all = await call(server.url, key, 'GET', '/v1/executions?agent=sleeper');
         assert.equal((all.json['executions'] as unknown[]).length, 3, 'every execution is accounted for');
         assert.deepEqual(findCgroupDirs(runningId), [], 'cgroups of the crashed sandbox reaped');
-        assert.equal(existsSync(`/run/aegis/sandboxes/${runningId}`), false, 'scratch dir reaped');
+        assert.deepEqual(scratchDirsOf(runningId), [], 'scratch dir reaped');
         const audit = await call(server.url, key, 'GET', `/v1/executions/${runningId}/audit`);
         const kinds = (audit.json['entries'] as { kind: string }[]).map((e) => e.kind);
         assert.equal(kinds.at(-1), 'execution.recovered');
