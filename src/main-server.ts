@@ -478,7 +478,8 @@ export async function startServer(
   busy = () => executions.stats().running;
   metrics.bindQueue({
     running: () => executions.stats().running,
-    queued: () => executions.stats().queued,
+    // Counted at scrape time: a cached count drifts between a claim and a concurrent submit.
+    queued: () => store.countQueued().catch(() => executions.stats().queued),
     warm: () => pools.warmCount(),
   });
   // Pools follow the active revision: a deploy or rollback retires the other revisions' instances.

@@ -9,7 +9,8 @@ import type { TerminalStatus } from '../../domain/execution.ts';
 
 export interface QueueGauges {
   running(): number;
-  queued(): number;
+  /** The shared queue's depth, read at scrape time (the store's count: every node's submissions). */
+  queued(): number | Promise<number>;
   /** Warm pool instances ready on this node. */
   warm(): number;
 }
@@ -164,10 +165,10 @@ export class PrometheusMetrics implements ExecutionMetrics {
     });
     new Gauge({
       name: 'aegis_queue_depth',
-      help: 'Executions waiting for a slot on this node',
+      help: 'Executions waiting in the queue (in a cluster: the shared queue every node claims from)',
       registers: [this.registry],
-      collect() {
-        this.set(queue.queued());
+      async collect() {
+        this.set(await queue.queued());
       },
     });
   }
