@@ -284,10 +284,9 @@ describe('edge nodes (real server — PostgreSQL when the test cluster runs —,
     const code = await exitOf(again, 'the second enrolment with a used token to be refused');
     assert.notEqual(code, 0);
     assert.match(again.stderr(), /unknown or already used enrolment token/);
-    const refused = (await ledger()).filter((e) => e.kind === 'edge.refused');
-    assert.ok(
-      refused.some((e) => /already used/.test(e.data.reason)),
-      JSON.stringify(refused),
+    // The ledger is group-committed: an export sees an entry once it is durable (up to ~1 s later).
+    await pollUntil('the used token refused in the ledger', async () =>
+      (await ledger()).some((e) => e.kind === 'edge.refused' && /already used/.test(e.data.reason)),
     );
     assert.equal((await nodes()).length, 1, 'no second edge was registered');
     edge.child.kill('SIGTERM');
@@ -416,13 +415,18 @@ describe('edge nodes (real server — PostgreSQL when the test cluster runs —,
     assert.equal(done.status, 'succeeded');
     assert.deepEqual(done.output, { ran: 'edge', name: 'victim' }, "the real edge's result, not the forgery");
     assert.ok(!(await logs(victim)).some((l) => l.includes('forged')));
-    const refusals = (await ledger()).filter((e) => e.kind === 'edge.refused' && e.data.node === evilId);
-    for (const what of [
+    const expected = [
       `accepted for execution ${victim}`,
       `log for execution ${victim}`,
       `finished for execution ${victim}`,
       'finished for execution ex_never_sent_anywhere',
-    ]) {
+    ];
+    // Group-committed: poll until every refusal is durable, then name any that is missing.
+    const refusals = await pollUntil('the forgeries refused in the ledger', async () => {
+      const found = (await ledger()).filter((e) => e.kind === 'edge.refused' && e.data.node === evilId);
+      return expected.every((what) => found.some((e) => e.data.reason.startsWith(what))) ? found : undefined;
+    }).catch(async () => (await ledger()).filter((e) => e.kind === 'edge.refused' && e.data.node === evilId));
+    for (const what of expected) {
       assert.ok(
         refusals.some((e) => e.data.reason.startsWith(what)),
         `refused and audited: ${what} — ${JSON.stringify(refusals.map((e) => e.data.reason))}`,
@@ -447,7 +451,7 @@ describe('edge nodes (real server — PostgreSQL when the test cluster runs —,
     );
     assert.equal(await closed, 4401);
     assert.match(got.find((f) => f.t === 'error')?.message ?? '', /signature does not match/);
-    assert.ok(
+    await pollUntil('the impostor refused in the ledger', async () =>
       (await ledger()).some(
         (e) => e.kind === 'edge.refused' && e.data.node === labId && /signature/.test(e.data.reason),
       ),
