@@ -507,14 +507,16 @@ describe('edge nodes (real server — PostgreSQL when the test cluster runs —,
     const retry = startEdge(proxy.url, ['--data-dir', labData]);
     assert.notEqual(await exitOf(retry, "the revoked edge's reconnect to be refused"), 0);
     assert.match(retry.stderr(), /edge node was revoked at/);
-    const entries = await ledger();
+    // Group-committed: wait until both entries are durable in the ledger an export reads.
+    const entries = await pollUntil('the revocation and the refused reconnect in the ledger', async () => {
+      const all = await ledger();
+      const both =
+        all.some((e) => e.kind === 'edge.revoked' && e.data.node === labId) &&
+        all.some((e) => e.kind === 'edge.refused' && e.data.node === labId && /revoked/.test(e.data.reason));
+      return both ? all : undefined;
+    });
     const revokedEntry = entries.find((e) => e.kind === 'edge.revoked' && e.data.node === labId);
     assert.equal(revokedEntry?.data.connected, true);
-    assert.ok(
-      entries.some(
-        (e) => e.kind === 'edge.refused' && e.data.node === labId && /revoked/.test(e.data.reason),
-      ),
-    );
   });
 });
 
