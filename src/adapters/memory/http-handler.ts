@@ -8,23 +8,14 @@
  * The scope is the execution's (app/memory-access.ts); a refusal is 403 `{error: {type: 'memory_denied', code:
  * 'memory_denied', message}}` (the SDKs raise MemoryDenied). Any other path goes to `next`.
  */
-import { timingSafeEqual } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { InSandboxMemory } from '../../app/memory-access.ts';
 import type { InSandboxHandler } from '../../app/ports.ts';
 import { AegisError, ERROR_CODES } from '../../domain/errors.ts';
+import { readJsonBody, sendJson as send, bearerMatches as tokenMatches } from '../in-sandbox/http-common.ts';
 
 const MAX_BODY_BYTES = 64 * 1024;
 const PREFIX = '/v1/memory';
-
-function send(response: ServerResponse, status: number, body: unknown): void {
-  const text = JSON.stringify(body);
-  response.writeHead(status, {
-    'content-type': 'application/json',
-    'content-length': Buffer.byteLength(text),
-  });
-  response.end(text);
-}
 
 function fail(response: ServerResponse, error: unknown): void {
   if (error instanceof AegisError) {
@@ -41,32 +32,6 @@ function fail(response: ServerResponse, error: unknown): void {
   send(response, 500, {
     error: { type: 'INTERNAL', code: 'INTERNAL', message: 'internal error in the AEGIS memory API' },
   });
-}
-
-function tokenMatches(request: IncomingMessage, token: string): boolean {
-  const header = request.headers.authorization ?? '';
-  const given = Buffer.from(header.startsWith('Bearer ') ? header.slice(7) : '');
-  const expected = Buffer.from(token);
-  return given.length === expected.length && timingSafeEqual(given, expected);
-}
-
-async function readJson(request: IncomingMessage): Promise<unknown> {
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of request as AsyncIterable<Buffer>) {
-    size += chunk.length;
-    if (size > MAX_BODY_BYTES)
-      throw new AegisError('PAYLOAD_TOO_LARGE', `a memory request body is at most ${MAX_BODY_BYTES} bytes`, {
-        hint: 'store a summary, or split the text into several memories',
-      });
-    chunks.push(chunk);
-  }
-  const text = Buffer.concat(chunks).toString('utf8');
-  try {
-    return JSON.parse(text === '' ? '{}' : text);
-  } catch {
-    throw new AegisError('USAGE', 'the body is not JSON');
-  }
 }
 
 export function createMemoryHandler(
@@ -98,7 +63,12 @@ export function createMemoryHandler(
             hint: 'POST /v1/memory/store, /v1/memory/search or /v1/memory/forget',
           },
         );
-      const body = await readJson(request);
+      const body = await readJsonBody(
+        request,
+        MAX_BODY_BYTES,
+        'memory request',
+        'store a summary, or split the text into several memories',
+      );
       send(response, 200, await memory[op](body));
     } catch (error) {
       fail(response, error);

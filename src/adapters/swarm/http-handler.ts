@@ -17,12 +17,12 @@
  * Seconds on the wire. A refusal of policy is 403 `{error: {type: 'swarm_denied', code: 'swarm_denied', message}}`
  * (the SDKs raise SwarmDenied). Any path outside `/v1/swarm` goes to `next`.
  */
-import { timingSafeEqual } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { InSandboxHandler } from '../../app/ports.ts';
 import type { InSandboxSwarm } from '../../app/swarm.ts';
 import { BUS_OPS, type BusOp } from '../../app/swarm-bus-access.ts';
 import { AegisError, ERROR_CODES } from '../../domain/errors.ts';
+import { readJsonBody, sendJson as send, bearerMatches as tokenMatches } from '../in-sandbox/http-common.ts';
 
 /** A spawn request carries an input (a reference to data, not the data). */
 const MAX_SPAWN_BODY_BYTES = 64 * 1024;
@@ -30,15 +30,6 @@ const MAX_SPAWN_BODY_BYTES = 64 * 1024;
 const MAX_BUS_BODY_BYTES = 1_048_576 + 4096;
 const PREFIX = '/v1/swarm';
 const CHILD = /^\/v1\/swarm\/children\/([A-Za-z0-9_-]{1,100})$/;
-
-function send(response: ServerResponse, status: number, body: unknown): void {
-  const text = JSON.stringify(body);
-  response.writeHead(status, {
-    'content-type': 'application/json',
-    'content-length': Buffer.byteLength(text),
-  });
-  response.end(text);
-}
 
 function fail(response: ServerResponse, error: unknown): void {
   if (error instanceof AegisError) {
@@ -51,32 +42,6 @@ function fail(response: ServerResponse, error: unknown): void {
   send(response, 500, {
     error: { type: 'INTERNAL', code: 'INTERNAL', message: 'internal error in the AEGIS swarm API' },
   });
-}
-
-function tokenMatches(request: IncomingMessage, token: string): boolean {
-  const header = request.headers.authorization ?? '';
-  const given = Buffer.from(header.startsWith('Bearer ') ? header.slice(7) : '');
-  const expected = Buffer.from(token);
-  return given.length === expected.length && timingSafeEqual(given, expected);
-}
-
-async function readJson(request: IncomingMessage, maxBytes: number, hint: string): Promise<unknown> {
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of request as AsyncIterable<Buffer>) {
-    size += chunk.length;
-    if (size > maxBytes)
-      throw new AegisError('PAYLOAD_TOO_LARGE', `a swarm request body is at most ${maxBytes} bytes`, {
-        hint,
-      });
-    chunks.push(chunk);
-  }
-  const text = Buffer.concat(chunks).toString('utf8');
-  try {
-    return JSON.parse(text === '' ? '{}' : text);
-  } catch {
-    throw new AegisError('USAGE', 'the body is not JSON');
-  }
 }
 
 export function createSwarmHandler(
@@ -106,12 +71,22 @@ export function createSwarmHandler(
       const child = CHILD.exec(path);
       let answer: unknown;
       if (request.method === 'POST' && op === 'spawn') {
-        const body = await readJson(request, MAX_SPAWN_BODY_BYTES, 'pass a reference to data, not the data');
+        const body = await readJsonBody(
+          request,
+          MAX_SPAWN_BODY_BYTES,
+          'swarm request',
+          'pass a reference to data, not the data',
+        );
         answer = await swarm.spawn(body);
       } else if (request.method === 'GET' && child !== null) {
         answer = await swarm.child(child[1] as string);
       } else if (request.method === 'POST' && BUS_OPS.includes(op as BusOp)) {
-        const body = await readJson(request, MAX_BUS_BODY_BYTES, 'publish a reference or a summary instead');
+        const body = await readJsonBody(
+          request,
+          MAX_BUS_BODY_BYTES,
+          'swarm request',
+          'publish a reference or a summary instead',
+        );
         answer = await swarm[op as BusOp](body, gone.signal);
       } else {
         throw new AegisError(

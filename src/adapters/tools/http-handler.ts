@@ -8,22 +8,13 @@
  * A refused call is 403 `{error: {type: 'tool_denied', code: 'tool_denied', message, rule}}` (the SDKs raise
  * ToolDenied with the message, which is phrased for a model to read). Any other path goes to `next`.
  */
-import { timingSafeEqual } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { InSandboxTools } from '../../app/live-sandboxes.ts';
 import type { InSandboxHandler } from '../../app/ports.ts';
 import { AegisError, ERROR_CODES } from '../../domain/errors.ts';
+import { sendJson as send, bearerMatches as tokenMatches } from '../in-sandbox/http-common.ts';
 
 const MAX_BODY_BYTES = 2 * 1024 * 1024;
-
-function send(response: ServerResponse, status: number, body: unknown): void {
-  const text = JSON.stringify(body);
-  response.writeHead(status, {
-    'content-type': 'application/json',
-    'content-length': Buffer.byteLength(text),
-  });
-  response.end(text);
-}
 
 function fail(response: ServerResponse, error: unknown): void {
   if (error instanceof AegisError) {
@@ -39,13 +30,6 @@ function fail(response: ServerResponse, error: unknown): void {
   send(response, 500, {
     error: { type: 'INTERNAL', code: 'INTERNAL', message: 'internal error in the AEGIS tool gateway' },
   });
-}
-
-function tokenMatches(request: IncomingMessage, token: string): boolean {
-  const header = request.headers.authorization ?? '';
-  const given = Buffer.from(header.startsWith('Bearer ') ? header.slice(7) : '');
-  const expected = Buffer.from(token);
-  return given.length === expected.length && timingSafeEqual(given, expected);
 }
 
 async function readJson(request: IncomingMessage): Promise<unknown> {
