@@ -6,6 +6,7 @@
  */
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
 import {
   chmodSync,
   existsSync,
@@ -425,8 +426,12 @@ echo "{\\"ro\\":\\"$ro\\",\\"host\\":\\"$host\\"}"
     assert.deepEqual(r.out.output, { uid: runtime.user.uid, in: [3], img: 'layout', rootw: 'no' });
     const tag = `aegis-oci:${layout.manifestDigest.slice('sha256:'.length)}`;
     assert.ok(await imageId(engine, tag), `${tag} imported`);
-    // A tampered layout is refused before anything reaches the engine.
-    const tampered = await writeOciLayout(join(work, `layout-${++seq}`), busyboxLayers());
+    // A tampered layout is refused before anything reaches the engine. Its config carries a nonce so its manifest
+    // digest is new to this engine: the test dockerd's data outlives a run (CI reuses one checkout path), and an
+    // earlier run may have imported the untampered layout of the same digest.
+    const tampered = await writeOciLayout(join(work, `layout-${++seq}`), busyboxLayers(), {
+      env: ['PATH=/bin', `NONCE=${randomUUID()}`],
+    });
     writeFileSync(tampered.blob(tampered.layerDigests[0]!), 'not the layer');
     const evil = await agentOf({ runtime: { command: ['/bin/true'], image: `oci:${tampered.dir}` } });
     await assert.rejects(run(evil), (error) => isAegisError(error) && error.code === 'MANIFEST_INVALID');
