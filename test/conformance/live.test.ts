@@ -230,7 +230,10 @@ for (const { runtime: rut, skip, missing } of conformanceRuntimes()) {
       // Up to 20 ms is tolerated for accounting booked around the freeze; a loop that kept running is far above it.
       await new Promise((resolve) => setTimeout(resolve, 1500));
       const usedWhilePaused = cpu()! - frozenAt!;
-      assert.ok(usedWhilePaused < 20_000_000, `a paused busy loop used CPU: ${usedWhilePaused / 1e6} ms in 1.5 s`);
+      assert.ok(
+        usedWhilePaused < 20_000_000,
+        `a paused busy loop used CPU: ${usedWhilePaused / 1e6} ms in 1.5 s`,
+      );
       await session.resume();
       await pollUntil('the busy loop to run again', () => cpu()! > frozenAt! + 50_000_000);
       await close(id, session);
