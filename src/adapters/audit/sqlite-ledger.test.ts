@@ -170,6 +170,31 @@ describe('SqliteAuditLedger', () => {
     await ledger.close();
   });
 
+  it('durable(): a waiter gets the entries of its turn committed in one write at the end of the turn, not after the interval', async () => {
+    const paths = home();
+    // An interval no test waits out: only the waiter's own write can resolve it.
+    const ledger = open(paths, { flushIntervalMs: 3_600_000 });
+    const count = () => {
+      const db = new DatabaseSync(paths.db);
+      try {
+        return Number(db.prepare('SELECT COUNT(*) AS n FROM audit_entries').get()?.['n']);
+      } finally {
+        db.close();
+      }
+    };
+    ledger.append('execution.started', 'ex', { instance: 'a' });
+    const first = ledger.durable();
+    // Appended later in the same turn: shares the commit.
+    ledger.append('execution.started', 'ex', { instance: 'b' });
+    const second = ledger.durable();
+    assert.equal(count(), 0, 'nothing written before the turn ends');
+    await Promise.all([first, second]);
+    assert.equal(count(), 2, 'both entries durable once their waiters resolve');
+    // Nothing buffered: resolves at once.
+    await ledger.durable();
+    await ledger.close();
+  });
+
   it('signs the head every N entries and at close', async () => {
     const paths = home();
     const ledger = open(paths, { headEvery: 5, batchSize: 1 });

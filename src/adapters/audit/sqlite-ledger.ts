@@ -4,7 +4,9 @@
  *
  * Appends are group-committed: `append` chains and hashes the entry in memory and returns it at once; buffered
  * entries are written in one transaction when `batchSize` of them are waiting (synchronously, inside that
- * `append` — the back-pressure) or `flushIntervalMs` after the first of them, and on `flush`/`close`.
+ * `append` — the back-pressure) or `flushIntervalMs` after the first of them, and on `flush`/`close`. Once someone
+ * awaits `durable()`, the write happens at the end of the current turn of the event loop instead (setImmediate):
+ * every append and waiter of that turn share one commit, and an acknowledgement never waits out the interval.
  * A head is signed (in the same transaction) at every `headEvery`-th entry since the last signed head, at most
  * `signAfterMs` after an append (so the unsigned tail is short in time too) and on `close` — by a process that
  * appended something: reading, verifying or exporting never signs. Each head is then recorded by the witness
@@ -211,6 +213,8 @@ export class SqliteAuditLedger implements AuditLog {
   #stored: ChainTip;
   #buffer: ChainLink[] = [];
   #timer: NodeJS.Timeout | undefined;
+  /** The write a `durable()` waiter asked for: at the end of this turn of the event loop. */
+  #soon: NodeJS.Immediate | undefined;
   /** Why the last write failed (cleared by a successful one). */
   #writeError: unknown;
   #closed = false;
@@ -352,13 +356,13 @@ export class SqliteAuditLedger implements AuditLog {
     }
     return new Promise((resolve, reject) => {
       this.#waiters.push({ resolve, reject });
-      // The group-commit timer is armed (unref'd) by append; someone now waits for it, so it must keep the process
-      // alive — and be armed again if a failed write left entries waiting.
-      this.#timer ??= setTimeout(() => {
-        this.#timer = undefined;
+      // Someone waits (an acknowledgement, a start): commit once the callbacks of this turn have run — concurrent
+      // requests of the turn share the transaction — not after the interval. A pending immediate keeps the process
+      // alive, and a failed write rejects the waiters (the buffer stays for the next attempt).
+      this.#soon ??= setImmediate(() => {
+        this.#soon = undefined;
         this.#write();
-      }, this.#options.flushIntervalMs);
-      this.#timer.ref();
+      });
     });
   }
 
@@ -535,6 +539,8 @@ export class SqliteAuditLedger implements AuditLog {
     this.#closed = true;
     if (this.#timer !== undefined) clearTimeout(this.#timer);
     this.#timer = undefined;
+    if (this.#soon !== undefined) clearImmediate(this.#soon);
+    this.#soon = undefined;
     if (this.#signTimer !== undefined) clearTimeout(this.#signTimer);
     this.#signTimer = undefined;
     try {
@@ -553,6 +559,10 @@ export class SqliteAuditLedger implements AuditLog {
     if (this.#timer !== undefined) {
       clearTimeout(this.#timer);
       this.#timer = undefined;
+    }
+    if (this.#soon !== undefined) {
+      clearImmediate(this.#soon);
+      this.#soon = undefined;
     }
     if ((this.#buffer.length === 0 && !signTip) || !this.#db.isOpen) {
       this.#settleWaiters();
