@@ -1236,7 +1236,17 @@ export class Executions {
           fence: job.fence.fence,
           ...(requestedBy === undefined ? {} : { requestedBy }),
           signal: job.controller.signal,
-          ...(pools ? { warm: (binding) => pools.take(agent, revision.revision, binding) } : {}),
+          ...(pools
+            ? {
+                // A pooled sandbox was prepared with the agent's own manifest (network, mounts, limits): a child
+                // narrowed to its parent's authority (ADR 0140) must start cold, in a sandbox made for it.
+                ...(agent === compiled
+                  ? { warm: (binding) => pools.take(agent, revision.revision, binding, { refill: 'later' }) }
+                  : {}),
+                // The pool refills once the agent runs, not between its warm instance and the release.
+                onExecuting: () => pools.ensure(compiled, revision.revision),
+              }
+            : {}),
           onStarted: (_id, start) => {
             metrics.sandboxStarted(clock.now() - dequeuedAt, start.warm ? 'warm' : 'cold');
             events.emit(record.id, 'status');

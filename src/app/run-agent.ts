@@ -138,6 +138,11 @@ export interface RunAgentRequest {
   /** Called when the sandbox is ready and about to run the agent; `warm` when it came from a warm pool. */
   readonly onStarted?: (id: string, start: { readonly warm: boolean }) => void;
   /**
+   * Called right after the agent was released (its first instruction may run). Background work that competes for
+   * the event loop — a warm pool's refill spawns synchronously for milliseconds — starts here, after the agent.
+   */
+  readonly onExecuting?: () => void;
+  /**
    * A Warm instance for this execution, if a pool has one (bound to it by the pool); otherwise undefined and the
    * runtime spawns one. Never asked for agents with secrets (their placeholders are per execution).
    */
@@ -629,21 +634,19 @@ export async function runAgent(deps: RunAgentDeps, request: RunAgentRequest): Pr
       onLog,
       ...(request.signal ? { signal: request.signal } : {}),
     };
-    const ran =
+    // Each runner releases the agent before its first await: onExecuting then runs after the release.
+    const running =
       agent.task === undefined
         ? liveCode
-          ? await runLiveCode(deps, agent, instanceId, taskInput, liveSession)
-          : await runtime.execute(instanceId, taskInput)
-        : await runDeclarative(
-            deps,
-            agent,
-            id,
-            instanceId,
-            taskInput,
-            secretsEnv,
-            llmToken,
-            request.requestedBy,
-          );
+          ? runLiveCode(deps, agent, instanceId, taskInput, liveSession)
+          : runtime.execute(instanceId, taskInput)
+        : runDeclarative(deps, agent, id, instanceId, taskInput, secretsEnv, llmToken, request.requestedBy);
+    try {
+      request.onExecuting?.();
+    } catch {
+      // Background work never fails the execution.
+    }
+    const ran = await running;
     const result =
       agent.task === undefined && agent.validation?.length && ran.status === 'succeeded'
         ? await validateCode(deps, agent, id, ran, taskInput)

@@ -130,12 +130,20 @@ export class WarmPools {
 
   /**
    * A warm instance of this revision bound to the execution, or undefined (none ready: start cold). Wakes the pool
-   * and refills it in the background either way.
+   * and refills it in the background either way — or, with `refill: 'later'`, leaves the refill to the caller's
+   * `ensure` once the taken instance runs: a spawn holds the event loop for milliseconds (preparing the sandbox,
+   * forking bwrap), which must not come between a warm instance and its release.
    */
-  take(agent: CompiledAgent, revision: number, binding: InstanceBinding): InstanceId | undefined {
+  take(
+    agent: CompiledAgent,
+    revision: number,
+    binding: InstanceBinding,
+    options: { readonly refill?: 'now' | 'later' } = {},
+  ): InstanceId | undefined {
+    const refillNow = options.refill !== 'later';
     const pool = this.#pools.get(poolKey(agent.name, revision));
     if (pool === undefined) {
-      this.ensure(agent, revision);
+      if (refillNow) this.ensure(agent, revision);
       return undefined;
     }
     pool.lastUsedAt = this.#deps.clock.now();
@@ -154,7 +162,7 @@ export class WarmPools {
         void this.#retire(pool, id, 'died');
       }
     }
-    this.#refill(pool);
+    if (refillNow) this.#refill(pool);
     return taken;
   }
 

@@ -84,6 +84,31 @@ for model in ["smart", "default"]:
         print(json.dumps({model: "refused %s" % e.status}), flush=True)
 `;
 
+const POOL_BOSS_PY = `
+import aegis
+aegis.output({"kid": aegis.swarm.spawn("kid-pooled", {}, wait=True, timeout=120)})
+`;
+
+/** No SDK (so nothing keeps it from a warm pool): egress and a host write, as its own manifest would allow. */
+const POOLED_KID_PY = (okPort: number, evilPort: number, outside: string) => `
+import json, urllib.request
+out = {}
+def get(port):
+    try:
+        return urllib.request.urlopen("http://127.0.0.1:%d/x" % port, timeout=10).status
+    except Exception as e:
+        return "refused: " + type(e).__name__
+out["ok"] = get(${okPort})
+out["evil"] = get(${evilPort})
+try:
+    with open(${JSON.stringify(join(outside, 'pooled.txt'))}, "w") as f:
+        f.write("x")
+    out["write"] = "written"
+except Exception as e:
+    out["write"] = "refused: " + type(e).__name__
+print(json.dumps(out), flush=True)
+`;
+
 const MANY_PY = `
 import aegis
 out = []
@@ -203,6 +228,27 @@ describe('swarm attacks: a child never gets more than its parent; limits and cas
       },
       KID_PY(okPort, evilPort, outside),
     );
+    // A child whose own manifest keeps a warm pool: its pooled sandboxes are prepared with that manifest's
+    // (wider) network and mounts, so a narrowed child must never be handed one.
+    await deploy(
+      'pool-boss',
+      {
+        security: { network: { allow: [`127.0.0.1:${okPort}`] }, resources: { timeout: '3m' } },
+        swarm: { canSpawn: ['kid-pooled'], maxDepth: 1 },
+      },
+      POOL_BOSS_PY,
+    );
+    await deploy(
+      'kid-pooled',
+      {
+        security: {
+          network: { allow: [`127.0.0.1:${okPort}`, `127.0.0.1:${evilPort}`] },
+          filesystem: { write: [outside] },
+        },
+        scaling: { warm: 1 },
+      },
+      POOLED_KID_PY(okPort, evilPort, outside),
+    );
     await deploy('kid-noop', {}, 'print("noop")\n');
     await deploy('kid-sleep', {}, 'import time\nprint("up", flush=True)\ntime.sleep(300)\n');
     await deploy('fan', { swarm: { canSpawn: ['kid-noop'], maxChildren: 2 } }, MANY_PY);
@@ -285,6 +331,44 @@ describe('swarm attacks: a child never gets more than its parent; limits and cas
     assert.match(shown.stdout, new RegExp(`└─ ${kid.id}\\s+kid-greedy`));
     const json = await cli(['swarm', 'show', boss.id, '-o', 'json'], env());
     assert.deepEqual(JSON.parse(json.stdout), (await api('GET', `/v1/swarms/${boss.id}`)).json);
+  });
+
+  it('attack: a narrowed child is never handed a warm sandbox prepared with its own wider manifest', async () => {
+    // The pool of kid-pooled is full before the spawn: a warm instance is there to be (wrongly) taken.
+    await pollUntil('the warm pool of kid-pooled', async () => {
+      const agent = (await api('GET', '/v1/agents/kid-pooled')).json as { pools?: { warm: number }[] };
+      return (agent.pools ?? []).some((pool) => pool.warm >= 1);
+    });
+    const boss = await exec('pool-boss');
+    assert.equal(boss.status, 'succeeded', JSON.stringify(boss) + server.stderr());
+    const kidId = (boss.output as { kid: { id: string } }).kid.id;
+    const logs = (await api('GET', `/v1/executions/${kidId}/logs`)).json as { lines: { text: string }[] };
+    const out = logs.lines.filter((l) => l.text.startsWith('{')).map((l) => JSON.parse(l.text))[0] as
+      | Record<string, unknown>
+      | undefined;
+    assert.ok(out, `the child printed its findings: ${JSON.stringify(logs)}`);
+    assert.equal(out['ok'], 200, JSON.stringify(out));
+    assert.match(String(out['evil']), /^refused/, 'egress only the child’s own manifest allows is refused');
+    assert.match(
+      String(out['write']),
+      /^refused/,
+      'a host path only the child’s own manifest grants is not there',
+    );
+    assert.equal(existsSync(join(outside, 'pooled.txt')), false);
+    const entries = await auditOf(kidId);
+    const started = entries.find((e) => e.kind === 'execution.started')?.data;
+    assert.notEqual(started?.['warm'], true, 'the narrowed child started cold, in a sandbox made for it');
+    assert.ok(
+      entries.some(
+        (e) => e.kind === 'network.connect' && e.data['verdict'] === 'deny' && e.data['port'] === ports[1],
+      ),
+      'the refused connection is audited',
+    );
+    // The agent's own executions still use its pool.
+    const direct = await exec('kid-pooled');
+    assert.equal(direct.status, 'succeeded');
+    const directStarted = (await auditOf(direct.id)).find((e) => e.kind === 'execution.started')?.data;
+    assert.equal(directStarted?.['warm'], true, 'an unnarrowed execution of kid-pooled took a warm sandbox');
   });
 
   it('attack: fan-out over maxChildren and a tree over budget.executions are refused and audited', async () => {
