@@ -34,6 +34,8 @@ export interface PruneRequest {
   readonly batchSize?: number;
   /** Ledger entries per checkpoint (one archive each). @default 100_000 */
   readonly ledgerBatch?: number;
+  /** A cluster node: the newest ledger seq shipped to PostgreSQL; later entries are kept. @default no limit */
+  readonly ledgerShippedThroughSeq?: number;
   /** Give freed space back to the file system afterwards (SQLite). @default true */
   readonly reclaim?: boolean;
 }
@@ -191,6 +193,9 @@ export async function prune(deps: RetentionDeps, request: PruneRequest): Promise
         keep,
         dryRun,
         ...(request.ledgerBatch === undefined ? {} : { maxEntries: request.ledgerBatch }),
+        ...(request.ledgerShippedThroughSeq === undefined
+          ? {}
+          : { shippedThroughSeq: request.ledgerShippedThroughSeq }),
       });
       ledgerEntries += outcome.entries;
       const cp = outcome.checkpoint;

@@ -3,13 +3,16 @@
  * records and — under a signed checkpoint with an archive — old ledger entries, locally on $AEGIS_HOME or on a
  * server (`--server`, POST /v1/admin/prune, admin key). Prints what it removed and what it kept and why.
  */
+
+import { existsSync } from 'node:fs';
 import type { Command } from 'commander';
+import { readReplicationState } from '../adapters/audit/ledger-replicator.ts';
 import type { PruneReport } from '../app/retention.ts';
 import { prune } from '../app/retention.ts';
 import { AegisError } from '../domain/errors.ts';
 import { parseRetention, retentionPolicy } from '../domain/retention.ts';
 import { formatBytes } from '../domain/units.ts';
-import { openAuditContext, openLocalStore, systemClock } from '../main.ts';
+import { openAuditContext, openLocalStore, replicationStateFile, systemClock } from '../main.ts';
 import { EXIT, type OutputFormat, outputOption, printJson } from './output.ts';
 import { withServer } from './remote/connect.ts';
 import { addServerOptions, serverFrom } from './remote/index.ts';
@@ -62,11 +65,17 @@ async function commandPrune(flags: PruneFlags): Promise<number> {
   });
   const store = openLocalStore();
   try {
-    const { audit } = openAuditContext(undefined, { writer: true });
+    const { audit, witness } = openAuditContext(undefined, { writer: true });
     try {
+      const shipped = shippedThroughSeq(replicationStateFile(witness));
       const report = await prune(
         { store, audit, clock: systemClock },
-        { policy, dryRun: flags.dryRun === true, by: 'local' },
+        {
+          policy,
+          dryRun: flags.dryRun === true,
+          by: 'local',
+          ...(shipped === undefined ? {} : { ledgerShippedThroughSeq: shipped }),
+        },
       );
       return print(report, flags.output);
     } finally {
@@ -75,6 +84,16 @@ async function commandPrune(flags: PruneFlags): Promise<number> {
   } finally {
     await store.close();
   }
+}
+
+/**
+ * A cluster node's home (ADR 0116): how far its replicator shipped the ledger to PostgreSQL — entries after that
+ * must stay until shipped. A state file that cannot be read, or a node configured for a cluster that never shipped,
+ * keeps everything (0). undefined: not a cluster node.
+ */
+function shippedThroughSeq(stateFile: string): number | undefined {
+  if (existsSync(stateFile)) return readReplicationState(stateFile)?.seq ?? 0;
+  return (process.env['AEGIS_DATABASE_URL'] ?? '') === '' ? undefined : 0;
 }
 
 function print(report: PruneReport, output: OutputFormat): number {

@@ -192,6 +192,10 @@ export async function writeCheckpoint(
   }
   // The newest entry always stays: the chain's tip is where the next append links.
   through = Math.min(through, tip - 1);
+  if (request.shippedThroughSeq !== undefined && through > request.shippedThroughSeq) {
+    through = request.shippedThroughSeq;
+    kept ??= `ledger entries after seq ${through} are kept: not yet shipped to the cluster ledger (PostgreSQL)`;
+  }
   if (through > deps.verifiedTip.seq) {
     through = deps.verifiedTip.seq;
     kept ??= `ledger entries after seq ${through} are kept: not yet verified by this process`;

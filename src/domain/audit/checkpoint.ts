@@ -49,6 +49,12 @@ export interface CheckpointRequest {
   readonly dryRun: boolean;
   /** @default 100_000 */
   readonly maxEntries?: number;
+  /**
+   * A cluster node's ledger (ADR 0116): the newest seq its replicator shipped to PostgreSQL. Entries after it stay —
+   * dropping them would take them out of the cluster ledger for good (never shipped) and halt replication (the chain
+   * in PostgreSQL would no longer continue). @default no limit (not replicated)
+   */
+  readonly shippedThroughSeq?: number;
 }
 
 export interface CheckpointOutcome {
