@@ -853,6 +853,8 @@ export class Executions {
     this.#deps.metrics.executionFinished('failed');
     events.emit(record.id, 'status');
     store.signal('status', record.id).catch(() => {});
+    // Its node is gone, and with it the cascade its run would have done: no descendant outlives it.
+    await this.#cascade(record).catch(() => {});
     return 'failed';
   }
 
@@ -1303,6 +1305,8 @@ export class Executions {
       } else if (current) {
         status = current.status;
       }
+      // A run that threw (the ledger or the store failed under it) may have spawned children too.
+      await this.#cascade(record).catch(() => {});
     }
     metrics.executionFinished(isTerminal(status) ? status : 'failed');
   }

@@ -135,3 +135,71 @@ describe('swarm spawn racing the end of its parent', () => {
     );
   });
 });
+
+describe('swarm children of a parent whose node died', () => {
+  it('attack: a child does not outlive a parent that another node settled as node-lost', async () => {
+    const clock = new ManualClock();
+    const store = new MemoryStore();
+    const bundles = new FakeBundles();
+    const apis: InSandboxSwarm[] = [];
+    let n = 0;
+    const node = (nodeId: string) => {
+      const runtime = new FakeRuntime(clock);
+      const audit = new MemoryAuditLog({ clock });
+      const swarmStore = new MemorySwarmStore();
+      const executions = new Executions(
+        {
+          runtime,
+          store,
+          bundles,
+          audit,
+          clock,
+          ids: { executionId: () => `ex_${nodeId}_${++n}` },
+          identity: {
+            current: () => ({ host: `${nodeId}.host`, pid: 1, startTicks: 1 }),
+            isAlive: () => true,
+          },
+          events: new ExecutionEvents(clock),
+          metrics: { executionFinished: () => {}, sandboxStarted: () => {}, dequeued: () => {} },
+          node: { nodeId, labels: {} },
+          swarm: {
+            handlerFor: (_token: string, swarm: InSandboxSwarm) => {
+              apis.push(swarm);
+              return (() => {}) as unknown as InSandboxHandler;
+            },
+            newToken: () => `tok_${nodeId}_${++n}`,
+            bus: new SwarmBus({ store: swarmStore, audit, clock, sha256Hex: (text) => `sha:${text.length}` }),
+            locks: new SwarmLocks({ store: swarmStore, audit, clock }),
+            swarmOf: async (id: string) => (await store.getExecution(id))?.rootId ?? id,
+            nodeId,
+          },
+        },
+        { maxConcurrent: 1, maxQueued: 10, leaseMs: 1000, heartbeatMs: 1e9 },
+      );
+      runtime.script = { hang: true };
+      return { runtime, audit, executions };
+    };
+    const deps = { store, bundles, audit: new MemoryAuditLog({ clock }), clock };
+    await deployAgent(deps, deployer, FakeBundles.encode(manifest('boss', { swarm: { canSpawn: ['kid'] } })));
+    await deployAgent(deps, deployer, FakeBundles.encode(manifest('kid')));
+    const a = node('a');
+    await a.executions.recover();
+    const boss = await a.executions.submit(runner, { agent: 'boss' });
+    await until(async () => (await store.getExecution(boss.id))?.status === 'running', 'a runs the parent');
+    const kid = await (apis[0] as InSandboxSwarm).spawn({ agent: 'kid', input: null });
+    // a is full (one slot): b takes the child and runs it.
+    const b = node('b');
+    await b.executions.recover();
+    await until(async () => (await store.getExecution(kid.id))?.status === 'running', 'b runs the child');
+
+    await clock.advance(1500); // a is paused: no heartbeat, its lease expires
+    await b.executions.heartbeat();
+    assert.equal((await store.getExecution(boss.id))?.status, 'failed');
+    await until(
+      async () => isTerminal((await store.getExecution(kid.id))?.status ?? 'running'),
+      'the child ended',
+    );
+    assert.equal((await store.getExecution(kid.id))?.status, 'killed');
+    await b.executions.drain(0);
+  });
+});
