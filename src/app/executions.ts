@@ -853,6 +853,8 @@ export class Executions {
     this.#deps.metrics.executionFinished('failed');
     events.emit(record.id, 'status');
     store.signal('status', record.id).catch(() => {});
+    // Its node is gone, and with it the cascade its run would have done: no descendant outlives it.
+    await this.#cascade(record).catch(() => {});
     return 'failed';
   }
 
@@ -1118,6 +1120,18 @@ export class Executions {
           'wait for the children you have, or do the rest in this execution',
         ),
     });
+    // The parent may have ended while the child was on its way to the store: its end cancels the descendants it
+    // sees (#cascade), and this one came too late to be seen. Its status is terminal before that look, so a child
+    // inserted after it finds it here; cancelled, it never runs as an orphan nobody collects or bounds.
+    const now = await this.#deps.store.getExecution(parent.record.id);
+    if (now === undefined || isTerminal(now.status)) {
+      await this.cancel(principal, child.id).catch(() => {});
+      return refuse(
+        'parent ended',
+        `this execution ended (${now?.status ?? 'gone'}) before the child was started`,
+        'spawn before the end of the run, and wait for the children you need',
+      );
+    }
     audit.append(AUDIT_KINDS.swarmSpawn, parent.record.id, {
       parent: parent.record.id,
       child: child.id,
@@ -1291,6 +1305,8 @@ export class Executions {
       } else if (current) {
         status = current.status;
       }
+      // A run that threw (the ledger or the store failed under it) may have spawned children too.
+      await this.#cascade(record).catch(() => {});
     }
     metrics.executionFinished(isTerminal(status) ? status : 'failed');
   }

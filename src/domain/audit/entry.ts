@@ -172,6 +172,8 @@ export type AuditDataByKind = {
     readonly tools: readonly string[];
     readonly models: readonly string[];
     readonly secrets: readonly string[];
+    /** Swarm grants dropped (`locks.global`); absent in entries written before it existed. */
+    readonly swarm?: readonly string[];
   };
   'apikey.created': {
     readonly id: string;

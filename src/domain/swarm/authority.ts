@@ -28,6 +28,11 @@ export interface AuthorityCeiling {
   readonly secrets: readonly string[];
   /** The parent's run timeout: a child never outlives what its parent may. */
   readonly timeoutMs: number;
+  /**
+   * Whether the parent may take global locks (`spec.swarm.locks.global`); absent (a ceiling stored before this
+   * field existed) counts as false.
+   */
+  readonly globalLocks?: boolean;
   /** Levels the child may still spawn below it, and the tree's execution limit (least over its ancestors). */
   readonly swarm?: { readonly depthLeft: number; readonly executions: number | null };
 }

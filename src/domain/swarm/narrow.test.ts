@@ -118,6 +118,26 @@ describe('narrowAgent (ADR 0140): a child never holds more than its parent', () 
   });
 });
 
+describe('narrowAgent: swarm grants (attack: a global lock through a child)', () => {
+  // The parent may not take global locks (they reach every swarm); its child's own manifest may.
+  const boss = agent('boss', { swarm: { canSpawn: ['locker'] } });
+  const locker = agent('locker', { swarm: { locks: { global: true } } });
+
+  it('a child takes global locks only when its parent may', () => {
+    assert.equal(locker.swarm?.locks.global, true);
+    const narrowed = narrowAgent(locker, ceilingOf(boss));
+    assert.equal(narrowed.swarm?.locks.global, false);
+    assert.deepEqual(narrowedAway(locker, narrowed)?.swarm, ['locks.global']);
+    const granted = agent('granted', { swarm: { canSpawn: ['locker'], locks: { global: true } } });
+    assert.equal(narrowAgent(locker, ceilingOf(granted)).swarm?.locks.global, true);
+  });
+
+  it('a ceiling stored before the grant was recorded counts as no global locks', () => {
+    const { globalLocks: _, ...old } = ceilingOf(agent('granted', { swarm: { locks: { global: true } } }));
+    assert.equal(narrowAgent(locker, old).swarm?.locks.global, false);
+  });
+});
+
 describe('llmLeftOf: a child gets what its parent has not spent yet', () => {
   it('subtracts tokens, calls and USD already spent at spawn time, never below 0', () => {
     const spent = { calls: 3, inputTokens: 150, outputTokens: 50, usd: 0.25 };

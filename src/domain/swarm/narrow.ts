@@ -65,6 +65,7 @@ export function ceilingOf(
           },
     secrets: parent.secrets.map((s) => s.name),
     timeoutMs: parent.limits.timeoutMs,
+    globalLocks: parent.swarm?.locks.global === true,
   };
 }
 
@@ -99,10 +100,16 @@ export function narrowAgent(child: CompiledAgent, ceiling: AuthorityCeiling): Co
             },
           },
   };
+  const swarm = child.swarm;
+  // A global lock reaches every swarm: a child takes one only when its parent may (spec.swarm.locks.global).
+  const withSwarm: CompiledAgent =
+    swarm?.locks.global && ceiling.globalLocks !== true
+      ? { ...narrowed, swarm: { ...swarm, locks: { ...swarm.locks, global: false } } }
+      : narrowed;
   if (child.tools !== undefined) {
-    return { ...narrowed, tools: child.tools.flatMap((t) => narrowTool(t, ceiling.tools)) };
+    return { ...withSwarm, tools: child.tools.flatMap((t) => narrowTool(t, ceiling.tools)) };
   }
-  return narrowed;
+  return withSwarm;
 }
 
 /** Does `name` match one of the `spec.swarm.canSpawn` patterns (`*` matches any run of name characters)? */
@@ -206,6 +213,8 @@ export interface Narrowed {
   readonly tools: readonly string[];
   readonly models: readonly string[];
   readonly secrets: readonly string[];
+  /** Swarm grants dropped (`locks.global`). */
+  readonly swarm: readonly string[];
 }
 
 export function narrowedAway(child: CompiledAgent, narrowed: CompiledAgent): Narrowed | undefined {
@@ -226,6 +235,7 @@ export function narrowedAway(child: CompiledAgent, narrowed: CompiledAgent): Nar
       child.secrets.map((s) => s.name),
       narrowed.secrets.map((s) => s.name),
     ),
+    swarm: child.swarm?.locks.global && narrowed.swarm?.locks.global !== true ? ['locks.global'] : [],
   };
   return Object.values(dropped).some((list) => list.length > 0) ? dropped : undefined;
 }
