@@ -326,7 +326,7 @@ export class EdgeHub {
         : new AegisError('INTERNAL', 'edge handshake failed', { cause: error });
       if (aegis.code === 'INTERNAL')
         this.#options.log({ level: 'error', msg: 'edge handshake', error: String(error) });
-      this.#send(conn, { t: 'error', code: aegis.code, message: aegis.message });
+      this.#send(conn, { t: 'error', code: aegis.code, message: aegis.message.slice(0, 4000) });
       ws.close(4401, aegis.code);
       return;
     }
