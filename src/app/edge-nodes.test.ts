@@ -140,6 +140,42 @@ describe('EdgeNodes (enrolment, authentication, revocation)', () => {
     assert.equal(await store.listEdgeNodes().then((list) => list.length), 0);
   });
 
+  it('signals the cluster (topic edge) on enrolment and revocation, so every server reloads the edge at once', async () => {
+    const store = new MemoryStore();
+    const signals: string[] = [];
+    store.onSignal((topic, id) => signals.push(`${topic}:${id}`));
+    const key = generateKeyPairSync('ed25519');
+    const nodes = new EdgeNodes({
+      store,
+      audit: new MemoryAuditLog(),
+      clock: new ManualClock(),
+      hasher: { sha256Hex: (text) => `h(${text})` },
+      random: { hex128: () => '0'.repeat(32) },
+      verify: (pem, message, signature) =>
+        verify(null, Buffer.from(message), createPublicKey(pem), Buffer.from(signature, 'base64')),
+      signals: store,
+    });
+    const { token } = await nodes.createToken(admin, {});
+    await nodes.enrol(
+      {
+        token,
+        publicKeyPem: String(key.publicKey.export({ type: 'spki', format: 'pem' })),
+        signature: sign(null, Buffer.from(challengeText('n', null)), key.privateKey).toString('base64'),
+        labels: {},
+        runtimes: [],
+        capacity: 1,
+      },
+      'n',
+      'peer',
+      'edge_1',
+    );
+    await nodes.revoke(admin, 'edge_1');
+    assert.deepEqual(
+      signals.filter((s) => s.startsWith('edge:')),
+      ['edge:edge_1', 'edge:edge_1'],
+    );
+  });
+
   it('authenticates by a signed nonce; a revoked edge is refused and revocation tells the hub', async () => {
     const { nodes, pem, signed, audit } = setup();
     const { token } = await nodes.createToken(admin, {});

@@ -16,7 +16,7 @@ import {
   MAX_EDGE_TOKEN_TTL_MS,
 } from '../domain/edge/records.ts';
 import { AegisError } from '../domain/errors.ts';
-import type { AuditLog, Clock, EdgeStore, Hasher, SecretRandom } from './ports.ts';
+import type { AuditLog, Clock, ClusterStore, EdgeStore, Hasher, SecretRandom } from './ports.ts';
 
 export interface EdgeNodesDeps {
   readonly store: EdgeStore;
@@ -26,6 +26,12 @@ export interface EdgeNodesDeps {
   readonly audit: AuditLog;
   /** True when `signature` (base64) is the Ed25519 signature of `message` by the SPKI PEM `publicKeyPem`. */
   readonly verify: (publicKeyPem: string, message: string, signature: string) => boolean;
+  /**
+   * Tells every server sharing the store that an edge was enrolled or revoked (topic `edge`, its id): each reloads
+   * it — placement knows it at once, and the server holding a revoked edge's connection cuts it at once instead of
+   * on its next periodic refresh. Absent: this process only.
+   */
+  readonly signals?: Pick<ClusterStore, 'signal'>;
 }
 
 export type EdgeTokenView = Omit<EdgeTokenRecord, 'hash'>;
@@ -108,6 +114,7 @@ export class EdgeNodes {
       current.revokedAt === null ? { ...current, revokedAt: new Date(clock.now()).toISOString() } : current;
     await store.putEdgeNode(next);
     const connected = this.onRevoked(nodeId);
+    await this.#signal(nodeId);
     audit.append(AUDIT_KINDS.edgeRevoked, null, { node: nodeId, by: principal.id, connected });
     await audit.flush();
     return next;
@@ -159,6 +166,7 @@ export class EdgeNodes {
       revokedAt: null,
     };
     await store.putEdgeNode(record);
+    await this.#signal(record.id);
     audit.append(AUDIT_KINDS.edgeEnrolled, null, {
       node: record.id,
       token: token.id,
@@ -186,6 +194,15 @@ export class EdgeNodes {
       return this.#refuse(nodeId, 'signature does not match the enrolled key', from);
     }
     return record;
+  }
+
+  /** Best effort: the stored record is the truth, and every server also reloads the edges periodically. */
+  async #signal(nodeId: string): Promise<void> {
+    try {
+      await this.#deps.signals?.signal('edge', nodeId);
+    } catch {
+      // the periodic refresh (main-server.ts) still brings it
+    }
   }
 
   /** Audits a refused connection or report and throws UNAUTHENTICATED saying why. */
