@@ -45,6 +45,7 @@ import { ToolGateway } from './app/tools.ts';
 import { WarmPools } from './app/warm-pools.ts';
 import type { RateLimit } from './domain/auth/api-key.ts';
 import { type NodeIdentity, type NodeLabels, parseNodeLabels } from './domain/cluster/node.ts';
+import type { EdgeNodeRecord } from './domain/edge/records.ts';
 import { AegisError } from './domain/errors.ts';
 import { swarmIdOf } from './domain/execution.ts';
 import { sandboxNodeLostReason } from './domain/live-sandbox.ts';
@@ -267,6 +268,7 @@ export async function startServer(
     random: cryptoSecretRandom,
     audit,
     verify: verifyEd25519,
+    signals: store,
   });
   // Connected edges are rows of the cluster registry (kind edge), kept live by this server (ADR 0134).
   const edgeRegistry = new EdgeRegistry({
@@ -297,11 +299,22 @@ export async function startServer(
       listEdges: () => store.listEdgeNodes(),
     }),
   );
-  // Each server heartbeats the edges connected to it and learns the edges enrolled (or revoked) through the others.
+  // Each server learns the edges enrolled (or revoked) through the others — their records, and a revoked one
+  // connected here is cut — at once from the `edge` signal, and periodically (a missed NOTIFY) with the heartbeat.
+  const reloadEdges = async (records: readonly EdgeNodeRecord[]) => {
+    for (const id of edgeHub.load(records)) await edgeRegistry.revoked(id);
+  };
+  const stopEdgeSignals = store.onSignal((topic, id) => {
+    if (topic !== 'edge') return;
+    void (async () => {
+      const record = await store.getEdgeNode(id);
+      if (record !== undefined) await reloadEdges([record]);
+    })().catch(registryFailed);
+  });
   const edgeTimer = systemClock.setInterval(
     () => {
       void (async () => {
-        await edgeHub.load(await store.listEdgeNodes());
+        await reloadEdges(await store.listEdgeNodes());
         await edgeRegistry.beat(edgeHub.connectedEdges());
       })().catch(registryFailed);
     },
@@ -631,7 +644,7 @@ export async function startServer(
   try {
     const first = await ensureFirstAdminKey(keyDeps);
     if (first !== undefined) writeFileSync(adminKeyFile, `${first.key}\n`, { mode: 0o600, flag: 'w' });
-    await edgeHub.load(await store.listEdgeNodes());
+    edgeHub.load(await store.listEdgeNodes());
     const recovered = await executions.recover();
     const sandboxesReaped = await sandboxes.recover();
     if (sandboxesReaped.length > 0) {
@@ -685,6 +698,7 @@ export async function startServer(
           await pools.close();
           await expiry.stop();
           edgeTimer.cancel();
+          stopEdgeSignals();
           edgeHub.close();
           try {
             await running.close();

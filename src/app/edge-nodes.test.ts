@@ -52,14 +52,14 @@ describe('EdgeNodes (enrolment, authentication, revocation)', () => {
     );
   });
 
-  it("enrols once per token (labels merged, the token's win); a reuse, a wrong signature, an expiry are refused and audited", async () => {
+  it("enrols once per token (its labels exactly the token's); a reuse, a wrong signature, an expiry are refused and audited", async () => {
     const { nodes, audit, clock, pem, signed } = setup();
-    const { token } = await nodes.createToken(admin, { labels: { site: 'lab' }, ttlMs: 60_000 });
+    const { token } = await nodes.createToken(admin, { labels: { site: 'lab', zone: 'a' }, ttlMs: 60_000 });
     const request = (signature: string) => ({
       token,
       publicKeyPem: pem,
       signature,
-      labels: { site: 'spoofed', zone: 'a' },
+      labels: { zone: 'a' },
       runtimes: ['sandbox'],
       capacity: 2,
     });
@@ -68,7 +68,11 @@ describe('EdgeNodes (enrolment, authentication, revocation)', () => {
       message: /signature does not match/,
     });
     const record = await nodes.enrol(request(signed('n2', null)), 'n2', 'peer', 'edge_1');
-    assert.deepEqual(record.labels, { site: 'lab', zone: 'a' });
+    assert.deepEqual(
+      record.labels,
+      { site: 'lab', zone: 'a' },
+      'a subset declared: the token grants the rest',
+    );
     await assert.rejects(nodes.enrol(request(signed('n3', null)), 'n3', 'peer', 'edge_2'), {
       message: /already used/,
     });
@@ -85,6 +89,90 @@ describe('EdgeNodes (enrolment, authentication, revocation)', () => {
         'unknown or already used enrolment token',
         `enrolment token ${late.record.id} expired`,
       ],
+    );
+  });
+
+  it('attacker: an edge declaring a label its token does not carry (another key or value) is refused and audited', async () => {
+    const { nodes, store, audit, pem, signed } = setup();
+    for (const [tokenLabels, declared, ungranted] of [
+      [{ site: 'evil' }, { zone: 'secure' }, 'zone=secure'],
+      [{ site: 'evil' }, { site: 'lab' }, 'site=lab'],
+      [{}, { zone: 'secure', site: 'evil' }, 'site=evil, zone=secure'],
+    ] as const) {
+      const { token, record: made } = await nodes.createToken(admin, { labels: tokenLabels });
+      await assert.rejects(
+        nodes.enrol(
+          {
+            token,
+            publicKeyPem: pem,
+            signature: signed('n', null),
+            labels: declared,
+            runtimes: [],
+            capacity: 1,
+          },
+          'n',
+          'peer',
+          `edge_${made.id}`,
+        ),
+        (error: Error & { code?: string; hint?: string }) => {
+          assert.equal(error.code, 'PERMISSION_DENIED');
+          assert.match(error.message, new RegExp(`labels ${ungranted} declared by the edge are not granted`));
+          assert.match(error.message, /aegis edge token create .*--label/);
+          return true;
+        },
+      );
+      assert.equal(await store.getEdgeNode(`edge_${made.id}`), undefined, 'nothing enrolled');
+      // The token is spent: the same token with acceptable labels is refused too.
+      await assert.rejects(
+        nodes.enrol(
+          { token, publicKeyPem: pem, signature: signed('m', null), labels: {}, runtimes: [], capacity: 1 },
+          'm',
+          'peer',
+          'edge_retry',
+        ),
+        { message: /already used/ },
+      );
+    }
+    const refused = audit.entries
+      .filter((e) => e.kind === 'edge.refused')
+      .map((e) => String(e.data['reason']));
+    assert.equal(refused.filter((r) => /not granted by enrolment token/.test(r)).length, 3);
+    assert.equal(await store.listEdgeNodes().then((list) => list.length), 0);
+  });
+
+  it('signals the cluster (topic edge) on enrolment and revocation, so every server reloads the edge at once', async () => {
+    const store = new MemoryStore();
+    const signals: string[] = [];
+    store.onSignal((topic, id) => signals.push(`${topic}:${id}`));
+    const key = generateKeyPairSync('ed25519');
+    const nodes = new EdgeNodes({
+      store,
+      audit: new MemoryAuditLog(),
+      clock: new ManualClock(),
+      hasher: { sha256Hex: (text) => `h(${text})` },
+      random: { hex128: () => '0'.repeat(32) },
+      verify: (pem, message, signature) =>
+        verify(null, Buffer.from(message), createPublicKey(pem), Buffer.from(signature, 'base64')),
+      signals: store,
+    });
+    const { token } = await nodes.createToken(admin, {});
+    await nodes.enrol(
+      {
+        token,
+        publicKeyPem: String(key.publicKey.export({ type: 'spki', format: 'pem' })),
+        signature: sign(null, Buffer.from(challengeText('n', null)), key.privateKey).toString('base64'),
+        labels: {},
+        runtimes: [],
+        capacity: 1,
+      },
+      'n',
+      'peer',
+      'edge_1',
+    );
+    await nodes.revoke(admin, 'edge_1');
+    assert.deepEqual(
+      signals.filter((s) => s.startsWith('edge:')),
+      ['edge:edge_1', 'edge:edge_1'],
     );
   });
 

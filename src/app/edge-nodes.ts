@@ -1,7 +1,8 @@
 /**
  * Use-cases of edge nodes (docs/adr/0108-edge-node-protocol.md): single-use enrolment tokens (admin), the list of
  * edges, revocation, and the two ways an edge proves who it is when it connects — a fresh token plus its new public
- * key (enrolment), or a signature of the server's nonce with the key it enrolled with. Every refusal is audited.
+ * key (enrolment), or a signature of the server's nonce with the key it enrolled with. An edge's labels are exactly
+ * its token's (an admin grants them; placement trusts them). Every refusal is audited.
  */
 import { AUDIT_KINDS } from '../domain/audit/entry.ts';
 import { type Principal, requireScope } from '../domain/auth/api-key.ts';
@@ -15,7 +16,7 @@ import {
   MAX_EDGE_TOKEN_TTL_MS,
 } from '../domain/edge/records.ts';
 import { AegisError } from '../domain/errors.ts';
-import type { AuditLog, Clock, EdgeStore, Hasher, SecretRandom } from './ports.ts';
+import type { AuditLog, Clock, ClusterStore, EdgeStore, Hasher, SecretRandom } from './ports.ts';
 
 export interface EdgeNodesDeps {
   readonly store: EdgeStore;
@@ -25,6 +26,12 @@ export interface EdgeNodesDeps {
   readonly audit: AuditLog;
   /** True when `signature` (base64) is the Ed25519 signature of `message` by the SPKI PEM `publicKeyPem`. */
   readonly verify: (publicKeyPem: string, message: string, signature: string) => boolean;
+  /**
+   * Tells every server sharing the store that an edge was enrolled or revoked (topic `edge`, its id): each reloads
+   * it — placement knows it at once, and the server holding a revoked edge's connection cuts it at once instead of
+   * on its next periodic refresh. Absent: this process only.
+   */
+  readonly signals?: Pick<ClusterStore, 'signal'>;
 }
 
 export type EdgeTokenView = Omit<EdgeTokenRecord, 'hash'>;
@@ -33,6 +40,7 @@ export interface EnrolRequest {
   readonly token: string;
   readonly publicKeyPem: string;
   readonly signature: string;
+  /** Labels the edge expects (`aegis edge join --label`): each must be carried by the token, else refused. */
   readonly labels: Readonly<Record<string, string>>;
   readonly runtimes: readonly string[];
   readonly capacity: number;
@@ -106,6 +114,7 @@ export class EdgeNodes {
       current.revokedAt === null ? { ...current, revokedAt: new Date(clock.now()).toISOString() } : current;
     await store.putEdgeNode(next);
     const connected = this.onRevoked(nodeId);
+    await this.#signal(nodeId);
     audit.append(AUDIT_KINDS.edgeRevoked, null, { node: nodeId, by: principal.id, connected });
     await audit.flush();
     return next;
@@ -126,10 +135,30 @@ export class EdgeNodes {
     const token = await store.consumeEdgeToken(hasher.sha256Hex(request.token), now, newId);
     if (token === undefined) return this.#refuse(null, 'unknown or already used enrolment token', from);
     if (token.expiresAt < now) return this.#refuse(null, `enrolment token ${token.id} expired`, from);
+    // An edge's labels are exactly its token's: placement trusts them (an agent placed on `zone=secure` sends its
+    // bundle and input there), so only an admin grants them. A label the token lacks is refused, not dropped —
+    // the operator learns at once instead of wondering why nothing is placed on the edge. The token is spent.
+    const ungranted = ungrantedLabels(request.labels, token.labels);
+    if (ungranted.length > 0) {
+      const reason =
+        `labels ${ungranted.join(', ')} declared by the edge are not granted by enrolment token ${token.id} ` +
+        `(it carries ${formatLabels(token.labels)}); an edge's labels are exactly its token's — ask an admin ` +
+        `for a token that carries them: \`aegis edge token create ${tokenFlags({ ...token.labels, ...request.labels })}\``;
+      // Not rate-limited like other anonymous refusals: it spent a genuine, unexpired token (there are few).
+      this.#deps.audit.append(AUDIT_KINDS.edgeRefused, null, {
+        node: null,
+        reason: reason.slice(0, 500),
+        from,
+      });
+      await this.#deps.audit.flush();
+      throw new AegisError('PERMISSION_DENIED', `edge refused: ${reason}`, {
+        hint: 'labels come from the enrolment token only; `aegis edge join --label` just checks them',
+      });
+    }
     const record: EdgeNodeRecord = {
       id: newId,
       publicKeyPem: request.publicKeyPem,
-      labels: { ...request.labels, ...token.labels },
+      labels: { ...token.labels },
       runtimes: [...request.runtimes],
       capacity: request.capacity,
       enrolledAt: now,
@@ -137,6 +166,7 @@ export class EdgeNodes {
       revokedAt: null,
     };
     await store.putEdgeNode(record);
+    await this.#signal(record.id);
     audit.append(AUDIT_KINDS.edgeEnrolled, null, {
       node: record.id,
       token: token.id,
@@ -166,6 +196,15 @@ export class EdgeNodes {
     return record;
   }
 
+  /** Best effort: the stored record is the truth, and every server also reloads the edges periodically. */
+  async #signal(nodeId: string): Promise<void> {
+    try {
+      await this.#deps.signals?.signal('edge', nodeId);
+    } catch {
+      // the periodic refresh (main-server.ts) still brings it
+    }
+  }
+
   /** Audits a refused connection or report and throws UNAUTHENTICATED saying why. */
   async #refuse(node: string | null, reason: string, from: string): Promise<never> {
     this.refused(node, reason, from);
@@ -193,6 +232,29 @@ export class EdgeNodes {
   }
 
   #anonymous = { minute: 0, count: 0 };
+}
+
+/** The declared labels (`k=v`) the token does not carry with the same value, sorted. */
+export function ungrantedLabels(
+  declared: Readonly<Record<string, string>>,
+  granted: Readonly<Record<string, string>>,
+): string[] {
+  return Object.entries(declared)
+    .filter(([key, value]) => !Object.hasOwn(granted, key) || granted[key] !== value)
+    .map(([key, value]) => `${key}=${value}`)
+    .sort();
+}
+
+function formatLabels(labels: Readonly<Record<string, string>>): string {
+  const pairs = Object.entries(labels).map(([key, value]) => `${key}=${value}`);
+  return pairs.length === 0 ? 'no labels' : pairs.sort().join(', ');
+}
+
+function tokenFlags(labels: Readonly<Record<string, string>>): string {
+  return Object.entries(labels)
+    .map(([key, value]) => `--label ${key}=${value}`)
+    .sort()
+    .join(' ');
 }
 
 function safeVerify(

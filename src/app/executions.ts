@@ -638,7 +638,7 @@ export class Executions {
         this.#pump();
       } else if (topic === 'cancel') {
         this.#running.get(id)?.controller.abort(REMOTE_CANCEL);
-      } else if (topic !== 'swarm') {
+      } else if (topic === 'status' || topic === 'logs') {
         this.#deps.events.emit(id, topic);
       }
     });

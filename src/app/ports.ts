@@ -568,7 +568,8 @@ export interface Heartbeat {
 
 /** What changed, for nodes waiting on it: new queued work, a cancel request, a status change, new log lines. */
 /** `swarm`: a swarm topic got a message or a swarm lock was released (app/swarm-bus.ts, swarm-locks.ts). */
-export type ClusterTopic = 'queue' | 'cancel' | 'status' | 'logs' | 'swarm';
+/** `edge`: an edge node was enrolled or revoked (app/edge-nodes.ts): servers reload it, and cut it when revoked. */
+export type ClusterTopic = 'queue' | 'cancel' | 'status' | 'logs' | 'swarm' | 'edge';
 
 export interface ClusterStore {
   /**

@@ -239,11 +239,15 @@ describe('edge nodes (real server — PostgreSQL when the test cluster runs —,
   });
 
   it('enrols an edge with a single-use token; an execution placed by label runs there; logs, result and ledger arrive', async () => {
-    const created = await cli(['edge', 'token', 'create', '--label', 'site=lab', '-o', 'json'], cliEnv);
+    const created = await cli(
+      ['edge', 'token', 'create', '--label', 'site=lab', '--label', 'zone=a', '-o', 'json'],
+      cliEnv,
+    );
     assert.equal(created.code, 0, created.stderr);
     const tokenText = JSON.parse(created.stdout).token as string;
     const data = tempDir('aegis-edge-data-');
     labData = data;
+    // --label only checks what the token grants (its labels are exactly the token's).
     const edge = startEdge(proxy.url, ['--token', tokenText, '--label', 'zone=a', '--data-dir', data]);
     const node = await connectedEdge('lab');
     labId = node.id;
@@ -382,7 +386,7 @@ describe('edge nodes (real server — PostgreSQL when the test cluster runs —,
         signature: sign(null, Buffer.from(challengeText(challenge.nonce, null)), privateKey).toString(
           'base64',
         ),
-        labels: { site: 'lab' }, // it may claim any label; the token's site=evil is added, so it never matches lab
+        labels: {}, // its labels are its token's (site=evil): it never matches lab
         runtimes: ['sandbox'],
         capacity: 1,
         boot,
@@ -456,6 +460,55 @@ describe('edge nodes (real server — PostgreSQL when the test cluster runs —,
         (e) => e.kind === 'edge.refused' && e.data.node === labId && /signature/.test(e.data.reason),
       ),
     );
+  });
+
+  it('attacker: an edge declaring a label its token does not carry (zone=secure) is refused, audited, and never gets a placed agent', async () => {
+    // A real edge process with a genuine token the admin made for site=evil, declaring zone=secure.
+    const evilToken = await token({ site: 'evil' });
+    const evil = startEdge(proxy.url, [
+      '--token',
+      evilToken,
+      '--label',
+      'zone=secure',
+      '--data-dir',
+      tempDir('aegis-edge-data-'),
+    ]);
+    const code = await exitOf(evil, 'the edge declaring an ungranted label to be refused');
+    assert.notEqual(code, 0);
+    assert.match(evil.stderr(), /labels zone=secure declared by the edge are not granted by enrolment token/);
+    assert.match(evil.stderr(), /aegis edge token create --label site=evil --label zone=secure/);
+    await pollUntil('the refused enrolment in the ledger', async () =>
+      (await ledger()).some(
+        (e) =>
+          e.kind === 'edge.refused' && /zone=secure declared by the edge are not granted/.test(e.data.reason),
+      ),
+    );
+    const before = await nodes();
+    assert.ok(!before.some((n) => n.labels.zone === 'secure'), 'no edge carries zone=secure');
+    // An agent placed on zone=secure is not sent to it: no edge carries that label, so it stays with the
+    // server's own runtimes (which carry no zone label either) — and above all never reaches the evil edge.
+    const dir = tempDir('aegis-edge-agent-');
+    writeFileSync(
+      join(dir, 'agent.yaml'),
+      `apiVersion: aegis.dev/v1
+kind: Agent
+metadata:
+  name: edge-secure
+  version: 0.1.0
+spec:
+  runtime: { language: python, entrypoint: main.py }
+  placement:
+    labels: { zone: secure }
+`,
+    );
+    writeFileSync(join(dir, 'main.py'), 'print("secret input handled")\n');
+    assert.equal((await cli(['deploy', join(dir, 'agent.yaml')], cliEnv)).code, 0);
+    const placed = await api('POST', '/v1/executions', { agent: 'edge-secure', input: { secret: 's3cr3t' } });
+    if (placed.status === 202) {
+      const got = (await api('GET', `/v1/executions/${(placed.json as Json).id}`)).json as Json;
+      assert.notEqual(got.runtime, 'edge', `placed on an edge: ${JSON.stringify(got)}`);
+    }
+    assert.doesNotMatch(evil.stderr(), /enrolled as|connected to/);
   });
 
   it('restart: a result finished while cut off and the edge killed is replayed and adopted, once', async () => {

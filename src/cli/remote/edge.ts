@@ -147,7 +147,12 @@ export function registerEdgeCommands(program: Command, serverCommand: ServerComm
     .description('edge nodes: outbound-only nodes that run executions placed on them by label');
   const token = edge.command('token').description('enrolment tokens (admin)');
   serverCommand(token, 'create', 'create a single-use enrolment token; it is printed once')
-    .option('--label <key=value>', 'a label the enrolled edge gets (repeat)', collect, [] as string[])
+    .option(
+      '--label <key=value>',
+      'a label the enrolled edge gets — its only labels (repeat)',
+      collect,
+      [] as string[],
+    )
     .option('--ttl <duration>', 'how long the token may be used (default 1h, at most 30d)')
     .action(wrap(commandEdgeTokenCreate));
   serverCommand(edge, 'ls', 'list enrolled edge nodes and whether they are connected').action(
@@ -161,7 +166,12 @@ export function registerEdgeCommands(program: Command, serverCommand: ServerComm
     .description('run this host as an edge node of <server-url> (foreground, until SIGTERM)')
     .argument('<server-url>', 'the server, e.g. http://10.0.0.5:8088 (only outbound connections are made)')
     .option('--token <token>', 'enrolment token (first join of an empty data dir)')
-    .option('--label <key=value>', 'a label of this edge (repeat)', collect, [] as string[])
+    .option(
+      '--label <key=value>',
+      "a label this edge expects (repeat): its labels are exactly its token's, so enrolment is refused unless the token carries it",
+      collect,
+      [] as string[],
+    )
     .option('--data-dir <dir>', 'where the node key, bundles and results live (default $AEGIS_HOME/edge)')
     .option('--runtime <name>', 'local runtime', 'sandbox')
     .option('--capacity <n>', 'executions run at once (default: CPU count)')

@@ -9,7 +9,7 @@ import type { CompiledAgent } from '../manifest/compiled.ts';
 export interface EdgeTokenRecord {
   readonly id: string;
   readonly hash: string;
-  /** Labels the edge that uses it gets (its own `--label`s are added; these win on a clash). */
+  /** The labels of the edge that uses it — exactly these: an enrolment declaring any other is refused (ADR 0108). */
   readonly labels: Readonly<Record<string, string>>;
   readonly createdAt: string;
   readonly expiresAt: string;

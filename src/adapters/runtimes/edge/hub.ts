@@ -94,13 +94,24 @@ export class EdgeHub {
 
   /**
    * Seeds (and refreshes) the enrolled edges from the store: placement knows every edge of the cluster, also those
-   * enrolled through another server; an edge revoked through another server and connected here is cut off.
+   * enrolled through another server; an edge revoked through another server and connected here is cut off (audited
+   * as refused here: the revoking server's `edge.revoked` says `connected: false`). Returns the ids cut.
    */
-  async load(records: readonly EdgeNodeRecord[]): Promise<void> {
+  load(records: readonly EdgeNodeRecord[]): string[] {
+    const cut: string[] = [];
     for (const record of records) {
       const state = this.#remember(record);
-      if (record.revokedAt !== null && state.conn !== undefined) this.#revoked(record.id);
+      if (record.revokedAt !== null && state.conn !== undefined) {
+        this.#options.nodes.refused(
+          record.id,
+          `edge node was revoked at ${record.revokedAt} (through another server): its connection here is cut`,
+          state.conn.from,
+        );
+        this.#revoked(record.id);
+        cut.push(record.id);
+      }
     }
+    return cut;
   }
 
   /** The edges connected to this server now (unrevoked), for the cluster registry's heartbeat. */
@@ -326,7 +337,7 @@ export class EdgeHub {
         : new AegisError('INTERNAL', 'edge handshake failed', { cause: error });
       if (aegis.code === 'INTERNAL')
         this.#options.log({ level: 'error', msg: 'edge handshake', error: String(error) });
-      this.#send(conn, { t: 'error', code: aegis.code, message: aegis.message });
+      this.#send(conn, { t: 'error', code: aegis.code, message: aegis.message.slice(0, 4000) });
       ws.close(4401, aegis.code);
       return;
     }

@@ -42,7 +42,7 @@ export class EdgeRuntime implements Runtime {
 
   /** Reloads the enrolled edges from the store, so `places` knows those enrolled through any server. */
   async refreshPlacement(): Promise<void> {
-    if (this.#options.listEdges) await this.#options.hub.load(await this.#options.listEdges());
+    if (this.#options.listEdges) this.#options.hub.load(await this.#options.listEdges());
   }
 
   nameFor(agent: CompiledAgent): string {
