@@ -758,7 +758,12 @@ export async function runAgent(deps: RunAgentDeps, request: RunAgentRequest): Pr
       await store.updateExecution(id, { status: 'failed', reason, finishedAt: iso(clock.now()) });
     }
     if (isAegisError(error)) throw error;
-    throw new AegisError('INTERNAL', `execution ${id} failed inside AEGIS`, { cause: error });
+    // The cause, redacted, is in the message (a local `aegis run` shows it; the API answers INTERNAL generically).
+    throw new AegisError(
+      'INTERNAL',
+      `execution ${id} failed inside AEGIS: ${clean(error instanceof Error ? error.message : String(error)).slice(0, 500)}`,
+      { cause: error, hint: `its record and ledger say the same: aegis audit show ${id}` },
+    );
   } finally {
     ticker.cancel();
     try {

@@ -24,15 +24,18 @@ describe('SandboxRuntime.reapOrphans: dirs without a state.json', () => {
   const stateOf = (owner: typeof DEAD, executionId: string) =>
     JSON.stringify({ executionId, owner, cgroupPaths: [], createdAt: new Date().toISOString() });
 
-  it('reaps a fresh empty dir and a partial state of a dead owner at once; keeps a live owner’s and a fresh unreadable one', async () => {
-    mkdirSync(join(sandboxes, 'ex_empty'), { recursive: true });
+  it('reaps an old empty dir and a partial state of a dead owner at once; keeps a live owner’s, a fresh unreadable one and a fresh empty one', async () => {
+    const old = new Date(Date.now() - 3_600_000);
+    // Another process's start between its mkdir and its first state write: reaping it failed that start (ENOENT).
+    mkdirSync(join(sandboxes, 'ex_empty_fresh'), { recursive: true });
+    mkdirSync(join(sandboxes, 'ex_empty'));
+    utimesSync(join(sandboxes, 'ex_empty'), old, old);
     mkdirSync(join(sandboxes, 'ex_partial_dead'));
     writeFileSync(join(sandboxes, 'ex_partial_dead', 'state.json.partial'), stateOf(DEAD, 'ex_partial_dead'));
     mkdirSync(join(sandboxes, 'ex_partial_live'));
     writeFileSync(join(sandboxes, 'ex_partial_live', 'state.json.partial'), stateOf(LIVE, 'ex_partial_live'));
     mkdirSync(join(sandboxes, 'ex_garbled'));
     writeFileSync(join(sandboxes, 'ex_garbled', 'state.json.partial'), '{"execu');
-    const old = new Date(Date.now() - 3_600_000);
     mkdirSync(join(sandboxes, 'ex_garbled_old'));
     writeFileSync(join(sandboxes, 'ex_garbled_old', 'state.json'), '{"execu');
     utimesSync(join(sandboxes, 'ex_garbled_old'), old, old);
@@ -46,6 +49,11 @@ describe('SandboxRuntime.reapOrphans: dirs without a state.json', () => {
     assert.equal(existsSync(join(sandboxes, 'ex_empty')), false);
     assert.equal(existsSync(join(sandboxes, 'ex_partial_dead')), false);
     assert.equal(existsSync(join(sandboxes, 'ex_partial_live')), true, 'a live owner’s dir stays');
+    assert.equal(
+      existsSync(join(sandboxes, 'ex_empty_fresh')),
+      true,
+      'a fresh empty dir may be a start in progress: it waits for the grace period',
+    );
     assert.equal(
       existsSync(join(sandboxes, 'ex_garbled')),
       true,

@@ -905,15 +905,11 @@ export class SandboxRuntime implements Runtime, LiveRuntime {
       // state.json, or the state.json.partial a dying orchestrator was writing: either names the owner.
       const state = readStateOf(dir, 'state.json') ?? readStateOf(dir, 'state.json.partial');
       if (state && this.options.identity.isAlive(state.owner)) continue;
-      if (!state && removeIfEmpty(dir)) {
-        // Empty: a crash between mkdir and the first state write, or mid-removal. rmdir fails unless it is still
-        // empty, and a live owner tolerates the dir being gone (removeDir ignores ENOENT), so no wait is needed.
-        reaped.push(executionOfSpawnName(name));
-        continue;
-      }
       if (!state) {
-        // Half-written by a dying orchestrator; leave very fresh ones to their (maybe live) creator. A dir that is
-        // gone by now was destroyed by its (live) owner between the listing and here.
+        // Empty or half-written: a crash between mkdir and the first state write, or mid-removal — or another
+        // process's start right now, between its mkdir and its state write (reaping that one made its start fail
+        // with ENOENT; seen under load with two `aegis run`s on one host). Fresh ones are left to their (maybe live)
+        // creator; a dir gone by now was destroyed by its (live) owner between the listing and here.
         let ageMs: number;
         try {
           ageMs = Date.now() - statSync(dir).mtimeMs;
@@ -921,6 +917,10 @@ export class SandboxRuntime implements Runtime, LiveRuntime {
           continue;
         }
         if (ageMs < 60_000) continue;
+        if (removeIfEmpty(dir)) {
+          reaped.push(executionOfSpawnName(name));
+          continue;
+        }
       }
       if (state) await removeCgroupPaths(state.cgroupPaths).catch(() => {});
       if (state?.outputDir?.startsWith(`${SHM_ROOT}/aegis-output-`)) {
