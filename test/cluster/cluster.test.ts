@@ -338,8 +338,24 @@ describe('a 3-node cluster on one PostgreSQL', { timeout: FULL ? 3_600_000 : 900
       const record = records.get(id);
       assert.equal(record?.status, 'failed', `${id} ran on a killed node, ended ${record?.status}`);
     }
-    // Nothing run twice: no execution has two starts or two finishes over all the ledgers.
-    const counts = countLedger(await cluster.ledgerEntries(), ids);
+    // Nothing run twice: no execution has two starts or two finishes over all the ledgers. An export holds signed
+    // entries only: a node restarted at once after its kill -9 signs its previous life's last entries once the
+    // ledger's tail grace (10 s) has passed, so the ledgers are read until they hold every succeeded execution.
+    const unrecordedIn = (counts: ReturnType<typeof countLedger>) =>
+      [...records.values()].filter((r) => {
+        const c = counts.get(r.id)!;
+        return r.status === 'succeeded' && (c.started !== 1 || c.finished + c.recovered < 1);
+      });
+    let counts = countLedger(await cluster.ledgerEntries(), ids);
+    await pollUntil(
+      'the ledgers to hold every succeeded execution',
+      async () => {
+        counts = countLedger(await cluster.ledgerEntries(), ids);
+        return unrecordedIn(counts).length === 0 ? true : undefined;
+      },
+      60_000,
+      1000,
+    ).catch(() => {});
     const twice = [...counts].filter(([, c]) => c.started > 1 || c.finished > 1);
     assert.deepEqual(
       twice.map(([id, c]) => `${id}: ${JSON.stringify(c)}`),
@@ -348,10 +364,7 @@ describe('a 3-node cluster on one PostgreSQL', { timeout: FULL ? 3_600_000 : 900
     );
     // Every succeeded execution has its start and its finish recorded (a killed node's unflushed tail is
     // reconciled as execution.recovered when it comes back).
-    const unrecorded = [...records.values()].filter((r) => {
-      const c = counts.get(r.id)!;
-      return r.status === 'succeeded' && (c.started !== 1 || c.finished + c.recovered < 1);
-    });
+    const unrecorded = unrecordedIn(counts);
     assert.deepEqual(
       unrecorded.map((r) => `${r.id}: ${JSON.stringify(counts.get(r.id))}`),
       [],

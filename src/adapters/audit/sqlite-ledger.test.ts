@@ -397,6 +397,51 @@ describe('SqliteAuditLedger with a witness', () => {
     }
   });
 
+  it('a writer reopened right after a crash signs the dead writer’s unsigned tail once the grace has passed (export then holds it)', async () => {
+    const paths = home();
+    const realClock = { now: () => Date.now() };
+    // The first life: its entries are written, but it dies (kill -9) before any head covers them.
+    const dead = open(paths, { witness: witnessFor(paths), clock: realClock, signAfterMs: 3_600_000 });
+    dead.append('execution.started', 'ex_tail', { instance: 'i' });
+    dead.append('execution.finished', 'ex_tail', {
+      status: 'succeeded',
+      exitCode: 0,
+      reason: null,
+      durationMs: 1,
+    });
+    await dead.flush();
+    // Restarted at once (within the grace), then idle: no append of its own would ever sign over the tail.
+    const ledger = open(paths, {
+      witness: witnessFor(paths),
+      clock: realClock,
+      writer: true,
+      tailGraceMs: 300,
+      signAfterMs: 20,
+    });
+    const exported = async () => {
+      const kinds: string[] = [];
+      for await (const record of ledger.export()) {
+        if (record.type === 'entry') kinds.push(`${record.kind}:${record.execution ?? ''}`);
+      }
+      return kinds;
+    };
+    try {
+      assert.deepEqual(await exported(), [], 'nothing signed yet: the export holds no entry');
+      const kinds = await pollUntil('the adopted tail in the export', async () => {
+        const now = await exported();
+        return now.includes('execution.finished:ex_tail') ? now : undefined;
+      });
+      assert.deepEqual(kinds, [
+        'execution.started:ex_tail',
+        'execution.finished:ex_tail',
+        'audit.tail-adopted:',
+      ]);
+      assert.equal((await ledger.verify()).ok, true);
+    } finally {
+      await ledger.close();
+    }
+  });
+
   it('a reader never signs; a writer refuses to sign a chain rewritten after the witnessed head', async () => {
     const paths = home();
     const witness = witnessFor(paths);

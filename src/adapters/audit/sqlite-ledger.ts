@@ -205,6 +205,8 @@ export class SqliteAuditLedger implements AuditLog {
   /** This process appended something (only writers sign). */
   #appended = false;
   #signTimer: NodeJS.Timeout | undefined;
+  /** A fresh stale tail found at open: adopted once it is older than the grace, unless a head covers it by then. */
+  #adoptTimer: NodeJS.Timeout | undefined;
   /** `durable()` callers waiting for the next group commit. */
   #waiters: { resolve: () => void; reject: (error: unknown) => void }[] = [];
   /** Tip of the chain including buffered entries. */
@@ -302,13 +304,35 @@ export class SqliteAuditLedger implements AuditLog {
     return trusted;
   }
 
-  /** Entries after the trusted head that no live writer will sign (a crash): recorded, then signed like any. */
+  /**
+   * Entries after the trusted head that no live writer will sign (a crash): recorded, then signed like any. A tail
+   * younger than the grace may still be another live writer's: it is looked at again once the grace has passed —
+   * a node restarted at once after a kill -9 and then idle would otherwise never sign its previous life's last
+   * entries, and an export (signed entries only) would miss them.
+   */
   #adoptStaleTail(): void {
-    if (this.#stored.seq <= this.#trusted.seq) return;
+    if (this.#closed || this.#stored.seq <= this.#trusted.seq) return;
+    // Signed over since (this process appended, or the other writer signed): nothing is stale any more.
+    if (this.#readLastHeadSeq() >= this.#stored.seq) return;
     const last = this.#range.get(this.#stored.seq, this.#stored.seq) as unknown as EntryArray | undefined;
     if (last === undefined) return;
     const ageMs = this.#clock.now() - Date.parse(last[1]);
-    if (!(ageMs > this.#options.tailGraceMs)) return;
+    if (!(ageMs > this.#options.tailGraceMs)) {
+      this.#adoptTimer ??= setTimeout(
+        () => {
+          this.#adoptTimer = undefined;
+          try {
+            this.#adoptStaleTail();
+          } catch (error) {
+            this.#warn(
+              `adopting the unsigned tail failed: ${error instanceof Error ? error.message : String(error)}`,
+            );
+          }
+        },
+        Math.max(1, this.#options.tailGraceMs - Math.max(0, ageMs) + 1),
+      ).unref();
+      return;
+    }
     this.append(AUDIT_KINDS.auditTailAdopted, null, {
       fromSeq: this.#trusted.seq + 1,
       toSeq: this.#stored.seq,
@@ -543,6 +567,8 @@ export class SqliteAuditLedger implements AuditLog {
     this.#soon = undefined;
     if (this.#signTimer !== undefined) clearTimeout(this.#signTimer);
     this.#signTimer = undefined;
+    if (this.#adoptTimer !== undefined) clearTimeout(this.#adoptTimer);
+    this.#adoptTimer = undefined;
     try {
       this.#write(this.#appended);
       if (this.#writeError !== undefined) throw this.#unwritable();
