@@ -67,6 +67,24 @@ spec:
   return join(dir, 'agent.yaml');
 }
 
+/** Servers node-a and node-b on one database, sharing node-a's admin key; `viaA` is the CLI's environment for a. */
+async function twoServers(databaseUrl: string, args: readonly string[]) {
+  const dirs = [serverDirs(), serverDirs()];
+  const a: ServerProcess = await startServerProcess({
+    dirs: dirs[0]!,
+    databaseUrl,
+    args: ['--node-id', 'node-a', ...args],
+  });
+  writeFileSync(join(dirs[1]!.home, 'admin.key'), `${a.adminKey}\n`, { mode: 0o600 });
+  const b: ServerProcess = await startServerProcess({
+    dirs: dirs[1]!,
+    databaseUrl,
+    args: ['--node-id', 'node-b', ...args],
+  });
+  const key = a.adminKey;
+  return { a, b, key, viaA: { ...a.env, AEGIS_SERVER: a.url, AEGIS_API_KEY: key } };
+}
+
 const missing = postgresMissing();
 
 describe('an edge in a two-server cluster', {
@@ -76,21 +94,7 @@ describe('an edge in a two-server cluster', {
     if (missing) throw new Error(missing);
     const db = (await freshDatabase())!;
     try {
-      const dirs = [serverDirs(), serverDirs()];
-      const args = ['--lease', '3s', '--edge-grace', '4s'];
-      const a: ServerProcess = await startServerProcess({
-        dirs: dirs[0]!,
-        databaseUrl: db.url,
-        args: ['--node-id', 'node-a', ...args],
-      });
-      writeFileSync(join(dirs[1]!.home, 'admin.key'), `${a.adminKey}\n`, { mode: 0o600 });
-      const b: ServerProcess = await startServerProcess({
-        dirs: dirs[1]!,
-        databaseUrl: db.url,
-        args: ['--node-id', 'node-b', ...args],
-      });
-      const key = a.adminKey;
-      const viaA = { ...a.env, AEGIS_SERVER: a.url, AEGIS_API_KEY: key };
+      const { a, b, key, viaA } = await twoServers(db.url, ['--lease', '3s', '--edge-grace', '4s']);
       const deployed = await cli(['deploy', agentDir()], viaA);
       assert.equal(deployed.code, 0, deployed.stderr);
 
@@ -169,23 +173,9 @@ describe('an edge in a two-server cluster', {
     if (missing) throw new Error(missing);
     const db = (await freshDatabase())!;
     try {
-      const dirs = [serverDirs(), serverDirs()];
       // Each server also reloads the edge list every min(lease, edge grace)/3 — 10 minutes here, far beyond the
       // deadline below: only the revocation's cluster signal can explain a prompt cut on node-b.
-      const args = ['--lease', '30m', '--edge-grace', '30m'];
-      const a: ServerProcess = await startServerProcess({
-        dirs: dirs[0]!,
-        databaseUrl: db.url,
-        args: ['--node-id', 'node-a', ...args],
-      });
-      writeFileSync(join(dirs[1]!.home, 'admin.key'), `${a.adminKey}\n`, { mode: 0o600 });
-      const b: ServerProcess = await startServerProcess({
-        dirs: dirs[1]!,
-        databaseUrl: db.url,
-        args: ['--node-id', 'node-b', ...args],
-      });
-      const key = a.adminKey;
-      const viaA = { ...a.env, AEGIS_SERVER: a.url, AEGIS_API_KEY: key };
+      const { a, b, key, viaA } = await twoServers(db.url, ['--lease', '30m', '--edge-grace', '30m']);
 
       const created = await cli(['edge', 'token', 'create', '--label', 'site=plant', '-o', 'json'], viaA);
       assert.equal(created.code, 0, created.stderr);

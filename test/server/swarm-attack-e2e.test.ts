@@ -46,9 +46,8 @@ aegis.llm.chat([{"role": "user", "content": "two"}])
 aegis.output({"kid": aegis.swarm.spawn("kid-greedy", {}, wait=True, timeout=240)})
 `;
 
-const KID_PY = (okPort: number, evilPort: number, outside: string) => `
-import json, os, urllib.request
-import aegis
+/** Python: egress to the parent's host and to one only the child's manifest allows, then a write outside. */
+const PROBE_PY = (okPort: number, evilPort: number, file: string) => `
 out = {}
 def get(port):
     try:
@@ -58,12 +57,17 @@ def get(port):
 out["ok"] = get(${okPort})
 out["evil"] = get(${evilPort})
 try:
-    with open(${JSON.stringify(join(outside, 'pwned.txt'))}, "w") as f:
+    with open(${JSON.stringify(file)}, "w") as f:
         f.write("x")
     out["write"] = "written"
 except Exception as e:
     out["write"] = "refused: " + type(e).__name__
-try:
+`;
+
+const KID_PY = (okPort: number, evilPort: number, outside: string) => `
+import json, os, urllib.request
+import aegis
+${PROBE_PY(okPort, evilPort, join(outside, 'pwned.txt'))}try:
     aegis.tools.call("cmd.run", {"argv": ["echo", "hi"]})
     out["tool"] = "ran"
 except aegis.ToolDenied as e:
@@ -92,20 +96,7 @@ aegis.output({"kid": aegis.swarm.spawn("kid-pooled", {}, wait=True, timeout=120)
 /** No SDK (so nothing keeps it from a warm pool): egress and a host write, as its own manifest would allow. */
 const POOLED_KID_PY = (okPort: number, evilPort: number, outside: string) => `
 import json, urllib.request
-out = {}
-def get(port):
-    try:
-        return urllib.request.urlopen("http://127.0.0.1:%d/x" % port, timeout=10).status
-    except Exception as e:
-        return "refused: " + type(e).__name__
-out["ok"] = get(${okPort})
-out["evil"] = get(${evilPort})
-try:
-    with open(${JSON.stringify(join(outside, 'pooled.txt'))}, "w") as f:
-        f.write("x")
-    out["write"] = "written"
-except Exception as e:
-    out["write"] = "refused: " + type(e).__name__
+${PROBE_PY(okPort, evilPort, join(outside, 'pooled.txt'))}
 print(json.dumps(out), flush=True)
 `;
 
