@@ -139,11 +139,11 @@ export function requireSwarm(
 export class SwarmBus {
   readonly #deps: SwarmBusDeps;
   readonly #buckets = new TokenBuckets();
-  readonly #waiters = new Map<string, Set<() => void>>();
-  #unsubscribe: (() => void) | undefined;
+  readonly #wakeups: SwarmWakeups;
 
   constructor(deps: SwarmBusDeps) {
     this.#deps = deps;
+    this.#wakeups = new SwarmWakeups(deps.clock, deps.signals);
   }
 
   /** Publishes `message` (any JSON value) to the caller's swarm's `topic`; returns its id (seq). */
@@ -198,7 +198,7 @@ export class SwarmBus {
       sizeBytes,
       digest,
     });
-    this.#wake(topicKey(caller.swarmId, topic));
+    this.#wakeups.wake(topicKey(caller.swarmId, topic));
     this.#deps.signals?.signal('swarm', topicKey(caller.swarmId, topic)).catch(() => {});
     return { id: stored.seq, topic, sizeBytes, digest };
   }
@@ -239,7 +239,7 @@ export class SwarmBus {
           cursor: found.at(-1)?.seq ?? after,
         };
       }
-      await this.#waitFor(key, Math.min(remaining, this.#deps.pollMs ?? 1000), options.signal);
+      await this.#wakeups.waitFor(key, Math.min(remaining, this.#deps.pollMs ?? 1000), options.signal);
     }
   }
 
@@ -257,50 +257,62 @@ export class SwarmBus {
 
   /** Stops listening for signals. */
   close(): void {
-    this.#unsubscribe?.();
-    this.#unsubscribe = undefined;
+    this.#wakeups.close();
+  }
+}
+
+/**
+ * Waiters by key (a topic, a lock), shared by the bus and the locks: woken by this process, or by a cluster `swarm`
+ * signal naming the key (subscribed on the first wait).
+ */
+export class SwarmWakeups {
+  readonly #clock: Clock;
+  readonly #signals: SwarmSignals | undefined;
+  readonly #waiters = new Map<string, Set<() => void>>();
+  #unsubscribe: (() => void) | undefined;
+
+  constructor(clock: Clock, signals: SwarmSignals | undefined) {
+    this.#clock = clock;
+    this.#signals = signals;
   }
 
-  #wake(key: string): void {
+  wake(key: string): void {
     const waiting = this.#waiters.get(key);
     if (waiting === undefined) return;
     this.#waiters.delete(key);
     for (const wake of waiting) wake();
   }
 
-  /** Resolves on a signal for `key`, after `ms`, or on abort — whichever comes first. */
-  #waitFor(key: string, ms: number, signal?: AbortSignal): Promise<void> {
-    if (this.#unsubscribe === undefined && this.#deps.signals !== undefined) {
-      this.#unsubscribe = this.#deps.signals.onSignal((topic, id) => {
-        if (topic === 'swarm') this.#wake(id);
+  /** Resolves on a wake for `key`, after `ms`, or on abort — whichever comes first. */
+  waitFor(key: string, ms: number, signal?: AbortSignal): Promise<void> {
+    if (this.#unsubscribe === undefined && this.#signals !== undefined) {
+      this.#unsubscribe = this.#signals.onSignal((topic, id) => {
+        if (topic === 'swarm') this.wake(id);
       });
     }
-    return waitForWake(this.#waiters, key, ms, this.#deps.clock, signal);
+    const waiters = this.#waiters;
+    const clock = this.#clock;
+    return new Promise((resolve) => {
+      let set = waiters.get(key);
+      if (set === undefined) {
+        set = new Set();
+        waiters.set(key, set);
+      }
+      const done = () => {
+        timer.cancel();
+        waiters.get(key)?.delete(done);
+        signal?.removeEventListener('abort', done);
+        resolve();
+      };
+      set.add(done);
+      const timer = clock.setTimeout(done, ms);
+      signal?.addEventListener('abort', done, { once: true });
+    });
   }
-}
 
-/** Shared by the bus and the locks: a wake-up registered under `key`, a timer and an abort, first one wins. */
-export function waitForWake(
-  waiters: Map<string, Set<() => void>>,
-  key: string,
-  ms: number,
-  clock: Clock,
-  signal?: AbortSignal,
-): Promise<void> {
-  return new Promise((resolve) => {
-    let set = waiters.get(key);
-    if (set === undefined) {
-      set = new Set();
-      waiters.set(key, set);
-    }
-    const done = () => {
-      timer.cancel();
-      waiters.get(key)?.delete(done);
-      signal?.removeEventListener('abort', done);
-      resolve();
-    };
-    set.add(done);
-    const timer = clock.setTimeout(done, ms);
-    signal?.addEventListener('abort', done, { once: true });
-  });
+  /** Stops listening for signals. */
+  close(): void {
+    this.#unsubscribe?.();
+    this.#unsubscribe = undefined;
+  }
 }

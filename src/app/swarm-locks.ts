@@ -23,7 +23,7 @@ import {
   requireSwarm,
   type SwarmCaller,
   type SwarmSignals,
-  waitForWake,
+  SwarmWakeups,
 } from './swarm-bus.ts';
 
 export interface LockLease {
@@ -137,12 +137,12 @@ export function lockKey(scope: string, name: string): string {
 
 export class SwarmLocks {
   readonly #deps: SwarmLocksDeps;
-  readonly #waiters = new Map<string, Set<() => void>>();
-  #unsubscribe: (() => void) | undefined;
+  readonly #wakeups: SwarmWakeups;
   #waits = 0;
 
   constructor(deps: SwarmLocksDeps) {
     this.#deps = deps;
+    this.#wakeups = new SwarmWakeups(deps.clock, deps.signals);
   }
 
   /** The scope a caller's lock lives in; PERMISSION_DENIED (audited) for a global lock it was not granted. */
@@ -230,7 +230,11 @@ export class SwarmLocks {
       }
       const untilExpiry =
         outcome.heldUntil === null ? remaining : Math.max(1, Date.parse(outcome.heldUntil) - clock.now() + 1);
-      await this.#waitFor(key, Math.min(remaining, this.#deps.pollMs ?? 500, untilExpiry), options.signal);
+      await this.#wakeups.waitFor(
+        key,
+        Math.min(remaining, this.#deps.pollMs ?? 500, untilExpiry),
+        options.signal,
+      );
     }
   }
 
@@ -338,8 +342,7 @@ export class SwarmLocks {
   }
 
   close(): void {
-    this.#unsubscribe?.();
-    this.#unsubscribe = undefined;
+    this.#wakeups.close();
   }
 
   #audit(caller: SwarmCaller, data: Record<string, string | number>): void {
@@ -347,24 +350,8 @@ export class SwarmLocks {
   }
 
   #notify(key: string): void {
-    this.#wake(key);
+    this.#wakeups.wake(key);
     this.#deps.signals?.signal('swarm', key).catch(() => {});
-  }
-
-  #wake(key: string): void {
-    const waiting = this.#waiters.get(key);
-    if (waiting === undefined) return;
-    this.#waiters.delete(key);
-    for (const wake of waiting) wake();
-  }
-
-  #waitFor(key: string, ms: number, signal?: AbortSignal): Promise<void> {
-    if (this.#unsubscribe === undefined && this.#deps.signals !== undefined) {
-      this.#unsubscribe = this.#deps.signals.onSignal((topic, id) => {
-        if (topic === 'swarm') this.#wake(id);
-      });
-    }
-    return waitForWake(this.#waiters, key, ms, this.#deps.clock, signal);
   }
 }
 
